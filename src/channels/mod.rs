@@ -1,0 +1,83 @@
+//! Channels: the `Channel` trait every connector implements, what a send attempt carries and
+//! how it can end. One module per channel; `outbox` is the local sink that is the embedded
+//! default for every channel.
+//!
+//! A channel never sees HTTP, HL7 or the store: the queue worker hands it an
+//! [`OutboundDelivery`] (already decrypted, consent already checked) and records the outcome.
+
+pub mod outbox;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::delivery::DeliveryStatus;
+
+/// The logical channels a delivery can use.
+pub const CHANNELS: [&str; 5] = ["outbox", "sms", "email", "fax", "direct"];
+
+/// One send attempt of one delivery.
+#[derive(Debug, Clone)]
+pub struct OutboundDelivery {
+    pub delivery_id: String,
+    pub organization_id: String,
+    pub message_id: String,
+    pub channel: String,
+    pub recipient: String,
+    pub subject: Option<String>,
+    pub body: String,
+    pub urgent: bool,
+    pub attempt: i64,
+}
+
+/// A send that the provider took.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendOutcome {
+    /// `Sent` (the provider accepted it) or `Delivered` (it reached its destination).
+    pub status: DeliveryStatus,
+    /// The provider's id for it (queue id, message SID, ...).
+    pub provider_ref: Option<String>,
+}
+
+/// Why a send did not go through: transient errors are retried with backoff, permanent ones
+/// end the delivery as `failed` with the provider's reason.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum ChannelError {
+    #[error("transient: {0}")]
+    Transient(String),
+    #[error("permanent: {0}")]
+    Permanent(String),
+}
+
+/// A connector that can carry deliveries.
+#[async_trait::async_trait]
+pub trait Channel: Send + Sync {
+    /// The connector's name, as used in `[channels.*] connector = ...`.
+    fn name(&self) -> &str;
+    /// Whether sending through it discloses outside this host (the local sink does not).
+    fn external(&self) -> bool;
+    /// One attempt. Must be safe to repeat for the same delivery id (idempotent where the
+    /// provider allows it).
+    async fn send(&self, delivery: &OutboundDelivery) -> Result<SendOutcome, ChannelError>;
+}
+
+/// The configured connectors by name.
+#[derive(Clone, Default)]
+pub struct Connectors {
+    by_name: HashMap<String, Arc<dyn Channel>>,
+}
+
+impl Connectors {
+    pub fn insert(&mut self, channel: Arc<dyn Channel>) {
+        self.by_name.insert(channel.name().to_string(), channel);
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<dyn Channel>> {
+        self.by_name.get(name).cloned()
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<_> = self.by_name.keys().cloned().collect();
+        names.sort();
+        names
+    }
+}

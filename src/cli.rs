@@ -1,0 +1,264 @@
+//! The command line: `run`, `migrate`, `send`, `status`, `keys create`, `dead-letters`,
+//! `bench`. `anyhow` lives here and nowhere deeper.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+use crate::daemon::{self, Core};
+use crate::messages::{Recipient, SendRequest};
+use crate::store::StoreError;
+
+#[derive(Parser)]
+#[command(name = "switchboard", version, about = "Healthcare interoperability gateway")]
+pub struct Cli {
+    /// Configuration file (TOML). Without one, the embedded default runs: SQLite under ./data,
+    /// HTTP on 127.0.0.1:8080, every channel to the local outbox sink.
+    #[arg(long, short, global = true, env = "SWITCHBOARD_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon (HTTP API, delivery workers, sweeper) until SIGTERM/SIGINT.
+    Run,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Queue one message (a running daemon, or the next one started, delivers it).
+    Send {
+        /// Organization slug.
+        #[arg(long)]
+        org: String,
+        /// Recipient address (phone, email, fax, Direct address).
+        #[arg(long)]
+        to: String,
+        /// Channel: outbox, sms, email, fax, direct.
+        #[arg(long, default_value = "outbox")]
+        channel: String,
+        #[arg(long)]
+        subject: Option<String>,
+        /// Message body ("-" reads standard input).
+        #[arg(long)]
+        body: String,
+        /// Patient external id (files the message in the patient's open thread).
+        #[arg(long)]
+        patient: Option<String>,
+        #[arg(long)]
+        urgent: bool,
+    },
+    /// Show a message's deliveries and their history.
+    Status {
+        /// Message id (msg_...).
+        id: String,
+    },
+    /// Manage API keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// List deliveries that exhausted their attempts, or retry one.
+    DeadLetters {
+        #[command(subcommand)]
+        command: Option<DeadLettersCommand>,
+        /// Only this organization (slug).
+        #[arg(long)]
+        org: Option<String>,
+    },
+    /// Measure throughput and latency (prints figures).
+    Bench(crate::bench::BenchArgs),
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create an API key for an organization (created when new); prints the key once.
+    Create {
+        /// Organization slug, e.g. `northclinic`.
+        #[arg(long)]
+        org: String,
+        /// Display name of a new organization.
+        #[arg(long)]
+        org_name: Option<String>,
+        /// A label for the key.
+        #[arg(long, default_value = "default")]
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum DeadLettersCommand {
+    /// List them (the default).
+    List,
+    /// Retry one as a new delivery of the same message.
+    Retry { delivery_id: String },
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> Result<()> {
+    if let Command::Bench(args) = cli.command {
+        return crate::bench::run(args).await;
+    }
+    let config = Config::load(cli.config.as_deref())?;
+    crate::logging::init(&config.log);
+    match cli.command {
+        Command::Run => daemon::run(config).await?,
+        Command::Migrate => {
+            Core::open(config).await?;
+            println!("migrations applied");
+        }
+        Command::Send {
+            org,
+            to,
+            channel,
+            subject,
+            body,
+            patient,
+            urgent,
+        } => {
+            let core = Core::open(config).await?;
+            let organization = core
+                .store
+                .organization_by_slug(&org)
+                .await
+                .map_err(|e| not_found(e, "organization"))?;
+            let body = if body == "-" {
+                std::io::read_to_string(std::io::stdin()).context("reading the body from stdin")?
+            } else {
+                body
+            };
+            let request = SendRequest {
+                thread_id: None,
+                patient,
+                subject,
+                body,
+                recipients: vec![Recipient {
+                    address: Some(to),
+                    channel: Some(channel),
+                    patient: false,
+                }],
+                channels: vec![],
+                urgent,
+                part2: false,
+                category: None,
+                metadata: Default::default(),
+            };
+            let accepted = core.messages().accept(&organization.id, &request, None).await?;
+            println!("{}", accepted.message_id);
+        }
+        Command::Status { id } => {
+            let core = Core::open(config).await?;
+            let organization_id = core
+                .store
+                .organization_of_message(&id)
+                .await
+                .map_err(|e| not_found(e, "message"))?;
+            let view = core.messages().view(&organization_id, &id).await?;
+            println!("message {} ({}): {}", view.id, view.created_at, view.status);
+            for delivery in &view.deliveries {
+                println!(
+                    "  delivery {} via {} → {} after {} attempt(s){}",
+                    delivery.id,
+                    delivery.channel,
+                    delivery.status,
+                    delivery.attempts,
+                    delivery.reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default()
+                );
+                for event in &delivery.history {
+                    println!(
+                        "    {} {:<16} {}{}{}",
+                        event.at,
+                        event.status,
+                        event.source,
+                        if event.applied { "" } else { " (recorded, not applied)" },
+                        event.detail.as_ref().map(|d| format!(" — {d}")).unwrap_or_default()
+                    );
+                }
+            }
+        }
+        Command::Keys {
+            command: KeysCommand::Create { org, org_name, name },
+        } => {
+            let core = Core::open(config).await?;
+            let organization = core
+                .store
+                .ensure_organization(&org, org_name.as_deref().unwrap_or(&org))
+                .await?;
+            let token = crate::http::new_token()?;
+            core.store
+                .insert_api_key(&organization.id, &name, &crate::http::hash_token(&token))
+                .await?;
+            eprintln!("API key for organization {} ({}); shown once, store it now:", organization.slug, organization.id);
+            println!("{token}");
+        }
+        Command::DeadLetters { command, org } => {
+            let core = Core::open(config).await?;
+            match command {
+                None | Some(DeadLettersCommand::List) => {
+                    let organization_id = match org {
+                        Some(slug) => Some(
+                            core.store
+                                .organization_by_slug(&slug)
+                                .await
+                                .map_err(|e| not_found(e, "organization"))?
+                                .id,
+                        ),
+                        None => None,
+                    };
+                    let rows = core.store.dead_letters(organization_id.as_deref(), 1000).await?;
+                    if rows.is_empty() {
+                        println!("no dead letters");
+                    }
+                    for row in rows {
+                        println!(
+                            "{}  {}  {:<7} attempts={}  {}{}",
+                            crate::messages::rfc3339(row.created_at),
+                            row.delivery_id,
+                            row.channel,
+                            row.attempts,
+                            row.reason,
+                            if row.requeued_at.is_some() { "  (requeued)" } else { "" }
+                        );
+                    }
+                }
+                Some(DeadLettersCommand::Retry { delivery_id }) => {
+                    let (new_id, channel) = core.store.requeue_dead_letter(&delivery_id).await?;
+                    core.queue.push(&channel, std::slice::from_ref(&new_id), None).await?;
+                    core.store.mark_enqueued(std::slice::from_ref(&new_id), crate::store::now_ms()).await?;
+                    println!("{new_id}");
+                }
+            }
+        }
+        Command::Bench(_) => unreachable!("handled above"),
+    }
+    Ok(())
+}
+
+fn not_found(error: StoreError, what: &str) -> anyhow::Error {
+    match error {
+        StoreError::NotFound => anyhow::anyhow!("{what} not found"),
+        other => other.into(),
+    }
+}
+

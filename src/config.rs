@@ -1,0 +1,408 @@
+//! Configuration: one TOML file (`--config PATH`, optional) merged with `SWITCHBOARD_*`
+//! environment overrides (nested keys joined by `__`, e.g. `SWITCHBOARD_DATABASE__URL`).
+//!
+//! With no file at all the daemon runs on the embedded default: SQLite at
+//! `./data/switchboard.db`, HTTP on 127.0.0.1:8080, every channel routed to the local outbox
+//! sink. Secrets are never required inline: they are read from files, or from systemd
+//! credentials (`$CREDENTIALS_DIRECTORY/<name>`); see [`Secret`].
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// Configuration errors: reported at start-up with the offending key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Invalid(String),
+    #[error("configuration: {0}")]
+    Figment(#[from] Box<figment::Error>),
+    #[error("secret {name}: {source}")]
+    Secret {
+        name: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where state lives when paths are relative: the database, the outbox sink, the generated
+    /// at-rest key. systemd's `StateDirectory` sets `$STATE_DIRECTORY`, which wins when set.
+    pub data_dir: PathBuf,
+    /// Identity of this daemon in a fleet (worker names, leases). Default: the host name.
+    pub node_id: Option<String>,
+    pub server: ServerConfig,
+    pub database: DatabaseConfig,
+    pub security: SecurityConfig,
+    pub queue: QueueConfig,
+    pub log: LogConfig,
+    pub outbox: OutboxConfig,
+    /// Per logical channel (`sms`, `email`, `fax`, `direct`, `outbox`): which connector carries it
+    /// and its retry budget. Channels not listed use [`ChannelConfig::default`] (outbox sink).
+    pub channels: BTreeMap<String, ChannelConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("data"),
+            node_id: None,
+            server: ServerConfig::default(),
+            database: DatabaseConfig::default(),
+            security: SecurityConfig::default(),
+            queue: QueueConfig::default(),
+            log: LogConfig::default(),
+            outbox: OutboxConfig::default(),
+            channels: BTreeMap::new(),
+        }
+    }
+}
+
+/// HTTP API listener.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address the HTTP API binds to.
+    pub listen: SocketAddr,
+    /// Largest accepted request body, bytes (413 above it).
+    pub max_body_bytes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_body_bytes: 10 * 1024 * 1024,
+        }
+    }
+}
+
+/// The store: SQLite (embedded default) or PostgreSQL (fleet).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `sqlite://PATH` (relative paths are under `data_dir`) or `postgres://USER@HOST/DB`.
+    /// Default: `sqlite://switchboard.db` under `data_dir`.
+    pub url: Option<String>,
+    /// Pool size.
+    pub max_connections: u32,
+    /// SQLite `synchronous` pragma: `full` (every commit reaches the disk before it is
+    /// acknowledged) or `normal` (WAL default; survives a process crash, not a power cut).
+    pub sqlite_synchronous: String,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            max_connections: 16,
+            sqlite_synchronous: "full".into(),
+        }
+    }
+}
+
+/// At-rest encryption of message bodies, attachments and raw inbound items.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecurityConfig {
+    /// The current AES-256-GCM key: 32 bytes, hex or base64, in a file or credential.
+    /// Default: credential `at-rest-key`, else `<data_dir>/at-rest.key`, generated on first run.
+    pub at_rest_key: Option<Secret>,
+    /// Earlier keys, still needed to read rows sealed before a rotation.
+    pub previous_keys: Vec<Secret>,
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        Self {
+            at_rest_key: None,
+            previous_keys: Vec::new(),
+        }
+    }
+}
+
+/// The job queue (apalis on the same database) and its maintenance.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueConfig {
+    /// How often idle workers poll for new jobs, milliseconds.
+    pub poll_interval_ms: u64,
+    /// Jobs fetched per poll.
+    pub batch_size: usize,
+    /// How long a claimed delivery is leased to one worker before another may take it over,
+    /// seconds. Must exceed the slowest channel's send timeout.
+    pub lease_secs: u64,
+    /// How often the sweeper looks for deliveries whose job was lost (crash between commit and
+    /// enqueue, killed worker), seconds.
+    pub sweep_interval_secs: u64,
+    /// How long an enqueued delivery may wait before the sweeper enqueues it again, seconds.
+    pub stuck_after_secs: u64,
+    /// Seconds to let in-flight jobs finish on SIGTERM before exiting.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self {
+            poll_interval_ms: 200,
+            batch_size: 32,
+            lease_secs: 60,
+            sweep_interval_secs: 15,
+            stuck_after_secs: 300,
+            shutdown_grace_secs: 20,
+        }
+    }
+}
+
+impl QueueConfig {
+    pub fn lease(&self) -> Duration {
+        Duration::from_secs(self.lease_secs)
+    }
+}
+
+/// Logging. Log lines carry ids, never names, numbers, addresses or bodies.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    pub format: String,
+    /// An `EnvFilter` directive; `RUST_LOG` wins when set.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: "text".into(),
+            level: "info".into(),
+        }
+    }
+}
+
+/// The local sink channel.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutboxConfig {
+    /// Directory the sink writes one file per delivery into (relative: under `data_dir`).
+    pub dir: PathBuf,
+}
+
+impl Default for OutboxConfig {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("outbox"),
+        }
+    }
+}
+
+/// One logical channel: its connector and retry budget.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChannelConfig {
+    /// Which connector carries this channel; `outbox` is the local sink.
+    pub connector: String,
+    /// Attempts before a delivery is failed and dead-lettered.
+    pub max_attempts: u32,
+    /// Deliveries of this channel sent at once by one daemon.
+    pub concurrency: usize,
+    /// First retry delay, milliseconds; doubles each attempt, with ±20 % jitter.
+    pub backoff_initial_ms: u64,
+    /// Upper bound of the retry delay, seconds.
+    pub backoff_max_secs: u64,
+}
+
+impl Default for ChannelConfig {
+    fn default() -> Self {
+        Self {
+            connector: "outbox".into(),
+            max_attempts: 8,
+            concurrency: 32,
+            backoff_initial_ms: 2_000,
+            backoff_max_secs: 3_600,
+        }
+    }
+}
+
+/// A secret value that lives outside the config file. Written in TOML as
+/// `{ file = "/etc/switchboard/key" }` or `{ credential = "at-rest-key" }` (read from
+/// `$CREDENTIALS_DIRECTORY`). It holds only where the value is, never the value.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Secret {
+    pub file: Option<PathBuf>,
+    pub credential: Option<String>,
+}
+
+impl Secret {
+    /// Where the secret is read from.
+    pub fn path(&self) -> Result<PathBuf, ConfigError> {
+        match (&self.file, &self.credential) {
+            (Some(file), None) => Ok(file.clone()),
+            (None, Some(name)) => credential_path(name).ok_or_else(|| {
+                ConfigError::Invalid(format!(
+                    "credential {name} requested but $CREDENTIALS_DIRECTORY is not set"
+                ))
+            }),
+            _ => Err(ConfigError::Invalid(
+                "a secret needs exactly one of `file` or `credential`".into(),
+            )),
+        }
+    }
+
+    /// Reads the secret, trimmed of surrounding whitespace.
+    pub fn read(&self) -> Result<String, ConfigError> {
+        let path = self.path()?;
+        std::fs::read_to_string(&path)
+            .map(|s| s.trim().to_string())
+            .map_err(|source| ConfigError::Secret {
+                name: path.display().to_string(),
+                source,
+            })
+    }
+}
+
+/// `$CREDENTIALS_DIRECTORY/<name>` when systemd passed credentials to us.
+pub fn credential_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os("CREDENTIALS_DIRECTORY").map(|dir| Path::new(&dir).join(name))
+}
+
+impl Config {
+    /// Loads the file (if any), then the `SWITCHBOARD_*` environment, then resolves paths.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = path {
+            if !path.exists() {
+                return Err(ConfigError::Invalid(format!(
+                    "config file {} does not exist",
+                    path.display()
+                )));
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        figment = figment.merge(Env::prefixed("SWITCHBOARD_").split("__"));
+        let mut config: Config = figment.extract().map_err(Box::new)?;
+        config.resolve();
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses a TOML document (tests, `--check`), without the environment.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let mut config: Config = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::string(text))
+            .extract()
+            .map_err(Box::new)?;
+        config.resolve();
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn resolve(&mut self) {
+        if let Some(state) = std::env::var_os("STATE_DIRECTORY") {
+            // systemd may pass several, colon-separated; the first is ours.
+            let first = state.to_string_lossy().split(':').next().map(PathBuf::from);
+            if let Some(dir) = first {
+                if self.data_dir == Path::new("data") {
+                    self.data_dir = dir;
+                }
+            }
+        }
+        if self.outbox.dir.is_relative() {
+            self.outbox.dir = self.data_dir.join(&self.outbox.dir);
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !matches!(self.log.format.as_str(), "text" | "json") {
+            return Err(ConfigError::Invalid(format!(
+                "log.format must be text or json, not {:?}",
+                self.log.format
+            )));
+        }
+        if !matches!(self.database.sqlite_synchronous.as_str(), "full" | "normal") {
+            return Err(ConfigError::Invalid(
+                "database.sqlite_synchronous must be full or normal".into(),
+            ));
+        }
+        for (name, channel) in &self.channels {
+            if !crate::channels::CHANNELS.contains(&name.as_str()) {
+                return Err(ConfigError::Invalid(format!(
+                    "unknown channel [channels.{name}]; known: {}",
+                    crate::channels::CHANNELS.join(", ")
+                )));
+            }
+            if channel.max_attempts == 0 || channel.concurrency == 0 {
+                return Err(ConfigError::Invalid(format!(
+                    "channels.{name}: max_attempts and concurrency must be at least 1"
+                )));
+            }
+        }
+        if self.queue.batch_size == 0 {
+            return Err(ConfigError::Invalid("queue.batch_size must be at least 1".into()));
+        }
+        Ok(())
+    }
+
+    /// The database URL with relative SQLite paths placed under `data_dir`.
+    pub fn database_url(&self) -> String {
+        match &self.database.url {
+            None => format!("sqlite://{}", self.data_dir.join("switchboard.db").display()),
+            Some(url) => match url.strip_prefix("sqlite://") {
+                Some(path) if !path.starts_with('/') && !path.starts_with(':') => {
+                    format!("sqlite://{}", self.data_dir.join(path).display())
+                }
+                _ => url.clone(),
+            },
+        }
+    }
+
+    /// The channel's settings (defaults when not configured).
+    pub fn channel(&self, name: &str) -> ChannelConfig {
+        self.channels.get(name).cloned().unwrap_or_default()
+    }
+
+    /// This daemon's name in the fleet.
+    pub fn node_id(&self) -> String {
+        self.node_id.clone().unwrap_or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "switchboard".into())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_config_is_the_embedded_default() {
+        let config = Config::from_toml("").expect("empty config");
+        assert_eq!(config.server.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.database_url(), "sqlite://data/switchboard.db");
+        assert_eq!(config.channel("sms").connector, "outbox");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let err = Config::from_toml("[server]\nlisten_port = 1\n").expect_err("unknown key");
+        assert!(err.to_string().contains("listen_port"), "{err}");
+    }
+
+    #[test]
+    fn unknown_channels_are_refused() {
+        let err = Config::from_toml("[channels.pager]\nconnector = \"outbox\"\n")
+            .expect_err("unknown channel");
+        assert!(err.to_string().contains("pager"), "{err}");
+    }
+}

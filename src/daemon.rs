@@ -1,0 +1,296 @@
+//! Wiring: opens the store, the at-rest keyring and the queue; starts the HTTP API, the
+//! delivery workers (one per channel) and the sweeper; stops them in order on shutdown
+//! (stop accepting, let in-flight jobs finish within the grace period, close the pool).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use apalis::prelude::{BackendExt, Monitor, Strategy, WorkerBuilder, WorkerBuilderExt};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::channels::outbox::OutboxSink;
+use crate::channels::{CHANNELS, Connectors};
+use crate::config::{Config, ConfigError, credential_path};
+use crate::crypto::{CryptoError, Keyring};
+use crate::http::{self, AppState};
+use crate::messages::MessageService;
+use crate::queue::jobs::queue_name;
+use crate::queue::worker::deliver_job;
+use crate::queue::{Deliverer, JobQueue, sweeper};
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("job workers: {0}")]
+    Workers(String),
+}
+
+/// The parts every command needs: configuration, store, keyring, queue.
+#[derive(Clone)]
+pub struct Core {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub keyring: Keyring,
+    pub queue: JobQueue,
+}
+
+impl Core {
+    /// Connects and migrates the store, loads (or on first run generates) the at-rest key.
+    pub async fn open(config: Config) -> Result<Self, DaemonError> {
+        let keyring = load_keyring(&config)?;
+        let store = Store::connect(
+            &config.database_url(),
+            config.database.max_connections,
+            config.database.sqlite_synchronous == "full",
+        )
+        .await?;
+        store.migrate().await?;
+        let queue = JobQueue::new(&store, &config.queue);
+        Ok(Self {
+            config: Arc::new(config),
+            store,
+            keyring,
+            queue,
+        })
+    }
+
+    pub fn messages(&self) -> MessageService {
+        MessageService {
+            store: self.store.clone(),
+            keyring: self.keyring.clone(),
+            queue: self.queue.clone(),
+            config: self.config.clone(),
+        }
+    }
+
+    fn connectors(&self) -> Result<Connectors, DaemonError> {
+        let mut connectors = Connectors::default();
+        let sink = OutboxSink::new(self.config.outbox.dir.clone()).map_err(|source| DaemonError::Io {
+            what: format!("outbox directory {}", self.config.outbox.dir.display()),
+            source,
+        })?;
+        connectors.insert(Arc::new(sink));
+        for channel in CHANNELS {
+            let wanted = self.config.channel(channel).connector;
+            if connectors.get(&wanted).is_none() {
+                warn!(channel, connector = %wanted, "channel routed to an unknown connector; its deliveries will fail");
+            }
+        }
+        Ok(connectors)
+    }
+}
+
+fn load_keyring(config: &Config) -> Result<Keyring, DaemonError> {
+    let current = match &config.security.at_rest_key {
+        Some(secret) => secret.read()?,
+        None => match credential_path("at-rest-key").filter(|p| p.exists()) {
+            Some(path) => std::fs::read_to_string(&path).map_err(|source| DaemonError::Io {
+                what: format!("credential {}", path.display()),
+                source,
+            })?,
+            None => {
+                let path: PathBuf = config.data_dir.join("at-rest.key");
+                let (text, generated) = Keyring::load_or_generate(&path)?;
+                if generated {
+                    warn!(path = %path.display(), "generated a new at-rest encryption key; back it up with the database");
+                }
+                text
+            }
+        },
+    };
+    let previous = config
+        .security
+        .previous_keys
+        .iter()
+        .map(|s| s.read())
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Keyring::from_texts(&current, &previous)?)
+}
+
+/// A running daemon: its HTTP address and a handle to stop it.
+pub struct Daemon {
+    pub addr: SocketAddr,
+    shutdown: CancellationToken,
+    handle: JoinHandle<Result<(), DaemonError>>,
+}
+
+impl Daemon {
+    /// Asks the daemon to stop.
+    pub fn shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// Waits until it has stopped.
+    pub async fn wait(self) -> Result<(), DaemonError> {
+        match self.handle.await {
+            Ok(result) => result,
+            Err(e) => Err(DaemonError::Workers(e.to_string())),
+        }
+    }
+}
+
+/// Starts everything on `config.server.listen` and returns once the API is listening.
+pub async fn start(config: Config) -> Result<Daemon, DaemonError> {
+    let core = Core::open(config).await?;
+    let listener = TcpListener::bind(core.config.server.listen)
+        .await
+        .map_err(|source| DaemonError::Io {
+            what: format!("binding {}", core.config.server.listen),
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| DaemonError::Io {
+        what: "listener address".into(),
+        source,
+    })?;
+    let shutdown = CancellationToken::new();
+    let connectors = core.connectors()?;
+    let deliverer = Arc::new(Deliverer {
+        store: core.store.clone(),
+        keyring: core.keyring.clone(),
+        connectors,
+        queue: core.queue.clone(),
+        config: core.config.clone(),
+    });
+
+    let state = AppState::new(core.messages(), core.config.clone());
+    let http = tokio::spawn(http::serve(listener, state, shutdown.clone()));
+
+    let sweeper = tokio::spawn(sweeper::run(
+        core.store.clone(),
+        core.queue.clone(),
+        Duration::from_secs(core.config.queue.sweep_interval_secs.max(1)),
+        Duration::from_secs(core.config.queue.stuck_after_secs.max(1)),
+        shutdown.clone(),
+    ));
+
+    let monitor = build_monitor(&core, deliverer);
+    let workers_shutdown = shutdown.clone();
+    let workers = tokio::spawn(async move {
+        monitor
+            .run_with_signal(async move {
+                workers_shutdown.cancelled().await;
+                Ok(())
+            })
+            .await
+            .map_err(|e| DaemonError::Workers(e.to_string()))
+    });
+
+    info!(%addr, database = if core.store.is_postgres() { "postgres" } else { "sqlite" }, "switchboard is running");
+    let store = core.store.clone();
+    let token = shutdown.clone();
+    let handle = tokio::spawn(async move {
+        let http_result = http.await;
+        token.cancel();
+        let worker_result = workers.await;
+        let _ = sweeper.await;
+        store.close().await;
+        info!("switchboard stopped");
+        match http_result {
+            Ok(Ok(())) => {}
+            Ok(Err(source)) => {
+                return Err(DaemonError::Io {
+                    what: "http server".into(),
+                    source,
+                });
+            }
+            Err(e) => return Err(DaemonError::Workers(e.to_string())),
+        }
+        match worker_result {
+            Ok(result) => result,
+            Err(e) => Err(DaemonError::Workers(e.to_string())),
+        }
+    });
+    Ok(Daemon {
+        addr,
+        shutdown,
+        handle,
+    })
+}
+
+/// One apalis worker per channel queue, named uniquely per process so that the jobs a dead
+/// predecessor held are re-enqueued by apalis's heartbeat.
+fn build_monitor(core: &Core, deliverer: Arc<Deliverer>) -> Monitor {
+    let run_id = ulid::Ulid::new().to_string().to_lowercase();
+    let node = core.config.node_id();
+    let poll = Duration::from_millis(core.config.queue.poll_interval_ms.max(10));
+    let mut monitor = Monitor::new()
+        .shutdown_timeout(Duration::from_secs(core.config.queue.shutdown_grace_secs));
+    for channel in CHANNELS {
+        let concurrency = core.config.channel(channel).concurrency;
+        let name = format!("{node}:{channel}:{run_id}");
+        let deliverer = deliverer.clone();
+        match &core.queue {
+            JobQueue::Sqlite(storages) => {
+                let Some(storage) = storages.get(channel).cloned() else { continue };
+                monitor = monitor.register(move |_| {
+                    WorkerBuilder::new(name.clone())
+                        .backend(storage.clone().poll_with_strategy(Strategy::new().interval(poll)))
+                        .data(deliverer.clone())
+                        .concurrency(concurrency)
+                        .build(deliver_job)
+                });
+            }
+            JobQueue::Postgres(storages) => {
+                let Some(storage) = storages.get(channel).cloned() else { continue };
+                let pool = storage.pool().clone();
+                let queue = queue_name(channel);
+                monitor = monitor.register(move |_| {
+                    let wakeups = apalis_postgres::Pubsub::new(pool.clone(), queue.clone());
+                    WorkerBuilder::new(name.clone())
+                        .backend(
+                            storage
+                                .clone()
+                                .poll_with_strategy(Strategy::new().stream(wakeups).interval(poll)),
+                        )
+                        .data(deliverer.clone())
+                        .concurrency(concurrency)
+                        .build(deliver_job)
+                });
+            }
+        }
+    }
+    monitor
+}
+
+/// Runs until SIGTERM or SIGINT, telling systemd when ready and when stopping.
+pub async fn run(config: Config) -> Result<(), DaemonError> {
+    let daemon = start(config).await?;
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    wait_for_signal().await;
+    info!("shutting down: draining in-flight deliveries");
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    daemon.shutdown();
+    daemon.wait().await
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

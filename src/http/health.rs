@@ -1,0 +1,42 @@
+//! Liveness (`/healthz`: the process answers), readiness (`/readyz`: the store answers) and
+//! Prometheus metrics (`/metrics`).
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+
+use super::AppState;
+use super::problem::Problem;
+
+pub async fn healthz() -> impl IntoResponse {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+pub async fn readyz(State(state): State<AppState>) -> Result<impl IntoResponse, Problem> {
+    state.store.ping().await.map_err(|e| {
+        tracing::warn!(error = %e, "readiness check failed");
+        Problem::unavailable("database not reachable")
+    })?;
+    Ok(Json(serde_json::json!({ "status": "ready" })))
+}
+
+pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, Problem> {
+    let counts = state.store.delivery_counts().await?;
+    let mut text = String::from(
+        "# HELP switchboard_deliveries Deliveries by channel and status.\n# TYPE switchboard_deliveries gauge\n",
+    );
+    for (channel, status, count) in counts {
+        text.push_str(&format!(
+            "switchboard_deliveries{{channel=\"{channel}\",status=\"{status}\"}} {count}\n"
+        ));
+    }
+    let dead = state.store.dead_letter_count().await?;
+    text.push_str("# HELP switchboard_dead_letters Deliveries that exhausted their attempts.\n# TYPE switchboard_dead_letters gauge\n");
+    text.push_str(&format!("switchboard_dead_letters {dead}\n"));
+    if let Some(rss) = crate::process::rss_bytes() {
+        text.push_str("# HELP process_resident_memory_bytes Resident memory.\n# TYPE process_resident_memory_bytes gauge\n");
+        text.push_str(&format!("process_resident_memory_bytes {rss}\n"));
+    }
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text))
+}

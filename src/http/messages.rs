@@ -1,0 +1,103 @@
+//! `/v1/messages`, `/v1/threads/{id}/messages` and `/v1/events`.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use serde::Deserialize;
+use tracing::instrument;
+
+use super::AppState;
+use super::auth::Org;
+use super::json::ApiJson;
+use super::problem::Problem;
+use crate::messages::{MessageView, SendRequest, rfc3339};
+use crate::store::StoreError;
+
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+#[instrument(skip_all, fields(organization_id = %org))]
+pub async fn create(
+    State(state): State<AppState>,
+    Org(org): Org,
+    headers: HeaderMap,
+    ApiJson(request): ApiJson<SendRequest>,
+) -> Result<impl IntoResponse, Problem> {
+    let key = match headers.get(IDEMPOTENCY_KEY) {
+        Some(value) => Some(
+            value
+                .to_str()
+                .map_err(|_| Problem::bad_request("Idempotency-Key must be visible ASCII"))?,
+        ),
+        None => None,
+    };
+    let accepted = state.messages.accept(&org, &request, key).await?;
+    let view = state.messages.view(&org, &accepted.message_id).await?;
+    let status = if accepted.replayed { StatusCode::OK } else { StatusCode::CREATED };
+    let mut response = (status, Json(view)).into_response();
+    if accepted.replayed {
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", axum::http::HeaderValue::from_static("true"));
+    }
+    Ok(response)
+}
+
+pub async fn show(State(state): State<AppState>, Org(org): Org, Path(id): Path<String>) -> Result<Json<MessageView>, Problem> {
+    Ok(Json(state.messages.view(&org, &id).await?))
+}
+
+#[derive(Deserialize)]
+pub struct Page {
+    #[serde(default = "default_limit")]
+    limit: i64,
+    #[serde(default)]
+    after: i64,
+}
+
+fn default_limit() -> i64 {
+    100
+}
+
+pub async fn thread_messages(
+    State(state): State<AppState>,
+    Org(org): Org,
+    Path(id): Path<String>,
+    Query(page): Query<Page>,
+) -> Result<impl IntoResponse, Problem> {
+    let thread = match state.store.thread(&org, &id).await {
+        Err(StoreError::NotFound) => return Err(Problem::not_found("thread not found")),
+        other => other?,
+    };
+    let limit = page.limit.clamp(1, 500);
+    let rows = state.store.thread_messages(&org, &thread.id, limit).await?;
+    let mut messages = Vec::with_capacity(rows.len());
+    for row in rows {
+        messages.push(state.messages.view(&org, &row.id).await?);
+    }
+    Ok(Json(serde_json::json!({
+        "thread": {
+            "id": thread.id, "patient_id": thread.patient_id, "category": thread.category,
+            "status": thread.status, "created_at": rfc3339(thread.created_at),
+        },
+        "messages": messages,
+    })))
+}
+
+/// The events outbox, from a cursor: `GET /v1/events?after=<id>&limit=<n>`.
+pub async fn events(State(state): State<AppState>, Org(org): Org, Query(page): Query<Page>) -> Result<impl IntoResponse, Problem> {
+    let limit = page.limit.clamp(1, 1000);
+    let rows = state.store.events_after(&org, page.after, limit).await?;
+    let next = rows.last().map_or(page.after, |r| r.id);
+    let events: Vec<_> = rows
+        .into_iter()
+        .map(|r| {
+            serde_json::json!({
+                "id": r.id, "kind": r.kind, "subject_id": r.subject_id,
+                "payload": serde_json::from_str::<serde_json::Value>(&r.payload).unwrap_or_default(),
+                "at": rfc3339(r.created_at),
+            })
+        })
+        .collect();
+    Ok(Json(serde_json::json!({ "events": events, "next_after": next })))
+}

@@ -1,0 +1,21 @@
+//! Switchboard: a healthcare interoperability gateway. It carries messages between an EHR's
+//! secure conversations and the channels care happens on (Direct, fax, SMS, email), learns
+//! patients and appointments from HL7 v2, and runs reminders — durably, once, without PHI in
+//! its logs.
+//!
+//! Layers point one way: `http` and `queue` call domain modules (`messages`, `channels`),
+//! which call `store`. See `docs/ARCHITECTURE.md`.
+
+pub mod bench;
+pub mod channels;
+pub mod cli;
+pub mod config;
+pub mod crypto;
+pub mod daemon;
+pub mod delivery;
+pub mod http;
+pub mod logging;
+pub mod messages;
+pub mod process;
+pub mod queue;
+pub mod store;

@@ -1,0 +1,468 @@
+//! Accepting outbound messages: validation, recipient resolution, sealing the content,
+//! one durable transaction (message + deliveries + events, idempotent per key), then one job
+//! per delivery. Also the read model of a message record. Used by the HTTP API and the CLI.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use openssl::hash::{MessageDigest, hash};
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+use crate::channels::CHANNELS;
+use crate::config::Config;
+use crate::crypto::{CryptoError, Keyring};
+use crate::delivery::DeliveryStatus;
+use crate::queue::JobQueue;
+use crate::store::{
+    AcceptOutcome, DeliveryEventRow, DeliveryRow, MessageRow, NewDelivery, NewMessage, Store, StoreError,
+    new_id, now_ms,
+};
+
+/// What is sealed at rest for a message.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MessageContent {
+    pub subject: Option<String>,
+    pub body: String,
+}
+
+impl MessageContent {
+    pub fn seal(&self, keyring: &Keyring, message_id: &str) -> Result<Vec<u8>, CryptoError> {
+        let plain = serde_json::to_vec(self).map_err(|_| CryptoError::Malformed)?;
+        keyring.seal(&plain, message_id)
+    }
+
+    pub fn open(keyring: &Keyring, message_id: &str, sealed: &[u8]) -> Result<Self, CryptoError> {
+        let plain = keyring.open(sealed, message_id)?;
+        serde_json::from_slice(&plain).map_err(|_| CryptoError::Malformed)
+    }
+}
+
+/// `POST /v1/messages` (and `switchboard send`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendRequest {
+    /// Post into this thread...
+    #[serde(default)]
+    pub thread_id: Option<String>,
+    /// ...or into the open thread of this patient (by the organization's external id).
+    #[serde(default)]
+    pub patient: Option<String>,
+    #[serde(default)]
+    pub subject: Option<String>,
+    pub body: String,
+    pub recipients: Vec<Recipient>,
+    /// Channels for recipients that name none.
+    #[serde(default)]
+    pub channels: Vec<String>,
+    #[serde(default)]
+    pub urgent: bool,
+    /// 42 CFR Part 2 record: never disclosed without the patient's Part 2 consent.
+    #[serde(default)]
+    pub part2: bool,
+    /// Category of a new thread: clinical, administrative, urgent, routine.
+    #[serde(default)]
+    pub category: Option<String>,
+    #[serde(default)]
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+}
+
+/// A recipient: an explicit address, or the thread's patient (their contact points).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Recipient {
+    #[serde(default)]
+    pub address: Option<String>,
+    #[serde(default)]
+    pub channel: Option<String>,
+    /// Send to the patient's own contact point for the channel (lowest rank wins).
+    #[serde(default)]
+    pub patient: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MessageError {
+    #[error("{field}: {reason}")]
+    Invalid { field: String, reason: String },
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("Idempotency-Key was already used with a different request")]
+    KeyReused,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+}
+
+fn invalid(field: &str, reason: impl Into<String>) -> MessageError {
+    MessageError::Invalid {
+        field: field.to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// The result of an accept: which message, and whether it was a replay.
+#[derive(Debug, Clone)]
+pub struct Accepted {
+    pub message_id: String,
+    pub replayed: bool,
+}
+
+/// The accept and read paths.
+#[derive(Clone)]
+pub struct MessageService {
+    pub store: Store,
+    pub keyring: Keyring,
+    pub queue: JobQueue,
+    pub config: Arc<Config>,
+}
+
+impl MessageService {
+    /// Validates, records durably, then enqueues one job per delivery.
+    pub async fn accept(
+        &self,
+        organization_id: &str,
+        request: &SendRequest,
+        idempotency_key: Option<&str>,
+    ) -> Result<Accepted, MessageError> {
+        if request.body.trim().is_empty() {
+            return Err(invalid("body", "must not be empty"));
+        }
+        if request.recipients.is_empty() {
+            return Err(invalid("recipients", "at least one recipient is required"));
+        }
+        for channel in &request.channels {
+            check_channel("channels", channel)?;
+        }
+        if let Some(key) = idempotency_key {
+            if key.is_empty() || key.len() > 255 {
+                return Err(invalid("Idempotency-Key", "must be 1 to 255 characters"));
+            }
+        }
+
+        let (thread_id, new_thread_category, patient_id) = self.resolve_thread(organization_id, request).await?;
+        let deliveries = self.resolve_recipients(request, patient_id.as_deref()).await?;
+
+        let message_id = new_id("msg");
+        let content = MessageContent {
+            subject: request.subject.clone(),
+            body: request.body.clone(),
+        }
+        .seal(&self.keyring, &message_id)?;
+        let message = NewMessage {
+            id: message_id.clone(),
+            organization_id: organization_id.to_string(),
+            thread_id,
+            new_thread_category,
+            patient_id,
+            direction: "outbound".into(),
+            content,
+            urgent: request.urgent,
+            part2: request.part2,
+            metadata: serde_json::Value::Object(request.metadata.clone()).to_string(),
+        };
+        let request_hash = idempotency_key.map(|_| request_fingerprint(request));
+        let idempotency = idempotency_key.zip(request_hash.as_deref());
+        match self.store.accept_message(&message, &deliveries, idempotency).await? {
+            AcceptOutcome::Replayed(existing) => {
+                return Ok(Accepted {
+                    message_id: existing,
+                    replayed: true,
+                });
+            }
+            AcceptOutcome::KeyReused => return Err(MessageError::KeyReused),
+            AcceptOutcome::Created => {}
+        }
+        info!(message_id = %message_id, deliveries = deliveries.len(), "message accepted");
+        self.enqueue(&deliveries).await;
+        Ok(Accepted {
+            message_id,
+            replayed: false,
+        })
+    }
+
+    /// Pushes jobs; a failure here loses nothing (the sweeper finds un-enqueued deliveries).
+    async fn enqueue(&self, deliveries: &[NewDelivery]) {
+        let mut by_channel: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        for delivery in deliveries {
+            by_channel.entry(&delivery.channel).or_default().push(delivery.id.clone());
+        }
+        let mut pushed = Vec::new();
+        for (channel, ids) in by_channel {
+            match self.queue.push(channel, &ids, None).await {
+                Ok(()) => pushed.extend(ids),
+                Err(e) => warn!(error = %e, channel, "enqueue failed; the sweeper will retry"),
+            }
+        }
+        if let Err(e) = self.store.mark_enqueued(&pushed, now_ms()).await {
+            warn!(error = %e, "could not mark deliveries enqueued; the sweeper may enqueue them twice (harmless)");
+        }
+    }
+
+    async fn resolve_thread(
+        &self,
+        organization_id: &str,
+        request: &SendRequest,
+    ) -> Result<(String, Option<String>, Option<String>), MessageError> {
+        let category = request.category.clone().unwrap_or_else(|| {
+            if request.urgent { "urgent".into() } else { "routine".into() }
+        });
+        if !matches!(category.as_str(), "clinical" | "administrative" | "urgent" | "routine") {
+            return Err(invalid("category", "must be clinical, administrative, urgent or routine"));
+        }
+        match (&request.thread_id, &request.patient) {
+            (Some(_), Some(_)) => Err(invalid("thread_id", "give thread_id or patient, not both")),
+            (Some(thread_id), None) => {
+                let thread = match self.store.thread(organization_id, thread_id).await {
+                    Err(StoreError::NotFound) => return Err(MessageError::NotFound("thread")),
+                    other => other?,
+                };
+                Ok((thread.id, None, thread.patient_id))
+            }
+            (None, Some(external_id)) => {
+                let patient = match self.store.patient_by_external_id(organization_id, external_id).await {
+                    Err(StoreError::NotFound) => return Err(MessageError::NotFound("patient")),
+                    other => other?,
+                };
+                match self.store.open_thread_of(organization_id, &patient.id).await? {
+                    Some(thread) => Ok((thread.id, None, Some(patient.id))),
+                    None => Ok((new_id("thr"), Some(category), Some(patient.id))),
+                }
+            }
+            (None, None) => Ok((new_id("thr"), Some(category), None)),
+        }
+    }
+
+    async fn resolve_recipients(
+        &self,
+        request: &SendRequest,
+        patient_id: Option<&str>,
+    ) -> Result<Vec<NewDelivery>, MessageError> {
+        let mut deliveries = Vec::new();
+        for (i, recipient) in request.recipients.iter().enumerate() {
+            let field = format!("recipients[{i}]");
+            let channels: Vec<String> = match &recipient.channel {
+                Some(channel) => vec![channel.clone()],
+                None => request.channels.clone(),
+            };
+            if channels.is_empty() {
+                return Err(invalid(&field, "no channel: set recipients[].channel or channels"));
+            }
+            for channel in &channels {
+                check_channel(&field, channel)?;
+            }
+            match (&recipient.address, recipient.patient) {
+                (Some(address), false) => {
+                    if channels.len() != 1 {
+                        return Err(invalid(&field, "an address goes over exactly one channel"));
+                    }
+                    let address = address.trim();
+                    if address.is_empty() || address.len() > 320 {
+                        return Err(invalid(&field, "address must be 1 to 320 characters"));
+                    }
+                    deliveries.push(self.new_delivery(&channels[0], address));
+                }
+                (None, true) => {
+                    let Some(patient_id) = patient_id else {
+                        return Err(invalid(&field, "patient recipient needs a patient or a patient's thread"));
+                    };
+                    let points = self.store.contact_points(patient_id).await?;
+                    for channel in &channels {
+                        let systems = contact_systems(channel);
+                        let point = points.iter().find(|p| systems.contains(&p.system.as_str()));
+                        match point {
+                            Some(point) => deliveries.push(self.new_delivery(channel, &point.value)),
+                            None => {
+                                return Err(invalid(&field, format!("the patient has no contact point for {channel}")));
+                            }
+                        }
+                    }
+                }
+                _ => return Err(invalid(&field, "give either address or \"patient\": true")),
+            }
+        }
+        Ok(deliveries)
+    }
+
+    fn new_delivery(&self, channel: &str, recipient: &str) -> NewDelivery {
+        NewDelivery {
+            id: new_id("dlv"),
+            channel: channel.to_string(),
+            recipient: recipient.to_string(),
+            max_attempts: i64::from(self.config.channel(channel).max_attempts),
+        }
+    }
+
+    /// The message record with each delivery's latest status and history.
+    pub async fn view(&self, organization_id: &str, message_id: &str) -> Result<MessageView, MessageError> {
+        let message = match self.store.message(organization_id, message_id).await {
+            Err(StoreError::NotFound) => return Err(MessageError::NotFound("message")),
+            other => other?,
+        };
+        let deliveries = self.store.deliveries_of(&message.id).await?;
+        let history = self.store.delivery_events_of(&message.id).await?;
+        MessageView::build(&self.keyring, message, deliveries, history)
+    }
+}
+
+fn check_channel(field: &str, channel: &str) -> Result<(), MessageError> {
+    if CHANNELS.contains(&channel) {
+        Ok(())
+    } else {
+        Err(invalid(field, format!("unknown channel {channel:?}; known: {}", CHANNELS.join(", "))))
+    }
+}
+
+/// Contact point systems that can carry a channel.
+fn contact_systems(channel: &str) -> &'static [&'static str] {
+    match channel {
+        "sms" => &["sms", "phone"],
+        "email" => &["email"],
+        "fax" => &["fax"],
+        "direct" => &["direct"],
+        _ => &["sms", "phone", "email", "fax", "direct"],
+    }
+}
+
+/// SHA-256 of the request as parsed: a repeat with the same key must be the same request.
+fn request_fingerprint(request: &SendRequest) -> String {
+    let bytes = serde_json::to_vec(request).unwrap_or_default();
+    hash(MessageDigest::sha256(), &bytes)
+        .map(hex::encode)
+        .unwrap_or_default()
+}
+
+/// Milliseconds → RFC 3339 (UTC).
+pub fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// A message record as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct MessageView {
+    pub id: String,
+    pub thread_id: String,
+    pub patient_id: Option<String>,
+    pub direction: String,
+    /// Summary over deliveries: the one delivery's status, or in_progress / completed /
+    /// failed / partially_failed.
+    pub status: String,
+    pub subject: Option<String>,
+    pub body: String,
+    pub urgent: bool,
+    pub part2: bool,
+    pub metadata: serde_json::Value,
+    pub created_at: String,
+    pub deliveries: Vec<DeliveryView>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DeliveryView {
+    pub id: String,
+    pub channel: String,
+    pub recipient: String,
+    pub status: String,
+    pub attempts: i64,
+    pub connector: Option<String>,
+    pub provider_ref: Option<String>,
+    pub reason: Option<String>,
+    pub updated_at: String,
+    pub history: Vec<HistoryView>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HistoryView {
+    pub status: String,
+    pub applied: bool,
+    pub source: String,
+    pub detail: Option<String>,
+    pub at: String,
+}
+
+impl MessageView {
+    pub fn build(
+        keyring: &Keyring,
+        message: MessageRow,
+        deliveries: Vec<DeliveryRow>,
+        history: Vec<DeliveryEventRow>,
+    ) -> Result<Self, MessageError> {
+        let content = MessageContent::open(keyring, &message.id, &message.content)?;
+        let mut by_delivery: BTreeMap<String, Vec<HistoryView>> = BTreeMap::new();
+        for event in history {
+            by_delivery.entry(event.delivery_id).or_default().push(HistoryView {
+                status: event.status,
+                applied: event.applied,
+                source: event.source,
+                detail: event.detail,
+                at: rfc3339(event.created_at),
+            });
+        }
+        let status = summarize(deliveries.iter().map(|d| d.status.as_str()));
+        let deliveries = deliveries
+            .into_iter()
+            .map(|d| DeliveryView {
+                history: by_delivery.remove(&d.id).unwrap_or_default(),
+                id: d.id,
+                channel: d.channel,
+                recipient: d.recipient,
+                status: d.status,
+                attempts: d.attempts,
+                connector: d.connector,
+                provider_ref: d.provider_ref,
+                reason: d.reason,
+                updated_at: rfc3339(d.updated_at),
+            })
+            .collect();
+        Ok(Self {
+            id: message.id,
+            thread_id: message.thread_id,
+            patient_id: message.patient_id,
+            direction: message.direction,
+            status,
+            subject: content.subject,
+            body: content.body,
+            urgent: message.urgent,
+            part2: message.part2,
+            metadata: serde_json::from_str(&message.metadata).unwrap_or_default(),
+            created_at: rfc3339(message.created_at),
+            deliveries,
+        })
+    }
+}
+
+fn summarize<'a>(statuses: impl Iterator<Item = &'a str>) -> String {
+    let statuses: Vec<&str> = statuses.collect();
+    if let [only] = statuses.as_slice() {
+        return only.to_string();
+    }
+    let parsed: Vec<DeliveryStatus> = statuses.iter().filter_map(|s| DeliveryStatus::parse(s)).collect();
+    if parsed.is_empty() {
+        return "none".into();
+    }
+    let failed = |s: &DeliveryStatus| matches!(s, DeliveryStatus::Failed | DeliveryStatus::Expired);
+    if parsed.iter().any(|s| !s.is_terminal()) {
+        "in_progress".into()
+    } else if parsed.iter().all(failed) {
+        "failed".into()
+    } else if parsed.iter().any(failed) {
+        "partially_failed".into()
+    } else {
+        "completed".into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::summarize;
+
+    #[test]
+    fn summary_over_deliveries() {
+        assert_eq!(summarize(["delivered"].into_iter()), "delivered");
+        assert_eq!(summarize(["delivered", "sending"].into_iter()), "in_progress");
+        assert_eq!(summarize(["delivered", "failed"].into_iter()), "partially_failed");
+        assert_eq!(summarize(["failed", "expired"].into_iter()), "failed");
+        assert_eq!(summarize(["delivered", "sent"].into_iter()), "in_progress");
+    }
+}

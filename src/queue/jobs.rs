@@ -1,0 +1,112 @@
+//! Job types and the handle that pushes them into the database-backed queue.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use apalis::prelude::{TaskBuilder, TaskSink};
+use apalis_postgres::PostgresStorage;
+use apalis_sqlite::SqliteStorage;
+use serde::{Deserialize, Serialize};
+
+use crate::channels::CHANNELS;
+use crate::config::QueueConfig;
+use crate::store::{Db, Store};
+
+/// Send one delivery (look it up, claim it, call its channel, record the outcome).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeliveryJob {
+    pub delivery_id: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("no queue for channel {0}")]
+    UnknownChannel(String),
+    #[error("job queue: {0}")]
+    Push(String),
+}
+
+/// The queue name for a channel's deliveries.
+pub fn queue_name(channel: &str) -> String {
+    format!("switchboard.deliver.{channel}")
+}
+
+/// Per-channel storages, for pushing and for building workers.
+#[derive(Clone)]
+pub enum JobQueue {
+    Sqlite(HashMap<String, SqliteStorage<DeliveryJob>>),
+    Postgres(HashMap<String, PostgresStorage<DeliveryJob>>),
+}
+
+impl JobQueue {
+    pub fn new(store: &Store, config: &QueueConfig) -> Self {
+        let heartbeat = Duration::from_secs(10);
+        match store.db() {
+            Db::Sqlite(pool) => JobQueue::Sqlite(
+                CHANNELS
+                    .iter()
+                    .map(|c| {
+                        let cfg = apalis_sqlite::Config::default()
+                            .queue(queue_name(c))
+                            .batch_size(config.batch_size)
+                            .heartbeat_interval(heartbeat)
+                            .missed_heartbeats(3)
+                            .persist_results(false);
+                        (c.to_string(), SqliteStorage::new(pool).with_config(cfg))
+                    })
+                    .collect(),
+            ),
+            Db::Postgres(pool) => JobQueue::Postgres(
+                CHANNELS
+                    .iter()
+                    .map(|c| {
+                        let cfg = apalis_postgres::Config::default()
+                            .queue(queue_name(c))
+                            .batch_size(config.batch_size)
+                            .heartbeat_interval(heartbeat)
+                            .missed_heartbeats(3)
+                            .persist_results(false);
+                        (c.to_string(), PostgresStorage::new(pool).with_config(cfg))
+                    })
+                    .collect(),
+            ),
+        }
+    }
+
+    /// Pushes one job per delivery id onto the channel's queue, optionally delayed.
+    pub async fn push(&self, channel: &str, delivery_ids: &[String], delay: Option<Duration>) -> Result<(), QueueError> {
+        if delivery_ids.is_empty() {
+            return Ok(());
+        }
+        let jobs = delivery_ids.iter().map(|id| DeliveryJob {
+            delivery_id: id.clone(),
+        });
+        macro_rules! push_into {
+            ($map:expr) => {{
+                let mut storage = $map
+                    .get(channel)
+                    .cloned()
+                    .ok_or_else(|| QueueError::UnknownChannel(channel.to_string()))?;
+                match delay {
+                    None => storage
+                        .push_bulk(jobs.collect())
+                        .await
+                        .map_err(|e| QueueError::Push(e.to_string())),
+                    Some(delay) => {
+                        for job in jobs {
+                            storage
+                                .push_task(TaskBuilder::new(job).run_after(delay).build())
+                                .await
+                                .map_err(|e| QueueError::Push(e.to_string()))?;
+                        }
+                        Ok(())
+                    }
+                }
+            }};
+        }
+        match self {
+            JobQueue::Sqlite(map) => push_into!(map),
+            JobQueue::Postgres(map) => push_into!(map),
+        }
+    }
+}

@@ -1,0 +1,18 @@
+//! The job queue: apalis on the same database as the store (SQLite `Jobs` table, PostgreSQL
+//! schema `apalis`). One job per delivery send attempt, one queue per channel
+//! (`switchboard.deliver.<channel>`, named explicitly so renaming a Rust type never orphans
+//! rows).
+//!
+//! Jobs are wake-ups; the `deliveries` row is the truth. A job whose delivery is not waiting
+//! does nothing, so duplicate jobs are harmless, and the [`sweeper`] may push a job whenever
+//! it suspects one was lost. Retries are not apalis retries: a transient failure records the
+//! attempt and pushes a new job delayed by the backoff ([`retry`]), so waiting holds no worker
+//! and survives restarts.
+
+pub mod jobs;
+pub mod retry;
+pub mod sweeper;
+pub mod worker;
+
+pub use jobs::{DeliveryJob, JobQueue, QueueError};
+pub use worker::Deliverer;

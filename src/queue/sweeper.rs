@@ -1,0 +1,52 @@
+//! The sweeper: finds deliveries that are waiting without a job (the daemon died between
+//! committing a message and pushing its jobs, a worker died holding a lease, a job row was
+//! lost) and pushes a job for each. Duplicate jobs are harmless: only one can claim.
+//! Runs at start-up and then every `queue.sweep_interval_secs`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::JobQueue;
+use crate::store::{Store, now_ms};
+
+/// How long after creation an un-enqueued delivery counts as lost, milliseconds.
+const GRACE_MS: i64 = 5_000;
+
+/// One pass; returns how many deliveries got a new job.
+pub async fn sweep_once(store: &Store, queue: &JobQueue, stuck_after: Duration) -> Result<usize, String> {
+    let now = now_ms();
+    let stuck_ms = i64::try_from(stuck_after.as_millis()).unwrap_or(i64::MAX / 2);
+    let candidates = store
+        .sweep_candidates(now, GRACE_MS, stuck_ms, 5_000)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut by_channel: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for item in candidates {
+        by_channel.entry(item.channel).or_default().push(item.id);
+    }
+    let mut pushed = 0;
+    for (channel, ids) in by_channel {
+        queue.push(&channel, &ids, None).await.map_err(|e| e.to_string())?;
+        store.mark_enqueued(&ids, now).await.map_err(|e| e.to_string())?;
+        pushed += ids.len();
+    }
+    Ok(pushed)
+}
+
+/// Sweeps until `shutdown` resolves.
+pub async fn run(store: Store, queue: JobQueue, interval: Duration, stuck_after: Duration, shutdown: CancellationToken) {
+    loop {
+        match sweep_once(&store, &queue, stuck_after).await {
+            Ok(0) => {}
+            Ok(n) => info!(deliveries = n, "sweeper re-enqueued waiting deliveries"),
+            Err(e) => warn!(error = %e, "sweep failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! The delivery worker: one send attempt per job.
+//!
+//! 1. Claim the delivery (lease until `now + lease`); a delivery that is not waiting means
+//!    the job is a duplicate or late: do nothing. Sends are idempotent per delivery.
+//! 2. Check disclosure rules before any channel is called (Part 2 consent).
+//! 3. Call the connector the channel is routed to, within the lease.
+//! 4. Record the outcome: `sent`/`delivered`, `failed` with the provider's reason, or a
+//!    retry with backoff; after `max_attempts`, `failed` and dead-lettered.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use apalis::prelude::{BoxDynError, Data};
+use tracing::{info, instrument, warn};
+
+use super::jobs::{DeliveryJob, JobQueue};
+use super::retry::backoff;
+use crate::channels::{ChannelError, Connectors, OutboundDelivery, SendOutcome};
+use crate::config::Config;
+use crate::crypto::Keyring;
+use crate::delivery::DeliveryStatus;
+use crate::messages::MessageContent;
+use crate::store::{AuditEntry, DeliveryRow, DeliveryUpdate, Store, StoreError, now_ms};
+
+/// Everything a send attempt needs; shared by all workers of a daemon.
+pub struct Deliverer {
+    pub store: Store,
+    pub keyring: Keyring,
+    pub connectors: Connectors,
+    pub queue: JobQueue,
+    pub config: Arc<Config>,
+}
+
+/// The apalis handler.
+pub async fn deliver_job(job: DeliveryJob, deliverer: Data<Arc<Deliverer>>) -> Result<(), BoxDynError> {
+    deliverer.attempt(&job.delivery_id).await.map_err(Into::into)
+}
+
+/// Why an attempt could not be recorded (the job is then retried by apalis).
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Queue(#[from] super::QueueError),
+}
+
+impl Deliverer {
+    /// One attempt at one delivery. See the module docs for the steps.
+    #[instrument(skip_all, fields(delivery_id = %delivery_id))]
+    pub async fn attempt(&self, delivery_id: &str) -> Result<(), WorkerError> {
+        let now = now_ms();
+        let lease = self.config.queue.lease();
+        let lease_until = now + i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2);
+        let Some(claimed) = self.store.claim_delivery(delivery_id, now, lease_until).await? else {
+            return Ok(());
+        };
+        let delivery = claimed.delivery;
+        let channel_config = self.config.channel(&delivery.channel);
+        let connector_name = channel_config.connector.clone();
+
+        let result = match self.prepare(&delivery).await? {
+            Err(refusal) => Err(refusal),
+            Ok(outbound) => match self.connectors.get(&connector_name) {
+                None => Err(ChannelError::Permanent(format!(
+                    "connector {connector_name} is not configured"
+                ))),
+                Some(connector) => {
+                    // Keep a margin inside the lease so no other worker takes the delivery over
+                    // while this attempt may still complete.
+                    let budget = lease.mul_f64(0.8).max(Duration::from_secs(1));
+                    match tokio::time::timeout(budget, connector.send(&outbound)).await {
+                        Ok(result) => result,
+                        Err(_) => Err(ChannelError::Transient(format!(
+                            "no answer from {connector_name} within {}s",
+                            budget.as_secs()
+                        ))),
+                    }
+                }
+            },
+        };
+        let external = self
+            .connectors
+            .get(&connector_name)
+            .is_some_and(|c| c.external());
+        self.record(&delivery, &connector_name, external, result).await
+    }
+
+    /// Opens the message and applies disclosure rules. The outer `Result` is storage trouble;
+    /// the inner one a refusal to disclose.
+    async fn prepare(&self, delivery: &DeliveryRow) -> Result<Result<OutboundDelivery, ChannelError>, WorkerError> {
+        let message = self.store.message(&delivery.organization_id, &delivery.message_id).await?;
+        let content = match MessageContent::open(&self.keyring, &message.id, &message.content) {
+            Ok(content) => content,
+            Err(e) => {
+                return Ok(Err(ChannelError::Permanent(format!(
+                    "message content cannot be opened: {e}"
+                ))));
+            }
+        };
+        if message.part2 {
+            let consented = match &message.patient_id {
+                Some(patient) => {
+                    self.store
+                        .part2_consent_active(patient, &delivery.channel, &delivery.recipient, now_ms())
+                        .await?
+                }
+                None => false,
+            };
+            if !consented {
+                return Ok(Err(ChannelError::Permanent(PART2_REFUSED.into())));
+            }
+        }
+        Ok(Ok(OutboundDelivery {
+            delivery_id: delivery.id.clone(),
+            organization_id: delivery.organization_id.clone(),
+            message_id: delivery.message_id.clone(),
+            channel: delivery.channel.clone(),
+            recipient: delivery.recipient.clone(),
+            subject: content.subject,
+            body: content.body,
+            urgent: message.urgent,
+            attempt: delivery.attempts,
+        }))
+    }
+
+    async fn record(
+        &self,
+        delivery: &DeliveryRow,
+        connector: &str,
+        external: bool,
+        result: Result<SendOutcome, ChannelError>,
+    ) -> Result<(), WorkerError> {
+        let audit = |outcome: &str, detail: Option<String>| AuditEntry {
+            organization_id: delivery.organization_id.clone(),
+            action: "disclosure".into(),
+            actor: format!("connector:{connector}"),
+            patient_id: delivery.patient_id.clone(),
+            message_id: Some(delivery.message_id.clone()),
+            delivery_id: Some(delivery.id.clone()),
+            channel: Some(delivery.channel.clone()),
+            recipient: Some(delivery.recipient.clone()),
+            outcome: Some(outcome.to_string()),
+            detail,
+        };
+        match result {
+            Ok(outcome) => {
+                let mut update = DeliveryUpdate::new(outcome.status, "worker");
+                update.connector = Some(connector.to_string());
+                update.provider_ref = outcome.provider_ref;
+                if external {
+                    update.audit = Some(audit(outcome.status.as_str(), None));
+                }
+                self.store.update_delivery(&delivery.id, &update).await?;
+                info!(status = outcome.status.as_str(), connector, "delivery sent");
+            }
+            Err(ChannelError::Permanent(reason)) => {
+                let mut update = DeliveryUpdate::new(DeliveryStatus::Failed, "worker");
+                update.connector = Some(connector.to_string());
+                update.reason = Some(reason.clone());
+                if reason == PART2_REFUSED {
+                    let mut entry = audit("refused", Some(reason.clone()));
+                    entry.action = "disclosure_refused".into();
+                    update.audit = Some(entry);
+                } else if external {
+                    update.audit = Some(audit("failed", Some(reason.clone())));
+                }
+                self.store.update_delivery(&delivery.id, &update).await?;
+                warn!(connector, reason = %reason, "delivery failed permanently");
+            }
+            Err(ChannelError::Transient(reason)) => {
+                if delivery.attempts >= delivery.max_attempts {
+                    let mut update = DeliveryUpdate::new(DeliveryStatus::Failed, "worker");
+                    update.connector = Some(connector.to_string());
+                    update.reason = Some(format!(
+                        "gave up after {} attempts: {reason}",
+                        delivery.attempts
+                    ));
+                    update.dead_letter = true;
+                    if external {
+                        update.audit = Some(audit("failed", update.reason.clone()));
+                    }
+                    self.store.update_delivery(&delivery.id, &update).await?;
+                    warn!(connector, attempts = delivery.attempts, "delivery dead-lettered");
+                } else {
+                    let delay = backoff(&self.config.channel(&delivery.channel), delivery.attempts);
+                    let retry_at = now_ms() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2);
+                    self.store.schedule_retry(&delivery.id, retry_at, &reason).await?;
+                    self.queue
+                        .push(&delivery.channel, std::slice::from_ref(&delivery.id), Some(delay))
+                        .await?;
+                    info!(connector, attempt = delivery.attempts, delay_ms = delay.as_millis() as u64, "delivery will be retried");
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The failure reason for a Part 2 message without a covering consent.
+pub const PART2_REFUSED: &str = "part2_consent_required";

@@ -1,0 +1,60 @@
+//! The audit log: every external disclosure and every security-relevant refusal.
+
+use super::{AuditRow, Result, Store, now_ms, on_db};
+
+/// One audit event to record.
+#[derive(Debug, Clone, Default)]
+pub struct AuditEntry {
+    pub organization_id: String,
+    pub action: String,
+    pub actor: String,
+    pub patient_id: Option<String>,
+    pub message_id: Option<String>,
+    pub delivery_id: Option<String>,
+    pub channel: Option<String>,
+    pub recipient: Option<String>,
+    pub outcome: Option<String>,
+    pub detail: Option<String>,
+}
+
+pub(super) const INSERT_AUDIT: &str = "INSERT INTO audit_events (organization_id, action, actor,
+    patient_id, message_id, delivery_id, channel, recipient, outcome, detail, created_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
+
+/// Binds an [`AuditEntry`] to [`INSERT_AUDIT`]; usable inside any transaction.
+macro_rules! bind_audit {
+    ($entry:expr, $now:expr) => {
+        sqlx::query($crate::store::audit::INSERT_AUDIT)
+            .bind(&$entry.organization_id)
+            .bind(&$entry.action)
+            .bind(&$entry.actor)
+            .bind(&$entry.patient_id)
+            .bind(&$entry.message_id)
+            .bind(&$entry.delivery_id)
+            .bind(&$entry.channel)
+            .bind(&$entry.recipient)
+            .bind(&$entry.outcome)
+            .bind(&$entry.detail)
+            .bind($now)
+    };
+}
+pub(super) use bind_audit;
+
+impl Store {
+    pub async fn record_audit(&self, entry: &AuditEntry) -> Result<()> {
+        let now = now_ms();
+        on_db!(self.db(), pool => bind_audit!(entry, now).execute(pool).await.map(|_| ()))?;
+        Ok(())
+    }
+
+    /// Audit events of an organization, newest first.
+    pub async fn audit_events(&self, organization_id: &str, limit: i64) -> Result<Vec<AuditRow>> {
+        Ok(on_db!(self.db(), pool => sqlx::query_as(
+            "SELECT id, organization_id, action, actor, patient_id, message_id, delivery_id, channel,
+                    recipient, outcome, detail, created_at
+             FROM audit_events WHERE organization_id = $1 ORDER BY id DESC LIMIT $2",
+        )
+        .bind(organization_id).bind(limit)
+        .fetch_all(pool).await)?)
+    }
+}

@@ -1,0 +1,35 @@
+//! Column lists shared by several statements, as macros so statements stay `&'static str`
+//! (sqlx refuses SQL built at run time unless audited).
+
+macro_rules! delivery_columns {
+    () => {
+        "id, organization_id, message_id, patient_id, channel, recipient, status, attempts, max_attempts, \
+         not_before, connector, provider_ref, reason, created_at, updated_at"
+    };
+}
+
+macro_rules! message_columns {
+    () => {
+        "id, organization_id, thread_id, patient_id, direction, content, urgent, part2, metadata, created_at"
+    };
+}
+
+macro_rules! patient_columns {
+    () => {
+        "id, organization_id, external_id, family_name, given_name, birth_date, sex, language, time_zone, \
+         created_at, updated_at"
+    };
+}
+
+macro_rules! organization_columns {
+    () => {
+        "id, slug, name, time_zone, created_at"
+    };
+}
+
+/// Terminal delivery statuses (see `crate::delivery::DeliveryStatus::is_terminal`).
+macro_rules! terminal_sql {
+    () => {
+        "('delivered', 'dispatched', 'failed', 'expired')"
+    };
+}

@@ -1,0 +1,285 @@
+//! Deliveries: claiming one for a send attempt, moving it through the state machine
+//! (monotonic; see `crate::delivery`), retry scheduling, dead letters and the sweep that
+//! finds deliveries whose job was lost.
+
+use super::audit::bind_audit;
+use super::events::INSERT_EVENT;
+use super::{AuditEntry, DeadLetterRow, DeliveryRow, Result, Store, StoreError, new_id, now_ms, on_db};
+use crate::delivery::DeliveryStatus;
+
+/// A delivery leased to this worker for one attempt.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub delivery: DeliveryRow,
+}
+
+/// A status report to apply to a delivery.
+#[derive(Debug, Clone)]
+pub struct DeliveryUpdate {
+    pub status: DeliveryStatus,
+    /// Who reported it: `worker`, `webhook:twilio`, `mdn`, ...
+    pub source: String,
+    /// Free text for the history (no PHI).
+    pub detail: Option<String>,
+    pub connector: Option<String>,
+    pub provider_ref: Option<String>,
+    /// Why it failed, shown on the record.
+    pub reason: Option<String>,
+    /// Written in the same transaction (a disclosure, typically).
+    pub audit: Option<AuditEntry>,
+    /// Also list the delivery under dead letters (attempts exhausted).
+    pub dead_letter: bool,
+}
+
+impl DeliveryUpdate {
+    pub fn new(status: DeliveryStatus, source: &str) -> Self {
+        Self {
+            status,
+            source: source.to_string(),
+            detail: None,
+            connector: None,
+            provider_ref: None,
+            reason: None,
+            audit: None,
+            dead_letter: false,
+        }
+    }
+}
+
+/// A delivery the sweeper wants a job for.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SweepItem {
+    pub id: String,
+    pub channel: String,
+}
+
+impl Store {
+    pub async fn delivery(&self, id: &str) -> Result<DeliveryRow> {
+        let sql = concat!("SELECT ", delivery_columns!(), " FROM deliveries WHERE id = $1");
+        on_db!(self.db(), pool => sqlx::query_as(sql).bind(id).fetch_optional(pool).await)?
+            .ok_or(StoreError::NotFound)
+    }
+
+    /// Leases the delivery for one send attempt until `lease_until`, if it is waiting
+    /// (`queued`, or `sending` whose lease or retry time has passed). `None`: nothing to do.
+    pub async fn claim_delivery(&self, id: &str, now: i64, lease_until: i64) -> Result<Option<Claimed>> {
+        let claim = concat!(
+            "UPDATE deliveries SET status = 'sending', status_rank = 1, attempts = attempts + 1,
+                not_before = $2, updated_at = $3
+             WHERE id = $1 AND status IN ('queued', 'sending') AND (not_before IS NULL OR not_before <= $3)
+             RETURNING ", delivery_columns!()
+        );
+        let claimed: Option<DeliveryRow> = on_db!(self.db(), pool => {
+            let mut tx = pool.begin().await?;
+            let row: Option<DeliveryRow> = sqlx::query_as(claim)
+                .bind(id).bind(lease_until).bind(now)
+                .fetch_optional(&mut *tx).await?;
+            if let Some(row) = &row {
+                sqlx::query(
+                    "INSERT INTO delivery_events (organization_id, delivery_id, status, applied, source, detail, created_at)
+                     VALUES ($1, $2, 'sending', TRUE, 'worker', $3, $4)",
+                )
+                .bind(&row.organization_id).bind(&row.id).bind(format!("attempt {}", row.attempts)).bind(now)
+                .execute(&mut *tx).await?;
+                if row.attempts == 1 {
+                    let payload = status_payload(row, DeliveryStatus::Sending);
+                    sqlx::query(INSERT_EVENT)
+                        .bind(&row.organization_id).bind("delivery.status").bind(&row.id).bind(&payload).bind(now)
+                        .execute(&mut *tx).await?;
+                }
+            }
+            tx.commit().await?;
+            row
+        });
+        Ok(claimed.map(|delivery| Claimed { delivery }))
+    }
+
+    /// Applies a status report if the state machine allows it; the report is recorded in the
+    /// history either way. Returns whether the delivery moved.
+    pub async fn update_delivery(&self, id: &str, update: &DeliveryUpdate) -> Result<bool> {
+        let now = now_ms();
+        let status = update.status;
+        let apply = concat!(
+            "UPDATE deliveries SET status = $2, status_rank = $3, not_before = NULL, updated_at = $4,
+                connector = COALESCE($5, connector), provider_ref = COALESCE($6, provider_ref),
+                reason = COALESCE($7, reason)
+             WHERE id = $1 AND status_rank < $3 AND status NOT IN ", terminal_sql!(), "
+             RETURNING ", delivery_columns!()
+        );
+        let applied = on_db!(self.db(), pool => {
+            let mut tx = pool.begin().await?;
+            let moved: Option<DeliveryRow> = sqlx::query_as(apply)
+                .bind(id).bind(status.as_str()).bind(status.rank()).bind(now)
+                .bind(&update.connector).bind(&update.provider_ref).bind(&update.reason)
+                .fetch_optional(&mut *tx).await?;
+            let organization_id: Option<String> = match &moved {
+                Some(row) => Some(row.organization_id.clone()),
+                None => sqlx::query_as::<_, (String,)>("SELECT organization_id FROM deliveries WHERE id = $1")
+                    .bind(id).fetch_optional(&mut *tx).await?.map(|(org,)| org),
+            };
+            let Some(organization_id) = organization_id else {
+                tx.rollback().await?;
+                return Err(StoreError::NotFound);
+            };
+            let detail = match (&update.detail, &update.reason) {
+                (Some(d), _) => Some(d.clone()),
+                (None, r) => r.clone(),
+            };
+            sqlx::query(
+                "INSERT INTO delivery_events (organization_id, delivery_id, status, applied, source, detail, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(&organization_id).bind(id).bind(status.as_str()).bind(moved.is_some())
+            .bind(&update.source).bind(&detail).bind(now)
+            .execute(&mut *tx).await?;
+            if let Some(row) = &moved {
+                let payload = status_payload(row, status);
+                sqlx::query(INSERT_EVENT)
+                    .bind(&organization_id).bind("delivery.status").bind(id).bind(&payload).bind(now)
+                    .execute(&mut *tx).await?;
+                if let Some(entry) = &update.audit {
+                    bind_audit!(entry, now).execute(&mut *tx).await?;
+                }
+                if update.dead_letter {
+                    sqlx::query(
+                        "INSERT INTO dead_letters (delivery_id, organization_id, channel, attempts, reason, created_at)
+                         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (delivery_id) DO NOTHING",
+                    )
+                    .bind(id).bind(&organization_id).bind(&row.channel).bind(row.attempts)
+                    .bind(update.reason.as_deref().unwrap_or("attempts exhausted")).bind(now)
+                    .execute(&mut *tx).await?;
+                }
+            }
+            tx.commit().await?;
+            moved.is_some()
+        });
+        Ok(applied)
+    }
+
+    /// After a transient failure: keep the delivery in `sending` and hold it until `retry_at`.
+    pub async fn schedule_retry(&self, id: &str, retry_at: i64, reason: &str) -> Result<()> {
+        let now = now_ms();
+        on_db!(self.db(), pool => {
+            let mut tx = pool.begin().await?;
+            let row: Option<(String,)> = sqlx::query_as(
+                "UPDATE deliveries SET not_before = $2, enqueued_at = $3, reason = $4, updated_at = $3
+                 WHERE id = $1 AND status = 'sending' RETURNING organization_id",
+            )
+            .bind(id).bind(retry_at).bind(now).bind(reason)
+            .fetch_optional(&mut *tx).await?;
+            if let Some((organization_id,)) = row {
+                let retry_in = (retry_at - now).max(0) as f64 / 1000.0;
+                sqlx::query(
+                    "INSERT INTO delivery_events (organization_id, delivery_id, status, applied, source, detail, created_at)
+                     VALUES ($1, $2, 'retry_scheduled', TRUE, 'worker', $3, $4)",
+                )
+                .bind(&organization_id).bind(id).bind(format!("{reason}; next attempt in {retry_in:.1}s")).bind(now)
+                .execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// Notes that a job was pushed for these deliveries.
+    pub async fn mark_enqueued(&self, ids: &[String], now: i64) -> Result<()> {
+        for chunk in ids.chunks(500) {
+            let placeholders = (2..chunk.len() + 2).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ");
+            let sql = format!("UPDATE deliveries SET enqueued_at = $1 WHERE id IN ({placeholders})");
+            on_db!(self.db(), pool => {
+                // Audited: only generated placeholders are interpolated.
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql.clone())).bind(now);
+                for id in chunk {
+                    query = query.bind(id);
+                }
+                query.execute(pool).await.map(|_| ())
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Deliveries that need a (new) job: never enqueued after `unqueued_grace_ms`, leases or
+    /// retry times that passed more than `grace_ms` ago without a job pushed since, and anything
+    /// enqueued but still waiting after `stuck_ms`.
+    pub async fn sweep_candidates(&self, now: i64, grace_ms: i64, stuck_ms: i64, limit: i64) -> Result<Vec<SweepItem>> {
+        Ok(on_db!(self.db(), pool => sqlx::query_as(
+            "SELECT id, channel FROM deliveries
+             WHERE status IN ('queued', 'sending') AND (
+                (enqueued_at IS NULL AND created_at < $1 - $2)
+                OR (status = 'sending' AND not_before < $1 - $2 AND (enqueued_at IS NULL OR enqueued_at < not_before))
+                OR (enqueued_at < $1 - $3 AND (not_before IS NULL OR not_before < $1 - $3))
+             )
+             ORDER BY id LIMIT $4",
+        )
+        .bind(now).bind(grace_ms).bind(stuck_ms).bind(limit)
+        .fetch_all(pool).await)?)
+    }
+
+    pub async fn dead_letters(&self, organization_id: Option<&str>, limit: i64) -> Result<Vec<DeadLetterRow>> {
+        Ok(on_db!(self.db(), pool => sqlx::query_as(
+            "SELECT delivery_id, organization_id, channel, attempts, reason, created_at, requeued_at
+             FROM dead_letters WHERE ($1 IS NULL OR organization_id = $1) ORDER BY created_at DESC LIMIT $2",
+        )
+        .bind(organization_id).bind(limit)
+        .fetch_all(pool).await)?)
+    }
+
+    /// Retries a dead-lettered delivery as a new delivery of the same message to the same
+    /// recipient (the failed one stays failed: deliveries never move backwards).
+    pub async fn requeue_dead_letter(&self, delivery_id: &str) -> Result<(String, String)> {
+        let old = self.delivery(delivery_id).await?;
+        let new_id = new_id("dlv");
+        let now = now_ms();
+        on_db!(self.db(), pool => {
+            let mut tx = pool.begin().await?;
+            let marked = sqlx::query("UPDATE dead_letters SET requeued_at = $2 WHERE delivery_id = $1 AND requeued_at IS NULL")
+                .bind(delivery_id).bind(now).execute(&mut *tx).await?.rows_affected();
+            if marked == 0 {
+                tx.rollback().await?;
+                return Err(StoreError::Conflict("not a dead letter, or already requeued".into()));
+            }
+            sqlx::query(
+                "INSERT INTO deliveries (id, organization_id, message_id, patient_id, channel, recipient, status,
+                    status_rank, attempts, max_attempts, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, 'queued', 0, 0, $7, $8, $8)",
+            )
+            .bind(&new_id).bind(&old.organization_id).bind(&old.message_id).bind(&old.patient_id)
+            .bind(&old.channel).bind(&old.recipient).bind(old.max_attempts).bind(now)
+            .execute(&mut *tx).await?;
+            sqlx::query(
+                "INSERT INTO delivery_events (organization_id, delivery_id, status, applied, source, detail, created_at)
+                 VALUES ($1, $2, 'queued', TRUE, 'operator', $3, $4)",
+            )
+            .bind(&old.organization_id).bind(&new_id).bind(format!("retry of {delivery_id}")).bind(now)
+            .execute(&mut *tx).await?;
+            tx.commit().await?;
+        });
+        Ok((new_id, old.channel))
+    }
+}
+
+fn status_payload(row: &DeliveryRow, status: DeliveryStatus) -> String {
+    serde_json::json!({
+        "delivery_id": row.id, "message_id": row.message_id, "channel": row.channel,
+        "status": status.as_str(), "attempts": row.attempts,
+    })
+    .to_string()
+}
+
+impl Store {
+    /// (channel, status, count) over all deliveries, for metrics.
+    pub async fn delivery_counts(&self) -> Result<Vec<(String, String, i64)>> {
+        Ok(on_db!(self.db(), pool => sqlx::query_as(
+            "SELECT channel, status, COUNT(*) FROM deliveries GROUP BY channel, status ORDER BY channel, status",
+        )
+        .fetch_all(pool).await)?)
+    }
+
+    pub async fn dead_letter_count(&self) -> Result<i64> {
+        let (count,): (i64,) = on_db!(self.db(), pool => sqlx::query_as(
+            "SELECT COUNT(*) FROM dead_letters WHERE requeued_at IS NULL",
+        )
+        .fetch_one(pool).await)?;
+        Ok(count)
+    }
+}

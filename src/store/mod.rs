@@ -1,0 +1,170 @@
+//! The store: every SQL statement of the daemon lives under this module, one file per
+//! aggregate. It speaks to SQLite (embedded default) or PostgreSQL (fleet) through sqlx; each
+//! statement is written once in the dialect both accept (`$n` placeholders, `RETURNING`,
+//! `ON CONFLICT`) and run by whichever pool is configured ([`on_db!`]). Timestamps are unix
+//! epoch milliseconds. The store holds sealed bytes only; sealing is the caller's business.
+//!
+//! The job queue (apalis) keeps its own tables in the same database: `Jobs`/`Workers` on
+//! SQLite, schema `apalis` on PostgreSQL. Our migrations are tracked in
+//! `switchboard_migrations`, apart from apalis's `_sqlx_migrations`.
+
+#[macro_use]
+mod columns;
+mod api_keys;
+mod audit;
+mod deliveries;
+mod events;
+mod messages;
+mod organizations;
+mod patients;
+mod rows;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgPool, SqlitePool};
+
+pub use audit::AuditEntry;
+pub use deliveries::{Claimed, DeliveryUpdate, SweepItem};
+pub use messages::{AcceptOutcome, NewDelivery, NewMessage};
+pub use patients::{ContactPointInput, ConsentInput, PatientInput};
+pub use rows::*;
+
+/// Store errors. `NotFound` is what a caller may show; everything else is internal.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("job queue setup: {0}")]
+    Queue(String),
+    #[error("unsupported database url (expected sqlite:// or postgres://)")]
+    UnsupportedUrl,
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Which database, with its pool.
+#[derive(Clone, Debug)]
+pub enum Db {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Runs the same expression against whichever pool is configured. The expression is
+/// compiled once per backend, so every bound value must encode for both.
+#[macro_export]
+macro_rules! on_db {
+    ($db:expr, $pool:ident => $body:expr) => {
+        match $db {
+            $crate::store::Db::Sqlite($pool) => $body,
+            $crate::store::Db::Postgres($pool) => $body,
+        }
+    };
+}
+pub use on_db;
+
+/// The store handle: cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Store {
+    db: Db,
+}
+
+impl Store {
+    /// Connects (creating the SQLite file and its directory when needed).
+    pub async fn connect(url: &str, max_connections: u32, sqlite_full_sync: bool) -> Result<Self> {
+        let db = if url.starts_with("sqlite:") {
+            let options = SqliteConnectOptions::from_str(url)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(if sqlite_full_sync {
+                    SqliteSynchronous::Full
+                } else {
+                    SqliteSynchronous::Normal
+                })
+                .foreign_keys(true)
+                .busy_timeout(Duration::from_secs(30));
+            if let Some(dir) = options.get_filename().parent() {
+                if !dir.as_os_str().is_empty() {
+                    std::fs::create_dir_all(dir).map_err(|e| sqlx::Error::Io(e))?;
+                }
+            }
+            let pool = SqlitePoolOptions::new()
+                .max_connections(max_connections)
+                .connect_with(options)
+                .await?;
+            Db::Sqlite(pool)
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            let options = PgConnectOptions::from_str(url)?;
+            let pool = PgPoolOptions::new()
+                .max_connections(max_connections)
+                .acquire_timeout(Duration::from_secs(30))
+                .connect_with(options)
+                .await?;
+            Db::Postgres(pool)
+        } else {
+            return Err(StoreError::UnsupportedUrl);
+        };
+        Ok(Self { db })
+    }
+
+    /// Applies our migrations and the job queue's.
+    pub async fn migrate(&self) -> Result<()> {
+        match &self.db {
+            Db::Sqlite(pool) => {
+                let mut ours = sqlx::migrate!("migrations/sqlite");
+                ours.dangerous_set_table_name("switchboard_migrations");
+                ours.run(pool).await?;
+                // apalis's own migrations; its `setup()` would also turn synchronous OFF on a
+                // pooled connection, which we do not want for a store of record.
+                let mut queue = apalis_sqlite::SqliteStorage::<()>::migrations();
+                queue.set_ignore_missing(true);
+                queue.run(pool).await?;
+            }
+            Db::Postgres(pool) => {
+                let mut ours = sqlx::migrate!("migrations/postgres");
+                ours.dangerous_set_table_name("switchboard_migrations");
+                ours.run(pool).await?;
+                apalis_postgres::PostgresStorage::<()>::setup(pool)
+                    .await
+                    .map_err(|e| StoreError::Queue(e.to_string()))?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.db, Db::Postgres(_))
+    }
+
+    /// A trivial query: readiness probe.
+    pub async fn ping(&self) -> Result<()> {
+        on_db!(&self.db, pool => sqlx::query("SELECT 1").execute(pool).await.map(|_| ()))?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        on_db!(&self.db, pool => pool.close().await)
+    }
+}
+
+/// Milliseconds since the unix epoch.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// A new id: a type prefix and a ULID (time-ordered, so ids sort by creation).
+pub fn new_id(prefix: &str) -> String {
+    format!("{prefix}_{}", ulid::Ulid::new().to_string().to_lowercase())
+}

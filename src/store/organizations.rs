@@ -1,0 +1,30 @@
+//! Organizations (tenants) and their lookup by slug.
+
+use super::{Organization, Result, Store, StoreError, new_id, now_ms, on_db};
+
+impl Store {
+    /// The organization with this slug, created when absent.
+    pub async fn ensure_organization(&self, slug: &str, name: &str) -> Result<Organization> {
+        let id = new_id("org");
+        let now = now_ms();
+        on_db!(self.db(), pool => sqlx::query(
+            "INSERT INTO organizations (id, organization_id, slug, name, created_at)
+             VALUES ($1, $1, $2, $3, $4) ON CONFLICT (slug) DO NOTHING",
+        )
+        .bind(&id).bind(slug).bind(name).bind(now)
+        .execute(pool).await.map(|_| ()))?;
+        self.organization_by_slug(slug).await
+    }
+
+    pub async fn organization_by_slug(&self, slug: &str) -> Result<Organization> {
+        let sql = concat!("SELECT ", organization_columns!(), " FROM organizations WHERE slug = $1");
+        on_db!(self.db(), pool => sqlx::query_as(sql).bind(slug).fetch_optional(pool).await)?
+            .ok_or(StoreError::NotFound)
+    }
+
+    pub async fn organization(&self, id: &str) -> Result<Organization> {
+        let sql = concat!("SELECT ", organization_columns!(), " FROM organizations WHERE id = $1");
+        on_db!(self.db(), pool => sqlx::query_as(sql).bind(id).fetch_optional(pool).await)?
+            .ok_or(StoreError::NotFound)
+    }
+}

@@ -1,0 +1,139 @@
+//! Patients, their contact points and the consent ledger.
+//!
+//! Consents are a ledger: rows are appended, never rewritten; the newest row for a
+//! (patient, channel, purpose, recipient) decides.
+
+use super::{ConsentRow, ContactPointRow, PatientRow, Result, Store, StoreError, new_id, now_ms, on_db};
+
+/// Demographics and contact points for an upsert keyed by the organization's external id.
+#[derive(Debug, Clone, Default)]
+pub struct PatientInput {
+    pub external_id: String,
+    pub family_name: Option<String>,
+    pub given_name: Option<String>,
+    pub birth_date: Option<String>,
+    pub sex: Option<String>,
+    pub language: Option<String>,
+    pub time_zone: Option<String>,
+    /// `Some` replaces the patient's contact points; `None` keeps them.
+    pub contact_points: Option<Vec<ContactPointInput>>,
+    /// Appended to the consent ledger.
+    pub consents: Vec<ConsentInput>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ContactPointInput {
+    pub system: String,
+    pub value: String,
+    pub use_code: Option<String>,
+    pub rank: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct ConsentInput {
+    pub channel: String,
+    pub purpose: String,
+    pub recipient: String,
+    pub status: String,
+    pub source: String,
+    pub expires_at: Option<i64>,
+}
+
+impl Store {
+    /// Creates or replaces a patient's demographics; returns the row and whether it was new.
+    pub async fn upsert_patient(&self, organization_id: &str, input: &PatientInput) -> Result<(PatientRow, bool)> {
+        let now = now_ms();
+        let new_patient_id = new_id("pat");
+        let upsert = concat!(
+            "INSERT INTO patients (id, organization_id, external_id, family_name, given_name, birth_date,
+                sex, language, time_zone, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)
+             ON CONFLICT (organization_id, external_id) DO UPDATE SET
+                family_name = excluded.family_name, given_name = excluded.given_name,
+                birth_date = excluded.birth_date, sex = excluded.sex, language = excluded.language,
+                time_zone = excluded.time_zone, updated_at = excluded.updated_at
+             RETURNING ", patient_columns!()
+        );
+        let row: PatientRow = on_db!(self.db(), pool => {
+            let mut tx = pool.begin().await?;
+            let row: PatientRow = sqlx::query_as(upsert)
+                .bind(&new_patient_id).bind(organization_id).bind(&input.external_id)
+                .bind(&input.family_name).bind(&input.given_name).bind(&input.birth_date)
+                .bind(&input.sex).bind(&input.language).bind(&input.time_zone).bind(now)
+                .fetch_one(&mut *tx).await?;
+            if let Some(points) = &input.contact_points {
+                sqlx::query("DELETE FROM contact_points WHERE patient_id = $1")
+                    .bind(&row.id).execute(&mut *tx).await?;
+                for point in points {
+                    sqlx::query(
+                        "INSERT INTO contact_points (id, organization_id, patient_id, system, value, use_code, rank, created_at)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                    )
+                    .bind(new_id("cp")).bind(organization_id).bind(&row.id).bind(&point.system)
+                    .bind(&point.value).bind(&point.use_code).bind(point.rank).bind(now)
+                    .execute(&mut *tx).await?;
+                }
+            }
+            for consent in &input.consents {
+                sqlx::query(
+                    "INSERT INTO consents (id, organization_id, patient_id, channel, purpose, recipient, status, source, recorded_at, expires_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                )
+                .bind(new_id("cns")).bind(organization_id).bind(&row.id).bind(&consent.channel)
+                .bind(&consent.purpose).bind(&consent.recipient).bind(&consent.status)
+                .bind(&consent.source).bind(now).bind(consent.expires_at)
+                .execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            row
+        });
+        let created = row.id == new_patient_id;
+        Ok((row, created))
+    }
+
+    pub async fn patient_by_external_id(&self, organization_id: &str, external_id: &str) -> Result<PatientRow> {
+        let sql = concat!("SELECT ", patient_columns!(), " FROM patients WHERE organization_id = $1 AND external_id = $2");
+        on_db!(self.db(), pool => sqlx::query_as(sql).bind(organization_id).bind(external_id)
+            .fetch_optional(pool).await)?
+            .ok_or(StoreError::NotFound)
+    }
+
+    pub async fn patient(&self, organization_id: &str, id: &str) -> Result<PatientRow> {
+        let sql = concat!("SELECT ", patient_columns!(), " FROM patients WHERE organization_id = $1 AND id = $2");
+        on_db!(self.db(), pool => sqlx::query_as(sql).bind(organization_id).bind(id)
+            .fetch_optional(pool).await)?
+            .ok_or(StoreError::NotFound)
+    }
+
+    pub async fn contact_points(&self, patient_id: &str) -> Result<Vec<ContactPointRow>> {
+        Ok(on_db!(self.db(), pool => sqlx::query_as(
+            "SELECT id, system, value, use_code, rank FROM contact_points WHERE patient_id = $1 ORDER BY rank, id",
+        )
+        .bind(patient_id).fetch_all(pool).await)?)
+    }
+
+    pub async fn consents(&self, patient_id: &str) -> Result<Vec<ConsentRow>> {
+        Ok(on_db!(self.db(), pool => sqlx::query_as(
+            "SELECT id, channel, purpose, recipient, status, source, recorded_at, expires_at
+             FROM consents WHERE patient_id = $1 ORDER BY recorded_at, id",
+        )
+        .bind(patient_id).fetch_all(pool).await)?)
+    }
+
+    /// Whether the patient's newest Part 2 consent covering this recipient (or any recipient)
+    /// and channel is granted and unexpired at `now`.
+    pub async fn part2_consent_active(&self, patient_id: &str, channel: &str, recipient: &str, now: i64) -> Result<bool> {
+        let rows: Vec<(String, Option<i64>)> = on_db!(self.db(), pool => sqlx::query_as(
+            "SELECT status, expires_at FROM consents
+             WHERE patient_id = $1 AND purpose = 'part2'
+               AND (channel = $2 OR channel = '*')
+               AND (lower(recipient) = lower($3) OR recipient = '*')
+             ORDER BY recorded_at DESC, id DESC LIMIT 1",
+        )
+        .bind(patient_id).bind(channel).bind(recipient)
+        .fetch_all(pool).await)?;
+        Ok(rows
+            .first()
+            .is_some_and(|(status, expires)| status == "granted" && expires.is_none_or(|e| e > now)))
+    }
+}
