@@ -13,7 +13,11 @@ use crate::messages::{Recipient, SendRequest};
 use crate::store::StoreError;
 
 #[derive(Parser)]
-#[command(name = "switchboard", version, about = "Healthcare interoperability gateway")]
+#[command(
+    name = "switchboard",
+    version,
+    about = "Healthcare interoperability gateway"
+)]
 pub struct Cli {
     /// Configuration file (TOML). Without one, the embedded default runs: SQLite under ./data,
     /// HTTP on 127.0.0.1:8080, every channel to the local outbox sink.
@@ -100,7 +104,10 @@ enum DeadLettersCommand {
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -164,7 +171,10 @@ async fn dispatch(cli: Cli) -> Result<()> {
                 category: None,
                 metadata: Default::default(),
             };
-            let accepted = core.messages().accept(&organization.id, &request, None).await?;
+            let accepted = core
+                .messages()
+                .accept(&organization.id, &request, None)
+                .await?;
             println!("{}", accepted.message_id);
         }
         Command::Status { id } => {
@@ -183,7 +193,11 @@ async fn dispatch(cli: Cli) -> Result<()> {
                     delivery.channel,
                     delivery.status,
                     delivery.attempts,
-                    delivery.reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default()
+                    delivery
+                        .reason
+                        .as_ref()
+                        .map(|r| format!(": {r}"))
+                        .unwrap_or_default()
                 );
                 for event in &delivery.history {
                     println!(
@@ -191,14 +205,27 @@ async fn dispatch(cli: Cli) -> Result<()> {
                         event.at,
                         event.status,
                         event.source,
-                        if event.applied { "" } else { " (recorded, not applied)" },
-                        event.detail.as_ref().map(|d| format!(" — {d}")).unwrap_or_default()
+                        if event.applied {
+                            ""
+                        } else {
+                            " (recorded, not applied)"
+                        },
+                        event
+                            .detail
+                            .as_ref()
+                            .map(|d| format!(" — {d}"))
+                            .unwrap_or_default()
                     );
                 }
             }
         }
         Command::Keys {
-            command: KeysCommand::Create { org, org_name, name },
+            command:
+                KeysCommand::Create {
+                    org,
+                    org_name,
+                    name,
+                },
         } => {
             let core = Core::open(config).await?;
             let organization = core
@@ -209,7 +236,10 @@ async fn dispatch(cli: Cli) -> Result<()> {
             core.store
                 .insert_api_key(&organization.id, &name, &crate::http::hash_token(&token))
                 .await?;
-            eprintln!("API key for organization {} ({}); shown once, store it now:", organization.slug, organization.id);
+            eprintln!(
+                "API key for organization {} ({}); shown once, store it now:",
+                organization.slug, organization.id
+            );
             println!("{token}");
         }
         Command::DeadLetters { command, org } => {
@@ -226,7 +256,10 @@ async fn dispatch(cli: Cli) -> Result<()> {
                         ),
                         None => None,
                     };
-                    let rows = core.store.dead_letters(organization_id.as_deref(), 1000).await?;
+                    let rows = core
+                        .store
+                        .dead_letters(organization_id.as_deref(), 1000)
+                        .await?;
                     if rows.is_empty() {
                         println!("no dead letters");
                     }
@@ -238,14 +271,22 @@ async fn dispatch(cli: Cli) -> Result<()> {
                             row.channel,
                             row.attempts,
                             row.reason,
-                            if row.requeued_at.is_some() { "  (requeued)" } else { "" }
+                            if row.requeued_at.is_some() {
+                                "  (requeued)"
+                            } else {
+                                ""
+                            }
                         );
                     }
                 }
                 Some(DeadLettersCommand::Retry { delivery_id }) => {
                     let (new_id, channel) = core.store.requeue_dead_letter(&delivery_id).await?;
-                    core.queue.push(&channel, std::slice::from_ref(&new_id), None).await?;
-                    core.store.mark_enqueued(std::slice::from_ref(&new_id), crate::store::now_ms()).await?;
+                    core.queue
+                        .push(&channel, std::slice::from_ref(&new_id), None)
+                        .await?;
+                    core.store
+                        .mark_enqueued(std::slice::from_ref(&new_id), crate::store::now_ms())
+                        .await?;
                     println!("{new_id}");
                 }
             }
@@ -261,4 +302,3 @@ fn not_found(error: StoreError, what: &str) -> anyhow::Error {
         other => other.into(),
     }
 }
-

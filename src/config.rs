@@ -346,7 +346,9 @@ impl Config {
             }
         }
         if self.queue.batch_size == 0 {
-            return Err(ConfigError::Invalid("queue.batch_size must be at least 1".into()));
+            return Err(ConfigError::Invalid(
+                "queue.batch_size must be at least 1".into(),
+            ));
         }
         Ok(())
     }
@@ -354,7 +356,10 @@ impl Config {
     /// The database URL with relative SQLite paths placed under `data_dir`.
     pub fn database_url(&self) -> String {
         match &self.database.url {
-            None => format!("sqlite://{}", self.data_dir.join("switchboard.db").display()),
+            None => format!(
+                "sqlite://{}",
+                self.data_dir.join("switchboard.db").display()
+            ),
             Some(url) => match url.strip_prefix("sqlite://") {
                 Some(path) if !path.starts_with('/') && !path.starts_with(':') => {
                     format!("sqlite://{}", self.data_dir.join(path).display())

@@ -233,7 +233,10 @@ mod tests {
         let last = sealed.len() - 1;
         sealed[last] ^= 1;
         assert!(ring.open(&sealed, "ctx").is_err());
-        assert!(matches!(ring.open(b"SB", "ctx"), Err(CryptoError::Malformed)));
+        assert!(matches!(
+            ring.open(b"SB", "ctx"),
+            Err(CryptoError::Malformed)
+        ));
         assert!(Keyring::from_texts("too short", &[]).is_err());
     }
 }

@@ -82,10 +82,11 @@ impl Core {
 
     fn connectors(&self) -> Result<Connectors, DaemonError> {
         let mut connectors = Connectors::default();
-        let sink = OutboxSink::new(self.config.outbox.dir.clone()).map_err(|source| DaemonError::Io {
-            what: format!("outbox directory {}", self.config.outbox.dir.display()),
-            source,
-        })?;
+        let sink =
+            OutboxSink::new(self.config.outbox.dir.clone()).map_err(|source| DaemonError::Io {
+                what: format!("outbox directory {}", self.config.outbox.dir.display()),
+                source,
+            })?;
         connectors.insert(Arc::new(sink));
         for channel in CHANNELS {
             let wanted = self.config.channel(channel).connector;
@@ -230,25 +231,33 @@ fn build_monitor(core: &Core, deliverer: Arc<Deliverer>) -> Monitor {
     let run_id = ulid::Ulid::new().to_string().to_lowercase();
     let node = core.config.node_id();
     let poll = Duration::from_millis(core.config.queue.poll_interval_ms.max(10));
-    let mut monitor = Monitor::new()
-        .shutdown_timeout(Duration::from_secs(core.config.queue.shutdown_grace_secs));
+    let mut monitor =
+        Monitor::new().shutdown_timeout(Duration::from_secs(core.config.queue.shutdown_grace_secs));
     for channel in CHANNELS {
         let concurrency = core.config.channel(channel).concurrency;
         let name = format!("{node}:{channel}:{run_id}");
         let deliverer = deliverer.clone();
         match &core.queue {
             JobQueue::Sqlite(storages) => {
-                let Some(storage) = storages.get(channel).cloned() else { continue };
+                let Some(storage) = storages.get(channel).cloned() else {
+                    continue;
+                };
                 monitor = monitor.register(move |_| {
                     WorkerBuilder::new(name.clone())
-                        .backend(storage.clone().poll_with_strategy(Strategy::new().interval(poll)))
+                        .backend(
+                            storage
+                                .clone()
+                                .poll_with_strategy(Strategy::new().interval(poll)),
+                        )
                         .data(deliverer.clone())
                         .concurrency(concurrency)
                         .build(deliver_job)
                 });
             }
             JobQueue::Postgres(storages) => {
-                let Some(storage) = storages.get(channel).cloned() else { continue };
+                let Some(storage) = storages.get(channel).cloned() else {
+                    continue;
+                };
                 let pool = storage.pool().clone();
                 let queue = queue_name(channel);
                 monitor = monitor.register(move |_| {
@@ -282,7 +291,10 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
         (Ok(mut term), Ok(mut int)) => {
             tokio::select! {
                 _ = term.recv() => {}

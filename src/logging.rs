@@ -11,7 +11,9 @@ pub fn init(config: &LogConfig) {
         .unwrap_or_else(|_| EnvFilter::new("info"));
     // sqlx logs statements at info (with bound values at debug); keep it quiet by default.
     let filter = filter.add_directive("sqlx=warn".parse().expect("static directive"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = if config.format == "json" {
         builder.json().try_init()
     } else {

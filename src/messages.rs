@@ -15,8 +15,8 @@ use crate::crypto::{CryptoError, Keyring};
 use crate::delivery::DeliveryStatus;
 use crate::queue::JobQueue;
 use crate::store::{
-    AcceptOutcome, DeliveryEventRow, DeliveryRow, MessageRow, NewDelivery, NewMessage, Store, StoreError,
-    new_id, now_ms,
+    AcceptOutcome, DeliveryEventRow, DeliveryRow, MessageRow, NewDelivery, NewMessage, Store,
+    StoreError, new_id, now_ms,
 };
 
 /// What is sealed at rest for a message.
@@ -140,8 +140,11 @@ impl MessageService {
             }
         }
 
-        let (thread_id, new_thread_category, patient_id) = self.resolve_thread(organization_id, request).await?;
-        let deliveries = self.resolve_recipients(request, patient_id.as_deref()).await?;
+        let (thread_id, new_thread_category, patient_id) =
+            self.resolve_thread(organization_id, request).await?;
+        let deliveries = self
+            .resolve_recipients(request, patient_id.as_deref())
+            .await?;
 
         let message_id = new_id("msg");
         let content = MessageContent {
@@ -163,7 +166,11 @@ impl MessageService {
         };
         let request_hash = idempotency_key.map(|_| request_fingerprint(request));
         let idempotency = idempotency_key.zip(request_hash.as_deref());
-        match self.store.accept_message(&message, &deliveries, idempotency).await? {
+        match self
+            .store
+            .accept_message(&message, &deliveries, idempotency)
+            .await?
+        {
             AcceptOutcome::Replayed(existing) => {
                 return Ok(Accepted {
                     message_id: existing,
@@ -185,7 +192,10 @@ impl MessageService {
     async fn enqueue(&self, deliveries: &[NewDelivery]) {
         let mut by_channel: BTreeMap<&str, Vec<String>> = BTreeMap::new();
         for delivery in deliveries {
-            by_channel.entry(&delivery.channel).or_default().push(delivery.id.clone());
+            by_channel
+                .entry(&delivery.channel)
+                .or_default()
+                .push(delivery.id.clone());
         }
         let mut pushed = Vec::new();
         for (channel, ids) in by_channel {
@@ -205,10 +215,20 @@ impl MessageService {
         request: &SendRequest,
     ) -> Result<(String, Option<String>, Option<String>), MessageError> {
         let category = request.category.clone().unwrap_or_else(|| {
-            if request.urgent { "urgent".into() } else { "routine".into() }
+            if request.urgent {
+                "urgent".into()
+            } else {
+                "routine".into()
+            }
         });
-        if !matches!(category.as_str(), "clinical" | "administrative" | "urgent" | "routine") {
-            return Err(invalid("category", "must be clinical, administrative, urgent or routine"));
+        if !matches!(
+            category.as_str(),
+            "clinical" | "administrative" | "urgent" | "routine"
+        ) {
+            return Err(invalid(
+                "category",
+                "must be clinical, administrative, urgent or routine",
+            ));
         }
         match (&request.thread_id, &request.patient) {
             (Some(_), Some(_)) => Err(invalid("thread_id", "give thread_id or patient, not both")),
@@ -220,11 +240,19 @@ impl MessageService {
                 Ok((thread.id, None, thread.patient_id))
             }
             (None, Some(external_id)) => {
-                let patient = match self.store.patient_by_external_id(organization_id, external_id).await {
+                let patient = match self
+                    .store
+                    .patient_by_external_id(organization_id, external_id)
+                    .await
+                {
                     Err(StoreError::NotFound) => return Err(MessageError::NotFound("patient")),
                     other => other?,
                 };
-                match self.store.open_thread_of(organization_id, &patient.id).await? {
+                match self
+                    .store
+                    .open_thread_of(organization_id, &patient.id)
+                    .await?
+                {
                     Some(thread) => Ok((thread.id, None, Some(patient.id))),
                     None => Ok((new_id("thr"), Some(category), Some(patient.id))),
                 }
@@ -246,7 +274,10 @@ impl MessageService {
                 None => request.channels.clone(),
             };
             if channels.is_empty() {
-                return Err(invalid(&field, "no channel: set recipients[].channel or channels"));
+                return Err(invalid(
+                    &field,
+                    "no channel: set recipients[].channel or channels",
+                ));
             }
             for channel in &channels {
                 check_channel(&field, channel)?;
@@ -264,16 +295,24 @@ impl MessageService {
                 }
                 (None, true) => {
                     let Some(patient_id) = patient_id else {
-                        return Err(invalid(&field, "patient recipient needs a patient or a patient's thread"));
+                        return Err(invalid(
+                            &field,
+                            "patient recipient needs a patient or a patient's thread",
+                        ));
                     };
                     let points = self.store.contact_points(patient_id).await?;
                     for channel in &channels {
                         let systems = contact_systems(channel);
                         let point = points.iter().find(|p| systems.contains(&p.system.as_str()));
                         match point {
-                            Some(point) => deliveries.push(self.new_delivery(channel, &point.value)),
+                            Some(point) => {
+                                deliveries.push(self.new_delivery(channel, &point.value))
+                            }
                             None => {
-                                return Err(invalid(&field, format!("the patient has no contact point for {channel}")));
+                                return Err(invalid(
+                                    &field,
+                                    format!("the patient has no contact point for {channel}"),
+                                ));
                             }
                         }
                     }
@@ -294,7 +333,11 @@ impl MessageService {
     }
 
     /// The message record with each delivery's latest status and history.
-    pub async fn view(&self, organization_id: &str, message_id: &str) -> Result<MessageView, MessageError> {
+    pub async fn view(
+        &self,
+        organization_id: &str,
+        message_id: &str,
+    ) -> Result<MessageView, MessageError> {
         let message = match self.store.message(organization_id, message_id).await {
             Err(StoreError::NotFound) => return Err(MessageError::NotFound("message")),
             other => other?,
@@ -309,7 +352,13 @@ fn check_channel(field: &str, channel: &str) -> Result<(), MessageError> {
     if CHANNELS.contains(&channel) {
         Ok(())
     } else {
-        Err(invalid(field, format!("unknown channel {channel:?}; known: {}", CHANNELS.join(", "))))
+        Err(invalid(
+            field,
+            format!(
+                "unknown channel {channel:?}; known: {}",
+                CHANNELS.join(", ")
+            ),
+        ))
     }
 }
 
@@ -391,13 +440,16 @@ impl MessageView {
         let content = MessageContent::open(keyring, &message.id, &message.content)?;
         let mut by_delivery: BTreeMap<String, Vec<HistoryView>> = BTreeMap::new();
         for event in history {
-            by_delivery.entry(event.delivery_id).or_default().push(HistoryView {
-                status: event.status,
-                applied: event.applied,
-                source: event.source,
-                detail: event.detail,
-                at: rfc3339(event.created_at),
-            });
+            by_delivery
+                .entry(event.delivery_id)
+                .or_default()
+                .push(HistoryView {
+                    status: event.status,
+                    applied: event.applied,
+                    source: event.source,
+                    detail: event.detail,
+                    at: rfc3339(event.created_at),
+                });
         }
         let status = summarize(deliveries.iter().map(|d| d.status.as_str()));
         let deliveries = deliveries
@@ -437,7 +489,10 @@ fn summarize<'a>(statuses: impl Iterator<Item = &'a str>) -> String {
     if let [only] = statuses.as_slice() {
         return only.to_string();
     }
-    let parsed: Vec<DeliveryStatus> = statuses.iter().filter_map(|s| DeliveryStatus::parse(s)).collect();
+    let parsed: Vec<DeliveryStatus> = statuses
+        .iter()
+        .filter_map(|s| DeliveryStatus::parse(s))
+        .collect();
     if parsed.is_empty() {
         return "none".into();
     }
@@ -460,8 +515,14 @@ mod tests {
     #[test]
     fn summary_over_deliveries() {
         assert_eq!(summarize(["delivered"].into_iter()), "delivered");
-        assert_eq!(summarize(["delivered", "sending"].into_iter()), "in_progress");
-        assert_eq!(summarize(["delivered", "failed"].into_iter()), "partially_failed");
+        assert_eq!(
+            summarize(["delivered", "sending"].into_iter()),
+            "in_progress"
+        );
+        assert_eq!(
+            summarize(["delivered", "failed"].into_iter()),
+            "partially_failed"
+        );
         assert_eq!(summarize(["failed", "expired"].into_iter()), "failed");
         assert_eq!(summarize(["delivered", "sent"].into_iter()), "in_progress");
     }

@@ -25,8 +25,12 @@ where
                     StatusCode::UNSUPPORTED_MEDIA_TYPE,
                     "expected Content-Type: application/json",
                 ),
-                JsonRejection::JsonSyntaxError(e) => Problem::bad_request(format!("malformed JSON: {}", e.body_text())),
-                JsonRejection::JsonDataError(e) => Problem::bad_request(format!("invalid request: {}", e.body_text())),
+                JsonRejection::JsonSyntaxError(e) => {
+                    Problem::bad_request(format!("malformed JSON: {}", e.body_text()))
+                }
+                JsonRejection::JsonDataError(e) => {
+                    Problem::bad_request(format!("invalid request: {}", e.body_text()))
+                }
                 JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
                     Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "request body too large")
                 }

@@ -33,17 +33,26 @@ pub async fn create(
     };
     let accepted = state.messages.accept(&org, &request, key).await?;
     let view = state.messages.view(&org, &accepted.message_id).await?;
-    let status = if accepted.replayed { StatusCode::OK } else { StatusCode::CREATED };
+    let status = if accepted.replayed {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
     let mut response = (status, Json(view)).into_response();
     if accepted.replayed {
-        response
-            .headers_mut()
-            .insert("idempotent-replayed", axum::http::HeaderValue::from_static("true"));
+        response.headers_mut().insert(
+            "idempotent-replayed",
+            axum::http::HeaderValue::from_static("true"),
+        );
     }
     Ok(response)
 }
 
-pub async fn show(State(state): State<AppState>, Org(org): Org, Path(id): Path<String>) -> Result<Json<MessageView>, Problem> {
+pub async fn show(
+    State(state): State<AppState>,
+    Org(org): Org,
+    Path(id): Path<String>,
+) -> Result<Json<MessageView>, Problem> {
     Ok(Json(state.messages.view(&org, &id).await?))
 }
 
@@ -85,7 +94,11 @@ pub async fn thread_messages(
 }
 
 /// The events outbox, from a cursor: `GET /v1/events?after=<id>&limit=<n>`.
-pub async fn events(State(state): State<AppState>, Org(org): Org, Query(page): Query<Page>) -> Result<impl IntoResponse, Problem> {
+pub async fn events(
+    State(state): State<AppState>,
+    Org(org): Org,
+    Query(page): Query<Page>,
+) -> Result<impl IntoResponse, Problem> {
     let limit = page.limit.clamp(1, 1000);
     let rows = state.store.events_after(&org, page.after, limit).await?;
     let next = rows.last().map_or(page.after, |r| r.id);
@@ -99,5 +112,7 @@ pub async fn events(State(state): State<AppState>, Org(org): Org, Query(page): Q
             })
         })
         .collect();
-    Ok(Json(serde_json::json!({ "events": events, "next_after": next })))
+    Ok(Json(
+        serde_json::json!({ "events": events, "next_after": next }),
+    ))
 }

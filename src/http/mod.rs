@@ -54,18 +54,28 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/messages", post(messages::create))
         .route("/v1/messages/{id}", get(messages::show))
         .route("/v1/threads/{id}/messages", get(messages::thread_messages))
-        .route("/v1/patients/{external_id}", put(patients::upsert).get(patients::show))
+        .route(
+            "/v1/patients/{external_id}",
+            put(patients::upsert).get(patients::show),
+        )
         .route("/v1/events", get(messages::events))
         .fallback(|| async { Problem::not_found("no such resource") })
         .method_not_allowed_fallback(|| async {
-            Problem::new(axum::http::StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+            Problem::new(
+                axum::http::StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed",
+            )
         })
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }
 
 /// Serves until `shutdown` is cancelled, then finishes in-flight requests.
-pub async fn serve(listener: TcpListener, state: AppState, shutdown: CancellationToken) -> std::io::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     axum::serve(listener, router(state))
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await

@@ -81,37 +81,56 @@ pub async fn upsert(
     let input = validate(external_id, body)?;
     let (row, created) = state.store.upsert_patient(&org, &input).await?;
     let view = view(&state, &org, &row.external_id).await?;
-    Ok((if created { StatusCode::CREATED } else { StatusCode::OK }, Json(view)))
+    Ok((
+        if created {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        },
+        Json(view),
+    ))
 }
 
-pub async fn show(State(state): State<AppState>, Org(org): Org, Path(external_id): Path<String>) -> Result<impl IntoResponse, Problem> {
+pub async fn show(
+    State(state): State<AppState>,
+    Org(org): Org,
+    Path(external_id): Path<String>,
+) -> Result<impl IntoResponse, Problem> {
     Ok(Json(view(&state, &org, &external_id).await?))
 }
 
 fn validate(external_id: String, body: PatientBody) -> Result<PatientInput, Problem> {
     if external_id.is_empty() || external_id.len() > 128 {
-        return Err(Problem::unprocessable("external_id must be 1 to 128 characters"));
+        return Err(Problem::unprocessable(
+            "external_id must be 1 to 128 characters",
+        ));
     }
     if let Some(date) = &body.birth_date {
         chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d")
             .map_err(|_| Problem::unprocessable("birth_date must be YYYY-MM-DD"))?;
     }
     if let Some(zone) = &body.time_zone {
-        zone.parse::<chrono_tz::Tz>()
-            .map_err(|_| Problem::unprocessable("time_zone must be an IANA zone such as America/Chicago"))?;
+        zone.parse::<chrono_tz::Tz>().map_err(|_| {
+            Problem::unprocessable("time_zone must be an IANA zone such as America/Chicago")
+        })?;
     }
     let contact_points = match body.contact_points {
         None => None,
         Some(points) => {
             let mut out = Vec::with_capacity(points.len());
             for (i, point) in points.into_iter().enumerate() {
-                if !matches!(point.system.as_str(), "phone" | "sms" | "email" | "fax" | "direct") {
+                if !matches!(
+                    point.system.as_str(),
+                    "phone" | "sms" | "email" | "fax" | "direct"
+                ) {
                     return Err(Problem::unprocessable(format!(
                         "contact_points[{i}].system must be phone, sms, email, fax or direct"
                     )));
                 }
                 if point.value.trim().is_empty() {
-                    return Err(Problem::unprocessable(format!("contact_points[{i}].value is empty")));
+                    return Err(Problem::unprocessable(format!(
+                        "contact_points[{i}].value is empty"
+                    )));
                 }
                 out.push(ContactPointInput {
                     system: point.system,
@@ -126,13 +145,17 @@ fn validate(external_id: String, body: PatientBody) -> Result<PatientInput, Prob
     let mut consents = Vec::with_capacity(body.consents.len());
     for (i, consent) in body.consents.into_iter().enumerate() {
         if !matches!(consent.status.as_str(), "granted" | "revoked") {
-            return Err(Problem::unprocessable(format!("consents[{i}].status must be granted or revoked")));
+            return Err(Problem::unprocessable(format!(
+                "consents[{i}].status must be granted or revoked"
+            )));
         }
         let expires_at = match consent.expires_at {
             None => None,
             Some(text) => Some(
                 chrono::DateTime::parse_from_rfc3339(&text)
-                    .map_err(|_| Problem::unprocessable(format!("consents[{i}].expires_at must be RFC 3339")))?
+                    .map_err(|_| {
+                        Problem::unprocessable(format!("consents[{i}].expires_at must be RFC 3339"))
+                    })?
                     .timestamp_millis(),
             ),
         };
@@ -158,7 +181,11 @@ fn validate(external_id: String, body: PatientBody) -> Result<PatientInput, Prob
     })
 }
 
-async fn view(state: &AppState, org: &str, external_id: &str) -> Result<serde_json::Value, Problem> {
+async fn view(
+    state: &AppState,
+    org: &str,
+    external_id: &str,
+) -> Result<serde_json::Value, Problem> {
     let patient = match state.store.patient_by_external_id(org, external_id).await {
         Err(StoreError::NotFound) => return Err(Problem::not_found("patient not found")),
         other => other?,

@@ -39,12 +39,18 @@ impl Problem {
     }
 
     pub fn unauthorized() -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "a valid bearer API key is required")
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "a valid bearer API key is required",
+        )
     }
 
     /// A server-side failure: logged by id by the caller, shown without details.
     pub fn internal() -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error; see the daemon log")
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal error; see the daemon log",
+        )
     }
 
     pub fn unavailable(detail: impl Into<String>) -> Self {

@@ -74,7 +74,12 @@ impl JobQueue {
     }
 
     /// Pushes one job per delivery id onto the channel's queue, optionally delayed.
-    pub async fn push(&self, channel: &str, delivery_ids: &[String], delay: Option<Duration>) -> Result<(), QueueError> {
+    pub async fn push(
+        &self,
+        channel: &str,
+        delivery_ids: &[String],
+        delay: Option<Duration>,
+    ) -> Result<(), QueueError> {
         if delivery_ids.is_empty() {
             return Ok(());
         }

@@ -7,7 +7,9 @@ use crate::config::ChannelConfig;
 
 /// Delay before attempt `attempt + 1`, after `attempt` (1-based) failed transiently.
 pub fn backoff(config: &ChannelConfig, attempt: i64) -> Duration {
-    let exponent = u32::try_from(attempt.saturating_sub(1)).unwrap_or(u32::MAX).min(30);
+    let exponent = u32::try_from(attempt.saturating_sub(1))
+        .unwrap_or(u32::MAX)
+        .min(30);
     let base = config.backoff_initial_ms.saturating_mul(1u64 << exponent);
     let capped = base.min(config.backoff_max_secs.saturating_mul(1000));
     let jitter = 0.8 + 0.4 * random_unit();

@@ -16,7 +16,11 @@ use crate::store::{Store, now_ms};
 const GRACE_MS: i64 = 5_000;
 
 /// One pass; returns how many deliveries got a new job.
-pub async fn sweep_once(store: &Store, queue: &JobQueue, stuck_after: Duration) -> Result<usize, String> {
+pub async fn sweep_once(
+    store: &Store,
+    queue: &JobQueue,
+    stuck_after: Duration,
+) -> Result<usize, String> {
     let now = now_ms();
     let stuck_ms = i64::try_from(stuck_after.as_millis()).unwrap_or(i64::MAX / 2);
     let candidates = store
@@ -29,15 +33,27 @@ pub async fn sweep_once(store: &Store, queue: &JobQueue, stuck_after: Duration) 
     }
     let mut pushed = 0;
     for (channel, ids) in by_channel {
-        queue.push(&channel, &ids, None).await.map_err(|e| e.to_string())?;
-        store.mark_enqueued(&ids, now).await.map_err(|e| e.to_string())?;
+        queue
+            .push(&channel, &ids, None)
+            .await
+            .map_err(|e| e.to_string())?;
+        store
+            .mark_enqueued(&ids, now)
+            .await
+            .map_err(|e| e.to_string())?;
         pushed += ids.len();
     }
     Ok(pushed)
 }
 
 /// Sweeps until `shutdown` resolves.
-pub async fn run(store: Store, queue: JobQueue, interval: Duration, stuck_after: Duration, shutdown: CancellationToken) {
+pub async fn run(
+    store: Store,
+    queue: JobQueue,
+    interval: Duration,
+    stuck_after: Duration,
+    shutdown: CancellationToken,
+) {
     loop {
         match sweep_once(&store, &queue, stuck_after).await {
             Ok(0) => {}

@@ -32,8 +32,14 @@ pub struct Deliverer {
 }
 
 /// The apalis handler.
-pub async fn deliver_job(job: DeliveryJob, deliverer: Data<Arc<Deliverer>>) -> Result<(), BoxDynError> {
-    deliverer.attempt(&job.delivery_id).await.map_err(Into::into)
+pub async fn deliver_job(
+    job: DeliveryJob,
+    deliverer: Data<Arc<Deliverer>>,
+) -> Result<(), BoxDynError> {
+    deliverer
+        .attempt(&job.delivery_id)
+        .await
+        .map_err(Into::into)
 }
 
 /// Why an attempt could not be recorded (the job is then retried by apalis).
@@ -52,7 +58,11 @@ impl Deliverer {
         let now = now_ms();
         let lease = self.config.queue.lease();
         let lease_until = now + i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2);
-        let Some(claimed) = self.store.claim_delivery(delivery_id, now, lease_until).await? else {
+        let Some(claimed) = self
+            .store
+            .claim_delivery(delivery_id, now, lease_until)
+            .await?
+        else {
             return Ok(());
         };
         let delivery = claimed.delivery;
@@ -83,13 +93,20 @@ impl Deliverer {
             .connectors
             .get(&connector_name)
             .is_some_and(|c| c.external());
-        self.record(&delivery, &connector_name, external, result).await
+        self.record(&delivery, &connector_name, external, result)
+            .await
     }
 
     /// Opens the message and applies disclosure rules. The outer `Result` is storage trouble;
     /// the inner one a refusal to disclose.
-    async fn prepare(&self, delivery: &DeliveryRow) -> Result<Result<OutboundDelivery, ChannelError>, WorkerError> {
-        let message = self.store.message(&delivery.organization_id, &delivery.message_id).await?;
+    async fn prepare(
+        &self,
+        delivery: &DeliveryRow,
+    ) -> Result<Result<OutboundDelivery, ChannelError>, WorkerError> {
+        let message = self
+            .store
+            .message(&delivery.organization_id, &delivery.message_id)
+            .await?;
         let content = match MessageContent::open(&self.keyring, &message.id, &message.content) {
             Ok(content) => content,
             Err(e) => {
@@ -102,7 +119,12 @@ impl Deliverer {
             let consented = match &message.patient_id {
                 Some(patient) => {
                     self.store
-                        .part2_consent_active(patient, &delivery.channel, &delivery.recipient, now_ms())
+                        .part2_consent_active(
+                            patient,
+                            &delivery.channel,
+                            &delivery.recipient,
+                            now_ms(),
+                        )
                         .await?
                 }
                 None => false,
@@ -181,15 +203,31 @@ impl Deliverer {
                         update.audit = Some(audit("failed", update.reason.clone()));
                     }
                     self.store.update_delivery(&delivery.id, &update).await?;
-                    warn!(connector, attempts = delivery.attempts, "delivery dead-lettered");
+                    warn!(
+                        connector,
+                        attempts = delivery.attempts,
+                        "delivery dead-lettered"
+                    );
                 } else {
                     let delay = backoff(&self.config.channel(&delivery.channel), delivery.attempts);
-                    let retry_at = now_ms() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2);
-                    self.store.schedule_retry(&delivery.id, retry_at, &reason).await?;
-                    self.queue
-                        .push(&delivery.channel, std::slice::from_ref(&delivery.id), Some(delay))
+                    let retry_at =
+                        now_ms() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2);
+                    self.store
+                        .schedule_retry(&delivery.id, retry_at, &reason)
                         .await?;
-                    info!(connector, attempt = delivery.attempts, delay_ms = delay.as_millis() as u64, "delivery will be retried");
+                    self.queue
+                        .push(
+                            &delivery.channel,
+                            std::slice::from_ref(&delivery.id),
+                            Some(delay),
+                        )
+                        .await?;
+                    info!(
+                        connector,
+                        attempt = delivery.attempts,
+                        delay_ms = delay.as_millis() as u64,
+                        "delivery will be retried"
+                    );
                 }
             }
         }

@@ -4,7 +4,12 @@ use super::{Result, Store, new_id, now_ms, on_db};
 
 impl Store {
     /// Records a key's hash; returns the key's id.
-    pub async fn insert_api_key(&self, organization_id: &str, name: &str, key_hash: &str) -> Result<String> {
+    pub async fn insert_api_key(
+        &self,
+        organization_id: &str,
+        name: &str,
+        key_hash: &str,
+    ) -> Result<String> {
         let id = new_id("key");
         on_db!(self.db(), pool => sqlx::query(
             "INSERT INTO api_keys (id, organization_id, name, key_hash, created_at)

@@ -4,7 +4,9 @@
 
 use super::audit::bind_audit;
 use super::events::INSERT_EVENT;
-use super::{AuditEntry, DeadLetterRow, DeliveryRow, Result, Store, StoreError, new_id, now_ms, on_db};
+use super::{
+    AuditEntry, DeadLetterRow, DeliveryRow, Result, Store, StoreError, new_id, now_ms, on_db,
+};
 use crate::delivery::DeliveryStatus;
 
 /// A delivery leased to this worker for one attempt.
@@ -55,14 +57,23 @@ pub struct SweepItem {
 
 impl Store {
     pub async fn delivery(&self, id: &str) -> Result<DeliveryRow> {
-        let sql = concat!("SELECT ", delivery_columns!(), " FROM deliveries WHERE id = $1");
+        let sql = concat!(
+            "SELECT ",
+            delivery_columns!(),
+            " FROM deliveries WHERE id = $1"
+        );
         on_db!(self.db(), pool => sqlx::query_as(sql).bind(id).fetch_optional(pool).await)?
             .ok_or(StoreError::NotFound)
     }
 
     /// Leases the delivery for one send attempt until `lease_until`, if it is waiting
     /// (`queued`, or `sending` whose lease or retry time has passed). `None`: nothing to do.
-    pub async fn claim_delivery(&self, id: &str, now: i64, lease_until: i64) -> Result<Option<Claimed>> {
+    pub async fn claim_delivery(
+        &self,
+        id: &str,
+        now: i64,
+        lease_until: i64,
+    ) -> Result<Option<Claimed>> {
         let claim = concat!(
             "UPDATE deliveries SET status = 'sending', status_rank = 1, attempts = attempts + 1,
                 not_before = $2, updated_at = $3
@@ -184,8 +195,12 @@ impl Store {
     /// Notes that a job was pushed for these deliveries.
     pub async fn mark_enqueued(&self, ids: &[String], now: i64) -> Result<()> {
         for chunk in ids.chunks(500) {
-            let placeholders = (2..chunk.len() + 2).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ");
-            let sql = format!("UPDATE deliveries SET enqueued_at = $1 WHERE id IN ({placeholders})");
+            let placeholders = (2..chunk.len() + 2)
+                .map(|n| format!("${n}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql =
+                format!("UPDATE deliveries SET enqueued_at = $1 WHERE id IN ({placeholders})");
             on_db!(self.db(), pool => {
                 // Audited: only generated placeholders are interpolated.
                 let mut query = sqlx::query(sqlx::AssertSqlSafe(sql.clone())).bind(now);
@@ -201,7 +216,13 @@ impl Store {
     /// Deliveries that need a (new) job: never enqueued after `unqueued_grace_ms`, leases or
     /// retry times that passed more than `grace_ms` ago without a job pushed since, and anything
     /// enqueued but still waiting after `stuck_ms`.
-    pub async fn sweep_candidates(&self, now: i64, grace_ms: i64, stuck_ms: i64, limit: i64) -> Result<Vec<SweepItem>> {
+    pub async fn sweep_candidates(
+        &self,
+        now: i64,
+        grace_ms: i64,
+        stuck_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<SweepItem>> {
         Ok(on_db!(self.db(), pool => sqlx::query_as(
             "SELECT id, channel FROM deliveries
              WHERE status IN ('queued', 'sending') AND (
@@ -215,7 +236,11 @@ impl Store {
         .fetch_all(pool).await)?)
     }
 
-    pub async fn dead_letters(&self, organization_id: Option<&str>, limit: i64) -> Result<Vec<DeadLetterRow>> {
+    pub async fn dead_letters(
+        &self,
+        organization_id: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<DeadLetterRow>> {
         Ok(on_db!(self.db(), pool => sqlx::query_as(
             "SELECT delivery_id, organization_id, channel, attempts, reason, created_at, requeued_at
              FROM dead_letters WHERE ($1 IS NULL OR organization_id = $1) ORDER BY created_at DESC LIMIT $2",

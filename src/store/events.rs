@@ -3,12 +3,16 @@
 
 use super::{EventRow, Result, Store, on_db};
 
-pub(super) const INSERT_EVENT: &str =
-    "INSERT INTO events (organization_id, kind, subject_id, payload, created_at) VALUES ($1, $2, $3, $4, $5)";
+pub(super) const INSERT_EVENT: &str = "INSERT INTO events (organization_id, kind, subject_id, payload, created_at) VALUES ($1, $2, $3, $4, $5)";
 
 impl Store {
     /// Events of an organization after the cursor `after_id`, oldest first.
-    pub async fn events_after(&self, organization_id: &str, after_id: i64, limit: i64) -> Result<Vec<EventRow>> {
+    pub async fn events_after(
+        &self,
+        organization_id: &str,
+        after_id: i64,
+        limit: i64,
+    ) -> Result<Vec<EventRow>> {
         Ok(on_db!(self.db(), pool => sqlx::query_as(
             "SELECT id, organization_id, kind, subject_id, payload, created_at FROM events
              WHERE organization_id = $1 AND id > $2 ORDER BY id LIMIT $3",

@@ -2,7 +2,9 @@
 //! transaction, idempotent per key) and reading message records back.
 
 use super::events::INSERT_EVENT;
-use super::{DeliveryEventRow, DeliveryRow, MessageRow, Result, Store, StoreError, ThreadRow, now_ms, on_db};
+use super::{
+    DeliveryEventRow, DeliveryRow, MessageRow, Result, Store, StoreError, ThreadRow, now_ms, on_db,
+};
 
 /// A message to record. `content` is already sealed.
 #[derive(Debug, Clone)]
@@ -130,14 +132,22 @@ impl Store {
     }
 
     pub async fn message(&self, organization_id: &str, id: &str) -> Result<MessageRow> {
-        let sql = concat!("SELECT ", message_columns!(), " FROM messages WHERE organization_id = $1 AND id = $2");
+        let sql = concat!(
+            "SELECT ",
+            message_columns!(),
+            " FROM messages WHERE organization_id = $1 AND id = $2"
+        );
         on_db!(self.db(), pool => sqlx::query_as(sql).bind(organization_id).bind(id).fetch_optional(pool).await)?
             .ok_or(StoreError::NotFound)
     }
 
     /// Deliveries of a message, in creation order.
     pub async fn deliveries_of(&self, message_id: &str) -> Result<Vec<DeliveryRow>> {
-        let sql = concat!("SELECT ", delivery_columns!(), " FROM deliveries WHERE message_id = $1 ORDER BY id");
+        let sql = concat!(
+            "SELECT ",
+            delivery_columns!(),
+            " FROM deliveries WHERE message_id = $1 ORDER BY id"
+        );
         Ok(on_db!(self.db(), pool => sqlx::query_as(sql).bind(message_id).fetch_all(pool).await)?)
     }
 
@@ -161,7 +171,11 @@ impl Store {
     }
 
     /// The patient's most recently active open thread, if any.
-    pub async fn open_thread_of(&self, organization_id: &str, patient_id: &str) -> Result<Option<ThreadRow>> {
+    pub async fn open_thread_of(
+        &self,
+        organization_id: &str,
+        patient_id: &str,
+    ) -> Result<Option<ThreadRow>> {
         Ok(on_db!(self.db(), pool => sqlx::query_as(
             "SELECT id, organization_id, patient_id, category, status, created_at FROM threads
              WHERE organization_id = $1 AND patient_id = $2 AND status = 'open'
@@ -171,12 +185,21 @@ impl Store {
     }
 
     /// Messages of a thread, oldest first.
-    pub async fn thread_messages(&self, organization_id: &str, thread_id: &str, limit: i64) -> Result<Vec<MessageRow>> {
+    pub async fn thread_messages(
+        &self,
+        organization_id: &str,
+        thread_id: &str,
+        limit: i64,
+    ) -> Result<Vec<MessageRow>> {
         let sql = concat!(
-            "SELECT ", message_columns!(), " FROM messages WHERE organization_id = $1 AND thread_id = $2 ORDER BY id LIMIT $3"
+            "SELECT ",
+            message_columns!(),
+            " FROM messages WHERE organization_id = $1 AND thread_id = $2 ORDER BY id LIMIT $3"
         );
-        Ok(on_db!(self.db(), pool => sqlx::query_as(sql).bind(organization_id).bind(thread_id).bind(limit)
-            .fetch_all(pool).await)?)
+        Ok(
+            on_db!(self.db(), pool => sqlx::query_as(sql).bind(organization_id).bind(thread_id).bind(limit)
+            .fetch_all(pool).await)?,
+        )
     }
 }
 

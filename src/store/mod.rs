@@ -29,7 +29,7 @@ use sqlx::{PgPool, SqlitePool};
 pub use audit::AuditEntry;
 pub use deliveries::{Claimed, DeliveryUpdate, SweepItem};
 pub use messages::{AcceptOutcome, NewDelivery, NewMessage};
-pub use patients::{ContactPointInput, ConsentInput, PatientInput};
+pub use patients::{ConsentInput, ContactPointInput, PatientInput};
 pub use rows::*;
 
 /// Store errors. `NotFound` is what a caller may show; everything else is internal.
@@ -164,7 +164,16 @@ pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-/// A new id: a type prefix and a ULID (time-ordered, so ids sort by creation).
+/// A new id: a type prefix and a ULID. ULIDs from this process are monotonic (one generator),
+/// so ids of one kind sort in creation order.
 pub fn new_id(prefix: &str) -> String {
-    format!("{prefix}_{}", ulid::Ulid::new().to_string().to_lowercase())
+    static GENERATOR: std::sync::Mutex<Option<ulid::Generator>> = std::sync::Mutex::new(None);
+    let ulid = match GENERATOR.lock() {
+        Ok(mut guard) => guard
+            .get_or_insert_with(ulid::Generator::new)
+            .generate()
+            .unwrap_or_else(|_| ulid::Ulid::new()),
+        Err(_) => ulid::Ulid::new(),
+    };
+    format!("{prefix}_{}", ulid.to_string().to_lowercase())
 }

@@ -17,13 +17,21 @@ impl Store {
     }
 
     pub async fn organization_by_slug(&self, slug: &str) -> Result<Organization> {
-        let sql = concat!("SELECT ", organization_columns!(), " FROM organizations WHERE slug = $1");
+        let sql = concat!(
+            "SELECT ",
+            organization_columns!(),
+            " FROM organizations WHERE slug = $1"
+        );
         on_db!(self.db(), pool => sqlx::query_as(sql).bind(slug).fetch_optional(pool).await)?
             .ok_or(StoreError::NotFound)
     }
 
     pub async fn organization(&self, id: &str) -> Result<Organization> {
-        let sql = concat!("SELECT ", organization_columns!(), " FROM organizations WHERE id = $1");
+        let sql = concat!(
+            "SELECT ",
+            organization_columns!(),
+            " FROM organizations WHERE id = $1"
+        );
         on_db!(self.db(), pool => sqlx::query_as(sql).bind(id).fetch_optional(pool).await)?
             .ok_or(StoreError::NotFound)
     }

@@ -3,7 +3,9 @@
 //! Consents are a ledger: rows are appended, never rewritten; the newest row for a
 //! (patient, channel, purpose, recipient) decides.
 
-use super::{ConsentRow, ContactPointRow, PatientRow, Result, Store, StoreError, new_id, now_ms, on_db};
+use super::{
+    ConsentRow, ContactPointRow, PatientRow, Result, Store, StoreError, new_id, now_ms, on_db,
+};
 
 /// Demographics and contact points for an upsert keyed by the organization's external id.
 #[derive(Debug, Clone, Default)]
@@ -41,7 +43,11 @@ pub struct ConsentInput {
 
 impl Store {
     /// Creates or replaces a patient's demographics; returns the row and whether it was new.
-    pub async fn upsert_patient(&self, organization_id: &str, input: &PatientInput) -> Result<(PatientRow, bool)> {
+    pub async fn upsert_patient(
+        &self,
+        organization_id: &str,
+        input: &PatientInput,
+    ) -> Result<(PatientRow, bool)> {
         let now = now_ms();
         let new_patient_id = new_id("pat");
         let upsert = concat!(
@@ -91,18 +97,30 @@ impl Store {
         Ok((row, created))
     }
 
-    pub async fn patient_by_external_id(&self, organization_id: &str, external_id: &str) -> Result<PatientRow> {
-        let sql = concat!("SELECT ", patient_columns!(), " FROM patients WHERE organization_id = $1 AND external_id = $2");
+    pub async fn patient_by_external_id(
+        &self,
+        organization_id: &str,
+        external_id: &str,
+    ) -> Result<PatientRow> {
+        let sql = concat!(
+            "SELECT ",
+            patient_columns!(),
+            " FROM patients WHERE organization_id = $1 AND external_id = $2"
+        );
         on_db!(self.db(), pool => sqlx::query_as(sql).bind(organization_id).bind(external_id)
             .fetch_optional(pool).await)?
-            .ok_or(StoreError::NotFound)
+        .ok_or(StoreError::NotFound)
     }
 
     pub async fn patient(&self, organization_id: &str, id: &str) -> Result<PatientRow> {
-        let sql = concat!("SELECT ", patient_columns!(), " FROM patients WHERE organization_id = $1 AND id = $2");
+        let sql = concat!(
+            "SELECT ",
+            patient_columns!(),
+            " FROM patients WHERE organization_id = $1 AND id = $2"
+        );
         on_db!(self.db(), pool => sqlx::query_as(sql).bind(organization_id).bind(id)
             .fetch_optional(pool).await)?
-            .ok_or(StoreError::NotFound)
+        .ok_or(StoreError::NotFound)
     }
 
     pub async fn contact_points(&self, patient_id: &str) -> Result<Vec<ContactPointRow>> {
@@ -122,7 +140,13 @@ impl Store {
 
     /// Whether the patient's newest Part 2 consent covering this recipient (or any recipient)
     /// and channel is granted and unexpired at `now`.
-    pub async fn part2_consent_active(&self, patient_id: &str, channel: &str, recipient: &str, now: i64) -> Result<bool> {
+    pub async fn part2_consent_active(
+        &self,
+        patient_id: &str,
+        channel: &str,
+        recipient: &str,
+        now: i64,
+    ) -> Result<bool> {
         let rows: Vec<(String, Option<i64>)> = on_db!(self.db(), pool => sqlx::query_as(
             "SELECT status, expires_at FROM consents
              WHERE patient_id = $1 AND purpose = 'part2'
@@ -132,8 +156,8 @@ impl Store {
         )
         .bind(patient_id).bind(channel).bind(recipient)
         .fetch_all(pool).await)?;
-        Ok(rows
-            .first()
-            .is_some_and(|(status, expires)| status == "granted" && expires.is_none_or(|e| e > now)))
+        Ok(rows.first().is_some_and(|(status, expires)| {
+            status == "granted" && expires.is_none_or(|e| e > now)
+        }))
     }
 }
