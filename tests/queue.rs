@@ -1,0 +1,220 @@
+//! The delivery queue under faults: retries with backoff, dead letters, lost jobs, monotonic
+//! status updates — on SQLite and PostgreSQL.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Backend, TestDaemon, TestDb, count_files};
+use serde_json::json;
+use switchboard::delivery::DeliveryStatus;
+use switchboard::messages::MessageContent;
+use switchboard::store::{AcceptOutcome, DeliveryUpdate, NewDelivery, NewMessage, new_id};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// The outbox directory replaced by a plain file: every write fails (a transient error).
+fn break_outbox(db: &TestDb) {
+    let dir = db.outbox();
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::write(&dir, b"not a directory").expect("replace outbox with a file");
+}
+
+fn repair_outbox(db: &TestDb) {
+    let dir = db.outbox();
+    let _ = std::fs::remove_file(&dir);
+    std::fs::create_dir_all(&dir).expect("outbox dir");
+}
+
+async fn transient_failures_are_retried_then_succeed(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let mut config = db.config();
+    let sms = config.channels.entry("sms".into()).or_default();
+    sms.backoff_initial_ms = 1_000;
+    sms.max_attempts = 10;
+    let mut daemon = TestDaemon::start(config).await;
+    break_outbox(&db);
+    let created: serde_json::Value = daemon
+        .post_message(json!({"body": "Retry me", "recipients": [{"address": "+15551230010", "channel": "sms"}]}))
+        .await
+        .json()
+        .await
+        .expect("json");
+    let id = created["id"].as_str().expect("id").to_string();
+    // Wait for at least two failed attempts, then let the sink work again.
+    let started = std::time::Instant::now();
+    loop {
+        let view = daemon.get_json(&format!("/v1/messages/{id}")).await;
+        if view["deliveries"][0]["attempts"].as_i64().unwrap_or(0) >= 2 {
+            assert_eq!(view["deliveries"][0]["status"], "sending");
+            break;
+        }
+        assert!(started.elapsed() < WAIT, "no second attempt: {view:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    repair_outbox(&db);
+    let view = daemon.wait_terminal(&id, WAIT).await;
+    let delivery = &view["deliveries"][0];
+    assert_eq!(delivery["status"], "delivered");
+    let retries = delivery["history"]
+        .as_array()
+        .expect("history")
+        .iter()
+        .filter(|h| h["status"] == "retry_scheduled")
+        .count();
+    assert!(retries >= 2, "{delivery:#}");
+    assert_eq!(count_files(&db.outbox()), 1);
+    daemon.stop().await;
+}
+both_databases!(transient_failures_are_retried_then_succeed, super::transient_failures_are_retried_then_succeed);
+
+async fn exhausted_deliveries_are_dead_lettered(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let mut config = db.config();
+    let fax = config.channels.entry("fax".into()).or_default();
+    fax.backoff_initial_ms = 200;
+    fax.max_attempts = 2;
+    let mut daemon = TestDaemon::start(config).await;
+    break_outbox(&db);
+    let created: serde_json::Value = daemon
+        .post_message(json!({"body": "Never arrives", "recipients": [{"address": "+15551230011", "channel": "fax"}]}))
+        .await
+        .json()
+        .await
+        .expect("json");
+    let view = daemon.wait_terminal(created["id"].as_str().expect("id"), WAIT).await;
+    let delivery = &view["deliveries"][0];
+    assert_eq!(delivery["status"], "failed");
+    assert_eq!(delivery["attempts"], 2);
+    assert!(
+        delivery["reason"].as_str().unwrap_or("").starts_with("gave up after 2 attempts"),
+        "{delivery:#}"
+    );
+    let dead = daemon.core.store.dead_letters(None, 10).await.expect("dead letters");
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].delivery_id, delivery["id"].as_str().expect("id"));
+
+    // An operator retries it once the fault is fixed: a new delivery of the same message.
+    repair_outbox(&db);
+    let (retry_id, channel) = daemon.core.store.requeue_dead_letter(&dead[0].delivery_id).await.expect("requeue");
+    daemon.core.queue.push(&channel, std::slice::from_ref(&retry_id), None).await.expect("push");
+    let view = daemon.wait_terminal(created["id"].as_str().expect("id"), WAIT).await;
+    let statuses: Vec<&str> = view["deliveries"]
+        .as_array()
+        .expect("deliveries")
+        .iter()
+        .map(|d| d["status"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(statuses, ["failed", "delivered"], "the failed delivery never moves backwards");
+    daemon.stop().await;
+}
+both_databases!(exhausted_deliveries_are_dead_lettered, super::exhausted_deliveries_are_dead_lettered);
+
+/// A message committed but never enqueued (the daemon died between the two) is still sent.
+async fn committed_but_unqueued_deliveries_are_swept(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let config = db.config();
+    let core = switchboard::daemon::Core::open(config.clone()).await.expect("core");
+    let org = core.store.ensure_organization("north", "North").await.expect("org");
+    let message_id = new_id("msg");
+    let content = MessageContent { subject: None, body: "Orphan".into() }
+        .seal(&core.keyring, &message_id)
+        .expect("seal");
+    let delivery_id = new_id("dlv");
+    let outcome = core
+        .store
+        .accept_message(
+            &NewMessage {
+                id: message_id.clone(),
+                organization_id: org.id.clone(),
+                thread_id: new_id("thr"),
+                new_thread_category: Some("routine".into()),
+                patient_id: None,
+                direction: "outbound".into(),
+                content,
+                urgent: false,
+                part2: false,
+                metadata: "{}".into(),
+            },
+            &[NewDelivery {
+                id: delivery_id.clone(),
+                channel: "email".into(),
+                recipient: "x@example.org".into(),
+                max_attempts: 3,
+            }],
+            None,
+        )
+        .await
+        .expect("accept");
+    assert_eq!(outcome, AcceptOutcome::Created);
+    core.store.close().await;
+
+    let mut daemon = TestDaemon::start(config).await;
+    let view = daemon.wait_terminal(&message_id, WAIT).await;
+    assert_eq!(view["deliveries"][0]["status"], "delivered");
+    assert!(db.outbox().join(format!("{delivery_id}.json")).exists());
+    daemon.stop().await;
+}
+both_databases!(committed_but_unqueued_deliveries_are_swept, super::committed_but_unqueued_deliveries_are_swept);
+
+/// Late and duplicate reports are recorded but never move a delivery backwards.
+async fn status_updates_are_monotonic(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let mut daemon = TestDaemon::start(db.config()).await;
+    let created: serde_json::Value = daemon
+        .post_message(json!({"body": "x", "recipients": [{"address": "+15551230012", "channel": "sms"}]}))
+        .await
+        .json()
+        .await
+        .expect("json");
+    let id = created["id"].as_str().expect("id");
+    daemon.wait_terminal(id, WAIT).await;
+    let delivery_id = created["deliveries"][0]["id"].as_str().expect("delivery");
+    let store = &daemon.core.store;
+    for status in [DeliveryStatus::Sent, DeliveryStatus::Failed, DeliveryStatus::Delivered] {
+        let applied = store
+            .update_delivery(delivery_id, &DeliveryUpdate::new(status, "test:late"))
+            .await
+            .expect("update");
+        assert!(!applied, "{status:?} must not apply after delivered");
+    }
+    let view = daemon.get_json(&format!("/v1/messages/{id}")).await;
+    let delivery = &view["deliveries"][0];
+    assert_eq!(delivery["status"], "delivered");
+    let late: Vec<(&str, bool)> = delivery["history"]
+        .as_array()
+        .expect("history")
+        .iter()
+        .filter(|h| h["source"] == "test:late")
+        .map(|h| (h["status"].as_str().unwrap_or(""), h["applied"].as_bool().unwrap_or(true)))
+        .collect();
+    assert_eq!(late, [("sent", false), ("failed", false), ("delivered", false)]);
+    daemon.stop().await;
+}
+both_databases!(status_updates_are_monotonic, super::status_updates_are_monotonic);
+
+/// Bodies are sealed at rest: the raw database never holds the plaintext.
+async fn bodies_are_encrypted_at_rest(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let mut daemon = TestDaemon::start(db.config()).await;
+    let secret = "Patient Zebediah has condition X";
+    let created: serde_json::Value = daemon
+        .post_message(json!({"subject": "Zebediah", "body": secret, "recipients": [{"address": "+15551230013", "channel": "sms"}]}))
+        .await
+        .json()
+        .await
+        .expect("json");
+    let id = created["id"].as_str().expect("id");
+    let row = daemon.core.store.message(&daemon.organization_id, id).await.expect("row");
+    assert!(!String::from_utf8_lossy(&row.content).contains("Zebediah"));
+    assert!(row.content.starts_with(b"SB1"));
+    daemon.stop().await;
+    if backend == Backend::Sqlite {
+        let file = std::fs::read(db.dir.path().join("switchboard.db")).expect("db file");
+        let wal = std::fs::read(db.dir.path().join("switchboard.db-wal")).unwrap_or_default();
+        for bytes in [file, wal] {
+            assert!(!bytes.windows(secret.len()).any(|w| w == secret.as_bytes()));
+        }
+    }
+}
+both_databases!(bodies_are_encrypted_at_rest, super::bodies_are_encrypted_at_rest);
