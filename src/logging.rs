@@ -1,6 +1,8 @@
 //! Logging set-up. Log lines carry ids (organization, message, delivery), counts and
 //! statuses: never names, phone numbers, addresses or bodies.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogConfig;
