@@ -110,7 +110,7 @@ impl Default for DatabaseConfig {
 }
 
 /// At-rest encryption of message bodies, attachments and raw inbound items.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SecurityConfig {
     /// The current AES-256-GCM key: 32 bytes, hex or base64, in a file or credential.
@@ -118,15 +118,6 @@ pub struct SecurityConfig {
     pub at_rest_key: Option<Secret>,
     /// Earlier keys, still needed to read rows sealed before a rotation.
     pub previous_keys: Vec<Secret>,
-}
-
-impl Default for SecurityConfig {
-    fn default() -> Self {
-        Self {
-            at_rest_key: None,
-            previous_keys: Vec::new(),
-        }
-    }
 }
 
 /// The job queue (apalis on the same database) and its maintenance.
@@ -309,10 +300,8 @@ impl Config {
         if let Some(state) = std::env::var_os("STATE_DIRECTORY") {
             // systemd may pass several, colon-separated; the first is ours.
             let first = state.to_string_lossy().split(':').next().map(PathBuf::from);
-            if let Some(dir) = first {
-                if self.data_dir == Path::new("data") {
-                    self.data_dir = dir;
-                }
+            if let Some(dir) = first.filter(|_| self.data_dir == Path::new("data")) {
+                self.data_dir = dir;
             }
         }
         if self.outbox.dir.is_relative() {

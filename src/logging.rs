@@ -15,6 +15,7 @@ pub fn init(config: &LogConfig) {
     let filter = filter.add_directive("sqlx=warn".parse().expect("static directive"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let _ = if config.format == "json" {
         builder.json().try_init()

@@ -134,10 +134,8 @@ impl MessageService {
         for channel in &request.channels {
             check_channel("channels", channel)?;
         }
-        if let Some(key) = idempotency_key {
-            if key.is_empty() || key.len() > 255 {
-                return Err(invalid("Idempotency-Key", "must be 1 to 255 characters"));
-            }
+        if idempotency_key.is_some_and(|key| key.is_empty() || key.len() > 255) {
+            return Err(invalid("Idempotency-Key", "must be 1 to 255 characters"));
         }
 
         let (thread_id, new_thread_category, patient_id) =

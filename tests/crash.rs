@@ -67,15 +67,25 @@ fn create_key(config: &Path) -> String {
         .arg(config)
         .output()
         .expect("keys create");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    String::from_utf8(output.stdout).expect("utf8").trim().to_string()
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout)
+        .expect("utf8")
+        .trim()
+        .to_string()
 }
 
 async fn wait_healthy(base: &str) {
     let client = reqwest::Client::new();
     let started = Instant::now();
     while client.get(format!("{base}/healthz")).send().await.is_err() {
-        assert!(started.elapsed() < Duration::from_secs(30), "daemon did not come up");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "daemon did not come up"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -98,12 +108,13 @@ async fn post_until_acknowledged(client: &reqwest::Client, base: &str, key: &str
             .timeout(Duration::from_secs(10))
             .send()
             .await;
-        if let Ok(response) = sent {
-            if response.status().is_success() {
-                return;
-            }
+        if sent.is_ok_and(|response| response.status().is_success()) {
+            return;
         }
-        assert!(started.elapsed() < Duration::from_secs(120), "message {i} never acknowledged");
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "message {i} never acknowledged"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -114,7 +125,10 @@ async fn kill_nine_mid_burst_loses_nothing(backend: Backend) {
     let config = write_config(&db, port);
     let key = create_key(&config);
     let base = format!("http://127.0.0.1:{port}");
-    let logs = [db.dir.path().join("first.log"), db.dir.path().join("second.log")];
+    let logs = [
+        db.dir.path().join("first.log"),
+        db.dir.path().join("second.log"),
+    ];
 
     let mut daemon = spawn_daemon(&config, &logs[0]);
     wait_healthy(&base).await;
@@ -124,8 +138,13 @@ async fn kill_nine_mid_burst_loses_nothing(backend: Backend) {
     let client = reqwest::Client::new();
     let mut clients = Vec::new();
     for _ in 0..16 {
-        let (client, base, key, next, acknowledged) =
-            (client.clone(), base.clone(), key.clone(), next.clone(), acknowledged.clone());
+        let (client, base, key, next, acknowledged) = (
+            client.clone(),
+            base.clone(),
+            key.clone(),
+            next.clone(),
+            acknowledged.clone(),
+        );
         clients.push(tokio::spawn(async move {
             loop {
                 let i = next.fetch_add(1, Ordering::SeqCst);
@@ -141,7 +160,10 @@ async fn kill_nine_mid_burst_loses_nothing(backend: Backend) {
     // Kill while messages are being accepted and delivered.
     let started = Instant::now();
     while acknowledged.load(Ordering::SeqCst) < MESSAGES / 3 {
-        assert!(started.elapsed() < Duration::from_secs(120), "burst too slow");
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "burst too slow"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     daemon.kill().expect("kill -9");
@@ -156,24 +178,44 @@ async fn kill_nine_mid_burst_loses_nothing(backend: Backend) {
 
     // Every delivery ends delivered, exactly once.
     let core_config = switchboard::config::Config::load(Some(&config)).expect("config");
-    let core = switchboard::daemon::Core::open(core_config).await.expect("core");
+    let core = switchboard::daemon::Core::open(core_config)
+        .await
+        .expect("core");
     let started = Instant::now();
     loop {
         let counts = core.store.delivery_counts().await.expect("counts");
-        let delivered: i64 = counts.iter().filter(|(_, s, _)| s == "delivered").map(|(_, _, n)| n).sum();
+        let delivered: i64 = counts
+            .iter()
+            .filter(|(_, s, _)| s == "delivered")
+            .map(|(_, _, n)| n)
+            .sum();
         let total: i64 = counts.iter().map(|(_, _, n)| n).sum();
-        assert_eq!(total, MESSAGES as i64, "one delivery per acknowledged message: {counts:?}");
+        assert_eq!(
+            total, MESSAGES as i64,
+            "one delivery per acknowledged message: {counts:?}"
+        );
         if delivered == total {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(180), "not all delivered: {counts:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(180),
+            "not all delivered: {counts:?}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert_eq!(count_files(&db.outbox()), MESSAGES, "one outbox file per delivery");
+    assert_eq!(
+        count_files(&db.outbox()),
+        MESSAGES,
+        "one outbox file per delivery"
+    );
     assert!(delivered_before_restart > 0 && delivered_before_restart < MESSAGES);
 
     // SIGTERM: drains and exits 0.
-    let status = Command::new("kill").arg("-TERM").arg(daemon.id().to_string()).status().expect("kill -TERM");
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(daemon.id().to_string())
+        .status()
+        .expect("kill -TERM");
     assert!(status.success());
     let exit = wait_exit(&mut daemon, Duration::from_secs(30));
     assert!(exit.success(), "exit status {exit:?}");
@@ -182,13 +224,29 @@ async fn kill_nine_mid_burst_loses_nothing(backend: Backend) {
     // No PHI in the logs: not the name, not the number, not the body.
     for log in &logs {
         let text = std::fs::read_to_string(log).expect("log");
-        assert!(text.contains("delivery sent"), "the log has content at debug level");
-        for secret in [PATIENT_NAME, "Zebediah", PHONE, "8675309", "reminder number"] {
-            assert!(!text.contains(secret), "{} contains {secret:?}", log.display());
+        assert!(
+            text.contains("delivery sent"),
+            "the log has content at debug level"
+        );
+        for secret in [
+            PATIENT_NAME,
+            "Zebediah",
+            PHONE,
+            "8675309",
+            "reminder number",
+        ] {
+            assert!(
+                !text.contains(secret),
+                "{} contains {secret:?}",
+                log.display()
+            );
         }
     }
 }
-both_databases!(kill_nine_mid_burst_loses_nothing, super::kill_nine_mid_burst_loses_nothing);
+both_databases!(
+    kill_nine_mid_burst_loses_nothing,
+    super::kill_nine_mid_burst_loses_nothing
+);
 
 fn wait_exit(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
     let started = Instant::now();

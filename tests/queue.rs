@@ -66,7 +66,10 @@ async fn transient_failures_are_retried_then_succeed(backend: Backend) {
     assert_eq!(count_files(&db.outbox()), 1);
     daemon.stop().await;
 }
-both_databases!(transient_failures_are_retried_then_succeed, super::transient_failures_are_retried_then_succeed);
+both_databases!(
+    transient_failures_are_retried_then_succeed,
+    super::transient_failures_are_retried_then_succeed
+);
 
 async fn exhausted_deliveries_are_dead_lettered(backend: Backend) {
     let db = TestDb::new(backend).await;
@@ -82,44 +85,82 @@ async fn exhausted_deliveries_are_dead_lettered(backend: Backend) {
         .json()
         .await
         .expect("json");
-    let view = daemon.wait_terminal(created["id"].as_str().expect("id"), WAIT).await;
+    let view = daemon
+        .wait_terminal(created["id"].as_str().expect("id"), WAIT)
+        .await;
     let delivery = &view["deliveries"][0];
     assert_eq!(delivery["status"], "failed");
     assert_eq!(delivery["attempts"], 2);
     assert!(
-        delivery["reason"].as_str().unwrap_or("").starts_with("gave up after 2 attempts"),
+        delivery["reason"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("gave up after 2 attempts"),
         "{delivery:#}"
     );
-    let dead = daemon.core.store.dead_letters(None, 10).await.expect("dead letters");
+    let dead = daemon
+        .core
+        .store
+        .dead_letters(None, 10)
+        .await
+        .expect("dead letters");
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].delivery_id, delivery["id"].as_str().expect("id"));
 
     // An operator retries it once the fault is fixed: a new delivery of the same message.
     repair_outbox(&db);
-    let (retry_id, channel) = daemon.core.store.requeue_dead_letter(&dead[0].delivery_id).await.expect("requeue");
-    daemon.core.queue.push(&channel, std::slice::from_ref(&retry_id), None).await.expect("push");
-    let view = daemon.wait_terminal(created["id"].as_str().expect("id"), WAIT).await;
+    let (retry_id, channel) = daemon
+        .core
+        .store
+        .requeue_dead_letter(&dead[0].delivery_id)
+        .await
+        .expect("requeue");
+    daemon
+        .core
+        .queue
+        .push(&channel, std::slice::from_ref(&retry_id), None)
+        .await
+        .expect("push");
+    let view = daemon
+        .wait_terminal(created["id"].as_str().expect("id"), WAIT)
+        .await;
     let statuses: Vec<&str> = view["deliveries"]
         .as_array()
         .expect("deliveries")
         .iter()
         .map(|d| d["status"].as_str().unwrap_or(""))
         .collect();
-    assert_eq!(statuses, ["failed", "delivered"], "the failed delivery never moves backwards");
+    assert_eq!(
+        statuses,
+        ["failed", "delivered"],
+        "the failed delivery never moves backwards"
+    );
     daemon.stop().await;
 }
-both_databases!(exhausted_deliveries_are_dead_lettered, super::exhausted_deliveries_are_dead_lettered);
+both_databases!(
+    exhausted_deliveries_are_dead_lettered,
+    super::exhausted_deliveries_are_dead_lettered
+);
 
 /// A message committed but never enqueued (the daemon died between the two) is still sent.
 async fn committed_but_unqueued_deliveries_are_swept(backend: Backend) {
     let db = TestDb::new(backend).await;
     let config = db.config();
-    let core = switchboard::daemon::Core::open(config.clone()).await.expect("core");
-    let org = core.store.ensure_organization("north", "North").await.expect("org");
+    let core = switchboard::daemon::Core::open(config.clone())
+        .await
+        .expect("core");
+    let org = core
+        .store
+        .ensure_organization("north", "North")
+        .await
+        .expect("org");
     let message_id = new_id("msg");
-    let content = MessageContent { subject: None, body: "Orphan".into() }
-        .seal(&core.keyring, &message_id)
-        .expect("seal");
+    let content = MessageContent {
+        subject: None,
+        body: "Orphan".into(),
+    }
+    .seal(&core.keyring, &message_id)
+    .expect("seal");
     let delivery_id = new_id("dlv");
     let outcome = core
         .store
@@ -155,14 +196,19 @@ async fn committed_but_unqueued_deliveries_are_swept(backend: Backend) {
     assert!(db.outbox().join(format!("{delivery_id}.json")).exists());
     daemon.stop().await;
 }
-both_databases!(committed_but_unqueued_deliveries_are_swept, super::committed_but_unqueued_deliveries_are_swept);
+both_databases!(
+    committed_but_unqueued_deliveries_are_swept,
+    super::committed_but_unqueued_deliveries_are_swept
+);
 
 /// Late and duplicate reports are recorded but never move a delivery backwards.
 async fn status_updates_are_monotonic(backend: Backend) {
     let db = TestDb::new(backend).await;
     let mut daemon = TestDaemon::start(db.config()).await;
     let created: serde_json::Value = daemon
-        .post_message(json!({"body": "x", "recipients": [{"address": "+15551230012", "channel": "sms"}]}))
+        .post_message(
+            json!({"body": "x", "recipients": [{"address": "+15551230012", "channel": "sms"}]}),
+        )
         .await
         .json()
         .await
@@ -171,7 +217,11 @@ async fn status_updates_are_monotonic(backend: Backend) {
     daemon.wait_terminal(id, WAIT).await;
     let delivery_id = created["deliveries"][0]["id"].as_str().expect("delivery");
     let store = &daemon.core.store;
-    for status in [DeliveryStatus::Sent, DeliveryStatus::Failed, DeliveryStatus::Delivered] {
+    for status in [
+        DeliveryStatus::Sent,
+        DeliveryStatus::Failed,
+        DeliveryStatus::Delivered,
+    ] {
         let applied = store
             .update_delivery(delivery_id, &DeliveryUpdate::new(status, "test:late"))
             .await
@@ -186,12 +236,23 @@ async fn status_updates_are_monotonic(backend: Backend) {
         .expect("history")
         .iter()
         .filter(|h| h["source"] == "test:late")
-        .map(|h| (h["status"].as_str().unwrap_or(""), h["applied"].as_bool().unwrap_or(true)))
+        .map(|h| {
+            (
+                h["status"].as_str().unwrap_or(""),
+                h["applied"].as_bool().unwrap_or(true),
+            )
+        })
         .collect();
-    assert_eq!(late, [("sent", false), ("failed", false), ("delivered", false)]);
+    assert_eq!(
+        late,
+        [("sent", false), ("failed", false), ("delivered", false)]
+    );
     daemon.stop().await;
 }
-both_databases!(status_updates_are_monotonic, super::status_updates_are_monotonic);
+both_databases!(
+    status_updates_are_monotonic,
+    super::status_updates_are_monotonic
+);
 
 /// Bodies are sealed at rest: the raw database never holds the plaintext.
 async fn bodies_are_encrypted_at_rest(backend: Backend) {
@@ -205,7 +266,12 @@ async fn bodies_are_encrypted_at_rest(backend: Backend) {
         .await
         .expect("json");
     let id = created["id"].as_str().expect("id");
-    let row = daemon.core.store.message(&daemon.organization_id, id).await.expect("row");
+    let row = daemon
+        .core
+        .store
+        .message(&daemon.organization_id, id)
+        .await
+        .expect("row");
     assert!(!String::from_utf8_lossy(&row.content).contains("Zebediah"));
     assert!(row.content.starts_with(b"SB1"));
     daemon.stop().await;
@@ -217,4 +283,7 @@ async fn bodies_are_encrypted_at_rest(backend: Backend) {
         }
     }
 }
-both_databases!(bodies_are_encrypted_at_rest, super::bodies_are_encrypted_at_rest);
+both_databases!(
+    bodies_are_encrypted_at_rest,
+    super::bodies_are_encrypted_at_rest
+);
