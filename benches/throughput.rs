@@ -1,1 +1,19 @@
-fn main() {}
+//! `cargo bench`: the same figures as `switchboard bench` (20,000 messages, SQLite and
+//! PostgreSQL at `TEST_DATABASE_URL`).
+
+fn main() -> std::process::ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(switchboard::bench::run(switchboard::bench::BenchArgs::default())) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench failed: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,14 +1,294 @@
-//! `switchboard bench`: throughput and latency figures (see README "Benchmarks").
+//! `switchboard bench` (and `cargo bench`): the figures in the README.
+//!
+//! For each database (a fresh SQLite file; a fresh PostgreSQL database): start the daemon
+//! in-process on the production defaults, POST `--messages` messages over HTTP with
+//! `--concurrency` clients, wait until every delivery is `delivered` by the outbox sink, and
+//! report deliveries/s (first POST to last delivery), p50/p99 accept→delivered latency
+//! (database timestamps) and peak RSS. Beside it, on the same database, apalis drains the same
+//! number of no-op jobs: the ceiling of the queue itself. Idle RSS is read after start-up.
 
-use anyhow::Result;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
-#[derive(Debug, clap::Args)]
+use anyhow::{Context, Result, bail};
+use apalis::prelude::{BackendExt, BoxDynError, Data, Strategy, TaskSink, WorkerBuilder, WorkerBuilderExt, WorkerContext};
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+use crate::daemon::{self, Core};
+use crate::store::{Db, on_db};
+
+#[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
-    /// Messages to send through the API path.
+    /// Messages to send through the API path (and no-op jobs for the baseline).
     #[arg(long, default_value_t = 20_000)]
     pub messages: usize,
+    /// Concurrent HTTP clients.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// Which databases: sqlite, postgres, or both.
+    #[arg(long, value_delimiter = ',', default_value = "sqlite,postgres")]
+    pub databases: Vec<String>,
+    /// PostgreSQL server for the run (a fresh database is created on it and dropped).
+    #[arg(long, env = "TEST_DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/test")]
+    pub postgres_url: String,
 }
 
-pub async fn run(_args: BenchArgs) -> Result<()> {
-    anyhow::bail!("not yet")
+impl Default for BenchArgs {
+    fn default() -> Self {
+        Self {
+            messages: 20_000,
+            concurrency: 64,
+            databases: vec!["sqlite".into(), "postgres".into()],
+            postgres_url: std::env::var("TEST_DATABASE_URL")
+                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into()),
+        }
+    }
+}
+
+pub async fn run(args: BenchArgs) -> Result<()> {
+    println!(
+        "switchboard bench: {} messages, {} HTTP clients, {} cores",
+        args.messages,
+        args.concurrency,
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    for database in &args.databases {
+        let scratch = Scratch::create(database, &args.postgres_url).await?;
+        let result = bench_database(&args, database, &scratch).await;
+        scratch.drop_database().await;
+        result?;
+    }
+    Ok(())
+}
+
+async fn bench_database(args: &BenchArgs, database: &str, scratch: &Scratch) -> Result<()> {
+    let mut config = Config::from_toml("")?;
+    config.data_dir = scratch.dir.path().to_path_buf();
+    config.outbox.dir = scratch.dir.path().join("outbox");
+    config.database.url = Some(scratch.url.clone());
+    config.server.listen = "127.0.0.1:0".parse()?;
+
+    let core = Core::open(config.clone()).await?;
+    let org = core.store.ensure_organization("bench", "Bench").await?;
+    let token = crate::http::new_token()?;
+    core.store
+        .insert_api_key(&org.id, "bench", &crate::http::hash_token(&token))
+        .await?;
+
+    reset_peak_rss();
+    let daemon = daemon::start(config).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let idle_rss = crate::process::rss_bytes().unwrap_or(0);
+    let base = format!("http://{}", daemon.addr);
+
+    let started = Instant::now();
+    let client = reqwest::Client::builder().pool_max_idle_per_host(args.concurrency).build()?;
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..args.concurrency {
+        let (client, base, token, next, total) = (client.clone(), base.clone(), token.clone(), next.clone(), args.messages);
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total {
+                    return Ok::<(), anyhow::Error>(());
+                }
+                let response = client
+                    .post(format!("{base}/v1/messages"))
+                    .bearer_auth(&token)
+                    .json(&serde_json::json!({
+                        "body": format!("Benchmark message {i}"),
+                        "recipients": [{"address": format!("+1555{:07}", i), "channel": "sms"}],
+                    }))
+                    .send()
+                    .await?;
+                if response.status() != reqwest::StatusCode::CREATED {
+                    bail!("POST answered {}", response.status());
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    let accepted_in = started.elapsed();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let delivered = count_delivered(core.store.db()).await?;
+        if delivered >= args.messages as i64 {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("only {delivered} of {} delivered after 10 minutes", args.messages);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let elapsed = started.elapsed();
+    let peak_rss = crate::process::peak_rss_bytes().unwrap_or(0);
+    let latencies = latencies_ms(core.store.db()).await?;
+    daemon.shutdown();
+    daemon.wait().await?;
+
+    let noop = noop_baseline(&core, args.messages).await?;
+    core.store.close().await;
+
+    let rate = args.messages as f64 / elapsed.as_secs_f64();
+    println!("\n[{database}]");
+    println!(
+        "  API → outbox : {} messages accepted in {:.2}s ({:.0}/s), all delivered in {:.2}s",
+        args.messages,
+        accepted_in.as_secs_f64(),
+        args.messages as f64 / accepted_in.as_secs_f64(),
+        elapsed.as_secs_f64()
+    );
+    println!("  deliveries/s : {rate:.0}");
+    println!(
+        "  accept→delivered latency: p50 {} ms, p99 {} ms",
+        percentile(&latencies, 0.50),
+        percentile(&latencies, 0.99)
+    );
+    println!("  apalis no-op : {:.0} jobs/s ({} jobs in {:.2}s)", noop.0, args.messages, noop.1.as_secs_f64());
+    println!("  ratio        : {:.2}× of the no-op queue", rate / noop.0);
+    println!(
+        "  RSS          : idle {:.1} MB, peak {:.1} MB (bench client included)",
+        idle_rss as f64 / 1e6,
+        peak_rss as f64 / 1e6
+    );
+    Ok(())
+}
+
+async fn count_delivered(db: &Db) -> Result<i64> {
+    let (n,): (i64,) = on_db!(db, pool => sqlx::query_as("SELECT COUNT(*) FROM deliveries WHERE status = 'delivered'")
+        .fetch_one(pool).await)?;
+    Ok(n)
+}
+
+async fn latencies_ms(db: &Db) -> Result<Vec<i64>> {
+    let rows: Vec<(i64,)> = on_db!(db, pool => sqlx::query_as(
+        "SELECT updated_at - created_at FROM deliveries WHERE status = 'delivered' ORDER BY 1",
+    )
+    .fetch_all(pool).await)?;
+    Ok(rows.into_iter().map(|(n,)| n).collect())
+}
+
+fn percentile(sorted: &[i64], p: f64) -> i64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct NoOp {
+    n: usize,
+}
+
+async fn noop(_job: NoOp, done: Data<Arc<AtomicUsize>>, target: Data<usize>, worker: WorkerContext) -> Result<(), BoxDynError> {
+    if done.fetch_add(1, Ordering::Relaxed) + 1 >= *target {
+        worker.stop()?;
+    }
+    Ok(())
+}
+
+/// apalis alone: push `n` no-op jobs, then time one worker (same batch size, concurrency
+/// and polling as a delivery worker) draining them.
+async fn noop_baseline(core: &Core, n: usize) -> Result<(f64, Duration)> {
+    let queue = &core.config.queue;
+    let concurrency = core.config.channel("sms").concurrency;
+    let poll = Duration::from_millis(queue.poll_interval_ms);
+    let done = Arc::new(AtomicUsize::new(0));
+    let jobs: Vec<NoOp> = (0..n).map(|n| NoOp { n }).collect();
+    let elapsed = match core.store.db() {
+        Db::Sqlite(pool) => {
+            let cfg = apalis_sqlite::Config::default().queue("bench.noop").batch_size(queue.batch_size);
+            let mut storage = apalis_sqlite::SqliteStorage::<NoOp>::new(pool).with_config(cfg);
+            for chunk in jobs.chunks(1000) {
+                storage.push_bulk(chunk.to_vec()).await.context("push no-op jobs")?;
+            }
+            let started = Instant::now();
+            WorkerBuilder::new("bench-noop")
+                .backend(storage.poll_with_strategy(Strategy::new().interval(poll)))
+                .data(done.clone())
+                .data(n)
+                .concurrency(concurrency)
+                .build(noop)
+                .run()
+                .await
+                .map_err(|e| anyhow::anyhow!("no-op worker: {e}"))?;
+            started.elapsed()
+        }
+        Db::Postgres(pool) => {
+            let cfg = apalis_postgres::Config::default().queue("bench.noop").batch_size(queue.batch_size);
+            let mut storage = apalis_postgres::PostgresStorage::<NoOp>::new(pool).with_config(cfg);
+            for chunk in jobs.chunks(1000) {
+                storage.push_bulk(chunk.to_vec()).await.context("push no-op jobs")?;
+            }
+            let started = Instant::now();
+            WorkerBuilder::new("bench-noop")
+                .backend(storage.poll_with_strategy(Strategy::new().interval(poll)))
+                .data(done.clone())
+                .data(n)
+                .concurrency(concurrency)
+                .build(noop)
+                .run()
+                .await
+                .map_err(|e| anyhow::anyhow!("no-op worker: {e}"))?;
+            started.elapsed()
+        }
+    };
+    Ok((n as f64 / elapsed.as_secs_f64(), elapsed))
+}
+
+/// Resets VmHWM so the peak covers this run only.
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// A database that exists for one bench run.
+struct Scratch {
+    url: String,
+    dir: tempfile::TempDir,
+    pg: Option<(String, String)>,
+}
+
+impl Scratch {
+    async fn create(kind: &str, postgres_url: &str) -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        match kind {
+            "sqlite" => Ok(Self {
+                url: format!("sqlite://{}", dir.path().join("bench.db").display()),
+                dir,
+                pg: None,
+            }),
+            "postgres" => {
+                let name = format!("sb_bench_{}", ulid::Ulid::new().to_string().to_lowercase());
+                let pool = sqlx::PgPool::connect(postgres_url).await.context("connect to PostgreSQL")?;
+                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                    .execute(&pool)
+                    .await?;
+                pool.close().await;
+                let base = postgres_url.rsplit_once('/').map_or(postgres_url, |(b, _)| b);
+                Ok(Self {
+                    url: format!("{base}/{name}"),
+                    dir,
+                    pg: Some((postgres_url.to_string(), name)),
+                })
+            }
+            other => bail!("unknown database {other:?} (sqlite or postgres)"),
+        }
+    }
+
+    async fn drop_database(&self) {
+        if let Some((admin, name)) = &self.pg {
+            if let Ok(pool) = sqlx::PgPool::connect(admin).await {
+                let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
+                    .execute(&pool)
+                    .await;
+                pool.close().await;
+            }
+        }
+    }
 }
