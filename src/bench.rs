@@ -77,10 +77,9 @@ async fn bench_database(args: &BenchArgs, database: &str, scratch: &Scratch) -> 
         .insert_api_key(&org.id, "bench", &crate::http::hash_token(&token))
         .await?;
 
+    let idle_rss = idle_rss_of_fresh_daemon(&scratch.url).await;
     reset_peak_rss();
     let daemon = daemon::start(config).await?;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let idle_rss = crate::process::rss_bytes().unwrap_or(0);
     let base = format!("http://{}", daemon.addr);
 
     let started = Instant::now();
@@ -152,8 +151,8 @@ async fn bench_database(args: &BenchArgs, database: &str, scratch: &Scratch) -> 
     println!("  apalis no-op : {:.0} jobs/s ({} jobs in {:.2}s)", noop.0, args.messages, noop.1.as_secs_f64());
     println!("  ratio        : {:.2}× of the no-op queue", rate / noop.0);
     println!(
-        "  RSS          : idle {:.1} MB, peak {:.1} MB (bench client included)",
-        idle_rss as f64 / 1e6,
+        "  RSS          : idle daemon {}, peak {:.1} MB (in-process: daemon + bench client)",
+        idle_rss.map_or("n/a".to_string(), |b| format!("{:.1} MB", b as f64 / 1e6)),
         peak_rss as f64 / 1e6
     );
     Ok(())
@@ -240,6 +239,41 @@ async fn noop_baseline(core: &Core, n: usize) -> Result<(f64, Duration)> {
         }
     };
     Ok((n as f64 / elapsed.as_secs_f64(), elapsed))
+}
+
+/// Starts `switchboard run` as its own process on this database (all workers, API, sweeper),
+/// lets it settle, and reads its resident memory.
+async fn idle_rss_of_fresh_daemon(url: &str) -> Option<u64> {
+    let exe = std::env::current_exe().ok()?;
+    // `cargo bench` runs target/<profile>/deps/throughput-*; the daemon is target/<profile>/switchboard.
+    let binary = if exe.file_stem().is_some_and(|s| s == "switchboard") {
+        exe
+    } else {
+        exe.parent()?.parent()?.join("switchboard")
+    };
+    let dir = tempfile::tempdir().ok()?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
+    let mut child = tokio::process::Command::new(binary)
+        .arg("run")
+        .env("SWITCHBOARD_DATA_DIR", dir.path())
+        .env("SWITCHBOARD_DATABASE__URL", url)
+        .env("SWITCHBOARD_SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .ok()?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let pid = child.id()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok();
+    let _ = child.kill().await;
+    status?
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kib| kib.parse::<u64>().ok())
+        .map(|kib| kib * 1024)
 }
 
 /// Resets VmHWM so the peak covers this run only.
