@@ -9,7 +9,9 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(switchboard::bench::run(switchboard::bench::BenchArgs::default())) {
+    match runtime.block_on(switchboard::bench::run(
+        switchboard::bench::BenchArgs::default(),
+    )) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("bench failed: {e:#}");

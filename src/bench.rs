@@ -12,7 +12,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use apalis::prelude::{BackendExt, BoxDynError, Data, Strategy, TaskSink, WorkerBuilder, WorkerBuilderExt, WorkerContext};
+use apalis::prelude::{
+    BackendExt, BoxDynError, Data, Strategy, TaskSink, WorkerBuilder, WorkerBuilderExt,
+    WorkerContext,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
@@ -31,7 +34,11 @@ pub struct BenchArgs {
     #[arg(long, value_delimiter = ',', default_value = "sqlite,postgres")]
     pub databases: Vec<String>,
     /// PostgreSQL server for the run (a fresh database is created on it and dropped).
-    #[arg(long, env = "TEST_DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/test")]
+    #[arg(
+        long,
+        env = "TEST_DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/test"
+    )]
     pub postgres_url: String,
 }
 
@@ -83,11 +90,19 @@ async fn bench_database(args: &BenchArgs, database: &str, scratch: &Scratch) -> 
     let base = format!("http://{}", daemon.addr);
 
     let started = Instant::now();
-    let client = reqwest::Client::builder().pool_max_idle_per_host(args.concurrency).build()?;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.concurrency)
+        .build()?;
     let next = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for _ in 0..args.concurrency {
-        let (client, base, token, next, total) = (client.clone(), base.clone(), token.clone(), next.clone(), args.messages);
+        let (client, base, token, next, total) = (
+            client.clone(),
+            base.clone(),
+            token.clone(),
+            next.clone(),
+            args.messages,
+        );
         tasks.push(tokio::spawn(async move {
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
@@ -120,7 +135,10 @@ async fn bench_database(args: &BenchArgs, database: &str, scratch: &Scratch) -> 
             break;
         }
         if Instant::now() > deadline {
-            bail!("only {delivered} of {} delivered after 10 minutes", args.messages);
+            bail!(
+                "only {delivered} of {} delivered after 10 minutes",
+                args.messages
+            );
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -148,7 +166,12 @@ async fn bench_database(args: &BenchArgs, database: &str, scratch: &Scratch) -> 
         percentile(&latencies, 0.50),
         percentile(&latencies, 0.99)
     );
-    println!("  apalis no-op : {:.0} jobs/s ({} jobs in {:.2}s)", noop.0, args.messages, noop.1.as_secs_f64());
+    println!(
+        "  apalis no-op : {:.0} jobs/s ({} jobs in {:.2}s)",
+        noop.0,
+        args.messages,
+        noop.1.as_secs_f64()
+    );
     println!("  ratio        : {:.2}× of the no-op queue", rate / noop.0);
     println!(
         "  RSS          : idle daemon {}, peak {:.1} MB (in-process: daemon + bench client)",
@@ -185,7 +208,12 @@ struct NoOp {
     n: usize,
 }
 
-async fn noop(_job: NoOp, done: Data<Arc<AtomicUsize>>, target: Data<usize>, worker: WorkerContext) -> Result<(), BoxDynError> {
+async fn noop(
+    _job: NoOp,
+    done: Data<Arc<AtomicUsize>>,
+    target: Data<usize>,
+    worker: WorkerContext,
+) -> Result<(), BoxDynError> {
     if done.fetch_add(1, Ordering::Relaxed) + 1 >= *target {
         worker.stop()?;
     }
@@ -202,10 +230,15 @@ async fn noop_baseline(core: &Core, n: usize) -> Result<(f64, Duration)> {
     let jobs: Vec<NoOp> = (0..n).map(|n| NoOp { n }).collect();
     let elapsed = match core.store.db() {
         Db::Sqlite(pool) => {
-            let cfg = apalis_sqlite::Config::default().queue("bench.noop").batch_size(queue.batch_size);
+            let cfg = apalis_sqlite::Config::default()
+                .queue("bench.noop")
+                .batch_size(queue.batch_size);
             let mut storage = apalis_sqlite::SqliteStorage::<NoOp>::new(pool).with_config(cfg);
             for chunk in jobs.chunks(1000) {
-                storage.push_bulk(chunk.to_vec()).await.context("push no-op jobs")?;
+                storage
+                    .push_bulk(chunk.to_vec())
+                    .await
+                    .context("push no-op jobs")?;
             }
             let started = Instant::now();
             WorkerBuilder::new("bench-noop")
@@ -220,10 +253,15 @@ async fn noop_baseline(core: &Core, n: usize) -> Result<(f64, Duration)> {
             started.elapsed()
         }
         Db::Postgres(pool) => {
-            let cfg = apalis_postgres::Config::default().queue("bench.noop").batch_size(queue.batch_size);
+            let cfg = apalis_postgres::Config::default()
+                .queue("bench.noop")
+                .batch_size(queue.batch_size);
             let mut storage = apalis_postgres::PostgresStorage::<NoOp>::new(pool).with_config(cfg);
             for chunk in jobs.chunks(1000) {
-                storage.push_bulk(chunk.to_vec()).await.context("push no-op jobs")?;
+                storage
+                    .push_bulk(chunk.to_vec())
+                    .await
+                    .context("push no-op jobs")?;
             }
             let started = Instant::now();
             WorkerBuilder::new("bench-noop")
@@ -252,7 +290,11 @@ async fn idle_rss_of_fresh_daemon(url: &str) -> Option<u64> {
         exe.parent()?.parent()?.join("switchboard")
     };
     let dir = tempfile::tempdir().ok()?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .ok()?
+        .local_addr()
+        .ok()?
+        .port();
     let mut child = tokio::process::Command::new(binary)
         .arg("run")
         .env("SWITCHBOARD_DATA_DIR", dir.path())
@@ -299,12 +341,16 @@ impl Scratch {
             }),
             "postgres" => {
                 let name = format!("sb_bench_{}", ulid::Ulid::new().to_string().to_lowercase());
-                let pool = sqlx::PgPool::connect(postgres_url).await.context("connect to PostgreSQL")?;
+                let pool = sqlx::PgPool::connect(postgres_url)
+                    .await
+                    .context("connect to PostgreSQL")?;
                 sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
                     .execute(&pool)
                     .await?;
                 pool.close().await;
-                let base = postgres_url.rsplit_once('/').map_or(postgres_url, |(b, _)| b);
+                let base = postgres_url
+                    .rsplit_once('/')
+                    .map_or(postgres_url, |(b, _)| b);
                 Ok(Self {
                     url: format!("{base}/{name}"),
                     dir,
@@ -318,9 +364,11 @@ impl Scratch {
     async fn drop_database(&self) {
         if let Some((admin, name)) = &self.pg {
             if let Ok(pool) = sqlx::PgPool::connect(admin).await {
-                let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
-                    .execute(&pool)
-                    .await;
+                let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                )))
+                .execute(&pool)
+                .await;
                 pool.close().await;
             }
         }

@@ -106,6 +106,8 @@ fn invalid(field: &str, reason: impl Into<String>) -> MessageError {
 pub struct Accepted {
     pub message_id: String,
     pub replayed: bool,
+    /// The record of a newly created message, as the store now holds it (saves reading it back).
+    pub view: Option<MessageView>,
 }
 
 /// The accept and read paths.
@@ -161,6 +163,7 @@ impl MessageService {
             urgent: request.urgent,
             part2: request.part2,
             metadata: serde_json::Value::Object(request.metadata.clone()).to_string(),
+            created_at: now_ms(),
         };
         let request_hash = idempotency_key.map(|_| request_fingerprint(request));
         let idempotency = idempotency_key.zip(request_hash.as_deref());
@@ -173,6 +176,7 @@ impl MessageService {
                 return Ok(Accepted {
                     message_id: existing,
                     replayed: true,
+                    view: None,
                 });
             }
             AcceptOutcome::KeyReused => return Err(MessageError::KeyReused),
@@ -180,13 +184,17 @@ impl MessageService {
         }
         info!(message_id = %message_id, deliveries = deliveries.len(), "message accepted");
         self.enqueue(&deliveries).await;
+        let view = MessageView::accepted(&message, request, &deliveries);
         Ok(Accepted {
             message_id,
             replayed: false,
+            view: Some(view),
         })
     }
 
-    /// Pushes jobs; a failure here loses nothing (the sweeper finds un-enqueued deliveries).
+    /// Pushes jobs. The deliveries were recorded as enqueued in the accept transaction; a
+    /// failed push clears that mark so the sweeper enqueues them within seconds, and a crash
+    /// before the push is covered by the sweeper's start-up pass. Nothing is lost either way.
     async fn enqueue(&self, deliveries: &[NewDelivery]) {
         let mut by_channel: BTreeMap<&str, Vec<String>> = BTreeMap::new();
         for delivery in deliveries {
@@ -195,15 +203,13 @@ impl MessageService {
                 .or_default()
                 .push(delivery.id.clone());
         }
-        let mut pushed = Vec::new();
         for (channel, ids) in by_channel {
-            match self.queue.push(channel, &ids, None).await {
-                Ok(()) => pushed.extend(ids),
-                Err(e) => warn!(error = %e, channel, "enqueue failed; the sweeper will retry"),
+            if let Err(e) = self.queue.push(channel, &ids, None).await {
+                warn!(error = %e, channel, "enqueue failed; the sweeper will retry");
+                if let Err(e) = self.store.clear_enqueued(&ids).await {
+                    warn!(error = %e, "could not clear the enqueued mark; the sweeper will find them later");
+                }
             }
-        }
-        if let Err(e) = self.store.mark_enqueued(&pushed, now_ms()).await {
-            warn!(error = %e, "could not mark deliveries enqueued; the sweeper may enqueue them twice (harmless)");
         }
     }
 
@@ -429,6 +435,50 @@ pub struct HistoryView {
 }
 
 impl MessageView {
+    /// The record of a message just accepted: every delivery `queued`.
+    pub fn accepted(
+        message: &NewMessage,
+        request: &SendRequest,
+        deliveries: &[NewDelivery],
+    ) -> Self {
+        let at = rfc3339(message.created_at);
+        let deliveries: Vec<DeliveryView> = deliveries
+            .iter()
+            .map(|d| DeliveryView {
+                id: d.id.clone(),
+                channel: d.channel.clone(),
+                recipient: d.recipient.clone(),
+                status: "queued".into(),
+                attempts: 0,
+                connector: None,
+                provider_ref: None,
+                reason: None,
+                updated_at: at.clone(),
+                history: vec![HistoryView {
+                    status: "queued".into(),
+                    applied: true,
+                    source: "api".into(),
+                    detail: None,
+                    at: at.clone(),
+                }],
+            })
+            .collect();
+        Self {
+            id: message.id.clone(),
+            thread_id: message.thread_id.clone(),
+            patient_id: message.patient_id.clone(),
+            direction: message.direction.clone(),
+            status: summarize(deliveries.iter().map(|d| d.status.as_str())),
+            subject: request.subject.clone(),
+            body: request.body.clone(),
+            urgent: message.urgent,
+            part2: message.part2,
+            metadata: serde_json::Value::Object(request.metadata.clone()),
+            created_at: at,
+            deliveries,
+        }
+    }
+
     pub fn build(
         keyring: &Keyring,
         message: MessageRow,

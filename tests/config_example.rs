@@ -9,5 +9,8 @@ fn example_config_parses_and_matches_defaults() {
     assert_eq!(example.server.listen, defaults.server.listen);
     assert_eq!(example.queue.lease_secs, defaults.queue.lease_secs);
     assert_eq!(example.database_url(), defaults.database_url());
-    assert_eq!(example.channel("sms").max_attempts, defaults.channel("sms").max_attempts);
+    assert_eq!(
+        example.channel("sms").max_attempts,
+        defaults.channel("sms").max_attempts
+    );
 }

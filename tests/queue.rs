@@ -176,6 +176,7 @@ async fn committed_but_unqueued_deliveries_are_swept(backend: Backend) {
                 urgent: false,
                 part2: false,
                 metadata: "{}".into(),
+                created_at: switchboard::store::now_ms(),
             },
             &[NewDelivery {
                 id: delivery_id.clone(),

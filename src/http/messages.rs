@@ -32,7 +32,10 @@ pub async fn create(
         None => None,
     };
     let accepted = state.messages.accept(&org, &request, key).await?;
-    let view = state.messages.view(&org, &accepted.message_id).await?;
+    let view = match accepted.view {
+        Some(view) => view,
+        None => state.messages.view(&org, &accepted.message_id).await?,
+    };
     let status = if accepted.replayed {
         StatusCode::OK
     } else {

@@ -46,6 +46,34 @@ pub async fn sweep_once(
     Ok(pushed)
 }
 
+/// The start-up pass: every delivery still `queued` from before this process started gets a
+/// job again (its job may have died with the previous process, or never been pushed). Jobs
+/// that did survive make duplicates, which find nothing to claim.
+pub async fn recover(store: &Store, queue: &JobQueue, started_at: i64) -> Result<usize, String> {
+    let mut cursor = String::new();
+    let mut pushed = 0;
+    loop {
+        let batch = store
+            .queued_before(started_at, &cursor, 1_000)
+            .await
+            .map_err(|e| e.to_string())?;
+        let Some(last) = batch.last() else { break };
+        cursor = last.id.clone();
+        let mut by_channel: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for item in batch {
+            by_channel.entry(item.channel).or_default().push(item.id);
+        }
+        for (channel, ids) in by_channel {
+            queue
+                .push(&channel, &ids, None)
+                .await
+                .map_err(|e| e.to_string())?;
+            pushed += ids.len();
+        }
+    }
+    Ok(pushed)
+}
+
 /// Sweeps until `shutdown` resolves.
 pub async fn run(
     store: Store,
@@ -54,6 +82,14 @@ pub async fn run(
     stuck_after: Duration,
     shutdown: CancellationToken,
 ) {
+    match recover(&store, &queue, now_ms()).await {
+        Ok(0) => {}
+        Ok(n) => info!(
+            deliveries = n,
+            "re-enqueued deliveries queued by a previous run"
+        ),
+        Err(e) => warn!(error = %e, "start-up recovery failed; the periodic sweep will catch up"),
+    }
     loop {
         match sweep_once(&store, &queue, stuck_after).await {
             Ok(0) => {}

@@ -212,6 +212,31 @@ impl Store {
         }
         Ok(())
     }
+    /// Forgets that jobs were pushed for these deliveries (the push failed): the sweeper will
+    /// enqueue them within seconds.
+    pub async fn clear_enqueued(&self, ids: &[String]) -> Result<()> {
+        for id in ids {
+            on_db!(self.db(), pool => sqlx::query("UPDATE deliveries SET enqueued_at = NULL WHERE id = $1 AND status = 'queued'")
+                .bind(id).execute(pool).await.map(|_| ()))?;
+        }
+        Ok(())
+    }
+
+    /// Queued deliveries enqueued before `before` (a previous run of the daemon), after the
+    /// cursor `after_id`, in id order: the start-up recovery pass.
+    pub async fn queued_before(
+        &self,
+        before: i64,
+        after_id: &str,
+        limit: i64,
+    ) -> Result<Vec<SweepItem>> {
+        Ok(on_db!(self.db(), pool => sqlx::query_as(
+            "SELECT id, channel FROM deliveries
+             WHERE status = 'queued' AND enqueued_at < $1 AND id > $2 ORDER BY id LIMIT $3",
+        )
+        .bind(before).bind(after_id).bind(limit)
+        .fetch_all(pool).await)?)
+    }
 
     /// Deliveries that need a (new) job: never enqueued after `unqueued_grace_ms`, leases or
     /// retry times that passed more than `grace_ms` ago without a job pushed since, and anything

@@ -3,7 +3,7 @@
 
 use super::events::INSERT_EVENT;
 use super::{
-    DeliveryEventRow, DeliveryRow, MessageRow, Result, Store, StoreError, ThreadRow, now_ms, on_db,
+    DeliveryEventRow, DeliveryRow, MessageRow, Result, Store, StoreError, ThreadRow, on_db,
 };
 
 /// A message to record. `content` is already sealed.
@@ -20,6 +20,8 @@ pub struct NewMessage {
     pub urgent: bool,
     pub part2: bool,
     pub metadata: String,
+    /// Unix ms; also the deliveries' creation time.
+    pub created_at: i64,
 }
 
 /// One delivery to create with the message, in status `queued`.
@@ -52,7 +54,7 @@ impl Store {
         deliveries: &[NewDelivery],
         idempotency: Option<(&str, &str)>,
     ) -> Result<AcceptOutcome> {
-        let now = now_ms();
+        let now = message.created_at;
         let org = &message.organization_id;
         let accepted = serde_json::json!({
             "message_id": message.id, "thread_id": message.thread_id, "urgent": message.urgent,
@@ -107,8 +109,8 @@ impl Store {
             for delivery in deliveries {
                 sqlx::query(
                     "INSERT INTO deliveries (id, organization_id, message_id, patient_id, channel, recipient, status,
-                        status_rank, attempts, max_attempts, created_at, updated_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, 'queued', 0, 0, $7, $8, $8)",
+                        status_rank, attempts, max_attempts, enqueued_at, created_at, updated_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, 'queued', 0, 0, $7, $8, $8, $8)",
                 )
                 .bind(&delivery.id).bind(org).bind(&message.id).bind(&message.patient_id)
                 .bind(&delivery.channel).bind(&delivery.recipient).bind(delivery.max_attempts).bind(now)
