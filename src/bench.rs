@@ -362,15 +362,16 @@ impl Scratch {
     }
 
     async fn drop_database(&self) {
-        if let Some((admin, name)) = &self.pg {
-            if let Ok(pool) = sqlx::PgPool::connect(admin).await {
-                let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                )))
-                .execute(&pool)
-                .await;
-                pool.close().await;
-            }
+        let Some((admin, name)) = &self.pg else {
+            return;
+        };
+        if let Ok(pool) = sqlx::PgPool::connect(admin).await {
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+            )))
+            .execute(&pool)
+            .await;
+            pool.close().await;
         }
     }
 }
