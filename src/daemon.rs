@@ -22,7 +22,7 @@ use crate::messages::MessageService;
 use crate::queue::jobs::queue_name;
 use crate::queue::worker::deliver_job;
 use crate::queue::{Deliverer, JobQueue, sweeper};
-use crate::store::{Store, StoreError};
+use crate::store::{GroupCommit, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -47,6 +47,7 @@ pub enum DaemonError {
 pub struct Core {
     pub config: Arc<Config>,
     pub store: Store,
+    pub group: GroupCommit,
     pub keyring: Keyring,
     pub queue: JobQueue,
 }
@@ -63,8 +64,10 @@ impl Core {
         .await?;
         store.migrate().await?;
         let queue = JobQueue::new(&store, &config.queue);
+        let group = GroupCommit::start(&store);
         Ok(Self {
             config: Arc::new(config),
+            group,
             store,
             keyring,
             queue,
@@ -74,6 +77,7 @@ impl Core {
     pub fn messages(&self) -> MessageService {
         MessageService {
             store: self.store.clone(),
+            group: self.group.clone(),
             keyring: self.keyring.clone(),
             queue: self.queue.clone(),
             config: self.config.clone(),
@@ -164,6 +168,7 @@ pub async fn start(config: Config) -> Result<Daemon, DaemonError> {
     let connectors = core.connectors()?;
     let deliverer = Arc::new(Deliverer {
         store: core.store.clone(),
+        group: core.group.clone(),
         keyring: core.keyring.clone(),
         connectors,
         queue: core.queue.clone(),

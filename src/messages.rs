@@ -15,8 +15,8 @@ use crate::crypto::{CryptoError, Keyring};
 use crate::delivery::DeliveryStatus;
 use crate::queue::JobQueue;
 use crate::store::{
-    AcceptOutcome, DeliveryEventRow, DeliveryRow, MessageRow, NewDelivery, NewMessage, Store,
-    StoreError, new_id, now_ms,
+    AcceptItem, AcceptOutcome, DeliveryEventRow, DeliveryRow, GroupCommit, MessageRow, NewDelivery,
+    NewMessage, Store, StoreError, new_id, now_ms,
 };
 
 /// What is sealed at rest for a message.
@@ -114,6 +114,7 @@ pub struct Accepted {
 #[derive(Clone)]
 pub struct MessageService {
     pub store: Store,
+    pub group: GroupCommit,
     pub keyring: Keyring,
     pub queue: JobQueue,
     pub config: Arc<Config>,
@@ -167,11 +168,12 @@ impl MessageService {
         };
         let request_hash = idempotency_key.map(|_| request_fingerprint(request));
         let idempotency = idempotency_key.zip(request_hash.as_deref());
-        match self
-            .store
-            .accept_message(&message, &deliveries, idempotency)
-            .await?
-        {
+        let item = AcceptItem {
+            message,
+            deliveries,
+            idempotency: idempotency.map(|(k, h)| (k.to_string(), h.to_string())),
+        };
+        match self.group.accept(item.clone()).await? {
             AcceptOutcome::Replayed(existing) => {
                 return Ok(Accepted {
                     message_id: existing,
@@ -182,9 +184,9 @@ impl MessageService {
             AcceptOutcome::KeyReused => return Err(MessageError::KeyReused),
             AcceptOutcome::Created => {}
         }
-        info!(message_id = %message_id, deliveries = deliveries.len(), "message accepted");
-        self.enqueue(&deliveries).await;
-        let view = MessageView::accepted(&message, request, &deliveries);
+        info!(message_id = %message_id, deliveries = item.deliveries.len(), "message accepted");
+        self.enqueue(&item.deliveries).await;
+        let view = MessageView::accepted(&item.message, request, &item.deliveries);
         Ok(Accepted {
             message_id,
             replayed: false,

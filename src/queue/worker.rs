@@ -20,11 +20,14 @@ use crate::config::Config;
 use crate::crypto::Keyring;
 use crate::delivery::DeliveryStatus;
 use crate::messages::MessageContent;
-use crate::store::{AuditEntry, DeliveryRow, DeliveryUpdate, Store, StoreError, now_ms};
+use crate::store::{
+    AuditEntry, DeliveryRow, DeliveryUpdate, GroupCommit, MessageRow, Store, StoreError, now_ms,
+};
 
 /// Everything a send attempt needs; shared by all workers of a daemon.
 pub struct Deliverer {
     pub store: Store,
+    pub group: GroupCommit,
     pub keyring: Keyring,
     pub connectors: Connectors,
     pub queue: JobQueue,
@@ -55,21 +58,15 @@ impl Deliverer {
     /// One attempt at one delivery. See the module docs for the steps.
     #[instrument(skip_all, fields(delivery_id = %delivery_id))]
     pub async fn attempt(&self, delivery_id: &str) -> Result<(), WorkerError> {
-        let now = now_ms();
         let lease = self.config.queue.lease();
-        let lease_until = now + i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2);
-        let Some(claimed) = self
-            .store
-            .claim_delivery(delivery_id, now, lease_until)
-            .await?
-        else {
+        let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 4);
+        let Some(claimed) = self.group.claim(delivery_id, lease_ms).await? else {
             return Ok(());
         };
-        let delivery = claimed.delivery;
+        let (delivery, message) = (claimed.delivery, claimed.message);
         let channel_config = self.config.channel(&delivery.channel);
         let connector_name = channel_config.connector.clone();
-
-        let result = match self.prepare(&delivery).await? {
+        let result = match self.prepare(&delivery, &message).await? {
             Err(refusal) => Err(refusal),
             Ok(outbound) => match self.connectors.get(&connector_name) {
                 None => Err(ChannelError::Permanent(format!(
@@ -102,11 +99,8 @@ impl Deliverer {
     async fn prepare(
         &self,
         delivery: &DeliveryRow,
+        message: &MessageRow,
     ) -> Result<Result<OutboundDelivery, ChannelError>, WorkerError> {
-        let message = self
-            .store
-            .message(&delivery.organization_id, &delivery.message_id)
-            .await?;
         let content = match MessageContent::open(&self.keyring, &message.id, &message.content) {
             Ok(content) => content,
             Err(e) => {
@@ -173,7 +167,7 @@ impl Deliverer {
                 if external {
                     update.audit = Some(audit(outcome.status.as_str(), None));
                 }
-                self.store.update_delivery(&delivery.id, &update).await?;
+                self.group.update(&delivery.id, update).await?;
                 info!(status = outcome.status.as_str(), connector, "delivery sent");
             }
             Err(ChannelError::Permanent(reason)) => {
@@ -187,7 +181,7 @@ impl Deliverer {
                 } else if external {
                     update.audit = Some(audit("failed", Some(reason.clone())));
                 }
-                self.store.update_delivery(&delivery.id, &update).await?;
+                self.group.update(&delivery.id, update).await?;
                 warn!(connector, reason = %reason, "delivery failed permanently");
             }
             Err(ChannelError::Transient(reason)) => {
@@ -202,7 +196,7 @@ impl Deliverer {
                     if external {
                         update.audit = Some(audit("failed", update.reason.clone()));
                     }
-                    self.store.update_delivery(&delivery.id, &update).await?;
+                    self.group.update(&delivery.id, update).await?;
                     warn!(
                         connector,
                         attempts = delivery.attempts,

@@ -2,8 +2,8 @@
 //! (monotonic; see `crate::delivery`), retry scheduling, dead letters and the sweep that
 //! finds deliveries whose job was lost.
 
+use super::MessageRow;
 use super::audit::bind_audit;
-use super::events::INSERT_EVENT;
 use super::{
     AuditEntry, DeadLetterRow, DeliveryRow, Result, Store, StoreError, new_id, now_ms, on_db,
 };
@@ -13,6 +13,7 @@ use crate::delivery::DeliveryStatus;
 #[derive(Debug, Clone)]
 pub struct Claimed {
     pub delivery: DeliveryRow,
+    pub message: MessageRow,
 }
 
 /// A status report to apply to a delivery.
@@ -74,42 +75,95 @@ impl Store {
         now: i64,
         lease_until: i64,
     ) -> Result<Option<Claimed>> {
-        let claim = concat!(
-            "UPDATE deliveries SET status = 'sending', status_rank = 1, attempts = attempts + 1,
-                not_before = $2, updated_at = $3
-             WHERE id = $1 AND status IN ('queued', 'sending') AND (not_before IS NULL OR not_before <= $3)
-             RETURNING ", delivery_columns!()
-        );
-        let claimed: Option<DeliveryRow> = on_db!(self.db(), pool => {
+        Ok(self
+            .claim_deliveries(&[id.to_string()], now, lease_until)
+            .await?
+            .pop())
+    }
+
+    /// Claims many deliveries in one transaction (group commit), with their messages.
+    /// Deliveries that are not waiting are left out.
+    pub async fn claim_deliveries(
+        &self,
+        ids: &[String],
+        now: i64,
+        lease_until: i64,
+    ) -> Result<Vec<Claimed>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let claimed = on_db!(self.db(), pool => {
             let mut tx = pool.begin().await?;
-            let row: Option<DeliveryRow> = sqlx::query_as(claim)
-                .bind(id).bind(lease_until).bind(now)
-                .fetch_optional(&mut *tx).await?;
-            if let Some(row) = &row {
-                sqlx::query(
-                    "INSERT INTO delivery_events (organization_id, delivery_id, status, applied, source, detail, created_at)
-                     VALUES ($1, $2, 'sending', TRUE, 'worker', $3, $4)",
-                )
-                .bind(&row.organization_id).bind(&row.id).bind(format!("attempt {}", row.attempts)).bind(now)
-                .execute(&mut *tx).await?;
-                if row.attempts == 1 {
-                    let payload = status_payload(row, DeliveryStatus::Sending);
-                    sqlx::query(INSERT_EVENT)
-                        .bind(&row.organization_id).bind("delivery.status").bind(&row.id).bind(&payload).bind(now)
-                        .execute(&mut *tx).await?;
-                }
+            let mut qb = sqlx::QueryBuilder::new(
+                "UPDATE deliveries SET status = 'sending', status_rank = 1, attempts = attempts + 1, not_before = ",
+            );
+            qb.push_bind(lease_until).push(", updated_at = ").push_bind(now);
+            qb.push(" WHERE status IN ('queued', 'sending') AND (not_before IS NULL OR not_before <= ").push_bind(now);
+            qb.push(") AND id IN (");
+            let mut list = qb.separated(", ");
+            for id in ids {
+                list.push_bind(id.clone());
             }
+            qb.push(") RETURNING ").push(delivery_columns!());
+            let rows: Vec<DeliveryRow> = qb.build_query_as().fetch_all(&mut *tx).await?;
+            if rows.is_empty() {
+                tx.rollback().await?;
+                return Ok(Vec::new());
+            }
+            let mut qb = sqlx::QueryBuilder::new(
+                "INSERT INTO delivery_events (organization_id, delivery_id, status, applied, source, detail, created_at) ",
+            );
+            qb.push_values(rows.iter(), |mut row, d| {
+                row.push_bind(d.organization_id.clone()).push_bind(d.id.clone()).push_bind("sending")
+                    .push_bind(true).push_bind("worker").push_bind(format!("attempt {}", d.attempts)).push_bind(now);
+            });
+            qb.build().execute(&mut *tx).await?;
+            let first: Vec<&DeliveryRow> = rows.iter().filter(|d| d.attempts == 1).collect();
+            if !first.is_empty() {
+                let mut qb = sqlx::QueryBuilder::new("INSERT INTO events (organization_id, kind, subject_id, payload, created_at) ");
+                qb.push_values(first, |mut row, d| {
+                    row.push_bind(d.organization_id.clone()).push_bind("delivery.status").push_bind(d.id.clone())
+                        .push_bind(status_payload(d, DeliveryStatus::Sending)).push_bind(now);
+                });
+                qb.build().execute(&mut *tx).await?;
+            }
+            let mut qb = sqlx::QueryBuilder::new(concat!("SELECT ", message_columns!(), " FROM messages WHERE id IN ("));
+            let mut list = qb.separated(", ");
+            for d in &rows {
+                list.push_bind(d.message_id.clone());
+            }
+            qb.push(")");
+            let messages: Vec<MessageRow> = qb.build_query_as().fetch_all(&mut *tx).await?;
             tx.commit().await?;
-            row
+            let by_id: std::collections::HashMap<String, MessageRow> =
+                messages.into_iter().map(|m| (m.id.clone(), m)).collect();
+            rows.into_iter()
+                .filter_map(|delivery| {
+                    let message = by_id.get(&delivery.message_id).cloned()?;
+                    Some(Claimed { delivery, message })
+                })
+                .collect::<Vec<_>>()
         });
-        Ok(claimed.map(|delivery| Claimed { delivery }))
+        Ok(claimed)
     }
 
     /// Applies a status report if the state machine allows it; the report is recorded in the
     /// history either way. Returns whether the delivery moved.
     pub async fn update_delivery(&self, id: &str, update: &DeliveryUpdate) -> Result<bool> {
+        let mut applied = self
+            .update_deliveries(&[(id.to_string(), update.clone())])
+            .await?;
+        applied.pop().ok_or(StoreError::NotFound)
+    }
+
+    /// Applies many status reports in one transaction (group commit). Returns, per report,
+    /// whether it moved its delivery; a report for an unknown delivery is `NotFound` when alone,
+    /// and skipped (false) in a batch.
+    pub async fn update_deliveries(
+        &self,
+        updates: &[(String, DeliveryUpdate)],
+    ) -> Result<Vec<bool>> {
         let now = now_ms();
-        let status = update.status;
         let apply = concat!(
             "UPDATE deliveries SET status = $2, status_rank = $3, not_before = NULL, updated_at = $4,
                 connector = COALESCE($5, connector), provider_ref = COALESCE($6, provider_ref),
@@ -117,37 +171,56 @@ impl Store {
              WHERE id = $1 AND status_rank < $3 AND status NOT IN ", terminal_sql!(), "
              RETURNING ", delivery_columns!()
         );
-        let applied = on_db!(self.db(), pool => {
+        let results = on_db!(self.db(), pool => {
             let mut tx = pool.begin().await?;
-            let moved: Option<DeliveryRow> = sqlx::query_as(apply)
-                .bind(id).bind(status.as_str()).bind(status.rank()).bind(now)
-                .bind(&update.connector).bind(&update.provider_ref).bind(&update.reason)
-                .fetch_optional(&mut *tx).await?;
-            let organization_id: Option<String> = match &moved {
-                Some(row) => Some(row.organization_id.clone()),
-                None => sqlx::query_as::<_, (String,)>("SELECT organization_id FROM deliveries WHERE id = $1")
-                    .bind(id).fetch_optional(&mut *tx).await?.map(|(org,)| org),
-            };
-            let Some(organization_id) = organization_id else {
-                tx.rollback().await?;
-                return Err(StoreError::NotFound);
-            };
-            let detail = match (&update.detail, &update.reason) {
-                (Some(d), _) => Some(d.clone()),
-                (None, r) => r.clone(),
-            };
-            sqlx::query(
-                "INSERT INTO delivery_events (organization_id, delivery_id, status, applied, source, detail, created_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            )
-            .bind(&organization_id).bind(id).bind(status.as_str()).bind(moved.is_some())
-            .bind(&update.source).bind(&detail).bind(now)
-            .execute(&mut *tx).await?;
-            if let Some(row) = &moved {
-                let payload = status_payload(row, status);
-                sqlx::query(INSERT_EVENT)
-                    .bind(&organization_id).bind("delivery.status").bind(id).bind(&payload).bind(now)
-                    .execute(&mut *tx).await?;
+            let mut history = Vec::with_capacity(updates.len());
+            let mut moved_rows: Vec<(DeliveryRow, &DeliveryUpdate)> = Vec::new();
+            let mut results = Vec::with_capacity(updates.len());
+            for (id, update) in updates {
+                let status = update.status;
+                let moved: Option<DeliveryRow> = sqlx::query_as(apply)
+                    .bind(id).bind(status.as_str()).bind(status.rank()).bind(now)
+                    .bind(&update.connector).bind(&update.provider_ref).bind(&update.reason)
+                    .fetch_optional(&mut *tx).await?;
+                let organization_id = match &moved {
+                    Some(row) => Some(row.organization_id.clone()),
+                    None => sqlx::query_as::<_, (String,)>("SELECT organization_id FROM deliveries WHERE id = $1")
+                        .bind(id).fetch_optional(&mut *tx).await?.map(|(org,)| org),
+                };
+                let Some(organization_id) = organization_id else {
+                    if updates.len() == 1 {
+                        tx.rollback().await?;
+                        return Err(StoreError::NotFound);
+                    }
+                    results.push(false);
+                    continue;
+                };
+                let detail = update.detail.clone().or_else(|| update.reason.clone());
+                history.push((organization_id, id.clone(), status, moved.is_some(), update.source.clone(), detail));
+                results.push(moved.is_some());
+                if let Some(row) = moved {
+                    moved_rows.push((row, update));
+                }
+            }
+            if !history.is_empty() {
+                let mut qb = sqlx::QueryBuilder::new(
+                    "INSERT INTO delivery_events (organization_id, delivery_id, status, applied, source, detail, created_at) ",
+                );
+                qb.push_values(history, |mut row, (org, id, status, applied, source, detail)| {
+                    row.push_bind(org).push_bind(id).push_bind(status.as_str()).push_bind(applied)
+                        .push_bind(source).push_bind(detail).push_bind(now);
+                });
+                qb.build().execute(&mut *tx).await?;
+            }
+            if !moved_rows.is_empty() {
+                let mut qb = sqlx::QueryBuilder::new("INSERT INTO events (organization_id, kind, subject_id, payload, created_at) ");
+                qb.push_values(moved_rows.iter(), |mut row, (d, update)| {
+                    row.push_bind(d.organization_id.clone()).push_bind("delivery.status").push_bind(d.id.clone())
+                        .push_bind(status_payload(d, update.status)).push_bind(now);
+                });
+                qb.build().execute(&mut *tx).await?;
+            }
+            for (row, update) in &moved_rows {
                 if let Some(entry) = &update.audit {
                     bind_audit!(entry, now).execute(&mut *tx).await?;
                 }
@@ -156,15 +229,15 @@ impl Store {
                         "INSERT INTO dead_letters (delivery_id, organization_id, channel, attempts, reason, created_at)
                          VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (delivery_id) DO NOTHING",
                     )
-                    .bind(id).bind(&organization_id).bind(&row.channel).bind(row.attempts)
+                    .bind(&row.id).bind(&row.organization_id).bind(&row.channel).bind(row.attempts)
                     .bind(update.reason.as_deref().unwrap_or("attempts exhausted")).bind(now)
                     .execute(&mut *tx).await?;
                 }
             }
             tx.commit().await?;
-            moved.is_some()
+            results
         });
-        Ok(applied)
+        Ok(results)
     }
 
     /// After a transient failure: keep the delivery in `sending` and hold it until `retry_at`.

@@ -3,8 +3,6 @@
 
 use super::{EventRow, Result, Store, on_db};
 
-pub(super) const INSERT_EVENT: &str = "INSERT INTO events (organization_id, kind, subject_id, payload, created_at) VALUES ($1, $2, $3, $4, $5)";
-
 impl Store {
     /// Events of an organization after the cursor `after_id`, oldest first.
     pub async fn events_after(

@@ -1,7 +1,6 @@
 //! Threads and messages: accepting an outbound message (message + deliveries + events, one
 //! transaction, idempotent per key) and reading message records back.
 
-use super::events::INSERT_EVENT;
 use super::{
     DeliveryEventRow, DeliveryRow, MessageRow, Result, Store, StoreError, ThreadRow, on_db,
 };
@@ -44,93 +43,133 @@ pub enum AcceptOutcome {
     KeyReused,
 }
 
+/// One message to accept, with its deliveries and optional idempotency key
+/// `(key, request_hash)`.
+#[derive(Debug, Clone)]
+pub struct AcceptItem {
+    pub message: NewMessage,
+    pub deliveries: Vec<NewDelivery>,
+    pub idempotency: Option<(String, String)>,
+}
+
 impl Store {
     /// Records a message and its deliveries durably, with their `queued` events, in one
-    /// transaction. With an idempotency key `(key, request_hash)` a repeat returns the first
-    /// message instead of creating another.
+    /// transaction. With an idempotency key a repeat returns the first message instead of
+    /// creating another.
     pub async fn accept_message(
         &self,
         message: &NewMessage,
         deliveries: &[NewDelivery],
         idempotency: Option<(&str, &str)>,
     ) -> Result<AcceptOutcome> {
-        let now = message.created_at;
-        let org = &message.organization_id;
-        let accepted = serde_json::json!({
-            "message_id": message.id, "thread_id": message.thread_id, "urgent": message.urgent,
-            "deliveries": deliveries.iter().map(|d| &d.id).collect::<Vec<_>>(),
-        })
-        .to_string();
+        let item = AcceptItem {
+            message: message.clone(),
+            deliveries: deliveries.to_vec(),
+            idempotency: idempotency.map(|(k, h)| (k.to_string(), h.to_string())),
+        };
+        let mut outcomes = self.accept_messages(std::slice::from_ref(&item)).await?;
+        outcomes.pop().ok_or(StoreError::NotFound)
+    }
+
+    /// Accepts many messages in one transaction (group commit): one multi-row statement per
+    /// table instead of one statement per row. Outcomes are in the order of `items`.
+    pub async fn accept_messages(&self, items: &[AcceptItem]) -> Result<Vec<AcceptOutcome>> {
+        let mut outcomes: Vec<Option<AcceptOutcome>> = vec![None; items.len()];
         on_db!(self.db(), pool => {
             let mut tx = pool.begin().await?;
-            if let Some((key, hash)) = idempotency {
-                let inserted = sqlx::query(
-                    "INSERT INTO idempotency_keys (organization_id, key, request_hash, message_id, created_at)
-                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (organization_id, key) DO NOTHING",
-                )
-                .bind(org).bind(key).bind(hash).bind(&message.id).bind(now)
-                .execute(&mut *tx).await?.rows_affected();
-                if inserted == 0 {
+            let keyed: Vec<usize> = (0..items.len()).filter(|&i| items[i].idempotency.is_some()).collect();
+            if !keyed.is_empty() {
+                let mut qb = sqlx::QueryBuilder::new(
+                    "INSERT INTO idempotency_keys (organization_id, key, request_hash, message_id, created_at) ",
+                );
+                qb.push_values(keyed.iter(), |mut row, &i| {
+                    let item = &items[i];
+                    let (key, hash) = item.idempotency.as_ref().map(|(k, h)| (k.as_str(), h.as_str())).unwrap_or_default();
+                    row.push_bind(item.message.organization_id.clone()).push_bind(key.to_string())
+                        .push_bind(hash.to_string()).push_bind(item.message.id.clone()).push_bind(item.message.created_at);
+                });
+                qb.push(" ON CONFLICT (organization_id, key) DO NOTHING RETURNING message_id");
+                let inserted: Vec<(String,)> = qb.build_query_as().fetch_all(&mut *tx).await?;
+                let inserted: std::collections::HashSet<String> = inserted.into_iter().map(|(id,)| id).collect();
+                for &i in &keyed {
+                    let item = &items[i];
+                    if inserted.contains(&item.message.id) {
+                        continue;
+                    }
+                    let (key, hash) = item.idempotency.as_ref().map(|(k, h)| (k.as_str(), h.as_str())).unwrap_or_default();
                     let (seen_hash, seen_id): (String, String) = sqlx::query_as(
                         "SELECT request_hash, message_id FROM idempotency_keys WHERE organization_id = $1 AND key = $2",
                     )
-                    .bind(org).bind(key).fetch_one(&mut *tx).await?;
-                    tx.rollback().await?;
-                    return Ok(if seen_hash == hash { AcceptOutcome::Replayed(seen_id) } else { AcceptOutcome::KeyReused });
+                    .bind(&item.message.organization_id).bind(key).fetch_one(&mut *tx).await?;
+                    outcomes[i] = Some(if seen_hash == hash { AcceptOutcome::Replayed(seen_id) } else { AcceptOutcome::KeyReused });
                 }
             }
-            if let Some(category) = &message.new_thread_category {
-                sqlx::query(
-                    "INSERT INTO threads (id, organization_id, patient_id, category, status, created_at, updated_at)
-                     VALUES ($1, $2, $3, $4, 'open', $5, $5)",
-                )
-                .bind(&message.thread_id).bind(org).bind(&message.patient_id).bind(category).bind(now)
-                .execute(&mut *tx).await?;
-            } else {
-                sqlx::query("UPDATE threads SET updated_at = $1 WHERE id = $2")
-                    .bind(now).bind(&message.thread_id).execute(&mut *tx).await?;
-            }
-            sqlx::query(
-                "INSERT INTO messages (id, organization_id, thread_id, patient_id, direction, content, urgent, part2, metadata, created_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-            )
-            .bind(&message.id).bind(org).bind(&message.thread_id).bind(&message.patient_id)
-            .bind(&message.direction).bind(&message.content).bind(message.urgent).bind(message.part2)
-            .bind(&message.metadata).bind(now)
-            .execute(&mut *tx).await?;
-            sqlx::query(INSERT_EVENT)
-                .bind(org).bind("message.accepted").bind(&message.id).bind(&accepted).bind(now)
-                .execute(&mut *tx).await?;
-            if message.urgent {
-                sqlx::query(INSERT_EVENT)
-                    .bind(org).bind("urgent_message_sent").bind(&message.id).bind(&accepted).bind(now)
-                    .execute(&mut *tx).await?;
-            }
-            for delivery in deliveries {
-                sqlx::query(
-                    "INSERT INTO deliveries (id, organization_id, message_id, patient_id, channel, recipient, status,
-                        status_rank, attempts, max_attempts, enqueued_at, created_at, updated_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, 'queued', 0, 0, $7, $8, $8, $8)",
-                )
-                .bind(&delivery.id).bind(org).bind(&message.id).bind(&message.patient_id)
-                .bind(&delivery.channel).bind(&delivery.recipient).bind(delivery.max_attempts).bind(now)
-                .execute(&mut *tx).await?;
-                sqlx::query(
-                    "INSERT INTO delivery_events (organization_id, delivery_id, status, applied, source, detail, created_at)
-                     VALUES ($1, $2, 'queued', TRUE, 'api', NULL, $3)",
-                )
-                .bind(org).bind(&delivery.id).bind(now)
-                .execute(&mut *tx).await?;
-                let payload = serde_json::json!({
-                    "delivery_id": delivery.id, "message_id": message.id, "channel": delivery.channel, "status": "queued",
-                }).to_string();
-                sqlx::query(INSERT_EVENT)
-                    .bind(org).bind("delivery.status").bind(&delivery.id).bind(&payload).bind(now)
-                    .execute(&mut *tx).await?;
+            let fresh: Vec<&AcceptItem> = items.iter().zip(&outcomes).filter(|(_, o)| o.is_none()).map(|(item, _)| item).collect();
+            if !fresh.is_empty() {
+                let new_threads: Vec<&NewMessage> = fresh.iter().map(|i| &i.message).filter(|m| m.new_thread_category.is_some()).collect();
+                if !new_threads.is_empty() {
+                    let mut qb = sqlx::QueryBuilder::new(
+                        "INSERT INTO threads (id, organization_id, patient_id, category, status, created_at, updated_at) ",
+                    );
+                    qb.push_values(new_threads, |mut row, m| {
+                        row.push_bind(m.thread_id.clone()).push_bind(m.organization_id.clone()).push_bind(m.patient_id.clone())
+                            .push_bind(m.new_thread_category.clone()).push_bind("open").push_bind(m.created_at).push_bind(m.created_at);
+                    });
+                    qb.build().execute(&mut *tx).await?;
+                }
+                let old_threads: Vec<&NewMessage> = fresh.iter().map(|i| &i.message).filter(|m| m.new_thread_category.is_none()).collect();
+                for m in old_threads {
+                    sqlx::query("UPDATE threads SET updated_at = $1 WHERE id = $2")
+                        .bind(m.created_at).bind(&m.thread_id).execute(&mut *tx).await?;
+                }
+                let mut qb = sqlx::QueryBuilder::new(
+                    "INSERT INTO messages (id, organization_id, thread_id, patient_id, direction, content, urgent, part2, metadata, created_at) ",
+                );
+                qb.push_values(fresh.iter().map(|i| &i.message), |mut row, m| {
+                    row.push_bind(m.id.clone()).push_bind(m.organization_id.clone()).push_bind(m.thread_id.clone())
+                        .push_bind(m.patient_id.clone()).push_bind(m.direction.clone()).push_bind(m.content.clone())
+                        .push_bind(m.urgent).push_bind(m.part2).push_bind(m.metadata.clone()).push_bind(m.created_at);
+                });
+                qb.build().execute(&mut *tx).await?;
+
+                let deliveries: Vec<(&NewMessage, &NewDelivery)> =
+                    fresh.iter().flat_map(|i| i.deliveries.iter().map(move |d| (&i.message, d))).collect();
+                if !deliveries.is_empty() {
+                    let mut qb = sqlx::QueryBuilder::new(
+                        "INSERT INTO deliveries (id, organization_id, message_id, patient_id, channel, recipient, status,
+                            status_rank, attempts, max_attempts, enqueued_at, created_at, updated_at) ",
+                    );
+                    qb.push_values(deliveries.iter(), |mut row, (m, d)| {
+                        row.push_bind(d.id.clone()).push_bind(m.organization_id.clone()).push_bind(m.id.clone())
+                            .push_bind(m.patient_id.clone()).push_bind(d.channel.clone()).push_bind(d.recipient.clone())
+                            .push_bind("queued").push_bind(0_i64).push_bind(0_i64).push_bind(d.max_attempts)
+                            .push_bind(m.created_at).push_bind(m.created_at).push_bind(m.created_at);
+                    });
+                    qb.build().execute(&mut *tx).await?;
+                    let mut qb = sqlx::QueryBuilder::new(
+                        "INSERT INTO delivery_events (organization_id, delivery_id, status, applied, source, detail, created_at) ",
+                    );
+                    qb.push_values(deliveries.iter(), |mut row, (m, d)| {
+                        row.push_bind(m.organization_id.clone()).push_bind(d.id.clone()).push_bind("queued")
+                            .push_bind(true).push_bind("api").push_bind(None::<String>).push_bind(m.created_at);
+                    });
+                    qb.build().execute(&mut *tx).await?;
+                }
+                let events = accept_events(&fresh);
+                let mut qb = sqlx::QueryBuilder::new(
+                    "INSERT INTO events (organization_id, kind, subject_id, payload, created_at) ",
+                );
+                qb.push_values(events, |mut row, (org, kind, subject, payload, at)| {
+                    row.push_bind(org).push_bind(kind).push_bind(subject).push_bind(payload).push_bind(at);
+                });
+                qb.build().execute(&mut *tx).await?;
             }
             tx.commit().await?;
         });
-        Ok(AcceptOutcome::Created)
+        Ok(outcomes
+            .into_iter()
+            .map(|o| o.unwrap_or(AcceptOutcome::Created))
+            .collect())
     }
 
     pub async fn message(&self, organization_id: &str, id: &str) -> Result<MessageRow> {
@@ -203,6 +242,49 @@ impl Store {
             .fetch_all(pool).await)?,
         )
     }
+}
+
+/// The outbox rows for accepted messages: (organization, kind, subject, payload, at).
+fn accept_events(items: &[&AcceptItem]) -> Vec<(String, &'static str, String, String, i64)> {
+    let mut events = Vec::new();
+    for item in items {
+        let m = &item.message;
+        let accepted = serde_json::json!({
+            "message_id": m.id, "thread_id": m.thread_id, "urgent": m.urgent,
+            "deliveries": item.deliveries.iter().map(|d| &d.id).collect::<Vec<_>>(),
+        })
+        .to_string();
+        events.push((
+            m.organization_id.clone(),
+            "message.accepted",
+            m.id.clone(),
+            accepted.clone(),
+            m.created_at,
+        ));
+        if m.urgent {
+            events.push((
+                m.organization_id.clone(),
+                "urgent_message_sent",
+                m.id.clone(),
+                accepted,
+                m.created_at,
+            ));
+        }
+        for d in &item.deliveries {
+            let payload = serde_json::json!({
+                "delivery_id": d.id, "message_id": m.id, "channel": d.channel, "status": "queued",
+            })
+            .to_string();
+            events.push((
+                m.organization_id.clone(),
+                "delivery.status",
+                d.id.clone(),
+                payload,
+                m.created_at,
+            ));
+        }
+    }
+    events
 }
 
 impl Store {

@@ -14,6 +14,7 @@ mod api_keys;
 mod audit;
 mod deliveries;
 mod events;
+mod group;
 mod messages;
 mod organizations;
 mod patients;
@@ -28,7 +29,8 @@ use sqlx::{PgPool, SqlitePool};
 
 pub use audit::AuditEntry;
 pub use deliveries::{Claimed, DeliveryUpdate, SweepItem};
-pub use messages::{AcceptOutcome, NewDelivery, NewMessage};
+pub use group::GroupCommit;
+pub use messages::{AcceptItem, AcceptOutcome, NewDelivery, NewMessage};
 pub use patients::{ConsentInput, ContactPointInput, PatientInput};
 pub use rows::*;
 
@@ -45,6 +47,8 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("job queue setup: {0}")]
     Queue(String),
+    #[error("the group-commit writer has stopped")]
+    Closed,
     #[error("unsupported database url (expected sqlite:// or postgres://)")]
     UnsupportedUrl,
 }

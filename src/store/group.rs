@@ -1,0 +1,173 @@
+//! Group commit for the hot paths. Concurrent callers (API requests accepting messages,
+//! workers claiming deliveries and recording outcomes) hand their write to a few flusher
+//! tasks; each flusher takes whatever has queued up (up to `MAX_BATCH`) and writes it in one
+//! transaction with multi-row statements, then answers every caller. Under light load a batch
+//! is one item and nothing waits; under heavy load round trips and commits are shared.
+//!
+//! A batch that fails is retried item by item, so one bad write fails only its own caller.
+//! Every caller still gets its answer only after its write is committed.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::sync::{Mutex, mpsc, oneshot};
+
+use super::{
+    AcceptItem, AcceptOutcome, Claimed, DeliveryUpdate, Result, Store, StoreError, now_ms,
+};
+
+const MAX_BATCH: usize = 128;
+
+type Reply<T> = oneshot::Sender<Result<T>>;
+
+/// A queue of writes of one kind and the flushers that commit them.
+struct Batcher<Req, Resp> {
+    tx: mpsc::Sender<(Req, Reply<Resp>)>,
+}
+
+impl<Req, Resp> Clone for Batcher<Req, Resp> {
+    fn clone(&self) -> Self {
+        Self {
+            tx: self.tx.clone(),
+        }
+    }
+}
+
+impl<Req, Resp> Batcher<Req, Resp>
+where
+    Req: Clone + Send + 'static,
+    Resp: Send + 'static,
+{
+    fn spawn<F, Fut>(flushers: usize, flush: F) -> Self
+    where
+        F: Fn(Vec<Req>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Vec<Resp>>> + Send,
+    {
+        let (tx, rx) = mpsc::channel::<(Req, Reply<Resp>)>(MAX_BATCH * 8);
+        let rx = Arc::new(Mutex::new(rx));
+        let flush = Arc::new(flush);
+        for _ in 0..flushers.max(1) {
+            let (rx, flush) = (rx.clone(), flush.clone());
+            tokio::spawn(async move {
+                loop {
+                    let mut batch = Vec::new();
+                    {
+                        let mut rx = rx.lock().await;
+                        let Some(first) = rx.recv().await else { return };
+                        batch.push(first);
+                        while batch.len() < MAX_BATCH {
+                            match rx.try_recv() {
+                                Ok(item) => batch.push(item),
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    let (requests, replies): (Vec<Req>, Vec<Reply<Resp>>) =
+                        batch.into_iter().unzip();
+                    let single = requests.len() == 1;
+                    match flush(requests.clone()).await {
+                        Ok(results) if results.len() == replies.len() => {
+                            for (result, reply) in results.into_iter().zip(replies) {
+                                let _ = reply.send(Ok(result));
+                            }
+                        }
+                        Ok(_) => {
+                            for reply in replies {
+                                let _ = reply.send(Err(StoreError::Closed));
+                            }
+                        }
+                        Err(e) if single => {
+                            if let Some(reply) = replies.into_iter().next() {
+                                let _ = reply.send(Err(e));
+                            }
+                        }
+                        Err(_) => {
+                            // Isolate the failing write: retry each on its own.
+                            for (request, reply) in requests.into_iter().zip(replies) {
+                                let result = flush(vec![request])
+                                    .await
+                                    .and_then(|mut v| v.pop().ok_or(StoreError::Closed));
+                                let _ = reply.send(result);
+                            }
+                        }
+                    }
+                }
+            });
+        }
+        Self { tx }
+    }
+
+    async fn call(&self, request: Req) -> Result<Resp> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send((request, reply))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
+/// The group-commit writers of one daemon. Cheap to clone.
+#[derive(Clone)]
+pub struct GroupCommit {
+    accept: Batcher<AcceptItem, AcceptOutcome>,
+    claim: Batcher<(String, i64), Option<Claimed>>,
+    update: Batcher<(String, DeliveryUpdate), bool>,
+}
+
+impl GroupCommit {
+    /// Spawns the flushers (one per kind on SQLite, whose writes serialize anyway; two on
+    /// PostgreSQL). Needs a tokio runtime.
+    pub fn start(store: &Store) -> Self {
+        let flushers = if store.is_postgres() { 2 } else { 1 };
+        let s = store.clone();
+        let accept = Batcher::spawn(flushers, move |items: Vec<AcceptItem>| {
+            let s = s.clone();
+            async move { s.accept_messages(&items).await }
+        });
+        let s = store.clone();
+        let claim = Batcher::spawn(flushers, move |requests: Vec<(String, i64)>| {
+            let s = s.clone();
+            async move {
+                let now = now_ms();
+                let lease_ms = requests.iter().map(|(_, lease)| *lease).max().unwrap_or(0);
+                let ids: Vec<String> = requests.iter().map(|(id, _)| id.clone()).collect();
+                let mut claimed = s.claim_deliveries(&ids, now, now + lease_ms).await?;
+                Ok(ids
+                    .iter()
+                    .map(|id| {
+                        claimed
+                            .iter()
+                            .position(|c| &c.delivery.id == id)
+                            .map(|i| claimed.swap_remove(i))
+                    })
+                    .collect())
+            }
+        });
+        let s = store.clone();
+        let update = Batcher::spawn(flushers, move |updates: Vec<(String, DeliveryUpdate)>| {
+            let s = s.clone();
+            async move { s.update_deliveries(&updates).await }
+        });
+        Self {
+            accept,
+            claim,
+            update,
+        }
+    }
+
+    /// [`Store::accept_messages`], grouped.
+    pub async fn accept(&self, item: AcceptItem) -> Result<AcceptOutcome> {
+        self.accept.call(item).await
+    }
+
+    /// [`Store::claim_deliveries`] for one delivery with a lease of `lease_ms`, grouped.
+    pub async fn claim(&self, delivery_id: &str, lease_ms: i64) -> Result<Option<Claimed>> {
+        self.claim.call((delivery_id.to_string(), lease_ms)).await
+    }
+
+    /// [`Store::update_deliveries`] for one report, grouped.
+    pub async fn update(&self, delivery_id: &str, update: DeliveryUpdate) -> Result<bool> {
+        self.update.call((delivery_id.to_string(), update)).await
+    }
+}
