@@ -19,7 +19,7 @@ use crate::config::{Config, ConfigError, credential_path};
 use crate::crypto::{CryptoError, Keyring};
 use crate::http::{self, AppState};
 use crate::messages::MessageService;
-use crate::queue::jobs::queue_name;
+use crate::queue::jobs::{Enqueuer, queue_name};
 use crate::queue::worker::deliver_job;
 use crate::queue::{Deliverer, JobQueue, sweeper};
 use crate::store::{GroupCommit, Store, StoreError};
@@ -64,7 +64,11 @@ impl Core {
         .await?;
         store.migrate().await?;
         let queue = JobQueue::new(&store, &config.queue);
-        let group = GroupCommit::start(&store);
+        let enqueuer = Enqueuer {
+            queue: queue.clone(),
+            store: store.clone(),
+        };
+        let group = GroupCommit::start(&store, Some(Arc::new(enqueuer)));
         Ok(Self {
             config: Arc::new(config),
             group,
@@ -79,7 +83,6 @@ impl Core {
             store: self.store.clone(),
             group: self.group.clone(),
             keyring: self.keyring.clone(),
-            queue: self.queue.clone(),
             config: self.config.clone(),
         }
     }

@@ -7,13 +7,12 @@ use std::sync::Arc;
 
 use openssl::hash::{MessageDigest, hash};
 use serde::{Deserialize, Serialize};
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::channels::CHANNELS;
 use crate::config::Config;
 use crate::crypto::{CryptoError, Keyring};
 use crate::delivery::DeliveryStatus;
-use crate::queue::JobQueue;
 use crate::store::{
     AcceptItem, AcceptOutcome, DeliveryEventRow, DeliveryRow, GroupCommit, MessageRow, NewDelivery,
     NewMessage, Store, StoreError, new_id, now_ms,
@@ -116,7 +115,6 @@ pub struct MessageService {
     pub store: Store,
     pub group: GroupCommit,
     pub keyring: Keyring,
-    pub queue: JobQueue,
     pub config: Arc<Config>,
 }
 
@@ -185,34 +183,12 @@ impl MessageService {
             AcceptOutcome::Created => {}
         }
         info!(message_id = %message_id, deliveries = item.deliveries.len(), "message accepted");
-        self.enqueue(&item.deliveries).await;
         let view = MessageView::accepted(&item.message, request, &item.deliveries);
         Ok(Accepted {
             message_id,
             replayed: false,
             view: Some(view),
         })
-    }
-
-    /// Pushes jobs. The deliveries were recorded as enqueued in the accept transaction; a
-    /// failed push clears that mark so the sweeper enqueues them within seconds, and a crash
-    /// before the push is covered by the sweeper's start-up pass. Nothing is lost either way.
-    async fn enqueue(&self, deliveries: &[NewDelivery]) {
-        let mut by_channel: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-        for delivery in deliveries {
-            by_channel
-                .entry(&delivery.channel)
-                .or_default()
-                .push(delivery.id.clone());
-        }
-        for (channel, ids) in by_channel {
-            if let Err(e) = self.queue.push(channel, &ids, None).await {
-                warn!(error = %e, channel, "enqueue failed; the sweeper will retry");
-                if let Err(e) = self.store.clear_enqueued(&ids).await {
-                    warn!(error = %e, "could not clear the enqueued mark; the sweeper will find them later");
-                }
-            }
-        }
     }
 
     async fn resolve_thread(

@@ -115,3 +115,36 @@ impl JobQueue {
         }
     }
 }
+
+/// Pushes the jobs of freshly accepted deliveries (see [`crate::store::AfterAccept`]). The
+/// deliveries were recorded as enqueued in their accept transaction; a failed push clears that
+/// mark so the sweeper enqueues them within seconds, and a crash before the push is covered by
+/// the sweeper's start-up pass. Nothing is lost either way.
+pub struct Enqueuer {
+    pub queue: JobQueue,
+    pub store: Store,
+}
+
+impl crate::store::AfterAccept for Enqueuer {
+    fn enqueue(
+        &self,
+        deliveries: Vec<(String, String)>,
+    ) -> futures::future::BoxFuture<'static, ()> {
+        let (queue, store) = (self.queue.clone(), self.store.clone());
+        Box::pin(async move {
+            let mut by_channel: std::collections::BTreeMap<String, Vec<String>> =
+                Default::default();
+            for (channel, id) in deliveries {
+                by_channel.entry(channel).or_default().push(id);
+            }
+            for (channel, ids) in by_channel {
+                if let Err(e) = queue.push(&channel, &ids, None).await {
+                    tracing::warn!(error = %e, channel, "enqueue failed; the sweeper will retry");
+                    if let Err(e) = store.clear_enqueued(&ids).await {
+                        tracing::warn!(error = %e, "could not clear the enqueued mark; the sweeper will find them later");
+                    }
+                }
+            }
+        })
+    }
+}

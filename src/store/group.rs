@@ -10,6 +10,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use futures::future::BoxFuture;
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 use super::{
@@ -107,6 +108,13 @@ where
     }
 }
 
+/// What happens right after a batch of accepted messages is committed, before their callers
+/// are answered: the queue pushes one job per delivery (one push for the whole batch).
+pub trait AfterAccept: Send + Sync + 'static {
+    /// `(channel, delivery id)` of every delivery just committed.
+    fn enqueue(&self, deliveries: Vec<(String, String)>) -> BoxFuture<'static, ()>;
+}
+
 /// The group-commit writers of one daemon. Cheap to clone.
 #[derive(Clone)]
 pub struct GroupCommit {
@@ -118,12 +126,28 @@ pub struct GroupCommit {
 impl GroupCommit {
     /// Spawns the flushers (one per kind on SQLite, whose writes serialize anyway; two on
     /// PostgreSQL). Needs a tokio runtime.
-    pub fn start(store: &Store) -> Self {
+    pub fn start(store: &Store, after_accept: Option<Arc<dyn AfterAccept>>) -> Self {
         let flushers = if store.is_postgres() { 2 } else { 1 };
         let s = store.clone();
         let accept = Batcher::spawn(flushers, move |items: Vec<AcceptItem>| {
-            let s = s.clone();
-            async move { s.accept_messages(&items).await }
+            let (s, after_accept) = (s.clone(), after_accept.clone());
+            async move {
+                let outcomes = s.accept_messages(&items).await?;
+                if let Some(hook) = after_accept {
+                    let created: Vec<(String, String)> = items
+                        .iter()
+                        .zip(&outcomes)
+                        .filter(|(_, outcome)| **outcome == AcceptOutcome::Created)
+                        .flat_map(|(item, _)| {
+                            item.deliveries
+                                .iter()
+                                .map(|d| (d.channel.clone(), d.id.clone()))
+                        })
+                        .collect();
+                    hook.enqueue(created).await;
+                }
+                Ok(outcomes)
+            }
         });
         let s = store.clone();
         let claim = Batcher::spawn(flushers, move |requests: Vec<(String, i64)>| {

@@ -29,7 +29,7 @@ use sqlx::{PgPool, SqlitePool};
 
 pub use audit::AuditEntry;
 pub use deliveries::{Claimed, DeliveryUpdate, SweepItem};
-pub use group::GroupCommit;
+pub use group::{AfterAccept, GroupCommit};
 pub use messages::{AcceptItem, AcceptOutcome, NewDelivery, NewMessage};
 pub use patients::{ConsentInput, ContactPointInput, PatientInput};
 pub use rows::*;
