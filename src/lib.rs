@@ -13,6 +13,7 @@ pub mod config;
 pub mod crypto;
 pub mod daemon;
 pub mod delivery;
+pub mod direct;
 pub mod http;
 pub mod logging;
 pub mod messages;

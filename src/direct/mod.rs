@@ -1,0 +1,28 @@
+//! Direct secure messaging (Direct Project Applicability Statement v1.3):
+//! the S/MIME core.
+//!
+//! * `policy` — the v1.3 certificate/algorithm rules, one `Violation` per failure.
+//! * `trust` — trust anchors, CRLs and path validation at an injected time.
+//! * `smime` — `seal` (wrap, sign, encrypt) and `open` (decrypt, verify, unwrap;
+//!   implemented in `open.rs`).
+//! * `mdn` — MDN/DSN parsing into `Notification`s and building processed MDNs.
+//! * `cms`, `mime`, `ffi` — private helpers; `ffi` holds all `unsafe`.
+//!
+//! Not here: certificate discovery (DNS CERT/LDAP), SMTP/IMAP transport,
+//! persistence, and message-tracking state.
+
+mod cms;
+mod ffi;
+pub mod mdn;
+mod mime;
+mod open;
+pub mod policy;
+pub mod smime;
+pub mod trust;
+
+pub use policy::{Check, ContentCipher, KeyPurpose, Verdict, Violation};
+pub use smime::{DirectError, KeyTransport, Opened, SealCipher, SealOptions, open, seal};
+pub use trust::{TrustError, TrustStore, load_certs, load_crls};
+
+#[cfg(test)]
+mod tests;
