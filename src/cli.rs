@@ -73,6 +73,11 @@ enum Command {
         #[arg(long)]
         org: Option<String>,
     },
+    /// HL7 v2: send files over MLLP, replay archived messages.
+    Hl7 {
+        #[command(subcommand)]
+        command: Hl7Command,
+    },
     /// Measure throughput and latency (prints figures).
     Bench(crate::bench::BenchArgs),
 }
@@ -90,6 +95,28 @@ enum KeysCommand {
         /// A label for the key.
         #[arg(long, default_value = "default")]
         name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum Hl7Command {
+    /// Send HL7 files to an MLLP listener and print each ACK.
+    Send {
+        files: Vec<PathBuf>,
+        /// HOST:PORT of the listener.
+        #[arg(long)]
+        to: String,
+        /// Seconds to wait for each ACK.
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+    },
+    /// Apply archived messages again (after a fix): one by archive id, or every failed one.
+    Reprocess {
+        /// Archive id (hl7_...).
+        id: Option<String>,
+        /// Every message archived as `error` (AE) or `received` (interrupted).
+        #[arg(long)]
+        failed: bool,
     },
 }
 
@@ -126,6 +153,12 @@ pub fn main() -> ExitCode {
 async fn dispatch(cli: Cli) -> Result<()> {
     if let Command::Bench(args) = cli.command {
         return crate::bench::run(args).await;
+    }
+    if let Command::Hl7 {
+        command: Hl7Command::Send { files, to, timeout },
+    } = &cli.command
+    {
+        return hl7_send(files, to, *timeout).await;
     }
     let config = Config::load(cli.config.as_deref())?;
     crate::logging::init(&config.log);
@@ -291,7 +324,33 @@ async fn dispatch(cli: Cli) -> Result<()> {
                 }
             }
         }
-        Command::Bench(_) => unreachable!("handled above"),
+        Command::Hl7 {
+            command: Hl7Command::Reprocess { id, failed },
+        } => {
+            let core = Core::open(config).await?;
+            let processor = crate::hl7::processor::Hl7Processor::new(
+                core.store.clone(),
+                core.keyring.clone(),
+                core.config.hl7.clone(),
+            )
+            .await?;
+            let ids: Vec<String> = match (id, failed) {
+                (Some(id), false) => vec![id],
+                (None, true) => core
+                    .store
+                    .hl7_by_status(&["error", "received"], 100_000)
+                    .await?
+                    .into_iter()
+                    .map(|row| row.id)
+                    .collect(),
+                _ => anyhow::bail!("give an archive id or --failed"),
+            };
+            for id in ids {
+                let outcome = processor.reprocess(&id).await?;
+                println!("{id}  {}", outcome.code.as_str());
+            }
+        }
+        Command::Bench(_) | Command::Hl7 { .. } => unreachable!("handled above"),
     }
     Ok(())
 }
@@ -301,4 +360,28 @@ fn not_found(error: StoreError, what: &str) -> anyhow::Error {
         StoreError::NotFound => anyhow::anyhow!("{what} not found"),
         other => other.into(),
     }
+}
+
+async fn hl7_send(files: &[PathBuf], to: &str, timeout: u64) -> Result<()> {
+    let mut messages = Vec::new();
+    for file in files {
+        let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+        messages.extend(crate::hl7::client::split_messages(
+            &String::from_utf8_lossy(&bytes),
+        ));
+    }
+    let acks = crate::hl7::client::send(to, &messages, std::time::Duration::from_secs(timeout))
+        .await
+        .with_context(|| format!("sending to {to}"))?;
+    let mut failed = 0;
+    for (code, control_id) in acks {
+        println!("{code} {control_id}");
+        if code != "AA" {
+            failed += 1;
+        }
+    }
+    if failed > 0 {
+        anyhow::bail!("{failed} message(s) not accepted");
+    }
+    Ok(())
 }

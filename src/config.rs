@@ -45,6 +45,7 @@ pub struct Config {
     pub queue: QueueConfig,
     pub log: LogConfig,
     pub outbox: OutboxConfig,
+    pub hl7: Hl7Config,
     /// Per logical channel (`sms`, `email`, `fax`, `direct`, `outbox`): which connector carries it
     /// and its retry budget. Channels not listed use [`ChannelConfig::default`] (outbox sink).
     pub channels: BTreeMap<String, ChannelConfig>,
@@ -61,6 +62,7 @@ impl Default for Config {
             queue: QueueConfig::default(),
             log: LogConfig::default(),
             outbox: OutboxConfig::default(),
+            hl7: Hl7Config::default(),
             channels: BTreeMap::new(),
         }
     }
@@ -190,6 +192,44 @@ impl Default for OutboxConfig {
     fn default() -> Self {
         Self {
             dir: PathBuf::from("outbox"),
+        }
+    }
+}
+
+/// The HL7 v2 MLLP listener.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Hl7Config {
+    /// Address to listen on, e.g. "0.0.0.0:2575". Unset: no listener.
+    pub listen: Option<SocketAddr>,
+    /// Slug of the organization the feed belongs to (created on first start).
+    pub organization: String,
+    /// IANA time zone for timestamps that carry no offset.
+    pub time_zone: String,
+    /// PID-3 assigning authority whose identifier is the patient's external id. Unset: the
+    /// first identifier of type MR, else the first identifier.
+    pub identifier_authority: Option<String>,
+    /// MSH-11 processing ids accepted (others get AR).
+    pub processing_ids: Vec<String>,
+    /// Largest frame accepted, bytes; a larger one gets AR and the connection stays usable.
+    pub max_frame_bytes: usize,
+    /// A connection silent this long is closed, seconds.
+    pub idle_timeout_secs: u64,
+    /// Connections served at once; more wait to be accepted.
+    pub max_connections: usize,
+}
+
+impl Default for Hl7Config {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            organization: "default".into(),
+            time_zone: "UTC".into(),
+            identifier_authority: None,
+            processing_ids: vec!["P".into(), "T".into(), "D".into()],
+            max_frame_bytes: 1024 * 1024,
+            idle_timeout_secs: 300,
+            max_connections: 64,
         }
     }
 }
@@ -333,6 +373,12 @@ impl Config {
                     "channels.{name}: max_attempts and concurrency must be at least 1"
                 )));
             }
+        }
+        if self.hl7.time_zone.parse::<chrono_tz::Tz>().is_err() {
+            return Err(ConfigError::Invalid(format!(
+                "hl7.time_zone {:?} is not an IANA time zone",
+                self.hl7.time_zone
+            )));
         }
         if self.queue.batch_size == 0 {
             return Err(ConfigError::Invalid(

@@ -17,6 +17,7 @@ use crate::channels::outbox::OutboxSink;
 use crate::channels::{CHANNELS, Connectors};
 use crate::config::{Config, ConfigError, credential_path};
 use crate::crypto::{CryptoError, Keyring};
+use crate::hl7::processor::Hl7Processor;
 use crate::http::{self, AppState};
 use crate::messages::MessageService;
 use crate::queue::jobs::{Enqueuer, queue_name};
@@ -135,6 +136,8 @@ fn load_keyring(config: &Config) -> Result<Keyring, DaemonError> {
 /// A running daemon: its HTTP address and a handle to stop it.
 pub struct Daemon {
     pub addr: SocketAddr,
+    /// The MLLP listener's address, when `hl7.listen` is set.
+    pub hl7_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
     handle: JoinHandle<Result<(), DaemonError>>,
 }
@@ -181,6 +184,33 @@ pub async fn start(config: Config) -> Result<Daemon, DaemonError> {
     let state = AppState::new(core.messages(), core.config.clone());
     let http = tokio::spawn(http::serve(listener, state, shutdown.clone()));
 
+    let (hl7, hl7_addr) = match core.config.hl7.listen {
+        None => (None, None),
+        Some(listen) => {
+            let processor = Hl7Processor::new(
+                core.store.clone(),
+                core.keyring.clone(),
+                core.config.hl7.clone(),
+            )
+            .await?;
+            let listener = TcpListener::bind(listen)
+                .await
+                .map_err(|source| DaemonError::Io {
+                    what: format!("binding the MLLP listener on {listen}"),
+                    source,
+                })?;
+            let addr = listener.local_addr().ok();
+            (
+                Some(tokio::spawn(crate::hl7::listener::serve(
+                    listener,
+                    processor,
+                    shutdown.clone(),
+                ))),
+                addr,
+            )
+        }
+    };
+
     let sweeper = tokio::spawn(sweeper::run(
         core.store.clone(),
         core.queue.clone(),
@@ -209,6 +239,9 @@ pub async fn start(config: Config) -> Result<Daemon, DaemonError> {
         token.cancel();
         let worker_result = workers.await;
         let _ = sweeper.await;
+        if let Some(hl7) = hl7 {
+            let _ = hl7.await;
+        }
         store.close().await;
         info!("switchboard stopped");
         match http_result {
@@ -228,6 +261,7 @@ pub async fn start(config: Config) -> Result<Daemon, DaemonError> {
     });
     Ok(Daemon {
         addr,
+        hl7_addr,
         shutdown,
         handle,
     })

@@ -14,6 +14,7 @@ pub mod crypto;
 pub mod daemon;
 pub mod delivery;
 pub mod direct;
+pub mod hl7;
 pub mod http;
 pub mod logging;
 pub mod messages;

@@ -2,6 +2,7 @@
 //! health probes and metrics. Errors are `application/problem+json` (RFC 9457) and never leak
 //! internals; request bodies are size-limited.
 
+mod appointments;
 mod auth;
 mod health;
 mod json;
@@ -57,6 +58,18 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/v1/patients/{external_id}",
             put(patients::upsert).get(patients::show),
+        )
+        .route(
+            "/v1/patients/{external_id}/appointments",
+            get(appointments::of_patient),
+        )
+        .route(
+            "/v1/appointments/{filler_id}",
+            put(appointments::upsert).get(appointments::show),
+        )
+        .route(
+            "/v1/recalls/{external_id}",
+            put(appointments::upsert_recall).get(appointments::show_recall),
         )
         .route("/v1/events", get(messages::events))
         .fallback(|| async { Problem::not_found("no such resource") })

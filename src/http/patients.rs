@@ -176,6 +176,7 @@ fn validate(external_id: String, body: PatientBody) -> Result<PatientInput, Prob
         sex: body.sex,
         language: body.language,
         time_zone: body.time_zone,
+        address: None,
         contact_points,
         consents,
     })

@@ -17,7 +17,7 @@ macro_rules! message_columns {
 macro_rules! patient_columns {
     () => {
         "id, organization_id, external_id, family_name, given_name, birth_date, sex, language, time_zone, \
-         created_at, updated_at"
+         address, created_at, updated_at"
     };
 }
 

@@ -11,10 +11,12 @@
 #[macro_use]
 mod columns;
 mod api_keys;
+mod appointments;
 mod audit;
 mod deliveries;
 mod events;
 mod group;
+mod hl7;
 mod messages;
 mod organizations;
 mod patients;
@@ -27,9 +29,11 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, SqlitePool};
 
+pub use appointments::{AppointmentInput, AppointmentRow, RecallInput, RecallRow};
 pub use audit::AuditEntry;
 pub use deliveries::{Claimed, DeliveryUpdate, SweepItem};
 pub use group::{AfterAccept, GroupCommit};
+pub use hl7::{Hl7Arrival, Hl7Row};
 pub use messages::{AcceptItem, AcceptOutcome, NewDelivery, NewMessage};
 pub use patients::{ConsentInput, ContactPointInput, PatientInput};
 pub use rows::*;

@@ -17,6 +17,8 @@ pub struct PatientInput {
     pub sex: Option<String>,
     pub language: Option<String>,
     pub time_zone: Option<String>,
+    /// JSON address.
+    pub address: Option<String>,
     /// `Some` replaces the patient's contact points; `None` keeps them.
     pub contact_points: Option<Vec<ContactPointInput>>,
     /// Appended to the consent ledger.
@@ -52,12 +54,12 @@ impl Store {
         let new_patient_id = new_id("pat");
         let upsert = concat!(
             "INSERT INTO patients (id, organization_id, external_id, family_name, given_name, birth_date,
-                sex, language, time_zone, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)
+                sex, language, time_zone, address, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $11, $10, $10)
              ON CONFLICT (organization_id, external_id) DO UPDATE SET
                 family_name = excluded.family_name, given_name = excluded.given_name,
                 birth_date = excluded.birth_date, sex = excluded.sex, language = excluded.language,
-                time_zone = excluded.time_zone, updated_at = excluded.updated_at
+                time_zone = excluded.time_zone, address = excluded.address, updated_at = excluded.updated_at
              RETURNING ", patient_columns!()
         );
         let row: PatientRow = on_db!(self.db(), pool => {
@@ -65,7 +67,7 @@ impl Store {
             let row: PatientRow = sqlx::query_as(upsert)
                 .bind(&new_patient_id).bind(organization_id).bind(&input.external_id)
                 .bind(&input.family_name).bind(&input.given_name).bind(&input.birth_date)
-                .bind(&input.sex).bind(&input.language).bind(&input.time_zone).bind(now)
+                .bind(&input.sex).bind(&input.language).bind(&input.time_zone).bind(now).bind(&input.address)
                 .fetch_one(&mut *tx).await?;
             if let Some(points) = &input.contact_points {
                 sqlx::query("DELETE FROM contact_points WHERE patient_id = $1")

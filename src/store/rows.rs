@@ -23,6 +23,8 @@ pub struct PatientRow {
     pub sex: Option<String>,
     pub language: Option<String>,
     pub time_zone: Option<String>,
+    /// JSON {line1, line2, city, state, postal_code, country}.
+    pub address: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
 }

@@ -1,0 +1,166 @@
+//! MLLP framing: `0x0B payload 0x1C 0x0D`. Several frames per connection, frames split across
+//! reads, bytes between frames skipped, a maximum frame size (an oversize frame is read to its
+//! end and reported as [`Frame::Oversize`], so the caller can answer AR and keep the
+//! connection usable), and EOF in the middle of a frame reported as [`Frame::Truncated`].
+
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+pub const START: u8 = 0x0B;
+pub const END: [u8; 2] = [0x1C, 0x0D];
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Frame {
+    Message(Vec<u8>),
+    /// A frame over the limit; its first bytes are kept so the header can still be read.
+    Oversize {
+        head: Vec<u8>,
+        size: usize,
+    },
+    /// The peer closed mid-frame; what had arrived.
+    Truncated(Vec<u8>),
+}
+
+/// Wraps a payload in MLLP framing.
+pub fn encode_frame(payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(payload.len() + 3);
+    out.push(START);
+    out.extend_from_slice(payload);
+    out.extend_from_slice(&END);
+    out
+}
+
+pub struct FrameReader<R> {
+    reader: R,
+    buffer: Vec<u8>,
+    max_frame: usize,
+}
+
+const HEAD_KEPT: usize = 4096;
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    pub fn new(reader: R, max_frame: usize) -> Self {
+        Self {
+            reader,
+            buffer: Vec::with_capacity(8192),
+            max_frame,
+        }
+    }
+
+    /// The next frame; `Ok(None)` on a clean end of stream between frames.
+    pub async fn next_frame(&mut self) -> std::io::Result<Option<Frame>> {
+        let mut in_frame = false;
+        let mut oversize: Option<(Vec<u8>, usize)> = None;
+        let mut scanned: usize = 0;
+        loop {
+            if !in_frame {
+                match self.buffer.iter().position(|&b| b == START) {
+                    Some(i) => {
+                        self.buffer.drain(..=i);
+                        in_frame = true;
+                        scanned = 0;
+                    }
+                    None => self.buffer.clear(),
+                }
+            }
+            if in_frame {
+                let from = scanned.saturating_sub(1);
+                if let Some(i) = self.buffer[from..]
+                    .windows(2)
+                    .position(|w| w == END)
+                    .map(|i| i + from)
+                {
+                    let payload: Vec<u8> = self.buffer.drain(..i + 2).take(i).collect();
+                    return Ok(Some(match oversize {
+                        Some((head, size)) => Frame::Oversize {
+                            head,
+                            size: size + payload.len(),
+                        },
+                        None if payload.len() > self.max_frame => Frame::Oversize {
+                            head: payload[..HEAD_KEPT.min(payload.len())].to_vec(),
+                            size: payload.len(),
+                        },
+                        None => Frame::Message(payload),
+                    }));
+                }
+                scanned = self.buffer.len();
+                if oversize.is_none() && self.buffer.len() > self.max_frame {
+                    oversize = Some((self.buffer[..HEAD_KEPT.min(self.buffer.len())].to_vec(), 0));
+                }
+                if let Some((_, size)) = &mut oversize {
+                    // Keep only the tail that could hold the start of the end marker.
+                    let keep = usize::from(self.buffer.last() == Some(&END[0]));
+                    *size += self.buffer.len() - keep;
+                    self.buffer.drain(..self.buffer.len() - keep);
+                    scanned = self.buffer.len();
+                }
+            }
+            let mut chunk = [0u8; 16 * 1024];
+            let n = self.reader.read(&mut chunk).await?;
+            if n == 0 {
+                return Ok(match (in_frame, oversize) {
+                    (false, _) => None,
+                    (true, Some((head, _))) => Some(Frame::Truncated(head)),
+                    (true, None) => Some(Frame::Truncated(std::mem::take(&mut self.buffer))),
+                });
+            }
+            self.buffer.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn frames(input: &[u8], max: usize) -> Vec<Frame> {
+        let mut reader = FrameReader::new(input, max);
+        let mut out = Vec::new();
+        while let Some(frame) = reader.next_frame().await.expect("read") {
+            let truncated = matches!(frame, Frame::Truncated(_));
+            out.push(frame);
+            if truncated {
+                break;
+            }
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn splits_frames_skips_garbage_and_bounds_size() {
+        let mut input = b"garbage".to_vec();
+        input.extend(encode_frame(b"ONE"));
+        input.extend(encode_frame(b"TWO"));
+        input.extend(encode_frame(&[b'x'; 100]));
+        input.extend(encode_frame(b"THREE"));
+        input.extend(b"\x0bHALF");
+        let got = frames(&input, 50).await;
+        assert_eq!(got[0], Frame::Message(b"ONE".to_vec()));
+        assert_eq!(got[1], Frame::Message(b"TWO".to_vec()));
+        assert!(
+            matches!(&got[2], Frame::Oversize { size: 100, .. }),
+            "{:?}",
+            got[2]
+        );
+        assert_eq!(got[3], Frame::Message(b"THREE".to_vec()));
+        assert_eq!(got[4], Frame::Truncated(b"HALF".to_vec()));
+    }
+
+    #[tokio::test]
+    async fn frames_split_across_reads() {
+        let (mut client, server) = tokio::io::duplex(4);
+        let writer = tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            for chunk in encode_frame(b"MSH|split across many reads").chunks(3) {
+                client.write_all(chunk).await.expect("write");
+            }
+        });
+        let mut reader = FrameReader::new(server, 1024);
+        let frame = reader.next_frame().await.expect("read");
+        assert_eq!(
+            frame,
+            Some(Frame::Message(b"MSH|split across many reads".to_vec()))
+        );
+        writer.await.expect("writer");
+        assert_eq!(reader.next_frame().await.expect("eof"), None);
+    }
+}

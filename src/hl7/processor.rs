@@ -1,0 +1,461 @@
+//! One message in, one ACK out: archive the raw bytes (sealed) first, then parse, map and
+//! apply, then record the outcome with the ACK — and only then answer. A redelivered MSH-10
+//! gets the archived ACK and no second effect. `reprocess` replays an archived message after
+//! a fix.
+
+use std::sync::Arc;
+
+use chrono_tz::Tz;
+use tracing::{info, warn};
+
+use super::ack::{AckCode, AckError, build_ack};
+use super::mapping::{AppointmentRecord, Hl7Event, MappingError, PatientRecord, map_message};
+use super::message::{Message, ParseError};
+use crate::config::Hl7Config;
+use crate::crypto::Keyring;
+use crate::store::{
+    AppointmentInput, ContactPointInput, Hl7Arrival, PatientInput, Store, StoreError, new_id,
+};
+
+pub struct Hl7Processor {
+    pub store: Store,
+    pub keyring: Keyring,
+    pub organization_id: String,
+    pub config: Hl7Config,
+    zone: Tz,
+}
+
+/// What happened to a message (for tests, logs and the CLI).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub archive_id: String,
+    pub code: AckCode,
+    pub ack: String,
+    /// A redelivery answered from the archive.
+    pub replayed: bool,
+}
+
+impl Hl7Processor {
+    pub async fn new(
+        store: Store,
+        keyring: Keyring,
+        config: Hl7Config,
+    ) -> Result<Arc<Self>, StoreError> {
+        let org = store
+            .ensure_organization(&config.organization, &config.organization)
+            .await?;
+        let zone = config.time_zone.parse().unwrap_or(Tz::UTC);
+        Ok(Arc::new(Self {
+            store,
+            keyring,
+            organization_id: org.id,
+            config,
+            zone,
+        }))
+    }
+
+    /// Handles one frame's payload. `Err` only when even the archive cannot be written (then
+    /// no ACK is sent and the sender will retry).
+    pub async fn handle(&self, raw: &[u8]) -> Result<Outcome, StoreError> {
+        let message = match Message::parse(raw) {
+            Ok(message) => message,
+            Err(e) => return self.reject_unparsable(raw, &e.to_string()).await,
+        };
+        let id = new_id("hl7");
+        let sealed = self
+            .keyring
+            .seal(raw, &id)
+            .map_err(|e| StoreError::Queue(e.to_string()))?;
+        let header = &message.header;
+        let arrival = Hl7Arrival {
+            id,
+            organization_id: self.organization_id.clone(),
+            control_id: Some(header.control_id.clone()).filter(|c| !c.is_empty()),
+            sending_application: header.sending_application.clone(),
+            sending_facility: header.sending_facility.clone(),
+            message_type: Some(format!("{}^{}", header.message_type, header.trigger)),
+            version: Some(header.version.clone()),
+            content_hash: openssl::hash::hash(openssl::hash::MessageDigest::sha256(), raw)
+                .map(hex::encode)
+                .unwrap_or_default(),
+            raw: sealed,
+        };
+        let (row, new) = self.store.archive_hl7(&arrival).await?;
+        if let Some(ack) = row.ack.clone().filter(|_| !new && row.status != "received") {
+            info!(archive_id = %row.id, "redelivered message: answered from the archive");
+            return Ok(Outcome {
+                archive_id: row.id,
+                code: ack_code_of(&ack),
+                ack,
+                replayed: true,
+            });
+        }
+        self.process(&row.id, &message).await
+    }
+
+    /// Applies an archived message again (after a fix), whatever its status.
+    pub async fn reprocess(&self, archive_id: &str) -> Result<Outcome, StoreError> {
+        let row = self.store.hl7_message(archive_id).await?;
+        let raw = self
+            .keyring
+            .open(&row.raw, &row.id)
+            .map_err(|e| StoreError::Queue(format!("archived message cannot be opened: {e}")))?;
+        match Message::parse(&raw) {
+            Ok(message) => self.process(&row.id, &message).await,
+            Err(e) => {
+                let ack = build_ack(
+                    None,
+                    AckCode::Reject,
+                    &row.id,
+                    &timestamp(),
+                    Some(&parse_error(&e)),
+                );
+                self.store
+                    .finish_hl7(&row.id, "rejected", Some(&e.to_string()), &ack)
+                    .await?;
+                Ok(Outcome {
+                    archive_id: row.id,
+                    code: AckCode::Reject,
+                    ack,
+                    replayed: false,
+                })
+            }
+        }
+    }
+
+    async fn process(&self, archive_id: &str, message: &Message) -> Result<Outcome, StoreError> {
+        let header = &message.header;
+        let verdict: Result<(), (AckCode, AckError)> = match message.validate_header() {
+            Err(e) => Err((AckCode::Reject, parse_error(&e))),
+            Ok(())
+                if !self
+                    .config
+                    .processing_ids
+                    .iter()
+                    .any(|p| p == &header.processing_id) =>
+            {
+                Err((
+                    AckCode::Reject,
+                    AckError {
+                        segment: "MSH".into(),
+                        field: 11,
+                        code: 202,
+                        text: format!(
+                            "processing id {:?} is not accepted here",
+                            header.processing_id
+                        ),
+                    },
+                ))
+            }
+            Ok(()) => match map_message(message, self.zone) {
+                Err(MappingError::Unsupported(kind)) => Err((
+                    AckCode::Reject,
+                    AckError {
+                        segment: "MSH".into(),
+                        field: 9,
+                        code: 200,
+                        text: format!("message type {kind} is not supported"),
+                    },
+                )),
+                Err(MappingError::BadContent {
+                    segment,
+                    field,
+                    reason,
+                }) => Err((
+                    AckCode::Error,
+                    AckError {
+                        segment,
+                        field,
+                        code: if reason.contains("timestamp") || reason.contains("not a") {
+                            102
+                        } else {
+                            101
+                        },
+                        text: reason,
+                    },
+                )),
+                Ok(event) => self.apply(event).await.map_err(|e| {
+                    warn!(archive_id, error = %e, "applying an HL7 message failed");
+                    (
+                        AckCode::Error,
+                        AckError {
+                            segment: "MSH".into(),
+                            field: 10,
+                            code: 207,
+                            text: "the message could not be stored; it is kept for reprocessing"
+                                .into(),
+                        },
+                    )
+                }),
+            },
+        };
+        let (code, status, error) = match &verdict {
+            Ok(()) => (AckCode::Accept, "applied", None),
+            Err((AckCode::Reject, e)) => (AckCode::Reject, "rejected", Some(e)),
+            Err((_, e)) => (AckCode::Error, "error", Some(e)),
+        };
+        let ack = build_ack(Some(header), code, archive_id, &timestamp(), error);
+        let detail = error.map(|e| format!("{}-{}: {}", e.segment, e.field, e.text));
+        self.store
+            .finish_hl7(archive_id, status, detail.as_deref(), &ack)
+            .await?;
+        info!(archive_id, message_type = %format!("{}^{}", header.message_type, header.trigger), ack = code.as_str(), "HL7 message processed");
+        Ok(Outcome {
+            archive_id: archive_id.to_string(),
+            code,
+            ack,
+            replayed: false,
+        })
+    }
+
+    /// An oversize frame: its first bytes are archived as rejected; the AR echoes MSH-10 when
+    /// the header could be read.
+    pub async fn reject_oversize(&self, head: &[u8], reason: &str) -> Result<String, StoreError> {
+        let header = head
+            .split(|&b| b == b'\r' || b == b'\n')
+            .next()
+            .and_then(|line| Message::parse(line).ok())
+            .map(|m| m.header);
+        let error = AckError {
+            segment: "MSH".into(),
+            field: 1,
+            code: 207,
+            text: reason.to_string(),
+        };
+        let ack = build_ack(
+            header.as_ref(),
+            AckCode::Reject,
+            &new_id("hl7"),
+            &timestamp(),
+            Some(&error),
+        );
+        let keyring = self.keyring.clone();
+        let id = self
+            .store
+            .archive_unparsable(
+                &self.organization_id,
+                |id| keyring.seal(head, id).unwrap_or_default(),
+                reason,
+                &ack,
+            )
+            .await?;
+        warn!(archive_id = %id, "oversize HL7 frame rejected");
+        Ok(ack)
+    }
+
+    /// What arrived before a peer disconnected mid-frame: archived as rejected, no ACK.
+    pub async fn archive_truncated(&self, partial: &[u8]) -> Result<String, StoreError> {
+        let keyring = self.keyring.clone();
+        self.store
+            .archive_unparsable(
+                &self.organization_id,
+                |id| keyring.seal(partial, id).unwrap_or_default(),
+                "connection closed in the middle of a frame",
+                "",
+            )
+            .await
+    }
+
+    async fn reject_unparsable(&self, raw: &[u8], reason: &str) -> Result<Outcome, StoreError> {
+        let error = AckError {
+            segment: "MSH".into(),
+            field: 1,
+            code: 100,
+            text: reason.to_string(),
+        };
+        let ack_id = new_id("hl7");
+        let ack = build_ack(None, AckCode::Reject, &ack_id, &timestamp(), Some(&error));
+        let keyring = self.keyring.clone();
+        let id = self
+            .store
+            .archive_unparsable(
+                &self.organization_id,
+                |id| keyring.seal(raw, id).unwrap_or_default(),
+                reason,
+                &ack,
+            )
+            .await?;
+        warn!(archive_id = %id, "unparsable HL7 input rejected and archived");
+        Ok(Outcome {
+            archive_id: id,
+            code: AckCode::Reject,
+            ack,
+            replayed: false,
+        })
+    }
+
+    /// Writes an event's effects (idempotent: applying twice leaves the same state).
+    async fn apply(&self, event: Hl7Event) -> Result<(), StoreError> {
+        match event {
+            Hl7Event::PatientUpsert(patient) => {
+                self.upsert_patient(&patient).await?;
+            }
+            Hl7Event::PatientMerge { surviving, prior } => {
+                let surviving_id = self.upsert_patient(&surviving).await?;
+                let mut old = Vec::new();
+                for identifier in prior {
+                    let found = match self
+                        .store
+                        .patient_id_by_identifier(
+                            &self.organization_id,
+                            &identifier.authority,
+                            &identifier.id,
+                        )
+                        .await?
+                    {
+                        Some(id) => Some(id),
+                        None => self
+                            .store
+                            .patient_by_external_id(&self.organization_id, &identifier.id)
+                            .await
+                            .ok()
+                            .map(|p| p.id),
+                    };
+                    old.extend(found);
+                }
+                self.store.merge_patients(&surviving_id, &old).await?;
+            }
+            Hl7Event::Appointment {
+                trigger,
+                patient,
+                appointment,
+            } => {
+                let patient_id = self.upsert_patient(&patient).await?;
+                let input = appointment_input(&appointment, "hl7");
+                self.store
+                    .upsert_appointment(&self.organization_id, &patient_id, &input, &trigger)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Upserts the patient keyed by the configured identifier; returns its id.
+    async fn upsert_patient(&self, record: &PatientRecord) -> Result<String, StoreError> {
+        let key = match &self.config.identifier_authority {
+            Some(authority) => record
+                .identifiers
+                .iter()
+                .find(|i| &i.authority == authority),
+            None => None,
+        }
+        .or_else(|| {
+            record
+                .identifiers
+                .iter()
+                .find(|i| i.id_type.as_deref() == Some("MR"))
+        })
+        .or_else(|| record.identifiers.first());
+        let Some(key) = key else {
+            return Err(StoreError::Conflict("patient without identifier".into()));
+        };
+        // A merged-away patient's identifier resolves to the survivor.
+        let existing = self
+            .store
+            .patient_id_by_identifier(&self.organization_id, &key.authority, &key.id)
+            .await?;
+        let external_id = match existing {
+            Some(id) => match self.store.merged_into(&id).await? {
+                Some(survivor) => {
+                    self.store
+                        .patient(&self.organization_id, &survivor)
+                        .await?
+                        .external_id
+                }
+                None => {
+                    self.store
+                        .patient(&self.organization_id, &id)
+                        .await?
+                        .external_id
+                }
+            },
+            None => key.id.clone(),
+        };
+        let input = PatientInput {
+            external_id,
+            family_name: record.family_name.clone(),
+            given_name: record.given_name.clone(),
+            birth_date: record.birth_date.map(|d| d.to_string()),
+            sex: record.sex.clone(),
+            language: record.language.clone(),
+            time_zone: None,
+            address: record
+                .address
+                .as_ref()
+                .and_then(|a| serde_json::to_string(a).ok()),
+            contact_points: Some(
+                record
+                    .contact_points
+                    .iter()
+                    .map(|c| ContactPointInput {
+                        system: c.system.clone(),
+                        value: c.value.clone(),
+                        use_code: c.use_code.clone(),
+                        rank: c.rank,
+                    })
+                    .collect(),
+            ),
+            consents: Vec::new(),
+        };
+        let (row, _) = self
+            .store
+            .upsert_patient(&self.organization_id, &input)
+            .await?;
+        let ids: Vec<_> = record
+            .identifiers
+            .iter()
+            .map(|i| (i.id.clone(), i.authority.clone(), i.id_type.clone()))
+            .collect();
+        self.store
+            .add_identifiers(&self.organization_id, &row.id, &ids)
+            .await?;
+        Ok(row.id)
+    }
+}
+
+/// The store's form of a mapped appointment.
+pub fn appointment_input(a: &AppointmentRecord, source: &str) -> AppointmentInput {
+    AppointmentInput {
+        filler_id: a.filler_id.clone(),
+        placer_id: a.placer_id.clone(),
+        start_at: a.start.timestamp_millis(),
+        start_offset_minutes: i64::from(a.start.offset().local_minus_utc() / 60),
+        duration_minutes: a.duration_minutes,
+        status: a.status.clone(),
+        appointment_type: a.appointment_type.clone(),
+        reason: a.reason.clone(),
+        location: a.location.clone(),
+        location_code: a.location_code.clone(),
+        provider_id: a.provider_id.clone(),
+        provider_name: a.provider_name.clone(),
+        source: source.to_string(),
+    }
+}
+
+fn parse_error(e: &ParseError) -> AckError {
+    let (field, code) = match e {
+        ParseError::BadVersion(_) => (12, 203),
+        ParseError::MissingHeader(f) => (*f, 101),
+        _ => (1, 100),
+    };
+    AckError {
+        segment: "MSH".into(),
+        field,
+        code,
+        text: e.to_string(),
+    }
+}
+
+fn ack_code_of(ack: &str) -> AckCode {
+    if ack.contains("MSA|AA") {
+        AckCode::Accept
+    } else if ack.contains("MSA|AE") {
+        AckCode::Error
+    } else {
+        AckCode::Reject
+    }
+}
+
+fn timestamp() -> String {
+    chrono::Utc::now().format("%Y%m%d%H%M%S+0000").to_string()
+}

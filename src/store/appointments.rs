@@ -1,0 +1,237 @@
+//! Appointments and recalls (fed by HL7 SIU or the API), patient identifiers from PID-3, and
+//! patient merges (ADT^A40).
+
+use serde::Serialize;
+
+use super::{Result, Store, StoreError, new_id, now_ms, on_db};
+
+/// An appointment as fed by HL7 or the API.
+#[derive(Debug, Clone)]
+pub struct AppointmentInput {
+    pub filler_id: String,
+    pub placer_id: Option<String>,
+    pub start_at: i64,
+    pub start_offset_minutes: i64,
+    pub duration_minutes: Option<i64>,
+    pub status: String,
+    pub appointment_type: Option<String>,
+    pub reason: Option<String>,
+    pub location: Option<String>,
+    pub location_code: Option<String>,
+    pub provider_id: Option<String>,
+    pub provider_name: Option<String>,
+    pub source: String,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow, Serialize)]
+pub struct AppointmentRow {
+    pub id: String,
+    pub organization_id: String,
+    pub patient_id: String,
+    pub filler_id: String,
+    pub placer_id: Option<String>,
+    pub start_at: i64,
+    pub start_offset_minutes: i64,
+    pub duration_minutes: Option<i64>,
+    pub status: String,
+    pub appointment_type: Option<String>,
+    pub reason: Option<String>,
+    pub location: Option<String>,
+    pub location_code: Option<String>,
+    pub provider_id: Option<String>,
+    pub provider_name: Option<String>,
+    pub source: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow, Serialize)]
+pub struct RecallRow {
+    pub id: String,
+    pub patient_id: String,
+    pub external_id: String,
+    pub recall_type: String,
+    pub due_date: String,
+    pub provider: Option<String>,
+    pub location: Option<String>,
+    pub status: String,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct RecallInput {
+    pub external_id: String,
+    pub recall_type: String,
+    pub due_date: String,
+    pub provider: Option<String>,
+    pub location: Option<String>,
+    pub status: String,
+}
+
+macro_rules! appointment_columns {
+    () => {
+        "id, organization_id, patient_id, filler_id, placer_id, start_at, start_offset_minutes, duration_minutes, \
+         status, appointment_type, reason, location, location_code, provider_id, provider_name, source, created_at, updated_at"
+    };
+}
+
+impl Store {
+    /// Records identifiers (PID-3) for a patient; an identifier already known stays with its
+    /// patient.
+    pub async fn add_identifiers(
+        &self,
+        organization_id: &str,
+        patient_id: &str,
+        ids: &[(String, String, Option<String>)],
+    ) -> Result<()> {
+        for (id, authority, id_type) in ids {
+            on_db!(self.db(), pool => sqlx::query(
+                "INSERT INTO patient_identifiers (organization_id, patient_id, identifier, assigning_authority, identifier_type)
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+            )
+            .bind(organization_id).bind(patient_id).bind(id).bind(authority).bind(id_type)
+            .execute(pool).await.map(|_| ()))?;
+        }
+        Ok(())
+    }
+
+    /// The patient holding an identifier (any authority when `authority` is empty).
+    pub async fn patient_id_by_identifier(
+        &self,
+        organization_id: &str,
+        authority: &str,
+        id: &str,
+    ) -> Result<Option<String>> {
+        let row: Option<(String,)> = on_db!(self.db(), pool => sqlx::query_as(
+            "SELECT patient_id FROM patient_identifiers
+             WHERE organization_id = $1 AND identifier = $2 AND ($3 = '' OR assigning_authority = $3)
+             ORDER BY assigning_authority LIMIT 1",
+        )
+        .bind(organization_id).bind(id).bind(authority)
+        .fetch_optional(pool).await)?;
+        Ok(row.map(|(p,)| p))
+    }
+
+    /// Creates or updates an appointment keyed by its filler id; appends an
+    /// `appointment.changed` event. Returns the row and whether it was new.
+    pub async fn upsert_appointment(
+        &self,
+        organization_id: &str,
+        patient_id: &str,
+        a: &AppointmentInput,
+        trigger: &str,
+    ) -> Result<(AppointmentRow, bool)> {
+        let now = now_ms();
+        let new = new_id("apt");
+        let sql = concat!(
+            "INSERT INTO appointments (id, organization_id, patient_id, filler_id, placer_id, start_at, start_offset_minutes,
+                duration_minutes, status, appointment_type, reason, location, location_code, provider_id, provider_name,
+                source, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $17)
+             ON CONFLICT (organization_id, filler_id) DO UPDATE SET
+                patient_id = excluded.patient_id, placer_id = excluded.placer_id, start_at = excluded.start_at,
+                start_offset_minutes = excluded.start_offset_minutes, duration_minutes = excluded.duration_minutes,
+                status = excluded.status, appointment_type = excluded.appointment_type, reason = excluded.reason,
+                location = excluded.location, location_code = excluded.location_code, provider_id = excluded.provider_id,
+                provider_name = excluded.provider_name, source = excluded.source, updated_at = excluded.updated_at
+             RETURNING ", appointment_columns!()
+        );
+        let row: AppointmentRow = on_db!(self.db(), pool => {
+            let mut tx = pool.begin().await?;
+            let row: AppointmentRow = sqlx::query_as(sql)
+                .bind(&new).bind(organization_id).bind(patient_id).bind(&a.filler_id).bind(&a.placer_id)
+                .bind(a.start_at).bind(a.start_offset_minutes).bind(a.duration_minutes).bind(&a.status)
+                .bind(&a.appointment_type).bind(&a.reason).bind(&a.location).bind(&a.location_code)
+                .bind(&a.provider_id).bind(&a.provider_name).bind(&a.source).bind(now)
+                .fetch_one(&mut *tx).await?;
+            let payload = serde_json::json!({
+                "appointment_id": row.id, "filler_id": row.filler_id, "status": row.status,
+                "start_at": row.start_at, "trigger": trigger,
+            }).to_string();
+            sqlx::query("INSERT INTO events (organization_id, kind, subject_id, payload, created_at) VALUES ($1, $2, $3, $4, $5)")
+                .bind(organization_id).bind("appointment.changed").bind(&row.id).bind(payload).bind(now)
+                .execute(&mut *tx).await?;
+            tx.commit().await?;
+            row
+        });
+        let created = row.id == new;
+        Ok((row, created))
+    }
+
+    pub async fn appointment_by_filler(
+        &self,
+        organization_id: &str,
+        filler_id: &str,
+    ) -> Result<AppointmentRow> {
+        on_db!(self.db(), pool => sqlx::query_as(concat!(
+            "SELECT ", appointment_columns!(), " FROM appointments WHERE organization_id = $1 AND filler_id = $2"
+        ))
+        .bind(organization_id).bind(filler_id).fetch_optional(pool).await)?
+        .ok_or(StoreError::NotFound)
+    }
+
+    pub async fn appointments_of(&self, patient_id: &str) -> Result<Vec<AppointmentRow>> {
+        Ok(on_db!(self.db(), pool => sqlx::query_as(concat!(
+            "SELECT ", appointment_columns!(), " FROM appointments WHERE patient_id = $1 ORDER BY start_at, id"
+        ))
+        .bind(patient_id).fetch_all(pool).await)?)
+    }
+
+    /// Moves everything of the prior patients onto the surviving one and marks them merged.
+    pub async fn merge_patients(&self, surviving: &str, prior: &[String]) -> Result<()> {
+        on_db!(self.db(), pool => {
+            let mut tx = pool.begin().await?;
+            for old in prior.iter().filter(|p| p.as_str() != surviving) {
+                for table in ["threads", "appointments", "consents", "recalls", "messages", "deliveries", "patient_identifiers"] {
+                    sqlx::query(sqlx::AssertSqlSafe(format!("UPDATE {table} SET patient_id = $1 WHERE patient_id = $2")))
+                        .bind(surviving).bind(old).execute(&mut *tx).await?;
+                }
+                sqlx::query("UPDATE patients SET merged_into = $1, updated_at = $3 WHERE id = $2")
+                    .bind(surviving).bind(old).bind(now_ms()).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// Whether a patient was merged into another (its id, if so).
+    pub async fn merged_into(&self, patient_id: &str) -> Result<Option<String>> {
+        let row: Option<(Option<String>,)> = on_db!(self.db(), pool => sqlx::query_as(
+            "SELECT merged_into FROM patients WHERE id = $1",
+        ).bind(patient_id).fetch_optional(pool).await)?;
+        Ok(row.and_then(|(m,)| m))
+    }
+
+    pub async fn upsert_recall(
+        &self,
+        organization_id: &str,
+        patient_id: &str,
+        r: &RecallInput,
+    ) -> Result<(RecallRow, bool)> {
+        let now = now_ms();
+        let new = new_id("rcl");
+        let row: RecallRow = on_db!(self.db(), pool => sqlx::query_as(
+            "INSERT INTO recalls (id, organization_id, patient_id, external_id, recall_type, due_date, provider, location,
+                status, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)
+             ON CONFLICT (organization_id, external_id) DO UPDATE SET patient_id = excluded.patient_id,
+                recall_type = excluded.recall_type, due_date = excluded.due_date, provider = excluded.provider,
+                location = excluded.location, status = excluded.status, updated_at = excluded.updated_at
+             RETURNING id, patient_id, external_id, recall_type, due_date, provider, location, status, updated_at",
+        )
+        .bind(&new).bind(organization_id).bind(patient_id).bind(&r.external_id).bind(&r.recall_type)
+        .bind(&r.due_date).bind(&r.provider).bind(&r.location).bind(&r.status).bind(now)
+        .fetch_one(pool).await)?;
+        let created = row.id == new;
+        Ok((row, created))
+    }
+
+    pub async fn recall(&self, organization_id: &str, external_id: &str) -> Result<RecallRow> {
+        on_db!(self.db(), pool => sqlx::query_as(
+            "SELECT id, patient_id, external_id, recall_type, due_date, provider, location, status, updated_at
+             FROM recalls WHERE organization_id = $1 AND external_id = $2",
+        )
+        .bind(organization_id).bind(external_id).fetch_optional(pool).await)?
+        .ok_or(StoreError::NotFound)
+    }
+}

@@ -1,0 +1,128 @@
+//! The HL7 archive: every message as received (sealed), with its outcome and ACK, keyed by
+//! (organization, sending application, sending facility, MSH-10, content hash), so a
+//! redelivery (same control id, same bytes) is answered with the same ACK and has no second
+//! effect, while a different message that reuses a control id (engines do, after a reset) is
+//! still processed rather than silently dropped.
+
+use super::{Result, Store, new_id, now_ms, on_db};
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Hl7Row {
+    pub id: String,
+    pub organization_id: String,
+    pub control_id: Option<String>,
+    pub message_type: Option<String>,
+    pub raw: Vec<u8>,
+    pub status: String,
+    pub error: Option<String>,
+    pub ack: Option<String>,
+    pub attempts: i64,
+    pub received_at: i64,
+}
+
+/// The identity and header of a message to archive.
+#[derive(Debug, Clone)]
+pub struct Hl7Arrival {
+    pub id: String,
+    pub organization_id: String,
+    pub control_id: Option<String>,
+    pub sending_application: String,
+    pub sending_facility: String,
+    pub message_type: Option<String>,
+    pub version: Option<String>,
+    /// Hex SHA-256 of the raw bytes.
+    pub content_hash: String,
+    /// Sealed with the archive row id as context.
+    pub raw: Vec<u8>,
+}
+
+const COLUMNS: &str =
+    "id, organization_id, control_id, message_type, raw, status, error, ack, attempts, received_at";
+
+impl Store {
+    /// Archives a message as `received`, or returns the row already archived under the same
+    /// control id (a redelivery).
+    pub async fn archive_hl7(&self, arrival: &Hl7Arrival) -> Result<(Hl7Row, bool)> {
+        let now = now_ms();
+        let inserted = on_db!(self.db(), pool => sqlx::query(
+            "INSERT INTO hl7_messages (id, organization_id, control_id, sending_application, sending_facility,
+                message_type, version, raw, status, received_at, content_hash)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'received', $9, $10)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(&arrival.id).bind(&arrival.organization_id).bind(&arrival.control_id)
+        .bind(&arrival.sending_application).bind(&arrival.sending_facility)
+        .bind(&arrival.message_type).bind(&arrival.version).bind(&arrival.raw).bind(now).bind(&arrival.content_hash)
+        .execute(pool).await.map(|r| r.rows_affected()))?;
+        if inserted == 1 {
+            return Ok((self.hl7_message(&arrival.id).await?, true));
+        }
+        let row: Hl7Row = on_db!(self.db(), pool => sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM hl7_messages WHERE organization_id = $1 AND sending_application = $2
+               AND sending_facility = $3 AND control_id = $4 AND content_hash = $5"
+        )))
+        .bind(&arrival.organization_id).bind(&arrival.sending_application)
+        .bind(&arrival.sending_facility).bind(&arrival.control_id).bind(&arrival.content_hash)
+        .fetch_one(pool).await)?;
+        Ok((row, false))
+    }
+
+    pub async fn hl7_message(&self, id: &str) -> Result<Hl7Row> {
+        Ok(
+            on_db!(self.db(), pool => sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM hl7_messages WHERE id = $1"
+        )))
+        .bind(id).fetch_one(pool).await)?,
+        )
+    }
+
+    /// Records the outcome and the ACK sent.
+    pub async fn finish_hl7(
+        &self,
+        id: &str,
+        status: &str,
+        error: Option<&str>,
+        ack: &str,
+    ) -> Result<()> {
+        on_db!(self.db(), pool => sqlx::query(
+            "UPDATE hl7_messages SET status = $2, error = $3, ack = $4, attempts = attempts + 1, processed_at = $5
+             WHERE id = $1",
+        )
+        .bind(id).bind(status).bind(error).bind(ack).bind(now_ms())
+        .execute(pool).await.map(|_| ()))?;
+        Ok(())
+    }
+
+    /// Archived messages in a status (`error`, `rejected`, ...), oldest first.
+    pub async fn hl7_by_status(&self, statuses: &[&str], limit: i64) -> Result<Vec<Hl7Row>> {
+        let mut rows = Vec::new();
+        for status in statuses {
+            let mut some: Vec<Hl7Row> = on_db!(self.db(), pool => sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT {COLUMNS} FROM hl7_messages WHERE status = $1 ORDER BY received_at, id LIMIT $2"
+            )))
+            .bind(*status).bind(limit).fetch_all(pool).await)?;
+            rows.append(&mut some);
+        }
+        Ok(rows)
+    }
+
+    /// Archives something that is not even a message (no readable header): kept, rejected.
+    pub async fn archive_unparsable(
+        &self,
+        organization_id: &str,
+        sealed: impl FnOnce(&str) -> Vec<u8>,
+        error: &str,
+        ack: &str,
+    ) -> Result<String> {
+        let id = new_id("hl7");
+        let raw = sealed(&id);
+        let now = now_ms();
+        on_db!(self.db(), pool => sqlx::query(
+            "INSERT INTO hl7_messages (id, organization_id, raw, status, error, ack, attempts, received_at, processed_at)
+             VALUES ($1, $2, $3, 'rejected', $4, $5, 1, $6, $6)",
+        )
+        .bind(&id).bind(organization_id).bind(raw).bind(error).bind(ack).bind(now)
+        .execute(pool).await.map(|_| ()))?;
+        Ok(id)
+    }
+}
