@@ -95,7 +95,7 @@ impl Store {
         Ok(())
     }
 
-    /// The patient holding an identifier (any authority when `authority` is empty).
+    /// The patient holding an identifier issued by `authority` ("" for none given).
     pub async fn patient_id_by_identifier(
         &self,
         organization_id: &str,
@@ -104,8 +104,7 @@ impl Store {
     ) -> Result<Option<String>> {
         let row: Option<(String,)> = on_db!(self.db(), pool => sqlx::query_as(
             "SELECT patient_id FROM patient_identifiers
-             WHERE organization_id = $1 AND identifier = $2 AND ($3 = '' OR assigning_authority = $3)
-             ORDER BY assigning_authority LIMIT 1",
+             WHERE organization_id = $1 AND identifier = $2 AND assigning_authority = $3",
         )
         .bind(organization_id).bind(id).bind(authority)
         .fetch_optional(pool).await)?;
