@@ -277,29 +277,22 @@ async fn malformed_input_gets_the_right_answer(backend: Backend) {
         let mut s = TcpStream::connect(addr).expect("connect");
         s.set_read_timeout(Some(Duration::from_secs(10)))
             .expect("timeout");
-        let mut out = Vec::new();
-        out.push(exchange(&mut s, &frame(&[0xFF, 0x00, 0x13, 0x37])));
-        out.push(exchange(&mut s, &frame(b"PID|1||X")));
-        out.push(exchange(
-            &mut s,
-            &frame(b"MSH|^~\\&|A|B|C|D|2024||ADT^A04|V21|P|2.1\rPID|1||X^^^^MR"),
-        ));
-        out.push(exchange(
-            &mut s,
-            &frame(b"MSH|^~\\&|A|B|C|D|2024||ORU^R01|U1|P|2.5\rPID|1||X^^^^MR"),
-        ));
-        out.push(exchange(
-            &mut s,
-            &frame(b"MSH|^~\\&|A|B|C|D|2024||SIU^S12|NOSTART|P|2.5\rSCH||F1\rPID|1||X^^^^MR"),
-        ));
         let mut big = b"MSH|^~\\&|A|B|C|D|2024||ADT^A04|BIG|P|2.5\rNTE|1||".to_vec();
         big.extend(std::iter::repeat_n(b'x', 2 * 1024 * 1024));
-        out.push(exchange(&mut s, &frame(&big)));
-        // The same connection still works after the oversize frame.
-        out.push(exchange(
-            &mut s,
-            &frame(b"MSH|^~\\&|A|B|C|D|2024||ADT^A04|OK1|P|2.5\rPID|1||OK1^^^^MR||Ok^Pat"),
-        ));
+        let inputs: Vec<Vec<u8>> = vec![
+            vec![0xFF, 0x00, 0x13, 0x37],
+            b"PID|1||X".to_vec(),
+            b"MSH|^~\\&|A|B|C|D|2024||ADT^A04|V21|P|2.1\rPID|1||X^^^^MR".to_vec(),
+            b"MSH|^~\\&|A|B|C|D|2024||ORU^R01|U1|P|2.5\rPID|1||X^^^^MR".to_vec(),
+            b"MSH|^~\\&|A|B|C|D|2024||SIU^S12|NOSTART|P|2.5\rSCH||F1\rPID|1||X^^^^MR".to_vec(),
+            big,
+            // The same connection still works after the oversize frame.
+            b"MSH|^~\\&|A|B|C|D|2024||ADT^A04|OK1|P|2.5\rPID|1||OK1^^^^MR||Ok^Pat".to_vec(),
+        ];
+        let out: Vec<Option<String>> = inputs
+            .iter()
+            .map(|input| exchange(&mut s, &frame(input)))
+            .collect();
         // A client that disconnects in the middle of a frame.
         let mut t = TcpStream::connect(addr).expect("connect");
         t.write_all(b"\x0bMSH|^~\\&|A|B|C|D|2024||ADT^A04|CUT|P|2.5\rPID|1||CU")
