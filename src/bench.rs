@@ -33,6 +33,9 @@ pub struct BenchArgs {
     /// Which databases: sqlite, postgres, or both.
     #[arg(long, value_delimiter = ',', default_value = "sqlite,postgres")]
     pub databases: Vec<String>,
+    /// HL7 messages for the MLLP benchmark (0 skips it).
+    #[arg(long, default_value_t = 5_000)]
+    pub hl7_messages: usize,
     /// PostgreSQL server for the run (a fresh database is created on it and dropped).
     #[arg(
         long,
@@ -48,6 +51,7 @@ impl Default for BenchArgs {
             messages: 20_000,
             concurrency: 64,
             databases: vec!["sqlite".into(), "postgres".into()],
+            hl7_messages: 5_000,
             postgres_url: std::env::var("TEST_DATABASE_URL")
                 .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into()),
         }
@@ -63,7 +67,10 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     );
     for database in &args.databases {
         let scratch = Scratch::create(database, &args.postgres_url).await?;
-        let result = bench_database(&args, database, &scratch).await;
+        let mut result = bench_database(&args, database, &scratch).await;
+        if result.is_ok() && args.hl7_messages > 0 {
+            result = bench_hl7(&args, database, &scratch).await;
+        }
         scratch.drop_database().await;
         result?;
     }
@@ -374,4 +381,138 @@ impl Scratch {
             pool.close().await;
         }
     }
+}
+
+/// SIU^S12 number `i` (distinct control and filler ids).
+fn siu(i: usize) -> String {
+    format!(
+        "MSH|^~\\&|BENCH|CLINIC|SB|SB|20260101120000||SIU^S12|B{i}|P|2.5.1\r\
+         SCH||F{i}|||||ROUTINE|Checkup||||^^30^20270101{h:02}{m:02}00-0600\r\
+         PID|1||MRN{p}^^^CLINIC^MR||Patient^Bench||19800101|F|||||(217)555-{p:04}^PRN^CP\r\
+         AIL|1||ROOM1^^^Main Clinic\rAIP|1||D1^Doctor^Dana\r",
+        h = (i / 60) % 24,
+        m = i % 60,
+        p = i % 10_000,
+    )
+}
+
+/// `connections` clients share messages `offset..offset + total`; each waits for its ACK
+/// before sending the next. With `rate`, sends are paced to that many messages per second.
+async fn mllp_load(
+    addr: std::net::SocketAddr,
+    connections: usize,
+    offset: usize,
+    total: usize,
+    rate: Option<f64>,
+) -> Result<(f64, Vec<u128>)> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..connections {
+        let next = next.clone();
+        tasks.push(tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            let stream = tokio::net::TcpStream::connect(addr).await?;
+            stream.set_nodelay(true)?;
+            let (read, mut write) = stream.into_split();
+            let mut acks = crate::hl7::mllp::FrameReader::new(read, 1 << 20);
+            let mut latencies = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total {
+                    return Ok::<Vec<u128>, anyhow::Error>(latencies);
+                }
+                if let Some(rate) = rate {
+                    let due = started + Duration::from_secs_f64(i as f64 / rate);
+                    tokio::time::sleep_until(due.into()).await;
+                }
+                let sent = Instant::now();
+                write
+                    .write_all(&crate::hl7::mllp::encode_frame(siu(offset + i).as_bytes()))
+                    .await?;
+                match acks.next_frame().await? {
+                    Some(crate::hl7::mllp::Frame::Message(ack))
+                        if ack.windows(7).any(|w| w == b"MSA|AA|") => {}
+                    other => bail!("message {i} not accepted: {other:?}"),
+                }
+                latencies.push(sent.elapsed().as_micros());
+            }
+        }));
+    }
+    let mut latencies = Vec::with_capacity(total);
+    for task in tasks {
+        latencies.extend(task.await??);
+    }
+    let elapsed = started.elapsed();
+    latencies.sort_unstable();
+    Ok((total as f64 / elapsed.as_secs_f64(), latencies))
+}
+
+/// A responder that ACKs every frame at once without parsing: the ceiling of the client and
+/// loopback.
+async fn no_parse_responder() -> Result<std::net::SocketAddr> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                use tokio::io::AsyncWriteExt;
+                let (read, mut write) = stream.into_split();
+                let mut frames = crate::hl7::mllp::FrameReader::new(read, 1 << 20);
+                let ack = crate::hl7::mllp::encode_frame(
+                    b"MSH|^~\\&|SB|SB|BENCH|CLINIC|20260101||ACK^S12^ACK|1|P|2.5.1\rMSA|AA|X\r",
+                );
+                while let Ok(Some(_)) = frames.next_frame().await {
+                    if write.write_all(&ack).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    Ok(addr)
+}
+
+async fn bench_hl7(args: &BenchArgs, database: &str, scratch: &Scratch) -> Result<()> {
+    let mut config = Config::from_toml("")?;
+    config.data_dir = scratch.dir.path().join("hl7");
+    config.outbox.dir = scratch.dir.path().join("hl7-outbox");
+    config.database.url = Some(scratch.url.clone());
+    config.server.listen = "127.0.0.1:0".parse()?;
+    config.hl7.listen = Some("127.0.0.1:0".parse()?);
+    config.hl7.organization = "bench-hl7".into();
+    let daemon = daemon::start(config).await?;
+    let addr = daemon.hl7_addr.context("no MLLP listener")?;
+    let n = args.hl7_messages;
+    let (rate, latencies) = mllp_load(addr, 8, 0, n, None).await?;
+    // Paced at 500 msg/s, on messages the first run did not send (new control ids).
+    let paced_n = (n / 2).max(500);
+    let (_, paced) = mllp_load(addr, 8, n, paced_n, Some(500.0)).await?;
+    daemon.shutdown();
+    daemon.wait().await?;
+    let responder = no_parse_responder().await?;
+    let (ceiling, ceiling_latencies) = mllp_load(responder, 8, 0, n, None).await?;
+    let ms = |l: &[u128], p: f64| percentile_u(l, p) as f64 / 1000.0;
+    println!(
+        "  HL7 MLLP     : {rate:.0} msg/s over 8 connections (ACK after commit), p50 {:.1} ms, p99 {:.1} ms",
+        ms(&latencies, 0.5),
+        ms(&latencies, 0.99)
+    );
+    println!(
+        "  HL7 at 500/s : p99 ACK {:.1} ms over {paced_n} messages",
+        ms(&paced, 0.99)
+    );
+    println!(
+        "  no-parse ACK : {ceiling:.0} msg/s, p99 {:.1} ms  → daemon at {:.2}× the responder ({database})",
+        ms(&ceiling_latencies, 0.99),
+        rate / ceiling
+    );
+    Ok(())
+}
+
+fn percentile_u(sorted: &[u128], p: f64) -> u128 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    sorted[(((sorted.len() - 1) as f64) * p).round() as usize]
 }
