@@ -387,7 +387,7 @@ impl Scratch {
 fn siu(i: usize) -> String {
     format!(
         "MSH|^~\\&|BENCH|CLINIC|SB|SB|20260101120000||SIU^S12|B{i}|P|2.5.1\r\
-         SCH||F{i}|||||ROUTINE|Checkup||||^^30^20270101{h:02}{m:02}00-0600\r\
+         SCH||F{i}|||||ROUTINE|Checkup|||^^30^20270101{h:02}{m:02}00-0600\r\
          PID|1||MRN{p}^^^CLINIC^MR||Patient^Bench||19800101|F|||||(217)555-{p:04}^PRN^CP\r\
          AIL|1||ROOM1^^^Main Clinic\rAIP|1||D1^Doctor^Dana\r",
         h = (i / 60) % 24,
