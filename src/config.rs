@@ -94,7 +94,7 @@ pub struct DatabaseConfig {
     /// `sqlite://PATH` (relative paths are under `data_dir`) or `postgres://USER@HOST/DB`.
     /// Default: `sqlite://switchboard.db` under `data_dir`.
     pub url: Option<String>,
-    /// Pool size.
+    /// Pool size (PostgreSQL; SQLite always uses one connection: it has one writer).
     pub max_connections: u32,
     /// SQLite `synchronous` pragma: `full` (every commit reaches the disk before it is
     /// acknowledged) or `normal` (WAL default; survives a process crash, not a power cut).
