@@ -396,18 +396,15 @@ impl Hl7Processor {
                     .collect(),
             ),
             consents: Vec::new(),
+            identifiers: record
+                .identifiers
+                .iter()
+                .map(|i| (i.id.clone(), i.authority.clone(), i.id_type.clone()))
+                .collect(),
         };
         let (row, _) = self
             .store
             .upsert_patient(&self.organization_id, &input)
-            .await?;
-        let ids: Vec<_> = record
-            .identifiers
-            .iter()
-            .map(|i| (i.id.clone(), i.authority.clone(), i.id_type.clone()))
-            .collect();
-        self.store
-            .add_identifiers(&self.organization_id, &row.id, &ids)
             .await?;
         Ok(row.id)
     }

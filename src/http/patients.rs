@@ -177,6 +177,7 @@ fn validate(external_id: String, body: PatientBody) -> Result<PatientInput, Prob
         language: body.language,
         time_zone: body.time_zone,
         address: None,
+        identifiers: Vec::new(),
         contact_points,
         consents,
     })

@@ -76,25 +76,6 @@ macro_rules! appointment_columns {
 }
 
 impl Store {
-    /// Records identifiers (PID-3) for a patient; an identifier already known stays with its
-    /// patient.
-    pub async fn add_identifiers(
-        &self,
-        organization_id: &str,
-        patient_id: &str,
-        ids: &[(String, String, Option<String>)],
-    ) -> Result<()> {
-        for (id, authority, id_type) in ids {
-            on_db!(self.db(), pool => sqlx::query(
-                "INSERT INTO patient_identifiers (organization_id, patient_id, identifier, assigning_authority, identifier_type)
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-            )
-            .bind(organization_id).bind(patient_id).bind(id).bind(authority).bind(id_type)
-            .execute(pool).await.map(|_| ()))?;
-        }
-        Ok(())
-    }
-
     /// The patient holding an identifier issued by `authority` ("" for none given).
     pub async fn patient_id_by_identifier(
         &self,

@@ -23,6 +23,9 @@ pub struct PatientInput {
     pub contact_points: Option<Vec<ContactPointInput>>,
     /// Appended to the consent ledger.
     pub consents: Vec<ConsentInput>,
+    /// Identifiers `(id, assigning authority, type)` to record for the patient (PID-3); one
+    /// already held by a patient stays with it.
+    pub identifiers: Vec<(String, String, Option<String>)>,
 }
 
 #[derive(Debug, Clone)]
@@ -90,6 +93,14 @@ impl Store {
                 .bind(new_id("cns")).bind(organization_id).bind(&row.id).bind(&consent.channel)
                 .bind(&consent.purpose).bind(&consent.recipient).bind(&consent.status)
                 .bind(&consent.source).bind(now).bind(consent.expires_at)
+                .execute(&mut *tx).await?;
+            }
+            for (id, authority, id_type) in &input.identifiers {
+                sqlx::query(
+                    "INSERT INTO patient_identifiers (organization_id, patient_id, identifier, assigning_authority, identifier_type)
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                )
+                .bind(organization_id).bind(&row.id).bind(id).bind(authority).bind(id_type)
                 .execute(&mut *tx).await?;
             }
             tx.commit().await?;
