@@ -217,6 +217,10 @@ pub struct Hl7Config {
     pub idle_timeout_secs: u64,
     /// Connections served at once; more wait to be accepted.
     pub max_connections: usize,
+    /// MLLP over TLS: the server certificate chain (PEM file). With `tls_key`; unset: plain TCP.
+    pub tls_certificate: Option<PathBuf>,
+    /// The certificate's private key (PKCS#8 PEM), from a file or credential.
+    pub tls_key: Option<Secret>,
 }
 
 impl Default for Hl7Config {
@@ -230,6 +234,8 @@ impl Default for Hl7Config {
             max_frame_bytes: 1024 * 1024,
             idle_timeout_secs: 300,
             max_connections: 64,
+            tls_certificate: None,
+            tls_key: None,
         }
     }
 }
@@ -379,6 +385,11 @@ impl Config {
                 "hl7.time_zone {:?} is not an IANA time zone",
                 self.hl7.time_zone
             )));
+        }
+        if self.hl7.tls_certificate.is_some() != self.hl7.tls_key.is_some() {
+            return Err(ConfigError::Invalid(
+                "hl7.tls_certificate and hl7.tls_key go together".into(),
+            ));
         }
         if self.queue.batch_size == 0 {
             return Err(ConfigError::Invalid(

@@ -199,11 +199,14 @@ pub async fn start(config: Config) -> Result<Daemon, DaemonError> {
                     what: format!("binding the MLLP listener on {listen}"),
                     source,
                 })?;
+            let tls = crate::hl7::listener::tls_acceptor(&core.config.hl7)
+                .map_err(|e| DaemonError::Config(ConfigError::Invalid(e)))?;
             let addr = listener.local_addr().ok();
             (
                 Some(tokio::spawn(crate::hl7::listener::serve(
                     listener,
                     processor,
+                    tls,
                     shutdown.clone(),
                 ))),
                 addr,

@@ -402,3 +402,77 @@ async fn reprocess_after_a_fix(backend: Backend) {
     daemon.stop().await;
 }
 both_databases!(reprocess_after_a_fix, super::reprocess_after_a_fix);
+
+/// MLLP over TLS, with Python's ssl module as the independent client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mllp_over_tls() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let dir = db.dir.path();
+    let status = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+        ])
+        .args(["-addext", "subjectAltName=DNS:localhost", "-keyout"])
+        .arg(dir.join("key.pem"))
+        .arg("-out")
+        .arg(dir.join("cert.pem"))
+        .output()
+        .expect("openssl req");
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let mut config = db.config();
+    config.hl7.listen = Some("127.0.0.1:0".parse().expect("addr"));
+    config.hl7.organization = "north".into();
+    config.hl7.tls_certificate = Some(dir.join("cert.pem"));
+    config.hl7.tls_key = Some(switchboard::config::Secret {
+        file: Some(dir.join("key.pem")),
+        credential: None,
+    });
+    let mut daemon = TestDaemon::start(config).await;
+    let addr = daemon
+        .daemon
+        .as_ref()
+        .and_then(|d| d.hl7_addr)
+        .expect("listener");
+    let script = r#"
+import socket, ssl, sys
+ctx = ssl.create_default_context(cafile=sys.argv[2])
+raw = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+s = ctx.wrap_socket(raw, server_hostname="localhost")
+s.sendall(b"\x0bMSH|^~\\&|EHR|CLINIC|SB|SB|20240101||ADT^A04|TLS1|P|2.5.1\rPID|1||MRN-TLS^^^CLINIC^MR||Secure^Pat\r\x1c\r")
+ack = b""
+while not ack.endswith(b"\x1c\r"):
+    chunk = s.recv(4096)
+    if not chunk:
+        break
+    ack += chunk
+print(ack.decode().replace("\r", "\n"))
+"#;
+    let output = Command::new("python3")
+        .args(["-c", script, &addr.port().to_string()])
+        .arg(dir.join("cert.pem"))
+        .output()
+        .expect("python3");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("MSA|AA|TLS1"),
+        "{stdout} {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        daemon.get_json("/v1/patients/MRN-TLS").await["family_name"],
+        "Secure"
+    );
+    daemon.stop().await;
+}
