@@ -350,27 +350,11 @@ impl Hl7Processor {
             return Err(StoreError::Conflict("patient without identifier".into()));
         };
         // A merged-away patient's identifier resolves to the survivor.
-        let existing = self
+        let external_id = self
             .store
-            .patient_id_by_identifier(&self.organization_id, &key.authority, &key.id)
-            .await?;
-        let external_id = match existing {
-            Some(id) => match self.store.merged_into(&id).await? {
-                Some(survivor) => {
-                    self.store
-                        .patient(&self.organization_id, &survivor)
-                        .await?
-                        .external_id
-                }
-                None => {
-                    self.store
-                        .patient(&self.organization_id, &id)
-                        .await?
-                        .external_id
-                }
-            },
-            None => key.id.clone(),
-        };
+            .external_id_for_identifier(&self.organization_id, &key.authority, &key.id)
+            .await?
+            .unwrap_or_else(|| key.id.clone());
         let input = PatientInput {
             external_id,
             family_name: record.family_name.clone(),

@@ -92,6 +92,25 @@ impl Store {
         Ok(row.map(|(p,)| p))
     }
 
+    /// The external id under which the holder of an identifier is known now: the surviving
+    /// patient's when the holder was merged away.
+    pub async fn external_id_for_identifier(
+        &self,
+        organization_id: &str,
+        authority: &str,
+        id: &str,
+    ) -> Result<Option<String>> {
+        let row: Option<(String, Option<String>)> = on_db!(self.db(), pool => sqlx::query_as(
+            "SELECT p.external_id, m.external_id FROM patient_identifiers i
+             JOIN patients p ON p.id = i.patient_id
+             LEFT JOIN patients m ON m.id = p.merged_into
+             WHERE i.organization_id = $1 AND i.identifier = $2 AND i.assigning_authority = $3",
+        )
+        .bind(organization_id).bind(id).bind(authority)
+        .fetch_optional(pool).await)?;
+        Ok(row.map(|(own, survivor)| survivor.unwrap_or(own)))
+    }
+
     /// Creates or updates an appointment keyed by its filler id; appends an
     /// `appointment.changed` event. Returns the row and whether it was new.
     pub async fn upsert_appointment(
@@ -172,14 +191,6 @@ impl Store {
             tx.commit().await?;
         });
         Ok(())
-    }
-
-    /// Whether a patient was merged into another (its id, if so).
-    pub async fn merged_into(&self, patient_id: &str) -> Result<Option<String>> {
-        let row: Option<(Option<String>,)> = on_db!(self.db(), pool => sqlx::query_as(
-            "SELECT merged_into FROM patients WHERE id = $1",
-        ).bind(patient_id).fetch_optional(pool).await)?;
-        Ok(row.and_then(|(m,)| m))
     }
 
     pub async fn upsert_recall(

@@ -44,18 +44,18 @@ impl Store {
     /// control id (a redelivery).
     pub async fn archive_hl7(&self, arrival: &Hl7Arrival) -> Result<(Hl7Row, bool)> {
         let now = now_ms();
-        let inserted = on_db!(self.db(), pool => sqlx::query(
+        let inserted: Option<Hl7Row> = on_db!(self.db(), pool => sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "INSERT INTO hl7_messages (id, organization_id, control_id, sending_application, sending_facility,
                 message_type, version, raw, status, received_at, content_hash)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'received', $9, $10)
-             ON CONFLICT DO NOTHING",
-        )
+             ON CONFLICT DO NOTHING RETURNING {COLUMNS}"
+        )))
         .bind(&arrival.id).bind(&arrival.organization_id).bind(&arrival.control_id)
         .bind(&arrival.sending_application).bind(&arrival.sending_facility)
         .bind(&arrival.message_type).bind(&arrival.version).bind(&arrival.raw).bind(now).bind(&arrival.content_hash)
-        .execute(pool).await.map(|r| r.rows_affected()))?;
-        if inserted == 1 {
-            return Ok((self.hl7_message(&arrival.id).await?, true));
+        .fetch_optional(pool).await)?;
+        if let Some(row) = inserted {
+            return Ok((row, true));
         }
         let row: Hl7Row = on_db!(self.db(), pool => sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM hl7_messages WHERE organization_id = $1 AND sending_application = $2

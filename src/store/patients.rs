@@ -75,14 +75,16 @@ impl Store {
             if let Some(points) = &input.contact_points {
                 sqlx::query("DELETE FROM contact_points WHERE patient_id = $1")
                     .bind(&row.id).execute(&mut *tx).await?;
-                for point in points {
-                    sqlx::query(
-                        "INSERT INTO contact_points (id, organization_id, patient_id, system, value, use_code, rank, created_at)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-                    )
-                    .bind(new_id("cp")).bind(organization_id).bind(&row.id).bind(&point.system)
-                    .bind(&point.value).bind(&point.use_code).bind(point.rank).bind(now)
-                    .execute(&mut *tx).await?;
+                if !points.is_empty() {
+                    let mut qb = sqlx::QueryBuilder::new(
+                        "INSERT INTO contact_points (id, organization_id, patient_id, system, value, use_code, rank, created_at) ",
+                    );
+                    qb.push_values(points, |mut b, point| {
+                        b.push_bind(new_id("cp")).push_bind(organization_id.to_string()).push_bind(row.id.clone())
+                            .push_bind(point.system.clone()).push_bind(point.value.clone())
+                            .push_bind(point.use_code.clone()).push_bind(point.rank).push_bind(now);
+                    });
+                    qb.build().execute(&mut *tx).await?;
                 }
             }
             for consent in &input.consents {
@@ -95,13 +97,16 @@ impl Store {
                 .bind(&consent.source).bind(now).bind(consent.expires_at)
                 .execute(&mut *tx).await?;
             }
-            for (id, authority, id_type) in &input.identifiers {
-                sqlx::query(
-                    "INSERT INTO patient_identifiers (organization_id, patient_id, identifier, assigning_authority, identifier_type)
-                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-                )
-                .bind(organization_id).bind(&row.id).bind(id).bind(authority).bind(id_type)
-                .execute(&mut *tx).await?;
+            if !input.identifiers.is_empty() {
+                let mut qb = sqlx::QueryBuilder::new(
+                    "INSERT INTO patient_identifiers (organization_id, patient_id, identifier, assigning_authority, identifier_type) ",
+                );
+                qb.push_values(&input.identifiers, |mut b, (id, authority, id_type)| {
+                    b.push_bind(organization_id.to_string()).push_bind(row.id.clone()).push_bind(id.clone())
+                        .push_bind(authority.clone()).push_bind(id_type.clone());
+                });
+                qb.push(" ON CONFLICT DO NOTHING");
+                qb.build().execute(&mut *tx).await?;
             }
             tx.commit().await?;
             row
