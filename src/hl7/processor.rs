@@ -14,7 +14,8 @@ use super::message::{Message, ParseError};
 use crate::config::Hl7Config;
 use crate::crypto::Keyring;
 use crate::store::{
-    AppointmentInput, ContactPointInput, Hl7Arrival, PatientInput, Store, StoreError, new_id,
+    AppointmentInput, ContactPointInput, Hl7Arrival, Hl7Effects, Hl7Outcome, PatientInput, Store,
+    StoreError, new_id,
 };
 
 pub struct Hl7Processor {
@@ -80,17 +81,98 @@ impl Hl7Processor {
                 .unwrap_or_default(),
             raw: sealed,
         };
-        let (row, new) = self.store.archive_hl7(&arrival).await?;
-        if let Some(ack) = row.ack.clone().filter(|_| !new && row.status != "received") {
-            info!(archive_id = %row.id, "redelivered message: answered from the archive");
-            return Ok(Outcome {
-                archive_id: row.id,
-                code: ack_code_of(&ack),
-                ack,
-                replayed: true,
-            });
+        match self.judge(&message) {
+            // A merge touches many rows: archived first, applied, then its outcome recorded.
+            Ok(Hl7Event::PatientMerge { .. }) => {
+                let (row, new) = self.store.archive_hl7(&arrival).await?;
+                if let Some(outcome) = replayed(&row, new) {
+                    return Ok(outcome);
+                }
+                self.process(&row.id, &message).await
+            }
+            // Everything else: archive, effects and outcome in one transaction.
+            Ok(event) => {
+                let effects = self.effects(event).await?;
+                let applied = Hl7Outcome {
+                    status: "applied".into(),
+                    error: None,
+                    ack: build_ack(
+                        Some(&message.header),
+                        AckCode::Accept,
+                        &arrival.id,
+                        &timestamp(),
+                        None,
+                    ),
+                };
+                match self.store.record_hl7(&arrival, &effects, &applied).await {
+                    Ok(None) => Ok(self.done(&arrival.id, &message, AckCode::Accept, applied.ack)),
+                    Ok(Some(row)) => self.replay_or_process(row, &message).await,
+                    Err(e) => {
+                        warn!(archive_id = %arrival.id, error = %e, "applying an HL7 message failed");
+                        self.record_refusal(&arrival, &message, AckCode::Error, &storage_failure())
+                            .await
+                    }
+                }
+            }
+            Err((code, error)) => self.record_refusal(&arrival, &message, code, &error).await,
         }
-        self.process(&row.id, &message).await
+    }
+
+    /// Archives a message that is not applied (AE/AR), with its ACK, in one transaction.
+    async fn record_refusal(
+        &self,
+        arrival: &Hl7Arrival,
+        message: &Message,
+        code: AckCode,
+        error: &AckError,
+    ) -> Result<Outcome, StoreError> {
+        let outcome = Hl7Outcome {
+            status: if code == AckCode::Reject {
+                "rejected"
+            } else {
+                "error"
+            }
+            .into(),
+            error: Some(format!("{}-{}: {}", error.segment, error.field, error.text)),
+            ack: build_ack(
+                Some(&message.header),
+                code,
+                &arrival.id,
+                &timestamp(),
+                Some(error),
+            ),
+        };
+        match self
+            .store
+            .record_hl7(arrival, &Hl7Effects::default(), &outcome)
+            .await?
+        {
+            None => Ok(self.done(&arrival.id, message, code, outcome.ack)),
+            Some(row) => self.replay_or_process(row, message).await,
+        }
+    }
+
+    /// A message archived before: its archived ACK, or (interrupted mid-way) processed again.
+    async fn replay_or_process(
+        &self,
+        row: crate::store::Hl7Row,
+        message: &Message,
+    ) -> Result<Outcome, StoreError> {
+        match replayed(&row, false) {
+            Some(outcome) => Ok(outcome),
+            None => self.process(&row.id, message).await,
+        }
+    }
+
+    fn done(&self, archive_id: &str, message: &Message, code: AckCode, ack: String) -> Outcome {
+        let header = &message.header;
+        info!(archive_id, message_type = %format!("{}^{}", header.message_type, header.trigger), ack = code.as_str(), "HL7 message processed");
+        Outcome {
+            archive_id: archive_id.to_string(),
+            code,
+            ack,
+            replayed: false,
+        }
     }
 
     /// Applies an archived message again (after a fix), whatever its status.
@@ -123,71 +205,71 @@ impl Hl7Processor {
         }
     }
 
-    async fn process(&self, archive_id: &str, message: &Message) -> Result<Outcome, StoreError> {
+    /// Validates and maps a message, without writing anything.
+    fn judge(&self, message: &Message) -> Result<Hl7Event, (AckCode, AckError)> {
         let header = &message.header;
-        let verdict: Result<(), (AckCode, AckError)> = match message.validate_header() {
-            Err(e) => Err((AckCode::Reject, parse_error(&e))),
-            Ok(())
-                if !self
-                    .config
-                    .processing_ids
-                    .iter()
-                    .any(|p| p == &header.processing_id) =>
-            {
-                Err((
-                    AckCode::Reject,
-                    AckError {
-                        segment: "MSH".into(),
-                        field: 11,
-                        code: 202,
-                        text: format!(
-                            "processing id {:?} is not accepted here",
-                            header.processing_id
-                        ),
-                    },
-                ))
-            }
-            Ok(()) => match map_message(message, self.zone) {
-                Err(MappingError::Unsupported(kind)) => Err((
-                    AckCode::Reject,
-                    AckError {
-                        segment: "MSH".into(),
-                        field: 9,
-                        code: 200,
-                        text: format!("message type {kind} is not supported"),
-                    },
-                )),
-                Err(MappingError::BadContent {
+        if let Err(e) = message.validate_header() {
+            return Err((AckCode::Reject, parse_error(&e)));
+        }
+        if !self
+            .config
+            .processing_ids
+            .iter()
+            .any(|p| p == &header.processing_id)
+        {
+            return Err((
+                AckCode::Reject,
+                AckError {
+                    segment: "MSH".into(),
+                    field: 11,
+                    code: 202,
+                    text: format!(
+                        "processing id {:?} is not accepted here",
+                        header.processing_id
+                    ),
+                },
+            ));
+        }
+        map_message(message, self.zone).map_err(|e| match e {
+            MappingError::Unsupported(kind) => (
+                AckCode::Reject,
+                AckError {
+                    segment: "MSH".into(),
+                    field: 9,
+                    code: 200,
+                    text: format!("message type {kind} is not supported"),
+                },
+            ),
+            MappingError::BadContent {
+                segment,
+                field,
+                reason,
+            } => (
+                AckCode::Error,
+                AckError {
                     segment,
                     field,
-                    reason,
-                }) => Err((
-                    AckCode::Error,
-                    AckError {
-                        segment,
-                        field,
-                        code: if reason.contains("timestamp") || reason.contains("not a") {
-                            102
-                        } else {
-                            101
-                        },
-                        text: reason,
+                    code: if reason.contains("timestamp") || reason.contains("not a") {
+                        102
+                    } else {
+                        101
                     },
-                )),
-                Ok(event) => self.apply(event).await.map_err(|e| {
-                    warn!(archive_id, error = %e, "applying an HL7 message failed");
-                    (
-                        AckCode::Error,
-                        AckError {
-                            segment: "MSH".into(),
-                            field: 10,
-                            code: 207,
-                            text: "the message could not be stored; it is kept for reprocessing"
-                                .into(),
-                        },
-                    )
-                }),
-            },
+                    text: reason,
+                },
+            ),
+        })
+    }
+
+    /// Judges and applies a message already archived (reprocessing, merges), then records the
+    /// outcome on its archive row.
+    async fn process(&self, archive_id: &str, message: &Message) -> Result<Outcome, StoreError> {
+        let header = &message.header;
+        let verdict = match self.judge(message) {
+            Err(refusal) => Err(refusal),
+            Ok(event) => self.apply(event).await.map_err(|e| {
+                warn!(archive_id, error = %e, "applying an HL7 message failed");
+                (AckCode::Error, storage_failure())
+            }),
         };
         let (code, status, error) = match &verdict {
             Ok(()) => (AckCode::Accept, "applied", None),
@@ -284,6 +366,25 @@ impl Hl7Processor {
         })
     }
 
+    /// The writes an upsert or appointment event asks for (merges are applied by `apply`).
+    async fn effects(&self, event: Hl7Event) -> Result<Hl7Effects, StoreError> {
+        Ok(match event {
+            Hl7Event::PatientUpsert(patient) => Hl7Effects {
+                patient: Some(self.patient_input(&patient).await?),
+                appointment: None,
+            },
+            Hl7Event::Appointment {
+                trigger,
+                patient,
+                appointment,
+            } => Hl7Effects {
+                patient: Some(self.patient_input(&patient).await?),
+                appointment: Some((appointment_input(&appointment, "hl7"), trigger)),
+            },
+            Hl7Event::PatientMerge { .. } => Hl7Effects::default(),
+        })
+    }
+
     /// Writes an event's effects (idempotent: applying twice leaves the same state).
     async fn apply(&self, event: Hl7Event) -> Result<(), StoreError> {
         match event {
@@ -332,6 +433,17 @@ impl Hl7Processor {
 
     /// Upserts the patient keyed by the configured identifier; returns its id.
     async fn upsert_patient(&self, record: &PatientRecord) -> Result<String, StoreError> {
+        let input = self.patient_input(record).await?;
+        let (row, _) = self
+            .store
+            .upsert_patient(&self.organization_id, &input)
+            .await?;
+        Ok(row.id)
+    }
+
+    /// The store's form of a mapped patient, keyed by the configured identifier (a merged-away
+    /// patient's identifier resolves to the survivor).
+    async fn patient_input(&self, record: &PatientRecord) -> Result<PatientInput, StoreError> {
         let key = match &self.config.identifier_authority {
             Some(authority) => record
                 .identifiers
@@ -386,11 +498,7 @@ impl Hl7Processor {
                 .map(|i| (i.id.clone(), i.authority.clone(), i.id_type.clone()))
                 .collect(),
         };
-        let (row, _) = self
-            .store
-            .upsert_patient(&self.organization_id, &input)
-            .await?;
-        Ok(row.id)
+        Ok(input)
     }
 }
 
@@ -411,6 +519,31 @@ pub fn appointment_input(a: &AppointmentRecord, source: &str) -> AppointmentInpu
         provider_name: a.provider_name.clone(),
         source: source.to_string(),
     }
+}
+
+/// AE 207: the store refused the write; the message stays archived for reprocessing.
+fn storage_failure() -> AckError {
+    AckError {
+        segment: "MSH".into(),
+        field: 10,
+        code: 207,
+        text: "the message could not be stored; it is kept for reprocessing".into(),
+    }
+}
+
+/// The archived answer to a redelivered message, unless it was interrupted mid-way.
+fn replayed(row: &crate::store::Hl7Row, new: bool) -> Option<Outcome> {
+    let ack = row
+        .ack
+        .clone()
+        .filter(|a| !new && row.status != "received" && !a.is_empty())?;
+    info!(archive_id = %row.id, "redelivered message: answered from the archive");
+    Some(Outcome {
+        archive_id: row.id.clone(),
+        code: ack_code_of(&ack),
+        ack,
+        replayed: true,
+    })
 }
 
 fn parse_error(e: &ParseError) -> AckError {

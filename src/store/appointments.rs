@@ -68,12 +68,41 @@ pub struct RecallInput {
     pub status: String,
 }
 
-macro_rules! appointment_columns {
-    () => {
-        "id, organization_id, patient_id, filler_id, placer_id, start_at, start_offset_minutes, duration_minutes, \
-         status, appointment_type, reason, location, location_code, provider_id, provider_name, source, created_at, updated_at"
-    };
+/// The statements of an appointment upsert (and its `appointment.changed` event) inside the
+/// caller's transaction `$tx`; evaluates to the row.
+macro_rules! upsert_appointment_in {
+    ($tx:expr, $organization_id:expr, $patient_id:expr, $a:expr, $trigger:expr, $now:expr, $new:expr) => {{
+        let (organization_id, patient_id, a, trigger, now): (&str, &str, &$crate::store::AppointmentInput, &str, i64) =
+            ($organization_id, $patient_id, $a, $trigger, $now);
+        let row: $crate::store::AppointmentRow = sqlx::query_as(concat!(
+            "INSERT INTO appointments (id, organization_id, patient_id, filler_id, placer_id, start_at, start_offset_minutes,
+                duration_minutes, status, appointment_type, reason, location, location_code, provider_id, provider_name,
+                source, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $17)
+             ON CONFLICT (organization_id, filler_id) DO UPDATE SET
+                patient_id = excluded.patient_id, placer_id = excluded.placer_id, start_at = excluded.start_at,
+                start_offset_minutes = excluded.start_offset_minutes, duration_minutes = excluded.duration_minutes,
+                status = excluded.status, appointment_type = excluded.appointment_type, reason = excluded.reason,
+                location = excluded.location, location_code = excluded.location_code, provider_id = excluded.provider_id,
+                provider_name = excluded.provider_name, source = excluded.source, updated_at = excluded.updated_at
+             RETURNING ", appointment_columns!()
+        ))
+        .bind($new).bind(organization_id).bind(patient_id).bind(&a.filler_id).bind(&a.placer_id)
+        .bind(a.start_at).bind(a.start_offset_minutes).bind(a.duration_minutes).bind(&a.status)
+        .bind(&a.appointment_type).bind(&a.reason).bind(&a.location).bind(&a.location_code)
+        .bind(&a.provider_id).bind(&a.provider_name).bind(&a.source).bind(now)
+        .fetch_one(&mut *$tx).await?;
+        let payload = serde_json::json!({
+            "appointment_id": row.id, "filler_id": row.filler_id, "status": row.status,
+            "start_at": row.start_at, "trigger": trigger,
+        }).to_string();
+        sqlx::query("INSERT INTO events (organization_id, kind, subject_id, payload, created_at) VALUES ($1, $2, $3, $4, $5)")
+            .bind(organization_id).bind("appointment.changed").bind(&row.id).bind(payload).bind(now)
+            .execute(&mut *$tx).await?;
+        row
+    }};
 }
+pub(super) use upsert_appointment_in;
 
 impl Store {
     /// The patient holding an identifier issued by `authority` ("" for none given).
@@ -122,34 +151,9 @@ impl Store {
     ) -> Result<(AppointmentRow, bool)> {
         let now = now_ms();
         let new = new_id("apt");
-        let sql = concat!(
-            "INSERT INTO appointments (id, organization_id, patient_id, filler_id, placer_id, start_at, start_offset_minutes,
-                duration_minutes, status, appointment_type, reason, location, location_code, provider_id, provider_name,
-                source, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $17)
-             ON CONFLICT (organization_id, filler_id) DO UPDATE SET
-                patient_id = excluded.patient_id, placer_id = excluded.placer_id, start_at = excluded.start_at,
-                start_offset_minutes = excluded.start_offset_minutes, duration_minutes = excluded.duration_minutes,
-                status = excluded.status, appointment_type = excluded.appointment_type, reason = excluded.reason,
-                location = excluded.location, location_code = excluded.location_code, provider_id = excluded.provider_id,
-                provider_name = excluded.provider_name, source = excluded.source, updated_at = excluded.updated_at
-             RETURNING ", appointment_columns!()
-        );
         let row: AppointmentRow = on_db!(self.db(), pool => {
             let mut tx = pool.begin().await?;
-            let row: AppointmentRow = sqlx::query_as(sql)
-                .bind(&new).bind(organization_id).bind(patient_id).bind(&a.filler_id).bind(&a.placer_id)
-                .bind(a.start_at).bind(a.start_offset_minutes).bind(a.duration_minutes).bind(&a.status)
-                .bind(&a.appointment_type).bind(&a.reason).bind(&a.location).bind(&a.location_code)
-                .bind(&a.provider_id).bind(&a.provider_name).bind(&a.source).bind(now)
-                .fetch_one(&mut *tx).await?;
-            let payload = serde_json::json!({
-                "appointment_id": row.id, "filler_id": row.filler_id, "status": row.status,
-                "start_at": row.start_at, "trigger": trigger,
-            }).to_string();
-            sqlx::query("INSERT INTO events (organization_id, kind, subject_id, payload, created_at) VALUES ($1, $2, $3, $4, $5)")
-                .bind(organization_id).bind("appointment.changed").bind(&row.id).bind(payload).bind(now)
-                .execute(&mut *tx).await?;
+            let row = upsert_appointment_in!(tx, organization_id, patient_id, a, trigger, now, &new);
             tx.commit().await?;
             row
         });

@@ -4,7 +4,9 @@
 //! effect, while a different message that reuses a control id (engines do, after a reset) is
 //! still processed rather than silently dropped.
 
-use super::{Result, Store, new_id, now_ms, on_db};
+use super::appointments::upsert_appointment_in;
+use super::patients::upsert_patient_in;
+use super::{AppointmentInput, PatientInput, Result, Store, new_id, now_ms, on_db};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Hl7Row {
@@ -36,6 +38,22 @@ pub struct Hl7Arrival {
     pub raw: Vec<u8>,
 }
 
+/// What one message changes, written with its archive row in one transaction.
+#[derive(Debug, Clone, Default)]
+pub struct Hl7Effects {
+    pub patient: Option<PatientInput>,
+    /// The appointment (for the patient above) and the trigger event.
+    pub appointment: Option<(AppointmentInput, String)>,
+}
+
+/// The outcome to archive with a message.
+#[derive(Debug, Clone)]
+pub struct Hl7Outcome {
+    pub status: String,
+    pub error: Option<String>,
+    pub ack: String,
+}
+
 const COLUMNS: &str =
     "id, organization_id, control_id, message_type, raw, status, error, ack, attempts, received_at";
 
@@ -65,6 +83,58 @@ impl Store {
         .bind(&arrival.sending_facility).bind(&arrival.control_id).bind(&arrival.content_hash)
         .fetch_one(pool).await)?;
         Ok((row, false))
+    }
+
+    /// Archives a message, applies its effects and records its outcome in ONE transaction
+    /// (one commit per message). `Ok(None)`: done; `Ok(Some(row))`: the same message was
+    /// archived before (a redelivery) and nothing was written.
+    pub async fn record_hl7(
+        &self,
+        arrival: &Hl7Arrival,
+        effects: &Hl7Effects,
+        outcome: &Hl7Outcome,
+    ) -> Result<Option<Hl7Row>> {
+        let now = now_ms();
+        let replay = on_db!(self.db(), pool => {
+            let mut tx = pool.begin().await?;
+            let inserted = sqlx::query(
+                "INSERT INTO hl7_messages (id, organization_id, control_id, sending_application, sending_facility,
+                    message_type, version, raw, status, error, ack, attempts, received_at, processed_at, content_hash)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 1, $12, $12, $13)
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(&arrival.id).bind(&arrival.organization_id).bind(&arrival.control_id)
+            .bind(&arrival.sending_application).bind(&arrival.sending_facility)
+            .bind(&arrival.message_type).bind(&arrival.version).bind(&arrival.raw)
+            .bind(&outcome.status).bind(&outcome.error).bind(&outcome.ack).bind(now).bind(&arrival.content_hash)
+            .execute(&mut *tx).await?.rows_affected();
+            if inserted == 0 {
+                tx.rollback().await?;
+                true
+            } else {
+                if let Some(patient) = &effects.patient {
+                    let new_patient = new_id("pat");
+                    let row = upsert_patient_in!(tx, arrival.organization_id.as_str(), patient, now, &new_patient);
+                    if let Some((appointment, trigger)) = &effects.appointment {
+                        let new_appointment = new_id("apt");
+                        upsert_appointment_in!(tx, arrival.organization_id.as_str(), row.id.as_str(), appointment, trigger.as_str(), now, &new_appointment);
+                    }
+                }
+                tx.commit().await?;
+                false
+            }
+        });
+        if !replay {
+            return Ok(None);
+        }
+        let row: Hl7Row = on_db!(self.db(), pool => sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM hl7_messages WHERE organization_id = $1 AND sending_application = $2
+               AND sending_facility = $3 AND control_id = $4 AND content_hash = $5"
+        )))
+        .bind(&arrival.organization_id).bind(&arrival.sending_application)
+        .bind(&arrival.sending_facility).bind(&arrival.control_id).bind(&arrival.content_hash)
+        .fetch_one(pool).await)?;
+        Ok(Some(row))
     }
 
     pub async fn hl7_message(&self, id: &str) -> Result<Hl7Row> {

@@ -33,7 +33,7 @@ pub use appointments::{AppointmentInput, AppointmentRow, RecallInput, RecallRow}
 pub use audit::AuditEntry;
 pub use deliveries::{Claimed, DeliveryUpdate, SweepItem};
 pub use group::{AfterAccept, GroupCommit};
-pub use hl7::{Hl7Arrival, Hl7Row};
+pub use hl7::{Hl7Arrival, Hl7Effects, Hl7Outcome, Hl7Row};
 pub use messages::{AcceptItem, AcceptOutcome, NewDelivery, NewMessage};
 pub use patients::{ConsentInput, ContactPointInput, PatientInput};
 pub use rows::*;

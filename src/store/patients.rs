@@ -46,6 +46,66 @@ pub struct ConsentInput {
     pub expires_at: Option<i64>,
 }
 
+/// The statements of a patient upsert, inside the caller's transaction `$tx`; evaluates to the
+/// patient row. Shared by [`Store::upsert_patient`] and the one-transaction HL7 path.
+macro_rules! upsert_patient_in {
+    ($tx:expr, $organization_id:expr, $input:expr, $now:expr, $new_patient_id:expr) => {{
+        let (organization_id, input, now): (&str, &$crate::store::PatientInput, i64) = ($organization_id, $input, $now);
+        let row: $crate::store::PatientRow = sqlx::query_as(concat!(
+            "INSERT INTO patients (id, organization_id, external_id, family_name, given_name, birth_date,
+                sex, language, time_zone, address, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $11, $10, $10)
+             ON CONFLICT (organization_id, external_id) DO UPDATE SET
+                family_name = excluded.family_name, given_name = excluded.given_name,
+                birth_date = excluded.birth_date, sex = excluded.sex, language = excluded.language,
+                time_zone = excluded.time_zone, address = excluded.address, updated_at = excluded.updated_at
+             RETURNING ", patient_columns!()
+        ))
+        .bind($new_patient_id).bind(organization_id).bind(&input.external_id)
+        .bind(&input.family_name).bind(&input.given_name).bind(&input.birth_date)
+        .bind(&input.sex).bind(&input.language).bind(&input.time_zone).bind(now).bind(&input.address)
+        .fetch_one(&mut *$tx).await?;
+        if let Some(points) = &input.contact_points {
+            sqlx::query("DELETE FROM contact_points WHERE patient_id = $1")
+                .bind(&row.id).execute(&mut *$tx).await?;
+            if !points.is_empty() {
+                let mut qb = sqlx::QueryBuilder::new(
+                    "INSERT INTO contact_points (id, organization_id, patient_id, system, value, use_code, rank, created_at) ",
+                );
+                qb.push_values(points, |mut b, point| {
+                    b.push_bind($crate::store::new_id("cp")).push_bind(organization_id.to_string()).push_bind(row.id.clone())
+                        .push_bind(point.system.clone()).push_bind(point.value.clone())
+                        .push_bind(point.use_code.clone()).push_bind(point.rank).push_bind(now);
+                });
+                qb.build().execute(&mut *$tx).await?;
+            }
+        }
+        for consent in &input.consents {
+            sqlx::query(
+                "INSERT INTO consents (id, organization_id, patient_id, channel, purpose, recipient, status, source, recorded_at, expires_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            )
+            .bind($crate::store::new_id("cns")).bind(organization_id).bind(&row.id).bind(&consent.channel)
+            .bind(&consent.purpose).bind(&consent.recipient).bind(&consent.status)
+            .bind(&consent.source).bind(now).bind(consent.expires_at)
+            .execute(&mut *$tx).await?;
+        }
+        if !input.identifiers.is_empty() {
+            let mut qb = sqlx::QueryBuilder::new(
+                "INSERT INTO patient_identifiers (organization_id, patient_id, identifier, assigning_authority, identifier_type) ",
+            );
+            qb.push_values(&input.identifiers, |mut b, (id, authority, id_type)| {
+                b.push_bind(organization_id.to_string()).push_bind(row.id.clone()).push_bind(id.clone())
+                    .push_bind(authority.clone()).push_bind(id_type.clone());
+            });
+            qb.push(" ON CONFLICT DO NOTHING");
+            qb.build().execute(&mut *$tx).await?;
+        }
+        row
+    }};
+}
+pub(super) use upsert_patient_in;
+
 impl Store {
     /// Creates or replaces a patient's demographics; returns the row and whether it was new.
     pub async fn upsert_patient(
@@ -55,59 +115,9 @@ impl Store {
     ) -> Result<(PatientRow, bool)> {
         let now = now_ms();
         let new_patient_id = new_id("pat");
-        let upsert = concat!(
-            "INSERT INTO patients (id, organization_id, external_id, family_name, given_name, birth_date,
-                sex, language, time_zone, address, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $11, $10, $10)
-             ON CONFLICT (organization_id, external_id) DO UPDATE SET
-                family_name = excluded.family_name, given_name = excluded.given_name,
-                birth_date = excluded.birth_date, sex = excluded.sex, language = excluded.language,
-                time_zone = excluded.time_zone, address = excluded.address, updated_at = excluded.updated_at
-             RETURNING ", patient_columns!()
-        );
         let row: PatientRow = on_db!(self.db(), pool => {
             let mut tx = pool.begin().await?;
-            let row: PatientRow = sqlx::query_as(upsert)
-                .bind(&new_patient_id).bind(organization_id).bind(&input.external_id)
-                .bind(&input.family_name).bind(&input.given_name).bind(&input.birth_date)
-                .bind(&input.sex).bind(&input.language).bind(&input.time_zone).bind(now).bind(&input.address)
-                .fetch_one(&mut *tx).await?;
-            if let Some(points) = &input.contact_points {
-                sqlx::query("DELETE FROM contact_points WHERE patient_id = $1")
-                    .bind(&row.id).execute(&mut *tx).await?;
-                if !points.is_empty() {
-                    let mut qb = sqlx::QueryBuilder::new(
-                        "INSERT INTO contact_points (id, organization_id, patient_id, system, value, use_code, rank, created_at) ",
-                    );
-                    qb.push_values(points, |mut b, point| {
-                        b.push_bind(new_id("cp")).push_bind(organization_id.to_string()).push_bind(row.id.clone())
-                            .push_bind(point.system.clone()).push_bind(point.value.clone())
-                            .push_bind(point.use_code.clone()).push_bind(point.rank).push_bind(now);
-                    });
-                    qb.build().execute(&mut *tx).await?;
-                }
-            }
-            for consent in &input.consents {
-                sqlx::query(
-                    "INSERT INTO consents (id, organization_id, patient_id, channel, purpose, recipient, status, source, recorded_at, expires_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-                )
-                .bind(new_id("cns")).bind(organization_id).bind(&row.id).bind(&consent.channel)
-                .bind(&consent.purpose).bind(&consent.recipient).bind(&consent.status)
-                .bind(&consent.source).bind(now).bind(consent.expires_at)
-                .execute(&mut *tx).await?;
-            }
-            if !input.identifiers.is_empty() {
-                let mut qb = sqlx::QueryBuilder::new(
-                    "INSERT INTO patient_identifiers (organization_id, patient_id, identifier, assigning_authority, identifier_type) ",
-                );
-                qb.push_values(&input.identifiers, |mut b, (id, authority, id_type)| {
-                    b.push_bind(organization_id.to_string()).push_bind(row.id.clone()).push_bind(id.clone())
-                        .push_bind(authority.clone()).push_bind(id_type.clone());
-                });
-                qb.push(" ON CONFLICT DO NOTHING");
-                qb.build().execute(&mut *tx).await?;
-            }
+            let row = upsert_patient_in!(tx, organization_id, input, now, &new_patient_id);
             tx.commit().await?;
             row
         });
