@@ -223,7 +223,13 @@ fn normalize(raw: &[u8]) -> String {
         Ok(text) => text.to_string(),
         Err(_) => raw.iter().map(|&b| char::from(b)).collect(),
     };
-    text.replace("\r\n", "\r").replace('\n', "\r")
+    // Blank lines are dropped: hl7-parser stops silently at the first empty segment.
+    text.replace("\r\n", "\r")
+        .replace('\n', "\r")
+        .split('\r')
+        .filter(|segment| !segment.trim().is_empty())
+        .collect::<Vec<_>>()
+        .join("\r")
 }
 
 /// MSH-1 and MSH-2, checked before hl7-parser sees them.
@@ -263,6 +269,14 @@ mod tests {
         assert_eq!(pid.get(3, 2, 4, 1), "SSA");
         assert_eq!(pid.comp(5, 1), "DOE&SMITH");
         assert_eq!(pid.reps(3).len(), 2);
+        let blank = Message::parse(
+            b"MSH|^~\\&|A|B|C|D|2024||ADT^A04|1|P|2.5\r\n\r\nEVN|A04\n\nPID|1||X^^^^MR",
+        )
+        .expect("parse");
+        assert!(
+            blank.segment("PID").is_some(),
+            "segments after blank lines are kept"
+        );
     }
 
     #[test]
