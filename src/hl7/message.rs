@@ -130,6 +130,8 @@ impl Message {
             return Err(ParseError::NoMsh);
         }
         let delimiters = read_delimiters(text)?;
+        let text = drop_truncation_character(text, &delimiters);
+        let text = text.as_str();
         let parsed =
             hl7_parser::Message::parse(text).map_err(|e| ParseError::Syntax(e.to_string()))?;
         let segments: Vec<Segment> = parsed
@@ -232,6 +234,21 @@ fn normalize(raw: &[u8]) -> String {
         .join("\r")
 }
 
+/// v2.7+ may declare a fifth encoding character in MSH-2 (truncation, usually `#`);
+/// hl7-parser then shifts every MSH field by one, so it is removed before parsing (we never
+/// truncate, and a `#` in data stays literal).
+fn drop_truncation_character(text: &str, d: &Delimiters) -> String {
+    let after_msh1 = &text[3 + d.field.len_utf8()..];
+    let msh2_len = after_msh1.find(d.field).unwrap_or(after_msh1.len());
+    let msh2 = &after_msh1[..msh2_len];
+    if msh2.chars().count() == 5 {
+        let four: String = msh2.chars().take(4).collect();
+        format!("MSH{}{four}{}", d.field, &after_msh1[msh2_len..])
+    } else {
+        text.to_string()
+    }
+}
+
 /// MSH-1 and MSH-2, checked before hl7-parser sees them.
 fn read_delimiters(text: &str) -> Result<Delimiters, ParseError> {
     let chars: Vec<char> = text.chars().skip(3).take(5).collect();
@@ -277,6 +294,15 @@ mod tests {
             blank.segment("PID").is_some(),
             "segments after blank lines are kept"
         );
+    }
+
+    #[test]
+    fn five_encoding_characters_keep_fields_in_place() {
+        let msg = Message::parse(b"MSH|^~\\&#|APP|FAC|R|RF|2024||ADT^A04|C5|P|2.8\rPID|1||X^^^^MR")
+            .expect("parse");
+        assert_eq!(msg.header.sending_application, "APP");
+        assert_eq!(msg.header.control_id, "C5");
+        assert_eq!(msg.header.version, "2.8");
     }
 
     #[test]
