@@ -476,3 +476,37 @@ print(ack.decode().replace("\r", "\n"))
     );
     daemon.stop().await;
 }
+
+/// A connection that stays silent past `hl7.idle_timeout_secs` is closed by the daemon.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_closed() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let mut config = db.config();
+    config.hl7.listen = Some("127.0.0.1:0".parse().expect("addr"));
+    config.hl7.organization = "north".into();
+    config.hl7.idle_timeout_secs = 1;
+    let mut daemon = TestDaemon::start(config).await;
+    let addr = daemon
+        .daemon
+        .as_ref()
+        .and_then(|d| d.hl7_addr)
+        .expect("listener");
+    let closed = tokio::task::spawn_blocking(move || {
+        let mut s = TcpStream::connect(addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let started = std::time::Instant::now();
+        let mut byte = [0u8; 1];
+        let eof = matches!(s.read(&mut byte), Ok(0));
+        (eof, started.elapsed())
+    })
+    .await
+    .expect("client");
+    assert!(closed.0, "the daemon closed the idle connection");
+    assert!(
+        closed.1 >= Duration::from_millis(900) && closed.1 < Duration::from_secs(5),
+        "{:?}",
+        closed.1
+    );
+    daemon.stop().await;
+}
