@@ -78,6 +78,11 @@ enum Command {
         #[command(subcommand)]
         command: Hl7Command,
     },
+    /// Direct S/MIME interop tools (no daemon needed).
+    Direct {
+        #[command(subcommand)]
+        command: DirectCommand,
+    },
     /// Measure throughput and latency (prints figures).
     Bench(crate::bench::BenchArgs),
 }
@@ -121,6 +126,47 @@ enum Hl7Command {
 }
 
 #[derive(Subcommand)]
+enum DirectCommand {
+    /// Sign and encrypt a message as our STA would; writes the S/MIME message to stdout.
+    Seal {
+        /// The message to send (RFC 5322).
+        input: PathBuf,
+        #[arg(long)]
+        from: String,
+        #[arg(long)]
+        to: String,
+        /// Signing certificate (PEM or DER; further certificates in the file are the chain).
+        #[arg(long)]
+        sign_cert: PathBuf,
+        /// Its private key (PEM or DER).
+        #[arg(long)]
+        sign_key: PathBuf,
+        /// Recipient certificate(s): the message is encrypted to every one.
+        #[arg(long, required = true)]
+        recipient_cert: Vec<PathBuf>,
+        /// aes128-cbc, aes256-cbc, aes128-gcm or aes256-gcm.
+        #[arg(long, default_value = "aes128-cbc")]
+        cipher: String,
+    },
+    /// Decrypt and verify a message; prints every policy check's verdict, then the message.
+    Open {
+        input: PathBuf,
+        /// Our decryption certificate.
+        #[arg(long)]
+        cert: PathBuf,
+        /// Its private key.
+        #[arg(long)]
+        key: PathBuf,
+        /// Trust anchors (PEM, DER or .p7b bundles).
+        #[arg(long, required = true)]
+        anchors: Vec<PathBuf>,
+        /// The sender's address (default: the outer From).
+        #[arg(long)]
+        sender: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
 enum DeadLettersCommand {
     /// List them (the default).
     List,
@@ -159,6 +205,9 @@ async fn dispatch(cli: Cli) -> Result<()> {
     } = &cli.command
     {
         return hl7_send(files, to, *timeout).await;
+    }
+    if let Command::Direct { command } = &cli.command {
+        return direct_tool(command);
     }
     let config = Config::load(cli.config.as_deref())?;
     crate::logging::init(&config.log);
@@ -350,7 +399,9 @@ async fn dispatch(cli: Cli) -> Result<()> {
                 println!("{id}  {}", outcome.code.as_str());
             }
         }
-        Command::Bench(_) | Command::Hl7 { .. } => unreachable!("handled above"),
+        Command::Bench(_) | Command::Hl7 { .. } | Command::Direct { .. } => {
+            unreachable!("handled above")
+        }
     }
     Ok(())
 }
@@ -382,6 +433,50 @@ async fn hl7_send(files: &[PathBuf], to: &str, timeout: u64) -> Result<()> {
     }
     if failed > 0 {
         anyhow::bail!("{failed} message(s) not accepted");
+    }
+    Ok(())
+}
+
+fn direct_tool(command: &DirectCommand) -> Result<()> {
+    use crate::direct::tools;
+    use std::io::Write;
+    match command {
+        DirectCommand::Seal {
+            input,
+            from,
+            to,
+            sign_cert,
+            sign_key,
+            recipient_cert,
+            cipher,
+        } => {
+            let sealed = tools::seal_file(
+                input,
+                from,
+                to,
+                sign_cert,
+                sign_key,
+                recipient_cert,
+                tools::cipher(cipher)?,
+            )?;
+            std::io::stdout().write_all(&sealed)?;
+        }
+        DirectCommand::Open {
+            input,
+            cert,
+            key,
+            anchors,
+            sender,
+        } => {
+            let (report, inner) = tools::open_file(input, cert, key, anchors, sender.as_deref())?;
+            for line in report {
+                eprintln!("{line}");
+            }
+            match inner {
+                Some(message) => std::io::stdout().write_all(&message)?,
+                None => anyhow::bail!("message rejected"),
+            }
+        }
     }
     Ok(())
 }

@@ -18,6 +18,7 @@ mod mime;
 mod open;
 pub mod policy;
 pub mod smime;
+pub mod tools;
 pub mod trust;
 
 pub use policy::{Check, ContentCipher, KeyPurpose, Verdict, Violation};
