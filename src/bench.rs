@@ -235,53 +235,44 @@ async fn noop_baseline(core: &Core, n: usize) -> Result<(f64, Duration)> {
     let poll = Duration::from_millis(queue.poll_interval_ms);
     let done = Arc::new(AtomicUsize::new(0));
     let jobs: Vec<NoOp> = (0..n).map(|n| NoOp { n }).collect();
+    // The same steps on either backend's storage type.
+    macro_rules! drain {
+        ($storage:expr) => {{
+            let mut storage = $storage;
+            for chunk in jobs.chunks(1000) {
+                storage
+                    .push_bulk(chunk.to_vec())
+                    .await
+                    .context("push no-op jobs")?;
+            }
+            let started = Instant::now();
+            WorkerBuilder::new("bench-noop")
+                .backend(storage.poll_with_strategy(Strategy::new().interval(poll)))
+                .data(done.clone())
+                .data(n)
+                .concurrency(concurrency)
+                .build(noop)
+                .run()
+                .await
+                .map_err(|e| anyhow::anyhow!("no-op worker: {e}"))?;
+            started.elapsed()
+        }};
+    }
     let elapsed = match core.store.db() {
-        Db::Sqlite(pool) => {
-            let cfg = apalis_sqlite::Config::default()
-                .queue("bench.noop")
-                .batch_size(queue.batch_size);
-            let mut storage = apalis_sqlite::SqliteStorage::<NoOp>::new(pool).with_config(cfg);
-            for chunk in jobs.chunks(1000) {
-                storage
-                    .push_bulk(chunk.to_vec())
-                    .await
-                    .context("push no-op jobs")?;
-            }
-            let started = Instant::now();
-            WorkerBuilder::new("bench-noop")
-                .backend(storage.poll_with_strategy(Strategy::new().interval(poll)))
-                .data(done.clone())
-                .data(n)
-                .concurrency(concurrency)
-                .build(noop)
-                .run()
-                .await
-                .map_err(|e| anyhow::anyhow!("no-op worker: {e}"))?;
-            started.elapsed()
-        }
-        Db::Postgres(pool) => {
-            let cfg = apalis_postgres::Config::default()
-                .queue("bench.noop")
-                .batch_size(queue.batch_size);
-            let mut storage = apalis_postgres::PostgresStorage::<NoOp>::new(pool).with_config(cfg);
-            for chunk in jobs.chunks(1000) {
-                storage
-                    .push_bulk(chunk.to_vec())
-                    .await
-                    .context("push no-op jobs")?;
-            }
-            let started = Instant::now();
-            WorkerBuilder::new("bench-noop")
-                .backend(storage.poll_with_strategy(Strategy::new().interval(poll)))
-                .data(done.clone())
-                .data(n)
-                .concurrency(concurrency)
-                .build(noop)
-                .run()
-                .await
-                .map_err(|e| anyhow::anyhow!("no-op worker: {e}"))?;
-            started.elapsed()
-        }
+        Db::Sqlite(pool) => drain!(
+            apalis_sqlite::SqliteStorage::<NoOp>::new(pool).with_config(
+                apalis_sqlite::Config::default()
+                    .queue("bench.noop")
+                    .batch_size(queue.batch_size)
+            )
+        ),
+        Db::Postgres(pool) => drain!(
+            apalis_postgres::PostgresStorage::<NoOp>::new(pool).with_config(
+                apalis_postgres::Config::default()
+                    .queue("bench.noop")
+                    .batch_size(queue.batch_size)
+            )
+        ),
     };
     Ok((n as f64 / elapsed.as_secs_f64(), elapsed))
 }
