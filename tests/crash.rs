@@ -159,7 +159,8 @@ async fn kill_nine_mid_burst_loses_nothing(backend: Backend) {
 
     // Kill while messages are being accepted and delivered.
     let started = Instant::now();
-    while acknowledged.load(Ordering::SeqCst) < MESSAGES / 3 {
+    // ...once a third is acknowledged and the worker has started delivering.
+    while acknowledged.load(Ordering::SeqCst) < MESSAGES / 3 || count_files(&db.outbox()) == 0 {
         assert!(
             started.elapsed() < Duration::from_secs(120),
             "burst too slow"
