@@ -36,6 +36,12 @@ pub struct BenchArgs {
     /// HL7 messages for the MLLP benchmark (0 skips it).
     #[arg(long, default_value_t = 5_000)]
     pub hl7_messages: usize,
+    /// Appointments for the reminder planning benchmark (0 skips it).
+    #[arg(long, default_value_t = 100_000)]
+    pub reminder_appointments: usize,
+    /// Of which reminders due now, for the send and delivery rates.
+    #[arg(long, default_value_t = 10_000)]
+    pub reminders_due: usize,
     /// PostgreSQL server for the run (a fresh database is created on it and dropped).
     #[arg(
         long,
@@ -43,6 +49,9 @@ pub struct BenchArgs {
         default_value = "postgres://postgres@127.0.0.1:5432/test"
     )]
     pub postgres_url: String,
+    /// Direct messages for the seal benchmark (0 skips it); `--databases none` runs it alone.
+    #[arg(long, default_value_t = 300)]
+    pub direct_messages: usize,
 }
 
 impl Default for BenchArgs {
@@ -52,8 +61,11 @@ impl Default for BenchArgs {
             concurrency: 64,
             databases: vec!["sqlite".into(), "postgres".into()],
             hl7_messages: 5_000,
+            reminder_appointments: 100_000,
+            reminders_due: 10_000,
             postgres_url: std::env::var("TEST_DATABASE_URL")
                 .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into()),
+            direct_messages: 300,
         }
     }
 }
@@ -65,11 +77,30 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         args.concurrency,
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
-    for database in &args.databases {
+    if args.direct_messages > 0 {
+        let n = args.direct_messages;
+        tokio::task::spawn_blocking(move || crate::direct::bench::run(n)).await??;
+    }
+    for database in args.databases.iter().filter(|d| d.as_str() != "none") {
         let scratch = Scratch::create(database, &args.postgres_url).await?;
-        let mut result = bench_database(&args, database, &scratch).await;
+        let mut result = if args.messages > 0 {
+            bench_database(&args, database, &scratch).await
+        } else {
+            Ok(())
+        };
         if result.is_ok() && args.hl7_messages > 0 {
             result = bench_hl7(&args, database, &scratch).await;
+        }
+        if result.is_ok() && args.reminder_appointments > 0 {
+            let reminders = Scratch::create(database, &args.postgres_url).await?;
+            result = crate::bench_reminders::bench(
+                args.reminder_appointments,
+                args.reminders_due,
+                &reminders.url,
+                reminders.dir.path(),
+            )
+            .await;
+            reminders.drop_database().await;
         }
         scratch.drop_database().await;
         result?;

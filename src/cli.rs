@@ -83,8 +83,20 @@ enum Command {
         #[command(subcommand)]
         command: DirectCommand,
     },
+    /// Appointment reminders: run now, or explain an appointment's plan.
+    Reminders {
+        #[command(subcommand)]
+        command: crate::cli_outreach::RemindersCommand,
+    },
+    /// Recall campaigns: create, preview (dry run), run (throttled), report.
+    Campaign {
+        #[command(subcommand)]
+        command: crate::cli_outreach::CampaignCommand,
+    },
     /// Measure throughput and latency (prints figures).
     Bench(crate::bench::BenchArgs),
+    /// Direct recipient certificates: the local store, and how discovery resolves an address.
+    Certs(crate::direct::certs_cli::CertsArgs),
 }
 
 #[derive(Subcommand)]
@@ -210,6 +222,9 @@ async fn dispatch(cli: Cli) -> Result<()> {
         return direct_tool(command);
     }
     let config = Config::load(cli.config.as_deref())?;
+    if let Command::Certs(args) = &cli.command {
+        return crate::direct::certs_cli::run(&config, args).await;
+    }
     crate::logging::init(&config.log);
     match cli.command {
         Command::Run => daemon::run(config).await?,
@@ -381,6 +396,10 @@ async fn dispatch(cli: Cli) -> Result<()> {
                 core.store.clone(),
                 core.keyring.clone(),
                 core.config.hl7.clone(),
+                &core
+                    .config
+                    .organization(&core.config.hl7.organization)
+                    .phone_region,
             )
             .await?;
             let ids: Vec<String> = match (id, failed) {
@@ -399,7 +418,13 @@ async fn dispatch(cli: Cli) -> Result<()> {
                 println!("{id}  {}", outcome.code.as_str());
             }
         }
-        Command::Bench(_) | Command::Hl7 { .. } | Command::Direct { .. } => {
+        Command::Reminders { command } => {
+            crate::cli_outreach::reminders(Core::open(config).await?, command).await?;
+        }
+        Command::Campaign { command } => {
+            crate::cli_outreach::campaign(Core::open(config).await?, command).await?;
+        }
+        Command::Bench(_) | Command::Hl7 { .. } | Command::Direct { .. } | Command::Certs(_) => {
             unreachable!("handled above")
         }
     }

@@ -15,15 +15,19 @@ use tracing::{info, warn};
 
 use crate::channels::outbox::OutboxSink;
 use crate::channels::{CHANNELS, Connectors};
-use crate::config::{Config, ConfigError, credential_path};
+use crate::config::{Config, ConfigError, ConnectorConfig, credential_path};
+use crate::connectors::HttpConnector;
 use crate::crypto::{CryptoError, Keyring};
 use crate::hl7::processor::Hl7Processor;
 use crate::http::{self, AppState};
+use crate::inbound::InboundService;
 use crate::messages::MessageService;
 use crate::queue::jobs::{Enqueuer, queue_name};
 use crate::queue::worker::deliver_job;
 use crate::queue::{Deliverer, JobQueue, sweeper};
+use crate::reminders::Reminders;
 use crate::store::{GroupCommit, Store, StoreError};
+use crate::templates::Templates;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -41,6 +45,10 @@ pub enum DaemonError {
     },
     #[error("job workers: {0}")]
     Workers(String),
+    #[error(transparent)]
+    Connector(#[from] crate::connectors::ConnectorError),
+    #[error("templates: {0}")]
+    Templates(String),
 }
 
 /// The parts every command needs: configuration, store, keyring, queue.
@@ -88,7 +96,38 @@ impl Core {
         }
     }
 
-    fn connectors(&self) -> Result<Connectors, DaemonError> {
+    /// The templates (built-in plus `templates.dir`), refused when the lint finds a problem.
+    pub fn templates(&self) -> Result<Arc<Templates>, DaemonError> {
+        let templates = Templates::load(self.config.templates.dir.as_deref())
+            .map_err(|e| DaemonError::Templates(e.to_string()))?;
+        let problems = templates.lint();
+        if !problems.is_empty() {
+            let list: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+            return Err(DaemonError::Templates(list.join("; ")));
+        }
+        Ok(Arc::new(templates))
+    }
+
+    pub fn inbound(&self, templates: Arc<Templates>) -> InboundService {
+        InboundService {
+            store: self.store.clone(),
+            keyring: self.keyring.clone(),
+            config: self.config.clone(),
+            replies: Arc::new(self.reminders(templates.clone())),
+            templates,
+        }
+    }
+
+    pub fn reminders(&self, templates: Arc<Templates>) -> Reminders {
+        Reminders {
+            store: self.store.clone(),
+            messages: self.messages(),
+            config: self.config.clone(),
+            templates,
+        }
+    }
+
+    pub fn connectors(&self, templates: &Arc<Templates>) -> Result<Connectors, DaemonError> {
         let mut connectors = Connectors::default();
         let sink =
             OutboxSink::new(self.config.outbox.dir.clone()).map_err(|source| DaemonError::Io {
@@ -96,6 +135,18 @@ impl Core {
                 source,
             })?;
         connectors.insert(Arc::new(sink));
+        for (name, connector) in &self.config.connectors {
+            match connector {
+                ConnectorConfig::Http(http) => {
+                    connectors.insert_http(Arc::new(HttpConnector::new(name, http)?));
+                }
+                ConnectorConfig::Smtp(_) | ConnectorConfig::Direct(_) => {}
+            }
+        }
+        crate::channels::email::register_connectors(&self.config, templates, &mut connectors)
+            .map_err(|e| DaemonError::Config(ConfigError::Invalid(e.to_string())))?;
+        crate::channels::direct::register_connectors(&self.config, &mut connectors)
+            .map_err(|e| DaemonError::Config(ConfigError::Invalid(e.to_string())))?;
         for channel in CHANNELS {
             let wanted = self.config.channel(channel).connector;
             if connectors.get(&wanted).is_none() {
@@ -171,17 +222,42 @@ pub async fn start(config: Config) -> Result<Daemon, DaemonError> {
         source,
     })?;
     let shutdown = CancellationToken::new();
-    let connectors = core.connectors()?;
-    let deliverer = Arc::new(Deliverer {
+    let templates = core.templates()?;
+    let connectors = core.connectors(&templates)?;
+    let deliverer = Arc::new(Deliverer::new(
+        core.store.clone(),
+        core.group.clone(),
+        core.keyring.clone(),
+        connectors.clone(),
+        core.queue.clone(),
+        core.config.clone(),
+    ));
+
+    let notifier = crate::notify::Notifier {
         store: core.store.clone(),
-        group: core.group.clone(),
-        keyring: core.keyring.clone(),
-        connectors,
-        queue: core.queue.clone(),
+        messages: core.messages(),
         config: core.config.clone(),
+        templates: templates.clone(),
+    };
+    notifier
+        .init()
+        .await
+        .map_err(|e| DaemonError::Workers(format!("urgent notifier: {e}")))?;
+    let notifier = tokio::spawn(notifier.run(shutdown.clone()));
+    let reminders = core.config.reminders.enabled.then(|| {
+        tokio::spawn(core.reminders(templates.clone()).run(
+            format!("{}:{}", core.config.node_id(), ulid::Ulid::new()),
+            Duration::from_secs(core.config.reminders.interval_secs.max(1)),
+            shutdown.clone(),
+        ))
     });
 
-    let state = AppState::new(core.messages(), core.config.clone());
+    let state = AppState::new(
+        core.messages(),
+        core.inbound(templates.clone()),
+        connectors.clone(),
+        core.config.clone(),
+    );
     let http = tokio::spawn(http::serve(listener, state, shutdown.clone()));
 
     let (hl7, hl7_addr) = match core.config.hl7.listen {
@@ -191,6 +267,10 @@ pub async fn start(config: Config) -> Result<Daemon, DaemonError> {
                 core.store.clone(),
                 core.keyring.clone(),
                 core.config.hl7.clone(),
+                &core
+                    .config
+                    .organization(&core.config.hl7.organization)
+                    .phone_region,
             )
             .await?;
             let listener = TcpListener::bind(listen)
@@ -222,6 +302,18 @@ pub async fn start(config: Config) -> Result<Daemon, DaemonError> {
         shutdown.clone(),
     ));
 
+    let reconciler = tokio::spawn(crate::queue::reconcile::run(
+        core.store.clone(),
+        connectors.clone(),
+        shutdown.clone(),
+    ));
+    let mut bounces = crate::queue::bounces::spawn(&core.config, &core.store, &shutdown);
+    bounces.extend(crate::queue::direct::spawn(
+        &core.config,
+        &core.store,
+        &shutdown,
+    ));
+
     let monitor = build_monitor(&core, deliverer);
     let workers_shutdown = shutdown.clone();
     let workers = tokio::spawn(async move {
@@ -242,6 +334,14 @@ pub async fn start(config: Config) -> Result<Daemon, DaemonError> {
         token.cancel();
         let worker_result = workers.await;
         let _ = sweeper.await;
+        let _ = reconciler.await;
+        let _ = notifier.await;
+        if let Some(reminders) = reminders {
+            let _ = reminders.await;
+        }
+        for poller in bounces {
+            let _ = poller.await;
+        }
         if let Some(hl7) = hl7 {
             let _ = hl7.await;
         }

@@ -7,17 +7,28 @@
 //! which call `store`. See `docs/ARCHITECTURE.md`.
 
 pub mod bench;
+pub mod bench_reminders;
+pub mod campaigns;
 pub mod channels;
 pub mod cli;
+pub mod cli_outreach;
 pub mod config;
+pub mod connectors;
 pub mod crypto;
 pub mod daemon;
 pub mod delivery;
 pub mod direct;
 pub mod hl7;
 pub mod http;
+pub mod inbound;
 pub mod logging;
 pub mod messages;
+pub mod notify;
+pub mod phone;
 pub mod process;
 pub mod queue;
+pub mod ratelimit;
+pub mod reach;
+pub mod reminders;
 pub mod store;
+pub mod templates;

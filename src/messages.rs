@@ -66,6 +66,37 @@ pub struct SendRequest {
     pub metadata: serde_json::Map<String, serde_json::Value>,
 }
 
+impl SendRequest {
+    /// An administrative message to one address on one channel (reminders, campaigns,
+    /// notifications, keyword answers): in the patient's open thread when `patient` (external
+    /// id) is given, else in a new administrative thread.
+    pub fn notice(
+        patient: Option<String>,
+        channel: &str,
+        address: String,
+        subject: Option<String>,
+        body: String,
+        metadata: serde_json::Map<String, serde_json::Value>,
+    ) -> Self {
+        Self {
+            thread_id: None,
+            patient,
+            subject,
+            body,
+            recipients: vec![Recipient {
+                address: Some(address),
+                channel: Some(channel.to_string()),
+                patient: false,
+            }],
+            channels: Vec::new(),
+            urgent: false,
+            part2: false,
+            category: Some("administrative".into()),
+            metadata,
+        }
+    }
+}
+
 /// A recipient: an explicit address, or the thread's patient (their contact points).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

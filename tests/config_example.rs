@@ -14,3 +14,28 @@ fn example_config_parses_and_matches_defaults() {
         defaults.channel("sms").max_attempts
     );
 }
+
+/// The commented examples for SMS connectors, organizations, reminders and templates are valid
+/// configuration once uncommented (unknown keys would be refused).
+#[test]
+fn commented_examples_are_valid() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/switchboard.toml");
+    let text = std::fs::read_to_string(path).expect("example config");
+    let start = text.find("# [connectors.twilio]").expect("twilio example");
+    let end = text[start..]
+        .find("# Direct secure messaging")
+        .map_or(text.len(), |i| start + i);
+    let uncommented: String = text[start..end]
+        .lines()
+        .filter_map(|l| l.strip_prefix("# ").or_else(|| (l == "#").then_some("")))
+        .filter(|l| !l.starts_with('#'))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let config = switchboard::config::Config::from_toml(&uncommented)
+        .unwrap_or_else(|e| panic!("{e}\n{uncommented}"));
+    let org = config.organization("riverside");
+    assert_eq!(org.time_zone, "America/Chicago");
+    assert_eq!(org.reminder_rules[0].touches.len(), 3);
+    assert!(config.connectors.contains_key("twilio"));
+    assert_eq!(config.reminders.interval_secs, 60);
+}

@@ -223,12 +223,17 @@ async fn kill_nine_mid_burst_loses_nothing(backend: Backend) {
     core.store.close().await;
 
     // No PHI in the logs: not the name, not the number, not the body.
-    for log in &logs {
-        let text = std::fs::read_to_string(log).expect("log");
-        assert!(
-            text.contains("delivery sent"),
-            "the log has content at debug level"
-        );
+    // The first daemon may be killed between writing an outbox file and
+    // logging it, so "has debug content" is asserted over both runs.
+    let texts: Vec<String> = logs
+        .iter()
+        .map(|log| std::fs::read_to_string(log).expect("log"))
+        .collect();
+    assert!(
+        texts.iter().any(|text| text.contains("delivery sent")),
+        "the logs have content at debug level"
+    );
+    for (log, text) in logs.iter().zip(&texts) {
         for secret in [
             PATIENT_NAME,
             "Zebediah",

@@ -387,6 +387,7 @@ async fn reprocess_after_a_fix(backend: Backend) {
         daemon.core.store.clone(),
         daemon.core.keyring.clone(),
         fixed,
+        "US",
     )
     .await
     .expect("processor");

@@ -5,6 +5,8 @@
 //! A channel never sees HTTP, HL7 or the store: the queue worker hands it an
 //! [`OutboundDelivery`] (already decrypted, consent already checked) and records the outcome.
 
+pub mod direct;
+pub mod email;
 pub mod outbox;
 
 use std::collections::HashMap;
@@ -27,6 +29,47 @@ pub struct OutboundDelivery {
     pub body: String,
     pub urgent: bool,
     pub attempt: i64,
+    /// What the message is for (`message`, `notification`, `reminder`, `campaign`): picks
+    /// templates and whether email may carry the text (see `phi_email_purposes`).
+    pub purpose: String,
+    /// Who is sending.
+    pub sender: Arc<Sender>,
+}
+
+/// The organization a delivery is sent for, as patients see it.
+#[derive(Debug, Clone)]
+pub struct Sender {
+    pub organization_id: String,
+    pub slug: String,
+    /// Display name ("Riverside Family Clinic").
+    pub name: String,
+    pub settings: crate::config::OrganizationConfig,
+}
+
+impl Sender {
+    /// The organization's stored name and configured settings.
+    pub async fn load(
+        store: &crate::store::Store,
+        config: &crate::config::Config,
+        organization_id: &str,
+    ) -> Result<Self, crate::store::StoreError> {
+        let org = store.organization(organization_id).await?;
+        let settings = config.organization(&org.slug);
+        Ok(Self {
+            organization_id: org.id,
+            slug: org.slug,
+            name: settings.display_name.clone().unwrap_or(org.name),
+            settings,
+        })
+    }
+
+    /// Whether email for this purpose may carry the message text.
+    pub fn email_may_carry_text(&self, purpose: &str) -> bool {
+        self.settings
+            .phi_email_purposes
+            .iter()
+            .any(|p| p == purpose)
+    }
 }
 
 /// A send that the provider took.
@@ -64,9 +107,26 @@ pub trait Channel: Send + Sync {
 #[derive(Clone, Default)]
 pub struct Connectors {
     by_name: HashMap<String, Arc<dyn Channel>>,
+    http: HashMap<String, Arc<crate::connectors::HttpConnector>>,
 }
 
 impl Connectors {
+    /// Registers a manifest-driven provider (also reachable for webhooks).
+    pub fn insert_http(&mut self, connector: Arc<crate::connectors::HttpConnector>) {
+        self.http
+            .insert(connector.name().to_string(), connector.clone());
+        self.by_name.insert(connector.name().to_string(), connector);
+    }
+
+    /// The HTTP provider with this name (webhooks, reconciliation).
+    pub fn http(&self, name: &str) -> Option<Arc<crate::connectors::HttpConnector>> {
+        self.http.get(name).cloned()
+    }
+
+    pub fn http_connectors(&self) -> Vec<Arc<crate::connectors::HttpConnector>> {
+        self.http.values().cloned().collect()
+    }
+
     pub fn insert(&mut self, channel: Arc<dyn Channel>) {
         self.by_name.insert(channel.name().to_string(), channel);
     }

@@ -8,10 +8,17 @@
 //! * `mdn` — MDN/DSN parsing into `Notification`s and building processed MDNs.
 //! * `cms`, `mime`, `ffi` — private helpers; `ffi` holds all `unsafe`.
 //!
-//! Not here: certificate discovery (DNS CERT/LDAP), SMTP/IMAP transport,
-//! persistence, and message-tracking state.
+//! * `anchors` — trust anchors per peer domain and direction.
+//! * `discovery` — recipient certificates: local store, then DNS CERT.
+//!
+//! Not here: SMTP/IMAP transport, persistence, and message-tracking state
+//! (`channels::direct`).
 
+pub mod anchors;
+pub mod bench;
+pub mod certs_cli;
 mod cms;
+pub mod discovery;
 mod ffi;
 pub mod mdn;
 mod mime;

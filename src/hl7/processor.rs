@@ -23,6 +23,8 @@ pub struct Hl7Processor {
     pub keyring: Keyring,
     pub organization_id: String,
     pub config: Hl7Config,
+    /// Region for phone numbers without a country code (the organization's `phone_region`).
+    pub phone_region: String,
     zone: Tz,
 }
 
@@ -41,6 +43,7 @@ impl Hl7Processor {
         store: Store,
         keyring: Keyring,
         config: Hl7Config,
+        phone_region: &str,
     ) -> Result<Arc<Self>, StoreError> {
         let org = store
             .ensure_organization(&config.organization, &config.organization)
@@ -51,6 +54,7 @@ impl Hl7Processor {
             keyring,
             organization_id: org.id,
             config,
+            phone_region: phone_region.to_string(),
             zone,
         }))
     }
@@ -483,11 +487,14 @@ impl Hl7Processor {
                 record
                     .contact_points
                     .iter()
-                    .map(|c| ContactPointInput {
-                        system: c.system.clone(),
-                        value: c.value.clone(),
-                        use_code: c.use_code.clone(),
-                        rank: c.rank,
+                    .map(|c| {
+                        ContactPointInput::new(
+                            &c.system,
+                            &c.value,
+                            c.use_code.clone(),
+                            c.rank,
+                            &self.phone_region,
+                        )
                     })
                     .collect(),
             ),

@@ -204,7 +204,7 @@ pub fn appointment_view(row: &AppointmentRow) -> serde_json::Value {
         "start": start, "duration_minutes": row.duration_minutes, "status": row.status,
         "appointment_type": row.appointment_type, "reason": row.reason, "location": row.location,
         "location_code": row.location_code, "provider_id": row.provider_id, "provider_name": row.provider_name,
-        "source": row.source, "updated_at": rfc3339(row.updated_at),
+        "source": row.source, "updated_at": rfc3339(row.updated_at), "confirmation": row.confirmation,
     })
 }
 

@@ -5,10 +5,14 @@
 mod appointments;
 mod auth;
 mod health;
+mod hooks;
+mod inbound;
 mod json;
 mod messages;
 mod patients;
 mod problem;
+mod reminders;
+mod staff;
 
 use std::sync::Arc;
 
@@ -18,8 +22,10 @@ use axum::routing::{get, post, put};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::channels::Connectors;
 use crate::config::Config;
-use crate::messages::MessageService;
+use crate::inbound::InboundService;
+use crate::messages::{MessageError, MessageService, SendRequest};
 use crate::store::Store;
 
 pub use auth::{hash_token, new_token};
@@ -30,18 +36,51 @@ pub use problem::Problem;
 pub struct AppState {
     pub store: Store,
     pub messages: MessageService,
+    pub inbound: InboundService,
+    pub connectors: Connectors,
     pub config: Arc<Config>,
     pub keys: auth::KeyCache,
 }
 
 impl AppState {
-    pub fn new(messages: MessageService, config: Arc<Config>) -> Self {
+    pub fn new(
+        messages: MessageService,
+        inbound: InboundService,
+        connectors: Connectors,
+        config: Arc<Config>,
+    ) -> Self {
         Self {
             store: messages.store.clone(),
             messages,
+            inbound,
+            connectors,
             config,
             keys: auth::KeyCache::default(),
         }
+    }
+
+    /// Sends a short answer (HELP, START) to a number as an outbound SMS message.
+    pub async fn send_reply(
+        &self,
+        organization_id: &str,
+        to: &str,
+        text: &str,
+    ) -> Result<String, MessageError> {
+        let mut metadata = serde_json::Map::new();
+        metadata.insert("purpose".into(), "keyword_reply".into());
+        let request = SendRequest::notice(
+            None,
+            "sms",
+            to.to_string(),
+            None,
+            text.to_string(),
+            metadata,
+        );
+        Ok(self
+            .messages
+            .accept(organization_id, &request, None)
+            .await?
+            .message_id)
     }
 }
 
@@ -54,6 +93,15 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(health::metrics))
         .route("/v1/messages", post(messages::create))
         .route("/v1/messages/{id}", get(messages::show))
+        .route("/v1/messages/{id}/read", post(staff::mark_read))
+        .route("/v1/staff", get(staff::list))
+        .route("/v1/reminder-rules", get(reminders::rules))
+        .route("/v1/reminder-rules/{id}", put(reminders::put_rule))
+        .route(
+            "/v1/appointments/{filler_id}/reminders",
+            get(reminders::plan),
+        )
+        .route("/v1/staff/{external_id}", put(staff::upsert))
         .route("/v1/threads/{id}/messages", get(messages::thread_messages))
         .route(
             "/v1/patients/{external_id}",
@@ -72,6 +120,11 @@ pub fn router(state: AppState) -> Router {
             put(appointments::upsert_recall).get(appointments::show_recall),
         )
         .route("/v1/events", get(messages::events))
+        .route("/v1/inbound", get(inbound::list))
+        .route("/v1/inbound/{id}", get(inbound::show))
+        .route("/v1/inbound/{id}/resolve", post(inbound::resolve))
+        .route("/hooks/{connector}/status", post(hooks::status))
+        .route("/hooks/{connector}/inbound", post(hooks::inbound))
         .fallback(|| async { Problem::not_found("no such resource") })
         .method_not_allowed_fallback(|| async {
             Problem::new(

@@ -78,7 +78,9 @@ pub async fn upsert(
     Path(external_id): Path<String>,
     ApiJson(body): ApiJson<PatientBody>,
 ) -> Result<impl IntoResponse, Problem> {
-    let input = validate(external_id, body)?;
+    let slug = state.messages.store.organization(&org).await?.slug;
+    let region = state.config.organization(&slug).phone_region;
+    let input = validate(external_id, body, &region)?;
     let (row, created) = state.store.upsert_patient(&org, &input).await?;
     let view = view(&state, &org, &row.external_id).await?;
     Ok((
@@ -99,7 +101,7 @@ pub async fn show(
     Ok(Json(view(&state, &org, &external_id).await?))
 }
 
-fn validate(external_id: String, body: PatientBody) -> Result<PatientInput, Problem> {
+fn validate(external_id: String, body: PatientBody, region: &str) -> Result<PatientInput, Problem> {
     if external_id.is_empty() || external_id.len() > 128 {
         return Err(Problem::unprocessable(
             "external_id must be 1 to 128 characters",
@@ -132,12 +134,13 @@ fn validate(external_id: String, body: PatientBody) -> Result<PatientInput, Prob
                         "contact_points[{i}].value is empty"
                     )));
                 }
-                out.push(ContactPointInput {
-                    system: point.system,
-                    value: point.value.trim().to_string(),
-                    use_code: point.use_code,
-                    rank: point.rank.unwrap_or(i as i64 + 1),
-                });
+                out.push(ContactPointInput::new(
+                    &point.system,
+                    point.value.trim(),
+                    point.use_code,
+                    point.rank.unwrap_or(i as i64 + 1),
+                    region,
+                ));
             }
             Some(out)
         }

@@ -106,3 +106,16 @@ impl From<crate::store::StoreError> for Problem {
         }
     }
 }
+
+impl From<crate::inbound::InboundError> for Problem {
+    fn from(error: crate::inbound::InboundError) -> Self {
+        use crate::inbound::InboundError as E;
+        match error {
+            E::Store(e) => e.into(),
+            other => {
+                tracing::error!(error = %other, "inbound handling error");
+                Problem::internal()
+            }
+        }
+    }
+}

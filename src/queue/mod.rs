@@ -9,7 +9,10 @@
 //! attempt and pushes a new job delayed by the backoff ([`retry`]), so waiting holds no worker
 //! and survives restarts.
 
+pub mod bounces;
+pub mod direct;
 pub mod jobs;
+pub mod reconcile;
 pub mod retry;
 pub mod sweeper;
 pub mod worker;

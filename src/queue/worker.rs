@@ -15,7 +15,11 @@ use tracing::{info, instrument, warn};
 
 use super::jobs::{DeliveryJob, JobQueue};
 use super::retry::backoff;
-use crate::channels::{ChannelError, Connectors, OutboundDelivery, SendOutcome};
+use std::collections::HashMap;
+
+use tokio::sync::Mutex;
+
+use crate::channels::{ChannelError, Connectors, OutboundDelivery, SendOutcome, Sender};
 use crate::config::Config;
 use crate::crypto::Keyring;
 use crate::delivery::DeliveryStatus;
@@ -32,6 +36,49 @@ pub struct Deliverer {
     pub connectors: Connectors,
     pub queue: JobQueue,
     pub config: Arc<Config>,
+    /// Organizations by id, as senders (they change only with the config, i.e. a restart).
+    pub senders: Mutex<HashMap<String, Arc<Sender>>>,
+}
+
+impl Deliverer {
+    pub fn new(
+        store: Store,
+        group: GroupCommit,
+        keyring: Keyring,
+        connectors: Connectors,
+        queue: JobQueue,
+        config: Arc<Config>,
+    ) -> Self {
+        Self {
+            store,
+            group,
+            keyring,
+            connectors,
+            queue,
+            config,
+            senders: Mutex::new(HashMap::new()),
+        }
+    }
+
+    async fn sender(&self, organization_id: &str) -> Result<Arc<Sender>, WorkerError> {
+        if let Some(sender) = self.senders.lock().await.get(organization_id) {
+            return Ok(sender.clone());
+        }
+        let sender = Arc::new(Sender::load(&self.store, &self.config, organization_id).await?);
+        self.senders
+            .lock()
+            .await
+            .insert(organization_id.to_string(), sender.clone());
+        Ok(sender)
+    }
+}
+
+/// `metadata.purpose` of a message, `message` when absent.
+pub fn message_purpose(metadata: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(metadata)
+        .ok()
+        .and_then(|m| m.get("purpose").and_then(|p| p.as_str()).map(String::from))
+        .unwrap_or_else(|| "message".into())
 }
 
 /// The apalis handler.
@@ -127,6 +174,32 @@ impl Deliverer {
                 return Ok(Err(ChannelError::Permanent(PART2_REFUSED.into())));
             }
         }
+        let sender = self.sender(&delivery.organization_id).await?;
+        let purpose = message_purpose(&message.metadata);
+        // Consent is checked at send time, not only when the message was accepted: an opt-out
+        // that arrived in between wins.
+        let address = if matches!(delivery.channel.as_str(), "sms" | "fax") {
+            crate::phone::to_e164(&delivery.recipient, &sender.settings.phone_region)
+                .unwrap_or_else(|_| delivery.recipient.clone())
+        } else {
+            delivery.recipient.to_lowercase()
+        };
+        if self
+            .store
+            .opted_out(
+                &delivery.organization_id,
+                &delivery.channel,
+                &address,
+                delivery.patient_id.as_deref(),
+                &purpose,
+            )
+            .await?
+        {
+            return Ok(Err(ChannelError::Permanent(format!(
+                "{OPTED_OUT}: the recipient opted out of {}",
+                delivery.channel
+            ))));
+        }
         Ok(Ok(OutboundDelivery {
             delivery_id: delivery.id.clone(),
             organization_id: delivery.organization_id.clone(),
@@ -137,6 +210,8 @@ impl Deliverer {
             body: content.body,
             urgent: message.urgent,
             attempt: delivery.attempts,
+            purpose,
+            sender,
         }))
     }
 
@@ -174,7 +249,7 @@ impl Deliverer {
                 let mut update = DeliveryUpdate::new(DeliveryStatus::Failed, "worker");
                 update.connector = Some(connector.to_string());
                 update.reason = Some(reason.clone());
-                if reason == PART2_REFUSED {
+                if reason == PART2_REFUSED || reason.starts_with(OPTED_OUT) {
                     let mut entry = audit("refused", Some(reason.clone()));
                     entry.action = "disclosure_refused".into();
                     update.audit = Some(entry);
@@ -209,11 +284,13 @@ impl Deliverer {
                     self.store
                         .schedule_retry(&delivery.id, retry_at, &reason)
                         .await?;
+                    // apalis schedules in whole seconds, truncated: a job due earlier than the
+                    // delivery would find it not yet claimable and be lost (until the sweeper).
                     self.queue
                         .push(
                             &delivery.channel,
                             std::slice::from_ref(&delivery.id),
-                            Some(delay),
+                            Some(delay + Duration::from_secs(1)),
                         )
                         .await?;
                     info!(
@@ -231,3 +308,5 @@ impl Deliverer {
 
 /// The failure reason for a Part 2 message without a covering consent.
 pub const PART2_REFUSED: &str = "part2_consent_required";
+/// Reason prefix of a delivery refused because the recipient opted out.
+pub const OPTED_OUT: &str = "opted_out";

@@ -43,6 +43,8 @@ pub struct AppointmentRow {
     pub source: String,
     pub created_at: i64,
     pub updated_at: i64,
+    /// What the patient answered to a reminder (`confirmed`, `cancel_requested`, ...).
+    pub confirmation: Option<String>,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow, Serialize)]
@@ -170,6 +172,14 @@ impl Store {
             "SELECT ", appointment_columns!(), " FROM appointments WHERE organization_id = $1 AND filler_id = $2"
         ))
         .bind(organization_id).bind(filler_id).fetch_optional(pool).await)?
+        .ok_or(StoreError::NotFound)
+    }
+
+    pub async fn appointment(&self, id: &str) -> Result<AppointmentRow> {
+        on_db!(self.db(), pool => sqlx::query_as(concat!(
+            "SELECT ", appointment_columns!(), " FROM appointments WHERE id = $1"
+        ))
+        .bind(id).fetch_optional(pool).await)?
         .ok_or(StoreError::NotFound)
     }
 

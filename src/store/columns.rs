@@ -37,6 +37,7 @@ macro_rules! terminal_sql {
 macro_rules! appointment_columns {
     () => {
         "id, organization_id, patient_id, filler_id, placer_id, start_at, start_offset_minutes, duration_minutes, \
-         status, appointment_type, reason, location, location_code, provider_id, provider_name, source, created_at, updated_at"
+         status, appointment_type, reason, location, location_code, provider_id, provider_name, source, created_at, updated_at, \
+         confirmation"
     };
 }

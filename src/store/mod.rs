@@ -13,14 +13,20 @@ mod columns;
 mod api_keys;
 mod appointments;
 mod audit;
+mod campaigns;
+mod consents;
 mod deliveries;
+mod direct;
 mod events;
 mod group;
 mod hl7;
+mod inbound;
 mod messages;
 mod organizations;
 mod patients;
+mod reminders;
 mod rows;
+mod urgent;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -31,12 +37,17 @@ use sqlx::{PgPool, SqlitePool};
 
 pub use appointments::{AppointmentInput, AppointmentRow, RecallInput, RecallRow};
 pub use audit::AuditEntry;
+pub use campaigns::{CampaignCounts, CampaignRow, CohortRow};
+pub use consents::ConsentChange;
 pub use deliveries::{Claimed, DeliveryUpdate, SweepItem};
 pub use group::{AfterAccept, GroupCommit};
 pub use hl7::{Hl7Arrival, Hl7Effects, Hl7Outcome, Hl7Row};
+pub use inbound::{FileInbound, InboundRow, NewInbound};
 pub use messages::{AcceptItem, AcceptOutcome, NewDelivery, NewMessage};
 pub use patients::{ConsentInput, ContactPointInput, PatientInput};
+pub use reminders::{NewTouch, PlanRow, TouchRow};
 pub use rows::*;
+pub use urgent::{AlertRow, NewNotification, StaffInput, StaffRow};
 
 /// Store errors. `NotFound` is what a caller may show; everything else is internal.
 #[derive(Debug, thiserror::Error)]

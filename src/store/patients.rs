@@ -34,6 +34,30 @@ pub struct ContactPointInput {
     pub value: String,
     pub use_code: Option<String>,
     pub rank: i64,
+    /// The number in E.164 when it is a phone number that parses (matching inbound SMS).
+    pub e164: Option<String>,
+}
+
+impl ContactPointInput {
+    /// A contact point; phone numbers also get their E.164 form, read in `region`.
+    pub fn new(
+        system: &str,
+        value: &str,
+        use_code: Option<String>,
+        rank: i64,
+        region: &str,
+    ) -> Self {
+        let e164 = crate::phone::is_phone_system(system)
+            .then(|| crate::phone::to_e164(value, region).ok())
+            .flatten();
+        Self {
+            system: system.to_string(),
+            value: value.to_string(),
+            use_code,
+            rank,
+            e164,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -70,12 +94,13 @@ macro_rules! upsert_patient_in {
                 .bind(&row.id).execute(&mut *$tx).await?;
             if !points.is_empty() {
                 let mut qb = sqlx::QueryBuilder::new(
-                    "INSERT INTO contact_points (id, organization_id, patient_id, system, value, use_code, rank, created_at) ",
+                    "INSERT INTO contact_points (id, organization_id, patient_id, system, value, use_code, rank, created_at, e164) ",
                 );
                 qb.push_values(points, |mut b, point| {
                     b.push_bind($crate::store::new_id("cp")).push_bind(organization_id.to_string()).push_bind(row.id.clone())
                         .push_bind(point.system.clone()).push_bind(point.value.clone())
-                        .push_bind(point.use_code.clone()).push_bind(point.rank).push_bind(now);
+                        .push_bind(point.use_code.clone()).push_bind(point.rank).push_bind(now)
+                        .push_bind(point.e164.clone());
                 });
                 qb.build().execute(&mut *$tx).await?;
             }

@@ -253,3 +253,4 @@ pub fn count_files(dir: &std::path::Path) -> usize {
         })
         .unwrap_or(0)
 }
+pub mod mail;

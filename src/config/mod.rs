@@ -6,6 +6,21 @@
 //! sink. Secrets are never required inline: they are read from files, or from systemd
 //! credentials (`$CREDENTIALS_DIRECTORY/<name>`); see [`Secret`].
 
+mod connectors;
+mod direct;
+mod organizations;
+mod reminders;
+
+pub use connectors::{
+    ConnectorConfig, HttpConnectorConfig, ImapMailboxConfig, SmtpConnectorConfig, TlsMode,
+};
+pub use direct::{
+    CrlMode, DirectConnectorConfig, DirectMode, DirectSmtpConfig, DnsDiscoveryConfig, KeyPair,
+    RevocationConfig, TrustAnchorConfig, TrustDirection,
+};
+pub use organizations::OrganizationConfig;
+pub use reminders::{ReminderRule, Touch, default_rules};
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -49,6 +64,41 @@ pub struct Config {
     /// Per logical channel (`sms`, `email`, `fax`, `direct`, `outbox`): which connector carries it
     /// and its retry budget. Channels not listed use [`ChannelConfig::default`] (outbox sink).
     pub channels: BTreeMap<String, ChannelConfig>,
+    /// Provider integrations by name (`[connectors.twilio]`, `[connectors.relay]`), referenced
+    /// from `[channels.*] connector`. `outbox` is built in and needs no entry.
+    pub connectors: BTreeMap<String, ConnectorConfig>,
+    /// Per-organization settings by slug (`[organizations.clinic]`). Organizations not listed
+    /// use [`OrganizationConfig::default`].
+    pub organizations: BTreeMap<String, OrganizationConfig>,
+    pub templates: TemplatesConfig,
+    pub reminders: RemindersConfig,
+}
+
+/// The scheduled reminder run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RemindersConfig {
+    pub enabled: bool,
+    /// Seconds between runs (plan, then send what is due). On a fleet one daemon runs at a time.
+    pub interval_secs: u64,
+}
+
+impl Default for RemindersConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval_secs: 60,
+        }
+    }
+}
+
+/// Message templates.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TemplatesConfig {
+    /// A directory whose files override or add to the built-in templates (same layout as
+    /// `templates/` in the source tree: `email/secure_message.en.html`, ...).
+    pub dir: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -64,6 +114,10 @@ impl Default for Config {
             outbox: OutboxConfig::default(),
             hl7: Hl7Config::default(),
             channels: BTreeMap::new(),
+            connectors: BTreeMap::new(),
+            organizations: BTreeMap::new(),
+            templates: TemplatesConfig::default(),
+            reminders: RemindersConfig::default(),
         }
     }
 }
@@ -391,6 +445,29 @@ impl Config {
                 "hl7.tls_certificate and hl7.tls_key go together".into(),
             ));
         }
+        for (name, connector) in &self.connectors {
+            if name == "outbox" {
+                return Err(ConfigError::Invalid(
+                    "connectors.outbox: the name is taken by the built-in sink".into(),
+                ));
+            }
+            if let ConnectorConfig::Smtp(smtp) = connector
+                && smtp.from.parse::<lettre::message::Mailbox>().is_err()
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "connectors.{name}.from {:?} is not an email address",
+                    smtp.from
+                )));
+            }
+        }
+        for (slug, org) in &self.organizations {
+            if org.time_zone.parse::<chrono_tz::Tz>().is_err() {
+                return Err(ConfigError::Invalid(format!(
+                    "organizations.{slug}.time_zone {:?} is not an IANA time zone",
+                    org.time_zone
+                )));
+            }
+        }
         if self.queue.batch_size == 0 {
             return Err(ConfigError::Invalid(
                 "queue.batch_size must be at least 1".into(),
@@ -418,6 +495,11 @@ impl Config {
     /// The channel's settings (defaults when not configured).
     pub fn channel(&self, name: &str) -> ChannelConfig {
         self.channels.get(name).cloned().unwrap_or_default()
+    }
+
+    /// Settings of the organization with this slug.
+    pub fn organization(&self, slug: &str) -> OrganizationConfig {
+        self.organizations.get(slug).cloned().unwrap_or_default()
     }
 
     /// This daemon's name in the fleet.

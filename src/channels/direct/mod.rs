@@ -1,0 +1,138 @@
+//! The Direct channel (`[connectors.<name>] kind = "direct"`): sending Direct messages through
+//! a HISP and tracking them by MDN/DSN.
+//!
+//! * [`channel`] — `DirectChannel::send`: compose, discover certificates, seal, relay.
+//! * [`compose`] — the unsealed RFC 5322 message and its MDN request headers.
+//! * [`keys`] — our certificate, key, decryption keys and trust anchors, loaded at start.
+//! * [`tracker`] — polling the HISP mailbox for MDNs/DSNs, and the expiry pass.
+//!
+//! Does not own the S/MIME core or discovery (`crate::direct`), nor the store: the tracker
+//! reports through [`NotificationSink`], which `queue::direct` implements over the store.
+
+pub mod channel;
+pub mod compose;
+pub mod keys;
+pub mod tracker;
+
+use std::sync::Arc;
+
+pub use channel::{DirectChannel, NO_CERTIFICATE};
+pub use tracker::{NotificationSink, Tracked};
+
+use crate::channels::Connectors;
+use crate::config::{Config, ConnectorConfig, DirectConnectorConfig, SmtpConnectorConfig};
+use crate::direct::SealOptions;
+use crate::direct::discovery::{Discovery, LocalStore, dns::DnsCerts};
+
+/// Why a Direct connector could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum DirectChannelError {
+    #[error("{0}")]
+    Config(String),
+    #[error(transparent)]
+    Email(#[from] crate::channels::email::EmailError),
+}
+
+/// The `kind = "direct"` connectors.
+pub fn direct_connectors(
+    config: &Config,
+) -> impl Iterator<Item = (&String, &DirectConnectorConfig)> {
+    config.connectors.iter().filter_map(|(name, c)| match c {
+        ConnectorConfig::Direct(d) => Some((name, d)),
+        _ => None,
+    })
+}
+
+/// The domain of our Message-IDs.
+pub fn message_domain(config: &DirectConnectorConfig) -> String {
+    config
+        .domain
+        .clone()
+        .unwrap_or_else(|| crate::direct::anchors::domain_of(&config.address))
+}
+
+/// The local certificate store of a connector.
+pub fn local_store(config: &DirectConnectorConfig, data_dir: &std::path::Path) -> LocalStore {
+    LocalStore::new(
+        config
+            .cert_store
+            .clone()
+            .unwrap_or_else(|| data_dir.join("direct-certs")),
+    )
+}
+
+/// Discovery as a connector configures it.
+pub fn discovery(
+    config: &DirectConnectorConfig,
+    data_dir: &std::path::Path,
+    keys: &keys::KeyMaterial,
+) -> Result<Discovery, DirectChannelError> {
+    let dns = if config.dns.enabled {
+        Some(DnsCerts::new(&config.dns).map_err(|e| DirectChannelError::Config(e.to_string()))?)
+    } else {
+        None
+    };
+    let fetcher = crate::direct::discovery::revocation::Fetcher::new(config.revocation.clone())
+        .map_err(|e| DirectChannelError::Config(e.to_string()))?;
+    Ok(Discovery {
+        local: Some(local_store(config, data_dir)),
+        dns,
+        anchors: keys.anchors.clone(),
+        fetcher: Some(Arc::new(fetcher)),
+    })
+}
+
+/// Builds one connector.
+pub fn build(
+    name: &str,
+    config: &DirectConnectorConfig,
+    data_dir: &std::path::Path,
+) -> Result<DirectChannel, DirectChannelError> {
+    if config.address.parse::<lettre::Address>().is_err() {
+        return Err(DirectChannelError::Config("address is not valid".into()));
+    }
+    let keys = Arc::new(keys::load(config)?);
+    let cipher = crate::direct::tools::cipher(&config.cipher)
+        .map_err(|e| DirectChannelError::Config(e.to_string()))?;
+    let smtp = SmtpConnectorConfig {
+        host: config.smtp.host.clone(),
+        port: config.smtp.port,
+        tls: config.smtp.tls,
+        ca_certificate: config.smtp.ca_certificate.clone(),
+        username: config.smtp.username.clone(),
+        password: config.smtp.password.clone(),
+        from: config.address.clone(),
+        domain: Some(message_domain(config)),
+        rate_per_sec: 0.0,
+        max_connections: config.smtp.max_connections,
+        timeout_secs: config.smtp.timeout_secs,
+        verp: false,
+        bounces: None,
+    };
+    Ok(DirectChannel {
+        name: name.to_string(),
+        address: config.address.trim().to_ascii_lowercase(),
+        domain: message_domain(config),
+        mode: config.mode,
+        seal_options: SealOptions {
+            cipher,
+            ..SealOptions::default()
+        },
+        discovery: discovery(config, data_dir, &keys)?,
+        keys,
+        transport: crate::channels::email::transport::smtp_transport(&smtp)?,
+    })
+}
+
+/// Builds every `kind = "direct"` connector and registers it under its config name.
+pub fn register_connectors(
+    config: &Config,
+    connectors: &mut Connectors,
+) -> Result<(), DirectChannelError> {
+    for (name, direct) in direct_connectors(config) {
+        let channel = build(name, direct, &config.data_dir)
+            .map_err(|e| DirectChannelError::Config(format!("connectors.{name}: {e}")))?;
+        connectors.insert(Arc::new(channel));
+    }
+    Ok(())
+}

@@ -1,0 +1,128 @@
+//! The bounce poller: one task per SMTP connector with `bounces` configured. Every
+//! `poll_interval_secs` it logs in to the IMAP mailbox, fetches unseen messages without
+//! marking them, and for each DSN reporting a failure hands the candidate delivery ids and the
+//! diagnostic to a [`BounceSink`]. Only after the sink has committed is the message flagged
+//! `\Seen` (durable before ack: a crash in between re-reads it, and the store's monotonic
+//! update makes the repeat harmless). Messages that are not DSNs, or name no delivery of ours,
+//! are left untouched (not flagged, not moved) and skipped by later polls of this run.
+//!
+//! Log lines carry delivery ids and IMAP UIDs, never addresses or message text.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::EmailError;
+use super::dsn::parse_bounce;
+use super::imap::{ImapSession, ImapTarget};
+use super::transport::tls_connector;
+use crate::config::{ImapMailboxConfig, TlsMode};
+
+/// How long one IMAP exchange may take.
+const IMAP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Where bounce failures are recorded (the daemon implements it over the store).
+#[async_trait::async_trait]
+pub trait BounceSink: Send + Sync {
+    /// Records `reason` as the failure of the first candidate delivery that exists, committed
+    /// before returning. `Ok(None)`: no candidate is a delivery of ours.
+    async fn record_bounce(
+        &self,
+        candidates: &[String],
+        reason: &str,
+    ) -> Result<Option<String>, Box<dyn std::error::Error + Send + Sync>>;
+}
+
+/// Polls until `shutdown`. `domain` is the connector's Message-ID domain.
+pub async fn poll_bounces(
+    connector: String,
+    config: ImapMailboxConfig,
+    domain: String,
+    sink: Arc<dyn BounceSink>,
+    shutdown: CancellationToken,
+) {
+    let interval = Duration::from_secs(config.poll_interval_secs.max(1));
+    let mut skip: HashSet<u32> = HashSet::new();
+    loop {
+        // Shutdown may cut a poll short: at worst a recorded bounce is not yet flagged, and
+        // the next run records it again, which the monotonic update ignores.
+        let result = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            result = poll_once(&config, &domain, sink.as_ref(), &mut skip) => result,
+        };
+        match result {
+            Ok(0) => debug!(connector, "no new bounces"),
+            Ok(count) => info!(connector, count, "bounces recorded"),
+            Err(e) => warn!(connector, error = %e, "bounce mailbox poll failed"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(interval) => {}
+        }
+    }
+}
+
+/// One poll: returns how many bounces were recorded.
+pub async fn poll_once(
+    config: &ImapMailboxConfig,
+    domain: &str,
+    sink: &dyn BounceSink,
+    skip: &mut HashSet<u32>,
+) -> Result<usize, EmailError> {
+    let connector = match config.tls {
+        TlsMode::None => None,
+        _ => Some(tls_connector(config.ca_certificate.as_deref())?),
+    };
+    let password = config.password.read()?;
+    let mut session = ImapSession::connect(ImapTarget {
+        host: &config.host,
+        port: config.port,
+        tls: config.tls,
+        connector: connector.as_ref(),
+        timeout: IMAP_TIMEOUT,
+    })
+    .await?;
+    session.login(&config.username, &password).await?;
+    session.select(&config.mailbox).await?;
+    if skip.len() > 100_000 {
+        skip.clear();
+    }
+    let mut recorded = 0;
+    for uid in session.unseen().await? {
+        if skip.contains(&uid) {
+            continue;
+        }
+        let Some(raw) = session.fetch(uid).await? else {
+            continue;
+        };
+        let Some(bounce) = parse_bounce(&raw) else {
+            skip.insert(uid);
+            continue;
+        };
+        let candidates = bounce.candidates(domain);
+        if candidates.is_empty() {
+            debug!(uid, "DSN names no delivery of ours; left alone");
+            skip.insert(uid);
+            continue;
+        }
+        match sink.record_bounce(&candidates, &bounce.reason).await {
+            Ok(Some(delivery_id)) => {
+                session.mark_seen(uid).await?;
+                info!(%delivery_id, uid, "bounce recorded");
+                recorded += 1;
+            }
+            Ok(None) => {
+                debug!(uid, "DSN for an unknown delivery; left alone");
+                skip.insert(uid);
+            }
+            Err(e) => {
+                warn!(uid, error = %e, "bounce not recorded; will retry");
+            }
+        }
+    }
+    let _ = session.logout().await;
+    Ok(recorded)
+}

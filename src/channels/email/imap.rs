@@ -1,0 +1,285 @@
+//! A minimal IMAP4rev1 client (RFC 3501), just what bounce polling needs: greeting,
+//! `CAPABILITY`/`STARTTLS`, `LOGIN`, `SELECT`, `UID SEARCH UNSEEN`, `UID FETCH BODY.PEEK[]`
+//! (which does not set `\Seen`), `UID STORE +FLAGS.SILENT (\Seen)` and `LOGOUT`.
+//!
+//! TLS (implicit, STARTTLS required or opportunistic, none) goes through native-tls. Every
+//! read is bounded by the connection timeout; literals are capped in size.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+use crate::config::TlsMode;
+
+/// Largest message we fetch (bytes); larger literals are an error.
+const MAX_LITERAL: usize = 32 * 1024 * 1024;
+/// Longest response line we accept.
+const MAX_LINE: usize = 64 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImapError {
+    #[error("imap I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("imap: no answer within {0:?}")]
+    Timeout(Duration),
+    #[error("imap TLS: {0}")]
+    Tls(String),
+    #[error("imap server refused {command}: {text}")]
+    Refused { command: &'static str, text: String },
+    #[error("imap protocol: {0}")]
+    Protocol(String),
+}
+
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+/// One untagged response line, with the literals it carried.
+#[derive(Debug, Default)]
+struct Untagged {
+    text: String,
+    literals: Vec<Vec<u8>>,
+}
+
+/// A logged-in (or about to be) IMAP session.
+pub struct ImapSession {
+    stream: BufReader<Box<dyn Stream>>,
+    tag: u32,
+    timeout: Duration,
+}
+
+/// Where and how to connect.
+pub struct ImapTarget<'a> {
+    pub host: &'a str,
+    pub port: u16,
+    pub tls: TlsMode,
+    pub connector: Option<&'a tokio_native_tls::TlsConnector>,
+    pub timeout: Duration,
+}
+
+impl ImapSession {
+    /// Connects, reads the greeting and secures the connection as `target.tls` asks.
+    pub async fn connect(target: ImapTarget<'_>) -> Result<Self, ImapError> {
+        let tcp = within(
+            target.timeout,
+            TcpStream::connect((target.host, target.port)),
+        )
+        .await??;
+        let stream: Box<dyn Stream> = match target.tls {
+            TlsMode::Implicit => secure(&target, Box::new(tcp)).await?,
+            _ => Box::new(tcp),
+        };
+        let mut session = Self {
+            stream: BufReader::new(stream),
+            tag: 0,
+            timeout: target.timeout,
+        };
+        let greeting = session.read_line().await?;
+        if !greeting.starts_with("* OK") && !greeting.starts_with("* PREAUTH") {
+            return Err(ImapError::Protocol("unexpected greeting".into()));
+        }
+        if matches!(target.tls, TlsMode::Starttls | TlsMode::Opportunistic) {
+            let caps = session.command("CAPABILITY", "CAPABILITY").await?;
+            let offered = caps
+                .iter()
+                .any(|u| u.text.to_ascii_uppercase().contains("STARTTLS"));
+            if offered {
+                session.command("STARTTLS", "STARTTLS").await?;
+                // Nothing may be buffered past the tagged OK (RFC 3501 6.2.1).
+                if !session.stream.buffer().is_empty() {
+                    return Err(ImapError::Protocol("data after STARTTLS".into()));
+                }
+                let secured = secure(&target, session.stream.into_inner()).await?;
+                session = Self {
+                    stream: BufReader::new(secured),
+                    tag: 0,
+                    timeout: target.timeout,
+                };
+            } else if target.tls == TlsMode::Starttls {
+                return Err(ImapError::Tls("server does not offer STARTTLS".into()));
+            }
+        }
+        Ok(session)
+    }
+
+    pub async fn login(&mut self, user: &str, password: &str) -> Result<(), ImapError> {
+        let cmd = format!("LOGIN {} {}", quote(user)?, quote(password)?);
+        self.command("LOGIN", &cmd).await.map(|_| ())
+    }
+
+    pub async fn select(&mut self, mailbox: &str) -> Result<(), ImapError> {
+        let cmd = format!("SELECT {}", quote(mailbox)?);
+        self.command("SELECT", &cmd).await.map(|_| ())
+    }
+
+    /// UIDs of messages without `\Seen`.
+    pub async fn unseen(&mut self) -> Result<Vec<u32>, ImapError> {
+        let answers = self.command("UID SEARCH", "UID SEARCH UNSEEN").await?;
+        let mut uids = Vec::new();
+        for answer in answers {
+            if let Some(rest) = answer.text.strip_prefix("SEARCH") {
+                uids.extend(
+                    rest.split_whitespace()
+                        .filter_map(|n| n.parse::<u32>().ok()),
+                );
+            }
+        }
+        Ok(uids)
+    }
+
+    /// The whole message with this UID, without marking it `\Seen`. `None`: it is gone.
+    pub async fn fetch(&mut self, uid: u32) -> Result<Option<Vec<u8>>, ImapError> {
+        let cmd = format!("UID FETCH {uid} BODY.PEEK[]");
+        let answers = self.command("UID FETCH", &cmd).await?;
+        Ok(answers
+            .into_iter()
+            .find(|a| a.text.to_ascii_uppercase().contains("FETCH") && !a.literals.is_empty())
+            .and_then(|mut a| a.literals.pop()))
+    }
+
+    /// Adds `\Seen` to the message with this UID.
+    pub async fn mark_seen(&mut self, uid: u32) -> Result<(), ImapError> {
+        let cmd = format!("UID STORE {uid} +FLAGS.SILENT (\\Seen)");
+        self.command("UID STORE", &cmd).await.map(|_| ())
+    }
+
+    pub async fn logout(mut self) -> Result<(), ImapError> {
+        self.command("LOGOUT", "LOGOUT").await.map(|_| ())
+    }
+
+    /// Sends one command and collects untagged answers until its tagged completion.
+    async fn command(
+        &mut self,
+        name: &'static str,
+        command: &str,
+    ) -> Result<Vec<Untagged>, ImapError> {
+        self.tag += 1;
+        let tag = format!("a{}", self.tag);
+        let line = format!("{tag} {command}\r\n");
+        within(self.timeout, async {
+            self.stream.get_mut().write_all(line.as_bytes()).await?;
+            self.stream.get_mut().flush().await
+        })
+        .await??;
+        let mut answers = Vec::new();
+        loop {
+            let (text, literals) = self.read_response_line().await?;
+            if let Some(status) = text.strip_prefix(&format!("{tag} ")) {
+                if status.len() >= 2 && status[..2].eq_ignore_ascii_case("OK") {
+                    return Ok(answers);
+                }
+                return Err(ImapError::Refused {
+                    command: name,
+                    text: status.chars().take(200).collect(),
+                });
+            }
+            if let Some(rest) = text.strip_prefix("* ") {
+                answers.push(Untagged {
+                    text: rest.to_string(),
+                    literals,
+                });
+            }
+            // "+ " continuation requests are not used by these commands; ignore them.
+        }
+    }
+
+    /// One logical response line: text with each `{n}` literal cut out and returned apart.
+    async fn read_response_line(&mut self) -> Result<(String, Vec<Vec<u8>>), ImapError> {
+        let mut text = String::new();
+        let mut literals = Vec::new();
+        loop {
+            let line = self.read_line().await?;
+            match literal_size(&line) {
+                Some((prefix, size)) => {
+                    if size > MAX_LITERAL {
+                        return Err(ImapError::Protocol(format!("literal of {size} bytes")));
+                    }
+                    text.push_str(prefix);
+                    let mut literal = vec![0; size];
+                    within(self.timeout, self.stream.read_exact(&mut literal)).await??;
+                    literals.push(literal);
+                }
+                None => {
+                    text.push_str(&line);
+                    return Ok((text, literals));
+                }
+            }
+        }
+    }
+
+    /// One CRLF-terminated line, without the CRLF.
+    async fn read_line(&mut self) -> Result<String, ImapError> {
+        let mut buf = Vec::new();
+        let stream = &mut self.stream;
+        let read = within(self.timeout, async {
+            let mut limited = stream.take(MAX_LINE as u64);
+            limited.read_until(b'\n', &mut buf).await
+        })
+        .await??;
+        if read == 0 {
+            return Err(ImapError::Protocol("connection closed".into()));
+        }
+        if !buf.ends_with(b"\n") {
+            return Err(ImapError::Protocol("line too long".into()));
+        }
+        while buf.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+            buf.pop();
+        }
+        Ok(String::from_utf8_lossy(&buf).into_owned())
+    }
+}
+
+/// Wraps `stream` in TLS for `target.host`.
+async fn secure(
+    target: &ImapTarget<'_>,
+    stream: Box<dyn Stream>,
+) -> Result<Box<dyn Stream>, ImapError> {
+    let connector = target
+        .connector
+        .ok_or_else(|| ImapError::Tls("no TLS connector".into()))?;
+    let tls = within(target.timeout, connector.connect(target.host, stream))
+        .await?
+        .map_err(|e| ImapError::Tls(e.to_string()))?;
+    Ok(Box::new(tls))
+}
+
+/// `... {123}` at the end of a line: the text before it and the literal's size.
+fn literal_size(line: &str) -> Option<(&str, usize)> {
+    let body = line.strip_suffix('}')?;
+    let open = body.rfind('{')?;
+    let size = body[open + 1..].trim_end_matches('+').parse().ok()?;
+    Some((&line[..open], size))
+}
+
+/// A quoted string; refuses characters a quoted string cannot carry.
+fn quote(value: &str) -> Result<String, ImapError> {
+    if value.contains(['\r', '\n', '\0']) {
+        return Err(ImapError::Protocol("value with a line break".into()));
+    }
+    Ok(format!(
+        "\"{}\"",
+        value.replace('\\', "\\\\").replace('"', "\\\"")
+    ))
+}
+
+async fn within<F: std::future::Future>(timeout: Duration, f: F) -> Result<F::Output, ImapError> {
+    tokio::time::timeout(timeout, f)
+        .await
+        .map_err(|_| ImapError::Timeout(timeout))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literals_and_quotes() {
+        assert_eq!(
+            literal_size("* 1 FETCH (UID 7 BODY[] {42}"),
+            Some(("* 1 FETCH (UID 7 BODY[] ", 42))
+        );
+        assert_eq!(literal_size("* 1 FETCH (FLAGS (\\Seen))"), None);
+        assert_eq!(quote("a\"b\\c").expect("quoted"), "\"a\\\"b\\\\c\"");
+        assert!(quote("a\r\nb").is_err());
+    }
+}

@@ -1,0 +1,127 @@
+//! The email channel: an SMTP relay (`[connectors.<name>] kind = "smtp"`) carried by lettre,
+//! and the bounce (DSN) reader for its return-path mailbox.
+//!
+//! Owns: composing patient email from templates under the PHI rule ([`compose`]), the SMTP
+//! transport with its TLS modes, credentials, pool and rate limit ([`transport`], [`rate`]),
+//! classifying SMTP replies into channel outcomes ([`smtp`]), a minimal IMAP client
+//! ([`imap`]) and DSN parsing ([`dsn`]) for bounces, and the polling loop ([`bounces`]).
+//! Does not own: the store. The bounce loop reports failures through the [`BounceSink`]
+//! trait, which the daemon implements over the store.
+
+pub mod bounces;
+pub mod compose;
+pub mod dsn;
+pub mod imap;
+pub(crate) mod rate;
+pub mod smtp;
+pub(crate) mod transport;
+
+pub use bounces::{BounceSink, poll_bounces};
+pub use smtp::SmtpChannel;
+
+/// Replaces every word holding an `@` (an address, in replies such as `550 5.1.1
+/// <jane@example.org>: Recipient address rejected`) so failure reasons, which are logged and
+/// shown, carry no patient address.
+pub fn redact_addresses(text: &str) -> String {
+    text.split(' ')
+        .map(|word| {
+            if word.contains('@') {
+                if word.ends_with(':') {
+                    "<address>:"
+                } else {
+                    "<address>"
+                }
+            } else {
+                word
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Why the email connector could not be built or a mailbox could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum EmailError {
+    #[error("{0}")]
+    Config(String),
+    #[error("secret: {0}")]
+    Secret(#[from] crate::config::ConfigError),
+    #[error("template: {0}")]
+    Template(#[from] crate::templates::TemplateError),
+    #[error("address {what} is invalid")]
+    Address { what: &'static str },
+    #[error("building the message: {0}")]
+    Build(String),
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error(transparent)]
+    Imap(#[from] imap::ImapError),
+}
+
+use std::sync::Arc;
+
+use crate::channels::Connectors;
+use crate::config::{Config, ConnectorConfig, ImapMailboxConfig, SmtpConnectorConfig};
+use crate::templates::Templates;
+
+fn smtp_connectors(config: &Config) -> impl Iterator<Item = (&String, &SmtpConnectorConfig)> {
+    config.connectors.iter().filter_map(|(name, c)| match c {
+        ConnectorConfig::Smtp(smtp) => Some((name, smtp)),
+        _ => None,
+    })
+}
+
+/// Builds every `kind = "smtp"` connector and registers it under its config name.
+pub fn register_connectors(
+    config: &Config,
+    templates: &Arc<Templates>,
+    connectors: &mut Connectors,
+) -> Result<(), EmailError> {
+    for (name, smtp) in smtp_connectors(config) {
+        let channel = SmtpChannel::new(name, smtp, templates.clone())
+            .map_err(|e| EmailError::Config(format!("connectors.{name}: {e}")))?;
+        connectors.insert(Arc::new(channel));
+    }
+    Ok(())
+}
+
+/// One bounce mailbox to poll.
+#[derive(Debug, Clone)]
+pub struct BounceMailbox {
+    pub connector: String,
+    pub mailbox: ImapMailboxConfig,
+    /// The connector's Message-ID domain.
+    pub domain: String,
+}
+
+/// The SMTP connectors with `bounces` configured.
+pub fn bounce_mailboxes(config: &Config) -> Vec<BounceMailbox> {
+    smtp_connectors(config)
+        .filter_map(|(name, smtp)| {
+            let mailbox = smtp.bounces.clone()?;
+            let domain = compose::message_domain(smtp)?;
+            Some(BounceMailbox {
+                connector: name.clone(),
+                mailbox,
+                domain,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn addresses_are_redacted_from_reasons() {
+        assert_eq!(
+            super::redact_addresses(
+                "smtp; 550 5.1.1 <jane@example.org>: Recipient address rejected"
+            ),
+            "smtp; 550 5.1.1 <address>: Recipient address rejected"
+        );
+        assert_eq!(
+            super::redact_addresses("451 4.3.0 Try again"),
+            "451 4.3.0 Try again"
+        );
+    }
+}

@@ -1,0 +1,154 @@
+//! `[connectors.<name>]`: provider integrations. Each has a `kind`: `smtp` (an SMTP relay,
+//! through lettre), `direct` (a Direct HISP; see `direct.rs`) or `http` (a provider
+//! described by a manifest in `connectors/*.toml`).
+//! Credentials are [`Secret`]s: files or systemd credentials, never inline values.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::Secret;
+
+/// One connector.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+// Built once at start-up; boxing would only complicate matching.
+#[allow(clippy::large_enum_variant)]
+pub enum ConnectorConfig {
+    Smtp(SmtpConnectorConfig),
+    Http(HttpConnectorConfig),
+    Direct(super::DirectConnectorConfig),
+}
+
+/// How an SMTP (or IMAP) connection is secured.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum TlsMode {
+    /// TLS from the first byte (SMTPS 465, IMAPS 993).
+    Implicit,
+    /// STARTTLS, refusing to continue in clear text.
+    #[default]
+    Starttls,
+    /// STARTTLS when the server offers it, clear text otherwise.
+    Opportunistic,
+    /// Clear text (loopback relays and tests only).
+    None,
+}
+
+/// An SMTP relay for the email channel.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpConnectorConfig {
+    pub host: String,
+    #[serde(default = "default_smtp_port")]
+    pub port: u16,
+    #[serde(default)]
+    pub tls: TlsMode,
+    /// Extra CA certificate (PEM) to trust for the relay, e.g. a private CA.
+    #[serde(default)]
+    pub ca_certificate: Option<PathBuf>,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<Secret>,
+    /// Envelope sender and `From` when the organization sets none.
+    pub from: String,
+    /// Domain for `Message-ID`s (and VERP return paths). Default: the domain of `from`.
+    #[serde(default)]
+    pub domain: Option<String>,
+    /// Messages per second through this relay (0 = unlimited).
+    #[serde(default)]
+    pub rate_per_sec: f64,
+    /// Open SMTP connections kept in the pool.
+    #[serde(default = "default_pool")]
+    pub max_connections: u32,
+    #[serde(default = "default_timeout")]
+    pub timeout_secs: u64,
+    /// Use a per-delivery return path `<local>+<delivery id>@<domain>` (VERP) so bounces
+    /// identify the delivery even when the DSN loses the original headers.
+    #[serde(default = "default_true")]
+    pub verp: bool,
+    /// Where bounces (DSNs) arrive; polled over IMAP.
+    #[serde(default)]
+    pub bounces: Option<ImapMailboxConfig>,
+}
+
+/// An IMAP mailbox that is polled.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImapMailboxConfig {
+    pub host: String,
+    #[serde(default = "default_imap_port")]
+    pub port: u16,
+    #[serde(default)]
+    pub tls: TlsMode,
+    #[serde(default)]
+    pub ca_certificate: Option<PathBuf>,
+    pub username: String,
+    pub password: Secret,
+    #[serde(default = "default_inbox")]
+    pub mailbox: String,
+    #[serde(default = "default_poll")]
+    pub poll_interval_secs: u64,
+}
+
+/// An HTTP provider described by a manifest.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConnectorConfig {
+    /// A manifest name (`twilio` → `connectors/twilio.toml`) or a path to one.
+    pub manifest: String,
+    /// Overrides the manifest's base URL (a regional endpoint, a test server).
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// Values the manifest's templates may use as `{{ params.<name> }}` (account id, sender
+    /// number, messaging profile...). Not secret.
+    #[serde(default)]
+    pub params: BTreeMap<String, String>,
+    /// Secret values the manifest's auth and signature schemes use (`auth_token`, `api_key`...).
+    #[serde(default)]
+    pub credentials: BTreeMap<String, Secret>,
+    /// The public base URL providers reach this daemon at; status-callback URLs are built from
+    /// it and signatures are checked against it (`https://gw.example.org`).
+    #[serde(default)]
+    pub public_url: Option<String>,
+    /// The organization (slug) inbound messages to this connector's numbers belong to.
+    /// Default: the only organization, or the oldest.
+    #[serde(default)]
+    pub organization: Option<String>,
+    /// Requests per second to this provider (0 = unlimited).
+    #[serde(default)]
+    pub rate_per_sec: f64,
+    #[serde(default = "default_timeout")]
+    pub timeout_secs: u64,
+    /// A delivery still `sent` this long after sending is looked up at the provider (some
+    /// carriers never send receipts). 0 turns reconciliation off.
+    #[serde(default = "default_reconcile")]
+    pub reconcile_after_secs: u64,
+}
+
+fn default_smtp_port() -> u16 {
+    587
+}
+fn default_imap_port() -> u16 {
+    993
+}
+fn default_pool() -> u32 {
+    4
+}
+fn default_timeout() -> u64 {
+    30
+}
+fn default_reconcile() -> u64 {
+    6 * 3600
+}
+fn default_true() -> bool {
+    true
+}
+fn default_inbox() -> String {
+    "INBOX".into()
+}
+fn default_poll() -> u64 {
+    60
+}

@@ -1,0 +1,272 @@
+//! The manifest format (`connectors/*.toml`): what an HTTP provider looks like, as data.
+//!
+//! Values written as templates (`"{{ params.account_sid }}"`) are rendered with minijinja
+//! against the delivery (`to`, `from`, `body`, `media_url`, `status_callback_url`,
+//! `delivery_id`), the connector's `params` and `credentials`, and `base_url`. A field that
+//! renders empty is left out of the request.
+//!
+//! Locations in payloads are JSON pointers (`/data/payload/id`) for JSON bodies and field
+//! names (`MessageSid`) for form bodies.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+/// One provider.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// The logical channel it carries: `sms` or `fax`.
+    pub channel: String,
+    pub base_url: String,
+    pub auth: Auth,
+    pub send: Send,
+    #[serde(default)]
+    pub status: Option<StatusCallback>,
+    #[serde(default)]
+    pub signature: Signature,
+    #[serde(default)]
+    pub inbound: Option<Inbound>,
+    /// Re-checking a delivery that stays `sent` (carriers that never send receipts).
+    #[serde(default)]
+    pub query: Option<Query>,
+}
+
+/// How requests authenticate.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "scheme", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Auth {
+    None,
+    Basic {
+        username: String,
+        password: String,
+    },
+    Bearer {
+        token: String,
+    },
+    /// An API key in a header (`X-API-Key: ...`).
+    Header {
+        header: String,
+        value: String,
+    },
+    /// OAuth 2.0 client credentials: a token fetched from `token_url` and cached until it
+    /// expires (the hook for providers that need it).
+    Oauth2ClientCredentials {
+        token_url: String,
+        client_id: String,
+        client_secret: String,
+        #[serde(default)]
+        scope: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Encoding {
+    #[default]
+    Form,
+    Json,
+    Multipart,
+}
+
+/// The send request and how to read its answer.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Send {
+    #[serde(default = "post")]
+    pub method: String,
+    pub url: String,
+    #[serde(default)]
+    pub encoding: Encoding,
+    /// Body fields. For JSON, a dotted name (`to.0`, `options.callback`) builds nested values;
+    /// a field whose name ends in `[]` becomes an array of the non-empty rendered value.
+    pub fields: BTreeMap<String, String>,
+    /// Extra headers (e.g. an idempotency key: `"{{ delivery_id }}"`).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    pub response: Response,
+}
+
+/// Where the answer carries what we need, and which failures are worth retrying.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Response {
+    /// The provider's id for the message.
+    pub id: String,
+    #[serde(default)]
+    pub status: Option<String>,
+    #[serde(default)]
+    pub status_map: BTreeMap<String, String>,
+    #[serde(default)]
+    pub error_code: Option<String>,
+    #[serde(default)]
+    pub error_message: Option<String>,
+    /// HTTP statuses to retry. Default: 408, 425, 429 and every 5xx. Other 4xx are permanent.
+    #[serde(default = "transient_http")]
+    pub transient_http: Vec<u16>,
+    /// Provider error codes to retry even on a 4xx (rate limits named in the body).
+    #[serde(default)]
+    pub transient_codes: Vec<String>,
+    /// Provider error codes that are permanent even on a 5xx.
+    #[serde(default)]
+    pub permanent_codes: Vec<String>,
+}
+
+/// Status callbacks (`POST /hooks/<connector>/status`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusCallback {
+    #[serde(default)]
+    pub encoding: Encoding,
+    pub id: String,
+    pub status: String,
+    #[serde(default)]
+    pub error_code: Option<String>,
+    #[serde(default)]
+    pub error_message: Option<String>,
+    /// Provider state → ours (`queued`, `sending`, `sent`, `delivered`, `failed`). States not
+    /// listed are recorded but change nothing.
+    pub map: BTreeMap<String, String>,
+}
+
+/// How webhooks prove they come from the provider.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(tag = "scheme", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Signature {
+    /// No signature: webhooks for this connector are refused (never trusted unsigned).
+    #[default]
+    None,
+    /// Twilio: base64 HMAC-SHA1 over the full URL followed by the sorted form parameters
+    /// (name + value); JSON bodies carry `bodySHA256` in the URL instead.
+    Twilio { header: String, secret: String },
+    /// Hex or base64 HMAC-SHA256 over the raw body (optionally prefixed by a timestamp header).
+    HmacSha256 {
+        header: String,
+        secret: String,
+        #[serde(default)]
+        timestamp_header: Option<String>,
+        #[serde(default)]
+        prefix: Option<String>,
+    },
+    /// Ed25519 over `timestamp|body` (Telnyx), with a public key credential (base64).
+    Ed25519 {
+        header: String,
+        timestamp_header: String,
+        public_key: String,
+        #[serde(default = "tolerance")]
+        tolerance_secs: i64,
+    },
+}
+
+/// Inbound messages (`POST /hooks/<connector>/inbound`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Inbound {
+    #[serde(default)]
+    pub encoding: Encoding,
+    pub id: String,
+    pub from: String,
+    pub to: String,
+    pub body: String,
+    /// Form field prefix of media URLs (`MediaUrl` → `MediaUrl0`, `MediaUrl1`, ...) or a JSON
+    /// pointer to an array of objects with `url`.
+    #[serde(default)]
+    pub media: Option<String>,
+    /// Only handle payloads where this location holds this value (`/data/event_type` =
+    /// `message.received`); others are acknowledged and ignored.
+    #[serde(default)]
+    pub only_when: Option<(String, String)>,
+    /// Content type and template of a webhook answer that carries a reply (`{{ text }}`), e.g.
+    /// TwiML. Without it, replies are sent as new outbound messages.
+    #[serde(default)]
+    pub reply_content_type: Option<String>,
+    #[serde(default)]
+    pub reply: Option<String>,
+    #[serde(default)]
+    pub no_reply: Option<String>,
+}
+
+/// Looking a message up at the provider.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Query {
+    #[serde(default = "get")]
+    pub method: String,
+    /// May use `{{ provider_ref }}`.
+    pub url: String,
+    pub status: String,
+    #[serde(default)]
+    pub error_code: Option<String>,
+}
+
+fn post() -> String {
+    "POST".into()
+}
+fn get() -> String {
+    "GET".into()
+}
+fn transient_http() -> Vec<u16> {
+    vec![408, 425, 429, 500, 502, 503, 504]
+}
+fn tolerance() -> i64 {
+    300
+}
+
+/// The manifests shipped in `connectors/`, built into the binary.
+pub const BUILTIN: &[(&str, &str)] = &[
+    ("twilio", include_str!("../../connectors/twilio.toml")),
+    ("telnyx", include_str!("../../connectors/telnyx.toml")),
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("connector manifest {name}: {reason}")]
+    Invalid { name: String, reason: String },
+    #[error("connector manifest {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+impl Manifest {
+    /// A built-in manifest by name, or a manifest file by path.
+    pub fn load(name_or_path: &str) -> Result<Self, ManifestError> {
+        let (name, text) = match BUILTIN.iter().find(|(n, _)| *n == name_or_path) {
+            Some((n, text)) => (n.to_string(), text.to_string()),
+            None => {
+                let text =
+                    std::fs::read_to_string(name_or_path).map_err(|source| ManifestError::Io {
+                        path: name_or_path.to_string(),
+                        source,
+                    })?;
+                (name_or_path.to_string(), text)
+            }
+        };
+        let manifest: Manifest = toml::from_str(&text).map_err(|e| ManifestError::Invalid {
+            name: name.clone(),
+            reason: e.to_string(),
+        })?;
+        manifest
+            .check()
+            .map_err(|reason| ManifestError::Invalid { name, reason })?;
+        Ok(manifest)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if !matches!(self.channel.as_str(), "sms" | "fax") {
+            return Err(format!("channel {:?} is not sms or fax", self.channel));
+        }
+        if let Some(status) = &self.status {
+            for ours in status.map.values() {
+                if crate::delivery::DeliveryStatus::parse(ours).is_none() {
+                    return Err(format!("status.map maps to unknown status {ours:?}"));
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,220 @@
+//! Certificate discovery for an outbound Direct recipient: the local store first, then DNS
+//! CERT records (RFC 4398), address-bound before domain-bound.
+//!
+//! The rule (Direct Applicability Statement v1.3, §5): if a certificate bound to the full
+//! address is found, only address-bound certificates are considered; an address-bound
+//! certificate that fails validation is *not* replaced by the domain's. Each candidate must
+//! allow key encipherment with a strong RSA key, bind the address (or its domain), be within
+//! its validity and chain to an outbound trust anchor for the recipient's domain.
+//!
+//! Owns the search order and the verdicts. Does not own the lookups' transport (`dns`) or the
+//! store layout (`local`). Reports name fingerprints, never addresses, when logged.
+
+pub mod dns;
+pub mod local;
+pub mod revocation;
+
+use chrono::{DateTime, Utc};
+use openssl::x509::X509;
+
+use super::anchors::{Anchors, Direction, domain_of};
+use super::policy::{self, KeyPurpose, Violation};
+pub use local::{LocalStore, StoredCert, bound_names};
+
+/// Why discovery could not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum DiscoveryError {
+    #[error("certificate store: {0}")]
+    Store(String),
+    /// DNS failed for a reason other than "no such record" (retry later).
+    #[error("dns: {0}")]
+    Dns(String),
+    #[error("openssl: {0}")]
+    Openssl(#[from] openssl::error::ErrorStack),
+}
+
+/// Where a candidate came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Local,
+    Dns,
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Local => "local store",
+            Self::Dns => "DNS CERT",
+        })
+    }
+}
+
+/// One lookup made: where, for which name, and the verdict on each certificate found.
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub source: Source,
+    /// The name looked up (address, domain, or DNS owner name).
+    pub name: String,
+    /// Address-bound (true) or domain-bound (false) lookup.
+    pub address_bound: bool,
+    /// (SHA-256 fingerprint, verdict) per certificate found.
+    pub verdicts: Vec<(String, Result<(), Violation>)>,
+}
+
+/// What discovery found.
+#[derive(Debug, Clone, Default)]
+pub struct Found {
+    /// The usable certificates (empty: none valid).
+    pub certs: Vec<X509>,
+    /// Every lookup, in order.
+    pub steps: Vec<Step>,
+}
+
+impl Found {
+    /// The reason to give when nothing usable was found.
+    pub fn first_violation(&self) -> Option<&Violation> {
+        self.steps
+            .iter()
+            .flat_map(|s| s.verdicts.iter())
+            .find_map(|(_, v)| v.as_ref().err())
+    }
+}
+
+/// Local store plus DNS, with the outbound anchors.
+#[derive(Clone)]
+pub struct Discovery {
+    pub local: Option<LocalStore>,
+    pub dns: Option<dns::DnsCerts>,
+    pub anchors: std::sync::Arc<Anchors>,
+    /// AIA intermediates and CRLs (none: only what the anchors and store hold).
+    pub fetcher: Option<std::sync::Arc<revocation::Fetcher>>,
+}
+
+/// Whether `cert` may be used to encrypt to `address` at `now`. With a `fetcher`, its CRL
+/// is fetched and checked, and missing intermediates are fetched from its AIA.
+pub async fn evaluate(
+    cert: &X509,
+    address: &str,
+    anchors: &Anchors,
+    fetcher: Option<&revocation::Fetcher>,
+    now: DateTime<Utc>,
+) -> Result<(), Violation> {
+    policy::check_for_use(cert, KeyPurpose::Encryption)?;
+    policy::check_address_binding(cert, address)?;
+    policy::check_validity(cert, now)?;
+    policy::check_cert_digest(cert)?;
+    let mut trust = anchors.store_for(&domain_of(address), Direction::Outbound);
+    let Some(fetcher) = fetcher else {
+        return trust
+            .verify(cert, &[], now, KeyPurpose::Encryption)
+            .map(|_| ());
+    };
+    match fetcher.crls(cert).await {
+        Ok(Some(crls)) => {
+            for crl in crls {
+                trust.add_crl(crl);
+            }
+        }
+        Ok(None) => {}
+        Err(_url) if fetcher.config.crl == crate::config::CrlMode::Hard => {
+            return Err(Violation::RevocationUnknown {
+                reason: "the CRL distribution point could not be read".into(),
+            });
+        }
+        Err(_) => {}
+    }
+    match trust.verify(cert, &[], now, KeyPurpose::Encryption) {
+        Ok(_) => Ok(()),
+        Err(first @ Violation::UntrustedChain { .. }) => {
+            let intermediates = fetcher.intermediates(cert).await;
+            if intermediates.is_empty() {
+                return Err(first);
+            }
+            trust
+                .verify(cert, &intermediates, now, KeyPurpose::Encryption)
+                .map(|_| ())
+        }
+        Err(other) => Err(other),
+    }
+}
+
+fn fingerprint(cert: &X509) -> String {
+    cert.digest(openssl::hash::MessageDigest::sha256())
+        .map(hex::encode)
+        .unwrap_or_default()
+}
+
+impl Discovery {
+    /// Finds the certificates to encrypt to `address` (see the module docs for the order).
+    pub async fn find(&self, address: &str, now: DateTime<Utc>) -> Result<Found, DiscoveryError> {
+        let address = address.trim().to_ascii_lowercase();
+        let domain = domain_of(&address);
+        let mut found = Found::default();
+        // (source, address-bound) in order; the first lookup that returns any certificate
+        // decides, valid or not.
+        for (source, address_bound) in [
+            (Source::Local, true),
+            (Source::Local, false),
+            (Source::Dns, true),
+            (Source::Dns, false),
+        ] {
+            let (name, certs) = match source {
+                Source::Local => {
+                    let Some(store) = &self.local else { continue };
+                    let name = if address_bound { &address } else { &domain };
+                    let certs = store.lookup(name)?.into_iter().map(|s| s.cert).collect();
+                    (name.clone(), certs)
+                }
+                Source::Dns => {
+                    let Some(dns) = &self.dns else { continue };
+                    let owner = if address_bound {
+                        dns::owner_name(&address)
+                    } else {
+                        Some(domain.clone())
+                    };
+                    let Some(owner) = owner else { continue };
+                    let certs = dns.lookup(&owner).await?;
+                    (owner, certs)
+                }
+            };
+            // A domain-bound lookup must return domain-bound certificates and vice versa.
+            let certs: Vec<X509> = certs
+                .into_iter()
+                .filter(|c| {
+                    let names = bound_names(c);
+                    if address_bound {
+                        names.contains(&address)
+                    } else {
+                        names.contains(&domain)
+                    }
+                })
+                .collect();
+            if certs.is_empty() {
+                found.steps.push(Step {
+                    source,
+                    name,
+                    address_bound,
+                    verdicts: Vec::new(),
+                });
+                continue;
+            }
+            let mut step = Step {
+                source,
+                name,
+                address_bound,
+                verdicts: Vec::new(),
+            };
+            for cert in certs {
+                let verdict =
+                    evaluate(&cert, &address, &self.anchors, self.fetcher.as_deref(), now).await;
+                if verdict.is_ok() {
+                    found.certs.push(cert.clone());
+                }
+                step.verdicts.push((fingerprint(&cert), verdict));
+            }
+            found.steps.push(step);
+            return Ok(found);
+        }
+        Ok(found)
+    }
+}

@@ -1,0 +1,254 @@
+//! Inbound items: everything received (SMS, fax, Direct) is recorded sealed before it is
+//! acknowledged, then filed into a patient's thread or left in the unmatched queue for a
+//! person. Redelivered webhooks (same provider id) are recorded once.
+
+use super::{Result, Store, StoreError, new_id, now_ms, on_db};
+
+/// An item as received.
+#[derive(Debug, Clone)]
+pub struct NewInbound {
+    pub organization_id: String,
+    pub channel: String,
+    pub connector: Option<String>,
+    pub provider_ref: Option<String>,
+    pub sender: String,
+    pub recipient: Option<String>,
+    /// Sealed with the item id as associated data.
+    pub raw: Vec<u8>,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
+pub struct InboundRow {
+    pub id: String,
+    pub organization_id: String,
+    pub channel: String,
+    pub sender: String,
+    pub recipient: Option<String>,
+    pub status: String,
+    pub reason: Option<String>,
+    pub patient_id: Option<String>,
+    pub thread_id: Option<String>,
+    pub message_id: Option<String>,
+    pub connector: Option<String>,
+    pub provider_ref: Option<String>,
+    #[serde(skip)]
+    pub raw: Vec<u8>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+macro_rules! inbound_columns {
+    () => {
+        "id, organization_id, channel, sender, recipient, status, reason, patient_id, thread_id, \
+         message_id, connector, provider_ref, raw, created_at, updated_at"
+    };
+}
+
+/// Filing an inbound item as a message in a thread (created when the patient has none open).
+#[derive(Debug, Clone)]
+pub struct FileInbound {
+    pub item_id: String,
+    pub organization_id: String,
+    pub patient_id: String,
+    /// An open thread of the patient, or `None` to create one.
+    pub thread_id: Option<String>,
+    pub message_id: String,
+    /// Sealed message content (with `message_id` as associated data).
+    pub content: Vec<u8>,
+    pub metadata: String,
+}
+
+impl Store {
+    /// Records an item as `received`. Returns `(id, true)` for a new item, or the existing
+    /// item's id and `false` when the provider id was seen before.
+    pub async fn record_inbound(&self, id: &str, item: &NewInbound) -> Result<(String, bool)> {
+        let now = now_ms();
+        let inserted: Option<(String,)> = on_db!(self.db(), pool => sqlx::query_as(
+            "INSERT INTO inbound_items (id, organization_id, channel, sender, recipient, status, raw,
+                connector, provider_ref, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, 'received', $6, $7, $8, $9, $9)
+             ON CONFLICT DO NOTHING RETURNING id",
+        )
+        .bind(id).bind(&item.organization_id).bind(&item.channel).bind(&item.sender).bind(&item.recipient)
+        .bind(&item.raw).bind(&item.connector).bind(&item.provider_ref).bind(now)
+        .fetch_optional(pool).await)?;
+        if let Some((id,)) = inserted {
+            return Ok((id, true));
+        }
+        let existing: Option<(String,)> = on_db!(self.db(), pool => sqlx::query_as(
+            "SELECT id FROM inbound_items WHERE organization_id = $1 AND channel = $2 AND provider_ref = $3",
+        )
+        .bind(&item.organization_id).bind(&item.channel).bind(&item.provider_ref)
+        .fetch_optional(pool).await)?;
+        existing
+            .map(|(id,)| (id, false))
+            .ok_or(StoreError::NotFound)
+    }
+
+    pub async fn inbound_item(&self, organization_id: &str, id: &str) -> Result<InboundRow> {
+        let sql = concat!(
+            "SELECT ",
+            inbound_columns!(),
+            " FROM inbound_items WHERE organization_id = $1 AND id = $2"
+        );
+        on_db!(self.db(), pool => sqlx::query_as(sql).bind(organization_id).bind(id).fetch_optional(pool).await)?
+            .ok_or(StoreError::NotFound)
+    }
+
+    /// Items of an organization in a status (`unmatched`, `received`, ...), oldest first.
+    pub async fn inbound_items(
+        &self,
+        organization_id: &str,
+        status: &str,
+        limit: i64,
+    ) -> Result<Vec<InboundRow>> {
+        let sql = concat!(
+            "SELECT ",
+            inbound_columns!(),
+            " FROM inbound_items WHERE organization_id = $1 AND status = $2 ORDER BY created_at, id LIMIT $3"
+        );
+        Ok(
+            on_db!(self.db(), pool => sqlx::query_as(sql).bind(organization_id).bind(status).bind(limit).fetch_all(pool).await)?,
+        )
+    }
+
+    /// Sets an item's outcome without filing it (keyword handled, unmatched, quarantined).
+    pub async fn set_inbound_status(
+        &self,
+        id: &str,
+        status: &str,
+        reason: Option<&str>,
+        patient_id: Option<&str>,
+    ) -> Result<()> {
+        let now = now_ms();
+        on_db!(self.db(), pool => sqlx::query(
+            "UPDATE inbound_items SET status = $2, reason = $3, patient_id = COALESCE($4, patient_id), updated_at = $5 WHERE id = $1",
+        )
+        .bind(id).bind(status).bind(reason).bind(patient_id).bind(now)
+        .execute(pool).await.map(|_| ()))?;
+        Ok(())
+    }
+
+    /// Patients of an organization with this phone number (E.164, or as written).
+    pub async fn patients_by_phone(
+        &self,
+        organization_id: &str,
+        e164: &str,
+    ) -> Result<Vec<String>> {
+        let rows: Vec<(String,)> = on_db!(self.db(), pool => sqlx::query_as(
+            "SELECT DISTINCT patient_id FROM contact_points
+             WHERE organization_id = $1 AND (e164 = $2 OR value = $2) ORDER BY patient_id",
+        )
+        .bind(organization_id).bind(e164).fetch_all(pool).await)?;
+        Ok(rows.into_iter().map(|(id,)| id).collect())
+    }
+
+    /// Files the item: a new inbound message in the patient's thread (and the thread when
+    /// needed), the item marked `filed`, and an `inbound.filed` event, in one transaction.
+    /// Returns the thread id.
+    pub async fn file_inbound(&self, file: &FileInbound) -> Result<String> {
+        let now = now_ms();
+        let thread_id = file.thread_id.clone().unwrap_or_else(|| new_id("thr"));
+        on_db!(self.db(), pool => {
+            let mut tx = pool.begin().await?;
+            if file.thread_id.is_none() {
+                sqlx::query(
+                    "INSERT INTO threads (id, organization_id, patient_id, category, status, created_at, updated_at)
+                     VALUES ($1, $2, $3, 'routine', 'open', $4, $4)",
+                )
+                .bind(&thread_id).bind(&file.organization_id).bind(&file.patient_id).bind(now)
+                .execute(&mut *tx).await?;
+            } else {
+                sqlx::query("UPDATE threads SET updated_at = $1 WHERE id = $2")
+                    .bind(now).bind(&thread_id).execute(&mut *tx).await?;
+            }
+            sqlx::query(
+                "INSERT INTO messages (id, organization_id, thread_id, patient_id, direction, content, urgent, part2, metadata, created_at)
+                 VALUES ($1, $2, $3, $4, 'inbound', $5, $6, $7, $8, $9)",
+            )
+            .bind(&file.message_id).bind(&file.organization_id).bind(&thread_id).bind(&file.patient_id)
+            .bind(&file.content).bind(false).bind(false).bind(&file.metadata).bind(now)
+            .execute(&mut *tx).await?;
+            sqlx::query(
+                "UPDATE inbound_items SET status = 'filed', reason = NULL, patient_id = $2, thread_id = $3, message_id = $4, updated_at = $5
+                 WHERE id = $1",
+            )
+            .bind(&file.item_id).bind(&file.patient_id).bind(&thread_id).bind(&file.message_id).bind(now)
+            .execute(&mut *tx).await?;
+            let payload = serde_json::json!({
+                "inbound_item_id": file.item_id, "thread_id": thread_id, "message_id": file.message_id,
+                "patient_id": file.patient_id,
+            }).to_string();
+            sqlx::query("INSERT INTO events (organization_id, kind, subject_id, payload, created_at) VALUES ($1, 'inbound.filed', $2, $3, $4)")
+                .bind(&file.organization_id).bind(&file.message_id).bind(payload).bind(now)
+                .execute(&mut *tx).await?;
+            tx.commit().await?;
+        });
+        Ok(thread_id)
+    }
+
+    /// Records an event (no PHI in the payload: ids and codes only).
+    pub async fn record_event(
+        &self,
+        organization_id: &str,
+        kind: &str,
+        subject_id: &str,
+        payload: &serde_json::Value,
+    ) -> Result<()> {
+        let now = now_ms();
+        let payload = payload.to_string();
+        on_db!(self.db(), pool => sqlx::query(
+            "INSERT INTO events (organization_id, kind, subject_id, payload, created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(organization_id).bind(kind).bind(subject_id).bind(&payload).bind(now)
+        .execute(pool).await.map(|_| ()))?;
+        Ok(())
+    }
+
+    /// The oldest organization (where inbound goes when a connector names none).
+    pub async fn first_organization_id(&self) -> Result<String> {
+        let row: Option<(String,)> = on_db!(self.db(), pool => sqlx::query_as(
+            "SELECT id FROM organizations ORDER BY created_at, id LIMIT 1",
+        ).fetch_optional(pool).await)?;
+        row.map(|(id,)| id).ok_or(StoreError::NotFound)
+    }
+
+    /// Deliveries of a connector still `sent` since before `sent_before`, not looked up since
+    /// `checked_before`: candidates for reconciliation.
+    pub async fn deliveries_to_reconcile(
+        &self,
+        connector: &str,
+        sent_before: i64,
+        checked_before: i64,
+        limit: i64,
+    ) -> Result<Vec<(String, String)>> {
+        Ok(on_db!(self.db(), pool => sqlx::query_as(
+            "SELECT id, provider_ref FROM deliveries
+             WHERE status = 'sent' AND connector = $1 AND updated_at < $2 AND provider_ref IS NOT NULL
+               AND (reconciled_at IS NULL OR reconciled_at < $3)
+             ORDER BY updated_at LIMIT $4",
+        )
+        .bind(connector).bind(sent_before).bind(checked_before).bind(limit)
+        .fetch_all(pool).await)?)
+    }
+
+    pub async fn mark_reconciled(&self, delivery_id: &str) -> Result<()> {
+        let now = now_ms();
+        on_db!(self.db(), pool => sqlx::query("UPDATE deliveries SET reconciled_at = $2 WHERE id = $1")
+            .bind(delivery_id).bind(now).execute(pool).await.map(|_| ()))?;
+        Ok(())
+    }
+
+    /// The delivery a connector knows by this provider id.
+    pub async fn delivery_by_provider_ref(
+        &self,
+        connector: &str,
+        provider_ref: &str,
+    ) -> Result<Option<String>> {
+        let row: Option<(String,)> = on_db!(self.db(), pool => sqlx::query_as(
+            "SELECT id FROM deliveries WHERE connector = $1 AND provider_ref = $2 LIMIT 1",
+        )
+        .bind(connector).bind(provider_ref).fetch_optional(pool).await)?;
+        Ok(row.map(|(id,)| id))
+    }
+}

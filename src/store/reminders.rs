@@ -1,0 +1,325 @@
+//! Reminder touches (planned once per appointment, rule, touch and start; sent at most once),
+//! the appointments planning reads, patient answers, leases for scheduled runs, and campaign
+//! targets.
+
+use super::{Result, Store, new_id, now_ms, on_db};
+
+/// An appointment as the planner sees it, with what it needs of the patient.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct PlanRow {
+    pub id: String,
+    pub organization_id: String,
+    pub patient_id: String,
+    pub start_at: i64,
+    pub status: String,
+    pub appointment_type: Option<String>,
+    pub location: Option<String>,
+    pub location_code: Option<String>,
+    pub provider_id: Option<String>,
+    pub provider_name: Option<String>,
+    pub patient_time_zone: Option<String>,
+}
+
+/// A touch to record.
+#[derive(Debug, Clone)]
+pub struct NewTouch {
+    pub organization_id: String,
+    pub appointment_id: String,
+    pub patient_id: String,
+    pub rule_id: String,
+    pub touch_id: String,
+    pub appointment_start: i64,
+    pub due_at: i64,
+    pub status: &'static str,
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
+pub struct TouchRow {
+    pub id: String,
+    pub organization_id: String,
+    pub appointment_id: String,
+    pub patient_id: String,
+    pub rule_id: String,
+    pub touch_id: String,
+    pub appointment_start: i64,
+    pub due_at: i64,
+    pub status: String,
+    pub reason: Option<String>,
+    pub channel: Option<String>,
+    pub message_id: Option<String>,
+    pub updated_at: i64,
+}
+
+const TOUCH_COLUMNS: &str = "id, organization_id, appointment_id, patient_id, rule_id, touch_id, appointment_start, due_at, status, reason, channel, message_id, updated_at";
+
+/// Appointment statuses that get no reminders.
+pub const NOT_REMINDED: &str = "('cancelled', 'canceled', 'deleted', 'noshow', 'no-show', 'complete', 'completed', 'dc', 'discontinued', 'blocked', 'started', 'arrived', 'fulfilled')";
+
+impl Store {
+    /// Appointments that may need (new) touches: starting in `[from, to)` and either changed
+    /// since `changed_since` (unix ms, store time) or starting at or after `entered_from` (they
+    /// entered the planning horizon since the last run), all organizations.
+    pub async fn appointments_to_plan(
+        &self,
+        from: i64,
+        to: i64,
+        changed_since: i64,
+        entered_from: i64,
+    ) -> Result<Vec<PlanRow>> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT a.id, a.organization_id, a.patient_id, a.start_at, a.status, a.appointment_type, a.location,
+                    a.location_code, a.provider_id, a.provider_name, p.time_zone AS patient_time_zone
+             FROM appointments a JOIN patients p ON p.id = a.patient_id
+             WHERE a.start_at >= $1 AND a.start_at < $2 AND LOWER(a.status) NOT IN {NOT_REMINDED}
+               AND (a.updated_at >= $3 OR a.start_at >= $4)"
+        ));
+        Ok(
+            on_db!(self.db(), pool => sqlx::query_as(sql).bind(from).bind(to).bind(changed_since).bind(entered_from).fetch_all(pool).await)?,
+        )
+    }
+
+    /// Records touches that are not there yet, in one transaction of multi-row statements.
+    /// Returns how many were new.
+    pub async fn insert_touches(&self, touches: &[NewTouch]) -> Result<u64> {
+        let now = now_ms();
+        // 12 parameters a row: stay under PostgreSQL's 65,535 and SQLite's 32,766.
+        let chunk_size = if self.is_postgres() { 5000 } else { 2500 };
+        let inserted = on_db!(self.db(), pool => {
+            let mut tx = pool.begin().await?;
+            let mut inserted = 0;
+            for chunk in touches.chunks(chunk_size) {
+                let mut qb = sqlx::QueryBuilder::new(
+                    "INSERT INTO reminder_touches (id, organization_id, appointment_id, patient_id, rule_id, touch_id,
+                        appointment_start, due_at, status, reason, created_at, updated_at) ",
+                );
+                qb.push_values(chunk, |mut row, t| {
+                    row.push_bind(new_id("tch")).push_bind(t.organization_id.clone()).push_bind(t.appointment_id.clone())
+                        .push_bind(t.patient_id.clone()).push_bind(t.rule_id.clone()).push_bind(t.touch_id.clone())
+                        .push_bind(t.appointment_start).push_bind(t.due_at).push_bind(t.status).push_bind(t.reason.clone())
+                        .push_bind(now).push_bind(now);
+                });
+                qb.push(" ON CONFLICT (appointment_id, rule_id, touch_id, appointment_start) DO NOTHING");
+                inserted += qb.build().execute(&mut *tx).await?.rows_affected();
+            }
+            tx.commit().await?;
+            inserted
+        });
+        Ok(inserted)
+    }
+
+    /// Cancels planned touches whose appointment (changed since `changed_since`) moved, was
+    /// cancelled or was a no-show. Returns how many.
+    pub async fn cancel_stale_touches(&self, changed_since: i64) -> Result<u64> {
+        let now = now_ms();
+        let sql = sqlx::AssertSqlSafe(format!(
+            "UPDATE reminder_touches SET status = 'cancelled', updated_at = $1,
+                reason = (SELECT CASE WHEN a.start_at <> reminder_touches.appointment_start THEN 'appointment rescheduled'
+                                      WHEN LOWER(a.status) IN ('noshow', 'no-show') THEN 'no-show: reminders stopped'
+                                      ELSE 'appointment ' || LOWER(a.status) END
+                          FROM appointments a WHERE a.id = reminder_touches.appointment_id)
+             WHERE status = 'planned' AND appointment_id IN (
+                SELECT a.id FROM appointments a JOIN reminder_touches t ON t.appointment_id = a.id AND t.status = 'planned'
+                WHERE a.updated_at >= $2 AND (a.start_at <> t.appointment_start OR LOWER(a.status) IN {NOT_REMINDED}))
+               AND EXISTS (SELECT 1 FROM appointments a WHERE a.id = reminder_touches.appointment_id
+                  AND (a.start_at <> reminder_touches.appointment_start OR LOWER(a.status) IN {NOT_REMINDED}))"
+        ));
+        Ok(
+            on_db!(self.db(), pool => sqlx::query(sql).bind(now).bind(changed_since).execute(pool).await.map(|r| r.rows_affected()))?,
+        )
+    }
+
+    /// Forgets a named cursor (the next reminder run plans everything again).
+    pub async fn reset_cursor(&self, name: &str) -> Result<()> {
+        on_db!(self.db(), pool => sqlx::query("DELETE FROM cursors WHERE name = $1").bind(name).execute(pool).await.map(|_| ()))?;
+        Ok(())
+    }
+
+    /// Planned touches due by `now`, oldest first.
+    pub async fn due_touches(&self, now: i64, limit: i64) -> Result<Vec<TouchRow>> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {TOUCH_COLUMNS} FROM reminder_touches WHERE status = 'planned' AND due_at <= $1 ORDER BY due_at, id LIMIT $2"
+        ));
+        Ok(
+            on_db!(self.db(), pool => sqlx::query_as(sql).bind(now).bind(limit).fetch_all(pool).await)?,
+        )
+    }
+
+    /// Ends a touch: `sent` (with its channel and message) or `skipped` (with a reason). Only a
+    /// planned touch moves; returns whether this call moved it.
+    pub async fn finish_touch(
+        &self,
+        id: &str,
+        status: &str,
+        reason: Option<&str>,
+        channel: Option<&str>,
+        message_id: Option<&str>,
+        now: i64,
+    ) -> Result<bool> {
+        let row: Option<(String,)> = on_db!(self.db(), pool => sqlx::query_as(
+            "UPDATE reminder_touches SET status = $2, reason = $3, channel = $4, message_id = $5, updated_at = $6
+             WHERE id = $1 AND status = 'planned' RETURNING id",
+        ).bind(id).bind(status).bind(reason).bind(channel).bind(message_id).bind(now).fetch_optional(pool).await)?;
+        Ok(row.is_some())
+    }
+
+    /// Every touch of an appointment (the plan and its skips), in due order.
+    pub async fn touches_of(&self, appointment_id: &str) -> Result<Vec<TouchRow>> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {TOUCH_COLUMNS} FROM reminder_touches WHERE appointment_id = $1 ORDER BY due_at, touch_id"
+        ));
+        Ok(
+            on_db!(self.db(), pool => sqlx::query_as(sql).bind(appointment_id).fetch_all(pool).await)?,
+        )
+    }
+
+    /// Reminders sent to a patient since `since` (frequency caps).
+    pub async fn reminders_sent_since(&self, patient_id: &str, since: i64) -> Result<i64> {
+        let row: (i64,) = on_db!(self.db(), pool => sqlx::query_as(
+            "SELECT COUNT(*) FROM reminder_touches WHERE patient_id = $1 AND status = 'sent' AND updated_at >= $2",
+        ).bind(patient_id).bind(since).fetch_one(pool).await)?;
+        Ok(row.0)
+    }
+
+    /// The appointment a patient's latest reminder was about, if it is still ahead.
+    pub async fn latest_reminded_appointment(
+        &self,
+        patient_id: &str,
+        now: i64,
+    ) -> Result<Option<String>> {
+        let row: Option<(String,)> = on_db!(self.db(), pool => sqlx::query_as(
+            "SELECT t.appointment_id FROM reminder_touches t JOIN appointments a ON a.id = t.appointment_id
+             WHERE t.patient_id = $1 AND t.status = 'sent' AND a.start_at > $2
+             ORDER BY t.updated_at DESC LIMIT 1",
+        ).bind(patient_id).bind(now).fetch_optional(pool).await)?;
+        Ok(row.map(|(id,)| id))
+    }
+
+    /// Records a patient's answer on the appointment (never its status) and, for cancel or
+    /// reschedule, a request for staff.
+    pub async fn record_confirmation(
+        &self,
+        organization_id: &str,
+        appointment_id: &str,
+        patient_id: &str,
+        answer: &str,
+        inbound_item_id: Option<&str>,
+    ) -> Result<()> {
+        let now = now_ms();
+        on_db!(self.db(), pool => {
+            let mut tx = pool.begin().await?;
+            sqlx::query("UPDATE appointments SET confirmation = $2, confirmation_at = $3 WHERE id = $1")
+                .bind(appointment_id).bind(answer).bind(now).execute(&mut *tx).await?;
+            if answer != "confirmed" {
+                let kind = if answer == "cancel_requested" { "cancel" } else { "reschedule" };
+                sqlx::query(
+                    "INSERT INTO cancellation_requests (id, organization_id, appointment_id, patient_id, kind, inbound_item_id, status, created_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, 'open', $7)",
+                ).bind(new_id("req")).bind(organization_id).bind(appointment_id).bind(patient_id).bind(kind)
+                .bind(inbound_item_id).bind(now).execute(&mut *tx).await?;
+            }
+            let kind = match answer {
+                "confirmed" => "appointment.confirmed",
+                "cancel_requested" => "appointment.cancel_requested",
+                _ => "appointment.reschedule_requested",
+            };
+            let payload = serde_json::json!({"appointment_id": appointment_id, "patient_id": patient_id, "inbound_item_id": inbound_item_id}).to_string();
+            sqlx::query("INSERT INTO events (organization_id, kind, subject_id, payload, created_at) VALUES ($1, $2, $3, $4, $5)")
+                .bind(organization_id).bind(kind).bind(appointment_id).bind(payload).bind(now).execute(&mut *tx).await?;
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// Takes or renews a named lease for `ttl_ms`; `false` when another holder has it.
+    pub async fn take_lease(&self, name: &str, holder: &str, ttl_ms: i64) -> Result<bool> {
+        let now = now_ms();
+        let row: Option<(String,)> = on_db!(self.db(), pool => sqlx::query_as(
+            "INSERT INTO leases (name, holder, until_at) VALUES ($1, $2, $3)
+             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, until_at = excluded.until_at
+             WHERE leases.holder = excluded.holder OR leases.until_at < $4
+             RETURNING holder",
+        ).bind(name).bind(holder).bind(now + ttl_ms).bind(now).fetch_optional(pool).await)?;
+        Ok(row.is_some())
+    }
+
+    pub async fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
+        on_db!(self.db(), pool => sqlx::query("DELETE FROM leases WHERE name = $1 AND holder = $2")
+            .bind(name).bind(holder).execute(pool).await.map(|_| ()))?;
+        Ok(())
+    }
+
+    /// Rules set through the API for an organization (JSON definitions).
+    pub async fn reminder_rules(&self, organization_id: &str) -> Result<Vec<String>> {
+        let rows: Vec<(String,)> = on_db!(self.db(), pool => sqlx::query_as(
+            "SELECT definition FROM reminder_rules WHERE organization_id = $1 ORDER BY id",
+        ).bind(organization_id).fetch_all(pool).await)?;
+        Ok(rows.into_iter().map(|(d,)| d).collect())
+    }
+
+    pub async fn put_reminder_rule(
+        &self,
+        organization_id: &str,
+        id: &str,
+        definition: &str,
+    ) -> Result<()> {
+        let now = now_ms();
+        on_db!(self.db(), pool => sqlx::query(
+            "INSERT INTO reminder_rules (organization_id, id, definition, updated_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (organization_id, id) DO UPDATE SET definition = excluded.definition, updated_at = excluded.updated_at",
+        ).bind(organization_id).bind(id).bind(definition).bind(now).execute(pool).await.map(|_| ()))?;
+        Ok(())
+    }
+}
+
+impl Store {
+    /// Benchmarks and load tests: `starts.len()` patients (one SMS number each, `+1555…`) with one
+    /// booked appointment each at the given start times, in transactions of 1,000.
+    #[doc(hidden)]
+    pub async fn seed_appointments(
+        &self,
+        organization_id: &str,
+        prefix: &str,
+        starts: &[i64],
+    ) -> Result<()> {
+        let now = now_ms();
+        for (chunk_index, chunk) in starts.chunks(1000).enumerate() {
+            let rows: Vec<(String, String, i64, usize)> = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, start)| (new_id("pat"), new_id("apt"), *start, chunk_index * 1000 + i))
+                .collect();
+            on_db!(self.db(), pool => {
+                let mut tx = pool.begin().await?;
+                let mut qb = sqlx::QueryBuilder::new(
+                    "INSERT INTO patients (id, organization_id, external_id, family_name, given_name, created_at, updated_at) ",
+                );
+                qb.push_values(&rows, |mut b, (pid, _, _, n)| {
+                    b.push_bind(pid.clone()).push_bind(organization_id.to_string()).push_bind(format!("{prefix}-{n}"))
+                        .push_bind("Load").push_bind("Test").push_bind(now).push_bind(now);
+                });
+                qb.build().execute(&mut *tx).await?;
+                let mut qb = sqlx::QueryBuilder::new(
+                    "INSERT INTO contact_points (id, organization_id, patient_id, system, value, rank, created_at, e164) ",
+                );
+                qb.push_values(&rows, |mut b, (pid, _, _, n)| {
+                    let number = format!("+1555{:07}", n % 10_000_000);
+                    b.push_bind(new_id("cp")).push_bind(organization_id.to_string()).push_bind(pid.clone())
+                        .push_bind("sms").push_bind(number.clone()).push_bind(1_i64).push_bind(now).push_bind(number);
+                });
+                qb.build().execute(&mut *tx).await?;
+                let mut qb = sqlx::QueryBuilder::new(
+                    "INSERT INTO appointments (id, organization_id, patient_id, filler_id, start_at, status, source, created_at, updated_at) ",
+                );
+                qb.push_values(&rows, |mut b, (pid, aid, start, n)| {
+                    b.push_bind(aid.clone()).push_bind(organization_id.to_string()).push_bind(pid.clone())
+                        .push_bind(format!("{prefix}-{n}")).push_bind(*start).push_bind("booked").push_bind("api")
+                        .push_bind(now).push_bind(now);
+                });
+                qb.build().execute(&mut *tx).await?;
+                tx.commit().await?;
+            });
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,1074 @@
+//! The Direct channel against real peers, on SQLite and PostgreSQL: aiosmtpd as the HISP's
+//! SMTP (`tests/peers/smtp_sink.py`), dovecot as the HISP mailbox, the `openssl` CLI as the
+//! independent S/MIME peer, a test PKI made with `openssl req/x509`, and a loopback DNS server
+//! (UDP and TCP, written here from the RFC 1035 wire format) serving CERT records (RFC 4398).
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::mail::{Dovecot, free_port, received, start_sink};
+use common::{Backend, TestDaemon, TestDb};
+use openssl::x509::X509;
+use serde_json::{Value, json};
+use switchboard::config::{Config, ConnectorConfig};
+use switchboard::direct::mdn::{MdnDisposition, MdnRequest, build_mdn};
+use switchboard::direct::{SealOptions, seal};
+
+const WAIT: Duration = Duration::from_secs(30);
+const US: &str = "clinic@direct.north.example";
+const DOC: &str = "doc@direct.south.example";
+const CCD: &str = "../shared/vectors/ccda/CCD-2.xml";
+
+// ---------------------------------------------------------------- test PKI (openssl CLI)
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("openssl CLI");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA named `name` in `dir`: `<name>.pem`, `<name>.key`.
+fn make_ca(dir: &Path, name: &str) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-sha256",
+            "-days",
+            "30",
+            "-subj",
+            &format!("/CN={name}"),
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.pem"),
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ],
+    );
+}
+
+/// A leaf `name` bound by `san` (`email:a@b` or `DNS:b`), issued by CA `ca`.
+fn make_leaf(dir: &Path, ca: &str, name: &str, san: &str) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            &format!("/CN={name}"),
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.csr"),
+        ],
+    );
+    std::fs::write(
+        dir.join(format!("{name}.ext")),
+        format!(
+            "subjectAltName={san}\nkeyUsage=critical,digitalSignature,keyEncipherment\n\
+             extendedKeyUsage=emailProtection\nbasicConstraints=CA:FALSE\n"
+        ),
+    )
+    .expect("ext");
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-sha256",
+            "-days",
+            "30",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            &format!("{ca}.pem"),
+            "-CAkey",
+            &format!("{ca}.key"),
+            "-CAcreateserial",
+            "-extfile",
+            &format!("{name}.ext"),
+            "-out",
+            &format!("{name}.pem"),
+        ],
+    );
+}
+
+struct Pki {
+    dir: tempfile::TempDir,
+}
+
+impl Pki {
+    /// `ca` (trusted) issues `us`, `doc`, `domain` (DNS:direct.south.example); `rogue` (not
+    /// trusted) issues `rogue_doc` and `rogue_bad`, bound like real addresses.
+    fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        make_ca(d, "ca");
+        make_ca(d, "rogue");
+        make_leaf(d, "ca", "us", &format!("email:{US}"));
+        make_leaf(d, "ca", "doc", &format!("email:{DOC}"));
+        make_leaf(d, "ca", "domain", "DNS:direct.south.example");
+        make_leaf(d, "rogue", "rogue_doc", &format!("email:{DOC}"));
+        make_leaf(d, "rogue", "rogue_bad", "email:bad@direct.south.example");
+        Pki { dir }
+    }
+
+    fn path(&self, file: &str) -> PathBuf {
+        self.dir.path().join(file)
+    }
+
+    fn cert(&self, name: &str) -> X509 {
+        X509::from_pem(&std::fs::read(self.path(&format!("{name}.pem"))).expect("pem"))
+            .expect("cert")
+    }
+
+    fn key(&self, name: &str) -> openssl::pkey::PKey<openssl::pkey::Private> {
+        openssl::pkey::PKey::private_key_from_pem(
+            &std::fs::read(self.path(&format!("{name}.key"))).expect("key"),
+        )
+        .expect("key")
+    }
+}
+
+// ---------------------------------------------------------------- daemon config
+
+fn direct_config(db: &TestDb, pki: &Pki, smtp_port: u16, extra: &str) -> Config {
+    let mut config = db.config();
+    let store = db.dir.path().join("certs");
+    switchboard::direct::discovery::LocalStore::new(&store)
+        .import(&std::fs::read(pki.path("doc.pem")).expect("doc"))
+        .expect("import");
+    let toml = format!(
+        "address = \"{US}\"\ncertificate = \"{cert}\"\nprivate_key = {{ file = \"{key}\" }}\n\
+         cert_store = \"{store}\"\ndns = {{ enabled = false }}\n\
+         trust = [{{ files = [\"{ca}\"] }}]\n\
+         smtp = {{ host = \"127.0.0.1\", port = {smtp_port}, tls = \"none\", timeout_secs = 3 }}\n{extra}",
+        cert = pki.path("us.pem").display(),
+        key = pki.path("us.key").display(),
+        store = store.display(),
+        ca = pki.path("ca.pem").display(),
+    );
+    config.connectors.insert(
+        "hisp".into(),
+        ConnectorConfig::Direct(toml::from_str(&toml).expect("direct connector")),
+    );
+    let direct = config.channels.entry("direct".into()).or_default();
+    direct.connector = "hisp".into();
+    direct.backoff_initial_ms = 100;
+    direct.backoff_max_secs = 1;
+    config
+}
+
+async fn send(daemon: &TestDaemon, to: &str) -> String {
+    let body = std::fs::read_to_string(CCD).expect("C-CDA vector");
+    let response = daemon
+        .post_message(json!({
+            "subject": "Referral",
+            "body": body,
+            "recipients": [{"address": to, "channel": "direct"}],
+        }))
+        .await;
+    assert!(response.status().is_success(), "{}", response.status());
+    let created: Value = response.json().await.expect("json");
+    created["id"].as_str().expect("id").to_string()
+}
+
+async fn wait_delivery(daemon: &TestDaemon, message_id: &str, status: &str) -> Value {
+    let started = Instant::now();
+    loop {
+        let view = daemon.get_json(&format!("/v1/messages/{message_id}")).await;
+        let delivery = &view["deliveries"][0];
+        if delivery["status"] == status {
+            return delivery.clone();
+        }
+        assert!(
+            started.elapsed() < WAIT,
+            "delivery not {status} in time: {view:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// An MDN from `from` about `message_id`, sealed (signed by `signer`, encrypted to us).
+fn sealed_mdn(pki: &Pki, signer: &str, from: &str, message_id: &str, report: MdnKind) -> String {
+    let mdn = match report {
+        MdnKind::Processed | MdnKind::Dispatched => build_mdn(&MdnRequest {
+            from,
+            to: US,
+            original_message_id: message_id,
+            reporting_ua: "hisp.south.example; test",
+            disposition: if report == MdnKind::Processed {
+                MdnDisposition::Processed
+            } else {
+                MdnDisposition::Dispatched
+            },
+            final_destination_delivery: report == MdnKind::Dispatched,
+        })
+        .expect("mdn"),
+        MdnKind::Failed => format!(
+            "From: <{from}>\r\nTo: <{US}>\r\nMessage-ID: <{}@south.example>\r\nSubject: failed\r\n\
+             MIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=disposition-notification; boundary=\"b1\"\r\n\r\n\
+             --b1\r\nContent-Type: text/plain\r\n\r\nNot delivered.\r\n\
+             --b1\r\nContent-Type: message/disposition-notification\r\n\r\n\
+             Reporting-UA: hisp.south.example; test\r\nFinal-Recipient: rfc822;{from}\r\n\
+             Original-Message-ID: <{message_id}>\r\n\
+             Disposition: automatic-action/MDN-sent-automatically;failed\r\n\
+             Failure: recipient mailbox does not exist\r\n\r\n--b1--\r\n",
+            ulid::Ulid::new()
+        )
+        .into_bytes(),
+    };
+    let sealed = seal(
+        &mdn,
+        from,
+        &[US],
+        &pki.cert(signer),
+        &pki.key(signer),
+        &[],
+        &[pki.cert("us")],
+        SealOptions::default(),
+    )
+    .expect("seal mdn");
+    String::from_utf8(sealed).expect("ascii")
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum MdnKind {
+    Processed,
+    Dispatched,
+    Failed,
+}
+
+/// A processed MDN signed and encrypted by the openssl CLI (an independent S/MIME stack).
+fn openssl_mdn(pki: &Pki, message_id: &str) -> String {
+    let mdn = build_mdn(&MdnRequest {
+        from: DOC,
+        to: US,
+        original_message_id: message_id,
+        reporting_ua: "hisp.south.example; openssl",
+        disposition: MdnDisposition::Processed,
+        final_destination_delivery: false,
+    })
+    .expect("mdn");
+    let text = String::from_utf8(mdn).expect("ascii");
+    // The MIME entity (Content-Type onwards) is what gets signed; the rest are outer headers.
+    let at = text.find("Content-Type: multipart/report").expect("report");
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::write(dir.path().join("entity.txt"), &text[at..]).expect("write");
+    openssl(
+        dir.path(),
+        &[
+            "cms",
+            "-sign",
+            "-md",
+            "sha256",
+            "-in",
+            "entity.txt",
+            "-signer",
+            &pki.path("doc.pem").display().to_string(),
+            "-inkey",
+            &pki.path("doc.key").display().to_string(),
+            "-out",
+            "signed.eml",
+        ],
+    );
+    openssl(
+        dir.path(),
+        &[
+            "cms",
+            "-encrypt",
+            "-aes256",
+            "-in",
+            "signed.eml",
+            "-from",
+            DOC,
+            "-to",
+            US,
+            "-subject",
+            "Processed",
+            "-out",
+            "mdn.eml",
+            "-recip",
+            &pki.path("us.pem").display().to_string(),
+            "-keyopt",
+            "rsa_padding_mode:oaep",
+            "-keyopt",
+            "rsa_oaep_md:sha256",
+        ],
+    );
+    std::fs::read_to_string(dir.path().join("mdn.eml")).expect("mdn")
+}
+
+/// `openssl cms -decrypt | openssl cms -verify`: the message as another S/MIME stack reads it.
+fn openssl_open(pki: &Pki, raw: &[u8]) -> String {
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::write(dir.path().join("in.eml"), raw).expect("write");
+    openssl(
+        dir.path(),
+        &[
+            "cms",
+            "-decrypt",
+            "-in",
+            "in.eml",
+            "-recip",
+            &pki.path("doc.pem").display().to_string(),
+            "-inkey",
+            &pki.path("doc.key").display().to_string(),
+            "-out",
+            "signed.eml",
+        ],
+    );
+    openssl(
+        dir.path(),
+        &[
+            "cms",
+            "-verify",
+            "-in",
+            "signed.eml",
+            "-CAfile",
+            &pki.path("ca.pem").display().to_string(),
+            "-purpose",
+            "smimesign",
+            "-out",
+            "inner.eml",
+        ],
+    );
+    std::fs::read_to_string(dir.path().join("inner.eml")).expect("inner")
+}
+
+// ---------------------------------------------------------------- scenarios
+
+async fn mdns_walk_the_delivery(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let pki = Pki::new();
+    let smtp_port = free_port();
+    let inbox = db.dir.path().join("smtp");
+    let _sink = start_sink(smtp_port, &inbox, &[]);
+    let imap = Dovecot::start("imap-secret");
+    let password = db.dir.path().join("imap-password");
+    std::fs::write(&password, "imap-secret").expect("secret");
+    let mailbox = format!(
+        "mailbox = {{ host = \"127.0.0.1\", port = {}, tls = \"none\", username = \"bounces\", \
+         password = {{ file = \"{}\" }}, poll_interval_secs = 1 }}\n",
+        imap.port,
+        password.display()
+    );
+    let mut daemon = TestDaemon::start(direct_config(&db, &pki, smtp_port, &mailbox)).await;
+
+    // 1. A message to a recipient in the local store goes out sealed.
+    let walked = send(&daemon, DOC).await;
+    let failed = send(&daemon, DOC).await;
+    let untrusted = send(&daemon, DOC).await;
+    let mut ids = HashMap::new();
+    for m in [&walked, &failed, &untrusted] {
+        let d = wait_delivery(&daemon, m, "sent").await;
+        let provider_ref = d["provider_ref"]
+            .as_str()
+            .expect("provider_ref")
+            .to_string();
+        assert!(
+            provider_ref.ends_with("@direct.north.example"),
+            "{provider_ref}"
+        );
+        ids.insert(m.clone(), provider_ref);
+    }
+    let got = received(&inbox);
+    assert_eq!(got.len(), 3);
+    let (envelope, raw) = &got[0];
+    assert_eq!(envelope["mail_from"], US);
+    assert_eq!(envelope["rcpt_tos"], json!([DOC]));
+    let text = String::from_utf8_lossy(raw);
+    assert!(text.contains("Disposition-Notification-To: <clinic@direct.north.example>"));
+    assert!(text.contains("X-DIRECT-FINAL-DESTINATION-DELIVERY=optional,true"));
+    assert!(text.contains("application/pkcs7-mime"));
+    assert!(!text.contains("ClinicalDocument"), "C-CDA in clear text");
+    // The openssl CLI decrypts with the recipient's key and verifies our signature.
+    let inner = openssl_open(&pki, raw);
+    assert!(inner.contains("Content-Type: message/rfc822"), "{inner}");
+    assert!(inner.contains("Subject: Referral"));
+    assert!(inner.contains("filename=\"document.xml\""));
+
+    // 2. processed → dispatched.
+    let walked_id = &ids[&walked];
+    imap.deliver("2001.mdn", &openssl_mdn(&pki, walked_id));
+    wait_delivery(&daemon, &walked, "processed").await;
+    imap.deliver(
+        "2002.mdn",
+        &sealed_mdn(&pki, "doc", DOC, walked_id, MdnKind::Dispatched),
+    );
+    let d = wait_delivery(&daemon, &walked, "dispatched").await;
+    // A late duplicate processed MDN is recorded and changes nothing.
+    imap.deliver(
+        "2003.mdn",
+        &sealed_mdn(&pki, "doc", DOC, walked_id, MdnKind::Processed),
+    );
+    let started = Instant::now();
+    loop {
+        let view = daemon.get_json(&format!("/v1/messages/{walked}")).await;
+        let history = view["deliveries"][0]["history"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let late = history
+            .iter()
+            .filter(|h| h["source"] == "mdn" && h["status"] == "processed")
+            .count();
+        if late == 2 {
+            assert_eq!(view["deliveries"][0]["status"], "dispatched");
+            assert!(history.iter().any(|h| h["applied"] == false));
+            break;
+        }
+        assert!(started.elapsed() < WAIT, "late MDN not recorded: {d:#}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // 3. A failed MDN fails the delivery with its reason.
+    imap.deliver(
+        "2004.mdn",
+        &sealed_mdn(&pki, "doc", DOC, &ids[&failed], MdnKind::Failed),
+    );
+    let d = wait_delivery(&daemon, &failed, "failed").await;
+    assert!(
+        d["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("mailbox does not exist"),
+        "{d:#}"
+    );
+
+    // 4. An MDN signed by an untrusted certificate bound to the same address is quarantined.
+    imap.deliver(
+        "2005.mdn",
+        &sealed_mdn(&pki, "rogue_doc", DOC, &ids[&untrusted], MdnKind::Failed),
+    );
+    // Seen flags land only after commits; wait for the good ones, then check the rogue one.
+    let started = Instant::now();
+    while !["2001.mdn", "2002.mdn", "2003.mdn", "2004.mdn"]
+        .iter()
+        .all(|n| imap.flags(n).is_some_and(|f| f.contains('S')))
+    {
+        assert!(started.elapsed() < WAIT, "MDNs not flagged \\Seen");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let view = daemon.get_json(&format!("/v1/messages/{untrusted}")).await;
+    assert_eq!(view["deliveries"][0]["status"], "sent", "{view:#}");
+    let flags = imap.flags("2005.mdn").expect("rogue MDN still there");
+    assert!(!flags.contains('S'), "untrusted MDN flagged: {flags:?}");
+
+    // 5. No certificate for the recipient: a permanent failure, nothing sent.
+    let nobody = send(&daemon, "nobody@direct.nowhere.example").await;
+    let d = wait_delivery(&daemon, &nobody, "failed").await;
+    assert!(
+        d["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("no trusted certificate for recipient"),
+        "{d:#}"
+    );
+    assert_eq!(received(&inbox).len(), 3);
+    daemon.stop().await;
+}
+both_databases!(mdns_walk_the_delivery, super::mdns_walk_the_delivery);
+
+async fn no_mdn_expires(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let pki = Pki::new();
+    let smtp_port = free_port();
+    let inbox = db.dir.path().join("smtp");
+    let _sink = start_sink(smtp_port, &inbox, &[]);
+    let config = direct_config(
+        &db,
+        &pki,
+        smtp_port,
+        "processed_timeout_secs = 2\nexpiry_interval_secs = 1\n",
+    );
+    let mut daemon = TestDaemon::start(config).await;
+    let message = send(&daemon, DOC).await;
+    wait_delivery(&daemon, &message, "sent").await;
+    let d = wait_delivery(&daemon, &message, "expired").await;
+    assert!(
+        d["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("no processed MDN"),
+        "{d:#}"
+    );
+    daemon.stop().await;
+}
+both_databases!(no_mdn_expires, super::no_mdn_expires);
+
+async fn edge_mode_submits_plain_over_auth(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let pki = Pki::new();
+    let smtp_port = free_port();
+    let inbox = db.dir.path().join("smtp");
+    let _sink = start_sink(smtp_port, &inbox, &["--auth", "sta:pw"]);
+    let pw = db.dir.path().join("smtp-pw");
+    std::fs::write(&pw, "pw").expect("pw");
+    let mut config = direct_config(&db, &pki, smtp_port, "");
+    if let Some(ConnectorConfig::Direct(d)) = config.connectors.get_mut("hisp") {
+        d.mode = switchboard::config::DirectMode::Edge;
+        d.certificate = None;
+        d.private_key = None;
+        d.smtp.username = Some("sta".into());
+        d.smtp.password = Some(switchboard::config::Secret {
+            file: Some(pw),
+            credential: None,
+        });
+    }
+    let mut daemon = TestDaemon::start(config).await;
+    // Edge mode: the HISP finds certificates; any address goes.
+    let message = send(&daemon, "nobody@direct.nowhere.example").await;
+    let d = wait_delivery(&daemon, &message, "sent").await;
+    let got = received(&inbox);
+    assert_eq!(got.len(), 1);
+    let text = String::from_utf8_lossy(&got[0].1);
+    assert!(text.contains("multipart/mixed"));
+    assert!(text.contains(&format!(
+        "Message-ID: <{}>",
+        d["provider_ref"].as_str().expect("ref")
+    )));
+    daemon.stop().await;
+}
+both_databases!(
+    edge_mode_submits_plain_over_auth,
+    super::edge_mode_submits_plain_over_auth
+);
+
+// ---------------------------------------------------------------- DNS CERT discovery
+
+/// A CERT record: (type, data). Type 1 = PKIX (DER inline), 4 = IPKIX (a URL).
+type CertRecord = (u16, Vec<u8>);
+
+/// A loopback DNS server answering CERT queries from `zone` over UDP and TCP. Answers that do
+/// not fit 512 bytes go out truncated over UDP (TC), so the resolver must retry over TCP.
+struct DnsServer {
+    addr: std::net::SocketAddr,
+    tcp_queries: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+fn qname_end(msg: &[u8]) -> Option<(String, usize)> {
+    let mut i = 12;
+    let mut labels = Vec::new();
+    loop {
+        let len = *msg.get(i)? as usize;
+        i += 1;
+        if len == 0 {
+            break;
+        }
+        labels.push(String::from_utf8_lossy(msg.get(i..i + len)?).to_ascii_lowercase());
+        i += len;
+    }
+    Some((labels.join("."), i + 4))
+}
+
+fn answer(query: &[u8], zone: &HashMap<String, Vec<CertRecord>>, udp: bool) -> Option<Vec<u8>> {
+    let (name, qend) = qname_end(query)?;
+    let qtype = u16::from_be_bytes([query[qend - 4], query[qend - 3]]);
+    let records = zone.get(&name);
+    let mut out = query[..2].to_vec();
+    let rcode: u16 = if records.is_none() { 3 } else { 0 };
+    let answers: Vec<&CertRecord> = match records {
+        Some(r) if qtype == 37 => r.iter().collect(),
+        _ => Vec::new(),
+    };
+    let mut body = Vec::new();
+    for (ctype, data) in &answers {
+        body.extend_from_slice(&[0xC0, 0x0C, 0, 37, 0, 1, 0, 0, 0, 60]);
+        body.extend_from_slice(&((data.len() + 5) as u16).to_be_bytes());
+        body.extend_from_slice(&ctype.to_be_bytes());
+        body.extend_from_slice(&[0, 0, 0]); // key tag, algorithm
+        body.extend_from_slice(data);
+    }
+    let truncated = udp && 12 + (qend - 12) + body.len() > 512;
+    let flags: u16 = 0x8400 | rcode | if truncated { 0x0200 } else { 0 };
+    out.extend_from_slice(&flags.to_be_bytes());
+    out.extend_from_slice(&[0, 1]);
+    let count = if truncated { 0 } else { answers.len() as u16 };
+    out.extend_from_slice(&count.to_be_bytes());
+    out.extend_from_slice(&[0, 0, 0, 0]);
+    out.extend_from_slice(&query[12..qend]);
+    if !truncated {
+        out.extend_from_slice(&body);
+    }
+    Some(out)
+}
+
+impl DnsServer {
+    async fn start(zone: HashMap<String, Vec<CertRecord>>) -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let zone = Arc::new(zone);
+        let udp = tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("udp");
+        let addr = udp.local_addr().expect("addr");
+        let tcp = tokio::net::TcpListener::bind(addr)
+            .await
+            .expect("tcp on the same port");
+        let z = zone.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            while let Ok((n, peer)) = udp.recv_from(&mut buf).await {
+                if let Some(reply) = answer(&buf[..n], &z, true) {
+                    let _ = udp.send_to(&reply, peer).await;
+                }
+            }
+        });
+        let tcp_queries = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = tcp_queries.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = tcp.accept().await {
+                let z = zone.clone();
+                let counter = counter.clone();
+                tokio::spawn(async move {
+                    loop {
+                        let mut len = [0u8; 2];
+                        if s.read_exact(&mut len).await.is_err() {
+                            return;
+                        }
+                        let mut q = vec![0u8; u16::from_be_bytes(len) as usize];
+                        if s.read_exact(&mut q).await.is_err() {
+                            return;
+                        }
+                        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        if let Some(reply) = answer(&q, &z, false) {
+                            let mut framed = (reply.len() as u16).to_be_bytes().to_vec();
+                            framed.extend_from_slice(&reply);
+                            if s.write_all(&framed).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        DnsServer { addr, tcp_queries }
+    }
+}
+
+/// Serves `body` at every path over HTTP/1.1 on loopback; returns the base URL.
+async fn http_serve(body: Vec<u8>) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("http");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let body = body.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/pkix-cert\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = s.write_all(head.as_bytes()).await;
+                let _ = s.write_all(&body).await;
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn dns_cert_discovery() {
+    use switchboard::direct::anchors::{AnchorSet, Anchors};
+    use switchboard::direct::discovery::{Discovery, Source, dns::DnsCerts};
+
+    let pki = Pki::new();
+    let der = |name: &str| pki.cert(name).to_der().expect("der");
+    let url = format!("{}/domain.cer", http_serve(der("domain")).await);
+    let mut zone = HashMap::new();
+    // Address-bound, inline (too big for UDP: TCP fallback).
+    zone.insert(
+        "doc.direct.south.example".to_string(),
+        vec![(1, der("doc"))],
+    );
+    // Domain-bound, by URL (IPKIX).
+    zone.insert(
+        "direct.south.example".to_string(),
+        vec![(4, url.into_bytes())],
+    );
+    // Address-bound but untrusted: must not fall back to the domain's certificate.
+    zone.insert(
+        "bad.direct.south.example".to_string(),
+        vec![(1, der("rogue_bad"))],
+    );
+    let server = DnsServer::start(zone).await;
+
+    let dns = DnsCerts::new(&switchboard::config::DnsDiscoveryConfig {
+        enabled: true,
+        nameservers: vec![server.addr],
+        timeout_secs: 2,
+    })
+    .expect("resolver");
+    let discovery = Discovery {
+        local: None,
+        dns: Some(dns),
+        anchors: Arc::new(Anchors::new(vec![AnchorSet {
+            domains: vec!["direct.south.example".into()],
+            outbound: true,
+            inbound: false,
+            certs: vec![pki.cert("ca")],
+        }])),
+        fetcher: None,
+    };
+    let now = chrono::Utc::now();
+
+    let found = discovery.find(DOC, now).await.expect("lookup");
+    assert_eq!(found.certs.len(), 1);
+    assert_eq!(found.certs[0].to_der().expect("der"), der("doc"));
+    assert_eq!(
+        found.steps.last().map(|s| (s.source, s.address_bound)),
+        Some((Source::Dns, true))
+    );
+    assert!(
+        server.tcp_queries.load(std::sync::atomic::Ordering::SeqCst) > 0,
+        "no TCP fallback"
+    );
+
+    let found = discovery
+        .find("other@direct.south.example", now)
+        .await
+        .expect("lookup");
+    assert_eq!(found.certs.len(), 1, "{:?}", found.steps);
+    assert_eq!(found.certs[0].to_der().expect("der"), der("domain"));
+    assert!(!found.steps.last().expect("step").address_bound);
+
+    let found = discovery
+        .find("bad@direct.south.example", now)
+        .await
+        .expect("lookup");
+    assert!(
+        found.certs.is_empty(),
+        "fell back to the domain certificate"
+    );
+    assert!(found.first_violation().is_some());
+    assert_eq!(found.steps.len(), 1);
+
+    let found = discovery
+        .find("x@unknown.example", now)
+        .await
+        .expect("lookup");
+    assert!(found.certs.is_empty());
+}
+
+/// `switchboard certs import|list|check` on a config with a Direct connector.
+#[test]
+fn certs_cli() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().expect("tmp");
+    let config = dir.path().join("switchboard.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = \"{data}\"\n[connectors.hisp]\nkind = \"direct\"\naddress = \"{US}\"\n\
+             mode = \"edge\"\ndns = {{ enabled = false }}\n\
+             trust = [{{ files = [\"{ca}\"], direction = \"outbound\" }}]\n\
+             smtp = {{ host = \"127.0.0.1\" }}\n",
+            data = dir.path().display(),
+            ca = pki.path("ca.pem").display(),
+        ),
+    )
+    .expect("config");
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .arg("--config")
+            .arg(&config)
+            .arg("certs")
+            .args(args)
+            .output()
+            .expect("switchboard")
+    };
+    let out = run(&[
+        "import",
+        &pki.path("doc.pem").display().to_string(),
+        &pki.path("rogue_bad.pem").display().to_string(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(&["list"]);
+    let list = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        list.contains(DOC) && list.contains("bad@direct.south.example"),
+        "{list}"
+    );
+    let out = run(&["check", DOC]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("local store address doc@direct.south.example") && text.contains(" OK"),
+        "{text}"
+    );
+    let out = run(&["check", "bad@direct.south.example"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success());
+    assert!(text.contains("REJECTED"), "{text}");
+}
+
+/// The README's Direct example is a valid configuration.
+#[test]
+fn the_readme_example_parses() {
+    let readme = include_str!("../README.md");
+    let example = readme
+        .split("## Direct (secure messaging)")
+        .nth(1)
+        .and_then(|s| s.split("```toml\n").nth(1))
+        .and_then(|s| s.split("```").next())
+        .expect("a toml example");
+    let config = Config::from_toml(example).expect("the README example parses");
+    match config.connectors.get("hisp") {
+        Some(ConnectorConfig::Direct(d)) => {
+            assert_eq!(d.processed_timeout_secs, 3600);
+            assert_eq!(d.trust.len(), 2);
+            assert!(d.mailbox.is_some());
+        }
+        _ => panic!("hisp is a direct connector"),
+    }
+}
+
+// ---------------------------------------------------------------- AIA and CRL on loopback
+
+/// Serves the files of `files` by path over HTTP/1.1 on `listener`.
+fn http_files(
+    listener: tokio::net::TcpListener,
+    files: Arc<std::sync::Mutex<HashMap<String, Vec<u8>>>>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let files = files.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                let request = String::from_utf8_lossy(&buf[..n]);
+                let path = request.split(' ').nth(1).unwrap_or("/").to_string();
+                let body = files.lock().ok().and_then(|f| f.get(&path).cloned());
+                let reply = match body {
+                    Some(b) => {
+                        let mut r = format!(
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                            b.len()
+                        )
+                        .into_bytes();
+                        r.extend_from_slice(&b);
+                        r
+                    }
+                    None => {
+                        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                            .to_vec()
+                    }
+                };
+                let _ = s.write_all(&reply).await;
+            });
+        }
+    });
+}
+
+fn leaf_with(dir: &Path, ca: &str, name: &str, ext: &str) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            &format!("/CN={name}"),
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.csr"),
+        ],
+    );
+    std::fs::write(dir.join(format!("{name}.ext")), ext).expect("ext");
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-sha256",
+            "-days",
+            "30",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            &format!("{ca}.pem"),
+            "-CAkey",
+            &format!("{ca}.key"),
+            "-CAcreateserial",
+            "-extfile",
+            &format!("{name}.ext"),
+            "-out",
+            &format!("{name}.pem"),
+        ],
+    );
+}
+
+#[tokio::test]
+async fn aia_intermediates_and_crls_are_fetched() {
+    use switchboard::config::{CrlMode, RevocationConfig};
+    use switchboard::direct::anchors::{AnchorSet, Anchors};
+    use switchboard::direct::discovery::revocation::Fetcher;
+    use switchboard::direct::discovery::{Discovery, LocalStore};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("http");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let files = Arc::new(std::sync::Mutex::new(HashMap::new()));
+    http_files(listener, files.clone());
+
+    let pki = Pki::new();
+    let d = pki.dir.path();
+    leaf_with(
+        d,
+        "ca",
+        "inter",
+        "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n",
+    );
+    let leaf_ext = |addr: &str, crl: &str| {
+        format!(
+            "subjectAltName=email:{addr}\nkeyUsage=critical,digitalSignature,keyEncipherment\n\
+             basicConstraints=CA:FALSE\nauthorityInfoAccess=caIssuers;URI:{base}/inter.cer\n\
+             crlDistributionPoints=URI:{base}/{crl}\n"
+        )
+    };
+    leaf_with(
+        d,
+        "inter",
+        "good",
+        &leaf_ext("good@direct.south.example", "inter.crl"),
+    );
+    leaf_with(
+        d,
+        "inter",
+        "revoked",
+        &leaf_ext("revoked@direct.south.example", "inter.crl"),
+    );
+    leaf_with(
+        d,
+        "inter",
+        "nocrl",
+        &leaf_ext("nocrl@direct.south.example", "missing.crl"),
+    );
+    // `openssl ca` revokes one and issues the CRL.
+    std::fs::write(d.join("index.txt"), "").expect("index");
+    std::fs::write(d.join("crlnumber"), "01\n").expect("crlnumber");
+    std::fs::write(
+        d.join("inter.cnf"),
+        "[ca]\ndefault_ca = CA_default\n[CA_default]\ndir = .\ndatabase = index.txt\n\
+         new_certs_dir = .\ncertificate = inter.pem\nprivate_key = inter.key\n\
+         crlnumber = crlnumber\ndefault_md = sha256\ndefault_crl_days = 7\n",
+    )
+    .expect("ca config");
+    openssl(d, &["ca", "-config", "inter.cnf", "-revoke", "revoked.pem"]);
+    openssl(
+        d,
+        &["ca", "-config", "inter.cnf", "-gencrl", "-out", "inter.crl"],
+    );
+    {
+        let mut f = files.lock().expect("files");
+        f.insert(
+            "/inter.cer".into(),
+            pki.cert("inter").to_der().expect("der"),
+        );
+        f.insert(
+            "/inter.crl".into(),
+            std::fs::read(d.join("inter.crl")).expect("crl"),
+        );
+    }
+    let store = LocalStore::new(d.join("store"));
+    for name in ["good", "revoked", "nocrl"] {
+        store
+            .import(&std::fs::read(pki.path(&format!("{name}.pem"))).expect("pem"))
+            .expect("import");
+    }
+    let discovery = |crl: CrlMode, aia: bool| Discovery {
+        local: Some(store.clone()),
+        dns: None,
+        // Only the root is an anchor: the intermediate must come from AIA.
+        anchors: Arc::new(Anchors::new(vec![AnchorSet {
+            domains: Vec::new(),
+            outbound: true,
+            inbound: true,
+            certs: vec![pki.cert("ca")],
+        }])),
+        fetcher: Some(Arc::new(
+            Fetcher::new(RevocationConfig {
+                aia,
+                crl,
+                timeout_secs: 2,
+                cache_secs: 60,
+            })
+            .expect("fetcher"),
+        )),
+    };
+    let now = chrono::Utc::now();
+    let soft = discovery(CrlMode::Soft, true);
+    let found = soft
+        .find("good@direct.south.example", now)
+        .await
+        .expect("find");
+    assert_eq!(found.certs.len(), 1, "{:?}", found.steps);
+    let found = soft
+        .find("revoked@direct.south.example", now)
+        .await
+        .expect("find");
+    assert!(found.certs.is_empty(), "revoked certificate accepted");
+    assert!(
+        matches!(
+            found.first_violation(),
+            Some(switchboard::direct::Violation::Revoked)
+        ),
+        "{:?}",
+        found.steps
+    );
+    // An unreachable CRL: soft accepts, hard rejects.
+    let found = soft
+        .find("nocrl@direct.south.example", now)
+        .await
+        .expect("find");
+    assert_eq!(found.certs.len(), 1, "{:?}", found.steps);
+    let hard = discovery(CrlMode::Hard, true);
+    let found = hard
+        .find("nocrl@direct.south.example", now)
+        .await
+        .expect("find");
+    assert!(found.certs.is_empty());
+    // Without AIA the intermediate is missing.
+    let no_aia = discovery(CrlMode::Off, false);
+    let found = no_aia
+        .find("good@direct.south.example", now)
+        .await
+        .expect("find");
+    assert!(found.certs.is_empty());
+}

@@ -1,0 +1,245 @@
+//! Urgent notifications end to end on SQLite and PostgreSQL: PHI-free SMS and email through the
+//! outbox sink, digests within the window, escalation along the on-call order, none once read.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Backend, TestDaemon, TestDb};
+use serde_json::json;
+use switchboard::config::OrganizationConfig;
+
+const SECRET: &str = "Your biopsy result shows a malignancy";
+
+fn outbox_files(db: &TestDb) -> Vec<serde_json::Value> {
+    let Ok(entries) = std::fs::read_dir(db.outbox()) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+        .filter_map(|e| std::fs::read(e.path()).ok())
+        .filter_map(|b| serde_json::from_slice(&b).ok())
+        .collect()
+}
+
+fn notifications(db: &TestDb) -> Vec<serde_json::Value> {
+    outbox_files(db)
+        .into_iter()
+        .filter(|f| {
+            f["body"]
+                .as_str()
+                .is_some_and(|b| b.contains("urgent secure message"))
+        })
+        .collect()
+}
+
+async fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !check() {
+        assert!(started.elapsed() < timeout, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn audit_count(daemon: &TestDaemon, action: &str, message_id: &str) -> usize {
+    daemon
+        .core
+        .store
+        .audit_events(&daemon.organization_id, 1000)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|a| a.action == action && a.message_id.as_deref() == Some(message_id))
+        .count()
+}
+
+async fn put(daemon: &TestDaemon, path: &str, body: serde_json::Value) {
+    let response = daemon
+        .http
+        .put(daemon.url(path))
+        .bearer_auth(&daemon.key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        response.status().is_success(),
+        "PUT {path}: {}",
+        response.status()
+    );
+}
+
+async fn post_urgent(daemon: &TestDaemon, body: &str) -> String {
+    let response = daemon
+        .post_message(json!({
+            "patient": "p-1", "body": body, "urgent": true,
+            "recipients": [{"patient": true, "channel": "email"}],
+            "metadata": {"notify": "both"},
+        }))
+        .await;
+    assert_eq!(response.status(), 201);
+    let view: serde_json::Value = response.json().await.unwrap();
+    view["id"].as_str().unwrap().to_string()
+}
+
+async fn urgent_messages_notify_digest_and_escalate(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let mut config = db.config();
+    config.organizations.insert(
+        "north".into(),
+        OrganizationConfig {
+            display_name: Some("North Clinic".into()),
+            portal_url: "https://portal.north.example".into(),
+            urgent_escalation_secs: 2,
+            ..OrganizationConfig::default()
+        },
+    );
+    let mut daemon = TestDaemon::start(config).await;
+    put(&daemon, "/v1/patients/p-1", json!({
+        "family_name": "Rivera", "given_name": "Ana",
+        "contact_points": [{"system": "sms", "value": "(415) 555-2671"}, {"system": "email", "value": "ana@example.org"}],
+    })).await;
+    put(
+        &daemon,
+        "/v1/staff/nurse-a",
+        json!({"name": "Nurse A", "email": "a@clinic.example", "on_call_rank": 1}),
+    )
+    .await;
+    put(
+        &daemon,
+        "/v1/staff/dr-b",
+        json!({"name": "Dr B", "sms": "+14155550142", "on_call_rank": 2}),
+    )
+    .await;
+
+    // First urgent message: the patient by SMS, the first on call (email only) by email.
+    let first = post_urgent(&daemon, SECRET).await;
+    wait_for("two notifications", Duration::from_secs(20), || {
+        notifications(&db).len() == 2
+    })
+    .await;
+    let sent = notifications(&db);
+    let sms = sent
+        .iter()
+        .find(|n| n["channel"] == "sms")
+        .expect("SMS notification");
+    assert_eq!(sms["to"], "+14155552671");
+    assert!(sms["body"].as_str().unwrap().contains("North Clinic"));
+    assert!(
+        sms["body"]
+            .as_str()
+            .unwrap()
+            .contains("https://portal.north.example")
+    );
+    let email = sent
+        .iter()
+        .find(|n| n["channel"] == "email")
+        .expect("email notification");
+    assert_eq!(email["to"], "a@clinic.example");
+    for file in outbox_files(&db) {
+        if file["body"]
+            .as_str()
+            .is_some_and(|b| b.contains("urgent secure message"))
+        {
+            assert!(
+                !file.to_string().contains("biopsy"),
+                "no PHI in notifications: {file}"
+            );
+            assert!(
+                !file.to_string().contains("Rivera"),
+                "no name in notifications: {file}"
+            );
+        }
+    }
+    assert_eq!(audit_count(&daemon, "urgent_notification", &first).await, 2);
+
+    // A second urgent message within the window is folded in: no second SMS or email.
+    let second = post_urgent(&daemon, "Please call us today").await;
+    let started = Instant::now();
+    while audit_count(&daemon, "urgent_notification_digested", &second).await < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "digest not recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The second one is read at once: it never escalates.
+    let read = daemon
+        .http
+        .post(daemon.url(&format!("/v1/messages/{second}/read")))
+        .bearer_auth(&daemon.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), 204);
+
+    // The first is not read: after 2 s it goes to the next person on call (Dr B, by SMS).
+    wait_for("escalation to Dr B", Duration::from_secs(20), || {
+        notifications(&db).iter().any(|n| n["to"] == "+14155550142")
+    })
+    .await;
+    assert_eq!(audit_count(&daemon, "urgent_escalated", &first).await, 1);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        audit_count(&daemon, "urgent_escalated", &second).await,
+        0,
+        "read messages never escalate"
+    );
+    assert_eq!(
+        audit_count(&daemon, "urgent_escalation_exhausted", &first).await,
+        1
+    );
+    let sms_to_patient = notifications(&db)
+        .iter()
+        .filter(|n| n["to"] == "+14155552671")
+        .count();
+    assert_eq!(sms_to_patient, 1, "one SMS for the burst");
+    assert_eq!(notifications(&db).len(), 3);
+
+    // Another organization cannot mark it read.
+    let other = daemon.key_for("south").await;
+    let foreign = daemon
+        .http
+        .post(daemon.url(&format!("/v1/messages/{first}/read")))
+        .bearer_auth(other)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(foreign.status(), 404);
+    daemon.stop().await;
+}
+both_databases!(
+    urgent_flow,
+    crate::urgent_messages_notify_digest_and_escalate
+);
+
+async fn fallback_to_email_when_sms_is_opted_out(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let mut daemon = TestDaemon::start(db.config()).await;
+    put(&daemon, "/v1/patients/p-1", json!({
+        "family_name": "Rivera", "given_name": "Ana",
+        "contact_points": [{"system": "sms", "value": "+14155552671"}, {"system": "email", "value": "ana@example.org"}],
+        "consents": [{"channel": "sms", "purpose": "*", "status": "revoked", "recipient": "*"}],
+    })).await;
+    let response = daemon
+        .post_message(json!({"patient": "p-1", "body": SECRET, "urgent": true,
+            "recipients": [{"patient": true, "channel": "email"}]}))
+        .await;
+    assert_eq!(response.status(), 201);
+    wait_for("email notification", Duration::from_secs(20), || {
+        notifications(&db)
+            .iter()
+            .any(|n| n["channel"] == "email" && n["to"] == "ana@example.org")
+    })
+    .await;
+    assert!(
+        notifications(&db).iter().all(|n| n["channel"] != "sms"),
+        "never to an opted-out channel"
+    );
+    daemon.stop().await;
+}
+both_databases!(
+    opted_out_fallback,
+    crate::fallback_to_email_when_sms_is_opted_out
+);
