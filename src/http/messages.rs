@@ -12,7 +12,7 @@ use super::auth::Org;
 use super::json::ApiJson;
 use super::problem::Problem;
 use crate::messages::{MessageView, SendRequest, rfc3339};
-use crate::store::StoreError;
+use crate::store::{EventCursor, StoreError};
 
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
@@ -63,8 +63,6 @@ pub async fn show(
 pub struct Page {
     #[serde(default = "default_limit")]
     limit: i64,
-    #[serde(default)]
-    after: i64,
 }
 
 fn default_limit() -> i64 {
@@ -97,14 +95,29 @@ pub async fn thread_messages(
 }
 
 /// The events outbox, from a cursor: `GET /v1/events?after=<id>&limit=<n>`.
+/// `?after=` takes the `next_after` of the previous page (`"<tx>.<id>"`) or a bare event id.
+#[derive(Deserialize)]
+pub struct EventsPage {
+    #[serde(default = "default_limit")]
+    limit: i64,
+    #[serde(default)]
+    after: Option<String>,
+}
+
 pub async fn events(
     State(state): State<AppState>,
     Org(org): Org,
-    Query(page): Query<Page>,
+    Query(page): Query<EventsPage>,
 ) -> Result<impl IntoResponse, Problem> {
     let limit = page.limit.clamp(1, 1000);
-    let rows = state.store.events_after(&org, page.after, limit).await?;
-    let next = rows.last().map_or(page.after, |r| r.id);
+    let cursor = match page.after.as_deref() {
+        None | Some("") => EventCursor::default(),
+        Some(text) => EventCursor::parse(text).ok_or_else(|| {
+            Problem::bad_request("`after` must be a cursor from `next_after` or an event id")
+        })?,
+    };
+    let rows = state.store.events_after(&org, cursor, limit).await?;
+    let next = rows.last().map_or(cursor, EventCursor::after);
     let events: Vec<_> = rows
         .into_iter()
         .map(|r| {
@@ -116,6 +129,6 @@ pub async fn events(
         })
         .collect();
     Ok(Json(
-        serde_json::json!({ "events": events, "next_after": next }),
+        serde_json::json!({ "events": events, "next_after": next.to_string() }),
     ))
 }

@@ -1,21 +1,116 @@
-//! The events table: an append-only outbox the internal messaging app follows (by id cursor;
-//! on PostgreSQL a trigger also sends `NOTIFY switchboard_events`).
+//! The events table: an append-only outbox the internal messaging app follows (on PostgreSQL a
+//! trigger also sends `NOTIFY switchboard_events`).
+//!
+//! Followers read in commit order, not id order: on PostgreSQL identity ids are taken at
+//! insert, so a transaction that took id 5 can commit after one that took id 6. Each row records
+//! its writing transaction (`tx`, 0 on SQLite's single writer), the feed is ordered by
+//! (tx, id), and a read stops below the oldest transaction still running — nothing can later
+//! appear behind a cursor that was handed out.
 
-use super::{EventRow, Result, Store, on_db};
+use super::{Db, EventRow, Result, Store, on_db};
+
+/// A position in the events feed: the last (tx, id) seen. `floor` keeps the meaning of a bare
+/// id cursor (`after=N`: events with a larger id) for followers that stored one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EventCursor {
+    pub tx: i64,
+    pub id: i64,
+    pub floor: i64,
+}
+
+impl EventCursor {
+    /// Parses `"<tx>.<id>"` (what the feed hands out) or a bare id `"N"`.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text.split_once('.') {
+            Some((tx, id)) => Some(Self {
+                tx: tx.parse().ok()?,
+                id: id.parse().ok()?,
+                floor: 0,
+            }),
+            None => {
+                let id = text.parse().ok()?;
+                Some(Self {
+                    tx: 0,
+                    id,
+                    floor: id,
+                })
+            }
+        }
+    }
+
+    /// The cursor just after `row`.
+    pub fn after(row: &EventRow) -> Self {
+        Self {
+            tx: row.tx,
+            id: row.id,
+            floor: 0,
+        }
+    }
+}
+
+impl std::fmt::Display for EventCursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.floor != 0 && self.tx == 0 && self.id == self.floor {
+            write!(f, "{}", self.id)
+        } else {
+            write!(f, "{}.{}", self.tx, self.id)
+        }
+    }
+}
 
 impl Store {
-    /// Events of an organization after the cursor `after_id`, oldest first.
+    /// Events of an organization after `cursor`, in commit order, oldest first.
     pub async fn events_after(
         &self,
         organization_id: &str,
-        after_id: i64,
+        cursor: EventCursor,
         limit: i64,
     ) -> Result<Vec<EventRow>> {
-        Ok(on_db!(self.db(), pool => sqlx::query_as(
-            "SELECT id, organization_id, kind, subject_id, payload, created_at FROM events
-             WHERE organization_id = $1 AND id > $2 ORDER BY id LIMIT $3",
-        )
-        .bind(organization_id).bind(after_id).bind(limit)
-        .fetch_all(pool).await)?)
+        // Below the snapshot's xmin every transaction has ended: that part of the feed is final.
+        let settled = match self.db() {
+            Db::Sqlite(_) => "9223372036854775807",
+            Db::Postgres(_) => "pg_snapshot_xmin(pg_current_snapshot())::text::bigint",
+        };
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT id, organization_id, kind, subject_id, payload, created_at, tx FROM events
+             WHERE organization_id = $1 AND (tx > $2 OR (tx = $2 AND id > $3)) AND id > $4
+               AND tx < {settled}
+             ORDER BY tx, id LIMIT $5"
+        ));
+        Ok(on_db!(self.db(), pool => sqlx::query_as(sql)
+            .bind(organization_id).bind(cursor.tx).bind(cursor.id).bind(cursor.floor).bind(limit)
+            .fetch_all(pool).await)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::EventCursor;
+
+    #[test]
+    fn cursors_parse_and_print() {
+        let bare = EventCursor::parse("42").expect("bare id");
+        assert_eq!(
+            bare,
+            EventCursor {
+                tx: 0,
+                id: 42,
+                floor: 42
+            }
+        );
+        assert_eq!(bare.to_string(), "42");
+        let full = EventCursor::parse("917.43").expect("tx.id");
+        assert_eq!(
+            full,
+            EventCursor {
+                tx: 917,
+                id: 43,
+                floor: 0
+            }
+        );
+        assert_eq!(full.to_string(), "917.43");
+        assert_eq!(EventCursor::parse(""), None);
+        assert_eq!(EventCursor::parse("x.1"), None);
+        assert_eq!(EventCursor::parse("-"), None);
     }
 }

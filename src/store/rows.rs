@@ -123,6 +123,10 @@ pub struct EventRow {
     pub subject_id: String,
     pub payload: String,
     pub created_at: i64,
+    /// The writing transaction's id on PostgreSQL (0 on SQLite and for older rows): the
+    /// feed's order is (tx, id). Not selected by every query.
+    #[sqlx(default)]
+    pub tx: i64,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow, Serialize)]
