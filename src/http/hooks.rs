@@ -16,9 +16,9 @@ use tracing::{info, warn};
 use super::{AppState, Problem};
 use crate::connectors::HttpConnector;
 use crate::connectors::payload::Payload;
-use crate::delivery::DeliveryStatus;
 use crate::inbound::InboundSms;
-use crate::store::{AuditEntry, DeliveryUpdate, StoreError};
+use crate::queue::reconcile::report_update;
+use crate::store::{AuditEntry, StoreError};
 
 fn connector(state: &AppState, name: &str) -> Result<Arc<HttpConnector>, Problem> {
     state
@@ -145,30 +145,12 @@ pub async fn status(
         info!(connector = %name, "status callback for an unknown message; ignored");
         return Ok(StatusCode::NO_CONTENT.into_response());
     };
-    let Some(status) = report.status else {
+    let Some(update) = report_update(&report, &name, &format!("webhook:{name}")) else {
         info!(connector = %name, delivery_id = %delivery.id, "provider state not mapped; ignored");
         return Ok(StatusCode::NO_CONTENT.into_response());
     };
-    let mut update = DeliveryUpdate::new(status, &format!("webhook:{name}"));
-    update.connector = Some(name.clone());
-    update.provider_ref = Some(report.provider_ref.clone());
-    update.detail = Some(match &report.error {
-        Some(error) => format!("{} ({error})", report.provider_status),
-        None => report.provider_status.clone(),
-    });
-    if status == DeliveryStatus::Failed {
-        update.reason = Some(format!(
-            "{name}: {}{}",
-            report.provider_status,
-            report
-                .error
-                .as_deref()
-                .map(|e| format!(", {e}"))
-                .unwrap_or_default()
-        ));
-    }
     let moved = state.store.update_delivery(&delivery.id, &update).await?;
-    info!(connector = %name, delivery_id = %delivery.id, status = status.as_str(), moved, "status callback");
+    info!(connector = %name, delivery_id = %delivery.id, status = update.status.as_str(), moved, "status callback");
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -95,6 +95,10 @@ pub async fn thread_messages(
 }
 
 /// The events outbox, from a cursor: `GET /v1/events?after=<id>&limit=<n>`.
+/// How long a page of events waits for older transactions: 100 × 20 ms.
+const HELD_BACK_RETRIES: usize = 100;
+const HELD_BACK_PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// `?after=` takes the `next_after` of the previous page (`"<tx>.<id>"`) or a bare event id.
 #[derive(Deserialize)]
 pub struct EventsPage {
@@ -116,7 +120,18 @@ pub async fn events(
             Problem::bad_request("`after` must be a cursor from `next_after` or an event id")
         })?,
     };
-    let rows = state.store.events_after(&org, cursor, limit).await?;
+    // Events committed behind a transaction still open are held back (handing them out
+    // would let a follower step over the open one); such transactions last milliseconds, so
+    // the page waits a little for them rather than return short.
+    let mut page = state.store.events_after(&org, cursor, limit).await?;
+    for _ in 0..HELD_BACK_RETRIES {
+        if !page.held_back {
+            break;
+        }
+        tokio::time::sleep(HELD_BACK_PAUSE).await;
+        page = state.store.events_after(&org, cursor, limit).await?;
+    }
+    let rows = page.events;
     let next = rows.last().map_or(cursor, EventCursor::after);
     let events: Vec<_> = rows
         .into_iter()

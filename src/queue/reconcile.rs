@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::channels::Connectors;
+use crate::connectors::StatusReport;
 use crate::delivery::DeliveryStatus;
 use crate::store::{DeliveryUpdate, Store, now_ms};
 
@@ -57,31 +58,45 @@ pub async fn reconcile_once(store: &Store, connectors: &Connectors) -> Result<us
                     continue;
                 }
             };
-            let Some(status) = report.status else {
+            let Some(update) = report_update(&report, &name, &format!("reconcile:{name}")) else {
                 continue;
             };
-            let mut update = DeliveryUpdate::new(status, &format!("reconcile:{name}"));
-            update.detail = Some(report.provider_status.clone());
-            if status == DeliveryStatus::Failed {
-                update.reason = Some(format!(
-                    "{name}: {}{}",
-                    report.provider_status,
-                    report
-                        .error
-                        .as_deref()
-                        .map(|e| format!(", {e}"))
-                        .unwrap_or_default()
-                ));
-            }
             if store
                 .update_delivery(&delivery_id, &update)
                 .await
                 .map_err(|e| e.to_string())?
             {
                 moved += 1;
-                info!(%delivery_id, connector = %name, status = status.as_str(), "reconciled");
+                info!(%delivery_id, connector = %name, status = update.status.as_str(), "reconciled");
             }
         }
     }
     Ok(moved)
+}
+
+/// The delivery update a provider's status report asks for — from a callback or a lookup
+/// (`source` says which, e.g. `webhook:twilio`); `None` when the manifest maps no state of
+/// ours. A failure carries the provider's state and error code as its reason.
+pub fn report_update(
+    report: &StatusReport,
+    connector: &str,
+    source: &str,
+) -> Option<DeliveryUpdate> {
+    let status = report.status?;
+    let mut update = DeliveryUpdate::new(status, source);
+    update.connector = Some(connector.to_string());
+    update.provider_ref = Some(report.provider_ref.clone());
+    update.detail = Some(match &report.error {
+        Some(error) => format!("{} ({error})", report.provider_status),
+        None => report.provider_status.clone(),
+    });
+    if status == DeliveryStatus::Failed {
+        let error = report.error.as_deref().map(|e| format!(", {e}"));
+        update.reason = Some(format!(
+            "{connector}: {}{}",
+            report.provider_status,
+            error.unwrap_or_default()
+        ));
+    }
+    Some(update)
 }

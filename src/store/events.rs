@@ -58,6 +58,14 @@ impl std::fmt::Display for EventCursor {
     }
 }
 
+/// A page of the feed: the events that are final, and whether committed events behind an
+/// open transaction were held back (worth asking again in a moment).
+#[derive(Debug, Default)]
+pub struct EventPage {
+    pub events: Vec<EventRow>,
+    pub held_back: bool,
+}
+
 impl Store {
     /// Events of an organization after `cursor`, in commit order, oldest first.
     pub async fn events_after(
@@ -65,21 +73,28 @@ impl Store {
         organization_id: &str,
         cursor: EventCursor,
         limit: i64,
-    ) -> Result<Vec<EventRow>> {
+    ) -> Result<EventPage> {
         // Below the snapshot's xmin every transaction has ended: that part of the feed is final.
-        let settled = match self.db() {
-            Db::Sqlite(_) => "9223372036854775807",
-            Db::Postgres(_) => "pg_snapshot_xmin(pg_current_snapshot())::text::bigint",
+        // Read first: a later statement's horizon can only be higher.
+        let settled: i64 = match self.db() {
+            Db::Sqlite(_) => i64::MAX,
+            Db::Postgres(pool) => {
+                sqlx::query_scalar("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
+                    .fetch_one(pool)
+                    .await?
+            }
         };
-        let sql = sqlx::AssertSqlSafe(format!(
+        let mut events: Vec<EventRow> = on_db!(self.db(), pool => sqlx::query_as(
             "SELECT id, organization_id, kind, subject_id, payload, created_at, tx FROM events
              WHERE organization_id = $1 AND (tx > $2 OR (tx = $2 AND id > $3)) AND id > $4
-               AND tx < {settled}
-             ORDER BY tx, id LIMIT $5"
-        ));
-        Ok(on_db!(self.db(), pool => sqlx::query_as(sql)
-            .bind(organization_id).bind(cursor.tx).bind(cursor.id).bind(cursor.floor).bind(limit)
-            .fetch_all(pool).await)?)
+             ORDER BY tx, id LIMIT $5",
+        )
+        .bind(organization_id).bind(cursor.tx).bind(cursor.id).bind(cursor.floor).bind(limit)
+        .fetch_all(pool).await)?;
+        let final_part = events.iter().take_while(|e| e.tx < settled).count();
+        let held_back = final_part < events.len();
+        events.truncate(final_part);
+        Ok(EventPage { events, held_back })
     }
 }
 

@@ -40,7 +40,7 @@ pub use audit::AuditEntry;
 pub use campaigns::{CampaignCounts, CampaignRow, CohortRow};
 pub use consents::ConsentChange;
 pub use deliveries::{Claimed, DeliveryUpdate, SweepItem};
-pub use events::EventCursor;
+pub use events::{EventCursor, EventPage};
 pub use group::{AfterAccept, GroupCommit};
 pub use hl7::{Hl7Arrival, Hl7Effects, Hl7Outcome, Hl7Row};
 pub use inbound::{FileInbound, InboundRow, NewInbound};
