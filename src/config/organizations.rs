@@ -42,6 +42,9 @@ pub struct OrganizationConfig {
     /// A touch more than this late (the daemon was down, the appointment was booked late) is
     /// skipped as "too soon" rather than sent late.
     pub reminder_grace_minutes: u64,
+    /// Local dates the clinic is closed: not business days for touches like "1 business day
+    /// before at 10:00" (weekends never are).
+    pub holidays: Vec<chrono::NaiveDate>,
     /// At most this many reminders per patient per day and per 7 days.
     pub reminder_cap_per_day: u32,
     pub reminder_cap_per_week: u32,
@@ -72,6 +75,7 @@ impl Default for OrganizationConfig {
             quiet_hours_start: "08:00".into(),
             quiet_hours_end: "21:00".into(),
             reminder_grace_minutes: 60,
+            holidays: Vec::new(),
             reminder_cap_per_day: 3,
             reminder_cap_per_week: 6,
             reminders_to_guardians: true,

@@ -461,7 +461,7 @@ fn plan_appointment(org: &OrgPlan, a: &PlanRow, now_ms: i64, out: &mut Vec<NewTo
             continue;
         }
         for (touch_id, when) in touches {
-            let due = schedule::due(*when, start, zone);
+            let due = schedule::due(*when, start, zone, &org.settings.holidays);
             let due = if open < close {
                 schedule::out_of_quiet_hours(due, zone, open, close)
             } else {

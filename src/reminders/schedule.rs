@@ -86,17 +86,22 @@ pub fn local_to_utc(tz: Tz, local: NaiveDateTime) -> DateTime<Utc> {
     Utc.from_utc_datetime(&local)
 }
 
-/// When the touch is due for an appointment starting at `start`, before quiet hours.
-pub fn due(when: When, start: DateTime<Utc>, tz: Tz) -> DateTime<Utc> {
+/// When the touch is due for an appointment starting at `start`, before quiet hours. Business
+/// days are Monday to Friday except the organization's `holidays` (local dates).
+pub fn due(when: When, start: DateTime<Utc>, tz: Tz, holidays: &[NaiveDate]) -> DateTime<Utc> {
     match when {
         When::Before(d) => start - d,
         When::DaysBefore { days, business, at } => {
             let mut date: NaiveDate = start.with_timezone(&tz).date_naive();
             let mut left = days;
             while left > 0 {
-                date = date.pred_opt().unwrap_or(date);
-                let weekend = matches!(date.weekday(), Weekday::Sat | Weekday::Sun);
-                if !(business && weekend) {
+                let Some(previous) = date.pred_opt() else {
+                    break;
+                };
+                date = previous;
+                let closed = matches!(date.weekday(), Weekday::Sat | Weekday::Sun)
+                    || holidays.contains(&date);
+                if !(business && closed) {
                     left -= 1;
                 }
             }
@@ -164,9 +169,26 @@ mod tests {
         let ny: Tz = "America/New_York".parse().unwrap();
         // Monday 2026-03-02 09:00 New York → previous business day is Friday 02-27 10:00.
         let start = utc("2026-03-02T14:00:00Z");
-        assert_eq!(due(when, start, ny), utc("2026-02-27T15:00:00Z"));
+        assert_eq!(due(when, start, ny, &[]), utc("2026-02-27T15:00:00Z"));
         let calendar = parse(&touch(None, Some("1 day before at 10:00"))).unwrap();
-        assert_eq!(due(calendar, start, ny), utc("2026-03-01T15:00:00Z"));
+        assert_eq!(due(calendar, start, ny, &[]), utc("2026-03-01T15:00:00Z"));
+        // Tuesday 2026-12-29 after Christmas on Friday and the weekend: with 12-28 a holiday
+        // too, "1 business day before" is Thursday 12-24.
+        let holidays = [
+            NaiveDate::from_ymd_opt(2026, 12, 25).unwrap(),
+            NaiveDate::from_ymd_opt(2026, 12, 28).unwrap(),
+        ];
+        let tuesday = utc("2026-12-29T14:00:00Z");
+        assert_eq!(
+            due(when, tuesday, ny, &holidays),
+            utc("2026-12-24T15:00:00Z")
+        );
+        assert_eq!(due(when, tuesday, ny, &[]), utc("2026-12-28T15:00:00Z"));
+        // Calendar days ignore holidays.
+        assert_eq!(
+            due(calendar, tuesday, ny, &holidays),
+            utc("2026-12-28T15:00:00Z")
+        );
     }
 
     #[test]
@@ -204,7 +226,7 @@ mod tests {
         // 03-08 10:00 EDT (14:00Z) — the day clocks sprang forward.
         let when = parse(&touch(None, Some("1 day before at 10:00"))).unwrap();
         assert_eq!(
-            due(when, utc("2026-03-09T13:00:00Z"), ny),
+            due(when, utc("2026-03-09T13:00:00Z"), ny, &[]),
             utc("2026-03-08T14:00:00Z")
         );
         // 48 h before is an exact duration: Saturday 03-07 08:00 EST (13:00Z).
@@ -212,7 +234,8 @@ mod tests {
             due(
                 When::Before(Duration::hours(48)),
                 utc("2026-03-09T13:00:00Z"),
-                ny
+                ny,
+                &[]
             ),
             utc("2026-03-07T13:00:00Z")
         );
