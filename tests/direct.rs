@@ -896,6 +896,7 @@ fn the_readme_example_parses() {
             assert_eq!(d.processed_timeout_secs, 3600);
             assert_eq!(d.trust.len(), 2);
             assert!(d.mailbox.is_some());
+            assert_eq!(d.ldap, switchboard::config::LdapDiscoveryConfig::default());
         }
         _ => panic!("hisp is a direct connector"),
     }
