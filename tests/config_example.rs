@@ -39,3 +39,37 @@ fn commented_examples_are_valid() {
     assert!(config.connectors.contains_key("twilio"));
     assert_eq!(config.reminders.interval_secs, 60);
 }
+
+/// The commented Direct connector is valid configuration once uncommented, and its discovery
+/// settings are the defaults.
+#[test]
+fn direct_example_is_valid_and_says_the_defaults() {
+    use switchboard::config::{ConnectorConfig, DnsDiscoveryConfig, LdapDiscoveryConfig};
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/switchboard.toml");
+    let text = std::fs::read_to_string(path).expect("example config");
+    let start = text
+        .find("# Direct secure messaging")
+        .and_then(|i| text[i..].find('\n').map(|n| i + n + 1))
+        .expect("direct example");
+    let uncommented: String = text[start..]
+        .lines()
+        .filter_map(|l| l.strip_prefix("# ").or_else(|| (l == "#").then_some("")))
+        .filter(|l| !l.starts_with('#'))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let config = switchboard::config::Config::from_toml(&uncommented)
+        .unwrap_or_else(|e| panic!("{e}\n{uncommented}"));
+    let Some(ConnectorConfig::Direct(direct)) = config.connectors.get("hisp") else {
+        panic!("hisp is a direct connector");
+    };
+    assert_eq!(direct.ldap, LdapDiscoveryConfig::default());
+    let dns = DnsDiscoveryConfig::default();
+    assert_eq!(
+        (
+            direct.dns.enabled,
+            &direct.dns.nameservers,
+            direct.dns.timeout_secs
+        ),
+        (dns.enabled, &dns.nameservers, dns.timeout_secs)
+    );
+}

@@ -154,7 +154,21 @@ impl Pki {
 
 // ---------------------------------------------------------------- daemon config
 
+/// Discovery off the network: the local store only.
+const NO_NETWORK_DISCOVERY: &str = "dns = { enabled = false }\nldap = { enabled = false }\n";
+
 fn direct_config(db: &TestDb, pki: &Pki, smtp_port: u16, extra: &str) -> Config {
+    direct_config_discovery(db, pki, smtp_port, NO_NETWORK_DISCOVERY, extra)
+}
+
+/// As [`direct_config`], with `discovery` (the connector's `dns`/`ldap` keys).
+fn direct_config_discovery(
+    db: &TestDb,
+    pki: &Pki,
+    smtp_port: u16,
+    discovery: &str,
+    extra: &str,
+) -> Config {
     let mut config = db.config();
     let store = db.dir.path().join("certs");
     switchboard::direct::discovery::LocalStore::new(&store)
@@ -162,7 +176,7 @@ fn direct_config(db: &TestDb, pki: &Pki, smtp_port: u16, extra: &str) -> Config 
         .expect("import");
     let toml = format!(
         "address = \"{US}\"\ncertificate = \"{cert}\"\nprivate_key = {{ file = \"{key}\" }}\n\
-         cert_store = \"{store}\"\ndns = {{ enabled = false }}\n\
+         cert_store = \"{store}\"\n{discovery}\
          trust = [{{ files = [\"{ca}\"] }}]\n\
          smtp = {{ host = \"127.0.0.1\", port = {smtp_port}, tls = \"none\", timeout_secs = 3 }}\n{extra}",
         cert = pki.path("us.pem").display(),
@@ -323,6 +337,11 @@ fn openssl_mdn(pki: &Pki, message_id: &str) -> String {
 
 /// `openssl cms -decrypt | openssl cms -verify`: the message as another S/MIME stack reads it.
 fn openssl_open(pki: &Pki, raw: &[u8]) -> String {
+    openssl_open_as(pki, "doc", raw)
+}
+
+/// [`openssl_open`] with the key of `recipient`.
+fn openssl_open_as(pki: &Pki, recipient: &str, raw: &[u8]) -> String {
     let dir = tempfile::tempdir().expect("tmp");
     std::fs::write(dir.path().join("in.eml"), raw).expect("write");
     openssl(
@@ -333,9 +352,9 @@ fn openssl_open(pki: &Pki, raw: &[u8]) -> String {
             "-in",
             "in.eml",
             "-recip",
-            &pki.path("doc.pem").display().to_string(),
+            &pki.path(&format!("{recipient}.pem")).display().to_string(),
             "-inkey",
-            &pki.path("doc.key").display().to_string(),
+            &pki.path(&format!("{recipient}.key")).display().to_string(),
             "-out",
             "signed.eml",
         ],
@@ -560,11 +579,39 @@ both_databases!(
 
 // ---------------------------------------------------------------- DNS CERT discovery
 
-/// A CERT record: (type, data). Type 1 = PKIX (DER inline), 4 = IPKIX (a URL).
-type CertRecord = (u16, Vec<u8>);
+/// A resource record: (type, RDATA).
+type Rr = (u16, Vec<u8>);
 
-/// A loopback DNS server answering CERT queries from `zone` over UDP and TCP. Answers that do
-/// not fit 512 bytes go out truncated over UDP (TC), so the resolver must retry over TCP.
+/// A CERT record (RFC 4398): type 1 = PKIX (DER inline), 4 = IPKIX (a URL).
+fn cert_rr(cert_type: u16, data: Vec<u8>) -> Rr {
+    let mut rdata = cert_type.to_be_bytes().to_vec();
+    rdata.extend_from_slice(&[0, 0, 0]); // key tag, algorithm
+    rdata.extend_from_slice(&data);
+    (37, rdata)
+}
+
+/// An SRV record (RFC 2782), target uncompressed.
+fn srv_rr(priority: u16, weight: u16, port: u16, target: &str) -> Rr {
+    let mut rdata = Vec::new();
+    for n in [priority, weight, port] {
+        rdata.extend_from_slice(&n.to_be_bytes());
+    }
+    for label in target.split('.').filter(|l| !l.is_empty()) {
+        rdata.push(label.len() as u8);
+        rdata.extend_from_slice(label.as_bytes());
+    }
+    rdata.push(0);
+    (33, rdata)
+}
+
+/// An A record.
+fn a_rr(ip: [u8; 4]) -> Rr {
+    (1, ip.to_vec())
+}
+
+/// A loopback DNS server answering from `zone` over UDP and TCP: the records of the asked
+/// type, NODATA for a name with none, NXDOMAIN for an unknown name. Answers that do not fit
+/// 512 bytes go out truncated over UDP (TC), so the resolver must retry over TCP.
 struct DnsServer {
     addr: std::net::SocketAddr,
     tcp_queries: Arc<std::sync::atomic::AtomicUsize>,
@@ -585,23 +632,22 @@ fn qname_end(msg: &[u8]) -> Option<(String, usize)> {
     Some((labels.join("."), i + 4))
 }
 
-fn answer(query: &[u8], zone: &HashMap<String, Vec<CertRecord>>, udp: bool) -> Option<Vec<u8>> {
+fn answer(query: &[u8], zone: &HashMap<String, Vec<Rr>>, udp: bool) -> Option<Vec<u8>> {
     let (name, qend) = qname_end(query)?;
-    let qtype = u16::from_be_bytes([query[qend - 4], query[qend - 3]]);
+    let qtype = u16::from_be_bytes([*query.get(qend - 4)?, *query.get(qend - 3)?]);
     let records = zone.get(&name);
     let mut out = query[..2].to_vec();
     let rcode: u16 = if records.is_none() { 3 } else { 0 };
-    let answers: Vec<&CertRecord> = match records {
-        Some(r) if qtype == 37 => r.iter().collect(),
-        _ => Vec::new(),
-    };
+    let answers: Vec<&Rr> = records
+        .map(|r| r.iter().filter(|(t, _)| *t == qtype).collect())
+        .unwrap_or_default();
     let mut body = Vec::new();
-    for (ctype, data) in &answers {
-        body.extend_from_slice(&[0xC0, 0x0C, 0, 37, 0, 1, 0, 0, 0, 60]);
-        body.extend_from_slice(&((data.len() + 5) as u16).to_be_bytes());
-        body.extend_from_slice(&ctype.to_be_bytes());
-        body.extend_from_slice(&[0, 0, 0]); // key tag, algorithm
-        body.extend_from_slice(data);
+    for (rtype, rdata) in &answers {
+        body.extend_from_slice(&[0xC0, 0x0C]);
+        body.extend_from_slice(&rtype.to_be_bytes());
+        body.extend_from_slice(&[0, 1, 0, 0, 0, 60]);
+        body.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+        body.extend_from_slice(rdata);
     }
     let truncated = udp && 12 + (qend - 12) + body.len() > 512;
     let flags: u16 = 0x8400 | rcode | if truncated { 0x0200 } else { 0 };
@@ -618,7 +664,7 @@ fn answer(query: &[u8], zone: &HashMap<String, Vec<CertRecord>>, udp: bool) -> O
 }
 
 impl DnsServer {
-    async fn start(zone: HashMap<String, Vec<CertRecord>>) -> Self {
+    async fn start(zone: HashMap<String, Vec<Rr>>) -> Self {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let zone = Arc::new(zone);
         let udp = tokio::net::UdpSocket::bind("127.0.0.1:0")
@@ -706,17 +752,17 @@ async fn dns_cert_discovery() {
     // Address-bound, inline (too big for UDP: TCP fallback).
     zone.insert(
         "doc.direct.south.example".to_string(),
-        vec![(1, der("doc"))],
+        vec![cert_rr(1, der("doc"))],
     );
     // Domain-bound, by URL (IPKIX).
     zone.insert(
         "direct.south.example".to_string(),
-        vec![(4, url.into_bytes())],
+        vec![cert_rr(4, url.into_bytes())],
     );
     // Address-bound but untrusted: must not fall back to the domain's certificate.
     zone.insert(
         "bad.direct.south.example".to_string(),
-        vec![(1, der("rogue_bad"))],
+        vec![cert_rr(1, der("rogue_bad"))],
     );
     let server = DnsServer::start(zone).await;
 
@@ -729,6 +775,7 @@ async fn dns_cert_discovery() {
     let discovery = Discovery {
         local: None,
         dns: Some(dns),
+        ldap: None,
         anchors: Arc::new(Anchors::new(vec![AnchorSet {
             domains: vec!["direct.south.example".into()],
             outbound: true,
@@ -849,6 +896,7 @@ fn the_readme_example_parses() {
             assert_eq!(d.processed_timeout_secs, 3600);
             assert_eq!(d.trust.len(), 2);
             assert!(d.mailbox.is_some());
+            assert_eq!(d.ldap, switchboard::config::LdapDiscoveryConfig::default());
         }
         _ => panic!("hisp is a direct connector"),
     }
@@ -1015,6 +1063,7 @@ async fn aia_intermediates_and_crls_are_fetched() {
     let discovery = |crl: CrlMode, aia: bool| Discovery {
         local: Some(store.clone()),
         dns: None,
+        ldap: None,
         // Only the root is an anchor: the intermediate must come from AIA.
         anchors: Arc::new(Anchors::new(vec![AnchorSet {
             domains: Vec::new(),
@@ -1071,4 +1120,416 @@ async fn aia_intermediates_and_crls_are_fetched() {
         .await
         .expect("find");
     assert!(found.certs.is_empty());
+}
+
+// ---------------------------------------------------------------- LDAP discovery (slapd)
+
+const LAB: &str = "lab@direct.south.example";
+const ROGUE_LAB: &str = "roguelab@direct.south.example";
+const LDAP_SUFFIX: &str = "dc=south,dc=example";
+
+/// `name` from /usr/sbin when it is there (not on every user's PATH), else from PATH.
+fn sbin(name: &str) -> PathBuf {
+    let path = Path::new("/usr/sbin").join(name);
+    if path.exists() { path } else { name.into() }
+}
+
+/// Debian's slapd on a loopback port, without systemd: a generated `slapd.conf` (schemas core,
+/// cosine, inetorgperson; one mdb database, anonymous read), entries loaded with `slapadd`
+/// before start-up, run in the foreground (`-d 0`) and killed on drop.
+struct Slapd {
+    dir: tempfile::TempDir,
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Slapd {
+    /// `entries`: LDIF below `LDAP_SUFFIX` (the suffix entry itself is added here).
+    fn start(entries: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        std::fs::create_dir(d.join("db")).expect("db dir");
+        let conf = format!(
+            "include /etc/ldap/schema/core.schema\ninclude /etc/ldap/schema/cosine.schema\n\
+             include /etc/ldap/schema/inetorgperson.schema\n\
+             modulepath /usr/lib/ldap\nmoduleload back_mdb\n\
+             pidfile {d}/slapd.pid\nargsfile {d}/slapd.args\n\
+             database mdb\nmaxsize 10485760\nsuffix \"{LDAP_SUFFIX}\"\n\
+             rootdn \"cn=admin,{LDAP_SUFFIX}\"\ndirectory {d}/db\n\
+             access to * by * read\n",
+            d = d.display()
+        );
+        std::fs::write(d.join("slapd.conf"), conf).expect("slapd.conf");
+        let ldif = format!(
+            "dn: {LDAP_SUFFIX}\nobjectClass: dcObject\nobjectClass: organization\n\
+             o: South\ndc: south\n\n{entries}"
+        );
+        std::fs::write(d.join("data.ldif"), ldif).expect("ldif");
+        let out = Command::new(sbin("slapadd"))
+            .arg("-f")
+            .arg(d.join("slapd.conf"))
+            .arg("-l")
+            .arg(d.join("data.ldif"))
+            .output()
+            .expect("slapadd (apt-get install slapd)");
+        assert!(
+            out.status.success(),
+            "slapadd: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let port = free_port();
+        let log = std::fs::File::create(d.join("slapd.log")).expect("log");
+        let child = Command::new(sbin("slapd"))
+            .args(["-d", "0", "-h", &format!("ldap://127.0.0.1:{port}/"), "-f"])
+            .arg(d.join("slapd.conf"))
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("slapd (apt-get install slapd)");
+        let mut slapd = Slapd { dir, child, port };
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = slapd.child.try_wait() {
+                panic!("slapd exited: {status}");
+            }
+            assert!(started.elapsed() < WAIT, "slapd not listening");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        slapd
+    }
+}
+
+impl Drop for Slapd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(self.dir.path().join("slapd.log"));
+            eprintln!("slapd log:\n{}", log.unwrap_or_default());
+        }
+    }
+}
+
+/// An LDIF entry for `mail`, holding `cert` (a PEM file of the PKI) as `userCertificate;binary`
+/// (DER made with the openssl CLI, loaded by URL).
+fn ldif_entry(pki: &Pki, cn: &str, mail: &str, cert: &str) -> String {
+    openssl(
+        pki.dir.path(),
+        &[
+            "x509",
+            "-in",
+            &format!("{cert}.pem"),
+            "-outform",
+            "DER",
+            "-out",
+            &format!("{cert}.der"),
+        ],
+    );
+    format!(
+        "dn: cn={cn},{LDAP_SUFFIX}\nobjectClass: inetOrgPerson\ncn: {cn}\nsn: {cn}\n\
+         mail: {mail}\nuserCertificate;binary:< file://{}\n\n",
+        pki.path(&format!("{cert}.der")).display()
+    )
+}
+
+/// slapd with the directory entries, a TCP port that accepts and never answers, and the DNS
+/// zone: `_ldap._tcp.direct.south.example` lists a dead server (priority 0), the silent one
+/// (5) and slapd (10); `_ldap._tcp.down.example` only the dead one.
+struct LdapWorld {
+    slapd: Slapd,
+    dns: DnsServer,
+    dead_port: u16,
+    silent_port: u16,
+}
+
+impl LdapWorld {
+    async fn start(pki: &Pki) -> Self {
+        let d = pki.dir.path();
+        make_leaf(d, "ca", "lab", &format!("email:{LAB}"));
+        make_leaf(d, "rogue", "rogue_lab", &format!("email:{ROGUE_LAB}"));
+        let entries = [
+            ldif_entry(pki, "Lab", LAB, "lab"),
+            ldif_entry(pki, "Rogue Lab", ROGUE_LAB, "rogue_lab"),
+            ldif_entry(pki, "South HISP", "direct.south.example", "domain"),
+        ]
+        .concat();
+        let slapd = Slapd::start(&entries);
+
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("silent");
+        let silent_port = silent.local_addr().expect("addr").port();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = silent.accept().await {
+                held.push(s);
+            }
+        });
+        let dead_port = free_port();
+
+        let mut zone = HashMap::new();
+        zone.insert(
+            "_ldap._tcp.direct.south.example".to_string(),
+            vec![
+                srv_rr(10, 0, slapd.port, "ldap.south.example"),
+                srv_rr(0, 0, dead_port, "dead.south.example"),
+                srv_rr(5, 0, silent_port, "silent.south.example"),
+            ],
+        );
+        zone.insert(
+            "_ldap._tcp.down.example".to_string(),
+            vec![srv_rr(0, 0, dead_port, "dead.south.example")],
+        );
+        for host in [
+            "ldap.south.example",
+            "dead.south.example",
+            "silent.south.example",
+        ] {
+            zone.insert(host.to_string(), vec![a_rr([127, 0, 0, 1])]);
+        }
+        // The domain exists (no CERT record at it): NODATA rather than NXDOMAIN.
+        zone.insert("direct.south.example".to_string(), Vec::new());
+        let dns = DnsServer::start(zone).await;
+        LdapWorld {
+            slapd,
+            dns,
+            dead_port,
+            silent_port,
+        }
+    }
+
+    fn dns_config(&self) -> switchboard::config::DnsDiscoveryConfig {
+        switchboard::config::DnsDiscoveryConfig {
+            enabled: true,
+            nameservers: vec![self.dns.addr],
+            timeout_secs: 2,
+        }
+    }
+
+    /// The connector's discovery keys: this DNS server, LDAP with 1 s timeouts.
+    fn discovery_toml(&self) -> String {
+        format!(
+            "dns = {{ nameservers = [\"{}\"], timeout_secs = 2 }}\n\
+             ldap = {{ connect_timeout_secs = 1, timeout_secs = 1 }}\n",
+            self.dns.addr
+        )
+    }
+}
+
+/// DNS CERT finds nothing, so LDAP answers: SRV in priority order, the dead and the silent
+/// server skipped, the address-bound entry's certificate, no fallback from a rejected
+/// address-bound certificate to the domain's, the domain's for another address; and
+/// `switchboard certs check` shows that path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ldap_discovery() {
+    use switchboard::config::LdapDiscoveryConfig;
+    use switchboard::direct::anchors::{AnchorSet, Anchors};
+    use switchboard::direct::discovery::ldap::LdapCerts;
+    use switchboard::direct::discovery::{Discovery, DiscoveryError, Source, dns};
+
+    let pki = Pki::new();
+    let world = LdapWorld::start(&pki).await;
+    let dns_config = world.dns_config();
+    let resolver = dns::resolver(&dns_config).expect("resolver");
+    let discovery = Discovery {
+        local: None,
+        dns: Some(dns::DnsCerts::with_resolver(&dns_config, resolver.clone()).expect("dns")),
+        ldap: Some(LdapCerts::new(
+            &LdapDiscoveryConfig {
+                connect_timeout_secs: 1,
+                timeout_secs: 1,
+                ..LdapDiscoveryConfig::default()
+            },
+            resolver,
+        )),
+        anchors: Arc::new(Anchors::new(vec![AnchorSet {
+            domains: vec!["direct.south.example".into()],
+            outbound: true,
+            inbound: false,
+            certs: vec![pki.cert("ca")],
+        }])),
+        fetcher: None,
+    };
+    let now = chrono::Utc::now();
+    let der = |name: &str| pki.cert(name).to_der().expect("der");
+
+    // 1. The address-bound certificate from slapd, after the dead and the silent server.
+    let started = Instant::now();
+    let found = discovery.find(LAB, now).await.expect("lookup");
+    let took = started.elapsed();
+    assert_eq!(found.certs.len(), 1, "{:#?}", found.steps);
+    assert_eq!(found.certs[0].to_der().expect("der"), der("lab"));
+    let path: Vec<_> = found
+        .steps
+        .iter()
+        .map(|s| (s.source, s.address_bound, s.verdicts.len()))
+        .collect();
+    assert_eq!(
+        path,
+        [
+            (Source::Dns, true, 0),
+            (Source::Dns, false, 0),
+            (Source::Ldap, true, 1)
+        ]
+    );
+    let notes = &found.steps[2].notes;
+    let at = |needle: &str| {
+        notes
+            .iter()
+            .position(|n| n.contains(needle))
+            .unwrap_or_else(|| panic!("no {needle} in {notes:#?}"))
+    };
+    let dead = at(&format!("127.0.0.1:{}", world.dead_port));
+    let silent = at(&format!("127.0.0.1:{}", world.silent_port));
+    let live = at(&format!("127.0.0.1:{}", world.slapd.port));
+    assert!(dead < silent && silent < live, "{notes:#?}");
+    assert!(notes[dead].ends_with("skipped") && notes[silent].contains("no answer within"));
+    assert!(
+        notes[live].contains(&format!("base {LDAP_SUFFIX}")),
+        "{notes:#?}"
+    );
+    assert!(
+        took >= Duration::from_millis(900),
+        "the silent server was not waited for"
+    );
+
+    // 2. Failed servers are tried last for a while: slapd answers first now.
+    let found = discovery.find(LAB, now).await.expect("lookup");
+    assert_eq!(found.certs.len(), 1);
+    let notes = &found.steps[2].notes;
+    assert_eq!(notes.len(), 1, "{notes:#?}");
+
+    // 3. An address-bound certificate that fails (untrusted issuer): no fallback to the
+    // domain's entry, which the same search returned.
+    let found = discovery.find(ROGUE_LAB, now).await.expect("lookup");
+    assert!(found.certs.is_empty(), "fell back: {:#?}", found.steps);
+    let last = found.steps.last().expect("step");
+    assert_eq!((last.source, last.address_bound), (Source::Ldap, true));
+    assert!(last.verdicts[0].1.is_err());
+
+    // 4. No entry for the address: the domain's entry.
+    let found = discovery
+        .find("other@direct.south.example", now)
+        .await
+        .expect("lookup");
+    assert_eq!(found.certs.len(), 1, "{:#?}", found.steps);
+    assert_eq!(found.certs[0].to_der().expect("der"), der("domain"));
+    let last = found.steps.last().expect("step");
+    assert_eq!((last.source, last.address_bound), (Source::Ldap, false));
+
+    // 5. No SRV record: nothing, and no error.
+    let found = discovery
+        .find("x@unknown.example", now)
+        .await
+        .expect("lookup");
+    assert!(found.certs.is_empty());
+    assert!(
+        found.steps.iter().any(|s| s
+            .notes
+            .iter()
+            .any(|n| n.contains("no _ldap._tcp.unknown.example SRV record"))),
+        "{:#?}",
+        found.steps
+    );
+
+    // 6. Every published server dead: an error (the send is retried), not "no certificate".
+    match discovery.find("x@down.example", now).await {
+        Err(DiscoveryError::Ldap(reason)) => {
+            assert!(reason.contains("no directory server answered"), "{reason}")
+        }
+        other => panic!("expected an LDAP error, got {other:?}"),
+    }
+
+    // 7. `switchboard certs check` shows the LDAP step.
+    let dir = tempfile::tempdir().expect("tmp");
+    let config = dir.path().join("switchboard.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = \"{data}\"\n[connectors.hisp]\nkind = \"direct\"\naddress = \"{US}\"\n\
+             mode = \"edge\"\n{discovery}\
+             trust = [{{ files = [\"{ca}\"], direction = \"outbound\" }}]\n\
+             smtp = {{ host = \"127.0.0.1\" }}\n",
+            data = dir.path().display(),
+            discovery = world.discovery_toml(),
+            ca = pki.path("ca.pem").display(),
+        ),
+    )
+    .expect("config");
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .arg("--config")
+            .arg(&config)
+            .args(["certs", "check", LAB])
+            .output()
+            .expect("switchboard")
+    })
+    .await
+    .expect("join");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let fp = hex_sha256(&der("lab"));
+    for line in [
+        "DNS CERT address lab.direct.south.example: nothing".to_string(),
+        "DNS CERT domain direct.south.example: nothing".to_string(),
+        format!(
+            "LDAP address {LAB}: ldap://127.0.0.1:{} (dead.south.example, priority 0",
+            world.dead_port
+        ),
+        format!(
+            "LDAP address {LAB}: ldap://127.0.0.1:{} (ldap.south.example, priority 10",
+            world.slapd.port
+        ),
+        format!("LDAP address {LAB}: {fp} OK"),
+        format!("usable: {LAB}"),
+    ] {
+        assert!(text.contains(&line), "no {line:?} in:\n{text}");
+    }
+}
+
+fn hex_sha256(der: &[u8]) -> String {
+    openssl::sha::sha256(der)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A Direct send to an address whose certificate only the directory has: sealed to it (the
+/// openssl CLI decrypts with its key), over the same discovery the daemon configures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ldap_discovered_send_encrypts_to_the_directory_cert() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let pki = Pki::new();
+    let world = LdapWorld::start(&pki).await;
+    let smtp_port = free_port();
+    let inbox = db.dir.path().join("smtp");
+    let _sink = start_sink(smtp_port, &inbox, &[]);
+    let config = direct_config_discovery(&db, &pki, smtp_port, &world.discovery_toml(), "");
+    let mut daemon = TestDaemon::start(config).await;
+
+    let message = send(&daemon, LAB).await;
+    wait_delivery(&daemon, &message, "sent").await;
+    let got = received(&inbox);
+    assert_eq!(got.len(), 1);
+    let (envelope, raw) = &got[0];
+    assert_eq!(envelope["rcpt_tos"], json!([LAB]));
+    let inner = openssl_open_as(&pki, "lab", raw);
+    assert!(inner.contains("Subject: Referral"), "{inner}");
+
+    // The rogue address-bound entry fails the delivery permanently.
+    let rogue = send(&daemon, ROGUE_LAB).await;
+    let d = wait_delivery(&daemon, &rogue, "failed").await;
+    assert!(
+        d["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("no trusted certificate for recipient"),
+        "{d:#}"
+    );
+    assert_eq!(received(&inbox).len(), 1);
+    daemon.stop().await;
 }

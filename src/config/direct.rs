@@ -44,9 +44,13 @@ pub struct DirectConnectorConfig {
     /// DNS. Default: `<data_dir>/direct-certs`.
     #[serde(default)]
     pub cert_store: Option<PathBuf>,
-    /// DNS CERT discovery (RFC 4398).
+    /// DNS CERT discovery (RFC 4398). Its nameservers and timeout also serve the LDAP step's
+    /// SRV lookups.
     #[serde(default)]
     pub dns: DnsDiscoveryConfig,
+    /// LDAP discovery (`_ldap._tcp` SRV, `mail=`, `userCertificate`), after DNS CERT.
+    #[serde(default)]
+    pub ldap: LdapDiscoveryConfig,
     /// Intermediates from AIA, revocation from CRL distribution points.
     #[serde(default)]
     pub revocation: RevocationConfig,
@@ -136,6 +140,48 @@ impl Default for DnsDiscoveryConfig {
             timeout_secs: default_dns_timeout(),
         }
     }
+}
+
+/// LDAP discovery: the recipient domain's `_ldap._tcp` SRV records name the directory servers,
+/// searched anonymously for `(mail=<address>)` / `(mail=<domain>)` entries' `userCertificate`.
+/// `enabled` is independent of `dns.enabled` (which turns CERT records on or off); the SRV
+/// lookups use the `dns` nameservers.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct LdapDiscoveryConfig {
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Search base; empty: every `namingContexts` value of the server's root DSE.
+    #[serde(default)]
+    pub base: String,
+    /// TCP connect timeout per server address; an unreachable server is skipped.
+    #[serde(default = "default_ldap_connect_timeout")]
+    pub connect_timeout_secs: u64,
+    /// Bind and each search, per server; a server that does not answer in time is skipped.
+    #[serde(default = "default_dns_timeout")]
+    pub timeout_secs: u64,
+    /// A server that failed is tried after the others for this long.
+    #[serde(default = "default_ldap_dead_for")]
+    pub dead_server_secs: u64,
+}
+
+impl Default for LdapDiscoveryConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            base: String::new(),
+            connect_timeout_secs: default_ldap_connect_timeout(),
+            timeout_secs: default_dns_timeout(),
+            dead_server_secs: default_ldap_dead_for(),
+        }
+    }
+}
+
+fn default_ldap_connect_timeout() -> u64 {
+    2
+}
+fn default_ldap_dead_for() -> u64 {
+    300
 }
 
 /// Fetching for recipient certificates (HTTP, cached).

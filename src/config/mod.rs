@@ -16,7 +16,7 @@ pub use connectors::{
 };
 pub use direct::{
     CrlMode, DirectConnectorConfig, DirectMode, DirectSmtpConfig, DnsDiscoveryConfig, KeyPair,
-    RevocationConfig, TrustAnchorConfig, TrustDirection,
+    LdapDiscoveryConfig, RevocationConfig, TrustAnchorConfig, TrustDirection,
 };
 pub use organizations::OrganizationConfig;
 pub use reminders::{ReminderRule, Touch, default_rules};

@@ -7,9 +7,11 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 
 use crate::channels::direct::{direct_connectors, keys, local_store};
-use crate::config::{Config, DirectConnectorConfig, DnsDiscoveryConfig};
+use crate::config::{Config, DirectConnectorConfig, DnsDiscoveryConfig, LdapDiscoveryConfig};
 use crate::direct::anchors::Anchors;
-use crate::direct::discovery::{Discovery, LocalStore, bound_names, dns::DnsCerts};
+use crate::direct::discovery::dns::{DnsCerts, resolver};
+use crate::direct::discovery::ldap::LdapCerts;
+use crate::direct::discovery::{Discovery, LocalStore, bound_names};
 
 /// The subcommands.
 #[derive(clap::Subcommand)]
@@ -91,23 +93,34 @@ pub async fn run(config: &Config, args: &CertsArgs) -> Result<()> {
             }
         }
         CertsCommand::Check { address } => {
-            let (anchors, dns, revocation) = match conn {
+            let (anchors, dns, ldap, revocation) = match conn {
                 Some((_, c)) => (
                     keys::load_anchors(c)?,
-                    c.dns.enabled.then(|| c.dns.clone()),
+                    c.dns.clone(),
+                    c.ldap.clone(),
                     c.revocation.clone(),
                 ),
                 None => (
                     Anchors::default(),
-                    Some(DnsDiscoveryConfig::default()),
+                    DnsDiscoveryConfig::default(),
+                    LdapDiscoveryConfig::default(),
                     Default::default(),
                 ),
             };
+            let resolver = if dns.enabled || ldap.enabled {
+                Some(resolver(&dns)?)
+            } else {
+                None
+            };
             let discovery = Discovery {
                 local: Some(store),
-                dns: match dns {
-                    Some(d) => Some(DnsCerts::new(&d)?),
-                    None => None,
+                dns: match &resolver {
+                    Some(r) if dns.enabled => Some(DnsCerts::with_resolver(&dns, r.clone())?),
+                    _ => None,
+                },
+                ldap: match resolver {
+                    Some(r) if ldap.enabled => Some(LdapCerts::new(&ldap, r)),
+                    _ => None,
                 },
                 anchors: std::sync::Arc::new(anchors),
                 fetcher: Some(std::sync::Arc::new(
@@ -121,6 +134,9 @@ pub async fn run(config: &Config, args: &CertsArgs) -> Result<()> {
                 } else {
                     "domain"
                 };
+                for note in &step.notes {
+                    println!("{} {kind} {}: {note}", step.source, step.name);
+                }
                 if step.verdicts.is_empty() {
                     println!("{} {kind} {}: nothing", step.source, step.name);
                 }

@@ -9,7 +9,7 @@
 //! * `cms`, `mime`, `ffi` — private helpers; `ffi` holds all `unsafe`.
 //!
 //! * `anchors` — trust anchors per peer domain and direction.
-//! * `discovery` — recipient certificates: local store, then DNS CERT.
+//! * `discovery` — recipient certificates: local store, then DNS CERT, then LDAP.
 //!
 //! Not here: SMTP/IMAP transport, persistence, and message-tracking state
 //! (`channels::direct`).

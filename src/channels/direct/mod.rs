@@ -22,7 +22,9 @@ pub use tracker::{NotificationSink, Tracked};
 use crate::channels::Connectors;
 use crate::config::{Config, ConnectorConfig, DirectConnectorConfig, SmtpConnectorConfig};
 use crate::direct::SealOptions;
-use crate::direct::discovery::{Discovery, LocalStore, dns::DnsCerts};
+use crate::direct::discovery::dns::{self, DnsCerts};
+use crate::direct::discovery::ldap::LdapCerts;
+use crate::direct::discovery::{Discovery, DiscoveryError, LocalStore};
 
 /// Why a Direct connector could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -67,16 +69,29 @@ pub fn discovery(
     data_dir: &std::path::Path,
     keys: &keys::KeyMaterial,
 ) -> Result<Discovery, DirectChannelError> {
-    let dns = if config.dns.enabled {
-        Some(DnsCerts::new(&config.dns).map_err(|e| DirectChannelError::Config(e.to_string()))?)
+    let config_error = |e: DiscoveryError| DirectChannelError::Config(e.to_string());
+    // One resolver for CERT and SRV lookups (the `dns` nameservers and timeout).
+    let resolver = if config.dns.enabled || config.ldap.enabled {
+        Some(dns::resolver(&config.dns).map_err(config_error)?)
     } else {
         None
+    };
+    let dns = match &resolver {
+        Some(r) if config.dns.enabled => {
+            Some(DnsCerts::with_resolver(&config.dns, r.clone()).map_err(config_error)?)
+        }
+        _ => None,
+    };
+    let ldap = match resolver {
+        Some(r) if config.ldap.enabled => Some(LdapCerts::new(&config.ldap, r)),
+        _ => None,
     };
     let fetcher = crate::direct::discovery::revocation::Fetcher::new(config.revocation.clone())
         .map_err(|e| DirectChannelError::Config(e.to_string()))?;
     Ok(Discovery {
         local: Some(local_store(config, data_dir)),
         dns,
+        ldap,
         anchors: keys.anchors.clone(),
         fetcher: Some(Arc::new(fetcher)),
     })

@@ -46,37 +46,49 @@ pub fn owner_name(address: &str) -> Option<String> {
     })
 }
 
+/// The resolver `config` describes (its nameservers, or the system's), shared by the CERT
+/// lookups and the LDAP step's SRV lookups.
+pub fn resolver(config: &DnsDiscoveryConfig) -> Result<TokioResolver, DiscoveryError> {
+    let mut builder = if config.nameservers.is_empty() {
+        TokioResolver::builder_tokio().map_err(|e| DiscoveryError::Dns(e.to_string()))?
+    } else {
+        let servers = config
+            .nameservers
+            .iter()
+            .map(|addr| {
+                let mut ns = NameServerConfig::udp_and_tcp(addr.ip());
+                for c in &mut ns.connections {
+                    c.port = addr.port();
+                }
+                ns
+            })
+            .collect();
+        TokioResolver::builder_with_config(
+            ResolverConfig::from_name_servers(servers),
+            TokioRuntimeProvider::default(),
+        )
+    };
+    let opts = builder.options_mut();
+    opts.timeout = Duration::from_secs(config.timeout_secs.max(1));
+    opts.attempts = 2;
+    opts.ndots = 0;
+    builder
+        .build()
+        .map_err(|e| DiscoveryError::Dns(e.to_string()))
+}
+
 impl DnsCerts {
     pub fn new(config: &DnsDiscoveryConfig) -> Result<Self, DiscoveryError> {
-        let timeout = Duration::from_secs(config.timeout_secs.max(1));
-        let mut builder = if config.nameservers.is_empty() {
-            TokioResolver::builder_tokio().map_err(|e| DiscoveryError::Dns(e.to_string()))?
-        } else {
-            let servers = config
-                .nameservers
-                .iter()
-                .map(|addr| {
-                    let mut ns = NameServerConfig::udp_and_tcp(addr.ip());
-                    for c in &mut ns.connections {
-                        c.port = addr.port();
-                    }
-                    ns
-                })
-                .collect();
-            TokioResolver::builder_with_config(
-                ResolverConfig::from_name_servers(servers),
-                TokioRuntimeProvider::default(),
-            )
-        };
-        let opts = builder.options_mut();
-        opts.timeout = timeout;
-        opts.attempts = 2;
-        opts.ndots = 0;
-        let resolver = builder
-            .build()
-            .map_err(|e| DiscoveryError::Dns(e.to_string()))?;
+        Self::with_resolver(config, resolver(config)?)
+    }
+
+    /// A client on an already built [`resolver`].
+    pub fn with_resolver(
+        config: &DnsDiscoveryConfig,
+        resolver: TokioResolver,
+    ) -> Result<Self, DiscoveryError> {
         let http = reqwest::Client::builder()
-            .timeout(timeout)
+            .timeout(Duration::from_secs(config.timeout_secs.max(1)))
             .build()
             .map_err(|e| DiscoveryError::Dns(e.to_string()))?;
         Ok(Self { resolver, http })

@@ -1,5 +1,6 @@
 //! Certificate discovery for an outbound Direct recipient: the local store first, then DNS
-//! CERT records (RFC 4398), address-bound before domain-bound.
+//! CERT records (RFC 4398), then LDAP (`_ldap._tcp` SRV), address-bound before domain-bound
+//! at each.
 //!
 //! The rule (Direct Applicability Statement v1.3, §5): if a certificate bound to the full
 //! address is found, only address-bound certificates are considered; an address-bound
@@ -7,10 +8,11 @@
 //! allow key encipherment with a strong RSA key, bind the address (or its domain), be within
 //! its validity and chain to an outbound trust anchor for the recipient's domain.
 //!
-//! Owns the search order and the verdicts. Does not own the lookups' transport (`dns`) or the
-//! store layout (`local`). Reports name fingerprints, never addresses, when logged.
+//! Owns the search order and the verdicts. Does not own the lookups' transport (`dns`,
+//! `ldap`) or the store layout (`local`). Reports name fingerprints, never addresses, when logged.
 
 pub mod dns;
+pub mod ldap;
 pub mod local;
 pub mod revocation;
 
@@ -29,6 +31,9 @@ pub enum DiscoveryError {
     /// DNS failed for a reason other than "no such record" (retry later).
     #[error("dns: {0}")]
     Dns(String),
+    /// The domain publishes LDAP servers and none answered (retry later).
+    #[error("ldap: {0}")]
+    Ldap(String),
     #[error("openssl: {0}")]
     Openssl(#[from] openssl::error::ErrorStack),
 }
@@ -38,6 +43,7 @@ pub enum DiscoveryError {
 pub enum Source {
     Local,
     Dns,
+    Ldap,
 }
 
 impl std::fmt::Display for Source {
@@ -45,6 +51,7 @@ impl std::fmt::Display for Source {
         f.write_str(match self {
             Self::Local => "local store",
             Self::Dns => "DNS CERT",
+            Self::Ldap => "LDAP",
         })
     }
 }
@@ -59,6 +66,9 @@ pub struct Step {
     pub address_bound: bool,
     /// (SHA-256 fingerprint, verdict) per certificate found.
     pub verdicts: Vec<(String, Result<(), Violation>)>,
+    /// How the lookup went, for the operator (LDAP: SRV records, servers skipped, the server
+    /// and base that answered). Never logged.
+    pub notes: Vec<String>,
 }
 
 /// What discovery found.
@@ -80,11 +90,12 @@ impl Found {
     }
 }
 
-/// Local store plus DNS, with the outbound anchors.
+/// Local store, DNS and LDAP, with the outbound anchors.
 #[derive(Clone)]
 pub struct Discovery {
     pub local: Option<LocalStore>,
     pub dns: Option<dns::DnsCerts>,
+    pub ldap: Option<ldap::LdapCerts>,
     pub anchors: std::sync::Arc<Anchors>,
     /// AIA intermediates and CRLs (none: only what the anchors and store hold).
     pub fetcher: Option<std::sync::Arc<revocation::Fetcher>>,
@@ -150,6 +161,9 @@ impl Discovery {
         let address = address.trim().to_ascii_lowercase();
         let domain = domain_of(&address);
         let mut found = Found::default();
+        // One LDAP search answers both LDAP steps (its filter asks for the address and the
+        // domain); made only when the earlier sources found nothing.
+        let mut ldap_answer: Option<ldap::LdapAnswer> = None;
         // (source, address-bound) in order; the first lookup that returns any certificate
         // decides, valid or not.
         for (source, address_bound) in [
@@ -157,7 +171,10 @@ impl Discovery {
             (Source::Local, false),
             (Source::Dns, true),
             (Source::Dns, false),
+            (Source::Ldap, true),
+            (Source::Ldap, false),
         ] {
+            let mut notes = Vec::new();
             let (name, certs) = match source {
                 Source::Local => {
                     let Some(store) = &self.local else { continue };
@@ -175,6 +192,21 @@ impl Discovery {
                     let Some(owner) = owner else { continue };
                     let certs = dns.lookup(&owner).await?;
                     (owner, certs)
+                }
+                Source::Ldap => {
+                    let Some(ldap) = &self.ldap else { continue };
+                    let answer = match ldap_answer.take() {
+                        Some(a) => a,
+                        None => {
+                            let a = ldap.lookup(&address).await?;
+                            notes = a.notes.clone();
+                            a
+                        }
+                    };
+                    let certs = answer.certs.clone();
+                    ldap_answer = Some(answer);
+                    let name = if address_bound { &address } else { &domain };
+                    (name.clone(), certs)
                 }
             };
             // A domain-bound lookup must return domain-bound certificates and vice versa.
@@ -195,6 +227,7 @@ impl Discovery {
                     name,
                     address_bound,
                     verdicts: Vec::new(),
+                    notes,
                 });
                 continue;
             }
@@ -203,6 +236,7 @@ impl Discovery {
                 name,
                 address_bound,
                 verdicts: Vec::new(),
+                notes,
             };
             for cert in certs {
                 let verdict =
