@@ -27,7 +27,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, TimeZone, Utc};
 use chrono_tz::Tz;
-use tracing::info;
+use tracing::{debug, info};
 
 use crate::config::Touch;
 use crate::config::{Config, OrganizationConfig, ReminderRule};
@@ -46,8 +46,8 @@ pub const CURSOR_CHANGED: &str = "reminders-plan-changed";
 pub const CURSOR_HORIZON: &str = "reminders-plan-horizon";
 /// Appointments changed this long before the last run are looked at again (commit races).
 const CHANGE_MARGIN_MS: i64 = 5_000;
-/// Accepts in flight at once while sending a batch (they share group commits).
-const SEND_CONCURRENCY: usize = 64;
+/// Accepts in flight at once while sending a batch: one full group commit (`MAX_BATCH`).
+const SEND_CONCURRENCY: usize = 128;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReminderError {
@@ -258,6 +258,7 @@ impl Reminders {
         limit: i64,
     ) -> Result<(u64, u64), ReminderError> {
         use futures::StreamExt;
+        let started = std::time::Instant::now();
         let now_ms = now.timestamp_millis();
         let due = self.store.due_touches(now_ms, limit).await?;
         if due.is_empty() {
@@ -271,6 +272,7 @@ impl Reminders {
             }
         }
         let batch = self.load_batch(&due, &orgs, now).await?;
+        let loaded = started.elapsed();
 
         let mut outcomes: Vec<TouchOutcome> = Vec::with_capacity(due.len());
         let mut to_send: Vec<Prepared> = Vec::new();
@@ -319,6 +321,7 @@ impl Reminders {
                 .buffer_unordered(SEND_CONCURRENCY)
                 .collect()
                 .await;
+        let checked_and_accepted = started.elapsed();
         let mut failure = None;
         for (p, result) in accepted {
             match result {
@@ -344,6 +347,13 @@ impl Reminders {
             }
         }
         let moved = self.store.finish_touches(&outcomes, now_ms).await?;
+        debug!(
+            touches = due.len(),
+            load_ms = loaded.as_millis(),
+            accept_ms = (checked_and_accepted - loaded).as_millis(),
+            finish_ms = (started.elapsed() - checked_and_accepted).as_millis(),
+            "reminder batch"
+        );
         if let Some(e) = failure {
             return Err(e.into());
         }

@@ -361,8 +361,8 @@ impl Store {
             .collect())
     }
 
-    /// Ends many touches in one transaction; only planned touches move (as
-    /// [`Store::finish_touch`]). Returns the ids this call moved.
+    /// Ends many touches in one multi-row statement per chunk of 1,000, one transaction; only
+    /// planned touches move (as [`Store::finish_touch`]). Returns the ids this call moved.
     pub async fn finish_touches(
         &self,
         outcomes: &[TouchOutcome],
@@ -374,16 +374,20 @@ impl Store {
         let moved = on_db!(self.db(), pool => {
             let mut tx = pool.begin().await?;
             let mut moved = HashSet::new();
-            for outcome in outcomes {
-                let row: Option<(String,)> = sqlx::query_as(
-                    "UPDATE reminder_touches SET status = $2, reason = $3, channel = $4, message_id = $5, updated_at = $6
-                     WHERE id = $1 AND status = 'planned' RETURNING id",
-                )
-                .bind(&outcome.id).bind(outcome.status).bind(&outcome.reason).bind(&outcome.channel)
-                .bind(&outcome.message_id).bind(now).fetch_optional(&mut *tx).await?;
-                if let Some((id,)) = row {
-                    moved.insert(id);
-                }
+            for chunk in outcomes.chunks(IN_CHUNK) {
+                // VALUES columns are column1..column5 on both databases.
+                let mut qb = sqlx::QueryBuilder::new(
+                    "UPDATE reminder_touches SET status = v.column2, reason = v.column3, channel = v.column4,
+                        message_id = v.column5, updated_at = ",
+                );
+                qb.push_bind(now).push(" FROM (");
+                qb.push_values(chunk, |mut row, o| {
+                    row.push_bind(o.id.clone()).push_bind(o.status).push_bind(o.reason.clone())
+                        .push_bind(o.channel.clone()).push_bind(o.message_id.clone());
+                });
+                qb.push(") AS v WHERE reminder_touches.id = v.column1 AND reminder_touches.status = 'planned' RETURNING id");
+                let rows: Vec<(String,)> = qb.build_query_as().fetch_all(&mut *tx).await?;
+                moved.extend(rows.into_iter().map(|(id,)| id));
             }
             tx.commit().await?;
             moved
