@@ -210,6 +210,10 @@ pub fn main() -> ExitCode {
 
 async fn dispatch(cli: Cli) -> Result<()> {
     if let Command::Bench(args) = cli.command {
+        // Quiet unless asked: RUST_LOG=switchboard::reminders=debug shows each reminder batch.
+        if std::env::var_os("RUST_LOG").is_some() {
+            crate::logging::init(&crate::config::LogConfig::default());
+        }
         return crate::bench::run(args).await;
     }
     if let Command::Hl7 {

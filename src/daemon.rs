@@ -1,6 +1,7 @@
 //! Wiring: opens the store, the at-rest keyring and the queue; starts the HTTP API, the
-//! delivery workers (one per channel) and the sweeper; stops them in order on shutdown
-//! (stop accepting, let in-flight jobs finish within the grace period, close the pool).
+//! delivery workers (one per channel), the sweeper and the scheduled reminder run (an
+//! apalis-cron worker); stops them in order on shutdown (stop accepting, let in-flight jobs
+//! and a reminder pass in progress finish, close the pool).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -26,6 +27,7 @@ use crate::queue::jobs::{Enqueuer, queue_name};
 use crate::queue::worker::deliver_job;
 use crate::queue::{Deliverer, JobQueue, sweeper};
 use crate::reminders::Reminders;
+use crate::reminders::cron::ReminderCron;
 use crate::store::{GroupCommit, Store, StoreError};
 use crate::templates::Templates;
 
@@ -244,13 +246,16 @@ pub async fn start(config: Config) -> Result<Daemon, DaemonError> {
         .await
         .map_err(|e| DaemonError::Workers(format!("urgent notifier: {e}")))?;
     let notifier = tokio::spawn(notifier.run(shutdown.clone()));
-    let reminders = core.config.reminders.enabled.then(|| {
-        tokio::spawn(core.reminders(templates.clone()).run(
+    let reminders = if core.config.reminders.enabled {
+        let cron = ReminderCron::new(
+            core.reminders(templates.clone()),
             format!("{}:{}", core.config.node_id(), ulid::Ulid::new()),
-            Duration::from_secs(core.config.reminders.interval_secs.max(1)),
-            shutdown.clone(),
-        ))
-    });
+            core.config.reminders.cron_schedule()?,
+        );
+        Some(tokio::spawn(cron.run(shutdown.clone())))
+    } else {
+        None
+    };
 
     let state = AppState::new(
         core.messages(),

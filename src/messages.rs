@@ -131,6 +131,16 @@ fn invalid(field: &str, reason: impl Into<String>) -> MessageError {
     }
 }
 
+/// The thread a message goes into, as [`MessageService::accept`] would resolve it: an open
+/// thread's id, or a new id with the category to create it with.
+#[derive(Debug, Clone)]
+pub struct ResolvedThread {
+    pub thread_id: String,
+    /// `Some(category)`: create the thread with the message.
+    pub new_thread_category: Option<String>,
+    pub patient_id: Option<String>,
+}
+
 /// The result of an accept: which message, and whether it was a replay.
 #[derive(Debug, Clone)]
 pub struct Accepted {
@@ -169,9 +179,60 @@ impl MessageService {
         if idempotency_key.is_some_and(|key| key.is_empty() || key.len() > 255) {
             return Err(invalid("Idempotency-Key", "must be 1 to 255 characters"));
         }
-
         let (thread_id, new_thread_category, patient_id) =
             self.resolve_thread(organization_id, request).await?;
+        self.accept_resolved(
+            organization_id,
+            request,
+            idempotency_key,
+            ResolvedThread {
+                thread_id,
+                new_thread_category,
+                patient_id,
+            },
+        )
+        .await
+    }
+
+    /// [`MessageService::accept`] for a caller that has already found the thread (and the
+    /// patient) — batch senders that look threads up for many patients at once. The request
+    /// is validated the same way; `request.patient` still goes into the idempotency
+    /// fingerprint.
+    pub async fn accept_in_thread(
+        &self,
+        organization_id: &str,
+        request: &SendRequest,
+        idempotency_key: Option<&str>,
+        thread: ResolvedThread,
+    ) -> Result<Accepted, MessageError> {
+        if request.body.trim().is_empty() {
+            return Err(invalid("body", "must not be empty"));
+        }
+        if request.recipients.is_empty() {
+            return Err(invalid("recipients", "at least one recipient is required"));
+        }
+        for channel in &request.channels {
+            check_channel("channels", channel)?;
+        }
+        if idempotency_key.is_some_and(|key| key.is_empty() || key.len() > 255) {
+            return Err(invalid("Idempotency-Key", "must be 1 to 255 characters"));
+        }
+        self.accept_resolved(organization_id, request, idempotency_key, thread)
+            .await
+    }
+
+    async fn accept_resolved(
+        &self,
+        organization_id: &str,
+        request: &SendRequest,
+        idempotency_key: Option<&str>,
+        thread: ResolvedThread,
+    ) -> Result<Accepted, MessageError> {
+        let ResolvedThread {
+            thread_id,
+            new_thread_category,
+            patient_id,
+        } = thread;
         let deliveries = self
             .resolve_recipients(request, patient_id.as_deref())
             .await?;

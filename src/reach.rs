@@ -2,7 +2,7 @@
 //! order given, for which the patient has a contact point they have not opted out of. Phone
 //! numbers come back in E.164, email addresses lower-cased, as the consent ledger records them.
 
-use crate::store::{ContactPointRow, Store, StoreError};
+use crate::store::{ConsentLedger, ContactPointRow, Store, StoreError};
 
 /// The address on `channel` among `points`: for SMS an `sms`/`mobile` point, else a `phone`.
 pub fn address_for(channel: &str, points: &[&ContactPointRow], region: &str) -> Option<String> {
@@ -54,9 +54,36 @@ pub async fn first_reachable(
         }
         return Ok(Ok((channel.clone(), address)));
     }
-    Ok(Err(if opted_out.is_empty() {
+    Ok(unreachable_reason(channels, &opted_out))
+}
+
+/// [`first_reachable`] against consent entries already loaded (batch senders): same order,
+/// same answers.
+pub fn first_reachable_in(
+    ledger: &ConsentLedger,
+    patient_id: &str,
+    points: &[&ContactPointRow],
+    channels: &[String],
+    region: &str,
+) -> Result<(String, String), String> {
+    let mut opted_out = Vec::new();
+    for channel in channels {
+        let Some(address) = address_for(channel, points, region) else {
+            continue;
+        };
+        if ledger.opted_out(channel, &address, Some(patient_id)) {
+            opted_out.push(channel.clone());
+            continue;
+        }
+        return Ok((channel.clone(), address));
+    }
+    unreachable_reason(channels, &opted_out)
+}
+
+fn unreachable_reason<T>(channels: &[String], opted_out: &[String]) -> Result<T, String> {
+    Err(if opted_out.is_empty() {
         format!("no contact point for {}", channels.join(" or "))
     } else {
         format!("no consent: opted out of {}", opted_out.join(", "))
-    }))
+    })
 }

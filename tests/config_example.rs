@@ -13,6 +13,8 @@ fn example_config_parses_and_matches_defaults() {
         example.channel("sms").max_attempts,
         defaults.channel("sms").max_attempts
     );
+    assert_eq!(example.reminders.schedule, defaults.reminders.schedule);
+    assert_eq!(example.reminders.enabled, defaults.reminders.enabled);
 }
 
 /// The commented examples for SMS connectors, organizations, reminders and templates are valid
@@ -37,7 +39,7 @@ fn commented_examples_are_valid() {
     assert_eq!(org.time_zone, "America/Chicago");
     assert_eq!(org.reminder_rules[0].touches.len(), 3);
     assert!(config.connectors.contains_key("twilio"));
-    assert_eq!(config.reminders.interval_secs, 60);
+    assert_eq!(config.reminders.schedule, "0 * * * * *");
 }
 
 /// The commented Direct connector is valid configuration once uncommented, and its discovery

@@ -29,7 +29,7 @@ sweep_interval_secs = 1
 lease_secs = 5
 stuck_after_secs = 30
 [reminders]
-interval_secs = 1
+schedule = "* * * * * *"
 [organizations.north]
 time_zone = "UTC"
 quiet_hours_start = "00:00"

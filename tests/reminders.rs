@@ -398,3 +398,343 @@ async fn rules_through_the_api_replace_the_defaults() {
     daemon.stop().await;
     let _ = Utc.timestamp_millis_opt(0);
 }
+
+/// An organization in UTC with no quiet hours (touches are due exactly at their offset).
+fn around_the_clock(cap_per_day: u32) -> OrganizationConfig {
+    OrganizationConfig {
+        display_name: Some("North Clinic".into()),
+        time_zone: "UTC".into(),
+        quiet_hours_start: "00:00".into(),
+        quiet_hours_end: "23:59".into(),
+        reminder_cap_per_day: cap_per_day,
+        reminder_cap_per_week: 10,
+        part2_appointment_types: vec!["SUD".into()],
+        ..OrganizationConfig::default()
+    }
+}
+
+fn status_of(plan: &[serde_json::Value], touch: &str) -> (String, String, String) {
+    plan.iter()
+        .find(|t| t["touch"] == touch)
+        .map(|t| {
+            (
+                t["status"].as_str().unwrap_or("").to_string(),
+                t["reason"].as_str().unwrap_or("").to_string(),
+                t["message_id"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .unwrap_or_else(|| panic!("no touch {touch} in {plan:#?}"))
+}
+
+/// The send-time checks read a whole batch at once: a frequency cap still counts a reminder
+/// sent earlier in the same batch, Part 2 needs its consent, an opt-out recorded for the
+/// number (not the patient) holds, and a touch whose message a crashed run accepted is marked
+/// with that message instead of getting a second one.
+async fn batched_send_checks(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let mut config = db.config();
+    config.reminders.enabled = false;
+    config
+        .organizations
+        .insert("north".into(), around_the_clock(1));
+    let mut daemon = TestDaemon::start(config).await;
+    let reminders = daemon.core.reminders(daemon.core.templates().unwrap());
+    let t0 = Utc.timestamp_opt(Utc::now().timestamp(), 0).unwrap();
+    let at = |minutes: i64| {
+        (t0 + chrono::Duration::hours(2) + chrono::Duration::minutes(minutes)).to_rfc3339()
+    };
+    let sms = |n: &str| json!({"contact_points": [{"system": "sms", "value": n}]});
+    patient(&daemon, "capped", sms("+12125550201")).await;
+    patient(&daemon, "sud", sms("+12125550202")).await;
+    patient(
+        &daemon,
+        "sud-ok",
+        json!({"contact_points": [{"system": "sms", "value": "+12125550203"}],
+            "consents": [{"channel": "*", "purpose": "part2", "status": "granted", "recipient": "*"}]}),
+    )
+    .await;
+    patient(&daemon, "number-out", sms("+12125550204")).await;
+    patient(&daemon, "replay", sms("+12125550205")).await;
+    for (filler, who, minutes, kind) in [
+        ("C-1", "capped", 1, "FOLLOWUP"),
+        ("C-2", "capped", 2, "FOLLOWUP"),
+        ("S-1", "sud", 3, "SUD"),
+        ("S-2", "sud-ok", 3, "SUD"),
+        ("N-1", "number-out", 4, "FOLLOWUP"),
+        ("R-1", "replay", 5, "FOLLOWUP"),
+    ] {
+        put(
+            &daemon,
+            &format!("/v1/appointments/{filler}"),
+            json!({"patient": who, "start": at(minutes), "status": "booked", "appointment_type": kind}),
+        )
+        .await;
+    }
+    daemon
+        .core
+        .store
+        .record_consent(&switchboard::store::ConsentChange {
+            organization_id: daemon.organization_id.clone(),
+            patient_id: None,
+            channel: "sms".into(),
+            purpose: "*".into(),
+            recipient: "+12125550204".into(),
+            status: "revoked".into(),
+            source: "sms-keyword".into(),
+        })
+        .await
+        .unwrap();
+    reminders.plan(t0).await.unwrap();
+
+    // A run accepted R-1's reminder and died before marking the touch.
+    let r1 = daemon
+        .core
+        .store
+        .appointment_by_filler(&daemon.organization_id, "R-1")
+        .await
+        .unwrap();
+    let touch = daemon
+        .core
+        .store
+        .touches_of(&r1.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|t| t.touch_id == "sms-2h" && t.status == "planned")
+        .expect("planned 2-hour touch");
+    let earlier = daemon
+        .core
+        .messages()
+        .accept(
+            &daemon.organization_id,
+            &switchboard::messages::SendRequest::notice(
+                Some("replay".into()),
+                "sms",
+                "+12125550205".into(),
+                None,
+                "Reminder from before the crash".into(),
+                serde_json::Map::new(),
+            ),
+            Some(&format!("touch:{}", touch.id)),
+        )
+        .await
+        .unwrap();
+
+    let report = reminders
+        .run_once(t0 + chrono::Duration::minutes(10))
+        .await
+        .unwrap();
+    assert_eq!((report.sent, report.skipped), (3, 3), "{report:?}");
+    let c1 = status_of(&plan_of(&daemon, "C-1").await, "sms-2h");
+    assert_eq!(c1.0, "sent");
+    let c2 = status_of(&plan_of(&daemon, "C-2").await, "sms-2h");
+    assert_eq!(c2.0, "skipped");
+    assert!(c2.1.starts_with("frequency cap: 1 today"), "{c2:?}");
+    let s1 = status_of(&plan_of(&daemon, "S-1").await, "sms-2h");
+    assert_eq!(
+        (s1.0.as_str(), s1.1.as_str()),
+        ("skipped", "Part 2 restricted: no Part 2 consent to remind")
+    );
+    assert_eq!(
+        status_of(&plan_of(&daemon, "S-2").await, "sms-2h").0,
+        "sent"
+    );
+    let n1 = status_of(&plan_of(&daemon, "N-1").await, "sms-2h");
+    assert_eq!(
+        (n1.0.as_str(), n1.1.as_str()),
+        ("skipped", "no consent: opted out of sms")
+    );
+    let r1 = status_of(&plan_of(&daemon, "R-1").await, "sms-2h");
+    assert_eq!(
+        (r1.0.as_str(), r1.2.as_str()),
+        ("sent", earlier.message_id.as_str())
+    );
+    let message = daemon.get_json(&format!("/v1/messages/{}", c1.2)).await;
+    assert_eq!(message["deliveries"][0]["recipient"], "+12125550201");
+    assert!(
+        message["body"].as_str().unwrap().contains("North Clinic"),
+        "{message:#}"
+    );
+
+    // Nothing more to do; one message per sent touch (R-1's is the one from before the crash).
+    let again = reminders
+        .run_once(t0 + chrono::Duration::minutes(11))
+        .await
+        .unwrap();
+    assert_eq!((again.sent, again.skipped), (0, 0));
+    let events = daemon.get_json("/v1/events?limit=1000").await;
+    let accepted = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "message.accepted")
+        .count();
+    assert_eq!(accepted, 3);
+    daemon.stop().await;
+}
+both_databases!(batched_checks, crate::batched_send_checks);
+
+/// The daemon's cron worker fires the run on its schedule (here every second): an appointment
+/// booked after start-up is reminded within seconds, without anyone calling `run_once`; and a
+/// shutdown stops the worker and releases the lease.
+async fn the_daemon_reminds_on_schedule(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let mut config = db.config();
+    config.reminders.schedule = "* * * * * *".into();
+    config
+        .organizations
+        .insert("north".into(), around_the_clock(3));
+    let mut daemon = TestDaemon::start(config).await;
+    // Let the start-up pass finish first: what follows is the schedule's doing.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    patient(
+        &daemon,
+        "ticked",
+        json!({"contact_points": [{"system": "sms", "value": "+12125550301"}]}),
+    )
+    .await;
+    let start = Utc::now() + chrono::Duration::hours(2) - chrono::Duration::minutes(1);
+    appointment(&daemon, "T-1", "ticked", &start.to_rfc3339(), "booked").await;
+    let booked = std::time::Instant::now();
+    loop {
+        let plan = plan_of(&daemon, "T-1").await;
+        if plan
+            .iter()
+            .any(|t| t["touch"] == "sms-2h" && t["status"] == "sent")
+        {
+            break;
+        }
+        assert!(
+            booked.elapsed() < Duration::from_secs(10),
+            "not reminded on schedule: {plan:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let outbox = db.outbox();
+    while common::count_files(&outbox) < 1 {
+        assert!(booked.elapsed() < Duration::from_secs(20), "not delivered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let lease = daemon.core.store.lease("reminders").await.unwrap();
+    assert!(lease.is_some(), "the running daemon holds the lease");
+    tokio::time::timeout(Duration::from_secs(30), daemon.stop())
+        .await
+        .expect("the daemon stops");
+    assert_eq!(
+        daemon.core.store.lease("reminders").await.unwrap(),
+        None,
+        "the lease is released at shutdown"
+    );
+}
+both_databases!(on_schedule, crate::the_daemon_reminds_on_schedule);
+
+/// Two daemons' cron workers on one PostgreSQL database, ticking at the same seconds: one
+/// holds the lease and runs every pass, the other skips each tick; every reminder goes out
+/// once. When the holder stops (releasing the lease) the other takes over at its next tick.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_cron_workers_share_one_run() {
+    use switchboard::reminders::cron::ReminderCron;
+    use tokio_util::sync::CancellationToken;
+
+    let db = TestDb::new(Backend::Postgres).await;
+    let mut config = db.config();
+    config.reminders.enabled = false;
+    config.reminders.schedule = "* * * * * *".into();
+    config
+        .organizations
+        .insert("north".into(), around_the_clock(3));
+    let core_a = switchboard::daemon::Core::open(config.clone())
+        .await
+        .unwrap();
+    let core_b = switchboard::daemon::Core::open(config.clone())
+        .await
+        .unwrap();
+    let org = core_a
+        .store
+        .ensure_organization("north", "North Clinic")
+        .await
+        .unwrap();
+    const DUE: usize = 100;
+    let start = Utc::now().timestamp_millis() + 2 * 3_600_000 - 60_000;
+    core_a
+        .store
+        .seed_appointments(&org.id, "pair", &vec![start; DUE])
+        .await
+        .unwrap();
+    let schedule = config.reminders.cron_schedule().unwrap();
+    let cron = |core: &switchboard::daemon::Core, holder: &str| {
+        ReminderCron::new(
+            core.reminders(core.templates().unwrap()),
+            holder.to_string(),
+            schedule.clone(),
+        )
+    };
+    let (a, b) = (cron(&core_a, "node-a:1"), cron(&core_b, "node-b:1"));
+    let stats = [a.stats(), b.stats()];
+    let stops = [CancellationToken::new(), CancellationToken::new()];
+    let mut handles = [
+        Some(tokio::spawn(a.run(stops[0].clone()))),
+        Some(tokio::spawn(b.run(stops[1].clone()))),
+    ];
+    let started = std::time::Instant::now();
+    while stats.iter().all(|s| s.counts().passes < 2) {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no second pass: {:?} {:?}",
+            stats[0].counts(),
+            stats[1].counts()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let counts = [stats[0].counts(), stats[1].counts()];
+    let holder = usize::from(counts[0].passes == 0);
+    let other = 1 - holder;
+    assert!(
+        counts[holder].passes >= 2 && counts[other].passes == 0,
+        "one daemon runs every pass: {counts:?}"
+    );
+    assert!(counts[other].leased_elsewhere >= 2, "{counts:?}");
+    let names = ["node-a:1", "node-b:1"];
+    let lease = core_a.store.lease("reminders").await.unwrap();
+    assert_eq!(lease.map(|(h, _)| h).as_deref(), Some(names[holder]));
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    let (sent, distinct): (i64, i64) = sqlx::query_as(
+        "SELECT COUNT(*), COUNT(DISTINCT message_id) FROM reminder_touches WHERE status = 'sent'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!((sent, distinct), (DUE as i64, DUE as i64));
+    let (messages,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM messages")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(messages, DUE as i64, "one message per reminder");
+
+    // The holder stops: its worker ends, the lease is released, the other takes over.
+    stops[holder].cancel();
+    tokio::time::timeout(Duration::from_secs(10), handles[holder].take().unwrap())
+        .await
+        .expect("the cron worker stops on shutdown")
+        .unwrap();
+    let stopped = std::time::Instant::now();
+    while stats[other].counts().passes == 0 {
+        assert!(
+            stopped.elapsed() < Duration::from_secs(5),
+            "no takeover: {:?}",
+            stats[other].counts()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let lease = core_a.store.lease("reminders").await.unwrap();
+    assert_eq!(lease.map(|(h, _)| h).as_deref(), Some(names[other]));
+    stops[other].cancel();
+    tokio::time::timeout(Duration::from_secs(10), handles[other].take().unwrap())
+        .await
+        .expect("the cron worker stops on shutdown")
+        .unwrap();
+    pool.close().await;
+    core_a.store.close().await;
+    core_b.store.close().await;
+}

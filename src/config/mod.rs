@@ -24,6 +24,7 @@ pub use reminders::{ReminderRule, Touch, default_rules};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::time::Duration;
 
 use figment::Figment;
@@ -79,16 +80,36 @@ pub struct Config {
 #[serde(deny_unknown_fields, default)]
 pub struct RemindersConfig {
     pub enabled: bool,
-    /// Seconds between runs (plan, then send what is due). On a fleet one daemon runs at a time.
-    pub interval_secs: u64,
+    /// When runs start (plan, then send what is due): a cron expression in UTC with the
+    /// seconds field first (`sec min hour day-of-month month day-of-week [year]`). On a fleet
+    /// one daemon runs at a time. A daemon also runs once at start-up.
+    pub schedule: String,
 }
 
 impl Default for RemindersConfig {
     fn default() -> Self {
         Self {
             enabled: true,
-            interval_secs: 60,
+            schedule: "0 * * * * *".into(),
         }
+    }
+}
+
+impl RemindersConfig {
+    /// The parsed `schedule`; refused when it does not parse or never fires.
+    pub fn cron_schedule(&self) -> Result<cron::Schedule, ConfigError> {
+        let invalid = |reason: String| {
+            ConfigError::Invalid(format!(
+                "reminders.schedule {:?}: {reason} (a cron expression with seconds first, e.g. \"0 * * * * *\")",
+                self.schedule
+            ))
+        };
+        let schedule =
+            cron::Schedule::from_str(&self.schedule).map_err(|e| invalid(e.to_string()))?;
+        if schedule.upcoming(chrono::Utc).next().is_none() {
+            return Err(invalid("it never fires".into()));
+        }
+        Ok(schedule)
     }
 }
 
@@ -468,6 +489,7 @@ impl Config {
                 )));
             }
         }
+        self.reminders.cron_schedule()?;
         if self.queue.batch_size == 0 {
             return Err(ConfigError::Invalid(
                 "queue.batch_size must be at least 1".into(),

@@ -1,6 +1,7 @@
 //! Appointment reminders: rules (config or API), planning, sending, and patients' answers.
 //!
-//! A run (every minute by default, leased so one daemon of a fleet runs it) does two things:
+//! A run — on the `reminders.schedule` cron (every minute by default) and once at start-up,
+//! leased so one daemon of a fleet runs it ([`cron`]) — does two things:
 //! 1. **plan** — for every appointment starting within the horizon, each matching rule's touches
 //!    are recorded once (unique on appointment, rule, touch and start time), due at the touch
 //!    time moved out of quiet hours in the patient's time zone; touches already too late are
@@ -10,29 +11,32 @@
 //!    late, contact point, consent, Part 2, minors' guardians, frequency caps); it either ends
 //!    `skipped` with a reason a person can read, or becomes a message accepted with the
 //!    idempotency key `touch:<id>`, so a crash between accepting and marking it sent can never
-//!    produce a second reminder. Delivery then follows the normal queue.
+//!    produce a second reminder (the next run finds the message and marks the touch with it).
+//!    The checks of a batch of due touches read their data in a few queries, not a few per
+//!    touch. Delivery then follows the normal queue.
 //!
 //! Answers (C/Y/YES/CONFIRM, N/NO, R) arrive from the SMS webhook through [`ReplyRouter`]: they
 //! are recorded on the appointment's `confirmation` (never its status, which staff own) with an
 //! event, and cancel/reschedule become requests for staff.
 
+pub mod cron;
 pub mod schedule;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use chrono_tz::Tz;
-use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info};
 
+use crate::config::Touch;
 use crate::config::{Config, OrganizationConfig, ReminderRule};
 use crate::inbound::keywords::ReminderReply;
 use crate::inbound::{InboundError, ReplyRouter};
-use crate::messages::{MessageError, MessageService, SendRequest};
+use crate::messages::{MessageError, MessageService, ResolvedThread, SendRequest};
 use crate::store::{
-    AppointmentRow, ContactPointRow, NewTouch, PatientRow, PlanRow, Store, StoreError, TouchRow,
+    AcceptedTouch, AppointmentRow, ConsentLedger, ContactPointRow, NewTouch, PatientRow, PlanRow,
+    Store, StoreError, TouchOutcome, TouchRow,
 };
 use crate::templates::Templates;
 use schedule::{When, parse_clock};
@@ -42,8 +46,8 @@ pub const CURSOR_CHANGED: &str = "reminders-plan-changed";
 pub const CURSOR_HORIZON: &str = "reminders-plan-horizon";
 /// Appointments changed this long before the last run are looked at again (commit races).
 const CHANGE_MARGIN_MS: i64 = 5_000;
-/// Touches handled at once by a run.
-const SEND_CONCURRENCY: usize = 16;
+/// Accepts in flight at once while sending a batch: one full group commit (`MAX_BATCH`).
+const SEND_CONCURRENCY: usize = 128;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReminderError {
@@ -81,42 +85,53 @@ struct OrgPlan {
     zone: Tz,
 }
 
-impl Reminders {
-    /// Runs forever: a pass every `interval`, under a lease so a fleet runs one at a time.
-    pub async fn run(self, holder: String, interval: Duration, shutdown: CancellationToken) {
-        // Rules may have changed with the configuration: the first run looks at everything.
-        if let Err(e) = self.replan_all().await {
-            warn!(error = %e, "reminder cursors");
-        }
-        loop {
-            let ttl = i64::try_from(interval.as_millis() * 5).unwrap_or(300_000);
-            match self.store.take_lease(LEASE, &holder, ttl).await {
-                Ok(true) => match self.run_once(Utc::now()).await {
-                    Ok(report) if report != RunReport::default() => {
-                        info!(
-                            planned = report.planned,
-                            sent = report.sent,
-                            skipped = report.skipped,
-                            cancelled = report.cancelled,
-                            "reminder run"
-                        );
-                    }
-                    Ok(_) => {}
-                    Err(e) => warn!(error = %e, "reminder run failed"),
-                },
-                Ok(false) => {}
-                Err(e) => warn!(error = %e, "reminder lease"),
-            }
-            tokio::select! {
-                _ = shutdown.cancelled() => {
-                    let _ = self.store.release_lease(LEASE, &holder).await;
-                    return;
-                }
-                _ = tokio::time::sleep(interval) => {}
-            }
-        }
+impl OrgPlan {
+    fn touch_spec(&self, rule_id: &str, touch_id: &str) -> Option<&Touch> {
+        self.rules
+            .iter()
+            .find(|(r, _)| r.id == rule_id)
+            .and_then(|(r, _)| r.touches.iter().find(|t| t.id == touch_id))
     }
+}
 
+/// What the send-time checks of a batch of due touches read, loaded in a few queries.
+#[derive(Default)]
+struct Batch {
+    /// Touches whose message is already accepted (`touch:<id>`), by touch id.
+    accepted: HashMap<String, AcceptedTouch>,
+    appointments: HashMap<String, AppointmentRow>,
+    patients: HashMap<String, PatientRow>,
+    points: HashMap<String, Vec<ContactPointRow>>,
+    /// Reminders sent per patient in the last day and week.
+    sent_counts: HashMap<String, (i64, i64)>,
+    /// Patients with an active Part 2 consent to be reminded.
+    part2: HashSet<String>,
+    /// Consent entries per organization.
+    ledgers: HashMap<String, ConsentLedger>,
+    /// Each patient's open thread.
+    threads: HashMap<String, String>,
+}
+
+/// A touch that passed its checks: the message to accept for it.
+struct Prepared {
+    touch_id: String,
+    organization_id: String,
+    channel: String,
+    request: SendRequest,
+    thread: ResolvedThread,
+}
+
+fn skipped(touch: &TouchRow, reason: String) -> TouchOutcome {
+    TouchOutcome {
+        id: touch.id.clone(),
+        status: "skipped",
+        reason: Some(reason),
+        channel: None,
+        message_id: None,
+    }
+}
+
+impl Reminders {
     /// One run at `now`: plan, then send what is due.
     pub async fn run_once(&self, now: DateTime<Utc>) -> Result<RunReport, ReminderError> {
         let mut report = self.plan(now).await?;
@@ -232,18 +247,23 @@ impl Reminders {
         longest
     }
 
-    /// Sends (or skips) up to `limit` due touches, several at once (their accepts share group
-    /// commits). Returns `(sent, skipped)`.
+    /// Sends (or skips) up to `limit` due touches. The send-time checks read what they need for
+    /// the whole batch in a few queries ([`Batch`]); the accepts run several at once (their
+    /// writes share group commits); the outcomes are recorded in one transaction. A touch whose
+    /// message a previous run accepted but did not mark (a crash in between) is marked with
+    /// that message, unchecked and unsent again. Returns `(sent, skipped)`.
     pub async fn send_due(
         &self,
         now: DateTime<Utc>,
         limit: i64,
     ) -> Result<(u64, u64), ReminderError> {
         use futures::StreamExt;
-        let due = self
-            .store
-            .due_touches(now.timestamp_millis(), limit)
-            .await?;
+        let started = std::time::Instant::now();
+        let now_ms = now.timestamp_millis();
+        let due = self.store.due_touches(now_ms, limit).await?;
+        if due.is_empty() {
+            return Ok((0, 0));
+        }
         let mut orgs: HashMap<String, Arc<OrgPlan>> = HashMap::new();
         for touch in &due {
             if !orgs.contains_key(&touch.organization_id) {
@@ -251,146 +271,324 @@ impl Reminders {
                 orgs.insert(touch.organization_id.clone(), Arc::new(plan));
             }
         }
-        let outcomes: Vec<Result<Option<bool>, ReminderError>> = futures::stream::iter(due)
-            .map(|touch| {
-                let org = orgs.get(&touch.organization_id).cloned();
-                async move {
-                    let Some(org) = org else { return Ok(None) };
-                    let at = now.timestamp_millis();
-                    match self.send_touch(&org, &touch, now).await? {
-                        Ok((channel, message_id)) => Ok(self
-                            .store
-                            .finish_touch(
-                                &touch.id,
-                                "sent",
-                                None,
-                                Some(&channel),
-                                Some(&message_id),
-                                at,
-                            )
-                            .await?
-                            .then_some(true)),
-                        Err(reason) => Ok(self
-                            .store
-                            .finish_touch(&touch.id, "skipped", Some(&reason), None, None, at)
-                            .await?
-                            .then_some(false)),
-                    }
+        let batch = self.load_batch(&due, &orgs, now).await?;
+        let loaded = started.elapsed();
+
+        let mut outcomes: Vec<TouchOutcome> = Vec::with_capacity(due.len());
+        let mut to_send: Vec<Prepared> = Vec::new();
+        // Reminders this batch sends, per patient: the frequency caps count them too.
+        let mut sending: HashMap<&str, i64> = HashMap::new();
+        for touch in &due {
+            let Some(org) = orgs.get(&touch.organization_id) else {
+                continue;
+            };
+            if let Some(done) = batch.accepted.get(&touch.id) {
+                *sending.entry(touch.patient_id.as_str()).or_default() += 1;
+                outcomes.push(TouchOutcome {
+                    id: touch.id.clone(),
+                    status: "sent",
+                    reason: None,
+                    channel: done.channel.clone(),
+                    message_id: Some(done.message_id.clone()),
+                });
+                continue;
+            }
+            let already = sending.get(touch.patient_id.as_str()).copied().unwrap_or(0);
+            match self.prepare(org, touch, &batch, already, now) {
+                Ok(prepared) => {
+                    *sending.entry(touch.patient_id.as_str()).or_default() += 1;
+                    to_send.push(prepared);
                 }
-            })
-            .buffer_unordered(SEND_CONCURRENCY)
-            .collect()
-            .await;
+                Err(reason) => outcomes.push(skipped(touch, reason)),
+            }
+        }
+
+        let accepted: Vec<(Prepared, Result<String, MessageError>)> =
+            futures::stream::iter(to_send)
+                .map(|p| async move {
+                    let result = self
+                        .messages
+                        .accept_in_thread(
+                            &p.organization_id,
+                            &p.request,
+                            Some(&format!("touch:{}", p.touch_id)),
+                            p.thread.clone(),
+                        )
+                        .await
+                        .map(|a| a.message_id);
+                    (p, result)
+                })
+                .buffer_unordered(SEND_CONCURRENCY)
+                .collect()
+                .await;
+        let checked_and_accepted = started.elapsed();
+        let mut failure = None;
+        for (p, result) in accepted {
+            match result {
+                Ok(message_id) => outcomes.push(TouchOutcome {
+                    id: p.touch_id,
+                    status: "sent",
+                    reason: None,
+                    channel: Some(p.channel),
+                    message_id: Some(message_id),
+                }),
+                // The request itself is unacceptable: no run would do better.
+                Err(MessageError::Invalid { field, reason }) => outcomes.push(TouchOutcome {
+                    id: p.touch_id,
+                    status: "skipped",
+                    reason: Some(format!("not accepted: {field}: {reason}")),
+                    channel: None,
+                    message_id: None,
+                }),
+                // Left planned: the next run tries again (and replays what was accepted).
+                Err(e) => {
+                    failure.get_or_insert(e);
+                }
+            }
+        }
+        let moved = self.store.finish_touches(&outcomes, now_ms).await?;
+        debug!(
+            touches = due.len(),
+            load_ms = loaded.as_millis(),
+            accept_ms = (checked_and_accepted - loaded).as_millis(),
+            finish_ms = (started.elapsed() - checked_and_accepted).as_millis(),
+            "reminder batch"
+        );
+        if let Some(e) = failure {
+            return Err(e.into());
+        }
         let (mut sent, mut skipped) = (0, 0);
-        for outcome in outcomes {
-            match outcome? {
-                Some(true) => sent += 1,
-                Some(false) => skipped += 1,
-                None => {}
+        for outcome in outcomes.iter().filter(|o| moved.contains(&o.id)) {
+            if outcome.status == "sent" {
+                sent += 1;
+            } else {
+                skipped += 1;
             }
         }
         Ok((sent, skipped))
     }
 
-    /// `Ok(Ok((channel, message id)))` when sent, `Ok(Err(reason))` when skipped.
-    async fn send_touch(
+    /// Loads everything the send-time checks of `due` read.
+    async fn load_batch(
+        &self,
+        due: &[TouchRow],
+        orgs: &HashMap<String, Arc<OrgPlan>>,
+        now: DateTime<Utc>,
+    ) -> Result<Batch, ReminderError> {
+        let now_ms = now.timestamp_millis();
+        let mut accepted = HashMap::new();
+        for organization_id in orgs.keys() {
+            let ids: Vec<&str> = due
+                .iter()
+                .filter(|t| &t.organization_id == organization_id)
+                .map(|t| t.id.as_str())
+                .collect();
+            accepted.extend(self.store.accepted_touches(organization_id, &ids).await?);
+        }
+        let pending: Vec<&TouchRow> = due
+            .iter()
+            .filter(|t| !accepted.contains_key(&t.id))
+            .collect();
+        if pending.is_empty() {
+            return Ok(Batch {
+                accepted,
+                ..Batch::default()
+            });
+        }
+        let appointment_ids: Vec<&str> =
+            pending.iter().map(|t| t.appointment_id.as_str()).collect();
+        let patient_ids: Vec<&str> = pending.iter().map(|t| t.patient_id.as_str()).collect();
+        let (appointments, patients, points, sent_counts) = futures::try_join!(
+            self.store.appointments_by_ids(&appointment_ids),
+            self.store.patients_by_ids(&patient_ids),
+            self.store.contact_points_by_patient(&patient_ids),
+            self.store.reminders_sent_counts(
+                &patient_ids,
+                now_ms - 86_400_000,
+                now_ms - 7 * 86_400_000
+            ),
+        )?;
+
+        // Part 2: only patients whose appointment type is restricted need the consent.
+        let part2_patients: Vec<&str> = pending
+            .iter()
+            .filter(|t| {
+                let restricted = &orgs
+                    .get(&t.organization_id)
+                    .map(|o| o.settings.part2_appointment_types.clone())
+                    .unwrap_or_default();
+                appointments
+                    .get(&t.appointment_id)
+                    .and_then(|a| a.appointment_type.as_ref())
+                    .is_some_and(|ty| restricted.iter().any(|p| p.eq_ignore_ascii_case(ty)))
+            })
+            .map(|t| t.patient_id.as_str())
+            .collect();
+        let part2 = if part2_patients.is_empty() {
+            Default::default()
+        } else {
+            self.store.part2_any_active(&part2_patients, now_ms).await?
+        };
+
+        // Consents and threads are per organization. The ledger covers every address any of
+        // the touch's channels could pick from any of the patient's contact points.
+        let mut ledgers = HashMap::new();
+        let mut threads = HashMap::new();
+        for (organization_id, org) in orgs {
+            let touches: Vec<&&TouchRow> = pending
+                .iter()
+                .filter(|t| &t.organization_id == organization_id)
+                .collect();
+            if touches.is_empty() {
+                continue;
+            }
+            let mut channels: Vec<&str> = Vec::new();
+            let mut addresses: Vec<String> = Vec::new();
+            for touch in &touches {
+                let Some(spec) = org.touch_spec(&touch.rule_id, &touch.touch_id) else {
+                    continue;
+                };
+                let no_points = Vec::new();
+                let patient_points = points.get(&touch.patient_id).unwrap_or(&no_points);
+                for channel in &spec.channels {
+                    channels.push(channel);
+                    for point in patient_points {
+                        if let Some(address) =
+                            crate::reach::address_for(channel, &[point], &org.settings.phone_region)
+                        {
+                            addresses.push(address);
+                        }
+                    }
+                }
+            }
+            let org_patients: Vec<&str> = touches.iter().map(|t| t.patient_id.as_str()).collect();
+            let addresses: Vec<&str> = addresses.iter().map(String::as_str).collect();
+            let (ledger, open) = futures::try_join!(
+                self.store.consent_ledger(
+                    organization_id,
+                    "reminders",
+                    &channels,
+                    &addresses,
+                    &org_patients
+                ),
+                self.store.open_threads_of(organization_id, &org_patients),
+            )?;
+            ledgers.insert(organization_id.clone(), ledger);
+            threads.extend(open);
+        }
+        Ok(Batch {
+            accepted,
+            appointments,
+            patients,
+            points,
+            sent_counts,
+            part2,
+            ledgers,
+            threads,
+        })
+    }
+
+    /// The send-time checks of one touch against the batch: the message to accept, or the
+    /// reason a person can read for skipping it. `already` is how many reminders this batch
+    /// sends the patient before this one.
+    fn prepare(
         &self,
         org: &OrgPlan,
         touch: &TouchRow,
+        batch: &Batch,
+        already: i64,
         now: DateTime<Utc>,
-    ) -> Result<Result<(String, String), String>, ReminderError> {
+    ) -> Result<Prepared, String> {
         let settings = &org.settings;
+        let now_ms = now.timestamp_millis();
         let grace = i64::try_from(settings.reminder_grace_minutes).unwrap_or(60) * 60_000;
-        if now.timestamp_millis() > touch.due_at + grace {
-            return Ok(Err(format!(
+        if now_ms > touch.due_at + grace {
+            return Err(format!(
                 "too soon: the touch was due {} and is more than {} minutes late",
                 rfc3339(touch.due_at),
                 settings.reminder_grace_minutes
-            )));
+            ));
         }
-        let appointment = self.store.appointment(&touch.appointment_id).await?;
+        let Some(appointment) = batch.appointments.get(&touch.appointment_id) else {
+            return Err("appointment not found".into());
+        };
         if appointment.start_at != touch.appointment_start {
-            return Ok(Err("appointment rescheduled".into()));
+            return Err("appointment rescheduled".into());
         }
         let status = appointment.status.to_lowercase();
         if matches!(status.as_str(), "cancelled" | "canceled" | "deleted") {
-            return Ok(Err(format!("appointment {status}")));
+            return Err(format!("appointment {status}"));
         }
         if matches!(status.as_str(), "noshow" | "no-show") {
-            return Ok(Err("no-show: reminders stopped".into()));
+            return Err("no-show: reminders stopped".into());
         }
-        if appointment.start_at <= now.timestamp_millis() {
-            return Ok(Err("too soon: the appointment has started".into()));
+        if appointment.start_at <= now_ms {
+            return Err("too soon: the appointment has started".into());
         }
         let Some((rule, _)) = org.rules.iter().find(|(r, _)| r.id == touch.rule_id) else {
-            return Ok(Err(format!("rule {} no longer exists", touch.rule_id)));
+            return Err(format!("rule {} no longer exists", touch.rule_id));
         };
         let Some(spec) = rule.touches.iter().find(|t| t.id == touch.touch_id) else {
-            return Ok(Err(format!("touch {} no longer exists", touch.touch_id)));
+            return Err(format!("touch {} no longer exists", touch.touch_id));
         };
-        let patient = self
-            .store
-            .patient(&touch.organization_id, &touch.patient_id)
-            .await?;
-        let points = self.store.contact_points(&patient.id).await?;
-        let minor = is_minor(&patient, now);
-        let points: Vec<&ContactPointRow> = if minor && settings.reminders_to_guardians {
-            let guardians: Vec<_> = points
-                .iter()
-                .filter(|p| p.use_code.as_deref() == Some("guardian"))
-                .collect();
-            if guardians.is_empty() {
-                return Ok(Err("minor without a guardian contact".into()));
-            }
-            guardians
-        } else {
-            points.iter().collect()
+        let Some(patient) = batch
+            .patients
+            .get(&touch.patient_id)
+            .filter(|p| p.organization_id == touch.organization_id)
+        else {
+            return Err("patient not found".into());
         };
+        let no_points = Vec::new();
+        let points = batch.points.get(&patient.id).unwrap_or(&no_points);
+        let points: Vec<&ContactPointRow> =
+            if is_minor(patient, now) && settings.reminders_to_guardians {
+                let guardians: Vec<_> = points
+                    .iter()
+                    .filter(|p| p.use_code.as_deref() == Some("guardian"))
+                    .collect();
+                if guardians.is_empty() {
+                    return Err("minor without a guardian contact".into());
+                }
+                guardians
+            } else {
+                points.iter().collect()
+            };
         if appointment.appointment_type.as_ref().is_some_and(|t| {
             settings
                 .part2_appointment_types
                 .iter()
                 .any(|p| p.eq_ignore_ascii_case(t))
-        }) {
-            let consented = self
-                .store
-                .part2_consent_active(&patient.id, "*", "*", now.timestamp_millis())
-                .await?;
-            if !consented {
-                return Ok(Err("Part 2 restricted: no Part 2 consent to remind".into()));
-            }
+        }) && !batch.part2.contains(&patient.id)
+        {
+            return Err("Part 2 restricted: no Part 2 consent to remind".into());
         }
-        let day = self
-            .store
-            .reminders_sent_since(&patient.id, now.timestamp_millis() - 86_400_000)
-            .await?;
-        let week = self
-            .store
-            .reminders_sent_since(&patient.id, now.timestamp_millis() - 7 * 86_400_000)
-            .await?;
+        let (day, week) = batch
+            .sent_counts
+            .get(&patient.id)
+            .copied()
+            .unwrap_or((0, 0));
+        let (day, week) = (day + already, week + already);
         if day >= i64::from(settings.reminder_cap_per_day)
             || week >= i64::from(settings.reminder_cap_per_week)
         {
-            return Ok(Err(format!(
+            return Err(format!(
                 "frequency cap: {day} today, {week} this week (limits {} and {})",
                 settings.reminder_cap_per_day, settings.reminder_cap_per_week
-            )));
+            ));
         }
         // Channel: the first with a contact point and consent.
-        let (channel, address) = match crate::reach::first_reachable(
-            &self.store,
-            &touch.organization_id,
+        let no_ledger = ConsentLedger::default();
+        let ledger = batch
+            .ledgers
+            .get(&touch.organization_id)
+            .unwrap_or(&no_ledger);
+        let (channel, address) = crate::reach::first_reachable_in(
+            ledger,
             &patient.id,
             &points,
             &spec.channels,
             &settings.phone_region,
-            "reminders",
-        )
-        .await?
-        {
-            Ok(chosen) => chosen,
-            Err(reason) => return Ok(Err(reason)),
-        };
+        )?;
         let locale = patient
             .language
             .clone()
@@ -401,15 +599,15 @@ impl Reminders {
             appointment.location.as_deref(),
             appointment.location_code.as_deref(),
         );
-        let context = template_context(org, &appointment, zone, &locale, rule.replies);
+        let context = template_context(org, appointment, zone, &locale, rule.replies);
         let base = format!("{}/{channel}", spec.template);
         let Ok(body) = self.templates.render(&base, &locale, "txt", &context) else {
-            return Ok(Err(format!("no template {base} for {locale}")));
+            return Err(format!("no template {base} for {locale}"));
         };
         if channel == "sms" {
             let segments = crate::phone::segments(&body).segments;
             if segments > crate::templates::SMS_TEMPLATE_SEGMENTS {
-                return Ok(Err(format!("text too long: {segments} SMS segments")));
+                return Err(format!("text too long: {segments} SMS segments"));
             }
         }
         let subject = self
@@ -428,12 +626,25 @@ impl Reminders {
             body,
             metadata,
         );
-        let key = format!("touch:{}", touch.id);
-        let accepted = self
-            .messages
-            .accept(&touch.organization_id, &request, Some(&key))
-            .await?;
-        Ok(Ok((channel, accepted.message_id)))
+        let thread = match batch.threads.get(&patient.id) {
+            Some(thread_id) => ResolvedThread {
+                thread_id: thread_id.clone(),
+                new_thread_category: None,
+                patient_id: Some(patient.id.clone()),
+            },
+            None => ResolvedThread {
+                thread_id: crate::store::new_id("thr"),
+                new_thread_category: request.category.clone(),
+                patient_id: Some(patient.id.clone()),
+            },
+        };
+        Ok(Prepared {
+            touch_id: touch.id.clone(),
+            organization_id: touch.organization_id.clone(),
+            channel,
+            request,
+            thread,
+        })
     }
 
     /// The plan of an appointment and every skip, for `reminders why` and the API.

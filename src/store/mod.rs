@@ -26,6 +26,7 @@ mod organizations;
 mod patients;
 mod reminders;
 mod rows;
+mod touch_batch;
 mod urgent;
 
 use std::str::FromStr;
@@ -48,6 +49,7 @@ pub use messages::{AcceptItem, AcceptOutcome, NewDelivery, NewMessage};
 pub use patients::{ConsentInput, ContactPointInput, PatientInput};
 pub use reminders::{NewTouch, PlanRow, TouchRow};
 pub use rows::*;
+pub use touch_batch::{AcceptedTouch, ConsentLedger, LedgerEntry, TouchOutcome};
 pub use urgent::{AlertRow, NewNotification, StaffInput, StaffRow};
 
 /// Store errors. `NotFound` is what a caller may show; everything else is internal.

@@ -243,6 +243,14 @@ impl Store {
         Ok(row.is_some())
     }
 
+    /// Who holds a named lease and until when (unix ms), if anyone has taken it.
+    pub async fn lease(&self, name: &str) -> Result<Option<(String, i64)>> {
+        Ok(
+            on_db!(self.db(), pool => sqlx::query_as("SELECT holder, until_at FROM leases WHERE name = $1")
+            .bind(name).fetch_optional(pool).await)?,
+        )
+    }
+
     pub async fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
         on_db!(self.db(), pool => sqlx::query("DELETE FROM leases WHERE name = $1 AND holder = $2")
             .bind(name).bind(holder).execute(pool).await.map(|_| ()))?;

@@ -1,0 +1,443 @@
+//! The reads and the write behind sending a batch of due reminder touches: appointments,
+//! patients, contact points, open threads, consents, frequency-cap counts and messages already
+//! accepted for a touch, each loaded for the whole batch in one query (per organization where
+//! the table is organization-scoped), and the batch's outcomes recorded in one transaction.
+//! The send-time checks themselves stay with the caller (`reminders`); [`ConsentLedger`]
+//! answers the consent question in memory exactly as [`Store::opted_out`] does in SQL.
+
+use std::collections::{HashMap, HashSet};
+
+use super::{AppointmentRow, ContactPointRow, PatientRow, Result, Store, now_ms, on_db};
+
+/// Ids per `IN (...)` list: well under SQLite's 32,766 and PostgreSQL's 65,535 parameters.
+const IN_CHUNK: usize = 1000;
+
+/// How a touch ends, for [`Store::finish_touches`].
+#[derive(Debug, Clone)]
+pub struct TouchOutcome {
+    pub id: String,
+    /// `sent` or `skipped`.
+    pub status: &'static str,
+    pub reason: Option<String>,
+    pub channel: Option<String>,
+    pub message_id: Option<String>,
+}
+
+/// A message already accepted under a touch's idempotency key (`touch:<id>`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcceptedTouch {
+    pub message_id: String,
+    /// The channel of its delivery (`None` only if the message has no delivery).
+    pub channel: Option<String>,
+}
+
+/// One ledger entry as [`ConsentLedger`] needs it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct LedgerEntry {
+    pub id: String,
+    pub patient_id: Option<String>,
+    pub channel: String,
+    pub recipient: String,
+    pub status: String,
+    pub recorded_at: i64,
+}
+
+/// The consent entries (one organization, one purpose, unexpired, `granted`/`revoked`) that can
+/// decide for a set of addresses and patients.
+#[derive(Debug, Clone, Default)]
+pub struct ConsentLedger {
+    entries: Vec<LedgerEntry>,
+}
+
+impl ConsentLedger {
+    pub fn new(entries: Vec<LedgerEntry>) -> Self {
+        Self { entries }
+    }
+
+    /// Whether the newest entry covering this address (or this patient on this channel, with
+    /// recipient `*`) revokes it: the in-memory form of [`Store::opted_out`].
+    pub fn opted_out(&self, channel: &str, recipient: &str, patient_id: Option<&str>) -> bool {
+        self.entries
+            .iter()
+            .filter(|e| e.channel == channel || e.channel == "*")
+            .filter(|e| {
+                e.recipient == recipient
+                    || (e.recipient == "*"
+                        && patient_id.is_some_and(|p| e.patient_id.as_deref() == Some(p)))
+            })
+            .max_by(|a, b| (a.recorded_at, &a.id).cmp(&(b.recorded_at, &b.id)))
+            .is_some_and(|e| e.status == "revoked")
+    }
+}
+
+/// Deduplicated, in first-seen order.
+fn unique<'a>(values: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    let mut seen = HashSet::new();
+    values
+        .into_iter()
+        .filter(|v| seen.insert(*v))
+        .map(str::to_string)
+        .collect()
+}
+
+impl Store {
+    /// Messages already accepted for these touches of one organization (a run that crashed
+    /// between accepting and marking the touch), by touch id.
+    pub async fn accepted_touches(
+        &self,
+        organization_id: &str,
+        touch_ids: &[&str],
+    ) -> Result<HashMap<String, AcceptedTouch>> {
+        let mut out = HashMap::new();
+        for chunk in unique(touch_ids.iter().copied()).chunks(IN_CHUNK) {
+            let rows: Vec<(String, String, Option<String>)> = on_db!(self.db(), pool => {
+                let mut qb = sqlx::QueryBuilder::new(
+                    "SELECT k.key, k.message_id,
+                        (SELECT d.channel FROM deliveries d WHERE d.message_id = k.message_id ORDER BY d.id LIMIT 1)
+                     FROM idempotency_keys k WHERE k.organization_id = ",
+                );
+                qb.push_bind(organization_id.to_string()).push(" AND k.key IN (");
+                let mut list = qb.separated(", ");
+                for id in chunk {
+                    list.push_bind(format!("touch:{id}"));
+                }
+                qb.push(")");
+                qb.build_query_as().fetch_all(pool).await
+            })?;
+            for (key, message_id, channel) in rows {
+                if let Some(id) = key.strip_prefix("touch:") {
+                    out.insert(
+                        id.to_string(),
+                        AcceptedTouch {
+                            message_id,
+                            channel,
+                        },
+                    );
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Appointments by id.
+    pub async fn appointments_by_ids(
+        &self,
+        ids: &[&str],
+    ) -> Result<HashMap<String, AppointmentRow>> {
+        let mut out = HashMap::new();
+        for chunk in unique(ids.iter().copied()).chunks(IN_CHUNK) {
+            let rows: Vec<AppointmentRow> = on_db!(self.db(), pool => {
+                let mut qb = sqlx::QueryBuilder::new(concat!(
+                    "SELECT ", appointment_columns!(), " FROM appointments WHERE id IN ("
+                ));
+                let mut list = qb.separated(", ");
+                for id in chunk {
+                    list.push_bind(id.clone());
+                }
+                qb.push(")");
+                qb.build_query_as().fetch_all(pool).await
+            })?;
+            out.extend(rows.into_iter().map(|r| (r.id.clone(), r)));
+        }
+        Ok(out)
+    }
+
+    /// Patients by id (callers check the organization).
+    pub async fn patients_by_ids(&self, ids: &[&str]) -> Result<HashMap<String, PatientRow>> {
+        let mut out = HashMap::new();
+        for chunk in unique(ids.iter().copied()).chunks(IN_CHUNK) {
+            let rows: Vec<PatientRow> = on_db!(self.db(), pool => {
+                let mut qb = sqlx::QueryBuilder::new(concat!(
+                    "SELECT ", patient_columns!(), " FROM patients WHERE id IN ("
+                ));
+                let mut list = qb.separated(", ");
+                for id in chunk {
+                    list.push_bind(id.clone());
+                }
+                qb.push(")");
+                qb.build_query_as().fetch_all(pool).await
+            })?;
+            out.extend(rows.into_iter().map(|r| (r.id.clone(), r)));
+        }
+        Ok(out)
+    }
+
+    /// Contact points of each patient, by rank then id (as [`Store::contact_points`]).
+    pub async fn contact_points_by_patient(
+        &self,
+        patient_ids: &[&str],
+    ) -> Result<HashMap<String, Vec<ContactPointRow>>> {
+        let mut out: HashMap<String, Vec<ContactPointRow>> = HashMap::new();
+        for chunk in unique(patient_ids.iter().copied()).chunks(IN_CHUNK) {
+            #[derive(sqlx::FromRow)]
+            struct Row {
+                patient_id: String,
+                #[sqlx(flatten)]
+                point: ContactPointRow,
+            }
+            let rows: Vec<Row> = on_db!(self.db(), pool => {
+                let mut qb = sqlx::QueryBuilder::new(
+                    "SELECT patient_id, id, system, value, use_code, rank FROM contact_points WHERE patient_id IN (",
+                );
+                let mut list = qb.separated(", ");
+                for id in chunk {
+                    list.push_bind(id.clone());
+                }
+                qb.push(") ORDER BY patient_id, rank, id");
+                qb.build_query_as().fetch_all(pool).await
+            })?;
+            for row in rows {
+                out.entry(row.patient_id).or_default().push(row.point);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Reminders sent to each patient since `day_since` and since `week_since` (frequency
+    /// caps; `week_since <= day_since`). Patients with none are absent.
+    pub async fn reminders_sent_counts(
+        &self,
+        patient_ids: &[&str],
+        day_since: i64,
+        week_since: i64,
+    ) -> Result<HashMap<String, (i64, i64)>> {
+        let mut out = HashMap::new();
+        for chunk in unique(patient_ids.iter().copied()).chunks(IN_CHUNK) {
+            let rows: Vec<(String, i64, i64)> = on_db!(self.db(), pool => {
+                let mut qb = sqlx::QueryBuilder::new(
+                    "SELECT patient_id, SUM(CASE WHEN updated_at >= ",
+                );
+                qb.push_bind(day_since)
+                    .push(" THEN 1 ELSE 0 END), COUNT(*) FROM reminder_touches WHERE status = 'sent' AND updated_at >= ")
+                    .push_bind(week_since)
+                    .push(" AND patient_id IN (");
+                let mut list = qb.separated(", ");
+                for id in chunk {
+                    list.push_bind(id.clone());
+                }
+                qb.push(") GROUP BY patient_id");
+                qb.build_query_as().fetch_all(pool).await
+            })?;
+            out.extend(rows.into_iter().map(|(p, day, week)| (p, (day, week))));
+        }
+        Ok(out)
+    }
+
+    /// The patients among these whose newest Part 2 consent for any channel and any recipient
+    /// (`*`, `*`) is granted and unexpired at `now`: [`Store::part2_consent_active`] with
+    /// `("*", "*")` for many patients.
+    pub async fn part2_any_active(
+        &self,
+        patient_ids: &[&str],
+        now: i64,
+    ) -> Result<HashSet<String>> {
+        let mut newest: HashMap<String, (i64, String, String, Option<i64>)> = HashMap::new();
+        for chunk in unique(patient_ids.iter().copied()).chunks(IN_CHUNK) {
+            let rows: Vec<(String, String, String, i64, Option<i64>)> = on_db!(self.db(), pool => {
+                let mut qb = sqlx::QueryBuilder::new(
+                    "SELECT patient_id, id, status, recorded_at, expires_at FROM consents
+                     WHERE purpose = 'part2' AND channel = '*' AND recipient = '*' AND patient_id IN (",
+                );
+                let mut list = qb.separated(", ");
+                for id in chunk {
+                    list.push_bind(id.clone());
+                }
+                qb.push(")");
+                qb.build_query_as().fetch_all(pool).await
+            })?;
+            for (patient, id, status, recorded_at, expires_at) in rows {
+                let newer = newest
+                    .get(&patient)
+                    .is_none_or(|(at, seen, _, _)| (recorded_at, &id) > (*at, seen));
+                if newer {
+                    newest.insert(patient, (recorded_at, id, status, expires_at));
+                }
+            }
+        }
+        Ok(newest
+            .into_iter()
+            .filter(|(_, (_, _, status, expires))| {
+                status == "granted" && expires.is_none_or(|e| e > now)
+            })
+            .map(|(patient, _)| patient)
+            .collect())
+    }
+
+    /// The consent entries of one organization and purpose that can decide for these
+    /// addresses (on these channels) or these patients, unexpired now (store time, as
+    /// [`Store::opted_out`]).
+    pub async fn consent_ledger(
+        &self,
+        organization_id: &str,
+        purpose: &str,
+        channels: &[&str],
+        recipients: &[&str],
+        patient_ids: &[&str],
+    ) -> Result<ConsentLedger> {
+        let now = now_ms();
+        let mut entries = Vec::new();
+        let mut channels = unique(channels.iter().copied());
+        channels.push("*".into());
+        let recipients: Vec<String> = unique(recipients.iter().copied())
+            .into_iter()
+            .filter(|r| r != "*")
+            .collect();
+        let head = "SELECT id, patient_id, channel, recipient, status, recorded_at FROM consents
+             WHERE organization_id = ";
+        for chunk in recipients.chunks(IN_CHUNK) {
+            let rows: Vec<LedgerEntry> = on_db!(self.db(), pool => {
+                let mut qb = sqlx::QueryBuilder::new(head);
+                qb.push_bind(organization_id.to_string())
+                    .push(" AND purpose IN (").push_bind(purpose.to_string())
+                    .push(", '*') AND status IN ('granted', 'revoked') AND (expires_at IS NULL OR expires_at > ")
+                    .push_bind(now).push(") AND channel IN (");
+                let mut list = qb.separated(", ");
+                for channel in &channels {
+                    list.push_bind(channel.clone());
+                }
+                qb.push(") AND recipient IN (");
+                let mut list = qb.separated(", ");
+                for recipient in chunk {
+                    list.push_bind(recipient.clone());
+                }
+                qb.push(")");
+                qb.build_query_as().fetch_all(pool).await
+            })?;
+            entries.extend(rows);
+        }
+        for chunk in unique(patient_ids.iter().copied()).chunks(IN_CHUNK) {
+            let rows: Vec<LedgerEntry> = on_db!(self.db(), pool => {
+                let mut qb = sqlx::QueryBuilder::new(head);
+                qb.push_bind(organization_id.to_string())
+                    .push(" AND purpose IN (").push_bind(purpose.to_string())
+                    .push(", '*') AND status IN ('granted', 'revoked') AND (expires_at IS NULL OR expires_at > ")
+                    .push_bind(now).push(") AND recipient = '*' AND patient_id IN (");
+                let mut list = qb.separated(", ");
+                for id in chunk {
+                    list.push_bind(id.clone());
+                }
+                qb.push(")");
+                qb.build_query_as().fetch_all(pool).await
+            })?;
+            entries.extend(rows);
+        }
+        Ok(ConsentLedger::new(entries))
+    }
+
+    /// Each patient's open thread in one organization (the most recently updated, as
+    /// [`Store::open_thread_of`]).
+    pub async fn open_threads_of(
+        &self,
+        organization_id: &str,
+        patient_ids: &[&str],
+    ) -> Result<HashMap<String, String>> {
+        let mut newest: HashMap<String, (i64, String)> = HashMap::new();
+        for chunk in unique(patient_ids.iter().copied()).chunks(IN_CHUNK) {
+            let rows: Vec<(String, String, i64)> = on_db!(self.db(), pool => {
+                let mut qb = sqlx::QueryBuilder::new(
+                    "SELECT patient_id, id, updated_at FROM threads WHERE organization_id = ",
+                );
+                qb.push_bind(organization_id.to_string())
+                    .push(" AND status = 'open' AND patient_id IN (");
+                let mut list = qb.separated(", ");
+                for id in chunk {
+                    list.push_bind(id.clone());
+                }
+                qb.push(")");
+                qb.build_query_as().fetch_all(pool).await
+            })?;
+            for (patient, id, updated_at) in rows {
+                let newer = newest
+                    .get(&patient)
+                    .is_none_or(|(at, seen)| (updated_at, &id) > (*at, seen));
+                if newer {
+                    newest.insert(patient, (updated_at, id));
+                }
+            }
+        }
+        Ok(newest
+            .into_iter()
+            .map(|(patient, (_, id))| (patient, id))
+            .collect())
+    }
+
+    /// Ends many touches in one multi-row statement per chunk of 1,000, one transaction; only
+    /// planned touches move (as [`Store::finish_touch`]). Returns the ids this call moved.
+    pub async fn finish_touches(
+        &self,
+        outcomes: &[TouchOutcome],
+        now: i64,
+    ) -> Result<HashSet<String>> {
+        if outcomes.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let moved = on_db!(self.db(), pool => {
+            let mut tx = pool.begin().await?;
+            let mut moved = HashSet::new();
+            for chunk in outcomes.chunks(IN_CHUNK) {
+                // VALUES columns are column1..column5 on both databases.
+                let mut qb = sqlx::QueryBuilder::new(
+                    "UPDATE reminder_touches SET status = v.column2, reason = v.column3, channel = v.column4,
+                        message_id = v.column5, updated_at = ",
+                );
+                qb.push_bind(now).push(" FROM (");
+                qb.push_values(chunk, |mut row, o| {
+                    row.push_bind(o.id.clone()).push_bind(o.status).push_bind(o.reason.clone())
+                        .push_bind(o.channel.clone()).push_bind(o.message_id.clone());
+                });
+                qb.push(") AS v WHERE reminder_touches.id = v.column1 AND reminder_touches.status = 'planned' RETURNING id");
+                let rows: Vec<(String,)> = qb.build_query_as().fetch_all(&mut *tx).await?;
+                moved.extend(rows.into_iter().map(|(id,)| id));
+            }
+            tx.commit().await?;
+            moved
+        });
+        Ok(moved)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(
+        id: &str,
+        patient: Option<&str>,
+        channel: &str,
+        recipient: &str,
+        status: &str,
+        at: i64,
+    ) -> LedgerEntry {
+        LedgerEntry {
+            id: id.into(),
+            patient_id: patient.map(str::to_string),
+            channel: channel.into(),
+            recipient: recipient.into(),
+            status: status.into(),
+            recorded_at: at,
+        }
+    }
+
+    #[test]
+    fn reminders_consent_ledger_newest_covering_entry_decides() {
+        let ledger = ConsentLedger::new(vec![
+            entry("cns_1", Some("pat_a"), "sms", "*", "revoked", 10),
+            entry("cns_2", None, "sms", "+15550001", "granted", 20),
+            entry("cns_3", Some("pat_b"), "*", "*", "revoked", 5),
+            entry("cns_4", None, "email", "b@example.org", "granted", 5),
+            entry("cns_5", None, "email", "b@example.org", "revoked", 5),
+        ]);
+        // pat_a: the number's newer opt-in wins over the patient-wide opt-out.
+        assert!(!ledger.opted_out("sms", "+15550001", Some("pat_a")));
+        // Another number of pat_a: only the patient-wide opt-out covers it.
+        assert!(ledger.opted_out("sms", "+15550002", Some("pat_a")));
+        // pat_a's opt-out is for SMS only.
+        assert!(!ledger.opted_out("email", "a@example.org", Some("pat_a")));
+        // pat_b: every channel revoked.
+        assert!(ledger.opted_out("email", "x@example.org", Some("pat_b")));
+        // Same time: the larger id wins (ORDER BY recorded_at DESC, id DESC).
+        assert!(ledger.opted_out("email", "b@example.org", None));
+        // Nothing recorded: allowed.
+        assert!(!ledger.opted_out("sms", "+15550003", Some("pat_c")));
+    }
+}
