@@ -75,3 +75,59 @@ fn direct_example_is_valid_and_says_the_defaults() {
         (dns.enabled, &dns.nameservers, dns.timeout_secs)
     );
 }
+
+/// The commented email relay and Direct examples are valid once uncommented, and their mailbox
+/// settings (`poll_interval_secs`, `idle`, ...) are the defaults.
+#[test]
+fn commented_mail_examples_match_defaults() {
+    use switchboard::config::{ConnectorConfig, ImapMailboxConfig};
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/switchboard.toml");
+    let text = std::fs::read_to_string(path).expect("example config");
+    let section = |from: &str, to: Option<&str>| {
+        let start = text.find(from).unwrap_or_else(|| panic!("{from} example"));
+        let end = to
+            .and_then(|t| text[start..].find(t).map(|i| start + i))
+            .unwrap_or(text.len());
+        text[start..end]
+            .lines()
+            .filter_map(|l| l.strip_prefix("# ").or_else(|| (l == "#").then_some("")))
+            .filter(|l| !l.starts_with('#'))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let uncommented = format!(
+        "{}\n{}",
+        section("# [connectors.relay]", Some("## SMS")),
+        section("# [connectors.hisp]", None)
+    );
+    let config = switchboard::config::Config::from_toml(&uncommented)
+        .unwrap_or_else(|e| panic!("{e}\n{uncommented}"));
+    let defaults: ImapMailboxConfig = toml::from_str(
+        "host = \"imap.example.org\"\nusername = \"u\"\npassword = { credential = \"p\" }\n",
+    )
+    .expect("minimal mailbox");
+    assert!(defaults.idle, "IDLE is on by default");
+    let relay = match config.connectors.get("relay") {
+        Some(ConnectorConfig::Smtp(s)) => s.bounces.clone().expect("bounces"),
+        _ => panic!("relay is an smtp connector"),
+    };
+    let hisp = match config.connectors.get("hisp") {
+        Some(ConnectorConfig::Direct(d)) => {
+            let direct_defaults: switchboard::config::DirectConnectorConfig =
+                toml::from_str("address = \"a@b.example\"\nsmtp = { host = \"smtp.b.example\" }\n")
+                    .expect("minimal direct connector");
+            assert_eq!(d.expiry_interval_secs, direct_defaults.expiry_interval_secs);
+            assert_eq!(
+                d.processed_timeout_secs,
+                direct_defaults.processed_timeout_secs
+            );
+            d.mailbox.clone().expect("mailbox")
+        }
+        _ => panic!("hisp is a direct connector"),
+    };
+    for mailbox in [relay, hisp] {
+        assert_eq!(mailbox.idle, defaults.idle);
+        assert_eq!(mailbox.poll_interval_secs, defaults.poll_interval_secs);
+        assert_eq!(mailbox.port, defaults.port);
+    }
+}

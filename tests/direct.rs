@@ -1,7 +1,11 @@
-//! The Direct channel against real peers, on SQLite and PostgreSQL: aiosmtpd as the HISP's
-//! SMTP (`tests/peers/smtp_sink.py`), dovecot as the HISP mailbox, the `openssl` CLI as the
-//! independent S/MIME peer, a test PKI made with `openssl req/x509`, and a loopback DNS server
-//! (UDP and TCP, written here from the RFC 1035 wire format) serving CERT records (RFC 4398).
+//! The Direct channel against real peers, on SQLite and PostgreSQL. The HISP is Debian's
+//! Postfix (a private instance per test: STARTTLS, AUTH through Dovecot's SASL socket) delivering
+//! over LMTP to Dovecot (IMAP with IDLE); Python's smtplib/imaplib (`tests/peers/mail_client.py`)
+//! submit MDNs and read the recipient's mailbox. aiosmtpd (`tests/peers/smtp_sink.py`) records
+//! exact envelopes for the quarantine and edge-mode scenarios, with the mailbox polled (IDLE off).
+//! The `openssl` CLI is the independent S/MIME peer, the test PKI is made with
+//! `openssl req/x509`, and a loopback DNS server (UDP and TCP, written here from the RFC 1035
+//! wire format) serves CERT records (RFC 4398).
 
 mod common;
 
@@ -11,7 +15,10 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::mail::{Dovecot, free_port, received, start_sink};
+use common::mail::{
+    Dovecot, DovecotOptions, Postfix, free_port, imap_messages, received, start_sink,
+    tls_certificate,
+};
 use common::{Backend, TestDaemon, TestDb};
 use openssl::x509::X509;
 use serde_json::{Value, json};
@@ -161,6 +168,13 @@ fn direct_config(db: &TestDb, pki: &Pki, smtp_port: u16, extra: &str) -> Config 
     direct_config_discovery(db, pki, smtp_port, NO_NETWORK_DISCOVERY, extra)
 }
 
+/// The connector's `smtp = { ... }` line for a plain loopback relay.
+fn plain_smtp(smtp_port: u16) -> String {
+    format!(
+        "smtp = {{ host = \"127.0.0.1\", port = {smtp_port}, tls = \"none\", timeout_secs = 3 }}\n"
+    )
+}
+
 /// As [`direct_config`], with `discovery` (the connector's `dns`/`ldap` keys).
 fn direct_config_discovery(
     db: &TestDb,
@@ -169,6 +183,15 @@ fn direct_config_discovery(
     discovery: &str,
     extra: &str,
 ) -> Config {
+    direct_config_full(db, pki, &plain_smtp(smtp_port), discovery, extra)
+}
+
+/// As [`direct_config`], with the connector's `smtp = { ... }` line given.
+fn direct_config_with(db: &TestDb, pki: &Pki, smtp: &str, extra: &str) -> Config {
+    direct_config_full(db, pki, smtp, NO_NETWORK_DISCOVERY, extra)
+}
+
+fn direct_config_full(db: &TestDb, pki: &Pki, smtp: &str, discovery: &str, extra: &str) -> Config {
     let mut config = db.config();
     let store = db.dir.path().join("certs");
     switchboard::direct::discovery::LocalStore::new(&store)
@@ -177,8 +200,7 @@ fn direct_config_discovery(
     let toml = format!(
         "address = \"{US}\"\ncertificate = \"{cert}\"\nprivate_key = {{ file = \"{key}\" }}\n\
          cert_store = \"{store}\"\n{discovery}\
-         trust = [{{ files = [\"{ca}\"] }}]\n\
-         smtp = {{ host = \"127.0.0.1\", port = {smtp_port}, tls = \"none\", timeout_secs = 3 }}\n{extra}",
+         trust = [{{ files = [\"{ca}\"] }}]\n{smtp}{extra}",
         cert = pki.path("us.pem").display(),
         key = pki.path("us.key").display(),
         store = store.display(),
@@ -390,7 +412,7 @@ async fn mdns_walk_the_delivery(backend: Backend) {
     std::fs::write(&password, "imap-secret").expect("secret");
     let mailbox = format!(
         "mailbox = {{ host = \"127.0.0.1\", port = {}, tls = \"none\", username = \"bounces\", \
-         password = {{ file = \"{}\" }}, poll_interval_secs = 1 }}\n",
+         password = {{ file = \"{}\" }}, poll_interval_secs = 1, idle = false }}\n",
         imap.port,
         password.display()
     );
@@ -512,21 +534,222 @@ async fn mdns_walk_the_delivery(backend: Backend) {
 }
 both_databases!(mdns_walk_the_delivery, super::mdns_walk_the_delivery);
 
+// ---------------------------------------------------------------- Postfix + Dovecot as the HISP
+
+const US_PASSWORD: &str = "clinic-secret";
+const DOC_PASSWORD: &str = "doc-secret";
+
+/// The HISP: Dovecot (IMAP with STARTTLS, LMTP, SASL) holding our mailbox and the recipient's,
+/// and a private Postfix (STARTTLS required, AUTH) delivering both domains to it.
+struct Hisp {
+    imap: Dovecot,
+    postfix: Postfix,
+    cert: PathBuf,
+    _certs: tempfile::TempDir,
+}
+
+impl Hisp {
+    fn start() -> Self {
+        let certs = tempfile::tempdir().expect("tempdir");
+        let (cert, key) = tls_certificate(certs.path());
+        let imap = Dovecot::start_options(DovecotOptions {
+            users: vec![(US, US_PASSWORD), (DOC, DOC_PASSWORD)],
+            tls: Some((&cert, &key)),
+            lmtp: true,
+        });
+        let postfix = Postfix::start(
+            &imap,
+            &["direct.north.example", "direct.south.example"],
+            &cert,
+            &key,
+        );
+        Hisp {
+            imap,
+            postfix,
+            cert,
+            _certs: certs,
+        }
+    }
+
+    /// The connector's `smtp` (STARTTLS + AUTH to Postfix) and `mailbox` (STARTTLS to Dovecot,
+    /// polled every `poll_secs` without IDLE) settings.
+    fn connector(&self, db: &TestDb, poll_secs: u64) -> (String, String) {
+        let password = db.dir.path().join("hisp-password");
+        std::fs::write(&password, US_PASSWORD).expect("secret");
+        let common = format!(
+            "host = \"127.0.0.1\", tls = \"starttls\", ca_certificate = \"{}\", \
+             username = \"{US}\", password = {{ file = \"{}\" }}",
+            self.cert.display(),
+            password.display()
+        );
+        (
+            format!(
+                "smtp = {{ {common}, port = {}, timeout_secs = 10 }}\n",
+                self.postfix.port
+            ),
+            format!(
+                "mailbox = {{ {common}, port = {}, poll_interval_secs = {poll_secs} }}\n",
+                self.imap.port
+            ),
+        )
+    }
+
+    /// The recipient's mailbox once it holds `count` messages (read over IMAP).
+    fn doc_inbox(&self, count: usize) -> Vec<Vec<u8>> {
+        let started = Instant::now();
+        loop {
+            let messages = imap_messages(self.imap.port, DOC, DOC_PASSWORD);
+            if messages.len() >= count {
+                return messages;
+            }
+            assert!(
+                started.elapsed() < WAIT,
+                "{} of {count} messages reached the recipient's mailbox:\n{}",
+                messages.len(),
+                self.postfix.log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// The recipient's side sends a notification to us through the HISP (STARTTLS, AUTH).
+    fn notify_us(&self, raw: &str) {
+        self.postfix
+            .submit(&self.cert, DOC, DOC_PASSWORD, DOC, US, raw.as_bytes());
+    }
+}
+
+/// The message as the recipient's mailbox holds it, checked as another stack reads it.
+fn assert_delivered_sealed(pki: &Pki, raw: &[u8], message_id: &str) {
+    let text = String::from_utf8_lossy(raw);
+    assert!(
+        text.contains(&format!("Message-ID: <{message_id}>")),
+        "{text:.2000}"
+    );
+    // Postfix's Received header: our connector used TLS and authenticated.
+    assert!(text.contains("(using TLS"), "{text:.2000}");
+    assert!(
+        text.contains(&format!("(Authenticated sender: {US})")),
+        "{text:.2000}"
+    );
+    assert!(text.contains("Disposition-Notification-To: <clinic@direct.north.example>"));
+    assert!(text.contains("application/pkcs7-mime"));
+    assert!(!text.contains("ClinicalDocument"), "C-CDA in clear text");
+    let inner = openssl_open(pki, raw);
+    assert!(inner.contains("Content-Type: message/rfc822"), "{inner}");
+    assert!(inner.contains("Subject: Referral"));
+    assert!(inner.contains("filename=\"document.xml\""));
+}
+
+/// Send through Postfix to the recipient's Dovecot mailbox; MDNs sent back through Postfix
+/// walk the delivery processed → dispatched. The mailbox is polled only every 600 s: IDLE
+/// must be what notices them.
+async fn postfix_hisp_mail_path(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let pki = Pki::new();
+    let hisp = Hisp::start();
+    let (smtp, mailbox) = hisp.connector(&db, 600);
+    let mut daemon = TestDaemon::start(direct_config_with(&db, &pki, &smtp, &mailbox)).await;
+
+    let message = send(&daemon, DOC).await;
+    let d = wait_delivery(&daemon, &message, "sent").await;
+    let message_id = d["provider_ref"]
+        .as_str()
+        .expect("provider_ref")
+        .to_string();
+    let inbox = hisp.doc_inbox(1);
+    assert_eq!(inbox.len(), 1);
+    assert_delivered_sealed(&pki, &inbox[0], &message_id);
+
+    // A processed MDN signed and encrypted by the openssl CLI.
+    let submitted = Instant::now();
+    hisp.notify_us(&openssl_mdn(&pki, &message_id));
+    wait_delivery(&daemon, &message, "processed").await;
+    let took = submitted.elapsed();
+    assert!(took < Duration::from_secs(15), "processed after {took:?}");
+
+    // A dispatched MDN with X-DIRECT-FINAL-DESTINATION-DELIVERY, sealed by our own code.
+    let submitted = Instant::now();
+    hisp.notify_us(&sealed_mdn(
+        &pki,
+        "doc",
+        DOC,
+        &message_id,
+        MdnKind::Dispatched,
+    ));
+    let d = wait_delivery(&daemon, &message, "dispatched").await;
+    let took = submitted.elapsed();
+    assert!(took < Duration::from_secs(15), "dispatched after {took:?}");
+    let history = d["history"].as_array().expect("history");
+    for status in ["processed", "dispatched"] {
+        assert!(
+            history
+                .iter()
+                .any(|h| h["source"] == "mdn" && h["status"] == status && h["applied"] == true),
+            "{d:#}"
+        );
+    }
+    // Both notifications were flagged \Seen in our mailbox after their commits.
+    let started = Instant::now();
+    loop {
+        let seen = std::fs::read_dir(hisp.imap.maildir().join("cur"))
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter(|e| {
+                        e.file_name()
+                            .to_string_lossy()
+                            .rsplit_once(":2,")
+                            .is_some_and(|(_, flags)| flags.contains('S'))
+                    })
+                    .count()
+            })
+            .unwrap_or(0);
+        if seen == 2 {
+            break;
+        }
+        assert!(started.elapsed() < WAIT, "MDNs not flagged \\Seen");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // On shutdown the tracker ends its IDLE with DONE and logs out (Dovecot logs "Logged out"
+    // for a LOGOUT, "Connection closed (IDLE running ...)" for a dropped connection).
+    daemon.stop().await;
+    let log_path = hisp.imap.dir.path().join("dovecot.log");
+    let started = Instant::now();
+    loop {
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        let ours: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains(&format!("imap({US})")) && l.contains("Disconnected"))
+            .collect();
+        if !ours.is_empty() {
+            assert!(ours.iter().all(|l| l.contains("Logged out")), "{ours:#?}");
+            break;
+        }
+        assert!(started.elapsed() < WAIT, "no IMAP logout logged:\n{log}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+both_databases!(postfix_hisp_mail_path, super::postfix_hisp_mail_path);
+
+/// Sent through Postfix, delivered, and no MDN comes back: the delivery expires (the expiry
+/// pass runs on its own interval while the mailbox waits in IDLE).
 async fn no_mdn_expires(backend: Backend) {
     let db = TestDb::new(backend).await;
     let pki = Pki::new();
-    let smtp_port = free_port();
-    let inbox = db.dir.path().join("smtp");
-    let _sink = start_sink(smtp_port, &inbox, &[]);
-    let config = direct_config(
+    let hisp = Hisp::start();
+    let (smtp, mailbox) = hisp.connector(&db, 600);
+    let config = direct_config_with(
         &db,
         &pki,
-        smtp_port,
-        "processed_timeout_secs = 2\nexpiry_interval_secs = 1\n",
+        &smtp,
+        &format!("{mailbox}processed_timeout_secs = 3\nexpiry_interval_secs = 1\n"),
     );
     let mut daemon = TestDaemon::start(config).await;
     let message = send(&daemon, DOC).await;
-    wait_delivery(&daemon, &message, "sent").await;
+    let d = wait_delivery(&daemon, &message, "sent").await;
+    let inbox = hisp.doc_inbox(1);
+    assert_delivered_sealed(&pki, &inbox[0], d["provider_ref"].as_str().expect("ref"));
     let d = wait_delivery(&daemon, &message, "expired").await;
     assert!(
         d["reason"]

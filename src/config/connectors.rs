@@ -74,7 +74,8 @@ pub struct SmtpConnectorConfig {
     pub bounces: Option<ImapMailboxConfig>,
 }
 
-/// An IMAP mailbox that is polled.
+/// An IMAP mailbox that is watched: IMAP IDLE (RFC 2177) when the server offers it and `idle`
+/// is on, polling every `poll_interval_secs` otherwise.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ImapMailboxConfig {
@@ -89,8 +90,13 @@ pub struct ImapMailboxConfig {
     pub password: Secret,
     #[serde(default = "default_inbox")]
     pub mailbox: String,
+    /// Without IDLE: the time between polls. With IDLE: the longest wait before looking
+    /// again anyway (IDLE is re-issued at least every 25 minutes).
     #[serde(default = "default_poll")]
     pub poll_interval_secs: u64,
+    /// Wait with IMAP IDLE when the server lists it in CAPABILITY (default true).
+    #[serde(default = "default_true")]
+    pub idle: bool,
 }
 
 /// An HTTP provider described by a manifest.

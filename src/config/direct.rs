@@ -68,7 +68,8 @@ pub struct DirectConnectorConfig {
     /// dispatched MDN is optional unless the recipient honours the final-delivery request).
     #[serde(default)]
     pub dispatched_timeout_secs: u64,
-    /// How often the expiry pass runs when there is no mailbox to poll.
+    /// How often the expiry pass runs (apart from the mailbox, which is watched with IDLE or
+    /// polled every `mailbox.poll_interval_secs`).
     #[serde(default = "default_expiry_interval")]
     pub expiry_interval_secs: u64,
     /// In `sign` mode, accept unsigned DSNs (from the HISP's own MTA) as failures.

@@ -1,5 +1,8 @@
-//! Tracking Direct deliveries: polls the HISP mailbox over IMAP (the email channel's client)
-//! for MDNs and DSNs, and runs the expiry pass.
+//! Tracking Direct deliveries: reads the HISP mailbox over IMAP (the email channel's client)
+//! for MDNs and DSNs, and runs the expiry pass. Between passes the mailbox is watched with
+//! IMAP IDLE when the server offers it (a notification is read as soon as it arrives), else
+//! polled every `poll_interval_secs` (`channels::email::watch`). The expiry pass runs on its
+//! own every `expiry_interval_secs`.
 //!
 //! Per unseen message: in `sign` mode it must be a Direct message we can decrypt, signed by a
 //! certificate bound to its From address and chaining to an inbound anchor for that domain
@@ -26,14 +29,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::channels::email::EmailError;
-use crate::channels::email::imap::{ImapSession, ImapTarget};
-use crate::channels::email::transport::tls_connector;
-use crate::config::{DirectConnectorConfig, DirectMode, TlsMode};
+use crate::channels::email::imap::ImapSession;
+use crate::channels::email::watch::{MailboxWatch, open};
+use crate::config::{DirectConnectorConfig, DirectMode};
 use crate::delivery::DeliveryStatus;
 use crate::direct::anchors::{Anchors, Direction, domain_of};
 use crate::direct::mdn::{Notification, NotificationKind, Outcome, parse_notifications};
-
-const IMAP_TIMEOUT: Duration = Duration::from_secs(30);
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -187,31 +188,48 @@ pub struct Tracker {
 }
 
 impl Tracker {
-    /// Polls and expires until `shutdown`.
+    /// Reads the mailbox and expires until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) {
-        let interval = Duration::from_secs(
-            self.config
-                .mailbox
-                .as_ref()
-                .map(|m| m.poll_interval_secs)
-                .unwrap_or(self.config.expiry_interval_secs)
-                .max(1),
+        tokio::join!(
+            self.watch_mailbox(&shutdown),
+            self.expire_regularly(&shutdown)
         );
+    }
+
+    /// Reads the mailbox as notifications arrive (IDLE) or every poll interval.
+    async fn watch_mailbox(&self, shutdown: &CancellationToken) {
+        let Some(mailbox) = self.config.mailbox.clone() else {
+            return;
+        };
+        let mut watch = MailboxWatch::new(mailbox);
         let mut skip = HashSet::new();
         loop {
-            if let Some(mailbox) = &self.config.mailbox {
-                let result = tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    r = self.poll_once(mailbox, &mut skip) => r,
-                };
-                match result {
-                    Ok(0) => debug!(connector = %self.connector, "no new notifications"),
-                    Ok(count) => info!(connector = %self.connector, count, "notifications applied"),
-                    Err(e) => {
-                        warn!(connector = %self.connector, error = %e, "direct mailbox poll failed")
-                    }
+            let result = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                r = async {
+                    let session = watch.session().await?;
+                    self.read_mailbox(session, &mut skip).await
+                } => r,
+            };
+            match result {
+                Ok(0) => debug!(connector = %self.connector, "no new notifications"),
+                Ok(count) => info!(connector = %self.connector, count, "notifications applied"),
+                Err(e) => {
+                    warn!(connector = %self.connector, error = %e, "direct mailbox poll failed");
+                    watch.reset();
                 }
             }
+            if !watch.wait(shutdown).await {
+                break;
+            }
+        }
+        watch.close().await;
+    }
+
+    /// The expiry pass every `expiry_interval_secs`.
+    async fn expire_regularly(&self, shutdown: &CancellationToken) {
+        let interval = Duration::from_secs(self.config.expiry_interval_secs.max(1));
+        loop {
             match self.expire_once().await {
                 Ok(0) => {}
                 Ok(count) => info!(connector = %self.connector, count, "direct deliveries expired"),
@@ -235,27 +253,25 @@ impl Tracker {
             .await
     }
 
-    /// One mailbox poll: returns how many notifications were applied.
+    /// One mailbox poll on a fresh connection: returns how many notifications were applied.
     pub async fn poll_once(
         &self,
         mailbox: &crate::config::ImapMailboxConfig,
         skip: &mut HashSet<u32>,
     ) -> Result<usize, EmailError> {
-        let connector = match mailbox.tls {
-            TlsMode::None => None,
-            _ => Some(tls_connector(mailbox.ca_certificate.as_deref())?),
-        };
-        let password = mailbox.password.read()?;
-        let mut session = ImapSession::connect(ImapTarget {
-            host: &mailbox.host,
-            port: mailbox.port,
-            tls: mailbox.tls,
-            connector: connector.as_ref(),
-            timeout: IMAP_TIMEOUT,
-        })
-        .await?;
-        session.login(&mailbox.username, &password).await?;
-        session.select(&mailbox.mailbox).await?;
+        let mut session = open(mailbox).await?;
+        let applied = self.read_mailbox(&mut session, skip).await?;
+        let _ = session.logout().await;
+        Ok(applied)
+    }
+
+    /// Reads the unseen messages of the selected mailbox: returns how many notifications were
+    /// applied.
+    async fn read_mailbox(
+        &self,
+        session: &mut ImapSession,
+        skip: &mut HashSet<u32>,
+    ) -> Result<usize, EmailError> {
         if skip.len() > 100_000 {
             skip.clear();
         }
@@ -308,7 +324,6 @@ impl Tracker {
                 skip.insert(uid);
             }
         }
-        let _ = session.logout().await;
         Ok(applied)
     }
 }

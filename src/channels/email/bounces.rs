@@ -1,28 +1,25 @@
-//! The bounce poller: one task per SMTP connector with `bounces` configured. Every
-//! `poll_interval_secs` it logs in to the IMAP mailbox, fetches unseen messages without
-//! marking them, and for each DSN reporting a failure hands the candidate delivery ids and the
-//! diagnostic to a [`BounceSink`]. Only after the sink has committed is the message flagged
-//! `\Seen` (durable before ack: a crash in between re-reads it, and the store's monotonic
-//! update makes the repeat harmless). Messages that are not DSNs, or name no delivery of ours,
-//! are left untouched (not flagged, not moved) and skipped by later polls of this run.
+//! The bounce poller: one task per SMTP connector with `bounces` configured. Each pass reads
+//! the IMAP mailbox's unseen messages without marking them, and for each DSN reporting a
+//! failure hands the candidate delivery ids and the diagnostic to a [`BounceSink`]. Only after
+//! the sink has committed is the message flagged `\Seen` (durable before ack: a crash in
+//! between re-reads it, and the store's monotonic update makes the repeat harmless). Messages
+//! that are not DSNs, or name no delivery of ours, are left untouched (not flagged, not moved)
+//! and skipped by later passes of this run. Between passes the mailbox is watched with IMAP
+//! IDLE when the server offers it, else polled every `poll_interval_secs` ([`super::watch`]).
 //!
 //! Log lines carry delivery ids and IMAP UIDs, never addresses or message text.
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::EmailError;
 use super::dsn::parse_bounce;
-use super::imap::{ImapSession, ImapTarget};
-use super::transport::tls_connector;
-use crate::config::{ImapMailboxConfig, TlsMode};
-
-/// How long one IMAP exchange may take.
-const IMAP_TIMEOUT: Duration = Duration::from_secs(30);
+use super::imap::ImapSession;
+use super::watch::{MailboxWatch, open};
+use crate::config::ImapMailboxConfig;
 
 /// Where bounce failures are recorded (the daemon implements it over the store).
 #[async_trait::async_trait]
@@ -36,7 +33,7 @@ pub trait BounceSink: Send + Sync {
     ) -> Result<Option<String>, Box<dyn std::error::Error + Send + Sync>>;
 }
 
-/// Polls until `shutdown`. `domain` is the connector's Message-ID domain.
+/// Watches the mailbox until `shutdown`. `domain` is the connector's Message-ID domain.
 pub async fn poll_bounces(
     connector: String,
     config: ImapMailboxConfig,
@@ -44,49 +41,53 @@ pub async fn poll_bounces(
     sink: Arc<dyn BounceSink>,
     shutdown: CancellationToken,
 ) {
-    let interval = Duration::from_secs(config.poll_interval_secs.max(1));
+    let mut watch = MailboxWatch::new(config);
     let mut skip: HashSet<u32> = HashSet::new();
     loop {
-        // Shutdown may cut a poll short: at worst a recorded bounce is not yet flagged, and
+        // Shutdown may cut a pass short: at worst a recorded bounce is not yet flagged, and
         // the next run records it again, which the monotonic update ignores.
         let result = tokio::select! {
             _ = shutdown.cancelled() => break,
-            result = poll_once(&config, &domain, sink.as_ref(), &mut skip) => result,
+            result = async {
+                let session = watch.session().await?;
+                read_bounces(session, &domain, sink.as_ref(), &mut skip).await
+            } => result,
         };
         match result {
             Ok(0) => debug!(connector, "no new bounces"),
             Ok(count) => info!(connector, count, "bounces recorded"),
-            Err(e) => warn!(connector, error = %e, "bounce mailbox poll failed"),
+            Err(e) => {
+                warn!(connector, error = %e, "bounce mailbox poll failed");
+                watch.reset();
+            }
         }
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = tokio::time::sleep(interval) => {}
+        if !watch.wait(&shutdown).await {
+            break;
         }
     }
+    watch.close().await;
 }
 
-/// One poll: returns how many bounces were recorded.
+/// One poll on a fresh connection: returns how many bounces were recorded.
 pub async fn poll_once(
     config: &ImapMailboxConfig,
     domain: &str,
     sink: &dyn BounceSink,
     skip: &mut HashSet<u32>,
 ) -> Result<usize, EmailError> {
-    let connector = match config.tls {
-        TlsMode::None => None,
-        _ => Some(tls_connector(config.ca_certificate.as_deref())?),
-    };
-    let password = config.password.read()?;
-    let mut session = ImapSession::connect(ImapTarget {
-        host: &config.host,
-        port: config.port,
-        tls: config.tls,
-        connector: connector.as_ref(),
-        timeout: IMAP_TIMEOUT,
-    })
-    .await?;
-    session.login(&config.username, &password).await?;
-    session.select(&config.mailbox).await?;
+    let mut session = open(config).await?;
+    let recorded = read_bounces(&mut session, domain, sink, skip).await?;
+    let _ = session.logout().await;
+    Ok(recorded)
+}
+
+/// Reads the unseen messages of the selected mailbox: returns how many bounces were recorded.
+async fn read_bounces(
+    session: &mut ImapSession,
+    domain: &str,
+    sink: &dyn BounceSink,
+    skip: &mut HashSet<u32>,
+) -> Result<usize, EmailError> {
     if skip.len() > 100_000 {
         skip.clear();
     }
@@ -123,6 +124,5 @@ pub async fn poll_once(
             }
         }
     }
-    let _ = session.logout().await;
     Ok(recorded)
 }

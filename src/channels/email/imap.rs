@@ -1,14 +1,19 @@
-//! A minimal IMAP4rev1 client (RFC 3501), just what bounce polling needs: greeting,
+//! A minimal IMAP4rev1 client (RFC 3501), just what mailbox watching needs: greeting,
 //! `CAPABILITY`/`STARTTLS`, `LOGIN`, `SELECT`, `UID SEARCH UNSEEN`, `UID FETCH BODY.PEEK[]`
-//! (which does not set `\Seen`), `UID STORE +FLAGS.SILENT (\Seen)` and `LOGOUT`.
+//! (which does not set `\Seen`), `UID STORE +FLAGS.SILENT (\Seen)`, `IDLE`/`DONE`
+//! (RFC 2177) and `LOGOUT`.
 //!
 //! TLS (implicit, STARTTLS required or opportunistic, none) goes through native-tls. Every
-//! read is bounded by the connection timeout; literals are capped in size.
+//! read is bounded by the connection timeout, except the wait inside IDLE, which is bounded by
+//! the caller's limit; literals are capped in size. An untagged `EXISTS` seen in any response
+//! since the last `UID SEARCH` is remembered, so mail that arrived while we were busy wakes the
+//! next IDLE at once.
 
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::TlsMode;
 
@@ -46,6 +51,81 @@ pub struct ImapSession {
     stream: BufReader<Box<dyn Stream>>,
     tag: u32,
     timeout: Duration,
+    /// An untagged `EXISTS` arrived since the last `UID SEARCH` was sent.
+    exists_seen: bool,
+}
+
+/// Why an IDLE ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdleEnd {
+    /// The server reported a change in the message count (`* n EXISTS`).
+    NewMail,
+    /// The caller's limit passed without news.
+    Timeout,
+    /// The shutdown token fired; `DONE` was sent and answered.
+    Shutdown,
+}
+
+/// What one response line means while IDLE is in progress.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum IdleLine {
+    /// `+ idling`: the server accepted IDLE.
+    Continuation,
+    /// `* n EXISTS`.
+    Exists,
+    /// `* BYE ...`: the server is closing the connection.
+    Bye(String),
+    /// Our tag: IDLE is over (`ok`: it completed with OK).
+    Tagged { ok: bool, text: String },
+    /// Anything else (`* OK Still here`, `* n EXPUNGE`, `* n FETCH (FLAGS ...)`, `* n RECENT`).
+    Other,
+}
+
+/// Reads `line` (a whole response line, literals cut out) during IDLE tagged `tag`.
+fn idle_line(line: &str, tag: &str) -> IdleLine {
+    if line == "+" || line.starts_with("+ ") {
+        return IdleLine::Continuation;
+    }
+    if let Some(rest) = line.strip_prefix("* ") {
+        if is_exists(rest) {
+            return IdleLine::Exists;
+        }
+        if rest.len() >= 3 && rest[..3].eq_ignore_ascii_case("BYE") {
+            return IdleLine::Bye(rest.chars().take(200).collect());
+        }
+        return IdleLine::Other;
+    }
+    if let Some(status) = line
+        .strip_prefix(tag)
+        .and_then(|rest| rest.strip_prefix(' '))
+    {
+        return IdleLine::Tagged {
+            ok: status.len() >= 2 && status[..2].eq_ignore_ascii_case("OK"),
+            text: status.chars().take(200).collect(),
+        };
+    }
+    IdleLine::Other
+}
+
+/// `n EXISTS` (the untagged text after `* `).
+fn is_exists(untagged: &str) -> bool {
+    let mut words = untagged.split_ascii_whitespace();
+    matches!(
+        (words.next(), words.next(), words.next()),
+        (Some(n), Some(word), None)
+            if n.parse::<u32>().is_ok() && word.eq_ignore_ascii_case("EXISTS")
+    )
+}
+
+/// `* CAPABILITY IMAP4rev1 IDLE ...` (untagged text after `* `, or a `[CAPABILITY ...]` code):
+/// the capability names, uppercased.
+fn capability_names(untagged: &str) -> Option<Vec<String>> {
+    let mut words = untagged.split_ascii_whitespace();
+    let first = words.next()?;
+    if !first.eq_ignore_ascii_case("CAPABILITY") {
+        return None;
+    }
+    Some(words.map(|w| w.to_ascii_uppercase()).collect())
 }
 
 /// Where and how to connect.
@@ -73,6 +153,7 @@ impl ImapSession {
             stream: BufReader::new(stream),
             tag: 0,
             timeout: target.timeout,
+            exists_seen: false,
         };
         let greeting = session.read_line().await?;
         if !greeting.starts_with("* OK") && !greeting.starts_with("* PREAUTH") {
@@ -94,6 +175,7 @@ impl ImapSession {
                     stream: BufReader::new(secured),
                     tag: 0,
                     timeout: target.timeout,
+                    exists_seen: false,
                 };
             } else if target.tls == TlsMode::Starttls {
                 return Err(ImapError::Tls("server does not offer STARTTLS".into()));
@@ -112,8 +194,19 @@ impl ImapSession {
         self.command("SELECT", &cmd).await.map(|_| ())
     }
 
+    /// The server's capabilities (asked again: they may change after LOGIN), uppercased.
+    pub async fn capabilities(&mut self) -> Result<Vec<String>, ImapError> {
+        let answers = self.command("CAPABILITY", "CAPABILITY").await?;
+        Ok(answers
+            .iter()
+            .filter_map(|a| capability_names(&a.text))
+            .flatten()
+            .collect())
+    }
+
     /// UIDs of messages without `\Seen`.
     pub async fn unseen(&mut self) -> Result<Vec<u32>, ImapError> {
+        self.exists_seen = false;
         let answers = self.command("UID SEARCH", "UID SEARCH UNSEEN").await?;
         let mut uids = Vec::new();
         for answer in answers {
@@ -143,6 +236,89 @@ impl ImapSession {
         self.command("UID STORE", &cmd).await.map(|_| ())
     }
 
+    /// IDLE (RFC 2177) until the server reports new mail, `max` passes or `shutdown` fires;
+    /// then `DONE`. Returns at once with [`IdleEnd::NewMail`] when an `EXISTS` arrived since
+    /// the last `UID SEARCH` (mail that came in while we were busy). The session must have a
+    /// mailbox selected and the server must list `IDLE`.
+    pub async fn idle(
+        &mut self,
+        max: Duration,
+        shutdown: &CancellationToken,
+    ) -> Result<IdleEnd, ImapError> {
+        if std::mem::take(&mut self.exists_seen) {
+            return Ok(IdleEnd::NewMail);
+        }
+        let deadline = tokio::time::Instant::now() + max;
+        self.tag += 1;
+        let tag = format!("a{}", self.tag);
+        self.write_line(&format!("{tag} IDLE")).await?;
+        // Untagged data may come before the continuation; remember news, start waiting after.
+        let mut news = false;
+        loop {
+            let (line, _) = self.read_response_line().await?;
+            match idle_line(&line, &tag) {
+                IdleLine::Continuation => break,
+                IdleLine::Exists => news = true,
+                IdleLine::Bye(text) => return Err(ImapError::Protocol(text)),
+                IdleLine::Tagged { ok: false, text } => {
+                    return Err(ImapError::Refused {
+                        command: "IDLE",
+                        text,
+                    });
+                }
+                // IDLE ended before it began (a server quirk): look again.
+                IdleLine::Tagged { ok: true, .. } => return Ok(IdleEnd::NewMail),
+                IdleLine::Other => {}
+            }
+        }
+        let end = if news {
+            IdleEnd::NewMail
+        } else {
+            loop {
+                // `fill_buf` consumes nothing, so losing the race to the timer or the token
+                // loses no data; once bytes are there, a whole line follows promptly.
+                let available = tokio::select! {
+                    _ = shutdown.cancelled() => break IdleEnd::Shutdown,
+                    _ = tokio::time::sleep_until(deadline) => break IdleEnd::Timeout,
+                    filled = self.stream.fill_buf() => filled.map(|b| b.len())?,
+                };
+                if available == 0 {
+                    return Err(ImapError::Protocol("connection closed".into()));
+                }
+                let (line, _) = self.read_response_line().await?;
+                match idle_line(&line, &tag) {
+                    IdleLine::Exists => break IdleEnd::NewMail,
+                    IdleLine::Bye(text) => return Err(ImapError::Protocol(text)),
+                    // The server ended IDLE itself (RFC 2177 allows it): no DONE needed.
+                    IdleLine::Tagged { ok: true, .. } => return Ok(IdleEnd::Timeout),
+                    IdleLine::Tagged { ok: false, text } => {
+                        return Err(ImapError::Refused {
+                            command: "IDLE",
+                            text,
+                        });
+                    }
+                    IdleLine::Continuation | IdleLine::Other => {}
+                }
+            }
+        };
+        self.write_line("DONE").await?;
+        loop {
+            let (line, _) = self.read_response_line().await?;
+            match idle_line(&line, &tag) {
+                IdleLine::Tagged { ok: true, .. } => return Ok(end),
+                IdleLine::Tagged { ok: false, text } => {
+                    return Err(ImapError::Refused {
+                        command: "IDLE",
+                        text,
+                    });
+                }
+                IdleLine::Bye(text) => return Err(ImapError::Protocol(text)),
+                // News that raced our DONE: the next pass looks anyway.
+                IdleLine::Exists | IdleLine::Continuation | IdleLine::Other => {}
+            }
+        }
+    }
+
     pub async fn logout(mut self) -> Result<(), ImapError> {
         self.command("LOGOUT", "LOGOUT").await.map(|_| ())
     }
@@ -155,12 +331,7 @@ impl ImapSession {
     ) -> Result<Vec<Untagged>, ImapError> {
         self.tag += 1;
         let tag = format!("a{}", self.tag);
-        let line = format!("{tag} {command}\r\n");
-        within(self.timeout, async {
-            self.stream.get_mut().write_all(line.as_bytes()).await?;
-            self.stream.get_mut().flush().await
-        })
-        .await??;
+        self.write_line(&format!("{tag} {command}")).await?;
         let mut answers = Vec::new();
         loop {
             let (text, literals) = self.read_response_line().await?;
@@ -174,6 +345,9 @@ impl ImapSession {
                 });
             }
             if let Some(rest) = text.strip_prefix("* ") {
+                if is_exists(rest) {
+                    self.exists_seen = true;
+                }
                 answers.push(Untagged {
                     text: rest.to_string(),
                     literals,
@@ -181,6 +355,17 @@ impl ImapSession {
             }
             // "+ " continuation requests are not used by these commands; ignore them.
         }
+    }
+
+    /// Writes `line` and CRLF.
+    async fn write_line(&mut self, line: &str) -> Result<(), ImapError> {
+        let line = format!("{line}\r\n");
+        within(self.timeout, async {
+            self.stream.get_mut().write_all(line.as_bytes()).await?;
+            self.stream.get_mut().flush().await
+        })
+        .await??;
+        Ok(())
     }
 
     /// One logical response line: text with each `{n}` literal cut out and returned apart.
@@ -281,5 +466,54 @@ mod tests {
         assert_eq!(literal_size("* 1 FETCH (FLAGS (\\Seen))"), None);
         assert_eq!(quote("a\"b\\c").expect("quoted"), "\"a\\\"b\\\\c\"");
         assert!(quote("a\r\nb").is_err());
+    }
+
+    #[test]
+    fn idle_responses() {
+        assert_eq!(idle_line("+ idling", "a7"), IdleLine::Continuation);
+        assert_eq!(idle_line("+", "a7"), IdleLine::Continuation);
+        assert_eq!(idle_line("* 4 EXISTS", "a7"), IdleLine::Exists);
+        assert_eq!(idle_line("* 0 exists", "a7"), IdleLine::Exists);
+        assert_eq!(idle_line("* 3 RECENT", "a7"), IdleLine::Other);
+        assert_eq!(idle_line("* 2 EXPUNGE", "a7"), IdleLine::Other);
+        assert_eq!(idle_line("* OK Still here", "a7"), IdleLine::Other);
+        assert_eq!(
+            idle_line("* 1 FETCH (FLAGS (\\Seen))", "a7"),
+            IdleLine::Other
+        );
+        // Text that merely mentions EXISTS is not a count.
+        assert_eq!(idle_line("* OK 5 EXISTS later", "a7"), IdleLine::Other);
+        assert!(matches!(
+            idle_line("* BYE shutting down", "a7"),
+            IdleLine::Bye(_)
+        ));
+        assert_eq!(
+            idle_line("a7 OK Idle completed (0.001 + 9.9 secs).", "a7"),
+            IdleLine::Tagged {
+                ok: true,
+                text: "OK Idle completed (0.001 + 9.9 secs).".into()
+            }
+        );
+        assert!(matches!(
+            idle_line("a7 BAD Expected DONE.", "a7"),
+            IdleLine::Tagged { ok: false, .. }
+        ));
+        // Another tag that shares a prefix is not ours.
+        assert_eq!(idle_line("a71 OK done", "a7"), IdleLine::Other);
+    }
+
+    #[test]
+    fn capabilities_are_listed() {
+        assert_eq!(
+            capability_names("CAPABILITY IMAP4rev1 SASL-IR idle LITERAL+"),
+            Some(vec![
+                "IMAP4REV1".to_string(),
+                "SASL-IR".into(),
+                "IDLE".into(),
+                "LITERAL+".into()
+            ])
+        );
+        assert_eq!(capability_names("OK [CAPABILITY IMAP4rev1 IDLE] hi"), None);
+        assert_eq!(capability_names("3 EXISTS"), None);
     }
 }

@@ -4,7 +4,8 @@
 //! Owns: composing patient email from templates under the PHI rule ([`compose`]), the SMTP
 //! transport with its TLS modes, credentials, pool and rate limit ([`transport`], [`rate`]),
 //! classifying SMTP replies into channel outcomes ([`smtp`]), a minimal IMAP client
-//! ([`imap`]) and DSN parsing ([`dsn`]) for bounces, and the polling loop ([`bounces`]).
+//! ([`imap`]) and DSN parsing ([`dsn`]) for bounces, the polling loop ([`bounces`]) and the
+//! IDLE-or-poll wait between its passes ([`watch`], shared with the Direct tracker).
 //! Does not own: the store. The bounce loop reports failures through the [`BounceSink`]
 //! trait, which the daemon implements over the store.
 
@@ -15,6 +16,7 @@ pub mod imap;
 pub(crate) mod rate;
 pub mod smtp;
 pub(crate) mod transport;
+pub mod watch;
 
 pub use bounces::{BounceSink, poll_bounces};
 pub use smtp::SmtpChannel;
