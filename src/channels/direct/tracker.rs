@@ -205,11 +205,16 @@ impl Tracker {
         let mut skip = HashSet::new();
         loop {
             let result = tokio::select! {
-                _ = shutdown.cancelled() => break,
+                _ = shutdown.cancelled() => None,
                 r = async {
                     let session = watch.session().await?;
                     self.read_mailbox(session, &mut skip).await
-                } => r,
+                } => Some(r),
+            };
+            let Some(result) = result else {
+                // Cut short mid-command: the session's state is unknown, so no LOGOUT on it.
+                watch.reset();
+                break;
             };
             match result {
                 Ok(0) => debug!(connector = %self.connector, "no new notifications"),

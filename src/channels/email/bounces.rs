@@ -47,11 +47,16 @@ pub async fn poll_bounces(
         // Shutdown may cut a pass short: at worst a recorded bounce is not yet flagged, and
         // the next run records it again, which the monotonic update ignores.
         let result = tokio::select! {
-            _ = shutdown.cancelled() => break,
+            _ = shutdown.cancelled() => None,
             result = async {
                 let session = watch.session().await?;
                 read_bounces(session, &domain, sink.as_ref(), &mut skip).await
-            } => result,
+            } => Some(result),
+        };
+        let Some(result) = result else {
+            // Cut short mid-command: the session's state is unknown, so no LOGOUT on it.
+            watch.reset();
+            break;
         };
         match result {
             Ok(0) => debug!(connector, "no new bounces"),

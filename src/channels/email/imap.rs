@@ -502,6 +502,119 @@ mod tests {
         assert_eq!(idle_line("a71 OK done", "a7"), IdleLine::Other);
     }
 
+    /// A session over one end of an in-process pipe; the test plays the server on the other.
+    fn piped() -> (ImapSession, BufReader<tokio::io::DuplexStream>) {
+        let (client, server) = tokio::io::duplex(4096);
+        let session = ImapSession {
+            stream: BufReader::new(Box::new(client)),
+            tag: 0,
+            timeout: Duration::from_secs(5),
+            exists_seen: false,
+        };
+        (session, BufReader::new(server))
+    }
+
+    async fn expect_line(server: &mut BufReader<tokio::io::DuplexStream>, want: &str) {
+        let mut line = String::new();
+        server.read_line(&mut line).await.expect("read");
+        assert_eq!(line, format!("{want}\r\n"));
+    }
+
+    async fn say(server: &mut BufReader<tokio::io::DuplexStream>, text: &str) {
+        server
+            .get_mut()
+            .write_all(text.as_bytes())
+            .await
+            .expect("write");
+    }
+
+    #[tokio::test]
+    async fn idle_wakes_on_exists_and_sends_done() {
+        let (mut session, mut server) = piped();
+        let never = CancellationToken::new();
+        let server_side = async {
+            expect_line(&mut server, "a1 IDLE").await;
+            say(&mut server, "+ idling\r\n* OK Still here\r\n* 1 RECENT\r\n").await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            say(&mut server, "* 4 EXISTS\r\n").await;
+            expect_line(&mut server, "DONE").await;
+            say(&mut server, "a1 OK Idle completed.\r\n").await;
+        };
+        let (end, ()) = tokio::join!(session.idle(Duration::from_secs(60), &never), server_side);
+        assert_eq!(end.expect("idle"), IdleEnd::NewMail);
+    }
+
+    #[tokio::test]
+    async fn idle_ends_with_done_on_timeout_and_on_shutdown() {
+        let (mut session, mut server) = piped();
+        let never = CancellationToken::new();
+        let server_side = async {
+            expect_line(&mut server, "a1 IDLE").await;
+            say(&mut server, "+ idling\r\n").await;
+            expect_line(&mut server, "DONE").await;
+            // Late news racing the DONE is skipped; the next pass looks anyway.
+            say(&mut server, "* 5 EXISTS\r\na1 OK Idle completed.\r\n").await;
+        };
+        let (end, ()) = tokio::join!(
+            session.idle(Duration::from_millis(100), &never),
+            server_side
+        );
+        assert_eq!(end.expect("idle"), IdleEnd::Timeout);
+
+        let shutdown = CancellationToken::new();
+        let server_side = async {
+            expect_line(&mut server, "a2 IDLE").await;
+            say(&mut server, "+ idling\r\n").await;
+            shutdown.cancel();
+            expect_line(&mut server, "DONE").await;
+            say(&mut server, "a2 OK Idle completed.\r\n").await;
+        };
+        let (end, ()) = tokio::join!(
+            session.idle(Duration::from_secs(60), &shutdown),
+            server_side
+        );
+        assert_eq!(end.expect("idle"), IdleEnd::Shutdown);
+    }
+
+    #[tokio::test]
+    async fn mail_seen_while_busy_skips_the_wait() {
+        let (mut session, mut server) = piped();
+        let never = CancellationToken::new();
+        // A STORE answered with news of a new message: the next IDLE returns at once.
+        let server_side = async {
+            expect_line(&mut server, "a1 UID STORE 3 +FLAGS.SILENT (\\Seen)").await;
+            say(&mut server, "* 4 EXISTS\r\na1 OK Store completed.\r\n").await;
+        };
+        let (stored, ()) = tokio::join!(session.mark_seen(3), server_side);
+        stored.expect("store");
+        let end = session
+            .idle(Duration::from_secs(60), &never)
+            .await
+            .expect("idle");
+        assert_eq!(end, IdleEnd::NewMail);
+        // A server that refuses IDLE is an error, and a BYE ends the session.
+        let server_side = async {
+            expect_line(&mut server, "a2 IDLE").await;
+            say(&mut server, "a2 BAD Unknown command\r\n").await;
+            expect_line(&mut server, "a3 IDLE").await;
+            say(&mut server, "+ idling\r\n* BYE Server shutting down.\r\n").await;
+        };
+        let both = async {
+            let refused = session.idle(Duration::from_secs(60), &never).await;
+            let bye = session.idle(Duration::from_secs(60), &never).await;
+            (refused, bye)
+        };
+        let ((refused, bye), ()) = tokio::join!(both, server_side);
+        assert!(matches!(
+            refused,
+            Err(ImapError::Refused {
+                command: "IDLE",
+                ..
+            })
+        ));
+        assert!(matches!(bye, Err(ImapError::Protocol(_))));
+    }
+
     #[test]
     fn capabilities_are_listed() {
         assert_eq!(
