@@ -92,14 +92,22 @@ fn ccda_100k() -> String {
 }
 
 /// SMTP DATA framing: leading dots doubled, ended by `CRLF.CRLF`.
+///
+/// Only the places where a line starts with a dot are visited (a vectorised
+/// search for `LF.`); everything between them is copied in one piece.
 pub fn smtp_frame(message: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(message.len() + 64);
-    for line in message.split_inclusive(|b| *b == b'\n') {
-        if line.first() == Some(&b'.') {
-            out.push(b'.');
-        }
-        out.extend_from_slice(line);
+    if message.first() == Some(&b'.') {
+        out.push(b'.');
     }
+    let mut copied = 0;
+    for i in memchr::memmem::find_iter(message, b"\n.") {
+        // Copy through the LF, add the stuffed dot; the original dot follows.
+        out.extend_from_slice(&message[copied..=i]);
+        out.push(b'.');
+        copied = i + 1;
+    }
+    out.extend_from_slice(&message[copied..]);
     if !out.ends_with(b"\r\n") {
         out.extend_from_slice(b"\r\n");
     }
@@ -214,5 +222,10 @@ mod tests {
             super::smtp_frame(b"a\r\n.b\r\n"),
             b"a\r\n..b\r\n.\r\n".to_vec()
         );
+        assert_eq!(
+            super::smtp_frame(b".a\r\n.\r\n..\r\nb"),
+            b"..a\r\n..\r\n...\r\nb\r\n.\r\n".to_vec()
+        );
+        assert_eq!(super::smtp_frame(b""), b"\r\n.\r\n".to_vec());
     }
 }

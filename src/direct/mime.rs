@@ -5,28 +5,45 @@
 //! copying selected raw header fields. It does not interpret S/MIME or
 //! reports; those live in `smime` and `mdn`.
 
+use std::borrow::Cow;
+
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use mail_parser::{Message, MimeHeaders};
 
 /// Converts bare LF (and bare CR) line ends to CRLF; CRLF stays as is.
-pub(super) fn to_crlf(input: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(input.len() + input.len() / 32);
-    let mut i = 0;
-    while i < input.len() {
-        match input[i] {
-            b'\r' => {
-                out.extend_from_slice(b"\r\n");
-                if input.get(i + 1) == Some(&b'\n') {
-                    i += 1;
-                }
-            }
-            b'\n' => out.extend_from_slice(b"\r\n"),
-            b => out.push(b),
-        }
-        i += 1;
+///
+/// Input that already uses CRLF throughout (the usual case: we compose with
+/// CRLF) is returned borrowed, after one vectorised scan.
+pub(super) fn to_crlf(input: &[u8]) -> Cow<'_, [u8]> {
+    if is_crlf(input) {
+        return Cow::Borrowed(input);
     }
-    out
+    let mut out = Vec::with_capacity(input.len() + input.len() / 32);
+    let mut copied = 0;
+    let mut skip_lf_at = None;
+    for i in memchr::memchr2_iter(b'\r', b'\n', input) {
+        if skip_lf_at == Some(i) {
+            copied = i + 1;
+            continue;
+        }
+        out.extend_from_slice(&input[copied..i]);
+        out.extend_from_slice(b"\r\n");
+        copied = i + 1;
+        if input[i] == b'\r' && input.get(i + 1) == Some(&b'\n') {
+            skip_lf_at = Some(i + 1);
+        }
+    }
+    out.extend_from_slice(&input[copied..]);
+    Cow::Owned(out)
+}
+
+/// True when every CR in `input` is followed by LF and every LF preceded by CR.
+fn is_crlf(input: &[u8]) -> bool {
+    memchr::memchr2_iter(b'\r', b'\n', input).all(|i| match input[i] {
+        b'\r' => input.get(i + 1) == Some(&b'\n'),
+        _ => i > 0 && input[i - 1] == b'\r',
+    })
 }
 
 /// Index of the first byte of the body (after the blank line), or `None`
@@ -41,21 +58,27 @@ pub(super) fn body_start(entity: &[u8]) -> Option<usize> {
 }
 
 pub(super) fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    if needle.is_empty() || hay.len() < needle.len() {
+    if needle.is_empty() {
         return None;
     }
-    hay.windows(needle.len()).position(|w| w == needle)
+    memchr::memmem::find(hay, needle)
 }
 
-/// Base64 with CRLF every 76 characters and a final CRLF.
-pub(super) fn base64_folded(data: &[u8]) -> Vec<u8> {
-    let text = STANDARD.encode(data);
-    let mut out = Vec::with_capacity(text.len() + text.len() / 38 + 2);
-    for chunk in text.as_bytes().chunks(76) {
-        out.extend_from_slice(chunk);
+/// Input bytes per 76-character base64 line.
+const BASE64_LINE_INPUT: usize = 57;
+
+/// Appends `data` as base64 with CRLF every 76 characters and a final CRLF,
+/// encoding each line straight into `out` (no intermediate string).
+pub(super) fn append_base64_folded(out: &mut Vec<u8>, data: &[u8]) {
+    let lines = data.len().div_ceil(BASE64_LINE_INPUT);
+    out.reserve(lines * 78);
+    let mut line = [0u8; 76];
+    for chunk in data.chunks(BASE64_LINE_INPUT) {
+        // A 57-byte chunk always fits the 76-byte line buffer.
+        let n = STANDARD.encode_slice(chunk, &mut line).unwrap_or_default();
+        out.extend_from_slice(&line[..n]);
         out.extend_from_slice(b"\r\n");
     }
-    out
 }
 
 /// Base64 decoding that ignores whitespace and line breaks.
@@ -111,13 +134,21 @@ pub(super) fn transfer_decode(cte: Option<&str>, body: &[u8]) -> Option<Vec<u8>>
     }
 }
 
+/// The fixed start of every boundary we make.
+const BOUNDARY_PREFIX: &str = "----=_direct_";
+
 /// A random multipart boundary that does not occur in `content`.
+///
+/// `content` is searched once for the fixed prefix; only when it occurs (a
+/// message that already carries one of our boundaries) is each candidate
+/// searched for in full.
 pub(super) fn boundary(content: &[u8]) -> Result<String, openssl::error::ErrorStack> {
+    let prefix_seen = find(content, BOUNDARY_PREFIX.as_bytes()).is_some();
     loop {
         let mut buf = [0u8; 18];
         openssl::rand::rand_bytes(&mut buf)?;
-        let b = format!("----=_direct_{}", hex_string(&buf));
-        if find(content, b.as_bytes()).is_none() {
+        let b = format!("{BOUNDARY_PREFIX}{}", hex_string(&buf));
+        if !prefix_seen || find(content, b.as_bytes()).is_none() {
             return Ok(b);
         }
     }
@@ -143,7 +174,11 @@ pub(super) fn raw_header_lines(msg: &Message<'_>, keep: impl Fn(&str) -> bool) -
             }
         }
     }
-    to_crlf(&out)
+    if is_crlf(&out) {
+        out
+    } else {
+        to_crlf(&out).into_owned()
+    }
 }
 
 /// `type/subtype` of the root part, lowercased; `text/plain` when absent.
@@ -179,4 +214,53 @@ pub(super) fn from_address(msg: &Message<'_>) -> Option<String> {
         .and_then(|a| a.first())
         .and_then(|a| a.address())
         .map(|a| a.to_ascii_lowercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crlf_is_borrowed_when_already_crlf() {
+        assert!(matches!(to_crlf(b"a\r\nb\r\n"), Cow::Borrowed(_)));
+        assert!(matches!(to_crlf(b"no line end"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn bare_line_ends_become_crlf() {
+        assert_eq!(
+            &*to_crlf(b"a\nb\rc\r\nd\n\re"),
+            b"a\r\nb\r\nc\r\nd\r\n\r\ne"
+        );
+        assert_eq!(&*to_crlf(b"\n"), b"\r\n");
+        assert_eq!(&*to_crlf(b"\r"), b"\r\n");
+        assert_eq!(&*to_crlf(b"\r\r\n\n"), b"\r\n\r\n\r\n");
+    }
+
+    #[test]
+    fn base64_folds_at_76() {
+        let data: Vec<u8> = (0..=255u8).cycle().take(200).collect();
+        let mut out = b"x".to_vec();
+        append_base64_folded(&mut out, &data);
+        let text = std::str::from_utf8(&out[1..]).expect("ascii");
+        let lines: Vec<&str> = text.split_terminator("\r\n").collect();
+        assert!(text.ends_with("\r\n"));
+        assert_eq!(
+            lines.iter().map(|l| l.len()).collect::<Vec<_>>(),
+            [76, 76, 76, 40]
+        );
+        assert_eq!(STANDARD.encode(&data), lines.concat());
+        let mut empty = Vec::new();
+        append_base64_folded(&mut empty, b"");
+        assert!(empty.is_empty());
+    }
+
+    #[test]
+    fn boundary_avoids_content() -> Result<(), openssl::error::ErrorStack> {
+        let b = boundary(b"plain")?;
+        assert!(b.starts_with(BOUNDARY_PREFIX));
+        let content = format!("x{b}y");
+        assert_ne!(boundary(content.as_bytes())?, b);
+        Ok(())
+    }
 }

@@ -35,14 +35,15 @@ fn subject_header(subject: &str) -> String {
     }
 }
 
-fn folded_base64(bytes: &[u8]) -> String {
-    let encoded = base64::engine::general_purpose::STANDARD.encode(bytes);
-    let mut out = String::with_capacity(encoded.len() + encoded.len() / 76 * 2 + 2);
-    for chunk in encoded.as_bytes().chunks(76) {
-        out.push_str(std::str::from_utf8(chunk).unwrap_or_default());
+/// Base64 with CRLF every 76 characters and a final CRLF, appended to `out`
+/// one line at a time (no intermediate string).
+fn push_folded_base64(out: &mut String, bytes: &[u8]) {
+    const LINE_INPUT: usize = 57;
+    out.reserve(bytes.len().div_ceil(LINE_INPUT) * 78);
+    for chunk in bytes.chunks(LINE_INPUT) {
+        base64::engine::general_purpose::STANDARD.encode_string(chunk, out);
         out.push_str("\r\n");
     }
-    out
 }
 
 /// Whether the body is an XML document to attach rather than text.
@@ -74,14 +75,15 @@ pub fn inner_message(
              A clinical document is attached.\r\n\
              --{boundary}\r\nContent-Type: application/xml; name=\"document.xml\"\r\n\
              Content-Disposition: attachment; filename=\"document.xml\"\r\n\
-             Content-Transfer-Encoding: base64\r\n\r\n{}--{boundary}--\r\n",
-            folded_base64(body.as_bytes())
+             Content-Transfer-Encoding: base64\r\n\r\n"
         ));
+        push_folded_base64(&mut out, body.as_bytes());
+        out.push_str(&format!("--{boundary}--\r\n"));
     } else {
         out.push_str(
             "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n",
         );
-        out.push_str(&folded_base64(body.as_bytes()));
+        push_folded_base64(&mut out, body.as_bytes());
     }
     out.into_bytes()
 }
