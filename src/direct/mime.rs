@@ -66,18 +66,27 @@ pub(super) fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 
 /// Input bytes per 76-character base64 line.
 const BASE64_LINE_INPUT: usize = 57;
+/// Characters per base64 line (RFC 2045 allows at most 76).
+const BASE64_LINE: usize = 76;
+/// Lines encoded per block into a stack buffer before being folded into the output.
+const BASE64_BLOCK_LINES: usize = 64;
 
-/// Appends `data` as base64 with CRLF every 76 characters and a final CRLF,
-/// encoding each line straight into `out` (no intermediate string).
-pub(super) fn append_base64_folded(out: &mut Vec<u8>, data: &[u8]) {
+/// Appends `data` as base64 with CRLF every 76 characters and a final CRLF.
+///
+/// Encodes whole blocks of lines at a time with the vectorised encoder into a
+/// stack buffer (a block is a whole number of lines, so only the last block
+/// pads), then copies the block's lines into `out` with their line ends.
+pub(crate) fn append_base64_folded(out: &mut Vec<u8>, data: &[u8]) {
     let lines = data.len().div_ceil(BASE64_LINE_INPUT);
-    out.reserve(lines * 78);
-    let mut line = [0u8; 76];
-    for chunk in data.chunks(BASE64_LINE_INPUT) {
-        // A 57-byte chunk always fits the 76-byte line buffer.
-        let n = STANDARD.encode_slice(chunk, &mut line).unwrap_or_default();
-        out.extend_from_slice(&line[..n]);
-        out.extend_from_slice(b"\r\n");
+    out.reserve(lines * (BASE64_LINE + 2));
+    let mut block = [0u8; BASE64_LINE * BASE64_BLOCK_LINES];
+    for chunk in data.chunks(BASE64_LINE_INPUT * BASE64_BLOCK_LINES) {
+        // A chunk of at most BLOCK_LINES * 57 bytes encodes to at most the block's size.
+        let text = base64_simd::STANDARD.encode(chunk, base64_simd::Out::from_slice(&mut block));
+        for line in text.chunks(BASE64_LINE) {
+            out.extend_from_slice(line);
+            out.extend_from_slice(b"\r\n");
+        }
     }
 }
 
@@ -239,17 +248,28 @@ mod tests {
 
     #[test]
     fn base64_folds_at_76() {
-        let data: Vec<u8> = (0..=255u8).cycle().take(200).collect();
-        let mut out = b"x".to_vec();
-        append_base64_folded(&mut out, &data);
-        let text = std::str::from_utf8(&out[1..]).expect("ascii");
-        let lines: Vec<&str> = text.split_terminator("\r\n").collect();
-        assert!(text.ends_with("\r\n"));
-        assert_eq!(
-            lines.iter().map(|l| l.len()).collect::<Vec<_>>(),
-            [76, 76, 76, 40]
-        );
-        assert_eq!(STANDARD.encode(&data), lines.concat());
+        for len in [
+            1,
+            56,
+            57,
+            58,
+            200,
+            57 * 64 - 1,
+            57 * 64,
+            57 * 64 + 1,
+            10_000,
+        ] {
+            let data: Vec<u8> = (0..=255u8).cycle().take(len).collect();
+            let mut out = b"x".to_vec();
+            append_base64_folded(&mut out, &data);
+            let text = std::str::from_utf8(&out[1..]).expect("ascii");
+            assert!(text.ends_with("\r\n"));
+            let lines: Vec<&str> = text.split_terminator("\r\n").collect();
+            let (last, full) = lines.split_last().expect("one line at least");
+            assert!(full.iter().all(|l| l.len() == 76), "{len}");
+            assert!(!last.is_empty() && last.len() <= 76, "{len}");
+            assert_eq!(STANDARD.encode(&data), lines.concat(), "{len}");
+        }
         let mut empty = Vec::new();
         append_base64_folded(&mut empty, b"");
         assert!(empty.is_empty());

@@ -182,8 +182,12 @@ pub fn seal(
         key: signer_key,
         chain: signer_chain,
     };
-    let signed = signed_multipart(&inner, &msg, opts.wrap, &signer)?;
-    let env = encrypt(&signed, recipient_certs, opts)?;
+    // The multipart/signed entity is dropped as soon as it is encrypted.
+    let env = encrypt(
+        &signed_multipart(&inner, &msg, opts.wrap, &signer)?,
+        recipient_certs,
+        opts,
+    )?;
     let mut out = outer_headers(&msg, from, to, opts)?;
     mime::append_base64_folded(&mut out, &env);
     Ok(out)

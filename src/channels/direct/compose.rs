@@ -6,6 +6,8 @@
 
 use base64::Engine;
 
+use crate::direct::mime::append_base64_folded;
+
 /// The MDN request headers (outer and inner): processed and dispatched notifications to us.
 pub fn notification_headers(from: &str) -> String {
     format!(
@@ -35,17 +37,6 @@ fn subject_header(subject: &str) -> String {
     }
 }
 
-/// Base64 with CRLF every 76 characters and a final CRLF, appended to `out`
-/// one line at a time (no intermediate string).
-fn push_folded_base64(out: &mut String, bytes: &[u8]) {
-    const LINE_INPUT: usize = 57;
-    out.reserve(bytes.len().div_ceil(LINE_INPUT) * 78);
-    for chunk in bytes.chunks(LINE_INPUT) {
-        base64::engine::general_purpose::STANDARD.encode_string(chunk, out);
-        out.push_str("\r\n");
-    }
-}
-
 /// Whether the body is an XML document to attach rather than text.
 fn is_document(body: &str) -> bool {
     let start = body.trim_start_matches('\u{feff}').trim_start();
@@ -66,26 +57,30 @@ pub fn inner_message(
         chrono::Utc::now().to_rfc2822(),
         subject_header(subject.unwrap_or("Direct message")),
         notification_headers(from),
-    );
+    )
+    .into_bytes();
     if is_document(body) {
         let boundary = format!("=_sb_{}", message_id.replace(['@', '.'], "_"));
-        out.push_str(&format!(
-            "Content-Type: multipart/mixed; boundary=\"{boundary}\"\r\n\r\n\
-             --{boundary}\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n\
-             A clinical document is attached.\r\n\
-             --{boundary}\r\nContent-Type: application/xml; name=\"document.xml\"\r\n\
-             Content-Disposition: attachment; filename=\"document.xml\"\r\n\
-             Content-Transfer-Encoding: base64\r\n\r\n"
-        ));
-        push_folded_base64(&mut out, body.as_bytes());
-        out.push_str(&format!("--{boundary}--\r\n"));
-    } else {
-        out.push_str(
-            "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n",
+        out.extend_from_slice(
+            format!(
+                "Content-Type: multipart/mixed; boundary=\"{boundary}\"\r\n\r\n\
+                 --{boundary}\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n\
+                 A clinical document is attached.\r\n\
+                 --{boundary}\r\nContent-Type: application/xml; name=\"document.xml\"\r\n\
+                 Content-Disposition: attachment; filename=\"document.xml\"\r\n\
+                 Content-Transfer-Encoding: base64\r\n\r\n"
+            )
+            .as_bytes(),
         );
-        push_folded_base64(&mut out, body.as_bytes());
+        append_base64_folded(&mut out, body.as_bytes());
+        out.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    } else {
+        out.extend_from_slice(
+            b"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n",
+        );
+        append_base64_folded(&mut out, body.as_bytes());
     }
-    out.into_bytes()
+    out
 }
 
 #[cfg(test)]
