@@ -2,7 +2,8 @@
 //! and X509_STORE APIs for what the `openssl` crate does not expose (G10).
 //!
 //! Owns: building an EnvelopedData/AuthEnvelopedData with per-recipient
-//! RSA-OAEP key transport, reading each SignerInfo's certificate and digest
+//! RSA-OAEP key transport (its content written into a memory BIO sized up
+//! front), reading each SignerInfo's certificate and digest
 //! algorithm, and adding CRLs to an `X509_STORE`. It does not own policy,
 //! MIME or any decision about what is acceptable; callers get plain Rust
 //! values back. Every function here is safe to call.
