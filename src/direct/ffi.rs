@@ -2,12 +2,13 @@
 //! and X509_STORE APIs for what the `openssl` crate does not expose (G10).
 //!
 //! Owns: building an EnvelopedData/AuthEnvelopedData with per-recipient
-//! RSA-OAEP key transport, reading each SignerInfo's certificate and digest
+//! RSA-OAEP key transport (its content written into a memory BIO sized up
+//! front), reading each SignerInfo's certificate and digest
 //! algorithm, and adding CRLs to an `X509_STORE`. It does not own policy,
 //! MIME or any decision about what is acceptable; callers get plain Rust
 //! values back. Every function here is safe to call.
 
-use std::ffi::{c_int, c_uint, c_void};
+use std::ffi::{c_int, c_long, c_uint, c_void};
 use std::ptr;
 
 use foreign_types::{ForeignType, ForeignTypeRef};
@@ -63,7 +64,52 @@ unsafe extern "C" {
     fn CMS_RecipientInfo_ktri_cert_cmp(ri: *mut CmsRecipientInfo, cert: *mut sys::X509) -> c_int;
     fn CMS_get1_certs(cms: *mut sys::CMS_ContentInfo) -> *mut sys::stack_st_X509;
     fn X509_STORE_add_crl(store: *mut sys::X509_STORE, crl: *mut sys::X509_CRL) -> c_int;
+    fn BUF_MEM_new() -> *mut BufMem;
+    fn BUF_MEM_grow(buf: *mut BufMem, len: usize) -> usize;
+    fn BUF_MEM_free(buf: *mut BufMem);
 }
+
+/// Opaque `BUF_MEM`.
+#[repr(C)]
+struct BufMem {
+    _private: [u8; 0],
+}
+
+/// `BIO_C_SET_BUF_MEM` and `BIO_CLOSE` from `bio.h`.
+const BIO_C_SET_BUF_MEM: c_int = 114;
+const BIO_CLOSE: c_long = 1;
+
+/// A memory BIO, owned by the caller, whose buffer already has room for
+/// `capacity` bytes: writing that much into it does not reallocate (a fresh
+/// memory BIO grows by a third at a time, copying and cleansing each step).
+fn presized_mem_bio(capacity: usize) -> Result<*mut sys::BIO, ErrorStack> {
+    // SAFETY: plain allocation calls. The BUF_MEM is grown to `capacity`
+    // (allocating it) and its length set back to 0 (which keeps the
+    // allocation); on success the BIO takes ownership of it (BIO_CLOSE), on
+    // failure it is freed here. Nothing else holds either pointer.
+    unsafe {
+        let buf = BUF_MEM_new();
+        if buf.is_null() {
+            return Err(ErrorStack::get());
+        }
+        if BUF_MEM_grow(buf, capacity) != capacity {
+            BUF_MEM_free(buf);
+            return Err(ErrorStack::get());
+        }
+        BUF_MEM_grow(buf, 0);
+        let bio = sys::BIO_new(sys::BIO_s_mem());
+        if bio.is_null() {
+            BUF_MEM_free(buf);
+            return Err(ErrorStack::get());
+        }
+        sys::BIO_ctrl(bio, BIO_C_SET_BUF_MEM, BIO_CLOSE, buf.cast::<c_void>());
+        Ok(bio)
+    }
+}
+
+/// Largest block of the content-encryption ciphers we use (AES): the most
+/// that padding adds.
+const MAX_CIPHER_BLOCK: usize = 16;
 
 /// Encrypts `data` to every certificate in `recipients` (each must hold an RSA key).
 ///
@@ -108,15 +154,25 @@ pub(super) fn encrypt(
         ctx.set_rsa_mgf1_md(md)?;
     }
     let len = c_int::try_from(data.len()).map_err(|_| ErrorStack::get())?;
-    // SAFETY: the memory BIO borrows `data` read-only for the duration of
-    // CMS_final and is freed right after; `cms` is a live owned object.
+    // The encrypted content is at most one cipher block longer than `data`.
+    let content = presized_mem_bio(data.len() + MAX_CIPHER_BLOCK)?;
+    // SAFETY: the input memory BIO borrows `data` read-only for the duration
+    // of CMS_final and is freed right after; `cms` is a live owned object.
+    // `content` is ours: CMS_final writes the encrypted content into it, then
+    // (the content not being detached) hands its buffer to `cms` and marks the
+    // BIO read-only, so freeing the BIO afterwards leaves that buffer alone.
+    // This is the path CMS_final takes with the memory BIO it would otherwise
+    // create itself. CMS_final frees only the BIOs it pushed onto `content`,
+    // which then stands alone again.
     let ok = unsafe {
         let bio = sys::BIO_new_mem_buf(data.as_ptr().cast::<c_void>(), len);
         if bio.is_null() {
+            sys::BIO_free_all(content);
             return Err(ErrorStack::get());
         }
-        let ok = CMS_final(cms.as_ptr(), bio, ptr::null_mut(), flags.bits());
+        let ok = CMS_final(cms.as_ptr(), bio, content, flags.bits());
         sys::BIO_free_all(bio);
+        sys::BIO_free_all(content);
         ok
     };
     if ok != 1 {

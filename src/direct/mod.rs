@@ -21,7 +21,7 @@ mod cms;
 pub mod discovery;
 mod ffi;
 pub mod mdn;
-mod mime;
+pub(crate) mod mime;
 mod open;
 pub mod policy;
 pub mod smime;

@@ -18,7 +18,7 @@
 //! ```
 
 use chrono::Utc;
-use mail_parser::MessageParser;
+use mail_parser::{Message, MessageParser};
 use openssl::cms::{CMSOptions, CmsContentInfo};
 use openssl::error::ErrorStack;
 use openssl::md::Md;
@@ -174,6 +174,33 @@ pub fn seal(
     recipient_certs: &[X509],
     opts: SealOptions,
 ) -> Result<Vec<u8>, DirectError> {
+    check_seal_inputs(from, to, signer_cert, recipient_certs)?;
+    let inner = mime::to_crlf(inner_rfc822);
+    let msg = parse_for_seal(&inner, opts.wrap)?;
+    let signer = Signer {
+        cert: signer_cert,
+        key: signer_key,
+        chain: signer_chain,
+    };
+    // The multipart/signed entity is dropped as soon as it is encrypted.
+    let env = encrypt(
+        &signed_multipart(&inner, &msg, opts.wrap, &signer)?,
+        recipient_certs,
+        opts,
+    )?;
+    let mut out = outer_headers(&msg, from, to, opts)?;
+    mime::append_base64_folded(&mut out, &env);
+    Ok(out)
+}
+
+/// The addresses are mailboxes, there is a recipient, and every certificate
+/// passes the time-independent policy checks for its use.
+fn check_seal_inputs(
+    from: &str,
+    to: &[&str],
+    signer_cert: &X509,
+    recipient_certs: &[X509],
+) -> Result<(), DirectError> {
     check_address(from, "sender")?;
     for t in to {
         check_address(t, "recipient")?;
@@ -187,56 +214,59 @@ pub fn seal(
     for r in recipient_certs {
         policy::check_for_use(r, KeyPurpose::Encryption).map_err(pol("recipient"))?;
     }
+    Ok(())
+}
 
-    let inner = mime::to_crlf(inner_rfc822);
-    let msg = MessageParser::default()
-        .parse(&inner)
-        .ok_or(DirectError::Malformed("the message to seal does not parse"))?;
-
-    // 1. The entity to sign.
-    let entity = if opts.wrap {
-        let mut e = b"Content-Type: message/rfc822\r\n".to_vec();
-        if !inner.is_ascii() {
-            e.extend_from_slice(b"Content-Transfer-Encoding: 8bit\r\n");
-        }
-        e.extend_from_slice(CRLF);
-        e.extend_from_slice(&inner);
-        e
+/// Parses what `seal` needs of the message: its top-level header fields and,
+/// when not wrapping, where its body starts.
+///
+/// When wrapping only the header section is parsed: the body (typically a
+/// large base64 attachment) travels verbatim, and decoding it would be most
+/// of the cost of sealing. A message without any header field falls back to
+/// the full parse, which accepts it as before.
+fn parse_for_seal(inner: &[u8], wrap: bool) -> Result<Message<'_>, DirectError> {
+    let parser = MessageParser::default();
+    let parsed = if wrap {
+        parser.parse_headers(inner).or_else(|| parser.parse(inner))
     } else {
-        let mut e =
-            mime::raw_header_lines(&msg, |n| n.to_ascii_lowercase().starts_with("content-"));
-        if !mime::has_header(&msg, "content-type") {
-            e.extend_from_slice(b"Content-Type: text/plain; charset=us-ascii\r\n");
-        }
-        e.extend_from_slice(CRLF);
-        let body = inner
-            .get(msg.root_part().raw_body_offset() as usize..)
-            .unwrap_or_default();
-        e.extend_from_slice(body);
-        e
+        parser.parse(inner)
     };
+    parsed.ok_or(DirectError::Malformed("the message to seal does not parse"))
+}
 
-    // 2. Detached signature over exactly those bytes (G8: the CRLF before the
-    // next boundary belongs to the boundary, not to the entity).
-    let mut chain = Stack::new()?;
-    for c in signer_chain {
-        chain.push(c.clone())?;
-    }
-    let sig = CmsContentInfo::sign(
-        Some(signer_cert),
-        Some(signer_key),
-        Some(&chain),
-        Some(&entity),
-        CMSOptions::DETACHED | CMSOptions::BINARY,
-    )?
-    .to_der()?;
-    let b = mime::boundary(&entity)?;
-    let mut signed = format!(
-        "Content-Type: multipart/signed; protocol=\"application/pkcs7-signature\";\r\n\
-         \tmicalg=sha-256; boundary=\"{b}\"\r\n\r\n--{b}\r\n"
-    )
-    .into_bytes();
-    signed.extend_from_slice(&entity);
+/// The signing identity handed to [`seal`].
+struct Signer<'a> {
+    cert: &'a X509,
+    key: &'a PKeyRef<Private>,
+    chain: &'a [X509],
+}
+
+/// The multipart/signed entity: the entity to sign (see [`append_entity`])
+/// and its detached SHA-256 signature as application/pkcs7-signature.
+///
+/// The entity is written once, straight into the multipart, and signed in
+/// place. Its boundary is chosen against `inner`: every byte of the entity
+/// outside `inner` is a fixed Content-* line, and a boundary has no line end,
+/// so it cannot straddle lines.
+fn signed_multipart(
+    inner: &[u8],
+    msg: &Message<'_>,
+    wrap: bool,
+    signer: &Signer<'_>,
+) -> Result<Vec<u8>, DirectError> {
+    let b = mime::boundary(inner)?;
+    let mut signed = Vec::with_capacity(inner.len() + 8 * 1024);
+    signed.extend_from_slice(
+        format!(
+            "Content-Type: multipart/signed; protocol=\"application/pkcs7-signature\";\r\n\
+             \tmicalg=sha-256; boundary=\"{b}\"\r\n\r\n--{b}\r\n"
+        )
+        .as_bytes(),
+    );
+    let entity_start = signed.len();
+    append_entity(&mut signed, inner, msg, wrap);
+    // G8: the CRLF before the next boundary belongs to the boundary, not to the entity.
+    let sig = sign_detached(signed.get(entity_start..).unwrap_or_default(), signer)?;
     signed.extend_from_slice(
         format!(
             "\r\n--{b}\r\nContent-Type: application/pkcs7-signature; name=\"smime.p7s\"\r\n\
@@ -245,32 +275,90 @@ pub fn seal(
         )
         .as_bytes(),
     );
-    signed.extend_from_slice(&mime::base64_folded(&sig));
+    mime::append_base64_folded(&mut signed, &sig);
     signed.extend_from_slice(format!("--{b}--\r\n").as_bytes());
+    Ok(signed)
+}
 
-    // 3. Encrypt to every recipient.
+/// Appends the entity to sign: the whole message as message/rfc822 when
+/// wrapping, else its Content-* header fields and body.
+fn append_entity(out: &mut Vec<u8>, inner: &[u8], msg: &Message<'_>, wrap: bool) {
+    if wrap {
+        out.extend_from_slice(b"Content-Type: message/rfc822\r\n");
+        if !inner.is_ascii() {
+            out.extend_from_slice(b"Content-Transfer-Encoding: 8bit\r\n");
+        }
+        out.extend_from_slice(CRLF);
+        out.extend_from_slice(inner);
+    } else {
+        out.extend_from_slice(&mime::raw_header_lines(msg, |n| {
+            n.to_ascii_lowercase().starts_with("content-")
+        }));
+        if !mime::has_header(msg, "content-type") {
+            out.extend_from_slice(b"Content-Type: text/plain; charset=us-ascii\r\n");
+        }
+        out.extend_from_slice(CRLF);
+        let body = inner
+            .get(msg.root_part().raw_body_offset() as usize..)
+            .unwrap_or_default();
+        out.extend_from_slice(body);
+    }
+}
+
+/// A detached CMS SignedData (DER) over exactly `entity`, binary (no
+/// canonicalisation: the entity already has CRLF line ends).
+fn sign_detached(entity: &[u8], signer: &Signer<'_>) -> Result<Vec<u8>, DirectError> {
+    let mut chain = Stack::new()?;
+    for c in signer.chain {
+        chain.push(c.clone())?;
+    }
+    let cms = CmsContentInfo::sign(
+        Some(signer.cert),
+        Some(signer.key),
+        Some(&chain),
+        Some(entity),
+        CMSOptions::DETACHED | CMSOptions::BINARY,
+    )?;
+    Ok(cms.to_der()?)
+}
+
+/// The (Auth)EnvelopedData (DER) of `signed` for every recipient.
+fn encrypt(
+    signed: &[u8],
+    recipient_certs: &[X509],
+    opts: SealOptions,
+) -> Result<Vec<u8>, DirectError> {
     let md = match opts.key_transport {
         KeyTransport::OaepSha256 => Some(Md::sha256()),
         KeyTransport::OaepSha1 => Some(Md::sha1()),
         KeyTransport::Pkcs1v15 => None,
     };
-    let env = ffi::encrypt(&signed, recipient_certs, opts.cipher.openssl(), md)?.to_der()?;
+    Ok(ffi::encrypt(signed, recipient_certs, opts.cipher.openssl(), md)?.to_der()?)
+}
 
-    // 4. Outer headers.
-    let mut out = mime::raw_header_lines(&msg, |n| {
+/// The outer header section, blank line included: the addressing fields of
+/// the inner message (or made from `from`/`to`), a Subject (generic when
+/// wrapping), and the application/pkcs7-mime Content-* fields.
+fn outer_headers(
+    msg: &Message<'_>,
+    from: &str,
+    to: &[&str],
+    opts: SealOptions,
+) -> Result<Vec<u8>, DirectError> {
+    let mut out = mime::raw_header_lines(msg, |n| {
         ["from", "to", "cc", "date", "message-id"].contains(&n.to_ascii_lowercase().as_str())
     });
-    if !mime::has_header(&msg, "from") {
+    if !mime::has_header(msg, "from") {
         out.extend_from_slice(format!("From: <{from}>\r\n").as_bytes());
     }
-    if !mime::has_header(&msg, "to") && !to.is_empty() {
+    if !mime::has_header(msg, "to") && !to.is_empty() {
         let list: Vec<String> = to.iter().map(|t| format!("<{t}>")).collect();
         out.extend_from_slice(format!("To: {}\r\n", list.join(", ")).as_bytes());
     }
-    if !mime::has_header(&msg, "date") {
+    if !mime::has_header(msg, "date") {
         out.extend_from_slice(format!("Date: {}\r\n", Utc::now().to_rfc2822()).as_bytes());
     }
-    if !mime::has_header(&msg, "message-id") {
+    if !mime::has_header(msg, "message-id") {
         let mut rnd = [0u8; 16];
         openssl::rand::rand_bytes(&mut rnd)?;
         let domain = from.rsplit_once('@').map(|(_, d)| d).unwrap_or("localhost");
@@ -281,7 +369,7 @@ pub fn seal(
     if opts.wrap {
         out.extend_from_slice(format!("Subject: {OUTER_SUBJECT}\r\n").as_bytes());
     } else {
-        out.extend_from_slice(&mime::raw_header_lines(&msg, |n| {
+        out.extend_from_slice(&mime::raw_header_lines(msg, |n| {
             n.eq_ignore_ascii_case("subject")
         }));
     }
@@ -299,6 +387,5 @@ pub fn seal(
         )
         .as_bytes(),
     );
-    out.extend_from_slice(&mime::base64_folded(&env));
     Ok(out)
 }

@@ -6,6 +6,8 @@
 
 use base64::Engine;
 
+use crate::direct::mime::append_base64_folded;
+
 /// The MDN request headers (outer and inner): processed and dispatched notifications to us.
 pub fn notification_headers(from: &str) -> String {
     format!(
@@ -35,16 +37,6 @@ fn subject_header(subject: &str) -> String {
     }
 }
 
-fn folded_base64(bytes: &[u8]) -> String {
-    let encoded = base64::engine::general_purpose::STANDARD.encode(bytes);
-    let mut out = String::with_capacity(encoded.len() + encoded.len() / 76 * 2 + 2);
-    for chunk in encoded.as_bytes().chunks(76) {
-        out.push_str(std::str::from_utf8(chunk).unwrap_or_default());
-        out.push_str("\r\n");
-    }
-    out
-}
-
 /// Whether the body is an XML document to attach rather than text.
 fn is_document(body: &str) -> bool {
     let start = body.trim_start_matches('\u{feff}').trim_start();
@@ -65,25 +57,30 @@ pub fn inner_message(
         chrono::Utc::now().to_rfc2822(),
         subject_header(subject.unwrap_or("Direct message")),
         notification_headers(from),
-    );
+    )
+    .into_bytes();
     if is_document(body) {
         let boundary = format!("=_sb_{}", message_id.replace(['@', '.'], "_"));
-        out.push_str(&format!(
-            "Content-Type: multipart/mixed; boundary=\"{boundary}\"\r\n\r\n\
-             --{boundary}\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n\
-             A clinical document is attached.\r\n\
-             --{boundary}\r\nContent-Type: application/xml; name=\"document.xml\"\r\n\
-             Content-Disposition: attachment; filename=\"document.xml\"\r\n\
-             Content-Transfer-Encoding: base64\r\n\r\n{}--{boundary}--\r\n",
-            folded_base64(body.as_bytes())
-        ));
-    } else {
-        out.push_str(
-            "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n",
+        out.extend_from_slice(
+            format!(
+                "Content-Type: multipart/mixed; boundary=\"{boundary}\"\r\n\r\n\
+                 --{boundary}\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n\
+                 A clinical document is attached.\r\n\
+                 --{boundary}\r\nContent-Type: application/xml; name=\"document.xml\"\r\n\
+                 Content-Disposition: attachment; filename=\"document.xml\"\r\n\
+                 Content-Transfer-Encoding: base64\r\n\r\n"
+            )
+            .as_bytes(),
         );
-        out.push_str(&folded_base64(body.as_bytes()));
+        append_base64_folded(&mut out, body.as_bytes());
+        out.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    } else {
+        out.extend_from_slice(
+            b"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n",
+        );
+        append_base64_folded(&mut out, body.as_bytes());
     }
-    out.into_bytes()
+    out
 }
 
 #[cfg(test)]

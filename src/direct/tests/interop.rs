@@ -281,3 +281,71 @@ fn lf_only_signed_content_is_canonicalised() -> TestResult {
     );
     Ok(())
 }
+
+/// A message the size of the benchmark's (a C-CDA of about 300 KiB as a base64
+/// attachment), written with bare LF line ends: sealing goes through the CRLF
+/// conversion, the header-only parse of a multipart message and many base64
+/// blocks, and the openssl CLI still decrypts and verifies it byte for byte.
+#[test]
+fn large_lf_message_seals_for_openssl_cli() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let d = dir.path();
+    let (bob_c, bob_k) = write_id(d, "bob", &pki().bob);
+    std::fs::write(d.join("ca.pem"), pki().ca.cert.to_pem()?)?;
+    let mut doc =
+        String::from("<?xml version=\"1.0\"?><ClinicalDocument xmlns=\"urn:hl7-org:v3\">");
+    while doc.len() < 300 * 1024 {
+        doc.push_str("<component><section><text>.leading dot\n</text></section></component>");
+    }
+    doc.push_str("</ClinicalDocument>");
+    let crlf = crate::channels::direct::compose::inner_message(
+        ALICE,
+        BOB,
+        "big@sender.example",
+        Some("Referral"),
+        &doc,
+    );
+    let lf = String::from_utf8(crlf.clone())?.replace("\r\n", "\n");
+    let sealed = seal(
+        lf.as_bytes(),
+        ALICE,
+        &[BOB],
+        &pki().alice.cert,
+        &pki().alice.key,
+        &[],
+        std::slice::from_ref(&pki().bob.cert),
+        SealOptions::default(),
+    )?;
+    std::fs::write(d.join("sealed.eml"), &sealed)?;
+    let bob_c = bob_c.display().to_string();
+    let bob_k = bob_k.display().to_string();
+    let decrypt = [
+        "cms",
+        "-decrypt",
+        "-in",
+        "sealed.eml",
+        "-recip",
+        &bob_c,
+        "-inkey",
+        &bob_k,
+        "-out",
+        "dec.eml",
+    ];
+    ossl(d, &decrypt);
+    let verify = [
+        "cms",
+        "-verify",
+        "-in",
+        "dec.eml",
+        "-CAfile",
+        "ca.pem",
+        "-out",
+        "content.txt",
+    ];
+    ossl(d, &verify);
+    assert_eq!(std::fs::read(d.join("content.txt"))?, wrapped(&crlf));
+
+    let opened = open(&sealed, &[pki().bob.pair()], &trust(), ALICE, now())?;
+    assert_eq!(opened.inner, crlf);
+    Ok(())
+}
