@@ -417,10 +417,9 @@ impl Reminders {
         let part2_patients: Vec<&str> = pending
             .iter()
             .filter(|t| {
-                let restricted = &orgs
+                let restricted = orgs
                     .get(&t.organization_id)
-                    .map(|o| o.settings.part2_appointment_types.clone())
-                    .unwrap_or_default();
+                    .map_or(&[][..], |o| &o.settings.part2_appointment_types[..]);
                 appointments
                     .get(&t.appointment_id)
                     .and_then(|a| a.appointment_type.as_ref())
