@@ -167,18 +167,7 @@ impl MessageService {
         request: &SendRequest,
         idempotency_key: Option<&str>,
     ) -> Result<Accepted, MessageError> {
-        if request.body.trim().is_empty() {
-            return Err(invalid("body", "must not be empty"));
-        }
-        if request.recipients.is_empty() {
-            return Err(invalid("recipients", "at least one recipient is required"));
-        }
-        for channel in &request.channels {
-            check_channel("channels", channel)?;
-        }
-        if idempotency_key.is_some_and(|key| key.is_empty() || key.len() > 255) {
-            return Err(invalid("Idempotency-Key", "must be 1 to 255 characters"));
-        }
+        validate(request, idempotency_key)?;
         let (thread_id, new_thread_category, patient_id) =
             self.resolve_thread(organization_id, request).await?;
         self.accept_resolved(
@@ -205,18 +194,7 @@ impl MessageService {
         idempotency_key: Option<&str>,
         thread: ResolvedThread,
     ) -> Result<Accepted, MessageError> {
-        if request.body.trim().is_empty() {
-            return Err(invalid("body", "must not be empty"));
-        }
-        if request.recipients.is_empty() {
-            return Err(invalid("recipients", "at least one recipient is required"));
-        }
-        for channel in &request.channels {
-            check_channel("channels", channel)?;
-        }
-        if idempotency_key.is_some_and(|key| key.is_empty() || key.len() > 255) {
-            return Err(invalid("Idempotency-Key", "must be 1 to 255 characters"));
-        }
+        validate(request, idempotency_key)?;
         self.accept_resolved(organization_id, request, idempotency_key, thread)
             .await
     }
@@ -420,6 +398,23 @@ impl MessageService {
         let history = self.store.delivery_events_of(&message.id).await?;
         MessageView::build(&self.keyring, message, deliveries, history)
     }
+}
+
+/// The checks every accept makes before touching the store.
+fn validate(request: &SendRequest, idempotency_key: Option<&str>) -> Result<(), MessageError> {
+    if request.body.trim().is_empty() {
+        return Err(invalid("body", "must not be empty"));
+    }
+    if request.recipients.is_empty() {
+        return Err(invalid("recipients", "at least one recipient is required"));
+    }
+    for channel in &request.channels {
+        check_channel("channels", channel)?;
+    }
+    if idempotency_key.is_some_and(|key| key.is_empty() || key.len() > 255) {
+        return Err(invalid("Idempotency-Key", "must be 1 to 255 characters"));
+    }
+    Ok(())
 }
 
 fn check_channel(field: &str, channel: &str) -> Result<(), MessageError> {

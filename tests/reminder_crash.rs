@@ -56,14 +56,21 @@ fn spawn(config: &Path, log: &Path) -> Child {
         .expect("spawn switchboard")
 }
 
-async fn wait_for_files(dir: &Path, at_least: usize, timeout: Duration) {
+/// Waits for `at_least` files; on timeout the panic shows the end of the daemon's log.
+async fn wait_for_files(dir: &Path, at_least: usize, timeout: Duration, log: &Path) {
     let started = Instant::now();
     while count_files(dir) < at_least {
-        assert!(
-            started.elapsed() < timeout,
-            "only {} of {at_least} reminders delivered",
-            count_files(dir)
-        );
+        if started.elapsed() >= timeout {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(40).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            panic!(
+                "only {} of {at_least} reminders delivered; {} says:\n{}",
+                count_files(dir),
+                log.display(),
+                tail.join("\n")
+            );
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -95,21 +102,25 @@ async fn kill_nine_twice_during_a_reminder_run() {
         core.store.close().await;
     }
     let outbox = db.outbox();
-    let mut daemon = spawn(&config_path, &db.dir.path().join("run1.log"));
-    wait_for_files(&outbox, 1_000, Duration::from_secs(120)).await;
+    let log = db.dir.path().join("run1.log");
+    let mut daemon = spawn(&config_path, &log);
+    wait_for_files(&outbox, 1_000, Duration::from_secs(120), &log).await;
     daemon.kill().expect("kill -9");
     daemon.wait().expect("reap");
-    let mut daemon = spawn(&config_path, &db.dir.path().join("run2.log"));
+    let log = db.dir.path().join("run2.log");
+    let mut daemon = spawn(&config_path, &log);
     wait_for_files(
         &outbox,
         count_files(&outbox) + 2_000,
         Duration::from_secs(120),
+        &log,
     )
     .await;
     daemon.kill().expect("kill -9");
     daemon.wait().expect("reap");
-    let mut daemon = spawn(&config_path, &db.dir.path().join("run3.log"));
-    wait_for_files(&outbox, REMINDERS, Duration::from_secs(240)).await;
+    let log = db.dir.path().join("run3.log");
+    let mut daemon = spawn(&config_path, &log);
+    wait_for_files(&outbox, REMINDERS, Duration::from_secs(240), &log).await;
     // Let any duplicate show up before counting.
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(

@@ -278,7 +278,11 @@ impl Reminders {
         let mut to_send: Vec<Prepared> = Vec::new();
         // Reminders this batch sends, per patient: the frequency caps count them too.
         let mut sending: HashMap<&str, i64> = HashMap::new();
-        for touch in &due {
+        for (i, touch) in due.iter().enumerate() {
+            // Rendering is CPU work: let the runtime's other tasks in now and then.
+            if i % 64 == 63 {
+                tokio::task::yield_now().await;
+            }
             let Some(org) = orgs.get(&touch.organization_id) else {
                 continue;
             };
@@ -413,10 +417,9 @@ impl Reminders {
         let part2_patients: Vec<&str> = pending
             .iter()
             .filter(|t| {
-                let restricted = &orgs
+                let restricted = orgs
                     .get(&t.organization_id)
-                    .map(|o| o.settings.part2_appointment_types.clone())
-                    .unwrap_or_default();
+                    .map_or(&[][..], |o| &o.settings.part2_appointment_types[..]);
                 appointments
                     .get(&t.appointment_id)
                     .and_then(|a| a.appointment_type.as_ref())
