@@ -71,6 +71,18 @@ impl ConsentLedger {
 }
 
 /// Deduplicated, in first-seen order.
+/// Binds `values` as a comma-separated list (the inside of an `IN (...)`).
+fn push_list<DB>(qb: &mut sqlx::QueryBuilder<DB>, values: &[String])
+where
+    DB: sqlx::Database,
+    for<'t> String: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+{
+    let mut list = qb.separated(", ");
+    for value in values {
+        list.push_bind(value.clone());
+    }
+}
+
 fn unique<'a>(values: impl IntoIterator<Item = &'a str>) -> Vec<String> {
     let mut seen = HashSet::new();
     values
@@ -130,10 +142,7 @@ impl Store {
                 let mut qb = sqlx::QueryBuilder::new(concat!(
                     "SELECT ", appointment_columns!(), " FROM appointments WHERE id IN ("
                 ));
-                let mut list = qb.separated(", ");
-                for id in chunk {
-                    list.push_bind(id.clone());
-                }
+                push_list(&mut qb, chunk);
                 qb.push(")");
                 qb.build_query_as().fetch_all(pool).await
             })?;
@@ -150,10 +159,7 @@ impl Store {
                 let mut qb = sqlx::QueryBuilder::new(concat!(
                     "SELECT ", patient_columns!(), " FROM patients WHERE id IN ("
                 ));
-                let mut list = qb.separated(", ");
-                for id in chunk {
-                    list.push_bind(id.clone());
-                }
+                push_list(&mut qb, chunk);
                 qb.push(")");
                 qb.build_query_as().fetch_all(pool).await
             })?;
@@ -179,10 +185,7 @@ impl Store {
                 let mut qb = sqlx::QueryBuilder::new(
                     "SELECT patient_id, id, system, value, use_code, rank FROM contact_points WHERE patient_id IN (",
                 );
-                let mut list = qb.separated(", ");
-                for id in chunk {
-                    list.push_bind(id.clone());
-                }
+                push_list(&mut qb, chunk);
                 qb.push(") ORDER BY patient_id, rank, id");
                 qb.build_query_as().fetch_all(pool).await
             })?;
@@ -211,10 +214,7 @@ impl Store {
                     .push(" THEN 1 ELSE 0 END), COUNT(*) FROM reminder_touches WHERE status = 'sent' AND updated_at >= ")
                     .push_bind(week_since)
                     .push(" AND patient_id IN (");
-                let mut list = qb.separated(", ");
-                for id in chunk {
-                    list.push_bind(id.clone());
-                }
+                push_list(&mut qb, chunk);
                 qb.push(") GROUP BY patient_id");
                 qb.build_query_as().fetch_all(pool).await
             })?;
@@ -238,10 +238,7 @@ impl Store {
                     "SELECT patient_id, id, status, recorded_at, expires_at FROM consents
                      WHERE purpose = 'part2' AND channel = '*' AND recipient = '*' AND patient_id IN (",
                 );
-                let mut list = qb.separated(", ");
-                for id in chunk {
-                    list.push_bind(id.clone());
-                }
+                push_list(&mut qb, chunk);
                 qb.push(")");
                 qb.build_query_as().fetch_all(pool).await
             })?;
@@ -291,15 +288,9 @@ impl Store {
                     .push(" AND purpose IN (").push_bind(purpose.to_string())
                     .push(", '*') AND status IN ('granted', 'revoked') AND (expires_at IS NULL OR expires_at > ")
                     .push_bind(now).push(") AND channel IN (");
-                let mut list = qb.separated(", ");
-                for channel in &channels {
-                    list.push_bind(channel.clone());
-                }
+                push_list(&mut qb, &channels);
                 qb.push(") AND recipient IN (");
-                let mut list = qb.separated(", ");
-                for recipient in chunk {
-                    list.push_bind(recipient.clone());
-                }
+                push_list(&mut qb, chunk);
                 qb.push(")");
                 qb.build_query_as().fetch_all(pool).await
             })?;
@@ -312,10 +303,7 @@ impl Store {
                     .push(" AND purpose IN (").push_bind(purpose.to_string())
                     .push(", '*') AND status IN ('granted', 'revoked') AND (expires_at IS NULL OR expires_at > ")
                     .push_bind(now).push(") AND recipient = '*' AND patient_id IN (");
-                let mut list = qb.separated(", ");
-                for id in chunk {
-                    list.push_bind(id.clone());
-                }
+                push_list(&mut qb, chunk);
                 qb.push(")");
                 qb.build_query_as().fetch_all(pool).await
             })?;
@@ -339,10 +327,7 @@ impl Store {
                 );
                 qb.push_bind(organization_id.to_string())
                     .push(" AND status = 'open' AND patient_id IN (");
-                let mut list = qb.separated(", ");
-                for id in chunk {
-                    list.push_bind(id.clone());
-                }
+                push_list(&mut qb, chunk);
                 qb.push(")");
                 qb.build_query_as().fetch_all(pool).await
             })?;
