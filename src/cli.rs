@@ -73,6 +73,11 @@ enum Command {
         #[arg(long)]
         org: Option<String>,
     },
+    /// Inbound items: the operator's quarantine of items no organization owns.
+    Inbound {
+        #[command(subcommand)]
+        command: InboundCommand,
+    },
     /// HL7 v2: send files over MLLP, replay archived messages.
     Hl7 {
         #[command(subcommand)]
@@ -112,6 +117,18 @@ enum KeysCommand {
         /// A label for the key.
         #[arg(long, default_value = "default")]
         name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum InboundCommand {
+    /// Items sent to a number or address no organization owns (newest first). They are kept
+    /// sealed and filed into no tenant; claim the number in `organizations.<slug>.numbers` so
+    /// that later ones are routed.
+    Orphans {
+        /// How many to list.
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
     },
 }
 
@@ -343,6 +360,29 @@ async fn dispatch(cli: Cli) -> Result<()> {
             );
             println!("{token}");
         }
+        Command::Inbound {
+            command: InboundCommand::Orphans { limit },
+        } => {
+            let core = Core::open(config).await?;
+            let orphans = core.store.inbound_orphans(limit.clamp(1, 10_000)).await?;
+            if orphans.is_empty() {
+                eprintln!("no orphaned inbound items");
+            }
+            for orphan in orphans {
+                let at = chrono::DateTime::from_timestamp_millis(orphan.created_at)
+                    .map(|t| t.to_rfc3339())
+                    .unwrap_or_default();
+                println!(
+                    "{}  {at}  {}  via {}  to {}  from {}  {}",
+                    orphan.id,
+                    orphan.channel,
+                    orphan.connector.as_deref().unwrap_or("-"),
+                    orphan.recipient.as_deref().unwrap_or("-"),
+                    mask(&orphan.sender),
+                    orphan.reason
+                );
+            }
+        }
         Command::DeadLetters { command, org } => {
             let core = Core::open(config).await?;
             match command {
@@ -433,6 +473,15 @@ async fn dispatch(cli: Cli) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A sender's number or address with all but its last four characters hidden.
+fn mask(value: &str) -> String {
+    let chars: Vec<char> = value.chars().collect();
+    let keep = chars.len().min(4);
+    let hidden = chars.len() - keep;
+    let tail: String = chars[hidden..].iter().collect();
+    format!("{}{tail}", "*".repeat(hidden))
 }
 
 fn not_found(error: StoreError, what: &str) -> anyhow::Error {

@@ -17,6 +17,11 @@ use openssl::symm::{Cipher, decrypt_aead, encrypt_aead};
 const MAGIC: &[u8; 3] = b"SB1";
 const NONCE_LEN: usize = 12;
 const TAG_LEN: usize = 16;
+/// Label of the key derived (HMAC-SHA256) from an at-rest key for delivery reference tokens.
+const TOKEN_LABEL: &[u8] = b"switchboard/reference-token/delivery/v1";
+/// Prefix of a delivery reference token, and of a delivery id.
+const TOKEN_PREFIX: &str = "r";
+const DELIVERY_PREFIX: &str = "dlv_";
 
 #[derive(Debug, thiserror::Error)]
 pub enum CryptoError {
@@ -38,11 +43,13 @@ pub enum CryptoError {
     },
 }
 
-/// One AES-256 key and its id (first 8 bytes of its SHA-256, hex).
+/// One AES-256 key and its id (first 8 bytes of its SHA-256, hex), with the key derived
+/// from it for reference tokens.
 #[derive(Clone)]
 struct Key {
     id: String,
     bytes: [u8; 32],
+    token: [u8; 32],
 }
 
 impl Key {
@@ -59,9 +66,11 @@ impl Key {
             .try_into()
             .map_err(|_| CryptoError::BadKey("expected exactly 32 bytes".into()))?;
         let digest = hash(MessageDigest::sha256(), &bytes)?;
+        let token = derive(&bytes, TOKEN_LABEL)?;
         Ok(Self {
             id: hex::encode(&digest[..8]),
             bytes,
+            token,
         })
     }
 }
@@ -147,6 +156,43 @@ impl Keyring {
         Ok(out)
     }
 
+    /// The reference token a third party sees instead of a delivery id (in Message-IDs, VERP
+    /// return paths, provider callback URLs): the id's 128-bit ULID enciphered with AES-256
+    /// under a key derived from the current at-rest key, in lowercase Crockford base32 with an
+    /// `r` prefix. Without the key a token can neither be made for a chosen delivery nor be
+    /// read back to an id, and tokens of consecutive ids share nothing; with it the id comes
+    /// back without a lookup table. `None` for a value that is not a delivery id.
+    pub fn delivery_token(&self, delivery_id: &str) -> Option<String> {
+        let ulid = delivery_id
+            .strip_prefix(DELIVERY_PREFIX)
+            .and_then(|u| ulid::Ulid::from_string(u).ok())?;
+        let block = aes_block(&self.current.token, &ulid.to_bytes(), true)?;
+        let token = ulid::Ulid::from_bytes(block).to_string().to_lowercase();
+        Some(format!("{TOKEN_PREFIX}{token}"))
+    }
+
+    /// The delivery ids a token may stand for: one per configured key (tokens made before a
+    /// key rotation still resolve). Callers look each up and bind it to the connector and
+    /// organization the token arrived through; a forged token yields ids that do not exist.
+    pub fn delivery_ids_for_token(&self, token: &str) -> Vec<String> {
+        let Some(ulid) = token
+            .strip_prefix(TOKEN_PREFIX)
+            .filter(|t| t.len() == 26)
+            .and_then(|t| ulid::Ulid::from_string(t).ok())
+        else {
+            return Vec::new();
+        };
+        let mut keys: Vec<&Key> = vec![&self.current];
+        keys.extend(self.all.values().filter(|k| k.id != self.current.id));
+        keys.into_iter()
+            .filter_map(|key| aes_block(&key.token, &ulid.to_bytes(), false))
+            .map(|plain| {
+                let id = ulid::Ulid::from_bytes(plain).to_string().to_lowercase();
+                format!("{DELIVERY_PREFIX}{id}")
+            })
+            .collect()
+    }
+
     /// Decrypts a value sealed by [`Keyring::seal`] with the same `context`.
     pub fn open(&self, sealed: &[u8], context: &str) -> Result<Vec<u8>, CryptoError> {
         let rest = sealed.strip_prefix(MAGIC).ok_or(CryptoError::Malformed)?;
@@ -173,6 +219,37 @@ impl Keyring {
         )
         .map_err(|_| CryptoError::Authentication)
     }
+}
+
+/// HMAC-SHA256(`key`, `label`): a key for one purpose derived from the at-rest key.
+fn derive(key: &[u8; 32], label: &[u8]) -> Result<[u8; 32], CryptoError> {
+    let pkey = openssl::pkey::PKey::hmac(key)?;
+    let mut signer = openssl::sign::Signer::new(MessageDigest::sha256(), &pkey)?;
+    signer.update(label)?;
+    let mac = signer.sign_to_vec()?;
+    let mut out = [0u8; 32];
+    out.copy_from_slice(&mac[..32]);
+    Ok(out)
+}
+
+/// One AES-256 block (a keyed permutation of 128-bit values), forward or back.
+fn aes_block(key: &[u8; 32], block: &[u8; 16], encrypt: bool) -> Option<[u8; 16]> {
+    use openssl::symm::{Crypter, Mode};
+    let mode = if encrypt {
+        Mode::Encrypt
+    } else {
+        Mode::Decrypt
+    };
+    let mut crypter = Crypter::new(Cipher::aes_256_ecb(), mode, key, None).ok()?;
+    crypter.pad(false);
+    let mut out = [0u8; 32];
+    let n = crypter.update(block, &mut out).ok()?;
+    let m = crypter.finalize(&mut out[n..]).ok()?;
+    (n + m == 16).then(|| {
+        let mut block = [0u8; 16];
+        block.copy_from_slice(&out[..16]);
+        block
+    })
 }
 
 #[cfg(unix)]
@@ -238,5 +315,44 @@ mod tests {
             Err(CryptoError::Malformed)
         ));
         assert!(Keyring::from_texts("too short", &[]).is_err());
+    }
+
+    #[test]
+    fn delivery_tokens_hide_ids_and_round_trip_across_rotation() {
+        const KEY_B: &str = "1f1e1d1c1b1a191817161514131211100f0e0d0c0b0a09080706050403020100";
+        let a = Keyring::from_texts(KEY_A, &[]).expect("key");
+        let id = "dlv_01jd5x7k8m0000000000000000";
+        let next = "dlv_01jd5x7k8m0000000000000001";
+        let token = a.delivery_token(id).expect("token");
+        assert!(token.starts_with('r') && token.len() == 27, "{token}");
+        assert!(
+            !token.contains("01jd5x7k8m"),
+            "the id shows through: {token}"
+        );
+        let other = a.delivery_token(next).expect("token");
+        // Consecutive ids give unrelated tokens (no shared prefix beyond chance).
+        let shared = token
+            .chars()
+            .zip(other.chars())
+            .take_while(|(x, y)| x == y)
+            .count();
+        assert!(shared < 4, "{token} vs {other}");
+        assert_eq!(a.delivery_ids_for_token(&token), vec![id.to_string()]);
+        // After a rotation (B current, A previous) the old token still resolves.
+        let b = Keyring::from_texts(KEY_B, &[KEY_A.to_string()]).expect("keys");
+        assert!(b.delivery_ids_for_token(&token).contains(&id.to_string()));
+        assert_ne!(b.delivery_token(id), Some(token.clone()));
+        // Another key's holder cannot make or read tokens.
+        let stranger = Keyring::from_texts(KEY_B, &[]).expect("key");
+        assert!(
+            !stranger
+                .delivery_ids_for_token(&token)
+                .contains(&id.to_string())
+        );
+        // Not tokens at all.
+        assert!(a.delivery_ids_for_token(id).is_empty());
+        assert!(a.delivery_ids_for_token("r../../etc").is_empty());
+        assert!(a.delivery_ids_for_token("").is_empty());
+        assert_eq!(a.delivery_token("msg_01jd5x7k8m0000000000000000"), None);
     }
 }

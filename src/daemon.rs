@@ -257,11 +257,13 @@ pub async fn start(config: Config) -> Result<Daemon, DaemonError> {
         None
     };
 
+    let tenancy = Arc::new(crate::tenancy::Tenancy::from_config(&core.config)?);
     let state = AppState::new(
         core.messages(),
         core.inbound(templates.clone()),
         connectors.clone(),
         core.config.clone(),
+        tenancy,
     );
     let http = tokio::spawn(http::serve(listener, state, shutdown.clone()));
 
@@ -312,7 +314,8 @@ pub async fn start(config: Config) -> Result<Daemon, DaemonError> {
         connectors.clone(),
         shutdown.clone(),
     ));
-    let mut bounces = crate::queue::bounces::spawn(&core.config, &core.store, &shutdown);
+    let mut bounces =
+        crate::queue::bounces::spawn(&core.config, &core.store, &core.keyring, &shutdown);
     bounces.extend(crate::queue::direct::spawn(
         &core.config,
         &core.store,

@@ -32,3 +32,4 @@ pub mod reach;
 pub mod reminders;
 pub mod store;
 pub mod templates;
+pub mod tenancy;

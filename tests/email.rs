@@ -127,10 +127,21 @@ async fn delivers_with_our_headers_and_no_phi(backend: Backend) {
     let got = received(&inbox);
     assert_eq!(got.len(), 1);
     let (envelope, raw) = &got[0];
+    // What the relay and the recipient see is the delivery's reference token, never its id.
+    let reference = daemon
+        .core
+        .keyring
+        .delivery_token(&delivery_id)
+        .expect("reference");
     assert_eq!(
         envelope["mail_from"],
-        format!("bounces+{delivery_id}@{DOMAIN}"),
+        format!("bounces+{reference}@{DOMAIN}"),
         "VERP return path"
+    );
+    let ulid = delivery_id.trim_start_matches("dlv_");
+    assert!(
+        !String::from_utf8_lossy(raw).contains(ulid),
+        "the delivery id shows in the message"
     );
     assert_eq!(envelope["rcpt_tos"], json!(["patient@example.org"]));
     let text = String::from_utf8_lossy(raw);
@@ -140,7 +151,7 @@ async fn delivers_with_our_headers_and_no_phi(backend: Backend) {
     let mail = MessageParser::default().parse(raw).expect("parses");
     assert_eq!(
         mail.message_id(),
-        Some(format!("{delivery_id}@{DOMAIN}").as_str())
+        Some(format!("{reference}@{DOMAIN}").as_str())
     );
     let from = mail.from().and_then(|a| a.first()).expect("from");
     assert_eq!(from.address(), Some("no-reply@north.example"));
@@ -322,8 +333,30 @@ async fn bounces_fail_the_delivery(backend: Backend) {
     let mut daemon = TestDaemon::start(email_config(&db, smtp_port, &bounces)).await;
     let (by_verp, verp_delivery) = send(&daemon, None).await;
     let (by_id, id_delivery) = send(&daemon, None).await;
+    let (victim, victim_delivery) = send(&daemon, None).await;
     wait_delivery(&daemon, &by_verp, status_is("sent")).await;
     wait_delivery(&daemon, &by_id, status_is("sent")).await;
+    wait_delivery(&daemon, &victim, status_is("sent")).await;
+    let token = |id: &str| daemon.core.keyring.delivery_token(id).expect("reference");
+    let (verp_delivery, id_delivery) = (token(&verp_delivery), token(&id_delivery));
+
+    // Anyone can mail the bounce mailbox: DSNs naming a delivery by its id (VERP or
+    // Message-ID), or by a token our key did not make, change nothing. They arrive first, so
+    // by the time the real DSNs are recorded they have been read.
+    imap.deliver(
+        "0998.forged",
+        &dsn(
+            &format!("bounces+{victim_delivery}@{DOMAIN}"),
+            &format!("Message-ID: <{victim_delivery}@{DOMAIN}>\r\n"),
+        ),
+    );
+    imap.deliver(
+        "0999.forged",
+        &dsn(
+            &format!("bounces+r{}@{DOMAIN}", "7".repeat(26)),
+            "Subject: x\r\n",
+        ),
+    );
 
     // A plain reply first: it must be left alone.
     imap.deliver(
@@ -377,6 +410,13 @@ async fn bounces_fail_the_delivery(backend: Backend) {
     tokio::time::sleep(Duration::from_millis(1_000)).await;
     let plain = imap.flags("1000.plain").expect("plain message still there");
     assert!(!plain.contains('S'), "plain message flagged: {plain:?}");
+    // The forged DSNs were read in the same passes and applied to nothing.
+    let view = daemon.get_json(&format!("/v1/messages/{victim}")).await;
+    assert_eq!(view["deliveries"][0]["status"], "sent", "{view:#}");
+    for forged in ["0998.forged", "0999.forged"] {
+        let flags = imap.flags(forged).expect("forged DSN still there");
+        assert!(!flags.contains('S'), "{forged} flagged: {flags:?}");
+    }
     daemon.stop().await;
 }
 both_databases!(bounces_fail_the_delivery, super::bounces_fail_the_delivery);
@@ -436,6 +476,7 @@ fn outbound() -> switchboard::channels::OutboundDelivery {
     use switchboard::channels::{OutboundDelivery, Sender};
     OutboundDelivery {
         delivery_id: "dlv_01jtls0000000000000000000".into(),
+        reference: "r01jtls0000000000000000000x".into(),
         organization_id: "org_1".into(),
         message_id: "msg_1".into(),
         channel: "email".into(),
@@ -542,6 +583,7 @@ struct RecordingSink(std::sync::Mutex<Vec<(Vec<String>, String)>>);
 impl switchboard::channels::email::BounceSink for RecordingSink {
     async fn record_bounce(
         &self,
+        _connector: &str,
         candidates: &[String],
         reason: &str,
     ) -> Result<Option<String>, Box<dyn std::error::Error + Send + Sync>> {
@@ -561,7 +603,7 @@ async fn the_bounce_mailbox_is_read_over_tls() {
     let imap = Dovecot::start_with("imap-secret", Some((&cert, &key)));
     let password_file = certs.path().join("imap-password");
     std::fs::write(&password_file, "imap-secret").expect("secret");
-    let id = "dlv_01jtls0000000000000000001";
+    let id = "r01jtls0000000000000000001x";
     imap.deliver(
         "2001.dsn",
         &dsn(
@@ -580,7 +622,7 @@ async fn the_bounce_mailbox_is_read_over_tls() {
             toml::from_str(&text).expect("imap config");
         let sink = RecordingSink::default();
         let mut skip = std::collections::HashSet::new();
-        let recorded = poll_once(&config, DOMAIN, &sink, &mut skip)
+        let recorded = poll_once("mail", &config, DOMAIN, &sink, &mut skip)
             .await
             .unwrap_or_else(|e| panic!("{tls}: {e}"));
         if tls == "implicit" {

@@ -51,7 +51,7 @@ fn twilio_config(db: &TestDb, base_url: &str) -> Config {
                 secret_file(db, "twilio-token", TOKEN),
             )]),
             public_url: None,
-            organization: None,
+            organization: Some("north".into()),
             rate_per_sec: 0.0,
             timeout_secs: 1,
             reconcile_after_secs: 0,

@@ -21,6 +21,10 @@ pub const CHANNELS: [&str; 5] = ["outbox", "sms", "email", "fax", "direct"];
 #[derive(Debug, Clone)]
 pub struct OutboundDelivery {
     pub delivery_id: String,
+    /// What third parties see instead of the id: the delivery's keyed reference token
+    /// (`Keyring::delivery_token`), used in Message-IDs, VERP return paths and provider
+    /// callback URLs.
+    pub reference: String,
     pub organization_id: String,
     pub message_id: String,
     pub channel: String,

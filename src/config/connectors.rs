@@ -119,8 +119,10 @@ pub struct HttpConnectorConfig {
     /// it and signatures are checked against it (`https://gw.example.org`).
     #[serde(default)]
     pub public_url: Option<String>,
-    /// The organization (slug) inbound messages to this connector's numbers belong to.
-    /// Default: the only organization, or the oldest.
+    /// The organization (slug) that owns this connector outright: inbound messages to numbers
+    /// no organization claims in `organizations.<slug>.numbers` are filed into it. Unset (a
+    /// connector shared by several organizations): inbound items are routed only by the number
+    /// they were sent to, and kept as orphans when no organization owns it.
     #[serde(default)]
     pub organization: Option<String>,
     /// Requests per second to this provider (0 = unlimited).

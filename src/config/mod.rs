@@ -489,6 +489,7 @@ impl Config {
                 )));
             }
         }
+        crate::tenancy::Tenancy::from_config(self)?;
         self.reminders.cron_schedule()?;
         if self.queue.batch_size == 0 {
             return Err(ConfigError::Invalid(

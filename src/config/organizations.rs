@@ -9,6 +9,13 @@ use serde::{Deserialize, Serialize};
 pub struct OrganizationConfig {
     /// Name shown to patients ("Riverside Family Clinic"). Default: the stored name.
     pub display_name: Option<String>,
+    /// Phone and fax numbers this organization owns: inbound SMS and faxes sent to them are
+    /// filed into this organization (whatever connector carried them). A number belongs to
+    /// one organization; an item sent to a number nobody owns, through a connector without
+    /// `organization`, is quarantined for the operator (`switchboard inbound orphans`).
+    pub numbers: Vec<String>,
+    /// Email and Direct addresses this organization owns, for inbound items the same way.
+    pub addresses: Vec<String>,
     /// Where patients read secure messages; notifications point here.
     pub portal_url: String,
     /// `From` of patient email ("Riverside Clinic <no-reply@riverside.example>"). Default: the
@@ -60,6 +67,8 @@ impl Default for OrganizationConfig {
     fn default() -> Self {
         Self {
             display_name: None,
+            numbers: Vec::new(),
+            addresses: Vec::new(),
             portal_url: "https://portal.example.org".into(),
             email_from: None,
             reply_to: None,

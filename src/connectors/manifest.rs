@@ -127,6 +127,10 @@ pub struct StatusCallback {
     pub error_code: Option<String>,
     #[serde(default)]
     pub error_message: Option<String>,
+    /// Where the provider's id of this webhook event is (Telnyx `/data/id`): an event seen
+    /// before is answered and ignored, so a replayed webhook changes nothing.
+    #[serde(default)]
+    pub event_id: Option<String>,
     /// Provider state → ours (`queued`, `sending`, `sent`, `delivered`, `failed`). States not
     /// listed are recorded but change nothing.
     pub map: BTreeMap<String, String>,

@@ -42,6 +42,8 @@ pub enum ConnectorError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatusReport {
     pub provider_ref: String,
+    /// The provider's id of this webhook event, when the manifest says where it is.
+    pub event_id: Option<String>,
     /// The provider's own word for the state.
     pub provider_status: String,
     /// Ours, when the manifest maps it.
@@ -229,12 +231,13 @@ impl HttpConnector {
             .map_err(|e| ChannelError::Permanent(format!("connector manifest {key}: {e}")))
     }
 
-    /// Where the provider should post status callbacks for this delivery (the delivery id is
-    /// in the URL so a callback that beats our own `sent` record still finds it).
-    pub fn status_callback_url(&self, delivery_id: &str) -> String {
+    /// Where the provider should post status callbacks for this delivery. The delivery's
+    /// reference token (not its id) is in the URL so a callback that beats our own `sent`
+    /// record still finds it; the hook binds it to this connector.
+    pub fn status_callback_url(&self, reference: &str) -> String {
         match (&self.config.public_url, &self.manifest.status) {
             (Some(public), Some(_)) => format!(
-                "{}/hooks/{}/status?delivery={delivery_id}",
+                "{}/hooks/{}/status?delivery={reference}",
                 public.trim_end_matches('/'),
                 self.name
             ),
@@ -281,15 +284,8 @@ impl HttpConnector {
         if let Some(limiter) = &self.limiter {
             limiter.acquire().await;
         }
-        let callback = self.status_callback_url(&delivery.delivery_id);
-        let context = self.context(
-            &to,
-            &delivery.body,
-            &delivery.delivery_id,
-            "",
-            &callback,
-            "",
-        );
+        let callback = self.status_callback_url(&delivery.reference);
+        let context = self.context(&to, &delivery.body, &delivery.reference, "", &callback, "");
         let url = self.render("send.url", &context)?;
         let mut fields: Vec<(String, String)> = Vec::new();
         for field in self.manifest.send.fields.keys() {
@@ -439,6 +435,7 @@ impl HttpConnector {
                 };
                 Some(StatusReport {
                     provider_ref: id,
+                    event_id: spec.event_id.as_deref().and_then(|p| payload.get(p)),
                     status: spec.map.get(&status).and_then(|s| DeliveryStatus::parse(s)),
                     provider_status: status,
                     error,
@@ -537,6 +534,7 @@ impl HttpConnector {
         let payload = Payload::parse(Encoding::Json, &bytes)
             .map_err(|e| ChannelError::Transient(e.to_string()))?;
         Ok(payload.get(&query.status).map(|status| StatusReport {
+            event_id: None,
             provider_ref: provider_ref.to_string(),
             status: self
                 .manifest

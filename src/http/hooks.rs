@@ -2,8 +2,16 @@
 //! No API key: each request must carry the provider's signature, checked against the URL the
 //! provider called (`public_url` of the connector, else this request's Host and path). Forgeries
 //! get 403 and an audit event. Status reports apply monotonically (late and duplicate ones are
-//! recorded, never regress the delivery); unknown provider ids are logged and answered 200 so
+//! recorded, never regress the delivery); unknown provider ids are logged and answered 2xx so
 //! the provider stops retrying. Inbound messages are stored before they are answered.
+//!
+//! Trust binding: a status report applies only to a delivery carried by *this* connector
+//! (matched by the provider's id first; the `?delivery=` hint is a keyed reference token that
+//! must name a delivery of this connector and agree with the provider id when both are known),
+//! and never rewrites the delivery's connector or provider id. Events the provider numbers
+//! (Telnyx) are recorded, so a replay is a no-op. An inbound item goes to the organization
+//! owning the number it was sent to (or owning the connector), else to the operator's orphan
+//! quarantine — never to a default organization.
 
 use std::sync::Arc;
 
@@ -18,7 +26,8 @@ use crate::connectors::HttpConnector;
 use crate::connectors::payload::Payload;
 use crate::inbound::InboundSms;
 use crate::queue::reconcile::report_update;
-use crate::store::{AuditEntry, StoreError};
+use crate::store::{AuditEntry, DeliveryRow, StoreError};
+use crate::tenancy::Route;
 
 fn connector(state: &AppState, name: &str) -> Result<Arc<HttpConnector>, Problem> {
     state
@@ -44,10 +53,18 @@ fn called_url(connector: &HttpConnector, headers: &HeaderMap, uri: &Uri) -> Stri
     format!("{scheme}://{host}{path}")
 }
 
-async fn organization_for(state: &AppState, connector: &HttpConnector) -> Result<String, Problem> {
-    match connector.organization() {
-        Some(slug) => Ok(state.store.organization_by_slug(slug).await?.id),
-        None => Ok(state.store.first_organization_id().await?),
+/// The organization that owns the connector outright, if one does and exists.
+async fn connector_organization(
+    state: &AppState,
+    connector: &HttpConnector,
+) -> Result<Option<String>, Problem> {
+    let Some(slug) = connector.organization() else {
+        return Ok(None);
+    };
+    match state.store.organization_by_slug(slug).await {
+        Ok(org) => Ok(Some(org.id)),
+        Err(StoreError::NotFound) => Ok(None),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -71,7 +88,7 @@ async fn verified(
     };
     if let Err(e) = connector.verify(&url, &header, body, &payload) {
         warn!(connector = %connector_name(connector), kind, reason = %e, "webhook refused");
-        if let Ok(org) = organization_for(state, connector).await {
+        if let Ok(Some(org)) = connector_organization(state, connector).await {
             let _ = state
                 .store
                 .record_audit(&AuditEntry {
@@ -113,45 +130,89 @@ pub async fn status(
     let Some(report) = report else {
         return Ok(StatusCode::NO_CONTENT.into_response());
     };
-    // The delivery id travels in the callback URL; the provider id is the fallback.
-    let by_url = uri.query().and_then(|q| {
+    if let Some(event) = &report.event_id
+        && !state.store.record_webhook_event(&name, event).await?
+    {
+        info!(connector = %name, "status webhook event seen before; ignored");
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+    let hint = uri.query().and_then(|q| {
         form_urlencoded::parse(q.as_bytes())
             .find(|(k, _)| k == "delivery")
             .map(|(_, v)| v.into_owned())
     });
-    let delivery = match by_url {
-        Some(id) => match state.store.delivery(&id).await {
-            Ok(d)
-                if d.provider_ref
-                    .as_deref()
-                    .is_none_or(|r| r == report.provider_ref) =>
-            {
-                Some(d)
-            }
-            Ok(_) => None,
-            Err(StoreError::NotFound) => None,
-            Err(e) => return Err(e.into()),
-        },
-        None => match state
-            .store
-            .delivery_by_provider_ref(&name, &report.provider_ref)
-            .await?
-        {
-            Some(id) => Some(state.store.delivery(&id).await?),
-            None => None,
-        },
-    };
-    let Some(delivery) = delivery else {
-        info!(connector = %name, "status callback for an unknown message; ignored");
+    let Some(delivery) = delivery_for_report(&state, &name, &report.provider_ref, hint).await?
+    else {
+        info!(connector = %name, "status callback for no delivery of this connector; ignored");
         return Ok(StatusCode::NO_CONTENT.into_response());
     };
-    let Some(update) = report_update(&report, &name, &format!("webhook:{name}")) else {
+    let Some(mut update) = report_update(&report, &name, &format!("webhook:{name}")) else {
         info!(connector = %name, delivery_id = %delivery.id, "provider state not mapped; ignored");
         return Ok(StatusCode::NO_CONTENT.into_response());
     };
+    // A webhook never rewrites which connector carried the delivery, nor the provider's id.
+    update.connector = None;
+    update.provider_ref = None;
+    if delivery.connector.is_some() {
+        update.expect_connector = Some(name.clone());
+    }
     let moved = state.store.update_delivery(&delivery.id, &update).await?;
     info!(connector = %name, delivery_id = %delivery.id, status = update.status.as_str(), moved, "status callback");
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// The delivery a status report from connector `name` is about: the delivery this connector
+/// knows by the provider's id; else the one the `?delivery=` reference token names, when it
+/// is carried by this connector (or, before our own `sent` record, is being sent on a channel
+/// this connector carries) and its provider id, if known, is the report's. Anything else is
+/// no delivery of this connector's.
+async fn delivery_for_report(
+    state: &AppState,
+    name: &str,
+    provider_ref: &str,
+    hint: Option<String>,
+) -> Result<Option<DeliveryRow>, Problem> {
+    if let Some(id) = state
+        .store
+        .delivery_by_provider_ref(name, provider_ref)
+        .await?
+    {
+        let delivery = state.store.delivery(&id).await?;
+        if let Some(token) = &hint
+            && !state
+                .messages
+                .keyring
+                .delivery_ids_for_token(token)
+                .contains(&delivery.id)
+        {
+            warn!(connector = %name, delivery_id = %delivery.id, "status callback's reference names another delivery than its provider id; ignored");
+            return Ok(None);
+        }
+        return Ok(Some(delivery));
+    }
+    let Some(token) = hint else {
+        return Ok(None);
+    };
+    for id in state.messages.keyring.delivery_ids_for_token(&token) {
+        let delivery = match state.store.delivery(&id).await {
+            Ok(delivery) => delivery,
+            Err(StoreError::NotFound) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let carried_here = match &delivery.connector {
+            Some(connector) => connector == name,
+            None => state.config.channel(&delivery.channel).connector == name,
+        };
+        let same_ref = delivery
+            .provider_ref
+            .as_deref()
+            .is_none_or(|r| r == provider_ref);
+        if carried_here && same_ref {
+            return Ok(Some(delivery));
+        }
+        warn!(connector = %name, delivery_id = %delivery.id, "status callback's reference names a delivery of another connector or provider id; ignored");
+    }
+    Ok(None)
 }
 
 /// `POST /hooks/{connector}/inbound`
@@ -170,7 +231,6 @@ pub async fn inbound(
     else {
         return Ok(answer(&connector, None));
     };
-    let organization_id = organization_for(&state, &connector).await?;
     let sms = InboundSms {
         connector: name.clone(),
         provider_ref: message.provider_ref,
@@ -178,6 +238,24 @@ pub async fn inbound(
         to: message.to,
         body: message.body,
         media: message.media,
+    };
+    let organization_id = match state
+        .tenancy
+        .route_number(&sms.to, connector.organization())
+    {
+        Route::Organization(slug) => match state.store.organization_by_slug(&slug).await {
+            Ok(org) => org.id,
+            Err(StoreError::NotFound) => {
+                let reason = format!("organization {slug} is not set up");
+                state.inbound.receive_orphan(&sms, &reason).await?;
+                return Ok(answer(&connector, None));
+            }
+            Err(e) => return Err(e.into()),
+        },
+        Route::Orphan(reason) => {
+            state.inbound.receive_orphan(&sms, &reason).await?;
+            return Ok(answer(&connector, None));
+        }
     };
     let receipt = state.inbound.receive_sms(&organization_id, &sms).await?;
     let reply = receipt.reply.as_deref();

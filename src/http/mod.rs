@@ -40,6 +40,8 @@ pub struct AppState {
     pub connectors: Connectors,
     pub config: Arc<Config>,
     pub keys: auth::KeyCache,
+    /// Which organization owns the number an inbound item was sent to.
+    pub tenancy: Arc<crate::tenancy::Tenancy>,
 }
 
 impl AppState {
@@ -48,6 +50,7 @@ impl AppState {
         inbound: InboundService,
         connectors: Connectors,
         config: Arc<Config>,
+        tenancy: Arc<crate::tenancy::Tenancy>,
     ) -> Self {
         Self {
             store: messages.store.clone(),
@@ -56,6 +59,7 @@ impl AppState {
             connectors,
             config,
             keys: auth::KeyCache::default(),
+            tenancy,
         }
     }
 

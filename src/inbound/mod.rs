@@ -13,7 +13,7 @@ use tracing::info;
 use crate::config::Config;
 use crate::crypto::{CryptoError, Keyring};
 use crate::messages::MessageContent;
-use crate::store::{ConsentChange, FileInbound, NewInbound, Store, StoreError, new_id};
+use crate::store::{ConsentChange, FileInbound, NewInbound, NewOrphan, Store, StoreError, new_id};
 use crate::templates::Templates;
 use keywords::{Keyword, ReminderReply};
 
@@ -56,7 +56,8 @@ pub struct InboundSms {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Receipt {
     pub item_id: String,
-    /// `filed`, `unmatched`, `opted_out`, `opted_in`, `help`, `reminder_reply`, `duplicate`.
+    /// `filed`, `unmatched`, `opted_out`, `opted_in`, `help`, `reminder_reply`, `duplicate`,
+    /// `orphaned` (no organization owns it: quarantined for the operator, nothing applied).
     pub outcome: &'static str,
     /// Text to answer the sender with.
     pub reply: Option<String>,
@@ -72,6 +73,33 @@ pub struct InboundService {
 }
 
 impl InboundService {
+    /// Keeps an SMS no organization owns, sealed, in the operator's quarantine. No keyword is
+    /// applied and nothing is answered: it belongs to no tenant.
+    pub async fn receive_orphan(
+        &self,
+        sms: &InboundSms,
+        reason: &str,
+    ) -> Result<Receipt, InboundError> {
+        let id = new_id("orp");
+        let raw = serde_json::to_vec(sms).map_err(|_| CryptoError::Malformed)?;
+        let orphan = NewOrphan {
+            channel: "sms".into(),
+            connector: Some(sms.connector.clone()),
+            provider_ref: sms.provider_ref.clone(),
+            sender: crate::phone::to_e164(&sms.from, "US").unwrap_or_else(|_| sms.from.clone()),
+            recipient: Some(sms.to.clone()),
+            reason: reason.to_string(),
+            raw: self.keyring.seal(&raw, &id)?,
+        };
+        let (item_id, fresh) = self.store.record_orphan(&id, &orphan).await?;
+        tracing::warn!(orphan_id = %item_id, connector = %sms.connector, fresh, "inbound SMS belongs to no organization; quarantined for the operator");
+        Ok(Receipt {
+            item_id,
+            outcome: if fresh { "orphaned" } else { "duplicate" },
+            reply: None,
+        })
+    }
+
     /// Records, then handles, one inbound SMS for an organization.
     pub async fn receive_sms(
         &self,

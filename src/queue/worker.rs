@@ -200,8 +200,14 @@ impl Deliverer {
                 delivery.channel
             ))));
         }
+        let Some(reference) = self.keyring.delivery_token(&delivery.id) else {
+            return Ok(Err(ChannelError::Permanent(
+                "delivery id is not a reference-able id".into(),
+            )));
+        };
         Ok(Ok(OutboundDelivery {
             delivery_id: delivery.id.clone(),
+            reference,
             organization_id: delivery.organization_id.clone(),
             message_id: delivery.message_id.clone(),
             channel: delivery.channel.clone(),

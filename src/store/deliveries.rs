@@ -32,6 +32,11 @@ pub struct DeliveryUpdate {
     pub audit: Option<AuditEntry>,
     /// Also list the delivery under dead letters (attempts exhausted).
     pub dead_letter: bool,
+    /// Apply only while the delivery is in this state (a bounce applies only to `sent`).
+    pub expect_status: Option<DeliveryStatus>,
+    /// Apply only to a delivery carried by this connector (reports from outside are bound to
+    /// the connector they arrived through).
+    pub expect_connector: Option<String>,
 }
 
 impl DeliveryUpdate {
@@ -45,6 +50,8 @@ impl DeliveryUpdate {
             reason: None,
             audit: None,
             dead_letter: false,
+            expect_status: None,
+            expect_connector: None,
         }
     }
 }
@@ -169,8 +176,14 @@ impl Store {
                 connector = COALESCE($5, connector), provider_ref = COALESCE($6, provider_ref),
                 reason = COALESCE($7, reason)
              WHERE id = $1 AND status_rank < $3 AND status NOT IN ", terminal_sql!(), "
+               AND ($8 IS NULL OR status = $8) AND ($9 IS NULL OR connector = $9)
              RETURNING ", delivery_columns!()
         );
+        // A worker's outcome that lost the race to a faster provider callback still records
+        // which connector carried the delivery and the provider's id for it (only where
+        // unknown: nothing rewrites them).
+        let remember = "UPDATE deliveries SET connector = COALESCE(connector, $2), provider_ref = COALESCE(provider_ref, $3)
+             WHERE id = $1 AND (connector IS NULL OR provider_ref IS NULL)";
         let results = on_db!(self.db(), pool => {
             let mut tx = pool.begin().await?;
             let mut history = Vec::with_capacity(updates.len());
@@ -181,7 +194,12 @@ impl Store {
                 let moved: Option<DeliveryRow> = sqlx::query_as(apply)
                     .bind(id).bind(status.as_str()).bind(status.rank()).bind(now)
                     .bind(&update.connector).bind(&update.provider_ref).bind(&update.reason)
+                    .bind(update.expect_status.map(|s| s.as_str())).bind(&update.expect_connector)
                     .fetch_optional(&mut *tx).await?;
+                if moved.is_none() && (update.connector.is_some() || update.provider_ref.is_some()) {
+                    sqlx::query(remember).bind(id).bind(&update.connector).bind(&update.provider_ref)
+                        .execute(&mut *tx).await?;
+                }
                 let organization_id = match &moved {
                     Some(row) => Some(row.organization_id.clone()),
                     None => sqlx::query_as::<_, (String,)>("SELECT organization_id FROM deliveries WHERE id = $1")

@@ -205,14 +205,6 @@ impl Store {
         Ok(())
     }
 
-    /// The oldest organization (where inbound goes when a connector names none).
-    pub async fn first_organization_id(&self) -> Result<String> {
-        let row: Option<(String,)> = on_db!(self.db(), pool => sqlx::query_as(
-            "SELECT id FROM organizations ORDER BY created_at, id LIMIT 1",
-        ).fetch_optional(pool).await)?;
-        row.map(|(id,)| id).ok_or(StoreError::NotFound)
-    }
-
     /// Deliveries of a connector still `sent` since before `sent_before`, not looked up since
     /// `checked_before`: candidates for reconciliation.
     pub async fn deliveries_to_reconcile(
@@ -251,4 +243,77 @@ impl Store {
         .bind(connector).bind(provider_ref).fetch_optional(pool).await)?;
         Ok(row.map(|(id,)| id))
     }
+
+    /// Keeps an item no organization owns, sealed, for the operator. Returns `(id, true)` for
+    /// a new orphan, or the existing one's id and `false` when the provider id was seen.
+    pub async fn record_orphan(&self, id: &str, orphan: &NewOrphan) -> Result<(String, bool)> {
+        let now = now_ms();
+        let inserted: Option<(String,)> = on_db!(self.db(), pool => sqlx::query_as(
+            "INSERT INTO inbound_orphans (id, channel, connector, provider_ref, sender, recipient, reason, raw, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+             ON CONFLICT DO NOTHING RETURNING id",
+        )
+        .bind(id).bind(&orphan.channel).bind(&orphan.connector).bind(&orphan.provider_ref)
+        .bind(&orphan.sender).bind(&orphan.recipient).bind(&orphan.reason).bind(&orphan.raw).bind(now)
+        .fetch_optional(pool).await)?;
+        if let Some((id,)) = inserted {
+            return Ok((id, true));
+        }
+        let existing: Option<(String,)> = on_db!(self.db(), pool => sqlx::query_as(
+            "SELECT id FROM inbound_orphans WHERE connector = $1 AND provider_ref = $2",
+        )
+        .bind(&orphan.connector).bind(&orphan.provider_ref)
+        .fetch_optional(pool).await)?;
+        existing
+            .map(|(id,)| (id, false))
+            .ok_or(StoreError::NotFound)
+    }
+
+    /// Orphans, newest first (operator only: they belong to no organization).
+    pub async fn inbound_orphans(&self, limit: i64) -> Result<Vec<OrphanRow>> {
+        Ok(on_db!(self.db(), pool => sqlx::query_as(
+            "SELECT id, channel, connector, provider_ref, sender, recipient, reason, created_at
+             FROM inbound_orphans ORDER BY created_at DESC, id DESC LIMIT $1",
+        )
+        .bind(limit).fetch_all(pool).await)?)
+    }
+
+    /// Records a provider webhook event; `false` when it was recorded before (a replay).
+    pub async fn record_webhook_event(&self, connector: &str, event_id: &str) -> Result<bool> {
+        let now = now_ms();
+        let inserted: Option<(String,)> = on_db!(self.db(), pool => sqlx::query_as(
+            "INSERT INTO webhook_events (connector, event_id, created_at) VALUES ($1, $2, $3)
+             ON CONFLICT DO NOTHING RETURNING event_id",
+        )
+        .bind(connector).bind(event_id).bind(now)
+        .fetch_optional(pool).await)?;
+        Ok(inserted.is_some())
+    }
+}
+
+/// An item no organization owns.
+#[derive(Debug, Clone)]
+pub struct NewOrphan {
+    pub channel: String,
+    pub connector: Option<String>,
+    pub provider_ref: Option<String>,
+    pub sender: String,
+    pub recipient: Option<String>,
+    /// Why no organization was chosen.
+    pub reason: String,
+    /// Sealed with the orphan id as associated data.
+    pub raw: Vec<u8>,
+}
+
+/// An orphan as listed (without its sealed content).
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
+pub struct OrphanRow {
+    pub id: String,
+    pub channel: String,
+    pub connector: Option<String>,
+    pub provider_ref: Option<String>,
+    pub sender: String,
+    pub recipient: Option<String>,
+    pub reason: String,
+    pub created_at: i64,
 }

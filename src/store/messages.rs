@@ -187,7 +187,7 @@ impl Store {
         let sql = concat!(
             "SELECT ",
             delivery_columns!(),
-            " FROM deliveries WHERE message_id = $1 ORDER BY id"
+            " FROM deliveries WHERE message_id = $1 ORDER BY created_at, id"
         );
         Ok(on_db!(self.db(), pool => sqlx::query_as(sql).bind(message_id).fetch_all(pool).await)?)
     }
@@ -235,7 +235,7 @@ impl Store {
         let sql = concat!(
             "SELECT ",
             message_columns!(),
-            " FROM messages WHERE organization_id = $1 AND thread_id = $2 ORDER BY id LIMIT $3"
+            " FROM messages WHERE organization_id = $1 AND thread_id = $2 ORDER BY created_at, id LIMIT $3"
         );
         Ok(
             on_db!(self.db(), pool => sqlx::query_as(sql).bind(organization_id).bind(thread_id).bind(limit)

@@ -44,7 +44,7 @@ pub use deliveries::{Claimed, DeliveryUpdate, SweepItem};
 pub use events::{EventCursor, EventPage};
 pub use group::{AfterAccept, GroupCommit};
 pub use hl7::{Hl7Arrival, Hl7Effects, Hl7Outcome, Hl7Row};
-pub use inbound::{FileInbound, InboundRow, NewInbound};
+pub use inbound::{FileInbound, InboundRow, NewInbound, NewOrphan, OrphanRow};
 pub use messages::{AcceptItem, AcceptOutcome, NewDelivery, NewMessage};
 pub use patients::{ConsentInput, ContactPointInput, PatientInput};
 pub use reminders::{NewTouch, PlanRow, TouchRow};
@@ -191,16 +191,34 @@ pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-/// A new id: a type prefix and a ULID. ULIDs from this process are monotonic (one generator),
-/// so ids of one kind sort in creation order.
+/// A new id: a type prefix and a ULID whose 80 low bits are fresh randomness for every id
+/// (never the monotonic generator's "previous + 1": ids minted in the same millisecond must
+/// not be guessable from one another). Ids still sort by their millisecond; within one
+/// millisecond their order is random, so lists order by `created_at` first.
 pub fn new_id(prefix: &str) -> String {
-    static GENERATOR: std::sync::Mutex<Option<ulid::Generator>> = std::sync::Mutex::new(None);
-    let ulid = match GENERATOR.lock() {
-        Ok(mut guard) => guard
-            .get_or_insert_with(ulid::Generator::new)
-            .generate()
-            .unwrap_or_else(|_| ulid::Ulid::new()),
-        Err(_) => ulid::Ulid::new(),
-    };
-    format!("{prefix}_{}", ulid.to_string().to_lowercase())
+    format!("{prefix}_{}", ulid::Ulid::new().to_string().to_lowercase())
+}
+
+#[cfg(test)]
+mod id_tests {
+    use super::new_id;
+
+    #[test]
+    fn ids_of_the_same_millisecond_are_not_consecutive() {
+        let ids: Vec<String> = (0..64).map(|_| new_id("dlv")).collect();
+        for pair in ids.windows(2) {
+            let (a, b) = (&pair[0][4..], &pair[1][4..]);
+            if a[..10] != b[..10] {
+                continue; // another millisecond
+            }
+            let a = ulid::Ulid::from_string(a).expect("ulid").random();
+            let b = ulid::Ulid::from_string(b).expect("ulid").random();
+            assert!(
+                a.abs_diff(b) > 1 << 20,
+                "ids {} and {} are near neighbours",
+                pair[0],
+                pair[1]
+            );
+        }
+    }
 }

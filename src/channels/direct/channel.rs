@@ -2,7 +2,7 @@
 //! the message ([`compose`](super::compose)), in `sign` mode find the recipient's certificates
 //! (local store, then DNS CERT) and seal it (wrap, sign with our key, encrypt to each
 //! certificate), then relay it through the HISP's SMTP with the email channel's transport.
-//! The `Message-ID` (`<delivery id>@<domain>`) is the `provider_ref` MDNs are matched on.
+//! The `Message-ID` (`<reference token>@<domain>`, never the delivery id) is the `provider_ref` MDNs are matched on.
 //!
 //! Outcomes: no usable certificate → permanent ("no trusted certificate for recipient"); a
 //! DNS failure → transient; SMTP answers as for the email channel.
@@ -48,7 +48,7 @@ impl DirectChannel {
         if to.parse::<lettre::Address>().is_err() {
             return Err(ChannelError::Permanent("invalid Direct address".into()));
         }
-        let message_id = format!("{}@{}", delivery.delivery_id, self.domain);
+        let message_id = format!("{}@{}", delivery.reference, self.domain);
         let inner = compose::inner_message(
             &self.address,
             &to,

@@ -1,6 +1,7 @@
 //! The bounce poller: one task per SMTP connector with `bounces` configured. Each pass reads
 //! the IMAP mailbox's unseen messages without marking them, and for each DSN reporting a
-//! failure hands the candidate delivery ids and the diagnostic to a [`BounceSink`]. Only after
+//! failure hands the candidate reference tokens and the diagnostic to a [`BounceSink`], which
+//! applies it only to a `sent` delivery of this connector. Only after
 //! the sink has committed is the message flagged `\Seen` (durable before ack: a crash in
 //! between re-reads it, and the store's monotonic update makes the repeat harmless). Messages
 //! that are not DSNs, or name no delivery of ours, are left untouched (not flagged, not moved)
@@ -24,10 +25,12 @@ use crate::config::ImapMailboxConfig;
 /// Where bounce failures are recorded (the daemon implements it over the store).
 #[async_trait::async_trait]
 pub trait BounceSink: Send + Sync {
-    /// Records `reason` as the failure of the first candidate delivery that exists, committed
-    /// before returning. `Ok(None)`: no candidate is a delivery of ours.
+    /// Records `reason` as the failure of the first candidate (a reference token) that names a
+    /// `sent` delivery carried by `connector`, committed before returning. `Ok(None)`: no
+    /// candidate is such a delivery.
     async fn record_bounce(
         &self,
+        connector: &str,
         candidates: &[String],
         reason: &str,
     ) -> Result<Option<String>, Box<dyn std::error::Error + Send + Sync>>;
@@ -50,7 +53,7 @@ pub async fn poll_bounces(
             _ = shutdown.cancelled() => None,
             result = async {
                 let session = watch.session().await?;
-                read_bounces(session, &domain, sink.as_ref(), &mut skip).await
+                read_bounces(session, &connector, &domain, sink.as_ref(), &mut skip).await
             } => Some(result),
         };
         let Some(result) = result else {
@@ -75,13 +78,14 @@ pub async fn poll_bounces(
 
 /// One poll on a fresh connection: returns how many bounces were recorded.
 pub async fn poll_once(
+    connector: &str,
     config: &ImapMailboxConfig,
     domain: &str,
     sink: &dyn BounceSink,
     skip: &mut HashSet<u32>,
 ) -> Result<usize, EmailError> {
     let mut session = open(config).await?;
-    let recorded = read_bounces(&mut session, domain, sink, skip).await?;
+    let recorded = read_bounces(&mut session, connector, domain, sink, skip).await?;
     let _ = session.logout().await;
     Ok(recorded)
 }
@@ -89,6 +93,7 @@ pub async fn poll_once(
 /// Reads the unseen messages of the selected mailbox: returns how many bounces were recorded.
 async fn read_bounces(
     session: &mut ImapSession,
+    connector: &str,
     domain: &str,
     sink: &dyn BounceSink,
     skip: &mut HashSet<u32>,
@@ -114,7 +119,10 @@ async fn read_bounces(
             skip.insert(uid);
             continue;
         }
-        match sink.record_bounce(&candidates, &bounce.reason).await {
+        match sink
+            .record_bounce(connector, &candidates, &bounce.reason)
+            .await
+        {
             Ok(Some(delivery_id)) => {
                 session.mark_seen(uid).await?;
                 info!(%delivery_id, uid, "bounce recorded");

@@ -86,19 +86,19 @@ impl Composer {
         &self.domain
     }
 
-    /// `<delivery id@domain>`.
-    pub fn message_id(&self, delivery_id: &str) -> String {
-        format!("<{delivery_id}@{}>", self.domain)
+    /// `<reference@domain>` (the delivery's reference token, never its id).
+    pub fn message_id(&self, reference: &str) -> String {
+        format!("<{reference}@{}>", self.domain)
     }
 
-    /// The envelope sender: the connector's `from`, with `+<delivery id>` under VERP.
-    pub fn return_path(&self, delivery_id: &str) -> Result<Address, EmailError> {
+    /// The envelope sender: the connector's `from`, with `+<reference>` under VERP.
+    pub fn return_path(&self, reference: &str) -> Result<Address, EmailError> {
         if !self.verp {
             return Ok(self.from.email.clone());
         }
         let user = self.from.email.user();
         let base = user.split_once('+').map(|(b, _)| b).unwrap_or(user);
-        Address::new(format!("{base}+{delivery_id}"), self.from.email.domain()).map_err(|_| {
+        Address::new(format!("{base}+{reference}"), self.from.email.domain()).map_err(|_| {
             EmailError::Address {
                 what: "return path",
             }
@@ -138,7 +138,7 @@ impl Composer {
             .parse()
             .map_err(|_| EmailError::Address { what: "recipient" })?;
         let envelope = Envelope::new(
-            Some(self.return_path(&delivery.delivery_id)?),
+            Some(self.return_path(&delivery.reference)?),
             vec![to.email.clone()],
         )
         .map_err(|e| EmailError::Build(e.to_string()))?;
@@ -146,7 +146,7 @@ impl Composer {
             .from(from)
             .to(to)
             .subject(subject)
-            .message_id(Some(self.message_id(&delivery.delivery_id)))
+            .message_id(Some(self.message_id(&delivery.reference)))
             .date_now()
             .envelope(envelope);
         if let Some(reply_to) = &settings.reply_to {
@@ -183,6 +183,7 @@ mod tests {
         };
         OutboundDelivery {
             delivery_id: "dlv_01jtest".into(),
+            reference: "r01jref".into(),
             organization_id: "org_1".into(),
             message_id: "msg_1".into(),
             channel: "email".into(),
@@ -219,7 +220,7 @@ mod tests {
         assert!(raw.contains("secure message"), "{raw}");
         assert!(raw.contains("https://portal.north.example"), "{raw}");
         assert!(
-            raw.contains("Message-ID: <dlv_01jtest@mail.clinic.example>"),
+            raw.contains("Message-ID: <r01jref@mail.clinic.example>"),
             "{raw}"
         );
         assert!(
@@ -229,7 +230,8 @@ mod tests {
         assert!(raw.contains("multipart/alternative"), "{raw}");
         assert!(raw.contains("Date: "), "{raw}");
         let from = message.envelope().from().expect("envelope sender");
-        assert_eq!(from.to_string(), "bounces+dlv_01jtest@mail.clinic.example");
+        assert_eq!(from.to_string(), "bounces+r01jref@mail.clinic.example");
+        assert!(!raw.contains("dlv_01jtest"), "the delivery id shows: {raw}");
     }
 
     #[test]

@@ -3,12 +3,16 @@
 //! about. The report fields are read by `direct::mdn` (shared with Direct); this file adds what
 //! identifies our deliveries:
 //!
-//! 1. VERP: the DSN is addressed to the return path `<local>+<delivery id>@<domain>`, so the
+//! 1. VERP: the DSN is addressed to the return path `<local>+<reference>@<domain>`, so the
 //!    DSN's own `To`/`Delivered-To`/`X-Original-To`/`Envelope-To` (or the returned original's
-//!    `Return-Path`) carry the delivery id;
-//! 2. else the returned original's `Message-ID: <delivery id@domain>`.
+//!    `Return-Path`) carry the delivery's reference token;
+//! 2. else the returned original's `Message-ID: <reference@domain>`.
 //!
-//! Anything that is not a DSN with a failed action is `None`: the caller leaves it alone.
+//! A reference is the keyed token of a delivery id (`Keyring::delivery_token`), never the id:
+//! whoever can write to the bounce mailbox cannot name a delivery they were not sent. The
+//! caller resolves references and applies a bounce only to a `sent` delivery of the connector
+//! whose mailbox it came from. Anything that is not a DSN with a failed action is `None`: the
+//! caller leaves it alone.
 
 use mail_parser::{MessageParser, MimeHeaders, PartType};
 
@@ -17,7 +21,7 @@ use crate::direct::mdn::{NotificationKind, Outcome, parse_notifications};
 /// A failure report about one of our messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Bounce {
-    /// Delivery ids found in VERP addresses, in the order above (usually one).
+    /// Reference tokens found in VERP addresses, in the order above (usually one).
     pub verp_ids: Vec<String>,
     /// The returned original's `Message-ID`, without angle brackets.
     pub original_message_id: Option<String>,
@@ -26,14 +30,14 @@ pub struct Bounce {
 }
 
 impl Bounce {
-    /// Candidate delivery ids, best first: VERP ids, then the Message-ID's local part when its
-    /// domain is `domain` (our Message-ID domain).
+    /// Candidate reference tokens, best first: VERP references, then the Message-ID's local
+    /// part when its domain is `domain` (our Message-ID domain).
     pub fn candidates(&self, domain: &str) -> Vec<String> {
         let mut out = self.verp_ids.clone();
         if let Some(id) = &self.original_message_id
             && let Some((local, host)) = id.rsplit_once('@')
             && host.eq_ignore_ascii_case(domain)
-            && is_delivery_id(local)
+            && is_reference(local)
             && !out.iter().any(|o| o == local)
         {
             out.push(local.to_string());
@@ -102,24 +106,24 @@ pub fn parse_bounce(raw: &[u8]) -> Option<Bounce> {
     })
 }
 
-/// Whether `id` looks like one of our delivery ids (`dlv_` + lowercase ULID).
-pub fn is_delivery_id(id: &str) -> bool {
-    id.len() <= 64
-        && id.starts_with("dlv_")
-        && id[4..]
+/// Whether `id` looks like one of our delivery reference tokens (`r` + 26 lowercase
+/// Crockford base32 characters).
+pub fn is_reference(id: &str) -> bool {
+    id.len() == 27
+        && id.starts_with('r')
+        && id[1..]
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && id.len() > 4
 }
 
-/// Adds the delivery ids of every `+<id>@` found in `value`.
+/// Adds the reference tokens of every `+<token>@` found in `value`.
 fn push_verp_ids(value: &str, out: &mut Vec<String>) {
     let mut rest = value;
     while let Some(plus) = rest.find('+') {
         let after = &rest[plus + 1..];
         if let Some(at) = after.find('@') {
             let id = after[..at].to_ascii_lowercase();
-            if is_delivery_id(&id) && !out.contains(&id) {
+            if is_reference(&id) && !out.contains(&id) {
                 out.push(id);
             }
         }
@@ -188,7 +192,7 @@ mod tests {
         )
     }
 
-    const ID: &str = "dlv_01jx0000000000000000000000";
+    const ID: &str = "r7zk3m1q9d8x0v6c2n4b5h7j9tw";
 
     #[test]
     fn finds_the_delivery_by_verp() {
@@ -242,7 +246,7 @@ mod tests {
     fn the_reference_implementation_dsn_parses() {
         let path = concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../shared/vectors/direct/messages/ri-DSNMessage.txt"
+            "/tests/data/direct/ri-DSNMessage.txt"
         );
         let Ok(raw) = std::fs::read(path) else {
             return;
@@ -252,10 +256,23 @@ mod tests {
     }
 
     #[test]
-    fn delivery_ids_are_strict() {
-        assert!(is_delivery_id(ID));
-        assert!(!is_delivery_id("dlv_"));
-        assert!(!is_delivery_id("msg_01abc"));
-        assert!(!is_delivery_id("dlv_../x"));
+    fn references_are_strict() {
+        assert!(is_reference(ID));
+        assert!(!is_reference("r"));
+        // A raw delivery id is not a reference: bounces naming ids are not ours to apply.
+        assert!(!is_reference("dlv_01jx0000000000000000000000"));
+        assert!(!is_reference("r../x"));
+        assert!(!is_reference(&format!("{ID}0")));
+    }
+
+    #[test]
+    fn a_dsn_naming_a_raw_delivery_id_has_no_candidates() {
+        let id = "dlv_01jx0000000000000000000000";
+        let raw = dsn(
+            &format!("bounces+{id}@mail.clinic.example"),
+            &format!("Message-ID: <{id}@mail.clinic.example>\r\n"),
+        );
+        let bounce = parse_bounce(raw.as_bytes()).expect("a bounce");
+        assert!(bounce.candidates("mail.clinic.example").is_empty());
     }
 }
