@@ -809,7 +809,7 @@ fn fetch_policy(allow: &[&str]) -> Arc<switchboard::direct::discovery::fetch::Fe
         ..Default::default()
     };
     Arc::new(
-        switchboard::direct::discovery::fetch::FetchPolicy::new(&security, Duration::from_secs(2))
+        switchboard::direct::discovery::fetch::FetchPolicy::new(&security, Duration::from_secs(10))
             .expect("policy"),
     )
 }
@@ -2188,5 +2188,81 @@ async fn fetched_bodies_are_capped_while_streaming() {
     match strict.get(&url, Purpose::Certificate).await {
         Err(e) => assert!(e.is_refusal(), "{e}"),
         Ok(_) => panic!("a loopback URL was fetched"),
+    }
+}
+
+/// A redirect is checked like the first URL: an allowed server cannot bounce the fetch to one
+/// the policy refuses. A host name is resolved, checked, and connected to at the checked
+/// address.
+#[tokio::test]
+async fn redirects_and_names_pass_the_policy() {
+    use switchboard::direct::discovery::fetch::Purpose;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let (blocked, blocked_hits) = counting_listener().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("listener");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                let request = String::from_utf8_lossy(&buf[..n]);
+                let reply = if request.starts_with("GET /away ") {
+                    format!(
+                        "HTTP/1.1 302 Found\r\nLocation: http://{blocked}/x\r\n\
+                         Content-Length: 0\r\nConnection: close\r\n\r\n"
+                    )
+                } else if request.starts_with("GET /here ") {
+                    "HTTP/1.1 302 Found\r\nLocation: /ok\r\nContent-Length: 0\r\n\
+                     Connection: close\r\n\r\n"
+                        .to_string()
+                } else {
+                    "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+                        .to_string()
+                };
+                let _ = s.write_all(reply.as_bytes()).await;
+            });
+        }
+    });
+    let policy = fetch_policy(&[&addr.to_string(), "localhost"]);
+    let away = policy
+        .get(&format!("http://{addr}/away"), Purpose::Certificate)
+        .await;
+    match away {
+        Err(e) => assert!(e.is_refusal(), "{e}"),
+        Ok(_) => panic!("followed a redirect to a refused destination"),
+    }
+    assert_eq!(
+        blocked_hits.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the redirect target was contacted"
+    );
+    let here = policy
+        .get(&format!("http://{addr}/here"), Purpose::Certificate)
+        .await
+        .expect("a redirect on the same server");
+    assert_eq!(here, b"ok");
+    // By name: resolved, checked (allowed by name), connected to the checked address.
+    let named = policy
+        .get(
+            &format!("http://localhost:{}/ok", addr.port()),
+            Purpose::Certificate,
+        )
+        .await
+        .expect("by name");
+    assert_eq!(named, b"ok");
+    let strict = fetch_policy(&[]);
+    match strict
+        .get(
+            &format!("http://localhost:{}/ok", addr.port()),
+            Purpose::Certificate,
+        )
+        .await
+    {
+        Err(e) => assert!(e.is_refusal(), "{e}"),
+        Ok(_) => panic!("a name resolving to loopback was fetched"),
     }
 }

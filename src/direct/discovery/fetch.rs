@@ -10,9 +10,12 @@
 //!   under the queried domain.
 //! * The name is resolved first and **every** address checked; a name with any loopback,
 //!   private, link-local, unspecified, multicast or otherwise non-public address (IPv4 and
-//!   IPv6, IPv4-mapped and NAT64 forms included) is refused. The connection then goes to the
-//!   checked addresses (reqwest's resolver is overridden per request; LDAP connects to the
-//!   checked socket address), so a second DNS answer cannot swap in another address.
+//!   IPv6, IPv4-mapped and NAT64 forms included) is refused. The connection then goes to a
+//!   checked address, so a second DNS answer cannot swap in another one: an `http` URL is
+//!   requested at the address itself (the `Host` header names the host); an `https` one
+//!   through a client whose resolver is pinned to the checked addresses (built per request,
+//!   as reqwest's overrides are per client: costly, but RFC 5280 advises http for these
+//!   URLs); LDAP connects to the checked socket address.
 //! * A destination listed in `[security] fetch_allow` (`"host"`: any port, `"host:port"`: that
 //!   port; the host as named or one of its addresses) passes the port, domain and address
 //!   checks. Tests and on-premises directories use it.
@@ -251,35 +254,31 @@ fn non_public_v6(ip: Ipv6Addr) -> Option<&'static str> {
     }
 }
 
-/// The policy: the allow list, the size caps and the timeout.
+/// The policy: the allow list, the size caps and the timeout, and the client for `http`.
 #[derive(Debug, Clone)]
 pub struct FetchPolicy {
     allow: Vec<AllowEntry>,
     max_cert_bytes: usize,
     max_crl_bytes: usize,
     timeout: Duration,
+    /// For `http` URLs, requested at a checked address (so its resolver is never used).
+    http: reqwest::Client,
 }
 
 impl FetchPolicy {
     /// The policy `[security]` describes; each fetch bounded by `timeout`.
     pub fn new(security: &SecurityConfig, timeout: Duration) -> Result<Self, String> {
         let allow = parse_allow(&security.fetch_allow)?;
+        let timeout = timeout.max(Duration::from_secs(1));
         Ok(Self {
             allow,
             max_cert_bytes: security.fetch_max_cert_bytes.max(1),
             max_crl_bytes: security.fetch_max_crl_bytes.max(1),
-            timeout: timeout.max(Duration::from_secs(1)),
+            timeout,
+            http: client(timeout)
+                .build()
+                .map_err(|e| format!("HTTP client: {e}"))?,
         })
-    }
-
-    /// The default policy (nothing allow-listed), for tools with no configuration.
-    pub fn strict(timeout: Duration) -> Self {
-        Self {
-            allow: Vec::new(),
-            max_cert_bytes: default_max_cert_bytes(),
-            max_crl_bytes: default_max_crl_bytes(),
-            timeout: timeout.max(Duration::from_secs(1)),
-        }
     }
 
     fn listed(&self, host: &str, ip: IpAddr, port: u16) -> bool {
@@ -404,18 +403,47 @@ impl FetchPolicy {
                 port,
                 reason: transport_reason(&e),
             };
-            let mut builder = reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .no_proxy()
-                .connect_timeout(self.timeout)
-                .timeout(self.timeout);
-            if literal.is_none() {
-                let addrs: Vec<SocketAddr> =
-                    ips.iter().map(|ip| SocketAddr::new(*ip, port)).collect();
-                builder = builder.resolve_to_addrs(&host, &addrs);
-            }
-            let client = builder.build().map_err(transport)?;
-            let mut response = client.get(url.clone()).send().await.map_err(transport)?;
+            let mut response = if url.scheme() == "http" {
+                // At each checked address in turn (the next one only when connecting failed).
+                let host_header = match url.port() {
+                    Some(p) => format!("{host}:{p}"),
+                    None => host.clone(),
+                };
+                let mut answer = None;
+                let mut failure = None;
+                for ip in &ips {
+                    let mut direct = url.clone();
+                    direct.set_ip_host(*ip).map_err(|_| FetchError::Url)?;
+                    let request = self
+                        .http
+                        .get(direct)
+                        .header(reqwest::header::HOST, &host_header);
+                    match request.send().await {
+                        Ok(r) => {
+                            answer = Some(r);
+                            break;
+                        }
+                        Err(e) if e.is_connect() => failure = Some(e),
+                        Err(e) => return Err(transport(e)),
+                    }
+                }
+                match (answer, failure) {
+                    (Some(r), _) => r,
+                    (None, Some(e)) => return Err(transport(e)),
+                    (None, None) => return Err(FetchError::Url),
+                }
+            } else {
+                // TLS needs the name: a client of its own, its resolver pinned to the checked
+                // addresses (an IP literal is not resolved at all).
+                let mut builder = client(self.timeout);
+                if literal.is_none() {
+                    let addrs: Vec<SocketAddr> =
+                        ips.iter().map(|ip| SocketAddr::new(*ip, port)).collect();
+                    builder = builder.resolve_to_addrs(&host, &addrs);
+                }
+                let client = builder.build().map_err(transport)?;
+                client.get(url.clone()).send().await.map_err(transport)?
+            };
             let status = response.status();
             if status.is_redirection() {
                 let next = response
@@ -464,6 +492,15 @@ impl FetchPolicy {
         }
         Err(FetchError::TooManyRedirects)
     }
+}
+
+/// A client that follows no redirect and uses no proxy, bounded by `timeout`.
+fn client(timeout: Duration) -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .connect_timeout(timeout)
+        .timeout(timeout)
 }
 
 /// The addresses of `host` (the system resolver, as reqwest would have used).
