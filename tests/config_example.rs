@@ -15,6 +15,28 @@ fn example_config_parses_and_matches_defaults() {
     );
     assert_eq!(example.reminders.schedule, defaults.reminders.schedule);
     assert_eq!(example.reminders.enabled, defaults.reminders.enabled);
+    assert_eq!(example.security.fetch_allow, defaults.security.fetch_allow);
+    assert_eq!(
+        (
+            example.security.fetch_max_cert_bytes,
+            example.security.fetch_max_crl_bytes
+        ),
+        (1024 * 1024, 10 * 1024 * 1024)
+    );
+}
+
+/// A `fetch_allow` entry that is not `host` or `host:port` stops the start, naming the key.
+#[test]
+fn a_bad_fetch_allow_entry_is_refused() {
+    let ok = switchboard::config::Config::from_toml(
+        "[security]\nfetch_allow = [\"127.0.0.1:18080\", \"crl.internal.example\", \"[::1]:8080\"]\n",
+    );
+    assert!(ok.is_ok(), "{ok:?}");
+    let err = switchboard::config::Config::from_toml(
+        "[security]\nfetch_allow = [\"127.0.0.1\", \"crl.example:http\"]\n",
+    )
+    .expect_err("refused");
+    assert!(err.to_string().contains("security.fetch_allow[1]"), "{err}");
 }
 
 /// The commented examples for SMS connectors, organizations, reminders and templates are valid

@@ -802,6 +802,18 @@ both_databases!(
 
 // ---------------------------------------------------------------- DNS CERT discovery
 
+/// A discovery fetch policy allowing `allow` (`[security] fetch_allow`).
+fn fetch_policy(allow: &[&str]) -> Arc<switchboard::direct::discovery::fetch::FetchPolicy> {
+    let security = switchboard::config::SecurityConfig {
+        fetch_allow: allow.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    };
+    Arc::new(
+        switchboard::direct::discovery::fetch::FetchPolicy::new(&security, Duration::from_secs(10))
+            .expect("policy"),
+    )
+}
+
 /// A resource record: (type, RDATA).
 type Rr = (u16, Vec<u8>);
 
@@ -989,11 +1001,15 @@ async fn dns_cert_discovery() {
     );
     let server = DnsServer::start(zone).await;
 
-    let dns = DnsCerts::new(&switchboard::config::DnsDiscoveryConfig {
-        enabled: true,
-        nameservers: vec![server.addr],
-        timeout_secs: 2,
-    })
+    // The IPKIX URL is on loopback: allowed here, as an on-premises directory would be.
+    let dns = DnsCerts::new(
+        &switchboard::config::DnsDiscoveryConfig {
+            enabled: true,
+            nameservers: vec![server.addr],
+            timeout_secs: 2,
+        },
+        fetch_policy(&["127.0.0.1"]),
+    )
     .expect("resolver");
     let discovery = Discovery {
         local: None,
@@ -1127,14 +1143,17 @@ fn the_readme_example_parses() {
 
 // ---------------------------------------------------------------- AIA and CRL on loopback
 
-/// Serves the files of `files` by path over HTTP/1.1 on `listener`.
+/// Serves the files of `files` by path over HTTP/1.1 on `listener`; counts the connections.
 fn http_files(
     listener: tokio::net::TcpListener,
     files: Arc<std::sync::Mutex<HashMap<String, Vec<u8>>>>,
-) {
+) -> Arc<std::sync::atomic::AtomicUsize> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = hits.clone();
     tokio::spawn(async move {
         while let Ok((mut s, _)) = listener.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let files = files.clone();
             tokio::spawn(async move {
                 let mut buf = [0u8; 4096];
@@ -1161,6 +1180,7 @@ fn http_files(
             });
         }
     });
+    hits
 }
 
 fn leaf_with(dir: &Path, ca: &str, name: &str, ext: &str) {
@@ -1215,8 +1235,10 @@ async fn aia_intermediates_and_crls_are_fetched() {
         .await
         .expect("http");
     let base = format!("http://{}", listener.local_addr().expect("addr"));
+    // The AIA and CRL server is on loopback: only its own host:port is allowed.
+    let allowed = listener.local_addr().expect("addr").to_string();
     let files = Arc::new(std::sync::Mutex::new(HashMap::new()));
-    http_files(listener, files.clone());
+    let hits = http_files(listener, files.clone());
 
     let pki = Pki::new();
     let d = pki.dir.path();
@@ -1251,6 +1273,13 @@ async fn aia_intermediates_and_crls_are_fetched() {
         "nocrl",
         &leaf_ext("nocrl@direct.south.example", "missing.crl"),
     );
+    // Its AIA serves the intermediate ~1700 times over (2 MiB): above the 1 MiB cap.
+    leaf_with(
+        d,
+        "inter",
+        "big",
+        &leaf_ext("big@direct.south.example", "inter.crl").replace("inter.cer", "big.cer"),
+    );
     // `openssl ca` revokes one and issues the CRL.
     std::fs::write(d.join("index.txt"), "").expect("index");
     std::fs::write(d.join("crlnumber"), "01\n").expect("crlnumber");
@@ -1276,9 +1305,14 @@ async fn aia_intermediates_and_crls_are_fetched() {
             "/inter.crl".into(),
             std::fs::read(d.join("inter.crl")).expect("crl"),
         );
+        let pem = pki.cert("inter").to_pem().expect("pem");
+        f.insert(
+            "/big.cer".into(),
+            pem.repeat(2 * 1024 * 1024 / pem.len() + 1),
+        );
     }
     let store = LocalStore::new(d.join("store"));
-    for name in ["good", "revoked", "nocrl"] {
+    for name in ["good", "revoked", "nocrl", "big"] {
         store
             .import(&std::fs::read(pki.path(&format!("{name}.pem"))).expect("pem"))
             .expect("import");
@@ -1294,15 +1328,15 @@ async fn aia_intermediates_and_crls_are_fetched() {
             inbound: true,
             certs: vec![pki.cert("ca")],
         }])),
-        fetcher: Some(Arc::new(
-            Fetcher::new(RevocationConfig {
+        fetcher: Some(Arc::new(Fetcher::new(
+            RevocationConfig {
                 aia,
                 crl,
                 timeout_secs: 2,
                 cache_secs: 60,
-            })
-            .expect("fetcher"),
-        )),
+            },
+            fetch_policy(&[&allowed]),
+        ))),
     };
     let now = chrono::Utc::now();
     let soft = discovery(CrlMode::Soft, true);
@@ -1336,6 +1370,19 @@ async fn aia_intermediates_and_crls_are_fetched() {
         .await
         .expect("find");
     assert!(found.certs.is_empty());
+    // An oversize AIA answer is cut off at the cap: no intermediate, no chain.
+    let found = soft
+        .find("big@direct.south.example", now)
+        .await
+        .expect("find");
+    assert!(found.certs.is_empty(), "{:?}", found.steps);
+    let notes = &found.steps.last().expect("step").notes;
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.starts_with("AIA ") && n.contains("larger than 1048576 bytes")),
+        "{notes:?}"
+    );
     // Without AIA the intermediate is missing.
     let no_aia = discovery(CrlMode::Off, false);
     let found = no_aia
@@ -1343,6 +1390,49 @@ async fn aia_intermediates_and_crls_are_fetched() {
         .await
         .expect("find");
     assert!(found.certs.is_empty());
+
+    // The same server on a port fetch_allow does not list: refused before any connection.
+    // With the intermediate in the anchors (no AIA needed) the chain holds; the CRL cannot
+    // be read: soft accepts, hard rejects, and the server saw nothing.
+    let before = hits.load(std::sync::atomic::Ordering::SeqCst);
+    let other_port = Discovery {
+        anchors: Arc::new(Anchors::new(vec![AnchorSet {
+            domains: Vec::new(),
+            outbound: true,
+            inbound: true,
+            certs: vec![pki.cert("ca"), pki.cert("inter")],
+        }])),
+        fetcher: Some(Arc::new(Fetcher::new(
+            RevocationConfig {
+                aia: true,
+                crl: CrlMode::Hard,
+                timeout_secs: 2,
+                cache_secs: 60,
+            },
+            fetch_policy(&["127.0.0.1:1"]),
+        ))),
+        ..discovery(CrlMode::Hard, true)
+    };
+    let found = other_port
+        .find("revoked@direct.south.example", now)
+        .await
+        .expect("find");
+    assert!(
+        matches!(
+            found.first_violation(),
+            Some(switchboard::direct::Violation::RevocationUnknown { .. })
+        ),
+        "{:?}",
+        found.steps
+    );
+    let notes = &found.steps.last().expect("step").notes;
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.starts_with("CRL 127.0.0.1:") && n.contains("refused")),
+        "{notes:?}"
+    );
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), before);
 }
 
 // ---------------------------------------------------------------- LDAP discovery (slapd)
@@ -1350,6 +1440,13 @@ async fn aia_intermediates_and_crls_are_fetched() {
 const LAB: &str = "lab@direct.south.example";
 const ROGUE_LAB: &str = "roguelab@direct.south.example";
 const LDAP_SUFFIX: &str = "dc=south,dc=example";
+/// The loopback directory servers of [`LdapWorld`]: not under `direct.south.example`, on
+/// unprivileged ports, on loopback, so each must be in `fetch_allow`.
+const LDAP_HOSTS: [&str; 3] = [
+    "ldap.south.example",
+    "dead.south.example",
+    "silent.south.example",
+];
 
 /// `name` from /usr/sbin when it is there (not on every user's PATH), else from PATH.
 fn sbin(name: &str) -> PathBuf {
@@ -1529,6 +1626,14 @@ impl LdapWorld {
         }
     }
 
+    /// `[security] fetch_allow` for the directory servers (a TOML fragment).
+    fn security_toml() -> String {
+        format!(
+            "[security]\nfetch_allow = [{}]\n",
+            LDAP_HOSTS.map(|h| format!("\"{h}\"")).join(", ")
+        )
+    }
+
     /// The connector's discovery keys: this DNS server, LDAP with 1 s timeouts.
     fn discovery_toml(&self) -> String {
         format!(
@@ -1556,7 +1661,10 @@ async fn ldap_discovery() {
     let resolver = dns::resolver(&dns_config).expect("resolver");
     let discovery = Discovery {
         local: None,
-        dns: Some(dns::DnsCerts::with_resolver(&dns_config, resolver.clone()).expect("dns")),
+        dns: Some(dns::DnsCerts::with_resolver(
+            resolver.clone(),
+            fetch_policy(&[]),
+        )),
         ldap: Some(LdapCerts::new(
             &LdapDiscoveryConfig {
                 connect_timeout_secs: 1,
@@ -1564,6 +1672,7 @@ async fn ldap_discovery() {
                 ..LdapDiscoveryConfig::default()
             },
             resolver,
+            fetch_policy(&LDAP_HOSTS),
         )),
         anchors: Arc::new(Anchors::new(vec![AnchorSet {
             domains: vec!["direct.south.example".into()],
@@ -1669,11 +1778,12 @@ async fn ldap_discovery() {
     std::fs::write(
         &config,
         format!(
-            "data_dir = \"{data}\"\n[connectors.hisp]\nkind = \"direct\"\naddress = \"{US}\"\n\
-             mode = \"edge\"\n{discovery}\
+            "data_dir = \"{data}\"\n{security}[connectors.hisp]\nkind = \"direct\"\n\
+             address = \"{US}\"\nmode = \"edge\"\n{discovery}\
              trust = [{{ files = [\"{ca}\"], direction = \"outbound\" }}]\n\
              smtp = {{ host = \"127.0.0.1\" }}\n",
             data = dir.path().display(),
+            security = LdapWorld::security_toml(),
             discovery = world.discovery_toml(),
             ca = pki.path("ca.pem").display(),
         ),
@@ -1731,7 +1841,8 @@ async fn ldap_discovered_send_encrypts_to_the_directory_cert() {
     let smtp_port = free_port();
     let inbox = db.dir.path().join("smtp");
     let _sink = start_sink(smtp_port, &inbox, &[]);
-    let config = direct_config_discovery(&db, &pki, smtp_port, &world.discovery_toml(), "");
+    let mut config = direct_config_discovery(&db, &pki, smtp_port, &world.discovery_toml(), "");
+    config.security.fetch_allow = LDAP_HOSTS.map(String::from).to_vec();
     let mut daemon = TestDaemon::start(config).await;
 
     let message = send(&daemon, LAB).await;
@@ -1755,4 +1866,403 @@ async fn ldap_discovered_send_encrypts_to_the_directory_cert() {
     );
     assert_eq!(received(&inbox).len(), 1);
     daemon.stop().await;
+}
+
+// ---------------------------------------------------------------- SSRF: what discovery may fetch
+
+/// A loopback TCP listener that counts the connections it accepts (and closes them).
+async fn counting_listener() -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("listener");
+    let addr = listener.local_addr().expect("addr");
+    let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = hits.clone();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            drop(s);
+        }
+    });
+    (addr, hits)
+}
+
+/// A self-signed certificate `name` with the extensions `ext` (openssl CLI).
+fn self_signed_with(dir: &Path, name: &str, ext: &str) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            &format!("/CN={name}"),
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.csr"),
+        ],
+    );
+    std::fs::write(dir.join(format!("{name}.ext")), ext).expect("ext");
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-sha256",
+            "-days",
+            "30",
+            "-in",
+            &format!("{name}.csr"),
+            "-signkey",
+            &format!("{name}.key"),
+            "-extfile",
+            &format!("{name}.ext"),
+            "-out",
+            &format!("{name}.pem"),
+        ],
+    );
+}
+
+const SELF_SIGNED: &str = "selfsigned@direct.south.example";
+const ROGUE_CRL: &str = "roguecrl@direct.south.example";
+const BY_URI: &str = "uri@direct.south.example";
+const EAST: &str = "someone@direct.east.example";
+const WEST: &str = "someone@direct.west.example";
+const CRL_OK: &str = "crlok@direct.south.example";
+
+/// Discovery contacts nothing for a certificate it will reject, and nothing the fetch policy
+/// refuses; the delivery history says only "no trusted certificate" (or "unavailable, will
+/// retry"), never which servers were tried.
+///
+/// * `lure`: an HTTP server listed in `fetch_allow`, named by the CRL and AIA URLs of a
+///   self-signed certificate and by the CRL URL of a rogue-CA certificate (both in the local
+///   store): it must see no request — and it does serve the CRL of a trusted certificate.
+/// * `blocked`: an HTTP server not listed, named by a DNS CERT (IPKIX) record, serving a
+///   certificate that would be trusted: never contacted.
+/// * `east`: a TCP port an LDAP SRV record of `direct.east.example` names (on loopback, a
+///   high port, not listed): never contacted; the delivery fails for want of a certificate.
+/// * `direct.west.example`: its LDAP server is allowed but down: retried, then failed with
+///   "unavailable" and no server named.
+async fn discovery_fetches_nothing_it_may_not(backend: Backend) {
+    use std::sync::atomic::Ordering::SeqCst;
+    let db = TestDb::new(backend).await;
+    let pki = Pki::new();
+    let d = pki.dir.path();
+
+    let lure_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("lure");
+    let lure_addr = lure_listener.local_addr().expect("addr");
+    let lure_files = Arc::new(std::sync::Mutex::new(HashMap::new()));
+    let lure_hits = http_files(lure_listener, lure_files.clone());
+    let lure = format!("http://{lure_addr}");
+    self_signed_with(
+        d,
+        "selfsigned",
+        &format!(
+            "subjectAltName=email:{SELF_SIGNED}\nkeyUsage=critical,digitalSignature,keyEncipherment\n\
+             basicConstraints=CA:FALSE\nauthorityInfoAccess=caIssuers;URI:{lure}/issuer.cer\n\
+             crlDistributionPoints=URI:{lure}/self.crl\n"
+        ),
+    );
+    leaf_with(
+        d,
+        "rogue",
+        "roguecrl",
+        &format!(
+            "subjectAltName=email:{ROGUE_CRL}\nkeyUsage=critical,digitalSignature,keyEncipherment\n\
+             basicConstraints=CA:FALSE\ncrlDistributionPoints=URI:{lure}/rogue.crl\n"
+        ),
+    );
+    leaf_with(
+        d,
+        "ca",
+        "crlok",
+        &format!(
+            "subjectAltName=email:{CRL_OK}\nkeyUsage=critical,digitalSignature,keyEncipherment\n\
+             basicConstraints=CA:FALSE\ncrlDistributionPoints=URI:{lure}/ca.crl\n"
+        ),
+    );
+    std::fs::write(d.join("ca-index.txt"), "").expect("index");
+    std::fs::write(d.join("ca-crlnumber"), "01\n").expect("crlnumber");
+    std::fs::write(
+        d.join("ca.cnf"),
+        "[ca]\ndefault_ca = CA_default\n[CA_default]\ndir = .\ndatabase = ca-index.txt\n\
+         new_certs_dir = .\ncertificate = ca.pem\nprivate_key = ca.key\n\
+         crlnumber = ca-crlnumber\ndefault_md = sha256\ndefault_crl_days = 7\n",
+    )
+    .expect("ca config");
+    openssl(d, &["ca", "-config", "ca.cnf", "-gencrl", "-out", "ca.crl"]);
+    lure_files.lock().expect("files").insert(
+        "/ca.crl".into(),
+        std::fs::read(d.join("ca.crl")).expect("crl"),
+    );
+
+    make_leaf(d, "ca", "uri", &format!("email:{BY_URI}"));
+    let blocked_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("blocked");
+    let blocked_addr = blocked_listener.local_addr().expect("addr");
+    let blocked_files = Arc::new(std::sync::Mutex::new(HashMap::new()));
+    blocked_files
+        .lock()
+        .expect("files")
+        .insert("/uri.cer".into(), pki.cert("uri").to_der().expect("der"));
+    let blocked_hits = http_files(blocked_listener, blocked_files);
+
+    let (east_addr, east_hits) = counting_listener().await;
+    let west_port = free_port();
+    let mut zone = HashMap::new();
+    zone.insert(
+        "uri.direct.south.example".to_string(),
+        vec![cert_rr(
+            4,
+            format!("http://{blocked_addr}/uri.cer").into_bytes(),
+        )],
+    );
+    zone.insert("direct.south.example".to_string(), Vec::new());
+    zone.insert(
+        "_ldap._tcp.direct.east.example".to_string(),
+        vec![srv_rr(0, 0, east_addr.port(), "ldap.direct.east.example")],
+    );
+    zone.insert(
+        "ldap.direct.east.example".to_string(),
+        vec![a_rr([127, 0, 0, 1])],
+    );
+    zone.insert(
+        "_ldap._tcp.direct.west.example".to_string(),
+        vec![srv_rr(0, 0, west_port, "ldap.direct.west.example")],
+    );
+    zone.insert(
+        "ldap.direct.west.example".to_string(),
+        vec![a_rr([127, 0, 0, 1])],
+    );
+    let dns = DnsServer::start(zone).await;
+
+    let smtp_port = free_port();
+    let inbox = db.dir.path().join("smtp");
+    let _sink = start_sink(smtp_port, &inbox, &[]);
+    let discovery = format!(
+        "dns = {{ nameservers = [\"{}\"], timeout_secs = 2 }}\n\
+         ldap = {{ connect_timeout_secs = 1, timeout_secs = 1 }}\n",
+        dns.addr
+    );
+    let mut config = direct_config_discovery(&db, &pki, smtp_port, &discovery, "");
+    config.security.fetch_allow = vec![lure_addr.to_string(), "ldap.direct.west.example".into()];
+    config
+        .channels
+        .get_mut("direct")
+        .expect("direct channel")
+        .max_attempts = 2;
+    let store = switchboard::direct::discovery::LocalStore::new(db.dir.path().join("certs"));
+    for name in ["selfsigned", "roguecrl", "crlok"] {
+        store
+            .import(&std::fs::read(pki.path(&format!("{name}.pem"))).expect("pem"))
+            .expect("import");
+    }
+    let mut daemon = TestDaemon::start(config).await;
+
+    let secrets = [
+        "127.0.0.1".to_string(),
+        format!(":{}", lure_addr.port()),
+        format!(":{}", blocked_addr.port()),
+        format!(":{}", east_addr.port()),
+        format!(":{west_port}"),
+        "ldap.direct".to_string(),
+    ];
+    for to in [SELF_SIGNED, ROGUE_CRL, BY_URI, EAST] {
+        let message = send(&daemon, to).await;
+        let delivery = wait_delivery(&daemon, &message, "failed").await;
+        assert_eq!(
+            delivery["reason"],
+            json!(switchboard::channels::direct::NO_CERTIFICATE),
+            "{to}: {delivery:#}"
+        );
+        let view = daemon
+            .get_json(&format!("/v1/messages/{message}"))
+            .await
+            .to_string();
+        for secret in &secrets {
+            assert!(!view.contains(secret.as_str()), "{to}: {secret} in {view}");
+        }
+    }
+    // The deliveries failed: every fetch they could have caused has happened.
+    assert_eq!(
+        lure_hits.load(SeqCst),
+        0,
+        "untrusted certificates caused a fetch"
+    );
+    assert_eq!(
+        blocked_hits.load(SeqCst),
+        0,
+        "a refused CERT URL was fetched"
+    );
+    assert_eq!(
+        east_hits.load(SeqCst),
+        0,
+        "a refused LDAP server was contacted"
+    );
+
+    // An allowed directory that is down: retried, then failed as "unavailable".
+    let message = send(&daemon, WEST).await;
+    let delivery = wait_delivery(&daemon, &message, "failed").await;
+    let reason = delivery["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.ends_with(switchboard::channels::direct::DISCOVERY_UNAVAILABLE),
+        "{delivery:#}"
+    );
+    let view = daemon
+        .get_json(&format!("/v1/messages/{message}"))
+        .await
+        .to_string();
+    for secret in &secrets {
+        assert!(!view.contains(secret.as_str()), "{secret} in {view}");
+    }
+
+    // A trusted certificate whose CRL is on the allowed server: fetched, checked, sent.
+    let message = send(&daemon, CRL_OK).await;
+    wait_delivery(&daemon, &message, "sent").await;
+    assert_eq!(lure_hits.load(SeqCst), 1, "the CRL was not fetched");
+    assert_eq!(received(&inbox).len(), 1);
+    daemon.stop().await;
+}
+
+both_databases!(
+    discovery_fetches_nothing_it_may_not,
+    super::discovery_fetches_nothing_it_may_not
+);
+
+/// A body without a Content-Length is cut off at the cap while it streams in; a CRL has its
+/// own, larger cap.
+#[tokio::test]
+async fn fetched_bodies_are_capped_while_streaming() {
+    use switchboard::direct::discovery::fetch::{FetchError, Purpose};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("listener");
+    let addr = listener.local_addr().expect("addr");
+    let sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = sent.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")
+                    .await;
+                // Up to 64 MiB, until the client hangs up.
+                let chunk = vec![b'x'; 64 * 1024];
+                for _ in 0..1024 {
+                    if s.write_all(&chunk).await.is_err() {
+                        return;
+                    }
+                    counter.fetch_add(chunk.len(), std::sync::atomic::Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    let policy = fetch_policy(&[&addr.to_string()]);
+    let url = format!("http://{addr}/endless");
+    match policy.get(&url, Purpose::Certificate).await {
+        Err(FetchError::TooLarge { limit, .. }) => assert_eq!(limit, 1024 * 1024),
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+    match policy.get(&url, Purpose::Crl).await {
+        Err(FetchError::TooLarge { limit, .. }) => assert_eq!(limit, 10 * 1024 * 1024),
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+    // Well short of the 128 MiB the server would have sent for the two.
+    assert!(
+        sent.load(std::sync::atomic::Ordering::SeqCst) < 32 * 1024 * 1024,
+        "the client kept reading"
+    );
+    // Not listed: refused before any connection.
+    let strict = fetch_policy(&[]);
+    match strict.get(&url, Purpose::Certificate).await {
+        Err(e) => assert!(e.is_refusal(), "{e}"),
+        Ok(_) => panic!("a loopback URL was fetched"),
+    }
+}
+
+/// A redirect is checked like the first URL: an allowed server cannot bounce the fetch to one
+/// the policy refuses. A host name is resolved, checked, and connected to at the checked
+/// address.
+#[tokio::test]
+async fn redirects_and_names_pass_the_policy() {
+    use switchboard::direct::discovery::fetch::Purpose;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let (blocked, blocked_hits) = counting_listener().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("listener");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                let request = String::from_utf8_lossy(&buf[..n]);
+                let reply = if request.starts_with("GET /away ") {
+                    format!(
+                        "HTTP/1.1 302 Found\r\nLocation: http://{blocked}/x\r\n\
+                         Content-Length: 0\r\nConnection: close\r\n\r\n"
+                    )
+                } else if request.starts_with("GET /here ") {
+                    "HTTP/1.1 302 Found\r\nLocation: /ok\r\nContent-Length: 0\r\n\
+                     Connection: close\r\n\r\n"
+                        .to_string()
+                } else {
+                    "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+                        .to_string()
+                };
+                let _ = s.write_all(reply.as_bytes()).await;
+            });
+        }
+    });
+    let policy = fetch_policy(&[&addr.to_string(), "localhost"]);
+    let away = policy
+        .get(&format!("http://{addr}/away"), Purpose::Certificate)
+        .await;
+    match away {
+        Err(e) => assert!(e.is_refusal(), "{e}"),
+        Ok(_) => panic!("followed a redirect to a refused destination"),
+    }
+    assert_eq!(
+        blocked_hits.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the redirect target was contacted"
+    );
+    let here = policy
+        .get(&format!("http://{addr}/here"), Purpose::Certificate)
+        .await
+        .expect("a redirect on the same server");
+    assert_eq!(here, b"ok");
+    // By name: resolved, checked (allowed by name), connected to the checked address.
+    let named = policy
+        .get(
+            &format!("http://localhost:{}/ok", addr.port()),
+            Purpose::Certificate,
+        )
+        .await
+        .expect("by name");
+    assert_eq!(named, b"ok");
+    let strict = fetch_policy(&[]);
+    match strict
+        .get(
+            &format!("http://localhost:{}/ok", addr.port()),
+            Purpose::Certificate,
+        )
+        .await
+    {
+        Err(e) => assert!(e.is_refusal(), "{e}"),
+        Ok(_) => panic!("a name resolving to loopback was fetched"),
+    }
 }

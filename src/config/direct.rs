@@ -129,6 +129,7 @@ pub struct DnsDiscoveryConfig {
     /// Nameservers (`ip:port`); empty: the system resolver configuration.
     #[serde(default)]
     pub nameservers: Vec<std::net::SocketAddr>,
+    /// Each DNS query (CERT, SRV, the LDAP servers' addresses).
     #[serde(default = "default_dns_timeout")]
     pub timeout_secs: u64,
 }
@@ -196,6 +197,8 @@ pub struct RevocationConfig {
     /// certificate) or `off`.
     #[serde(default)]
     pub crl: CrlMode,
+    /// Each HTTP fetch of discovery (AIA, CRL, DNS CERT URLs), resolution and redirects
+    /// included. What may be fetched and how much is `[security] fetch_*`.
     #[serde(default = "default_dns_timeout")]
     pub timeout_secs: u64,
     /// How long a fetched CRL is reused.

@@ -186,8 +186,9 @@ impl Default for DatabaseConfig {
     }
 }
 
-/// At-rest encryption of message bodies, attachments and raw inbound items.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+/// At-rest encryption of message bodies, attachments and raw inbound items, and what
+/// certificate discovery may reach on the network.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SecurityConfig {
     /// The current AES-256-GCM key: 32 bytes, hex or base64, in a file or credential.
@@ -195,6 +196,29 @@ pub struct SecurityConfig {
     pub at_rest_key: Option<Secret>,
     /// Earlier keys, still needed to read rows sealed before a rotation.
     pub previous_keys: Vec<Secret>,
+    /// Destinations Direct certificate discovery may reach although they are not public
+    /// (loopback, private, link-local, ...) or use another port than 80/443 (HTTP: AIA, CRL,
+    /// DNS CERT URLs) or 389/636 (LDAP), or, for LDAP, are not under the recipient's domain:
+    /// `"host"` (any port) or `"host:port"`; the host as the URL or SRV record names it, or
+    /// an IP address (`"127.0.0.1:18080"`, `"[::1]:8080"`). Default: none.
+    pub fetch_allow: Vec<String>,
+    /// Largest certificate or bundle discovery fetches (AIA, DNS CERT URL), bytes.
+    /// Default 1048576 (1 MiB).
+    pub fetch_max_cert_bytes: usize,
+    /// Largest CRL discovery fetches, bytes. Default 10485760 (10 MiB).
+    pub fetch_max_crl_bytes: usize,
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        Self {
+            at_rest_key: None,
+            previous_keys: Vec::new(),
+            fetch_allow: Vec::new(),
+            fetch_max_cert_bytes: crate::direct::discovery::fetch::default_max_cert_bytes(),
+            fetch_max_crl_bytes: crate::direct::discovery::fetch::default_max_crl_bytes(),
+        }
+    }
 }
 
 /// The job queue (apalis on the same database) and its maintenance.
@@ -491,6 +515,14 @@ impl Config {
         }
         crate::tenancy::Tenancy::from_config(self)?;
         self.reminders.cron_schedule()?;
+        crate::direct::discovery::fetch::parse_allow(&self.security.fetch_allow)
+            .map_err(ConfigError::Invalid)?;
+        if self.security.fetch_max_cert_bytes == 0 || self.security.fetch_max_crl_bytes == 0 {
+            return Err(ConfigError::Invalid(
+                "security.fetch_max_cert_bytes and security.fetch_max_crl_bytes must be at least 1"
+                    .into(),
+            ));
+        }
         if self.queue.batch_size == 0 {
             return Err(ConfigError::Invalid(
                 "queue.batch_size must be at least 1".into(),

@@ -3,14 +3,19 @@
 //! for the operator's terminal (it names the address asked about); nothing here logs.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 
 use crate::channels::direct::{direct_connectors, keys, local_store};
-use crate::config::{Config, DirectConnectorConfig, DnsDiscoveryConfig, LdapDiscoveryConfig};
+use crate::config::{
+    Config, DirectConnectorConfig, DnsDiscoveryConfig, LdapDiscoveryConfig, RevocationConfig,
+};
 use crate::direct::anchors::Anchors;
 use crate::direct::discovery::dns::{DnsCerts, resolver};
+use crate::direct::discovery::fetch::FetchPolicy;
 use crate::direct::discovery::ldap::LdapCerts;
+use crate::direct::discovery::revocation::Fetcher;
 use crate::direct::discovery::{Discovery, LocalStore, bound_names};
 
 /// The subcommands.
@@ -93,39 +98,40 @@ pub async fn run(config: &Config, args: &CertsArgs) -> Result<()> {
             }
         }
         CertsCommand::Check { address } => {
-            let (anchors, dns, ldap, revocation) = match conn {
-                Some((_, c)) => (
-                    keys::load_anchors(c)?,
-                    c.dns.clone(),
-                    c.ldap.clone(),
-                    c.revocation.clone(),
-                ),
-                None => (
-                    Anchors::default(),
-                    DnsDiscoveryConfig::default(),
-                    LdapDiscoveryConfig::default(),
-                    Default::default(),
-                ),
-            };
-            let resolver = if dns.enabled || ldap.enabled {
-                Some(resolver(&dns)?)
-            } else {
-                None
+            let discovery = match conn {
+                Some((_, c)) => crate::channels::direct::discovery(
+                    c,
+                    &config.security,
+                    &config.data_dir,
+                    Arc::new(keys::load_anchors(c)?),
+                )?,
+                None => {
+                    // No connector: the defaults, no anchors (every verdict is a rejection).
+                    let (dns, ldap) = (
+                        DnsDiscoveryConfig::default(),
+                        LdapDiscoveryConfig::default(),
+                    );
+                    let revocation = RevocationConfig::default();
+                    let policy = Arc::new(
+                        FetchPolicy::new(
+                            &config.security,
+                            std::time::Duration::from_secs(revocation.timeout_secs),
+                        )
+                        .map_err(anyhow::Error::msg)?,
+                    );
+                    let resolver = resolver(&dns)?;
+                    Discovery {
+                        local: None,
+                        dns: Some(DnsCerts::with_resolver(resolver.clone(), policy.clone())),
+                        ldap: Some(LdapCerts::new(&ldap, resolver, policy.clone())),
+                        anchors: Arc::new(Anchors::default()),
+                        fetcher: Some(Arc::new(Fetcher::new(revocation, policy))),
+                    }
+                }
             };
             let discovery = Discovery {
                 local: Some(store),
-                dns: match &resolver {
-                    Some(r) if dns.enabled => Some(DnsCerts::with_resolver(&dns, r.clone())?),
-                    _ => None,
-                },
-                ldap: match resolver {
-                    Some(r) if ldap.enabled => Some(LdapCerts::new(&ldap, r)),
-                    _ => None,
-                },
-                anchors: std::sync::Arc::new(anchors),
-                fetcher: Some(std::sync::Arc::new(
-                    crate::direct::discovery::revocation::Fetcher::new(revocation)?,
-                )),
+                ..discovery
             };
             let found = discovery.find(address, chrono::Utc::now()).await?;
             for step in &found.steps {

@@ -4,14 +4,18 @@
 //! certificate), then relay it through the HISP's SMTP with the email channel's transport.
 //! The `Message-ID` (`<reference token>@<domain>`, never the delivery id) is the `provider_ref` MDNs are matched on.
 //!
-//! Outcomes: no usable certificate → permanent ("no trusted certificate for recipient"); a
-//! DNS failure → transient; SMTP answers as for the email channel.
+//! Outcomes: no usable certificate → permanent ([`NO_CERTIFICATE`]); a DNS failure or every
+//! LDAP server failing → transient ([`DISCOVERY_UNAVAILABLE`]); SMTP answers as for the email
+//! channel. The tenant sees only those two sentences: which servers, URLs and certificates
+//! were tried (and why each failed) would make the delivery history a port scanner's report,
+//! so those go to the operator log, keyed by delivery id (hosts and fingerprints, never the
+//! recipient's address).
 
 use std::sync::Arc;
 
 use lettre::address::Envelope;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
-use tracing::{debug, info};
+use tracing::{debug, warn};
 
 use super::compose;
 use super::keys::KeyMaterial;
@@ -19,7 +23,7 @@ use crate::channels::email::smtp::classify;
 use crate::channels::{Channel, ChannelError, OutboundDelivery, SendOutcome};
 use crate::config::DirectMode;
 use crate::delivery::DeliveryStatus;
-use crate::direct::discovery::{Discovery, DiscoveryError};
+use crate::direct::discovery::{Discovery, Found};
 use crate::direct::{SealOptions, seal};
 
 /// One Direct connector.
@@ -36,6 +40,33 @@ pub struct DirectChannel {
 
 /// The permanent failure when discovery finds nothing usable.
 pub const NO_CERTIFICATE: &str = "no trusted certificate for recipient";
+
+/// The transient failure when discovery could not answer (DNS, every LDAP server down).
+pub const DISCOVERY_UNAVAILABLE: &str = "certificate discovery unavailable, will retry";
+
+/// The operator's account of a discovery that found nothing usable: each lookup's source,
+/// each certificate's fingerprint and verdict, and each note (servers, fetches). Never the
+/// name looked up (an address, or derived from one).
+fn log_steps(delivery_id: &str, found: &Found) {
+    for step in &found.steps {
+        let bound = if step.address_bound {
+            "address"
+        } else {
+            "domain"
+        };
+        for note in &step.notes {
+            warn!(delivery_id, source = %step.source, lookup = bound, note = %note, "certificate discovery");
+        }
+        for (fingerprint, verdict) in &step.verdicts {
+            match verdict {
+                Ok(()) => {}
+                Err(v) => {
+                    warn!(delivery_id, source = %step.source, lookup = bound, fingerprint = %fingerprint, verdict = %v, "recipient certificate rejected")
+                }
+            }
+        }
+    }
+}
 
 impl DirectChannel {
     /// Builds the bytes to submit for `delivery` (sealed in `sign` mode). Public for the
@@ -59,25 +90,19 @@ impl DirectChannel {
         let bytes = match self.mode {
             DirectMode::Edge => inner,
             DirectMode::Sign => {
-                let found =
-                    self.discovery
-                        .find(&to, chrono::Utc::now())
-                        .await
-                        .map_err(|e| match e {
-                            DiscoveryError::Dns(reason) => {
-                                ChannelError::Transient(format!("certificate discovery: {reason}"))
-                            }
-                            other => {
-                                ChannelError::Transient(format!("certificate discovery: {other}"))
-                            }
-                        })?;
+                let id = delivery.delivery_id.to_string();
+                let found = self
+                    .discovery
+                    .find(&to, chrono::Utc::now())
+                    .await
+                    .map_err(|e| {
+                        warn!(delivery_id = %id, connector = %self.name, error = %e.log_detail(), "certificate discovery unavailable");
+                        ChannelError::Transient(DISCOVERY_UNAVAILABLE.into())
+                    })?;
                 if found.certs.is_empty() {
-                    let why = found
-                        .first_violation()
-                        .map(|v| format!(" ({v})"))
-                        .unwrap_or_default();
-                    info!(delivery_id = %delivery.delivery_id, steps = found.steps.len(), "no usable recipient certificate");
-                    return Err(ChannelError::Permanent(format!("{NO_CERTIFICATE}{why}")));
+                    log_steps(&id, &found);
+                    warn!(delivery_id = %id, connector = %self.name, steps = found.steps.len(), "no usable recipient certificate");
+                    return Err(ChannelError::Permanent(NO_CERTIFICATE.into()));
                 }
                 let signer =
                     self.keys.signer.as_ref().ok_or_else(|| {

@@ -16,14 +16,18 @@ pub mod tracker;
 
 use std::sync::Arc;
 
-pub use channel::{DirectChannel, NO_CERTIFICATE};
+pub use channel::{DISCOVERY_UNAVAILABLE, DirectChannel, NO_CERTIFICATE};
 pub use tracker::{NotificationSink, Tracked};
 
 use crate::channels::Connectors;
-use crate::config::{Config, ConnectorConfig, DirectConnectorConfig, SmtpConnectorConfig};
+use crate::config::{
+    Config, ConnectorConfig, DirectConnectorConfig, SecurityConfig, SmtpConnectorConfig,
+};
 use crate::direct::SealOptions;
 use crate::direct::discovery::dns::{self, DnsCerts};
+use crate::direct::discovery::fetch::FetchPolicy;
 use crate::direct::discovery::ldap::LdapCerts;
+use crate::direct::discovery::revocation::Fetcher;
 use crate::direct::discovery::{Discovery, DiscoveryError, LocalStore};
 
 /// Why a Direct connector could not be built.
@@ -63,13 +67,29 @@ pub fn local_store(config: &DirectConnectorConfig, data_dir: &std::path::Path) -
     )
 }
 
+/// The fetch policy of a connector's discovery: `[security] fetch_*`, each fetch bounded by
+/// `revocation.timeout_secs`.
+pub fn fetch_policy(
+    config: &DirectConnectorConfig,
+    security: &SecurityConfig,
+) -> Result<Arc<FetchPolicy>, DirectChannelError> {
+    FetchPolicy::new(
+        security,
+        std::time::Duration::from_secs(config.revocation.timeout_secs),
+    )
+    .map(Arc::new)
+    .map_err(DirectChannelError::Config)
+}
+
 /// Discovery as a connector configures it.
 pub fn discovery(
     config: &DirectConnectorConfig,
+    security: &SecurityConfig,
     data_dir: &std::path::Path,
-    keys: &keys::KeyMaterial,
+    anchors: Arc<crate::direct::anchors::Anchors>,
 ) -> Result<Discovery, DirectChannelError> {
     let config_error = |e: DiscoveryError| DirectChannelError::Config(e.to_string());
+    let policy = fetch_policy(config, security)?;
     // One resolver for CERT and SRV lookups (the `dns` nameservers and timeout).
     let resolver = if config.dns.enabled || config.ldap.enabled {
         Some(dns::resolver(&config.dns).map_err(config_error)?)
@@ -77,23 +97,19 @@ pub fn discovery(
         None
     };
     let dns = match &resolver {
-        Some(r) if config.dns.enabled => {
-            Some(DnsCerts::with_resolver(&config.dns, r.clone()).map_err(config_error)?)
-        }
+        Some(r) if config.dns.enabled => Some(DnsCerts::with_resolver(r.clone(), policy.clone())),
         _ => None,
     };
     let ldap = match resolver {
-        Some(r) if config.ldap.enabled => Some(LdapCerts::new(&config.ldap, r)),
+        Some(r) if config.ldap.enabled => Some(LdapCerts::new(&config.ldap, r, policy.clone())),
         _ => None,
     };
-    let fetcher = crate::direct::discovery::revocation::Fetcher::new(config.revocation.clone())
-        .map_err(|e| DirectChannelError::Config(e.to_string()))?;
     Ok(Discovery {
         local: Some(local_store(config, data_dir)),
         dns,
         ldap,
-        anchors: keys.anchors.clone(),
-        fetcher: Some(Arc::new(fetcher)),
+        anchors,
+        fetcher: Some(Arc::new(Fetcher::new(config.revocation.clone(), policy))),
     })
 }
 
@@ -101,6 +117,7 @@ pub fn discovery(
 pub fn build(
     name: &str,
     config: &DirectConnectorConfig,
+    security: &SecurityConfig,
     data_dir: &std::path::Path,
 ) -> Result<DirectChannel, DirectChannelError> {
     if config.address.parse::<lettre::Address>().is_err() {
@@ -133,7 +150,7 @@ pub fn build(
             cipher,
             ..SealOptions::default()
         },
-        discovery: discovery(config, data_dir, &keys)?,
+        discovery: discovery(config, security, data_dir, keys.anchors.clone())?,
         keys,
         transport: crate::channels::email::transport::smtp_transport(&smtp)?,
     })
@@ -145,7 +162,7 @@ pub fn register_connectors(
     connectors: &mut Connectors,
 ) -> Result<(), DirectChannelError> {
     for (name, direct) in direct_connectors(config) {
-        let channel = build(name, direct, &config.data_dir)
+        let channel = build(name, direct, &config.security, &config.data_dir)
             .map_err(|e| DirectChannelError::Config(format!("connectors.{name}: {e}")))?;
         connectors.insert(Arc::new(channel));
     }

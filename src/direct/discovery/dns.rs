@@ -3,10 +3,15 @@
 //!
 //! `user@example.org` is looked up at `user.example.org`, a domain at itself. Records of type
 //! PKIX (1) carry a DER certificate inline; IPKIX (4) and URI (253) carry a URL, fetched over
-//! HTTP(S) (DER, PEM or a `.p7b`). Other types are ignored. "No such name" and "no records"
-//! are empty answers; timeouts and server failures are errors (the send is retried).
+//! HTTP(S) (DER, PEM or a `.p7b`) through the discovery [`FetchPolicy`] (public destinations
+//! on 80/443 or `fetch_allow`; a refused or failing URL yields nothing, with a note). Other
+//! types are ignored. "No such name" and "no records" are empty answers; timeouts and server
+//! failures are errors (the send is retried) whose text never carries the owner name (it is
+//! derived from the recipient's address).
 
 use std::time::Duration;
+
+use std::sync::Arc;
 
 use hickory_resolver::TokioResolver;
 use hickory_resolver::config::{NameServerConfig, ResolverConfig};
@@ -16,16 +21,42 @@ use hickory_resolver::proto::rr::{RData, RecordType};
 use openssl::x509::X509;
 
 use super::DiscoveryError;
+use super::fetch::{FetchPolicy, Purpose};
 use crate::config::DnsDiscoveryConfig;
-
-/// Largest certificate fetched from a CERT record's URL.
-const MAX_URL_BYTES: usize = 256 * 1024;
 
 /// A DNS CERT client.
 #[derive(Clone)]
 pub struct DnsCerts {
     resolver: TokioResolver,
-    http: reqwest::Client,
+    policy: Arc<FetchPolicy>,
+}
+
+/// What one CERT lookup found.
+#[derive(Debug, Clone, Default)]
+pub struct DnsAnswer {
+    /// The certificates published (inline, or fetched from their URL); not yet checked.
+    pub certs: Vec<X509>,
+    /// URLs refused or failing, by host (never the path or the owner name).
+    pub notes: Vec<String>,
+}
+
+/// `message` without `owner` (a DNS error may quote the query name, which is derived from
+/// the recipient's address).
+fn redact(message: &str, owner: &str) -> String {
+    let owner = owner.trim_end_matches('.').to_ascii_lowercase();
+    if owner.is_empty() {
+        return message.to_string();
+    }
+    let lower = message.to_ascii_lowercase();
+    let mut out = String::with_capacity(message.len());
+    let mut rest = 0;
+    while let Some(found) = lower[rest..].find(&owner) {
+        out.push_str(&message[rest..rest + found]);
+        out.push_str("<name>");
+        rest += found + owner.len();
+    }
+    out.push_str(&message[rest..]);
+    out
 }
 
 /// `user@example.org` → `user.example.org` (RFC 4398 §3.3 as Direct applies it); `None` when
@@ -78,31 +109,29 @@ pub fn resolver(config: &DnsDiscoveryConfig) -> Result<TokioResolver, DiscoveryE
 }
 
 impl DnsCerts {
-    pub fn new(config: &DnsDiscoveryConfig) -> Result<Self, DiscoveryError> {
-        Self::with_resolver(config, resolver(config)?)
+    pub fn new(
+        config: &DnsDiscoveryConfig,
+        policy: Arc<FetchPolicy>,
+    ) -> Result<Self, DiscoveryError> {
+        Ok(Self::with_resolver(resolver(config)?, policy))
     }
 
-    /// A client on an already built [`resolver`].
-    pub fn with_resolver(
-        config: &DnsDiscoveryConfig,
-        resolver: TokioResolver,
-    ) -> Result<Self, DiscoveryError> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(config.timeout_secs.max(1)))
-            .build()
-            .map_err(|e| DiscoveryError::Dns(e.to_string()))?;
-        Ok(Self { resolver, http })
+    /// A client on an already built [`resolver`], fetching CERT URLs under `policy`.
+    pub fn with_resolver(resolver: TokioResolver, policy: Arc<FetchPolicy>) -> Self {
+        Self { resolver, policy }
     }
 
     /// The certificates published at `owner` (empty when there are none).
-    pub async fn lookup(&self, owner: &str) -> Result<Vec<X509>, DiscoveryError> {
+    pub async fn lookup(&self, owner: &str) -> Result<DnsAnswer, DiscoveryError> {
         let fqdn = format!("{}.", owner.trim_end_matches('.'));
         let answer = match self.resolver.lookup(fqdn.as_str(), RecordType::CERT).await {
             Ok(a) => a,
-            Err(e) if e.is_no_records_found() || e.is_nx_domain() => return Ok(Vec::new()),
-            Err(e) => return Err(DiscoveryError::Dns(e.to_string())),
+            Err(e) if e.is_no_records_found() || e.is_nx_domain() => {
+                return Ok(DnsAnswer::default());
+            }
+            Err(e) => return Err(DiscoveryError::Dns(redact(&e.to_string(), owner))),
         };
-        let mut certs = Vec::new();
+        let mut out = DnsAnswer::default();
         for record in answer.answers() {
             let RData::CERT(cert) = &record.data else {
                 continue;
@@ -110,7 +139,7 @@ impl DnsCerts {
             match cert.cert_type {
                 CertType::PKIX => {
                     if let Ok(c) = X509::from_der(&cert.cert_data) {
-                        certs.push(c);
+                        out.certs.push(c);
                     }
                 }
                 CertType::IPKIX | CertType::URI => {
@@ -118,31 +147,20 @@ impl DnsCerts {
                         .trim_end_matches('\0')
                         .trim()
                         .to_string();
-                    certs.extend(self.fetch(&url).await);
+                    match self.policy.get(&url, Purpose::Certificate).await {
+                        Ok(bytes) => match crate::direct::load_certs(&bytes) {
+                            Ok(certs) => out.certs.extend(certs),
+                            Err(_) => out
+                                .notes
+                                .push("CERT record URL: not a certificate".to_string()),
+                        },
+                        Err(e) => out.notes.push(format!("CERT record URL {e}")),
+                    }
                 }
                 _ => {}
             }
         }
-        Ok(certs)
-    }
-
-    /// Certificates at a CERT record's URL; a failing URL yields none.
-    async fn fetch(&self, url: &str) -> Vec<X509> {
-        if !(url.starts_with("http://") || url.starts_with("https://")) {
-            return Vec::new();
-        }
-        let Ok(response) = self.http.get(url).send().await else {
-            return Vec::new();
-        };
-        if !response.status().is_success() {
-            return Vec::new();
-        }
-        match response.bytes().await {
-            Ok(bytes) if bytes.len() <= MAX_URL_BYTES => {
-                crate::direct::load_certs(&bytes).unwrap_or_default()
-            }
-            _ => Vec::new(),
-        }
+        Ok(out)
     }
 }
 
@@ -155,5 +173,16 @@ mod tests {
             Some("dr.jones.direct.example.org")
         );
         assert_eq!(super::owner_name("a b@example.org"), None);
+    }
+
+    #[test]
+    fn errors_do_not_quote_the_owner() {
+        assert_eq!(
+            super::redact(
+                "no records found for Query { name: Name(\"Dr.Jones.direct.example.org.\") }",
+                "dr.jones.direct.example.org"
+            ),
+            "no records found for Query { name: Name(\"<name>.\") }"
+        );
     }
 }

@@ -8,10 +8,16 @@
 //! search bases (configured, or every `namingContexts` of the root DSE), a subtree search for
 //! `(|(mail=<address>)(mail=<domain>))` (RFC 4515 escaped), and each `userCertificate;binary`
 //! value as a certificate (DER; PEM tolerated). That server's answer is final, even when
-//! empty. Plain LDAP only: the certificates are public and are validated like any other.
+//! empty. Port 389 is plain LDAP (the certificates are public and are validated like any
+//! other), 636 LDAPS (TLS, the server's certificate checked against the SRV target name).
 //!
-//! No SRV record: an empty answer. The SRV lookup failing, or every server failing: an error
-//! (the send is retried). Entries are read from the BER structure by hand, so a malformed
+//! Every SRV target passes the discovery [`FetchPolicy`] before any connection: port 389 or
+//! 636, a host under the queried domain, public addresses only (each one checked; the
+//! connection goes to a checked address), unless `fetch_allow` lists it. A refused target is
+//! noted and never contacted.
+//!
+//! No SRV record, or only refused targets: an empty answer. The SRV lookup failing, or every
+//! permitted server failing: an error (the send is retried). Entries are read from the BER structure by hand, so a malformed
 //! answer is ignored rather than trusted to `ldap3`'s panicking `SearchEntry::construct`.
 //! Owns transport and parsing only; which certificates are usable is `discovery`'s decision.
 
@@ -27,6 +33,7 @@ use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, Scope, SearchOptions};
 use openssl::x509::X509;
 
 use super::DiscoveryError;
+use super::fetch::FetchPolicy;
 use crate::config::LdapDiscoveryConfig;
 
 /// Entries read from one search at most (also asked of the server as its size limit).
@@ -46,6 +53,7 @@ pub struct LdapCerts {
     dead_for: Duration,
     /// Servers that failed recently (address → when), tried after the others.
     dead: Arc<Mutex<HashMap<SocketAddr, Instant>>>,
+    policy: Arc<FetchPolicy>,
 }
 
 /// One SRV target.
@@ -73,6 +81,8 @@ pub struct LdapAnswer {
 enum ServerError {
     #[error("{0}")]
     Ldap(#[from] ldap3::LdapError),
+    #[error("connection failed: {0}")]
+    Connect(std::io::ErrorKind),
     #[error("no answer within {0} s")]
     Timeout(u64),
     #[error("its root DSE names no namingContexts (configure ldap.base)")]
@@ -151,8 +161,13 @@ fn fqdn(name: &str) -> String {
 }
 
 impl LdapCerts {
-    /// A client resolving SRV records through `resolver` (see `dns::resolver`).
-    pub fn new(config: &LdapDiscoveryConfig, resolver: TokioResolver) -> Self {
+    /// A client resolving SRV records through `resolver` (see `dns::resolver`), contacting
+    /// only the servers `policy` permits.
+    pub fn new(
+        config: &LdapDiscoveryConfig,
+        resolver: TokioResolver,
+        policy: Arc<FetchPolicy>,
+    ) -> Self {
         let base = config.base.trim();
         Self {
             resolver,
@@ -161,6 +176,7 @@ impl LdapCerts {
             timeout: Duration::from_secs(config.timeout_secs.max(1)),
             dead_for: Duration::from_secs(config.dead_server_secs),
             dead: Arc::default(),
+            policy,
         }
     }
 
@@ -200,7 +216,7 @@ impl LdapCerts {
                 .push(format!("no _ldap._tcp.{domain} SRV record"));
             return Ok(answer);
         }
-        // Every address of every target, in SRV order; recently failed ones last.
+        // Every address of every permitted target, in SRV order; recently failed ones last.
         let mut fresh = Vec::new();
         let mut stale = Vec::new();
         for srv in &servers {
@@ -214,6 +230,13 @@ impl LdapCerts {
                     continue;
                 }
             };
+            if let Err(e) = self.policy.check_ldap(&domain, &srv.target, srv.port, &ips) {
+                answer.notes.push(format!(
+                    "{} (priority {}, weight {}): {e}, not contacted",
+                    srv.target, srv.priority, srv.weight
+                ));
+                continue;
+            }
             for ip in ips {
                 let addr = SocketAddr::new(ip, srv.port);
                 if self.failed_recently(addr) {
@@ -229,6 +252,11 @@ impl LdapCerts {
             escape_filter_value(&domain)
         );
         let stale_from = fresh.len();
+        if fresh.is_empty() && stale.is_empty() {
+            // Nothing permitted to try (or no target resolved): nothing found. Retrying
+            // would not change a refusal.
+            return Ok(answer);
+        }
         for (i, (srv, addr)) in fresh.into_iter().chain(stale).enumerate() {
             let label = format!(
                 "ldap://{addr} ({}, priority {}, weight {}{})",
@@ -241,7 +269,7 @@ impl LdapCerts {
                     ""
                 }
             );
-            match self.search(addr, &filter).await {
+            match self.search(&srv.target, addr, &filter).await {
                 Ok((bases, certs)) => {
                     self.mark(addr, true);
                     answer.notes.push(format!(
@@ -279,15 +307,37 @@ impl LdapCerts {
         }
     }
 
-    /// Bind, find the bases and search one server; the whole exchange is bounded.
+    /// Connect to the checked `addr` of `target`, bind, find the bases and search; the whole
+    /// exchange is bounded.
     async fn search(
         &self,
+        target: &str,
         addr: SocketAddr,
         filter: &str,
     ) -> Result<(Vec<String>, Vec<X509>), ServerError> {
-        let settings = LdapConnSettings::new().set_conn_timeout(self.connect_timeout);
-        let (conn, mut ldap) =
-            LdapConnAsync::with_settings(settings, &format!("ldap://{addr}")).await?;
+        // Our own connect, to the address the policy checked; ldap3 gets the stream (the URL
+        // only says whether to start TLS, and the name to check the server's certificate).
+        let stream =
+            match tokio::time::timeout(self.connect_timeout, tokio::net::TcpStream::connect(addr))
+                .await
+            {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => return Err(ServerError::Connect(e.kind())),
+                Err(_) => return Err(ServerError::Timeout(self.connect_timeout.as_secs())),
+            };
+        let stream = stream
+            .into_std()
+            .map_err(|e| ServerError::Connect(e.kind()))?;
+        let scheme = if addr.port() == 636 { "ldaps" } else { "ldap" };
+        let url = format!(
+            "{scheme}://{}:{}",
+            target.trim_end_matches('.'),
+            addr.port()
+        );
+        let settings = LdapConnSettings::new()
+            .set_conn_timeout(self.connect_timeout)
+            .set_std_stream(ldap3::StdStream::Tcp(stream));
+        let (conn, mut ldap) = LdapConnAsync::with_settings(settings, &url).await?;
         ldap3::drive!(conn);
         // Bind + root DSE + a search per base, each bounded by `timeout`; the total too.
         let total = self.timeout * 4;

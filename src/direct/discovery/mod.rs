@@ -8,10 +8,19 @@
 //! allow key encipherment with a strong RSA key, bind the address (or its domain), be within
 //! its validity and chain to an outbound trust anchor for the recipient's domain.
 //!
+//! Network fetches are the attack surface (a hostile domain chooses the certificates, their
+//! URLs and its SRV records), so [`evaluate`] fetches nothing for a certificate it will
+//! reject anyway: the local checks first, then the chain to an anchor with what we hold; an
+//! AIA intermediate only for a leaf that names another issuer than itself and than any
+//! anchor (a self-signed certificate never causes a fetch), and used only if the chain then
+//! holds; the CRL only once the chain holds. Every fetch goes through [`fetch::FetchPolicy`].
+//!
 //! Owns the search order and the verdicts. Does not own the lookups' transport (`dns`,
-//! `ldap`) or the store layout (`local`). Reports name fingerprints, never addresses, when logged.
+//! `ldap`, `fetch`) or the store layout (`local`). Step notes name hosts and fingerprints,
+//! never addresses, so that the operator log may carry them.
 
 pub mod dns;
+pub mod fetch;
 pub mod ldap;
 pub mod local;
 pub mod revocation;
@@ -36,6 +45,17 @@ pub enum DiscoveryError {
     Ldap(String),
     #[error("openssl: {0}")]
     Openssl(#[from] openssl::error::ErrorStack),
+}
+
+impl DiscoveryError {
+    /// The error for the operator log: DNS and LDAP details (servers, never the address),
+    /// but not a store path (its directory is named after the address).
+    pub fn log_detail(&self) -> String {
+        match self {
+            Self::Store(_) => "certificate store: could not be read".into(),
+            other => other.to_string(),
+        }
+    }
 }
 
 /// Where a candidate came from.
@@ -66,8 +86,9 @@ pub struct Step {
     pub address_bound: bool,
     /// (SHA-256 fingerprint, verdict) per certificate found.
     pub verdicts: Vec<(String, Result<(), Violation>)>,
-    /// How the lookup went, for the operator (LDAP: SRV records, servers skipped, the server
-    /// and base that answered). Never logged.
+    /// How the lookup went, for the operator (LDAP: SRV records, servers skipped or refused,
+    /// the server and base that answered; fetches refused or failing, by host). Names hosts,
+    /// never the address looked up: the operator log carries them.
     pub notes: Vec<String>,
 }
 
@@ -101,8 +122,9 @@ pub struct Discovery {
     pub fetcher: Option<std::sync::Arc<revocation::Fetcher>>,
 }
 
-/// Whether `cert` may be used to encrypt to `address` at `now`. With a `fetcher`, its CRL
-/// is fetched and checked, and missing intermediates are fetched from its AIA.
+/// Whether `cert` may be used to encrypt to `address` at `now`. With a `fetcher`, a missing
+/// intermediate may be fetched from its AIA and, once it chains, its CRL is fetched and
+/// checked (see the module docs for when).
 pub async fn evaluate(
     cert: &X509,
     address: &str,
@@ -110,43 +132,78 @@ pub async fn evaluate(
     fetcher: Option<&revocation::Fetcher>,
     now: DateTime<Utc>,
 ) -> Result<(), Violation> {
+    evaluate_noting(cert, address, anchors, fetcher, now, &mut Vec::new()).await
+}
+
+/// Whether an AIA fetch could complete `cert`'s chain in `trust`: there are anchors, the
+/// certificate is not self-issued, and its issuer is not itself an anchor (then the chain
+/// failed for another reason than a missing intermediate).
+fn aia_may_help(cert: &X509, trust: &crate::direct::TrustStore) -> bool {
+    let same = |a: &openssl::x509::X509NameRef, b: &openssl::x509::X509NameRef| {
+        a.try_cmp(b).is_ok_and(|o| o.is_eq())
+    };
+    !trust.is_empty()
+        && !same(cert.issuer_name(), cert.subject_name())
+        && !trust
+            .anchors()
+            .iter()
+            .any(|a| same(a.subject_name(), cert.issuer_name()))
+}
+
+/// [`evaluate`], noting fetches refused or failing in `notes`.
+pub async fn evaluate_noting(
+    cert: &X509,
+    address: &str,
+    anchors: &Anchors,
+    fetcher: Option<&revocation::Fetcher>,
+    now: DateTime<Utc>,
+    notes: &mut Vec<String>,
+) -> Result<(), Violation> {
     policy::check_for_use(cert, KeyPurpose::Encryption)?;
     policy::check_address_binding(cert, address)?;
     policy::check_validity(cert, now)?;
     policy::check_cert_digest(cert)?;
     let mut trust = anchors.store_for(&domain_of(address), Direction::Outbound);
+    // 1. The chain, with what we hold and no CRL: nothing is fetched before it holds.
+    let mut intermediates = Vec::new();
+    match trust.verify(cert, &[], now, KeyPurpose::Encryption) {
+        Ok(_) => {}
+        Err(first @ Violation::UntrustedChain { .. }) => {
+            let Some(fetcher) = fetcher.filter(|_| aia_may_help(cert, &trust)) else {
+                return Err(first);
+            };
+            intermediates = fetcher.intermediates(cert, notes).await;
+            if intermediates.is_empty() {
+                return Err(first);
+            }
+            trust.verify(cert, &intermediates, now, KeyPurpose::Encryption)?;
+        }
+        Err(other) => return Err(other),
+    }
     let Some(fetcher) = fetcher else {
-        return trust
-            .verify(cert, &[], now, KeyPurpose::Encryption)
-            .map(|_| ());
+        return Ok(());
     };
+    // 2. Revocation, now that the certificate chains to an anchor.
     match fetcher.crls(cert).await {
         Ok(Some(crls)) => {
             for crl in crls {
                 trust.add_crl(crl);
             }
         }
-        Ok(None) => {}
-        Err(_url) if fetcher.config.crl == crate::config::CrlMode::Hard => {
-            return Err(Violation::RevocationUnknown {
-                reason: "the CRL distribution point could not be read".into(),
-            });
-        }
-        Err(_) => {}
-    }
-    match trust.verify(cert, &[], now, KeyPurpose::Encryption) {
-        Ok(_) => Ok(()),
-        Err(first @ Violation::UntrustedChain { .. }) => {
-            let intermediates = fetcher.intermediates(cert).await;
-            if intermediates.is_empty() {
-                return Err(first);
+        Ok(None) => return Ok(()),
+        Err(e) => {
+            notes.push(e.to_string());
+            if fetcher.config.crl == crate::config::CrlMode::Hard {
+                return Err(Violation::RevocationUnknown {
+                    reason: "the CRL distribution point could not be read".into(),
+                });
             }
-            trust
-                .verify(cert, &intermediates, now, KeyPurpose::Encryption)
-                .map(|_| ())
+            return Ok(());
         }
-        Err(other) => Err(other),
     }
+    trust
+        .verify(cert, &intermediates, now, KeyPurpose::Encryption)
+        .map(|_| ())
 }
 
 fn fingerprint(cert: &X509) -> String {
@@ -190,8 +247,9 @@ impl Discovery {
                         Some(domain.clone())
                     };
                     let Some(owner) = owner else { continue };
-                    let certs = dns.lookup(&owner).await?;
-                    (owner, certs)
+                    let answer = dns.lookup(&owner).await?;
+                    notes = answer.notes;
+                    (owner, answer.certs)
                 }
                 Source::Ldap => {
                     let Some(ldap) = &self.ldap else { continue };
@@ -239,8 +297,15 @@ impl Discovery {
                 notes,
             };
             for cert in certs {
-                let verdict =
-                    evaluate(&cert, &address, &self.anchors, self.fetcher.as_deref(), now).await;
+                let verdict = evaluate_noting(
+                    &cert,
+                    &address,
+                    &self.anchors,
+                    self.fetcher.as_deref(),
+                    now,
+                    &mut step.notes,
+                )
+                .await;
                 if verdict.is_ok() {
                     found.certs.push(cert.clone());
                 }

@@ -1,26 +1,26 @@
 //! Fetching what a recipient certificate points at: missing intermediates from its AIA
-//! `caIssuers` URL, and its CRL from the CRL distribution point (HTTP only, bounded size and
-//! time, cached per URL). Whether an unreachable CRL rejects the certificate (`hard`) or not
-//! (`soft`) is configuration.
+//! `caIssuers` URL, and its CRL from the CRL distribution point (through the discovery
+//! [`FetchPolicy`]: public http(s) destinations or `fetch_allow`, bounded size and time; CRLs
+//! cached per URL). Whether an unreachable CRL rejects the certificate (`hard`) or not
+//! (`soft`) is configuration. *When* to fetch is `discovery::evaluate`'s decision: CRLs only
+//! for a certificate that already chains to an anchor.
 //!
 //! Owns the fetching and the cache; the validation itself is `trust::TrustStore`.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use openssl::nid::Nid;
 use openssl::x509::{X509, X509Crl, X509Ref};
 
+use super::fetch::{FetchError, FetchPolicy, Purpose};
 use crate::config::{CrlMode, RevocationConfig};
 use crate::direct::{load_certs, load_crls};
 
-/// Largest certificate bundle or CRL fetched.
-const MAX_BYTES: usize = 4 * 1024 * 1024;
-
-/// An HTTP fetcher with a CRL cache.
+/// A fetcher with a CRL cache.
 pub struct Fetcher {
-    http: reqwest::Client,
+    policy: Arc<FetchPolicy>,
     pub config: RevocationConfig,
     crls: Mutex<HashMap<String, (Instant, Vec<u8>)>>,
 }
@@ -31,6 +31,15 @@ impl std::fmt::Debug for Fetcher {
             .field("config", &self.config)
             .finish()
     }
+}
+
+/// Why the CRL of a certificate could not be had. Names the host, never the URL.
+#[derive(Debug, thiserror::Error)]
+pub enum CrlError {
+    #[error("CRL {0}")]
+    Fetch(#[from] FetchError),
+    #[error("CRL from {0}: not a CRL")]
+    Parse(String),
 }
 
 /// The `http(s)://` URIs of a stack of general names.
@@ -67,44 +76,46 @@ pub fn crl_urls(cert: &X509Ref) -> Vec<String> {
         .collect()
 }
 
+fn host_of(url: &str) -> String {
+    reqwest::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_string))
+        .unwrap_or_else(|| "?".into())
+}
+
 impl Fetcher {
-    pub fn new(config: RevocationConfig) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(config.timeout_secs.max(1)))
-            .build()?;
-        Ok(Self {
-            http,
+    /// A fetcher under `policy` (its timeout: `config.timeout_secs`, see
+    /// [`FetchPolicy::new`]).
+    pub fn new(config: RevocationConfig, policy: Arc<FetchPolicy>) -> Self {
+        Self {
+            policy,
             config,
             crls: Mutex::new(HashMap::new()),
-        })
-    }
-
-    async fn get(&self, url: &str) -> Option<Vec<u8>> {
-        let response = self.http.get(url).send().await.ok()?;
-        if !response.status().is_success() {
-            return None;
         }
-        let bytes = response.bytes().await.ok()?;
-        (bytes.len() <= MAX_BYTES).then(|| bytes.to_vec())
     }
 
-    /// Intermediates named by `cert`'s AIA (empty when off or unreachable).
-    pub async fn intermediates(&self, cert: &X509Ref) -> Vec<X509> {
+    /// Intermediates named by `cert`'s AIA (empty when off or unreachable); what went wrong
+    /// goes to `notes`.
+    pub async fn intermediates(&self, cert: &X509Ref, notes: &mut Vec<String>) -> Vec<X509> {
         if !self.config.aia {
             return Vec::new();
         }
         let mut out = Vec::new();
         for url in ca_issuer_urls(cert) {
-            if let Some(bytes) = self.get(&url).await {
-                out.extend(load_certs(&bytes).unwrap_or_default());
+            match self.policy.get(&url, Purpose::Certificate).await {
+                Ok(bytes) => match load_certs(&bytes) {
+                    Ok(certs) => out.extend(certs),
+                    Err(_) => notes.push(format!("AIA from {}: not a certificate", host_of(&url))),
+                },
+                Err(e) => notes.push(format!("AIA {e}")),
             }
         }
         out
     }
 
-    /// The CRLs for `cert`: `Ok(None)` when it names none or checking is off, `Err(url)` when
-    /// one could not be fetched.
-    pub async fn crls(&self, cert: &X509Ref) -> Result<Option<Vec<X509Crl>>, String> {
+    /// The CRLs for `cert`: `Ok(None)` when it names none or checking is off, `Err` when
+    /// one could not be had.
+    pub async fn crls(&self, cert: &X509Ref) -> Result<Option<Vec<X509Crl>>, CrlError> {
         if self.config.crl == CrlMode::Off {
             return Ok(None);
         }
@@ -123,18 +134,16 @@ impl Fetcher {
             let bytes = match cached {
                 Some(b) => b,
                 None => {
-                    let Some(b) = self.get(&url).await else {
-                        return Err(url);
-                    };
+                    let b = self.policy.get(&url, Purpose::Crl).await?;
                     if let Ok(mut cache) = self.crls.lock() {
                         cache.insert(url.clone(), (Instant::now(), b.clone()));
                     }
                     b
                 }
             };
-            let crls = load_crls(&bytes).map_err(|_| url.clone())?;
+            let crls = load_crls(&bytes).map_err(|_| CrlError::Parse(host_of(&url)))?;
             if crls.is_empty() {
-                return Err(url);
+                return Err(CrlError::Parse(host_of(&url)));
             }
             all.extend(crls);
         }
