@@ -31,4 +31,5 @@ pub mod ratelimit;
 pub mod reach;
 pub mod reminders;
 pub mod store;
+pub mod supervise;
 pub mod templates;

@@ -40,6 +40,9 @@ pub struct AppState {
     pub connectors: Connectors,
     pub config: Arc<Config>,
     pub keys: auth::KeyCache,
+    /// Panics and restarts of the daemon's supervised tasks, shown at `/metrics` (a layer that
+    /// catches panics itself may count them here too).
+    pub tasks: crate::supervise::TaskMetrics,
 }
 
 impl AppState {
@@ -56,6 +59,7 @@ impl AppState {
             connectors,
             config,
             keys: auth::KeyCache::default(),
+            tasks: crate::supervise::TaskMetrics::default(),
         }
     }
 
