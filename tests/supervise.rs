@@ -193,7 +193,12 @@ async fn invalid_stored_rule_skips_only_its_organization(backend: Backend) {
                    "contact_points": [{"system": "sms", "value": number}]}),
         )
         .await;
-        assert!(response.status().is_success(), "{}", response.status());
+        assert!(
+            response.status().is_success(),
+            "{}\n{}",
+            response.status(),
+            logged()
+        );
         let response = put(
             &daemon,
             key,
