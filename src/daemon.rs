@@ -1,7 +1,10 @@
 //! Wiring: opens the store, the at-rest keyring and the queue; starts the HTTP API, the
 //! delivery workers (one per channel), the sweeper and the scheduled reminder run (an
 //! apalis-cron worker); stops them in order on shutdown (stop accepting, let in-flight jobs
-//! and a reminder pass in progress finish, close the pool).
+//! and a reminder pass in progress finish, close the pool). Every long-lived background task
+//! (reminder cron, urgent notifier, sweeper, reconciler, bounce and Direct pollers, Direct
+//! expiry, the HL7 accept loop) runs under [`crate::supervise`]: restarted with backoff after
+//! a panic or an unexpected end, counted in `/metrics`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -29,6 +32,7 @@ use crate::queue::{Deliverer, JobQueue, sweeper};
 use crate::reminders::Reminders;
 use crate::reminders::cron::ReminderCron;
 use crate::store::{GroupCommit, Store, StoreError};
+use crate::supervise::{Supervisor, TaskMetrics};
 use crate::templates::Templates;
 
 #[derive(Debug, thiserror::Error)]
@@ -224,6 +228,7 @@ pub async fn start(config: Config) -> Result<Daemon, DaemonError> {
         source,
     })?;
     let shutdown = CancellationToken::new();
+    let supervisor = Supervisor::new(shutdown.clone(), TaskMetrics::default());
     let templates = core.templates()?;
     let connectors = core.connectors(&templates)?;
     let deliverer = Arc::new(Deliverer::new(
@@ -245,26 +250,27 @@ pub async fn start(config: Config) -> Result<Daemon, DaemonError> {
         .init()
         .await
         .map_err(|e| DaemonError::Workers(format!("urgent notifier: {e}")))?;
-    let notifier = tokio::spawn(notifier.run(shutdown.clone()));
+    let notifier = supervisor.spawn("notifier", move |stop| notifier.clone().run(stop));
     let reminders = if core.config.reminders.enabled {
         let cron = ReminderCron::new(
             core.reminders(templates.clone()),
             format!("{}:{}", core.config.node_id(), ulid::Ulid::new()),
             core.config.reminders.cron_schedule()?,
         );
-        Some(tokio::spawn(cron.run(shutdown.clone())))
+        Some(supervisor.spawn("reminders", move |stop| cron.clone().run(stop)))
     } else {
         None
     };
 
     let tenancy = Arc::new(crate::tenancy::Tenancy::from_config(&core.config)?);
-    let state = AppState::new(
+    let mut state = AppState::new(
         core.messages(),
         core.inbound(templates.clone()),
         connectors.clone(),
         core.config.clone(),
         tenancy,
     );
+    state.tasks = supervisor.metrics.clone();
     let http = tokio::spawn(http::serve(listener, state, shutdown.clone()));
 
     let (hl7, hl7_addr) = match core.config.hl7.listen {
@@ -289,37 +295,45 @@ pub async fn start(config: Config) -> Result<Daemon, DaemonError> {
             let tls = crate::hl7::listener::tls_acceptor(&core.config.hl7)
                 .map_err(|e| DaemonError::Config(ConfigError::Invalid(e)))?;
             let addr = listener.local_addr().ok();
-            (
-                Some(tokio::spawn(crate::hl7::listener::serve(
-                    listener,
-                    processor,
-                    tls,
-                    shutdown.clone(),
-                ))),
-                addr,
-            )
+            // A restarted accept loop takes a duplicate of the bound socket: the port stays
+            // bound (and its backlog kept) across restarts.
+            let socket = listener.into_std().map_err(|source| DaemonError::Io {
+                what: "the MLLP listener".into(),
+                source,
+            })?;
+            let accept = supervisor.spawn("hl7-listener", move |stop| {
+                let listener = socket.try_clone().and_then(TcpListener::from_std);
+                let (processor, tls) = (processor.clone(), tls.clone());
+                async move {
+                    crate::hl7::listener::serve(listener?, processor, tls, stop).await;
+                    Ok::<(), std::io::Error>(())
+                }
+            });
+            (Some(accept), addr)
         }
     };
 
-    let sweeper = tokio::spawn(sweeper::run(
-        core.store.clone(),
-        core.queue.clone(),
-        Duration::from_secs(core.config.queue.sweep_interval_secs.max(1)),
-        Duration::from_secs(core.config.queue.stuck_after_secs.max(1)),
-        shutdown.clone(),
-    ));
+    let sweeper = {
+        let (store, queue) = (core.store.clone(), core.queue.clone());
+        let interval = Duration::from_secs(core.config.queue.sweep_interval_secs.max(1));
+        let stuck_after = Duration::from_secs(core.config.queue.stuck_after_secs.max(1));
+        supervisor.spawn("sweeper", move |stop| {
+            sweeper::run(store.clone(), queue.clone(), interval, stuck_after, stop)
+        })
+    };
 
-    let reconciler = tokio::spawn(crate::queue::reconcile::run(
-        core.store.clone(),
-        connectors.clone(),
-        shutdown.clone(),
-    ));
+    let reconciler = {
+        let (store, connectors) = (core.store.clone(), connectors.clone());
+        supervisor.spawn("reconciler", move |stop| {
+            crate::queue::reconcile::run(store.clone(), connectors.clone(), stop)
+        })
+    };
     let mut bounces =
-        crate::queue::bounces::spawn(&core.config, &core.store, &core.keyring, &shutdown);
+        crate::queue::bounces::spawn(&core.config, &core.store, &core.keyring, &supervisor);
     bounces.extend(crate::queue::direct::spawn(
         &core.config,
         &core.store,
-        &shutdown,
+        &supervisor,
     ));
 
     let monitor = build_monitor(&core, deliverer);

@@ -31,5 +31,6 @@ pub mod ratelimit;
 pub mod reach;
 pub mod reminders;
 pub mod store;
+pub mod supervise;
 pub mod templates;
 pub mod tenancy;

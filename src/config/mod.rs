@@ -19,7 +19,7 @@ pub use direct::{
     LdapDiscoveryConfig, RevocationConfig, TrustAnchorConfig, TrustDirection,
 };
 pub use organizations::OrganizationConfig;
-pub use reminders::{ReminderRule, Touch, default_rules};
+pub use reminders::{ReminderRule, RuleError, Touch, default_rules};
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

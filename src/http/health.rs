@@ -1,5 +1,6 @@
 //! Liveness (`/healthz`: the process answers), readiness (`/readyz`: the store answers) and
-//! Prometheus metrics (`/metrics`).
+//! Prometheus metrics (`/metrics`: deliveries, dead letters, supervised task panics and
+//! restarts, memory).
 
 use axum::Json;
 use axum::extract::State;
@@ -34,6 +35,7 @@ pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse,
     let dead = state.store.dead_letter_count().await?;
     text.push_str("# HELP switchboard_dead_letters Deliveries that exhausted their attempts.\n# TYPE switchboard_dead_letters gauge\n");
     text.push_str(&format!("switchboard_dead_letters {dead}\n"));
+    text.push_str(&state.tasks.render());
     if let Some(rss) = crate::process::rss_bytes() {
         text.push_str("# HELP process_resident_memory_bytes Resident memory.\n# TYPE process_resident_memory_bytes gauge\n");
         text.push_str(&format!("process_resident_memory_bytes {rss}\n"));

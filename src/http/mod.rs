@@ -42,6 +42,9 @@ pub struct AppState {
     pub keys: auth::KeyCache,
     /// Which organization owns the number an inbound item was sent to.
     pub tenancy: Arc<crate::tenancy::Tenancy>,
+    /// Panics and restarts of the daemon's supervised tasks, shown at `/metrics` (a layer that
+    /// catches panics itself may count them here too).
+    pub tasks: crate::supervise::TaskMetrics,
 }
 
 impl AppState {
@@ -60,6 +63,7 @@ impl AppState {
             config,
             keys: auth::KeyCache::default(),
             tenancy,
+            tasks: crate::supervise::TaskMetrics::default(),
         }
     }
 

@@ -14,6 +14,10 @@ pub struct Problem {
     pub status: u16,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// The request field the problem is about, as a JSON pointer into the body
+    /// (`/touches/1/before`); an extension member (RFC 9457 §3.2).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pointer: Option<String>,
 }
 
 impl Problem {
@@ -23,6 +27,15 @@ impl Problem {
             title: status.canonical_reason().unwrap_or("Error").into(),
             status: status.as_u16(),
             detail: Some(detail.into()),
+            pointer: None,
+        }
+    }
+
+    /// 422 about one field of the request body.
+    pub fn invalid_field(pointer: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self {
+            pointer: Some(pointer.into()),
+            ..Self::unprocessable(detail)
         }
     }
 

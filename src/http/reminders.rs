@@ -1,6 +1,8 @@
 //! Reminder rules per organization (`GET /v1/reminder-rules`, `PUT /v1/reminder-rules/{id}`,
 //! replacing the config file's rules once any is set) and an appointment's reminder plan with
-//! every skip and its reason (`GET /v1/appointments/{filler_id}/reminders`).
+//! every skip and its reason (`GET /v1/appointments/{filler_id}/reminders`). A rule is checked
+//! by [`ReminderRule::validate`] before it is stored: a 422 problem whose `pointer` names the
+//! field (`/touches/1/before`); an organization has at most 50 rules.
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -11,6 +13,9 @@ use super::json::ApiJson;
 use super::problem::Problem;
 use crate::config::ReminderRule;
 use crate::store::StoreError;
+
+/// Most reminder rules one organization may set through the API.
+const MAX_RULES: usize = 50;
 
 pub async fn rules(
     State(state): State<AppState>,
@@ -48,34 +53,30 @@ pub async fn put_rule(
     ApiJson(rule): ApiJson<ReminderRule>,
 ) -> Result<Json<serde_json::Value>, Problem> {
     if rule.id != id {
-        return Err(Problem::unprocessable("the rule's id must match the path"));
+        return Err(Problem::invalid_field(
+            "/id",
+            "the rule's id must match the path",
+        ));
     }
-    if rule.touches.is_empty() {
-        return Err(Problem::unprocessable("a rule needs at least one touch"));
-    }
-    for touch in &rule.touches {
-        crate::reminders::schedule::parse(touch)
-            .map_err(|e| Problem::unprocessable(e.to_string()))?;
-        if touch.channels.is_empty() {
-            return Err(Problem::unprocessable(format!(
-                "touch {}: give at least one channel",
-                touch.id
-            )));
-        }
-        for channel in &touch.channels {
-            if !crate::channels::CHANNELS.contains(&channel.as_str()) {
-                return Err(Problem::unprocessable(format!(
-                    "touch {}: unknown channel {channel}",
-                    touch.id
-                )));
-            }
-        }
+    rule.validate()
+        .map_err(|e| Problem::invalid_field(e.pointer.clone(), e.to_string()))?;
+    let stored = state.store.reminder_rules(&org).await?;
+    let replaces = stored.iter().any(|d| {
+        serde_json::from_str::<serde_json::Value>(d).is_ok_and(|v| v["id"] == id.as_str())
+    });
+    if !replaces && stored.len() >= MAX_RULES {
+        return Err(Problem::unprocessable(format!(
+            "an organization has at most {MAX_RULES} reminder rules"
+        )));
     }
     let definition = serde_json::to_string(&rule).map_err(|_| Problem::internal())?;
     state
         .store
         .put_reminder_rule(&org, &id, &definition)
         .await?;
+    // The next pass plans every upcoming appointment with the new rule set (an organization
+    // skipped for an invalid rule is planned again once it is fixed).
+    crate::reminders::replan_all(&state.store).await?;
     Ok(Json(
         serde_json::to_value(&rule).map_err(|_| Problem::internal())?,
     ))

@@ -12,7 +12,6 @@
 use std::sync::Arc;
 
 use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use crate::channels::email::{BounceSink, bounce_mailboxes, poll_bounces};
@@ -20,6 +19,7 @@ use crate::config::Config;
 use crate::crypto::Keyring;
 use crate::delivery::DeliveryStatus;
 use crate::store::{DeliveryUpdate, Store, StoreError};
+use crate::supervise::Supervisor;
 
 /// The store as a bounce sink.
 pub struct StoreBounces {
@@ -65,12 +65,13 @@ impl BounceSink for StoreBounces {
     }
 }
 
-/// Starts a poller for every SMTP connector with `bounces`; they stop on `shutdown`.
+/// Starts a supervised poller (`bounces:<connector>`) for every SMTP connector with
+/// `bounces`; they stop on the supervisor's shutdown.
 pub fn spawn(
     config: &Config,
     store: &Store,
     keyring: &Keyring,
-    shutdown: &CancellationToken,
+    supervisor: &Supervisor,
 ) -> Vec<JoinHandle<()>> {
     let sink: Arc<dyn BounceSink> = Arc::new(StoreBounces {
         store: store.clone(),
@@ -79,13 +80,16 @@ pub fn spawn(
     bounce_mailboxes(config)
         .into_iter()
         .map(|b| {
-            tokio::spawn(poll_bounces(
-                b.connector,
-                b.mailbox,
-                b.domain,
-                sink.clone(),
-                shutdown.clone(),
-            ))
+            let sink = sink.clone();
+            supervisor.spawn(format!("bounces:{}", b.connector), move |stop| {
+                poll_bounces(
+                    b.connector.clone(),
+                    b.mailbox.clone(),
+                    b.domain.clone(),
+                    sink.clone(),
+                    stop,
+                )
+            })
         })
         .collect()
 }

@@ -9,7 +9,6 @@
 use std::sync::Arc;
 
 use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use crate::channels::direct::tracker::{Tracker, TrackerKeys};
@@ -17,6 +16,7 @@ use crate::channels::direct::{NotificationSink, Tracked, direct_connectors, keys
 use crate::config::Config;
 use crate::delivery::DeliveryStatus;
 use crate::store::{DeliveryUpdate, Store, StoreError};
+use crate::supervise::Supervisor;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -71,8 +71,10 @@ impl NotificationSink for StoreNotifications {
     }
 }
 
-/// Starts a tracker for every Direct connector; they stop on `shutdown`.
-pub fn spawn(config: &Config, store: &Store, shutdown: &CancellationToken) -> Vec<JoinHandle<()>> {
+/// Starts a tracker for every Direct connector, as two supervised tasks: the mailbox poller
+/// (`direct-mailbox:<connector>`, when the connector has a mailbox) and the expiry pass
+/// (`direct-expiry:<connector>`); they stop on the supervisor's shutdown.
+pub fn spawn(config: &Config, store: &Store, supervisor: &Supervisor) -> Vec<JoinHandle<()>> {
     let sink: Arc<dyn NotificationSink> = Arc::new(StoreNotifications {
         store: store.clone(),
     });
@@ -85,7 +87,7 @@ pub fn spawn(config: &Config, store: &Store, shutdown: &CancellationToken) -> Ve
                 continue;
             }
         };
-        let tracker = Tracker {
+        let tracker = Arc::new(Tracker {
             connector: name.clone(),
             config: direct.clone(),
             keys: TrackerKeys {
@@ -93,8 +95,22 @@ pub fn spawn(config: &Config, store: &Store, shutdown: &CancellationToken) -> Ve
                 anchors: material.anchors,
             },
             sink: sink.clone(),
-        };
-        handles.push(tokio::spawn(tracker.run(shutdown.clone())));
+        });
+        if direct.mailbox.is_some() {
+            let tracker = tracker.clone();
+            handles.push(
+                supervisor.spawn(format!("direct-mailbox:{name}"), move |stop| {
+                    let tracker = tracker.clone();
+                    async move { tracker.watch_mailbox(&stop).await }
+                }),
+            );
+        }
+        handles.push(
+            supervisor.spawn(format!("direct-expiry:{name}"), move |stop| {
+                let tracker = tracker.clone();
+                async move { tracker.expire_regularly(&stop).await }
+            }),
+        );
     }
     handles
 }

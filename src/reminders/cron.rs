@@ -9,16 +9,24 @@
 //! expires after five schedule periods (at least 5 s, at most 10 min). A tick that arrives
 //! while this process's previous pass is still going is skipped, never run alongside it.
 //! Shutdown stops the worker, lets a pass in progress finish, then releases the lease.
+//!
+//! A pass that panics (a bug: planning isolates each organization, see [`super::Reminders::plan`])
+//! releases the lease at once, so another daemon can take the next tick, and stops this run
+//! with the same panic: the daemon's supervisor (`crate::supervise`) counts it and starts the
+//! scheduler again after a backoff. A panic anywhere else in the run releases the lease too.
 
-use std::sync::Arc;
+use std::any::Any;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use apalis::prelude::{BoxDynError, Data, WorkerBuilder};
 use apalis_cron::{CronScheduler, Tick};
 use chrono::Utc;
+use futures::FutureExt;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::{LEASE, Reminders, RunReport};
 
@@ -54,7 +62,7 @@ pub struct CronCounts {
     pub leased_elsewhere: u64,
     /// Ticks skipped because this process's previous pass was still going.
     pub overlapping: u64,
-    /// Passes (or lease look-ups) that failed; the next tick tries again.
+    /// Passes (or lease look-ups) that failed, panics included; the next tick tries again.
     pub failed: u64,
 }
 
@@ -69,7 +77,9 @@ impl CronStats {
     }
 }
 
-/// The scheduled run of one daemon.
+/// The scheduled run of one daemon. A clone shares the holder and statistics (the supervisor
+/// restarts a clone).
+#[derive(Clone)]
 pub struct ReminderCron {
     runner: Arc<Runner>,
     schedule: cron::Schedule,
@@ -81,6 +91,13 @@ struct Runner {
     ttl_ms: i64,
     busy: tokio::sync::Mutex<()>,
     stats: Arc<CronStats>,
+    /// The panic of a pass, re-raised by [`ReminderCron::run`] once the lease is released.
+    panicked: Mutex<Option<Box<dyn Any + Send>>>,
+    /// Wakes the run when a pass panicked.
+    pass_panicked: tokio::sync::Notify,
+    /// Tests: the next pass panics.
+    #[cfg(test)]
+    panic_next: std::sync::atomic::AtomicBool,
 }
 
 impl ReminderCron {
@@ -94,6 +111,10 @@ impl ReminderCron {
                 ttl_ms,
                 busy: tokio::sync::Mutex::new(()),
                 stats: Arc::new(CronStats::default()),
+                panicked: Mutex::new(None),
+                pass_panicked: tokio::sync::Notify::new(),
+                #[cfg(test)]
+                panic_next: std::sync::atomic::AtomicBool::new(false),
             }),
             schedule,
         }
@@ -104,7 +125,34 @@ impl ReminderCron {
     }
 
     /// Runs until `shutdown`: the start-up pass, then a pass per tick; then releases the lease.
+    /// If a pass (or the scheduler) panicked, releases the lease and re-raises the panic.
     pub async fn run(self, shutdown: CancellationToken) {
+        let runner = self.runner.clone();
+        let outcome = AssertUnwindSafe(self.run_schedule(shutdown))
+            .catch_unwind()
+            .await;
+        // A pass still going (it started before the worker stopped) ends before the release.
+        let guard = runner.busy.lock().await;
+        if let Err(e) = runner
+            .reminders
+            .store
+            .release_lease(LEASE, &runner.holder)
+            .await
+        {
+            warn!(error = %e, "releasing the reminder lease");
+        }
+        drop(guard);
+        let panicked = match outcome {
+            Err(payload) => Some(payload),
+            Ok(()) => runner.take_panic(),
+        };
+        if let Some(payload) = panicked {
+            std::panic::resume_unwind(payload);
+        }
+    }
+
+    /// The start-up pass and the cron worker, until `shutdown` or a pass panicked.
+    async fn run_schedule(self, shutdown: CancellationToken) {
         let runner = self.runner;
         // Rules may have changed with the configuration: the first pass looks at everything.
         if let Err(e) = runner.reminders.replan_all().await {
@@ -115,20 +163,25 @@ impl ReminderCron {
             async move { runner.tick().await }
         });
         let name = format!("{}:reminders", runner.holder);
-        while !shutdown.is_cancelled() {
+        while !shutdown.is_cancelled() && !runner.has_panicked() {
             let worker = WorkerBuilder::new(name.clone())
                 .backend(CronScheduler::new(self.schedule.clone()))
                 .data(runner.clone())
                 .build(on_tick);
             let signal = shutdown.clone();
+            let watched = runner.clone();
             let stopped = worker
                 .run_until(async move {
-                    signal.cancelled().await;
+                    tokio::select! {
+                        _ = signal.cancelled() => {}
+                        _ = watched.pass_panicked.notified() => {}
+                    }
                     Ok::<(), std::io::Error>(())
                 })
                 .await;
             match stopped {
-                Ok(()) => break,
+                // Shutdown or a panicked pass (the loop condition tells which).
+                Ok(()) => {}
                 Err(e) => {
                     // A backend error (a tick out of range after a clock jump) ends the worker;
                     // start a new one rather than stop reminding.
@@ -141,16 +194,6 @@ impl ReminderCron {
             }
         }
         let _ = first.await;
-        // A pass still going (it started before the worker stopped) ends before the release.
-        let _guard = runner.busy.lock().await;
-        if let Err(e) = runner
-            .reminders
-            .store
-            .release_lease(LEASE, &runner.holder)
-            .await
-        {
-            warn!(error = %e, "releasing the reminder lease");
-        }
     }
 }
 
@@ -161,6 +204,20 @@ async fn on_tick(tick: Tick, runner: Data<Arc<Runner>>) -> Result<(), BoxDynErro
 }
 
 impl Runner {
+    fn has_panicked(&self) -> bool {
+        self.panicked
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_some()
+    }
+
+    fn take_panic(&self) -> Option<Box<dyn Any + Send>> {
+        self.panicked
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    }
+
     /// One tick: skip if a pass is going here or the lease is held elsewhere, else one pass.
     async fn tick(&self) {
         let Ok(_guard) = self.busy.try_lock() else {
@@ -181,7 +238,14 @@ impl Runner {
                 return;
             }
         }
-        let pass = self.reminders.run_once(Utc::now());
+        let pass = AssertUnwindSafe(async {
+            #[cfg(test)]
+            if self.panic_next.swap(false, Ordering::SeqCst) {
+                panic!("reminder pass panicked (test)");
+            }
+            self.reminders.run_once(Utc::now()).await
+        })
+        .catch_unwind();
         tokio::pin!(pass);
         let renew_every = Duration::from_millis(u64::try_from(self.ttl_ms / 3).unwrap_or(1_000));
         let mut renew =
@@ -197,6 +261,23 @@ impl Runner {
             }
         };
         self.stats.passes.fetch_add(1, Ordering::Relaxed);
+        let result = match result {
+            Ok(result) => result,
+            Err(payload) => {
+                // Let another daemon in now rather than when the lease expires.
+                self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                error!("reminder pass panicked; lease released");
+                if let Err(e) = store.release_lease(LEASE, &self.holder).await {
+                    warn!(error = %e, "releasing the reminder lease");
+                }
+                *self
+                    .panicked
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(payload);
+                self.pass_panicked.notify_one();
+                return;
+            }
+        };
         match result {
             Ok(report) if report != RunReport::default() => {
                 info!(
@@ -273,6 +354,123 @@ mod tests {
             Some("node:test")
         );
         core.store.close().await;
+    }
+
+    /// A core on SQLite, or on a fresh PostgreSQL database (dropped by the returned guard).
+    async fn core_on(
+        postgres: bool,
+        dir: &std::path::Path,
+    ) -> (crate::daemon::Core, Option<DropDatabase>) {
+        let mut config = crate::config::Config::from_toml("").expect("config");
+        config.data_dir = dir.to_path_buf();
+        config.outbox.dir = dir.join("outbox");
+        let mut guard = None;
+        if postgres {
+            let admin = std::env::var("TEST_DATABASE_URL")
+                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+            let name = format!("sb_unit_{}", ulid::Ulid::new().to_string().to_lowercase());
+            let pool = sqlx::PgPool::connect(&admin).await.expect("PostgreSQL");
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                .execute(&pool)
+                .await
+                .expect("create database");
+            pool.close().await;
+            let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+            config.database.url = Some(format!("{base}/{name}"));
+            guard = Some(DropDatabase { admin, name });
+        }
+        let core = crate::daemon::Core::open(config).await.expect("core");
+        (core, guard)
+    }
+
+    struct DropDatabase {
+        admin: String,
+        name: String,
+    }
+
+    impl DropDatabase {
+        async fn drop_now(self) {
+            if let Ok(pool) = sqlx::PgPool::connect(&self.admin).await {
+                let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                    self.name
+                )))
+                .execute(&pool)
+                .await;
+                pool.close().await;
+            }
+        }
+    }
+
+    /// A pass that panics releases the reminder lease at once (another daemon can take it
+    /// without waiting out the five-minute lease of this schedule), the supervisor counts the
+    /// panic and restarts the scheduler, which then runs passes again.
+    async fn a_panicking_pass_releases_the_lease(postgres: bool) {
+        use crate::supervise::{Supervisor, TaskMetrics};
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (core, guard) = core_on(postgres, dir.path()).await;
+        let reminders = core.reminders(core.templates().expect("templates"));
+        // Every minute: the lease lasts five minutes, far longer than this test waits.
+        let schedule = parse_schedule("0 * * * * *").expect("schedule");
+        let ttl = lease_ttl_ms(&schedule);
+        assert_eq!(ttl, 300_000);
+        let cron = ReminderCron::new(reminders, "node-a:1".into(), schedule);
+        let stats = cron.stats();
+        cron.runner.panic_next.store(true, Ordering::SeqCst);
+        let metrics = TaskMetrics::default();
+        let shutdown = CancellationToken::new();
+        let supervised = Supervisor::new(shutdown.clone(), metrics.clone())
+            .spawn("reminders", move |stop| cron.clone().run(stop));
+
+        let started = std::time::Instant::now();
+        while metrics.counts("reminders").panics == 0 {
+            assert!(started.elapsed() < Duration::from_secs(20), "no panic seen");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // The supervisor waits a second before the restart: the lease is free now.
+        assert!(
+            core.store
+                .take_lease(LEASE, "node-b:1", ttl)
+                .await
+                .expect("lease"),
+            "another daemon takes the lease right after the panic"
+        );
+        core.store
+            .release_lease(LEASE, "node-b:1")
+            .await
+            .expect("release");
+        // Restarted: the start-up pass of the new run goes through.
+        while stats.counts().passes < 2 || metrics.counts("reminders").restarts == 0 {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "not restarted: {:?} {:?}",
+                stats.counts(),
+                metrics.counts("reminders")
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(stats.counts().failed, 1);
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(10), supervised)
+            .await
+            .expect("stops")
+            .expect("supervisor");
+        assert_eq!(core.store.lease(LEASE).await.expect("lease"), None);
+        core.store.close().await;
+        if let Some(guard) = guard {
+            guard.drop_now().await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reminders_panicking_pass_releases_the_lease_sqlite() {
+        a_panicking_pass_releases_the_lease(false).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reminders_panicking_pass_releases_the_lease_postgres() {
+        a_panicking_pass_releases_the_lease(true).await;
     }
 
     #[test]

@@ -22,12 +22,14 @@
 pub mod cron;
 pub mod schedule;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use chrono::{DateTime, TimeZone, Utc};
 use chrono_tz::Tz;
-use tracing::{debug, info};
+use futures::FutureExt;
+use tracing::{debug, error, info, warn};
 
 use crate::config::Touch;
 use crate::config::{Config, OrganizationConfig, ReminderRule};
@@ -55,6 +57,9 @@ pub enum ReminderError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Message(#[from] MessageError),
+    /// A rule of the organization fails [`ReminderRule::validate`] (or cannot be read): the
+    /// organization is not planned until it is fixed. `rule` is its id, or `#<n>` (1-based
+    /// position) when the id itself is unusable.
     #[error("rule {rule}: {reason}")]
     Rule { rule: String, reason: String },
 }
@@ -146,6 +151,9 @@ impl Reminders {
         Ok(report)
     }
 
+    /// The organization's settings and rules, every rule checked by [`ReminderRule::validate`]
+    /// (rules stored by older versions were not): one unusable rule is an error for the whole
+    /// organization, never a guess at which touches to keep.
     async fn org_plan(&self, organization_id: &str) -> Result<OrgPlan, ReminderError> {
         let org = self.store.organization(organization_id).await?;
         let settings = self.config.organization(&org.slug);
@@ -155,11 +163,30 @@ impl Reminders {
         } else {
             stored
                 .iter()
-                .filter_map(|d| serde_json::from_str(d).ok())
-                .collect()
+                .enumerate()
+                .map(|(i, d)| {
+                    serde_json::from_str(d).map_err(|_| ReminderError::Rule {
+                        rule: format!("#{}", i + 1),
+                        reason: "the stored definition cannot be read".into(),
+                    })
+                })
+                .collect::<Result<_, _>>()?
         };
         let mut parsed = Vec::new();
-        for rule in rules {
+        for (i, rule) in rules.into_iter().enumerate() {
+            let name = |e: &crate::config::RuleError| {
+                if e.pointer == "/id" {
+                    format!("#{}", i + 1)
+                } else {
+                    rule.id.clone()
+                }
+            };
+            if let Err(e) = rule.validate() {
+                return Err(ReminderError::Rule {
+                    rule: name(&e),
+                    reason: e.to_string(),
+                });
+            }
             let mut touches = Vec::new();
             for touch in &rule.touches {
                 let when = schedule::parse(touch).map_err(|e| ReminderError::Rule {
@@ -195,26 +222,49 @@ impl Reminders {
         };
         let cancelled = self.store.cancel_stale_touches(changed_since).await?;
         let now_ms = now.timestamp_millis();
-        let horizon_end = now_ms + self.horizon_ms();
+        let horizon_end = now_ms.saturating_add(self.horizon_ms());
         let appointments = self
             .store
             .appointments_to_plan(now_ms, horizon_end, changed_since, entered_from)
             .await?;
-        let mut orgs: HashMap<String, OrgPlan> = HashMap::new();
-        let mut touches = Vec::with_capacity(appointments.len() * 3);
+        let mut by_org: BTreeMap<&str, Vec<&PlanRow>> = BTreeMap::new();
         for appointment in &appointments {
-            if !orgs.contains_key(&appointment.organization_id) {
-                let plan = self.org_plan(&appointment.organization_id).await?;
-                orgs.insert(appointment.organization_id.clone(), plan);
+            by_org
+                .entry(appointment.organization_id.as_str())
+                .or_default()
+                .push(appointment);
+        }
+        // Each organization on its own: an invalid rule or a panic skips that organization
+        // only (logged by id); the others are planned and the cursors move on. A store error
+        // skips it too, but keeps the cursors so the next run looks at these appointments again.
+        let mut touches = Vec::with_capacity(appointments.len() * 3);
+        let mut again = false;
+        for (organization_id, rows) in by_org {
+            let planned = AssertUnwindSafe(self.plan_organization(organization_id, &rows, now_ms))
+                .catch_unwind()
+                .await;
+            match planned {
+                Ok(Ok(mut planned)) => touches.append(&mut planned),
+                Ok(Err(e @ ReminderError::Rule { .. })) => warn!(
+                    %organization_id,
+                    error = %e,
+                    "reminder rules invalid: organization skipped until they are fixed"
+                ),
+                Ok(Err(e)) => {
+                    again = true;
+                    warn!(%organization_id, error = %e, "planning reminders failed: organization skipped this run");
+                }
+                Err(_) => error!(
+                    %organization_id,
+                    "planning reminders panicked: organization skipped"
+                ),
             }
-            let Some(org) = orgs.get(&appointment.organization_id) else {
-                continue;
-            };
-            plan_appointment(org, appointment, now_ms, &mut touches);
         }
         let planned = self.store.insert_touches(&touches).await?;
-        self.store.set_cursor(CURSOR_CHANGED, store_now).await?;
-        self.store.set_cursor(CURSOR_HORIZON, horizon_end).await?;
+        if !again {
+            self.store.set_cursor(CURSOR_CHANGED, store_now).await?;
+            self.store.set_cursor(CURSOR_HORIZON, horizon_end).await?;
+        }
         Ok(RunReport {
             planned,
             cancelled,
@@ -222,11 +272,29 @@ impl Reminders {
         })
     }
 
+    /// The touches of one organization's appointments (a test may make it panic).
+    async fn plan_organization(
+        &self,
+        organization_id: &str,
+        rows: &[&PlanRow],
+        now_ms: i64,
+    ) -> Result<Vec<NewTouch>, ReminderError> {
+        #[cfg(test)]
+        tests::maybe_panic(organization_id);
+        let org = self.org_plan(organization_id).await?;
+        let mut touches = Vec::with_capacity(rows.len() * 3);
+        for (i, appointment) in rows.iter().enumerate() {
+            if i % 1024 == 1023 {
+                tokio::task::yield_now().await;
+            }
+            plan_appointment(&org, appointment, now_ms, &mut touches);
+        }
+        Ok(touches)
+    }
+
     /// The next run plans every upcoming appointment again (after a rule or config change).
     pub async fn replan_all(&self) -> Result<(), ReminderError> {
-        self.store.reset_cursor(CURSOR_CHANGED).await?;
-        self.store.reset_cursor(CURSOR_HORIZON).await?;
-        Ok(())
+        Ok(replan_all(&self.store).await?)
     }
 
     /// The longest lead time of any configured rule, plus a day.
@@ -234,13 +302,16 @@ impl Reminders {
         let mut longest = 8 * 24 * 3_600_000_i64;
         for org in self.config.organizations.values() {
             for rule in &org.reminder_rules {
+                if rule.validate().is_err() {
+                    continue;
+                }
                 for touch in &rule.touches {
-                    let lead = match schedule::parse(touch) {
-                        Ok(When::Before(d)) => d.num_milliseconds() + 24 * 3_600_000,
-                        Ok(When::DaysBefore { days, .. }) => i64::from(days + 5) * 24 * 3_600_000,
-                        Err(_) => 0,
-                    };
-                    longest = longest.max(lead);
+                    if let Ok(when) = schedule::parse(touch) {
+                        let lead = schedule::lead(when)
+                            .num_milliseconds()
+                            .saturating_add(24 * 3_600_000);
+                        longest = longest.max(lead);
+                    }
                 }
             }
         }
@@ -265,10 +336,30 @@ impl Reminders {
             return Ok((0, 0));
         }
         let mut orgs: HashMap<String, Arc<OrgPlan>> = HashMap::new();
+        // Organizations whose rules cannot be used: their due touches are skipped with this
+        // reason (left planned, they would fill every batch and starve the others).
+        let mut unusable: HashMap<String, String> = HashMap::new();
         for touch in &due {
-            if !orgs.contains_key(&touch.organization_id) {
-                let plan = self.org_plan(&touch.organization_id).await?;
-                orgs.insert(touch.organization_id.clone(), Arc::new(plan));
+            let id = &touch.organization_id;
+            if orgs.contains_key(id) || unusable.contains_key(id) {
+                continue;
+            }
+            match AssertUnwindSafe(self.org_plan(id)).catch_unwind().await {
+                Ok(Ok(plan)) => {
+                    orgs.insert(id.clone(), Arc::new(plan));
+                }
+                Ok(Err(e @ ReminderError::Rule { .. })) => {
+                    warn!(organization_id = %id, error = %e, "reminder rules invalid: due touches skipped");
+                    unusable.insert(id.clone(), format!("reminder rules invalid: {e}"));
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_) => {
+                    error!(organization_id = %id, "loading reminder rules panicked: due touches skipped");
+                    unusable.insert(
+                        id.clone(),
+                        "internal error while checking (see the daemon log)".into(),
+                    );
+                }
             }
         }
         let batch = self.load_batch(&due, &orgs, now).await?;
@@ -284,6 +375,9 @@ impl Reminders {
                 tokio::task::yield_now().await;
             }
             let Some(org) = orgs.get(&touch.organization_id) else {
+                if let Some(reason) = unusable.get(&touch.organization_id) {
+                    outcomes.push(skipped(touch, reason.clone()));
+                }
                 continue;
             };
             if let Some(done) = batch.accepted.get(&touch.id) {
@@ -298,7 +392,14 @@ impl Reminders {
                 continue;
             }
             let already = sending.get(touch.patient_id.as_str()).copied().unwrap_or(0);
-            match self.prepare(org, touch, &batch, already, now) {
+            let prepared = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                self.prepare(org, touch, &batch, already, now)
+            }))
+            .unwrap_or_else(|_| {
+                error!(touch_id = %touch.id, "checking a reminder touch panicked");
+                Err("internal error while checking (see the daemon log)".into())
+            });
+            match prepared {
                 Ok(prepared) => {
                     *sending.entry(touch.patient_id.as_str()).or_default() += 1;
                     to_send.push(prepared);
@@ -504,8 +605,8 @@ impl Reminders {
     ) -> Result<Prepared, String> {
         let settings = &org.settings;
         let now_ms = now.timestamp_millis();
-        let grace = i64::try_from(settings.reminder_grace_minutes).unwrap_or(60) * 60_000;
-        if now_ms > touch.due_at + grace {
+        let grace = grace_ms(settings);
+        if now_ms > touch.due_at.saturating_add(grace) {
             return Err(format!(
                 "too soon: the touch was due {} and is more than {} minutes late",
                 rfc3339(touch.due_at),
@@ -666,7 +767,7 @@ fn plan_appointment(org: &OrgPlan, a: &PlanRow, now_ms: i64, out: &mut Vec<NewTo
     );
     let open = parse_clock(&org.settings.quiet_hours_start).unwrap_or_default();
     let close = parse_clock(&org.settings.quiet_hours_end).unwrap_or_default();
-    let grace = i64::try_from(org.settings.reminder_grace_minutes).unwrap_or(60) * 60_000;
+    let grace = grace_ms(&org.settings);
     let Some(start) = Utc.timestamp_millis_opt(a.start_at).single() else {
         return;
     };
@@ -675,7 +776,20 @@ fn plan_appointment(org: &OrgPlan, a: &PlanRow, now_ms: i64, out: &mut Vec<NewTo
             continue;
         }
         for (touch_id, when) in touches {
-            let due = schedule::due(*when, start, zone, &org.settings.holidays);
+            let Some(due) = schedule::due(*when, start, zone, &org.settings.holidays) else {
+                out.push(NewTouch {
+                    organization_id: a.organization_id.clone(),
+                    appointment_id: a.id.clone(),
+                    patient_id: a.patient_id.clone(),
+                    rule_id: rule.id.clone(),
+                    touch_id: touch_id.clone(),
+                    appointment_start: a.start_at,
+                    due_at: a.start_at,
+                    status: "skipped",
+                    reason: Some("touch time out of range".into()),
+                });
+                continue;
+            };
             let due = if open < close {
                 schedule::out_of_quiet_hours(due, zone, open, close)
             } else {
@@ -687,7 +801,7 @@ fn plan_appointment(org: &OrgPlan, a: &PlanRow, now_ms: i64, out: &mut Vec<NewTo
                     "skipped",
                     Some("too soon: quiet hours push this touch past the appointment".to_string()),
                 )
-            } else if due_ms + grace < now_ms {
+            } else if due_ms.saturating_add(grace) < now_ms {
                 (
                     "skipped",
                     Some(format!(
@@ -711,6 +825,19 @@ fn plan_appointment(org: &OrgPlan, a: &PlanRow, now_ms: i64, out: &mut Vec<NewTo
             });
         }
     }
+}
+
+/// How late a touch may still go out, in ms.
+fn grace_ms(settings: &OrganizationConfig) -> i64 {
+    i64::try_from(settings.reminder_grace_minutes)
+        .unwrap_or(60)
+        .saturating_mul(60_000)
+}
+
+/// The next run plans every upcoming appointment again (after a rule or config change).
+pub async fn replan_all(store: &Store) -> Result<(), StoreError> {
+    store.reset_cursor(CURSOR_CHANGED).await?;
+    store.reset_cursor(CURSOR_HORIZON).await
 }
 
 fn matches_rule(rule: &ReminderRule, a: &PlanRow) -> bool {
@@ -876,5 +1003,55 @@ impl ReplyRouter for Reminders {
                 &context,
             )
             .ok())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// Organizations whose planning panics (stands in for a bug the bounds do not catch).
+    static PANICKING: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+    pub(super) fn maybe_panic(organization_id: &str) {
+        let panics = PANICKING
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .any(|id| id == organization_id);
+        if panics {
+            panic!("planning panicked (test)");
+        }
+    }
+
+    /// A panic while planning one organization skips that organization; the other is planned.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reminders_a_panicking_organization_is_skipped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = Config::from_toml("").expect("config");
+        config.data_dir = dir.path().to_path_buf();
+        config.outbox.dir = dir.path().join("outbox");
+        let core = crate::daemon::Core::open(config).await.expect("core");
+        let reminders = core.reminders(core.templates().expect("templates"));
+        let store = &core.store;
+        let a = store.ensure_organization("a", "A").await.expect("org a");
+        let b = store.ensure_organization("b", "B").await.expect("org b");
+        let start = Utc::now().timestamp_millis() + 3 * 86_400_000;
+        store
+            .seed_appointments(&a.id, "a", &[start])
+            .await
+            .expect("seed a");
+        store
+            .seed_appointments(&b.id, "b", &[start])
+            .await
+            .expect("seed b");
+        PANICKING.lock().expect("lock").push(a.id.clone());
+        let report = reminders.plan(Utc::now()).await.expect("the pass goes on");
+        assert!(report.planned > 0, "{report:?}");
+        let planned = store.due_touches(i64::MAX, 100).await.expect("touches");
+        assert!(planned.iter().all(|t| t.organization_id == b.id));
+        assert!(planned.iter().any(|t| t.organization_id == b.id));
+        core.store.close().await;
     }
 }

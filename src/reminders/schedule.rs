@@ -9,12 +9,39 @@ use chrono_tz::Tz;
 
 use crate::config::Touch;
 
+/// Longest lead time of a touch (`before`, or calendar days of `at`).
+pub const MAX_BEFORE_DAYS: u32 = 365;
+/// Most business days of an `at` spec.
+pub const MAX_BUSINESS_DAYS: u32 = 60;
+
+/// Why a touch's time cannot be used. Carries no input text: the field pointer says where.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum ScheduleError {
-    #[error("touch {0}: give `before` (\"48h\") or `at` (\"1 business day before at 10:00\")")]
-    Missing(String),
-    #[error("touch {touch}: cannot read {spec:?}")]
-    Unreadable { touch: String, spec: String },
+    #[error("give `before` (\"48h\") or `at` (\"1 business day before at 10:00\")")]
+    Missing,
+    #[error("give `before` or `at`, not both")]
+    Both,
+    #[error("cannot read it; expected {expected}")]
+    Unreadable {
+        field: &'static str,
+        expected: &'static str,
+    },
+    #[error("out of range: {limit}")]
+    OutOfRange {
+        field: &'static str,
+        limit: &'static str,
+    },
+}
+
+impl ScheduleError {
+    /// The touch field the error is about (`before` or `at`), if one.
+    pub fn field(&self) -> Option<&'static str> {
+        match self {
+            Self::Missing => None,
+            Self::Both => Some("at"),
+            Self::Unreadable { field, .. } | Self::OutOfRange { field, .. } => Some(field),
+        }
+    }
 }
 
 /// A parsed touch time.
@@ -28,50 +55,108 @@ pub enum When {
     },
 }
 
+const BEFORE_FORMAT: &str = "a number and a unit: `7d`, `48h`, `90m`";
+const AT_FORMAT: &str = "`<n> [business] day(s) before at HH:MM`";
+
+/// Reads a touch's time. Every accepted value is bounded: `before` from 1 minute to
+/// [`MAX_BEFORE_DAYS`] days; `at` up to [`MAX_BEFORE_DAYS`] calendar days or
+/// [`MAX_BUSINESS_DAYS`] business days before, at a time of day from 00:00 to 23:59.
 pub fn parse(touch: &Touch) -> Result<When, ScheduleError> {
-    let bad = |spec: &str| ScheduleError::Unreadable {
-        touch: touch.id.clone(),
-        spec: spec.to_string(),
+    match (&touch.before, &touch.at) {
+        (Some(_), Some(_)) => Err(ScheduleError::Both),
+        (Some(spec), None) => parse_before(spec),
+        (None, Some(spec)) => parse_at(spec),
+        (None, None) => Err(ScheduleError::Missing),
+    }
+}
+
+fn parse_before(spec: &str) -> Result<When, ScheduleError> {
+    let bad = ScheduleError::Unreadable {
+        field: "before",
+        expected: BEFORE_FORMAT,
     };
-    if let Some(spec) = &touch.before {
-        let spec = spec.trim();
-        let (number, unit) = spec.split_at(
-            spec.find(|c: char| !c.is_ascii_digit())
-                .ok_or_else(|| bad(spec))?,
-        );
-        let n: i64 = number.parse().map_err(|_| bad(spec))?;
-        let duration = match unit.trim() {
-            "d" | "day" | "days" => Duration::days(n),
-            "h" | "hour" | "hours" => Duration::hours(n),
-            "m" | "min" | "minutes" => Duration::minutes(n),
-            _ => return Err(bad(spec)),
-        };
-        return Ok(When::Before(duration));
+    let range = ScheduleError::OutOfRange {
+        field: "before",
+        limit: "from 1 minute to 365 days",
+    };
+    let spec = spec.trim();
+    let split = spec
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or(bad.clone())?;
+    let (number, unit) = spec.split_at(split);
+    if number.is_empty() {
+        return Err(bad);
     }
-    if let Some(spec) = &touch.at {
-        // "<n> [business] day(s) before at HH:MM"
-        let words: Vec<&str> = spec.split_whitespace().collect();
-        let n: u32 = words
-            .first()
-            .and_then(|w| w.parse().ok())
-            .ok_or_else(|| bad(spec))?;
-        let business = words.get(1) == Some(&"business");
-        let time = words
-            .iter()
-            .position(|w| *w == "at")
-            .and_then(|i| words.get(i + 1))
-            .and_then(|t| NaiveTime::parse_from_str(t, "%H:%M").ok())
-            .ok_or_else(|| bad(spec))?;
-        if !spec.contains("before") {
-            return Err(bad(spec));
+    let minutes_per_unit: u64 = match unit.trim() {
+        "d" | "day" | "days" => 24 * 60,
+        "h" | "hour" | "hours" => 60,
+        "m" | "min" | "minutes" => 1,
+        _ => return Err(bad),
+    };
+    // All digits: a number too long for u64 is out of range, not unreadable.
+    let n: u64 = number.parse().map_err(|_| range.clone())?;
+    let minutes = n
+        .checked_mul(minutes_per_unit)
+        .filter(|m| (1..=u64::from(MAX_BEFORE_DAYS) * 24 * 60).contains(m))
+        .ok_or(range.clone())?;
+    let minutes = i64::try_from(minutes).map_err(|_| range.clone())?;
+    Ok(When::Before(Duration::try_minutes(minutes).ok_or(range)?))
+}
+
+fn parse_at(spec: &str) -> Result<When, ScheduleError> {
+    let bad = ScheduleError::Unreadable {
+        field: "at",
+        expected: AT_FORMAT,
+    };
+    // "<n> [business] day(s) before at HH:MM"
+    let words: Vec<&str> = spec.split_whitespace().collect();
+    let (number, rest) = words.split_first().ok_or(bad.clone())?;
+    let (business, rest) = match rest.split_first() {
+        Some((w, rest)) if w.eq_ignore_ascii_case("business") => (true, rest),
+        _ => (false, rest),
+    };
+    let [day, before, at, time] = rest else {
+        return Err(bad);
+    };
+    let day = day.to_ascii_lowercase();
+    if !(day == "day" || day == "days")
+        || !before.eq_ignore_ascii_case("before")
+        || !at.eq_ignore_ascii_case("at")
+        || !number.bytes().all(|b| b.is_ascii_digit())
+    {
+        return Err(bad);
+    }
+    let time = parse_clock(time).ok_or(ScheduleError::OutOfRange {
+        field: "at",
+        limit: "a time of day from 00:00 to 23:59",
+    })?;
+    let (limit, most) = if business {
+        ("at most 60 business days", MAX_BUSINESS_DAYS)
+    } else {
+        ("at most 365 days", MAX_BEFORE_DAYS)
+    };
+    let range = ScheduleError::OutOfRange { field: "at", limit };
+    let days: u32 = number.parse().map_err(|_| range.clone())?;
+    if days > most {
+        return Err(range);
+    }
+    Ok(When::DaysBefore {
+        days,
+        business,
+        at: time,
+    })
+}
+
+/// How far before the start a touch can be due, at most (for the planning horizon).
+pub fn lead(when: When) -> Duration {
+    match when {
+        When::Before(d) => d,
+        // Business days skip weekends and holidays: allow two weeks more.
+        When::DaysBefore { days, business, .. } => {
+            let days = i64::from(days) + if business { 14 } else { 1 };
+            Duration::try_days(days).unwrap_or(Duration::MAX)
         }
-        return Ok(When::DaysBefore {
-            days: n,
-            business,
-            at: time,
-        });
     }
-    Err(ScheduleError::Missing(touch.id.clone()))
 }
 
 /// A local date and time as an instant in `tz` (gap → forward; overlap → earlier).
@@ -81,31 +166,38 @@ pub fn local_to_utc(tz: Tz, local: NaiveDateTime) -> DateTime<Utc> {
         if let Some(t) = tz.from_local_datetime(&candidate).earliest() {
             return t.with_timezone(&Utc);
         }
-        candidate += Duration::minutes(30);
+        match candidate.checked_add_signed(Duration::minutes(30)) {
+            Some(next) => candidate = next,
+            None => break,
+        }
     }
     Utc.from_utc_datetime(&local)
 }
 
 /// When the touch is due for an appointment starting at `start`, before quiet hours. Business
-/// days are Monday to Friday except the organization's `holidays` (local dates).
-pub fn due(when: When, start: DateTime<Utc>, tz: Tz, holidays: &[NaiveDate]) -> DateTime<Utc> {
+/// days are Monday to Friday except the organization's `holidays` (local dates). `None` when
+/// the time is not representable (never for the bounded values [`parse`] returns, but a
+/// caller skips such a touch rather than panic).
+pub fn due(
+    when: When,
+    start: DateTime<Utc>,
+    tz: Tz,
+    holidays: &[NaiveDate],
+) -> Option<DateTime<Utc>> {
     match when {
-        When::Before(d) => start - d,
+        When::Before(d) => start.checked_sub_signed(d),
         When::DaysBefore { days, business, at } => {
             let mut date: NaiveDate = start.with_timezone(&tz).date_naive();
             let mut left = days;
             while left > 0 {
-                let Some(previous) = date.pred_opt() else {
-                    break;
-                };
-                date = previous;
+                date = date.pred_opt()?;
                 let closed = matches!(date.weekday(), Weekday::Sat | Weekday::Sun)
                     || holidays.contains(&date);
                 if !(business && closed) {
                     left -= 1;
                 }
             }
-            local_to_utc(tz, date.and_time(at))
+            Some(local_to_utc(tz, date.and_time(at)))
         }
     }
 }
@@ -151,6 +243,84 @@ mod tests {
 
     fn utc(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    fn due(when: When, start: DateTime<Utc>, tz: Tz, holidays: &[NaiveDate]) -> DateTime<Utc> {
+        super::due(when, start, tz, holidays).expect("representable")
+    }
+
+    /// Every duration and count is bounded (the planner computes with them), and the error
+    /// names the field.
+    #[test]
+    fn absurd_times_are_refused_with_the_field() {
+        let out_of_range = |before: Option<&str>, at: Option<&str>| {
+            matches!(
+                parse(&touch(before, at)),
+                Err(ScheduleError::OutOfRange { .. })
+            )
+        };
+        for spec in [
+            "100000000d",
+            "366d",
+            "8761h",
+            "525601m",
+            "0m",
+            "0d",
+            "99999999999999999999999999d",
+        ] {
+            assert!(out_of_range(Some(spec), None), "{spec}");
+        }
+        for spec in [
+            "61 business days before at 10:00",
+            "366 days before at 10:00",
+            "4294967296 days before at 10:00",
+            "1 day before at 24:00",
+            "1 day before at 10:61",
+        ] {
+            assert!(out_of_range(None, Some(spec)), "{spec}");
+        }
+        for spec in ["-5h", "5 weeks", "h", ""] {
+            let error = parse(&touch(Some(spec), None)).unwrap_err();
+            assert_eq!(error.field(), Some("before"), "{spec}");
+        }
+        for spec in [
+            "1 business bday before at 10:00",
+            "1 day after at 10:00",
+            "-1 day before at 10:00",
+        ] {
+            let error = parse(&touch(None, Some(spec))).unwrap_err();
+            assert_eq!(error.field(), Some("at"), "{spec}");
+        }
+        assert_eq!(
+            parse(&touch(Some("2h"), Some("1 day before at 10:00"))),
+            Err(ScheduleError::Both)
+        );
+        // The limits themselves are fine.
+        assert_eq!(
+            parse(&touch(Some("365d"), None)),
+            Ok(When::Before(Duration::days(365)))
+        );
+        assert!(parse(&touch(None, Some("60 business days before at 23:59"))).is_ok());
+        assert!(parse(&touch(None, Some("365 days before at 00:00"))).is_ok());
+        // An instant the calendar cannot hold is no due time, not a panic.
+        assert_eq!(
+            super::due(
+                When::Before(Duration::days(365)),
+                DateTime::<Utc>::MIN_UTC,
+                Tz::UTC,
+                &[]
+            ),
+            None
+        );
+        let far = When::DaysBefore {
+            days: 2,
+            business: true,
+            at: NaiveTime::MIN,
+        };
+        assert_eq!(
+            super::due(far, DateTime::<Utc>::MIN_UTC, Tz::UTC, &[]),
+            None
+        );
     }
 
     #[test]

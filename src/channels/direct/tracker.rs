@@ -197,7 +197,7 @@ impl Tracker {
     }
 
     /// Reads the mailbox as notifications arrive (IDLE) or every poll interval.
-    async fn watch_mailbox(&self, shutdown: &CancellationToken) {
+    pub(crate) async fn watch_mailbox(&self, shutdown: &CancellationToken) {
         let Some(mailbox) = self.config.mailbox.clone() else {
             return;
         };
@@ -232,7 +232,7 @@ impl Tracker {
     }
 
     /// The expiry pass every `expiry_interval_secs`.
-    async fn expire_regularly(&self, shutdown: &CancellationToken) {
+    pub(crate) async fn expire_regularly(&self, shutdown: &CancellationToken) {
         let interval = Duration::from_secs(self.config.expiry_interval_secs.max(1));
         loop {
             match self.expire_once().await {
