@@ -893,3 +893,21 @@ fn an_open_listener_does_not_start() {
     let ok = switchboard::config::Config::from_toml("[hl7]\nlisten = \"127.0.0.1:2575\"\n");
     assert!(ok.is_ok(), "{ok:?}");
 }
+
+/// A duration too large to count (SCH-9 in hours past i64 minutes) used to overflow in the
+/// mapping and kill the connection without an answer (so the engine resent it forever):
+/// now the message is applied without a duration.
+async fn absurd_durations_are_ignored(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let (mut daemon, addr) = start(&db).await;
+    let siu = "MSH|^~\\&|EHR|CLINIC|SB|SB|20240101120000||SIU^S12|HUGE1|P|2.5.1\rSCH||APPT-HUGE|||||||9223372036854775807|h|^^30^202412011000\rPID|1||MRN-HUGE^^^CLINIC^MR||Huge^Pat\r";
+    let acks = send(addr, &[siu.to_string()]).await;
+    assert_eq!(acks[0].0, "AA", "{acks:?}");
+    let appointment = daemon.get_json("/v1/appointments/APPT-HUGE").await;
+    assert!(appointment["duration_minutes"].is_null(), "{appointment}");
+    daemon.stop().await;
+}
+both_databases!(
+    absurd_durations_are_ignored,
+    super::absurd_durations_are_ignored
+);
