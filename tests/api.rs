@@ -408,3 +408,95 @@ async fn health_and_readiness(backend: Backend) {
     daemon.stop().await;
 }
 both_databases!(health_and_readiness, super::health_and_readiness);
+
+/// The server's own guards: a client that sends half a request head is disconnected after
+/// `server.header_timeout_secs`; a request whose body does not arrive in
+/// `server.request_timeout_secs` gets 408; beyond `server.max_concurrent_requests` a request
+/// gets 503 with Retry-After at once. All answers are problem+json.
+async fn slow_clients_are_cut_off(backend: Backend) {
+    use std::io::{Read, Write};
+    let db = TestDb::new(backend).await;
+    let mut config = db.config();
+    config.server.header_timeout_secs = 1;
+    config.server.request_timeout_secs = 2;
+    config.server.max_concurrent_requests = 1;
+    let mut daemon = TestDaemon::start(config).await;
+    let addr = daemon.daemon.as_ref().expect("daemon").addr;
+
+    let closed_after = tokio::task::spawn_blocking(move || {
+        let mut s = std::net::TcpStream::connect(addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
+        let started = std::time::Instant::now();
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n")
+            .expect("half a head");
+        let mut rest = Vec::new();
+        // EOF (or a reset) ends the read; a read timeout is the old behaviour.
+        match s.read_to_end(&mut rest) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            Err(e) => panic!("still open after {:?}: {e}", started.elapsed()),
+        }
+        started.elapsed()
+    })
+    .await
+    .expect("client");
+    assert!(
+        closed_after < Duration::from_secs(5),
+        "half a request head held the connection for {closed_after:?}"
+    );
+
+    // A request whose body never completes holds the only slot...
+    let key = daemon.key.clone();
+    let slow = tokio::task::spawn_blocking(move || {
+        let mut s = std::net::TcpStream::connect(addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
+        let head = format!(
+            "POST /v1/messages HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"body\":"
+        );
+        s.write_all(head.as_bytes()).expect("head");
+        let mut answer = Vec::new();
+        let _ = s.read_to_end(&mut answer);
+        String::from_utf8_lossy(&answer).into_owned()
+    });
+    // ... so another request is turned away at once.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let busy = loop {
+        let response = daemon
+            .http
+            .get(daemon.url("/healthz"))
+            .send()
+            .await
+            .expect("GET");
+        if response.status() == 503 {
+            break response;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never refused: {}",
+            response.status()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(busy.headers()["retry-after"], "1");
+    assert_eq!(busy.headers()["content-type"], "application/problem+json");
+    let answer = slow.await.expect("slow client");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("application/problem+json"), "{answer}");
+    // The slot is free again.
+    let response = daemon
+        .http
+        .get(daemon.url("/metrics"))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(response.status(), 200);
+    let metrics = response.text().await.expect("text");
+    assert!(
+        metrics.contains("switchboard_panics_total{task=\"http\"} 0"),
+        "{metrics}"
+    );
+    daemon.stop().await;
+}
+both_databases!(slow_clients_are_cut_off, super::slow_clients_are_cut_off);

@@ -511,3 +511,403 @@ async fn idle_connections_are_closed() {
     );
     daemon.stop().await;
 }
+
+/// Runs the `openssl` CLI; panics with its stderr when it fails.
+fn openssl(dir: &Path, args: &[&str]) {
+    let output = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("openssl");
+    assert!(
+        output.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// A P-256 key and a certificate for `subject` signed by `ca` (`None`: self-signed), made
+/// with the openssl CLI: `<name>.key` and `<name>.pem` in `dir`.
+fn certificate(dir: &Path, name: &str, subject: &str, ca: Option<&str>, extra: &[&str]) {
+    let key = format!("{name}.key");
+    let pem = format!("{name}.pem");
+    match ca {
+        None => {
+            let mut args = vec![
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-days",
+                "1",
+                "-subj",
+                subject,
+                "-keyout",
+                &key,
+                "-out",
+                &pem,
+            ];
+            args.extend_from_slice(extra);
+            openssl(dir, &args);
+        }
+        Some(ca) => {
+            let csr = format!("{name}.csr");
+            openssl(
+                dir,
+                &[
+                    "req",
+                    "-new",
+                    "-newkey",
+                    "ec",
+                    "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1",
+                    "-nodes",
+                    "-subj",
+                    subject,
+                    "-keyout",
+                    &key,
+                    "-out",
+                    &csr,
+                ],
+            );
+            let (ca_pem, ca_key) = (format!("{ca}.pem"), format!("{ca}.key"));
+            openssl(
+                dir,
+                &[
+                    "x509",
+                    "-req",
+                    "-in",
+                    &csr,
+                    "-CA",
+                    &ca_pem,
+                    "-CAkey",
+                    &ca_key,
+                    "-set_serial",
+                    "2",
+                    "-days",
+                    "1",
+                    "-out",
+                    &pem,
+                ],
+            );
+        }
+    }
+}
+
+/// `openssl s_client` as the sending system: sends one framed message, prints what came
+/// back until the daemon closes the connection. Returns (stdout, stderr).
+fn s_client(dir: &Path, addr: SocketAddr, client: Option<&str>, message: &str) -> (String, String) {
+    let mut command = Command::new("timeout");
+    command
+        .current_dir(dir)
+        .args(["20", "openssl", "s_client", "-quiet", "-connect"])
+        .arg(addr.to_string())
+        .args(["-servername", "localhost", "-CAfile", "server.pem"]);
+    if let Some(name) = client {
+        command.args([
+            "-cert",
+            &format!("{name}.pem"),
+            "-key",
+            &format!("{name}.key"),
+        ]);
+    }
+    let mut child = command
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("openssl s_client");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(&frame(message.as_bytes()))
+        .expect("write");
+    let output = child.wait_with_output().expect("s_client");
+    (
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Every archived HL7 row, whatever its status.
+async fn archived(daemon: &TestDaemon) -> usize {
+    daemon
+        .core
+        .store
+        .hl7_by_status(&["received", "applied", "rejected", "error"], 100)
+        .await
+        .expect("archive")
+        .len()
+}
+
+/// Polls until the feed's organization has an `hl7_connection_refused` audit row.
+async fn wait_refusal_audited(daemon: &TestDaemon, organization_id: &str) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let events = daemon
+            .core
+            .store
+            .audit_events(organization_id, 50)
+            .await
+            .expect("audit");
+        if let Some(event) = events.iter().find(|e| e.action == "hl7_connection_refused") {
+            return event.detail.clone().unwrap_or_default();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no refusal audited: {events:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Mutual TLS: only a certificate from the feed's CA with an allowed subject is served.
+/// Without a certificate, with one from another issuer, or with another subject, the
+/// connection is refused before anything is read, and the refusal is audited.
+async fn mutual_tls_admits_only_allowed_certificates(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let dir = db.dir.path().to_path_buf();
+    certificate(&dir, "ca", "/CN=North Feed CA", None, &[]);
+    certificate(
+        &dir,
+        "server",
+        "/CN=localhost",
+        None,
+        &["-addext", "subjectAltName=DNS:localhost"],
+    );
+    certificate(
+        &dir,
+        "ehr",
+        "/O=North Clinic/CN=ehr.north.example",
+        Some("ca"),
+        &[],
+    );
+    certificate(
+        &dir,
+        "intruder",
+        "/O=North Clinic/CN=intruder.example",
+        Some("ca"),
+        &[],
+    );
+    certificate(
+        &dir,
+        "forged",
+        "/O=North Clinic/CN=ehr.north.example",
+        None,
+        &[],
+    );
+
+    let mut config = db.config();
+    // Reachable from other hosts: allowed because client certificates are required.
+    config.hl7.listen = Some("0.0.0.0:0".parse().expect("addr"));
+    config.hl7.organization = "north".into();
+    config.hl7.idle_timeout_secs = 1;
+    config.hl7.tls_certificate = Some(dir.join("server.pem"));
+    config.hl7.tls_key = Some(switchboard::config::Secret {
+        file: Some(dir.join("server.key")),
+        credential: None,
+    });
+    config.hl7.tls_client_ca = Some(dir.join("ca.pem"));
+    config.hl7.allowed_subjects = vec!["CN=ehr.north.example, O=North Clinic".into()];
+    let mut daemon = TestDaemon::start(config).await;
+    let port = daemon
+        .daemon
+        .as_ref()
+        .and_then(|d| d.hl7_addr)
+        .expect("listener")
+        .port();
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let north = daemon
+        .core
+        .store
+        .ensure_organization("north", "north")
+        .await
+        .expect("org")
+        .id;
+    let message = |id: &str| {
+        format!(
+            "MSH|^~\\&|EHR|CLINIC|SB|SB|20240101||ADT^A04|{id}|P|2.5.1\rPID|1||MRN-{id}^^^CLINIC^MR||Secure^Pat\r"
+        )
+    };
+
+    for (client, id) in [
+        (None, "NOCERT"),
+        (Some("forged"), "FORGED"),
+        (Some("intruder"), "OTHER"),
+    ] {
+        let (stdout, stderr) = {
+            let dir = dir.clone();
+            let body = message(id);
+            tokio::task::spawn_blocking(move || s_client(&dir, addr, client, &body))
+                .await
+                .expect("client")
+        };
+        assert!(
+            !stdout.contains("MSA"),
+            "{client:?} got an answer: {stdout} {stderr}"
+        );
+        let detail = wait_refusal_audited(&daemon, &north).await;
+        assert!(
+            !detail.contains("intruder"),
+            "audit names no subject: {detail}"
+        );
+        let response = daemon
+            .http
+            .get(daemon.url(&format!("/v1/patients/MRN-{id}")))
+            .bearer_auth(&daemon.key)
+            .send()
+            .await
+            .expect("GET");
+        assert_eq!(response.status(), 404, "{client:?}: nothing was applied");
+    }
+    assert_eq!(
+        archived(&daemon).await,
+        0,
+        "nothing was read from refused clients"
+    );
+
+    let (stdout, stderr) = {
+        let dir = dir.clone();
+        let body = message("MTLS1");
+        tokio::task::spawn_blocking(move || s_client(&dir, addr, Some("ehr"), &body))
+            .await
+            .expect("client")
+    };
+    assert!(stdout.contains("MSA|AA|MTLS1"), "{stdout} {stderr}");
+    assert_eq!(
+        daemon.get_json("/v1/patients/MRN-MTLS1").await["family_name"],
+        "Secure"
+    );
+    daemon.stop().await;
+}
+both_databases!(
+    mutual_tls_admits_only_allowed_certificates,
+    super::mutual_tls_admits_only_allowed_certificates
+);
+
+/// `hl7.allow_from`: a source outside the list is disconnected before anything is read; a
+/// listed one is served.
+async fn source_allow_list(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let mut config = db.config();
+    config.hl7.listen = Some("127.0.0.1:0".parse().expect("addr"));
+    config.hl7.organization = "north".into();
+    config.hl7.allow_from = vec!["127.0.0.2/32".into()];
+    let mut daemon = TestDaemon::start(config.clone()).await;
+    let addr = daemon
+        .daemon
+        .as_ref()
+        .and_then(|d| d.hl7_addr)
+        .expect("listener");
+    let north = daemon
+        .core
+        .store
+        .ensure_organization("north", "north")
+        .await
+        .expect("org")
+        .id;
+    let message = adt("SRC1", "A04", "MRN-SRC", "Source", "");
+    let answer = tokio::task::spawn_blocking(move || {
+        let mut s = TcpStream::connect(addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        exchange(&mut s, &frame(message.as_bytes()))
+    })
+    .await
+    .expect("client");
+    assert_eq!(
+        answer, None,
+        "a source outside hl7.allow_from gets no answer"
+    );
+    wait_refusal_audited(&daemon, &north).await;
+    assert_eq!(archived(&daemon).await, 0, "nothing was read");
+    daemon.stop().await;
+
+    config.hl7.allow_from = vec!["10.0.0.0/8".into(), "127.0.0.1".into()];
+    let mut daemon = TestDaemon::start(config).await;
+    let addr = daemon
+        .daemon
+        .as_ref()
+        .and_then(|d| d.hl7_addr)
+        .expect("listener");
+    let file = db.dir.path().join("adt.hl7");
+    std::fs::write(&file, adt("SRC2", "A04", "MRN-SRC", "Source", "")).expect("file");
+    let acks = mllp_send(&file, addr, db.dir.path());
+    assert!(acks[0].starts_with("MSA|AA|SRC2"), "{acks:?}");
+    assert_eq!(
+        daemon.get_json("/v1/patients/MRN-SRC").await["family_name"],
+        "Source"
+    );
+    daemon.stop().await;
+}
+both_databases!(source_allow_list, super::source_allow_list);
+
+/// A listener reachable from other hosts with neither client certificates nor an allow-list
+/// does not start, and says how to fix it.
+#[test]
+fn an_open_listener_does_not_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("open.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "data_dir = \"{}\"\n[server]\nlisten = \"127.0.0.1:0\"\n[hl7]\nlisten = \"0.0.0.0:0\"\n",
+            dir.path().display()
+        ),
+    )
+    .expect("config");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["run", "--config"])
+        .arg(&path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("switchboard");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the daemon started with an open HL7 listener");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut stderr)
+        .expect("stderr");
+    assert!(!status.success());
+    for hint in ["hl7.allow_from", "hl7.tls_client_ca", "127.0.0.1"] {
+        assert!(stderr.contains(hint), "{hint} missing from: {stderr}");
+    }
+    // Loopback needs neither.
+    let ok = switchboard::config::Config::from_toml("[hl7]\nlisten = \"127.0.0.1:2575\"\n");
+    assert!(ok.is_ok(), "{ok:?}");
+}
+
+/// A duration too large to count (SCH-9 in hours past i64 minutes) used to overflow in the
+/// mapping and kill the connection without an answer (so the engine resent it forever):
+/// now the message is applied without a duration.
+async fn absurd_durations_are_ignored(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let (mut daemon, addr) = start(&db).await;
+    let siu = "MSH|^~\\&|EHR|CLINIC|SB|SB|20240101120000||SIU^S12|HUGE1|P|2.5.1\rSCH||APPT-HUGE|||||||9223372036854775807|h|^^30^202412011000\rPID|1||MRN-HUGE^^^CLINIC^MR||Huge^Pat\r";
+    let acks = send(addr, &[siu.to_string()]).await;
+    assert_eq!(acks[0].0, "AA", "{acks:?}");
+    let appointment = daemon.get_json("/v1/appointments/APPT-HUGE").await;
+    assert!(appointment["duration_minutes"].is_null(), "{appointment}");
+    daemon.stop().await;
+}
+both_databases!(
+    absurd_durations_are_ignored,
+    super::absurd_durations_are_ignored
+);

@@ -97,6 +97,14 @@ pub struct ImapMailboxConfig {
     /// Wait with IMAP IDLE when the server lists it in CAPABILITY (default true).
     #[serde(default = "default_true")]
     pub idle: bool,
+    /// Most bytes (response lines and literals together) one command's answer may bring;
+    /// past it the session is dropped with an error. Default 64 MiB.
+    #[serde(default = "default_max_response_bytes")]
+    pub max_response_bytes: usize,
+    /// Most untagged responses one command's answer may bring; past it the session is
+    /// dropped with an error. Default 10,000.
+    #[serde(default = "default_max_untagged")]
+    pub max_untagged_responses: usize,
 }
 
 /// An HTTP provider described by a manifest.
@@ -156,6 +164,12 @@ fn default_true() -> bool {
 }
 fn default_inbox() -> String {
     "INBOX".into()
+}
+fn default_max_response_bytes() -> usize {
+    64 * 1024 * 1024
+}
+fn default_max_untagged() -> usize {
+    10_000
 }
 fn default_poll() -> u64 {
     60

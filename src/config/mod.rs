@@ -151,6 +151,14 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Largest accepted request body, bytes (413 above it).
     pub max_body_bytes: usize,
+    /// A connection whose request head (request line and headers) has not fully arrived this
+    /// long after the connection opened, or after the previous response, is closed, seconds.
+    pub header_timeout_secs: u64,
+    /// A request not answered this long after its head arrived gets 408 (its body had not
+    /// all arrived) or 503 (it had), seconds.
+    pub request_timeout_secs: u64,
+    /// Requests handled at once; beyond it a request gets 503 with `Retry-After` at once.
+    pub max_concurrent_requests: usize,
 }
 
 impl Default for ServerConfig {
@@ -158,6 +166,9 @@ impl Default for ServerConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_body_bytes: 10 * 1024 * 1024,
+            header_timeout_secs: 10,
+            request_timeout_secs: 60,
+            max_concurrent_requests: 256,
         }
     }
 }
@@ -320,6 +331,19 @@ pub struct Hl7Config {
     pub tls_certificate: Option<PathBuf>,
     /// The certificate's private key (PKCS#8 PEM), from a file or credential.
     pub tls_key: Option<Secret>,
+    /// Mutual TLS: CA certificates (PEM file) that sign the sending systems' client
+    /// certificates. Set: every connection must present a certificate that chains to one of
+    /// them and whose subject is in `allowed_subjects`. Needs `tls_certificate`.
+    pub tls_client_ca: Option<PathBuf>,
+    /// Subjects of the client certificates accepted with `tls_client_ca`, each written as
+    /// comma-separated `ATTR=value` pairs in any order (`"CN=ehr.clinic.example,O=North"`;
+    /// a comma inside a value is written `\,`). A certificate matches an entry when its subject
+    /// has exactly those attributes and values.
+    pub allowed_subjects: Vec<String>,
+    /// Source addresses allowed to connect: IP addresses or CIDR blocks
+    /// (`["127.0.0.1", "10.0.0.0/8"]`). Empty: any source (only for a loopback `listen`, or
+    /// with mutual TLS). Other sources are disconnected before anything is read.
+    pub allow_from: Vec<String>,
 }
 
 impl Default for Hl7Config {
@@ -335,7 +359,56 @@ impl Default for Hl7Config {
             max_connections: 64,
             tls_certificate: None,
             tls_key: None,
+            tls_client_ca: None,
+            allowed_subjects: Vec::new(),
+            allow_from: Vec::new(),
         }
+    }
+}
+
+impl Hl7Config {
+    /// Who may connect: the allow-list and client subjects parse, mutual TLS is complete, and
+    /// a listener reachable from other hosts has at least one of the two.
+    fn check_access(&self) -> Result<(), ConfigError> {
+        let invalid = ConfigError::Invalid;
+        let allow = crate::hl7::access::SourceAllowList::parse(&self.allow_from)
+            .map_err(|e| invalid(format!("hl7.allow_from: {e}")))?;
+        for subject in &self.allowed_subjects {
+            crate::hl7::access::SubjectPattern::parse(subject)
+                .map_err(|e| invalid(format!("hl7.allowed_subjects {subject:?}: {e}")))?;
+        }
+        if self.tls_client_ca.is_some() && self.tls_certificate.is_none() {
+            return Err(invalid(
+                "hl7.tls_client_ca needs hl7.tls_certificate and hl7.tls_key (mutual TLS is TLS first)"
+                    .into(),
+            ));
+        }
+        if self.tls_client_ca.is_some() && self.allowed_subjects.is_empty() {
+            return Err(invalid(
+                "hl7.tls_client_ca needs hl7.allowed_subjects: the subjects of the sending systems' \
+                 certificates, e.g. [\"CN=ehr.clinic.example\"]"
+                    .into(),
+            ));
+        }
+        if !self.allowed_subjects.is_empty() && self.tls_client_ca.is_none() {
+            return Err(invalid(
+                "hl7.allowed_subjects needs hl7.tls_client_ca (the CA that signs those certificates)"
+                    .into(),
+            ));
+        }
+        if let Some(listen) = self.listen
+            && !listen.ip().is_loopback()
+            && self.tls_client_ca.is_none()
+            && allow.is_empty()
+        {
+            return Err(invalid(format!(
+                "hl7.listen {listen} is reachable from other hosts, but anyone who reaches it could \
+                 change patients' contact details: set hl7.allow_from to the sending systems' \
+                 addresses (e.g. [\"10.1.2.3\", \"10.20.0.0/16\"]), or require client certificates \
+                 with hl7.tls_client_ca and hl7.allowed_subjects, or bind hl7.listen to 127.0.0.1"
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -490,6 +563,7 @@ impl Config {
                 "hl7.tls_certificate and hl7.tls_key go together".into(),
             ));
         }
+        self.hl7.check_access()?;
         for (name, connector) in &self.connectors {
             if name == "outbox" {
                 return Err(ConfigError::Invalid(

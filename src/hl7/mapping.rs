@@ -346,12 +346,13 @@ fn appointment(msg: &Message, trigger: &str, zone: Tz) -> Result<AppointmentReco
     })
 }
 
-/// A duration and its units (min, h, s) as minutes.
+/// A duration and its units (min, h, s) as minutes; `None` when absent, not positive or too
+/// large to count (a sender's number must not overflow our arithmetic).
 fn minutes(value: &str, units: &str) -> Option<i64> {
     let value: i64 = value.trim().parse().ok()?;
     let minutes = match units.trim().to_ascii_lowercase().as_str() {
-        "h" | "hr" | "hour" | "hours" => value * 60,
-        "s" | "sec" => (value + 59) / 60,
+        "h" | "hr" | "hour" | "hours" => value.checked_mul(60)?,
+        "s" | "sec" => value.checked_add(59)? / 60,
         _ => value,
     };
     (minutes > 0).then_some(minutes)

@@ -1,7 +1,8 @@
-//! HL7 v2 over MLLP: the listener (`listener`), framing (`mllp`), parsing (`message`,
+//! HL7 v2 over MLLP: the listener (`listener`) and who may reach it (`access`), framing (`mllp`), parsing (`message`,
 //! `escape`, `time`), mapping ADT/SIU to patients and appointments (`mapping`), ACKs (`ack`)
 //! and the processor that archives, applies and acknowledges each message (`processor`).
 
+pub mod access;
 pub mod ack;
 pub mod client;
 pub mod escape;

@@ -62,7 +62,7 @@ impl Hl7Processor {
     /// Handles one frame's payload. `Err` only when even the archive cannot be written (then
     /// no ACK is sent and the sender will retry).
     pub async fn handle(&self, raw: &[u8]) -> Result<Outcome, StoreError> {
-        let message = match Message::parse(raw) {
+        let message = match parse_guarded(raw) {
             Ok(message) => message,
             Err(e) => return self.reject_unparsable(raw, &e.to_string()).await,
         };
@@ -186,7 +186,7 @@ impl Hl7Processor {
             .keyring
             .open(&row.raw, &row.id)
             .map_err(|e| StoreError::Queue(format!("archived message cannot be opened: {e}")))?;
-        match Message::parse(&raw) {
+        match parse_guarded(&raw) {
             Ok(message) => self.process(&row.id, &message).await,
             Err(e) => {
                 let ack = build_ack(
@@ -209,8 +209,32 @@ impl Hl7Processor {
         }
     }
 
-    /// Validates and maps a message, without writing anything.
+    /// Validates and maps a message, without writing anything. A panic in the mapping (a bug
+    /// that some input reaches) is caught: the message gets AR and stays archived with the
+    /// reason, instead of killing the connection and being redelivered forever.
     fn judge(&self, message: &Message) -> Result<Hl7Event, (AckCode, AckError)> {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.judge_unguarded(message)
+        }))
+        .unwrap_or_else(|_| {
+            warn!("mapping an HL7 message panicked; answering AR and keeping it");
+            Err((
+                AckCode::Reject,
+                AckError {
+                    segment: "MSH".into(),
+                    field: 9,
+                    code: 207,
+                    text: INTERNAL_FAILURE.into(),
+                },
+            ))
+        })
+    }
+
+    fn judge_unguarded(&self, message: &Message) -> Result<Hl7Event, (AckCode, AckError)> {
+        #[cfg(test)]
+        if message.header.control_id == tests::PANIC_HOOK {
+            panic!("test hook: mapping panicked");
+        }
         let header = &message.header;
         if let Err(e) = message.validate_header() {
             return Err((AckCode::Reject, parse_error(&e)));
@@ -300,7 +324,7 @@ impl Hl7Processor {
         let header = head
             .split(|&b| b == b'\r' || b == b'\n')
             .next()
-            .and_then(|line| Message::parse(line).ok())
+            .and_then(|line| parse_guarded(line).ok())
             .map(|m| m.header);
         let error = AckError {
             segment: "MSH".into(),
@@ -528,6 +552,22 @@ pub fn appointment_input(a: &AppointmentRecord, source: &str) -> AppointmentInpu
     }
 }
 
+/// The reason kept with a message whose parsing or mapping panicked.
+const INTERNAL_FAILURE: &str =
+    "the message could not be processed (internal failure); it is kept for review";
+
+/// [`Message::parse`] with a panic (in hl7-parser or our layer) caught and turned into a
+/// parse error, so the frame is archived as rejected and answered AR.
+fn parse_guarded(raw: &[u8]) -> Result<Message, ParseError> {
+    std::panic::catch_unwind(|| Message::parse(raw)).unwrap_or_else(|_| {
+        warn!(
+            bytes = raw.len(),
+            "parsing an HL7 message panicked; answering AR"
+        );
+        Err(ParseError::Syntax(INTERNAL_FAILURE.into()))
+    })
+}
+
 /// AE 207: the store refused the write; the message stays archived for reprocessing.
 fn storage_failure() -> AckError {
     AckError {
@@ -579,4 +619,61 @@ fn ack_code_of(ack: &str) -> AckCode {
 
 fn timestamp() -> String {
     chrono::Utc::now().format("%Y%m%d%H%M%S+0000").to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// MSH-10 that makes the mapping panic (tests only): no input we know of panics the
+    /// parser or the mapping once overflows are checked, so the guard is tested this way.
+    pub(super) const PANIC_HOOK: &str = "PANIC-HOOK";
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_message_that_panics_the_mapping_gets_ar_and_stays_archived() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = crate::config::Config::from_toml("").expect("config");
+        config.data_dir = dir.path().to_path_buf();
+        let core = crate::daemon::Core::open(config.clone())
+            .await
+            .expect("core");
+        let processor = Hl7Processor::new(
+            core.store.clone(),
+            core.keyring.clone(),
+            config.hl7.clone(),
+            "US",
+        )
+        .await
+        .expect("processor");
+        let raw = format!(
+            "MSH|^~\\&|A|B|C|D|2024||ADT^A04|{PANIC_HOOK}|P|2.5\rPID|1||MRN-P^^^^MR||Panic^Pat"
+        );
+        let outcome = processor.handle(raw.as_bytes()).await.expect("handled");
+        assert_eq!(outcome.code, AckCode::Reject);
+        assert!(
+            outcome.ack.contains(&format!("MSA|AR|{PANIC_HOOK}")),
+            "{}",
+            outcome.ack
+        );
+        let rows = core
+            .store
+            .hl7_by_status(&["rejected"], 10)
+            .await
+            .expect("archive");
+        assert_eq!(rows.len(), 1);
+        assert!(
+            rows[0]
+                .error
+                .as_deref()
+                .is_some_and(|e| e.contains("internal failure")),
+            "{:?}",
+            rows[0].error
+        );
+        let kept = core.keyring.open(&rows[0].raw, &rows[0].id).expect("open");
+        assert_eq!(kept, raw.as_bytes(), "the raw frame is kept, sealed");
+        // The engine's redelivery gets the archived AR; nothing runs twice.
+        let again = processor.handle(raw.as_bytes()).await.expect("again");
+        assert!(again.replayed && again.code == AckCode::Reject);
+        core.store.close().await;
+    }
 }

@@ -36,6 +36,11 @@ pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse,
     text.push_str("# HELP switchboard_dead_letters Deliveries that exhausted their attempts.\n# TYPE switchboard_dead_letters gauge\n");
     text.push_str(&format!("switchboard_dead_letters {dead}\n"));
     text.push_str(&state.tasks.render());
+    text.push_str("# HELP switchboard_panics_total Panics caught and survived, by task.\n# TYPE switchboard_panics_total counter\n");
+    text.push_str(&format!(
+        "switchboard_panics_total{{task=\"http\"}} {}\n",
+        super::HTTP_PANICS.load(std::sync::atomic::Ordering::Relaxed)
+    ));
     if let Some(rss) = crate::process::rss_bytes() {
         text.push_str("# HELP process_resident_memory_bytes Resident memory.\n# TYPE process_resident_memory_bytes gauge\n");
         text.push_str(&format!("process_resident_memory_bytes {rss}\n"));

@@ -1,9 +1,11 @@
 //! The HTTP surface (axum): API v1 under `/v1` (bearer API keys, one organization each),
 //! health probes and metrics. Errors are `application/problem+json` (RFC 9457) and never leak
-//! internals; request bodies are size-limited.
+//! internals; request bodies are size-limited. The server's own guards live in `guard`:
+//! header-read and request timeouts, a concurrency limit, and a panic-catching layer.
 
 mod appointments;
 mod auth;
+mod guard;
 mod health;
 mod hooks;
 mod inbound;
@@ -29,6 +31,7 @@ use crate::messages::{MessageError, MessageService, SendRequest};
 use crate::store::Store;
 
 pub use auth::{hash_token, new_token};
+pub use guard::HTTP_PANICS;
 pub use problem::Problem;
 
 /// What handlers share.
@@ -95,7 +98,7 @@ impl AppState {
 /// The full router.
 pub fn router(state: AppState) -> Router {
     let limit = state.config.server.max_body_bytes;
-    Router::new()
+    let router = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
@@ -140,17 +143,18 @@ pub fn router(state: AppState) -> Router {
                 "method not allowed",
             )
         })
-        .layer(DefaultBodyLimit::max(limit))
-        .with_state(state)
+        .layer(DefaultBodyLimit::max(limit));
+    guard::layers(router, &state.config.server).with_state(state)
 }
 
-/// Serves until `shutdown` is cancelled, then finishes in-flight requests.
+/// Serves until `shutdown` is cancelled, then finishes in-flight requests. A connection whose
+/// request head does not arrive within `server.header_timeout_secs` is closed.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    let header_timeout =
+        std::time::Duration::from_secs(state.config.server.header_timeout_secs.max(1));
+    guard::serve(listener, router(state), header_timeout, shutdown).await
 }

@@ -5,7 +5,9 @@
 //!
 //! TLS (implicit, STARTTLS required or opportunistic, none) goes through native-tls. Every
 //! read is bounded by the connection timeout, except the wait inside IDLE, which is bounded by
-//! the caller's limit; literals are capped in size. An untagged `EXISTS` seen in any response
+//! the caller's limit; literals are capped in size, and so is everything one command brings
+//! back: total bytes and number of untagged answers ([`ImapLimits`], per mailbox). A server
+//! that sends more gets [`ImapError::TooMuch`] and the caller drops the session. An untagged `EXISTS` seen in any response
 //! since the last `UID SEARCH` is remembered, so mail that arrived while we were busy wakes the
 //! next IDLE at once.
 
@@ -34,6 +36,74 @@ pub enum ImapError {
     Refused { command: &'static str, text: String },
     #[error("imap protocol: {0}")]
     Protocol(String),
+    /// The answer to one command went past [`ImapLimits`]; the session must be dropped.
+    #[error("imap: the answer to {command} exceeds {limit}")]
+    TooMuch {
+        command: &'static str,
+        limit: String,
+    },
+}
+
+/// What one command may bring back before the session is given up (a hostile or broken
+/// server could otherwise stream literals until memory runs out).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImapLimits {
+    /// Bytes of response lines and literals, together.
+    pub max_bytes: usize,
+    /// Untagged responses (`* ...`).
+    pub max_untagged: usize,
+}
+
+impl Default for ImapLimits {
+    fn default() -> Self {
+        Self {
+            max_bytes: 64 * 1024 * 1024,
+            max_untagged: 10_000,
+        }
+    }
+}
+
+/// What is left of [`ImapLimits`] while one command's answer is read.
+struct Budget {
+    command: &'static str,
+    bytes_left: usize,
+    untagged_left: usize,
+    limits: ImapLimits,
+}
+
+impl Budget {
+    fn new(command: &'static str, limits: ImapLimits) -> Self {
+        Self {
+            command,
+            bytes_left: limits.max_bytes,
+            untagged_left: limits.max_untagged,
+            limits,
+        }
+    }
+
+    /// Takes `bytes` off the byte budget (before they are allocated).
+    fn spend(&mut self, bytes: usize) -> Result<(), ImapError> {
+        self.bytes_left = self
+            .bytes_left
+            .checked_sub(bytes)
+            .ok_or(ImapError::TooMuch {
+                command: self.command,
+                limit: format!("{} bytes", self.limits.max_bytes),
+            })?;
+        Ok(())
+    }
+
+    /// Counts one untagged response.
+    fn untagged(&mut self) -> Result<(), ImapError> {
+        self.untagged_left = self
+            .untagged_left
+            .checked_sub(1)
+            .ok_or(ImapError::TooMuch {
+                command: self.command,
+                limit: format!("{} untagged responses", self.limits.max_untagged),
+            })?;
+        Ok(())
+    }
 }
 
 trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -51,6 +121,7 @@ pub struct ImapSession {
     stream: BufReader<Box<dyn Stream>>,
     tag: u32,
     timeout: Duration,
+    limits: ImapLimits,
     /// An untagged `EXISTS` arrived since the last `UID SEARCH` was sent.
     exists_seen: bool,
 }
@@ -135,6 +206,7 @@ pub struct ImapTarget<'a> {
     pub tls: TlsMode,
     pub connector: Option<&'a tokio_native_tls::TlsConnector>,
     pub timeout: Duration,
+    pub limits: ImapLimits,
 }
 
 impl ImapSession {
@@ -153,6 +225,7 @@ impl ImapSession {
             stream: BufReader::new(stream),
             tag: 0,
             timeout: target.timeout,
+            limits: target.limits,
             exists_seen: false,
         };
         let greeting = session.read_line().await?;
@@ -175,6 +248,7 @@ impl ImapSession {
                     stream: BufReader::new(secured),
                     tag: 0,
                     timeout: target.timeout,
+                    limits: target.limits,
                     exists_seen: false,
                 };
             } else if target.tls == TlsMode::Starttls {
@@ -254,8 +328,10 @@ impl ImapSession {
         self.write_line(&format!("{tag} IDLE")).await?;
         // Untagged data may come before the continuation; remember news, start waiting after.
         let mut news = false;
+        let mut budget = Budget::new("IDLE", self.limits);
         loop {
-            let (line, _) = self.read_response_line().await?;
+            let (line, _) = self.read_response_line(&mut budget).await?;
+            budget.untagged()?;
             match idle_line(&line, &tag) {
                 IdleLine::Continuation => break,
                 IdleLine::Exists => news = true,
@@ -285,7 +361,8 @@ impl ImapSession {
                 if available == 0 {
                     return Err(ImapError::Protocol("connection closed".into()));
                 }
-                let (line, _) = self.read_response_line().await?;
+                let (line, _) = self.read_response_line(&mut budget).await?;
+                budget.untagged()?;
                 match idle_line(&line, &tag) {
                     IdleLine::Exists => break IdleEnd::NewMail,
                     IdleLine::Bye(text) => return Err(ImapError::Protocol(text)),
@@ -303,7 +380,8 @@ impl ImapSession {
         };
         self.write_line("DONE").await?;
         loop {
-            let (line, _) = self.read_response_line().await?;
+            let (line, _) = self.read_response_line(&mut budget).await?;
+            budget.untagged()?;
             match idle_line(&line, &tag) {
                 IdleLine::Tagged { ok: true, .. } => return Ok(end),
                 IdleLine::Tagged { ok: false, text } => {
@@ -333,8 +411,9 @@ impl ImapSession {
         let tag = format!("a{}", self.tag);
         self.write_line(&format!("{tag} {command}")).await?;
         let mut answers = Vec::new();
+        let mut budget = Budget::new(name, self.limits);
         loop {
-            let (text, literals) = self.read_response_line().await?;
+            let (text, literals) = self.read_response_line(&mut budget).await?;
             if let Some(status) = text.strip_prefix(&format!("{tag} ")) {
                 if status.len() >= 2 && status[..2].eq_ignore_ascii_case("OK") {
                     return Ok(answers);
@@ -345,6 +424,7 @@ impl ImapSession {
                 });
             }
             if let Some(rest) = text.strip_prefix("* ") {
+                budget.untagged()?;
                 if is_exists(rest) {
                     self.exists_seen = true;
                 }
@@ -369,16 +449,22 @@ impl ImapSession {
     }
 
     /// One logical response line: text with each `{n}` literal cut out and returned apart.
-    async fn read_response_line(&mut self) -> Result<(String, Vec<Vec<u8>>), ImapError> {
+    /// Everything read is charged to `budget`, each literal before it is allocated.
+    async fn read_response_line(
+        &mut self,
+        budget: &mut Budget,
+    ) -> Result<(String, Vec<Vec<u8>>), ImapError> {
         let mut text = String::new();
         let mut literals = Vec::new();
         loop {
             let line = self.read_line().await?;
+            budget.spend(line.len() + 2)?;
             match literal_size(&line) {
                 Some((prefix, size)) => {
                     if size > MAX_LITERAL {
                         return Err(ImapError::Protocol(format!("literal of {size} bytes")));
                     }
+                    budget.spend(size)?;
                     text.push_str(prefix);
                     let mut literal = vec![0; size];
                     within(self.timeout, self.stream.read_exact(&mut literal)).await??;
@@ -509,6 +595,7 @@ mod tests {
             stream: BufReader::new(Box::new(client)),
             tag: 0,
             timeout: Duration::from_secs(5),
+            limits: ImapLimits::default(),
             exists_seen: false,
         };
         (session, BufReader::new(server))
@@ -613,6 +700,68 @@ mod tests {
             })
         ));
         assert!(matches!(bye, Err(ImapError::Protocol(_))));
+    }
+
+    /// A hostile server answers one FETCH with literal after literal (80 × 1 MiB) and one
+    /// SEARCH with 10,001 untagged lines: the default limits stop both and the session's
+    /// owner gets `TooMuch` instead of holding everything in memory.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_answer_is_capped_in_bytes_and_untagged_responses() {
+        let (mut session, mut server) = piped();
+        let flood = tokio::spawn(async move {
+            expect_line(&mut server, "a1 UID FETCH 7 BODY.PEEK[]").await;
+            let literal = vec![b'x'; 1024 * 1024];
+            for i in 1..=80 {
+                let head = format!("* {i} FETCH (UID {i} BODY[] {{{}}}\r\n", literal.len());
+                let sent = async {
+                    server.get_mut().write_all(head.as_bytes()).await?;
+                    server.get_mut().write_all(&literal).await?;
+                    server.get_mut().write_all(b")\r\n").await
+                };
+                if sent.await.is_err() {
+                    return i; // the client hung up
+                }
+            }
+            let _ = server.get_mut().write_all(b"a1 OK done\r\n").await;
+            81
+        });
+        let fetched = session.fetch(7).await;
+        assert!(
+            matches!(
+                &fetched,
+                Err(ImapError::TooMuch {
+                    command: "UID FETCH",
+                    ..
+                })
+            ),
+            "{:?}",
+            fetched.as_ref().map(|m| m.as_ref().map(Vec::len))
+        );
+        drop(session);
+        let sent = flood.await.expect("server");
+        assert!(
+            sent <= 66,
+            "the client stopped reading after 64 MiB ({sent} literals sent)"
+        );
+
+        let (mut session, mut server) = piped();
+        let flood = tokio::spawn(async move {
+            expect_line(&mut server, "a1 UID SEARCH UNSEEN").await;
+            for i in 1..=10_001 {
+                let line = format!("* {i} FETCH (FLAGS (\\Seen))\r\n");
+                if server.get_mut().write_all(line.as_bytes()).await.is_err() {
+                    return;
+                }
+            }
+            let _ = server.get_mut().write_all(b"a1 OK done\r\n").await;
+        });
+        let unseen = session.unseen().await;
+        assert!(
+            matches!(&unseen, Err(ImapError::TooMuch { command: "UID SEARCH", limit }) if limit.contains("10000 untagged")),
+            "{unseen:?}"
+        );
+        drop(session);
+        flood.await.expect("server");
     }
 
     #[test]

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::EmailError;
-use super::imap::{IdleEnd, ImapSession, ImapTarget};
+use super::imap::{IdleEnd, ImapLimits, ImapSession, ImapTarget};
 use super::transport::tls_connector;
 use crate::config::{ImapMailboxConfig, TlsMode};
 
@@ -40,6 +40,10 @@ pub async fn open(config: &ImapMailboxConfig) -> Result<ImapSession, EmailError>
         tls: config.tls,
         connector: connector.as_ref(),
         timeout: IMAP_TIMEOUT,
+        limits: ImapLimits {
+            max_bytes: config.max_response_bytes,
+            max_untagged: config.max_untagged_responses,
+        },
     })
     .await?;
     session.login(&config.username, &password).await?;
