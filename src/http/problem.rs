@@ -14,6 +14,9 @@ pub struct Problem {
     pub status: u16,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// JSON Pointer (RFC 6901) to the request field at fault, for 422s about one field.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pointer: Option<String>,
 }
 
 impl Problem {
@@ -23,6 +26,15 @@ impl Problem {
             title: status.canonical_reason().unwrap_or("Error").into(),
             status: status.as_u16(),
             detail: Some(detail.into()),
+            pointer: None,
+        }
+    }
+
+    /// 422 about one field of the request body, named by its JSON Pointer.
+    pub fn invalid_field(pointer: &str, detail: impl Into<String>) -> Self {
+        Self {
+            pointer: Some(pointer.to_string()),
+            ..Self::unprocessable(detail)
         }
     }
 
