@@ -18,6 +18,7 @@ pub mod crypto;
 pub mod daemon;
 pub mod delivery;
 pub mod direct;
+pub mod disclosure;
 pub mod hl7;
 pub mod http;
 pub mod inbound;

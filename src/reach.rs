@@ -1,8 +1,10 @@
 //! How to reach a patient for outreach (reminders, recall campaigns): the first channel, in the
-//! order given, for which the patient has a contact point they have not opted out of. Phone
-//! numbers come back in E.164, email addresses lower-cased, as the consent ledger records them.
+//! order given, for which the patient has a contact point the disclosure gate lets the message
+//! reach (`crate::disclosure`: Part 2 consent, opt-out). Phone numbers come back in E.164, email
+//! addresses lower-cased, as the consent ledger records them.
 
-use crate::store::{ConsentLedger, ContactPointRow, Store, StoreError};
+use crate::disclosure::{self, Disclosure, Facts, Permit, Refusal, Refused};
+use crate::store::ContactPointRow;
 
 /// The address on `channel` among `points`: for SMS an `sms`/`mobile` point, else a `phone`.
 pub fn address_for(channel: &str, points: &[&ContactPointRow], region: &str) -> Option<String> {
@@ -23,67 +25,82 @@ pub fn address_for(channel: &str, points: &[&ContactPointRow], region: &str) -> 
     }
 }
 
-/// `Ok((channel, address))`, or `Err(reason)` a person can read: "no contact point for sms or
-/// email", "no consent: opted out of sms".
-pub async fn first_reachable(
-    store: &Store,
-    organization_id: &str,
-    patient_id: &str,
+/// Who is reached, about what: the parts of a [`Disclosure`] that do not depend on the channel.
+#[derive(Debug, Clone, Copy)]
+pub struct Outreach<'a> {
+    pub organization_id: &'a str,
+    pub patient_id: &'a str,
+    pub purpose: &'a str,
+    pub part2: bool,
+}
+
+/// A channel chosen: `(channel, address, permit)`.
+pub type Reached = (String, String, Permit);
+
+/// Why nobody could be reached: a reason a person can read, and the gate's refusals (to audit).
+#[derive(Debug, Clone)]
+pub struct Unreachable {
+    pub reason: String,
+    pub refusals: Vec<Refusal>,
+}
+
+/// The first channel with a contact point the gate permits, against facts already read.
+pub fn first_permitted(
+    outreach: &Outreach<'_>,
     points: &[&ContactPointRow],
     channels: &[String],
-    region: &str,
-    purpose: &str,
-) -> Result<Result<(String, String), String>, StoreError> {
-    let mut opted_out = Vec::new();
+    facts: &Facts<'_>,
+) -> Result<Reached, Unreachable> {
+    let mut refusals = Vec::new();
     for channel in channels {
-        let Some(address) = address_for(channel, points, region) else {
+        let Some(address) = address_for(channel, points, facts.region) else {
             continue;
         };
-        if store
-            .opted_out(
-                organization_id,
+        let decision = disclosure::decide(
+            &Disclosure {
+                organization_id: outreach.organization_id,
+                patient_id: Some(outreach.patient_id),
                 channel,
-                &address,
-                Some(patient_id),
-                purpose,
-            )
-            .await?
-        {
-            opted_out.push(channel.clone());
-            continue;
+                address: &address,
+                purpose: outreach.purpose,
+                part2: outreach.part2,
+            },
+            facts,
+        );
+        match decision {
+            Ok(permit) => return Ok((channel.clone(), address, permit)),
+            Err(refusal) => refusals.push((channel.clone(), refusal)),
         }
-        return Ok(Ok((channel.clone(), address)));
     }
-    Ok(unreachable_reason(channels, &opted_out))
-}
-
-/// [`first_reachable`] against consent entries already loaded (batch senders): same order,
-/// same answers.
-pub fn first_reachable_in(
-    ledger: &ConsentLedger,
-    patient_id: &str,
-    points: &[&ContactPointRow],
-    channels: &[String],
-    region: &str,
-) -> Result<(String, String), String> {
-    let mut opted_out = Vec::new();
-    for channel in channels {
-        let Some(address) = address_for(channel, points, region) else {
-            continue;
-        };
-        if ledger.opted_out(channel, &address, Some(patient_id)) {
-            opted_out.push(channel.clone());
-            continue;
-        }
-        return Ok((channel.clone(), address));
-    }
-    unreachable_reason(channels, &opted_out)
-}
-
-fn unreachable_reason<T>(channels: &[String], opted_out: &[String]) -> Result<T, String> {
-    Err(if opted_out.is_empty() {
+    let reason = if refusals.is_empty() {
         format!("no contact point for {}", channels.join(" or "))
+    } else if refusals
+        .iter()
+        .any(|(_, r)| r.reason == Refused::Part2ConsentRequired)
+    {
+        "Part 2 restricted: no Part 2 consent to remind".to_string()
     } else {
-        format!("no consent: opted out of {}", opted_out.join(", "))
+        let channels: Vec<&str> = refusals.iter().map(|(c, _)| c.as_str()).collect();
+        format!("no consent: opted out of {}", channels.join(", "))
+    };
+    Err(Unreachable {
+        reason,
+        refusals: refusals.into_iter().map(|(_, r)| r).collect(),
     })
+}
+
+/// Every address `points` offer on `channels` (what a batch's consent ledger must cover).
+pub fn addresses_on(
+    channels: &[String],
+    points: &[ContactPointRow],
+    region: &str,
+    out: &mut Vec<String>,
+) {
+    for channel in channels {
+        for point in points {
+            if let Some(address) = address_for(channel, &[point], region) {
+                out.push(address);
+            }
+        }
+    }
 }

@@ -171,9 +171,28 @@ async fn delivers_with_our_headers_and_no_phi(backend: Backend) {
     assert!(html.contains("portal.north.example"), "{html}");
     assert!(text.contains("multipart/alternative"), "{text}");
 
-    // A notification's text comes from PHI-linted templates: it may travel by email.
-    let (message_id, _) = send(&daemon, Some("notification")).await;
-    wait_delivery(&daemon, &message_id, status_is("sent")).await;
+    // A notification's text comes from PHI-linted templates: it may travel by email. Only the
+    // daemon's own code sets that purpose (an API client cannot: see below).
+    let mut metadata = serde_json::Map::new();
+    metadata.insert("purpose".into(), "notification".into());
+    let notice = daemon
+        .core
+        .messages()
+        .accept(
+            &daemon.organization_id,
+            &switchboard::messages::SendRequest::notice(
+                None,
+                "email",
+                "patient@example.org".into(),
+                Some("Lab results for Jane Roe".into()),
+                "Jane Roe, your HbA1c is 9.1 percent.".into(),
+                metadata,
+            ),
+            None,
+        )
+        .await
+        .expect("accept");
+    wait_delivery(&daemon, &notice.message_id, status_is("sent")).await;
     let got = received(&inbox);
     assert_eq!(got.len(), 2);
     let mail = MessageParser::default().parse(&got[1].1).expect("parses");
@@ -186,6 +205,75 @@ async fn delivers_with_our_headers_and_no_phi(backend: Backend) {
 both_databases!(
     delivers_with_our_headers_and_no_phi,
     super::delivers_with_our_headers_and_no_phi
+);
+
+/// `metadata.purpose` from an API client: the purposes that relax the PHI rule are the
+/// daemon's own (422 with a pointer), unknown ones are refused, and a documented one carries the
+/// body only when the organization lists it in `phi_email_purposes`.
+async fn client_purposes_never_relax_the_phi_rule(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let port = free_port();
+    let inbox = db.dir.path().join("smtp");
+    let _sink = start_sink(port, &inbox, &[]);
+    let mut config = email_config(&db, port, "");
+    if let Some(org) = config.organizations.get_mut("north") {
+        org.phi_email_purposes = vec!["results".into()];
+    }
+    let mut daemon = TestDaemon::start(config).await;
+    for purpose in [
+        json!("reminder"),
+        json!("notification"),
+        json!("campaign"),
+        json!("keyword_reply"),
+        json!("gossip"),
+        json!(7),
+    ] {
+        let response = daemon
+            .post_message(json!({
+                "body": "Jane Roe, your HbA1c is 9.1 percent.",
+                "recipients": [{"address": "patient@example.org", "channel": "email"}],
+                "metadata": {"purpose": purpose},
+            }))
+            .await;
+        assert_eq!(response.status(), 422, "{purpose}");
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json"
+        );
+        let problem: Value = response.json().await.expect("problem");
+        assert_eq!(problem["pointer"], "/metadata/purpose", "{problem:#}");
+    }
+    assert!(received(&inbox).is_empty(), "nothing was sent");
+
+    // Documented purposes: `billing` is not listed (the notice only), `results` is.
+    for purpose in ["billing", "results"] {
+        let response = daemon
+            .post_message(json!({
+                "body": "Jane Roe, your HbA1c is 9.1 percent.",
+                "recipients": [{"address": format!("{purpose}@example.org"), "channel": "email"}],
+                "metadata": {"purpose": purpose},
+            }))
+            .await;
+        assert_eq!(response.status(), 201, "{purpose}");
+        let view: Value = response.json().await.expect("json");
+        wait_delivery(&daemon, view["id"].as_str().expect("id"), status_is("sent")).await;
+    }
+    let got = received(&inbox);
+    assert_eq!(got.len(), 2);
+    for (envelope, raw) in &got {
+        let text = String::from_utf8_lossy(raw);
+        let to = envelope["rcpt_tos"][0].as_str().expect("recipient");
+        assert_eq!(
+            text.contains("HbA1c"),
+            to == "results@example.org",
+            "{to}: only the listed purpose carries the text"
+        );
+    }
+    daemon.stop().await;
+}
+both_databases!(
+    client_purposes,
+    super::client_purposes_never_relax_the_phi_rule
 );
 
 async fn temporary_failures_are_retried_once_delivered(backend: Backend) {

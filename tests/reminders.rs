@@ -351,7 +351,7 @@ async fn a_week_of_reminders(backend: Backend) {
         )
         .await
         .unwrap();
-    assert!(reply.unwrap().contains("confirmed"));
+    assert!(reply.unwrap().text.contains("confirmed"));
     let appt = daemon.get_json("/v1/appointments/A-NY").await;
     assert_eq!(appt["confirmation"], "confirmed");
     assert_eq!(appt["status"], "booked", "staff-owned status untouched");

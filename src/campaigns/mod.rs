@@ -5,6 +5,12 @@
 //! targeted, sent, delivered, failed, confirmed and booked. Attempts are unique per (campaign,
 //! recall, attempt) and messages carry the idempotency key `campaign:<id>:<recall>:<attempt>`,
 //! so an interrupted run can simply be started again.
+//!
+//! Each message passes the disclosure gate (`crate::disclosure`) on the channel it would take:
+//! the first channel the gate permits is used; a recall whose type the organization lists in
+//! `part2_appointment_types` is a Part 2 disclosure (the patient's Part 2 consent is needed,
+//! and the message is flagged `part2` for the worker's own check). A run records the gate's
+//! refusals as `disclosure_refused` audit rows; a preview records nothing.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -15,7 +21,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::channels::Sender;
 use crate::config::Config;
+use crate::disclosure::{self, Facts, Refusal};
 use crate::messages::{MessageError, MessageService, SendRequest};
+use crate::reach::Outreach;
 use crate::store::{CampaignCounts, CohortRow, Store, StoreError};
 use crate::templates::Templates;
 
@@ -97,12 +105,14 @@ pub struct Preview {
 /// One planned outcome for a cohort member.
 enum Step {
     NotDue,
-    Skip(String),
+    /// With the gate's refusals, if it refused.
+    Skip(String, Vec<Refusal>),
     Send {
         channel: String,
         address: String,
         body: String,
         subject: Option<String>,
+        part2: bool,
     },
 }
 
@@ -158,23 +168,55 @@ impl Campaigns {
         {
             return Ok(Step::NotDue);
         }
+        let settings = &sender.settings;
+        let region = &settings.phone_region;
+        let part2 = settings
+            .part2_appointment_types
+            .iter()
+            .any(|p| p.eq_ignore_ascii_case(&member.recall_type));
         let points = self.store.contact_points(&member.patient_id).await?;
+        // What the gate reads for this patient, in one or two queries.
+        let mut addresses = Vec::new();
+        crate::reach::addresses_on(&c.channels, &points, region, &mut addresses);
+        let channels: Vec<&str> = c.channels.iter().map(String::as_str).collect();
+        let addresses: Vec<&str> = addresses.iter().map(String::as_str).collect();
+        let patient = [member.patient_id.as_str()];
+        let ledger = self
+            .store
+            .consent_ledger(
+                &sender.organization_id,
+                disclosure::ledger_purpose(disclosure::CAMPAIGN),
+                &channels,
+                &addresses,
+                &patient,
+            )
+            .await?;
+        let part2_consents = if part2 {
+            self.store.part2_consents(&patient).await?
+        } else {
+            Default::default()
+        };
         let points: Vec<_> = points.iter().collect();
-        let (channel, address) = match crate::reach::first_reachable(
-            &self.store,
-            &sender.organization_id,
-            &member.patient_id,
+        let reached = crate::reach::first_permitted(
+            &Outreach {
+                organization_id: &sender.organization_id,
+                patient_id: &member.patient_id,
+                purpose: disclosure::CAMPAIGN,
+                part2,
+            },
             &points,
             &c.channels,
-            &sender.settings.phone_region,
-            "campaign",
-        )
-        .await?
-        {
-            Ok(chosen) => chosen,
-            Err(reason) => return Ok(Step::Skip(reason)),
+            &Facts {
+                ledger: &ledger,
+                part2: &part2_consents,
+                region,
+                now: now.timestamp_millis(),
+            },
+        );
+        let (channel, address) = match reached {
+            Ok((channel, address, _permit)) => (channel, address),
+            Err(unreachable) => return Ok(Step::Skip(unreachable.reason, unreachable.refusals)),
         };
-        let settings = &sender.settings;
         let locale = member
             .language
             .clone()
@@ -186,7 +228,7 @@ impl Campaigns {
         };
         let base = format!("{}/{channel}", c.template);
         let Ok(body) = self.templates.render(&base, &locale, "txt", &context) else {
-            return Ok(Step::Skip(format!("no template {base}")));
+            return Ok(Step::Skip(format!("no template {base}"), Vec::new()));
         };
         let subject = self
             .templates
@@ -197,6 +239,7 @@ impl Campaigns {
             address,
             body,
             subject,
+            part2,
         })
     }
 
@@ -212,7 +255,7 @@ impl Campaigns {
         for member in &cohort {
             match self.step(&sender, &c, member, now).await? {
                 Step::NotDue => {}
-                Step::Skip(reason) => {
+                Step::Skip(reason, _) => {
                     preview.due_now += 1;
                     *preview.skips.entry(reason).or_default() += 1;
                 }
@@ -246,7 +289,7 @@ impl Campaigns {
             let attempt = member.attempts + 1;
             match self.step(&sender, &c, member, now).await? {
                 Step::NotDue => {}
-                Step::Skip(reason) => {
+                Step::Skip(reason, refusals) => {
                     if self
                         .store
                         .record_campaign_target(
@@ -264,6 +307,12 @@ impl Campaigns {
                         .await?
                     {
                         skipped += 1;
+                        let actor = format!("campaign:{}", row.id);
+                        let rows: Vec<_> = refusals
+                            .iter()
+                            .map(|r| r.audit(&actor, None, None))
+                            .collect();
+                        self.store.record_audits(&rows).await?;
                     }
                 }
                 Step::Send {
@@ -271,12 +320,13 @@ impl Campaigns {
                     address,
                     body,
                     subject,
+                    part2,
                 } => {
                     let mut metadata = serde_json::Map::new();
-                    metadata.insert("purpose".into(), "campaign".into());
+                    metadata.insert("purpose".into(), disclosure::CAMPAIGN.into());
                     metadata.insert("campaign_id".into(), row.id.clone().into());
                     metadata.insert("recall_id".into(), member.recall_id.clone().into());
-                    let request = SendRequest::notice(
+                    let mut request = SendRequest::notice(
                         Some(member.external_id.clone()),
                         &channel,
                         address,
@@ -284,6 +334,7 @@ impl Campaigns {
                         body,
                         metadata,
                     );
+                    request.part2 = part2;
                     let key = format!("campaign:{}:{}:{attempt}", row.id, member.recall_id);
                     let accepted = self
                         .messages

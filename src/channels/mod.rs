@@ -34,7 +34,7 @@ pub struct OutboundDelivery {
     pub urgent: bool,
     pub attempt: i64,
     /// What the message is for (`message`, `notification`, `reminder`, `campaign`): picks
-    /// templates and whether email may carry the text (see `phi_email_purposes`).
+    /// templates and whether email may carry the text (`crate::disclosure::email_carries_text`).
     pub purpose: String,
     /// Who is sending.
     pub sender: Arc<Sender>,
@@ -65,14 +65,6 @@ impl Sender {
             name: settings.display_name.clone().unwrap_or(org.name),
             settings,
         })
-    }
-
-    /// Whether email for this purpose may carry the message text.
-    pub fn email_may_carry_text(&self, purpose: &str) -> bool {
-        self.settings
-            .phi_email_purposes
-            .iter()
-            .any(|p| p == purpose)
     }
 }
 

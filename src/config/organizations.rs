@@ -26,8 +26,9 @@ pub struct OrganizationConfig {
     pub phone_region: String,
     /// IANA time zone for patients and locations without their own.
     pub time_zone: String,
-    /// Templates (by purpose) whose email may carry the message itself. Empty (the default):
-    /// patient email only says a secure message is waiting and where to read it.
+    /// Client purposes (`metadata.purpose`, from the documented list in
+    /// `crate::disclosure::CLIENT_PURPOSES`) whose email may carry the message itself. Empty
+    /// (the default): patient email only says a secure message is waiting and where to read it.
     pub phi_email_purposes: Vec<String>,
     /// Locale used when a patient has none (`en`, `es`).
     pub default_locale: String,
@@ -57,7 +58,8 @@ pub struct OrganizationConfig {
     pub reminder_cap_per_week: u32,
     /// Minors (under 18) are reminded through contact points marked `use = "guardian"`.
     pub reminders_to_guardians: bool,
-    /// Appointment types that are 42 CFR Part 2 programs: reminded only with Part 2 consent.
+    /// Appointment and recall types of a 42 CFR Part 2 program: their reminders, recall
+    /// campaign messages and reminder answers go out only with the patient's Part 2 consent.
     pub part2_appointment_types: Vec<String>,
     /// Time zones of locations (by name or code), for patients without their own.
     pub location_time_zones: std::collections::BTreeMap<String, String>,

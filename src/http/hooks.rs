@@ -258,18 +258,26 @@ pub async fn inbound(
         }
     };
     let receipt = state.inbound.receive_sms(&organization_id, &sms).await?;
-    let reply = receipt.reply.as_deref();
-    if reply.is_some() && !connector.replies_inline() && receipt.outcome != "opted_out" {
-        // Providers without inline replies answer STOP themselves (carrier rules); other
-        // replies go out as a message.
-        if let Some(text) = reply {
+    // Only an answer the disclosure gate permitted is here at all.
+    let reply = receipt.reply.as_ref();
+    if let Some(reply) = reply {
+        if connector.replies_inline() {
+            // Answered in this response: the disclosure happens now.
+            let actor = format!("webhook:{name}");
             state
-                .send_reply(&organization_id, &sms.from, text)
+                .store
+                .record_audit(&reply.permit.audit(&actor, "answered", None, None, None))
+                .await?;
+        } else if receipt.outcome != "opted_out" {
+            // Providers without inline replies answer STOP themselves (carrier rules); other
+            // replies go out as a message (the worker passes the gate again).
+            state
+                .send_reply(&organization_id, &sms.from, reply)
                 .await
                 .map_err(Problem::from)?;
         }
     }
-    Ok(answer(&connector, reply))
+    Ok(answer(&connector, reply.map(|r| r.text.as_str())))
 }
 
 fn answer(connector: &HttpConnector, reply: Option<&str>) -> Response {

@@ -31,6 +31,10 @@ pub async fn create(
         ),
         None => None,
     };
+    // Purposes that relax the PHI rule are the daemon's own; a client's must be on the list.
+    crate::disclosure::client_purpose(&request.metadata).map_err(|e| {
+        Problem::invalid_field("/metadata/purpose", format!("metadata.purpose: {e}"))
+    })?;
     let accepted = state.messages.accept(&org, &request, key).await?;
     let view = match accepted.view {
         Some(view) => view,

@@ -70,28 +70,47 @@ impl AppState {
         }
     }
 
-    /// Sends a short answer (HELP, START) to a number as an outbound SMS message.
+    /// Sends an answer to an inbound text (HELP, START, a reminder answer) as an outbound SMS
+    /// message, in the patient's open thread when the sender is a known patient.
     pub async fn send_reply(
         &self,
         organization_id: &str,
         to: &str,
-        text: &str,
+        reply: &crate::inbound::Reply,
     ) -> Result<String, MessageError> {
         let mut metadata = serde_json::Map::new();
-        metadata.insert("purpose".into(), "keyword_reply".into());
-        let request = SendRequest::notice(
+        metadata.insert("purpose".into(), reply.purpose.into());
+        let mut request = SendRequest::notice(
             None,
             "sms",
             to.to_string(),
             None,
-            text.to_string(),
+            reply.text.clone(),
             metadata,
         );
-        Ok(self
-            .messages
-            .accept(organization_id, &request, None)
-            .await?
-            .message_id)
+        request.part2 = reply.part2;
+        let accepted = match &reply.patient_id {
+            None => {
+                self.messages
+                    .accept(organization_id, &request, None)
+                    .await?
+            }
+            Some(patient_id) => {
+                let open = self
+                    .store
+                    .open_thread_of(organization_id, patient_id)
+                    .await?;
+                let thread = crate::messages::ResolvedThread {
+                    new_thread_category: open.is_none().then(|| "administrative".to_string()),
+                    thread_id: open.map_or_else(|| crate::store::new_id("thr"), |t| t.id),
+                    patient_id: Some(patient_id.clone()),
+                };
+                self.messages
+                    .accept_in_thread(organization_id, &request, None, thread)
+                    .await?
+            }
+        };
+        Ok(accepted.message_id)
     }
 }
 

@@ -14,7 +14,7 @@ pub struct Problem {
     pub status: u16,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
-    /// The request field the problem is about, as a JSON pointer into the body
+    /// The request field the problem is about, as a JSON pointer (RFC 6901) into the body
     /// (`/touches/1/before`); an extension member (RFC 9457 §3.2).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pointer: Option<String>,
@@ -31,7 +31,7 @@ impl Problem {
         }
     }
 
-    /// 422 about one field of the request body.
+    /// 422 about one field of the request body, named by its JSON pointer.
     pub fn invalid_field(pointer: impl Into<String>, detail: impl Into<String>) -> Self {
         Self {
             pointer: Some(pointer.into()),

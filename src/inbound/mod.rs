@@ -2,6 +2,10 @@
 //! else, then keywords (opt-out/opt-in/help), reminder answers, or filing into the sender's
 //! patient thread — or the unmatched queue when the sender is unknown or ambiguous. Nothing is
 //! dropped: an item that fails half-way stays `received` and is listed for a person.
+//!
+//! An answer to the sender (keyword confirmations, help, the answer to a reminder reply) is a
+//! disclosure like any other: it passes the gate (`crate::disclosure`) before it is handed back
+//! to the webhook, and a refused one is audited and not given at all.
 
 pub mod keywords;
 
@@ -12,6 +16,7 @@ use tracing::info;
 
 use crate::config::Config;
 use crate::crypto::{CryptoError, Keyring};
+use crate::disclosure::{self, Disclosure, Gate, Permit};
 use crate::messages::MessageContent;
 use crate::store::{ConsentChange, FileInbound, NewInbound, NewOrphan, Store, StoreError, new_id};
 use crate::templates::Templates;
@@ -37,7 +42,28 @@ pub trait ReplyRouter: Send + Sync {
         patient_id: Option<&str>,
         inbound_item_id: &str,
         reply: ReminderReply,
-    ) -> Result<Option<String>, InboundError>;
+    ) -> Result<Option<Answer>, InboundError>;
+}
+
+/// The text a [`ReplyRouter`] would answer with, and whether it is about a Part 2 record
+/// (an appointment of a `part2_appointment_types` type).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub text: String,
+    pub part2: bool,
+}
+
+/// An answer to the sender that the disclosure gate permitted.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub text: String,
+    /// `keyword_reply` or `reminder_reply`.
+    pub purpose: &'static str,
+    pub part2: bool,
+    /// The matched patient, if any.
+    pub patient_id: Option<String>,
+    /// Its `disclosure` audit row, for the webhook to record when it answers inline.
+    pub permit: Permit,
 }
 
 /// An SMS as a provider delivered it.
@@ -53,14 +79,14 @@ pub struct InboundSms {
 }
 
 /// What happened to an inbound SMS.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Receipt {
     pub item_id: String,
     /// `filed`, `unmatched`, `opted_out`, `opted_in`, `help`, `reminder_reply`, `duplicate`,
     /// `orphaned` (no organization owns it: quarantined for the operator, nothing applied).
     pub outcome: &'static str,
-    /// Text to answer the sender with.
-    pub reply: Option<String>,
+    /// Text to answer the sender with (only what the gate permitted).
+    pub reply: Option<Reply>,
 }
 
 #[derive(Clone)]
@@ -167,7 +193,8 @@ impl InboundService {
             status: status.into(),
             source: "sms-keyword".into(),
         };
-        let (outcome, reply) = match keywords::classify(&sms.body) {
+        let keyword = |text: String| Answer { text, part2: false };
+        let (outcome, answer) = match keywords::classify(&sms.body) {
             Some(Keyword::OptOut) => {
                 self.store.record_consent(&consent("revoked")).await?;
                 self.store
@@ -175,7 +202,7 @@ impl InboundService {
                     .await?;
                 self.event(organization_id, "sms.opted_out", &item_id, &patient)
                     .await?;
-                ("opted_out", Some(render("stop")?))
+                ("opted_out", Some(keyword(render("stop")?)))
             }
             Some(Keyword::OptIn) => {
                 self.store.record_consent(&consent("granted")).await?;
@@ -184,13 +211,13 @@ impl InboundService {
                     .await?;
                 self.event(organization_id, "sms.opted_in", &item_id, &patient)
                     .await?;
-                ("opted_in", Some(render("start")?))
+                ("opted_in", Some(keyword(render("start")?)))
             }
             Some(Keyword::Help) => {
                 self.store
                     .set_inbound_status(&item_id, "processed", Some("help"), patient.as_deref())
                     .await?;
-                ("help", Some(render("help")?))
+                ("help", Some(keyword(render("help")?)))
             }
             Some(Keyword::Reminder(answer)) => {
                 let reply = self
@@ -207,6 +234,44 @@ impl InboundService {
                     .await?,
                 None,
             ),
+        };
+        let purpose = if outcome == "reminder_reply" {
+            disclosure::REMINDER_REPLY
+        } else {
+            disclosure::KEYWORD_REPLY
+        };
+        let reply = match answer {
+            None => None,
+            Some(answer) => {
+                let decision = Gate::new(self.store.clone())
+                    .check(
+                        &Disclosure {
+                            organization_id,
+                            patient_id: patient.as_deref(),
+                            channel: "sms",
+                            address: &sender,
+                            purpose,
+                            part2: answer.part2,
+                        },
+                        &settings.phone_region,
+                        &format!("webhook:{}", sms.connector),
+                        None,
+                    )
+                    .await?;
+                match decision {
+                    Ok(permit) => Some(Reply {
+                        text: answer.text,
+                        purpose,
+                        part2: answer.part2,
+                        patient_id: patient.clone(),
+                        permit,
+                    }),
+                    Err(refusal) => {
+                        info!(inbound_item_id = %item_id, reason = %refusal.reason, "answer refused by the disclosure gate");
+                        None
+                    }
+                }
+            }
         };
         info!(inbound_item_id = %item_id, outcome, "inbound SMS handled");
         Ok(Receipt {

@@ -7,7 +7,11 @@
 //!   writing in) notifies staff in on-call order. `metadata.notify` ("patient", "staff",
 //!   "both") overrides.
 //! - Channels in the organization's order (`urgent_channels`, SMS then email); the next one is
-//!   used when a recipient has no contact point, opted out, or the send fails permanently.
+//!   used when a recipient has no contact point, the disclosure gate refuses (opted out; for a
+//!   Part 2 message, no Part 2 consent of the patient for that channel and address), or the
+//!   send fails permanently. A notice to the patient about a Part 2 message is itself a Part 2
+//!   disclosure (it tells that the patient has a record there) and is flagged `part2`, so the
+//!   worker checks it again; a staff alert names no patient and stays inside the program.
 //! - One notification per (message, recipient, channel); more urgent messages to the same
 //!   recipient within `urgent_digest_window_secs` are folded into the one already sent.
 //! - Escalation: staff alerts not read within `urgent_escalation_secs` go to the next person on
@@ -24,7 +28,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::Config;
-use crate::messages::{MessageError, MessageService, SendRequest};
+use crate::disclosure::{self, Disclosure, Gate};
+use crate::messages::{MessageError, MessageService, ResolvedThread, SendRequest};
 use crate::store::{AlertRow, AuditEntry, NewNotification, Store, StoreError, now_ms};
 use crate::templates::Templates;
 
@@ -266,6 +271,11 @@ impl Notifier {
     ) -> Result<(), NotifyError> {
         let org = self.store.organization(organization_id).await?;
         let settings = self.config.organization(&org.slug);
+        let message = self.store.message(organization_id, message_id).await?;
+        // About the patient it goes to: a Part 2 message makes the notice a Part 2 disclosure.
+        let patient = (target.kind == "patient").then_some(target.id.as_str());
+        let part2 = message.part2 && patient.is_some();
+        let gate = Gate::new(self.store.clone());
         let tried = self.store.notifications_for(message_id, &target.id).await?;
         if tried
             .iter()
@@ -283,23 +293,25 @@ impl Notifier {
                 _ => None,
             };
             let Some(address) = address else { continue };
-            let normalized = if channel == "sms" {
-                crate::phone::to_e164(&address, &settings.phone_region).unwrap_or(address.clone())
-            } else {
-                address.to_lowercase()
-            };
-            let patient = (target.kind == "patient").then_some(target.id.as_str());
-            if self
-                .store
-                .opted_out(
-                    organization_id,
-                    channel,
-                    &normalized,
-                    patient,
-                    "notification",
+            let normalized =
+                disclosure::canonical_address(channel, &address, &settings.phone_region);
+            let decision = gate
+                .check(
+                    &Disclosure {
+                        organization_id,
+                        patient_id: patient,
+                        channel,
+                        address: &normalized,
+                        purpose: disclosure::NOTIFICATION,
+                        part2,
+                    },
+                    &settings.phone_region,
+                    "notifier",
+                    Some(message_id),
                 )
-                .await?
-            {
+                .await?;
+            if decision.is_err() {
+                // Refused (and audited): the next channel.
                 continue;
             }
             let window = now_ms() - secs_ms(settings.urgent_digest_window_secs);
@@ -351,14 +363,30 @@ impl Notifier {
                 .render(&base, &target.locale, "subject", &context)
                 .ok();
             let mut metadata = serde_json::Map::new();
-            metadata.insert("purpose".into(), "notification".into());
+            metadata.insert("purpose".into(), disclosure::NOTIFICATION.into());
             metadata.insert("notification_for".into(), message_id.into());
-            let request =
+            let mut request =
                 SendRequest::notice(None, channel, normalized.clone(), subject, body, metadata);
-            let accepted = self
-                .messages
-                .accept(organization_id, &request, None)
-                .await?;
+            request.part2 = part2;
+            // A patient's notice goes into the urgent message's thread, so its disclosure is
+            // accounted to the patient (and the worker can check the patient's Part 2 consent).
+            let accepted = match patient.filter(|p| message.patient_id.as_deref() == Some(*p)) {
+                Some(patient) => {
+                    let thread = ResolvedThread {
+                        thread_id: message.thread_id.clone(),
+                        new_thread_category: None,
+                        patient_id: Some(patient.to_string()),
+                    };
+                    self.messages
+                        .accept_in_thread(organization_id, &request, None, thread)
+                        .await?
+                }
+                None => {
+                    self.messages
+                        .accept(organization_id, &request, None)
+                        .await?
+                }
+            };
             self.store
                 .set_notification_message(&notification_id, &accepted.message_id)
                 .await?;

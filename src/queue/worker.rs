@@ -2,7 +2,8 @@
 //!
 //! 1. Claim the delivery (lease until `now + lease`); a delivery that is not waiting means
 //!    the job is a duplicate or late: do nothing. Sends are idempotent per delivery.
-//! 2. Check disclosure rules before any channel is called (Part 2 consent).
+//! 2. Pass the disclosure gate (`crate::disclosure`: Part 2 consent, opt-out) before any
+//!    channel is called; this is the last check on every path, whatever was checked earlier.
 //! 3. Call the connector the channel is routed to, within the lease.
 //! 4. Record the outcome: `sent`/`delivered`, `failed` with the provider's reason, or a
 //!    retry with backoff; after `max_attempts`, `failed` and dead-lettered.
@@ -23,6 +24,7 @@ use crate::channels::{ChannelError, Connectors, OutboundDelivery, SendOutcome, S
 use crate::config::Config;
 use crate::crypto::Keyring;
 use crate::delivery::DeliveryStatus;
+use crate::disclosure::{self, Disclosure, Gate, Permit, Refusal};
 use crate::messages::MessageContent;
 use crate::store::{
     AuditEntry, DeliveryRow, DeliveryUpdate, GroupCommit, MessageRow, Store, StoreError, now_ms,
@@ -73,14 +75,6 @@ impl Deliverer {
     }
 }
 
-/// `metadata.purpose` of a message, `message` when absent.
-pub fn message_purpose(metadata: &str) -> String {
-    serde_json::from_str::<serde_json::Value>(metadata)
-        .ok()
-        .and_then(|m| m.get("purpose").and_then(|p| p.as_str()).map(String::from))
-        .unwrap_or_else(|| "message".into())
-}
-
 /// The apalis handler.
 pub async fn deliver_job(
     job: DeliveryJob,
@@ -113,8 +107,19 @@ impl Deliverer {
         let (delivery, message) = (claimed.delivery, claimed.message);
         let channel_config = self.config.channel(&delivery.channel);
         let connector_name = channel_config.connector.clone();
-        let result = match self.prepare(&delivery, &message).await? {
-            Err(refusal) => Err(refusal),
+        let external = self
+            .connectors
+            .get(&connector_name)
+            .is_some_and(|c| c.external());
+        let (outbound, permit) = match self.prepare(&delivery, &message).await? {
+            Prepared::Refused(refusal) => {
+                return self.refuse(&delivery, &connector_name, &refusal).await;
+            }
+            Prepared::Broken(reason) => (Err(ChannelError::Permanent(reason)), None),
+            Prepared::Send(outbound, permit) => (Ok(*outbound), Some(permit)),
+        };
+        let result = match outbound {
+            Err(e) => Err(e),
             Ok(outbound) => match self.connectors.get(&connector_name) {
                 None => Err(ChannelError::Permanent(format!(
                     "connector {connector_name} is not configured"
@@ -133,121 +138,119 @@ impl Deliverer {
                 }
             },
         };
-        let external = self
-            .connectors
-            .get(&connector_name)
-            .is_some_and(|c| c.external());
-        self.record(&delivery, &connector_name, external, result)
+        let permit = permit.filter(|_| external);
+        self.record(&delivery, &connector_name, permit.as_ref(), result)
             .await
     }
 
-    /// Opens the message and applies disclosure rules. The outer `Result` is storage trouble;
-    /// the inner one a refusal to disclose.
+    /// Opens the message and passes the disclosure gate.
     async fn prepare(
         &self,
         delivery: &DeliveryRow,
         message: &MessageRow,
-    ) -> Result<Result<OutboundDelivery, ChannelError>, WorkerError> {
+    ) -> Result<Prepared, WorkerError> {
         let content = match MessageContent::open(&self.keyring, &message.id, &message.content) {
             Ok(content) => content,
             Err(e) => {
-                return Ok(Err(ChannelError::Permanent(format!(
+                return Ok(Prepared::Broken(format!(
                     "message content cannot be opened: {e}"
-                ))));
+                )));
             }
         };
-        if message.part2 {
-            let consented = match &message.patient_id {
-                Some(patient) => {
-                    self.store
-                        .part2_consent_active(
-                            patient,
-                            &delivery.channel,
-                            &delivery.recipient,
-                            now_ms(),
-                        )
-                        .await?
-                }
-                None => false,
-            };
-            if !consented {
-                return Ok(Err(ChannelError::Permanent(PART2_REFUSED.into())));
-            }
-        }
         let sender = self.sender(&delivery.organization_id).await?;
-        let purpose = message_purpose(&message.metadata);
-        // Consent is checked at send time, not only when the message was accepted: an opt-out
-        // that arrived in between wins.
-        let address = if matches!(delivery.channel.as_str(), "sms" | "fax") {
-            crate::phone::to_e164(&delivery.recipient, &sender.settings.phone_region)
-                .unwrap_or_else(|_| delivery.recipient.clone())
-        } else {
-            delivery.recipient.to_lowercase()
-        };
-        if self
-            .store
-            .opted_out(
-                &delivery.organization_id,
-                &delivery.channel,
-                &address,
-                delivery.patient_id.as_deref(),
-                &purpose,
+        let purpose = disclosure::message_purpose(&message.metadata);
+        let region = &sender.settings.phone_region;
+        let address = disclosure::canonical_address(&delivery.channel, &delivery.recipient, region);
+        // Checked at send time, not only when the message was accepted: an opt-out or a
+        // revoked Part 2 consent that arrived in between wins.
+        let gate = Gate::new(self.store.clone());
+        let decision = gate
+            .decide(
+                &Disclosure {
+                    organization_id: &delivery.organization_id,
+                    patient_id: message.patient_id.as_deref(),
+                    channel: &delivery.channel,
+                    address: &address,
+                    purpose: &purpose,
+                    part2: message.part2,
+                },
+                region,
             )
-            .await?
-        {
-            return Ok(Err(ChannelError::Permanent(format!(
-                "{OPTED_OUT}: the recipient opted out of {}",
-                delivery.channel
-            ))));
-        }
-        let Some(reference) = self.keyring.delivery_token(&delivery.id) else {
-            return Ok(Err(ChannelError::Permanent(
-                "delivery id is not a reference-able id".into(),
-            )));
+            .await?;
+        let permit = match decision {
+            Ok(permit) => permit,
+            Err(refusal) => return Ok(Prepared::Refused(refusal)),
         };
-        Ok(Ok(OutboundDelivery {
-            delivery_id: delivery.id.clone(),
-            reference,
-            organization_id: delivery.organization_id.clone(),
-            message_id: delivery.message_id.clone(),
-            channel: delivery.channel.clone(),
-            recipient: delivery.recipient.clone(),
-            subject: content.subject,
-            body: content.body,
-            urgent: message.urgent,
-            attempt: delivery.attempts,
-            purpose,
-            sender,
-        }))
+        let Some(reference) = self.keyring.delivery_token(&delivery.id) else {
+            return Ok(Prepared::Broken(
+                "delivery id is not a reference-able id".into(),
+            ));
+        };
+        Ok(Prepared::Send(
+            Box::new(OutboundDelivery {
+                delivery_id: delivery.id.clone(),
+                reference,
+                organization_id: delivery.organization_id.clone(),
+                message_id: delivery.message_id.clone(),
+                channel: delivery.channel.clone(),
+                recipient: delivery.recipient.clone(),
+                subject: content.subject,
+                body: content.body,
+                urgent: message.urgent,
+                attempt: delivery.attempts,
+                purpose,
+                sender,
+            }),
+            permit,
+        ))
+    }
+
+    /// A refused delivery fails at once with the reason and a `disclosure_refused` row.
+    async fn refuse(
+        &self,
+        delivery: &DeliveryRow,
+        connector: &str,
+        refusal: &Refusal,
+    ) -> Result<(), WorkerError> {
+        let reason = refusal.reason.to_string();
+        let mut update = DeliveryUpdate::new(DeliveryStatus::Failed, "worker");
+        update.connector = Some(connector.to_string());
+        update.reason = Some(reason.clone());
+        update.audit = Some(refusal.audit(
+            &format!("connector:{connector}"),
+            Some(&delivery.message_id),
+            Some(&delivery.id),
+        ));
+        self.group.update(&delivery.id, update).await?;
+        warn!(connector, reason = %reason, "delivery refused by the disclosure gate");
+        Ok(())
     }
 
     async fn record(
         &self,
         delivery: &DeliveryRow,
         connector: &str,
-        external: bool,
+        permit: Option<&Permit>,
         result: Result<SendOutcome, ChannelError>,
     ) -> Result<(), WorkerError> {
-        let audit = |outcome: &str, detail: Option<String>| AuditEntry {
-            organization_id: delivery.organization_id.clone(),
-            action: "disclosure".into(),
-            actor: format!("connector:{connector}"),
-            patient_id: delivery.patient_id.clone(),
-            message_id: Some(delivery.message_id.clone()),
-            delivery_id: Some(delivery.id.clone()),
-            channel: Some(delivery.channel.clone()),
-            recipient: Some(delivery.recipient.clone()),
-            outcome: Some(outcome.to_string()),
-            detail,
+        // A `disclosure` row for what reached an external connector.
+        let audit = |outcome: &str, detail: Option<String>| -> Option<AuditEntry> {
+            permit.map(|p| {
+                p.audit(
+                    &format!("connector:{connector}"),
+                    outcome,
+                    Some(&delivery.message_id),
+                    Some(&delivery.id),
+                    detail,
+                )
+            })
         };
         match result {
             Ok(outcome) => {
                 let mut update = DeliveryUpdate::new(outcome.status, "worker");
                 update.connector = Some(connector.to_string());
                 update.provider_ref = outcome.provider_ref;
-                if external {
-                    update.audit = Some(audit(outcome.status.as_str(), None));
-                }
+                update.audit = audit(outcome.status.as_str(), None);
                 self.group.update(&delivery.id, update).await?;
                 info!(status = outcome.status.as_str(), connector, "delivery sent");
             }
@@ -255,13 +258,7 @@ impl Deliverer {
                 let mut update = DeliveryUpdate::new(DeliveryStatus::Failed, "worker");
                 update.connector = Some(connector.to_string());
                 update.reason = Some(reason.clone());
-                if reason == PART2_REFUSED || reason.starts_with(OPTED_OUT) {
-                    let mut entry = audit("refused", Some(reason.clone()));
-                    entry.action = "disclosure_refused".into();
-                    update.audit = Some(entry);
-                } else if external {
-                    update.audit = Some(audit("failed", Some(reason.clone())));
-                }
+                update.audit = audit("failed", Some(reason.clone()));
                 self.group.update(&delivery.id, update).await?;
                 warn!(connector, reason = %reason, "delivery failed permanently");
             }
@@ -274,9 +271,7 @@ impl Deliverer {
                         delivery.attempts
                     ));
                     update.dead_letter = true;
-                    if external {
-                        update.audit = Some(audit("failed", update.reason.clone()));
-                    }
+                    update.audit = audit("failed", update.reason.clone());
                     self.group.update(&delivery.id, update).await?;
                     warn!(
                         connector,
@@ -312,7 +307,11 @@ impl Deliverer {
     }
 }
 
-/// The failure reason for a Part 2 message without a covering consent.
-pub const PART2_REFUSED: &str = "part2_consent_required";
-/// Reason prefix of a delivery refused because the recipient opted out.
-pub const OPTED_OUT: &str = "opted_out";
+/// What a send attempt found before calling a channel.
+enum Prepared {
+    Send(Box<OutboundDelivery>, Permit),
+    /// The gate refused.
+    Refused(Refusal),
+    /// The message cannot be sent at all (content unreadable).
+    Broken(String),
+}

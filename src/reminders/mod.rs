@@ -8,21 +8,24 @@
 //!    recorded as skipped. Planned touches of rescheduled, cancelled or no-show appointments are
 //!    cancelled (a reschedule then plans new ones for the new time).
 //! 2. **send** — each due touch is checked again at send time (appointment still on, not too
-//!    late, contact point, consent, Part 2, minors' guardians, frequency caps); it either ends
+//!    late, contact point, minors' guardians, frequency caps, and the disclosure gate: consent,
+//!    Part 2 for appointment types in `part2_appointment_types`); it either ends
 //!    `skipped` with a reason a person can read, or becomes a message accepted with the
 //!    idempotency key `touch:<id>`, so a crash between accepting and marking it sent can never
 //!    produce a second reminder (the next run finds the message and marks the touch with it).
 //!    The checks of a batch of due touches read their data in a few queries, not a few per
-//!    touch. Delivery then follows the normal queue.
+//!    touch. Delivery then follows the normal queue, whose worker passes the gate again (the
+//!    message is flagged `part2` when the appointment is).
 //!
 //! Answers (C/Y/YES/CONFIRM, N/NO, R) arrive from the SMS webhook through [`ReplyRouter`]: they
 //! are recorded on the appointment's `confirmation` (never its status, which staff own) with an
-//! event, and cancel/reschedule become requests for staff.
+//! event, and cancel/reschedule become requests for staff. The answer text (date, time, place)
+//! is handed back with its Part 2 flag; the inbound side passes it through the gate.
 
 pub mod cron;
 pub mod schedule;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
@@ -33,12 +36,14 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::Touch;
 use crate::config::{Config, OrganizationConfig, ReminderRule};
+use crate::disclosure::{self, Facts};
 use crate::inbound::keywords::ReminderReply;
-use crate::inbound::{InboundError, ReplyRouter};
+use crate::inbound::{Answer, InboundError, ReplyRouter};
 use crate::messages::{MessageError, MessageService, ResolvedThread, SendRequest};
+use crate::reach::{Outreach, Unreachable};
 use crate::store::{
-    AcceptedTouch, AppointmentRow, ConsentLedger, ContactPointRow, NewTouch, PatientRow, PlanRow,
-    Store, StoreError, TouchOutcome, TouchRow,
+    AcceptedTouch, AppointmentRow, AuditEntry, ConsentLedger, ContactPointRow, NewTouch,
+    Part2Consents, PatientRow, PlanRow, Store, StoreError, TouchOutcome, TouchRow,
 };
 use crate::templates::Templates;
 use schedule::{When, parse_clock};
@@ -91,6 +96,16 @@ struct OrgPlan {
 }
 
 impl OrgPlan {
+    /// Whether reminders about this appointment type are Part 2 disclosures.
+    fn part2_type(&self, appointment_type: Option<&String>) -> bool {
+        appointment_type.is_some_and(|t| {
+            self.settings
+                .part2_appointment_types
+                .iter()
+                .any(|p| p.eq_ignore_ascii_case(t))
+        })
+    }
+
     fn touch_spec(&self, rule_id: &str, touch_id: &str) -> Option<&Touch> {
         self.rules
             .iter()
@@ -109,9 +124,9 @@ struct Batch {
     points: HashMap<String, Vec<ContactPointRow>>,
     /// Reminders sent per patient in the last day and week.
     sent_counts: HashMap<String, (i64, i64)>,
-    /// Patients with an active Part 2 consent to be reminded.
-    part2: HashSet<String>,
-    /// Consent entries per organization.
+    /// Part 2 consents of the patients whose appointment type is restricted.
+    part2: Part2Consents,
+    /// Consent entries (purpose `reminders`) per organization.
     ledgers: HashMap<String, ConsentLedger>,
     /// Each patient's open thread.
     threads: HashMap<String, String>,
@@ -124,6 +139,36 @@ struct Prepared {
     channel: String,
     request: SendRequest,
     thread: ResolvedThread,
+}
+
+/// Why a touch is skipped: the reason a person reads, and the gate's refusals (audited).
+struct Skip {
+    reason: String,
+    refusals: Vec<disclosure::Refusal>,
+}
+
+impl From<String> for Skip {
+    fn from(reason: String) -> Self {
+        Self {
+            reason,
+            refusals: Vec::new(),
+        }
+    }
+}
+
+impl From<&str> for Skip {
+    fn from(reason: &str) -> Self {
+        reason.to_string().into()
+    }
+}
+
+impl From<Unreachable> for Skip {
+    fn from(u: Unreachable) -> Self {
+        Self {
+            reason: u.reason,
+            refusals: u.refusals,
+        }
+    }
 }
 
 fn skipped(touch: &TouchRow, reason: String) -> TouchOutcome {
@@ -366,6 +411,7 @@ impl Reminders {
         let loaded = started.elapsed();
 
         let mut outcomes: Vec<TouchOutcome> = Vec::with_capacity(due.len());
+        let mut refusals: Vec<AuditEntry> = Vec::new();
         let mut to_send: Vec<Prepared> = Vec::new();
         // Reminders this batch sends, per patient: the frequency caps count them too.
         let mut sending: HashMap<&str, i64> = HashMap::new();
@@ -404,9 +450,18 @@ impl Reminders {
                     *sending.entry(touch.patient_id.as_str()).or_default() += 1;
                     to_send.push(prepared);
                 }
-                Err(reason) => outcomes.push(skipped(touch, reason)),
+                Err(skip) => {
+                    refusals.extend(
+                        skip.refusals
+                            .iter()
+                            .map(|r| r.audit("reminders", None, None)),
+                    );
+                    outcomes.push(skipped(touch, skip.reason));
+                }
             }
         }
+        // The gate's refusals, audited (with the touches' outcomes below, in the same pass).
+        self.store.record_audits(&refusals).await?;
 
         let accepted: Vec<(Prepared, Result<String, MessageError>)> =
             futures::stream::iter(to_send)
@@ -514,24 +569,24 @@ impl Reminders {
             ),
         )?;
 
-        // Part 2: only patients whose appointment type is restricted need the consent.
+        // Part 2: only patients whose appointment type is restricted need their consents.
         let part2_patients: Vec<&str> = pending
             .iter()
             .filter(|t| {
-                let restricted = orgs
-                    .get(&t.organization_id)
-                    .map_or(&[][..], |o| &o.settings.part2_appointment_types[..]);
-                appointments
-                    .get(&t.appointment_id)
-                    .and_then(|a| a.appointment_type.as_ref())
-                    .is_some_and(|ty| restricted.iter().any(|p| p.eq_ignore_ascii_case(ty)))
+                orgs.get(&t.organization_id).is_some_and(|o| {
+                    o.part2_type(
+                        appointments
+                            .get(&t.appointment_id)
+                            .and_then(|a| a.appointment_type.as_ref()),
+                    )
+                })
             })
             .map(|t| t.patient_id.as_str())
             .collect();
         let part2 = if part2_patients.is_empty() {
-            Default::default()
+            Part2Consents::default()
         } else {
-            self.store.part2_any_active(&part2_patients, now_ms).await?
+            self.store.part2_consents(&part2_patients).await?
         };
 
         // Consents and threads are per organization. The ledger covers every address any of
@@ -554,23 +609,20 @@ impl Reminders {
                 };
                 let no_points = Vec::new();
                 let patient_points = points.get(&touch.patient_id).unwrap_or(&no_points);
-                for channel in &spec.channels {
-                    channels.push(channel);
-                    for point in patient_points {
-                        if let Some(address) =
-                            crate::reach::address_for(channel, &[point], &org.settings.phone_region)
-                        {
-                            addresses.push(address);
-                        }
-                    }
-                }
+                channels.extend(spec.channels.iter().map(String::as_str));
+                crate::reach::addresses_on(
+                    &spec.channels,
+                    patient_points,
+                    &org.settings.phone_region,
+                    &mut addresses,
+                );
             }
             let org_patients: Vec<&str> = touches.iter().map(|t| t.patient_id.as_str()).collect();
             let addresses: Vec<&str> = addresses.iter().map(String::as_str).collect();
             let (ledger, open) = futures::try_join!(
                 self.store.consent_ledger(
                     organization_id,
-                    "reminders",
+                    disclosure::ledger_purpose(disclosure::REMINDER),
                     &channels,
                     &addresses,
                     &org_patients
@@ -602,7 +654,7 @@ impl Reminders {
         batch: &Batch,
         already: i64,
         now: DateTime<Utc>,
-    ) -> Result<Prepared, String> {
+    ) -> Result<Prepared, Skip> {
         let settings = &org.settings;
         let now_ms = now.timestamp_millis();
         let grace = grace_ms(settings);
@@ -611,7 +663,8 @@ impl Reminders {
                 "too soon: the touch was due {} and is more than {} minutes late",
                 rfc3339(touch.due_at),
                 settings.reminder_grace_minutes
-            ));
+            )
+            .into());
         }
         let Some(appointment) = batch.appointments.get(&touch.appointment_id) else {
             return Err("appointment not found".into());
@@ -621,7 +674,7 @@ impl Reminders {
         }
         let status = appointment.status.to_lowercase();
         if matches!(status.as_str(), "cancelled" | "canceled" | "deleted") {
-            return Err(format!("appointment {status}"));
+            return Err(format!("appointment {status}").into());
         }
         if matches!(status.as_str(), "noshow" | "no-show") {
             return Err("no-show: reminders stopped".into());
@@ -630,10 +683,10 @@ impl Reminders {
             return Err("too soon: the appointment has started".into());
         }
         let Some((rule, _)) = org.rules.iter().find(|(r, _)| r.id == touch.rule_id) else {
-            return Err(format!("rule {} no longer exists", touch.rule_id));
+            return Err(format!("rule {} no longer exists", touch.rule_id).into());
         };
         let Some(spec) = rule.touches.iter().find(|t| t.id == touch.touch_id) else {
-            return Err(format!("touch {} no longer exists", touch.touch_id));
+            return Err(format!("touch {} no longer exists", touch.touch_id).into());
         };
         let Some(patient) = batch
             .patients
@@ -657,15 +710,7 @@ impl Reminders {
             } else {
                 points.iter().collect()
             };
-        if appointment.appointment_type.as_ref().is_some_and(|t| {
-            settings
-                .part2_appointment_types
-                .iter()
-                .any(|p| p.eq_ignore_ascii_case(t))
-        }) && !batch.part2.contains(&patient.id)
-        {
-            return Err("Part 2 restricted: no Part 2 consent to remind".into());
-        }
+        let part2 = org.part2_type(appointment.appointment_type.as_ref());
         let (day, week) = batch
             .sent_counts
             .get(&patient.id)
@@ -678,20 +723,30 @@ impl Reminders {
             return Err(format!(
                 "frequency cap: {day} today, {week} this week (limits {} and {})",
                 settings.reminder_cap_per_day, settings.reminder_cap_per_week
-            ));
+            )
+            .into());
         }
-        // Channel: the first with a contact point and consent.
+        // Channel: the first with a contact point the disclosure gate permits.
         let no_ledger = ConsentLedger::default();
         let ledger = batch
             .ledgers
             .get(&touch.organization_id)
             .unwrap_or(&no_ledger);
-        let (channel, address) = crate::reach::first_reachable_in(
-            ledger,
-            &patient.id,
+        let (channel, address, _permit) = crate::reach::first_permitted(
+            &Outreach {
+                organization_id: &touch.organization_id,
+                patient_id: &patient.id,
+                purpose: disclosure::REMINDER,
+                part2,
+            },
             &points,
             &spec.channels,
-            &settings.phone_region,
+            &Facts {
+                ledger,
+                part2: &batch.part2,
+                region: &settings.phone_region,
+                now: now_ms,
+            },
         )?;
         let locale = patient
             .language
@@ -706,12 +761,12 @@ impl Reminders {
         let context = template_context(org, appointment, zone, &locale, rule.replies);
         let base = format!("{}/{channel}", spec.template);
         let Ok(body) = self.templates.render(&base, &locale, "txt", &context) else {
-            return Err(format!("no template {base} for {locale}"));
+            return Err(format!("no template {base} for {locale}").into());
         };
         if channel == "sms" {
             let segments = crate::phone::segments(&body).segments;
             if segments > crate::templates::SMS_TEMPLATE_SEGMENTS {
-                return Err(format!("text too long: {segments} SMS segments"));
+                return Err(format!("text too long: {segments} SMS segments").into());
             }
         }
         let subject = self
@@ -719,10 +774,10 @@ impl Reminders {
             .render(&base, &locale, "subject", &context)
             .ok();
         let mut metadata = serde_json::Map::new();
-        metadata.insert("purpose".into(), "reminder".into());
+        metadata.insert("purpose".into(), disclosure::REMINDER.into());
         metadata.insert("appointment_id".into(), appointment.id.clone().into());
         metadata.insert("touch_id".into(), touch.id.clone().into());
-        let request = SendRequest::notice(
+        let mut request = SendRequest::notice(
             Some(patient.external_id.clone()),
             &channel,
             address,
@@ -730,6 +785,8 @@ impl Reminders {
             body,
             metadata,
         );
+        // The worker passes the gate again at send time, Part 2 included.
+        request.part2 = part2;
         let thread = match batch.threads.get(&patient.id) {
             Some(thread_id) => ResolvedThread {
                 thread_id: thread_id.clone(),
@@ -942,7 +999,7 @@ impl ReplyRouter for Reminders {
         patient_id: Option<&str>,
         inbound_item_id: &str,
         reply: ReminderReply,
-    ) -> Result<Option<String>, InboundError> {
+    ) -> Result<Option<Answer>, InboundError> {
         let Some(patient_id) = patient_id else {
             return Ok(None);
         };
@@ -1002,7 +1059,11 @@ impl ReplyRouter for Reminders {
                 "txt",
                 &context,
             )
-            .ok())
+            .ok()
+            .map(|text| Answer {
+                text,
+                part2: org.part2_type(appointment.appointment_type.as_ref()),
+            }))
     }
 }
 

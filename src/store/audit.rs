@@ -47,6 +47,28 @@ impl Store {
         Ok(())
     }
 
+    /// Several audit events in one statement (a batch's refusals).
+    pub async fn record_audits(&self, entries: &[AuditEntry]) -> Result<()> {
+        let now = now_ms();
+        for chunk in entries.chunks(500) {
+            on_db!(self.db(), pool => {
+                let mut qb = sqlx::QueryBuilder::new(
+                    "INSERT INTO audit_events (organization_id, action, actor, patient_id, message_id,
+                        delivery_id, channel, recipient, outcome, detail, created_at) ",
+                );
+                qb.push_values(chunk, |mut row, e| {
+                    row.push_bind(e.organization_id.clone()).push_bind(e.action.clone())
+                        .push_bind(e.actor.clone()).push_bind(e.patient_id.clone())
+                        .push_bind(e.message_id.clone()).push_bind(e.delivery_id.clone())
+                        .push_bind(e.channel.clone()).push_bind(e.recipient.clone())
+                        .push_bind(e.outcome.clone()).push_bind(e.detail.clone()).push_bind(now);
+                });
+                qb.build().execute(pool).await.map(|_| ())
+            })?;
+        }
+        Ok(())
+    }
+
     /// Audit events of an organization, newest first.
     pub async fn audit_events(&self, organization_id: &str, limit: i64) -> Result<Vec<AuditRow>> {
         Ok(on_db!(self.db(), pool => sqlx::query_as(

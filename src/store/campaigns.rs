@@ -16,6 +16,7 @@ pub struct CampaignRow {
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct CohortRow {
     pub recall_id: String,
+    pub recall_type: String,
     pub patient_id: String,
     pub external_id: String,
     pub language: Option<String>,
@@ -72,7 +73,7 @@ impl Store {
         now: i64,
     ) -> Result<Vec<CohortRow>> {
         let sql = sqlx::AssertSqlSafe(format!(
-            "SELECT r.id AS recall_id, r.patient_id, p.external_id, p.language,
+            "SELECT r.id AS recall_id, r.recall_type, r.patient_id, p.external_id, p.language,
                     (SELECT COUNT(*) FROM campaign_targets t WHERE t.campaign_id = $2 AND t.recall_id = r.id) AS attempts,
                     (SELECT MAX(t.created_at) FROM campaign_targets t WHERE t.campaign_id = $2 AND t.recall_id = r.id) AS last_attempt_at
              FROM recalls r JOIN patients p ON p.id = r.patient_id

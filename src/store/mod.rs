@@ -49,7 +49,9 @@ pub use messages::{AcceptItem, AcceptOutcome, NewDelivery, NewMessage};
 pub use patients::{ConsentInput, ContactPointInput, PatientInput};
 pub use reminders::{NewTouch, PlanRow, TouchRow};
 pub use rows::*;
-pub use touch_batch::{AcceptedTouch, ConsentLedger, LedgerEntry, TouchOutcome};
+pub use touch_batch::{
+    AcceptedTouch, ConsentLedger, LedgerEntry, Part2Consents, Part2Entry, TouchOutcome,
+};
 pub use urgent::{AlertRow, NewNotification, StaffInput, StaffRow};
 
 /// Store errors. `NotFound` is what a caller may show; everything else is internal.

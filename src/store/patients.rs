@@ -190,27 +190,4 @@ impl Store {
         )
         .bind(patient_id).fetch_all(pool).await)?)
     }
-
-    /// Whether the patient's newest Part 2 consent covering this recipient (or any recipient)
-    /// and channel is granted and unexpired at `now`.
-    pub async fn part2_consent_active(
-        &self,
-        patient_id: &str,
-        channel: &str,
-        recipient: &str,
-        now: i64,
-    ) -> Result<bool> {
-        let rows: Vec<(String, Option<i64>)> = on_db!(self.db(), pool => sqlx::query_as(
-            "SELECT status, expires_at FROM consents
-             WHERE patient_id = $1 AND purpose = 'part2'
-               AND (channel = $2 OR channel = '*')
-               AND (lower(recipient) = lower($3) OR recipient = '*')
-             ORDER BY recorded_at DESC, id DESC LIMIT 1",
-        )
-        .bind(patient_id).bind(channel).bind(recipient)
-        .fetch_all(pool).await)?;
-        Ok(rows.first().is_some_and(|(status, expires)| {
-            status == "granted" && expires.is_none_or(|e| e > now)
-        }))
-    }
 }

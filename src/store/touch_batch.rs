@@ -2,15 +2,15 @@
 //! patients, contact points, open threads, consents, frequency-cap counts and messages already
 //! accepted for a touch, each loaded for the whole batch in one query (per organization where
 //! the table is organization-scoped), and the batch's outcomes recorded in one transaction.
-//! The send-time checks themselves stay with the caller (`reminders`); [`ConsentLedger`]
-//! answers the consent question in memory exactly as [`Store::opted_out`] does in SQL.
+//! The send-time checks themselves stay with the caller (`reminders`), and what consents
+//! decide with `crate::disclosure`: [`ConsentLedger`] and [`Part2Consents`] only hold entries.
 
 use std::collections::{HashMap, HashSet};
 
 use super::{AppointmentRow, ContactPointRow, PatientRow, Result, Store, now_ms, on_db};
 
 /// Ids per `IN (...)` list: well under SQLite's 32,766 and PostgreSQL's 65,535 parameters.
-const IN_CHUNK: usize = 1000;
+pub(super) const IN_CHUNK: usize = 1000;
 
 /// How a touch ends, for [`Store::finish_touches`].
 #[derive(Debug, Clone)]
@@ -43,7 +43,7 @@ pub struct LedgerEntry {
 }
 
 /// The consent entries (one organization, one purpose, unexpired, `granted`/`revoked`) that can
-/// decide for a set of addresses and patients.
+/// decide for a set of addresses and patients; `crate::disclosure::opted_out` decides.
 #[derive(Debug, Clone, Default)]
 pub struct ConsentLedger {
     entries: Vec<LedgerEntry>,
@@ -54,25 +54,49 @@ impl ConsentLedger {
         Self { entries }
     }
 
-    /// Whether the newest entry covering this address (or this patient on this channel, with
-    /// recipient `*`) revokes it: the in-memory form of [`Store::opted_out`].
-    pub fn opted_out(&self, channel: &str, recipient: &str, patient_id: Option<&str>) -> bool {
-        self.entries
-            .iter()
-            .filter(|e| e.channel == channel || e.channel == "*")
-            .filter(|e| {
-                e.recipient == recipient
-                    || (e.recipient == "*"
-                        && patient_id.is_some_and(|p| e.patient_id.as_deref() == Some(p)))
-            })
-            .max_by(|a, b| (a.recorded_at, &a.id).cmp(&(b.recorded_at, &b.id)))
-            .is_some_and(|e| e.status == "revoked")
+    pub fn entries(&self) -> &[LedgerEntry] {
+        &self.entries
+    }
+}
+
+/// One Part 2 consent entry (purpose `part2`).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Part2Entry {
+    pub id: String,
+    pub patient_id: Option<String>,
+    pub channel: String,
+    pub recipient: String,
+    pub status: String,
+    pub recorded_at: i64,
+    pub expires_at: Option<i64>,
+}
+
+/// Part 2 consent entries by patient; `crate::disclosure` decides what they cover.
+#[derive(Debug, Clone, Default)]
+pub struct Part2Consents {
+    by_patient: HashMap<String, Vec<Part2Entry>>,
+}
+
+impl Part2Consents {
+    pub fn new(entries: Vec<Part2Entry>) -> Self {
+        let mut by_patient: HashMap<String, Vec<Part2Entry>> = HashMap::new();
+        for entry in entries {
+            if let Some(patient) = entry.patient_id.clone() {
+                by_patient.entry(patient).or_default().push(entry);
+            }
+        }
+        Self { by_patient }
+    }
+
+    /// The patient's entries (none: no consent).
+    pub fn of(&self, patient_id: &str) -> &[Part2Entry] {
+        self.by_patient.get(patient_id).map_or(&[], Vec::as_slice)
     }
 }
 
 /// Deduplicated, in first-seen order.
 /// Binds `values` as a comma-separated list (the inside of an `IN (...)`).
-fn push_list<DB>(qb: &mut sqlx::QueryBuilder<DB>, values: &[String])
+pub(super) fn push_list<DB>(qb: &mut sqlx::QueryBuilder<DB>, values: &[String])
 where
     DB: sqlx::Database,
     for<'t> String: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
@@ -83,7 +107,7 @@ where
     }
 }
 
-fn unique<'a>(values: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+pub(super) fn unique<'a>(values: impl IntoIterator<Item = &'a str>) -> Vec<String> {
     let mut seen = HashSet::new();
     values
         .into_iter()
@@ -223,46 +247,9 @@ impl Store {
         Ok(out)
     }
 
-    /// The patients among these whose newest Part 2 consent for any channel and any recipient
-    /// (`*`, `*`) is granted and unexpired at `now`: [`Store::part2_consent_active`] with
-    /// `("*", "*")` for many patients.
-    pub async fn part2_any_active(
-        &self,
-        patient_ids: &[&str],
-        now: i64,
-    ) -> Result<HashSet<String>> {
-        let mut newest: HashMap<String, (i64, String, String, Option<i64>)> = HashMap::new();
-        for chunk in unique(patient_ids.iter().copied()).chunks(IN_CHUNK) {
-            let rows: Vec<(String, String, String, i64, Option<i64>)> = on_db!(self.db(), pool => {
-                let mut qb = sqlx::QueryBuilder::new(
-                    "SELECT patient_id, id, status, recorded_at, expires_at FROM consents
-                     WHERE purpose = 'part2' AND channel = '*' AND recipient = '*' AND patient_id IN (",
-                );
-                push_list(&mut qb, chunk);
-                qb.push(")");
-                qb.build_query_as().fetch_all(pool).await
-            })?;
-            for (patient, id, status, recorded_at, expires_at) in rows {
-                let newer = newest
-                    .get(&patient)
-                    .is_none_or(|(at, seen, _, _)| (recorded_at, &id) > (*at, seen));
-                if newer {
-                    newest.insert(patient, (recorded_at, id, status, expires_at));
-                }
-            }
-        }
-        Ok(newest
-            .into_iter()
-            .filter(|(_, (_, _, status, expires))| {
-                status == "granted" && expires.is_none_or(|e| e > now)
-            })
-            .map(|(patient, _)| patient)
-            .collect())
-    }
-
     /// The consent entries of one organization and purpose that can decide for these
     /// addresses (on these channels) or these patients, unexpired now (store time, as
-    /// [`Store::opted_out`]).
+    /// [`Store::consent_entries`] for one address).
     pub async fn consent_ledger(
         &self,
         organization_id: &str,
@@ -378,51 +365,5 @@ impl Store {
             moved
         });
         Ok(moved)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn entry(
-        id: &str,
-        patient: Option<&str>,
-        channel: &str,
-        recipient: &str,
-        status: &str,
-        at: i64,
-    ) -> LedgerEntry {
-        LedgerEntry {
-            id: id.into(),
-            patient_id: patient.map(str::to_string),
-            channel: channel.into(),
-            recipient: recipient.into(),
-            status: status.into(),
-            recorded_at: at,
-        }
-    }
-
-    #[test]
-    fn reminders_consent_ledger_newest_covering_entry_decides() {
-        let ledger = ConsentLedger::new(vec![
-            entry("cns_1", Some("pat_a"), "sms", "*", "revoked", 10),
-            entry("cns_2", None, "sms", "+15550001", "granted", 20),
-            entry("cns_3", Some("pat_b"), "*", "*", "revoked", 5),
-            entry("cns_4", None, "email", "b@example.org", "granted", 5),
-            entry("cns_5", None, "email", "b@example.org", "revoked", 5),
-        ]);
-        // pat_a: the number's newer opt-in wins over the patient-wide opt-out.
-        assert!(!ledger.opted_out("sms", "+15550001", Some("pat_a")));
-        // Another number of pat_a: only the patient-wide opt-out covers it.
-        assert!(ledger.opted_out("sms", "+15550002", Some("pat_a")));
-        // pat_a's opt-out is for SMS only.
-        assert!(!ledger.opted_out("email", "a@example.org", Some("pat_a")));
-        // pat_b: every channel revoked.
-        assert!(ledger.opted_out("email", "x@example.org", Some("pat_b")));
-        // Same time: the larger id wins (ORDER BY recorded_at DESC, id DESC).
-        assert!(ledger.opted_out("email", "b@example.org", None));
-        // Nothing recorded: allowed.
-        assert!(!ledger.opted_out("sms", "+15550003", Some("pat_c")));
     }
 }

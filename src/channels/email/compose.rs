@@ -1,10 +1,11 @@
 //! Composing one patient email from templates.
 //!
-//! The PHI rule: the email carries the message text (template `email/message`) only when the
-//! delivery's purpose is one whose body comes from PHI-linted templates (`notification`,
-//! `reminder`, `campaign`) or the organization lists the purpose in `phi_email_purposes`.
-//! Otherwise it renders `email/secure_message` ("a secure message is waiting, sign in at the
-//! portal") and neither the body nor the subject is handed to the template at all.
+//! The PHI rule (minimum necessary, decided in `crate::disclosure`): the email carries the
+//! message text (template `email/message`) only when the delivery's purpose is one whose body
+//! comes from PHI-linted templates (`notification`, `reminder`, `campaign`, set by the daemon
+//! only) or a client purpose the organization lists in `phi_email_purposes`. Otherwise it
+//! renders `email/secure_message` ("a secure message is waiting, sign in at the portal") and
+//! neither the body nor the subject is handed to the template at all.
 //!
 //! Headers: `Message-ID: <delivery id@domain>` (so a bounce that returns our headers names the
 //! delivery), `Date`, `From` (organization `email_from`, else the connector's `from`),
@@ -23,13 +24,12 @@ use crate::channels::OutboundDelivery;
 use crate::config::SmtpConnectorConfig;
 use crate::templates::Templates;
 
-/// Purposes whose bodies come from PHI-linted templates and may always travel by email.
-pub const TEXT_PURPOSES: &[&str] = &["notification", "reminder", "campaign"];
-
 /// Whether the email for this delivery may carry the message text.
 pub fn carries_text(delivery: &OutboundDelivery) -> bool {
-    TEXT_PURPOSES.contains(&delivery.purpose.as_str())
-        || delivery.sender.email_may_carry_text(&delivery.purpose)
+    crate::disclosure::email_carries_text(
+        &delivery.purpose,
+        &delivery.sender.settings.phi_email_purposes,
+    )
 }
 
 /// What the templates see. `subject` and `body` are present only under the PHI rule.
@@ -236,7 +236,7 @@ mod tests {
 
     #[test]
     fn text_purposes_and_listed_purposes_carry_the_text() {
-        for purpose in TEXT_PURPOSES {
+        for purpose in crate::disclosure::TEMPLATE_PURPOSES {
             let (raw, _) = render(&delivery(purpose, &[]), false);
             assert!(raw.contains("HbA1c"), "{purpose}: {raw}");
         }
