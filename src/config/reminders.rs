@@ -40,6 +40,30 @@ pub struct Touch {
     pub template: String,
 }
 
+impl ReminderRule {
+    /// Whether the rule can be planned: at least one touch, each with a readable time and
+    /// known channels. The reason names the touch at fault.
+    pub fn check(&self) -> Result<(), String> {
+        if self.touches.is_empty() {
+            return Err("a rule needs at least one touch".into());
+        }
+        for touch in &self.touches {
+            crate::reminders::schedule::parse(touch).map_err(|e| e.to_string())?;
+            if touch.channels.is_empty() {
+                return Err(format!("touch {}: give at least one channel", touch.id));
+            }
+            if let Some(channel) = touch
+                .channels
+                .iter()
+                .find(|c| !crate::channels::CHANNELS.contains(&c.as_str()))
+            {
+                return Err(format!("touch {}: unknown channel {channel}", touch.id));
+            }
+        }
+        Ok(())
+    }
+}
+
 fn yes() -> bool {
     true
 }

@@ -28,7 +28,9 @@ use crate::inbound::InboundService;
 use crate::messages::{MessageError, MessageService, SendRequest};
 use crate::store::Store;
 
-pub use auth::{hash_token, new_token};
+pub use auth::{
+    CACHE_TTL, Scope, format_scopes, hash_token, new_token, parse_scopes, required_scope,
+};
 pub use problem::Problem;
 
 /// What handlers share.
@@ -40,6 +42,8 @@ pub struct AppState {
     pub connectors: Connectors,
     pub config: Arc<Config>,
     pub keys: auth::KeyCache,
+    /// The bearer token `/metrics` requires (`server.metrics_token`), read at start-up.
+    pub metrics_token: Option<Arc<String>>,
 }
 
 impl AppState {
@@ -56,6 +60,7 @@ impl AppState {
             connectors,
             config,
             keys: auth::KeyCache::default(),
+            metrics_token: None,
         }
     }
 
