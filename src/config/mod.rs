@@ -65,7 +65,9 @@ pub struct Config {
     pub outbox: OutboxConfig,
     pub hl7: Hl7Config,
     /// Per logical channel (`sms`, `email`, `fax`, `direct`, `outbox`): which connector carries it
-    /// and its retry budget. Channels not listed use [`ChannelConfig::default`] (outbox sink).
+    /// and its retry budget. Channels not listed are not carried when a file is loaded; in the
+    /// embedded default they use [`ChannelConfig::default`] (the outbox sink). See
+    /// [`Config::connector_for`].
     pub channels: BTreeMap<String, ChannelConfig>,
     /// Provider integrations by name (`[connectors.twilio]`, `[connectors.relay]`), referenced
     /// from `[channels.*] connector`. `outbox` is built in and needs no entry.
