@@ -83,16 +83,6 @@ impl Store {
         .fetch_optional(pool).await)?)
     }
 
-    /// The organization a live (unrevoked, unexpired) key belongs to.
-    pub async fn organization_for_key(&self, key_hash: &str) -> Result<Option<String>> {
-        let now = now_ms();
-        Ok(self
-            .key_grant(key_hash)
-            .await?
-            .filter(|grant| grant.expires_at.is_none_or(|at| at > now))
-            .map(|grant| grant.organization_id))
-    }
-
     /// Every key (of one organization), newest first.
     pub async fn api_keys(&self, organization_id: Option<&str>) -> Result<Vec<ApiKeyRow>> {
         Ok(on_db!(self.db(), pool => sqlx::query_as(
