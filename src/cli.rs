@@ -1,4 +1,4 @@
-//! The command line: `run`, `migrate`, `send`, `status`, `keys create`, `dead-letters`,
+//! The command line: `run`, `migrate`, `send`, `status`, `keys` (`cli_keys`), `dead-letters`,
 //! `bench`. `anyhow` lives here and nowhere deeper.
 
 use std::path::PathBuf;
@@ -60,10 +60,10 @@ enum Command {
         /// Message id (msg_...).
         id: String,
     },
-    /// Manage API keys.
+    /// Manage API keys: create, list, revoke, rotate.
     Keys {
         #[command(subcommand)]
-        command: KeysCommand,
+        command: crate::cli_keys::KeysCommand,
     },
     /// List deliveries that exhausted their attempts, or retry one.
     DeadLetters {
@@ -102,22 +102,6 @@ enum Command {
     Bench(crate::bench::BenchArgs),
     /// Direct recipient certificates: the local store, and how discovery resolves an address.
     Certs(crate::direct::certs_cli::CertsArgs),
-}
-
-#[derive(Subcommand)]
-enum KeysCommand {
-    /// Create an API key for an organization (created when new); prints the key once.
-    Create {
-        /// Organization slug, e.g. `northclinic`.
-        #[arg(long)]
-        org: String,
-        /// Display name of a new organization.
-        #[arg(long)]
-        org_name: Option<String>,
-        /// A label for the key.
-        #[arg(long, default_value = "default")]
-        name: String,
-    },
 }
 
 #[derive(Subcommand)]
@@ -337,28 +321,8 @@ async fn dispatch(cli: Cli) -> Result<()> {
                 }
             }
         }
-        Command::Keys {
-            command:
-                KeysCommand::Create {
-                    org,
-                    org_name,
-                    name,
-                },
-        } => {
-            let core = Core::open(config).await?;
-            let organization = core
-                .store
-                .ensure_organization(&org, org_name.as_deref().unwrap_or(&org))
-                .await?;
-            let token = crate::http::new_token()?;
-            core.store
-                .insert_api_key(&organization.id, &name, &crate::http::hash_token(&token))
-                .await?;
-            eprintln!(
-                "API key for organization {} ({}); shown once, store it now:",
-                organization.slug, organization.id
-            );
-            println!("{token}");
+        Command::Keys { command } => {
+            crate::cli_keys::run(Core::open(config).await?, command).await?;
         }
         Command::Inbound {
             command: InboundCommand::Orphans { limit },

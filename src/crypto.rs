@@ -104,7 +104,8 @@ impl Keyring {
         Ok(Self { current, all })
     }
 
-    /// Reads the key file, generating a fresh random key (mode 0600) when it does not exist.
+    /// Reads the key file, generating a fresh random key (mode 0600, in an owner-only
+    /// directory when it creates one) when it does not exist.
     /// Returns whether a key was generated, so the caller can say so.
     pub fn load_or_generate(path: &Path) -> Result<(String, bool), CryptoError> {
         let io = |source| CryptoError::Io {
@@ -118,13 +119,20 @@ impl Keyring {
                 rand_bytes(&mut bytes)?;
                 let text = hex::encode(bytes);
                 if let Some(dir) = path.parent() {
-                    std::fs::create_dir_all(dir).map_err(io)?;
+                    crate::files::private_dir(dir).map_err(io)?;
                 }
-                write_private(path, &text).map_err(io)?;
+                crate::files::create_private(path, text.as_bytes()).map_err(io)?;
                 Ok((text, true))
             }
             Err(e) => Err(io(e)),
         }
+    }
+
+    /// The id of the key a sealed value names (`None` when it is not a sealed value).
+    pub fn sealed_key_id(sealed: &[u8]) -> Option<&str> {
+        let rest = sealed.strip_prefix(MAGIC)?;
+        let (&id_len, rest) = rest.split_first()?;
+        std::str::from_utf8(rest.get(..usize::from(id_len))?).ok()
     }
 
     /// The id of the key new values are sealed with.
@@ -250,24 +258,6 @@ fn aes_block(key: &[u8; 32], block: &[u8; 16], encrypt: bool) -> Option<[u8; 16]
         block.copy_from_slice(&out[..16]);
         block
     })
-}
-
-#[cfg(unix)]
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    file.write_all(text.as_bytes())?;
-    file.sync_all()
-}
-
-#[cfg(not(unix))]
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
-    std::fs::write(path, text)
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
-//! Wiring: opens the store, the at-rest keyring and the queue; starts the HTTP API, the
+//! Wiring: opens the store, the at-rest keyring (checked against the fleet's key canary) and
+//! the queue; starts the HTTP API, the
 //! delivery workers (one per channel), the sweeper and the scheduled reminder run (an
 //! apalis-cron worker); stops them in order on shutdown (stop accepting, let in-flight jobs
 //! and a reminder pass in progress finish, close the pool). Every long-lived background task
@@ -55,6 +56,15 @@ pub enum DaemonError {
     Connector(#[from] crate::connectors::ConnectorError),
     #[error("templates: {0}")]
     Templates(String),
+    #[error(
+        "at-rest key mismatch: this daemon's keyring (current key {ours}) cannot open the key \
+         canary in the database, sealed with key {fleet} by the daemon that first used it. Every \
+         daemon sharing a database must hold the same at-rest key: copy the fleet's key into \
+         security.at_rest_key (or, while rotating to a new key, list the fleet's key in \
+         security.previous_keys). Refusing to start: what this daemon sealed, the others could \
+         not open"
+    )]
+    KeyMismatch { ours: String, fleet: String },
 }
 
 /// The parts every command needs: configuration, store, keyring, queue.
@@ -78,6 +88,7 @@ impl Core {
         )
         .await?;
         store.migrate().await?;
+        check_key_canary(&store, &keyring).await?;
         let queue = JobQueue::new(&store, &config.queue);
         let enqueuer = Enqueuer {
             queue: queue.clone(),
@@ -154,13 +165,54 @@ impl Core {
         crate::channels::direct::register_connectors(&self.config, &mut connectors)
             .map_err(|e| DaemonError::Config(ConfigError::Invalid(e.to_string())))?;
         for channel in CHANNELS {
-            let wanted = self.config.channel(channel).connector;
-            if connectors.get(&wanted).is_none() {
-                warn!(channel, connector = %wanted, "channel routed to an unknown connector; its deliveries will fail");
+            if let Some(wanted) = self.config.connector_for(channel)
+                && connectors.get(&wanted).is_none()
+            {
+                return Err(DaemonError::Config(ConfigError::Invalid(format!(
+                    "channels.{channel}.connector: no connector named {wanted:?} is set up"
+                ))));
             }
         }
         Ok(connectors)
     }
+}
+
+/// What the canary seals, and the context it is bound to.
+const CANARY: &[u8] = b"switchboard at-rest key canary";
+const CANARY_CONTEXT: &str = "keyring_canary";
+
+/// Refuses a keyring that cannot open the fleet's canary; writes the canary on first use and
+/// reseals it with the current key after a rotation (opened with a previous key).
+async fn check_key_canary(store: &Store, keyring: &Keyring) -> Result<(), DaemonError> {
+    let sealed = match store.keyring_canary().await? {
+        Some(sealed) => sealed,
+        None => {
+            store
+                .insert_keyring_canary(&keyring.seal(CANARY, CANARY_CONTEXT)?)
+                .await?;
+            // Another daemon may have written first: check whichever won.
+            store.keyring_canary().await?.ok_or(StoreError::NotFound)?
+        }
+    };
+    let fleet = Keyring::sealed_key_id(&sealed)
+        .unwrap_or("(unreadable)")
+        .to_string();
+    match keyring.open(&sealed, CANARY_CONTEXT) {
+        Ok(plain) if plain == CANARY => {}
+        _ => {
+            return Err(DaemonError::KeyMismatch {
+                ours: keyring.current_key_id().to_string(),
+                fleet,
+            });
+        }
+    }
+    if fleet != keyring.current_key_id() {
+        let fresh = keyring.seal(CANARY, CANARY_CONTEXT)?;
+        if store.reseal_keyring_canary(&sealed, &fresh).await? {
+            info!(from = %fleet, to = %keyring.current_key_id(), "key canary resealed with the current at-rest key");
+        }
+    }
+    Ok(())
 }
 
 fn load_keyring(config: &Config) -> Result<Keyring, DaemonError> {
@@ -271,6 +323,15 @@ pub async fn start(config: Config) -> Result<Daemon, DaemonError> {
         tenancy,
     );
     state.tasks = supervisor.metrics.clone();
+    if let Some(secret) = &core.config.server.metrics_token {
+        let token = secret.read()?;
+        if token.is_empty() {
+            return Err(
+                ConfigError::Invalid("server.metrics_token: the token is empty".into()).into(),
+            );
+        }
+        state.metrics_token = Some(Arc::new(token));
+    }
     let http = tokio::spawn(http::serve(listener, state, shutdown.clone()));
 
     let (hl7, hl7_addr) = match core.config.hl7.listen {

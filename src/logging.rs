@@ -7,6 +7,29 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::LogConfig;
 
+const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+
+/// Whether `log.level` is a filter we can apply: a level (`info`), or comma-separated
+/// `EnvFilter` directives (`info,switchboard::queue=debug`). A bare word that is not a level
+/// is refused: `EnvFilter` would read it as a target name and silence the log.
+pub fn check_level(level: &str) -> Result<(), String> {
+    for directive in level.split(',').map(str::trim) {
+        if directive.is_empty() {
+            return Err(format!("{level:?} has an empty directive"));
+        }
+        let bare = !directive.contains(['=', '[', ':']);
+        if bare && !LEVELS.contains(&directive.to_ascii_lowercase().as_str()) {
+            return Err(format!(
+                "{directive:?} is not a level (trace, debug, info, warn, error, off) nor a \
+                 `target=level` directive"
+            ));
+        }
+    }
+    EnvFilter::try_new(level)
+        .map(|_| ())
+        .map_err(|e| format!("{level:?} is not a filter directive: {e}"))
+}
+
 pub fn init(config: &LogConfig) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&config.level))

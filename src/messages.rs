@@ -114,6 +114,15 @@ pub struct Recipient {
 pub enum MessageError {
     #[error("{field}: {reason}")]
     Invalid { field: String, reason: String },
+    /// The configuration gives the channel no connector (a file is present and has no
+    /// `[channels.<channel>]`): nothing would carry it, so it is refused rather than sunk.
+    #[error("{field}: channel {channel} is not configured on this gateway")]
+    ChannelNotConfigured {
+        field: String,
+        /// JSON Pointer to the field naming the channel.
+        pointer: String,
+        channel: String,
+    },
     #[error("{0} not found")]
     NotFound(&'static str),
     #[error("Idempotency-Key was already used with a different request")]
@@ -331,8 +340,22 @@ impl MessageService {
                     "no channel: set recipients[].channel or channels",
                 ));
             }
-            for channel in &channels {
+            for (j, channel) in channels.iter().enumerate() {
                 check_channel(&field, channel)?;
+                if self.config.connector_for(channel).is_none() {
+                    let (field, pointer) = match recipient.channel {
+                        Some(_) => (
+                            format!("{field}.channel"),
+                            format!("/recipients/{i}/channel"),
+                        ),
+                        None => (format!("channels[{j}]"), format!("/channels/{j}")),
+                    };
+                    return Err(MessageError::ChannelNotConfigured {
+                        field,
+                        pointer,
+                        channel: channel.clone(),
+                    });
+                }
             }
             match (&recipient.address, recipient.patient) {
                 (Some(address), false) => {

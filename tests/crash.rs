@@ -41,6 +41,8 @@ sweep_interval_secs = 1
 lease_secs = 5
 stuck_after_secs = 30
 shutdown_grace_secs = 10
+[channels.sms]
+connector = "outbox"
 "#,
         dir = db.dir.path().display(),
         url = db.url,
@@ -63,7 +65,7 @@ fn spawn_daemon(config: &Path, log: &Path) -> Child {
 
 fn create_key(config: &Path) -> String {
     let output = Command::new(binary())
-        .args(["keys", "create", "--org", "north", "--config"])
+        .args(["keys", "create", "--org", "north", "--new-org", "--config"])
         .arg(config)
         .output()
         .expect("keys create");

@@ -28,6 +28,8 @@ poll_interval_ms = 50
 sweep_interval_secs = 1
 lease_secs = 5
 stuck_after_secs = 30
+[channels.sms]
+connector = "outbox"
 [reminders]
 schedule = "* * * * * *"
 [organizations.north]

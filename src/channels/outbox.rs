@@ -1,7 +1,11 @@
 //! The local sink: writes each delivery as a file `<delivery id>.json` under the outbox
 //! directory and reports it `delivered`. It is the embedded default for every channel, so a
 //! newcomer sees the daemon work without a provider account. Writing is idempotent: a
-//! repeated attempt rewrites the same file.
+//! repeated attempt rewrites the same file. The directory is owner-only (0700) when the sink
+//! creates it, and every file 0600 whatever the umask: the files hold message bodies.
+//!
+//! It is a test sink: nothing leaves the host. With a configuration file it carries only the
+//! channels that name it (`[channels.<name>] connector = "outbox"`).
 
 use std::path::PathBuf;
 
@@ -14,7 +18,7 @@ pub struct OutboxSink {
 
 impl OutboxSink {
     pub fn new(dir: PathBuf) -> std::io::Result<Self> {
-        std::fs::create_dir_all(&dir)?;
+        crate::files::private_dir(&dir)?;
         Ok(Self { dir })
     }
 }
@@ -47,7 +51,7 @@ impl Channel for OutboxSink {
         // temp file + rename): directory operations dominate the sink's cost, and a partial file
         // left by a crash is rewritten whole by the retry, since sends repeat per delivery.
         let path = self.dir.join(format!("{}.json", delivery.delivery_id));
-        tokio::task::spawn_blocking(move || std::fs::write(path, bytes))
+        tokio::task::spawn_blocking(move || crate::files::write_private(&path, &bytes))
             .await
             .map_err(|e| ChannelError::Transient(format!("outbox writer stopped: {e}")))?
             .map_err(|e| ChannelError::Transient(format!("outbox write failed: {}", e.kind())))?;

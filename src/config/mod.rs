@@ -3,7 +3,9 @@
 //!
 //! With no file at all the daemon runs on the embedded default: SQLite at
 //! `./data/switchboard.db`, HTTP on 127.0.0.1:8080, every channel routed to the local outbox
-//! sink. Secrets are never required inline: they are read from files, or from systemd
+//! sink. With a file, a channel is carried only by the connector its `[channels.<name>]`
+//! table names; a channel without one is refused at accept (the outbox is a test sink, used
+//! only where named). `SWITCHBOARD_CONFIG` (the `--config` path) is not a configuration key. Secrets are never required inline: they are read from files, or from systemd
 //! credentials (`$CREDENTIALS_DIRECTORY/<name>`); see [`Secret`].
 
 mod connectors;
@@ -63,7 +65,9 @@ pub struct Config {
     pub outbox: OutboxConfig,
     pub hl7: Hl7Config,
     /// Per logical channel (`sms`, `email`, `fax`, `direct`, `outbox`): which connector carries it
-    /// and its retry budget. Channels not listed use [`ChannelConfig::default`] (outbox sink).
+    /// and its retry budget. Channels not listed are not carried when a file is loaded; in the
+    /// embedded default they use [`ChannelConfig::default`] (the outbox sink). See
+    /// [`Config::connector_for`].
     pub channels: BTreeMap<String, ChannelConfig>,
     /// Provider integrations by name (`[connectors.twilio]`, `[connectors.relay]`), referenced
     /// from `[channels.*] connector`. `outbox` is built in and needs no entry.
@@ -73,6 +77,11 @@ pub struct Config {
     pub organizations: BTreeMap<String, OrganizationConfig>,
     pub templates: TemplatesConfig,
     pub reminders: RemindersConfig,
+    /// Whether a channel without a `[channels.*]` table goes to the outbox sink: true for the
+    /// embedded default (no file) and for [`Config::from_toml`] (tests build on it), false
+    /// once [`Config::load`] reads a file. Not a configuration key.
+    #[serde(skip)]
+    pub implicit_outbox: bool,
 }
 
 /// The scheduled reminder run.
@@ -139,6 +148,7 @@ impl Default for Config {
             organizations: BTreeMap::new(),
             templates: TemplatesConfig::default(),
             reminders: RemindersConfig::default(),
+            implicit_outbox: true,
         }
     }
 }
@@ -159,6 +169,9 @@ pub struct ServerConfig {
     pub request_timeout_secs: u64,
     /// Requests handled at once; beyond it a request gets 503 with `Retry-After` at once.
     pub max_concurrent_requests: usize,
+    /// A bearer token `GET /metrics` requires (`Authorization: Bearer <token>`), from a file or
+    /// credential. Unset: `/metrics` is open to whoever reaches the listener.
+    pub metrics_token: Option<Secret>,
 }
 
 impl Default for ServerConfig {
@@ -169,6 +182,7 @@ impl Default for ServerConfig {
             header_timeout_secs: 10,
             request_timeout_secs: 60,
             max_concurrent_requests: 256,
+            metrics_token: None,
         }
     }
 }
@@ -416,7 +430,9 @@ impl Hl7Config {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ChannelConfig {
-    /// Which connector carries this channel; `outbox` is the local sink.
+    /// Which connector carries this channel: a `[connectors.<name>]`, or `outbox`, the local
+    /// test sink (nothing leaves the host). Required in a table of a configuration file.
+    #[serde(default)]
     pub connector: String,
     /// Attempts before a delivery is failed and dead-lettered.
     pub max_attempts: u32,
@@ -485,6 +501,7 @@ pub fn credential_path(name: &str) -> Option<PathBuf> {
 
 impl Config {
     /// Loads the file (if any), then the `SWITCHBOARD_*` environment, then resolves paths.
+    /// With a file, channels without a `[channels.*]` table are not configured (no outbox).
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         if let Some(path) = path {
@@ -496,19 +513,28 @@ impl Config {
             }
             figment = figment.merge(Toml::file(path));
         }
-        figment = figment.merge(Env::prefixed("SWITCHBOARD_").split("__"));
+        // SWITCHBOARD_CONFIG is the file's path (`--config`), not a key of the file.
+        figment = figment.merge(
+            Env::prefixed("SWITCHBOARD_")
+                .ignore(&["config"])
+                .split("__"),
+        );
         let mut config: Config = figment.extract().map_err(Box::new)?;
+        config.implicit_outbox = path.is_none();
         config.resolve();
         config.validate()?;
         Ok(config)
     }
 
-    /// Parses a TOML document (tests, `--check`), without the environment.
+    /// Parses a TOML document (tests, `--check`), without the environment. Channels without a
+    /// `[channels.*]` table keep the outbox sink, as in the embedded default (tests rely on
+    /// it); set `implicit_outbox = false` to get a configuration file's behaviour.
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
         let mut config: Config = Figment::from(Serialized::defaults(Config::default()))
             .merge(Toml::string(text))
             .extract()
             .map_err(Box::new)?;
+        config.implicit_outbox = true;
         config.resolve();
         config.validate()?;
         Ok(config)
@@ -534,6 +560,8 @@ impl Config {
                 self.log.format
             )));
         }
+        crate::logging::check_level(&self.log.level)
+            .map_err(|reason| ConfigError::Invalid(format!("log.level: {reason}")))?;
         if !matches!(self.database.sqlite_synchronous.as_str(), "full" | "normal") {
             return Err(ConfigError::Invalid(
                 "database.sqlite_synchronous must be full or normal".into(),
@@ -549,6 +577,21 @@ impl Config {
             if channel.max_attempts == 0 || channel.concurrency == 0 {
                 return Err(ConfigError::Invalid(format!(
                     "channels.{name}: max_attempts and concurrency must be at least 1"
+                )));
+            }
+            if channel.connector.is_empty() {
+                return Err(ConfigError::Invalid(format!(
+                    "channels.{name}.connector is required: name a [connectors.<name>] \
+                     (or \"outbox\", the local test sink that sends nothing)"
+                )));
+            }
+            if channel.connector != "outbox" && !self.connectors.contains_key(&channel.connector) {
+                let known: Vec<&str> = self.connectors.keys().map(String::as_str).collect();
+                return Err(ConfigError::Invalid(format!(
+                    "channels.{name}.connector: no connector named {:?} (configured: outbox{}{})",
+                    channel.connector,
+                    if known.is_empty() { "" } else { ", " },
+                    known.join(", ")
                 )));
             }
         }
@@ -585,6 +628,24 @@ impl Config {
                     "organizations.{slug}.time_zone {:?} is not an IANA time zone",
                     org.time_zone
                 )));
+            }
+            for (key, value) in [
+                ("quiet_hours_start", &org.quiet_hours_start),
+                ("quiet_hours_end", &org.quiet_hours_end),
+            ] {
+                if crate::reminders::schedule::parse_clock(value).is_none() {
+                    return Err(ConfigError::Invalid(format!(
+                        "organizations.{slug}.{key} {value:?} is not a time of day (HH:MM, e.g. \"08:00\")"
+                    )));
+                }
+            }
+            for (i, rule) in org.reminder_rules.iter().enumerate() {
+                rule.check().map_err(|reason| {
+                    ConfigError::Invalid(format!(
+                        "organizations.{slug}.reminder_rules[{i}] (id {:?}): {reason}",
+                        rule.id
+                    ))
+                })?;
             }
         }
         crate::tenancy::Tenancy::from_config(self)?;
@@ -624,6 +685,18 @@ impl Config {
     /// The channel's settings (defaults when not configured).
     pub fn channel(&self, name: &str) -> ChannelConfig {
         self.channels.get(name).cloned().unwrap_or_default()
+    }
+
+    /// The connector that carries a channel: the one its `[channels.<name>]` names, else the
+    /// outbox sink in the embedded default, else none (the channel is not configured and
+    /// messages on it are refused at accept).
+    pub fn connector_for(&self, channel: &str) -> Option<String> {
+        match self.channels.get(channel) {
+            Some(configured) if !configured.connector.is_empty() => {
+                Some(configured.connector.clone())
+            }
+            Some(_) | None => self.implicit_outbox.then(|| "outbox".to_string()),
+        }
     }
 
     /// Settings of the organization with this slug.

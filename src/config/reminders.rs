@@ -169,6 +169,13 @@ impl ReminderRule {
     }
 }
 
+impl ReminderRule {
+    /// [`ReminderRule::validate`] as text (the configuration loader names the rule around it).
+    pub fn check(&self) -> Result<(), String> {
+        self.validate().map_err(|e| e.to_string())
+    }
+}
+
 fn yes() -> bool {
     true
 }

@@ -1,10 +1,10 @@
 //! Liveness (`/healthz`: the process answers), readiness (`/readyz`: the store answers) and
 //! Prometheus metrics (`/metrics`: deliveries, dead letters, supervised task panics and
-//! restarts, memory).
+//! restarts, memory; behind a bearer token when `server.metrics_token` is set).
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{HeaderMap, header};
 use axum::response::IntoResponse;
 
 use super::AppState;
@@ -22,7 +22,30 @@ pub async fn readyz(State(state): State<AppState>) -> Result<impl IntoResponse, 
     Ok(Json(serde_json::json!({ "status": "ready" })))
 }
 
-pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, Problem> {
+pub async fn metrics(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, Problem> {
+    if let Some(expected) = &state.metrics_token {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .unwrap_or_default();
+        // Constant time: the comparison does not tell how much of a guess was right.
+        let ok = given.len() == expected.len()
+            && openssl::memcmp::eq(given.as_bytes(), expected.as_bytes());
+        if !ok {
+            return Err(Problem::new(
+                axum::http::StatusCode::UNAUTHORIZED,
+                "the metrics bearer token (server.metrics_token) is required",
+            ));
+        }
+    }
     let counts = state.store.delivery_counts().await?;
     let mut text = String::from(
         "# HELP switchboard_deliveries Deliveries by channel and status.\n# TYPE switchboard_deliveries gauge\n",

@@ -30,7 +30,9 @@ use crate::inbound::InboundService;
 use crate::messages::{MessageError, MessageService, SendRequest};
 use crate::store::Store;
 
-pub use auth::{hash_token, new_token};
+pub use auth::{
+    CACHE_TTL, Scope, format_scopes, hash_token, new_token, parse_scopes, required_scope,
+};
 pub use guard::HTTP_PANICS;
 pub use problem::Problem;
 
@@ -48,6 +50,8 @@ pub struct AppState {
     /// Panics and restarts of the daemon's supervised tasks, shown at `/metrics` (a layer that
     /// catches panics itself may count them here too).
     pub tasks: crate::supervise::TaskMetrics,
+    /// The bearer token `/metrics` requires (`server.metrics_token`), read at start-up.
+    pub metrics_token: Option<Arc<String>>,
 }
 
 impl AppState {
@@ -67,6 +71,7 @@ impl AppState {
             keys: auth::KeyCache::default(),
             tenancy,
             tasks: crate::supervise::TaskMetrics::default(),
+            metrics_token: None,
         }
     }
 

@@ -284,7 +284,9 @@ impl Notifier {
             return Ok(());
         }
         for channel in &settings.urgent_channels {
-            if tried.iter().any(|(c, _)| c == channel) {
+            if tried.iter().any(|(c, _)| c == channel)
+                || self.config.connector_for(channel).is_none()
+            {
                 continue;
             }
             let address = match channel.as_str() {

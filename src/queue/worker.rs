@@ -105,8 +105,11 @@ impl Deliverer {
             return Ok(());
         };
         let (delivery, message) = (claimed.delivery, claimed.message);
-        let channel_config = self.config.channel(&delivery.channel);
-        let connector_name = channel_config.connector.clone();
+        // A channel the configuration no longer carries is not sunk into the outbox.
+        let connector_name = self
+            .config
+            .connector_for(&delivery.channel)
+            .unwrap_or_default();
         let external = self
             .connectors
             .get(&connector_name)
@@ -120,6 +123,10 @@ impl Deliverer {
         };
         let result = match outbound {
             Err(e) => Err(e),
+            Ok(_) if connector_name.is_empty() => Err(ChannelError::Permanent(format!(
+                "channel {} is not configured",
+                delivery.channel
+            ))),
             Ok(outbound) => match self.connectors.get(&connector_name) {
                 None => Err(ChannelError::Permanent(format!(
                     "connector {connector_name} is not configured"

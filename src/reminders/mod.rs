@@ -493,10 +493,12 @@ impl Reminders {
                     message_id: Some(message_id),
                 }),
                 // The request itself is unacceptable: no run would do better.
-                Err(MessageError::Invalid { field, reason }) => outcomes.push(TouchOutcome {
+                Err(
+                    e @ (MessageError::Invalid { .. } | MessageError::ChannelNotConfigured { .. }),
+                ) => outcomes.push(TouchOutcome {
                     id: p.touch_id,
                     status: "skipped",
-                    reason: Some(format!("not accepted: {field}: {reason}")),
+                    reason: Some(format!("not accepted: {e}")),
                     channel: None,
                     message_id: None,
                 }),

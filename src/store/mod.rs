@@ -14,6 +14,7 @@ mod api_keys;
 mod appointments;
 mod audit;
 mod campaigns;
+mod canary;
 mod consents;
 mod deliveries;
 mod direct;
@@ -36,6 +37,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, SqlitePool};
 
+pub use api_keys::{ALL_SCOPES, ApiKeyRow, KeyGrant, NewApiKey};
 pub use appointments::{AppointmentInput, AppointmentRow, RecallInput, RecallRow};
 pub use audit::AuditEntry;
 pub use campaigns::{CampaignCounts, CampaignRow, CohortRow};
@@ -115,13 +117,7 @@ impl Store {
                 })
                 .foreign_keys(true)
                 .busy_timeout(Duration::from_secs(30));
-            if let Some(dir) = options
-                .get_filename()
-                .parent()
-                .filter(|d| !d.as_os_str().is_empty())
-            {
-                std::fs::create_dir_all(dir).map_err(sqlx::Error::Io)?;
-            }
+            prepare_sqlite_file(options.get_filename()).map_err(sqlx::Error::Io)?;
             let pool = SqlitePoolOptions::new()
                 // SQLite has one writer. One connection queues writers in-process (fair, no
                 // waiting) instead of letting them collide and sleep in SQLite's busy handler,
@@ -186,6 +182,27 @@ impl Store {
     pub async fn close(&self) {
         on_db!(&self.db, pool => pool.close().await)
     }
+}
+
+/// Makes the database file owner-only before SQLite opens it: its directory 0700 when we
+/// create it, the file created 0600 (SQLite gives `-wal` and `-shm` the database file's
+/// mode), and an existing file and its `-wal`/`-shm` tightened to 0600.
+fn prepare_sqlite_file(path: &std::path::Path) -> std::io::Result<()> {
+    let name = path.as_os_str().to_string_lossy();
+    if name.is_empty() || name.starts_with(':') {
+        return Ok(()); // in memory
+    }
+    if let Some(dir) = path.parent() {
+        crate::files::private_dir(dir)?;
+    }
+    match crate::files::create_private(path, b"") {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        other => other?,
+    }
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        crate::files::restrict_file(std::path::Path::new(&format!("{name}{suffix}")))?;
+    }
+    Ok(())
 }
 
 /// Milliseconds since the unix epoch.

@@ -35,4 +35,14 @@ impl Store {
         on_db!(self.db(), pool => sqlx::query_as(sql).bind(id).fetch_optional(pool).await)?
             .ok_or(StoreError::NotFound)
     }
+
+    /// Slugs of existing organizations (at most `limit`), to suggest when one is mistyped.
+    pub async fn organization_slugs(&self, limit: i64) -> Result<Vec<String>> {
+        let rows: Vec<(String,)> = on_db!(self.db(), pool => sqlx::query_as(
+            "SELECT slug FROM organizations ORDER BY slug LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(pool).await)?;
+        Ok(rows.into_iter().map(|(slug,)| slug).collect())
+    }
 }
