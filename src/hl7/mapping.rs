@@ -357,3 +357,74 @@ fn minutes(value: &str, units: &str) -> Option<i64> {
     };
     (minutes > 0).then_some(minutes)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Fuzz-ish: mutated ADT and SIU messages (bytes flipped, delimiters and long digit runs
+    /// inserted, cut short, segments repeated) never panic the parser or the mapping; then
+    /// the one input we know panicked (in debug builds; wrapped silently in release): an
+    /// SCH-9 duration in hours past what minutes can count.
+    #[test]
+    fn mutated_messages_never_panic() {
+        let seeds: [&[u8]; 3] = [
+            b"MSH|^~\\&|EHR|CLINIC|SB|SB|20240101120000-0500||SIU^S12|S1|P|2.5.1\rSCH|P1|F1|||||R^Reason|T^Type|30|h|^^30^20241201100000\rTQ1|1||||||20241201100000|20241201103000\rPID|1||MRN1^^^CLINIC^MR~X^^^SSA^SS||Doe^Jane^Q||19800101|F|||1 Main^^Town^ST^12345||^PRN^CP^^1^555^1234567~^NET^Internet^a@b.example|||||||||||||||||||||\rAIS|1||CODE^Visit|20241201100000|||45|min\rAIL|1||LOC^^^FAC^^^^^Room 1\rAIP|1||DR1^Who^Doctor\r",
+            b"MSH|^~\\&|EHR|CLINIC|SB|SB|2024||ADT^A08|A1|P|2.3\rEVN|A08|2024\rPID|1||M\\T\\1^^^A^MR||D\\S\\E^J\\E\\||2001|M||||||||en|||||||||||||||||||\rPV1|1|O\r",
+            b"MSH|^~\\&#|E|C|S|S|2024||ADT^A40|M1|P|2.8\rPID|1||NEW^^^A^MR||New^Pat\rMRG|OLD^^^A^MR~OLD2^^^B^MR\r",
+        ];
+        let pieces: [&[u8]; 8] = [
+            b"|",
+            b"^",
+            b"~",
+            b"\\",
+            b"&",
+            b"\r",
+            b"99999999999999999999",
+            b"\\X",
+        ];
+        let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for round in 0..20_000u64 {
+            let mut input = seeds[(round % 3) as usize].to_vec();
+            for _ in 0..(1 + next() % 6) {
+                if input.is_empty() {
+                    break;
+                }
+                let at = (next() as usize) % input.len();
+                match next() % 5 {
+                    0 => input[at] = next() as u8,
+                    1 => {
+                        let piece = pieces[(next() % pieces.len() as u64) as usize];
+                        input.splice(at..at, piece.iter().copied());
+                    }
+                    2 => input.truncate(at.max(1)),
+                    3 => {
+                        let end = (at + 1 + (next() as usize) % 40).min(input.len());
+                        let copy = input[at..end].to_vec();
+                        input.splice(at..at, copy);
+                    }
+                    _ => {
+                        input.remove(at);
+                    }
+                }
+            }
+            if let Ok(message) = Message::parse(&input) {
+                let _ = map_message(&message, Tz::America__Chicago);
+            }
+        }
+        let huge = Message::parse(
+            b"MSH|^~\\&|E|C|S|S|2024||SIU^S12|H1|P|2.5\rSCH||F1|||||||9223372036854775807|h|^^30^20241201100000\rPID|1||M^^^^MR",
+        )
+        .expect("parse");
+        let Ok(Hl7Event::Appointment { appointment, .. }) = map_message(&huge, Tz::UTC) else {
+            panic!("mapped");
+        };
+        assert_eq!(appointment.duration_minutes, None);
+    }
+}
