@@ -3,8 +3,6 @@
 //! Telnyx v2: `{data: {...}}` / `{errors: [...]}`). Tests script its answers (status codes,
 //! delays) and read back every request it received.
 
-#![allow(dead_code)]
-
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

@@ -4,6 +4,7 @@
 //! a loopback provider.
 
 mod common;
+#[allow(dead_code)]
 mod provider;
 
 use std::collections::BTreeMap;
