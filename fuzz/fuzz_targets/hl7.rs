@@ -14,7 +14,7 @@ use libfuzzer_sys::fuzz_target;
 use switchboard::hl7::ack::{AckCode, AckError, build_ack};
 use switchboard::hl7::mapping::{Hl7Event, map_message};
 use switchboard::hl7::message::Message;
-use switchboard::hl7::mllp::{END, Frame, FrameReader};
+use switchboard::hl7::mllp::{END, Frame, FrameReader, START};
 use switchboard::hl7::processor::appointment_input;
 use switchboard::store::ContactPointInput;
 use tokio::io::{AsyncRead, ReadBuf};
@@ -124,10 +124,10 @@ fn handle(raw: &[u8], zone: Tz) {
         "20260101120000",
         error.as_ref(),
     );
-    // The ACK is one frame: it must not carry the end marker or a start byte of its own.
+    // The ACK is one frame: it must carry no MLLP framing byte of its own.
     assert!(
-        !ack.as_bytes().windows(2).any(|w| w == END),
-        "ACK carries the MLLP end marker"
+        !ack.bytes().any(|b| b == START || b == END[0]),
+        "ACK carries an MLLP framing byte"
     );
 }
 
