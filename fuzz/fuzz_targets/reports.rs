@@ -22,7 +22,10 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Some(bounce) = parse_bounce(data) {
         for id in bounce.candidates("sender.example") {
-            assert!(is_reference(&id), "a candidate that is not a reference token");
+            assert!(
+                is_reference(&id),
+                "a candidate that is not a reference token"
+            );
         }
     }
     if let Ok(mdn) = processed_mdn_for(data, "bob@recipient.example", "gw.example; Switchboard") {
