@@ -169,7 +169,10 @@ fn constant_eq(a: &[u8], b: &[u8]) -> bool {
 
 fn check_fresh(ts: &str, now: i64, tolerance: i64) -> Result<(), SignatureError> {
     let ts: i64 = ts.trim().parse().map_err(|_| SignatureError::Stale)?;
-    if (now - ts).abs() > tolerance {
+    if u64::try_from(tolerance)
+        .ok()
+        .is_none_or(|t| now.abs_diff(ts) > t)
+    {
         return Err(SignatureError::Stale);
     }
     Ok(())
@@ -366,6 +369,43 @@ mod tests {
             verify(&scheme, &creds, &altered),
             Err(SignatureError::Mismatch)
         );
+    }
+
+    /// Found while writing `fuzz/webhook`: a timestamp header of `-9223372036854775808`
+    /// overflowed the freshness check (`now - ts`), a panic in the webhook handler.
+    #[test]
+    fn extreme_timestamps_are_stale() {
+        let key = PKey::generate_ed25519().unwrap();
+        let scheme = Signature::Ed25519 {
+            header: "telnyx-signature-ed25519".into(),
+            timestamp_header: "telnyx-timestamp".into(),
+            public_key: "public_key".into(),
+            tolerance_secs: 300,
+        };
+        let creds = BTreeMap::from([(
+            "public_key".to_string(),
+            B64.encode(key.raw_public_key().unwrap()),
+        )]);
+        let payload = Payload::parse(Encoding::Json, b"{}").unwrap();
+        for ts in ["-9223372036854775808", "9223372036854775807"] {
+            let header = |name: &str| match name {
+                "telnyx-signature-ed25519" => Some(B64.encode([0u8; 64])),
+                "telnyx-timestamp" => Some(ts.to_string()),
+                _ => None,
+            };
+            let request = SignedRequest {
+                url: "https://gw/hooks/telnyx/status",
+                header: &header,
+                body: b"{}",
+                payload: &payload,
+                now_secs: 1_700_000_000,
+            };
+            assert_eq!(
+                verify(&scheme, &creds, &request),
+                Err(SignatureError::Stale),
+                "{ts}"
+            );
+        }
     }
 
     #[test]

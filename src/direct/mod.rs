@@ -7,6 +7,7 @@
 //!   implemented in `open.rs`).
 //! * `mdn` — MDN/DSN parsing into `Notification`s and building processed MDNs.
 //! * `cms`, `mime`, `ffi` — private helpers; `ffi` holds all `unsafe`.
+//! * `fuzzing` — hidden entry points to those helpers for the fuzz targets (`fuzz/`).
 //!
 //! * `anchors` — trust anchors per peer domain and direction.
 //! * `discovery` — recipient certificates: local store, then DNS CERT, then LDAP.
@@ -20,6 +21,8 @@ pub mod certs_cli;
 mod cms;
 pub mod discovery;
 mod ffi;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod mdn;
 pub(crate) mod mime;
 mod open;

@@ -146,4 +146,24 @@ mod tests {
         let nak = build_ack(None, AckCode::Reject, "ACK2", "20240101120000", None);
         assert!(Message::parse(nak.as_bytes()).is_ok());
     }
+
+    /// Found while writing `fuzz/hl7`: an echoed field carrying the MLLP end byte 0x1C (here
+    /// MSH-10 and MSH-12) put the end marker 0x1C 0x0D inside the ACK, so the sender's MLLP
+    /// reader cut the ACK short. Control characters now go out as hex escapes.
+    #[test]
+    fn mllp_bytes_in_echoed_fields_stay_out_of_the_ack() {
+        let raw = b"MSH|^~\\&|SND\x0b|SF|RCV|RF|2024||ADT^A08|C1\x1c|P|2.5.1\x1c\rPID|1";
+        let original = Message::parse(raw).expect("parse");
+        assert_eq!(original.header.control_id, "C1\u{1c}");
+        let ack = build_ack(
+            Some(&original.header),
+            AckCode::Accept,
+            "ACK1",
+            "20240101120000",
+            None,
+        );
+        assert!(!ack.bytes().any(|b| b == 0x1c || b == 0x0b), "{ack:?}");
+        let parsed = Message::parse(ack.as_bytes()).expect("ack parses");
+        assert_eq!(parsed.segment("MSA").expect("MSA").comp(2, 1), "C1\u{1c}");
+    }
 }

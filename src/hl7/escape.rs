@@ -51,7 +51,8 @@ pub fn decode(raw: &str, d: &Delimiters) -> String {
     out
 }
 
-/// Escapes text for inclusion in a field we write (ACK error messages).
+/// Escapes text for inclusion in a field we write (ACK error messages). Line breaks become
+/// spaces; other ASCII control characters become `\Xhh\`.
 pub fn encode(text: &str, d: &Delimiters) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
@@ -75,6 +76,12 @@ pub fn encode(text: &str, d: &Delimiters) -> String {
                 out.push(d.escape);
             }
             None if c == '\r' || c == '\n' => out.push(' '),
+            // Other control characters (MLLP's 0x0B and 0x1C among them) as hex escapes.
+            None if c.is_ascii_control() => {
+                out.push(d.escape);
+                out.push_str(&format!("X{:02X}", u32::from(c)));
+                out.push(d.escape);
+            }
             None => out.push(c),
         }
     }

@@ -161,7 +161,7 @@ fn idle_line(line: &str, tag: &str) -> IdleLine {
         if is_exists(rest) {
             return IdleLine::Exists;
         }
-        if rest.len() >= 3 && rest[..3].eq_ignore_ascii_case("BYE") {
+        if rest.len() >= 3 && rest.as_bytes()[..3].eq_ignore_ascii_case(b"BYE") {
             return IdleLine::Bye(rest.chars().take(200).collect());
         }
         return IdleLine::Other;
@@ -171,7 +171,7 @@ fn idle_line(line: &str, tag: &str) -> IdleLine {
         .and_then(|rest| rest.strip_prefix(' '))
     {
         return IdleLine::Tagged {
-            ok: status.len() >= 2 && status[..2].eq_ignore_ascii_case("OK"),
+            ok: status.len() >= 2 && status.as_bytes()[..2].eq_ignore_ascii_case(b"OK"),
             text: status.chars().take(200).collect(),
         };
     }
@@ -256,6 +256,21 @@ impl ImapSession {
             }
         }
         Ok(session)
+    }
+
+    /// A session over a stream that is already connected and past the greeting, for the
+    /// fuzz target (`fuzz/`), which plays the server. Not an API: no TLS, no greeting check.
+    #[doc(hidden)]
+    pub fn over_stream<S>(stream: S, timeout: Duration) -> Self
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        Self {
+            stream: BufReader::new(Box::new(stream)),
+            tag: 0,
+            timeout,
+            exists_seen: false,
+        }
     }
 
     pub async fn login(&mut self, user: &str, password: &str) -> Result<(), ImapError> {
@@ -415,7 +430,7 @@ impl ImapSession {
         loop {
             let (text, literals) = self.read_response_line(&mut budget).await?;
             if let Some(status) = text.strip_prefix(&format!("{tag} ")) {
-                if status.len() >= 2 && status[..2].eq_ignore_ascii_case("OK") {
+                if status.len() >= 2 && status.as_bytes()[..2].eq_ignore_ascii_case(b"OK") {
                     return Ok(answers);
                 }
                 return Err(ImapError::Refused {
@@ -777,5 +792,38 @@ mod tests {
         );
         assert_eq!(capability_names("OK [CAPABILITY IMAP4rev1 IDLE] hi"), None);
         assert_eq!(capability_names("3 EXISTS"), None);
+    }
+
+    /// Found while writing `fuzz/imap`: a status or untagged answer starting with a multi-byte
+    /// character (any byte that is not UTF-8 becomes one) was sliced inside it: a panic.
+    #[tokio::test]
+    async fn answers_starting_with_multibyte_text_are_refusals_not_panics() {
+        let (mut session, mut server) = piped();
+        let never = CancellationToken::new();
+        let server_side = async {
+            expect_line(&mut server, "a1 CAPABILITY").await;
+            say(&mut server, "* CAPABILITY IMAP4rev1\r\na1 \u{20ac}OK\r\n").await;
+            expect_line(&mut server, "a2 IDLE").await;
+            say(&mut server, "* \u{e9}\u{20ac}\r\na2 \u{20ac}\r\n").await;
+        };
+        let client = async {
+            let caps = session.capabilities().await;
+            (caps, session.idle(Duration::from_secs(60), &never).await)
+        };
+        let ((caps, idle), ()) = tokio::join!(client, server_side);
+        assert!(matches!(
+            caps,
+            Err(ImapError::Refused {
+                command: "CAPABILITY",
+                ..
+            })
+        ));
+        assert!(matches!(
+            idle,
+            Err(ImapError::Refused {
+                command: "IDLE",
+                ..
+            })
+        ));
     }
 }

@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Makes the direct_open and direct_mime seed inputs with the openssl CLI (an independent
+# S/MIME peer): messages from alice to bob, signed (detached or opaque, wrapped in
+# message/rfc822 or not) and encrypted (AES-128-CBC, AES-256-GCM) to bob.pem.
+set -euo pipefail
+cd "$(dirname "$0")"
+open=../seeds/direct_open
+mime=../seeds/direct_mime
+mkdir -p "$open" "$mime"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+printf 'From: alice@sender.example\r\nTo: bob@recipient.example\r\nSubject: Referral\r\nMessage-ID: <m1@sender.example>\r\nDate: Fri, 27 Nov 2026 10:00:00 +0000\r\nContent-Type: text/plain\r\n\r\nPlease see the patient on Monday.\r\n' > "$tmp/inner.eml"
+# Wrapped: the signed entity is message/rfc822.
+{ printf 'Content-Type: message/rfc822\r\n\r\n'; cat "$tmp/inner.eml"; } > "$tmp/wrapped.eml"
+# Unwrapped: the signed entity is the body part itself.
+printf 'Content-Type: text/plain\r\n\r\nPlease see the patient on Monday.\r\n' > "$tmp/unwrapped.eml"
+n=0
+for entity in wrapped unwrapped; do
+    for mode in detached opaque; do
+        flags=(-md sha256 -signer alice.pem -inkey alice.key -binary)
+        [ "$mode" = opaque ] && flags+=(-nodetach)
+        openssl cms -sign "${flags[@]}" -in "$tmp/$entity.eml" -out "$tmp/signed.eml"
+        cp "$tmp/signed.eml" "$mime/$entity-$mode.eml"
+        for cipher in -aes-128-cbc -aes-256-gcm; do
+            n=$((n + 1))
+            openssl cms -encrypt "$cipher" -binary -in "$tmp/signed.eml" -out "$tmp/enc.eml" \
+                -from alice@sender.example -to bob@recipient.example -subject "Referral" bob.pem
+            cp "$tmp/enc.eml" "$open/$entity-$mode$cipher.eml"
+        done
+    done
+done
+cp "$tmp/inner.eml" "$mime/inner.eml"
+echo "made $n sealed messages"
+
+# --- the other targets. Shared vectors: ../shared/vectors from the project root (or $VECTORS).
+vectors=${VECTORS:-../../../shared/vectors}
+seeds=..
+mkdir -p $seeds/seeds/{hl7,reports,imap,webhook,reminder_rule}
+# hl7: byte 0 read size (0 = 16 KiB), byte 1 max frame (0xff = 1 MiB), then MLLP frames.
+frame() { printf '\x0b'; tr '\n' '\r' < "$1"; printf '\x1c\x0d'; }
+for f in SIU-S12-01 SIU-S15-01 ADT-A04-01 ADT04-23 ADT04-251; do
+    { printf '\x00\xff'; frame "$vectors/hl7/$f.hl7"; } > "$seeds/seeds/hl7/$f"
+done
+{ printf '\x03\xff'; printf 'noise'; frame "$vectors/hl7/ADT-A08-01.hl7"; frame "$vectors/hl7/SIU-S13-01.hl7"; printf '\x0bMSH|^~\\&|half'; } \
+    > "$seeds/seeds/hl7/two-frames-and-a-half"
+{ printf '\x07\x10'; frame "$vectors/hl7/SIU-S14-01.hl7"; frame "$vectors/hl7/ADT-A28-01.hl7"; } > "$seeds/seeds/hl7/oversize"
+# reports: the reference implementation's MDNs and DSN, and a bounce addressed by VERP.
+cp "$vectors"/direct/messages/ri-*.txt $seeds/seeds/reports/ && chmod 644 $seeds/seeds/reports/ri-*.txt
+printf 'From: MAILER-DAEMON@mx.example.org\r\nTo: bounces+r01jx00000000000000000000ab@sender.example\r\nSubject: Undelivered Mail\r\nMIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=delivery-status; boundary="b1"\r\n\r\n--b1\r\nContent-Type: text/plain\r\n\r\nNot delivered.\r\n--b1\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.example.org\r\n\r\nFinal-Recipient: rfc822; patient@example.org\r\nAction: failed\r\nStatus: 5.1.1\r\nDiagnostic-Code: smtp; 550 5.1.1 <patient@example.org> unknown\r\n\r\n--b1\r\nContent-Type: text/rfc822-headers\r\n\r\nMessage-ID: <r01jx00000000000000000000cd@sender.example>\r\nSubject: x\r\n--b1--\r\n' \
+    > $seeds/seeds/reports/verp-bounce.eml
+# imap: what a server answers to CAPABILITY, SELECT, UID SEARCH, UID FETCH, UID STORE, IDLE, LOGOUT.
+printf '* CAPABILITY IMAP4rev1 IDLE\r\na1 OK done\r\n* 2 EXISTS\r\n* OK [UIDVALIDITY 1]\r\na2 OK [READ-WRITE] SELECT\r\n* SEARCH 4 7\r\na3 OK\r\n* 1 FETCH (UID 4 BODY[] {18}\r\nSubject: hi\r\n\r\nx\r\n)\r\na4 OK\r\na5 OK\r\n* 2 FETCH (UID 7 BODY[] {0}\r\n)\r\na6 OK\r\na7 OK\r\n+ idling\r\n* 3 EXISTS\r\na8 OK IDLE done\r\n* BYE\r\na9 OK\r\n' \
+    > $seeds/seeds/imap/session
+printf '* CAPABILITY IMAP4rev1\r\na1 OK\r\na2 OK\r\n* SEARCH\r\na3 OK\r\n* 1 EXISTS\r\na4 OK\r\n' > $seeds/seeds/imap/idle-after-exists
+printf '* CAPABILITY IMAP4rev1\r\na1 OK\r\na2 NO [NONEXISTENT] no such mailbox\r\n' > $seeds/seeds/imap/refused
+# webhook: byte 0 picks the provider (0 Twilio, 1 Telnyx, 2 HMAC-SHA256; +0x80 inbound), then
+# url \n signature \n timestamp \n body, signed with the target's keys at 1800000000.
+python3 - "$seeds/seeds/webhook" <<'PY'
+import base64, hashlib, hmac, subprocess, sys, tempfile, urllib.parse
+out = sys.argv[1]
+token = b"fuzz-auth-token"
+def twilio(url, params):
+    data = url + "".join(k + v for k, v in sorted(params))
+    return base64.b64encode(hmac.new(token, data.encode(), hashlib.sha1).digest()).decode()
+def write(name, select, url, sig, ts, body):
+    with open(f"{out}/{name}", "wb") as f:
+        f.write(bytes([select]) + f"{url}\n{sig}\n{ts}\n".encode() + body)
+url = "https://gw.example.org/hooks/twilio/status?delivery=dlv_01jx0000000000000000000000"
+params = [("MessageSid", "SM123"), ("MessageStatus", "undelivered"), ("ErrorCode", "30003")]
+write("twilio-status", 0, url, twilio(url, params), "", urllib.parse.urlencode(params).encode())
+url = "https://gw.example.org:443/hooks/twilio/inbound"
+params = [("MessageSid", "SM9"), ("From", "+15005550006"), ("To", "+15005550001"), ("Body", "C"), ("MediaUrl0", "https://x.example/m")]
+write("twilio-inbound", 0x80, url, twilio(url, params), "", urllib.parse.urlencode(params).encode())
+body = b'{"data":{"event_type":"message.finalized","payload":{"id":"m1","to":[{"status":"delivery_failed","phone_number":"+15005550001"}],"errors":[{"code":"40300","detail":"blocked"}]}}}'
+for name, select, body in [("telnyx-status", 1, body),
+        ("telnyx-inbound", 0x81, b'{"data":{"event_type":"message.received","payload":{"id":"m2","from":{"phone_number":"+15005550006"},"to":[{"phone_number":"+15005550001"}],"text":"STOP","media":[{"url":"https://x.example/a"}]}}}')]:
+    signed = b"1800000000|" + body
+    with tempfile.NamedTemporaryFile() as f:
+        f.write(signed)
+        f.flush()
+        sig = subprocess.run(["openssl", "pkeyutl", "-sign", "-rawin", "-inkey", "telnyx.key", "-in", f.name], capture_output=True, check=True).stdout
+    write(name, select, "https://gw.example.org/hooks/telnyx/status", base64.b64encode(sig).decode(), "1800000000", body)
+body = b"MessageSid=SM5&MessageStatus=delivered"
+write("hmac-status", 2, "https://gw.example.org/hooks/x/status", "sha256=" + hmac.new(token, b"1800000000." + body, hashlib.sha256).hexdigest(), "1800000000", body)
+PY
+# reminder_rule: byte 0 bit 0 picks JSON (0) or TOML (1).
+{ printf '\x00'; printf '{"id":"standard","touches":[{"id":"email-7d","before":"7d","channels":["email","sms"]},{"id":"sms-2h","before":"2 hours","channels":["sms"]},{"id":"d","at":"1 business day before at 10:00","channels":["sms"]}]}'; } \
+    > $seeds/seeds/reminder_rule/rule.json
+{ printf '\x0b'; printf 'id = "r"\nappointment_types = ["NEW"]\nreplies = false\n[[touches]]\nid = "t"\nat = "2 days before at 17:30"\nchannels = ["email"]\ntemplate = "reminder"\n[[touches]]\nid = "u"\nbefore = "90m"\nchannels = ["sms"]\n'; } \
+    > $seeds/seeds/reminder_rule/rule.toml
+du -sh $seeds/seeds

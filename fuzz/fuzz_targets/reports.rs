@@ -1,0 +1,36 @@
+//! Delivery reports: MDNs and DSNs parsed into notifications (`direct::mdn`, shared by Direct
+//! and email) and bounces recognised for the email channel (`channels::email::dsn`), with the
+//! delivery ids they name; and the processed MDN we would send back for the message.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use switchboard::channels::email::dsn::{is_reference, parse_bounce};
+use switchboard::direct::mdn::{
+    MdnError, parse_notification, parse_notifications, processed_mdn_for,
+};
+
+fuzz_target!(|data: &[u8]| {
+    match parse_notifications(data) {
+        Ok(all) => {
+            let first = parse_notification(data);
+            match all.first() {
+                Some(n) => assert_eq!(first.as_ref(), Ok(n)),
+                None => assert_eq!(first, Err(MdnError::MissingField("Final-Recipient"))),
+            }
+        }
+        Err(e) => assert_eq!(parse_notification(data), Err(e)),
+    }
+    if let Some(bounce) = parse_bounce(data) {
+        for id in bounce.candidates("sender.example") {
+            assert!(
+                is_reference(&id),
+                "a candidate that is not a reference token"
+            );
+        }
+    }
+    if let Ok(mdn) = processed_mdn_for(data, "bob@recipient.example", "gw.example; Switchboard") {
+        // Our own MDN must read back as a processed MDN.
+        let n = parse_notification(&mdn).expect("our MDN parses");
+        assert_eq!(n.outcome, switchboard::direct::mdn::Outcome::Processed);
+    }
+});
