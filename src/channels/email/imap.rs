@@ -269,6 +269,7 @@ impl ImapSession {
             stream: BufReader::new(Box::new(stream)),
             tag: 0,
             timeout,
+            limits: ImapLimits::default(),
             exists_seen: false,
         }
     }
