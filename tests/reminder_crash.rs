@@ -66,11 +66,17 @@ async fn wait_for_files(dir: &Path, at_least: usize, timeout: Duration, log: &Pa
             let text = std::fs::read_to_string(log).unwrap_or_default();
             let tail: Vec<&str> = text.lines().rev().take(40).collect();
             let tail: Vec<&str> = tail.into_iter().rev().collect();
+            let problems: Vec<&str> = text
+                .lines()
+                .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+                .take(30)
+                .collect();
             panic!(
-                "only {} of {at_least} reminders delivered; {} says:\n{}",
+                "only {} of {at_least} reminders delivered; {} says:\n{}\n... warnings and errors:\n{}",
                 count_files(dir),
                 log.display(),
-                tail.join("\n")
+                tail.join("\n"),
+                problems.join("\n")
             );
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
