@@ -459,8 +459,17 @@ fn build_monitor(core: &Core, deliverer: Arc<Deliverer>) -> Monitor {
     let run_id = ulid::Ulid::new().to_string().to_lowercase();
     let node = core.config.node_id();
     let poll = Duration::from_millis(core.config.queue.poll_interval_ms.max(10));
-    let mut monitor =
-        Monitor::new().shutdown_timeout(Duration::from_secs(core.config.queue.shutdown_grace_secs));
+    // A worker whose backend poll fails (the database unreachable, its pool timed out) ends;
+    // without a restart its channel would stop delivering until the daemon restarts while the
+    // sweeper kept re-enqueueing. Restart it, after a short pause so a database that is down
+    // does not turn into a busy loop (the pause blocks only this rare path).
+    let mut monitor = Monitor::new()
+        .shutdown_timeout(Duration::from_secs(core.config.queue.shutdown_grace_secs))
+        .should_restart(|worker, error| {
+            warn!(worker = %worker.name(), restarts = worker.restarts(), error = %error, "delivery worker failed; restarting it");
+            std::thread::sleep(Duration::from_millis(250));
+            true
+        });
     for channel in CHANNELS {
         let concurrency = core.config.channel(channel).concurrency;
         let name = format!("{node}:{channel}:{run_id}");

@@ -46,7 +46,33 @@ reminder_cap_per_week = 10
     path
 }
 
-fn spawn(config: &Path, log: &Path) -> Child {
+/// The daemon's process, killed when dropped: a failing assertion must not leave a daemon
+/// running (it would load the machine for every later test).
+struct Running(Child);
+
+impl std::ops::Deref for Running {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Running {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+fn spawn(config: &Path, log: &Path) -> Running {
     let log = std::fs::File::create(log).expect("log");
     Command::new(env!("CARGO_BIN_EXE_switchboard"))
         .args(["run", "--config"])
@@ -55,6 +81,7 @@ fn spawn(config: &Path, log: &Path) -> Child {
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
+        .map(Running)
         .expect("spawn switchboard")
 }
 
