@@ -22,7 +22,7 @@ fn write_config(db: &TestDb, port: u16) -> PathBuf {
 listen = "127.0.0.1:{port}"
 [database]
 url = "{url}"
-max_connections = 8
+max_connections = 16
 [queue]
 poll_interval_ms = 50
 sweep_interval_secs = 1
