@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::app::App;
 use crate::channels::outbox::OutboxSink;
 use crate::channels::{CHANNELS, Connectors};
 use crate::config::{Config, ConfigError, ConnectorConfig, credential_path};
@@ -125,14 +126,26 @@ impl Core {
         Ok(Arc::new(templates))
     }
 
-    pub fn inbound(&self, templates: Arc<Templates>) -> InboundService {
+    /// Inbound texts; `tenancy` binds each to the organization owning its number.
+    pub fn inbound(
+        &self,
+        templates: Arc<Templates>,
+        tenancy: Arc<crate::tenancy::Tenancy>,
+    ) -> InboundService {
         InboundService {
             store: self.store.clone(),
             keyring: self.keyring.clone(),
             config: self.config.clone(),
             replies: Arc::new(self.reminders(templates.clone())),
             templates,
+            tenancy,
+            messages: self.messages(),
         }
+    }
+
+    /// The services the edges call.
+    pub fn app(&self, templates: Arc<Templates>, tenancy: Arc<crate::tenancy::Tenancy>) -> App {
+        App::new(self.messages(), self.inbound(templates, tenancy))
     }
 
     pub fn reminders(&self, templates: Arc<Templates>) -> Reminders {
@@ -316,11 +329,9 @@ pub async fn start(config: Config) -> Result<Daemon, DaemonError> {
 
     let tenancy = Arc::new(crate::tenancy::Tenancy::from_config(&core.config)?);
     let mut state = AppState::new(
-        core.messages(),
-        core.inbound(templates.clone()),
+        core.app(templates.clone(), tenancy),
         connectors.clone(),
         core.config.clone(),
-        tenancy,
     );
     state.tasks = supervisor.metrics.clone();
     if let Some(secret) = &core.config.server.metrics_token {
