@@ -3,7 +3,7 @@
 //! Handles `\F\ \S\ \T\ \R\ \E\`, `\Xhh…\` (hex bytes, read as UTF-8, lossy), `\.br\`
 //! (newline), and drops `\H\`/`\N\` highlighting; anything else is kept literally.
 
-use super::message::Delimiters;
+use crate::message::Delimiters;
 
 /// Decodes one raw value (a component or subcomponent, never containing its own separators).
 pub fn decode(raw: &str, d: &Delimiters) -> String {

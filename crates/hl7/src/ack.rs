@@ -4,8 +4,8 @@
 //! segment and field (v2.5+ layout: ERR-2 location, ERR-3 HL7 table 0357 code, ERR-4
 //! severity, ERR-8 text; before 2.5: ERR-1).
 
-use super::escape::encode;
-use super::message::{Delimiters, Header};
+use crate::escape::encode;
+use crate::message::{Delimiters, Header};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AckCode {
@@ -113,7 +113,7 @@ pub fn build_ack(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hl7::message::Message;
+    use crate::message::Message;
 
     #[test]
     fn acks_parse_back_and_echo_the_control_id() {

@@ -9,7 +9,7 @@
 //!   ends right after `MSH`);
 //! - values are decoded with our escape decoder, which is correct for non-ASCII text.
 
-use super::escape;
+use crate::escape;
 
 /// The five delimiters a message declares in MSH-1 and MSH-2.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

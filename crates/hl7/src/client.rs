@@ -7,8 +7,8 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use super::message::Message;
-use super::mllp::{Frame, FrameReader, encode_frame};
+use crate::message::Message;
+use crate::mllp::{Frame, FrameReader, encode_frame};
 
 /// Splits a file's text into messages with CR segment ends.
 pub fn split_messages(text: &str) -> Vec<String> {
