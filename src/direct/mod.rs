@@ -23,8 +23,7 @@ pub mod discovery;
 mod ffi;
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod mdn;
-pub(crate) mod mime;
+pub use switchboard_mail::{mdn, mime};
 mod open;
 pub mod policy;
 pub mod smime;

@@ -11,8 +11,8 @@
 
 pub mod bounces;
 pub mod compose;
-pub mod dsn;
-pub mod imap;
+
+pub use switchboard_mail::{dsn, imap};
 pub(crate) mod rate;
 pub mod smtp;
 pub(crate) mod transport;
@@ -21,25 +21,7 @@ pub mod watch;
 pub use bounces::{BounceSink, poll_bounces};
 pub use smtp::SmtpChannel;
 
-/// Replaces every word holding an `@` (an address, in replies such as `550 5.1.1
-/// <jane@example.org>: Recipient address rejected`) so failure reasons, which are logged and
-/// shown, carry no patient address.
-pub fn redact_addresses(text: &str) -> String {
-    text.split(' ')
-        .map(|word| {
-            if word.contains('@') {
-                if word.ends_with(':') {
-                    "<address>:"
-                } else {
-                    "<address>"
-                }
-            } else {
-                word
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
-}
+pub use switchboard_mail::redact_addresses;
 
 /// Why the email connector could not be built or a mailbox could not be read.
 #[derive(Debug, thiserror::Error)]

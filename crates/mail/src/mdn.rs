@@ -12,7 +12,7 @@
 
 use mail_parser::{MessageParser, MimeHeaders};
 
-use super::mime;
+use crate::mime;
 
 /// Errors parsing or building a notification.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

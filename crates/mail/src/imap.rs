@@ -17,7 +17,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWrite
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::TlsMode;
+use crate::TlsMode;
 
 /// Largest message we fetch (bytes); larger literals are an error.
 const MAX_LITERAL: usize = 32 * 1024 * 1024;

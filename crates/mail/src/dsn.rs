@@ -16,7 +16,7 @@
 
 use mail_parser::{MessageParser, MimeHeaders, PartType};
 
-use crate::direct::mdn::{NotificationKind, Outcome, parse_notifications};
+use crate::mdn::{NotificationKind, Outcome, parse_notifications};
 
 /// A failure report about one of our messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,7 +102,7 @@ pub fn parse_bounce(raw: &[u8]) -> Option<Bounce> {
     Some(Bounce {
         verp_ids,
         original_message_id,
-        reason: super::redact_addresses(&failed),
+        reason: crate::redact_addresses(&failed),
     })
 }
 

@@ -15,7 +15,7 @@ use mail_parser::{Message, MimeHeaders};
 ///
 /// Input that already uses CRLF throughout (the usual case: we compose with
 /// CRLF) is returned borrowed, after one vectorised scan.
-pub(super) fn to_crlf(input: &[u8]) -> Cow<'_, [u8]> {
+pub fn to_crlf(input: &[u8]) -> Cow<'_, [u8]> {
     if is_crlf(input) {
         return Cow::Borrowed(input);
     }
@@ -48,7 +48,7 @@ fn is_crlf(input: &[u8]) -> bool {
 
 /// Index of the first byte of the body (after the blank line), or `None`
 /// when the entity has no header/body separator.
-pub(super) fn body_start(entity: &[u8]) -> Option<usize> {
+pub fn body_start(entity: &[u8]) -> Option<usize> {
     let crlf = find(entity, b"\r\n\r\n").map(|i| i + 4);
     let lf = find(entity, b"\n\n").map(|i| i + 2);
     match (crlf, lf) {
@@ -57,7 +57,7 @@ pub(super) fn body_start(entity: &[u8]) -> Option<usize> {
     }
 }
 
-pub(super) fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     if needle.is_empty() {
         return None;
     }
@@ -76,7 +76,7 @@ const BASE64_BLOCK_LINES: usize = 64;
 /// Encodes whole blocks of lines at a time with the vectorised encoder into a
 /// stack buffer (a block is a whole number of lines, so only the last block
 /// pads), then copies the block's lines into `out` with their line ends.
-pub(crate) fn append_base64_folded(out: &mut Vec<u8>, data: &[u8]) {
+pub fn append_base64_folded(out: &mut Vec<u8>, data: &[u8]) {
     let lines = data.len().div_ceil(BASE64_LINE_INPUT);
     out.reserve(lines * (BASE64_LINE + 2));
     let mut block = [0u8; BASE64_LINE * BASE64_BLOCK_LINES];
@@ -91,7 +91,7 @@ pub(crate) fn append_base64_folded(out: &mut Vec<u8>, data: &[u8]) {
 }
 
 /// Base64 decoding that ignores whitespace and line breaks.
-pub(super) fn base64_decode(data: &[u8]) -> Option<Vec<u8>> {
+pub fn base64_decode(data: &[u8]) -> Option<Vec<u8>> {
     let clean: Vec<u8> = data
         .iter()
         .copied()
@@ -101,7 +101,7 @@ pub(super) fn base64_decode(data: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// Quoted-printable decoding (RFC 2045 §6.7), lenient about malformed escapes.
-pub(super) fn qp_decode(data: &[u8]) -> Vec<u8> {
+pub fn qp_decode(data: &[u8]) -> Vec<u8> {
     fn hex(b: u8) -> Option<u8> {
         (b as char).to_digit(16).and_then(|d| u8::try_from(d).ok())
     }
@@ -135,7 +135,7 @@ pub(super) fn qp_decode(data: &[u8]) -> Vec<u8> {
 }
 
 /// Decodes `body` according to a Content-Transfer-Encoding value.
-pub(super) fn transfer_decode(cte: Option<&str>, body: &[u8]) -> Option<Vec<u8>> {
+pub fn transfer_decode(cte: Option<&str>, body: &[u8]) -> Option<Vec<u8>> {
     match cte.map(|c| c.trim().to_ascii_lowercase()).as_deref() {
         Some("base64") => base64_decode(body),
         Some("quoted-printable") => Some(qp_decode(body)),
@@ -151,7 +151,7 @@ const BOUNDARY_PREFIX: &str = "----=_direct_";
 /// `content` is searched once for the fixed prefix; only when it occurs (a
 /// message that already carries one of our boundaries) is each candidate
 /// searched for in full.
-pub(super) fn boundary(content: &[u8]) -> Result<String, openssl::error::ErrorStack> {
+pub fn boundary(content: &[u8]) -> Result<String, openssl::error::ErrorStack> {
     let prefix_seen = find(content, BOUNDARY_PREFIX.as_bytes()).is_some();
     loop {
         let mut buf = [0u8; 18];
@@ -163,13 +163,13 @@ pub(super) fn boundary(content: &[u8]) -> Result<String, openssl::error::ErrorSt
     }
 }
 
-pub(super) fn hex_string(bytes: &[u8]) -> String {
+pub fn hex_string(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The raw header lines (name, colon, value, folding and line end) of the
 /// top-level fields of `msg` whose name satisfies `keep`, in message order.
-pub(super) fn raw_header_lines(msg: &Message<'_>, keep: impl Fn(&str) -> bool) -> Vec<u8> {
+pub fn raw_header_lines(msg: &Message<'_>, keep: impl Fn(&str) -> bool) -> Vec<u8> {
     let raw = msg.raw_message();
     let mut out = Vec::new();
     for h in msg.headers() {
@@ -191,7 +191,7 @@ pub(super) fn raw_header_lines(msg: &Message<'_>, keep: impl Fn(&str) -> bool) -
 }
 
 /// `type/subtype` of the root part, lowercased; `text/plain` when absent.
-pub(super) fn mime_type(msg: &Message<'_>) -> String {
+pub fn mime_type(msg: &Message<'_>) -> String {
     match msg.content_type() {
         Some(ct) => {
             format!("{}/{}", ct.ctype(), ct.subtype().unwrap_or_default()).to_ascii_lowercase()
@@ -201,24 +201,24 @@ pub(super) fn mime_type(msg: &Message<'_>) -> String {
 }
 
 /// A content-type parameter of the root part.
-pub(super) fn ct_param<'a>(msg: &'a Message<'_>, name: &str) -> Option<&'a str> {
+pub fn ct_param<'a>(msg: &'a Message<'_>, name: &str) -> Option<&'a str> {
     msg.content_type().and_then(|ct| ct.attribute(name))
 }
 
 /// The Content-Transfer-Encoding of the root part.
-pub(super) fn root_cte<'a>(msg: &'a Message<'_>) -> Option<&'a str> {
+pub fn root_cte<'a>(msg: &'a Message<'_>) -> Option<&'a str> {
     msg.content_transfer_encoding()
 }
 
 /// True when the message has a header named `name` (any case).
-pub(super) fn has_header(msg: &Message<'_>, name: &str) -> bool {
+pub fn has_header(msg: &Message<'_>, name: &str) -> bool {
     msg.headers()
         .iter()
         .any(|h| h.name.as_str().eq_ignore_ascii_case(name))
 }
 
 /// The first address in the From header, lowercased.
-pub(super) fn from_address(msg: &Message<'_>) -> Option<String> {
+pub fn from_address(msg: &Message<'_>) -> Option<String> {
     msg.from()
         .and_then(|a| a.first())
         .and_then(|a| a.address())
