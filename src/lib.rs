@@ -20,6 +20,7 @@ pub mod daemon;
 pub mod delivery;
 pub mod direct;
 pub mod disclosure;
+pub mod fetch;
 pub mod files;
 pub mod hl7;
 pub mod http;

@@ -13,10 +13,10 @@ use crate::config::{
 };
 use crate::direct::anchors::Anchors;
 use crate::direct::discovery::dns::{DnsCerts, resolver};
-use crate::direct::discovery::fetch::FetchPolicy;
 use crate::direct::discovery::ldap::LdapCerts;
 use crate::direct::discovery::revocation::Fetcher;
 use crate::direct::discovery::{Discovery, LocalStore, bound_names};
+use crate::fetch::FetchPolicy;
 
 /// The subcommands.
 #[derive(clap::Subcommand)]

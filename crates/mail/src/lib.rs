@@ -44,4 +44,3 @@ pub fn redact_addresses(text: &str) -> String {
         .collect::<Vec<_>>()
         .join(" ")
 }
-

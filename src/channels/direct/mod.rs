@@ -25,10 +25,10 @@ use crate::config::{
 };
 use crate::direct::SealOptions;
 use crate::direct::discovery::dns::{self, DnsCerts};
-use crate::direct::discovery::fetch::FetchPolicy;
 use crate::direct::discovery::ldap::LdapCerts;
 use crate::direct::discovery::revocation::Fetcher;
 use crate::direct::discovery::{Discovery, DiscoveryError, LocalStore};
+use crate::fetch::FetchPolicy;
 
 /// Why a Direct connector could not be built.
 #[derive(Debug, thiserror::Error)]

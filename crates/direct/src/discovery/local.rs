@@ -13,7 +13,7 @@ use openssl::hash::MessageDigest;
 use openssl::x509::{X509, X509Ref};
 
 use super::DiscoveryError;
-use crate::direct::load_certs;
+use crate::load_certs;
 
 /// A certificate store directory.
 #[derive(Debug, Clone)]

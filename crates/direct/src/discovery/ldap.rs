@@ -33,8 +33,8 @@ use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, Scope, SearchOptions};
 use openssl::x509::X509;
 
 use super::DiscoveryError;
-use super::fetch::FetchPolicy;
-use crate::config::LdapDiscoveryConfig;
+use super::fetch::Fetch;
+use crate::discovery::options::LdapDiscoveryConfig;
 
 /// Entries read from one search at most (also asked of the server as its size limit).
 const MAX_ENTRIES: usize = 20;
@@ -53,7 +53,7 @@ pub struct LdapCerts {
     dead_for: Duration,
     /// Servers that failed recently (address → when), tried after the others.
     dead: Arc<Mutex<HashMap<SocketAddr, Instant>>>,
-    policy: Arc<FetchPolicy>,
+    policy: Arc<dyn Fetch>,
 }
 
 /// One SRV target.
@@ -166,7 +166,7 @@ impl LdapCerts {
     pub fn new(
         config: &LdapDiscoveryConfig,
         resolver: TokioResolver,
-        policy: Arc<FetchPolicy>,
+        policy: Arc<dyn Fetch>,
     ) -> Self {
         let base = config.base.trim();
         Self {
@@ -207,7 +207,7 @@ impl LdapCerts {
     /// The certificates the directory of `address`'s domain holds for the address or its
     /// domain (see the module docs).
     pub async fn lookup(&self, address: &str) -> Result<LdapAnswer, DiscoveryError> {
-        let domain = crate::direct::anchors::domain_of(address);
+        let domain = crate::anchors::domain_of(address);
         let mut answer = LdapAnswer::default();
         let servers = self.servers(&domain).await?;
         if servers.is_empty() {
@@ -413,7 +413,7 @@ impl LdapCerts {
                     if certs.len() >= MAX_CERTS {
                         break;
                     }
-                    certs.extend(crate::direct::load_certs(&value).unwrap_or_default());
+                    certs.extend(crate::load_certs(&value).unwrap_or_default());
                 }
             }
         }

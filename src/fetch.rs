@@ -33,84 +33,12 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use crate::config::SecurityConfig;
+pub use switchboard_direct::discovery::fetch::{FetchError, MAX_REDIRECTS, Purpose};
 
-/// Redirects followed per fetch at most.
-pub const MAX_REDIRECTS: usize = 3;
 /// Ports an HTTP destination may use without a `fetch_allow` entry.
 const HTTP_PORTS: [u16; 2] = [80, 443];
 /// Ports an LDAP server may use without a `fetch_allow` entry (389 plain, 636 LDAPS).
 const LDAP_PORTS: [u16; 2] = [389, 636];
-
-/// Why a destination was refused or a fetch failed. Names hosts and ports only.
-#[derive(Debug, thiserror::Error)]
-pub enum FetchError {
-    #[error("not a usable URL")]
-    Url,
-    #[error("scheme {0:?} refused (http and https only)")]
-    Scheme(String),
-    #[error("{host}:{port} refused: port not allowed (not in security.fetch_allow)")]
-    Port { host: String, port: u16 },
-    #[error("{host}:{port} refused: not under {domain} (not in security.fetch_allow)")]
-    OutsideDomain {
-        host: String,
-        port: u16,
-        domain: String,
-    },
-    #[error("{host}:{port} refused: {class} address {ip} (not in security.fetch_allow)")]
-    Address {
-        host: String,
-        port: u16,
-        ip: IpAddr,
-        class: &'static str,
-    },
-    #[error("{host}: address lookup failed ({reason})")]
-    Resolve { host: String, reason: String },
-    #[error("{host}:{port}: {reason}")]
-    Transport {
-        host: String,
-        port: u16,
-        reason: String,
-    },
-    #[error("{host}:{port}: HTTP status {status}")]
-    Status {
-        host: String,
-        port: u16,
-        status: u16,
-    },
-    #[error("{host}:{port}: response larger than {limit} bytes")]
-    TooLarge {
-        host: String,
-        port: u16,
-        limit: usize,
-    },
-    #[error("more than {MAX_REDIRECTS} redirects")]
-    TooManyRedirects,
-    #[error("no answer within {0} s")]
-    Timeout(u64),
-}
-
-impl FetchError {
-    /// True when the policy refused the destination (no connection was attempted).
-    pub fn is_refusal(&self) -> bool {
-        matches!(
-            self,
-            Self::Url
-                | Self::Scheme(_)
-                | Self::Port { .. }
-                | Self::OutsideDomain { .. }
-                | Self::Address { .. }
-        )
-    }
-}
-
-/// What is fetched: decides the size cap.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Purpose {
-    /// A certificate or certificate bundle (AIA, DNS CERT URL).
-    Certificate,
-    /// A certificate revocation list.
-    Crl,
-}
 
 /// A host in `fetch_allow`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -263,6 +191,23 @@ pub struct FetchPolicy {
     timeout: Duration,
     /// For `http` URLs, requested at a checked address (so its resolver is never used).
     http: reqwest::Client,
+}
+
+#[async_trait::async_trait]
+impl switchboard_direct::discovery::fetch::Fetch for FetchPolicy {
+    async fn get(&self, url: &str, purpose: Purpose) -> Result<Vec<u8>, FetchError> {
+        FetchPolicy::get(self, url, purpose).await
+    }
+
+    fn check_ldap(
+        &self,
+        domain: &str,
+        host: &str,
+        port: u16,
+        ips: &[IpAddr],
+    ) -> Result<(), FetchError> {
+        FetchPolicy::check_ldap(self, domain, host, port, ips)
+    }
 }
 
 impl FetchPolicy {

@@ -21,14 +21,14 @@ use hickory_resolver::proto::rr::{RData, RecordType};
 use openssl::x509::X509;
 
 use super::DiscoveryError;
-use super::fetch::{FetchPolicy, Purpose};
-use crate::config::DnsDiscoveryConfig;
+use super::fetch::{Fetch, Purpose};
+use crate::discovery::options::DnsDiscoveryConfig;
 
 /// A DNS CERT client.
 #[derive(Clone)]
 pub struct DnsCerts {
     resolver: TokioResolver,
-    policy: Arc<FetchPolicy>,
+    policy: Arc<dyn Fetch>,
 }
 
 /// What one CERT lookup found.
@@ -111,13 +111,13 @@ pub fn resolver(config: &DnsDiscoveryConfig) -> Result<TokioResolver, DiscoveryE
 impl DnsCerts {
     pub fn new(
         config: &DnsDiscoveryConfig,
-        policy: Arc<FetchPolicy>,
+        policy: Arc<dyn Fetch>,
     ) -> Result<Self, DiscoveryError> {
         Ok(Self::with_resolver(resolver(config)?, policy))
     }
 
     /// A client on an already built [`resolver`], fetching CERT URLs under `policy`.
-    pub fn with_resolver(resolver: TokioResolver, policy: Arc<FetchPolicy>) -> Self {
+    pub fn with_resolver(resolver: TokioResolver, policy: Arc<dyn Fetch>) -> Self {
         Self { resolver, policy }
     }
 
@@ -148,7 +148,7 @@ impl DnsCerts {
                         .trim()
                         .to_string();
                     match self.policy.get(&url, Purpose::Certificate).await {
-                        Ok(bytes) => match crate::direct::load_certs(&bytes) {
+                        Ok(bytes) => match crate::load_certs(&bytes) {
                             Ok(certs) => out.certs.extend(certs),
                             Err(_) => out
                                 .notes

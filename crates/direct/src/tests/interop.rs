@@ -1,8 +1,8 @@
 //! Positive interop: our `seal` → `openssl cms`, and `openssl cms` → our `open`.
 
 use super::*;
-use crate::direct::policy::ContentCipher;
-use crate::direct::smime::{KeyTransport, SealCipher, SealOptions, open, seal};
+use crate::policy::ContentCipher;
+use crate::smime::{KeyTransport, SealCipher, SealOptions, open, seal};
 
 fn seal_sample(opts: SealOptions) -> Vec<u8> {
     let p = pki();
@@ -191,7 +191,7 @@ fn openssl_cli_messages_are_accepted() -> TestResult {
                 if signers.len() == 2 {
                     // SignerInfos is a DER SET: order is not the command-line order.
                     assert!(opened.verdicts.iter().any(|v| v.signer.is_some()
-                        && v.result == Err(crate::direct::Violation::NotBoundToAddress)));
+                        && v.result == Err(crate::Violation::NotBoundToAddress)));
                 }
             }
         }
@@ -298,13 +298,21 @@ fn large_lf_message_seals_for_openssl_cli() -> TestResult {
         doc.push_str("<component><section><text>.leading dot\n</text></section></component>");
     }
     doc.push_str("</ClinicalDocument>");
-    let crlf = crate::channels::direct::compose::inner_message(
-        ALICE,
-        BOB,
-        "big@sender.example",
-        Some("Referral"),
-        &doc,
-    );
+    // A multipart message with the document as a base64 attachment, as the daemon's Direct
+    // channel composes one.
+    let mut crlf = format!(
+        "From: <{ALICE}>\r\nTo: <{BOB}>\r\nMessage-ID: <big@sender.example>\r\n\
+         Subject: Referral\r\nMIME-Version: 1.0\r\n\
+         Content-Type: multipart/mixed; boundary=\"=_b\"\r\n\r\n\
+         --=_b\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n\
+         A clinical document is attached.\r\n\
+         --=_b\r\nContent-Type: application/xml; name=\"document.xml\"\r\n\
+         Content-Disposition: attachment; filename=\"document.xml\"\r\n\
+         Content-Transfer-Encoding: base64\r\n\r\n"
+    )
+    .into_bytes();
+    crate::mime::append_base64_folded(&mut crlf, doc.as_bytes());
+    crlf.extend_from_slice(b"--=_b--\r\n");
     let lf = String::from_utf8(crlf.clone())?.replace("\r\n", "\n");
     let sealed = seal(
         lf.as_bytes(),

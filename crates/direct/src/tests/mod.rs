@@ -4,8 +4,7 @@
 //! (CA RSA 3072; leaves RSA 2048 with SAN rfc822Name, KU
 //! digitalSignature+keyEncipherment, EKU emailProtection, plus the bad
 //! variants the negative tests need), CLI helpers, and the path to the shared
-//! vectors (`$DIRECT_VECTORS`, else `../shared/vectors/direct` or
-//! `../../shared/vectors/direct` from the crate root).
+//! vectors (`$DIRECT_VECTORS`, else the repository's `tests/data/direct`).
 
 mod interop;
 mod mdn;
@@ -316,14 +315,10 @@ pub(super) fn vectors() -> PathBuf {
     if let Ok(p) = std::env::var("DIRECT_VECTORS") {
         return PathBuf::from(p);
     }
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    for up in ["../shared/vectors/direct", "../../shared/vectors/direct"] {
-        let p = root.join(up);
-        if p.is_dir() {
-            return p;
-        }
-    }
-    PathBuf::from("/work/shared/vectors/direct")
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/data/direct"
+    ))
 }
 
 /// CLI: sign `entity` (detached, binary, CRLF) with the given signers and

@@ -23,6 +23,7 @@ pub mod dns;
 pub mod fetch;
 pub mod ldap;
 pub mod local;
+pub mod options;
 pub mod revocation;
 
 use chrono::{DateTime, Utc};
@@ -138,7 +139,7 @@ pub async fn evaluate(
 /// Whether an AIA fetch could complete `cert`'s chain in `trust`: there are anchors, the
 /// certificate is not self-issued, and its issuer is not itself an anchor (then the chain
 /// failed for another reason than a missing intermediate).
-fn aia_may_help(cert: &X509, trust: &crate::direct::TrustStore) -> bool {
+fn aia_may_help(cert: &X509, trust: &crate::TrustStore) -> bool {
     let same = |a: &openssl::x509::X509NameRef, b: &openssl::x509::X509NameRef| {
         a.try_cmp(b).is_ok_and(|o| o.is_eq())
     };
@@ -193,7 +194,7 @@ pub async fn evaluate_noting(
         Ok(None) => return Ok(()),
         Err(e) => {
             notes.push(e.to_string());
-            if fetcher.config.crl == crate::config::CrlMode::Hard {
+            if fetcher.config.crl == crate::discovery::options::CrlMode::Hard {
                 return Err(Violation::RevocationUnknown {
                     reason: "the CRL distribution point could not be read".into(),
                 });

@@ -14,13 +14,13 @@ use std::time::{Duration, Instant};
 use openssl::nid::Nid;
 use openssl::x509::{X509, X509Crl, X509Ref};
 
-use super::fetch::{FetchError, FetchPolicy, Purpose};
-use crate::config::{CrlMode, RevocationConfig};
-use crate::direct::{load_certs, load_crls};
+use super::fetch::{Fetch, FetchError, Purpose};
+use crate::discovery::options::{CrlMode, RevocationConfig};
+use crate::{load_certs, load_crls};
 
 /// A fetcher with a CRL cache.
 pub struct Fetcher {
-    policy: Arc<FetchPolicy>,
+    policy: Arc<dyn Fetch>,
     pub config: RevocationConfig,
     crls: Mutex<HashMap<String, (Instant, Vec<u8>)>>,
 }
@@ -77,7 +77,7 @@ pub fn crl_urls(cert: &X509Ref) -> Vec<String> {
 }
 
 fn host_of(url: &str) -> String {
-    reqwest::Url::parse(url)
+    url::Url::parse(url)
         .ok()
         .and_then(|u| u.host_str().map(str::to_string))
         .unwrap_or_else(|| "?".into())
@@ -86,7 +86,7 @@ fn host_of(url: &str) -> String {
 impl Fetcher {
     /// A fetcher under `policy` (its timeout: `config.timeout_secs`, see
     /// [`FetchPolicy::new`]).
-    pub fn new(config: RevocationConfig, policy: Arc<FetchPolicy>) -> Self {
+    pub fn new(config: RevocationConfig, policy: Arc<dyn Fetch>) -> Self {
         Self {
             policy,
             config,

@@ -2,9 +2,9 @@
 //! certificates and the trust bundle.
 
 use super::*;
-use crate::direct::policy::{self, Check, DigestUse, KeyPurpose, Violation};
-use crate::direct::smime::{DirectError, open};
-use crate::direct::trust::{TrustStore, load_certs};
+use crate::policy::{self, Check, DigestUse, KeyPurpose, Violation};
+use crate::smime::{DirectError, open};
+use crate::trust::{TrustStore, load_certs};
 
 fn ri(name: &str) -> X509 {
     let bytes = std::fs::read(vectors().join("ri-certs").join(name)).expect("ri cert");
@@ -93,7 +93,7 @@ fn trust_bundle_p7b_pem_and_der() -> TestResult {
     let pem = std::fs::read(vectors().join("testBundle.p7b"))?;
     let certs = load_certs(&pem)?;
     assert_eq!(certs.len(), 1);
-    assert!(crate::direct::smime::subject_string(&certs[0]).contains("CN=sm1.direct.com Root CA"));
+    assert!(crate::smime::subject_string(&certs[0]).contains("CN=sm1.direct.com Root CA"));
     let der = openssl::pkcs7::Pkcs7::from_pem(&pem)?.to_der()?;
     assert_eq!(load_certs(&der)?.len(), 1);
     let mut store = TrustStore::new();
@@ -251,7 +251,7 @@ fn ri_sha1_certificates_are_identified_and_rejected_for_signing() {
 
 #[test]
 fn nhind_wrapped_vectors_unwrap() -> TestResult {
-    use crate::direct::open::{split_signed, unwrap};
+    use crate::open::{split_signed, unwrap};
     use mail_parser::MessageParser;
     // message/rfc822 with Content-Transfer-Encoding: base64 (forbidden by RFC 2046, seen in the wild).
     let raw = std::fs::read(vectors().join("messages/nhind-Wrapped_Base64.eml"))?;

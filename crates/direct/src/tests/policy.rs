@@ -1,7 +1,7 @@
 //! Unit checks of `policy` on the generated PKI, with an injected clock.
 
 use super::*;
-use crate::direct::policy::{self, ContentCipher, KeyPurpose, Violation};
+use crate::policy::{self, ContentCipher, KeyPurpose, Violation};
 
 #[test]
 fn binding_is_san_only_case_insensitive_and_never_wildcard() {

@@ -1,9 +1,9 @@
 //! The negative matrix: each bad message is rejected with its specific reason.
 
 use super::*;
-use crate::direct::policy::{Check, DigestUse, Violation};
-use crate::direct::smime::{DirectError, SealOptions, open, seal};
-use crate::direct::trust::TrustStore;
+use crate::policy::{Check, DigestUse, Violation};
+use crate::smime::{DirectError, SealOptions, open, seal};
+use crate::trust::TrustStore;
 
 /// Signs the sample with `signer` via the CLI (sha256 unless `md`) and encrypts with `cipher`.
 fn cli_message(signer: &Id, md: &str, cipher: &str) -> Vec<u8> {
@@ -18,9 +18,7 @@ fn cli_message(signer: &Id, md: &str, cipher: &str) -> Vec<u8> {
     )
 }
 
-fn reason_of(
-    res: Result<crate::direct::Opened, DirectError>,
-) -> (Violation, Vec<crate::direct::Verdict>) {
+fn reason_of(res: Result<crate::Opened, DirectError>) -> (Violation, Vec<crate::Verdict>) {
     match res {
         Err(DirectError::Rejected { reason, verdicts }) => (reason, verdicts),
         Err(other) => panic!("expected a policy rejection, got {other}"),
@@ -28,7 +26,7 @@ fn reason_of(
     }
 }
 
-fn open_with(raw: &[u8], trust: &TrustStore) -> Result<crate::direct::Opened, DirectError> {
+fn open_with(raw: &[u8], trust: &TrustStore) -> Result<crate::Opened, DirectError> {
     open(raw, &[pki().bob.pair()], trust, ALICE, now())
 }
 
@@ -99,7 +97,7 @@ fn revoked_signer_via_cli_crl() -> TestResult {
 
     // DER CRLs load too.
     let der = ossl(d, &["crl", "-in", "crl.pem", "-outform", "DER"]);
-    assert_eq!(crate::direct::load_crls(&der)?.len(), 1);
+    assert_eq!(crate::load_crls(&der)?.len(), 1);
     Ok(())
 }
 
@@ -367,6 +365,6 @@ fn garbage_never_panics() {
     inputs.push(flipped);
     for input in inputs {
         assert!(open_with(&input, &trust()).is_err());
-        let _ = crate::direct::mdn::parse_notifications(&input);
+        let _ = crate::mdn::parse_notifications(&input);
     }
 }

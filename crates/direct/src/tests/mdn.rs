@@ -1,7 +1,7 @@
 //! MDN/DSN parsing on the Direct RI vectors and the MDN builder.
 
 use super::vectors;
-use crate::direct::mdn::{
+use crate::mdn::{
     MdnDisposition, MdnError, MdnRequest, NotificationKind, Outcome, build_mdn, parse_notification,
     parse_notifications,
 };
@@ -134,7 +134,7 @@ fn built_mdn_parses_back() {
 
 #[test]
 fn processed_mdn_for_a_received_message() {
-    let raw = crate::direct::mdn::processed_mdn_for(
+    let raw = crate::mdn::processed_mdn_for(
         &super::sample_message(),
         super::BOB,
         "gateway.recipient.example; Switchboard",
@@ -151,7 +151,7 @@ fn processed_mdn_for_a_received_message() {
     assert_eq!(n.original_message_id.as_deref(), Some("m1@sender.example"));
     assert_eq!(n.final_recipient.as_deref(), Some(super::BOB));
     assert_eq!(
-        crate::direct::mdn::processed_mdn_for(b"Subject: x\r\n\r\nbody", super::BOB, "ua"),
+        crate::mdn::processed_mdn_for(b"Subject: x\r\n\r\nbody", super::BOB, "ua"),
         Err(MdnError::MissingField("Message-ID"))
     );
 }
@@ -159,14 +159,11 @@ fn processed_mdn_for_a_received_message() {
 #[test]
 fn mdn_can_be_sealed_and_opened() {
     use super::{ALICE, BOB, pki};
-    use crate::direct::smime::{SealOptions, open, seal};
+    use crate::smime::{SealOptions, open, seal};
     let p = pki();
-    let mdn = crate::direct::mdn::processed_mdn_for(
-        &super::sample_message(),
-        BOB,
-        "ua.example; Switchboard",
-    )
-    .expect("mdn");
+    let mdn =
+        crate::mdn::processed_mdn_for(&super::sample_message(), BOB, "ua.example; Switchboard")
+            .expect("mdn");
     let sealed = seal(
         &mdn,
         BOB,
