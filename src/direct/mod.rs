@@ -1,8 +1,5 @@
-//! Direct in the daemon: the S/MIME core, policy, trust and discovery are the
-//! `switchboard-direct` crate (`crates/direct`), re-exported here; what stays is what needs
-//! the daemon — the benchmark and the `certs` command.
-
-pub mod bench;
-pub mod certs_cli;
+//! Direct: the S/MIME core, policy, trust and discovery are the `switchboard-direct` crate
+//! (`crates/direct`), re-exported here so the daemon names them `direct::…`. The Direct channel
+//! (sending, MDN tracking) is `channels::direct`; the `certs` command is the binary's.
 
 pub use switchboard_direct::*;

@@ -15,7 +15,7 @@ use anyhow::{Context, Result, bail};
 use openssl::pkey::{PKey, Private};
 use openssl::x509::X509;
 
-use super::{SealOptions, seal};
+use switchboard::direct::{SealOptions, seal};
 
 const FROM: &str = "bench@direct.north.example";
 const TO: &str = "doc@direct.south.example";
@@ -78,10 +78,9 @@ fn leaf(dir: &Path, name: &str, email: &str) -> Result<()> {
 
 /// A C-CDA padded (with an XML comment) to exactly 100 KiB.
 fn ccda_100k() -> String {
-    let base = std::fs::read_to_string("../shared/vectors/ccda/CCD-2.xml").unwrap_or_else(|_| {
-        "<?xml version=\"1.0\"?><ClinicalDocument xmlns=\"urn:hl7-org:v3\"></ClinicalDocument>"
-            .into()
-    });
+    // HL7's published sample CCD (tests/data/README.md), built in so the installed binary
+    // measures the same document wherever it runs.
+    let base = include_str!("../../../tests/data/ccda/CCD-2.xml").to_string();
     let target = 100 * 1024;
     let mut doc = base;
     if doc.len() + 8 < target {
@@ -234,7 +233,7 @@ fn seal_loop(pki: &Pki, doc: &str, messages: usize) -> Result<usize> {
     let mut bytes = 0usize;
     let mut wire = Vec::new();
     for i in 0..messages {
-        let inner = crate::channels::direct::compose::inner_message(
+        let inner = switchboard::channels::direct::compose::inner_message(
             FROM,
             TO,
             &format!("bench{i}@direct.north.example"),
@@ -259,7 +258,7 @@ fn seal_loop(pki: &Pki, doc: &str, messages: usize) -> Result<usize> {
 
 /// Runs `openssl cms -sign | openssl cms -encrypt` on the same input `runs` times.
 fn cli_loop(d: &Path, doc: &str, runs: usize) -> Result<()> {
-    let inner = crate::channels::direct::compose::inner_message(
+    let inner = switchboard::channels::direct::compose::inner_message(
         FROM,
         TO,
         "bench-cli@direct.north.example",

@@ -1,16 +1,21 @@
 //! The command line: `run`, `migrate`, `send`, `status`, `keys` (`cli_keys`), `dead-letters`,
 //! `bench`. `anyhow` lives here and nowhere deeper.
 
+pub mod bench;
+mod certs;
+mod keys;
+mod outreach;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
-use crate::config::Config;
-use crate::daemon::{self, Core};
-use crate::messages::{Recipient, SendRequest};
-use crate::store::StoreError;
+use switchboard::config::Config;
+use switchboard::daemon::{self, Core};
+use switchboard::messages::{Recipient, SendRequest};
+use switchboard::store::StoreError;
 
 #[derive(Parser)]
 #[command(
@@ -63,7 +68,7 @@ enum Command {
     /// Manage API keys: create, list, revoke, rotate.
     Keys {
         #[command(subcommand)]
-        command: crate::cli_keys::KeysCommand,
+        command: self::keys::KeysCommand,
     },
     /// List deliveries that exhausted their attempts, or retry one.
     DeadLetters {
@@ -91,17 +96,17 @@ enum Command {
     /// Appointment reminders: run now, or explain an appointment's plan.
     Reminders {
         #[command(subcommand)]
-        command: crate::cli_outreach::RemindersCommand,
+        command: self::outreach::RemindersCommand,
     },
     /// Recall campaigns: create, preview (dry run), run (throttled), report.
     Campaign {
         #[command(subcommand)]
-        command: crate::cli_outreach::CampaignCommand,
+        command: self::outreach::CampaignCommand,
     },
     /// Measure throughput and latency (prints figures).
-    Bench(crate::bench::BenchArgs),
+    Bench(self::bench::BenchArgs),
     /// Direct recipient certificates: the local store, and how discovery resolves an address.
-    Certs(crate::direct::certs_cli::CertsArgs),
+    Certs(self::certs::CertsArgs),
 }
 
 #[derive(Subcommand)]
@@ -213,9 +218,9 @@ async fn dispatch(cli: Cli) -> Result<()> {
     if let Command::Bench(args) = cli.command {
         // Quiet unless asked: RUST_LOG=switchboard::reminders=debug shows each reminder batch.
         if std::env::var_os("RUST_LOG").is_some() {
-            crate::logging::init(&crate::config::LogConfig::default());
+            switchboard::logging::init(&switchboard::config::LogConfig::default());
         }
-        return crate::bench::run(args).await;
+        return self::bench::run(args).await;
     }
     if let Command::Hl7 {
         command: Hl7Command::Send { files, to, timeout },
@@ -228,9 +233,9 @@ async fn dispatch(cli: Cli) -> Result<()> {
     }
     let config = Config::load(cli.config.as_deref())?;
     if let Command::Certs(args) = &cli.command {
-        return crate::direct::certs_cli::run(&config, args).await;
+        return self::certs::run(&config, args).await;
     }
-    crate::logging::init(&config.log);
+    switchboard::logging::init(&config.log);
     match cli.command {
         Command::Run => daemon::run(config).await?,
         Command::Migrate => {
@@ -322,7 +327,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
             }
         }
         Command::Keys { command } => {
-            crate::cli_keys::run(Core::open(config).await?, command).await?;
+            self::keys::run(Core::open(config).await?, command).await?;
         }
         Command::Inbound {
             command: InboundCommand::Orphans { limit },
@@ -371,7 +376,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
                     for row in rows {
                         println!(
                             "{}  {}  {:<7} attempts={}  {}{}",
-                            crate::messages::rfc3339(row.created_at),
+                            switchboard::messages::rfc3339(row.created_at),
                             row.delivery_id,
                             row.channel,
                             row.attempts,
@@ -390,7 +395,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
                         .push(&channel, std::slice::from_ref(&new_id), None)
                         .await?;
                     core.store
-                        .mark_enqueued(std::slice::from_ref(&new_id), crate::store::now_ms())
+                        .mark_enqueued(std::slice::from_ref(&new_id), switchboard::store::now_ms())
                         .await?;
                     println!("{new_id}");
                 }
@@ -400,7 +405,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
             command: Hl7Command::Reprocess { id, failed },
         } => {
             let core = Core::open(config).await?;
-            let processor = crate::hl7::processor::Hl7Processor::new(
+            let processor = switchboard::hl7::processor::Hl7Processor::new(
                 core.store.clone(),
                 core.keyring.clone(),
                 core.config.hl7.clone(),
@@ -427,10 +432,10 @@ async fn dispatch(cli: Cli) -> Result<()> {
             }
         }
         Command::Reminders { command } => {
-            crate::cli_outreach::reminders(Core::open(config).await?, command).await?;
+            self::outreach::reminders(Core::open(config).await?, command).await?;
         }
         Command::Campaign { command } => {
-            crate::cli_outreach::campaign(Core::open(config).await?, command).await?;
+            self::outreach::campaign(Core::open(config).await?, command).await?;
         }
         Command::Bench(_) | Command::Hl7 { .. } | Command::Direct { .. } | Command::Certs(_) => {
             unreachable!("handled above")
@@ -459,11 +464,11 @@ async fn hl7_send(files: &[PathBuf], to: &str, timeout: u64) -> Result<()> {
     let mut messages = Vec::new();
     for file in files {
         let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-        messages.extend(crate::hl7::client::split_messages(
+        messages.extend(switchboard::hl7::client::split_messages(
             &String::from_utf8_lossy(&bytes),
         ));
     }
-    let acks = crate::hl7::client::send(to, &messages, std::time::Duration::from_secs(timeout))
+    let acks = switchboard::hl7::client::send(to, &messages, std::time::Duration::from_secs(timeout))
         .await
         .with_context(|| format!("sending to {to}"))?;
     let mut failed = 0;
@@ -480,7 +485,7 @@ async fn hl7_send(files: &[PathBuf], to: &str, timeout: u64) -> Result<()> {
 }
 
 fn direct_tool(command: &DirectCommand) -> Result<()> {
-    use crate::direct::tools;
+    use switchboard::direct::tools;
     use std::io::Write;
     match command {
         DirectCommand::Seal {

@@ -5,10 +5,10 @@
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 
-use crate::daemon::Core;
-use crate::http::{Scope, format_scopes, parse_scopes};
-use crate::messages::rfc3339;
-use crate::store::{NewApiKey, StoreError, now_ms};
+use switchboard::daemon::Core;
+use switchboard::http::{Scope, format_scopes, parse_scopes};
+use switchboard::messages::rfc3339;
+use switchboard::store::{NewApiKey, StoreError, now_ms};
 
 /// The longest lifetime `--expires-in` accepts (ten years).
 const MAX_LIFETIME_MS: i64 = 10 * 366 * 86_400_000;
@@ -222,13 +222,13 @@ async fn create(
     scopes: &[Scope],
     expires_at: Option<i64>,
 ) -> Result<(String, String)> {
-    let token = crate::http::new_token()?;
+    let token = switchboard::http::new_token()?;
     let id = core
         .store
         .create_api_key(&NewApiKey {
             organization_id: organization_id.to_string(),
             name: name.to_string(),
-            key_hash: crate::http::hash_token(&token),
+            key_hash: switchboard::http::hash_token(&token),
             scopes: format_scopes(scopes),
             expires_at,
         })

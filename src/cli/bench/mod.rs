@@ -7,6 +7,9 @@
 //! (database timestamps) and peak RSS. Beside it, on the same database, apalis drains the same
 //! number of no-op jobs: the ceiling of the queue itself. Idle RSS is read after start-up.
 
+mod direct;
+mod reminders;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -18,9 +21,9 @@ use apalis::prelude::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::config::Config;
-use crate::daemon::{self, Core};
-use crate::store::{Db, on_db};
+use switchboard::config::Config;
+use switchboard::daemon::{self, Core};
+use switchboard::store::{Db, on_db};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
@@ -79,7 +82,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     );
     if args.direct_messages > 0 {
         let n = args.direct_messages;
-        tokio::task::spawn_blocking(move || crate::direct::bench::run(n)).await??;
+        tokio::task::spawn_blocking(move || self::direct::run(n)).await??;
     }
     for database in args.databases.iter().filter(|d| d.as_str() != "none") {
         let scratch = Scratch::create(database, &args.postgres_url).await?;
@@ -93,7 +96,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         }
         if result.is_ok() && args.reminder_appointments > 0 {
             let reminders = Scratch::create(database, &args.postgres_url).await?;
-            result = crate::bench_reminders::bench(
+            result = self::reminders::bench(
                 args.reminder_appointments,
                 args.reminders_due,
                 &reminders.url,
@@ -117,9 +120,9 @@ async fn bench_database(args: &BenchArgs, database: &str, scratch: &Scratch) -> 
 
     let core = Core::open(config.clone()).await?;
     let org = core.store.ensure_organization("bench", "Bench").await?;
-    let token = crate::http::new_token()?;
+    let token = switchboard::http::new_token()?;
     core.store
-        .insert_api_key(&org.id, "bench", &crate::http::hash_token(&token))
+        .insert_api_key(&org.id, "bench", &switchboard::http::hash_token(&token))
         .await?;
 
     let idle_rss = idle_rss_of_fresh_daemon(&scratch.url).await;
@@ -181,7 +184,7 @@ async fn bench_database(args: &BenchArgs, database: &str, scratch: &Scratch) -> 
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let elapsed = started.elapsed();
-    let peak_rss = crate::process::peak_rss_bytes().unwrap_or(0);
+    let peak_rss = switchboard::process::peak_rss_bytes().unwrap_or(0);
     let latencies = latencies_ms(core.store.db()).await?;
     daemon.shutdown();
     daemon.wait().await?;
@@ -437,7 +440,7 @@ async fn mllp_load(
             let stream = tokio::net::TcpStream::connect(addr).await?;
             stream.set_nodelay(true)?;
             let (read, mut write) = stream.into_split();
-            let mut acks = crate::hl7::mllp::FrameReader::new(read, 1 << 20);
+            let mut acks = switchboard::hl7::mllp::FrameReader::new(read, 1 << 20);
             let mut latencies = Vec::new();
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
@@ -450,10 +453,10 @@ async fn mllp_load(
                 }
                 let sent = Instant::now();
                 write
-                    .write_all(&crate::hl7::mllp::encode_frame(siu(offset + i).as_bytes()))
+                    .write_all(&switchboard::hl7::mllp::encode_frame(siu(offset + i).as_bytes()))
                     .await?;
                 match acks.next_frame().await? {
-                    Some(crate::hl7::mllp::Frame::Message(ack))
+                    Some(switchboard::hl7::mllp::Frame::Message(ack))
                         if ack.windows(7).any(|w| w == b"MSA|AA|") => {}
                     other => bail!("message {i} not accepted: {other:?}"),
                 }
@@ -480,8 +483,8 @@ async fn no_parse_responder() -> Result<std::net::SocketAddr> {
             tokio::spawn(async move {
                 use tokio::io::AsyncWriteExt;
                 let (read, mut write) = stream.into_split();
-                let mut frames = crate::hl7::mllp::FrameReader::new(read, 1 << 20);
-                let ack = crate::hl7::mllp::encode_frame(
+                let mut frames = switchboard::hl7::mllp::FrameReader::new(read, 1 << 20);
+                let ack = switchboard::hl7::mllp::encode_frame(
                     b"MSH|^~\\&|SB|SB|BENCH|CLINIC|20260101||ACK^S12^ACK|1|P|2.5.1\rMSA|AA|X\r",
                 );
                 while let Ok(Some(_)) = frames.next_frame().await {

@@ -7,16 +7,16 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 
-use crate::channels::direct::{direct_connectors, keys, local_store};
-use crate::config::{
+use switchboard::channels::direct::{direct_connectors, keys, local_store};
+use switchboard::config::{
     Config, DirectConnectorConfig, DnsDiscoveryConfig, LdapDiscoveryConfig, RevocationConfig,
 };
-use crate::direct::anchors::Anchors;
-use crate::direct::discovery::dns::{DnsCerts, resolver};
-use crate::direct::discovery::ldap::LdapCerts;
-use crate::direct::discovery::revocation::Fetcher;
-use crate::direct::discovery::{Discovery, LocalStore, bound_names};
-use crate::fetch::FetchPolicy;
+use switchboard::direct::anchors::Anchors;
+use switchboard::direct::discovery::dns::{DnsCerts, resolver};
+use switchboard::direct::discovery::ldap::LdapCerts;
+use switchboard::direct::discovery::revocation::Fetcher;
+use switchboard::direct::discovery::{Discovery, LocalStore, bound_names};
+use switchboard::fetch::FetchPolicy;
 
 /// The subcommands.
 #[derive(clap::Subcommand)]
@@ -93,13 +93,13 @@ pub async fn run(config: &Config, args: &CertsArgs) -> Result<()> {
                     s.name,
                     s.fingerprint,
                     s.cert.not_after(),
-                    crate::direct::smime::subject_string(&s.cert)
+                    switchboard::direct::smime::subject_string(&s.cert)
                 );
             }
         }
         CertsCommand::Check { address } => {
             let discovery = match conn {
-                Some((_, c)) => crate::channels::direct::discovery(
+                Some((_, c)) => switchboard::channels::direct::discovery(
                     c,
                     &config.security,
                     &config.data_dir,

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use chrono::Utc;
 
-use crate::config::{Config, OrganizationConfig};
-use crate::daemon::{self, Core};
+use switchboard::config::{Config, OrganizationConfig};
+use switchboard::daemon::{self, Core};
 
 /// Runs the reminder benchmark on a scratch database at `url`, files under `dir`.
 pub async fn bench(

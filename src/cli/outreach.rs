@@ -7,8 +7,8 @@ use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use clap::Subcommand;
 
-use crate::campaigns::{Campaign, Campaigns};
-use crate::daemon::Core;
+use switchboard::campaigns::{Campaign, Campaigns};
+use switchboard::daemon::Core;
 
 #[derive(Subcommand)]
 pub enum RemindersCommand {
@@ -83,7 +83,7 @@ pub async fn reminders(core: Core, command: RemindersCommand) -> Result<()> {
             println!(
                 "appointment {} at {} ({}){}",
                 row.filler_id,
-                crate::messages::rfc3339(row.start_at),
+                switchboard::messages::rfc3339(row.start_at),
                 row.status,
                 row.confirmation
                     .as_deref()
@@ -99,7 +99,7 @@ pub async fn reminders(core: Core, command: RemindersCommand) -> Result<()> {
                     "  {:<10} {:<10} due {}  {:<9} {}{}",
                     t.rule_id,
                     t.touch_id,
-                    crate::messages::rfc3339(t.due_at),
+                    switchboard::messages::rfc3339(t.due_at),
                     t.status,
                     t.channel
                         .as_deref()
