@@ -468,9 +468,10 @@ async fn hl7_send(files: &[PathBuf], to: &str, timeout: u64) -> Result<()> {
             &String::from_utf8_lossy(&bytes),
         ));
     }
-    let acks = switchboard::hl7::client::send(to, &messages, std::time::Duration::from_secs(timeout))
-        .await
-        .with_context(|| format!("sending to {to}"))?;
+    let acks =
+        switchboard::hl7::client::send(to, &messages, std::time::Duration::from_secs(timeout))
+            .await
+            .with_context(|| format!("sending to {to}"))?;
     let mut failed = 0;
     for (code, control_id) in acks {
         println!("{code} {control_id}");
@@ -485,8 +486,8 @@ async fn hl7_send(files: &[PathBuf], to: &str, timeout: u64) -> Result<()> {
 }
 
 fn direct_tool(command: &DirectCommand) -> Result<()> {
-    use switchboard::direct::tools;
     use std::io::Write;
+    use switchboard::direct::tools;
     match command {
         DirectCommand::Seal {
             input,

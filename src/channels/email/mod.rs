@@ -44,7 +44,6 @@ pub enum EmailError {
 
 use std::sync::Arc;
 
-use crate::channels::Connectors;
 use crate::config::{Config, ConnectorConfig, ImapMailboxConfig, SmtpConnectorConfig};
 use crate::templates::Templates;
 
@@ -55,18 +54,18 @@ fn smtp_connectors(config: &Config) -> impl Iterator<Item = (&String, &SmtpConne
     })
 }
 
-/// Builds every `kind = "smtp"` connector and registers it under its config name.
-pub fn register_connectors(
+/// Builds every `kind = "smtp"` connector (each named as in the configuration).
+pub fn build_connectors(
     config: &Config,
     templates: &Arc<Templates>,
-    connectors: &mut Connectors,
-) -> Result<(), EmailError> {
+) -> Result<Vec<Arc<dyn crate::channels::Channel>>, EmailError> {
+    let mut built: Vec<Arc<dyn crate::channels::Channel>> = Vec::new();
     for (name, smtp) in smtp_connectors(config) {
         let channel = SmtpChannel::new(name, smtp, templates.clone())
             .map_err(|e| EmailError::Config(format!("connectors.{name}: {e}")))?;
-        connectors.insert(Arc::new(channel));
+        built.push(Arc::new(channel));
     }
-    Ok(())
+    Ok(built)
 }
 
 /// One bounce mailbox to poll.

@@ -453,7 +453,9 @@ async fn mllp_load(
                 }
                 let sent = Instant::now();
                 write
-                    .write_all(&switchboard::hl7::mllp::encode_frame(siu(offset + i).as_bytes()))
+                    .write_all(&switchboard::hl7::mllp::encode_frame(
+                        siu(offset + i).as_bytes(),
+                    ))
                     .await?;
                 match acks.next_frame().await? {
                     Some(switchboard::hl7::mllp::Frame::Message(ack))
