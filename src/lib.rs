@@ -9,13 +9,8 @@
 
 pub mod app;
 pub mod appointments;
-pub mod bench;
-pub mod bench_reminders;
 pub mod campaigns;
 pub mod channels;
-pub mod cli;
-pub mod cli_keys;
-pub mod cli_outreach;
 pub mod config;
 pub mod connectors;
 pub mod crypto;
@@ -25,6 +20,7 @@ pub mod delivery;
 pub mod direct;
 pub mod disclosure;
 pub mod events;
+pub mod fetch;
 pub mod files;
 pub mod hl7;
 pub mod http;

@@ -29,8 +29,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
-use crate::channels::Connectors;
 use crate::config::Config;
+use crate::connectors::Connectors;
 
 pub use auth::{
     CACHE_TTL, Scope, format_scopes, hash_token, new_token, parse_scopes, required_scope,
