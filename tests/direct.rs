@@ -29,7 +29,7 @@ use switchboard::direct::{SealOptions, seal};
 const WAIT: Duration = Duration::from_secs(30);
 const US: &str = "clinic@direct.north.example";
 const DOC: &str = "doc@direct.south.example";
-const CCD: &str = "../shared/vectors/ccda/CCD-2.xml";
+const CCD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/ccda/CCD-2.xml");
 
 // ---------------------------------------------------------------- test PKI (openssl CLI)
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 use common::{Backend, TestDaemon, TestDb};
 use switchboard::hl7::client;
 
-const VECTORS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/vectors/hl7");
+const VECTORS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/hl7");
 
 async fn start(db: &TestDb) -> (TestDaemon, SocketAddr) {
     let mut config = db.config();

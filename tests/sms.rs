@@ -734,7 +734,7 @@ async fn start_prism() -> (Prism, String) {
         .unwrap()
         .port();
     let spec = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/vectors/providers/twilio_api_v2010.json");
+        .join("tests/data/providers/twilio_api_v2010.json");
     let binary = prism_binary();
     assert!(
         binary.exists(),
