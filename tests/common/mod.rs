@@ -1,7 +1,13 @@
 //! Test harness: a real store per test (a fresh SQLite file, or a fresh PostgreSQL database on
 //! `TEST_DATABASE_URL`), the real daemon on a port-0 listener, and an HTTP client.
 //! `both_databases!` runs one scenario on SQLite and on PostgreSQL.
+//!
+//! Shared helpers, each test binary using what it needs (hence `dead_code` allowed here):
+//! [`pki`] (a test PKI from the openssl CLI), [`mail`] (SMTP, IMAP and HISP peers).
 #![allow(dead_code)]
+
+pub mod mail;
+pub mod pki;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -253,4 +259,3 @@ pub fn count_files(dir: &std::path::Path) -> usize {
         })
         .unwrap_or(0)
 }
-pub mod mail;
