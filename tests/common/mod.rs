@@ -4,12 +4,14 @@
 //!
 //! Shared helpers, each test binary using what it needs (hence `dead_code` allowed here):
 //! [`wait`] (poll until, with a deadline), [`process`] (`switchboard run` in its own process),
-//! [`pki`] (a test PKI from the openssl CLI), [`mail`] (SMTP, IMAP and HISP peers).
+//! [`pki`] (a test PKI from the openssl CLI), [`provider`] (a loopback SMS provider and signed
+//! webhooks), [`mail`] (SMTP, IMAP and HISP peers).
 #![allow(dead_code)]
 
 pub mod mail;
 pub mod pki;
 pub mod process;
+pub mod provider;
 pub mod wait;
 
 use std::path::PathBuf;
