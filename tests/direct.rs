@@ -16,10 +16,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::mail::{
-    Dovecot, DovecotOptions, Postfix, free_port, imap_messages, received, start_sink,
-    tls_certificate,
+    Dovecot, DovecotOptions, Postfix, imap_messages, received, start_sink, tls_certificate,
 };
 use common::pki::{Pki, openssl};
+use common::ports::{Reserved, free_port};
 use common::{Backend, TestDaemon, TestDb};
 use serde_json::{Value, json};
 use switchboard::config::{Config, ConnectorConfig};
@@ -291,9 +291,9 @@ fn openssl_open_as(pki: &Pki, recipient: &str, raw: &[u8]) -> String {
 async fn mdns_walk_the_delivery(backend: Backend) {
     let db = TestDb::new(backend).await;
     let pki = direct_pki();
-    let smtp_port = free_port();
     let inbox = db.dir.path().join("smtp");
-    let _sink = start_sink(smtp_port, &inbox, &[]);
+    let sink = start_sink(&inbox, &[]);
+    let smtp_port = sink.port;
     let imap = Dovecot::start("imap-secret");
     let password = db.dir.path().join("imap-password");
     std::fs::write(&password, "imap-secret").expect("secret");
@@ -652,9 +652,9 @@ both_databases!(no_mdn_expires, super::no_mdn_expires);
 async fn edge_mode_submits_plain_over_auth(backend: Backend) {
     let db = TestDb::new(backend).await;
     let pki = direct_pki();
-    let smtp_port = free_port();
     let inbox = db.dir.path().join("smtp");
-    let _sink = start_sink(smtp_port, &inbox, &["--auth", "sta:pw"]);
+    let sink = start_sink(&inbox, &["--auth", "sta:pw"]);
+    let smtp_port = sink.port;
     let pw = db.dir.path().join("smtp-pw");
     std::fs::write(&pw, "pw").expect("pw");
     let mut config = direct_config(&db, &pki, smtp_port, "");
@@ -1322,6 +1322,7 @@ impl Slapd {
             "slapadd: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        // slapd reads port 0 as LDAP's default (389) and cannot share a port: a free one, racy.
         let port = free_port();
         let log = std::fs::File::create(d.join("slapd.log")).expect("log");
         let child = Command::new(sbin("slapd"))
@@ -1372,6 +1373,7 @@ struct LdapWorld {
     slapd: Slapd,
     dns: DnsServer,
     dead_port: u16,
+    _dead: Reserved,
     silent_port: u16,
 }
 
@@ -1397,7 +1399,9 @@ impl LdapWorld {
                 held.push(s);
             }
         });
-        let dead_port = free_port();
+        // Nobody listens there, and nobody can while the world lives.
+        let dead = Reserved::closed();
+        let dead_port = dead.port();
 
         let mut zone = HashMap::new();
         zone.insert(
@@ -1426,6 +1430,7 @@ impl LdapWorld {
             slapd,
             dns,
             dead_port,
+            _dead: dead,
             silent_port,
         }
     }
@@ -1650,9 +1655,9 @@ async fn ldap_discovered_send_encrypts_to_the_directory_cert() {
     let db = TestDb::new(Backend::Sqlite).await;
     let pki = direct_pki();
     let world = LdapWorld::start(&pki).await;
-    let smtp_port = free_port();
     let inbox = db.dir.path().join("smtp");
-    let _sink = start_sink(smtp_port, &inbox, &[]);
+    let sink = start_sink(&inbox, &[]);
+    let smtp_port = sink.port;
     let mut config = direct_config_discovery(&db, &pki, smtp_port, &world.discovery_toml(), "");
     config.security.fetch_allow = LDAP_HOSTS.map(String::from).to_vec();
     let mut daemon = TestDaemon::start(config).await;
@@ -1774,7 +1779,9 @@ async fn discovery_fetches_nothing_it_may_not(backend: Backend) {
     let blocked_hits = http_files(blocked_listener, blocked_files);
 
     let (east_addr, east_hits) = counting_listener().await;
-    let west_port = free_port();
+    // Its directory is down: nobody listens on its port (held for the whole test).
+    let west = Reserved::closed();
+    let west_port = west.port();
     let mut zone = HashMap::new();
     zone.insert(
         "uri.direct.south.example".to_string(),
@@ -1802,9 +1809,9 @@ async fn discovery_fetches_nothing_it_may_not(backend: Backend) {
     );
     let dns = DnsServer::start(zone).await;
 
-    let smtp_port = free_port();
     let inbox = db.dir.path().join("smtp");
-    let _sink = start_sink(smtp_port, &inbox, &[]);
+    let sink = start_sink(&inbox, &[]);
+    let smtp_port = sink.port;
     let discovery = format!(
         "dns = {{ nameservers = [\"{}\"], timeout_secs = 2 }}\n\
          ldap = {{ connect_timeout_secs = 1, timeout_secs = 1 }}\n",
