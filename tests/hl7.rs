@@ -327,17 +327,28 @@ async fn malformed_input_gets_the_right_answer(backend: Backend) {
         msa(6)
     );
 
-    // The daemon is still up and every input was archived.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The daemon is still up and every input was archived (the cut frame once the listener
+    // has seen that client hang up; the others before their answers).
     assert_eq!(
         send(addr, &[adt("AFTER", "A04", "MRN-AFTER", "After", "")]).await[0].0,
         "AA"
     );
     let store = &daemon.core.store;
-    let rejected = store
-        .hl7_by_status(&["rejected"], 100)
-        .await
-        .expect("archive");
+    let rejected = common::wait::wait_until(
+        "the cut frame archived",
+        Duration::from_secs(10),
+        async || {
+            let rejected = store
+                .hl7_by_status(&["rejected"], 100)
+                .await
+                .expect("archive");
+            rejected
+                .iter()
+                .any(|r| r.error.as_deref() == Some("connection closed in the middle of a frame"))
+                .then_some(rejected)
+        },
+    )
+    .await;
     assert_eq!(
         rejected.len(),
         6,
