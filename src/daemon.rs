@@ -18,9 +18,10 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::channels::CHANNELS;
 use crate::channels::outbox::OutboxSink;
-use crate::channels::{CHANNELS, Connectors};
 use crate::config::{Config, ConfigError, ConnectorConfig, credential_path};
+use crate::connectors::Connectors;
 use crate::connectors::HttpConnector;
 use crate::crypto::{CryptoError, Keyring};
 use crate::hl7::processor::Hl7Processor;
@@ -160,10 +161,16 @@ impl Core {
                 ConnectorConfig::Smtp(_) | ConnectorConfig::Direct(_) => {}
             }
         }
-        crate::channels::email::register_connectors(&self.config, templates, &mut connectors)
-            .map_err(|e| DaemonError::Config(ConfigError::Invalid(e.to_string())))?;
-        crate::channels::direct::register_connectors(&self.config, &mut connectors)
-            .map_err(|e| DaemonError::Config(ConfigError::Invalid(e.to_string())))?;
+        for channel in crate::channels::email::build_connectors(&self.config, templates)
+            .map_err(|e| DaemonError::Config(ConfigError::Invalid(e.to_string())))?
+        {
+            connectors.insert(channel);
+        }
+        for channel in crate::channels::direct::build_connectors(&self.config)
+            .map_err(|e| DaemonError::Config(ConfigError::Invalid(e.to_string())))?
+        {
+            connectors.insert(channel);
+        }
         for channel in CHANNELS {
             if let Some(wanted) = self.config.connector_for(channel)
                 && connectors.get(&wanted).is_none()

@@ -6,13 +6,8 @@
 //! Layers point one way: `http` and `queue` call domain modules (`messages`, `channels`),
 //! which call `store`. See `docs/ARCHITECTURE.md`.
 
-pub mod bench;
-pub mod bench_reminders;
 pub mod campaigns;
 pub mod channels;
-pub mod cli;
-pub mod cli_keys;
-pub mod cli_outreach;
 pub mod config;
 pub mod connectors;
 pub mod crypto;
@@ -20,6 +15,7 @@ pub mod daemon;
 pub mod delivery;
 pub mod direct;
 pub mod disclosure;
+pub mod fetch;
 pub mod files;
 pub mod hl7;
 pub mod http;

@@ -696,14 +696,13 @@ both_databases!(
 // ---------------------------------------------------------------- DNS CERT discovery
 
 /// A discovery fetch policy allowing `allow` (`[security] fetch_allow`).
-fn fetch_policy(allow: &[&str]) -> Arc<switchboard::direct::discovery::fetch::FetchPolicy> {
+fn fetch_policy(allow: &[&str]) -> Arc<switchboard::fetch::FetchPolicy> {
     let security = switchboard::config::SecurityConfig {
         fetch_allow: allow.iter().map(|s| s.to_string()).collect(),
         ..Default::default()
     };
     Arc::new(
-        switchboard::direct::discovery::fetch::FetchPolicy::new(&security, Duration::from_secs(10))
-            .expect("policy"),
+        switchboard::fetch::FetchPolicy::new(&security, Duration::from_secs(10)).expect("policy"),
     )
 }
 
@@ -1912,7 +1911,7 @@ both_databases!(
 /// own, larger cap.
 #[tokio::test]
 async fn fetched_bodies_are_capped_while_streaming() {
-    use switchboard::direct::discovery::fetch::{FetchError, Purpose};
+    use switchboard::fetch::{FetchError, Purpose};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -1969,7 +1968,7 @@ async fn fetched_bodies_are_capped_while_streaming() {
 /// address.
 #[tokio::test]
 async fn redirects_and_names_pass_the_policy() {
-    use switchboard::direct::discovery::fetch::Purpose;
+    use switchboard::fetch::Purpose;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     let (blocked, blocked_hits) = counting_listener().await;

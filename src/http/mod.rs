@@ -24,8 +24,8 @@ use axum::routing::{get, post, put};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::channels::Connectors;
 use crate::config::Config;
+use crate::connectors::Connectors;
 use crate::inbound::InboundService;
 use crate::messages::{MessageError, MessageService, SendRequest};
 use crate::store::Store;

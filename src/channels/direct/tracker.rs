@@ -338,7 +338,11 @@ mod tests {
     use super::*;
 
     fn vector(name: &str) -> Vec<u8> {
-        std::fs::read(format!("../shared/vectors/direct/messages/{name}")).expect("vector")
+        std::fs::read(format!(
+            "{}/tests/data/direct/messages/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .expect("vector")
     }
 
     fn keys() -> TrackerKeys {
