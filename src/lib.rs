@@ -25,6 +25,7 @@ pub mod files;
 pub mod hl7;
 pub mod http;
 pub mod inbound;
+pub mod intake;
 pub mod keys;
 pub mod logging;
 pub mod messages;
