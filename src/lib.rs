@@ -20,6 +20,7 @@ pub mod files;
 pub mod hl7;
 pub mod http;
 pub mod inbound;
+pub mod intake;
 pub mod logging;
 pub mod messages;
 pub mod notify;

@@ -3,8 +3,6 @@
 //! `direct`, so the fuzzer exercises the code `open` runs after decryption without having to
 //! forge an envelope first.
 
-use mail_parser::MessageParser;
-
 use super::smime::DirectError;
 use super::{mime, open};
 
@@ -37,8 +35,7 @@ pub fn split_signed(entity: &[u8]) -> Result<(Vec<u8>, Vec<u8>, bool), DirectErr
 
 /// The original message of a signed entity, with `outer` as the envelope's headers.
 pub fn unwrap(entity: &[u8], outer: &[u8]) -> Result<(Vec<u8>, bool), DirectError> {
-    let outer = MessageParser::default()
-        .parse(outer)
+    let outer = switchboard_mail::parse_message(outer)
         .ok_or(DirectError::Malformed("message does not parse"))?;
     open::unwrap(entity, &outer)
 }
@@ -46,7 +43,7 @@ pub fn unwrap(entity: &[u8], outer: &[u8]) -> Result<(Vec<u8>, bool), DirectErro
 /// What `open` reads of a message's headers: MIME type, `smime-type`, transfer encoding,
 /// From address and the non-MIME header lines. `None` when it does not parse.
 pub fn headers(raw: &[u8]) -> Option<Headers> {
-    let msg = MessageParser::default().parse(raw)?;
+    let msg = switchboard_mail::parse_message(raw)?;
     Some(Headers {
         mime_type: mime::mime_type(&msg),
         smime_type: mime::ct_param(&msg, "smime-type").map(str::to_string),

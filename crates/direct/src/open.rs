@@ -8,7 +8,7 @@
 //! (`trust`) or the outbound shape (`smime`). Never logs content or addresses.
 
 use chrono::{DateTime, Utc};
-use mail_parser::{MessageParser, MimeHeaders};
+use mail_parser::MimeHeaders;
 use openssl::cms::{CMSOptions, CmsContentInfo};
 use openssl::pkey::{PKey, Private};
 use openssl::x509::{X509, X509Ref};
@@ -77,8 +77,7 @@ pub fn open(
     sender: &str,
     now: DateTime<Utc>,
 ) -> Result<Opened, DirectError> {
-    let outer = MessageParser::default()
-        .parse(raw)
+    let outer = switchboard_mail::parse_message(raw)
         .ok_or(DirectError::Malformed("message does not parse"))?;
     let mtype = mime::mime_type(&outer);
     if mtype != "application/pkcs7-mime" && mtype != "application/x-pkcs7-mime" {
@@ -193,8 +192,7 @@ pub fn open(
     }
 
     let (inner, wrapped) = unwrap(&entity, &outer)?;
-    let from_ok = MessageParser::default()
-        .parse(&inner)
+    let from_ok = switchboard_mail::parse_message(&inner)
         .and_then(|m| mime::from_address(&m))
         .is_some_and(|f| f.eq_ignore_ascii_case(sender.trim()));
     verdicts.push(Verdict {
@@ -241,8 +239,7 @@ fn decrypt(
 /// Splits a decrypted entity into (signed bytes, signature DER, detached?).
 /// Opaque signed-data yields (empty, DER, false).
 pub(super) fn split_signed(entity: &[u8]) -> Result<(Vec<u8>, Vec<u8>, bool), DirectError> {
-    let msg = MessageParser::default()
-        .parse(entity)
+    let msg = switchboard_mail::parse_message(entity)
         .ok_or(DirectError::Malformed("decrypted content does not parse"))?;
     match mime::mime_type(&msg).as_str() {
         "multipart/signed" => {
@@ -286,8 +283,7 @@ pub(super) fn unwrap(
     entity: &[u8],
     outer: &mail_parser::Message<'_>,
 ) -> Result<(Vec<u8>, bool), DirectError> {
-    let msg = MessageParser::default()
-        .parse(entity)
+    let msg = switchboard_mail::parse_message(entity)
         .ok_or(DirectError::Malformed("signed content does not parse"))?;
     if mime::mime_type(&msg) == "message/rfc822" {
         let start =

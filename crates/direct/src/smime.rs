@@ -18,7 +18,7 @@
 //! ```
 
 use chrono::Utc;
-use mail_parser::{Message, MessageParser};
+use mail_parser::Message;
 use openssl::cms::{CMSOptions, CmsContentInfo};
 use openssl::error::ErrorStack;
 use openssl::md::Md;
@@ -225,11 +225,10 @@ fn check_seal_inputs(
 /// of the cost of sealing. A message without any header field falls back to
 /// the full parse, which accepts it as before.
 fn parse_for_seal(inner: &[u8], wrap: bool) -> Result<Message<'_>, DirectError> {
-    let parser = MessageParser::default();
     let parsed = if wrap {
-        parser.parse_headers(inner).or_else(|| parser.parse(inner))
+        switchboard_mail::parse_headers(inner).or_else(|| switchboard_mail::parse_message(inner))
     } else {
-        parser.parse(inner)
+        switchboard_mail::parse_message(inner)
     };
     parsed.ok_or(DirectError::Malformed("the message to seal does not parse"))
 }

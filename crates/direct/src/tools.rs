@@ -116,8 +116,7 @@ pub fn open_file(
     let raw = read(input)?;
     let sender = match sender {
         Some(s) => s.to_string(),
-        None => mail_parser::MessageParser::default()
-            .parse(&raw)
+        None => switchboard_mail::parse_message(&raw)
             .and_then(|m| {
                 m.from()
                     .and_then(|f| f.first())

@@ -14,7 +14,7 @@
 //! whose mailbox it came from. Anything that is not a DSN with a failed action is `None`: the
 //! caller leaves it alone.
 
-use mail_parser::{MessageParser, MimeHeaders, PartType};
+use mail_parser::{MimeHeaders, PartType};
 
 use crate::mdn::{NotificationKind, Outcome, parse_notifications};
 
@@ -60,7 +60,7 @@ pub fn parse_bounce(raw: &[u8]) -> Option<Bounce> {
         }
         _ => None,
     })?;
-    let msg = MessageParser::default().parse(raw)?;
+    let msg = crate::parse_message(raw)?;
     let raw_msg = msg.raw_message();
     let mut verp_ids = Vec::new();
     let top = raw_msg

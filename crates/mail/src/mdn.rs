@@ -10,7 +10,7 @@
 //! Message IDs are returned without angle brackets; recipient addresses are
 //! returned without the `rfc822;` address type and lowercased.
 
-use mail_parser::{MessageParser, MimeHeaders};
+use mail_parser::MimeHeaders;
 
 use crate::mime;
 
@@ -134,9 +134,7 @@ pub fn parse_notification(raw: &[u8]) -> Result<Notification, MdnError> {
 
 /// Parses an MDN or DSN; a DSN yields one notification per recipient group.
 pub fn parse_notifications(raw: &[u8]) -> Result<Vec<Notification>, MdnError> {
-    let msg = MessageParser::default()
-        .parse(raw)
-        .ok_or(MdnError::Malformed)?;
+    let msg = crate::parse_message(raw).ok_or(MdnError::Malformed)?;
     if mime::mime_type(&msg) != "multipart/report" {
         return Err(MdnError::NotAReport);
     }
@@ -171,9 +169,7 @@ pub fn parse_notifications(raw: &[u8]) -> Result<Vec<Notification>, MdnError> {
         } else if ctype == "message/rfc822" || ctype == "text/rfc822-headers" {
             let mut headers = body.to_vec();
             headers.extend_from_slice(b"\r\n\r\n");
-            returned_id = MessageParser::default()
-                .parse(&headers)
-                .and_then(|m| m.message_id().map(strip_id));
+            returned_id = crate::parse_message(&headers).and_then(|m| m.message_id().map(strip_id));
         }
     }
     let report = report.ok_or(MdnError::MissingPart(wanted))?;
@@ -361,9 +357,7 @@ pub fn processed_mdn_for(
     our_address: &str,
     reporting_ua: &str,
 ) -> Result<Vec<u8>, MdnError> {
-    let msg = MessageParser::default()
-        .parse(received)
-        .ok_or(MdnError::Malformed)?;
+    let msg = crate::parse_message(received).ok_or(MdnError::Malformed)?;
     let id = msg
         .message_id()
         .ok_or(MdnError::MissingField("Message-ID"))?;

@@ -252,10 +252,9 @@ fn ri_sha1_certificates_are_identified_and_rejected_for_signing() {
 #[test]
 fn nhind_wrapped_vectors_unwrap() -> TestResult {
     use crate::open::{split_signed, unwrap};
-    use mail_parser::MessageParser;
     // message/rfc822 with Content-Transfer-Encoding: base64 (forbidden by RFC 2046, seen in the wild).
     let raw = std::fs::read(vectors().join("messages/nhind-Wrapped_Base64.eml"))?;
-    let outer = MessageParser::default().parse(&raw).ok_or("parse")?;
+    let outer = switchboard_mail::parse_message(&raw).ok_or("parse")?;
     let (inner, wrapped) = unwrap(&raw, &outer)?;
     assert!(wrapped);
     let inner = String::from_utf8(inner)?;
@@ -267,7 +266,7 @@ fn nhind_wrapped_vectors_unwrap() -> TestResult {
     let raw = std::fs::read(vectors().join("messages/nhind-Wrapped_Quoted.eml"))?;
     let (entity, sig, detached) = split_signed(&raw)?;
     assert!(detached && !sig.is_empty());
-    let outer = MessageParser::default().parse(&raw).ok_or("parse")?;
+    let outer = switchboard_mail::parse_message(&raw).ok_or("parse")?;
     let (inner, wrapped) = unwrap(&entity, &outer)?;
     assert!(wrapped);
     let inner = String::from_utf8(inner)?;
