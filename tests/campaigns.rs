@@ -129,7 +129,7 @@ async fn recall_campaign(backend: Backend) {
             .iter()
             .any(|s| s.contains("due for a visit"))
     );
-    let events = daemon.get_json("/v1/events").await;
+    let events = daemon.events().await;
     assert!(
         !events["events"]
             .as_array()

@@ -500,7 +500,7 @@ async fn campaign(backend: Backend) {
         !outbox_bodies(&db).iter().any(|f| f["to"] == "+12125550501"),
         "nothing for the patient without consent"
     );
-    let messages = daemon.get_json("/v1/events?limit=1000").await;
+    let messages = daemon.events().await;
     let accepted: Vec<String> = messages["events"]
         .as_array()
         .expect("events")

@@ -310,7 +310,7 @@ async fn a_week_of_reminders(backend: Backend) {
     // Runs are idempotent: running the last minute again sends nothing new.
     let again = reminders.run_once(end).await.unwrap();
     assert_eq!((again.sent, again.planned), (0, 0));
-    let all = daemon.get_json("/v1/events?limit=1000").await;
+    let all = daemon.events().await;
     let reminder_messages = all["events"]
         .as_array()
         .unwrap()
@@ -364,7 +364,7 @@ async fn a_week_of_reminders(backend: Backend) {
         )
         .await
         .unwrap();
-    let events = daemon.get_json("/v1/events?limit=1000").await;
+    let events = daemon.events().await;
     assert!(
         events["events"]
             .as_array()
@@ -562,7 +562,7 @@ async fn batched_send_checks(backend: Backend) {
         .await
         .unwrap();
     assert_eq!((again.sent, again.skipped), (0, 0));
-    let events = daemon.get_json("/v1/events?limit=1000").await;
+    let events = daemon.events().await;
     let accepted = events["events"]
         .as_array()
         .unwrap()

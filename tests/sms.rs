@@ -361,7 +361,7 @@ async fn inbound_texts_are_filed_or_wait_for_a_person(backend: Backend) {
             "no reply to free text"
         );
     }
-    let events = daemon.get_json("/v1/events").await;
+    let events = daemon.events().await;
     let filed: Vec<_> = events["events"]
         .as_array()
         .unwrap()
@@ -445,7 +445,7 @@ async fn inbound_texts_are_filed_or_wait_for_a_person(backend: Backend) {
         "Y",
     )
     .await;
-    let events = daemon.get_json("/v1/events").await;
+    let events = daemon.events().await;
     let reply = events["events"]
         .as_array()
         .unwrap()

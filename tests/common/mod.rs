@@ -209,6 +209,34 @@ impl TestDaemon {
         response.json().await.expect("json")
     }
 
+    /// `GET /v1/events?limit=1000` once it hands out every event the organization has.
+    /// On PostgreSQL the feed holds back events behind any transaction still open on the
+    /// cluster (other tests' too) and may answer short; the store's count says when it is whole.
+    pub async fn events(&self) -> serde_json::Value {
+        let count = async || -> i64 {
+            let (n,): (i64,) =
+                switchboard::store::on_db!(self.core.store.db(), pool => sqlx::query_as(
+                "SELECT COUNT(*) FROM events WHERE organization_id = $1",
+            )
+            .bind(&self.organization_id)
+            .fetch_one(pool)
+            .await)
+                .expect("count events");
+            n
+        };
+        wait::wait_until(
+            "the whole events feed",
+            Duration::from_secs(30),
+            async || {
+                let before = count().await;
+                let feed = self.get_json("/v1/events?limit=1000").await;
+                let handed_out = feed["events"].as_array().map_or(0, Vec::len) as i64;
+                (handed_out == before && count().await == before).then_some(feed)
+            },
+        )
+        .await
+    }
+
     /// Polls the message until every delivery is terminal (or panics after `timeout`).
     pub async fn wait_terminal(&self, message_id: &str, timeout: Duration) -> serde_json::Value {
         let started = Instant::now();
