@@ -95,3 +95,33 @@ async fn bad_cursors_are_refused(backend: Backend) {
     daemon.stop().await;
 }
 both_databases!(bad_cursors_are_refused, super::bad_cursors_are_refused);
+
+/// A transaction open in another database of the same PostgreSQL cluster (another
+/// application, another daemon's test) holds nothing of ours: the feed hands out our committed
+/// events regardless. (The horizon used to be the cluster-wide snapshot xmin, so such a
+/// transaction held the whole feed back until it ended.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_in_another_database_does_not_hold_the_feed_back() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let other = TestDb::new(Backend::Postgres).await;
+    let mut daemon = TestDaemon::start(db.config()).await;
+    let org = daemon.organization_id.clone();
+    let start = daemon.get_json("/v1/events").await;
+    let cursor = start["next_after"].as_str().expect("cursor").to_string();
+
+    let mut elsewhere = sqlx::PgConnection::connect(&other.url)
+        .await
+        .expect("connect");
+    let mut open = elsewhere.begin().await.expect("begin");
+    let _: String = sqlx::query_scalar("SELECT pg_current_xact_id()::text")
+        .fetch_one(&mut *open)
+        .await
+        .expect("take a transaction id");
+
+    let mut ours = sqlx::PgConnection::connect(&db.url).await.expect("connect");
+    let id = insert_event(&mut ours, &org, "test.committed").await;
+    let page = daemon.get_json(&format!("/v1/events?after={cursor}")).await;
+    assert_eq!(ids(&page), vec![id], "our committed event is final: {page}");
+    open.rollback().await.expect("rollback");
+    daemon.stop().await;
+}

@@ -74,14 +74,26 @@ impl Store {
         cursor: EventCursor,
         limit: i64,
     ) -> Result<EventPage> {
-        // Below the snapshot's xmin every transaction has ended: that part of the feed is final.
-        // Read first: a later statement's horizon can only be higher.
+        // Below the oldest transaction of *this database* still running, every transaction
+        // that could write an event has ended: that part of the feed is final. The snapshot's
+        // own xmin will not do: it covers the whole cluster, so any open transaction in another
+        // database held the feed back. Of the snapshot's running ids we keep those a backend
+        // of this database holds; none running means everything below xmax is final. Read
+        // first: a later statement's horizon can only be higher.
         let settled: i64 = match self.db() {
             Db::Sqlite(_) => i64::MAX,
             Db::Postgres(pool) => {
-                sqlx::query_scalar("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
-                    .fetch_one(pool)
-                    .await?
+                sqlx::query_scalar(
+                    "SELECT COALESCE(
+                        (SELECT MIN(x::text::bigint) FROM pg_snapshot_xip(s) AS x
+                          WHERE xid(x) IN (SELECT backend_xid FROM pg_stat_activity
+                                            WHERE datname = current_database()
+                                              AND backend_xid IS NOT NULL)),
+                        pg_snapshot_xmax(s)::text::bigint)
+                     FROM pg_current_snapshot() AS s",
+                )
+                .fetch_one(pool)
+                .await?
             }
         };
         let mut events: Vec<EventRow> = on_db!(self.db(), pool => sqlx::query_as(
