@@ -3,8 +3,8 @@
 //! patients and appointments from HL7 v2, and runs reminders — durably, once, without PHI in
 //! its logs.
 //!
-//! Layers point one way: `http` and `queue` call domain modules (`messages`, `channels`),
-//! which call `store`. See `docs/ARCHITECTURE.md`.
+//! Layers point one way: `http` and `queue` call services (`messages`, `channels`), which
+//! call `store`; all of them speak the typed core in `domain`. See `docs/ARCHITECTURE.md`.
 
 pub mod bench;
 pub mod bench_reminders;
@@ -17,9 +17,9 @@ pub mod config;
 pub mod connectors;
 pub mod crypto;
 pub mod daemon;
-pub mod delivery;
 pub mod direct;
 pub mod disclosure;
+pub mod domain;
 pub mod files;
 pub mod hl7;
 pub mod http;
@@ -37,3 +37,6 @@ pub mod store;
 pub mod supervise;
 pub mod templates;
 pub mod tenancy;
+
+/// The delivery state machine's old path (`crate::delivery`), kept for callers and tests.
+pub use domain::delivery;

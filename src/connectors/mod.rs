@@ -20,7 +20,7 @@ use tracing::{debug, warn};
 
 use crate::channels::{Channel, ChannelError, OutboundDelivery, SendOutcome};
 use crate::config::{HttpConnectorConfig, Secret};
-use crate::delivery::DeliveryStatus;
+use crate::domain::DeliveryStatus;
 use crate::ratelimit::RateLimiter;
 use auth::AuthState;
 use manifest::{Encoding, Manifest, ManifestError};
@@ -265,14 +265,14 @@ impl HttpConnector {
 
     async fn send_sms(&self, delivery: &OutboundDelivery) -> Result<SendOutcome, ChannelError> {
         let region = &delivery.sender.settings.phone_region;
-        let to = if self.manifest.channel == "sms" || self.manifest.channel == "fax" {
+        let to = if self.manifest.channel.is_phone() {
             crate::phone::to_e164(&delivery.recipient, region).map_err(|e| {
                 ChannelError::Permanent(format!("recipient is not a valid phone number: {e}"))
             })?
         } else {
             delivery.recipient.clone()
         };
-        if self.manifest.channel == "sms" {
+        if self.manifest.channel == crate::domain::Channel::Sms {
             let count = crate::phone::segments(&delivery.body);
             if count.segments > MAX_SMS_SEGMENTS {
                 return Err(ChannelError::Permanent(format!(

@@ -95,7 +95,7 @@ async fn verified(
                     organization_id: org,
                     action: "webhook_refused".into(),
                     actor: format!("webhook:{}", connector_name(connector)),
-                    channel: Some(connector.manifest().channel.clone()),
+                    channel: Some(connector.manifest().channel.to_string()),
                     outcome: Some("forbidden".into()),
                     detail: Some(format!("{kind}: {e}")),
                     ..Default::default()

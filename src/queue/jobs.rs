@@ -8,8 +8,8 @@ use apalis_postgres::PostgresStorage;
 use apalis_sqlite::SqliteStorage;
 use serde::{Deserialize, Serialize};
 
-use crate::channels::CHANNELS;
 use crate::config::QueueConfig;
+use crate::domain::Channel;
 use crate::store::{Db, Store};
 
 /// Send one delivery (look it up, claim it, call its channel, record the outcome).
@@ -43,7 +43,7 @@ impl JobQueue {
         let heartbeat = Duration::from_secs(10);
         match store.db() {
             Db::Sqlite(pool) => JobQueue::Sqlite(
-                CHANNELS
+                Channel::NAMES
                     .iter()
                     .map(|c| {
                         let cfg = apalis_sqlite::Config::default()
@@ -57,7 +57,7 @@ impl JobQueue {
                     .collect(),
             ),
             Db::Postgres(pool) => JobQueue::Postgres(
-                CHANNELS
+                Channel::NAMES
                     .iter()
                     .map(|c| {
                         let cfg = apalis_postgres::Config::default()

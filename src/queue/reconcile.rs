@@ -11,7 +11,7 @@ use tracing::{info, warn};
 
 use crate::channels::Connectors;
 use crate::connectors::StatusReport;
-use crate::delivery::DeliveryStatus;
+use crate::domain::DeliveryStatus;
 use crate::store::{DeliveryUpdate, Store, now_ms};
 
 /// How often the reconciler looks for candidates.

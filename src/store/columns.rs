@@ -27,7 +27,7 @@ macro_rules! organization_columns {
     };
 }
 
-/// Terminal delivery statuses (see `crate::delivery::DeliveryStatus::is_terminal`).
+/// Terminal delivery statuses (see `crate::domain::DeliveryStatus::is_terminal`).
 macro_rules! terminal_sql {
     () => {
         "('delivered', 'dispatched', 'failed', 'expired')"

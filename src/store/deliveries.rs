@@ -7,7 +7,7 @@ use super::audit::bind_audit;
 use super::{
     AuditEntry, DeadLetterRow, DeliveryRow, Result, Store, StoreError, new_id, now_ms, on_db,
 };
-use crate::delivery::DeliveryStatus;
+use crate::domain::DeliveryStatus;
 
 /// A delivery leased to this worker for one attempt.
 #[derive(Debug, Clone)]

@@ -37,6 +37,8 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, SqlitePool};
 
+/// The consent rule's types, where the loaders return them.
+pub use crate::domain::consent::{ConsentEntry, ConsentLedger, Part2Consents};
 pub use api_keys::{ALL_SCOPES, ApiKeyRow, KeyGrant, NewApiKey};
 pub use appointments::{AppointmentInput, AppointmentRow, RecallInput, RecallRow};
 pub use audit::AuditEntry;
@@ -51,9 +53,7 @@ pub use messages::{AcceptItem, AcceptOutcome, NewDelivery, NewMessage};
 pub use patients::{ConsentInput, ContactPointInput, PatientInput};
 pub use reminders::{NewTouch, PlanRow, TouchRow};
 pub use rows::*;
-pub use touch_batch::{
-    AcceptedTouch, ConsentLedger, LedgerEntry, Part2Consents, Part2Entry, TouchOutcome,
-};
+pub use touch_batch::{AcceptedTouch, TouchOutcome};
 pub use urgent::{AlertRow, NewNotification, StaffInput, StaffRow};
 
 /// Store errors. `NotFound` is what a caller may show; everything else is internal.

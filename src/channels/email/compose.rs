@@ -186,7 +186,7 @@ mod tests {
             reference: "r01jref".into(),
             organization_id: "org_1".into(),
             message_id: "msg_1".into(),
-            channel: "email".into(),
+            channel: crate::domain::Channel::Email,
             recipient: "patient@example.org".into(),
             subject: Some("Lab results for Jane Roe".into()),
             body: "Your HbA1c is 9.1 percent".into(),
