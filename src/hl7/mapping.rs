@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::message::{Message, Repetition, Segment, rep_get};
 use super::time::{parse_date, parse_timestamp};
+use crate::domain::AppointmentStatus;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Identifier {
@@ -56,7 +57,7 @@ pub struct AppointmentRecord {
     pub placer_id: Option<String>,
     pub start: DateTime<FixedOffset>,
     pub duration_minutes: Option<i64>,
-    pub status: String,
+    pub status: AppointmentStatus,
     pub appointment_type: Option<String>,
     pub reason: Option<String>,
     pub location: Option<String>,
@@ -311,13 +312,9 @@ fn appointment(msg: &Message, trigger: &str, zone: Tz) -> Result<AppointmentReco
         .filter(|m| *m > 0)
         .or_else(|| ais.and_then(|a| minutes(a.comp(7, 1), a.comp(8, 1))))
         .or_else(|| minutes(sch.comp(9, 1), sch.comp(10, 1)));
-    let status = match trigger {
-        "S15" | "S17" => "cancelled".to_string(),
-        "S26" => "noshow".to_string(),
-        _ => opt(sch.comp(25, 1))
-            .or_else(|| ais.and_then(|a| opt(a.comp(10, 1))))
-            .map_or_else(|| "booked".to_string(), |s| s.to_lowercase()),
-    };
+    // The trigger, else the filler status (SCH-25, else AIS-10), HL7 table 0278.
+    let filler_status = opt(sch.comp(25, 1)).or_else(|| ais.and_then(|a| opt(a.comp(10, 1))));
+    let status = AppointmentStatus::from_siu(trigger, filler_status.as_deref());
     let coded =
         |seg: &Segment, field: usize| opt(seg.comp(field, 2)).or_else(|| opt(seg.comp(field, 1)));
     let ail = msg.segment("AIL");

@@ -541,7 +541,7 @@ pub fn appointment_input(a: &AppointmentRecord, source: &str) -> AppointmentInpu
         start_at: a.start.timestamp_millis(),
         start_offset_minutes: i64::from(a.start.offset().local_minus_utc() / 60),
         duration_minutes: a.duration_minutes,
-        status: a.status.clone(),
+        status: a.status,
         appointment_type: a.appointment_type.clone(),
         reason: a.reason.clone(),
         location: a.location.clone(),

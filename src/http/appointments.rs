@@ -12,6 +12,8 @@ use super::AppState;
 use super::auth::Org;
 use super::json::ApiJson;
 use super::problem::Problem;
+use crate::domain::AppointmentStatus;
+use crate::domain::appointment::UnknownStatus;
 use crate::messages::rfc3339;
 use crate::store::{AppointmentInput, AppointmentRow, RecallInput, RecallRow, StoreError};
 
@@ -24,7 +26,8 @@ pub struct AppointmentBody {
     start: String,
     #[serde(default)]
     duration_minutes: Option<i64>,
-    /// booked | cancelled | noshow | confirmed | ...
+    /// booked | arrived | completed | cancelled | noshow | discontinued (HL7 table 0278 codes
+    /// and older spellings are read too: `domain::AppointmentStatus`).
     #[serde(default = "booked")]
     status: String,
     #[serde(default)]
@@ -87,6 +90,10 @@ pub async fn upsert(
     if body.duration_minutes.is_some_and(|d| d <= 0) {
         return Err(Problem::unprocessable("duration_minutes must be positive"));
     }
+    let status: AppointmentStatus = body
+        .status
+        .parse()
+        .map_err(|e: UnknownStatus| Problem::invalid_field("/status", format!("status: {e}")))?;
     let patient = patient_id(&state, &org, &body.patient).await?;
     let input = AppointmentInput {
         filler_id,
@@ -94,7 +101,7 @@ pub async fn upsert(
         start_at: start.timestamp_millis(),
         start_offset_minutes: i64::from(start.offset().local_minus_utc() / 60),
         duration_minutes: body.duration_minutes,
-        status: body.status.to_lowercase(),
+        status,
         appointment_type: body.appointment_type,
         reason: body.reason,
         location: body.location,

@@ -37,7 +37,7 @@ use tracing::{debug, error, info, warn};
 use crate::config::Touch;
 use crate::config::{Config, OrganizationConfig, ReminderRule};
 use crate::disclosure::{self, Facts};
-use crate::domain::{AppointmentStatus, Channel};
+use crate::domain::Channel;
 use crate::inbound::keywords::ReminderReply;
 use crate::inbound::{Answer, InboundError, ReplyRouter};
 use crate::messages::{MessageError, MessageService, ResolvedThread, SendRequest};
@@ -675,9 +675,9 @@ impl Reminders {
         if appointment.start_at != touch.appointment_start {
             return Err("appointment rescheduled".into());
         }
-        if let Some(reason) =
-            AppointmentStatus::from_stored(&appointment.status).reminder_stop_reason()
-        {
+        // Cancelled, no-show, discontinued, completed, arrived: checked again at send time,
+        // whatever the plan said (the status may have changed since the last plan).
+        if let Some(reason) = appointment.status().reminder_stop_reason() {
             return Err(reason.into());
         }
         if appointment.start_at <= now_ms {
