@@ -68,6 +68,9 @@ pub enum WebhookError {
     Signature(#[from] SignatureError),
     #[error("{0}")]
     Malformed(String),
+    /// The body is not the form or JSON the manifest says.
+    #[error("{0}")]
+    Payload(#[from] payload::PayloadError),
     #[error("this connector does not take {0} webhooks")]
     NotSupported(&'static str),
 }
@@ -421,8 +424,7 @@ impl HttpConnector {
             .status
             .as_ref()
             .ok_or(WebhookError::NotSupported("status"))?;
-        let payload = Payload::parse(spec.encoding, body)
-            .map_err(|e| WebhookError::Malformed(e.to_string()))?;
+        let payload = Payload::parse(spec.encoding, body)?;
         let report = match (payload.get(&spec.id), payload.get(&spec.status)) {
             (Some(id), Some(status)) => {
                 let error = match (

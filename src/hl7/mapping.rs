@@ -91,14 +91,45 @@ pub enum MappingError {
     BadContent {
         segment: String,
         field: usize,
+        problem: ContentProblem,
         reason: String,
     },
 }
 
+/// What is wrong with a field (HL7 table 0357, the ERR-3 code of the AE).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContentProblem {
+    /// 101: a required segment or field is absent.
+    Missing,
+    /// 102: the field is there but not of its data type (a date, a timestamp).
+    Malformed,
+}
+
+impl ContentProblem {
+    pub fn hl7_code(self) -> u16 {
+        match self {
+            Self::Missing => 101,
+            Self::Malformed => 102,
+        }
+    }
+}
+
+/// A required segment or field is missing (101).
 fn bad(segment: &str, field: usize, reason: &str) -> MappingError {
     MappingError::BadContent {
         segment: segment.into(),
         field,
+        problem: ContentProblem::Missing,
+        reason: reason.into(),
+    }
+}
+
+/// A field is not of its data type (102).
+fn malformed(segment: &str, field: usize, reason: &str) -> MappingError {
+    MappingError::BadContent {
+        segment: segment.into(),
+        field,
+        problem: ContentProblem::Malformed,
         reason: reason.into(),
     }
 }
@@ -166,7 +197,7 @@ fn patient(msg: &Message) -> Result<PatientRecord, MappingError> {
     let birth_date = match opt(birth) {
         None => None,
         Some(text) => {
-            Some(parse_date(&text).ok_or_else(|| bad("PID", 7, "birth date is not a date"))?)
+            Some(parse_date(&text).ok_or_else(|| malformed("PID", 7, "birth date is not a date"))?)
         }
     };
     let address = pid.reps(11).first().and_then(|rep| {
@@ -282,7 +313,7 @@ fn appointment(msg: &Message, trigger: &str, zone: Tz) -> Result<AppointmentReco
             None => Ok(None),
             Some(text) => parse_timestamp(&text, zone)
                 .map(Some)
-                .ok_or_else(|| bad(segment, field, "not a valid timestamp")),
+                .ok_or_else(|| malformed(segment, field, "not a valid timestamp")),
         }
     };
     let start = match (

@@ -30,7 +30,7 @@ pub enum InboundError {
     #[error(transparent)]
     Crypto(#[from] CryptoError),
     #[error("template: {0}")]
-    Template(String),
+    Template(#[from] crate::templates::TemplateError),
 }
 
 /// Where answers to reminders go (implemented by `crate::reminders::Reminders`).
@@ -184,7 +184,7 @@ impl InboundService {
         let render = |name: &str| {
             self.templates
                 .render(&format!("sms_keywords/{name}"), &locale, "txt", &context)
-                .map_err(|e| InboundError::Template(e.to_string()))
+                .map_err(InboundError::Template)
         };
         let consent = |status: &str| ConsentChange {
             organization_id: organization_id.to_string(),

@@ -49,7 +49,7 @@ pub enum NotifyError {
     #[error(transparent)]
     Message(#[from] MessageError),
     #[error("template: {0}")]
-    Template(String),
+    Template(#[from] crate::templates::TemplateError),
 }
 
 /// Who gets told.
@@ -362,8 +362,7 @@ impl Notifier {
             let base = format!("urgent/{channel}");
             let body = self
                 .templates
-                .render(&base, &target.locale, "txt", &context)
-                .map_err(|e| NotifyError::Template(e.to_string()))?;
+                .render(&base, &target.locale, "txt", &context)?;
             let subject = self
                 .templates
                 .render(&base, &target.locale, "subject", &context)

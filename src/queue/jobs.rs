@@ -22,8 +22,9 @@ pub struct DeliveryJob {
 pub enum QueueError {
     #[error("no queue for channel {0}")]
     UnknownChannel(String),
+    /// The queue's storage refused the job (the SQLite or PostgreSQL backend's error).
     #[error("job queue: {0}")]
-    Push(String),
+    Push(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// The queue name for a channel's deliveries.
@@ -96,13 +97,13 @@ impl JobQueue {
                     None => storage
                         .push_bulk(jobs.collect())
                         .await
-                        .map_err(|e| QueueError::Push(e.to_string())),
+                        .map_err(|e| QueueError::Push(Box::new(e))),
                     Some(delay) => {
                         for job in jobs {
                             storage
                                 .push_task(TaskBuilder::new(job).run_after(delay).build())
                                 .await
-                                .map_err(|e| QueueError::Push(e.to_string()))?;
+                                .map_err(|e| QueueError::Push(Box::new(e)))?;
                         }
                         Ok(())
                     }

@@ -68,7 +68,7 @@ pub enum StoreError {
     #[error("migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("job queue setup: {0}")]
-    Queue(String),
+    Queue(#[source] apalis_postgres::Error),
     #[error("the group-commit writer has stopped")]
     Closed,
     #[error("unsupported database url (expected sqlite:// or postgres://)")]
@@ -159,7 +159,7 @@ impl Store {
                 ours.run(pool).await?;
                 apalis_postgres::PostgresStorage::<()>::setup(pool)
                     .await
-                    .map_err(|e| StoreError::Queue(e.to_string()))?;
+                    .map_err(StoreError::Queue)?;
             }
         }
         Ok(())

@@ -140,8 +140,7 @@ impl Composer {
         let envelope = Envelope::new(
             Some(self.return_path(&delivery.reference)?),
             vec![to.email.clone()],
-        )
-        .map_err(|e| EmailError::Build(e.to_string()))?;
+        )?;
         let mut builder = lettre::Message::builder()
             .from(from)
             .to(to)
@@ -157,7 +156,7 @@ impl Composer {
         }
         builder
             .multipart(MultiPart::alternative_plain_html(text, html))
-            .map_err(|e| EmailError::Build(e.to_string()))
+            .map_err(EmailError::Build)
     }
 }
 
