@@ -43,7 +43,7 @@ enum Command {
         to: String,
         /// Channel: outbox, sms, email, fax, direct.
         #[arg(long, default_value = "outbox")]
-        channel: String,
+        channel: crate::domain::Channel,
         #[arg(long)]
         subject: Option<String>,
         /// Message body ("-" reads standard input).
@@ -264,7 +264,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
                 body,
                 recipients: vec![Recipient {
                     address: Some(to),
-                    channel: Some(channel),
+                    channel: Some(channel.to_string()),
                     patient: false,
                 }],
                 channels: vec![],
