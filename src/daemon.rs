@@ -18,9 +18,10 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::channels::Connectors;
+use crate::app::App;
 use crate::channels::outbox::OutboxSink;
 use crate::config::{Config, ConfigError, ConnectorConfig, credential_path};
+use crate::connectors::Connectors;
 use crate::connectors::HttpConnector;
 use crate::crypto::{CryptoError, Keyring};
 use crate::domain::Channel;
@@ -138,14 +139,26 @@ impl Core {
         Ok(Arc::new(templates))
     }
 
-    pub fn inbound(&self, templates: Arc<Templates>) -> InboundService {
+    /// Inbound texts; `tenancy` binds each to the organization owning its number.
+    pub fn inbound(
+        &self,
+        templates: Arc<Templates>,
+        tenancy: Arc<crate::tenancy::Tenancy>,
+    ) -> InboundService {
         InboundService {
             store: self.store.clone(),
             keyring: self.keyring.clone(),
             config: self.config.clone(),
             replies: Arc::new(self.reminders(templates.clone())),
             templates,
+            tenancy,
+            messages: self.messages(),
         }
+    }
+
+    /// The services the edges call.
+    pub fn app(&self, templates: Arc<Templates>, tenancy: Arc<crate::tenancy::Tenancy>) -> App {
+        App::new(self.messages(), self.inbound(templates, tenancy))
     }
 
     pub fn reminders(&self, templates: Arc<Templates>) -> Reminders {
@@ -173,10 +186,16 @@ impl Core {
                 ConnectorConfig::Smtp(_) | ConnectorConfig::Direct(_) => {}
             }
         }
-        crate::channels::email::register_connectors(&self.config, templates, &mut connectors)
-            .map_err(|e| DaemonError::Config(ConfigError::Invalid(e.to_string())))?;
-        crate::channels::direct::register_connectors(&self.config, &mut connectors)
-            .map_err(|e| DaemonError::Config(ConfigError::Invalid(e.to_string())))?;
+        for channel in crate::channels::email::build_connectors(&self.config, templates)
+            .map_err(|e| DaemonError::Config(ConfigError::Invalid(e.to_string())))?
+        {
+            connectors.insert(channel);
+        }
+        for channel in crate::channels::direct::build_connectors(&self.config)
+            .map_err(|e| DaemonError::Config(ConfigError::Invalid(e.to_string())))?
+        {
+            connectors.insert(channel);
+        }
         for channel in Channel::NAMES {
             if let Some(wanted) = self.config.connector_for(channel)
                 && connectors.get(&wanted).is_none()
@@ -329,11 +348,9 @@ pub async fn start(config: Config) -> Result<Daemon, DaemonError> {
 
     let tenancy = Arc::new(crate::tenancy::Tenancy::from_config(&core.config)?);
     let mut state = AppState::new(
-        core.messages(),
-        core.inbound(templates.clone()),
+        core.app(templates.clone(), tenancy),
         connectors.clone(),
         core.config.clone(),
-        tenancy,
     );
     state.tasks = supervisor.metrics.clone();
     if let Some(secret) = &core.config.server.metrics_token {

@@ -3,36 +3,44 @@
 //! patients and appointments from HL7 v2, and runs reminders — durably, once, without PHI in
 //! its logs.
 //!
-//! Layers point one way: `http` and `queue` call services (`messages`, `channels`), which
-//! call `store`; all of them speak the typed core in `domain`. See `docs/ARCHITECTURE.md`.
+//! Layers point one way: edges (`http`, `queue`, `hl7`, `cli`) call services (`app::App`:
+//! `messages`, `patients`, `appointments`, `staff`, `inbound`, `deliveries`, `events`, …) and
+//! `channels`, which call `store`; all of them speak the typed core in `domain`. See
+//! `docs/ARCHITECTURE.md`.
 
-pub mod bench;
-pub mod bench_reminders;
+pub mod app;
+pub mod appointments;
 pub mod campaigns;
 pub mod channels;
-pub mod cli;
-pub mod cli_keys;
-pub mod cli_outreach;
 pub mod config;
 pub mod connectors;
 pub mod crypto;
 pub mod daemon;
+pub mod deliveries;
 pub mod direct;
 pub mod disclosure;
 pub mod domain;
+pub mod events;
+pub mod fetch;
 pub mod files;
 pub mod hl7;
 pub mod http;
 pub mod inbound;
+pub mod intake;
+pub mod keys;
 pub mod logging;
 pub mod messages;
 pub mod notify;
+pub mod ops;
+pub mod patients;
 pub mod phone;
 pub mod process;
 pub mod queue;
 pub mod ratelimit;
 pub mod reach;
 pub mod reminders;
+pub mod service;
+pub mod staff;
 pub mod store;
 pub mod supervise;
 pub mod templates;

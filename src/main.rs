@@ -1,5 +1,8 @@
-//! The `switchboard` binary: parses the command line and hands over to the library.
+//! The `switchboard` binary: the command line (`cli`), which hands over to the library.
+//! `anyhow` lives here only.
+
+mod cli;
 
 fn main() -> std::process::ExitCode {
-    switchboard::cli::main()
+    cli::main()
 }

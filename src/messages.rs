@@ -2,6 +2,8 @@
 //! one durable transaction (message + deliveries + events, idempotent per key), then one job
 //! per delivery. Also the read model of a message record. Used by the HTTP API and the CLI.
 
+mod api;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -12,6 +14,7 @@ use tracing::info;
 use crate::config::Config;
 use crate::crypto::{CryptoError, Keyring};
 use crate::domain::{Channel, DeliveryStatus};
+use crate::service::Location;
 use crate::store::{
     AcceptItem, AcceptOutcome, DeliveryEventRow, DeliveryRow, GroupCommit, MessageRow, NewDelivery,
     NewMessage, Store, StoreError, new_id, now_ms,
@@ -46,13 +49,17 @@ pub struct SendRequest {
     /// ...or into the open thread of this patient (by the organization's external id).
     #[serde(default)]
     pub patient: Option<String>,
+    /// Kept with the body, sealed; not every channel shows it.
     #[serde(default)]
     pub subject: Option<String>,
+    /// The text. Not empty.
     pub body: String,
+    /// At least one.
     pub recipients: Vec<Recipient>,
     /// Channels for recipients that name none.
     #[serde(default)]
     pub channels: Vec<String>,
+    /// Staff are notified (and escalated to) until someone reads it.
     #[serde(default)]
     pub urgent: bool,
     /// 42 CFR Part 2 record: never disclosed without the patient's Part 2 consent.
@@ -61,6 +68,8 @@ pub struct SendRequest {
     /// Category of a new thread: clinical, administrative, urgent, routine.
     #[serde(default)]
     pub category: Option<String>,
+    /// Free-form; `purpose` (one of the client purposes, `message` when absent) drives the
+    /// disclosure rules.
     #[serde(default)]
     pub metadata: serde_json::Map<String, serde_json::Value>,
 }
@@ -100,8 +109,10 @@ impl SendRequest {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Recipient {
+    /// A phone number, email or Direct address, fax number (1 to 320 characters).
     #[serde(default)]
     pub address: Option<String>,
+    /// sms, email, fax or direct; absent: the request's `channels`.
     #[serde(default)]
     pub channel: Option<String>,
     /// Send to the patient's own contact point for the channel (lowest rank wins).
@@ -112,7 +123,12 @@ pub struct Recipient {
 #[derive(Debug, thiserror::Error)]
 pub enum MessageError {
     #[error("{field}: {reason}")]
-    Invalid { field: String, reason: String },
+    Invalid {
+        field: String,
+        reason: String,
+        /// Where the field is in the request (a JSON pointer into the body, or a header).
+        at: Location,
+    },
     /// The configuration gives the channel no connector (a file is present and has no
     /// `[channels.<channel>]`): nothing would carry it, so it is refused rather than sunk.
     #[error("{field}: channel {channel} is not configured on this gateway")]
@@ -127,15 +143,28 @@ pub enum MessageError {
     #[error("Idempotency-Key was already used with a different request")]
     KeyReused,
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(StoreError),
     #[error(transparent)]
     Crypto(#[from] CryptoError),
 }
 
-fn invalid(field: &str, reason: impl Into<String>) -> MessageError {
+impl From<StoreError> for MessageError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            // A record the service did not name is still "not found", never internal.
+            StoreError::NotFound => MessageError::NotFound("record"),
+            other => MessageError::Store(other),
+        }
+    }
+}
+
+/// A body field at fault: `field` as a person reads it (`recipients[0].channel`), `pointer`
+/// as a JSON pointer (`/recipients/0/channel`).
+fn invalid(field: &str, pointer: impl Into<String>, reason: impl Into<String>) -> MessageError {
     MessageError::Invalid {
         field: field.to_string(),
         reason: reason.into(),
+        at: Location::Pointer(pointer.into()),
     }
 }
 
@@ -148,6 +177,8 @@ pub struct ResolvedThread {
     pub new_thread_category: Option<String>,
     pub patient_id: Option<String>,
 }
+
+pub use api::{MAX_THREAD_PAGE, ThreadMessages, ThreadView};
 
 /// The result of an accept: which message, and whether it was a replay.
 #[derive(Debug, Clone)]
@@ -287,11 +318,16 @@ impl MessageService {
         ) {
             return Err(invalid(
                 "category",
+                "/category",
                 "must be clinical, administrative, urgent or routine",
             ));
         }
         match (&request.thread_id, &request.patient) {
-            (Some(_), Some(_)) => Err(invalid("thread_id", "give thread_id or patient, not both")),
+            (Some(_), Some(_)) => Err(invalid(
+                "thread_id",
+                "/thread_id",
+                "give thread_id or patient, not both",
+            )),
             (Some(thread_id), None) => {
                 let thread = match self.store.thread(organization_id, thread_id).await {
                     Err(StoreError::NotFound) => return Err(MessageError::NotFound("thread")),
@@ -329,6 +365,7 @@ impl MessageService {
         let mut deliveries = Vec::new();
         for (i, recipient) in request.recipients.iter().enumerate() {
             let field = format!("recipients[{i}]");
+            let at = format!("/recipients/{i}");
             let channels: Vec<String> = match &recipient.channel {
                 Some(channel) => vec![channel.clone()],
                 None => request.channels.clone(),
@@ -336,11 +373,15 @@ impl MessageService {
             if channels.is_empty() {
                 return Err(invalid(
                     &field,
+                    &at,
                     "no channel: set recipients[].channel or channels",
                 ));
             }
             for (j, channel) in channels.iter().enumerate() {
-                check_channel(&field, channel)?;
+                match recipient.channel {
+                    Some(_) => check_channel(&field, &format!("{at}/channel"), channel)?,
+                    None => check_channel("channels", &format!("/channels/{j}"), channel)?,
+                }
                 if self.config.connector_for(channel).is_none() {
                     let (field, pointer) = match recipient.channel {
                         Some(_) => (
@@ -359,11 +400,19 @@ impl MessageService {
             match (&recipient.address, recipient.patient) {
                 (Some(address), false) => {
                     if channels.len() != 1 {
-                        return Err(invalid(&field, "an address goes over exactly one channel"));
+                        return Err(invalid(
+                            &field,
+                            &at,
+                            "an address goes over exactly one channel",
+                        ));
                     }
                     let address = address.trim();
                     if address.is_empty() || address.len() > 320 {
-                        return Err(invalid(&field, "address must be 1 to 320 characters"));
+                        return Err(invalid(
+                            &field,
+                            format!("{at}/address"),
+                            "address must be 1 to 320 characters",
+                        ));
                     }
                     deliveries.push(self.new_delivery(&channels[0], address));
                 }
@@ -371,6 +420,7 @@ impl MessageService {
                     let Some(patient_id) = patient_id else {
                         return Err(invalid(
                             &field,
+                            format!("{at}/patient"),
                             "patient recipient needs a patient or a patient's thread",
                         ));
                     };
@@ -386,13 +436,20 @@ impl MessageService {
                             None => {
                                 return Err(invalid(
                                     &field,
+                                    format!("{at}/patient"),
                                     format!("the patient has no contact point for {channel}"),
                                 ));
                             }
                         }
                     }
                 }
-                _ => return Err(invalid(&field, "give either address or \"patient\": true")),
+                _ => {
+                    return Err(invalid(
+                        &field,
+                        &at,
+                        "give either address or \"patient\": true",
+                    ));
+                }
             }
         }
         Ok(deliveries)
@@ -426,25 +483,33 @@ impl MessageService {
 /// The checks every accept makes before touching the store.
 fn validate(request: &SendRequest, idempotency_key: Option<&str>) -> Result<(), MessageError> {
     if request.body.trim().is_empty() {
-        return Err(invalid("body", "must not be empty"));
+        return Err(invalid("body", "/body", "must not be empty"));
     }
     if request.recipients.is_empty() {
-        return Err(invalid("recipients", "at least one recipient is required"));
+        return Err(invalid(
+            "recipients",
+            "/recipients",
+            "at least one recipient is required",
+        ));
     }
-    for channel in &request.channels {
-        check_channel("channels", channel)?;
+    for (j, channel) in request.channels.iter().enumerate() {
+        check_channel("channels", &format!("/channels/{j}"), channel)?;
     }
     if idempotency_key.is_some_and(|key| key.is_empty() || key.len() > 255) {
-        return Err(invalid("Idempotency-Key", "must be 1 to 255 characters"));
+        return Err(MessageError::Invalid {
+            field: "Idempotency-Key".into(),
+            reason: "must be 1 to 255 characters".into(),
+            at: Location::Header("Idempotency-Key".into()),
+        });
     }
     Ok(())
 }
 
-fn check_channel(field: &str, channel: &str) -> Result<(), MessageError> {
+fn check_channel(field: &str, pointer: &str, channel: &str) -> Result<(), MessageError> {
     channel
         .parse::<Channel>()
         .map(|_| ())
-        .map_err(|e| invalid(field, e.to_string()))
+        .map_err(|e| invalid(field, pointer, e.to_string()))
 }
 
 /// SHA-256 of the request as parsed: a repeat with the same key must be the same request.
@@ -465,9 +530,12 @@ pub fn rfc3339(ms: i64) -> String {
 /// A message record as the API shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct MessageView {
+    /// The gateway's id (`msg_…`).
     pub id: String,
     pub thread_id: String,
+    /// The patient the thread is about (gateway id), if any.
     pub patient_id: Option<String>,
+    /// outbound or inbound.
     pub direction: String,
     /// Summary over deliveries: the one delivery's status, or in_progress / completed /
     /// failed / partially_failed.
@@ -475,32 +543,50 @@ pub struct MessageView {
     pub subject: Option<String>,
     pub body: String,
     pub urgent: bool,
+    /// A 42 CFR Part 2 record.
     pub part2: bool,
+    /// The request's metadata (`purpose`, …) as given.
     pub metadata: serde_json::Value,
+    /// RFC 3339 (UTC).
     pub created_at: String,
+    /// One per recipient and channel.
     pub deliveries: Vec<DeliveryView>,
 }
 
+/// One delivery of a message: one recipient over one channel.
 #[derive(Debug, Clone, Serialize)]
 pub struct DeliveryView {
+    /// The gateway's id (`dlv_…`).
     pub id: String,
+    /// sms, email, fax or direct.
     pub channel: String,
+    /// The address it goes to.
     pub recipient: String,
+    /// queued, sending, sent, processed, dispatched, delivered, failed or expired.
     pub status: String,
     pub attempts: i64,
+    /// The connector that carried it, once known.
     pub connector: Option<String>,
+    /// The provider's id for it, once known.
     pub provider_ref: Option<String>,
+    /// Why it failed, for a person.
     pub reason: Option<String>,
+    /// RFC 3339 (UTC).
     pub updated_at: String,
+    /// Every report, oldest first, applied or not.
     pub history: Vec<HistoryView>,
 }
 
+/// One report about a delivery.
 #[derive(Debug, Clone, Serialize)]
 pub struct HistoryView {
     pub status: String,
+    /// Whether it moved the delivery (a late or duplicate report is recorded, not applied).
     pub applied: bool,
+    /// Who reported: api, worker, `webhook:<connector>`, dsn, mdn, …
     pub source: String,
     pub detail: Option<String>,
+    /// RFC 3339 (UTC).
     pub at: String,
 }
 

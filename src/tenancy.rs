@@ -119,6 +119,23 @@ pub fn canonical_address(raw: &str) -> Option<String> {
     address.is_mailbox().then(|| address.into_string())
 }
 
+/// The organization a delivery is sent for, as patients see it: its stored name (or the
+/// configured display name) and its configured settings.
+pub async fn sender(
+    store: &crate::store::Store,
+    config: &Config,
+    organization_id: &str,
+) -> Result<crate::channels::Sender, crate::store::StoreError> {
+    let org = store.organization(organization_id).await?;
+    let settings = config.organization(&org.slug);
+    Ok(crate::channels::Sender {
+        organization_id: org.id,
+        slug: org.slug,
+        name: settings.display_name.clone().unwrap_or(org.name),
+        settings,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

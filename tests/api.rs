@@ -85,7 +85,11 @@ async fn idempotency_key_never_sends_twice(backend: Backend) {
     daemon
         .wait_terminal(first["id"].as_str().expect("id"), WAIT)
         .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The replay and the conflict stored nothing (a message and its deliveries are stored
+    // before the answer), so there is one delivery; it is terminal, so its file is written.
+    let counts = daemon.core.store.delivery_counts().await.expect("counts");
+    let deliveries: i64 = counts.iter().map(|(_, _, n)| n).sum();
+    assert_eq!(deliveries, 1, "one delivery: {counts:?}");
     assert_eq!(count_files(&db.outbox()), 1);
     daemon.stop().await;
 }

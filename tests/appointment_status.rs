@@ -243,6 +243,7 @@ async fn the_api_takes_known_statuses_only(backend: Backend) {
     );
     let problem: serde_json::Value = response.json().await.expect("problem");
     assert_eq!(problem["pointer"], "/status");
+    assert_eq!(problem["errors"][0]["pointer"], "/status");
     assert!(
         problem["detail"]
             .as_str()

@@ -3,35 +3,26 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use common::process::{Spawned, run_command};
 use common::{Backend, TestDb, count_files};
 
 const MESSAGES: usize = 5_000;
 const PATIENT_NAME: &str = "Zebediah Quarterman";
 const PHONE: &str = "+15558675309";
+/// The daemon's log filter: debug, so that the logs have content to search for PHI.
+const LOG: &str = "debug,sqlx=warn";
 
-fn binary() -> &'static str {
-    env!("CARGO_BIN_EXE_switchboard")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-fn write_config(db: &TestDb, port: u16) -> PathBuf {
+fn write_config(db: &TestDb) -> PathBuf {
     let path = db.dir.path().join("switchboard.toml");
     let text = format!(
         r#"data_dir = "{dir}"
 [server]
-listen = "127.0.0.1:{port}"
+listen = "127.0.0.1:0"
 [database]
 url = "{url}"
 max_connections = 8
@@ -51,50 +42,15 @@ connector = "outbox"
     path
 }
 
-fn spawn_daemon(config: &Path, log: &Path) -> Child {
-    let log = std::fs::File::create(log).expect("log file");
-    Command::new(binary())
-        .args(["run", "--config"])
-        .arg(config)
-        .env("RUST_LOG", "debug,sqlx=warn")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("spawn switchboard")
-}
-
-fn create_key(config: &Path) -> String {
-    let output = Command::new(binary())
-        .args(["keys", "create", "--org", "north", "--new-org", "--config"])
-        .arg(config)
-        .output()
-        .expect("keys create");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout)
-        .expect("utf8")
-        .trim()
-        .to_string()
-}
-
-async fn wait_healthy(base: &str) {
-    let client = reqwest::Client::new();
-    let started = Instant::now();
-    while client.get(format!("{base}/healthz")).send().await.is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "daemon did not come up"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Posts message `i` until the daemon acknowledges it, as a well-behaved client would
-/// (same Idempotency-Key on every try).
-async fn post_until_acknowledged(client: &reqwest::Client, base: &str, key: &str, i: usize) {
+/// (same Idempotency-Key on every try), to wherever the daemon listens now (`base`: a
+/// restarted daemon listens on another port).
+async fn post_until_acknowledged(
+    client: &reqwest::Client,
+    base: &RwLock<String>,
+    key: &str,
+    i: usize,
+) {
     let body = serde_json::json!({
         "subject": format!("For {PATIENT_NAME}"),
         "body": format!("Dear {PATIENT_NAME}, reminder number {i}."),
@@ -102,8 +58,12 @@ async fn post_until_acknowledged(client: &reqwest::Client, base: &str, key: &str
     });
     let started = Instant::now();
     loop {
+        let url = format!(
+            "{}/v1/messages",
+            base.read().unwrap_or_else(|e| e.into_inner())
+        );
         let sent = client
-            .post(format!("{base}/v1/messages"))
+            .post(url)
             .bearer_auth(key)
             .header("Idempotency-Key", format!("burst-{i}"))
             .json(&body)
@@ -123,17 +83,15 @@ async fn post_until_acknowledged(client: &reqwest::Client, base: &str, key: &str
 
 async fn kill_nine_mid_burst_loses_nothing(backend: Backend) {
     let db = TestDb::new(backend).await;
-    let port = free_port();
-    let config = write_config(&db, port);
-    let key = create_key(&config);
-    let base = format!("http://127.0.0.1:{port}");
+    let config = write_config(&db);
+    let key = run_command(&config, &["keys", "create", "--org", "north", "--new-org"]);
     let logs = [
         db.dir.path().join("first.log"),
         db.dir.path().join("second.log"),
     ];
 
-    let mut daemon = spawn_daemon(&config, &logs[0]);
-    wait_healthy(&base).await;
+    let mut daemon = Spawned::start(&config, &logs[0], LOG).await;
+    let base = Arc::new(RwLock::new(daemon.base()));
 
     let acknowledged = Arc::new(AtomicUsize::new(0));
     let next = Arc::new(AtomicUsize::new(0));
@@ -159,21 +117,21 @@ async fn kill_nine_mid_burst_loses_nothing(backend: Backend) {
         }));
     }
 
-    // Kill while messages are being accepted and delivered.
-    let started = Instant::now();
-    // ...once a third is acknowledged and the worker has started delivering.
-    while acknowledged.load(Ordering::SeqCst) < MESSAGES / 3 || count_files(&db.outbox()) == 0 {
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "burst too slow"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    daemon.kill().expect("kill -9");
-    daemon.wait().expect("reap");
+    // Kill while messages are being accepted and delivered: once a third is acknowledged and
+    // the worker has started delivering.
+    daemon
+        .wait_for(
+            "a third acknowledged and deliveries started",
+            Duration::from_secs(120),
+            async || {
+                acknowledged.load(Ordering::SeqCst) >= MESSAGES / 3 && count_files(&db.outbox()) > 0
+            },
+        )
+        .await;
+    daemon.kill9();
     let delivered_before_restart = count_files(&db.outbox());
-    let mut daemon = spawn_daemon(&config, &logs[1]);
-    wait_healthy(&base).await;
+    let mut daemon = Spawned::start(&config, &logs[1], LOG).await;
+    *base.write().unwrap_or_else(|e| e.into_inner()) = daemon.base();
     for client in clients {
         client.await.expect("client task");
     }
@@ -184,28 +142,21 @@ async fn kill_nine_mid_burst_loses_nothing(backend: Backend) {
     let core = switchboard::daemon::Core::open(core_config)
         .await
         .expect("core");
-    let started = Instant::now();
-    loop {
-        let counts = core.store.delivery_counts().await.expect("counts");
-        let delivered: i64 = counts
-            .iter()
-            .filter(|(_, s, _)| s == "delivered")
-            .map(|(_, _, n)| n)
-            .sum();
-        let total: i64 = counts.iter().map(|(_, _, n)| n).sum();
-        assert_eq!(
-            total, MESSAGES as i64,
-            "one delivery per acknowledged message: {counts:?}"
-        );
-        if delivered == total {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(180),
-            "not all delivered: {counts:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    daemon
+        .wait_for(
+            "every delivery delivered",
+            Duration::from_secs(180),
+            async || {
+                let counts = core.store.delivery_counts().await.expect("counts");
+                let total: i64 = counts.iter().map(|(_, _, n)| n).sum();
+                assert_eq!(
+                    total, MESSAGES as i64,
+                    "one delivery per acknowledged message: {counts:?}"
+                );
+                counts.iter().all(|(_, status, _)| status == "delivered")
+            },
+        )
+        .await;
     assert_eq!(
         count_files(&db.outbox()),
         MESSAGES,
@@ -214,13 +165,7 @@ async fn kill_nine_mid_burst_loses_nothing(backend: Backend) {
     assert!(delivered_before_restart > 0 && delivered_before_restart < MESSAGES);
 
     // SIGTERM: drains and exits 0.
-    let status = Command::new("kill")
-        .arg("-TERM")
-        .arg(daemon.id().to_string())
-        .status()
-        .expect("kill -TERM");
-    assert!(status.success());
-    let exit = wait_exit(&mut daemon, Duration::from_secs(30));
+    let exit = daemon.terminate(Duration::from_secs(30));
     assert!(exit.success(), "exit status {exit:?}");
     core.store.close().await;
 
@@ -255,17 +200,3 @@ both_databases!(
     kill_nine_mid_burst_loses_nothing,
     super::kill_nine_mid_burst_loses_nothing
 );
-
-fn wait_exit(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
-    let started = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return status;
-        }
-        if started.elapsed() > timeout {
-            let _ = child.kill();
-            panic!("daemon did not exit within {timeout:?} of SIGTERM");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}

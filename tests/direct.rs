@@ -16,11 +16,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::mail::{
-    Dovecot, DovecotOptions, Postfix, free_port, imap_messages, received, start_sink,
-    tls_certificate,
+    Dovecot, DovecotOptions, Postfix, imap_messages, received, start_sink, tls_certificate,
 };
+use common::pki::{Pki, openssl};
+use common::ports::{Reserved, free_port};
 use common::{Backend, TestDaemon, TestDb};
-use openssl::x509::X509;
 use serde_json::{Value, json};
 use switchboard::config::{Config, ConnectorConfig};
 use switchboard::direct::mdn::{MdnDisposition, MdnRequest, build_mdn};
@@ -29,134 +29,21 @@ use switchboard::direct::{SealOptions, seal};
 const WAIT: Duration = Duration::from_secs(30);
 const US: &str = "clinic@direct.north.example";
 const DOC: &str = "doc@direct.south.example";
-const CCD: &str = "../shared/vectors/ccda/CCD-2.xml";
+const CCD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/ccda/CCD-2.xml");
 
 // ---------------------------------------------------------------- test PKI (openssl CLI)
 
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("openssl CLI");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A CA named `name` in `dir`: `<name>.pem`, `<name>.key`.
-fn make_ca(dir: &Path, name: &str) {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-sha256",
-            "-days",
-            "30",
-            "-subj",
-            &format!("/CN={name}"),
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.pem"),
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ],
-    );
-}
-
-/// A leaf `name` bound by `san` (`email:a@b` or `DNS:b`), issued by CA `ca`.
-fn make_leaf(dir: &Path, ca: &str, name: &str, san: &str) {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-new",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            &format!("/CN={name}"),
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.csr"),
-        ],
-    );
-    std::fs::write(
-        dir.join(format!("{name}.ext")),
-        format!(
-            "subjectAltName={san}\nkeyUsage=critical,digitalSignature,keyEncipherment\n\
-             extendedKeyUsage=emailProtection\nbasicConstraints=CA:FALSE\n"
-        ),
-    )
-    .expect("ext");
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-sha256",
-            "-days",
-            "30",
-            "-in",
-            &format!("{name}.csr"),
-            "-CA",
-            &format!("{ca}.pem"),
-            "-CAkey",
-            &format!("{ca}.key"),
-            "-CAcreateserial",
-            "-extfile",
-            &format!("{name}.ext"),
-            "-out",
-            &format!("{name}.pem"),
-        ],
-    );
-}
-
-struct Pki {
-    dir: tempfile::TempDir,
-}
-
-impl Pki {
-    /// `ca` (trusted) issues `us`, `doc`, `domain` (DNS:direct.south.example); `rogue` (not
-    /// trusted) issues `rogue_doc` and `rogue_bad`, bound like real addresses.
-    fn new() -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let d = dir.path();
-        make_ca(d, "ca");
-        make_ca(d, "rogue");
-        make_leaf(d, "ca", "us", &format!("email:{US}"));
-        make_leaf(d, "ca", "doc", &format!("email:{DOC}"));
-        make_leaf(d, "ca", "domain", "DNS:direct.south.example");
-        make_leaf(d, "rogue", "rogue_doc", &format!("email:{DOC}"));
-        make_leaf(d, "rogue", "rogue_bad", "email:bad@direct.south.example");
-        Pki { dir }
-    }
-
-    fn path(&self, file: &str) -> PathBuf {
-        self.dir.path().join(file)
-    }
-
-    fn cert(&self, name: &str) -> X509 {
-        X509::from_pem(&std::fs::read(self.path(&format!("{name}.pem"))).expect("pem"))
-            .expect("cert")
-    }
-
-    fn key(&self, name: &str) -> openssl::pkey::PKey<openssl::pkey::Private> {
-        openssl::pkey::PKey::private_key_from_pem(
-            &std::fs::read(self.path(&format!("{name}.key"))).expect("key"),
-        )
-        .expect("key")
-    }
+/// `ca` (trusted) issues `us`, `doc`, `domain` (DNS:direct.south.example); `rogue` (not
+/// trusted) issues `rogue_doc` and `rogue_bad`, bound like real addresses.
+fn direct_pki() -> Pki {
+    let pki = Pki::new();
+    pki.ca("ca").ca("rogue");
+    pki.leaf("ca", "us", &format!("email:{US}"))
+        .leaf("ca", "doc", &format!("email:{DOC}"))
+        .leaf("ca", "domain", "DNS:direct.south.example")
+        .leaf("rogue", "rogue_doc", &format!("email:{DOC}"))
+        .leaf("rogue", "rogue_bad", "email:bad@direct.south.example");
+    pki
 }
 
 // ---------------------------------------------------------------- daemon config
@@ -403,10 +290,10 @@ fn openssl_open_as(pki: &Pki, recipient: &str, raw: &[u8]) -> String {
 
 async fn mdns_walk_the_delivery(backend: Backend) {
     let db = TestDb::new(backend).await;
-    let pki = Pki::new();
-    let smtp_port = free_port();
+    let pki = direct_pki();
     let inbox = db.dir.path().join("smtp");
-    let _sink = start_sink(smtp_port, &inbox, &[]);
+    let sink = start_sink(&inbox, &[]);
+    let smtp_port = sink.port;
     let imap = Dovecot::start("imap-secret");
     let password = db.dir.path().join("imap-password");
     std::fs::write(&password, "imap-secret").expect("secret");
@@ -504,16 +391,22 @@ async fn mdns_walk_the_delivery(backend: Backend) {
         "2005.mdn",
         &sealed_mdn(&pki, "rogue_doc", DOC, &ids[&untrusted], MdnKind::Failed),
     );
-    // Seen flags land only after commits; wait for the good ones, then check the rogue one.
+    // Then a marker: another late duplicate for the walked delivery, recorded and flagged.
+    // Dovecot numbers maildir arrivals by the time their names start with (2005 < 2006) and
+    // the tracker reads unseen messages in UID order, so once the marker is flagged the rogue
+    // MDN before it has had its turn. (Seen flags land only after commits.)
+    imap.deliver(
+        "2006.mdn",
+        &sealed_mdn(&pki, "doc", DOC, walked_id, MdnKind::Processed),
+    );
     let started = Instant::now();
-    while !["2001.mdn", "2002.mdn", "2003.mdn", "2004.mdn"]
+    while !["2001.mdn", "2002.mdn", "2003.mdn", "2004.mdn", "2006.mdn"]
         .iter()
         .all(|n| imap.flags(n).is_some_and(|f| f.contains('S')))
     {
         assert!(started.elapsed() < WAIT, "MDNs not flagged \\Seen");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    tokio::time::sleep(Duration::from_millis(2_500)).await;
     let view = daemon.get_json(&format!("/v1/messages/{untrusted}")).await;
     assert_eq!(view["deliveries"][0]["status"], "sent", "{view:#}");
     let flags = imap.flags("2005.mdn").expect("rogue MDN still there");
@@ -646,7 +539,7 @@ fn assert_delivered_sealed(pki: &Pki, raw: &[u8], message_id: &str) {
 /// must be what notices them.
 async fn postfix_hisp_mail_path(backend: Backend) {
     let db = TestDb::new(backend).await;
-    let pki = Pki::new();
+    let pki = direct_pki();
     let hisp = Hisp::start();
     let (smtp, mailbox) = hisp.connector(&db, 600);
     let mut daemon = TestDaemon::start(direct_config_with(&db, &pki, &smtp, &mailbox)).await;
@@ -736,7 +629,7 @@ both_databases!(postfix_hisp_mail_path, super::postfix_hisp_mail_path);
 /// pass runs on its own interval while the mailbox waits in IDLE).
 async fn no_mdn_expires(backend: Backend) {
     let db = TestDb::new(backend).await;
-    let pki = Pki::new();
+    let pki = direct_pki();
     let hisp = Hisp::start();
     let (smtp, mailbox) = hisp.connector(&db, 600);
     let config = direct_config_with(
@@ -764,10 +657,10 @@ both_databases!(no_mdn_expires, super::no_mdn_expires);
 
 async fn edge_mode_submits_plain_over_auth(backend: Backend) {
     let db = TestDb::new(backend).await;
-    let pki = Pki::new();
-    let smtp_port = free_port();
+    let pki = direct_pki();
     let inbox = db.dir.path().join("smtp");
-    let _sink = start_sink(smtp_port, &inbox, &["--auth", "sta:pw"]);
+    let sink = start_sink(&inbox, &["--auth", "sta:pw"]);
+    let smtp_port = sink.port;
     let pw = db.dir.path().join("smtp-pw");
     std::fs::write(&pw, "pw").expect("pw");
     let mut config = direct_config(&db, &pki, smtp_port, "");
@@ -803,14 +696,13 @@ both_databases!(
 // ---------------------------------------------------------------- DNS CERT discovery
 
 /// A discovery fetch policy allowing `allow` (`[security] fetch_allow`).
-fn fetch_policy(allow: &[&str]) -> Arc<switchboard::direct::discovery::fetch::FetchPolicy> {
+fn fetch_policy(allow: &[&str]) -> Arc<switchboard::fetch::FetchPolicy> {
     let security = switchboard::config::SecurityConfig {
         fetch_allow: allow.iter().map(|s| s.to_string()).collect(),
         ..Default::default()
     };
     Arc::new(
-        switchboard::direct::discovery::fetch::FetchPolicy::new(&security, Duration::from_secs(10))
-            .expect("policy"),
+        switchboard::fetch::FetchPolicy::new(&security, Duration::from_secs(10)).expect("policy"),
     )
 }
 
@@ -980,7 +872,7 @@ async fn dns_cert_discovery() {
     use switchboard::direct::anchors::{AnchorSet, Anchors};
     use switchboard::direct::discovery::{Discovery, Source, dns::DnsCerts};
 
-    let pki = Pki::new();
+    let pki = direct_pki();
     let der = |name: &str| pki.cert(name).to_der().expect("der");
     let url = format!("{}/domain.cer", http_serve(der("domain")).await);
     let mut zone = HashMap::new();
@@ -1066,7 +958,7 @@ async fn dns_cert_discovery() {
 /// `switchboard certs import|list|check` on a config with a Direct connector.
 #[test]
 fn certs_cli() {
-    let pki = Pki::new();
+    let pki = direct_pki();
     let dir = tempfile::tempdir().expect("tmp");
     let config = dir.path().join("switchboard.toml");
     std::fs::write(
@@ -1183,47 +1075,6 @@ fn http_files(
     hits
 }
 
-fn leaf_with(dir: &Path, ca: &str, name: &str, ext: &str) {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-new",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            &format!("/CN={name}"),
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.csr"),
-        ],
-    );
-    std::fs::write(dir.join(format!("{name}.ext")), ext).expect("ext");
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-sha256",
-            "-days",
-            "30",
-            "-in",
-            &format!("{name}.csr"),
-            "-CA",
-            &format!("{ca}.pem"),
-            "-CAkey",
-            &format!("{ca}.key"),
-            "-CAcreateserial",
-            "-extfile",
-            &format!("{name}.ext"),
-            "-out",
-            &format!("{name}.pem"),
-        ],
-    );
-}
-
 #[tokio::test]
 async fn aia_intermediates_and_crls_are_fetched() {
     use switchboard::config::{CrlMode, RevocationConfig};
@@ -1240,10 +1091,9 @@ async fn aia_intermediates_and_crls_are_fetched() {
     let files = Arc::new(std::sync::Mutex::new(HashMap::new()));
     let hits = http_files(listener, files.clone());
 
-    let pki = Pki::new();
+    let pki = direct_pki();
     let d = pki.dir.path();
-    leaf_with(
-        d,
+    pki.issue(
         "ca",
         "inter",
         "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n",
@@ -1255,56 +1105,36 @@ async fn aia_intermediates_and_crls_are_fetched() {
              crlDistributionPoints=URI:{base}/{crl}\n"
         )
     };
-    leaf_with(
-        d,
+    pki.issue(
         "inter",
         "good",
         &leaf_ext("good@direct.south.example", "inter.crl"),
     );
-    leaf_with(
-        d,
+    pki.issue(
         "inter",
         "revoked",
         &leaf_ext("revoked@direct.south.example", "inter.crl"),
     );
-    leaf_with(
-        d,
+    pki.issue(
         "inter",
         "nocrl",
         &leaf_ext("nocrl@direct.south.example", "missing.crl"),
     );
     // Its AIA serves the intermediate ~1700 times over (2 MiB): above the 1 MiB cap.
-    leaf_with(
-        d,
+    pki.issue(
         "inter",
         "big",
         &leaf_ext("big@direct.south.example", "inter.crl").replace("inter.cer", "big.cer"),
     );
     // `openssl ca` revokes one and issues the CRL.
-    std::fs::write(d.join("index.txt"), "").expect("index");
-    std::fs::write(d.join("crlnumber"), "01\n").expect("crlnumber");
-    std::fs::write(
-        d.join("inter.cnf"),
-        "[ca]\ndefault_ca = CA_default\n[CA_default]\ndir = .\ndatabase = index.txt\n\
-         new_certs_dir = .\ncertificate = inter.pem\nprivate_key = inter.key\n\
-         crlnumber = crlnumber\ndefault_md = sha256\ndefault_crl_days = 7\n",
-    )
-    .expect("ca config");
-    openssl(d, &["ca", "-config", "inter.cnf", "-revoke", "revoked.pem"]);
-    openssl(
-        d,
-        &["ca", "-config", "inter.cnf", "-gencrl", "-out", "inter.crl"],
-    );
+    let crl = pki.crl("inter", &["revoked"]);
     {
         let mut f = files.lock().expect("files");
         f.insert(
             "/inter.cer".into(),
             pki.cert("inter").to_der().expect("der"),
         );
-        f.insert(
-            "/inter.crl".into(),
-            std::fs::read(d.join("inter.crl")).expect("crl"),
-        );
+        f.insert("/inter.crl".into(), std::fs::read(&crl).expect("crl"));
         let pem = pki.cert("inter").to_pem().expect("pem");
         f.insert(
             "/big.cer".into(),
@@ -1497,6 +1327,7 @@ impl Slapd {
             "slapadd: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        // slapd reads port 0 as LDAP's default (389) and cannot share a port: a free one, racy.
         let port = free_port();
         let log = std::fs::File::create(d.join("slapd.log")).expect("log");
         let child = Command::new(sbin("slapd"))
@@ -1533,22 +1364,10 @@ impl Drop for Slapd {
 /// An LDIF entry for `mail`, holding `cert` (a PEM file of the PKI) as `userCertificate;binary`
 /// (DER made with the openssl CLI, loaded by URL).
 fn ldif_entry(pki: &Pki, cn: &str, mail: &str, cert: &str) -> String {
-    openssl(
-        pki.dir.path(),
-        &[
-            "x509",
-            "-in",
-            &format!("{cert}.pem"),
-            "-outform",
-            "DER",
-            "-out",
-            &format!("{cert}.der"),
-        ],
-    );
     format!(
         "dn: cn={cn},{LDAP_SUFFIX}\nobjectClass: inetOrgPerson\ncn: {cn}\nsn: {cn}\n\
          mail: {mail}\nuserCertificate;binary:< file://{}\n\n",
-        pki.path(&format!("{cert}.der")).display()
+        pki.der_file(cert).display()
     )
 }
 
@@ -1559,14 +1378,14 @@ struct LdapWorld {
     slapd: Slapd,
     dns: DnsServer,
     dead_port: u16,
+    _dead: Reserved,
     silent_port: u16,
 }
 
 impl LdapWorld {
     async fn start(pki: &Pki) -> Self {
-        let d = pki.dir.path();
-        make_leaf(d, "ca", "lab", &format!("email:{LAB}"));
-        make_leaf(d, "rogue", "rogue_lab", &format!("email:{ROGUE_LAB}"));
+        pki.leaf("ca", "lab", &format!("email:{LAB}"));
+        pki.leaf("rogue", "rogue_lab", &format!("email:{ROGUE_LAB}"));
         let entries = [
             ldif_entry(pki, "Lab", LAB, "lab"),
             ldif_entry(pki, "Rogue Lab", ROGUE_LAB, "rogue_lab"),
@@ -1585,7 +1404,9 @@ impl LdapWorld {
                 held.push(s);
             }
         });
-        let dead_port = free_port();
+        // Nobody listens there, and nobody can while the world lives.
+        let dead = Reserved::closed();
+        let dead_port = dead.port();
 
         let mut zone = HashMap::new();
         zone.insert(
@@ -1614,6 +1435,7 @@ impl LdapWorld {
             slapd,
             dns,
             dead_port,
+            _dead: dead,
             silent_port,
         }
     }
@@ -1655,7 +1477,7 @@ async fn ldap_discovery() {
     use switchboard::direct::discovery::ldap::LdapCerts;
     use switchboard::direct::discovery::{Discovery, DiscoveryError, Source, dns};
 
-    let pki = Pki::new();
+    let pki = direct_pki();
     let world = LdapWorld::start(&pki).await;
     let dns_config = world.dns_config();
     let resolver = dns::resolver(&dns_config).expect("resolver");
@@ -1836,11 +1658,11 @@ fn hex_sha256(der: &[u8]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ldap_discovered_send_encrypts_to_the_directory_cert() {
     let db = TestDb::new(Backend::Sqlite).await;
-    let pki = Pki::new();
+    let pki = direct_pki();
     let world = LdapWorld::start(&pki).await;
-    let smtp_port = free_port();
     let inbox = db.dir.path().join("smtp");
-    let _sink = start_sink(smtp_port, &inbox, &[]);
+    let sink = start_sink(&inbox, &[]);
+    let smtp_port = sink.port;
     let mut config = direct_config_discovery(&db, &pki, smtp_port, &world.discovery_toml(), "");
     config.security.fetch_allow = LDAP_HOSTS.map(String::from).to_vec();
     let mut daemon = TestDaemon::start(config).await;
@@ -1887,45 +1709,6 @@ async fn counting_listener() -> (std::net::SocketAddr, Arc<std::sync::atomic::At
     (addr, hits)
 }
 
-/// A self-signed certificate `name` with the extensions `ext` (openssl CLI).
-fn self_signed_with(dir: &Path, name: &str, ext: &str) {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-new",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            &format!("/CN={name}"),
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.csr"),
-        ],
-    );
-    std::fs::write(dir.join(format!("{name}.ext")), ext).expect("ext");
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-sha256",
-            "-days",
-            "30",
-            "-in",
-            &format!("{name}.csr"),
-            "-signkey",
-            &format!("{name}.key"),
-            "-extfile",
-            &format!("{name}.ext"),
-            "-out",
-            &format!("{name}.pem"),
-        ],
-    );
-}
-
 const SELF_SIGNED: &str = "selfsigned@direct.south.example";
 const ROGUE_CRL: &str = "roguecrl@direct.south.example";
 const BY_URI: &str = "uri@direct.south.example";
@@ -1949,8 +1732,7 @@ const CRL_OK: &str = "crlok@direct.south.example";
 async fn discovery_fetches_nothing_it_may_not(backend: Backend) {
     use std::sync::atomic::Ordering::SeqCst;
     let db = TestDb::new(backend).await;
-    let pki = Pki::new();
-    let d = pki.dir.path();
+    let pki = direct_pki();
 
     let lure_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -1959,8 +1741,7 @@ async fn discovery_fetches_nothing_it_may_not(backend: Backend) {
     let lure_files = Arc::new(std::sync::Mutex::new(HashMap::new()));
     let lure_hits = http_files(lure_listener, lure_files.clone());
     let lure = format!("http://{lure_addr}");
-    self_signed_with(
-        d,
+    pki.self_signed(
         "selfsigned",
         &format!(
             "subjectAltName=email:{SELF_SIGNED}\nkeyUsage=critical,digitalSignature,keyEncipherment\n\
@@ -1968,8 +1749,7 @@ async fn discovery_fetches_nothing_it_may_not(backend: Backend) {
              crlDistributionPoints=URI:{lure}/self.crl\n"
         ),
     );
-    leaf_with(
-        d,
+    pki.issue(
         "rogue",
         "roguecrl",
         &format!(
@@ -1977,8 +1757,7 @@ async fn discovery_fetches_nothing_it_may_not(backend: Backend) {
              basicConstraints=CA:FALSE\ncrlDistributionPoints=URI:{lure}/rogue.crl\n"
         ),
     );
-    leaf_with(
-        d,
+    pki.issue(
         "ca",
         "crlok",
         &format!(
@@ -1986,22 +1765,13 @@ async fn discovery_fetches_nothing_it_may_not(backend: Backend) {
              basicConstraints=CA:FALSE\ncrlDistributionPoints=URI:{lure}/ca.crl\n"
         ),
     );
-    std::fs::write(d.join("ca-index.txt"), "").expect("index");
-    std::fs::write(d.join("ca-crlnumber"), "01\n").expect("crlnumber");
-    std::fs::write(
-        d.join("ca.cnf"),
-        "[ca]\ndefault_ca = CA_default\n[CA_default]\ndir = .\ndatabase = ca-index.txt\n\
-         new_certs_dir = .\ncertificate = ca.pem\nprivate_key = ca.key\n\
-         crlnumber = ca-crlnumber\ndefault_md = sha256\ndefault_crl_days = 7\n",
-    )
-    .expect("ca config");
-    openssl(d, &["ca", "-config", "ca.cnf", "-gencrl", "-out", "ca.crl"]);
-    lure_files.lock().expect("files").insert(
-        "/ca.crl".into(),
-        std::fs::read(d.join("ca.crl")).expect("crl"),
-    );
+    let crl = pki.crl("ca", &[]);
+    lure_files
+        .lock()
+        .expect("files")
+        .insert("/ca.crl".into(), std::fs::read(&crl).expect("crl"));
 
-    make_leaf(d, "ca", "uri", &format!("email:{BY_URI}"));
+    pki.leaf("ca", "uri", &format!("email:{BY_URI}"));
     let blocked_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("blocked");
@@ -2014,7 +1784,9 @@ async fn discovery_fetches_nothing_it_may_not(backend: Backend) {
     let blocked_hits = http_files(blocked_listener, blocked_files);
 
     let (east_addr, east_hits) = counting_listener().await;
-    let west_port = free_port();
+    // Its directory is down: nobody listens on its port (held for the whole test).
+    let west = Reserved::closed();
+    let west_port = west.port();
     let mut zone = HashMap::new();
     zone.insert(
         "uri.direct.south.example".to_string(),
@@ -2042,9 +1814,9 @@ async fn discovery_fetches_nothing_it_may_not(backend: Backend) {
     );
     let dns = DnsServer::start(zone).await;
 
-    let smtp_port = free_port();
     let inbox = db.dir.path().join("smtp");
-    let _sink = start_sink(smtp_port, &inbox, &[]);
+    let sink = start_sink(&inbox, &[]);
+    let smtp_port = sink.port;
     let discovery = format!(
         "dns = {{ nameservers = [\"{}\"], timeout_secs = 2 }}\n\
          ldap = {{ connect_timeout_secs = 1, timeout_secs = 1 }}\n",
@@ -2139,7 +1911,7 @@ both_databases!(
 /// own, larger cap.
 #[tokio::test]
 async fn fetched_bodies_are_capped_while_streaming() {
-    use switchboard::direct::discovery::fetch::{FetchError, Purpose};
+    use switchboard::fetch::{FetchError, Purpose};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -2196,7 +1968,7 @@ async fn fetched_bodies_are_capped_while_streaming() {
 /// address.
 #[tokio::test]
 async fn redirects_and_names_pass_the_policy() {
-    use switchboard::direct::discovery::fetch::Purpose;
+    use switchboard::fetch::Purpose;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     let (blocked, blocked_hits) = counting_listener().await;

@@ -1,97 +1,18 @@
 //! `switchboard direct seal|open` against the `openssl` CLI as the other STA.
 
-use std::path::Path;
+mod common;
+
 use std::process::{Command, Stdio};
 
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("openssl");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A CA and one leaf for `address` (RSA 2048, SAN rfc822Name, S/MIME key usage).
-fn pki(dir: &Path, name: &str, address: &str) {
-    if !dir.join("ca.pem").exists() {
-        openssl(
-            dir,
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:3072",
-                "-nodes",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=Test CA",
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.pem",
-                "-addext",
-                "basicConstraints=critical,CA:TRUE",
-                "-addext",
-                "keyUsage=critical,keyCertSign,cRLSign",
-            ],
-        );
-    }
-    std::fs::write(
-        dir.join(format!("{name}.ext")),
-        format!("subjectAltName=email:{address}\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=emailProtection\n"),
-    )
-    .expect("ext");
-    openssl(
-        dir,
-        &[
-            "req",
-            "-new",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            &format!("/CN={name}"),
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.csr"),
-        ],
-    );
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            &format!("{name}.csr"),
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "1",
-            "-sha256",
-            "-extfile",
-            &format!("{name}.ext"),
-            "-out",
-            &format!("{name}.pem"),
-        ],
-    );
-}
+use common::pki::{Pki, openssl};
 
 #[test]
 fn seal_interoperates_with_openssl_and_open_reports_each_check() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let d = dir.path();
-    pki(d, "alice", "alice@direct.example.org");
-    pki(d, "bob", "bob@direct.example.org");
+    let pki = Pki::new();
+    pki.ca("ca")
+        .leaf("ca", "alice", "email:alice@direct.example.org")
+        .leaf("ca", "bob", "email:bob@direct.example.org");
+    let d = pki.root();
     std::fs::write(
         d.join("in.eml"),
         "From: alice@direct.example.org\r\nTo: bob@direct.example.org\r\nSubject: Referral\r\nMessage-ID: <r1@direct.example.org>\r\nDate: Mon, 23 Nov 2026 10:00:00 +0000\r\n\r\nReferral attached.\r\n",
@@ -182,8 +103,8 @@ fn seal_interoperates_with_openssl_and_open_reports_each_check() {
     assert!(String::from_utf8_lossy(&opened.stdout).contains("Referral attached."));
 
     // Against the wrong anchors it is rejected, with the reason.
-    let other = tempfile::tempdir().expect("tempdir");
-    pki(other.path(), "x", "x@other.example.org");
+    let other = Pki::new();
+    other.ca("ca").leaf("ca", "x", "email:x@other.example.org");
     let rejected = Command::new(bin)
         .current_dir(d)
         .args([
@@ -196,7 +117,7 @@ fn seal_interoperates_with_openssl_and_open_reports_each_check() {
             "bob.key",
             "--anchors",
         ])
-        .arg(other.path().join("ca.pem"))
+        .arg(other.path("ca.pem"))
         .output()
         .expect("open");
     assert!(!rejected.status.success());

@@ -5,27 +5,22 @@
 //! goes out. SMS goes to a loopback Twilio (`provider.rs`); other channels to the outbox sink.
 
 mod common;
-#[allow(dead_code)]
-mod provider;
 
 use std::time::{Duration, Instant};
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as B64;
 use chrono::{TimeZone, Utc};
+use common::provider::{
+    FakeProvider, Flavor, TWILIO_ACCOUNT as ACCOUNT, quick_retries, signed_twilio_post,
+    twilio_connector,
+};
+use common::wait::wait_for;
 use common::{Backend, TestDaemon, TestDb};
-use openssl::hash::MessageDigest;
-use openssl::pkey::PKey;
-use openssl::sign::Signer;
-use provider::{FakeProvider, Flavor};
 use serde_json::json;
 use switchboard::campaigns::{Campaign, Campaigns};
-use switchboard::config::{ChannelConfig, Config, ConnectorConfig, OrganizationConfig};
+use switchboard::config::{Config, OrganizationConfig};
 use switchboard::store::AuditRow;
 
 const WAIT: Duration = Duration::from_secs(20);
-const ACCOUNT: &str = "ACaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
-const TOKEN: &str = "twilio-test-auth-token";
 const FROM: &str = "+15005550006";
 
 /// Organization `north`: UTC, no quiet hours, `SUD` is the Part 2 program's type. With a
@@ -48,27 +43,13 @@ fn config(db: &TestDb, provider: Option<&FakeProvider>) -> Config {
         },
     );
     if let Some(provider) = provider {
-        let token = db.dir.path().join("twilio-token");
-        std::fs::write(&token, TOKEN).expect("token file");
-        let connector: ConnectorConfig = toml::from_str(&format!(
-            "kind = \"http\"\nmanifest = \"twilio\"\nbase_url = \"{}\"\norganization = \"north\"\n\
-             timeout_secs = 2\nparams = {{ account_sid = \"{ACCOUNT}\", from = \"{FROM}\" }}\n\
-             credentials = {{ auth_token = {{ file = \"{}\" }} }}\n",
-            provider.base_url(),
-            token.display()
-        ))
-        .expect("connector");
-        config.connectors.insert("twilio".into(), connector);
-        config.channels.insert(
-            "sms".into(),
-            ChannelConfig {
-                connector: "twilio".into(),
-                max_attempts: 4,
-                concurrency: 4,
-                backoff_initial_ms: 100,
-                backoff_max_secs: 1,
-            },
+        config.connectors.insert(
+            "twilio".into(),
+            twilio_connector(db, &provider.base_url(), FROM, Some("north"), 2),
         );
+        config
+            .channels
+            .insert("sms".into(), quick_retries("twilio", 4));
     }
     config
 }
@@ -155,18 +136,6 @@ fn outbox_bodies(db: &TestDb) -> Vec<serde_json::Value> {
         .collect()
 }
 
-async fn wait_until<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let started = Instant::now();
-    while !check().await {
-        assert!(started.elapsed() < WAIT, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Polls the message until its first delivery is `sent` (what Twilio's answer makes it) or
 /// terminal.
 async fn wait_settled(daemon: &TestDaemon, message_id: &str) -> serde_json::Value {
@@ -185,21 +154,6 @@ async fn wait_settled(daemon: &TestDaemon, message_id: &str) -> serde_json::Valu
     }
 }
 
-/// X-Twilio-Signature computed here, independently of the daemon's code.
-fn twilio_sign(url: &str, params: &[(&str, &str)]) -> String {
-    let mut sorted: Vec<_> = params.to_vec();
-    sorted.sort();
-    let mut data = url.to_string();
-    for (k, v) in sorted {
-        data.push_str(k);
-        data.push_str(v);
-    }
-    let key = PKey::hmac(TOKEN.as_bytes()).expect("key");
-    let mut signer = Signer::new(MessageDigest::sha1(), &key).expect("signer");
-    signer.update(data.as_bytes()).expect("sign");
-    B64.encode(signer.sign_to_vec().expect("signature"))
-}
-
 /// A signed inbound text; returns the TwiML answer.
 async fn inbound_sms(daemon: &TestDaemon, sid: &str, from: &str, body: &str) -> String {
     let params = [
@@ -210,15 +164,7 @@ async fn inbound_sms(daemon: &TestDaemon, sid: &str, from: &str, body: &str) -> 
         ("Body", body),
         ("NumMedia", "0"),
     ];
-    let url = daemon.url("/hooks/twilio/inbound");
-    let response = daemon
-        .http
-        .post(&url)
-        .form(&params)
-        .header("X-Twilio-Signature", twilio_sign(&url, &params))
-        .send()
-        .await
-        .expect("webhook");
+    let response = signed_twilio_post(daemon, "/hooks/twilio/inbound", &params).await;
     assert_eq!(response.status(), 200);
     response.text().await.expect("TwiML")
 }
@@ -320,7 +266,7 @@ async fn urgent_notice(backend: Backend) {
 
     let refused: serde_json::Value = post("p2").await.json().await.expect("json");
     let refused_id = refused["id"].as_str().expect("id").to_string();
-    wait_until("the notifier's decision", done(refused_id.clone())).await;
+    wait_for("the notifier's decision", WAIT, done(refused_id.clone())).await;
     let rows: Vec<AuditRow> = audit(&daemon)
         .await
         .into_iter()
@@ -352,8 +298,8 @@ async fn urgent_notice(backend: Backend) {
 
     let allowed: serde_json::Value = post("p2-ok").await.json().await.expect("json");
     let allowed_id = allowed["id"].as_str().expect("id").to_string();
-    wait_until("the notifier's decision", done(allowed_id.clone())).await;
-    wait_until("the notice in the outbox", || async {
+    wait_for("the notifier's decision", WAIT, done(allowed_id.clone())).await;
+    wait_for("the notice in the outbox", WAIT, || async {
         outbox_bodies(&db).iter().any(|f| {
             f["to"] == "+14155550102"
                 && f["body"]
@@ -397,7 +343,7 @@ async fn reminder(backend: Backend) {
     let run = t0 + chrono::Duration::minutes(10);
     let report = reminders.run_once(run).await.expect("run");
     assert_eq!((report.sent, report.skipped), (1, 1), "{report:?}");
-    wait_until("the reminder with consent sent", || async {
+    wait_for("the reminder with consent sent", WAIT, || async {
         sends_to(&provider, "+12125550402") == 1
     })
     .await;
@@ -412,7 +358,7 @@ async fn reminder(backend: Backend) {
     book("A-LATE", "late").await;
     let report = reminders.run_once(run).await.expect("run");
     assert_eq!((report.sent, report.skipped), (1, 0), "{report:?}");
-    wait_until("the outage answered", || async {
+    wait_for("the outage answered", WAIT, || async {
         sends_to(&provider, "+12125550403") == 1
     })
     .await;
@@ -546,7 +492,7 @@ async fn campaign(backend: Backend) {
                 && a.detail.as_deref() == Some("part2_consent_required")),
         "{rows:#?}"
     );
-    wait_until("the consented patient's message", || async {
+    wait_for("the consented patient's message", WAIT, || async {
         outbox_bodies(&db).iter().any(|f| f["to"] == "+12125550502")
     })
     .await;
@@ -599,7 +545,7 @@ async fn confirm_reply(backend: Backend) {
         .await
         .expect("run");
     assert_eq!(report.sent, 2, "{report:?}");
-    wait_until("both reminders sent", || async {
+    wait_for("both reminders sent", WAIT, || async {
         provider.sends().len() == 2
     })
     .await;

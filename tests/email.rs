@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::mail::{Dovecot, free_port, received, start_sink};
+use common::mail::{Dovecot, received, start_sink, start_sink_on};
+use common::ports::Reserved;
 use common::{Backend, TestDaemon, TestDb};
 use mail_parser::MessageParser;
 use serde_json::{Value, json};
@@ -101,9 +102,9 @@ fn status_is(status: &'static str) -> impl Fn(&Value) -> bool {
 
 async fn delivers_with_our_headers_and_no_phi(backend: Backend) {
     let db = TestDb::new(backend).await;
-    let port = free_port();
     let inbox = db.dir.path().join("smtp");
-    let _sink = start_sink(port, &inbox, &["--auth", "relay-user:relay-pass"]);
+    let sink = start_sink(&inbox, &["--auth", "relay-user:relay-pass"]);
+    let port = sink.port;
     let password = secret(&db, "smtp-password", "relay-pass\n");
     let config = email_config(
         &db,
@@ -212,9 +213,9 @@ both_databases!(
 /// body only when the organization lists it in `phi_email_purposes`.
 async fn client_purposes_never_relax_the_phi_rule(backend: Backend) {
     let db = TestDb::new(backend).await;
-    let port = free_port();
     let inbox = db.dir.path().join("smtp");
-    let _sink = start_sink(port, &inbox, &[]);
+    let sink = start_sink(&inbox, &[]);
+    let port = sink.port;
     let mut config = email_config(&db, port, "");
     if let Some(org) = config.organizations.get_mut("north") {
         org.phi_email_purposes = vec!["results".into()];
@@ -278,13 +279,9 @@ both_databases!(
 
 async fn temporary_failures_are_retried_once_delivered(backend: Backend) {
     let db = TestDb::new(backend).await;
-    let port = free_port();
     let inbox = db.dir.path().join("smtp");
-    let _sink = start_sink(
-        port,
-        &inbox,
-        &["--tempfail-rcpt", "1", "--tempfail-data", "1"],
-    );
+    let sink = start_sink(&inbox, &["--tempfail-rcpt", "1", "--tempfail-data", "1"]);
+    let port = sink.port;
     let mut daemon = TestDaemon::start(email_config(&db, port, "")).await;
     let (message_id, _) = send(&daemon, None).await;
     let delivery = wait_delivery(&daemon, &message_id, status_is("sent")).await;
@@ -310,9 +307,9 @@ both_databases!(
 
 async fn permanent_rejection_fails_with_the_reply(backend: Backend) {
     let db = TestDb::new(backend).await;
-    let port = free_port();
     let inbox = db.dir.path().join("smtp");
-    let _sink = start_sink(port, &inbox, &["--reject"]);
+    let sink = start_sink(&inbox, &["--reject"]);
+    let port = sink.port;
     let mut daemon = TestDaemon::start(email_config(&db, port, "")).await;
     let (message_id, _) = send(&daemon, None).await;
     let delivery = wait_delivery(&daemon, &message_id, status_is("failed")).await;
@@ -330,9 +327,9 @@ both_databases!(
 
 async fn a_connection_dropped_mid_data_is_retried(backend: Backend) {
     let db = TestDb::new(backend).await;
-    let port = free_port();
     let inbox = db.dir.path().join("smtp");
-    let _sink = start_sink(port, &inbox, &["--drop-data-once"]);
+    let sink = start_sink(&inbox, &["--drop-data-once"]);
+    let port = sink.port;
     let mut daemon = TestDaemon::start(email_config(&db, port, "")).await;
     let (message_id, _) = send(&daemon, None).await;
     let delivery = wait_delivery(&daemon, &message_id, status_is("sent")).await;
@@ -347,7 +344,9 @@ both_databases!(
 
 async fn a_relay_that_is_down_is_waited_for(backend: Backend) {
     let db = TestDb::new(backend).await;
-    let port = free_port();
+    // Held (connections refused) until the relay comes up on it.
+    let held = Reserved::new();
+    let port = held.port();
     let inbox = db.dir.path().join("smtp");
     let mut daemon = TestDaemon::start(email_config(&db, port, "")).await;
     let (message_id, _) = send(&daemon, None).await;
@@ -355,7 +354,7 @@ async fn a_relay_that_is_down_is_waited_for(backend: Backend) {
         d["status"] == "sending" && d["attempts"].as_i64().unwrap_or(0) >= 2
     })
     .await;
-    let _sink = start_sink(port, &inbox, &[]);
+    let _sink = start_sink_on(held, &inbox, &[]);
     let delivery = wait_delivery(&daemon, &message_id, status_is("sent")).await;
     assert!(
         delivery["attempts"].as_i64().unwrap_or(0) >= 3,
@@ -407,9 +406,9 @@ fn dsn(to: &str, original_headers: &str) -> String {
 
 async fn bounces_fail_the_delivery(backend: Backend) {
     let db = TestDb::new(backend).await;
-    let smtp_port = free_port();
     let inbox = db.dir.path().join("smtp");
-    let _sink = start_sink(smtp_port, &inbox, &[]);
+    let sink = start_sink(&inbox, &[]);
+    let smtp_port = sink.port;
     let imap = Dovecot::start("imap-secret");
     let password = secret(&db, "imap-password", "imap-secret");
     let bounces = format!(
@@ -494,11 +493,13 @@ async fn bounces_fail_the_delivery(backend: Backend) {
         assert!(started.elapsed() < WAIT, "DSNs not flagged \\Seen");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    // The passes that read the DSNs read the plain message too: it is still unread and in place.
-    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    // The plain message and the forged DSNs were read before the real ones: Dovecot numbers
+    // maildir arrivals by the time their names start with (0998 < 0999 < 1000 < 1001 < 1002),
+    // and a pass reads the unseen messages in UID order. So with 1001 and 1002 flagged, the
+    // lower UIDs have had their turn: the plain message is still unread and in place...
     let plain = imap.flags("1000.plain").expect("plain message still there");
     assert!(!plain.contains('S'), "plain message flagged: {plain:?}");
-    // The forged DSNs were read in the same passes and applied to nothing.
+    // ... and the forged DSNs were applied to nothing.
     let view = daemon.get_json(&format!("/v1/messages/{victim}")).await;
     assert_eq!(view["deliveries"][0]["status"], "sent", "{view:#}");
     for forged in ["0998.forged", "0999.forged"] {
@@ -613,7 +614,6 @@ async fn tls_modes_with_a_private_ca() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (cert, key) = certificate(dir.path());
     let tls_sink = |mode: &str, name: &str| {
-        let port = free_port();
         let inbox = dir.path().join(name);
         let flags = [
             "--tls",
@@ -623,7 +623,9 @@ async fn tls_modes_with_a_private_ca() {
             "--key",
             key.to_str().expect("path"),
         ];
-        (start_sink(port, &inbox, &flags), port, inbox)
+        let sink = start_sink(&inbox, &flags);
+        let port = sink.port;
+        (sink, port, inbox)
     };
 
     let (_implicit, port, inbox) = tls_sink("implicit", "implicit");
@@ -649,9 +651,9 @@ async fn tls_modes_with_a_private_ca() {
     assert_eq!(received(&inbox).len(), 2);
 
     // STARTTLS required: a relay that does not offer it gets nothing in clear text.
-    let plain_port = free_port();
     let plain_inbox = dir.path().join("plain");
-    let _plain = start_sink(plain_port, &plain_inbox, &[]);
+    let plain = start_sink(&plain_inbox, &[]);
+    let plain_port = plain.port;
     let err = send_direct(plain_port, "starttls", Some(&cert))
         .await
         .expect_err("no STARTTLS offered");

@@ -7,9 +7,10 @@ mod common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::process::Spawned;
 use common::{Backend, TestDaemon, TestDb, count_files};
 use switchboard::config::Config;
 
@@ -36,27 +37,14 @@ fn under_umask(args: &[&str], config: &Path) -> Command {
     command
 }
 
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 async fn files_are_owner_only(backend: Backend) {
     let db = TestDb::new(backend).await;
     let data = db.dir.path().join("state"); // does not exist yet: the daemon creates it
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port");
     let config = db.dir.path().join("switchboard.toml");
     std::fs::write(
         &config,
         format!(
-            "data_dir = \"{data}\"\n[server]\nlisten = \"127.0.0.1:{port}\"\n[database]\n\
+            "data_dir = \"{data}\"\n[server]\nlisten = \"127.0.0.1:0\"\n[database]\n\
              url = \"{url}\"\n[queue]\npoll_interval_ms = 50\n[channels.sms]\nconnector = \"outbox\"\n",
             data = data.display(),
             url = if backend == Backend::Sqlite {
@@ -76,28 +64,18 @@ async fn files_are_owner_only(backend: Backend) {
         String::from_utf8_lossy(&output.stderr)
     );
     let key = String::from_utf8_lossy(&output.stdout).trim().to_string();
-    let _daemon = Killed(
-        under_umask(&["run"], &config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("run"),
-    );
-    let base = format!("http://127.0.0.1:{port}");
+    let log = db.dir.path().join("daemon.log");
+    let daemon = Spawned::start_command(under_umask(&["run"], &config), &log, "warn").await;
+    let base = daemon.base();
     let http = reqwest::Client::new();
-    let started = Instant::now();
-    loop {
-        if let Ok(r) = http.get(format!("{base}/readyz")).send().await
-            && r.status().is_success()
-        {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "daemon not ready"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    daemon
+        .wait_for("the daemon ready", Duration::from_secs(30), async || {
+            http.get(format!("{base}/readyz"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+        })
+        .await;
     let response = http
         .post(format!("{base}/v1/messages"))
         .bearer_auth(&key)

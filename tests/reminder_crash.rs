@@ -4,22 +4,23 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::time::Duration;
 
+use common::process::Spawned;
 use common::{Backend, TestDb, count_files};
 use switchboard::config::Config;
 use switchboard::daemon::Core;
 
 const REMINDERS: usize = 10_000;
+const LOG: &str = "info";
 
-fn write_config(db: &TestDb, port: u16) -> PathBuf {
+fn write_config(db: &TestDb) -> PathBuf {
     let path = db.dir.path().join("switchboard.toml");
     let text = format!(
         r#"data_dir = "{dir}"
 [server]
-listen = "127.0.0.1:{port}"
+listen = "127.0.0.1:0"
 [database]
 url = "{url}"
 max_connections = 16
@@ -46,79 +47,26 @@ reminder_cap_per_week = 10
     path
 }
 
-/// The daemon's process, killed when dropped: a failing assertion must not leave a daemon
-/// running (it would load the machine for every later test).
-struct Running(Child);
-
-impl std::ops::Deref for Running {
-    type Target = Child;
-    fn deref(&self) -> &Child {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for Running {
-    fn deref_mut(&mut self) -> &mut Child {
-        &mut self.0
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
-fn spawn(config: &Path, log: &Path) -> Running {
-    let log = std::fs::File::create(log).expect("log");
-    Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .args(["run", "--config"])
-        .arg(config)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .map(Running)
-        .expect("spawn switchboard")
-}
-
-/// Waits for `at_least` files; on timeout the panic shows the end of the daemon's log.
-async fn wait_for_files(dir: &Path, at_least: usize, timeout: Duration, log: &Path) {
-    let started = Instant::now();
-    while count_files(dir) < at_least {
-        if started.elapsed() >= timeout {
-            let text = std::fs::read_to_string(log).unwrap_or_default();
-            let tail: Vec<&str> = text.lines().rev().take(40).collect();
-            let tail: Vec<&str> = tail.into_iter().rev().collect();
-            let problems: Vec<&str> = text
-                .lines()
-                .filter(|l| l.contains("WARN") || l.contains("ERROR"))
-                .take(30)
-                .collect();
-            panic!(
-                "only {} of {at_least} reminders delivered; {} says:\n{}\n... warnings and errors:\n{}",
-                count_files(dir),
-                log.display(),
-                tail.join("\n"),
-                problems.join("\n")
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+/// Waits for `at_least` files in the outbox; on timeout the panic shows the daemon's log.
+async fn wait_for_files(
+    daemon: &Spawned,
+    dir: &std::path::Path,
+    at_least: usize,
+    timeout: Duration,
+) {
+    daemon
+        .wait_for(
+            format!("{at_least} reminders in the outbox"),
+            timeout,
+            async || count_files(dir) >= at_least,
+        )
+        .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_nine_twice_during_a_reminder_run() {
     let db = TestDb::new(Backend::Postgres).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let config_path = write_config(&db, port);
+    let config_path = write_config(&db);
     let config = Config::load(Some(&config_path)).expect("config");
     {
         let core = Core::open(config.clone()).await.expect("core");
@@ -138,33 +86,56 @@ async fn kill_nine_twice_during_a_reminder_run() {
     }
     let outbox = db.outbox();
     let log = db.dir.path().join("run1.log");
-    let mut daemon = spawn(&config_path, &log);
-    wait_for_files(&outbox, 1_000, Duration::from_secs(120), &log).await;
-    daemon.kill().expect("kill -9");
-    daemon.wait().expect("reap");
+    let mut daemon = Spawned::start(&config_path, &log, LOG).await;
+    wait_for_files(&daemon, &outbox, 1_000, Duration::from_secs(120)).await;
+    daemon.kill9();
     let log = db.dir.path().join("run2.log");
-    let mut daemon = spawn(&config_path, &log);
-    wait_for_files(
-        &outbox,
-        count_files(&outbox) + 2_000,
-        Duration::from_secs(120),
-        &log,
-    )
-    .await;
-    daemon.kill().expect("kill -9");
-    daemon.wait().expect("reap");
+    let mut daemon = Spawned::start(&config_path, &log, LOG).await;
+    let target = count_files(&outbox) + 2_000;
+    wait_for_files(&daemon, &outbox, target, Duration::from_secs(120)).await;
+    daemon.kill9();
     let log = db.dir.path().join("run3.log");
-    let mut daemon = spawn(&config_path, &log);
-    wait_for_files(&outbox, REMINDERS, Duration::from_secs(240), &log).await;
-    // Let any duplicate show up before counting.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut daemon = Spawned::start(&config_path, &log, LOG).await;
+    wait_for_files(&daemon, &outbox, REMINDERS, Duration::from_secs(240)).await;
+
+    // Before counting, nothing is left that could still send a reminder: no touch is due
+    // (each was sent or skipped) and every delivery is delivered (its outbox file written).
+    let core = Core::open(config).await.expect("core");
+    daemon
+        .wait_for(
+            "no touch due and every delivery delivered",
+            Duration::from_secs(120),
+            async || {
+                let due = core
+                    .store
+                    .due_touches(chrono::Utc::now().timestamp_millis(), 1)
+                    .await
+                    .expect("due touches");
+                let counts = core.store.delivery_counts().await.expect("counts");
+                due.is_empty() && counts.iter().all(|(_, status, _)| status == "delivered")
+            },
+        )
+        .await;
+    // ... and a reminder pass run now sends nothing.
+    let templates = core.templates().expect("templates");
+    let report = core
+        .reminders(templates)
+        .run_once(chrono::Utc::now())
+        .await
+        .expect("a reminder pass");
+    assert_eq!((report.sent, report.skipped), (0, 0), "{report:?}");
+    let counts = core.store.delivery_counts().await.expect("counts");
+    let deliveries: i64 = counts.iter().map(|(_, _, n)| n).sum();
+    assert_eq!(
+        deliveries, REMINDERS as i64,
+        "one delivery per reminder: {counts:?}"
+    );
     assert_eq!(
         count_files(&outbox),
         REMINDERS,
         "every reminder exactly once"
     );
 
-    let core = Core::open(config).await.expect("core");
     let org = core.store.organization_by_slug("north").await.unwrap();
     let mut recipients = std::collections::HashSet::new();
     for entry in std::fs::read_dir(&outbox).unwrap().flatten() {
@@ -178,13 +149,7 @@ async fn kill_nine_twice_during_a_reminder_run() {
         );
     }
     assert_eq!(recipients.len(), REMINDERS);
-    let term = Command::new("kill")
-        .arg("-TERM")
-        .arg(daemon.id().to_string())
-        .status()
-        .expect("kill -TERM");
-    assert!(term.success());
-    let status = daemon.wait().expect("reap");
+    let status = daemon.terminate(Duration::from_secs(30));
     assert!(status.success(), "SIGTERM exits cleanly: {status:?}");
     core.store.close().await;
 }

@@ -3,70 +3,36 @@
 //! and callbacks) — on SQLite and PostgreSQL.
 
 mod common;
-mod provider;
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
+use common::provider::{
+    Answer, FakeProvider, Flavor, TWILIO_ACCOUNT as ACCOUNT, TWILIO_TOKEN as TOKEN, quick_retries,
+    signed_twilio_post, telnyx_connector, telnyx_post, telnyx_sign, twilio_connector, twilio_post,
+    twilio_sign,
+};
 use common::{Backend, TestDaemon, TestDb};
-use openssl::hash::MessageDigest;
 use openssl::pkey::PKey;
-use openssl::sign::Signer;
-use provider::{Answer, FakeProvider, Flavor};
 use serde_json::json;
-use switchboard::config::{ChannelConfig, Config, ConnectorConfig, HttpConnectorConfig, Secret};
+use switchboard::config::{ChannelConfig, Config, ConnectorConfig};
 
 const WAIT: Duration = Duration::from_secs(20);
-const ACCOUNT: &str = "ACaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
-const TOKEN: &str = "twilio-test-auth-token";
 const FROM: &str = "+15005550006";
 const PATIENT_PHONE: &str = "+14155552671";
-
-fn secret_file(db: &TestDb, name: &str, value: &str) -> Secret {
-    let path = db.dir.path().join(name);
-    std::fs::write(&path, value).expect("secret");
-    Secret {
-        file: Some(path),
-        credential: None,
-    }
-}
 
 fn twilio_config(db: &TestDb, base_url: &str) -> Config {
     let mut config = db.config();
     config.connectors.insert(
         "twilio".into(),
-        ConnectorConfig::Http(HttpConnectorConfig {
-            manifest: "twilio".into(),
-            base_url: Some(base_url.to_string()),
-            params: BTreeMap::from([
-                ("account_sid".into(), ACCOUNT.into()),
-                ("from".into(), FROM.into()),
-            ]),
-            credentials: BTreeMap::from([(
-                "auth_token".into(),
-                secret_file(db, "twilio-token", TOKEN),
-            )]),
-            public_url: None,
-            organization: Some("north".into()),
-            rate_per_sec: 0.0,
-            timeout_secs: 1,
-            reconcile_after_secs: 0,
-        }),
+        twilio_connector(db, base_url, FROM, Some("north"), 1),
     );
-    config.channels.insert(
-        "sms".into(),
-        ChannelConfig {
-            connector: "twilio".into(),
-            max_attempts: 6,
-            concurrency: 4,
-            backoff_initial_ms: 100,
-            backoff_max_secs: 1,
-        },
-    );
+    config
+        .channels
+        .insert("sms".into(), quick_retries("twilio", 6));
     config
 }
 
@@ -109,44 +75,6 @@ async fn wait_delivery(
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-/// X-Twilio-Signature computed here, independently of the daemon's code.
-fn twilio_sign(url: &str, params: &[(&str, &str)]) -> String {
-    let mut sorted: Vec<_> = params.to_vec();
-    sorted.sort();
-    let mut data = url.to_string();
-    for (k, v) in sorted {
-        data.push_str(k);
-        data.push_str(v);
-    }
-    let key = PKey::hmac(TOKEN.as_bytes()).unwrap();
-    let mut signer = Signer::new(MessageDigest::sha1(), &key).unwrap();
-    signer.update(data.as_bytes()).unwrap();
-    B64.encode(signer.sign_to_vec().unwrap())
-}
-
-async fn twilio_post(
-    daemon: &TestDaemon,
-    path: &str,
-    params: &[(&str, &str)],
-    signature: Option<String>,
-) -> reqwest::Response {
-    let url = daemon.url(path);
-    let mut request = daemon.http.post(&url).form(params);
-    if let Some(sig) = signature {
-        request = request.header("X-Twilio-Signature", sig);
-    }
-    request.send().await.expect("webhook")
-}
-
-async fn signed_twilio_post(
-    daemon: &TestDaemon,
-    path: &str,
-    params: &[(&str, &str)],
-) -> reqwest::Response {
-    let sig = twilio_sign(&daemon.url(path), params);
-    twilio_post(daemon, path, params, Some(sig)).await
 }
 
 async fn status_callback(daemon: &TestDaemon, sid: &str, status: &str) {
@@ -597,30 +525,7 @@ async fn telnyx_sends_json_and_verifies_ed25519(backend: Backend) {
     let mut config = db.config();
     config.connectors.insert(
         "telnyx".into(),
-        ConnectorConfig::Http(HttpConnectorConfig {
-            manifest: "telnyx".into(),
-            base_url: Some(provider.base_url()),
-            params: BTreeMap::from([("from".into(), FROM.into())]),
-            credentials: BTreeMap::from([
-                (
-                    "api_key".into(),
-                    secret_file(&db, "telnyx-key", "KEYtelnyx"),
-                ),
-                (
-                    "public_key".into(),
-                    secret_file(
-                        &db,
-                        "telnyx-pub",
-                        &B64.encode(key.raw_public_key().unwrap()),
-                    ),
-                ),
-            ]),
-            public_url: None,
-            organization: Some("north".into()),
-            rate_per_sec: 0.0,
-            timeout_secs: 2,
-            reconcile_after_secs: 0,
-        }),
+        telnyx_connector(&db, &provider.base_url(), FROM, "north", &key),
     );
     config.channels.insert(
         "sms".into(),
@@ -641,32 +546,15 @@ async fn telnyx_sends_json_and_verifies_ed25519(backend: Backend) {
 
     let body = json!({"data": {"event_type": "message.finalized", "payload": {"id": id, "to": [{"status": "delivered"}]}}}).to_string();
     let ts = chrono::Utc::now().timestamp().to_string();
-    let sign = |body: &str| {
-        let mut signed = ts.clone().into_bytes();
-        signed.push(b'|');
-        signed.extend_from_slice(body.as_bytes());
-        B64.encode(
-            Signer::new_without_digest(&key)
-                .unwrap()
-                .sign_oneshot_to_vec(&signed)
-                .unwrap(),
-        )
-    };
-    let post = |body: String, sig: String| {
-        daemon
-            .http
-            .post(daemon.url("/hooks/telnyx/status"))
-            .header("content-type", "application/json")
-            .header("telnyx-signature-ed25519", sig)
-            .header("telnyx-timestamp", ts.clone())
-            .body(body)
-            .send()
-    };
-    let forged = post(body.replace("delivered", "delivery_failed"), sign(&body))
-        .await
-        .unwrap();
+    let forged = telnyx_post(
+        &daemon,
+        body.replace("delivered", "delivery_failed"),
+        &ts,
+        telnyx_sign(&key, &ts, &body),
+    )
+    .await;
     assert_eq!(forged.status(), 403);
-    let ok = post(body.clone(), sign(&body)).await.unwrap();
+    let ok = telnyx_post(&daemon, body.clone(), &ts, telnyx_sign(&key, &ts, &body)).await;
     assert!(ok.status().is_success());
     wait_delivery(&daemon, &message, |d| d["status"] == "delivered").await;
     daemon.stop().await;
@@ -684,12 +572,16 @@ async fn stuck_sent_deliveries_are_reconciled(backend: Backend) {
     let (message, _) = send_sms(&daemon, PATIENT_PHONE, "hello").await;
     wait_delivery(&daemon, &message, |d| d["status"] == "sent").await;
     provider.set_lookup_status("delivered");
-    tokio::time::sleep(Duration::from_millis(1_200)).await;
     let templates = daemon.core.templates().expect("templates");
     let connectors = daemon.core.connectors(&templates).expect("connectors");
-    let moved = switchboard::queue::reconcile::reconcile_once(&daemon.core.store, &connectors)
-        .await
-        .unwrap();
+    // A pass before the delivery has been `sent` for a second finds nothing to do.
+    let moved = common::wait::wait_until("a reconciliation pass that moves", WAIT, async || {
+        let moved = switchboard::queue::reconcile::reconcile_once(&daemon.core.store, &connectors)
+            .await
+            .unwrap();
+        (moved > 0).then_some(moved)
+    })
+    .await;
     assert_eq!(moved, 1);
     let delivery = wait_delivery(&daemon, &message, |d| d["status"] == "delivered").await;
     assert!(
@@ -727,39 +619,45 @@ fn prism_binary() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".tools/prism/node_modules/.bin/prism")
 }
 
+/// Prism on port 0: it prints the address it listens on (`Prism is listening on
+/// http://127.0.0.1:<port>`); its output is drained until it exits.
 async fn start_prism() -> (Prism, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     let spec = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/vectors/providers/twilio_api_v2010.json");
+        .join("tests/data/providers/twilio_api_v2010.json");
     let binary = prism_binary();
     assert!(
         binary.exists(),
         "Prism is required: run `bash .ci/run` (it installs @stoplight/prism-cli) or set PRISM"
     );
-    let child = Command::new(binary)
-        .args(["mock", "-h", "127.0.0.1", "-p", &port.to_string()])
+    let mut child = Command::new(binary)
+        .args(["mock", "-h", "127.0.0.1", "-p", "0"])
         .arg(spec)
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .expect("start prism");
+    let stdout = child.stdout.take().expect("stdout");
     let prism = Prism(child);
-    let base = format!("http://127.0.0.1:{port}");
-    let started = Instant::now();
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+    let (tell, told) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut tell = Some(tell);
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(at) = line.find("Prism is listening on http://") {
+                let url: String = line[at + "Prism is listening on ".len()..]
+                    .chars()
+                    .take_while(|c| !c.is_whitespace() && *c != '\u{1b}')
+                    .collect();
+                if let Some(tell) = tell.take() {
+                    let _ = tell.send(url);
+                }
+            }
+        }
+    });
+    let base = common::wait::within("Prism's address", Duration::from_secs(60), told)
         .await
-        .is_err()
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "prism did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        .expect("prism exited before it listened");
     (prism, base)
 }
 

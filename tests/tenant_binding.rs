@@ -4,59 +4,26 @@
 //! a loopback provider.
 
 mod common;
-#[allow(dead_code)]
-mod provider;
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as B64;
-use common::{Backend, TestDaemon, TestDb};
-use openssl::hash::MessageDigest;
-use openssl::pkey::PKey;
-use openssl::sign::Signer;
-use provider::{FakeProvider, Flavor};
-use serde_json::json;
-use switchboard::config::{
-    ChannelConfig, Config, ConnectorConfig, HttpConnectorConfig, OrganizationConfig, Secret,
+use common::provider::{
+    FakeProvider, Flavor, TWILIO_ACCOUNT as ACCOUNT, signed_twilio_post as signed_post,
+    telnyx_connector, telnyx_post, telnyx_sign, twilio_connector,
 };
+use common::{Backend, TestDaemon, TestDb};
+use openssl::pkey::PKey;
+use serde_json::json;
+use switchboard::config::{ChannelConfig, Config, ConnectorConfig, OrganizationConfig};
 
 const WAIT: Duration = Duration::from_secs(20);
-const ACCOUNT: &str = "ACaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
-const TOKEN: &str = "twilio-test-auth-token";
 const NORTH_NUMBER: &str = "+12125550100";
 const SOUTH_NUMBER: &str = "+13055550100";
 const NOBODYS_NUMBER: &str = "+14155550199";
 const PATIENT: &str = "+14155552671";
 
-fn secret_file(db: &TestDb, name: &str, value: &str) -> Secret {
-    let path = db.dir.path().join(name);
-    std::fs::write(&path, value).expect("secret");
-    Secret {
-        file: Some(path),
-        credential: None,
-    }
-}
-
 fn twilio(db: &TestDb, base_url: &str, organization: Option<&str>) -> ConnectorConfig {
-    ConnectorConfig::Http(HttpConnectorConfig {
-        manifest: "twilio".into(),
-        base_url: Some(base_url.to_string()),
-        params: BTreeMap::from([
-            ("account_sid".into(), ACCOUNT.into()),
-            ("from".into(), NORTH_NUMBER.into()),
-        ]),
-        credentials: BTreeMap::from([(
-            "auth_token".into(),
-            secret_file(db, "twilio-token", TOKEN),
-        )]),
-        public_url: None,
-        organization: organization.map(String::from),
-        rate_per_sec: 0.0,
-        timeout_secs: 2,
-        reconcile_after_secs: 0,
-    })
+    twilio_connector(db, base_url, NORTH_NUMBER, organization, 2)
 }
 
 /// Two organizations sharing one Twilio account (a connector owned by neither), each owning
@@ -86,37 +53,6 @@ fn shared_config(db: &TestDb, base_url: &str) -> Config {
         );
     }
     config
-}
-
-/// X-Twilio-Signature, computed here independently of the daemon.
-fn twilio_sign(url: &str, params: &[(&str, &str)]) -> String {
-    let mut sorted: Vec<_> = params.to_vec();
-    sorted.sort();
-    let mut data = url.to_string();
-    for (k, v) in sorted {
-        data.push_str(k);
-        data.push_str(v);
-    }
-    let key = PKey::hmac(TOKEN.as_bytes()).expect("hmac key");
-    let mut signer = Signer::new(MessageDigest::sha1(), &key).expect("signer");
-    signer.update(data.as_bytes()).expect("sign");
-    B64.encode(signer.sign_to_vec().expect("sign"))
-}
-
-async fn signed_post(
-    daemon: &TestDaemon,
-    path_and_query: &str,
-    params: &[(&str, &str)],
-) -> reqwest::Response {
-    let url = daemon.url(path_and_query);
-    daemon
-        .http
-        .post(&url)
-        .header("X-Twilio-Signature", twilio_sign(&url, params))
-        .form(params)
-        .send()
-        .await
-        .expect("webhook")
 }
 
 async fn inbound(daemon: &TestDaemon, sid: &str, to: &str, body: &str) {
@@ -360,30 +296,7 @@ async fn replayed_telnyx_events_are_no_ops(backend: Backend) {
     let mut config = db.config();
     config.connectors.insert(
         "telnyx".into(),
-        ConnectorConfig::Http(HttpConnectorConfig {
-            manifest: "telnyx".into(),
-            base_url: Some(provider.base_url()),
-            params: BTreeMap::from([("from".into(), NORTH_NUMBER.into())]),
-            credentials: BTreeMap::from([
-                (
-                    "api_key".into(),
-                    secret_file(&db, "telnyx-key", "KEYtelnyx"),
-                ),
-                (
-                    "public_key".into(),
-                    secret_file(
-                        &db,
-                        "telnyx-pub",
-                        &B64.encode(key.raw_public_key().expect("public key")),
-                    ),
-                ),
-            ]),
-            public_url: None,
-            organization: Some("north".into()),
-            rate_per_sec: 0.0,
-            timeout_secs: 2,
-            reconcile_after_secs: 0,
-        }),
+        telnyx_connector(&db, &provider.base_url(), NORTH_NUMBER, "north", &key),
     );
     config.channels.insert(
         "sms".into(),
@@ -405,26 +318,12 @@ async fn replayed_telnyx_events_are_no_ops(backend: Backend) {
                                    "payload": {"id": id, "to": [{"status": status}]}}})
         .to_string();
         let ts = chrono::Utc::now().timestamp().to_string();
-        let mut signed = ts.clone().into_bytes();
-        signed.push(b'|');
-        signed.extend_from_slice(body.as_bytes());
-        let signature = B64.encode(
-            Signer::new_without_digest(&key)
-                .expect("signer")
-                .sign_oneshot_to_vec(&signed)
-                .expect("sign"),
-        );
-        daemon
-            .http
-            .post(daemon.url("/hooks/telnyx/status"))
-            .header("content-type", "application/json")
-            .header("telnyx-signature-ed25519", signature)
-            .header("telnyx-timestamp", ts)
-            .body(body)
-            .send()
+        let signature = telnyx_sign(&key, &ts, &body);
+        let daemon = &daemon;
+        async move { telnyx_post(daemon, body, &ts, signature).await }
     };
     for _ in 0..3 {
-        let response = post("ev-delivered-1", "delivered").await.expect("post");
+        let response = post("ev-delivered-1", "delivered").await;
         assert!(response.status().is_success(), "{}", response.status());
     }
     let delivered =

@@ -3,8 +3,9 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::wait::{wait_for, wait_until};
 use common::{Backend, TestDaemon, TestDb};
 use serde_json::json;
 use switchboard::config::OrganizationConfig;
@@ -34,14 +35,6 @@ fn notifications(db: &TestDb) -> Vec<serde_json::Value> {
         .collect()
 }
 
-async fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !check() {
-        assert!(started.elapsed() < timeout, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 async fn audit_count(daemon: &TestDaemon, action: &str, message_id: &str) -> usize {
     daemon
         .core
@@ -52,6 +45,18 @@ async fn audit_count(daemon: &TestDaemon, action: &str, message_id: &str) -> usi
         .iter()
         .filter(|a| a.action == action && a.message_id.as_deref() == Some(message_id))
         .count()
+}
+
+/// A message's urgent alert as the notifier keeps it: (when its read was recorded, how many
+/// times it escalated).
+async fn alert(daemon: &TestDaemon, message_id: &str) -> (Option<i64>, i64) {
+    switchboard::store::on_db!(daemon.core.store.db(), pool => sqlx::query_as(
+        "SELECT read_at, escalation_level FROM urgent_alerts WHERE message_id = $1",
+    )
+    .bind(message_id)
+    .fetch_one(pool)
+    .await)
+    .expect("urgent alert")
 }
 
 async fn put(daemon: &TestDaemon, path: &str, body: serde_json::Value) {
@@ -115,7 +120,7 @@ async fn urgent_messages_notify_digest_and_escalate(backend: Backend) {
 
     // First urgent message: the patient by SMS, the first on call (email only) by email.
     let first = post_urgent(&daemon, SECRET).await;
-    wait_for("two notifications", Duration::from_secs(20), || {
+    wait_for("two notifications", Duration::from_secs(20), async || {
         notifications(&db).len() == 2
     })
     .await;
@@ -156,14 +161,10 @@ async fn urgent_messages_notify_digest_and_escalate(backend: Backend) {
 
     // A second urgent message within the window is folded in: no second SMS or email.
     let second = post_urgent(&daemon, "Please call us today").await;
-    let started = Instant::now();
-    while audit_count(&daemon, "urgent_notification_digested", &second).await < 2 {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "digest not recorded"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for("the digest recorded", Duration::from_secs(20), async || {
+        audit_count(&daemon, "urgent_notification_digested", &second).await >= 2
+    })
+    .await;
     // The second one is read at once: it never escalates.
     let read = daemon
         .http
@@ -174,21 +175,39 @@ async fn urgent_messages_notify_digest_and_escalate(backend: Backend) {
         .unwrap();
     assert_eq!(read.status(), 204);
 
-    // The first is not read: after 2 s it goes to the next person on call (Dr B, by SMS).
-    wait_for("escalation to Dr B", Duration::from_secs(20), || {
+    // The first is not read: after 2 s it goes to the next person on call (Dr B, by SMS)...
+    wait_for("escalation to Dr B", Duration::from_secs(20), async || {
         notifications(&db).iter().any(|n| n["to"] == "+14155550142")
     })
     .await;
     assert_eq!(audit_count(&daemon, "urgent_escalated", &first).await, 1);
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // ... and 2 s later, with nobody left on call, its escalation ends.
+    wait_for(
+        "the first escalation exhausted",
+        Duration::from_secs(20),
+        async || audit_count(&daemon, "urgent_escalation_exhausted", &first).await >= 1,
+    )
+    .await;
+    assert_eq!(
+        audit_count(&daemon, "urgent_escalation_exhausted", &first).await,
+        1
+    );
+    // Once the notifier has recorded the second one's read, it can never escalate (an
+    // escalation needs an unread alert); it had not escalated before either.
+    let level = wait_until(
+        "the second one's read recorded",
+        Duration::from_secs(20),
+        async || {
+            let (read_at, level) = alert(&daemon, &second).await;
+            read_at.map(|_| level)
+        },
+    )
+    .await;
+    assert_eq!(level, 0, "read messages never escalate");
     assert_eq!(
         audit_count(&daemon, "urgent_escalated", &second).await,
         0,
         "read messages never escalate"
-    );
-    assert_eq!(
-        audit_count(&daemon, "urgent_escalation_exhausted", &first).await,
-        1
     );
     let sms_to_patient = notifications(&db)
         .iter()
@@ -227,7 +246,7 @@ async fn fallback_to_email_when_sms_is_opted_out(backend: Backend) {
             "recipients": [{"patient": true, "channel": "email"}]}))
         .await;
     assert_eq!(response.status(), 201);
-    wait_for("email notification", Duration::from_secs(20), || {
+    wait_for("email notification", Duration::from_secs(20), async || {
         notifications(&db)
             .iter()
             .any(|n| n["channel"] == "email" && n["to"] == "ana@example.org")

@@ -32,8 +32,8 @@ done
 cp "$tmp/inner.eml" "$mime/inner.eml"
 echo "made $n sealed messages"
 
-# --- the other targets. Shared vectors: ../shared/vectors from the project root (or $VECTORS).
-vectors=${VECTORS:-../../../shared/vectors}
+# --- the other targets. Vectors: tests/data from the project root (or $VECTORS).
+vectors=${VECTORS:-../../tests/data}
 seeds=..
 mkdir -p $seeds/seeds/{hl7,reports,imap,webhook,reminder_rule}
 # hl7: byte 0 read size (0 = 16 KiB), byte 1 max frame (0xff = 1 MiB), then MLLP frames.

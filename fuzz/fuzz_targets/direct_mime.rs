@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use switchboard::direct::fuzzing as f;
+use switchboard_direct::fuzzing as f;
 
 /// Every CR is followed by LF and every LF preceded by CR.
 fn is_crlf(bytes: &[u8]) -> bool {

@@ -10,7 +10,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use libfuzzer_sys::fuzz_target;
 use openssl::pkey::{PKey, Private};
 use openssl::x509::X509;
-use switchboard::direct::{TrustStore, open};
+use switchboard_direct::{TrustStore, open};
 
 struct Fixture {
     keys: Vec<(X509, PKey<Private>)>,
@@ -40,7 +40,7 @@ fuzz_target!(|data: &[u8]| {
             "accepted without a good signer"
         );
         // What the receiver does next: the processed MDN for the inner message.
-        let _ = switchboard::direct::mdn::processed_mdn_for(
+        let _ = switchboard_mail::mdn::processed_mdn_for(
             &opened.inner,
             "bob@recipient.example",
             "gw.example; Switchboard",

@@ -11,12 +11,12 @@ use std::task::{Context, Poll, Waker};
 
 use chrono_tz::Tz;
 use libfuzzer_sys::fuzz_target;
-use switchboard::hl7::ack::{AckCode, AckError, build_ack};
 use switchboard::hl7::mapping::{Hl7Event, map_message};
-use switchboard::hl7::message::Message;
-use switchboard::hl7::mllp::{END, Frame, FrameReader, START};
 use switchboard::hl7::processor::appointment_input;
 use switchboard::store::ContactPointInput;
+use switchboard_hl7::ack::{AckCode, AckError, build_ack};
+use switchboard_hl7::message::Message;
+use switchboard_hl7::mllp::{END, Frame, FrameReader, START};
 use tokio::io::{AsyncRead, ReadBuf};
 
 /// A peer that sends `data` in reads of at most `chunk` bytes.

@@ -4,10 +4,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use switchboard::channels::email::dsn::{is_reference, parse_bounce};
-use switchboard::direct::mdn::{
-    MdnError, parse_notification, parse_notifications, processed_mdn_for,
-};
+use switchboard_mail::dsn::{is_reference, parse_bounce};
+use switchboard_mail::mdn::{MdnError, parse_notification, parse_notifications, processed_mdn_for};
 
 fuzz_target!(|data: &[u8]| {
     match parse_notifications(data) {
@@ -31,6 +29,6 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(mdn) = processed_mdn_for(data, "bob@recipient.example", "gw.example; Switchboard") {
         // Our own MDN must read back as a processed MDN.
         let n = parse_notification(&mdn).expect("our MDN parses");
-        assert_eq!(n.outcome, switchboard::direct::mdn::Outcome::Processed);
+        assert_eq!(n.outcome, switchboard_mail::mdn::Outcome::Processed);
     }
 });

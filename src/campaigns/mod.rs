@@ -252,7 +252,8 @@ impl Campaigns {
             cohort: cohort.len(),
             ..Preview::default()
         };
-        let sender = Sender::load(&self.store, &self.config, &row.organization_id).await?;
+        let sender =
+            crate::tenancy::sender(&self.store, &self.config, &row.organization_id).await?;
         for member in &cohort {
             match self.step(&sender, &c, member, now).await? {
                 Step::NotDue => {}
@@ -284,7 +285,8 @@ impl Campaigns {
         let (row, c) = self.load(id).await?;
         let cohort = self.cohort(&row, &c, now).await?;
         let pause = (per_minute > 0).then(|| Duration::from_secs_f64(60.0 / f64::from(per_minute)));
-        let sender = Sender::load(&self.store, &self.config, &row.organization_id).await?;
+        let sender =
+            crate::tenancy::sender(&self.store, &self.config, &row.organization_id).await?;
         let (mut sent, mut skipped) = (0, 0);
         for (i, member) in cohort.iter().enumerate() {
             let attempt = member.attempts + 1;

@@ -9,7 +9,6 @@ pub mod direct;
 pub mod email;
 pub mod outbox;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::domain::DeliveryStatus;
@@ -50,24 +49,6 @@ pub struct Sender {
     pub settings: crate::config::OrganizationConfig,
 }
 
-impl Sender {
-    /// The organization's stored name and configured settings.
-    pub async fn load(
-        store: &crate::store::Store,
-        config: &crate::config::Config,
-        organization_id: &str,
-    ) -> Result<Self, crate::store::StoreError> {
-        let org = store.organization(organization_id).await?;
-        let settings = config.organization(&org.slug);
-        Ok(Self {
-            organization_id: org.id,
-            slug: org.slug,
-            name: settings.display_name.clone().unwrap_or(org.name),
-            settings,
-        })
-    }
-}
-
 /// A send that the provider took.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SendOutcome {
@@ -97,43 +78,4 @@ pub trait Channel: Send + Sync {
     /// One attempt. Must be safe to repeat for the same delivery id (idempotent where the
     /// provider allows it).
     async fn send(&self, delivery: &OutboundDelivery) -> Result<SendOutcome, ChannelError>;
-}
-
-/// The configured connectors by name.
-#[derive(Clone, Default)]
-pub struct Connectors {
-    by_name: HashMap<String, Arc<dyn Channel>>,
-    http: HashMap<String, Arc<crate::connectors::HttpConnector>>,
-}
-
-impl Connectors {
-    /// Registers a manifest-driven provider (also reachable for webhooks).
-    pub fn insert_http(&mut self, connector: Arc<crate::connectors::HttpConnector>) {
-        self.http
-            .insert(connector.name().to_string(), connector.clone());
-        self.by_name.insert(connector.name().to_string(), connector);
-    }
-
-    /// The HTTP provider with this name (webhooks, reconciliation).
-    pub fn http(&self, name: &str) -> Option<Arc<crate::connectors::HttpConnector>> {
-        self.http.get(name).cloned()
-    }
-
-    pub fn http_connectors(&self) -> Vec<Arc<crate::connectors::HttpConnector>> {
-        self.http.values().cloned().collect()
-    }
-
-    pub fn insert(&mut self, channel: Arc<dyn Channel>) {
-        self.by_name.insert(channel.name().to_string(), channel);
-    }
-
-    pub fn get(&self, name: &str) -> Option<Arc<dyn Channel>> {
-        self.by_name.get(name).cloned()
-    }
-
-    pub fn names(&self) -> Vec<String> {
-        let mut names: Vec<_> = self.by_name.keys().cloned().collect();
-        names.sort();
-        names
-    }
 }

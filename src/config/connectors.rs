@@ -21,20 +21,7 @@ pub enum ConnectorConfig {
     Direct(super::DirectConnectorConfig),
 }
 
-/// How an SMTP (or IMAP) connection is secured.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum TlsMode {
-    /// TLS from the first byte (SMTPS 465, IMAPS 993).
-    Implicit,
-    /// STARTTLS, refusing to continue in clear text.
-    #[default]
-    Starttls,
-    /// STARTTLS when the server offers it, clear text otherwise.
-    Opportunistic,
-    /// Clear text (loopback relays and tests only).
-    None,
-}
+pub use switchboard_mail::TlsMode;
 
 /// An SMTP relay for the email channel.
 #[derive(Debug, Clone, Serialize, Deserialize)]

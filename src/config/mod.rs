@@ -240,8 +240,8 @@ impl Default for SecurityConfig {
             at_rest_key: None,
             previous_keys: Vec::new(),
             fetch_allow: Vec::new(),
-            fetch_max_cert_bytes: crate::direct::discovery::fetch::default_max_cert_bytes(),
-            fetch_max_crl_bytes: crate::direct::discovery::fetch::default_max_crl_bytes(),
+            fetch_max_cert_bytes: crate::fetch::default_max_cert_bytes(),
+            fetch_max_crl_bytes: crate::fetch::default_max_crl_bytes(),
         }
     }
 }
@@ -650,8 +650,7 @@ impl Config {
         }
         crate::tenancy::Tenancy::from_config(self)?;
         self.reminders.cron_schedule()?;
-        crate::direct::discovery::fetch::parse_allow(&self.security.fetch_allow)
-            .map_err(ConfigError::Invalid)?;
+        crate::fetch::parse_allow(&self.security.fetch_allow).map_err(ConfigError::Invalid)?;
         if self.security.fetch_max_cert_bytes == 0 || self.security.fetch_max_crl_bytes == 0 {
             return Err(ConfigError::Invalid(
                 "security.fetch_max_cert_bytes and security.fetch_max_crl_bytes must be at least 1"

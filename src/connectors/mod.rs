@@ -9,7 +9,10 @@
 pub mod auth;
 pub mod manifest;
 pub mod payload;
+mod registry;
 pub mod signature;
+
+pub use registry::Connectors;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

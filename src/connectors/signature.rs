@@ -233,7 +233,7 @@ mod tests {
     fn vectors() -> Vectors {
         let path = concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../shared/vectors/providers/twilio-signature-vectors.json"
+            "/tests/data/providers/twilio-signature-vectors.json"
         );
         serde_json::from_str(&std::fs::read_to_string(path).expect("vectors")).expect("json")
     }

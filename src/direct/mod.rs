@@ -1,39 +1,5 @@
-//! Direct secure messaging (Direct Project Applicability Statement v1.3):
-//! the S/MIME core.
-//!
-//! * `policy` — the v1.3 certificate/algorithm rules, one `Violation` per failure.
-//! * `trust` — trust anchors, CRLs and path validation at an injected time.
-//! * `smime` — `seal` (wrap, sign, encrypt) and `open` (decrypt, verify, unwrap;
-//!   implemented in `open.rs`).
-//! * `mdn` — MDN/DSN parsing into `Notification`s and building processed MDNs.
-//! * `cms`, `mime`, `ffi` — private helpers; `ffi` holds all `unsafe`.
-//! * `fuzzing` — hidden entry points to those helpers for the fuzz targets (`fuzz/`).
-//!
-//! * `anchors` — trust anchors per peer domain and direction.
-//! * `discovery` — recipient certificates: local store, then DNS CERT, then LDAP.
-//!
-//! Not here: SMTP/IMAP transport, persistence, and message-tracking state
-//! (`channels::direct`).
+//! Direct: the S/MIME core, policy, trust and discovery are the `switchboard-direct` crate
+//! (`crates/direct`), re-exported here so the daemon names them `direct::…`. The Direct channel
+//! (sending, MDN tracking) is `channels::direct`; the `certs` command is the binary's.
 
-pub mod anchors;
-pub mod bench;
-pub mod certs_cli;
-mod cms;
-pub mod discovery;
-mod ffi;
-#[doc(hidden)]
-pub mod fuzzing;
-pub mod mdn;
-pub(crate) mod mime;
-mod open;
-pub mod policy;
-pub mod smime;
-pub mod tools;
-pub mod trust;
-
-pub use policy::{Check, ContentCipher, KeyPurpose, Verdict, Violation};
-pub use smime::{DirectError, KeyTransport, Opened, SealCipher, SealOptions, open, seal};
-pub use trust::{TrustError, TrustStore, load_certs, load_crls};
-
-#[cfg(test)]
-mod tests;
+pub use switchboard_direct::*;

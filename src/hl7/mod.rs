@@ -1,14 +1,11 @@
-//! HL7 v2 over MLLP: the listener (`listener`) and who may reach it (`access`), framing (`mllp`), parsing (`message`,
-//! `escape`, `time`), mapping ADT/SIU to patients and appointments (`mapping`), ACKs (`ack`)
-//! and the processor that archives, applies and acknowledges each message (`processor`).
+//! HL7 v2 over MLLP in the daemon: the listener (`listener`) and who may reach it (`access`),
+//! mapping ADT/SIU to patients and appointments (`mapping`) and the processor that archives,
+//! applies and acknowledges each message (`processor`). The protocol itself — framing, parsing,
+//! escapes, timestamps, ACKs — is the `switchboard-hl7` crate (`crates/hl7`), re-exported here.
 
 pub mod access;
-pub mod ack;
-pub mod client;
-pub mod escape;
 pub mod listener;
 pub mod mapping;
-pub mod message;
-pub mod mllp;
 pub mod processor;
-pub mod time;
+
+pub use switchboard_hl7::{ack, client, escape, message, mllp, time};

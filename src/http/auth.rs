@@ -22,7 +22,8 @@ use openssl::hash::{MessageDigest, hash};
 
 use super::AppState;
 use super::problem::Problem;
-use crate::store::{KeyGrant, Store, StoreError, now_ms};
+use crate::keys::{KeyGrant, KeyService};
+use crate::service::ServiceError;
 
 /// How long a verified key is trusted without asking the database again. Revocation and
 /// expiry take effect on every daemon within this time.
@@ -191,14 +192,18 @@ impl KeyCache {
     }
 
     /// The key's grant, from the cache when asked less than [`CACHE_TTL`] ago.
-    async fn verify(&self, store: &Store, key_hash: &str) -> Result<Option<Grant>, StoreError> {
+    async fn verify(
+        &self,
+        keys: &KeyService,
+        key_hash: &str,
+    ) -> Result<Option<Grant>, ServiceError> {
         if let Some(grant) = self.get(key_hash) {
             return Ok(grant);
         }
         // The entry's age counts from before the query: a revocation that commits while the
         // query runs is seen at most CACHE_TTL after it.
         let asked_at = Instant::now();
-        let grant = store.key_grant(key_hash).await?.map(Grant::from);
+        let grant = keys.grant(key_hash).await?.map(Grant::from);
         self.put(key_hash.to_string(), grant.clone(), asked_at);
         Ok(grant)
     }
@@ -227,10 +232,13 @@ impl FromRequestParts<AppState> for Org {
             .filter(|t| !t.is_empty())
             .ok_or_else(Problem::unauthorized)?;
         let key_hash = hash_token(token);
-        let Some(grant) = state.keys.verify(&state.store, &key_hash).await? else {
+        let Some(grant) = state.keys.verify(&state.app.keys, &key_hash).await? else {
             return Err(Problem::unauthorized());
         };
-        if grant.expires_at.is_some_and(|at| at <= now_ms()) {
+        if grant
+            .expires_at
+            .is_some_and(|at| at <= chrono::Utc::now().timestamp_millis())
+        {
             tracing::info!(key_id = %grant.key_id, "expired API key refused");
             return Err(Problem::unauthorized());
         }

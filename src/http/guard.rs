@@ -15,7 +15,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tower_http::catch_panic::CatchPanicLayer;
 use tracing::{debug, error, warn};
 
-use super::problem::Problem;
+use super::problem::{Problem, ProblemType};
 use crate::config::ServerConfig;
 
 /// Requests whose handler panicked since start (answered 500), shown in `/metrics`.
@@ -65,7 +65,8 @@ async fn limit_and_time(
 ) -> Response {
     let Ok(_slot) = limits.slots.clone().try_acquire_owned() else {
         debug!("concurrency limit reached; answered 503");
-        let mut response = Problem::unavailable(
+        let mut response = Problem::new(
+            ProblemType::Overloaded,
             "the server is handling as many requests as it is configured to; retry shortly",
         )
         .into_response();
@@ -87,7 +88,7 @@ async fn limit_and_time(
         Err(_) if !received.load(Ordering::Relaxed) => {
             warn!("request body not received in time; answered 408");
             let mut response = Problem::new(
-                StatusCode::REQUEST_TIMEOUT,
+                ProblemType::RequestTimeout,
                 format!("the request body did not arrive within {seconds} s"),
             )
             .into_response();
@@ -98,8 +99,11 @@ async fn limit_and_time(
         }
         Err(_) => {
             warn!("request not answered in time; answered 503");
-            Problem::unavailable(format!("the request did not complete within {seconds} s"))
-                .into_response()
+            Problem::new(
+                ProblemType::Timeout,
+                format!("the request did not complete within {seconds} s"),
+            )
+            .into_response()
         }
     }
 }
@@ -191,6 +195,7 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::StatusCode;
     use axum::routing::get;
     use tower::ServiceExt;
 

@@ -1,4 +1,4 @@
-//! Liveness (`/healthz`: the process answers), readiness (`/readyz`: the store answers) and
+//! Liveness (`/healthz`: the process answers), readiness (`/readyz`: the database answers) and
 //! Prometheus metrics (`/metrics`: deliveries, dead letters, supervised task panics and
 //! restarts, memory; behind a bearer token when `server.metrics_token` is set).
 
@@ -6,22 +6,37 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use axum::response::IntoResponse;
+use serde::Serialize;
+use tracing::instrument;
 
 use super::AppState;
-use super::problem::Problem;
+use super::problem::{Problem, ProblemType};
 
-pub async fn healthz() -> impl IntoResponse {
-    Json(serde_json::json!({ "status": "ok" }))
+/// The body of `/healthz` and `/readyz`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Health {
+    /// `ok` (alive) or `ready` (the database answers).
+    pub status: &'static str,
 }
 
-pub async fn readyz(State(state): State<AppState>) -> Result<impl IntoResponse, Problem> {
-    state.store.ping().await.map_err(|e| {
+/// `GET /healthz`
+#[instrument(skip_all)]
+pub async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+/// `GET /readyz`: 503 `database_unavailable` when the database does not answer.
+#[instrument(skip_all)]
+pub async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, Problem> {
+    state.app.ops.ready().await.map_err(|e| {
         tracing::warn!(error = %e, "readiness check failed");
-        Problem::unavailable("database not reachable")
+        Problem::new(ProblemType::DatabaseUnavailable, "database not reachable")
     })?;
-    Ok(Json(serde_json::json!({ "status": "ready" })))
+    Ok(Json(Health { status: "ready" }))
 }
 
+/// `GET /metrics`: Prometheus text.
+#[instrument(skip_all)]
 pub async fn metrics(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -41,23 +56,25 @@ pub async fn metrics(
             && openssl::memcmp::eq(given.as_bytes(), expected.as_bytes());
         if !ok {
             return Err(Problem::new(
-                axum::http::StatusCode::UNAUTHORIZED,
+                ProblemType::Unauthorized,
                 "the metrics bearer token (server.metrics_token) is required",
             ));
         }
     }
-    let counts = state.store.delivery_counts().await?;
+    let figures = state.app.ops.delivery_figures().await?;
     let mut text = String::from(
         "# HELP switchboard_deliveries Deliveries by channel and status.\n# TYPE switchboard_deliveries gauge\n",
     );
-    for (channel, status, count) in counts {
+    for (channel, status, count) in figures.by_channel_and_status {
         text.push_str(&format!(
             "switchboard_deliveries{{channel=\"{channel}\",status=\"{status}\"}} {count}\n"
         ));
     }
-    let dead = state.store.dead_letter_count().await?;
     text.push_str("# HELP switchboard_dead_letters Deliveries that exhausted their attempts.\n# TYPE switchboard_dead_letters gauge\n");
-    text.push_str(&format!("switchboard_dead_letters {dead}\n"));
+    text.push_str(&format!(
+        "switchboard_dead_letters {}\n",
+        figures.dead_letters
+    ));
     text.push_str(&state.tasks.render());
     text.push_str("# HELP switchboard_panics_total Panics caught and survived, by task.\n# TYPE switchboard_panics_total counter\n");
     text.push_str(&format!(

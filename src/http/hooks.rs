@@ -5,13 +5,12 @@
 //! recorded, never regress the delivery); unknown provider ids are logged and answered 2xx so
 //! the provider stops retrying. Inbound messages are stored before they are answered.
 //!
-//! Trust binding: a status report applies only to a delivery carried by *this* connector
-//! (matched by the provider's id first; the `?delivery=` hint is a keyed reference token that
-//! must name a delivery of this connector and agree with the provider id when both are known),
-//! and never rewrites the delivery's connector or provider id. Events the provider numbers
-//! (Telnyx) are recorded, so a replay is a no-op. An inbound item goes to the organization
-//! owning the number it was sent to (or owning the connector), else to the operator's orphan
-//! quarantine — never to a default organization.
+//! This edge owns the transport — the signature over the called URL, headers and body, and
+//! reading the payload through the connector's manifest. What a report or a text then means
+//! is the services': `deliveries` binds a status report to a delivery of *this* connector
+//! (never rewriting its connector or provider id; replayed events are no-ops), `inbound`
+//! binds a text to the organization owning the number it was sent to (or owning the
+//! connector), else to the operator's orphan quarantine — never to a default organization.
 
 use std::sync::Arc;
 
@@ -19,15 +18,14 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use tracing::{info, warn};
+use tracing::{instrument, warn};
 
+use super::problem::ProblemType;
 use super::{AppState, Problem};
 use crate::connectors::HttpConnector;
 use crate::connectors::payload::Payload;
-use crate::inbound::InboundSms;
-use crate::queue::reconcile::report_update;
-use crate::store::{AuditEntry, DeliveryRow, StoreError};
-use crate::tenancy::Route;
+use crate::inbound::{Answering, InboundSms};
+use crate::ops::RefusedWebhook;
 
 fn connector(state: &AppState, name: &str) -> Result<Arc<HttpConnector>, Problem> {
     state
@@ -53,19 +51,8 @@ fn called_url(connector: &HttpConnector, headers: &HeaderMap, uri: &Uri) -> Stri
     format!("{scheme}://{host}{path}")
 }
 
-/// The organization that owns the connector outright, if one does and exists.
-async fn connector_organization(
-    state: &AppState,
-    connector: &HttpConnector,
-) -> Result<Option<String>, Problem> {
-    let Some(slug) = connector.organization() else {
-        return Ok(None);
-    };
-    match state.store.organization_by_slug(slug).await {
-        Ok(org) => Ok(Some(org.id)),
-        Err(StoreError::NotFound) => Ok(None),
-        Err(e) => Err(e.into()),
-    }
+fn unreadable(error: impl std::fmt::Display) -> Problem {
+    Problem::new(ProblemType::InvalidWebhookPayload, error.to_string())
 }
 
 /// Verifies the signature; on failure records an audit event and answers 403.
@@ -77,8 +64,7 @@ async fn verified(
     uri: &Uri,
     body: &Bytes,
 ) -> Result<Payload, Problem> {
-    let payload = Payload::parse(connector.webhook_encoding(kind), body)
-        .map_err(|e| Problem::bad_request(e.to_string()))?;
+    let payload = Payload::parse(connector.webhook_encoding(kind), body).map_err(unreadable)?;
     let url = called_url(connector, headers, uri);
     let header = |name: &str| {
         headers
@@ -87,23 +73,21 @@ async fn verified(
             .map(String::from)
     };
     if let Err(e) = connector.verify(&url, &header, body, &payload) {
-        warn!(connector = %connector_name(connector), kind, reason = %e, "webhook refused");
-        if let Ok(Some(org)) = connector_organization(state, connector).await {
-            let _ = state
-                .store
-                .record_audit(&AuditEntry {
-                    organization_id: org,
-                    action: "webhook_refused".into(),
-                    actor: format!("webhook:{}", connector_name(connector)),
-                    channel: Some(connector.manifest().channel.to_string()),
-                    outcome: Some("forbidden".into()),
-                    detail: Some(format!("{kind}: {e}")),
-                    ..Default::default()
-                })
-                .await;
-        }
+        let name = connector_name(connector);
+        warn!(connector = %name, kind, reason = %e, "webhook refused");
+        state
+            .app
+            .ops
+            .webhook_refused(RefusedWebhook {
+                connector_owner: connector.organization(),
+                connector: name,
+                channel: connector.manifest().channel.as_str(),
+                kind,
+                reason: e.to_string(),
+            })
+            .await;
         return Err(Problem::new(
-            StatusCode::FORBIDDEN,
+            ProblemType::WebhookSignatureInvalid,
             "webhook signature missing or invalid",
         ));
     }
@@ -114,7 +98,9 @@ fn connector_name(connector: &HttpConnector) -> &str {
     crate::channels::Channel::name(connector)
 }
 
-/// `POST /hooks/{connector}/status`
+/// `POST /hooks/{connector}/status`: 204 whatever became of the report (a report for no
+/// delivery of this connector is ignored, so the provider stops retrying).
+#[instrument(skip_all, fields(connector = %name))]
 pub async fn status(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -124,98 +110,22 @@ pub async fn status(
 ) -> Result<Response, Problem> {
     let connector = connector(&state, &name)?;
     verified(&state, &connector, "status", &headers, &uri, &body).await?;
-    let (_, report) = connector
-        .read_status(&body)
-        .map_err(|e| Problem::bad_request(e.to_string()))?;
+    let (_, report) = connector.read_status(&body).map_err(unreadable)?;
     let Some(report) = report else {
         return Ok(StatusCode::NO_CONTENT.into_response());
     };
-    if let Some(event) = &report.event_id
-        && !state.store.record_webhook_event(&name, event).await?
-    {
-        info!(connector = %name, "status webhook event seen before; ignored");
-        return Ok(StatusCode::NO_CONTENT.into_response());
-    }
     let hint = uri.query().and_then(|q| {
         form_urlencoded::parse(q.as_bytes())
             .find(|(k, _)| k == "delivery")
             .map(|(_, v)| v.into_owned())
     });
-    let Some(delivery) = delivery_for_report(&state, &name, &report.provider_ref, hint).await?
-    else {
-        info!(connector = %name, "status callback for no delivery of this connector; ignored");
-        return Ok(StatusCode::NO_CONTENT.into_response());
-    };
-    let Some(mut update) = report_update(&report, &name, &format!("webhook:{name}")) else {
-        info!(connector = %name, delivery_id = %delivery.id, "provider state not mapped; ignored");
-        return Ok(StatusCode::NO_CONTENT.into_response());
-    };
-    // A webhook never rewrites which connector carried the delivery, nor the provider's id.
-    update.connector = None;
-    update.provider_ref = None;
-    if delivery.connector.is_some() {
-        update.expect_connector = Some(name.clone());
-    }
-    let moved = state.store.update_delivery(&delivery.id, &update).await?;
-    info!(connector = %name, delivery_id = %delivery.id, status = update.status.as_str(), moved, "status callback");
+    state.app.deliveries.report(&name, &report, hint).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-/// The delivery a status report from connector `name` is about: the delivery this connector
-/// knows by the provider's id; else the one the `?delivery=` reference token names, when it
-/// is carried by this connector (or, before our own `sent` record, is being sent on a channel
-/// this connector carries) and its provider id, if known, is the report's. Anything else is
-/// no delivery of this connector's.
-async fn delivery_for_report(
-    state: &AppState,
-    name: &str,
-    provider_ref: &str,
-    hint: Option<String>,
-) -> Result<Option<DeliveryRow>, Problem> {
-    if let Some(id) = state
-        .store
-        .delivery_by_provider_ref(name, provider_ref)
-        .await?
-    {
-        let delivery = state.store.delivery(&id).await?;
-        if let Some(token) = &hint
-            && !state
-                .messages
-                .keyring
-                .delivery_ids_for_token(token)
-                .contains(&delivery.id)
-        {
-            warn!(connector = %name, delivery_id = %delivery.id, "status callback's reference names another delivery than its provider id; ignored");
-            return Ok(None);
-        }
-        return Ok(Some(delivery));
-    }
-    let Some(token) = hint else {
-        return Ok(None);
-    };
-    for id in state.messages.keyring.delivery_ids_for_token(&token) {
-        let delivery = match state.store.delivery(&id).await {
-            Ok(delivery) => delivery,
-            Err(StoreError::NotFound) => continue,
-            Err(e) => return Err(e.into()),
-        };
-        let carried_here = match &delivery.connector {
-            Some(connector) => connector == name,
-            None => state.config.channel(&delivery.channel).connector == name,
-        };
-        let same_ref = delivery
-            .provider_ref
-            .as_deref()
-            .is_none_or(|r| r == provider_ref);
-        if carried_here && same_ref {
-            return Ok(Some(delivery));
-        }
-        warn!(connector = %name, delivery_id = %delivery.id, "status callback's reference names a delivery of another connector or provider id; ignored");
-    }
-    Ok(None)
-}
-
-/// `POST /hooks/{connector}/inbound`
+/// `POST /hooks/{connector}/inbound`: recorded before it is answered; the answer (if the
+/// provider takes one inline) is in the connector's format.
+#[instrument(skip_all, fields(connector = %name))]
 pub async fn inbound(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -225,10 +135,7 @@ pub async fn inbound(
 ) -> Result<Response, Problem> {
     let connector = connector(&state, &name)?;
     let payload = verified(&state, &connector, "inbound", &headers, &uri, &body).await?;
-    let Some(message) = connector
-        .read_inbound(&payload)
-        .map_err(|e| Problem::bad_request(e.to_string()))?
-    else {
+    let Some(message) = connector.read_inbound(&payload).map_err(unreadable)? else {
         return Ok(answer(&connector, None));
     };
     let sms = InboundSms {
@@ -239,45 +146,17 @@ pub async fn inbound(
         body: message.body,
         media: message.media,
     };
-    let organization_id = match state
-        .tenancy
-        .route_number(&sms.to, connector.organization())
-    {
-        Route::Organization(slug) => match state.store.organization_by_slug(&slug).await {
-            Ok(org) => org.id,
-            Err(StoreError::NotFound) => {
-                let reason = format!("organization {slug} is not set up");
-                state.inbound.receive_orphan(&sms, &reason).await?;
-                return Ok(answer(&connector, None));
-            }
-            Err(e) => return Err(e.into()),
-        },
-        Route::Orphan(reason) => {
-            state.inbound.receive_orphan(&sms, &reason).await?;
-            return Ok(answer(&connector, None));
-        }
+    let answering = if connector.replies_inline() {
+        Answering::Inline
+    } else {
+        Answering::Message
     };
-    let receipt = state.inbound.receive_sms(&organization_id, &sms).await?;
-    // Only an answer the disclosure gate permitted is here at all.
-    let reply = receipt.reply.as_ref();
-    if let Some(reply) = reply {
-        if connector.replies_inline() {
-            // Answered in this response: the disclosure happens now.
-            let actor = format!("webhook:{name}");
-            state
-                .store
-                .record_audit(&reply.permit.audit(&actor, "answered", None, None, None))
-                .await?;
-        } else if receipt.outcome != "opted_out" {
-            // Providers without inline replies answer STOP themselves (carrier rules); other
-            // replies go out as a message (the worker passes the gate again).
-            state
-                .send_reply(&organization_id, &sms.from, reply)
-                .await
-                .map_err(Problem::from)?;
-        }
-    }
-    Ok(answer(&connector, reply.map(|r| r.text.as_str())))
+    let reply = state
+        .app
+        .inbound
+        .receive_from_provider(&sms, connector.organization(), answering)
+        .await?;
+    Ok(answer(&connector, reply.as_deref()))
 }
 
 fn answer(connector: &HttpConnector, reply: Option<&str>) -> Response {

@@ -1,98 +1,71 @@
 //! The unmatched work queue: `GET /v1/inbound?status=unmatched`, `GET /v1/inbound/{id}` (with
 //! the text, for the person resolving it) and `POST /v1/inbound/{id}/resolve {"patient": ...}`
-//! (file it into that patient's thread).
+//! (file it into that patient's thread; 409 `inbound_already_filed` if it is). Wire types:
+//! `crate::inbound`.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use serde::Deserialize;
+use tracing::{Span, field, instrument};
 
 use super::auth::Org;
-use super::json::ApiJson;
+use super::json::{ApiJson, ApiQuery};
 use super::{AppState, Problem};
-use crate::inbound::InboundSms;
+use crate::inbound::{InboundItemView, InboundList, InboundStatus, ResolveRequest, Resolved};
 
-#[derive(Deserialize)]
+/// `?status=&limit=` of `GET /v1/inbound`.
+#[derive(Debug, Deserialize)]
 pub struct ListQuery {
+    /// received | unmatched (the default) | filed | processed | quarantined | resolved
     #[serde(default = "unmatched")]
-    status: String,
+    status: InboundStatus,
+    /// 1 to 1000 (default 100).
     #[serde(default = "hundred")]
     limit: i64,
 }
 
-fn unmatched() -> String {
-    "unmatched".into()
+fn unmatched() -> InboundStatus {
+    InboundStatus::Unmatched
 }
 fn hundred() -> i64 {
     100
 }
 
+/// `GET /v1/inbound`
+#[instrument(skip_all, fields(organization_id = %org))]
 pub async fn list(
     State(state): State<AppState>,
     Org(org): Org,
-    Query(query): Query<ListQuery>,
-) -> Result<Json<serde_json::Value>, Problem> {
-    if !matches!(
-        query.status.as_str(),
-        "received" | "unmatched" | "filed" | "processed" | "quarantined" | "resolved"
-    ) {
-        return Err(Problem::bad_request(
-            "status must be received, unmatched, filed, processed, quarantined or resolved",
-        ));
-    }
-    let items = state
-        .store
-        .inbound_items(&org, &query.status, query.limit.clamp(1, 1000))
-        .await?;
-    Ok(Json(serde_json::json!({ "items": items })))
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<Json<InboundList>, Problem> {
+    Ok(Json(
+        state
+            .app
+            .inbound
+            .list(&org, query.status, query.limit)
+            .await?,
+    ))
 }
 
+/// `GET /v1/inbound/{id}`
+#[instrument(skip_all, fields(organization_id = %org, inbound_item_id = %id))]
 pub async fn show(
     State(state): State<AppState>,
     Org(org): Org,
     Path(id): Path<String>,
-) -> Result<Json<serde_json::Value>, Problem> {
-    let item = state.store.inbound_item(&org, &id).await?;
-    let content = state
-        .inbound
-        .keyring
-        .open(&item.raw, &item.id)
-        .ok()
-        .and_then(|raw| serde_json::from_slice::<InboundSms>(&raw).ok());
-    let mut view = serde_json::to_value(&item).map_err(|_| Problem::internal())?;
-    if let Some(sms) = content {
-        view["body"] = sms.body.into();
-        view["media"] = sms.media.into();
-    }
-    Ok(Json(view))
+) -> Result<Json<InboundItemView>, Problem> {
+    Ok(Json(state.app.inbound.show(&org, &id).await?))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ResolveBody {
-    /// The patient's external id.
-    patient: String,
-}
-
+/// `POST /v1/inbound/{id}/resolve`
+#[instrument(skip_all, fields(organization_id = %org, inbound_item_id = %id, thread_id = field::Empty))]
 pub async fn resolve(
     State(state): State<AppState>,
     Org(org): Org,
     Path(id): Path<String>,
-    ApiJson(body): ApiJson<ResolveBody>,
-) -> Result<Json<serde_json::Value>, Problem> {
-    let item = state.store.inbound_item(&org, &id).await?;
-    if item.status == "filed" {
-        return Err(Problem::new(
-            axum::http::StatusCode::CONFLICT,
-            "item is already filed",
-        ));
-    }
-    let patient = state
-        .store
-        .patient_by_external_id(&org, &body.patient)
-        .await
-        .map_err(|_| Problem::unprocessable("patient not found"))?;
-    let thread_id = state.inbound.resolve(&org, &id, &patient.id).await?;
-    Ok(Json(
-        serde_json::json!({ "id": id, "status": "filed", "thread_id": thread_id }),
-    ))
+    ApiJson(request): ApiJson<ResolveRequest>,
+) -> Result<Json<Resolved>, Problem> {
+    let resolved = state.app.inbound.resolve_for(&org, &id, request).await?;
+    Span::current().record("thread_id", field::display(&resolved.thread_id));
+    Ok(Json(resolved))
 }

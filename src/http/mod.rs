@@ -1,6 +1,10 @@
 //! The HTTP surface (axum): API v1 under `/v1` (bearer API keys, one organization each),
-//! health probes and metrics. Errors are `application/problem+json` (RFC 9457) and never leak
-//! internals; request bodies are size-limited. The server's own guards live in `guard`:
+//! provider webhooks under `/hooks`, health probes and metrics. Handlers are thin: they read
+//! typed requests, call a service of [`App`] and answer with its typed response (the wire
+//! types live with each service: `messages`, `patients`, `appointments`, `staff`, `inbound`,
+//! `events`, `reminders::rules`); no handler touches the records directly. Every handler is
+//! traced with ids only. Errors are `application/problem+json` (RFC 9457) with a stable `type`
+//! per error and per-field `errors`, and never leak internals; request bodies are size-limited. The server's own guards live in `guard`:
 //! header-read and request timeouts, a concurrency limit, and a panic-catching layer.
 
 mod appointments;
@@ -24,29 +28,24 @@ use axum::routing::{get, post, put};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::channels::Connectors;
+use crate::app::App;
 use crate::config::Config;
-use crate::inbound::InboundService;
-use crate::messages::{MessageError, MessageService, SendRequest};
-use crate::store::Store;
+use crate::connectors::Connectors;
 
 pub use auth::{
     CACHE_TTL, Scope, format_scopes, hash_token, new_token, parse_scopes, required_scope,
 };
 pub use guard::HTTP_PANICS;
-pub use problem::Problem;
+pub use problem::{Problem, ProblemType};
 
-/// What handlers share.
+/// What handlers share: the services (handlers reach no records but through them) and what
+/// the edge itself needs (connectors for webhooks, the key cache, metrics).
 #[derive(Clone)]
 pub struct AppState {
-    pub store: Store,
-    pub messages: MessageService,
-    pub inbound: InboundService,
+    pub app: App,
     pub connectors: Connectors,
     pub config: Arc<Config>,
     pub keys: auth::KeyCache,
-    /// Which organization owns the number an inbound item was sent to.
-    pub tenancy: Arc<crate::tenancy::Tenancy>,
     /// Panics and restarts of the daemon's supervised tasks, shown at `/metrics` (a layer that
     /// catches panics itself may count them here too).
     pub tasks: crate::supervise::TaskMetrics,
@@ -55,67 +54,15 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(
-        messages: MessageService,
-        inbound: InboundService,
-        connectors: Connectors,
-        config: Arc<Config>,
-        tenancy: Arc<crate::tenancy::Tenancy>,
-    ) -> Self {
+    pub fn new(app: App, connectors: Connectors, config: Arc<Config>) -> Self {
         Self {
-            store: messages.store.clone(),
-            messages,
-            inbound,
+            app,
             connectors,
             config,
             keys: auth::KeyCache::default(),
-            tenancy,
             tasks: crate::supervise::TaskMetrics::default(),
             metrics_token: None,
         }
-    }
-
-    /// Sends an answer to an inbound text (HELP, START, a reminder answer) as an outbound SMS
-    /// message, in the patient's open thread when the sender is a known patient.
-    pub async fn send_reply(
-        &self,
-        organization_id: &str,
-        to: &str,
-        reply: &crate::inbound::Reply,
-    ) -> Result<String, MessageError> {
-        let mut metadata = serde_json::Map::new();
-        metadata.insert("purpose".into(), reply.purpose.into());
-        let mut request = SendRequest::notice(
-            None,
-            crate::domain::Channel::Sms.as_str(),
-            to.to_string(),
-            None,
-            reply.text.clone(),
-            metadata,
-        );
-        request.part2 = reply.part2;
-        let accepted = match &reply.patient_id {
-            None => {
-                self.messages
-                    .accept(organization_id, &request, None)
-                    .await?
-            }
-            Some(patient_id) => {
-                let open = self
-                    .store
-                    .open_thread_of(organization_id, patient_id)
-                    .await?;
-                let thread = crate::messages::ResolvedThread {
-                    new_thread_category: open.is_none().then(|| "administrative".to_string()),
-                    thread_id: open.map_or_else(|| crate::store::new_id("thr"), |t| t.id),
-                    patient_id: Some(patient_id.clone()),
-                };
-                self.messages
-                    .accept_in_thread(organization_id, &request, None, thread)
-                    .await?
-            }
-        };
-        Ok(accepted.message_id)
     }
 }
 
@@ -128,7 +75,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(health::metrics))
         .route("/v1/messages", post(messages::create))
         .route("/v1/messages/{id}", get(messages::show))
-        .route("/v1/messages/{id}/read", post(staff::mark_read))
+        .route("/v1/messages/{id}/read", post(messages::mark_read))
         .route("/v1/staff", get(staff::list))
         .route("/v1/reminder-rules", get(reminders::rules))
         .route("/v1/reminder-rules/{id}", put(reminders::put_rule))
@@ -162,10 +109,7 @@ pub fn router(state: AppState) -> Router {
         .route("/hooks/{connector}/inbound", post(hooks::inbound))
         .fallback(|| async { Problem::not_found("no such resource") })
         .method_not_allowed_fallback(|| async {
-            Problem::new(
-                axum::http::StatusCode::METHOD_NOT_ALLOWED,
-                "method not allowed",
-            )
+            Problem::new(ProblemType::MethodNotAllowed, "method not allowed")
         })
         .layer(DefaultBodyLimit::max(limit));
     guard::layers(router, &state.config.server).with_state(state)

@@ -8,6 +8,11 @@
 //! to the webhook, and a refused one is audited and not given at all.
 
 pub mod keywords;
+mod webhook;
+mod work;
+
+pub use webhook::Answering;
+pub use work::{InboundItemView, InboundList, InboundStatus, MAX_PAGE, ResolveRequest, Resolved};
 
 use std::sync::Arc;
 
@@ -97,6 +102,10 @@ pub struct InboundService {
     pub config: Arc<Config>,
     pub templates: Arc<Templates>,
     pub replies: Arc<dyn ReplyRouter>,
+    /// Which organization owns the number an item was sent to.
+    pub tenancy: Arc<crate::tenancy::Tenancy>,
+    /// Sends the answers that are not given inline.
+    pub messages: crate::messages::MessageService,
 }
 
 impl InboundService {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::channels::Connectors;
+use crate::connectors::Connectors;
 use crate::connectors::StatusReport;
 use crate::domain::DeliveryStatus;
 use crate::store::{DeliveryUpdate, Store, StoreError, now_ms};

@@ -20,8 +20,9 @@ use std::collections::HashMap;
 
 use tokio::sync::Mutex;
 
-use crate::channels::{ChannelError, Connectors, OutboundDelivery, SendOutcome, Sender};
+use crate::channels::{ChannelError, OutboundDelivery, SendOutcome, Sender};
 use crate::config::Config;
+use crate::connectors::Connectors;
 use crate::crypto::Keyring;
 use crate::disclosure::{self, Disclosure, Gate, Permit, Refusal};
 use crate::domain::{Address, Channel, DeliveryStatus};
@@ -66,7 +67,8 @@ impl Deliverer {
         if let Some(sender) = self.senders.lock().await.get(organization_id) {
             return Ok(sender.clone());
         }
-        let sender = Arc::new(Sender::load(&self.store, &self.config, organization_id).await?);
+        let sender =
+            Arc::new(crate::tenancy::sender(&self.store, &self.config, organization_id).await?);
         self.senders
             .lock()
             .await

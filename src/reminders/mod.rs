@@ -23,6 +23,7 @@
 //! is handed back with its Part 2 flag; the inbound side passes it through the gate.
 
 pub mod cron;
+pub mod rules;
 pub mod schedule;
 
 use std::collections::{BTreeMap, HashMap};

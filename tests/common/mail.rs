@@ -1,6 +1,7 @@
-//! Real mail peers for the Direct tests (copied from `tests/email.rs`, which keeps its own so
-//! that the two branches merge cleanly): the aiosmtpd sink (`tests/peers/smtp_sink.py`) and
-//! Debian's dovecot on loopback ports, started without systemd.
+//! Real mail peers for the email and Direct tests: the aiosmtpd sink
+//! (`tests/peers/smtp_sink.py`), Debian's Dovecot and a private Postfix on loopback ports,
+//! started without systemd. The sink binds a port the test holds until it listens
+//! ([`Reserved`]); Dovecot and Postfix cannot share a port, so they get a [`free_port`] (racy).
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -9,15 +10,21 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use super::ports::{Reserved, free_port};
+
 const WAIT: Duration = Duration::from_secs(30);
 
-/// A child process killed when dropped.
-pub struct Peer(Child);
+/// A peer's process, killed when dropped.
+pub struct Peer {
+    child: Child,
+    /// The port it listens on.
+    pub port: u16,
+}
 
 impl Drop for Peer {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -29,20 +36,19 @@ pub fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
+/// Starts the SMTP sink on a port of its own, writing into `dir`, once it says READY.
+pub fn start_sink(dir: &Path, flags: &[&str]) -> Peer {
+    start_sink_on(Reserved::new(), dir, flags)
 }
 
-/// Starts the SMTP sink on `port`, writing into `dir`, once it says READY.
-pub fn start_sink(port: u16, dir: &Path, flags: &[&str]) -> Peer {
+/// Starts the SMTP sink on `port` (held until then: a client was refused there so far),
+/// writing into `dir`, once it says READY.
+pub fn start_sink_on(port: Reserved, dir: &Path, flags: &[&str]) -> Peer {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/smtp_sink.py");
     let mut child = Command::new("python3")
         .arg(script)
         .arg("--port")
-        .arg(port.to_string())
+        .arg(port.port().to_string())
         .arg("--dir")
         .arg(dir)
         .args(flags)
@@ -56,7 +62,10 @@ pub fn start_sink(port: u16, dir: &Path, flags: &[&str]) -> Peer {
         .read_line(&mut line)
         .expect("sink output");
     assert_eq!(line.trim(), "READY", "the SMTP sink did not start");
-    Peer(child)
+    Peer {
+        child,
+        port: port.port(),
+    }
 }
 
 /// Messages the sink accepted: (envelope, raw bytes), in arrival order.
@@ -159,6 +168,9 @@ impl Dovecot {
             let me = std::env::var("USER").unwrap_or_else(|_| "nobody".into());
             (me.clone(), me.clone(), me)
         };
+        // Dovecot cannot share a held port: with `reuse_port = yes` every login process
+        // listens on a socket of its own beside the master's, and a connection the kernel
+        // hands to the master's socket is never answered. Free ports, then (racy).
         let port = free_port();
         let tls_port = if options.tls.is_some() {
             free_port()
@@ -207,7 +219,7 @@ impl Dovecot {
             .expect("dovecot (apt-get install dovecot-imapd)");
         assert!(status.success(), "dovecot did not start");
         let started = Instant::now();
-        for p in [port, lmtp_port].into_iter().filter(|p| *p != 0) {
+        for p in [port, tls_port, lmtp_port].into_iter().filter(|p| *p != 0) {
             while std::net::TcpStream::connect(("127.0.0.1", p)).is_err() {
                 assert!(started.elapsed() < WAIT, "dovecot not listening");
                 std::thread::sleep(Duration::from_millis(50));

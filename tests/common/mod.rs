@@ -1,7 +1,19 @@
 //! Test harness: a real store per test (a fresh SQLite file, or a fresh PostgreSQL database on
 //! `TEST_DATABASE_URL`), the real daemon on a port-0 listener, and an HTTP client.
 //! `both_databases!` runs one scenario on SQLite and on PostgreSQL.
+//!
+//! Shared helpers, each test binary using what it needs (hence `dead_code` allowed here):
+//! [`wait`] (poll until, with a deadline), [`process`] (`switchboard run` in its own process),
+//! [`pki`] (a test PKI from the openssl CLI), [`ports`] (ports held for peers), [`provider`]
+//! (a loopback SMS provider and signed webhooks), [`mail`] (SMTP, IMAP and HISP peers).
 #![allow(dead_code)]
+
+pub mod mail;
+pub mod pki;
+pub mod ports;
+pub mod process;
+pub mod provider;
+pub mod wait;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -253,4 +265,3 @@ pub fn count_files(dir: &std::path::Path) -> usize {
         })
         .unwrap_or(0)
 }
-pub mod mail;

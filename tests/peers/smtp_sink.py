@@ -3,7 +3,8 @@
 
 Writes each accepted message as <n>.eml (the exact DATA bytes) and <n>.json (envelope sender
 and recipients) into --dir, each written under a temporary name and renamed into place.
-Prints READY on stdout once it accepts connections.
+Prints READY on stdout once it accepts connections. It binds --port with SO_REUSEPORT: the
+test holds that port (bound, not listening) until READY, so nothing else can take it first.
 
 Faults, scripted by flags:
   --tempfail-rcpt N   answer 451 to the first N RCPT TO, then accept
@@ -65,6 +66,19 @@ class Sink:
         return f"250 2.0.0 Ok: queued as Q{n:04d}"
 
 
+class ReusePortController(Controller):
+    """aiosmtpd's Controller, its listening socket bound with SO_REUSEPORT."""
+
+    def _create_server(self):
+        return self.loop.create_server(
+            self._factory_invoker,
+            host=self.hostname,
+            port=self.port,
+            ssl=self.ssl_context,
+            reuse_port=True,
+        )
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
@@ -104,7 +118,7 @@ def main():
         else:
             kwargs.update(ssl_context=context)
 
-    controller = Controller(
+    controller = ReusePortController(
         Sink(args), hostname="127.0.0.1", port=args.port, decode_data=False, **kwargs
     )
     controller.start()

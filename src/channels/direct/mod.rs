@@ -19,16 +19,15 @@ use std::sync::Arc;
 pub use channel::{DISCOVERY_UNAVAILABLE, DirectChannel, NO_CERTIFICATE};
 pub use tracker::{NotificationSink, Tracked};
 
-use crate::channels::Connectors;
 use crate::config::{
     Config, ConnectorConfig, DirectConnectorConfig, SecurityConfig, SmtpConnectorConfig,
 };
 use crate::direct::SealOptions;
 use crate::direct::discovery::dns::{self, DnsCerts};
-use crate::direct::discovery::fetch::FetchPolicy;
 use crate::direct::discovery::ldap::LdapCerts;
 use crate::direct::discovery::revocation::Fetcher;
 use crate::direct::discovery::{Discovery, DiscoveryError, LocalStore};
+use crate::fetch::FetchPolicy;
 
 /// Why a Direct connector could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -159,15 +158,15 @@ pub fn build(
     })
 }
 
-/// Builds every `kind = "direct"` connector and registers it under its config name.
-pub fn register_connectors(
+/// Builds every `kind = "direct"` connector (each named as in the configuration).
+pub fn build_connectors(
     config: &Config,
-    connectors: &mut Connectors,
-) -> Result<(), DirectChannelError> {
+) -> Result<Vec<Arc<dyn crate::channels::Channel>>, DirectChannelError> {
+    let mut built: Vec<Arc<dyn crate::channels::Channel>> = Vec::new();
     for (name, direct) in direct_connectors(config) {
         let channel = build(name, direct, &config.security, &config.data_dir)
             .map_err(|e| DirectChannelError::Config(format!("connectors.{name}: {e}")))?;
-        connectors.insert(Arc::new(channel));
+        built.push(Arc::new(channel));
     }
-    Ok(())
+    Ok(built)
 }

@@ -22,7 +22,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mail_parser::{MessageParser, MimeHeaders};
+use mail_parser::MimeHeaders;
 use openssl::pkey::{PKey, Private};
 use openssl::x509::X509;
 use tokio_util::sync::CancellationToken;
@@ -129,13 +129,13 @@ pub enum Quarantine {
 }
 
 fn from_address(raw: &[u8]) -> Option<String> {
-    let msg = MessageParser::default().parse(raw)?;
+    let msg = switchboard_mail::parse_message(raw)?;
     let addr = msg.from()?.first()?.address()?.trim().to_ascii_lowercase();
     Some(addr)
 }
 
 fn is_encrypted(raw: &[u8]) -> bool {
-    MessageParser::default().parse(raw).is_some_and(|m| {
+    switchboard_mail::parse_message(raw).is_some_and(|m| {
         m.content_type().is_some_and(|ct| {
             ct.ctype().eq_ignore_ascii_case("application")
                 && ct.subtype().is_some_and(|s| {
@@ -338,7 +338,11 @@ mod tests {
     use super::*;
 
     fn vector(name: &str) -> Vec<u8> {
-        std::fs::read(format!("../shared/vectors/direct/messages/{name}")).expect("vector")
+        std::fs::read(format!(
+            "{}/tests/data/direct/messages/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .expect("vector")
     }
 
     fn keys() -> TrackerKeys {

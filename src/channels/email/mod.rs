@@ -11,8 +11,8 @@
 
 pub mod bounces;
 pub mod compose;
-pub mod dsn;
-pub mod imap;
+
+pub use switchboard_mail::{dsn, imap};
 pub(crate) mod rate;
 pub mod smtp;
 pub(crate) mod transport;
@@ -21,25 +21,7 @@ pub mod watch;
 pub use bounces::{BounceSink, poll_bounces};
 pub use smtp::SmtpChannel;
 
-/// Replaces every word holding an `@` (an address, in replies such as `550 5.1.1
-/// <jane@example.org>: Recipient address rejected`) so failure reasons, which are logged and
-/// shown, carry no patient address.
-pub fn redact_addresses(text: &str) -> String {
-    text.split(' ')
-        .map(|word| {
-            if word.contains('@') {
-                if word.ends_with(':') {
-                    "<address>:"
-                } else {
-                    "<address>"
-                }
-            } else {
-                word
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
-}
+pub use switchboard_mail::redact_addresses;
 
 /// Why the email connector could not be built or a mailbox could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -73,7 +55,6 @@ pub enum EmailError {
 
 use std::sync::Arc;
 
-use crate::channels::Connectors;
 use crate::config::{Config, ConnectorConfig, ImapMailboxConfig, SmtpConnectorConfig};
 use crate::templates::Templates;
 
@@ -84,18 +65,18 @@ fn smtp_connectors(config: &Config) -> impl Iterator<Item = (&String, &SmtpConne
     })
 }
 
-/// Builds every `kind = "smtp"` connector and registers it under its config name.
-pub fn register_connectors(
+/// Builds every `kind = "smtp"` connector (each named as in the configuration).
+pub fn build_connectors(
     config: &Config,
     templates: &Arc<Templates>,
-    connectors: &mut Connectors,
-) -> Result<(), EmailError> {
+) -> Result<Vec<Arc<dyn crate::channels::Channel>>, EmailError> {
+    let mut built: Vec<Arc<dyn crate::channels::Channel>> = Vec::new();
     for (name, smtp) in smtp_connectors(config) {
         let channel = SmtpChannel::new(name, smtp, templates.clone())
             .map_err(|e| EmailError::Config(format!("connectors.{name}: {e}")))?;
-        connectors.insert(Arc::new(channel));
+        built.push(Arc::new(channel));
     }
-    Ok(())
+    Ok(built)
 }
 
 /// One bounce mailbox to poll.

@@ -1,0 +1,81 @@
+//! The services every edge calls, in one cheap-to-clone handle. The HTTP API, the webhooks
+//! and the operators' endpoints reach the records only through these (no edge touches the
+//! store); each service validates, decides and calls the store, and answers in
+//! `crate::service::ServiceError` (or the message service's `MessageError`).
+
+use crate::appointments::AppointmentService;
+use crate::deliveries::DeliveryService;
+use crate::events::EventFeed;
+use crate::inbound::InboundService;
+use crate::keys::KeyService;
+use crate::messages::MessageService;
+use crate::ops::Ops;
+use crate::patients::PatientService;
+use crate::reminders::rules::ReminderRules;
+use crate::staff::StaffService;
+
+/// The application's services.
+#[derive(Clone)]
+pub struct App {
+    /// Accepting and showing messages, threads, read receipts.
+    pub messages: MessageService,
+    /// Patients, contact points, consents.
+    pub patients: PatientService,
+    /// Appointments and recalls.
+    pub appointments: AppointmentService,
+    /// Reminder rules and appointments' reminder plans.
+    pub reminder_rules: ReminderRules,
+    /// The staff directory for urgent notifications.
+    pub staff: StaffService,
+    /// Inbound texts: provider webhooks, the unmatched work queue.
+    pub inbound: InboundService,
+    /// Providers' status reports on deliveries.
+    pub deliveries: DeliveryService,
+    /// The events feed.
+    pub events: EventFeed,
+    /// API key grants.
+    pub keys: KeyService,
+    /// Readiness, metrics figures, edge refusals.
+    pub ops: Ops,
+}
+
+impl App {
+    /// The services over the message service's store, keyring and configuration.
+    pub fn new(messages: MessageService, inbound: InboundService) -> Self {
+        let store = messages.store.clone();
+        let config = messages.config.clone();
+        let patients = PatientService {
+            store: store.clone(),
+            config: config.clone(),
+        };
+        Self {
+            appointments: AppointmentService {
+                store: store.clone(),
+                patients: patients.clone(),
+            },
+            reminder_rules: ReminderRules {
+                store: store.clone(),
+                config: config.clone(),
+            },
+            staff: StaffService {
+                store: store.clone(),
+                patients: patients.clone(),
+            },
+            deliveries: DeliveryService {
+                store: store.clone(),
+                keyring: messages.keyring.clone(),
+                config,
+            },
+            events: EventFeed {
+                store: store.clone(),
+            },
+            keys: KeyService {
+                store: store.clone(),
+            },
+            ops: Ops { store },
+            patients,
+            messages,
+            inbound,
+        }
+    }
+}

@@ -1,0 +1,548 @@
+//! `switchboard bench` (and `cargo bench`): the figures in the README.
+//!
+//! For each database (a fresh SQLite file; a fresh PostgreSQL database): start the daemon
+//! in-process on the production defaults, POST `--messages` messages over HTTP with
+//! `--concurrency` clients, wait until every delivery is `delivered` by the outbox sink, and
+//! report deliveries/s (first POST to last delivery), p50/p99 accept→delivered latency
+//! (database timestamps) and peak RSS. Beside it, on the same database, apalis drains the same
+//! number of no-op jobs: the ceiling of the queue itself. Idle RSS is read after start-up.
+
+mod direct;
+mod reminders;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use apalis::prelude::{
+    BackendExt, BoxDynError, Data, Strategy, TaskSink, WorkerBuilder, WorkerBuilderExt,
+    WorkerContext,
+};
+use serde::{Deserialize, Serialize};
+
+use switchboard::config::Config;
+use switchboard::daemon::{self, Core};
+use switchboard::store::{Db, on_db};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Messages to send through the API path (and no-op jobs for the baseline).
+    #[arg(long, default_value_t = 20_000)]
+    pub messages: usize,
+    /// Concurrent HTTP clients.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// Which databases: sqlite, postgres, or both.
+    #[arg(long, value_delimiter = ',', default_value = "sqlite,postgres")]
+    pub databases: Vec<String>,
+    /// HL7 messages for the MLLP benchmark (0 skips it).
+    #[arg(long, default_value_t = 5_000)]
+    pub hl7_messages: usize,
+    /// Appointments for the reminder planning benchmark (0 skips it).
+    #[arg(long, default_value_t = 100_000)]
+    pub reminder_appointments: usize,
+    /// Of which reminders due now, for the send and delivery rates.
+    #[arg(long, default_value_t = 10_000)]
+    pub reminders_due: usize,
+    /// PostgreSQL server for the run (a fresh database is created on it and dropped).
+    #[arg(
+        long,
+        env = "TEST_DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/test"
+    )]
+    pub postgres_url: String,
+    /// Direct messages for the seal benchmark (0 skips it); `--databases none` runs it alone.
+    #[arg(long, default_value_t = 300)]
+    pub direct_messages: usize,
+}
+
+impl Default for BenchArgs {
+    fn default() -> Self {
+        Self {
+            messages: 20_000,
+            concurrency: 64,
+            databases: vec!["sqlite".into(), "postgres".into()],
+            hl7_messages: 5_000,
+            reminder_appointments: 100_000,
+            reminders_due: 10_000,
+            postgres_url: std::env::var("TEST_DATABASE_URL")
+                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into()),
+            direct_messages: 300,
+        }
+    }
+}
+
+pub async fn run(args: BenchArgs) -> Result<()> {
+    println!(
+        "switchboard bench: {} messages, {} HTTP clients, {} cores",
+        args.messages,
+        args.concurrency,
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    if args.direct_messages > 0 {
+        let n = args.direct_messages;
+        tokio::task::spawn_blocking(move || self::direct::run(n)).await??;
+    }
+    for database in args.databases.iter().filter(|d| d.as_str() != "none") {
+        let scratch = Scratch::create(database, &args.postgres_url).await?;
+        let mut result = if args.messages > 0 {
+            bench_database(&args, database, &scratch).await
+        } else {
+            Ok(())
+        };
+        if result.is_ok() && args.hl7_messages > 0 {
+            result = bench_hl7(&args, database, &scratch).await;
+        }
+        if result.is_ok() && args.reminder_appointments > 0 {
+            let reminders = Scratch::create(database, &args.postgres_url).await?;
+            result = self::reminders::bench(
+                args.reminder_appointments,
+                args.reminders_due,
+                &reminders.url,
+                reminders.dir.path(),
+            )
+            .await;
+            reminders.drop_database().await;
+        }
+        scratch.drop_database().await;
+        result?;
+    }
+    Ok(())
+}
+
+async fn bench_database(args: &BenchArgs, database: &str, scratch: &Scratch) -> Result<()> {
+    let mut config = Config::from_toml("")?;
+    config.data_dir = scratch.dir.path().to_path_buf();
+    config.outbox.dir = scratch.dir.path().join("outbox");
+    config.database.url = Some(scratch.url.clone());
+    config.server.listen = "127.0.0.1:0".parse()?;
+
+    let core = Core::open(config.clone()).await?;
+    let org = core.store.ensure_organization("bench", "Bench").await?;
+    let token = switchboard::http::new_token()?;
+    core.store
+        .insert_api_key(&org.id, "bench", &switchboard::http::hash_token(&token))
+        .await?;
+
+    let idle_rss = idle_rss_of_fresh_daemon(&scratch.url).await;
+    reset_peak_rss();
+    let daemon = daemon::start(config).await?;
+    let base = format!("http://{}", daemon.addr);
+
+    let started = Instant::now();
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.concurrency)
+        .build()?;
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..args.concurrency {
+        let (client, base, token, next, total) = (
+            client.clone(),
+            base.clone(),
+            token.clone(),
+            next.clone(),
+            args.messages,
+        );
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total {
+                    return Ok::<(), anyhow::Error>(());
+                }
+                let response = client
+                    .post(format!("{base}/v1/messages"))
+                    .bearer_auth(&token)
+                    .json(&serde_json::json!({
+                        "body": format!("Benchmark message {i}"),
+                        "recipients": [{"address": format!("+1555{:07}", i), "channel": "sms"}],
+                    }))
+                    .send()
+                    .await?;
+                if response.status() != reqwest::StatusCode::CREATED {
+                    bail!("POST answered {}", response.status());
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    let accepted_in = started.elapsed();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let delivered = count_delivered(core.store.db()).await?;
+        if delivered >= args.messages as i64 {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "only {delivered} of {} delivered after 10 minutes",
+                args.messages
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let elapsed = started.elapsed();
+    let peak_rss = switchboard::process::peak_rss_bytes().unwrap_or(0);
+    let latencies = latencies_ms(core.store.db()).await?;
+    daemon.shutdown();
+    daemon.wait().await?;
+
+    let noop = noop_baseline(&core, args.messages).await?;
+    core.store.close().await;
+
+    let rate = args.messages as f64 / elapsed.as_secs_f64();
+    println!("\n[{database}]");
+    println!(
+        "  API → outbox : {} messages accepted in {:.2}s ({:.0}/s), all delivered in {:.2}s",
+        args.messages,
+        accepted_in.as_secs_f64(),
+        args.messages as f64 / accepted_in.as_secs_f64(),
+        elapsed.as_secs_f64()
+    );
+    println!("  deliveries/s : {rate:.0}");
+    println!(
+        "  accept→delivered latency: p50 {} ms, p99 {} ms",
+        percentile(&latencies, 0.50),
+        percentile(&latencies, 0.99)
+    );
+    println!(
+        "  apalis no-op : {:.0} jobs/s ({} jobs in {:.2}s)",
+        noop.0,
+        args.messages,
+        noop.1.as_secs_f64()
+    );
+    println!("  ratio        : {:.2}× of the no-op queue", rate / noop.0);
+    println!(
+        "  RSS          : idle daemon {}, peak {:.1} MB (in-process: daemon + bench client)",
+        idle_rss.map_or("n/a".to_string(), |b| format!("{:.1} MB", b as f64 / 1e6)),
+        peak_rss as f64 / 1e6
+    );
+    Ok(())
+}
+
+async fn count_delivered(db: &Db) -> Result<i64> {
+    let (n,): (i64,) = on_db!(db, pool => sqlx::query_as("SELECT COUNT(*) FROM deliveries WHERE status = 'delivered'")
+        .fetch_one(pool).await)?;
+    Ok(n)
+}
+
+async fn latencies_ms(db: &Db) -> Result<Vec<i64>> {
+    let rows: Vec<(i64,)> = on_db!(db, pool => sqlx::query_as(
+        "SELECT updated_at - created_at FROM deliveries WHERE status = 'delivered' ORDER BY 1",
+    )
+    .fetch_all(pool).await)?;
+    Ok(rows.into_iter().map(|(n,)| n).collect())
+}
+
+fn percentile(sorted: &[i64], p: f64) -> i64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct NoOp {
+    n: usize,
+}
+
+async fn noop(
+    _job: NoOp,
+    done: Data<Arc<AtomicUsize>>,
+    target: Data<usize>,
+    worker: WorkerContext,
+) -> Result<(), BoxDynError> {
+    if done.fetch_add(1, Ordering::Relaxed) + 1 >= *target {
+        worker.stop()?;
+    }
+    Ok(())
+}
+
+/// apalis alone: push `n` no-op jobs, then time one worker (same batch size, concurrency
+/// and polling as a delivery worker) draining them.
+async fn noop_baseline(core: &Core, n: usize) -> Result<(f64, Duration)> {
+    let queue = &core.config.queue;
+    let concurrency = core
+        .config
+        .channel(switchboard::domain::Channel::Sms.as_str())
+        .concurrency;
+    let poll = Duration::from_millis(queue.poll_interval_ms);
+    let done = Arc::new(AtomicUsize::new(0));
+    let jobs: Vec<NoOp> = (0..n).map(|n| NoOp { n }).collect();
+    // The same steps on either backend's storage type.
+    macro_rules! drain {
+        ($storage:expr) => {{
+            let mut storage = $storage;
+            for chunk in jobs.chunks(1000) {
+                storage
+                    .push_bulk(chunk.to_vec())
+                    .await
+                    .context("push no-op jobs")?;
+            }
+            let started = Instant::now();
+            WorkerBuilder::new("bench-noop")
+                .backend(storage.poll_with_strategy(Strategy::new().interval(poll)))
+                .data(done.clone())
+                .data(n)
+                .concurrency(concurrency)
+                .build(noop)
+                .run()
+                .await
+                .map_err(|e| anyhow::anyhow!("no-op worker: {e}"))?;
+            started.elapsed()
+        }};
+    }
+    let elapsed = match core.store.db() {
+        Db::Sqlite(pool) => drain!(
+            apalis_sqlite::SqliteStorage::<NoOp>::new(pool).with_config(
+                apalis_sqlite::Config::default()
+                    .queue("bench.noop")
+                    .batch_size(queue.batch_size)
+            )
+        ),
+        Db::Postgres(pool) => drain!(
+            apalis_postgres::PostgresStorage::<NoOp>::new(pool).with_config(
+                apalis_postgres::Config::default()
+                    .queue("bench.noop")
+                    .batch_size(queue.batch_size)
+            )
+        ),
+    };
+    Ok((n as f64 / elapsed.as_secs_f64(), elapsed))
+}
+
+/// Starts `switchboard run` as its own process on this database (all workers, API, sweeper),
+/// lets it settle, and reads its resident memory.
+async fn idle_rss_of_fresh_daemon(url: &str) -> Option<u64> {
+    let exe = std::env::current_exe().ok()?;
+    // `cargo bench` runs target/<profile>/deps/throughput-*; the daemon is target/<profile>/switchboard.
+    let binary = if exe.file_stem().is_some_and(|s| s == "switchboard") {
+        exe
+    } else {
+        exe.parent()?.parent()?.join("switchboard")
+    };
+    let dir = tempfile::tempdir().ok()?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .ok()?
+        .local_addr()
+        .ok()?
+        .port();
+    let mut child = tokio::process::Command::new(binary)
+        .arg("run")
+        .env("SWITCHBOARD_DATA_DIR", dir.path())
+        .env("SWITCHBOARD_DATABASE__URL", url)
+        .env("SWITCHBOARD_SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .ok()?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let pid = child.id()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok();
+    let _ = child.kill().await;
+    status?
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kib| kib.parse::<u64>().ok())
+        .map(|kib| kib * 1024)
+}
+
+/// Resets VmHWM so the peak covers this run only.
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// A database that exists for one bench run.
+struct Scratch {
+    url: String,
+    dir: tempfile::TempDir,
+    pg: Option<(String, String)>,
+}
+
+impl Scratch {
+    async fn create(kind: &str, postgres_url: &str) -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        match kind {
+            "sqlite" => Ok(Self {
+                url: format!("sqlite://{}", dir.path().join("bench.db").display()),
+                dir,
+                pg: None,
+            }),
+            "postgres" => {
+                let name = format!("sb_bench_{}", ulid::Ulid::new().to_string().to_lowercase());
+                let pool = sqlx::PgPool::connect(postgres_url)
+                    .await
+                    .context("connect to PostgreSQL")?;
+                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                    .execute(&pool)
+                    .await?;
+                pool.close().await;
+                let base = postgres_url
+                    .rsplit_once('/')
+                    .map_or(postgres_url, |(b, _)| b);
+                Ok(Self {
+                    url: format!("{base}/{name}"),
+                    dir,
+                    pg: Some((postgres_url.to_string(), name)),
+                })
+            }
+            other => bail!("unknown database {other:?} (sqlite or postgres)"),
+        }
+    }
+
+    async fn drop_database(&self) {
+        let Some((admin, name)) = &self.pg else {
+            return;
+        };
+        if let Ok(pool) = sqlx::PgPool::connect(admin).await {
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+            )))
+            .execute(&pool)
+            .await;
+            pool.close().await;
+        }
+    }
+}
+
+/// SIU^S12 number `i` (distinct control and filler ids).
+fn siu(i: usize) -> String {
+    format!(
+        "MSH|^~\\&|BENCH|CLINIC|SB|SB|20260101120000||SIU^S12|B{i}|P|2.5.1\r\
+         SCH||F{i}|||||ROUTINE|Checkup|||^^30^20270101{h:02}{m:02}00-0600\r\
+         PID|1||MRN{p}^^^CLINIC^MR||Patient^Bench||19800101|F|||||(217)555-{p:04}^PRN^CP\r\
+         AIL|1||ROOM1^^^Main Clinic\rAIP|1||D1^Doctor^Dana\r",
+        h = (i / 60) % 24,
+        m = i % 60,
+        p = i % 10_000,
+    )
+}
+
+/// `connections` clients share messages `offset..offset + total`; each waits for its ACK
+/// before sending the next. With `rate`, sends are paced to that many messages per second.
+async fn mllp_load(
+    addr: std::net::SocketAddr,
+    connections: usize,
+    offset: usize,
+    total: usize,
+    rate: Option<f64>,
+) -> Result<(f64, Vec<u128>)> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..connections {
+        let next = next.clone();
+        tasks.push(tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            let stream = tokio::net::TcpStream::connect(addr).await?;
+            stream.set_nodelay(true)?;
+            let (read, mut write) = stream.into_split();
+            let mut acks = switchboard::hl7::mllp::FrameReader::new(read, 1 << 20);
+            let mut latencies = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total {
+                    return Ok::<Vec<u128>, anyhow::Error>(latencies);
+                }
+                if let Some(rate) = rate {
+                    let due = started + Duration::from_secs_f64(i as f64 / rate);
+                    tokio::time::sleep_until(due.into()).await;
+                }
+                let sent = Instant::now();
+                write
+                    .write_all(&switchboard::hl7::mllp::encode_frame(
+                        siu(offset + i).as_bytes(),
+                    ))
+                    .await?;
+                match acks.next_frame().await? {
+                    Some(switchboard::hl7::mllp::Frame::Message(ack))
+                        if ack.windows(7).any(|w| w == b"MSA|AA|") => {}
+                    other => bail!("message {i} not accepted: {other:?}"),
+                }
+                latencies.push(sent.elapsed().as_micros());
+            }
+        }));
+    }
+    let mut latencies = Vec::with_capacity(total);
+    for task in tasks {
+        latencies.extend(task.await??);
+    }
+    let elapsed = started.elapsed();
+    latencies.sort_unstable();
+    Ok((total as f64 / elapsed.as_secs_f64(), latencies))
+}
+
+/// A responder that ACKs every frame at once without parsing: the ceiling of the client and
+/// loopback.
+async fn no_parse_responder() -> Result<std::net::SocketAddr> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                use tokio::io::AsyncWriteExt;
+                let (read, mut write) = stream.into_split();
+                let mut frames = switchboard::hl7::mllp::FrameReader::new(read, 1 << 20);
+                let ack = switchboard::hl7::mllp::encode_frame(
+                    b"MSH|^~\\&|SB|SB|BENCH|CLINIC|20260101||ACK^S12^ACK|1|P|2.5.1\rMSA|AA|X\r",
+                );
+                while let Ok(Some(_)) = frames.next_frame().await {
+                    if write.write_all(&ack).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    Ok(addr)
+}
+
+async fn bench_hl7(args: &BenchArgs, database: &str, scratch: &Scratch) -> Result<()> {
+    let mut config = Config::from_toml("")?;
+    config.data_dir = scratch.dir.path().join("hl7");
+    config.outbox.dir = scratch.dir.path().join("hl7-outbox");
+    config.database.url = Some(scratch.url.clone());
+    config.server.listen = "127.0.0.1:0".parse()?;
+    config.hl7.listen = Some("127.0.0.1:0".parse()?);
+    config.hl7.organization = "bench-hl7".into();
+    let daemon = daemon::start(config).await?;
+    let addr = daemon.hl7_addr.context("no MLLP listener")?;
+    let n = args.hl7_messages;
+    let (rate, latencies) = mllp_load(addr, 8, 0, n, None).await?;
+    // Paced at 500 msg/s, on messages the first run did not send (new control ids).
+    let paced_n = (n / 2).max(500);
+    let (_, paced) = mllp_load(addr, 8, n, paced_n, Some(500.0)).await?;
+    daemon.shutdown();
+    daemon.wait().await?;
+    let responder = no_parse_responder().await?;
+    let (ceiling, ceiling_latencies) = mllp_load(responder, 8, 0, n, None).await?;
+    let ms = |l: &[u128], p: f64| percentile_u(l, p) as f64 / 1000.0;
+    println!(
+        "  HL7 MLLP     : {rate:.0} msg/s over 8 connections (ACK after commit), p50 {:.1} ms, p99 {:.1} ms",
+        ms(&latencies, 0.5),
+        ms(&latencies, 0.99)
+    );
+    println!(
+        "  HL7 at 500/s : p99 ACK {:.1} ms over {paced_n} messages",
+        ms(&paced, 0.99)
+    );
+    println!(
+        "  no-parse ACK : {ceiling:.0} msg/s, p99 {:.1} ms  → daemon at {:.2}× the responder ({database})",
+        ms(&ceiling_latencies, 0.99),
+        rate / ceiling
+    );
+    Ok(())
+}
+
+fn percentile_u(sorted: &[u128], p: f64) -> u128 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    sorted[(((sorted.len() - 1) as f64) * p).round() as usize]
+}

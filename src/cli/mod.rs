@@ -1,0 +1,530 @@
+//! The command line: `run`, `migrate`, `send`, `status`, `keys` (`cli_keys`), `dead-letters`,
+//! `bench`. `anyhow` lives here and nowhere deeper.
+
+pub mod bench;
+mod certs;
+mod keys;
+mod outreach;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+use switchboard::config::Config;
+use switchboard::daemon::{self, Core};
+use switchboard::messages::{Recipient, SendRequest};
+use switchboard::store::StoreError;
+
+#[derive(Parser)]
+#[command(
+    name = "switchboard",
+    version,
+    about = "Healthcare interoperability gateway"
+)]
+pub struct Cli {
+    /// Configuration file (TOML). Without one, the embedded default runs: SQLite under ./data,
+    /// HTTP on 127.0.0.1:8080, every channel to the local outbox sink.
+    #[arg(long, short, global = true, env = "SWITCHBOARD_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon (HTTP API, delivery workers, sweeper) until SIGTERM/SIGINT.
+    Run,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Queue one message (a running daemon, or the next one started, delivers it).
+    Send {
+        /// Organization slug.
+        #[arg(long)]
+        org: String,
+        /// Recipient address (phone, email, fax, Direct address).
+        #[arg(long)]
+        to: String,
+        /// Channel: outbox, sms, email, fax, direct.
+        #[arg(long, default_value = "outbox")]
+        channel: switchboard::domain::Channel,
+        #[arg(long)]
+        subject: Option<String>,
+        /// Message body ("-" reads standard input).
+        #[arg(long)]
+        body: String,
+        /// Patient external id (files the message in the patient's open thread).
+        #[arg(long)]
+        patient: Option<String>,
+        #[arg(long)]
+        urgent: bool,
+    },
+    /// Show a message's deliveries and their history.
+    Status {
+        /// Message id (msg_...).
+        id: String,
+    },
+    /// Manage API keys: create, list, revoke, rotate.
+    Keys {
+        #[command(subcommand)]
+        command: self::keys::KeysCommand,
+    },
+    /// List deliveries that exhausted their attempts, or retry one.
+    DeadLetters {
+        #[command(subcommand)]
+        command: Option<DeadLettersCommand>,
+        /// Only this organization (slug).
+        #[arg(long)]
+        org: Option<String>,
+    },
+    /// Inbound items: the operator's quarantine of items no organization owns.
+    Inbound {
+        #[command(subcommand)]
+        command: InboundCommand,
+    },
+    /// HL7 v2: send files over MLLP, replay archived messages.
+    Hl7 {
+        #[command(subcommand)]
+        command: Hl7Command,
+    },
+    /// Direct S/MIME interop tools (no daemon needed).
+    Direct {
+        #[command(subcommand)]
+        command: DirectCommand,
+    },
+    /// Appointment reminders: run now, or explain an appointment's plan.
+    Reminders {
+        #[command(subcommand)]
+        command: self::outreach::RemindersCommand,
+    },
+    /// Recall campaigns: create, preview (dry run), run (throttled), report.
+    Campaign {
+        #[command(subcommand)]
+        command: self::outreach::CampaignCommand,
+    },
+    /// Measure throughput and latency (prints figures).
+    Bench(self::bench::BenchArgs),
+    /// Direct recipient certificates: the local store, and how discovery resolves an address.
+    Certs(self::certs::CertsArgs),
+}
+
+#[derive(Subcommand)]
+enum InboundCommand {
+    /// Items sent to a number or address no organization owns (newest first). They are kept
+    /// sealed and filed into no tenant; claim the number in `organizations.<slug>.numbers` so
+    /// that later ones are routed.
+    Orphans {
+        /// How many to list.
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+    },
+}
+
+#[derive(Subcommand)]
+enum Hl7Command {
+    /// Send HL7 files to an MLLP listener and print each ACK.
+    Send {
+        files: Vec<PathBuf>,
+        /// HOST:PORT of the listener.
+        #[arg(long)]
+        to: String,
+        /// Seconds to wait for each ACK.
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+    },
+    /// Apply archived messages again (after a fix): one by archive id, or every failed one.
+    Reprocess {
+        /// Archive id (hl7_...).
+        id: Option<String>,
+        /// Every message archived as `error` (AE) or `received` (interrupted).
+        #[arg(long)]
+        failed: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum DirectCommand {
+    /// Sign and encrypt a message as our STA would; writes the S/MIME message to stdout.
+    Seal {
+        /// The message to send (RFC 5322).
+        input: PathBuf,
+        #[arg(long)]
+        from: String,
+        #[arg(long)]
+        to: String,
+        /// Signing certificate (PEM or DER; further certificates in the file are the chain).
+        #[arg(long)]
+        sign_cert: PathBuf,
+        /// Its private key (PEM or DER).
+        #[arg(long)]
+        sign_key: PathBuf,
+        /// Recipient certificate(s): the message is encrypted to every one.
+        #[arg(long, required = true)]
+        recipient_cert: Vec<PathBuf>,
+        /// aes128-cbc, aes256-cbc, aes128-gcm or aes256-gcm.
+        #[arg(long, default_value = "aes128-cbc")]
+        cipher: String,
+    },
+    /// Decrypt and verify a message; prints every policy check's verdict, then the message.
+    Open {
+        input: PathBuf,
+        /// Our decryption certificate.
+        #[arg(long)]
+        cert: PathBuf,
+        /// Its private key.
+        #[arg(long)]
+        key: PathBuf,
+        /// Trust anchors (PEM, DER or .p7b bundles).
+        #[arg(long, required = true)]
+        anchors: Vec<PathBuf>,
+        /// The sender's address (default: the outer From).
+        #[arg(long)]
+        sender: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum DeadLettersCommand {
+    /// List them (the default).
+    List,
+    /// Retry one as a new delivery of the same message.
+    Retry { delivery_id: String },
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> Result<()> {
+    if let Command::Bench(args) = cli.command {
+        // Quiet unless asked: RUST_LOG=switchboard::reminders=debug shows each reminder batch.
+        if std::env::var_os("RUST_LOG").is_some() {
+            switchboard::logging::init(&switchboard::config::LogConfig::default());
+        }
+        return self::bench::run(args).await;
+    }
+    if let Command::Hl7 {
+        command: Hl7Command::Send { files, to, timeout },
+    } = &cli.command
+    {
+        return hl7_send(files, to, *timeout).await;
+    }
+    if let Command::Direct { command } = &cli.command {
+        return direct_tool(command);
+    }
+    let config = Config::load(cli.config.as_deref())?;
+    if let Command::Certs(args) = &cli.command {
+        return self::certs::run(&config, args).await;
+    }
+    switchboard::logging::init(&config.log);
+    match cli.command {
+        Command::Run => daemon::run(config).await?,
+        Command::Migrate => {
+            Core::open(config).await?;
+            println!("migrations applied");
+        }
+        Command::Send {
+            org,
+            to,
+            channel,
+            subject,
+            body,
+            patient,
+            urgent,
+        } => {
+            let core = Core::open(config).await?;
+            let organization = core
+                .store
+                .organization_by_slug(&org)
+                .await
+                .map_err(|e| not_found(e, "organization"))?;
+            let body = if body == "-" {
+                std::io::read_to_string(std::io::stdin()).context("reading the body from stdin")?
+            } else {
+                body
+            };
+            let request = SendRequest {
+                thread_id: None,
+                patient,
+                subject,
+                body,
+                recipients: vec![Recipient {
+                    address: Some(to),
+                    channel: Some(channel.to_string()),
+                    patient: false,
+                }],
+                channels: vec![],
+                urgent,
+                part2: false,
+                category: None,
+                metadata: Default::default(),
+            };
+            let accepted = core
+                .messages()
+                .accept(&organization.id, &request, None)
+                .await?;
+            println!("{}", accepted.message_id);
+        }
+        Command::Status { id } => {
+            let core = Core::open(config).await?;
+            let organization_id = core
+                .store
+                .organization_of_message(&id)
+                .await
+                .map_err(|e| not_found(e, "message"))?;
+            let view = core.messages().view(&organization_id, &id).await?;
+            println!("message {} ({}): {}", view.id, view.created_at, view.status);
+            for delivery in &view.deliveries {
+                println!(
+                    "  delivery {} via {} → {} after {} attempt(s){}",
+                    delivery.id,
+                    delivery.channel,
+                    delivery.status,
+                    delivery.attempts,
+                    delivery
+                        .reason
+                        .as_ref()
+                        .map(|r| format!(": {r}"))
+                        .unwrap_or_default()
+                );
+                for event in &delivery.history {
+                    println!(
+                        "    {} {:<16} {}{}{}",
+                        event.at,
+                        event.status,
+                        event.source,
+                        if event.applied {
+                            ""
+                        } else {
+                            " (recorded, not applied)"
+                        },
+                        event
+                            .detail
+                            .as_ref()
+                            .map(|d| format!(" — {d}"))
+                            .unwrap_or_default()
+                    );
+                }
+            }
+        }
+        Command::Keys { command } => {
+            self::keys::run(Core::open(config).await?, command).await?;
+        }
+        Command::Inbound {
+            command: InboundCommand::Orphans { limit },
+        } => {
+            let core = Core::open(config).await?;
+            let orphans = core.store.inbound_orphans(limit.clamp(1, 10_000)).await?;
+            if orphans.is_empty() {
+                eprintln!("no orphaned inbound items");
+            }
+            for orphan in orphans {
+                let at = chrono::DateTime::from_timestamp_millis(orphan.created_at)
+                    .map(|t| t.to_rfc3339())
+                    .unwrap_or_default();
+                println!(
+                    "{}  {at}  {}  via {}  to {}  from {}  {}",
+                    orphan.id,
+                    orphan.channel,
+                    orphan.connector.as_deref().unwrap_or("-"),
+                    orphan.recipient.as_deref().unwrap_or("-"),
+                    mask(&orphan.sender),
+                    orphan.reason
+                );
+            }
+        }
+        Command::DeadLetters { command, org } => {
+            let core = Core::open(config).await?;
+            match command {
+                None | Some(DeadLettersCommand::List) => {
+                    let organization_id = match org {
+                        Some(slug) => Some(
+                            core.store
+                                .organization_by_slug(&slug)
+                                .await
+                                .map_err(|e| not_found(e, "organization"))?
+                                .id,
+                        ),
+                        None => None,
+                    };
+                    let rows = core
+                        .store
+                        .dead_letters(organization_id.as_deref(), 1000)
+                        .await?;
+                    if rows.is_empty() {
+                        println!("no dead letters");
+                    }
+                    for row in rows {
+                        println!(
+                            "{}  {}  {:<7} attempts={}  {}{}",
+                            switchboard::messages::rfc3339(row.created_at),
+                            row.delivery_id,
+                            row.channel,
+                            row.attempts,
+                            row.reason,
+                            if row.requeued_at.is_some() {
+                                "  (requeued)"
+                            } else {
+                                ""
+                            }
+                        );
+                    }
+                }
+                Some(DeadLettersCommand::Retry { delivery_id }) => {
+                    let (new_id, channel) = core.store.requeue_dead_letter(&delivery_id).await?;
+                    core.queue
+                        .push(&channel, std::slice::from_ref(&new_id), None)
+                        .await?;
+                    core.store
+                        .mark_enqueued(std::slice::from_ref(&new_id), switchboard::store::now_ms())
+                        .await?;
+                    println!("{new_id}");
+                }
+            }
+        }
+        Command::Hl7 {
+            command: Hl7Command::Reprocess { id, failed },
+        } => {
+            let core = Core::open(config).await?;
+            let processor = switchboard::hl7::processor::Hl7Processor::new(
+                core.store.clone(),
+                core.keyring.clone(),
+                core.config.hl7.clone(),
+                &core
+                    .config
+                    .organization(&core.config.hl7.organization)
+                    .phone_region,
+            )
+            .await?;
+            let ids: Vec<String> = match (id, failed) {
+                (Some(id), false) => vec![id],
+                (None, true) => core
+                    .store
+                    .hl7_by_status(&["error", "received"], 100_000)
+                    .await?
+                    .into_iter()
+                    .map(|row| row.id)
+                    .collect(),
+                _ => anyhow::bail!("give an archive id or --failed"),
+            };
+            for id in ids {
+                let outcome = processor.reprocess(&id).await?;
+                println!("{id}  {}", outcome.code.as_str());
+            }
+        }
+        Command::Reminders { command } => {
+            self::outreach::reminders(Core::open(config).await?, command).await?;
+        }
+        Command::Campaign { command } => {
+            self::outreach::campaign(Core::open(config).await?, command).await?;
+        }
+        Command::Bench(_) | Command::Hl7 { .. } | Command::Direct { .. } | Command::Certs(_) => {
+            unreachable!("handled above")
+        }
+    }
+    Ok(())
+}
+
+/// A sender's number or address with all but its last four characters hidden.
+fn mask(value: &str) -> String {
+    let chars: Vec<char> = value.chars().collect();
+    let keep = chars.len().min(4);
+    let hidden = chars.len() - keep;
+    let tail: String = chars[hidden..].iter().collect();
+    format!("{}{tail}", "*".repeat(hidden))
+}
+
+fn not_found(error: StoreError, what: &str) -> anyhow::Error {
+    match error {
+        StoreError::NotFound => anyhow::anyhow!("{what} not found"),
+        other => other.into(),
+    }
+}
+
+async fn hl7_send(files: &[PathBuf], to: &str, timeout: u64) -> Result<()> {
+    let mut messages = Vec::new();
+    for file in files {
+        let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+        messages.extend(switchboard::hl7::client::split_messages(
+            &String::from_utf8_lossy(&bytes),
+        ));
+    }
+    let acks =
+        switchboard::hl7::client::send(to, &messages, std::time::Duration::from_secs(timeout))
+            .await
+            .with_context(|| format!("sending to {to}"))?;
+    let mut failed = 0;
+    for (code, control_id) in acks {
+        println!("{code} {control_id}");
+        if code != "AA" {
+            failed += 1;
+        }
+    }
+    if failed > 0 {
+        anyhow::bail!("{failed} message(s) not accepted");
+    }
+    Ok(())
+}
+
+fn direct_tool(command: &DirectCommand) -> Result<()> {
+    use std::io::Write;
+    use switchboard::direct::tools;
+    match command {
+        DirectCommand::Seal {
+            input,
+            from,
+            to,
+            sign_cert,
+            sign_key,
+            recipient_cert,
+            cipher,
+        } => {
+            let sealed = tools::seal_file(
+                input,
+                from,
+                to,
+                sign_cert,
+                sign_key,
+                recipient_cert,
+                tools::cipher(cipher)?,
+            )?;
+            std::io::stdout().write_all(&sealed)?;
+        }
+        DirectCommand::Open {
+            input,
+            cert,
+            key,
+            anchors,
+            sender,
+        } => {
+            let (report, inner) = tools::open_file(input, cert, key, anchors, sender.as_deref())?;
+            for line in report {
+                eprintln!("{line}");
+            }
+            match inner {
+                Some(message) => std::io::stdout().write_all(&message)?,
+                None => anyhow::bail!("message rejected"),
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,185 @@
+//! `switchboard reminders ...` and `switchboard campaign ...`: operator commands over the same
+//! store a daemon uses. Messages they create are delivered by the running daemon(s).
+
+use std::io::Write;
+
+use anyhow::{Context, Result};
+use chrono::{DateTime, Utc};
+use clap::Subcommand;
+
+use switchboard::campaigns::{Campaign, Campaigns};
+use switchboard::daemon::Core;
+
+#[derive(Subcommand)]
+pub enum RemindersCommand {
+    /// Plan and send what is due now (or at --at, RFC 3339, for rehearsals).
+    Run {
+        #[arg(long)]
+        at: Option<String>,
+    },
+    /// Show an appointment's reminder plan and every skip with its reason.
+    Why {
+        /// Organization slug.
+        #[arg(long)]
+        org: String,
+        /// Appointment filler id (SCH-2 / the API id).
+        appointment: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum CampaignCommand {
+    /// Create a campaign from a JSON definition file; prints its id.
+    Create {
+        #[arg(long)]
+        org: String,
+        /// {"name", "recall_type", "due_from", "due_to", "attempts", "spacing_days", "channels"}
+        file: std::path::PathBuf,
+    },
+    /// Dry run: counts per channel and skip reason, sample texts. Sends nothing.
+    Preview { id: String },
+    /// Send the attempts due now, throttled.
+    Run {
+        id: String,
+        /// Messages per minute (0 = as fast as the store takes them).
+        #[arg(long, default_value_t = 60)]
+        throttle: u32,
+    },
+    /// Targeted, sent, delivered, failed, confirmed, booked.
+    Report { id: String },
+}
+
+fn at(text: Option<&str>) -> Result<DateTime<Utc>> {
+    match text {
+        None => Ok(Utc::now()),
+        Some(t) => Ok(DateTime::parse_from_rfc3339(t)
+            .with_context(|| format!("--at {t:?} is not RFC 3339"))?
+            .with_timezone(&Utc)),
+    }
+}
+
+pub async fn reminders(core: Core, command: RemindersCommand) -> Result<()> {
+    let templates = core.templates()?;
+    let reminders = core.reminders(templates);
+    match command {
+        RemindersCommand::Run { at: when } => {
+            let report = reminders.run_once(at(when.as_deref())?).await?;
+            println!(
+                "planned {}, sent {}, skipped {}, cancelled {}",
+                report.planned, report.sent, report.skipped, report.cancelled
+            );
+        }
+        RemindersCommand::Why { org, appointment } => {
+            let org = core
+                .store
+                .organization_by_slug(&org)
+                .await
+                .context("organization")?;
+            let row = core
+                .store
+                .appointment_by_filler(&org.id, &appointment)
+                .await
+                .context("appointment not found")?;
+            println!(
+                "appointment {} at {} ({}){}",
+                row.filler_id,
+                switchboard::messages::rfc3339(row.start_at),
+                row.status,
+                row.confirmation
+                    .as_deref()
+                    .map(|c| format!(", patient answered: {c}"))
+                    .unwrap_or_default()
+            );
+            let touches = reminders.why(&row).await?;
+            if touches.is_empty() {
+                println!("  no touches planned yet (the next reminder run plans it)");
+            }
+            for t in touches {
+                println!(
+                    "  {:<10} {:<10} due {}  {:<9} {}{}",
+                    t.rule_id,
+                    t.touch_id,
+                    switchboard::messages::rfc3339(t.due_at),
+                    t.status,
+                    t.channel
+                        .as_deref()
+                        .map(|c| format!("via {c} "))
+                        .unwrap_or_default(),
+                    t.reason.as_deref().unwrap_or("")
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn campaign(core: Core, command: CampaignCommand) -> Result<()> {
+    let templates = core.templates()?;
+    let campaigns = Campaigns {
+        store: core.store.clone(),
+        messages: core.messages(),
+        config: core.config.clone(),
+        templates,
+    };
+    let now = Utc::now();
+    match command {
+        CampaignCommand::Create { org, file } => {
+            let org = core
+                .store
+                .organization_by_slug(&org)
+                .await
+                .context("organization")?;
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let campaign: Campaign = serde_json::from_str(&text).context("campaign definition")?;
+            campaign.validate()?;
+            let id = core
+                .store
+                .create_campaign(&org.id, &campaign.name, &serde_json::to_string(&campaign)?)
+                .await?;
+            println!("{id}");
+        }
+        CampaignCommand::Preview { id } => {
+            let p = campaigns.preview(&id, now).await?;
+            println!(
+                "cohort {} (open recalls, nothing booked); due now {}",
+                p.cohort, p.due_now
+            );
+            for (channel, n) in &p.by_channel {
+                println!("  would send {n} by {channel}");
+            }
+            for (reason, n) in &p.skips {
+                println!("  would skip {n}: {reason}");
+            }
+            for sample in &p.samples {
+                println!("  sample: {sample}");
+            }
+        }
+        CampaignCommand::Run { id, throttle } => {
+            let progress = |done: usize, total: usize| {
+                let width = 30;
+                let filled = (done * width)
+                    .checked_div(total)
+                    .unwrap_or(width)
+                    .min(width);
+                eprint!(
+                    "\r[{}{}] {done}/{total}",
+                    "#".repeat(filled),
+                    " ".repeat(width - filled)
+                );
+                let _ = std::io::stderr().flush();
+            };
+            let (sent, skipped) = campaigns.run(&id, now, throttle, &progress).await?;
+            eprintln!();
+            println!("sent {sent}, skipped {skipped}");
+        }
+        CampaignCommand::Report { id } => {
+            let r = campaigns.report(&id, now).await?;
+            println!(
+                "targeted {}  sent {}  skipped {}  delivered {}  failed {}  confirmed {}  booked {}",
+                r.targeted, r.sent, r.skipped, r.delivered, r.failed, r.confirmed, r.booked
+            );
+        }
+    }
+    Ok(())
+}
