@@ -6,6 +6,7 @@
 use chrono::{FixedOffset, TimeZone};
 use serde::{Deserialize, Serialize};
 
+use crate::domain::AppointmentStatus;
 use crate::messages::rfc3339;
 use crate::patients::{PatientService, Upserted, check_external_id};
 use crate::service::{Checks, FieldError, ServiceError};
@@ -22,7 +23,9 @@ pub struct AppointmentRequest {
     /// Positive.
     #[serde(default)]
     pub duration_minutes: Option<i64>,
-    /// booked (the default) | cancelled | noshow | confirmed | … (stored lower case).
+    /// booked (the default) | arrived | completed | cancelled | noshow | discontinued; HL7
+    /// table 0278 codes and older spellings (`canceled`, `no-show`, `confirmed`, …) are read
+    /// too (`domain::AppointmentStatus`), anything else is refused.
     #[serde(default = "booked")]
     pub status: String,
     #[serde(default)]
@@ -199,13 +202,17 @@ impl AppointmentService {
             "/duration_minutes",
             "duration_minutes must be positive",
         );
+        let status = request.status.parse::<AppointmentStatus>();
+        if let Err(e) = &status {
+            checks.invalid("/status", format!("status: {e}"));
+        }
         let patient = self
             .referenced_patient(organization_id, &request.patient, &mut checks)
             .await?;
         checks.finish()?;
-        let (Ok(start), Some(patient)) = (start, patient) else {
+        let (Ok(start), Ok(status), Some(patient)) = (start, status, patient) else {
             return Err(ServiceError::Internal(
-                "checked appointment lost its start or patient".into(),
+                "checked appointment lost its start, status or patient".into(),
             ));
         };
         let input = AppointmentInput {
@@ -214,7 +221,7 @@ impl AppointmentService {
             start_at: start.timestamp_millis(),
             start_offset_minutes: i64::from(start.offset().local_minus_utc() / 60),
             duration_minutes: request.duration_minutes,
-            status: request.status.to_lowercase(),
+            status,
             appointment_type: request.appointment_type,
             reason: request.reason,
             location: request.location,

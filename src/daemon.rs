@@ -19,12 +19,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::app::App;
-use crate::channels::CHANNELS;
 use crate::channels::outbox::OutboxSink;
 use crate::config::{Config, ConfigError, ConnectorConfig, credential_path};
 use crate::connectors::Connectors;
 use crate::connectors::HttpConnector;
 use crate::crypto::{CryptoError, Keyring};
+use crate::domain::Channel;
 use crate::hl7::processor::Hl7Processor;
 use crate::http::{self, AppState};
 use crate::inbound::InboundService;
@@ -91,6 +91,18 @@ impl Core {
         .await?;
         store.migrate().await?;
         check_key_canary(&store, &keyring).await?;
+        let fixed = store
+            .canonicalize_consent_recipients(|slug, channel, recipient| {
+                let region = config.organization(slug).phone_region;
+                crate::domain::consent::canonical_recipient(channel, recipient, &region)
+            })
+            .await?;
+        if fixed > 0 {
+            info!(
+                entries = fixed,
+                "consent recipients rewritten in their canonical form"
+            );
+        }
         let queue = JobQueue::new(&store, &config.queue);
         let enqueuer = Enqueuer {
             queue: queue.clone(),
@@ -184,7 +196,7 @@ impl Core {
         {
             connectors.insert(channel);
         }
-        for channel in CHANNELS {
+        for channel in Channel::NAMES {
             if let Some(wanted) = self.config.connector_for(channel)
                 && connectors.get(&wanted).is_none()
             {
@@ -488,7 +500,7 @@ fn build_monitor(core: &Core, deliverer: Arc<Deliverer>) -> Monitor {
             std::thread::sleep(Duration::from_millis(250));
             true
         });
-    for channel in CHANNELS {
+    for channel in Channel::NAMES {
         let concurrency = core.config.channel(channel).concurrency;
         let name = format!("{node}:{channel}:{run_id}");
         let deliverer = deliverer.clone();

@@ -10,21 +10,20 @@
 //! 1. **Part 2** (42 CFR Part 2). A disclosure about a Part 2 record — a message flagged
 //!    `part2`, a reminder, campaign message or answer about an appointment or recall type the
 //!    organization lists in `part2_appointment_types`, an urgent notice about a Part 2 message
-//!    to its patient — needs the patient's Part 2 consent: the newest `part2` consent entry
-//!    covering the channel (or `*`) and the address (or `*`, compared canonically) is granted
-//!    and unexpired. Without a patient there is nobody whose consent could allow it: refused.
-//! 2. **Opt-out.** The newest consent-ledger entry for the purpose (or `*`) covering the channel
-//!    (or `*`) and the address — or the patient on every address (`*`) — revokes: refused.
-//!    Answers to the sender's own keyword (`keyword_reply`: the STOP confirmation, HELP, START)
-//!    are exempt, as carrier rules require; they carry nothing about a patient.
+//!    to its patient — needs the patient's Part 2 consent (`domain::consent`, rule 1). Without a
+//!    patient there is nobody whose consent could allow it: refused.
+//! 2. **Opt-out.** The newest consent-ledger entry covering the disclosure revokes: refused
+//!    (`domain::consent`, rule 2). Answers to the sender's own keyword (`keyword_reply`: the STOP
+//!    confirmation, HELP, START) are exempt, as carrier rules require; they carry nothing about
+//!    a patient.
 //! 3. **Minimum necessary.** Email carries the message text only for purposes whose text comes
 //!    from PHI-linted templates ([`TEMPLATE_PURPOSES`]) or a client purpose the organization
 //!    lists in `phi_email_purposes` ([`email_carries_text`]); otherwise the secure-message
 //!    notice. Those template purposes are internal: the API refuses them ([`client_purpose`]).
 
-use crate::store::{
-    AuditEntry, ConsentLedger, LedgerEntry, Part2Consents, Part2Entry, Store, StoreError, now_ms,
-};
+use crate::domain::consent::{self, ConsentLedger, Part2Consents, Question, Verdict};
+use crate::domain::{Address, Channel};
+use crate::store::{AuditEntry, Store, StoreError, now_ms};
 
 /// `metadata.purpose` of an ordinary message (the default).
 pub const MESSAGE: &str = "message";
@@ -114,21 +113,6 @@ pub fn email_carries_text(purpose: &str, phi_email_purposes: &[String]) -> bool 
             && phi_email_purposes.iter().any(|p| p == purpose))
 }
 
-/// An address as the consent ledger records it: E.164 for phone channels (national numbers in
-/// `region`), lower-case otherwise.
-pub fn canonical_address(channel: &str, address: &str, region: &str) -> String {
-    let address = address.trim();
-    let phone = match channel {
-        "sms" | "fax" | "phone" => true,
-        "*" => !address.contains('@'),
-        _ => false,
-    };
-    if phone && let Ok(e164) = crate::phone::to_e164(address, region) {
-        return e164;
-    }
-    address.to_lowercase()
-}
-
 /// Something about to leave.
 #[derive(Debug, Clone, Copy)]
 pub struct Disclosure<'a> {
@@ -136,9 +120,9 @@ pub struct Disclosure<'a> {
     /// The patient it is about (for a notice, the patient it goes to); `None` for staff and
     /// unknown senders.
     pub patient_id: Option<&'a str>,
-    pub channel: &'a str,
-    /// The recipient's address, canonical ([`canonical_address`]).
-    pub address: &'a str,
+    pub channel: Channel,
+    /// The recipient's address ([`Address::canonical`]).
+    pub address: &'a Address,
     /// `metadata.purpose` (`message`, `reminder`, ...).
     pub purpose: &'a str,
     /// About a 42 CFR Part 2 record.
@@ -154,8 +138,6 @@ pub struct Facts<'a> {
     pub ledger: &'a ConsentLedger,
     /// Part 2 consents of the patient (more patients may be present).
     pub part2: &'a Part2Consents,
-    /// Phone region of the organization (to compare consent addresses canonically).
-    pub region: &'a str,
     pub now: i64,
 }
 
@@ -165,7 +147,7 @@ pub enum Refused {
     #[error("part2_consent_required")]
     Part2ConsentRequired,
     #[error("opted_out: the recipient opted out of {channel}")]
-    OptedOut { channel: String },
+    OptedOut { channel: Channel },
 }
 
 /// A disclosure allowed. Carries its `disclosure` audit row for the caller to complete.
@@ -238,62 +220,24 @@ pub fn decide(d: &Disclosure<'_>, facts: &Facts<'_>) -> Result<Permit, Refusal> 
         )),
         ..AuditEntry::default()
     };
-    let refuse = |reason| {
-        Err(Refusal {
-            reason,
-            row: Box::new(row.clone()),
-        })
+    let question = Question {
+        channel: d.channel,
+        address: d.address,
+        patient_id: d.patient_id,
+        purpose: ledger_purpose(d.purpose),
+        part2: d.part2,
+        exempt_from_opt_out: d.purpose == KEYWORD_REPLY,
+        now: facts.now,
     };
-    if d.part2 {
-        let consented = d.patient_id.is_some_and(|patient| {
-            part2_consented(facts.part2.of(patient), d, facts.region, facts.now)
-        });
-        if !consented {
-            return refuse(Refused::Part2ConsentRequired);
-        }
-    }
-    if d.purpose != KEYWORD_REPLY
-        && opted_out(facts.ledger.entries(), d.channel, d.address, d.patient_id)
-    {
-        return refuse(Refused::OptedOut {
-            channel: d.channel.to_string(),
-        });
-    }
-    Ok(Permit { row: Box::new(row) })
-}
-
-/// Whether the patient's newest Part 2 consent entry covering this channel and address is
-/// granted and unexpired at `now`.
-fn part2_consented(entries: &[Part2Entry], d: &Disclosure<'_>, region: &str, now: i64) -> bool {
-    entries
-        .iter()
-        .filter(|e| e.channel == d.channel || e.channel == "*")
-        .filter(|e| {
-            e.recipient == "*" || canonical_address(&e.channel, &e.recipient, region) == d.address
-        })
-        .max_by(|a, b| (a.recorded_at, &a.id).cmp(&(b.recorded_at, &b.id)))
-        .is_some_and(|e| e.status == "granted" && e.expires_at.is_none_or(|x| x > now))
-}
-
-/// Whether the newest ledger entry covering this address (or this patient on this channel,
-/// with recipient `*`) revokes it. Entries are already limited to the purpose, `granted` /
-/// `revoked` and unexpired (by the loaders).
-pub fn opted_out(
-    entries: &[LedgerEntry],
-    channel: &str,
-    address: &str,
-    patient_id: Option<&str>,
-) -> bool {
-    entries
-        .iter()
-        .filter(|e| e.channel == channel || e.channel == "*")
-        .filter(|e| {
-            e.recipient == address
-                || (e.recipient == "*"
-                    && patient_id.is_some_and(|p| e.patient_id.as_deref() == Some(p)))
-        })
-        .max_by(|a, b| (a.recorded_at, &a.id).cmp(&(b.recorded_at, &b.id)))
-        .is_some_and(|e| e.status == "revoked")
+    let reason = match consent::decide(&question, facts.ledger, facts.part2) {
+        Verdict::Permitted => return Ok(Permit { row: Box::new(row) }),
+        Verdict::Part2ConsentRequired => Refused::Part2ConsentRequired,
+        Verdict::OptedOut => Refused::OptedOut { channel: d.channel },
+    };
+    Err(Refusal {
+        reason,
+        row: Box::new(row),
+    })
 }
 
 /// The gate for paths that decide one disclosure at a time: reads that disclosure's consents,
@@ -318,8 +262,8 @@ impl Gate {
             .consent_entries(
                 d.organization_id,
                 ledger_purpose(d.purpose),
-                d.channel,
-                d.address,
+                d.channel.as_str(),
+                d.address.as_str(),
                 d.patient_id,
             )
             .await?;
@@ -331,18 +275,13 @@ impl Gate {
     }
 
     /// Reads the facts and decides.
-    pub async fn decide(
-        &self,
-        d: &Disclosure<'_>,
-        region: &str,
-    ) -> Result<Result<Permit, Refusal>, StoreError> {
+    pub async fn decide(&self, d: &Disclosure<'_>) -> Result<Result<Permit, Refusal>, StoreError> {
         let (ledger, part2) = self.facts(d).await?;
         Ok(decide(
             d,
             &Facts {
                 ledger: &ledger,
                 part2: &part2,
-                region,
                 now: now_ms(),
             },
         ))
@@ -353,11 +292,10 @@ impl Gate {
     pub async fn check(
         &self,
         d: &Disclosure<'_>,
-        region: &str,
         actor: &str,
         message_id: Option<&str>,
     ) -> Result<Result<Permit, Refusal>, StoreError> {
-        let decision = self.decide(d, region).await?;
+        let decision = self.decide(d).await?;
         if let Err(refusal) = &decision {
             self.store
                 .record_audit(&refusal.audit(actor, message_id, None))
@@ -375,155 +313,68 @@ impl Gate {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::consent::ConsentEntry;
 
-    fn entry(
-        id: &str,
-        patient: Option<&str>,
-        channel: &str,
-        recipient: &str,
-        status: &str,
-        at: i64,
-    ) -> LedgerEntry {
-        LedgerEntry {
-            id: id.into(),
-            patient_id: patient.map(str::to_string),
-            channel: channel.into(),
-            recipient: recipient.into(),
-            status: status.into(),
-            recorded_at: at,
-        }
-    }
-
-    fn part2(id: &str, channel: &str, recipient: &str, status: &str, at: i64) -> Part2Entry {
-        Part2Entry {
-            id: id.into(),
-            patient_id: Some("pat_a".into()),
-            channel: channel.into(),
-            recipient: recipient.into(),
-            status: status.into(),
-            recorded_at: at,
-            expires_at: None,
-        }
-    }
-
-    fn sms<'a>(address: &'a str, purpose: &'a str, part2: bool) -> Disclosure<'a> {
+    fn sms<'a>(address: &'a Address, purpose: &'a str, part2: bool) -> Disclosure<'a> {
         Disclosure {
             organization_id: "org_1",
             patient_id: Some("pat_a"),
-            channel: "sms",
+            channel: Channel::Sms,
             address,
             purpose,
             part2,
         }
     }
 
-    #[test]
-    fn the_newest_covering_ledger_entry_decides() {
-        let entries = vec![
-            entry("cns_1", Some("pat_a"), "sms", "*", "revoked", 10),
-            entry("cns_2", None, "sms", "+15550001", "granted", 20),
-            entry("cns_3", Some("pat_b"), "*", "*", "revoked", 5),
-            entry("cns_4", None, "email", "b@example.org", "granted", 5),
-            entry("cns_5", None, "email", "b@example.org", "revoked", 5),
-        ];
-        // pat_a: the number's newer opt-in wins over the patient-wide opt-out.
-        assert!(!opted_out(&entries, "sms", "+15550001", Some("pat_a")));
-        // Another number of pat_a: only the patient-wide opt-out covers it.
-        assert!(opted_out(&entries, "sms", "+15550002", Some("pat_a")));
-        // pat_a's opt-out is for SMS only.
-        assert!(!opted_out(
-            &entries,
-            "email",
-            "a@example.org",
-            Some("pat_a")
-        ));
-        // pat_b: every channel revoked.
-        assert!(opted_out(&entries, "email", "x@example.org", Some("pat_b")));
-        // Same time: the larger id wins (ORDER BY recorded_at DESC, id DESC).
-        assert!(opted_out(&entries, "email", "b@example.org", None));
-        // Nothing recorded: allowed.
-        assert!(!opted_out(&entries, "sms", "+15550003", Some("pat_c")));
-    }
-
-    #[test]
-    fn part2_needs_the_newest_covering_consent_granted() {
-        let ledger = ConsentLedger::default();
-        let decide_with = |entries: Vec<Part2Entry>, d: Disclosure<'_>| {
-            let consents = Part2Consents::new(entries);
-            decide(
-                &d,
-                &Facts {
-                    ledger: &ledger,
-                    part2: &consents,
-                    region: "US",
-                    now: 100,
-                },
-            )
-            .map(|_| ())
-            .map_err(|r| r.reason)
-        };
-        let refused = Err(Refused::Part2ConsentRequired);
-        assert_eq!(
-            decide_with(vec![], sms("+14155552671", MESSAGE, true)),
-            refused
-        );
-        assert_eq!(
-            decide_with(vec![], sms("+14155552671", MESSAGE, false)),
-            Ok(())
-        );
-        // A consent for the number written nationally covers its E.164 form.
-        let national = vec![part2("c1", "sms", "(415) 555-2671", "granted", 1)];
-        assert_eq!(
-            decide_with(national.clone(), sms("+14155552671", MESSAGE, true)),
-            Ok(())
-        );
-        assert_eq!(
-            decide_with(national, sms("+14155550000", MESSAGE, true)),
-            refused
-        );
-        // Revoked later; expired.
-        let revoked = vec![
-            part2("c1", "*", "*", "granted", 1),
-            part2("c2", "sms", "*", "revoked", 2),
-        ];
-        assert_eq!(
-            decide_with(revoked, sms("+14155552671", REMINDER, true)),
-            refused
-        );
-        let mut expired = part2("c1", "*", "*", "granted", 1);
-        expired.expires_at = Some(50);
-        assert_eq!(
-            decide_with(vec![expired], sms("+14155552671", REMINDER, true)),
-            refused
-        );
-        // No patient: nobody could have consented.
-        let mut nobody = sms("+14155552671", MESSAGE, true);
-        nobody.patient_id = None;
-        assert_eq!(
-            decide_with(vec![part2("c1", "*", "*", "granted", 1)], nobody),
-            refused
-        );
+    fn revoked(recipient: &str, purpose: &str) -> ConsentEntry {
+        ConsentEntry {
+            id: "c1".into(),
+            patient_id: None,
+            channel: "sms".into(),
+            purpose: purpose.into(),
+            recipient: recipient.into(),
+            status: "revoked".into(),
+            recorded_at: 1,
+            expires_at: None,
+        }
     }
 
     #[test]
     fn keyword_answers_reach_an_opted_out_sender_but_nothing_else_does() {
-        let ledger = ConsentLedger::new(vec![entry("c1", None, "sms", "+15550001", "revoked", 1)]);
+        let ledger = ConsentLedger::new(vec![revoked("+15005550001", "*")]);
         let part2 = Part2Consents::default();
         let facts = Facts {
             ledger: &ledger,
             part2: &part2,
-            region: "US",
             now: 10,
         };
-        assert!(decide(&sms("+15550001", KEYWORD_REPLY, false), &facts).is_ok());
-        let refusal = decide(&sms("+15550001", REMINDER_REPLY, false), &facts).unwrap_err();
+        let to = Address::canonical(Channel::Sms, "+15005550001", "US");
+        assert!(decide(&sms(&to, KEYWORD_REPLY, false), &facts).is_ok());
+        let refusal = decide(&sms(&to, REMINDER_REPLY, false), &facts).unwrap_err();
         assert_eq!(
             refusal.reason.to_string(),
             "opted_out: the recipient opted out of sms"
         );
         let row = refusal.audit("worker", Some("msg_1"), None);
         assert_eq!(row.action, "disclosure_refused");
-        assert_eq!(row.recipient.as_deref(), Some("+15550001"));
+        assert_eq!(row.recipient.as_deref(), Some("+15005550001"));
+        let refusal = decide(&sms(&to, MESSAGE, true), &facts).unwrap_err();
+        assert_eq!(refusal.reason, Refused::Part2ConsentRequired);
+    }
+
+    #[test]
+    fn reminders_and_their_answers_are_looked_up_under_reminders() {
+        let ledger = ConsentLedger::new(vec![revoked("+15005550001", "reminders")]);
+        let part2 = Part2Consents::default();
+        let facts = Facts {
+            ledger: &ledger,
+            part2: &part2,
+            now: 10,
+        };
+        let to = Address::canonical(Channel::Sms, "+15005550001", "US");
+        assert!(decide(&sms(&to, REMINDER, false), &facts).is_err());
+        assert!(decide(&sms(&to, REMINDER_REPLY, false), &facts).is_err());
+        assert!(decide(&sms(&to, MESSAGE, false), &facts).is_ok());
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //!
 //! Layers point one way: edges (`http`, `queue`, `hl7`, `cli`) call services (`app::App`:
 //! `messages`, `patients`, `appointments`, `staff`, `inbound`, `deliveries`, `events`, …) and
-//! `channels`, which call `store`. See `docs/ARCHITECTURE.md`.
+//! `channels`, which call `store`; all of them speak the typed core in `domain`. See
+//! `docs/ARCHITECTURE.md`.
 
 pub mod app;
 pub mod appointments;
@@ -16,9 +17,9 @@ pub mod connectors;
 pub mod crypto;
 pub mod daemon;
 pub mod deliveries;
-pub mod delivery;
 pub mod direct;
 pub mod disclosure;
+pub mod domain;
 pub mod events;
 pub mod fetch;
 pub mod files;
@@ -44,3 +45,6 @@ pub mod store;
 pub mod supervise;
 pub mod templates;
 pub mod tenancy;
+
+/// The delivery state machine's old path (`crate::delivery`), kept for callers and tests.
+pub use domain::delivery;

@@ -11,10 +11,9 @@ use openssl::hash::{MessageDigest, hash};
 use serde::{Deserialize, Serialize};
 use tracing::info;
 
-use crate::channels::CHANNELS;
 use crate::config::Config;
 use crate::crypto::{CryptoError, Keyring};
-use crate::delivery::DeliveryStatus;
+use crate::domain::{Channel, DeliveryStatus};
 use crate::service::Location;
 use crate::store::{
     AcceptItem, AcceptOutcome, DeliveryEventRow, DeliveryRow, GroupCommit, MessageRow, NewDelivery,
@@ -427,7 +426,8 @@ impl MessageService {
                     };
                     let points = self.store.contact_points(patient_id).await?;
                     for channel in &channels {
-                        let systems = contact_systems(channel);
+                        // Checked above: every name here is a channel.
+                        let systems = channel.parse().map_or(&[][..], Channel::contact_systems);
                         let point = points.iter().find(|p| systems.contains(&p.system.as_str()));
                         match point {
                             Some(point) => {
@@ -506,29 +506,10 @@ fn validate(request: &SendRequest, idempotency_key: Option<&str>) -> Result<(), 
 }
 
 fn check_channel(field: &str, pointer: &str, channel: &str) -> Result<(), MessageError> {
-    if CHANNELS.contains(&channel) {
-        Ok(())
-    } else {
-        Err(invalid(
-            field,
-            pointer,
-            format!(
-                "unknown channel {channel:?}; known: {}",
-                CHANNELS.join(", ")
-            ),
-        ))
-    }
-}
-
-/// Contact point systems that can carry a channel.
-fn contact_systems(channel: &str) -> &'static [&'static str] {
-    match channel {
-        "sms" => &["sms", "phone"],
-        "email" => &["email"],
-        "fax" => &["fax"],
-        "direct" => &["direct"],
-        _ => &["sms", "phone", "email", "fax", "direct"],
-    }
+    channel
+        .parse::<Channel>()
+        .map(|_| ())
+        .map_err(|e| invalid(field, pointer, e.to_string()))
 }
 
 /// SHA-256 of the request as parsed: a repeat with the same key must be the same request.

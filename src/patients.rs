@@ -327,9 +327,14 @@ fn validate(
             },
         };
         consents.push(ConsentInput {
+            // As every path records it, so the ledger compares addresses as text.
+            recipient: crate::domain::consent::canonical_recipient(
+                &consent.channel,
+                &consent.recipient,
+                region,
+            ),
             channel: consent.channel,
             purpose: consent.purpose,
-            recipient: consent.recipient,
             status: consent.status,
             source: "api".into(),
             expires_at,

@@ -24,11 +24,6 @@ pub fn to_e164(raw: &str, default_region: &str) -> Result<String, PhoneError> {
     Ok(number.format().mode(Mode::E164).to_string())
 }
 
-/// Contact point systems that hold phone numbers.
-pub fn is_phone_system(system: &str) -> bool {
-    matches!(system, "phone" | "sms" | "mobile" | "fax")
-}
-
 /// GSM 03.38 basic character set (one septet each).
 const GSM7_BASIC: &str = "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà";
 /// GSM 03.38 extension table (two septets each: escape + char).

@@ -1,28 +1,23 @@
 //! How to reach a patient for outreach (reminders, recall campaigns): the first channel, in the
 //! order given, for which the patient has a contact point the disclosure gate lets the message
-//! reach (`crate::disclosure`: Part 2 consent, opt-out). Phone numbers come back in E.164, email
-//! addresses lower-cased, as the consent ledger records them.
+//! reach (`crate::disclosure`: Part 2 consent, opt-out). Addresses come back canonical
+//! ([`Address::canonical`]), as the consent ledger records them.
 
 use crate::disclosure::{self, Disclosure, Facts, Permit, Refusal, Refused};
+use crate::domain::{Address, Channel};
 use crate::store::ContactPointRow;
 
-/// The address on `channel` among `points`: for SMS an `sms`/`mobile` point, else a `phone`.
-pub fn address_for(channel: &str, points: &[&ContactPointRow], region: &str) -> Option<String> {
-    match channel {
-        "sms" => points
+/// The address on `channel` among `points`, canonical: for SMS an `sms`/`mobile` point, else a
+/// `phone`; for the others a point of the channel's own system.
+pub fn address_for(channel: Channel, points: &[&ContactPointRow], region: &str) -> Option<Address> {
+    let point = match channel {
+        Channel::Sms => points
             .iter()
             .find(|p| matches!(p.system.as_str(), "sms" | "mobile"))
-            .or_else(|| points.iter().find(|p| p.system == "phone"))
-            .map(|p| crate::phone::to_e164(&p.value, region).unwrap_or(p.value.clone())),
-        "email" => points
-            .iter()
-            .find(|p| p.system == "email")
-            .map(|p| p.value.to_lowercase()),
-        other => points
-            .iter()
-            .find(|p| p.system == other)
-            .map(|p| p.value.clone()),
-    }
+            .or_else(|| points.iter().find(|p| p.system == "phone")),
+        other => points.iter().find(|p| p.system == other.as_str()),
+    };
+    point.map(|p| Address::canonical(channel, &p.value, region))
 }
 
 /// Who is reached, about what: the parts of a [`Disclosure`] that do not depend on the channel.
@@ -35,7 +30,7 @@ pub struct Outreach<'a> {
 }
 
 /// A channel chosen: `(channel, address, permit)`.
-pub type Reached = (String, String, Permit);
+pub type Reached = (Channel, Address, Permit);
 
 /// Why nobody could be reached: a reason a person can read, and the gate's refusals (to audit).
 #[derive(Debug, Clone)]
@@ -45,15 +40,18 @@ pub struct Unreachable {
 }
 
 /// The first channel with a contact point the gate permits, against facts already read.
+/// `channels` are names (validated with the rule or campaign that lists them; a name that is
+/// not a channel is passed over).
 pub fn first_permitted(
     outreach: &Outreach<'_>,
     points: &[&ContactPointRow],
     channels: &[String],
+    region: &str,
     facts: &Facts<'_>,
 ) -> Result<Reached, Unreachable> {
     let mut refusals = Vec::new();
-    for channel in channels {
-        let Some(address) = address_for(channel, points, facts.region) else {
+    for channel in channels.iter().filter_map(|c| c.parse::<Channel>().ok()) {
+        let Some(address) = address_for(channel, points, region) else {
             continue;
         };
         let decision = disclosure::decide(
@@ -68,8 +66,8 @@ pub fn first_permitted(
             facts,
         );
         match decision {
-            Ok(permit) => return Ok((channel.clone(), address, permit)),
-            Err(refusal) => refusals.push((channel.clone(), refusal)),
+            Ok(permit) => return Ok((channel, address, permit)),
+            Err(refusal) => refusals.push((channel, refusal)),
         }
     }
     let reason = if refusals.is_empty() {
@@ -96,10 +94,10 @@ pub fn addresses_on(
     region: &str,
     out: &mut Vec<String>,
 ) {
-    for channel in channels {
+    for channel in channels.iter().filter_map(|c| c.parse::<Channel>().ok()) {
         for point in points {
             if let Some(address) = address_for(channel, &[point], region) {
-                out.push(address);
+                out.push(address.into_string());
             }
         }
     }

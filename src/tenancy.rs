@@ -13,6 +13,11 @@
 use std::collections::BTreeMap;
 
 use crate::config::{Config, ConfigError};
+use crate::domain::{Address, Channel};
+
+/// The region a number an item was sent to is read in: before the item is bound to an
+/// organization there is no organization's region to use (numbers arrive in E.164 anyway).
+pub const REGION: &str = "US";
 
 /// Where an inbound item goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,8 +75,8 @@ impl Tenancy {
 
     /// The organization owning the number an item was sent to, if any.
     pub fn number_owner(&self, to: &str) -> Option<&str> {
-        let number = crate::phone::to_e164(to, "US").unwrap_or_else(|_| to.trim().to_string());
-        self.numbers.get(&number).map(String::as_str)
+        let number = Address::canonical(Channel::Sms, to, REGION);
+        self.numbers.get(number.as_str()).map(String::as_str)
     }
 
     /// The organization owning an address an item was sent to, if any.
@@ -107,17 +112,11 @@ fn route(owner: Option<&str>, connector: Option<&str>, what: &str) -> Route {
     }
 }
 
-/// An address as compared: trimmed, angle brackets and `mailto:` removed, lowercased; `None`
-/// when it is not `local@domain`.
+/// An email or Direct address as compared ([`Address::canonical`]); `None` when it is not
+/// `local@domain`.
 pub fn canonical_address(raw: &str) -> Option<String> {
-    let address = raw
-        .trim()
-        .trim_start_matches("mailto:")
-        .trim_start_matches('<')
-        .trim_end_matches('>')
-        .to_lowercase();
-    let (local, domain) = address.split_once('@')?;
-    (!local.is_empty() && domain.contains('.') && !domain.contains('@')).then_some(address)
+    let address = Address::canonical(Channel::Email, raw, REGION);
+    address.is_mailbox().then(|| address.into_string())
 }
 
 /// The organization a delivery is sent for, as patients see it: its stored name (or the

@@ -568,7 +568,7 @@ fn outbound() -> switchboard::channels::OutboundDelivery {
         reference: "r01jtls0000000000000000000x".into(),
         organization_id: "org_1".into(),
         message_id: "msg_1".into(),
-        channel: "email".into(),
+        channel: switchboard::domain::Channel::Email,
         recipient: "patient@example.org".into(),
         subject: None,
         body: "Private".into(),

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::channels::Sender;
 use crate::config::Config;
 use crate::disclosure::{self, Facts, Refusal};
+use crate::domain::Channel;
 use crate::messages::{MessageError, MessageService, SendRequest};
 use crate::reach::Outreach;
 use crate::store::{CampaignCounts, CohortRow, Store, StoreError};
@@ -68,7 +69,7 @@ fn seven() -> i64 {
     7
 }
 fn sms_then_email() -> Vec<String> {
-    vec!["sms".into(), "email".into()]
+    vec![Channel::Sms.to_string(), Channel::Email.to_string()]
 }
 fn recall_template() -> String {
     "recall".into()
@@ -206,15 +207,15 @@ impl Campaigns {
             },
             &points,
             &c.channels,
+            region,
             &Facts {
                 ledger: &ledger,
                 part2: &part2_consents,
-                region,
                 now: now.timestamp_millis(),
             },
         );
         let (channel, address) = match reached {
-            Ok((channel, address, _permit)) => (channel, address),
+            Ok((channel, address, _permit)) => (channel.to_string(), address.into_string()),
             Err(unreachable) => return Ok(Step::Skip(unreachable.reason, unreachable.refusals)),
         };
         let locale = member

@@ -11,10 +11,10 @@ pub mod outbox;
 
 use std::sync::Arc;
 
-use crate::delivery::DeliveryStatus;
+use crate::domain::DeliveryStatus;
 
-/// The logical channels a delivery can use.
-pub const CHANNELS: [&str; 5] = ["outbox", "sms", "email", "fax", "direct"];
+/// The names of the logical channels a delivery can use ([`crate::domain::Channel::NAMES`]).
+pub const CHANNELS: [&str; 5] = crate::domain::Channel::NAMES;
 
 /// One send attempt of one delivery.
 #[derive(Debug, Clone)]
@@ -26,7 +26,7 @@ pub struct OutboundDelivery {
     pub reference: String,
     pub organization_id: String,
     pub message_id: String,
-    pub channel: String,
+    pub channel: crate::domain::Channel,
     pub recipient: String,
     pub subject: Option<String>,
     pub body: String,

@@ -10,7 +10,7 @@
 use std::path::PathBuf;
 
 use super::{Channel, ChannelError, OutboundDelivery, SendOutcome};
-use crate::delivery::DeliveryStatus;
+use crate::domain::DeliveryStatus;
 
 pub struct OutboxSink {
     dir: PathBuf,

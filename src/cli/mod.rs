@@ -48,7 +48,7 @@ enum Command {
         to: String,
         /// Channel: outbox, sms, email, fax, direct.
         #[arg(long, default_value = "outbox")]
-        channel: String,
+        channel: switchboard::domain::Channel,
         #[arg(long)]
         subject: Option<String>,
         /// Message body ("-" reads standard input).
@@ -269,7 +269,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
                 body,
                 recipients: vec![Recipient {
                     address: Some(to),
-                    channel: Some(channel),
+                    channel: Some(channel.to_string()),
                     patient: false,
                 }],
                 channels: vec![],

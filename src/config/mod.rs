@@ -568,10 +568,10 @@ impl Config {
             ));
         }
         for (name, channel) in &self.channels {
-            if !crate::channels::CHANNELS.contains(&name.as_str()) {
+            if name.parse::<crate::domain::Channel>().is_err() {
                 return Err(ConfigError::Invalid(format!(
                     "unknown channel [channels.{name}]; known: {}",
-                    crate::channels::CHANNELS.join(", ")
+                    crate::domain::Channel::NAMES.join(", ")
                 )));
             }
             if channel.max_attempts == 0 || channel.concurrency == 0 {

@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::domain::Channel;
+
 /// One organization's settings.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
@@ -79,7 +81,7 @@ impl Default for OrganizationConfig {
             phi_email_purposes: Vec::new(),
             default_locale: "en".into(),
             help_phone: None,
-            urgent_channels: vec!["sms".into(), "email".into()],
+            urgent_channels: vec![Channel::Sms.to_string(), Channel::Email.to_string()],
             urgent_digest_window_secs: 120,
             urgent_escalation_secs: 900,
             reminder_rules: super::default_rules(),

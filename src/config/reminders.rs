@@ -6,6 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::domain::Channel;
+
 /// Which appointments a rule covers and when and how it reminds.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -150,13 +152,10 @@ impl ReminderRule {
             }
             for (j, channel) in touch.channels.iter().enumerate() {
                 let pointer = format!("{at}/channels/{j}");
-                if !crate::channels::CHANNELS.contains(&channel.as_str()) {
+                if channel.parse::<Channel>().is_err() {
                     return Err(RuleError::new(
                         pointer,
-                        format!(
-                            "unknown channel; give one of {}",
-                            crate::channels::CHANNELS.join(", ")
-                        ),
+                        format!("unknown channel; give one of {}", Channel::NAMES.join(", ")),
                     ));
                 }
                 if touch.channels[..j].contains(channel) {
@@ -186,7 +185,7 @@ fn reminder_template() -> String {
 
 /// The rules shipped as the default: email 7 days before, SMS 2 days before, SMS 2 hours before.
 pub fn default_rules() -> Vec<ReminderRule> {
-    let touch = |id: &str, before: &str, channels: &[&str]| Touch {
+    let touch = |id: &str, before: &str, channels: &[Channel]| Touch {
         id: id.into(),
         before: Some(before.into()),
         at: None,
@@ -199,9 +198,9 @@ pub fn default_rules() -> Vec<ReminderRule> {
         locations: Vec::new(),
         providers: Vec::new(),
         touches: vec![
-            touch("email-7d", "7d", &["email", "sms"]),
-            touch("sms-2d", "48h", &["sms", "email"]),
-            touch("sms-2h", "2h", &["sms"]),
+            touch("email-7d", "7d", &[Channel::Email, Channel::Sms]),
+            touch("sms-2d", "48h", &[Channel::Sms, Channel::Email]),
+            touch("sms-2h", "2h", &[Channel::Sms]),
         ],
         replies: true,
     }]

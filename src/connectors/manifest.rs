@@ -20,7 +20,7 @@ pub struct Manifest {
     #[serde(default)]
     pub description: String,
     /// The logical channel it carries: `sms` or `fax`.
-    pub channel: String,
+    pub channel: crate::domain::Channel,
     pub base_url: String,
     pub auth: Auth,
     pub send: Send,
@@ -261,12 +261,15 @@ impl Manifest {
     }
 
     fn check(&self) -> Result<(), String> {
-        if !matches!(self.channel.as_str(), "sms" | "fax") {
-            return Err(format!("channel {:?} is not sms or fax", self.channel));
+        if !self.channel.is_phone() {
+            return Err(format!(
+                "channel {:?} is not sms or fax",
+                self.channel.as_str()
+            ));
         }
         if let Some(status) = &self.status {
             for ours in status.map.values() {
-                if crate::delivery::DeliveryStatus::parse(ours).is_none() {
+                if crate::domain::DeliveryStatus::parse(ours).is_none() {
                     return Err(format!("status.map maps to unknown status {ours:?}"));
                 }
             }

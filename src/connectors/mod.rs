@@ -23,7 +23,7 @@ use tracing::{debug, warn};
 
 use crate::channels::{Channel, ChannelError, OutboundDelivery, SendOutcome};
 use crate::config::{HttpConnectorConfig, Secret};
-use crate::delivery::DeliveryStatus;
+use crate::domain::DeliveryStatus;
 use crate::ratelimit::RateLimiter;
 use auth::AuthState;
 use manifest::{Encoding, Manifest, ManifestError};
@@ -71,6 +71,9 @@ pub enum WebhookError {
     Signature(#[from] SignatureError),
     #[error("{0}")]
     Malformed(String),
+    /// The body is not the form or JSON the manifest says.
+    #[error("{0}")]
+    Payload(#[from] payload::PayloadError),
     #[error("this connector does not take {0} webhooks")]
     NotSupported(&'static str),
 }
@@ -268,14 +271,14 @@ impl HttpConnector {
 
     async fn send_sms(&self, delivery: &OutboundDelivery) -> Result<SendOutcome, ChannelError> {
         let region = &delivery.sender.settings.phone_region;
-        let to = if self.manifest.channel == "sms" || self.manifest.channel == "fax" {
+        let to = if self.manifest.channel.is_phone() {
             crate::phone::to_e164(&delivery.recipient, region).map_err(|e| {
                 ChannelError::Permanent(format!("recipient is not a valid phone number: {e}"))
             })?
         } else {
             delivery.recipient.clone()
         };
-        if self.manifest.channel == "sms" {
+        if self.manifest.channel == crate::domain::Channel::Sms {
             let count = crate::phone::segments(&delivery.body);
             if count.segments > MAX_SMS_SEGMENTS {
                 return Err(ChannelError::Permanent(format!(
@@ -424,8 +427,7 @@ impl HttpConnector {
             .status
             .as_ref()
             .ok_or(WebhookError::NotSupported("status"))?;
-        let payload = Payload::parse(spec.encoding, body)
-            .map_err(|e| WebhookError::Malformed(e.to_string()))?;
+        let payload = Payload::parse(spec.encoding, body)?;
         let report = match (payload.get(&spec.id), payload.get(&spec.status)) {
             (Some(id), Some(status)) => {
                 let error = match (

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::message::{Message, Repetition, Segment, rep_get};
 use super::time::{parse_date, parse_timestamp};
+use crate::domain::AppointmentStatus;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Identifier {
@@ -56,7 +57,7 @@ pub struct AppointmentRecord {
     pub placer_id: Option<String>,
     pub start: DateTime<FixedOffset>,
     pub duration_minutes: Option<i64>,
-    pub status: String,
+    pub status: AppointmentStatus,
     pub appointment_type: Option<String>,
     pub reason: Option<String>,
     pub location: Option<String>,
@@ -90,14 +91,45 @@ pub enum MappingError {
     BadContent {
         segment: String,
         field: usize,
+        problem: ContentProblem,
         reason: String,
     },
 }
 
+/// What is wrong with a field (HL7 table 0357, the ERR-3 code of the AE).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContentProblem {
+    /// 101: a required segment or field is absent.
+    Missing,
+    /// 102: the field is there but not of its data type (a date, a timestamp).
+    Malformed,
+}
+
+impl ContentProblem {
+    pub fn hl7_code(self) -> u16 {
+        match self {
+            Self::Missing => 101,
+            Self::Malformed => 102,
+        }
+    }
+}
+
+/// A required segment or field is missing (101).
 fn bad(segment: &str, field: usize, reason: &str) -> MappingError {
     MappingError::BadContent {
         segment: segment.into(),
         field,
+        problem: ContentProblem::Missing,
+        reason: reason.into(),
+    }
+}
+
+/// A field is not of its data type (102).
+fn malformed(segment: &str, field: usize, reason: &str) -> MappingError {
+    MappingError::BadContent {
+        segment: segment.into(),
+        field,
+        problem: ContentProblem::Malformed,
         reason: reason.into(),
     }
 }
@@ -165,7 +197,7 @@ fn patient(msg: &Message) -> Result<PatientRecord, MappingError> {
     let birth_date = match opt(birth) {
         None => None,
         Some(text) => {
-            Some(parse_date(&text).ok_or_else(|| bad("PID", 7, "birth date is not a date"))?)
+            Some(parse_date(&text).ok_or_else(|| malformed("PID", 7, "birth date is not a date"))?)
         }
     };
     let address = pid.reps(11).first().and_then(|rep| {
@@ -281,7 +313,7 @@ fn appointment(msg: &Message, trigger: &str, zone: Tz) -> Result<AppointmentReco
             None => Ok(None),
             Some(text) => parse_timestamp(&text, zone)
                 .map(Some)
-                .ok_or_else(|| bad(segment, field, "not a valid timestamp")),
+                .ok_or_else(|| malformed(segment, field, "not a valid timestamp")),
         }
     };
     let start = match (
@@ -311,13 +343,9 @@ fn appointment(msg: &Message, trigger: &str, zone: Tz) -> Result<AppointmentReco
         .filter(|m| *m > 0)
         .or_else(|| ais.and_then(|a| minutes(a.comp(7, 1), a.comp(8, 1))))
         .or_else(|| minutes(sch.comp(9, 1), sch.comp(10, 1)));
-    let status = match trigger {
-        "S15" | "S17" => "cancelled".to_string(),
-        "S26" => "noshow".to_string(),
-        _ => opt(sch.comp(25, 1))
-            .or_else(|| ais.and_then(|a| opt(a.comp(10, 1))))
-            .map_or_else(|| "booked".to_string(), |s| s.to_lowercase()),
-    };
+    // The trigger, else the filler status (SCH-25, else AIS-10), HL7 table 0278.
+    let filler_status = opt(sch.comp(25, 1)).or_else(|| ais.and_then(|a| opt(a.comp(10, 1))));
+    let status = AppointmentStatus::from_siu(trigger, filler_status.as_deref());
     let coded =
         |seg: &Segment, field: usize| opt(seg.comp(field, 2)).or_else(|| opt(seg.comp(field, 1)));
     let ail = msg.segment("AIL");

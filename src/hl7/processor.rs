@@ -12,7 +12,7 @@ use super::ack::{AckCode, AckError, build_ack};
 use super::mapping::{AppointmentRecord, Hl7Event, MappingError, PatientRecord, map_message};
 use super::message::{Message, ParseError};
 use crate::config::Hl7Config;
-use crate::crypto::Keyring;
+use crate::crypto::{CryptoError, Keyring};
 use crate::store::{
     AppointmentInput, ContactPointInput, Hl7Arrival, Hl7Effects, Hl7Outcome, PatientInput, Store,
     StoreError, new_id,
@@ -26,6 +26,17 @@ pub struct Hl7Processor {
     /// Region for phone numbers without a country code (the organization's `phone_region`).
     pub phone_region: String,
     zone: Tz,
+}
+
+/// Why a message could not be handled at all (then no ACK is sent, and the sender retries).
+#[derive(Debug, thiserror::Error)]
+pub enum Hl7Error {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the message cannot be sealed for the archive: {0}")]
+    Seal(#[source] CryptoError),
+    #[error("the archived message cannot be opened: {0}")]
+    Open(#[source] CryptoError),
 }
 
 /// What happened to a message (for tests, logs and the CLI).
@@ -61,16 +72,24 @@ impl Hl7Processor {
 
     /// Handles one frame's payload. `Err` only when even the archive cannot be written (then
     /// no ACK is sent and the sender will retry).
-    pub async fn handle(&self, raw: &[u8]) -> Result<Outcome, StoreError> {
+    pub async fn handle(&self, raw: &[u8]) -> Result<Outcome, Hl7Error> {
         let message = match parse_guarded(raw) {
             Ok(message) => message,
-            Err(e) => return self.reject_unparsable(raw, &e.to_string()).await,
+            Err(e) => return Ok(self.reject_unparsable(raw, &e.to_string()).await?),
         };
         let id = new_id("hl7");
-        let sealed = self
-            .keyring
-            .seal(raw, &id)
-            .map_err(|e| StoreError::Queue(e.to_string()))?;
+        let sealed = self.keyring.seal(raw, &id).map_err(Hl7Error::Seal)?;
+        Ok(self.handle_sealed(raw, &message, id, sealed).await?)
+    }
+
+    /// [`Hl7Processor::handle`] once the message is parsed and sealed.
+    async fn handle_sealed(
+        &self,
+        raw: &[u8],
+        message: &Message,
+        id: String,
+        sealed: Vec<u8>,
+    ) -> Result<Outcome, StoreError> {
         let header = &message.header;
         let arrival = Hl7Arrival {
             id,
@@ -85,14 +104,14 @@ impl Hl7Processor {
                 .unwrap_or_default(),
             raw: sealed,
         };
-        match self.judge(&message) {
+        match self.judge(message) {
             // A merge touches many rows: archived first, applied, then its outcome recorded.
             Ok(Hl7Event::PatientMerge { .. }) => {
                 let (row, new) = self.store.archive_hl7(&arrival).await?;
                 if let Some(outcome) = replayed(&row, new) {
                     return Ok(outcome);
                 }
-                self.process(&row.id, &message).await
+                self.process(&row.id, message).await
             }
             // Everything else: archive, effects and outcome in one transaction.
             Ok(event) => {
@@ -109,16 +128,16 @@ impl Hl7Processor {
                     ),
                 };
                 match self.store.record_hl7(&arrival, &effects, &applied).await {
-                    Ok(None) => Ok(self.done(&arrival.id, &message, AckCode::Accept, applied.ack)),
-                    Ok(Some(row)) => self.replay_or_process(row, &message).await,
+                    Ok(None) => Ok(self.done(&arrival.id, message, AckCode::Accept, applied.ack)),
+                    Ok(Some(row)) => self.replay_or_process(row, message).await,
                     Err(e) => {
                         warn!(archive_id = %arrival.id, error = %e, "applying an HL7 message failed");
-                        self.record_refusal(&arrival, &message, AckCode::Error, &storage_failure())
+                        self.record_refusal(&arrival, message, AckCode::Error, &storage_failure())
                             .await
                     }
                 }
             }
-            Err((code, error)) => self.record_refusal(&arrival, &message, code, &error).await,
+            Err((code, error)) => self.record_refusal(&arrival, message, code, &error).await,
         }
     }
 
@@ -180,14 +199,14 @@ impl Hl7Processor {
     }
 
     /// Applies an archived message again (after a fix), whatever its status.
-    pub async fn reprocess(&self, archive_id: &str) -> Result<Outcome, StoreError> {
+    pub async fn reprocess(&self, archive_id: &str) -> Result<Outcome, Hl7Error> {
         let row = self.store.hl7_message(archive_id).await?;
         let raw = self
             .keyring
             .open(&row.raw, &row.id)
-            .map_err(|e| StoreError::Queue(format!("archived message cannot be opened: {e}")))?;
+            .map_err(Hl7Error::Open)?;
         match parse_guarded(&raw) {
-            Ok(message) => self.process(&row.id, &message).await,
+            Ok(message) => Ok(self.process(&row.id, &message).await?),
             Err(e) => {
                 let ack = build_ack(
                     None,
@@ -271,17 +290,14 @@ impl Hl7Processor {
             MappingError::BadContent {
                 segment,
                 field,
+                problem,
                 reason,
             } => (
                 AckCode::Error,
                 AckError {
                     segment,
                     field,
-                    code: if reason.contains("timestamp") || reason.contains("not a") {
-                        102
-                    } else {
-                        101
-                    },
+                    code: problem.hl7_code(),
                     text: reason,
                 },
             ),
@@ -541,7 +557,7 @@ pub fn appointment_input(a: &AppointmentRecord, source: &str) -> AppointmentInpu
         start_at: a.start.timestamp_millis(),
         start_offset_minutes: i64::from(a.start.offset().local_minus_utc() / 60),
         duration_minutes: a.duration_minutes,
-        status: a.status.clone(),
+        status: a.status,
         appointment_type: a.appointment_type.clone(),
         reason: a.reason.clone(),
         location: a.location.clone(),

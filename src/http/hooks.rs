@@ -81,7 +81,7 @@ async fn verified(
             .webhook_refused(RefusedWebhook {
                 connector_owner: connector.organization(),
                 connector: name,
-                channel: &connector.manifest().channel,
+                channel: connector.manifest().channel.as_str(),
                 kind,
                 reason: e.to_string(),
             })

@@ -22,6 +22,7 @@ use tracing::info;
 use crate::config::Config;
 use crate::crypto::{CryptoError, Keyring};
 use crate::disclosure::{self, Disclosure, Gate, Permit};
+use crate::domain::{Address, Channel};
 use crate::messages::MessageContent;
 use crate::store::{ConsentChange, FileInbound, NewInbound, NewOrphan, Store, StoreError, new_id};
 use crate::templates::Templates;
@@ -34,7 +35,7 @@ pub enum InboundError {
     #[error(transparent)]
     Crypto(#[from] CryptoError),
     #[error("template: {0}")]
-    Template(String),
+    Template(#[from] crate::templates::TemplateError),
 }
 
 /// Where answers to reminders go (implemented by `crate::reminders::Reminders`).
@@ -118,10 +119,12 @@ impl InboundService {
         let id = new_id("orp");
         let raw = serde_json::to_vec(sms).map_err(|_| CryptoError::Malformed)?;
         let orphan = NewOrphan {
-            channel: "sms".into(),
+            channel: Channel::Sms.to_string(),
             connector: Some(sms.connector.clone()),
             provider_ref: sms.provider_ref.clone(),
-            sender: crate::phone::to_e164(&sms.from, "US").unwrap_or_else(|_| sms.from.clone()),
+            // No organization, so no region of its own: the tenancy table's (US).
+            sender: Address::canonical(Channel::Sms, &sms.from, crate::tenancy::REGION)
+                .into_string(),
             recipient: Some(sms.to.clone()),
             reason: reason.to_string(),
             raw: self.keyring.seal(&raw, &id)?,
@@ -143,16 +146,15 @@ impl InboundService {
     ) -> Result<Receipt, InboundError> {
         let org = self.store.organization(organization_id).await?;
         let settings = self.config.organization(&org.slug);
-        let sender = crate::phone::to_e164(&sms.from, &settings.phone_region)
-            .unwrap_or_else(|_| sms.from.clone());
+        let sender = Address::canonical(Channel::Sms, &sms.from, &settings.phone_region);
         let id = new_id("inb");
         let raw = serde_json::to_vec(sms).map_err(|_| CryptoError::Malformed)?;
         let item = NewInbound {
             organization_id: organization_id.to_string(),
-            channel: "sms".into(),
+            channel: Channel::Sms.to_string(),
             connector: Some(sms.connector.clone()),
             provider_ref: sms.provider_ref.clone(),
-            sender: sender.clone(),
+            sender: sender.to_string(),
             recipient: Some(sms.to.clone()),
             raw: self.keyring.seal(&raw, &id)?,
         };
@@ -167,7 +169,7 @@ impl InboundService {
         }
         let patients = self
             .store
-            .patients_by_phone(organization_id, &sender)
+            .patients_by_phone(organization_id, sender.as_str())
             .await?;
         let patient = match patients.as_slice() {
             [one] => Some(one.clone()),
@@ -191,14 +193,14 @@ impl InboundService {
         let render = |name: &str| {
             self.templates
                 .render(&format!("sms_keywords/{name}"), &locale, "txt", &context)
-                .map_err(|e| InboundError::Template(e.to_string()))
+                .map_err(InboundError::Template)
         };
         let consent = |status: &str| ConsentChange {
             organization_id: organization_id.to_string(),
             patient_id: patient.clone(),
-            channel: "sms".into(),
-            purpose: "*".into(),
-            recipient: sender.clone(),
+            channel: Channel::Sms.to_string(),
+            purpose: crate::domain::consent::ANY.into(),
+            recipient: sender.to_string(),
             status: status.into(),
             source: "sms-keyword".into(),
         };
@@ -257,12 +259,11 @@ impl InboundService {
                         &Disclosure {
                             organization_id,
                             patient_id: patient.as_deref(),
-                            channel: "sms",
+                            channel: Channel::Sms,
                             address: &sender,
                             purpose,
                             part2: answer.part2,
                         },
-                        &settings.phone_region,
                         &format!("webhook:{}", sms.connector),
                         None,
                     )
@@ -362,7 +363,7 @@ impl InboundService {
         }
         .seal(&self.keyring, &message_id)?;
         let metadata = serde_json::json!({
-            "channel": "sms", "inbound_item_id": item_id, "media_count": media.len(),
+            "channel": Channel::Sms, "inbound_item_id": item_id, "media_count": media.len(),
         });
         let thread_id = self
             .store

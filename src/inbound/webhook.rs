@@ -77,7 +77,7 @@ impl InboundService {
         metadata.insert("purpose".into(), reply.purpose.into());
         let mut request = SendRequest::notice(
             None,
-            "sms",
+            crate::domain::Channel::Sms.as_str(),
             to.to_string(),
             None,
             reply.text.clone(),

@@ -29,6 +29,7 @@ use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::disclosure::{self, Disclosure, Gate};
+use crate::domain::{Address, Channel};
 use crate::messages::{MessageError, MessageService, ResolvedThread, SendRequest};
 use crate::store::{AlertRow, AuditEntry, NewNotification, Store, StoreError, now_ms};
 use crate::templates::Templates;
@@ -48,7 +49,7 @@ pub enum NotifyError {
     #[error(transparent)]
     Message(#[from] MessageError),
     #[error("template: {0}")]
-    Template(String),
+    Template(#[from] crate::templates::TemplateError),
 }
 
 /// Who gets told.
@@ -283,35 +284,38 @@ impl Notifier {
         {
             return Ok(());
         }
-        for channel in &settings.urgent_channels {
+        for name in &settings.urgent_channels {
+            let Ok(kind) = name.parse::<Channel>() else {
+                continue;
+            };
+            let channel = kind.as_str();
             if tried.iter().any(|(c, _)| c == channel)
                 || self.config.connector_for(channel).is_none()
             {
                 continue;
             }
-            let address = match channel.as_str() {
-                "sms" => target.sms.clone(),
-                "email" => target.email.clone(),
+            let address = match kind {
+                Channel::Sms => target.sms.clone(),
+                Channel::Email => target.email.clone(),
                 _ => None,
             };
             let Some(address) = address else { continue };
-            let normalized =
-                disclosure::canonical_address(channel, &address, &settings.phone_region);
+            let address = Address::canonical(kind, &address, &settings.phone_region);
             let decision = gate
                 .check(
                     &Disclosure {
                         organization_id,
                         patient_id: patient,
-                        channel,
-                        address: &normalized,
+                        channel: kind,
+                        address: &address,
                         purpose: disclosure::NOTIFICATION,
                         part2,
                     },
-                    &settings.phone_region,
                     "notifier",
                     Some(message_id),
                 )
                 .await?;
+            let normalized = address.into_string();
             if decision.is_err() {
                 // Refused (and audited): the next channel.
                 continue;
@@ -326,7 +330,7 @@ impl Notifier {
                 message_id: message_id.to_string(),
                 recipient_kind: target.kind.to_string(),
                 recipient_id: target.id.clone(),
-                channel: channel.clone(),
+                channel: channel.to_string(),
                 address: normalized.clone(),
                 status: "sent".into(),
                 digest_of: None,
@@ -358,8 +362,7 @@ impl Notifier {
             let base = format!("urgent/{channel}");
             let body = self
                 .templates
-                .render(&base, &target.locale, "txt", &context)
-                .map_err(|e| NotifyError::Template(e.to_string()))?;
+                .render(&base, &target.locale, "txt", &context)?;
             let subject = self
                 .templates
                 .render(&base, &target.locale, "subject", &context)

@@ -17,7 +17,7 @@ use tracing::debug;
 use crate::channels::email::{BounceSink, bounce_mailboxes, poll_bounces};
 use crate::config::Config;
 use crate::crypto::Keyring;
-use crate::delivery::DeliveryStatus;
+use crate::domain::DeliveryStatus;
 use crate::store::{DeliveryUpdate, Store, StoreError};
 use crate::supervise::Supervisor;
 

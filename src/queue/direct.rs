@@ -14,7 +14,7 @@ use tracing::warn;
 use crate::channels::direct::tracker::{Tracker, TrackerKeys};
 use crate::channels::direct::{NotificationSink, Tracked, direct_connectors, keys};
 use crate::config::Config;
-use crate::delivery::DeliveryStatus;
+use crate::domain::DeliveryStatus;
 use crate::store::{DeliveryUpdate, Store, StoreError};
 use crate::supervise::Supervisor;
 

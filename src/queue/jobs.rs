@@ -8,8 +8,8 @@ use apalis_postgres::PostgresStorage;
 use apalis_sqlite::SqliteStorage;
 use serde::{Deserialize, Serialize};
 
-use crate::channels::CHANNELS;
 use crate::config::QueueConfig;
+use crate::domain::Channel;
 use crate::store::{Db, Store};
 
 /// Send one delivery (look it up, claim it, call its channel, record the outcome).
@@ -22,8 +22,9 @@ pub struct DeliveryJob {
 pub enum QueueError {
     #[error("no queue for channel {0}")]
     UnknownChannel(String),
+    /// The queue's storage refused the job (the SQLite or PostgreSQL backend's error).
     #[error("job queue: {0}")]
-    Push(String),
+    Push(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// The queue name for a channel's deliveries.
@@ -43,7 +44,7 @@ impl JobQueue {
         let heartbeat = Duration::from_secs(10);
         match store.db() {
             Db::Sqlite(pool) => JobQueue::Sqlite(
-                CHANNELS
+                Channel::NAMES
                     .iter()
                     .map(|c| {
                         let cfg = apalis_sqlite::Config::default()
@@ -57,7 +58,7 @@ impl JobQueue {
                     .collect(),
             ),
             Db::Postgres(pool) => JobQueue::Postgres(
-                CHANNELS
+                Channel::NAMES
                     .iter()
                     .map(|c| {
                         let cfg = apalis_postgres::Config::default()
@@ -96,13 +97,13 @@ impl JobQueue {
                     None => storage
                         .push_bulk(jobs.collect())
                         .await
-                        .map_err(|e| QueueError::Push(e.to_string())),
+                        .map_err(|e| QueueError::Push(Box::new(e))),
                     Some(delay) => {
                         for job in jobs {
                             storage
                                 .push_task(TaskBuilder::new(job).run_after(delay).build())
                                 .await
-                                .map_err(|e| QueueError::Push(e.to_string()))?;
+                                .map_err(|e| QueueError::Push(Box::new(e)))?;
                         }
                         Ok(())
                     }

@@ -19,3 +19,13 @@ pub mod worker;
 
 pub use jobs::{DeliveryJob, JobQueue, QueueError};
 pub use worker::Deliverer;
+
+/// Why a background pass (sweep, start-up recovery, reconciliation) stopped early; it is
+/// logged and the next pass tries again.
+#[derive(Debug, thiserror::Error)]
+pub enum PassError {
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+}

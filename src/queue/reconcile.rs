@@ -11,8 +11,8 @@ use tracing::{info, warn};
 
 use crate::connectors::Connectors;
 use crate::connectors::StatusReport;
-use crate::delivery::DeliveryStatus;
-use crate::store::{DeliveryUpdate, Store, now_ms};
+use crate::domain::DeliveryStatus;
+use crate::store::{DeliveryUpdate, Store, StoreError, now_ms};
 
 /// How often the reconciler looks for candidates.
 const PASS_INTERVAL: Duration = Duration::from_secs(60);
@@ -31,7 +31,7 @@ pub async fn run(store: Store, connectors: Connectors, shutdown: CancellationTok
 
 /// One pass over every HTTP connector that can look messages up. Returns how many
 /// deliveries moved.
-pub async fn reconcile_once(store: &Store, connectors: &Connectors) -> Result<usize, String> {
+pub async fn reconcile_once(store: &Store, connectors: &Connectors) -> Result<usize, StoreError> {
     let mut moved = 0;
     for connector in connectors.http_connectors() {
         let after = connector.reconcile_after_secs();
@@ -43,13 +43,9 @@ pub async fn reconcile_once(store: &Store, connectors: &Connectors) -> Result<us
         let now = now_ms();
         let due = store
             .deliveries_to_reconcile(&name, now - after_ms, now - after_ms, 100)
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         for (delivery_id, provider_ref) in due {
-            store
-                .mark_reconciled(&delivery_id)
-                .await
-                .map_err(|e| e.to_string())?;
+            store.mark_reconciled(&delivery_id).await?;
             let report = match connector.lookup(&provider_ref).await {
                 Ok(Some(report)) => report,
                 Ok(None) => continue,
@@ -61,11 +57,7 @@ pub async fn reconcile_once(store: &Store, connectors: &Connectors) -> Result<us
             let Some(update) = report_update(&report, &name, &format!("reconcile:{name}")) else {
                 continue;
             };
-            if store
-                .update_delivery(&delivery_id, &update)
-                .await
-                .map_err(|e| e.to_string())?
-            {
+            if store.update_delivery(&delivery_id, &update).await? {
                 moved += 1;
                 info!(%delivery_id, connector = %name, status = update.status.as_str(), "reconciled");
             }

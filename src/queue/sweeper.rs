@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::JobQueue;
+use super::{JobQueue, PassError};
 use crate::store::{Store, now_ms};
 
 /// How long after creation an un-enqueued delivery counts as lost, milliseconds.
@@ -20,27 +20,20 @@ pub async fn sweep_once(
     store: &Store,
     queue: &JobQueue,
     stuck_after: Duration,
-) -> Result<usize, String> {
+) -> Result<usize, PassError> {
     let now = now_ms();
     let stuck_ms = i64::try_from(stuck_after.as_millis()).unwrap_or(i64::MAX / 2);
     let candidates = store
         .sweep_candidates(now, GRACE_MS, stuck_ms, 5_000)
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     let mut by_channel: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for item in candidates {
         by_channel.entry(item.channel).or_default().push(item.id);
     }
     let mut pushed = 0;
     for (channel, ids) in by_channel {
-        queue
-            .push(&channel, &ids, None)
-            .await
-            .map_err(|e| e.to_string())?;
-        store
-            .mark_enqueued(&ids, now)
-            .await
-            .map_err(|e| e.to_string())?;
+        queue.push(&channel, &ids, None).await?;
+        store.mark_enqueued(&ids, now).await?;
         pushed += ids.len();
     }
     Ok(pushed)
@@ -49,14 +42,11 @@ pub async fn sweep_once(
 /// The start-up pass: every delivery still `queued` from before this process started gets a
 /// job again (its job may have died with the previous process, or never been pushed). Jobs
 /// that did survive make duplicates, which find nothing to claim.
-pub async fn recover(store: &Store, queue: &JobQueue, started_at: i64) -> Result<usize, String> {
+pub async fn recover(store: &Store, queue: &JobQueue, started_at: i64) -> Result<usize, PassError> {
     let mut cursor = String::new();
     let mut pushed = 0;
     loop {
-        let batch = store
-            .queued_before(started_at, &cursor, 1_000)
-            .await
-            .map_err(|e| e.to_string())?;
+        let batch = store.queued_before(started_at, &cursor, 1_000).await?;
         let Some(last) = batch.last() else { break };
         cursor = last.id.clone();
         let mut by_channel: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -64,10 +54,7 @@ pub async fn recover(store: &Store, queue: &JobQueue, started_at: i64) -> Result
             by_channel.entry(item.channel).or_default().push(item.id);
         }
         for (channel, ids) in by_channel {
-            queue
-                .push(&channel, &ids, None)
-                .await
-                .map_err(|e| e.to_string())?;
+            queue.push(&channel, &ids, None).await?;
             pushed += ids.len();
         }
     }

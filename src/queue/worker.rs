@@ -24,8 +24,8 @@ use crate::channels::{ChannelError, OutboundDelivery, SendOutcome, Sender};
 use crate::config::Config;
 use crate::connectors::Connectors;
 use crate::crypto::Keyring;
-use crate::delivery::DeliveryStatus;
 use crate::disclosure::{self, Disclosure, Gate, Permit, Refusal};
+use crate::domain::{Address, Channel, DeliveryStatus};
 use crate::messages::MessageContent;
 use crate::store::{
     AuditEntry, DeliveryRow, DeliveryUpdate, GroupCommit, MessageRow, Store, StoreError, now_ms,
@@ -166,25 +166,26 @@ impl Deliverer {
                 )));
             }
         };
+        let channel = match delivery.channel.parse::<Channel>() {
+            Ok(channel) => channel,
+            Err(e) => return Ok(Prepared::Broken(e.to_string())),
+        };
         let sender = self.sender(&delivery.organization_id).await?;
         let purpose = disclosure::message_purpose(&message.metadata);
-        let region = &sender.settings.phone_region;
-        let address = disclosure::canonical_address(&delivery.channel, &delivery.recipient, region);
+        let address =
+            Address::canonical(channel, &delivery.recipient, &sender.settings.phone_region);
         // Checked at send time, not only when the message was accepted: an opt-out or a
         // revoked Part 2 consent that arrived in between wins.
         let gate = Gate::new(self.store.clone());
         let decision = gate
-            .decide(
-                &Disclosure {
-                    organization_id: &delivery.organization_id,
-                    patient_id: message.patient_id.as_deref(),
-                    channel: &delivery.channel,
-                    address: &address,
-                    purpose: &purpose,
-                    part2: message.part2,
-                },
-                region,
-            )
+            .decide(&Disclosure {
+                organization_id: &delivery.organization_id,
+                patient_id: message.patient_id.as_deref(),
+                channel,
+                address: &address,
+                purpose: &purpose,
+                part2: message.part2,
+            })
             .await?;
         let permit = match decision {
             Ok(permit) => permit,
@@ -201,7 +202,7 @@ impl Deliverer {
                 reference,
                 organization_id: delivery.organization_id.clone(),
                 message_id: delivery.message_id.clone(),
-                channel: delivery.channel.clone(),
+                channel,
                 recipient: delivery.recipient.clone(),
                 subject: content.subject,
                 body: content.body,

@@ -38,6 +38,7 @@ use tracing::{debug, error, info, warn};
 use crate::config::Touch;
 use crate::config::{Config, OrganizationConfig, ReminderRule};
 use crate::disclosure::{self, Facts};
+use crate::domain::Channel;
 use crate::inbound::keywords::ReminderReply;
 use crate::inbound::{Answer, InboundError, ReplyRouter};
 use crate::messages::{MessageError, MessageService, ResolvedThread, SendRequest};
@@ -137,7 +138,7 @@ struct Batch {
 struct Prepared {
     touch_id: String,
     organization_id: String,
-    channel: String,
+    channel: Channel,
     request: SendRequest,
     thread: ResolvedThread,
 }
@@ -490,7 +491,7 @@ impl Reminders {
                     id: p.touch_id,
                     status: "sent",
                     reason: None,
-                    channel: Some(p.channel),
+                    channel: Some(p.channel.to_string()),
                     message_id: Some(message_id),
                 }),
                 // The request itself is unacceptable: no run would do better.
@@ -675,12 +676,10 @@ impl Reminders {
         if appointment.start_at != touch.appointment_start {
             return Err("appointment rescheduled".into());
         }
-        let status = appointment.status.to_lowercase();
-        if matches!(status.as_str(), "cancelled" | "canceled" | "deleted") {
-            return Err(format!("appointment {status}").into());
-        }
-        if matches!(status.as_str(), "noshow" | "no-show") {
-            return Err("no-show: reminders stopped".into());
+        // Cancelled, no-show, discontinued, completed, arrived: checked again at send time,
+        // whatever the plan said (the status may have changed since the last plan).
+        if let Some(reason) = appointment.status().reminder_stop_reason() {
+            return Err(reason.into());
         }
         if appointment.start_at <= now_ms {
             return Err("too soon: the appointment has started".into());
@@ -744,10 +743,10 @@ impl Reminders {
             },
             &points,
             &spec.channels,
+            &settings.phone_region,
             &Facts {
                 ledger,
                 part2: &batch.part2,
-                region: &settings.phone_region,
                 now: now_ms,
             },
         )?;
@@ -766,7 +765,7 @@ impl Reminders {
         let Ok(body) = self.templates.render(&base, &locale, "txt", &context) else {
             return Err(format!("no template {base} for {locale}").into());
         };
-        if channel == "sms" {
+        if channel == Channel::Sms {
             let segments = crate::phone::segments(&body).segments;
             if segments > crate::templates::SMS_TEMPLATE_SEGMENTS {
                 return Err(format!("text too long: {segments} SMS segments").into());
@@ -782,8 +781,8 @@ impl Reminders {
         metadata.insert("touch_id".into(), touch.id.clone().into());
         let mut request = SendRequest::notice(
             Some(patient.external_id.clone()),
-            &channel,
-            address,
+            channel.as_str(),
+            address.into_string(),
             subject,
             body,
             metadata,

@@ -4,6 +4,7 @@
 use serde::Serialize;
 
 use super::{Result, Store, StoreError, new_id, now_ms, on_db};
+use crate::domain::AppointmentStatus;
 
 /// An appointment as fed by HL7 or the API.
 #[derive(Debug, Clone)]
@@ -13,7 +14,7 @@ pub struct AppointmentInput {
     pub start_at: i64,
     pub start_offset_minutes: i64,
     pub duration_minutes: Option<i64>,
-    pub status: String,
+    pub status: AppointmentStatus,
     pub appointment_type: Option<String>,
     pub reason: Option<String>,
     pub location: Option<String>,
@@ -33,6 +34,7 @@ pub struct AppointmentRow {
     pub start_at: i64,
     pub start_offset_minutes: i64,
     pub duration_minutes: Option<i64>,
+    /// An [`AppointmentStatus`] name ([`AppointmentRow::status`] reads it).
     pub status: String,
     pub appointment_type: Option<String>,
     pub reason: Option<String>,
@@ -45,6 +47,13 @@ pub struct AppointmentRow {
     pub updated_at: i64,
     /// What the patient answered to a reminder (`confirmed`, `cancel_requested`, ...).
     pub confirmation: Option<String>,
+}
+
+impl AppointmentRow {
+    /// The status, typed.
+    pub fn status(&self) -> AppointmentStatus {
+        AppointmentStatus::from_stored(&self.status)
+    }
 }
 
 #[derive(Debug, Clone, sqlx::FromRow, Serialize)]
@@ -90,7 +99,7 @@ macro_rules! upsert_appointment_in {
              RETURNING ", appointment_columns!()
         ))
         .bind($new).bind(organization_id).bind(patient_id).bind(&a.filler_id).bind(&a.placer_id)
-        .bind(a.start_at).bind(a.start_offset_minutes).bind(a.duration_minutes).bind(&a.status)
+        .bind(a.start_at).bind(a.start_offset_minutes).bind(a.duration_minutes).bind(a.status.as_str())
         .bind(&a.appointment_type).bind(&a.reason).bind(&a.location).bind(&a.location_code)
         .bind(&a.provider_id).bind(&a.provider_name).bind(&a.source).bind(now)
         .fetch_one(&mut *$tx).await?;

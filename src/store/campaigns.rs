@@ -80,9 +80,9 @@ impl Store {
              WHERE r.organization_id = $1 AND r.status = 'open' AND r.due_date >= $4 AND r.due_date <= $5
                AND ($3 IS NULL OR r.recall_type = $3) AND ($6 IS NULL OR r.provider = $6) AND ($7 IS NULL OR r.location = $7)
                AND NOT EXISTS (SELECT 1 FROM appointments a WHERE a.patient_id = r.patient_id AND a.start_at > $8
-                               AND LOWER(a.status) NOT IN {})
+                               AND a.status IN {})
              ORDER BY r.due_date, r.id",
-            super::reminders::NOT_REMINDED
+            super::reminders::reminded_sql()
         ));
         Ok(on_db!(self.db(), pool => sqlx::query_as(sql)
             .bind(organization_id).bind(campaign_id).bind(recall_type).bind(due_from).bind(due_to)
@@ -126,9 +126,9 @@ impl Store {
                (SELECT COUNT(DISTINCT a.patient_id) FROM appointments a
                   WHERE a.confirmation = 'confirmed' AND a.patient_id IN (SELECT patient_id FROM campaign_targets WHERE campaign_id = $1)),
                (SELECT COUNT(DISTINCT a.patient_id) FROM appointments a
-                  WHERE a.start_at > $2 AND LOWER(a.status) NOT IN {}
+                  WHERE a.start_at > $2 AND a.status IN {}
                     AND a.patient_id IN (SELECT patient_id FROM campaign_targets WHERE campaign_id = $1))",
-            super::reminders::NOT_REMINDED
+            super::reminders::reminded_sql()
         ));
         let row: (i64, i64, i64, i64, i64, i64, i64) = on_db!(self.db(), pool => sqlx::query_as(sql).bind(campaign_id).bind(now).fetch_one(pool).await)?;
         Ok(CampaignCounts {

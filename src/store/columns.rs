@@ -27,13 +27,6 @@ macro_rules! organization_columns {
     };
 }
 
-/// Terminal delivery statuses (see `crate::delivery::DeliveryStatus::is_terminal`).
-macro_rules! terminal_sql {
-    () => {
-        "('delivered', 'dispatched', 'failed', 'expired')"
-    };
-}
-
 macro_rules! appointment_columns {
     () => {
         "id, organization_id, patient_id, filler_id, placer_id, start_at, start_offset_minutes, duration_minutes, \

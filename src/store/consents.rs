@@ -1,11 +1,18 @@
 //! The consent ledger: opt-outs and opt-ins per channel, purpose and address (SMS keywords
-//! record the number; the API and HL7 record them per patient), and Part 2 consents. This file
-//! writes and reads entries; what they decide is `crate::disclosure`'s (one rule for every
-//! path).
+//! record the number; the API records them per patient), and Part 2 consents. This file
+//! writes and reads entries; what they decide is `crate::domain::consent`'s (one rule for
+//! every path). The loaders' `WHERE` clauses are that rule's conditions in SQL
+//! ([`push_opt_out_filter`] mirrors `consent::covers_opt_out`, [`Store::part2_consents`]
+//! loads a superset of what `consent::covers_part2` can pick), so reading fewer rows never
+//! changes a decision; `tests/consent_conformance.rs` checks it on both databases.
+//!
+//! Recipients are stored canonical (`domain::Address::canonical`): the rule compares them as
+//! text, in SQL and in Rust alike.
 
 use super::touch_batch::{IN_CHUNK, push_list, unique};
-use super::{
-    ConsentLedger, LedgerEntry, Part2Consents, Part2Entry, Result, Store, new_id, now_ms, on_db,
+use super::{Result, Store, new_id, now_ms, on_db};
+use crate::domain::consent::{
+    ANY, ConsentEntry, ConsentLedger, GRANTED, PART2, Part2Consents, REVOKED,
 };
 
 /// One ledger entry.
@@ -16,12 +23,53 @@ pub struct ConsentChange {
     pub channel: String,
     /// `*` for every purpose.
     pub purpose: String,
-    /// The address it covers (E.164 for phones), or `*` for every address of the patient.
+    /// The address it covers, canonical (`domain::Address`), or `*` for every address of the
+    /// patient.
     pub recipient: String,
     /// `granted` or `revoked`.
     pub status: String,
     /// `sms-keyword`, `api`, `hl7`, `staff`.
     pub source: String,
+}
+
+/// The columns a [`ConsentEntry`] is read from.
+pub(super) const ENTRY_COLUMNS: &str =
+    "id, patient_id, channel, purpose, recipient, status, recorded_at, expires_at";
+
+/// Appends to `qb` (after `WHERE`) the conditions of `consent::covers_opt_out` that do not
+/// depend on the address or patient: the organization, the purpose (or `*`), `granted` /
+/// `revoked`, unexpired at `now`, one of `channels` (or `*`). Every constant is bound from
+/// `domain::consent`, so the SQL cannot drift from the Rust.
+pub(super) fn push_opt_out_filter<DB>(
+    qb: &mut sqlx::QueryBuilder<DB>,
+    organization_id: &str,
+    purpose: &str,
+    channels: &[String],
+    now: i64,
+) where
+    DB: sqlx::Database,
+    for<'t> String: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> i64: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+{
+    qb.push("organization_id = ")
+        .push_bind(organization_id.to_string())
+        .push(" AND purpose IN (")
+        .push_bind(purpose.to_string())
+        .push(", ")
+        .push_bind(ANY.to_string())
+        .push(") AND status IN (")
+        .push_bind(GRANTED.to_string())
+        .push(", ")
+        .push_bind(REVOKED.to_string())
+        .push(") AND (expires_at IS NULL OR expires_at > ")
+        .push_bind(now)
+        .push(") AND channel IN (");
+    push_list(qb, channels);
+    qb.push(", ").push_bind(ANY.to_string()).push(")");
+}
+
+fn select_entries<DB: sqlx::Database>() -> sqlx::QueryBuilder<DB> {
+    sqlx::QueryBuilder::new(format!("SELECT {ENTRY_COLUMNS} FROM consents WHERE "))
 }
 
 impl Store {
@@ -37,10 +85,9 @@ impl Store {
         Ok(())
     }
 
-    /// The consent entries of one organization and purpose (or `*`) that can decide for one
-    /// address on one channel: entries for the address, and the patient's entries for every
-    /// address (`*`); `granted`/`revoked`, unexpired now. The decision is
-    /// `disclosure::opted_out`'s; [`Store::consent_ledger`] loads the same for a batch.
+    /// The consent entries of one organization and purpose that can decide opt-outs for one
+    /// address on one channel, unexpired now: entries for the address, and the patient's
+    /// entries for every address (`*`). [`Store::consent_ledger`] loads the same for a batch.
     pub async fn consent_entries(
         &self,
         organization_id: &str,
@@ -50,28 +97,26 @@ impl Store {
         patient_id: Option<&str>,
     ) -> Result<ConsentLedger> {
         let now = now_ms();
-        let entries: Vec<LedgerEntry> = on_db!(self.db(), pool => sqlx::query_as(
-            "SELECT id, patient_id, channel, recipient, status, recorded_at FROM consents
-             WHERE organization_id = $1 AND channel IN ($2, '*') AND purpose IN ($5, '*')
-               AND status IN ('granted', 'revoked')
-               AND (recipient = $3 OR (recipient = '*' AND patient_id = $4))
-               AND (expires_at IS NULL OR expires_at > $6)",
-        )
-        .bind(organization_id).bind(channel).bind(recipient).bind(patient_id).bind(purpose).bind(now)
-        .fetch_all(pool).await)?;
+        let channels = [channel.to_string()];
+        let entries: Vec<ConsentEntry> = on_db!(self.db(), pool => {
+            let mut qb = select_entries();
+            push_opt_out_filter(&mut qb, organization_id, purpose, &channels, now);
+            qb.push(" AND (recipient = ").push_bind(recipient.to_string())
+                .push(" OR (recipient = ").push_bind(ANY.to_string())
+                .push(" AND patient_id = ").push_bind(patient_id.map(str::to_string)).push("))");
+            qb.build_query_as().fetch_all(pool).await
+        })?;
         Ok(ConsentLedger::new(entries))
     }
 
     /// Every Part 2 consent entry of these patients (any channel, recipient, status or
-    /// expiry: the newest covering one decides, in `disclosure`).
+    /// expiry: the newest covering one decides, in `domain::consent`).
     pub async fn part2_consents(&self, patient_ids: &[&str]) -> Result<Part2Consents> {
         let mut entries = Vec::new();
         for chunk in unique(patient_ids.iter().copied()).chunks(IN_CHUNK) {
-            let rows: Vec<Part2Entry> = on_db!(self.db(), pool => {
-                let mut qb = sqlx::QueryBuilder::new(
-                    "SELECT id, patient_id, channel, recipient, status, recorded_at, expires_at FROM consents
-                     WHERE purpose = 'part2' AND patient_id IN (",
-                );
+            let rows: Vec<ConsentEntry> = on_db!(self.db(), pool => {
+                let mut qb = select_entries();
+                qb.push("purpose = ").push_bind(PART2.to_string()).push(" AND patient_id IN (");
                 push_list(&mut qb, chunk);
                 qb.push(")");
                 qb.build_query_as().fetch_all(pool).await
@@ -79,5 +124,65 @@ impl Store {
             entries.extend(rows);
         }
         Ok(Part2Consents::new(entries))
+    }
+
+    /// Rewrites, once per database, the recipients of entries recorded before every path
+    /// wrote them canonical (the API stored what it was given): `canonical(organization slug,
+    /// channel, recipient)` is the form (`domain::consent::canonical_recipient` in the
+    /// organization's phone region). Idempotent, so daemons starting together may both run
+    /// it. Returns how many entries changed.
+    pub async fn canonicalize_consent_recipients(
+        &self,
+        canonical: impl Fn(&str, &str, &str) -> String,
+    ) -> Result<u64> {
+        const DONE: &str = "consent-recipients-canonical";
+        if self.cursor(DONE).await?.is_some() {
+            return Ok(0);
+        }
+        let mut after = String::new();
+        let mut changed = 0;
+        loop {
+            let rows: Vec<(String, String, String, String)> = on_db!(self.db(), pool => sqlx::query_as(
+                "SELECT c.id, o.slug, c.channel, c.recipient FROM consents c
+                 JOIN organizations o ON o.id = c.organization_id
+                 WHERE c.recipient <> $1 AND c.id > $2 ORDER BY c.id LIMIT 1000",
+            )
+            .bind(ANY).bind(&after).fetch_all(pool).await)?;
+            let Some((last, ..)) = rows.last() else { break };
+            after = last.clone();
+            let fixes: Vec<(String, String)> = rows
+                .iter()
+                .filter_map(|(id, slug, channel, recipient)| {
+                    let form = canonical(slug, channel, recipient);
+                    (form != *recipient).then(|| (id.clone(), form))
+                })
+                .collect();
+            if fixes.is_empty() {
+                continue;
+            }
+            on_db!(self.db(), pool => {
+                let mut tx = pool.begin().await?;
+                for (id, form) in &fixes {
+                    sqlx::query("UPDATE consents SET recipient = $2 WHERE id = $1")
+                        .bind(id).bind(form).execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+            });
+            changed += fixes.len() as u64;
+        }
+        self.set_cursor(DONE, 1).await?;
+        Ok(changed)
+    }
+
+    /// The whole ledger of an organization, oldest first (operators; the conformance test
+    /// decides over it to check what the loaders leave out).
+    pub async fn all_consents(&self, organization_id: &str) -> Result<Vec<ConsentEntry>> {
+        let sql = format!(
+            "SELECT {ENTRY_COLUMNS} FROM consents WHERE organization_id = $1 ORDER BY recorded_at, id"
+        );
+        Ok(
+            on_db!(self.db(), pool => sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()))
+            .bind(organization_id).fetch_all(pool).await)?,
+        )
     }
 }

@@ -1,13 +1,14 @@
 //! Deliveries: claiming one for a send attempt, moving it through the state machine
-//! (monotonic; see `crate::delivery`), retry scheduling, dead letters and the sweep that
-//! finds deliveries whose job was lost.
+//! (`crate::domain::delivery`: the `WHERE` of every move is generated from
+//! `DeliveryStatus::can_move_to` / `is_claimable`, so the SQL cannot drift from the rule),
+//! retry scheduling, dead letters and the sweep that finds deliveries whose job was lost.
 
 use super::MessageRow;
 use super::audit::bind_audit;
 use super::{
     AuditEntry, DeadLetterRow, DeliveryRow, Result, Store, StoreError, new_id, now_ms, on_db,
 };
-use crate::delivery::DeliveryStatus;
+use crate::domain::DeliveryStatus;
 
 /// A delivery leased to this worker for one attempt.
 #[derive(Debug, Clone)]
@@ -99,13 +100,18 @@ impl Store {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
+        let claimable: Vec<DeliveryStatus> = DeliveryStatus::ALL
+            .into_iter()
+            .filter(|s| s.is_claimable())
+            .collect();
         let claimed = on_db!(self.db(), pool => {
             let mut tx = pool.begin().await?;
-            let mut qb = sqlx::QueryBuilder::new(
-                "UPDATE deliveries SET status = 'sending', status_rank = 1, attempts = attempts + 1, not_before = ",
-            );
+            let mut qb = sqlx::QueryBuilder::new("UPDATE deliveries SET status = ");
+            qb.push_bind(DeliveryStatus::Sending.as_str()).push(", status_rank = ").push_bind(DeliveryStatus::Sending.rank());
+            qb.push(", attempts = attempts + 1, not_before = ");
             qb.push_bind(lease_until).push(", updated_at = ").push_bind(now);
-            qb.push(" WHERE status IN ('queued', 'sending') AND (not_before IS NULL OR not_before <= ").push_bind(now);
+            qb.push(" WHERE status IN ").push(status_list(&claimable));
+            qb.push(" AND (not_before IS NULL OR not_before <= ").push_bind(now);
             qb.push(") AND id IN (");
             let mut list = qb.separated(", ");
             for id in ids {
@@ -121,7 +127,7 @@ impl Store {
                 "INSERT INTO delivery_events (organization_id, delivery_id, status, applied, source, detail, created_at) ",
             );
             qb.push_values(rows.iter(), |mut row, d| {
-                row.push_bind(d.organization_id.clone()).push_bind(d.id.clone()).push_bind("sending")
+                row.push_bind(d.organization_id.clone()).push_bind(d.id.clone()).push_bind(DeliveryStatus::Sending.as_str())
                     .push_bind(true).push_bind("worker").push_bind(format!("attempt {}", d.attempts)).push_bind(now);
             });
             qb.build().execute(&mut *tx).await?;
@@ -171,14 +177,23 @@ impl Store {
         updates: &[(String, DeliveryUpdate)],
     ) -> Result<Vec<bool>> {
         let now = now_ms();
-        let apply = concat!(
-            "UPDATE deliveries SET status = $2, status_rank = $3, not_before = NULL, updated_at = $4,
-                connector = COALESCE($5, connector), provider_ref = COALESCE($6, provider_ref),
-                reason = COALESCE($7, reason)
-             WHERE id = $1 AND status_rank < $3 AND status NOT IN ", terminal_sql!(), "
-               AND ($8 IS NULL OR status = $8) AND ($9 IS NULL OR connector = $9)
-             RETURNING ", delivery_columns!()
-        );
+        // Per reported status, the statuses it may move a delivery from: exactly
+        // `DeliveryStatus::can_move_to`, read backwards (`allowed_from`).
+        let apply = |status: DeliveryStatus| {
+            let from = status.allowed_from();
+            (!from.is_empty()).then(|| {
+                sqlx::AssertSqlSafe(format!(
+                    "UPDATE deliveries SET status = $2, status_rank = $3, not_before = NULL, updated_at = $4,
+                        connector = COALESCE($5, connector), provider_ref = COALESCE($6, provider_ref),
+                        reason = COALESCE($7, reason)
+                     WHERE id = $1 AND status IN {}
+                       AND ($8 IS NULL OR status = $8) AND ($9 IS NULL OR connector = $9)
+                     RETURNING {}",
+                    status_list(&from),
+                    delivery_columns!()
+                ))
+            })
+        };
         // A worker's outcome that lost the race to a faster provider callback still records
         // which connector carried the delivery and the provider's id for it (only where
         // unknown: nothing rewrites them).
@@ -191,11 +206,14 @@ impl Store {
             let mut results = Vec::with_capacity(updates.len());
             for (id, update) in updates {
                 let status = update.status;
-                let moved: Option<DeliveryRow> = sqlx::query_as(apply)
-                    .bind(id).bind(status.as_str()).bind(status.rank()).bind(now)
-                    .bind(&update.connector).bind(&update.provider_ref).bind(&update.reason)
-                    .bind(update.expect_status.map(|s| s.as_str())).bind(&update.expect_connector)
-                    .fetch_optional(&mut *tx).await?;
+                let moved: Option<DeliveryRow> = match apply(status) {
+                    None => None,
+                    Some(sql) => sqlx::query_as(sql)
+                        .bind(id).bind(status.as_str()).bind(status.rank()).bind(now)
+                        .bind(&update.connector).bind(&update.provider_ref).bind(&update.reason)
+                        .bind(update.expect_status.map(|s| s.as_str())).bind(&update.expect_connector)
+                        .fetch_optional(&mut *tx).await?,
+                };
                 if moved.is_none() && (update.connector.is_some() || update.provider_ref.is_some()) {
                     sqlx::query(remember).bind(id).bind(&update.connector).bind(&update.provider_ref)
                         .execute(&mut *tx).await?;
@@ -397,6 +415,15 @@ impl Store {
         });
         Ok((new_id, old.channel))
     }
+}
+
+/// `('a', 'b')`: statuses as an SQL list. Only our own names are written (no input).
+fn status_list(statuses: &[DeliveryStatus]) -> String {
+    let names: Vec<String> = statuses
+        .iter()
+        .map(|s| format!("'{}'", s.as_str()))
+        .collect();
+    format!("({})", names.join(", "))
 }
 
 fn status_payload(row: &DeliveryRow, status: DeliveryStatus) -> String {

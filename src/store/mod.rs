@@ -38,6 +38,8 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, SqlitePool};
 
+/// The consent rule's types, where the loaders return them.
+pub use crate::domain::consent::{ConsentEntry, ConsentLedger, Part2Consents};
 pub use api_keys::{ALL_SCOPES, ApiKeyRow, KeyGrant, NewApiKey};
 pub use appointments::{AppointmentInput, AppointmentRow, RecallInput, RecallRow};
 pub use audit::AuditEntry;
@@ -53,9 +55,7 @@ pub use messages::{AcceptItem, AcceptOutcome, NewDelivery, NewMessage};
 pub use patients::{ConsentInput, ContactPointInput, PatientInput};
 pub use reminders::{NewTouch, PlanRow, TouchRow};
 pub use rows::*;
-pub use touch_batch::{
-    AcceptedTouch, ConsentLedger, LedgerEntry, Part2Consents, Part2Entry, TouchOutcome,
-};
+pub use touch_batch::{AcceptedTouch, TouchOutcome};
 pub use urgent::{AlertRow, NewNotification, StaffInput, StaffRow};
 
 /// Store errors. `NotFound` is what a caller may show; everything else is internal.
@@ -70,7 +70,7 @@ pub enum StoreError {
     #[error("migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("job queue setup: {0}")]
-    Queue(String),
+    Queue(#[source] apalis_postgres::Error),
     #[error("the group-commit writer has stopped")]
     Closed,
     #[error("unsupported database url (expected sqlite:// or postgres://)")]
@@ -161,7 +161,7 @@ impl Store {
                 ours.run(pool).await?;
                 apalis_postgres::PostgresStorage::<()>::setup(pool)
                     .await
-                    .map_err(|e| StoreError::Queue(e.to_string()))?;
+                    .map_err(StoreError::Queue)?;
             }
         }
         Ok(())

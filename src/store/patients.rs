@@ -6,6 +6,7 @@
 use super::{
     ConsentRow, ContactPointRow, PatientRow, Result, Store, StoreError, new_id, now_ms, on_db,
 };
+use crate::domain::{Address, Channel};
 
 /// Demographics and contact points for an upsert keyed by the organization's external id.
 #[derive(Debug, Clone, Default)]
@@ -39,7 +40,8 @@ pub struct ContactPointInput {
 }
 
 impl ContactPointInput {
-    /// A contact point; phone numbers also get their E.164 form, read in `region`.
+    /// A contact point; phone numbers also get their E.164 form, read in `region` (the
+    /// canonical address, `domain::Address`, when it is a valid number).
     pub fn new(
         system: &str,
         value: &str,
@@ -47,9 +49,11 @@ impl ContactPointInput {
         rank: i64,
         region: &str,
     ) -> Self {
-        let e164 = crate::phone::is_phone_system(system)
-            .then(|| crate::phone::to_e164(value, region).ok())
-            .flatten();
+        let e164 = Channel::of_contact_system(system)
+            .filter(|channel| channel.is_phone())
+            .map(|channel| Address::canonical(channel, value, region))
+            .filter(Address::is_e164)
+            .map(Address::into_string);
         Self {
             system: system.to_string(),
             value: value.to_string(),

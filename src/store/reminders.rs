@@ -3,6 +3,7 @@
 //! targets.
 
 use super::{Result, Store, new_id, now_ms, on_db};
+use crate::domain::AppointmentStatus;
 
 /// An appointment as the planner sees it, with what it needs of the patient.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -53,8 +54,28 @@ pub struct TouchRow {
 
 const TOUCH_COLUMNS: &str = "id, organization_id, appointment_id, patient_id, rule_id, touch_id, appointment_start, due_at, status, reason, channel, message_id, updated_at";
 
-/// Appointment statuses that get no reminders.
-pub const NOT_REMINDED: &str = "('cancelled', 'canceled', 'deleted', 'noshow', 'no-show', 'complete', 'completed', 'dc', 'discontinued', 'blocked', 'started', 'arrived', 'fulfilled')";
+/// `('booked')`: the stored names of the appointment statuses that get reminders
+/// (`AppointmentStatus::gets_reminders`), as an SQL list. Our own names only.
+pub(super) fn reminded_sql() -> String {
+    let names: Vec<String> = AppointmentStatus::ALL
+        .into_iter()
+        .filter(|s| s.gets_reminders())
+        .map(|s| format!("'{}'", s.as_str()))
+        .collect();
+    format!("({})", names.join(", "))
+}
+
+/// Why a planned touch of an appointment whose status stopped reminders is cancelled:
+/// `AppointmentStatus::reminder_stop_reason`, as SQL `WHEN` arms on `a.status`.
+fn stop_reason_sql() -> String {
+    AppointmentStatus::ALL
+        .into_iter()
+        .filter_map(|s| {
+            s.reminder_stop_reason()
+                .map(|reason| format!("WHEN a.status = '{}' THEN '{reason}' ", s.as_str()))
+        })
+        .collect()
+}
 
 impl Store {
     /// Appointments that may need (new) touches: starting in `[from, to)` and either changed
@@ -71,8 +92,9 @@ impl Store {
             "SELECT a.id, a.organization_id, a.patient_id, a.start_at, a.status, a.appointment_type, a.location,
                     a.location_code, a.provider_id, a.provider_name, p.time_zone AS patient_time_zone
              FROM appointments a JOIN patients p ON p.id = a.patient_id
-             WHERE a.start_at >= $1 AND a.start_at < $2 AND LOWER(a.status) NOT IN {NOT_REMINDED}
-               AND (a.updated_at >= $3 OR a.start_at >= $4)"
+             WHERE a.start_at >= $1 AND a.start_at < $2 AND a.status IN {reminded}
+               AND (a.updated_at >= $3 OR a.start_at >= $4)",
+            reminded = reminded_sql()
         ));
         Ok(
             on_db!(self.db(), pool => sqlx::query_as(sql).bind(from).bind(to).bind(changed_since).bind(entered_from).fetch_all(pool).await)?,
@@ -115,14 +137,15 @@ impl Store {
         let sql = sqlx::AssertSqlSafe(format!(
             "UPDATE reminder_touches SET status = 'cancelled', updated_at = $1,
                 reason = (SELECT CASE WHEN a.start_at <> reminder_touches.appointment_start THEN 'appointment rescheduled'
-                                      WHEN LOWER(a.status) IN ('noshow', 'no-show') THEN 'no-show: reminders stopped'
-                                      ELSE 'appointment ' || LOWER(a.status) END
+                                      {stop_reasons}ELSE 'appointment ' || a.status END
                           FROM appointments a WHERE a.id = reminder_touches.appointment_id)
              WHERE status = 'planned' AND appointment_id IN (
                 SELECT a.id FROM appointments a JOIN reminder_touches t ON t.appointment_id = a.id AND t.status = 'planned'
-                WHERE a.updated_at >= $2 AND (a.start_at <> t.appointment_start OR LOWER(a.status) IN {NOT_REMINDED}))
+                WHERE a.updated_at >= $2 AND (a.start_at <> t.appointment_start OR a.status NOT IN {reminded}))
                AND EXISTS (SELECT 1 FROM appointments a WHERE a.id = reminder_touches.appointment_id
-                  AND (a.start_at <> reminder_touches.appointment_start OR LOWER(a.status) IN {NOT_REMINDED}))"
+                  AND (a.start_at <> reminder_touches.appointment_start OR a.status NOT IN {reminded}))",
+            reminded = reminded_sql(),
+            stop_reasons = stop_reason_sql(),
         ));
         Ok(
             on_db!(self.db(), pool => sqlx::query(sql).bind(now).bind(changed_since).execute(pool).await.map(|r| r.rows_affected()))?,
@@ -321,7 +344,7 @@ impl Store {
                 );
                 qb.push_values(&rows, |mut b, (pid, aid, start, n)| {
                     b.push_bind(aid.clone()).push_bind(organization_id.to_string()).push_bind(pid.clone())
-                        .push_bind(format!("{prefix}-{n}")).push_bind(*start).push_bind("booked").push_bind("api")
+                        .push_bind(format!("{prefix}-{n}")).push_bind(*start).push_bind(AppointmentStatus::Booked.as_str()).push_bind("api")
                         .push_bind(now).push_bind(now);
                 });
                 qb.build().execute(&mut *tx).await?;
@@ -329,5 +352,92 @@ impl Store {
             });
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::domain::AppointmentStatus;
+
+    const SQLITE: &str = include_str!("../../migrations/sqlite/0009_appointment_status.sql");
+    const POSTGRES: &str = include_str!("../../migrations/postgres/0009_appointment_status.sql");
+
+    /// Migration 0009 rewrites stored free text exactly as `AppointmentStatus::from_stored`
+    /// reads it (run here on SQLite; the PostgreSQL file is the same statement).
+    #[tokio::test]
+    async fn migration_0009_reads_legacy_statuses_like_the_domain() {
+        assert_eq!(SQLITE, POSTGRES);
+        let pool = sqlx::SqlitePool::connect("sqlite::memory:")
+            .await
+            .expect("sqlite");
+        sqlx::query("CREATE TABLE appointments (id INTEGER PRIMARY KEY, status TEXT NOT NULL)")
+            .execute(&pool)
+            .await
+            .expect("table");
+        let legacy = [
+            "booked",
+            "Booked",
+            "pending",
+            "waitlist",
+            "overbook",
+            "confirmed",
+            "scheduled",
+            "started",
+            "arrived",
+            "complete",
+            "Completed",
+            "fulfilled",
+            "cancelled",
+            "canceled",
+            "deleted",
+            "blocked",
+            "noshow",
+            "no-show",
+            "no_show",
+            "dc",
+            "DC",
+            "discontinued",
+            " Dc ",
+            "postponed",
+            "site-code-7",
+            "",
+        ];
+        for (i, status) in legacy.iter().enumerate() {
+            sqlx::query("INSERT INTO appointments (id, status) VALUES ($1, $2)")
+                .bind(i as i64)
+                .bind(*status)
+                .execute(&pool)
+                .await
+                .expect("row");
+        }
+        sqlx::raw_sql(SQLITE)
+            .execute(&pool)
+            .await
+            .expect("migration");
+        let rows: Vec<(i64, String)> =
+            sqlx::query_as("SELECT id, status FROM appointments ORDER BY id")
+                .fetch_all(&pool)
+                .await
+                .expect("rows");
+        for (id, status) in rows {
+            let before = legacy[id as usize];
+            assert_eq!(
+                status,
+                AppointmentStatus::from_stored(before).as_str(),
+                "{before:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn only_booked_is_reminded_and_every_other_status_has_a_reason_in_sql() {
+        assert_eq!(super::reminded_sql(), "('booked')");
+        let reasons = super::stop_reason_sql();
+        for status in AppointmentStatus::ALL
+            .into_iter()
+            .filter(|s| !s.gets_reminders())
+        {
+            assert!(reasons.contains(&format!("WHEN a.status = '{}'", status.as_str())));
+        }
     }
 }

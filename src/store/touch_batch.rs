@@ -3,11 +3,13 @@
 //! accepted for a touch, each loaded for the whole batch in one query (per organization where
 //! the table is organization-scoped), and the batch's outcomes recorded in one transaction.
 //! The send-time checks themselves stay with the caller (`reminders`), and what consents
-//! decide with `crate::disclosure`: [`ConsentLedger`] and [`Part2Consents`] only hold entries.
+//! decide with `crate::domain::consent`: the store only loads entries.
 
 use std::collections::{HashMap, HashSet};
 
+use super::consents::push_opt_out_filter;
 use super::{AppointmentRow, ContactPointRow, PatientRow, Result, Store, now_ms, on_db};
+use crate::domain::consent::{ANY, ConsentEntry, ConsentLedger};
 
 /// Ids per `IN (...)` list: well under SQLite's 32,766 and PostgreSQL's 65,535 parameters.
 pub(super) const IN_CHUNK: usize = 1000;
@@ -31,70 +33,6 @@ pub struct AcceptedTouch {
     pub channel: Option<String>,
 }
 
-/// One ledger entry as [`ConsentLedger`] needs it.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct LedgerEntry {
-    pub id: String,
-    pub patient_id: Option<String>,
-    pub channel: String,
-    pub recipient: String,
-    pub status: String,
-    pub recorded_at: i64,
-}
-
-/// The consent entries (one organization, one purpose, unexpired, `granted`/`revoked`) that can
-/// decide for a set of addresses and patients; `crate::disclosure::opted_out` decides.
-#[derive(Debug, Clone, Default)]
-pub struct ConsentLedger {
-    entries: Vec<LedgerEntry>,
-}
-
-impl ConsentLedger {
-    pub fn new(entries: Vec<LedgerEntry>) -> Self {
-        Self { entries }
-    }
-
-    pub fn entries(&self) -> &[LedgerEntry] {
-        &self.entries
-    }
-}
-
-/// One Part 2 consent entry (purpose `part2`).
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct Part2Entry {
-    pub id: String,
-    pub patient_id: Option<String>,
-    pub channel: String,
-    pub recipient: String,
-    pub status: String,
-    pub recorded_at: i64,
-    pub expires_at: Option<i64>,
-}
-
-/// Part 2 consent entries by patient; `crate::disclosure` decides what they cover.
-#[derive(Debug, Clone, Default)]
-pub struct Part2Consents {
-    by_patient: HashMap<String, Vec<Part2Entry>>,
-}
-
-impl Part2Consents {
-    pub fn new(entries: Vec<Part2Entry>) -> Self {
-        let mut by_patient: HashMap<String, Vec<Part2Entry>> = HashMap::new();
-        for entry in entries {
-            if let Some(patient) = entry.patient_id.clone() {
-                by_patient.entry(patient).or_default().push(entry);
-            }
-        }
-        Self { by_patient }
-    }
-
-    /// The patient's entries (none: no consent).
-    pub fn of(&self, patient_id: &str) -> &[Part2Entry] {
-        self.by_patient.get(patient_id).map_or(&[], Vec::as_slice)
-    }
-}
-
-/// Deduplicated, in first-seen order.
 /// Binds `values` as a comma-separated list (the inside of an `IN (...)`).
 pub(super) fn push_list<DB>(qb: &mut sqlx::QueryBuilder<DB>, values: &[String])
 where
@@ -107,6 +45,7 @@ where
     }
 }
 
+/// Deduplicated, in first-seen order.
 pub(super) fn unique<'a>(values: impl IntoIterator<Item = &'a str>) -> Vec<String> {
     let mut seen = HashSet::new();
     values
@@ -247,8 +186,8 @@ impl Store {
         Ok(out)
     }
 
-    /// The consent entries of one organization and purpose that can decide for these
-    /// addresses (on these channels) or these patients, unexpired now (store time, as
+    /// The consent entries of one organization and purpose that can decide opt-outs for
+    /// these addresses (on these channels) or these patients, unexpired now (store time, as
     /// [`Store::consent_entries`] for one address).
     pub async fn consent_ledger(
         &self,
@@ -260,23 +199,20 @@ impl Store {
     ) -> Result<ConsentLedger> {
         let now = now_ms();
         let mut entries = Vec::new();
-        let mut channels = unique(channels.iter().copied());
-        channels.push("*".into());
+        let channels = unique(channels.iter().copied());
         let recipients: Vec<String> = unique(recipients.iter().copied())
             .into_iter()
-            .filter(|r| r != "*")
+            .filter(|r| r != ANY)
             .collect();
-        let head = "SELECT id, patient_id, channel, recipient, status, recorded_at FROM consents
-             WHERE organization_id = ";
+        let head = format!(
+            "SELECT {} FROM consents WHERE ",
+            super::consents::ENTRY_COLUMNS
+        );
         for chunk in recipients.chunks(IN_CHUNK) {
-            let rows: Vec<LedgerEntry> = on_db!(self.db(), pool => {
-                let mut qb = sqlx::QueryBuilder::new(head);
-                qb.push_bind(organization_id.to_string())
-                    .push(" AND purpose IN (").push_bind(purpose.to_string())
-                    .push(", '*') AND status IN ('granted', 'revoked') AND (expires_at IS NULL OR expires_at > ")
-                    .push_bind(now).push(") AND channel IN (");
-                push_list(&mut qb, &channels);
-                qb.push(") AND recipient IN (");
+            let rows: Vec<ConsentEntry> = on_db!(self.db(), pool => {
+                let mut qb = sqlx::QueryBuilder::new(head.clone());
+                push_opt_out_filter(&mut qb, organization_id, purpose, &channels, now);
+                qb.push(" AND recipient IN (");
                 push_list(&mut qb, chunk);
                 qb.push(")");
                 qb.build_query_as().fetch_all(pool).await
@@ -284,12 +220,10 @@ impl Store {
             entries.extend(rows);
         }
         for chunk in unique(patient_ids.iter().copied()).chunks(IN_CHUNK) {
-            let rows: Vec<LedgerEntry> = on_db!(self.db(), pool => {
-                let mut qb = sqlx::QueryBuilder::new(head);
-                qb.push_bind(organization_id.to_string())
-                    .push(" AND purpose IN (").push_bind(purpose.to_string())
-                    .push(", '*') AND status IN ('granted', 'revoked') AND (expires_at IS NULL OR expires_at > ")
-                    .push_bind(now).push(") AND recipient = '*' AND patient_id IN (");
+            let rows: Vec<ConsentEntry> = on_db!(self.db(), pool => {
+                let mut qb = sqlx::QueryBuilder::new(head.clone());
+                push_opt_out_filter(&mut qb, organization_id, purpose, &channels, now);
+                qb.push(" AND recipient = ").push_bind(ANY.to_string()).push(" AND patient_id IN (");
                 push_list(&mut qb, chunk);
                 qb.push(")");
                 qb.build_query_as().fetch_all(pool).await

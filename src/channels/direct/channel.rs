@@ -22,9 +22,9 @@ use super::keys::KeyMaterial;
 use crate::channels::email::smtp::classify;
 use crate::channels::{Channel, ChannelError, OutboundDelivery, SendOutcome};
 use crate::config::DirectMode;
-use crate::delivery::DeliveryStatus;
 use crate::direct::discovery::{Discovery, Found};
 use crate::direct::{SealOptions, seal};
+use crate::domain::DeliveryStatus;
 
 /// One Direct connector.
 pub struct DirectChannel {

@@ -45,9 +45,7 @@ fn certs(path: &Path) -> Result<Vec<X509>, DirectChannelError> {
 }
 
 fn key(secret: &Secret) -> Result<PKey<Private>, DirectChannelError> {
-    let path = secret
-        .path()
-        .map_err(|e| DirectChannelError::Config(e.to_string()))?;
+    let path = secret.path()?;
     let bytes = read(&path)?;
     PKey::private_key_from_pem(&bytes)
         .or_else(|_| PKey::private_key_from_pkcs8(&bytes))

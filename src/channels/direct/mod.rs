@@ -34,6 +34,9 @@ use crate::fetch::FetchPolicy;
 pub enum DirectChannelError {
     #[error("{0}")]
     Config(String),
+    /// A key or certificate named by a secret that cannot be found.
+    #[error(transparent)]
+    Secret(#[from] crate::config::ConfigError),
     #[error(transparent)]
     Email(#[from] crate::channels::email::EmailError),
 }

@@ -32,9 +32,9 @@ use crate::channels::email::EmailError;
 use crate::channels::email::imap::ImapSession;
 use crate::channels::email::watch::{MailboxWatch, open};
 use crate::config::{DirectConnectorConfig, DirectMode};
-use crate::delivery::DeliveryStatus;
 use crate::direct::anchors::{Anchors, Direction, domain_of};
 use crate::direct::mdn::{Notification, NotificationKind, Outcome, parse_notifications};
+use crate::domain::DeliveryStatus;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 

@@ -140,8 +140,7 @@ impl Composer {
         let envelope = Envelope::new(
             Some(self.return_path(&delivery.reference)?),
             vec![to.email.clone()],
-        )
-        .map_err(|e| EmailError::Build(e.to_string()))?;
+        )?;
         let mut builder = lettre::Message::builder()
             .from(from)
             .to(to)
@@ -157,7 +156,7 @@ impl Composer {
         }
         builder
             .multipart(MultiPart::alternative_plain_html(text, html))
-            .map_err(|e| EmailError::Build(e.to_string()))
+            .map_err(EmailError::Build)
     }
 }
 
@@ -186,7 +185,7 @@ mod tests {
             reference: "r01jref".into(),
             organization_id: "org_1".into(),
             message_id: "msg_1".into(),
-            channel: "email".into(),
+            channel: crate::domain::Channel::Email,
             recipient: "patient@example.org".into(),
             subject: Some("Lab results for Jane Roe".into()),
             body: "Your HbA1c is 9.1 percent".into(),

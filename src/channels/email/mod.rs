@@ -35,9 +35,20 @@ pub enum EmailError {
     #[error("address {what} is invalid")]
     Address { what: &'static str },
     #[error("building the message: {0}")]
-    Build(String),
+    Build(#[from] lettre::error::Error),
+    /// Setting up TLS for SMTP.
     #[error("TLS: {0}")]
-    Tls(String),
+    SmtpTls(#[from] lettre::transport::smtp::Error),
+    /// Setting up TLS for IMAP.
+    #[error("TLS: {0}")]
+    Tls(#[from] native_tls::Error),
+    /// The extra CA certificate (`ca_certificate`) cannot be read or is not a certificate.
+    #[error("TLS: {}: {source}", path.display())]
+    CaCertificate {
+        path: std::path::PathBuf,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error(transparent)]
     Imap(#[from] imap::ImapError),
 }

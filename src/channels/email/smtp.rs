@@ -15,7 +15,7 @@ use super::transport::smtp_transport;
 use super::{EmailError, redact_addresses};
 use crate::channels::{Channel, ChannelError, OutboundDelivery, SendOutcome};
 use crate::config::SmtpConnectorConfig;
-use crate::delivery::DeliveryStatus;
+use crate::domain::DeliveryStatus;
 use crate::templates::Templates;
 
 /// An SMTP relay connector.

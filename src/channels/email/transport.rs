@@ -25,13 +25,10 @@ pub(crate) fn smtp_transport(
             let mut params = TlsParameters::builder(config.host.clone());
             if let Some(path) = &config.ca_certificate {
                 let pem = read_pem(path)?;
-                let cert = Certificate::from_pem(&pem)
-                    .map_err(|e| EmailError::Tls(format!("{}: {e}", path.display())))?;
+                let cert = Certificate::from_pem(&pem).map_err(|e| ca_error(path, e))?;
                 params = params.add_root_certificate(cert);
             }
-            let params = params
-                .build_native()
-                .map_err(|e| EmailError::Tls(e.to_string()))?;
+            let params = params.build_native()?;
             match mode {
                 TlsMode::Implicit => Tls::Wrapper(params),
                 TlsMode::Opportunistic => Tls::Opportunistic(params),
@@ -66,16 +63,20 @@ pub(crate) fn tls_connector(
     let mut builder = native_tls::TlsConnector::builder();
     if let Some(path) = ca_certificate {
         let pem = read_pem(path)?;
-        let cert = native_tls::Certificate::from_pem(&pem)
-            .map_err(|e| EmailError::Tls(format!("{}: {e}", path.display())))?;
+        let cert = native_tls::Certificate::from_pem(&pem).map_err(|e| ca_error(path, e))?;
         builder.add_root_certificate(cert);
     }
-    let connector = builder
-        .build()
-        .map_err(|e| EmailError::Tls(e.to_string()))?;
+    let connector = builder.build()?;
     Ok(tokio_native_tls::TlsConnector::from(connector))
 }
 
 fn read_pem(path: &Path) -> Result<Vec<u8>, EmailError> {
-    std::fs::read(path).map_err(|e| EmailError::Tls(format!("{}: {e}", path.display())))
+    std::fs::read(path).map_err(|e| ca_error(path, e))
+}
+
+fn ca_error(path: &Path, e: impl std::error::Error + Send + Sync + 'static) -> EmailError {
+    EmailError::CaCertificate {
+        path: path.to_path_buf(),
+        source: Box::new(e),
+    }
 }

@@ -265,7 +265,10 @@ async fn noop(
 /// and polling as a delivery worker) draining them.
 async fn noop_baseline(core: &Core, n: usize) -> Result<(f64, Duration)> {
     let queue = &core.config.queue;
-    let concurrency = core.config.channel("sms").concurrency;
+    let concurrency = core
+        .config
+        .channel(switchboard::domain::Channel::Sms.as_str())
+        .concurrency;
     let poll = Duration::from_millis(queue.poll_interval_ms);
     let done = Arc::new(AtomicUsize::new(0));
     let jobs: Vec<NoOp> = (0..n).map(|n| NoOp { n }).collect();

@@ -13,6 +13,12 @@
 //! it, but it never moves the delivery backwards. `sending` is re-entered on each attempt:
 //! a claim leases the delivery to one worker until `not_before`, and a transient failure
 //! keeps it in `sending` with `not_before` set to the next attempt's time.
+//!
+//! The store applies exactly this rule: a status report moves a delivery only while its
+//! status is one of [`DeliveryStatus::allowed_from`] the reported status (the list in the
+//! `UPDATE`'s `WHERE` is generated from [`DeliveryStatus::can_move_to`]), and a claim takes
+//! only a [`DeliveryStatus::is_claimable`] delivery. `tests/delivery_states.rs` walks every
+//! pair of states against the real store on both databases.
 
 use serde::{Deserialize, Serialize};
 
@@ -82,6 +88,22 @@ impl DeliveryStatus {
     pub fn can_move_to(self, next: DeliveryStatus) -> bool {
         !self.is_terminal() && next.rank() > self.rank()
     }
+
+    /// The statuses a delivery may move to `self` from (empty for `queued`: nothing moves a
+    /// delivery back to the start).
+    pub fn allowed_from(self) -> Vec<DeliveryStatus> {
+        Self::ALL
+            .into_iter()
+            .filter(|from| from.can_move_to(self))
+            .collect()
+    }
+
+    /// Whether a worker may claim a delivery in this status for a send attempt: `queued`, or
+    /// `sending` (a retry, or a lease that ran out). A claim re-enters `sending`; it is a lease,
+    /// not a report, so it is the one move that keeps the rank.
+    pub fn is_claimable(self) -> bool {
+        matches!(self, Self::Queued | Self::Sending)
+    }
 }
 
 #[cfg(test)]
@@ -98,6 +120,24 @@ mod tests {
         assert!(!Delivered.can_move_to(Failed));
         assert!(!Failed.can_move_to(Delivered));
         assert!(!Sent.can_move_to(Sent));
+    }
+
+    #[test]
+    fn allowed_from_is_can_move_to_read_backwards() {
+        for next in super::DeliveryStatus::ALL {
+            for from in super::DeliveryStatus::ALL {
+                assert_eq!(
+                    next.allowed_from().contains(&from),
+                    from.can_move_to(next),
+                    "{from:?} -> {next:?}"
+                );
+            }
+        }
+        assert!(Queued.allowed_from().is_empty());
+        assert_eq!(Sent.allowed_from(), vec![Queued, Sending]);
+        // Direct's MDNs: processed after sent, dispatched after processed; never back.
+        assert!(Sent.can_move_to(Processed) && Processed.can_move_to(Dispatched));
+        assert!(!Dispatched.can_move_to(Processed) && !Processed.can_move_to(Sent));
     }
 
     #[test]

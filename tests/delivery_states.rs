@@ -1,0 +1,226 @@
+//! The store applies exactly the delivery state rule (`domain::DeliveryStatus::can_move_to`):
+//! for every pair of states (A, B), a delivery in A asked to move to B moves if and only if the
+//! rule says so, and the report is in its history either way (`applied` telling which). A
+//! claim takes exactly the claimable states. A late or duplicate callback never moves a
+//! delivery back. On SQLite and PostgreSQL, through the real store.
+
+mod common;
+
+use common::{Backend, TestDb};
+use switchboard::domain::DeliveryStatus;
+use switchboard::store::{
+    AcceptOutcome, DeliveryUpdate, NewDelivery, NewMessage, Store, new_id, now_ms,
+};
+
+async fn store_for(db: &TestDb) -> Store {
+    let store = Store::connect(&db.url, 4, false).await.expect("connect");
+    store.migrate().await.expect("migrate");
+    store
+}
+
+/// A message with `n` queued deliveries; their ids.
+async fn deliveries(store: &Store, n: usize) -> Vec<String> {
+    let org = store
+        .ensure_organization("north", "North")
+        .await
+        .expect("organization");
+    let ids: Vec<String> = (0..n).map(|_| new_id("dlv")).collect();
+    let outcome = store
+        .accept_message(
+            &NewMessage {
+                id: new_id("msg"),
+                organization_id: org.id.clone(),
+                thread_id: new_id("thr"),
+                new_thread_category: Some("routine".into()),
+                patient_id: None,
+                direction: "outbound".into(),
+                content: b"sealed elsewhere".to_vec(),
+                urgent: false,
+                part2: false,
+                metadata: "{}".into(),
+                created_at: now_ms(),
+            },
+            &ids.iter()
+                .map(|id| NewDelivery {
+                    id: id.clone(),
+                    channel: "sms".into(),
+                    recipient: "+14155552671".into(),
+                    max_attempts: 3,
+                })
+                .collect::<Vec<_>>(),
+            None,
+        )
+        .await
+        .expect("accept");
+    assert_eq!(outcome, AcceptOutcome::Created);
+    ids
+}
+
+/// Puts a delivery in `status` directly (what earlier reports would have left).
+async fn set_status(store: &Store, id: &str, status: DeliveryStatus) {
+    switchboard::on_db!(store.db(), pool => sqlx::query(
+        "UPDATE deliveries SET status = $2, status_rank = $3, not_before = NULL WHERE id = $1",
+    )
+    .bind(id).bind(status.as_str()).bind(status.rank())
+    .execute(pool).await.map(|_| ()))
+    .expect("set status");
+}
+
+/// The reports of a delivery's history: (status, applied).
+async fn history(store: &Store, id: &str) -> Vec<(String, bool)> {
+    switchboard::on_db!(store.db(), pool => sqlx::query_as(
+        "SELECT status, applied FROM delivery_events WHERE delivery_id = $1 ORDER BY id",
+    )
+    .bind(id).fetch_all(pool).await)
+    .expect("history")
+}
+
+async fn every_pair_of_states_follows_the_rule(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = store_for(&db).await;
+    let pairs: Vec<(DeliveryStatus, DeliveryStatus)> = DeliveryStatus::ALL
+        .into_iter()
+        .flat_map(|a| DeliveryStatus::ALL.into_iter().map(move |b| (a, b)))
+        .collect();
+    let ids = deliveries(&store, pairs.len()).await;
+    let mut moves = 0;
+    for ((from, to), id) in pairs.iter().zip(&ids) {
+        set_status(&store, id, *from).await;
+        let moved = store
+            .update_delivery(id, &DeliveryUpdate::new(*to, "test"))
+            .await
+            .expect("update");
+        let expected = from.can_move_to(*to);
+        assert_eq!(moved, expected, "{from:?} -> {to:?}");
+        let now = store.delivery(id).await.expect("delivery");
+        let stays = if expected { *to } else { *from };
+        assert_eq!(now.status, stays.as_str(), "{from:?} -> {to:?}");
+        assert_eq!(
+            history(&store, id).await.last(),
+            Some(&(to.as_str().to_string(), expected)),
+            "{from:?} -> {to:?}: the report is recorded, applied or not"
+        );
+        moves += usize::from(expected);
+    }
+    // The rule is not vacuous either way.
+    assert!(moves > 10 && moves < pairs.len() - 10, "{moves} moves");
+
+    // The same through a batch (the group commit's path), every pair at once.
+    let ids = deliveries(&store, pairs.len()).await;
+    for ((from, _), id) in pairs.iter().zip(&ids) {
+        set_status(&store, id, *from).await;
+    }
+    let updates: Vec<(String, DeliveryUpdate)> = pairs
+        .iter()
+        .zip(&ids)
+        .map(|((_, to), id)| (id.clone(), DeliveryUpdate::new(*to, "test")))
+        .collect();
+    let moved = store.update_deliveries(&updates).await.expect("batch");
+    for (((from, to), id), moved) in pairs.iter().zip(&ids).zip(moved) {
+        assert_eq!(moved, from.can_move_to(*to), "batch {from:?} -> {to:?}");
+        let stays = if moved { *to } else { *from };
+        assert_eq!(
+            store.delivery(id).await.expect("delivery").status,
+            stays.as_str()
+        );
+    }
+
+    // A claim takes exactly the claimable states (and leases them in `sending`).
+    let ids = deliveries(&store, DeliveryStatus::ALL.len()).await;
+    for (status, id) in DeliveryStatus::ALL.into_iter().zip(&ids) {
+        set_status(&store, id, status).await;
+        let claimed = store
+            .claim_delivery(id, now_ms(), now_ms() + 60_000)
+            .await
+            .expect("claim");
+        assert_eq!(claimed.is_some(), status.is_claimable(), "claim {status:?}");
+        let after = store.delivery(id).await.expect("delivery").status;
+        let expected = if status.is_claimable() {
+            DeliveryStatus::Sending
+        } else {
+            status
+        };
+        assert_eq!(after, expected.as_str(), "claim {status:?}");
+    }
+    store.close().await;
+}
+both_databases!(every_pair, crate::every_pair_of_states_follows_the_rule);
+
+/// queued → sending → sent → delivered, then the provider's late `sent` and a duplicate
+/// `delivered`: recorded, not applied; the delivery stays delivered. Direct: sent →
+/// processed → dispatched, and a late `processed` MDN does not undo the dispatch.
+async fn late_and_duplicate_reports_never_regress(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = store_for(&db).await;
+    let ids = deliveries(&store, 2).await;
+    let report = |status| DeliveryUpdate::new(status, "webhook:test");
+    use DeliveryStatus::*;
+
+    let sms = &ids[0];
+    assert!(
+        store
+            .claim_delivery(sms, now_ms(), now_ms() + 60_000)
+            .await
+            .expect("claim")
+            .is_some()
+    );
+    for (status, applies) in [
+        (Sent, true),
+        (Delivered, true),
+        (Sent, false),
+        (Delivered, false),
+    ] {
+        let moved = store
+            .update_delivery(sms, &report(status))
+            .await
+            .expect("update");
+        assert_eq!(moved, applies, "{status:?}");
+    }
+    assert_eq!(
+        store.delivery(sms).await.expect("delivery").status,
+        "delivered"
+    );
+    assert_eq!(
+        history(&store, sms).await,
+        [
+            ("queued", true),
+            ("sending", true),
+            ("sent", true),
+            ("delivered", true),
+            ("sent", false),
+            ("delivered", false)
+        ]
+        .map(|(s, a)| (s.to_string(), a))
+    );
+
+    let direct = &ids[1];
+    assert!(
+        store
+            .claim_delivery(direct, now_ms(), now_ms() + 60_000)
+            .await
+            .expect("claim")
+            .is_some()
+    );
+    for (status, applies) in [
+        (Sent, true),
+        (Processed, true),
+        (Dispatched, true),
+        (Processed, false),
+        (Failed, false),
+    ] {
+        let moved = store
+            .update_delivery(direct, &report(status))
+            .await
+            .expect("update");
+        assert_eq!(moved, applies, "{status:?}");
+    }
+    assert_eq!(
+        store.delivery(direct).await.expect("delivery").status,
+        "dispatched"
+    );
+    store.close().await;
+}
+both_databases!(
+    never_regress,
+    crate::late_and_duplicate_reports_never_regress
+);
