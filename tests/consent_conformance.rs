@@ -125,7 +125,7 @@ async fn write_situation(store: &Store, n: usize, entries: &[Shape], now: i64) -
         let id = format!("cns_{n}_{}", 9 - i);
         let recorded_at = now - DAY + i as i64 * 1000;
         let expires_at = shape.expires_in_days.map(|d| now + d * DAY);
-        switchboard::on_db!(store.db(), pool => sqlx::query(
+        switchboard::on_db!(store.db(), |pool| sqlx::query(
             "INSERT INTO consents (id, organization_id, patient_id, channel, purpose, recipient, status, source, recorded_at, expires_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, 'test', $8, $9)",
         )
@@ -395,8 +395,12 @@ async fn legacy_recipients_are_made_canonical(backend: Backend) {
     assert!(refused(NUMBER).await);
     assert!(refused(EMAIL).await);
     // Once per database.
-    switchboard::on_db!(store.db(), pool => sqlx::query("UPDATE consents SET recipient = '(415) 555-2671' WHERE channel = 'sms'")
-        .execute(pool).await.map(|_| ()))
+    switchboard::on_db!(store.db(), |pool| sqlx::query(
+        "UPDATE consents SET recipient = '(415) 555-2671' WHERE channel = 'sms'"
+    )
+    .execute(pool)
+    .await
+    .map(|_| ()))
     .expect("reset");
     let again = store
         .canonicalize_consent_recipients(|_, channel, recipient| {

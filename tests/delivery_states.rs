@@ -58,20 +58,26 @@ async fn deliveries(store: &Store, n: usize) -> Vec<String> {
 
 /// Puts a delivery in `status` directly (what earlier reports would have left).
 async fn set_status(store: &Store, id: &str, status: DeliveryStatus) {
-    switchboard::on_db!(store.db(), pool => sqlx::query(
+    switchboard::on_db!(store.db(), |pool| sqlx::query(
         "UPDATE deliveries SET status = $2, status_rank = $3, not_before = NULL WHERE id = $1",
     )
-    .bind(id).bind(status.as_str()).bind(status.rank())
-    .execute(pool).await.map(|_| ()))
+    .bind(id)
+    .bind(status.as_str())
+    .bind(status.rank())
+    .execute(pool)
+    .await
+    .map(|_| ()))
     .expect("set status");
 }
 
 /// The reports of a delivery's history: (status, applied).
 async fn history(store: &Store, id: &str) -> Vec<(String, bool)> {
-    switchboard::on_db!(store.db(), pool => sqlx::query_as(
+    switchboard::on_db!(store.db(), |pool| sqlx::query_as(
         "SELECT status, applied FROM delivery_events WHERE delivery_id = $1 ORDER BY id",
     )
-    .bind(id).fetch_all(pool).await)
+    .bind(id)
+    .fetch_all(pool)
+    .await)
     .expect("history")
 }
 

@@ -163,11 +163,11 @@ both_databases!(
 /// How many events the daemon has written.
 async fn event_count(daemon: &TestDaemon) -> i64 {
     let (count,): (i64,) =
-        switchboard::store::on_db!(daemon.core.store.db(), pool => sqlx::query_as(
-        "SELECT COUNT(*) FROM events",
-    )
-    .fetch_one(pool)
-    .await)
+        switchboard::store::on_db!(daemon.core.store.db(), |pool| sqlx::query_as(
+            "SELECT COUNT(*) FROM events",
+        )
+        .fetch_one(pool)
+        .await)
         .expect("count events");
     count
 }

@@ -296,7 +296,7 @@ async fn scopes_per_route(backend: Backend) {
         .organization_by_slug("north")
         .await
         .expect("org");
-    switchboard::store::on_db!(daemon.core.store.db(), pool => sqlx::query(
+    switchboard::store::on_db!(daemon.core.store.db(), |pool| sqlx::query(
         "INSERT INTO api_keys (id, organization_id, name, key_hash, created_at) VALUES ('key_old', $1, 'old', $2, 0)",
     )
     .bind(&org.id)

@@ -50,7 +50,7 @@ async fn audit_count(daemon: &TestDaemon, action: &str, message_id: &str) -> usi
 /// A message's urgent alert as the notifier keeps it: (when its read was recorded, how many
 /// times it escalated).
 async fn alert(daemon: &TestDaemon, message_id: &str) -> (Option<i64>, i64) {
-    switchboard::store::on_db!(daemon.core.store.db(), pool => sqlx::query_as(
+    switchboard::store::on_db!(daemon.core.store.db(), |pool| sqlx::query_as(
         "SELECT read_at, escalation_level FROM urgent_alerts WHERE message_id = $1",
     )
     .bind(message_id)

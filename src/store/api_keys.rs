@@ -63,29 +63,32 @@ impl Store {
     /// Records a key; returns its id.
     pub async fn create_api_key(&self, key: &NewApiKey) -> Result<String> {
         let id = new_id("key");
-        on_db!(self.db(), pool => sqlx::query(
+        on_db!(self.db(), |pool| {
+            sqlx::query(
             "INSERT INTO api_keys (id, organization_id, name, key_hash, created_at, scopes, expires_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(&id).bind(&key.organization_id).bind(&key.name).bind(&key.key_hash)
         .bind(now_ms()).bind(&key.scopes).bind(key.expires_at)
-        .execute(pool).await.map(|_| ()))?;
+        .execute(pool).await.map(|_| ())
+        })?;
         Ok(id)
     }
 
     /// What an unrevoked key grants (its expiry is the caller's to check, against its clock).
     pub async fn key_grant(&self, key_hash: &str) -> Result<Option<KeyGrant>> {
-        Ok(on_db!(self.db(), pool => sqlx::query_as(
+        Ok(on_db!(self.db(), |pool| sqlx::query_as(
             "SELECT id, organization_id, scopes, expires_at FROM api_keys
              WHERE key_hash = $1 AND revoked_at IS NULL",
         )
         .bind(key_hash)
-        .fetch_optional(pool).await)?)
+        .fetch_optional(pool)
+        .await)?)
     }
 
     /// Every key (of one organization), newest first.
     pub async fn api_keys(&self, organization_id: Option<&str>) -> Result<Vec<ApiKeyRow>> {
-        Ok(on_db!(self.db(), pool => sqlx::query_as(
+        Ok(on_db!(self.db(), |pool| sqlx::query_as(
             "SELECT k.id, k.organization_id, o.slug AS organization_slug, k.name, k.scopes,
                     k.created_at, k.expires_at, k.revoked_at
              FROM api_keys k JOIN organizations o ON o.id = k.organization_id
@@ -93,29 +96,34 @@ impl Store {
              ORDER BY k.created_at DESC, k.id DESC",
         )
         .bind(organization_id)
-        .fetch_all(pool).await)?)
+        .fetch_all(pool)
+        .await)?)
     }
 
     /// One key by id.
     pub async fn api_key(&self, id: &str) -> Result<ApiKeyRow> {
-        on_db!(self.db(), pool => sqlx::query_as(
+        on_db!(self.db(), |pool| sqlx::query_as(
             "SELECT k.id, k.organization_id, o.slug AS organization_slug, k.name, k.scopes,
                     k.created_at, k.expires_at, k.revoked_at
              FROM api_keys k JOIN organizations o ON o.id = k.organization_id
              WHERE k.id = $1",
         )
         .bind(id)
-        .fetch_optional(pool).await)?
+        .fetch_optional(pool)
+        .await)?
         .ok_or(StoreError::NotFound)
     }
 
     /// Revokes a key now. Returns false when it was already revoked (`NotFound` when no such key).
     pub async fn revoke_api_key(&self, id: &str) -> Result<bool> {
-        let changed = on_db!(self.db(), pool => sqlx::query(
+        let changed = on_db!(self.db(), |pool| sqlx::query(
             "UPDATE api_keys SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
         )
-        .bind(id).bind(now_ms())
-        .execute(pool).await.map(|r| r.rows_affected()))?;
+        .bind(id)
+        .bind(now_ms())
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected()))?;
         if changed == 0 {
             self.api_key(id).await?;
         }
@@ -124,12 +132,15 @@ impl Store {
 
     /// Brings a key's expiry forward to `at` (never later than it already is).
     pub async fn expire_api_key(&self, id: &str, at: i64) -> Result<()> {
-        on_db!(self.db(), pool => sqlx::query(
+        on_db!(self.db(), |pool| sqlx::query(
             "UPDATE api_keys SET expires_at = $2
              WHERE id = $1 AND (expires_at IS NULL OR expires_at > $2)",
         )
-        .bind(id).bind(at)
-        .execute(pool).await.map(|_| ()))?;
+        .bind(id)
+        .bind(at)
+        .execute(pool)
+        .await
+        .map(|_| ()))?;
         Ok(())
     }
 }

@@ -123,12 +123,15 @@ impl Store {
         authority: &str,
         id: &str,
     ) -> Result<Option<String>> {
-        let row: Option<(String,)> = on_db!(self.db(), pool => sqlx::query_as(
+        let row: Option<(String,)> = on_db!(self.db(), |pool| sqlx::query_as(
             "SELECT patient_id FROM patient_identifiers
              WHERE organization_id = $1 AND identifier = $2 AND assigning_authority = $3",
         )
-        .bind(organization_id).bind(id).bind(authority)
-        .fetch_optional(pool).await)?;
+        .bind(organization_id)
+        .bind(id)
+        .bind(authority)
+        .fetch_optional(pool)
+        .await)?;
         Ok(row.map(|(p,)| p))
     }
 
@@ -140,14 +143,17 @@ impl Store {
         authority: &str,
         id: &str,
     ) -> Result<Option<String>> {
-        let row: Option<(String, Option<String>)> = on_db!(self.db(), pool => sqlx::query_as(
+        let row: Option<(String, Option<String>)> = on_db!(self.db(), |pool| sqlx::query_as(
             "SELECT p.external_id, m.external_id FROM patient_identifiers i
              JOIN patients p ON p.id = i.patient_id
              LEFT JOIN patients m ON m.id = p.merged_into
              WHERE i.organization_id = $1 AND i.identifier = $2 AND i.assigning_authority = $3",
         )
-        .bind(organization_id).bind(id).bind(authority)
-        .fetch_optional(pool).await)?;
+        .bind(organization_id)
+        .bind(id)
+        .bind(authority)
+        .fetch_optional(pool)
+        .await)?;
         Ok(row.map(|(own, survivor)| survivor.unwrap_or(own)))
     }
 
@@ -162,9 +168,10 @@ impl Store {
     ) -> Result<(AppointmentRow, bool)> {
         let now = now_ms();
         let new = new_id("apt");
-        let row: AppointmentRow = on_db!(self.db(), pool => {
+        let row: AppointmentRow = on_db!(self.db(), |pool| {
             let mut tx = pool.begin().await?;
-            let row = upsert_appointment_in!(tx, organization_id, patient_id, a, trigger, now, &new);
+            let row =
+                upsert_appointment_in!(tx, organization_id, patient_id, a, trigger, now, &new);
             tx.commit().await?;
             row
         });
@@ -177,39 +184,69 @@ impl Store {
         organization_id: &str,
         filler_id: &str,
     ) -> Result<AppointmentRow> {
-        on_db!(self.db(), pool => sqlx::query_as(concat!(
-            "SELECT ", appointment_columns!(), " FROM appointments WHERE organization_id = $1 AND filler_id = $2"
+        on_db!(self.db(), |pool| sqlx::query_as(concat!(
+            "SELECT ",
+            appointment_columns!(),
+            " FROM appointments WHERE organization_id = $1 AND filler_id = $2"
         ))
-        .bind(organization_id).bind(filler_id).fetch_optional(pool).await)?
+        .bind(organization_id)
+        .bind(filler_id)
+        .fetch_optional(pool)
+        .await)?
         .ok_or(StoreError::NotFound)
     }
 
     pub async fn appointment(&self, id: &str) -> Result<AppointmentRow> {
-        on_db!(self.db(), pool => sqlx::query_as(concat!(
-            "SELECT ", appointment_columns!(), " FROM appointments WHERE id = $1"
+        on_db!(self.db(), |pool| sqlx::query_as(concat!(
+            "SELECT ",
+            appointment_columns!(),
+            " FROM appointments WHERE id = $1"
         ))
-        .bind(id).fetch_optional(pool).await)?
+        .bind(id)
+        .fetch_optional(pool)
+        .await)?
         .ok_or(StoreError::NotFound)
     }
 
     pub async fn appointments_of(&self, patient_id: &str) -> Result<Vec<AppointmentRow>> {
-        Ok(on_db!(self.db(), pool => sqlx::query_as(concat!(
-            "SELECT ", appointment_columns!(), " FROM appointments WHERE patient_id = $1 ORDER BY start_at, id"
+        Ok(on_db!(self.db(), |pool| sqlx::query_as(concat!(
+            "SELECT ",
+            appointment_columns!(),
+            " FROM appointments WHERE patient_id = $1 ORDER BY start_at, id"
         ))
-        .bind(patient_id).fetch_all(pool).await)?)
+        .bind(patient_id)
+        .fetch_all(pool)
+        .await)?)
     }
 
     /// Moves everything of the prior patients onto the surviving one and marks them merged.
     pub async fn merge_patients(&self, surviving: &str, prior: &[String]) -> Result<()> {
-        on_db!(self.db(), pool => {
+        on_db!(self.db(), |pool| {
             let mut tx = pool.begin().await?;
             for old in prior.iter().filter(|p| p.as_str() != surviving) {
-                for table in ["threads", "appointments", "consents", "recalls", "messages", "deliveries", "patient_identifiers"] {
-                    sqlx::query(sqlx::AssertSqlSafe(format!("UPDATE {table} SET patient_id = $1 WHERE patient_id = $2")))
-                        .bind(surviving).bind(old).execute(&mut *tx).await?;
+                for table in [
+                    "threads",
+                    "appointments",
+                    "consents",
+                    "recalls",
+                    "messages",
+                    "deliveries",
+                    "patient_identifiers",
+                ] {
+                    sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "UPDATE {table} SET patient_id = $1 WHERE patient_id = $2"
+                    )))
+                    .bind(surviving)
+                    .bind(old)
+                    .execute(&mut *tx)
+                    .await?;
                 }
                 sqlx::query("UPDATE patients SET merged_into = $1, updated_at = $3 WHERE id = $2")
-                    .bind(surviving).bind(old).bind(now_ms()).execute(&mut *tx).await?;
+                    .bind(surviving)
+                    .bind(old)
+                    .bind(now_ms())
+                    .execute(&mut *tx)
+                    .await?;
             }
             tx.commit().await?;
         });
@@ -224,7 +261,8 @@ impl Store {
     ) -> Result<(RecallRow, bool)> {
         let now = now_ms();
         let new = new_id("rcl");
-        let row: RecallRow = on_db!(self.db(), pool => sqlx::query_as(
+        let row: RecallRow = on_db!(self.db(), |pool| {
+            sqlx::query_as(
             "INSERT INTO recalls (id, organization_id, patient_id, external_id, recall_type, due_date, provider, location,
                 status, created_at, updated_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)
@@ -235,13 +273,14 @@ impl Store {
         )
         .bind(&new).bind(organization_id).bind(patient_id).bind(&r.external_id).bind(&r.recall_type)
         .bind(&r.due_date).bind(&r.provider).bind(&r.location).bind(&r.status).bind(now)
-        .fetch_one(pool).await)?;
+        .fetch_one(pool).await
+        })?;
         let created = row.id == new;
         Ok((row, created))
     }
 
     pub async fn recall(&self, organization_id: &str, external_id: &str) -> Result<RecallRow> {
-        on_db!(self.db(), pool => sqlx::query_as(
+        on_db!(self.db(), |pool| sqlx::query_as(
             "SELECT id, patient_id, external_id, recall_type, due_date, provider, location, status, updated_at
              FROM recalls WHERE organization_id = $1 AND external_id = $2",
         )

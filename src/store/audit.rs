@@ -43,7 +43,10 @@ pub(super) use bind_audit;
 impl Store {
     pub async fn record_audit(&self, entry: &AuditEntry) -> Result<()> {
         let now = now_ms();
-        on_db!(self.db(), pool => bind_audit!(entry, now).execute(pool).await.map(|_| ()))?;
+        on_db!(self.db(), |pool| bind_audit!(entry, now)
+            .execute(pool)
+            .await
+            .map(|_| ()))?;
         Ok(())
     }
 
@@ -51,17 +54,23 @@ impl Store {
     pub async fn record_audits(&self, entries: &[AuditEntry]) -> Result<()> {
         let now = now_ms();
         for chunk in entries.chunks(500) {
-            on_db!(self.db(), pool => {
+            on_db!(self.db(), |pool| {
                 let mut qb = sqlx::QueryBuilder::new(
                     "INSERT INTO audit_events (organization_id, action, actor, patient_id, message_id,
                         delivery_id, channel, recipient, outcome, detail, created_at) ",
                 );
                 qb.push_values(chunk, |mut row, e| {
-                    row.push_bind(e.organization_id.clone()).push_bind(e.action.clone())
-                        .push_bind(e.actor.clone()).push_bind(e.patient_id.clone())
-                        .push_bind(e.message_id.clone()).push_bind(e.delivery_id.clone())
-                        .push_bind(e.channel.clone()).push_bind(e.recipient.clone())
-                        .push_bind(e.outcome.clone()).push_bind(e.detail.clone()).push_bind(now);
+                    row.push_bind(e.organization_id.clone())
+                        .push_bind(e.action.clone())
+                        .push_bind(e.actor.clone())
+                        .push_bind(e.patient_id.clone())
+                        .push_bind(e.message_id.clone())
+                        .push_bind(e.delivery_id.clone())
+                        .push_bind(e.channel.clone())
+                        .push_bind(e.recipient.clone())
+                        .push_bind(e.outcome.clone())
+                        .push_bind(e.detail.clone())
+                        .push_bind(now);
                 });
                 qb.build().execute(pool).await.map(|_| ())
             })?;
@@ -71,12 +80,14 @@ impl Store {
 
     /// Audit events of an organization, newest first.
     pub async fn audit_events(&self, organization_id: &str, limit: i64) -> Result<Vec<AuditRow>> {
-        Ok(on_db!(self.db(), pool => sqlx::query_as(
+        Ok(on_db!(self.db(), |pool| {
+            sqlx::query_as(
             "SELECT id, organization_id, action, actor, patient_id, message_id, delivery_id, channel,
                     recipient, outcome, detail, created_at
              FROM audit_events WHERE organization_id = $1 ORDER BY id DESC LIMIT $2",
         )
         .bind(organization_id).bind(limit)
-        .fetch_all(pool).await)?)
+        .fetch_all(pool).await
+        })?)
     }
 }

@@ -45,16 +45,21 @@ impl Store {
     ) -> Result<String> {
         let id = new_id("cmp");
         let now = now_ms();
-        on_db!(self.db(), pool => sqlx::query(
+        on_db!(self.db(), |pool| {
+            sqlx::query(
             "INSERT INTO campaigns (id, organization_id, name, definition, created_at) VALUES ($1, $2, $3, $4, $5)",
-        ).bind(&id).bind(organization_id).bind(name).bind(definition).bind(now).execute(pool).await.map(|_| ()))?;
+        ).bind(&id).bind(organization_id).bind(name).bind(definition).bind(now).execute(pool).await.map(|_| ())
+        })?;
         Ok(id)
     }
 
     pub async fn campaign(&self, id: &str) -> Result<CampaignRow> {
-        on_db!(self.db(), pool => sqlx::query_as(
+        on_db!(self.db(), |pool| sqlx::query_as(
             "SELECT id, organization_id, name, definition, created_at FROM campaigns WHERE id = $1",
-        ).bind(id).fetch_optional(pool).await)?
+        )
+        .bind(id)
+        .fetch_optional(pool)
+        .await)?
         .ok_or(StoreError::NotFound)
     }
 
@@ -84,9 +89,17 @@ impl Store {
              ORDER BY r.due_date, r.id",
             super::reminders::reminded_sql()
         ));
-        Ok(on_db!(self.db(), pool => sqlx::query_as(sql)
-            .bind(organization_id).bind(campaign_id).bind(recall_type).bind(due_from).bind(due_to)
-            .bind(provider).bind(location).bind(now).fetch_all(pool).await)?)
+        Ok(on_db!(self.db(), |pool| sqlx::query_as(sql)
+            .bind(organization_id)
+            .bind(campaign_id)
+            .bind(recall_type)
+            .bind(due_from)
+            .bind(due_to)
+            .bind(provider)
+            .bind(location)
+            .bind(now)
+            .fetch_all(pool)
+            .await)?)
     }
 
     /// Records one attempt; `false` when this attempt exists (a concurrent or repeated run).
@@ -104,12 +117,14 @@ impl Store {
         message_id: Option<&str>,
         at: i64,
     ) -> Result<bool> {
-        let row: Option<(String,)> = on_db!(self.db(), pool => sqlx::query_as(
+        let row: Option<(String,)> = on_db!(self.db(), |pool| {
+            sqlx::query_as(
             "INSERT INTO campaign_targets (id, campaign_id, organization_id, recall_id, patient_id, attempt, status, reason, channel, message_id, created_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
              ON CONFLICT (campaign_id, recall_id, attempt) DO NOTHING RETURNING id",
         ).bind(new_id("ctg")).bind(campaign_id).bind(organization_id).bind(recall_id).bind(patient_id).bind(attempt)
-        .bind(status).bind(reason).bind(channel).bind(message_id).bind(at).fetch_optional(pool).await)?;
+        .bind(status).bind(reason).bind(channel).bind(message_id).bind(at).fetch_optional(pool).await
+        })?;
         Ok(row.is_some())
     }
 
@@ -130,7 +145,12 @@ impl Store {
                     AND a.patient_id IN (SELECT patient_id FROM campaign_targets WHERE campaign_id = $1))",
             super::reminders::reminded_sql()
         ));
-        let row: (i64, i64, i64, i64, i64, i64, i64) = on_db!(self.db(), pool => sqlx::query_as(sql).bind(campaign_id).bind(now).fetch_one(pool).await)?;
+        let row: (i64, i64, i64, i64, i64, i64, i64) =
+            on_db!(self.db(), |pool| sqlx::query_as(sql)
+                .bind(campaign_id)
+                .bind(now)
+                .fetch_one(pool)
+                .await)?;
         Ok(CampaignCounts {
             targeted: row.0,
             sent: row.1,

@@ -6,33 +6,40 @@ use super::{Result, Store, now_ms, on_db};
 impl Store {
     /// The sealed canary, when a daemon has written one.
     pub async fn keyring_canary(&self) -> Result<Option<Vec<u8>>> {
-        let row: Option<(Vec<u8>,)> = on_db!(self.db(), pool => sqlx::query_as(
+        let row: Option<(Vec<u8>,)> = on_db!(self.db(), |pool| sqlx::query_as(
             "SELECT sealed FROM keyring_canary WHERE id = 1",
         )
-        .fetch_optional(pool).await)?;
+        .fetch_optional(pool)
+        .await)?;
         Ok(row.map(|(sealed,)| sealed))
     }
 
     /// Writes the canary unless another daemon already did (the first one wins).
     pub async fn insert_keyring_canary(&self, sealed: &[u8]) -> Result<()> {
         let now = now_ms();
-        on_db!(self.db(), pool => sqlx::query(
+        on_db!(self.db(), |pool| sqlx::query(
             "INSERT INTO keyring_canary (id, sealed, created_at, updated_at) VALUES (1, $1, $2, $2)
              ON CONFLICT (id) DO NOTHING",
         )
-        .bind(sealed).bind(now)
-        .execute(pool).await.map(|_| ()))?;
+        .bind(sealed)
+        .bind(now)
+        .execute(pool)
+        .await
+        .map(|_| ()))?;
         Ok(())
     }
 
     /// Replaces the canary with one sealed under a newer key, if it is still `old` (a daemon
     /// that resealed first wins; the loser's value would be the same key's anyway).
     pub async fn reseal_keyring_canary(&self, old: &[u8], new: &[u8]) -> Result<bool> {
-        let changed = on_db!(self.db(), pool => sqlx::query(
+        let changed =
+            on_db!(self.db(), |pool| {
+                sqlx::query(
             "UPDATE keyring_canary SET sealed = $2, updated_at = $3 WHERE id = 1 AND sealed = $1",
         )
         .bind(old).bind(new).bind(now_ms())
-        .execute(pool).await.map(|r| r.rows_affected()))?;
+        .execute(pool).await.map(|r| r.rows_affected())
+            })?;
         Ok(changed > 0)
     }
 }

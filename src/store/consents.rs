@@ -75,13 +75,15 @@ fn select_entries<DB: sqlx::Database>() -> sqlx::QueryBuilder<DB> {
 impl Store {
     pub async fn record_consent(&self, change: &ConsentChange) -> Result<()> {
         let now = now_ms();
-        on_db!(self.db(), pool => sqlx::query(
+        on_db!(self.db(), |pool| {
+            sqlx::query(
             "INSERT INTO consents (id, organization_id, patient_id, channel, purpose, recipient, status, source, recorded_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(new_id("cns")).bind(&change.organization_id).bind(&change.patient_id).bind(&change.channel)
         .bind(&change.purpose).bind(&change.recipient).bind(&change.status).bind(&change.source).bind(now)
-        .execute(pool).await.map(|_| ()))?;
+        .execute(pool).await.map(|_| ())
+        })?;
         Ok(())
     }
 
@@ -98,12 +100,16 @@ impl Store {
     ) -> Result<ConsentLedger> {
         let now = now_ms();
         let channels = [channel.to_string()];
-        let entries: Vec<ConsentEntry> = on_db!(self.db(), pool => {
+        let entries: Vec<ConsentEntry> = on_db!(self.db(), |pool| {
             let mut qb = select_entries();
             push_opt_out_filter(&mut qb, organization_id, purpose, &channels, now);
-            qb.push(" AND (recipient = ").push_bind(recipient.to_string())
-                .push(" OR (recipient = ").push_bind(ANY.to_string())
-                .push(" AND patient_id = ").push_bind(patient_id.map(str::to_string)).push("))");
+            qb.push(" AND (recipient = ")
+                .push_bind(recipient.to_string())
+                .push(" OR (recipient = ")
+                .push_bind(ANY.to_string())
+                .push(" AND patient_id = ")
+                .push_bind(patient_id.map(str::to_string))
+                .push("))");
             qb.build_query_as().fetch_all(pool).await
         })?;
         Ok(ConsentLedger::new(entries))
@@ -114,9 +120,11 @@ impl Store {
     pub async fn part2_consents(&self, patient_ids: &[&str]) -> Result<Part2Consents> {
         let mut entries = Vec::new();
         for chunk in unique(patient_ids.iter().copied()).chunks(IN_CHUNK) {
-            let rows: Vec<ConsentEntry> = on_db!(self.db(), pool => {
+            let rows: Vec<ConsentEntry> = on_db!(self.db(), |pool| {
                 let mut qb = select_entries();
-                qb.push("purpose = ").push_bind(PART2.to_string()).push(" AND patient_id IN (");
+                qb.push("purpose = ")
+                    .push_bind(PART2.to_string())
+                    .push(" AND patient_id IN (");
                 push_list(&mut qb, chunk);
                 qb.push(")");
                 qb.build_query_as().fetch_all(pool).await
@@ -142,12 +150,16 @@ impl Store {
         let mut after = String::new();
         let mut changed = 0;
         loop {
-            let rows: Vec<(String, String, String, String)> = on_db!(self.db(), pool => sqlx::query_as(
-                "SELECT c.id, o.slug, c.channel, c.recipient FROM consents c
+            let rows: Vec<(String, String, String, String)> =
+                on_db!(self.db(), |pool| sqlx::query_as(
+                    "SELECT c.id, o.slug, c.channel, c.recipient FROM consents c
                  JOIN organizations o ON o.id = c.organization_id
                  WHERE c.recipient <> $1 AND c.id > $2 ORDER BY c.id LIMIT 1000",
-            )
-            .bind(ANY).bind(&after).fetch_all(pool).await)?;
+                )
+                .bind(ANY)
+                .bind(&after)
+                .fetch_all(pool)
+                .await)?;
             let Some((last, ..)) = rows.last() else { break };
             after = last.clone();
             let fixes: Vec<(String, String)> = rows
@@ -160,11 +172,14 @@ impl Store {
             if fixes.is_empty() {
                 continue;
             }
-            on_db!(self.db(), pool => {
+            on_db!(self.db(), |pool| {
                 let mut tx = pool.begin().await?;
                 for (id, form) in &fixes {
                     sqlx::query("UPDATE consents SET recipient = $2 WHERE id = $1")
-                        .bind(id).bind(form).execute(&mut *tx).await?;
+                        .bind(id)
+                        .bind(form)
+                        .execute(&mut *tx)
+                        .await?;
                 }
                 tx.commit().await?;
             });
@@ -180,9 +195,11 @@ impl Store {
         let sql = format!(
             "SELECT {ENTRY_COLUMNS} FROM consents WHERE organization_id = $1 ORDER BY recorded_at, id"
         );
-        Ok(
-            on_db!(self.db(), pool => sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()))
-            .bind(organization_id).fetch_all(pool).await)?,
+        Ok(on_db!(self.db(), |pool| sqlx::query_as(
+            sqlx::AssertSqlSafe(sql.clone())
         )
+        .bind(organization_id)
+        .fetch_all(pool)
+        .await)?)
     }
 }

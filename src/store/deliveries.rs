@@ -71,8 +71,11 @@ impl Store {
             delivery_columns!(),
             " FROM deliveries WHERE id = $1"
         );
-        on_db!(self.db(), pool => sqlx::query_as(sql).bind(id).fetch_optional(pool).await)?
-            .ok_or(StoreError::NotFound)
+        on_db!(self.db(), |pool| sqlx::query_as(sql)
+            .bind(id)
+            .fetch_optional(pool)
+            .await)?
+        .ok_or(StoreError::NotFound)
     }
 
     /// Leases the delivery for one send attempt until `lease_until`, if it is waiting
@@ -104,14 +107,19 @@ impl Store {
             .into_iter()
             .filter(|s| s.is_claimable())
             .collect();
-        let claimed = on_db!(self.db(), pool => {
+        let claimed = on_db!(self.db(), |pool| {
             let mut tx = pool.begin().await?;
             let mut qb = sqlx::QueryBuilder::new("UPDATE deliveries SET status = ");
-            qb.push_bind(DeliveryStatus::Sending.as_str()).push(", status_rank = ").push_bind(DeliveryStatus::Sending.rank());
+            qb.push_bind(DeliveryStatus::Sending.as_str())
+                .push(", status_rank = ")
+                .push_bind(DeliveryStatus::Sending.rank());
             qb.push(", attempts = attempts + 1, not_before = ");
-            qb.push_bind(lease_until).push(", updated_at = ").push_bind(now);
+            qb.push_bind(lease_until)
+                .push(", updated_at = ")
+                .push_bind(now);
             qb.push(" WHERE status IN ").push(status_list(&claimable));
-            qb.push(" AND (not_before IS NULL OR not_before <= ").push_bind(now);
+            qb.push(" AND (not_before IS NULL OR not_before <= ")
+                .push_bind(now);
             qb.push(") AND id IN (");
             let mut list = qb.separated(", ");
             for id in ids {
@@ -127,20 +135,34 @@ impl Store {
                 "INSERT INTO delivery_events (organization_id, delivery_id, status, applied, source, detail, created_at) ",
             );
             qb.push_values(rows.iter(), |mut row, d| {
-                row.push_bind(d.organization_id.clone()).push_bind(d.id.clone()).push_bind(DeliveryStatus::Sending.as_str())
-                    .push_bind(true).push_bind("worker").push_bind(format!("attempt {}", d.attempts)).push_bind(now);
+                row.push_bind(d.organization_id.clone())
+                    .push_bind(d.id.clone())
+                    .push_bind(DeliveryStatus::Sending.as_str())
+                    .push_bind(true)
+                    .push_bind("worker")
+                    .push_bind(format!("attempt {}", d.attempts))
+                    .push_bind(now);
             });
             qb.build().execute(&mut *tx).await?;
             let first: Vec<&DeliveryRow> = rows.iter().filter(|d| d.attempts == 1).collect();
             if !first.is_empty() {
-                let mut qb = sqlx::QueryBuilder::new("INSERT INTO events (organization_id, kind, subject_id, payload, created_at) ");
+                let mut qb = sqlx::QueryBuilder::new(
+                    "INSERT INTO events (organization_id, kind, subject_id, payload, created_at) ",
+                );
                 qb.push_values(first, |mut row, d| {
-                    row.push_bind(d.organization_id.clone()).push_bind("delivery.status").push_bind(d.id.clone())
-                        .push_bind(status_payload(d, DeliveryStatus::Sending)).push_bind(now);
+                    row.push_bind(d.organization_id.clone())
+                        .push_bind("delivery.status")
+                        .push_bind(d.id.clone())
+                        .push_bind(status_payload(d, DeliveryStatus::Sending))
+                        .push_bind(now);
                 });
                 qb.build().execute(&mut *tx).await?;
             }
-            let mut qb = sqlx::QueryBuilder::new(concat!("SELECT ", message_columns!(), " FROM messages WHERE id IN ("));
+            let mut qb = sqlx::QueryBuilder::new(concat!(
+                "SELECT ",
+                message_columns!(),
+                " FROM messages WHERE id IN ("
+            ));
             let mut list = qb.separated(", ");
             for d in &rows {
                 list.push_bind(d.message_id.clone());
@@ -199,7 +221,7 @@ impl Store {
         // unknown: nothing rewrites them).
         let remember = "UPDATE deliveries SET connector = COALESCE(connector, $2), provider_ref = COALESCE(provider_ref, $3)
              WHERE id = $1 AND (connector IS NULL OR provider_ref IS NULL)";
-        let results = on_db!(self.db(), pool => {
+        let results = on_db!(self.db(), |pool| {
             let mut tx = pool.begin().await?;
             let mut history = Vec::with_capacity(updates.len());
             let mut moved_rows: Vec<(DeliveryRow, &DeliveryUpdate)> = Vec::new();
@@ -208,20 +230,39 @@ impl Store {
                 let status = update.status;
                 let moved: Option<DeliveryRow> = match apply(status) {
                     None => None,
-                    Some(sql) => sqlx::query_as(sql)
-                        .bind(id).bind(status.as_str()).bind(status.rank()).bind(now)
-                        .bind(&update.connector).bind(&update.provider_ref).bind(&update.reason)
-                        .bind(update.expect_status.map(|s| s.as_str())).bind(&update.expect_connector)
-                        .fetch_optional(&mut *tx).await?,
+                    Some(sql) => {
+                        sqlx::query_as(sql)
+                            .bind(id)
+                            .bind(status.as_str())
+                            .bind(status.rank())
+                            .bind(now)
+                            .bind(&update.connector)
+                            .bind(&update.provider_ref)
+                            .bind(&update.reason)
+                            .bind(update.expect_status.map(|s| s.as_str()))
+                            .bind(&update.expect_connector)
+                            .fetch_optional(&mut *tx)
+                            .await?
+                    }
                 };
-                if moved.is_none() && (update.connector.is_some() || update.provider_ref.is_some()) {
-                    sqlx::query(remember).bind(id).bind(&update.connector).bind(&update.provider_ref)
-                        .execute(&mut *tx).await?;
+                if moved.is_none() && (update.connector.is_some() || update.provider_ref.is_some())
+                {
+                    sqlx::query(remember)
+                        .bind(id)
+                        .bind(&update.connector)
+                        .bind(&update.provider_ref)
+                        .execute(&mut *tx)
+                        .await?;
                 }
                 let organization_id = match &moved {
                     Some(row) => Some(row.organization_id.clone()),
-                    None => sqlx::query_as::<_, (String,)>("SELECT organization_id FROM deliveries WHERE id = $1")
-                        .bind(id).fetch_optional(&mut *tx).await?.map(|(org,)| org),
+                    None => sqlx::query_as::<_, (String,)>(
+                        "SELECT organization_id FROM deliveries WHERE id = $1",
+                    )
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .map(|(org,)| org),
                 };
                 let Some(organization_id) = organization_id else {
                     if updates.len() == 1 {
@@ -232,7 +273,14 @@ impl Store {
                     continue;
                 };
                 let detail = update.detail.clone().or_else(|| update.reason.clone());
-                history.push((organization_id, id.clone(), status, moved.is_some(), update.source.clone(), detail));
+                history.push((
+                    organization_id,
+                    id.clone(),
+                    status,
+                    moved.is_some(),
+                    update.source.clone(),
+                    detail,
+                ));
                 results.push(moved.is_some());
                 if let Some(row) = moved {
                     moved_rows.push((row, update));
@@ -242,17 +290,30 @@ impl Store {
                 let mut qb = sqlx::QueryBuilder::new(
                     "INSERT INTO delivery_events (organization_id, delivery_id, status, applied, source, detail, created_at) ",
                 );
-                qb.push_values(history, |mut row, (org, id, status, applied, source, detail)| {
-                    row.push_bind(org).push_bind(id).push_bind(status.as_str()).push_bind(applied)
-                        .push_bind(source).push_bind(detail).push_bind(now);
-                });
+                qb.push_values(
+                    history,
+                    |mut row, (org, id, status, applied, source, detail)| {
+                        row.push_bind(org)
+                            .push_bind(id)
+                            .push_bind(status.as_str())
+                            .push_bind(applied)
+                            .push_bind(source)
+                            .push_bind(detail)
+                            .push_bind(now);
+                    },
+                );
                 qb.build().execute(&mut *tx).await?;
             }
             if !moved_rows.is_empty() {
-                let mut qb = sqlx::QueryBuilder::new("INSERT INTO events (organization_id, kind, subject_id, payload, created_at) ");
+                let mut qb = sqlx::QueryBuilder::new(
+                    "INSERT INTO events (organization_id, kind, subject_id, payload, created_at) ",
+                );
                 qb.push_values(moved_rows.iter(), |mut row, (d, update)| {
-                    row.push_bind(d.organization_id.clone()).push_bind("delivery.status").push_bind(d.id.clone())
-                        .push_bind(status_payload(d, update.status)).push_bind(now);
+                    row.push_bind(d.organization_id.clone())
+                        .push_bind("delivery.status")
+                        .push_bind(d.id.clone())
+                        .push_bind(status_payload(d, update.status))
+                        .push_bind(now);
                 });
                 qb.build().execute(&mut *tx).await?;
             }
@@ -279,7 +340,7 @@ impl Store {
     /// After a transient failure: keep the delivery in `sending` and hold it until `retry_at`.
     pub async fn schedule_retry(&self, id: &str, retry_at: i64, reason: &str) -> Result<()> {
         let now = now_ms();
-        on_db!(self.db(), pool => {
+        on_db!(self.db(), |pool| {
             let mut tx = pool.begin().await?;
             let row: Option<(String,)> = sqlx::query_as(
                 "UPDATE deliveries SET not_before = $2, enqueued_at = $3, reason = $4, updated_at = $3
@@ -310,7 +371,7 @@ impl Store {
                 .join(", ");
             let sql =
                 format!("UPDATE deliveries SET enqueued_at = $1 WHERE id IN ({placeholders})");
-            on_db!(self.db(), pool => {
+            on_db!(self.db(), |pool| {
                 // Audited: only generated placeholders are interpolated.
                 let mut query = sqlx::query(sqlx::AssertSqlSafe(sql.clone())).bind(now);
                 for id in chunk {
@@ -325,8 +386,13 @@ impl Store {
     /// enqueue them within seconds.
     pub async fn clear_enqueued(&self, ids: &[String]) -> Result<()> {
         for id in ids {
-            on_db!(self.db(), pool => sqlx::query("UPDATE deliveries SET enqueued_at = NULL WHERE id = $1 AND status = 'queued'")
-                .bind(id).execute(pool).await.map(|_| ()))?;
+            on_db!(self.db(), |pool| sqlx::query(
+                "UPDATE deliveries SET enqueued_at = NULL WHERE id = $1 AND status = 'queued'"
+            )
+            .bind(id)
+            .execute(pool)
+            .await
+            .map(|_| ()))?;
         }
         Ok(())
     }
@@ -339,12 +405,15 @@ impl Store {
         after_id: &str,
         limit: i64,
     ) -> Result<Vec<SweepItem>> {
-        Ok(on_db!(self.db(), pool => sqlx::query_as(
+        Ok(on_db!(self.db(), |pool| sqlx::query_as(
             "SELECT id, channel FROM deliveries
              WHERE status = 'queued' AND enqueued_at < $1 AND id > $2 ORDER BY id LIMIT $3",
         )
-        .bind(before).bind(after_id).bind(limit)
-        .fetch_all(pool).await)?)
+        .bind(before)
+        .bind(after_id)
+        .bind(limit)
+        .fetch_all(pool)
+        .await)?)
     }
 
     /// Deliveries that need a (new) job: never enqueued after `unqueued_grace_ms`, leases or
@@ -357,7 +426,8 @@ impl Store {
         stuck_ms: i64,
         limit: i64,
     ) -> Result<Vec<SweepItem>> {
-        Ok(on_db!(self.db(), pool => sqlx::query_as(
+        Ok(on_db!(self.db(), |pool| {
+            sqlx::query_as(
             "SELECT id, channel FROM deliveries
              WHERE status IN ('queued', 'sending') AND (
                 (enqueued_at IS NULL AND created_at < $1 - $2)
@@ -367,7 +437,8 @@ impl Store {
              ORDER BY id LIMIT $4",
         )
         .bind(now).bind(grace_ms).bind(stuck_ms).bind(limit)
-        .fetch_all(pool).await)?)
+        .fetch_all(pool).await
+        })?)
     }
 
     pub async fn dead_letters(
@@ -375,12 +446,14 @@ impl Store {
         organization_id: Option<&str>,
         limit: i64,
     ) -> Result<Vec<DeadLetterRow>> {
-        Ok(on_db!(self.db(), pool => sqlx::query_as(
+        Ok(on_db!(self.db(), |pool| {
+            sqlx::query_as(
             "SELECT delivery_id, organization_id, channel, attempts, reason, created_at, requeued_at
              FROM dead_letters WHERE ($1 IS NULL OR organization_id = $1) ORDER BY created_at DESC LIMIT $2",
         )
         .bind(organization_id).bind(limit)
-        .fetch_all(pool).await)?)
+        .fetch_all(pool).await
+        })?)
     }
 
     /// Retries a dead-lettered delivery as a new delivery of the same message to the same
@@ -389,13 +462,15 @@ impl Store {
         let old = self.delivery(delivery_id).await?;
         let new_id = new_id("dlv");
         let now = now_ms();
-        on_db!(self.db(), pool => {
+        on_db!(self.db(), |pool| {
             let mut tx = pool.begin().await?;
             let marked = sqlx::query("UPDATE dead_letters SET requeued_at = $2 WHERE delivery_id = $1 AND requeued_at IS NULL")
                 .bind(delivery_id).bind(now).execute(&mut *tx).await?.rows_affected();
             if marked == 0 {
                 tx.rollback().await?;
-                return Err(StoreError::Conflict("not a dead letter, or already requeued".into()));
+                return Err(StoreError::Conflict(
+                    "not a dead letter, or already requeued".into(),
+                ));
             }
             sqlx::query(
                 "INSERT INTO deliveries (id, organization_id, message_id, patient_id, channel, recipient, status,
@@ -437,17 +512,20 @@ fn status_payload(row: &DeliveryRow, status: DeliveryStatus) -> String {
 impl Store {
     /// (channel, status, count) over all deliveries, for metrics.
     pub async fn delivery_counts(&self) -> Result<Vec<(String, String, i64)>> {
-        Ok(on_db!(self.db(), pool => sqlx::query_as(
+        Ok(on_db!(self.db(), |pool| {
+            sqlx::query_as(
             "SELECT channel, status, COUNT(*) FROM deliveries GROUP BY channel, status ORDER BY channel, status",
         )
-        .fetch_all(pool).await)?)
+        .fetch_all(pool).await
+        })?)
     }
 
     pub async fn dead_letter_count(&self) -> Result<i64> {
-        let (count,): (i64,) = on_db!(self.db(), pool => sqlx::query_as(
+        let (count,): (i64,) = on_db!(self.db(), |pool| sqlx::query_as(
             "SELECT COUNT(*) FROM dead_letters WHERE requeued_at IS NULL",
         )
-        .fetch_one(pool).await)?;
+        .fetch_one(pool)
+        .await)?;
         Ok(count)
     }
 }

@@ -12,10 +12,12 @@ impl Store {
         message_id: &str,
         recipient: Option<&str>,
     ) -> Result<Option<String>> {
-        let rows: Vec<(String, String)> = on_db!(self.db(), pool => sqlx::query_as(
+        let rows: Vec<(String, String)> = on_db!(self.db(), |pool| {
+            sqlx::query_as(
             "SELECT id, recipient FROM deliveries WHERE connector = $1 AND LOWER(provider_ref) = LOWER($2)",
         )
-        .bind(connector).bind(message_id).fetch_all(pool).await)?;
+        .bind(connector).bind(message_id).fetch_all(pool).await
+        })?;
         Ok(rows
             .into_iter()
             .find(|(_, r)| recipient.is_none_or(|want| r.trim().eq_ignore_ascii_case(want)))
@@ -32,13 +34,17 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<(String, String)>> {
         let processed_before = processed_before.unwrap_or(i64::MIN);
-        Ok(on_db!(self.db(), pool => sqlx::query_as(
+        Ok(on_db!(self.db(), |pool| sqlx::query_as(
             "SELECT id, status FROM deliveries
              WHERE connector = $1 AND ((status = 'sent' AND updated_at < $2)
                 OR (status = 'processed' AND updated_at < $3))
              ORDER BY updated_at LIMIT $4",
         )
-        .bind(connector).bind(sent_before).bind(processed_before).bind(limit)
-        .fetch_all(pool).await)?)
+        .bind(connector)
+        .bind(sent_before)
+        .bind(processed_before)
+        .bind(limit)
+        .fetch_all(pool)
+        .await)?)
     }
 }

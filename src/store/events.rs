@@ -96,13 +96,18 @@ impl Store {
                 .await?
             }
         };
-        let mut events: Vec<EventRow> = on_db!(self.db(), pool => sqlx::query_as(
+        let mut events: Vec<EventRow> = on_db!(self.db(), |pool| sqlx::query_as(
             "SELECT id, organization_id, kind, subject_id, payload, created_at, tx FROM events
              WHERE organization_id = $1 AND (tx > $2 OR (tx = $2 AND id > $3)) AND id > $4
              ORDER BY tx, id LIMIT $5",
         )
-        .bind(organization_id).bind(cursor.tx).bind(cursor.id).bind(cursor.floor).bind(limit)
-        .fetch_all(pool).await)?;
+        .bind(organization_id)
+        .bind(cursor.tx)
+        .bind(cursor.id)
+        .bind(cursor.floor)
+        .bind(limit)
+        .fetch_all(pool)
+        .await)?;
         let final_part = events.iter().take_while(|e| e.tx < settled).count();
         let held_back = final_part < events.len();
         events.truncate(final_part);

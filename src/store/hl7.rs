@@ -62,7 +62,8 @@ impl Store {
     /// control id (a redelivery).
     pub async fn archive_hl7(&self, arrival: &Hl7Arrival) -> Result<(Hl7Row, bool)> {
         let now = now_ms();
-        let inserted: Option<Hl7Row> = on_db!(self.db(), pool => sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        let inserted: Option<Hl7Row> = on_db!(self.db(), |pool| {
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "INSERT INTO hl7_messages (id, organization_id, control_id, sending_application, sending_facility,
                 message_type, version, raw, status, received_at, content_hash)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'received', $9, $10)
@@ -71,17 +72,20 @@ impl Store {
         .bind(&arrival.id).bind(&arrival.organization_id).bind(&arrival.control_id)
         .bind(&arrival.sending_application).bind(&arrival.sending_facility)
         .bind(&arrival.message_type).bind(&arrival.version).bind(&arrival.raw).bind(now).bind(&arrival.content_hash)
-        .fetch_optional(pool).await)?;
+        .fetch_optional(pool).await
+        })?;
         if let Some(row) = inserted {
             return Ok((row, true));
         }
-        let row: Hl7Row = on_db!(self.db(), pool => sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        let row: Hl7Row = on_db!(self.db(), |pool| {
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM hl7_messages WHERE organization_id = $1 AND sending_application = $2
                AND sending_facility = $3 AND control_id = $4 AND content_hash = $5"
         )))
         .bind(&arrival.organization_id).bind(&arrival.sending_application)
         .bind(&arrival.sending_facility).bind(&arrival.control_id).bind(&arrival.content_hash)
-        .fetch_one(pool).await)?;
+        .fetch_one(pool).await
+        })?;
         Ok((row, false))
     }
 
@@ -95,7 +99,7 @@ impl Store {
         outcome: &Hl7Outcome,
     ) -> Result<Option<Hl7Row>> {
         let now = now_ms();
-        let replay = on_db!(self.db(), pool => {
+        let replay = on_db!(self.db(), |pool| {
             let mut tx = pool.begin().await?;
             let inserted = sqlx::query(
                 "INSERT INTO hl7_messages (id, organization_id, control_id, sending_application, sending_facility,
@@ -114,10 +118,24 @@ impl Store {
             } else {
                 if let Some(patient) = &effects.patient {
                     let new_patient = new_id("pat");
-                    let row = upsert_patient_in!(tx, arrival.organization_id.as_str(), patient, now, &new_patient);
+                    let row = upsert_patient_in!(
+                        tx,
+                        arrival.organization_id.as_str(),
+                        patient,
+                        now,
+                        &new_patient
+                    );
                     if let Some((appointment, trigger)) = &effects.appointment {
                         let new_appointment = new_id("apt");
-                        upsert_appointment_in!(tx, arrival.organization_id.as_str(), row.id.as_str(), appointment, trigger.as_str(), now, &new_appointment);
+                        upsert_appointment_in!(
+                            tx,
+                            arrival.organization_id.as_str(),
+                            row.id.as_str(),
+                            appointment,
+                            trigger.as_str(),
+                            now,
+                            &new_appointment
+                        );
                     }
                 }
                 tx.commit().await?;
@@ -127,23 +145,25 @@ impl Store {
         if !replay {
             return Ok(None);
         }
-        let row: Hl7Row = on_db!(self.db(), pool => sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        let row: Hl7Row = on_db!(self.db(), |pool| {
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM hl7_messages WHERE organization_id = $1 AND sending_application = $2
                AND sending_facility = $3 AND control_id = $4 AND content_hash = $5"
         )))
         .bind(&arrival.organization_id).bind(&arrival.sending_application)
         .bind(&arrival.sending_facility).bind(&arrival.control_id).bind(&arrival.content_hash)
-        .fetch_one(pool).await)?;
+        .fetch_one(pool).await
+        })?;
         Ok(Some(row))
     }
 
     pub async fn hl7_message(&self, id: &str) -> Result<Hl7Row> {
-        Ok(
-            on_db!(self.db(), pool => sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM hl7_messages WHERE id = $1"
-        )))
-        .bind(id).fetch_one(pool).await)?,
+        Ok(on_db!(self.db(), |pool| sqlx::query_as(
+            sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM hl7_messages WHERE id = $1"))
         )
+        .bind(id)
+        .fetch_one(pool)
+        .await)?)
     }
 
     /// Records the outcome and the ACK sent.
@@ -154,12 +174,14 @@ impl Store {
         error: Option<&str>,
         ack: &str,
     ) -> Result<()> {
-        on_db!(self.db(), pool => sqlx::query(
+        on_db!(self.db(), |pool| {
+            sqlx::query(
             "UPDATE hl7_messages SET status = $2, error = $3, ack = $4, attempts = attempts + 1, processed_at = $5
              WHERE id = $1",
         )
         .bind(id).bind(status).bind(error).bind(ack).bind(now_ms())
-        .execute(pool).await.map(|_| ()))?;
+        .execute(pool).await.map(|_| ())
+        })?;
         Ok(())
     }
 
@@ -167,10 +189,12 @@ impl Store {
     pub async fn hl7_by_status(&self, statuses: &[&str], limit: i64) -> Result<Vec<Hl7Row>> {
         let mut rows = Vec::new();
         for status in statuses {
-            let mut some: Vec<Hl7Row> = on_db!(self.db(), pool => sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            let mut some: Vec<Hl7Row> = on_db!(self.db(), |pool| {
+                sqlx::query_as(sqlx::AssertSqlSafe(format!(
                 "SELECT {COLUMNS} FROM hl7_messages WHERE status = $1 ORDER BY received_at, id LIMIT $2"
             )))
-            .bind(*status).bind(limit).fetch_all(pool).await)?;
+            .bind(*status).bind(limit).fetch_all(pool).await
+            })?;
             rows.append(&mut some);
         }
         Ok(rows)
@@ -187,12 +211,14 @@ impl Store {
         let id = new_id("hl7");
         let raw = sealed(&id);
         let now = now_ms();
-        on_db!(self.db(), pool => sqlx::query(
+        on_db!(self.db(), |pool| {
+            sqlx::query(
             "INSERT INTO hl7_messages (id, organization_id, raw, status, error, ack, attempts, received_at, processed_at)
              VALUES ($1, $2, $3, 'rejected', $4, $5, 1, $6, $6)",
         )
         .bind(&id).bind(organization_id).bind(raw).bind(error).bind(ack).bind(now)
-        .execute(pool).await.map(|_| ()))?;
+        .execute(pool).await.map(|_| ())
+        })?;
         Ok(id)
     }
 }

@@ -63,7 +63,8 @@ impl Store {
     /// item's id and `false` when the provider id was seen before.
     pub async fn record_inbound(&self, id: &str, item: &NewInbound) -> Result<(String, bool)> {
         let now = now_ms();
-        let inserted: Option<(String,)> = on_db!(self.db(), pool => sqlx::query_as(
+        let inserted: Option<(String,)> = on_db!(self.db(), |pool| {
+            sqlx::query_as(
             "INSERT INTO inbound_items (id, organization_id, channel, sender, recipient, status, raw,
                 connector, provider_ref, created_at, updated_at)
              VALUES ($1, $2, $3, $4, $5, 'received', $6, $7, $8, $9, $9)
@@ -71,15 +72,18 @@ impl Store {
         )
         .bind(id).bind(&item.organization_id).bind(&item.channel).bind(&item.sender).bind(&item.recipient)
         .bind(&item.raw).bind(&item.connector).bind(&item.provider_ref).bind(now)
-        .fetch_optional(pool).await)?;
+        .fetch_optional(pool).await
+        })?;
         if let Some((id,)) = inserted {
             return Ok((id, true));
         }
-        let existing: Option<(String,)> = on_db!(self.db(), pool => sqlx::query_as(
+        let existing: Option<(String,)> = on_db!(self.db(), |pool| {
+            sqlx::query_as(
             "SELECT id FROM inbound_items WHERE organization_id = $1 AND channel = $2 AND provider_ref = $3",
         )
         .bind(&item.organization_id).bind(&item.channel).bind(&item.provider_ref)
-        .fetch_optional(pool).await)?;
+        .fetch_optional(pool).await
+        })?;
         existing
             .map(|(id,)| (id, false))
             .ok_or(StoreError::NotFound)
@@ -91,8 +95,12 @@ impl Store {
             inbound_columns!(),
             " FROM inbound_items WHERE organization_id = $1 AND id = $2"
         );
-        on_db!(self.db(), pool => sqlx::query_as(sql).bind(organization_id).bind(id).fetch_optional(pool).await)?
-            .ok_or(StoreError::NotFound)
+        on_db!(self.db(), |pool| sqlx::query_as(sql)
+            .bind(organization_id)
+            .bind(id)
+            .fetch_optional(pool)
+            .await)?
+        .ok_or(StoreError::NotFound)
     }
 
     /// Items of an organization in a status (`unmatched`, `received`, ...), oldest first.
@@ -107,9 +115,12 @@ impl Store {
             inbound_columns!(),
             " FROM inbound_items WHERE organization_id = $1 AND status = $2 ORDER BY created_at, id LIMIT $3"
         );
-        Ok(
-            on_db!(self.db(), pool => sqlx::query_as(sql).bind(organization_id).bind(status).bind(limit).fetch_all(pool).await)?,
-        )
+        Ok(on_db!(self.db(), |pool| sqlx::query_as(sql)
+            .bind(organization_id)
+            .bind(status)
+            .bind(limit)
+            .fetch_all(pool)
+            .await)?)
     }
 
     /// Sets an item's outcome without filing it (keyword handled, unmatched, quarantined).
@@ -121,11 +132,13 @@ impl Store {
         patient_id: Option<&str>,
     ) -> Result<()> {
         let now = now_ms();
-        on_db!(self.db(), pool => sqlx::query(
+        on_db!(self.db(), |pool| {
+            sqlx::query(
             "UPDATE inbound_items SET status = $2, reason = $3, patient_id = COALESCE($4, patient_id), updated_at = $5 WHERE id = $1",
         )
         .bind(id).bind(status).bind(reason).bind(patient_id).bind(now)
-        .execute(pool).await.map(|_| ()))?;
+        .execute(pool).await.map(|_| ())
+        })?;
         Ok(())
     }
 
@@ -135,11 +148,14 @@ impl Store {
         organization_id: &str,
         e164: &str,
     ) -> Result<Vec<String>> {
-        let rows: Vec<(String,)> = on_db!(self.db(), pool => sqlx::query_as(
+        let rows: Vec<(String,)> = on_db!(self.db(), |pool| sqlx::query_as(
             "SELECT DISTINCT patient_id FROM contact_points
              WHERE organization_id = $1 AND (e164 = $2 OR value = $2) ORDER BY patient_id",
         )
-        .bind(organization_id).bind(e164).fetch_all(pool).await)?;
+        .bind(organization_id)
+        .bind(e164)
+        .fetch_all(pool)
+        .await)?;
         Ok(rows.into_iter().map(|(id,)| id).collect())
     }
 
@@ -149,7 +165,7 @@ impl Store {
     pub async fn file_inbound(&self, file: &FileInbound) -> Result<String> {
         let now = now_ms();
         let thread_id = file.thread_id.clone().unwrap_or_else(|| new_id("thr"));
-        on_db!(self.db(), pool => {
+        on_db!(self.db(), |pool| {
             let mut tx = pool.begin().await?;
             if file.thread_id.is_none() {
                 sqlx::query(
@@ -160,7 +176,10 @@ impl Store {
                 .execute(&mut *tx).await?;
             } else {
                 sqlx::query("UPDATE threads SET updated_at = $1 WHERE id = $2")
-                    .bind(now).bind(&thread_id).execute(&mut *tx).await?;
+                    .bind(now)
+                    .bind(&thread_id)
+                    .execute(&mut *tx)
+                    .await?;
             }
             sqlx::query(
                 "INSERT INTO messages (id, organization_id, thread_id, patient_id, direction, content, urgent, part2, metadata, created_at)
@@ -197,11 +216,13 @@ impl Store {
     ) -> Result<()> {
         let now = now_ms();
         let payload = payload.to_string();
-        on_db!(self.db(), pool => sqlx::query(
+        on_db!(self.db(), |pool| {
+            sqlx::query(
             "INSERT INTO events (organization_id, kind, subject_id, payload, created_at) VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(organization_id).bind(kind).bind(subject_id).bind(&payload).bind(now)
-        .execute(pool).await.map(|_| ()))?;
+        .execute(pool).await.map(|_| ())
+        })?;
         Ok(())
     }
 
@@ -214,20 +235,28 @@ impl Store {
         checked_before: i64,
         limit: i64,
     ) -> Result<Vec<(String, String)>> {
-        Ok(on_db!(self.db(), pool => sqlx::query_as(
+        Ok(on_db!(self.db(), |pool| {
+            sqlx::query_as(
             "SELECT id, provider_ref FROM deliveries
              WHERE status = 'sent' AND connector = $1 AND updated_at < $2 AND provider_ref IS NOT NULL
                AND (reconciled_at IS NULL OR reconciled_at < $3)
              ORDER BY updated_at LIMIT $4",
         )
         .bind(connector).bind(sent_before).bind(checked_before).bind(limit)
-        .fetch_all(pool).await)?)
+        .fetch_all(pool).await
+        })?)
     }
 
     pub async fn mark_reconciled(&self, delivery_id: &str) -> Result<()> {
         let now = now_ms();
-        on_db!(self.db(), pool => sqlx::query("UPDATE deliveries SET reconciled_at = $2 WHERE id = $1")
-            .bind(delivery_id).bind(now).execute(pool).await.map(|_| ()))?;
+        on_db!(self.db(), |pool| sqlx::query(
+            "UPDATE deliveries SET reconciled_at = $2 WHERE id = $1"
+        )
+        .bind(delivery_id)
+        .bind(now)
+        .execute(pool)
+        .await
+        .map(|_| ()))?;
         Ok(())
     }
 
@@ -237,10 +266,13 @@ impl Store {
         connector: &str,
         provider_ref: &str,
     ) -> Result<Option<String>> {
-        let row: Option<(String,)> = on_db!(self.db(), pool => sqlx::query_as(
+        let row: Option<(String,)> = on_db!(self.db(), |pool| sqlx::query_as(
             "SELECT id FROM deliveries WHERE connector = $1 AND provider_ref = $2 LIMIT 1",
         )
-        .bind(connector).bind(provider_ref).fetch_optional(pool).await)?;
+        .bind(connector)
+        .bind(provider_ref)
+        .fetch_optional(pool)
+        .await)?;
         Ok(row.map(|(id,)| id))
     }
 
@@ -248,22 +280,26 @@ impl Store {
     /// a new orphan, or the existing one's id and `false` when the provider id was seen.
     pub async fn record_orphan(&self, id: &str, orphan: &NewOrphan) -> Result<(String, bool)> {
         let now = now_ms();
-        let inserted: Option<(String,)> = on_db!(self.db(), pool => sqlx::query_as(
+        let inserted: Option<(String,)> = on_db!(self.db(), |pool| {
+            sqlx::query_as(
             "INSERT INTO inbound_orphans (id, channel, connector, provider_ref, sender, recipient, reason, raw, created_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
              ON CONFLICT DO NOTHING RETURNING id",
         )
         .bind(id).bind(&orphan.channel).bind(&orphan.connector).bind(&orphan.provider_ref)
         .bind(&orphan.sender).bind(&orphan.recipient).bind(&orphan.reason).bind(&orphan.raw).bind(now)
-        .fetch_optional(pool).await)?;
+        .fetch_optional(pool).await
+        })?;
         if let Some((id,)) = inserted {
             return Ok((id, true));
         }
-        let existing: Option<(String,)> = on_db!(self.db(), pool => sqlx::query_as(
+        let existing: Option<(String,)> = on_db!(self.db(), |pool| sqlx::query_as(
             "SELECT id FROM inbound_orphans WHERE connector = $1 AND provider_ref = $2",
         )
-        .bind(&orphan.connector).bind(&orphan.provider_ref)
-        .fetch_optional(pool).await)?;
+        .bind(&orphan.connector)
+        .bind(&orphan.provider_ref)
+        .fetch_optional(pool)
+        .await)?;
         existing
             .map(|(id,)| (id, false))
             .ok_or(StoreError::NotFound)
@@ -271,22 +307,27 @@ impl Store {
 
     /// Orphans, newest first (operator only: they belong to no organization).
     pub async fn inbound_orphans(&self, limit: i64) -> Result<Vec<OrphanRow>> {
-        Ok(on_db!(self.db(), pool => sqlx::query_as(
+        Ok(on_db!(self.db(), |pool| sqlx::query_as(
             "SELECT id, channel, connector, provider_ref, sender, recipient, reason, created_at
              FROM inbound_orphans ORDER BY created_at DESC, id DESC LIMIT $1",
         )
-        .bind(limit).fetch_all(pool).await)?)
+        .bind(limit)
+        .fetch_all(pool)
+        .await)?)
     }
 
     /// Records a provider webhook event; `false` when it was recorded before (a replay).
     pub async fn record_webhook_event(&self, connector: &str, event_id: &str) -> Result<bool> {
         let now = now_ms();
-        let inserted: Option<(String,)> = on_db!(self.db(), pool => sqlx::query_as(
+        let inserted: Option<(String,)> = on_db!(self.db(), |pool| sqlx::query_as(
             "INSERT INTO webhook_events (connector, event_id, created_at) VALUES ($1, $2, $3)
              ON CONFLICT DO NOTHING RETURNING event_id",
         )
-        .bind(connector).bind(event_id).bind(now)
-        .fetch_optional(pool).await)?;
+        .bind(connector)
+        .bind(event_id)
+        .bind(now)
+        .fetch_optional(pool)
+        .await)?;
         Ok(inserted.is_some())
     }
 }

@@ -23,8 +23,12 @@ impl Store {
         let sql = "SELECT DISTINCT COALESCE(p.merged_into, p.id) FROM patient_identifiers i \
                    JOIN patients p ON p.id = i.patient_id \
                    WHERE i.organization_id = $1 AND i.assigning_authority = $2 AND i.identifier = $3";
-        let rows: Vec<(String,)> = on_db!(self.db(), pool => sqlx::query_as(sql)
-            .bind(organization_id).bind(authority).bind(id).fetch_all(pool).await)?;
+        let rows: Vec<(String,)> = on_db!(self.db(), |pool| sqlx::query_as(sql)
+            .bind(organization_id)
+            .bind(authority)
+            .bind(id)
+            .fetch_all(pool)
+            .await)?;
         Ok(rows.into_iter().map(|(id,)| id).collect())
     }
 
@@ -36,8 +40,11 @@ impl Store {
     ) -> Result<Vec<PatientDemographics>> {
         let sql = "SELECT id, family_name, given_name, sex FROM patients \
                    WHERE organization_id = $1 AND birth_date = $2 AND merged_into IS NULL";
-        Ok(on_db!(self.db(), pool => sqlx::query_as(sql)
-            .bind(organization_id).bind(birth_date).fetch_all(pool).await)?)
+        Ok(on_db!(self.db(), |pool| sqlx::query_as(sql)
+            .bind(organization_id)
+            .bind(birth_date)
+            .fetch_all(pool)
+            .await)?)
     }
 
     /// Patients with a contact point whose value (or E.164 form) is `value`.
@@ -49,8 +56,11 @@ impl Store {
         let sql = "SELECT DISTINCT COALESCE(p.merged_into, p.id) FROM contact_points c \
                    JOIN patients p ON p.id = c.patient_id \
                    WHERE c.organization_id = $1 AND (c.e164 = $2 OR LOWER(c.value) = LOWER($2))";
-        let rows: Vec<(String,)> = on_db!(self.db(), pool => sqlx::query_as(sql)
-            .bind(organization_id).bind(value).fetch_all(pool).await)?;
+        let rows: Vec<(String,)> = on_db!(self.db(), |pool| sqlx::query_as(sql)
+            .bind(organization_id)
+            .bind(value)
+            .fetch_all(pool)
+            .await)?;
         Ok(rows.into_iter().map(|(id,)| id).collect())
     }
 
@@ -65,7 +75,10 @@ impl Store {
                    JOIN threads t ON t.id = m.thread_id \
                    JOIN patients p ON p.id = t.patient_id \
                    WHERE m.organization_id = $1 AND m.id = $2";
-        Ok(on_db!(self.db(), pool => sqlx::query_as(sql)
-            .bind(organization_id).bind(message_id).fetch_optional(pool).await)?)
+        Ok(on_db!(self.db(), |pool| sqlx::query_as(sql)
+            .bind(organization_id)
+            .bind(message_id)
+            .fetch_optional(pool)
+            .await)?)
     }
 }

@@ -75,83 +75,145 @@ impl Store {
     /// table instead of one statement per row. Outcomes are in the order of `items`.
     pub async fn accept_messages(&self, items: &[AcceptItem]) -> Result<Vec<AcceptOutcome>> {
         let mut outcomes: Vec<Option<AcceptOutcome>> = vec![None; items.len()];
-        on_db!(self.db(), pool => {
+        on_db!(self.db(), |pool| {
             let mut tx = pool.begin().await?;
-            let keyed: Vec<usize> = (0..items.len()).filter(|&i| items[i].idempotency.is_some()).collect();
+            let keyed: Vec<usize> = (0..items.len())
+                .filter(|&i| items[i].idempotency.is_some())
+                .collect();
             if !keyed.is_empty() {
                 let mut qb = sqlx::QueryBuilder::new(
                     "INSERT INTO idempotency_keys (organization_id, key, request_hash, message_id, created_at) ",
                 );
                 qb.push_values(keyed.iter(), |mut row, &i| {
                     let item = &items[i];
-                    let (key, hash) = item.idempotency.as_ref().map(|(k, h)| (k.as_str(), h.as_str())).unwrap_or_default();
-                    row.push_bind(item.message.organization_id.clone()).push_bind(key.to_string())
-                        .push_bind(hash.to_string()).push_bind(item.message.id.clone()).push_bind(item.message.created_at);
+                    let (key, hash) = item
+                        .idempotency
+                        .as_ref()
+                        .map(|(k, h)| (k.as_str(), h.as_str()))
+                        .unwrap_or_default();
+                    row.push_bind(item.message.organization_id.clone())
+                        .push_bind(key.to_string())
+                        .push_bind(hash.to_string())
+                        .push_bind(item.message.id.clone())
+                        .push_bind(item.message.created_at);
                 });
                 qb.push(" ON CONFLICT (organization_id, key) DO NOTHING RETURNING message_id");
                 let inserted: Vec<(String,)> = qb.build_query_as().fetch_all(&mut *tx).await?;
-                let inserted: std::collections::HashSet<String> = inserted.into_iter().map(|(id,)| id).collect();
+                let inserted: std::collections::HashSet<String> =
+                    inserted.into_iter().map(|(id,)| id).collect();
                 for &i in &keyed {
                     let item = &items[i];
                     if inserted.contains(&item.message.id) {
                         continue;
                     }
-                    let (key, hash) = item.idempotency.as_ref().map(|(k, h)| (k.as_str(), h.as_str())).unwrap_or_default();
+                    let (key, hash) = item
+                        .idempotency
+                        .as_ref()
+                        .map(|(k, h)| (k.as_str(), h.as_str()))
+                        .unwrap_or_default();
                     let (seen_hash, seen_id): (String, String) = sqlx::query_as(
                         "SELECT request_hash, message_id FROM idempotency_keys WHERE organization_id = $1 AND key = $2",
                     )
                     .bind(&item.message.organization_id).bind(key).fetch_one(&mut *tx).await?;
-                    outcomes[i] = Some(if seen_hash == hash { AcceptOutcome::Replayed(seen_id) } else { AcceptOutcome::KeyReused });
+                    outcomes[i] = Some(if seen_hash == hash {
+                        AcceptOutcome::Replayed(seen_id)
+                    } else {
+                        AcceptOutcome::KeyReused
+                    });
                 }
             }
-            let fresh: Vec<&AcceptItem> = items.iter().zip(&outcomes).filter(|(_, o)| o.is_none()).map(|(item, _)| item).collect();
+            let fresh: Vec<&AcceptItem> = items
+                .iter()
+                .zip(&outcomes)
+                .filter(|(_, o)| o.is_none())
+                .map(|(item, _)| item)
+                .collect();
             if !fresh.is_empty() {
-                let new_threads: Vec<&NewMessage> = fresh.iter().map(|i| &i.message).filter(|m| m.new_thread_category.is_some()).collect();
+                let new_threads: Vec<&NewMessage> = fresh
+                    .iter()
+                    .map(|i| &i.message)
+                    .filter(|m| m.new_thread_category.is_some())
+                    .collect();
                 if !new_threads.is_empty() {
                     let mut qb = sqlx::QueryBuilder::new(
                         "INSERT INTO threads (id, organization_id, patient_id, category, status, created_at, updated_at) ",
                     );
                     qb.push_values(new_threads, |mut row, m| {
-                        row.push_bind(m.thread_id.clone()).push_bind(m.organization_id.clone()).push_bind(m.patient_id.clone())
-                            .push_bind(m.new_thread_category.clone()).push_bind("open").push_bind(m.created_at).push_bind(m.created_at);
+                        row.push_bind(m.thread_id.clone())
+                            .push_bind(m.organization_id.clone())
+                            .push_bind(m.patient_id.clone())
+                            .push_bind(m.new_thread_category.clone())
+                            .push_bind("open")
+                            .push_bind(m.created_at)
+                            .push_bind(m.created_at);
                     });
                     qb.build().execute(&mut *tx).await?;
                 }
-                let old_threads: Vec<&NewMessage> = fresh.iter().map(|i| &i.message).filter(|m| m.new_thread_category.is_none()).collect();
+                let old_threads: Vec<&NewMessage> = fresh
+                    .iter()
+                    .map(|i| &i.message)
+                    .filter(|m| m.new_thread_category.is_none())
+                    .collect();
                 for m in old_threads {
                     sqlx::query("UPDATE threads SET updated_at = $1 WHERE id = $2")
-                        .bind(m.created_at).bind(&m.thread_id).execute(&mut *tx).await?;
+                        .bind(m.created_at)
+                        .bind(&m.thread_id)
+                        .execute(&mut *tx)
+                        .await?;
                 }
                 let mut qb = sqlx::QueryBuilder::new(
                     "INSERT INTO messages (id, organization_id, thread_id, patient_id, direction, content, urgent, part2, metadata, created_at) ",
                 );
                 qb.push_values(fresh.iter().map(|i| &i.message), |mut row, m| {
-                    row.push_bind(m.id.clone()).push_bind(m.organization_id.clone()).push_bind(m.thread_id.clone())
-                        .push_bind(m.patient_id.clone()).push_bind(m.direction.clone()).push_bind(m.content.clone())
-                        .push_bind(m.urgent).push_bind(m.part2).push_bind(m.metadata.clone()).push_bind(m.created_at);
+                    row.push_bind(m.id.clone())
+                        .push_bind(m.organization_id.clone())
+                        .push_bind(m.thread_id.clone())
+                        .push_bind(m.patient_id.clone())
+                        .push_bind(m.direction.clone())
+                        .push_bind(m.content.clone())
+                        .push_bind(m.urgent)
+                        .push_bind(m.part2)
+                        .push_bind(m.metadata.clone())
+                        .push_bind(m.created_at);
                 });
                 qb.build().execute(&mut *tx).await?;
 
-                let deliveries: Vec<(&NewMessage, &NewDelivery)> =
-                    fresh.iter().flat_map(|i| i.deliveries.iter().map(move |d| (&i.message, d))).collect();
+                let deliveries: Vec<(&NewMessage, &NewDelivery)> = fresh
+                    .iter()
+                    .flat_map(|i| i.deliveries.iter().map(move |d| (&i.message, d)))
+                    .collect();
                 if !deliveries.is_empty() {
                     let mut qb = sqlx::QueryBuilder::new(
                         "INSERT INTO deliveries (id, organization_id, message_id, patient_id, channel, recipient, status,
                             status_rank, attempts, max_attempts, enqueued_at, created_at, updated_at) ",
                     );
                     qb.push_values(deliveries.iter(), |mut row, (m, d)| {
-                        row.push_bind(d.id.clone()).push_bind(m.organization_id.clone()).push_bind(m.id.clone())
-                            .push_bind(m.patient_id.clone()).push_bind(d.channel.clone()).push_bind(d.recipient.clone())
-                            .push_bind("queued").push_bind(0_i64).push_bind(0_i64).push_bind(d.max_attempts)
-                            .push_bind(m.created_at).push_bind(m.created_at).push_bind(m.created_at);
+                        row.push_bind(d.id.clone())
+                            .push_bind(m.organization_id.clone())
+                            .push_bind(m.id.clone())
+                            .push_bind(m.patient_id.clone())
+                            .push_bind(d.channel.clone())
+                            .push_bind(d.recipient.clone())
+                            .push_bind("queued")
+                            .push_bind(0_i64)
+                            .push_bind(0_i64)
+                            .push_bind(d.max_attempts)
+                            .push_bind(m.created_at)
+                            .push_bind(m.created_at)
+                            .push_bind(m.created_at);
                     });
                     qb.build().execute(&mut *tx).await?;
                     let mut qb = sqlx::QueryBuilder::new(
                         "INSERT INTO delivery_events (organization_id, delivery_id, status, applied, source, detail, created_at) ",
                     );
                     qb.push_values(deliveries.iter(), |mut row, (m, d)| {
-                        row.push_bind(m.organization_id.clone()).push_bind(d.id.clone()).push_bind("queued")
-                            .push_bind(true).push_bind("api").push_bind(None::<String>).push_bind(m.created_at);
+                        row.push_bind(m.organization_id.clone())
+                            .push_bind(d.id.clone())
+                            .push_bind("queued")
+                            .push_bind(true)
+                            .push_bind("api")
+                            .push_bind(None::<String>)
+                            .push_bind(m.created_at);
                     });
                     qb.build().execute(&mut *tx).await?;
                 }
@@ -160,7 +222,11 @@ impl Store {
                     "INSERT INTO events (organization_id, kind, subject_id, payload, created_at) ",
                 );
                 qb.push_values(events, |mut row, (org, kind, subject, payload, at)| {
-                    row.push_bind(org).push_bind(kind).push_bind(subject).push_bind(payload).push_bind(at);
+                    row.push_bind(org)
+                        .push_bind(kind)
+                        .push_bind(subject)
+                        .push_bind(payload)
+                        .push_bind(at);
                 });
                 qb.build().execute(&mut *tx).await?;
             }
@@ -178,8 +244,12 @@ impl Store {
             message_columns!(),
             " FROM messages WHERE organization_id = $1 AND id = $2"
         );
-        on_db!(self.db(), pool => sqlx::query_as(sql).bind(organization_id).bind(id).fetch_optional(pool).await)?
-            .ok_or(StoreError::NotFound)
+        on_db!(self.db(), |pool| sqlx::query_as(sql)
+            .bind(organization_id)
+            .bind(id)
+            .fetch_optional(pool)
+            .await)?
+        .ok_or(StoreError::NotFound)
     }
 
     /// Deliveries of a message, in creation order.
@@ -189,25 +259,33 @@ impl Store {
             delivery_columns!(),
             " FROM deliveries WHERE message_id = $1 ORDER BY created_at, id"
         );
-        Ok(on_db!(self.db(), pool => sqlx::query_as(sql).bind(message_id).fetch_all(pool).await)?)
+        Ok(on_db!(self.db(), |pool| sqlx::query_as(sql)
+            .bind(message_id)
+            .fetch_all(pool)
+            .await)?)
     }
 
     /// Status history of every delivery of a message, oldest first.
     pub async fn delivery_events_of(&self, message_id: &str) -> Result<Vec<DeliveryEventRow>> {
-        Ok(on_db!(self.db(), pool => sqlx::query_as(
+        Ok(on_db!(self.db(), |pool| sqlx::query_as(
             "SELECT e.delivery_id, e.status, e.applied, e.source, e.detail, e.created_at
              FROM delivery_events e JOIN deliveries d ON d.id = e.delivery_id
              WHERE d.message_id = $1 ORDER BY e.id",
         )
-        .bind(message_id).fetch_all(pool).await)?)
+        .bind(message_id)
+        .fetch_all(pool)
+        .await)?)
     }
 
     pub async fn thread(&self, organization_id: &str, id: &str) -> Result<ThreadRow> {
-        on_db!(self.db(), pool => sqlx::query_as(
+        on_db!(self.db(), |pool| sqlx::query_as(
             "SELECT id, organization_id, patient_id, category, status, created_at FROM threads
              WHERE organization_id = $1 AND id = $2",
         )
-        .bind(organization_id).bind(id).fetch_optional(pool).await)?
+        .bind(organization_id)
+        .bind(id)
+        .fetch_optional(pool)
+        .await)?
         .ok_or(StoreError::NotFound)
     }
 
@@ -217,12 +295,15 @@ impl Store {
         organization_id: &str,
         patient_id: &str,
     ) -> Result<Option<ThreadRow>> {
-        Ok(on_db!(self.db(), pool => sqlx::query_as(
+        Ok(on_db!(self.db(), |pool| sqlx::query_as(
             "SELECT id, organization_id, patient_id, category, status, created_at FROM threads
              WHERE organization_id = $1 AND patient_id = $2 AND status = 'open'
              ORDER BY updated_at DESC, id DESC LIMIT 1",
         )
-        .bind(organization_id).bind(patient_id).fetch_optional(pool).await)?)
+        .bind(organization_id)
+        .bind(patient_id)
+        .fetch_optional(pool)
+        .await)?)
     }
 
     /// Messages of a thread, oldest first.
@@ -237,10 +318,12 @@ impl Store {
             message_columns!(),
             " FROM messages WHERE organization_id = $1 AND thread_id = $2 ORDER BY created_at, id LIMIT $3"
         );
-        Ok(
-            on_db!(self.db(), pool => sqlx::query_as(sql).bind(organization_id).bind(thread_id).bind(limit)
-            .fetch_all(pool).await)?,
-        )
+        Ok(on_db!(self.db(), |pool| sqlx::query_as(sql)
+            .bind(organization_id)
+            .bind(thread_id)
+            .bind(limit)
+            .fetch_all(pool)
+            .await)?)
     }
 }
 
@@ -290,10 +373,12 @@ fn accept_events(items: &[&AcceptItem]) -> Vec<(String, &'static str, String, St
 impl Store {
     /// The organization a message belongs to (operator commands, which see all organizations).
     pub async fn organization_of_message(&self, message_id: &str) -> Result<String> {
-        let row: Option<(String,)> = on_db!(self.db(), pool => sqlx::query_as(
+        let row: Option<(String,)> = on_db!(self.db(), |pool| sqlx::query_as(
             "SELECT organization_id FROM messages WHERE id = $1",
         )
-        .bind(message_id).fetch_optional(pool).await)?;
+        .bind(message_id)
+        .fetch_optional(pool)
+        .await)?;
         row.map(|(org,)| org).ok_or(StoreError::NotFound)
     }
 }

@@ -86,11 +86,13 @@ pub enum Db {
     Postgres(PgPool),
 }
 
-/// Runs the same expression against whichever pool is configured. The expression is
-/// compiled once per backend, so every bound value must encode for both.
+/// Runs the same expression against whichever pool is configured:
+/// `on_db!(self.db(), |pool| sqlx::query(sql).execute(pool).await)`. The expression is
+/// compiled once per backend, so every bound value must encode for both. Written like a
+/// closure so rustfmt formats the body (it leaves `pool => …` macro arguments alone).
 #[macro_export]
 macro_rules! on_db {
-    ($db:expr, $pool:ident => $body:expr) => {
+    ($db:expr, |$pool:ident| $body:expr) => {
         match $db {
             $crate::store::Db::Sqlite($pool) => $body,
             $crate::store::Db::Postgres($pool) => $body,
@@ -177,12 +179,15 @@ impl Store {
 
     /// A trivial query: readiness probe.
     pub async fn ping(&self) -> Result<()> {
-        on_db!(&self.db, pool => sqlx::query("SELECT 1").execute(pool).await.map(|_| ()))?;
+        on_db!(&self.db, |pool| sqlx::query("SELECT 1")
+            .execute(pool)
+            .await
+            .map(|_| ()))?;
         Ok(())
     }
 
     pub async fn close(&self) {
-        on_db!(&self.db, pool => pool.close().await)
+        on_db!(&self.db, |pool| pool.close().await)
     }
 }
 

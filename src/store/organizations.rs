@@ -7,12 +7,17 @@ impl Store {
     pub async fn ensure_organization(&self, slug: &str, name: &str) -> Result<Organization> {
         let id = new_id("org");
         let now = now_ms();
-        on_db!(self.db(), pool => sqlx::query(
+        on_db!(self.db(), |pool| sqlx::query(
             "INSERT INTO organizations (id, organization_id, slug, name, created_at)
              VALUES ($1, $1, $2, $3, $4) ON CONFLICT (slug) DO NOTHING",
         )
-        .bind(&id).bind(slug).bind(name).bind(now)
-        .execute(pool).await.map(|_| ()))?;
+        .bind(&id)
+        .bind(slug)
+        .bind(name)
+        .bind(now)
+        .execute(pool)
+        .await
+        .map(|_| ()))?;
         self.organization_by_slug(slug).await
     }
 
@@ -22,8 +27,11 @@ impl Store {
             organization_columns!(),
             " FROM organizations WHERE slug = $1"
         );
-        on_db!(self.db(), pool => sqlx::query_as(sql).bind(slug).fetch_optional(pool).await)?
-            .ok_or(StoreError::NotFound)
+        on_db!(self.db(), |pool| sqlx::query_as(sql)
+            .bind(slug)
+            .fetch_optional(pool)
+            .await)?
+        .ok_or(StoreError::NotFound)
     }
 
     pub async fn organization(&self, id: &str) -> Result<Organization> {
@@ -32,17 +40,21 @@ impl Store {
             organization_columns!(),
             " FROM organizations WHERE id = $1"
         );
-        on_db!(self.db(), pool => sqlx::query_as(sql).bind(id).fetch_optional(pool).await)?
-            .ok_or(StoreError::NotFound)
+        on_db!(self.db(), |pool| sqlx::query_as(sql)
+            .bind(id)
+            .fetch_optional(pool)
+            .await)?
+        .ok_or(StoreError::NotFound)
     }
 
     /// Slugs of existing organizations (at most `limit`), to suggest when one is mistyped.
     pub async fn organization_slugs(&self, limit: i64) -> Result<Vec<String>> {
-        let rows: Vec<(String,)> = on_db!(self.db(), pool => sqlx::query_as(
+        let rows: Vec<(String,)> = on_db!(self.db(), |pool| sqlx::query_as(
             "SELECT slug FROM organizations ORDER BY slug LIMIT $1",
         )
         .bind(limit)
-        .fetch_all(pool).await)?;
+        .fetch_all(pool)
+        .await)?;
         Ok(rows.into_iter().map(|(slug,)| slug).collect())
     }
 }

@@ -144,7 +144,7 @@ impl Store {
     ) -> Result<(PatientRow, bool)> {
         let now = now_ms();
         let new_patient_id = new_id("pat");
-        let row: PatientRow = on_db!(self.db(), pool => {
+        let row: PatientRow = on_db!(self.db(), |pool| {
             let mut tx = pool.begin().await?;
             let row = upsert_patient_in!(tx, organization_id, input, now, &new_patient_id);
             tx.commit().await?;
@@ -164,8 +164,11 @@ impl Store {
             patient_columns!(),
             " FROM patients WHERE organization_id = $1 AND external_id = $2"
         );
-        on_db!(self.db(), pool => sqlx::query_as(sql).bind(organization_id).bind(external_id)
-            .fetch_optional(pool).await)?
+        on_db!(self.db(), |pool| sqlx::query_as(sql)
+            .bind(organization_id)
+            .bind(external_id)
+            .fetch_optional(pool)
+            .await)?
         .ok_or(StoreError::NotFound)
     }
 
@@ -175,23 +178,30 @@ impl Store {
             patient_columns!(),
             " FROM patients WHERE organization_id = $1 AND id = $2"
         );
-        on_db!(self.db(), pool => sqlx::query_as(sql).bind(organization_id).bind(id)
-            .fetch_optional(pool).await)?
+        on_db!(self.db(), |pool| sqlx::query_as(sql)
+            .bind(organization_id)
+            .bind(id)
+            .fetch_optional(pool)
+            .await)?
         .ok_or(StoreError::NotFound)
     }
 
     pub async fn contact_points(&self, patient_id: &str) -> Result<Vec<ContactPointRow>> {
-        Ok(on_db!(self.db(), pool => sqlx::query_as(
+        Ok(on_db!(self.db(), |pool| {
+            sqlx::query_as(
             "SELECT id, system, value, use_code, rank FROM contact_points WHERE patient_id = $1 ORDER BY rank, id",
         )
-        .bind(patient_id).fetch_all(pool).await)?)
+        .bind(patient_id).fetch_all(pool).await
+        })?)
     }
 
     pub async fn consents(&self, patient_id: &str) -> Result<Vec<ConsentRow>> {
-        Ok(on_db!(self.db(), pool => sqlx::query_as(
+        Ok(on_db!(self.db(), |pool| sqlx::query_as(
             "SELECT id, channel, purpose, recipient, status, source, recorded_at, expires_at
              FROM consents WHERE patient_id = $1 ORDER BY recorded_at, id",
         )
-        .bind(patient_id).fetch_all(pool).await)?)
+        .bind(patient_id)
+        .fetch_all(pool)
+        .await)?)
     }
 }

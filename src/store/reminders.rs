@@ -96,9 +96,13 @@ impl Store {
                AND (a.updated_at >= $3 OR a.start_at >= $4)",
             reminded = reminded_sql()
         ));
-        Ok(
-            on_db!(self.db(), pool => sqlx::query_as(sql).bind(from).bind(to).bind(changed_since).bind(entered_from).fetch_all(pool).await)?,
-        )
+        Ok(on_db!(self.db(), |pool| sqlx::query_as(sql)
+            .bind(from)
+            .bind(to)
+            .bind(changed_since)
+            .bind(entered_from)
+            .fetch_all(pool)
+            .await)?)
     }
 
     /// Records touches that are not there yet, in one transaction of multi-row statements.
@@ -107,7 +111,7 @@ impl Store {
         let now = now_ms();
         // 12 parameters a row: stay under PostgreSQL's 65,535 and SQLite's 32,766.
         let chunk_size = if self.is_postgres() { 5000 } else { 2500 };
-        let inserted = on_db!(self.db(), pool => {
+        let inserted = on_db!(self.db(), |pool| {
             let mut tx = pool.begin().await?;
             let mut inserted = 0;
             for chunk in touches.chunks(chunk_size) {
@@ -116,10 +120,18 @@ impl Store {
                         appointment_start, due_at, status, reason, created_at, updated_at) ",
                 );
                 qb.push_values(chunk, |mut row, t| {
-                    row.push_bind(new_id("tch")).push_bind(t.organization_id.clone()).push_bind(t.appointment_id.clone())
-                        .push_bind(t.patient_id.clone()).push_bind(t.rule_id.clone()).push_bind(t.touch_id.clone())
-                        .push_bind(t.appointment_start).push_bind(t.due_at).push_bind(t.status).push_bind(t.reason.clone())
-                        .push_bind(now).push_bind(now);
+                    row.push_bind(new_id("tch"))
+                        .push_bind(t.organization_id.clone())
+                        .push_bind(t.appointment_id.clone())
+                        .push_bind(t.patient_id.clone())
+                        .push_bind(t.rule_id.clone())
+                        .push_bind(t.touch_id.clone())
+                        .push_bind(t.appointment_start)
+                        .push_bind(t.due_at)
+                        .push_bind(t.status)
+                        .push_bind(t.reason.clone())
+                        .push_bind(now)
+                        .push_bind(now);
                 });
                 qb.push(" ON CONFLICT (appointment_id, rule_id, touch_id, appointment_start) DO NOTHING");
                 inserted += qb.build().execute(&mut *tx).await?.rows_affected();
@@ -147,14 +159,23 @@ impl Store {
             reminded = reminded_sql(),
             stop_reasons = stop_reason_sql(),
         ));
-        Ok(
-            on_db!(self.db(), pool => sqlx::query(sql).bind(now).bind(changed_since).execute(pool).await.map(|r| r.rows_affected()))?,
-        )
+        Ok(on_db!(self.db(), |pool| sqlx::query(sql)
+            .bind(now)
+            .bind(changed_since)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected()))?)
     }
 
     /// Forgets a named cursor (the next reminder run plans everything again).
     pub async fn reset_cursor(&self, name: &str) -> Result<()> {
-        on_db!(self.db(), pool => sqlx::query("DELETE FROM cursors WHERE name = $1").bind(name).execute(pool).await.map(|_| ()))?;
+        on_db!(self.db(), |pool| sqlx::query(
+            "DELETE FROM cursors WHERE name = $1"
+        )
+        .bind(name)
+        .execute(pool)
+        .await
+        .map(|_| ()))?;
         Ok(())
     }
 
@@ -163,9 +184,11 @@ impl Store {
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {TOUCH_COLUMNS} FROM reminder_touches WHERE status = 'planned' AND due_at <= $1 ORDER BY due_at, id LIMIT $2"
         ));
-        Ok(
-            on_db!(self.db(), pool => sqlx::query_as(sql).bind(now).bind(limit).fetch_all(pool).await)?,
-        )
+        Ok(on_db!(self.db(), |pool| sqlx::query_as(sql)
+            .bind(now)
+            .bind(limit)
+            .fetch_all(pool)
+            .await)?)
     }
 
     /// Ends a touch: `sent` (with its channel and message) or `skipped` (with a reason). Only a
@@ -179,10 +202,12 @@ impl Store {
         message_id: Option<&str>,
         now: i64,
     ) -> Result<bool> {
-        let row: Option<(String,)> = on_db!(self.db(), pool => sqlx::query_as(
+        let row: Option<(String,)> = on_db!(self.db(), |pool| {
+            sqlx::query_as(
             "UPDATE reminder_touches SET status = $2, reason = $3, channel = $4, message_id = $5, updated_at = $6
              WHERE id = $1 AND status = 'planned' RETURNING id",
-        ).bind(id).bind(status).bind(reason).bind(channel).bind(message_id).bind(now).fetch_optional(pool).await)?;
+        ).bind(id).bind(status).bind(reason).bind(channel).bind(message_id).bind(now).fetch_optional(pool).await
+        })?;
         Ok(row.is_some())
     }
 
@@ -191,16 +216,19 @@ impl Store {
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {TOUCH_COLUMNS} FROM reminder_touches WHERE appointment_id = $1 ORDER BY due_at, touch_id"
         ));
-        Ok(
-            on_db!(self.db(), pool => sqlx::query_as(sql).bind(appointment_id).fetch_all(pool).await)?,
-        )
+        Ok(on_db!(self.db(), |pool| sqlx::query_as(sql)
+            .bind(appointment_id)
+            .fetch_all(pool)
+            .await)?)
     }
 
     /// Reminders sent to a patient since `since` (frequency caps).
     pub async fn reminders_sent_since(&self, patient_id: &str, since: i64) -> Result<i64> {
-        let row: (i64,) = on_db!(self.db(), pool => sqlx::query_as(
+        let row: (i64,) = on_db!(self.db(), |pool| {
+            sqlx::query_as(
             "SELECT COUNT(*) FROM reminder_touches WHERE patient_id = $1 AND status = 'sent' AND updated_at >= $2",
-        ).bind(patient_id).bind(since).fetch_one(pool).await)?;
+        ).bind(patient_id).bind(since).fetch_one(pool).await
+        })?;
         Ok(row.0)
     }
 
@@ -210,11 +238,13 @@ impl Store {
         patient_id: &str,
         now: i64,
     ) -> Result<Option<String>> {
-        let row: Option<(String,)> = on_db!(self.db(), pool => sqlx::query_as(
+        let row: Option<(String,)> = on_db!(self.db(), |pool| {
+            sqlx::query_as(
             "SELECT t.appointment_id FROM reminder_touches t JOIN appointments a ON a.id = t.appointment_id
              WHERE t.patient_id = $1 AND t.status = 'sent' AND a.start_at > $2
              ORDER BY t.updated_at DESC LIMIT 1",
-        ).bind(patient_id).bind(now).fetch_optional(pool).await)?;
+        ).bind(patient_id).bind(now).fetch_optional(pool).await
+        })?;
         Ok(row.map(|(id,)| id))
     }
 
@@ -229,12 +259,22 @@ impl Store {
         inbound_item_id: Option<&str>,
     ) -> Result<()> {
         let now = now_ms();
-        on_db!(self.db(), pool => {
+        on_db!(self.db(), |pool| {
             let mut tx = pool.begin().await?;
-            sqlx::query("UPDATE appointments SET confirmation = $2, confirmation_at = $3 WHERE id = $1")
-                .bind(appointment_id).bind(answer).bind(now).execute(&mut *tx).await?;
+            sqlx::query(
+                "UPDATE appointments SET confirmation = $2, confirmation_at = $3 WHERE id = $1",
+            )
+            .bind(appointment_id)
+            .bind(answer)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
             if answer != "confirmed" {
-                let kind = if answer == "cancel_requested" { "cancel" } else { "reschedule" };
+                let kind = if answer == "cancel_requested" {
+                    "cancel"
+                } else {
+                    "reschedule"
+                };
                 sqlx::query(
                     "INSERT INTO cancellation_requests (id, organization_id, appointment_id, patient_id, kind, inbound_item_id, status, created_at)
                      VALUES ($1, $2, $3, $4, $5, $6, 'open', $7)",
@@ -257,34 +297,51 @@ impl Store {
     /// Takes or renews a named lease for `ttl_ms`; `false` when another holder has it.
     pub async fn take_lease(&self, name: &str, holder: &str, ttl_ms: i64) -> Result<bool> {
         let now = now_ms();
-        let row: Option<(String,)> = on_db!(self.db(), pool => sqlx::query_as(
+        let row: Option<(String,)> = on_db!(self.db(), |pool| sqlx::query_as(
             "INSERT INTO leases (name, holder, until_at) VALUES ($1, $2, $3)
              ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, until_at = excluded.until_at
              WHERE leases.holder = excluded.holder OR leases.until_at < $4
              RETURNING holder",
-        ).bind(name).bind(holder).bind(now + ttl_ms).bind(now).fetch_optional(pool).await)?;
+        )
+        .bind(name)
+        .bind(holder)
+        .bind(now + ttl_ms)
+        .bind(now)
+        .fetch_optional(pool)
+        .await)?;
         Ok(row.is_some())
     }
 
     /// Who holds a named lease and until when (unix ms), if anyone has taken it.
     pub async fn lease(&self, name: &str) -> Result<Option<(String, i64)>> {
-        Ok(
-            on_db!(self.db(), pool => sqlx::query_as("SELECT holder, until_at FROM leases WHERE name = $1")
-            .bind(name).fetch_optional(pool).await)?,
+        Ok(on_db!(self.db(), |pool| sqlx::query_as(
+            "SELECT holder, until_at FROM leases WHERE name = $1"
         )
+        .bind(name)
+        .fetch_optional(pool)
+        .await)?)
     }
 
     pub async fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
-        on_db!(self.db(), pool => sqlx::query("DELETE FROM leases WHERE name = $1 AND holder = $2")
-            .bind(name).bind(holder).execute(pool).await.map(|_| ()))?;
+        on_db!(self.db(), |pool| sqlx::query(
+            "DELETE FROM leases WHERE name = $1 AND holder = $2"
+        )
+        .bind(name)
+        .bind(holder)
+        .execute(pool)
+        .await
+        .map(|_| ()))?;
         Ok(())
     }
 
     /// Rules set through the API for an organization (JSON definitions).
     pub async fn reminder_rules(&self, organization_id: &str) -> Result<Vec<String>> {
-        let rows: Vec<(String,)> = on_db!(self.db(), pool => sqlx::query_as(
+        let rows: Vec<(String,)> = on_db!(self.db(), |pool| sqlx::query_as(
             "SELECT definition FROM reminder_rules WHERE organization_id = $1 ORDER BY id",
-        ).bind(organization_id).fetch_all(pool).await)?;
+        )
+        .bind(organization_id)
+        .fetch_all(pool)
+        .await)?;
         Ok(rows.into_iter().map(|(d,)| d).collect())
     }
 
@@ -295,10 +352,12 @@ impl Store {
         definition: &str,
     ) -> Result<()> {
         let now = now_ms();
-        on_db!(self.db(), pool => sqlx::query(
+        on_db!(self.db(), |pool| {
+            sqlx::query(
             "INSERT INTO reminder_rules (organization_id, id, definition, updated_at) VALUES ($1, $2, $3, $4)
              ON CONFLICT (organization_id, id) DO UPDATE SET definition = excluded.definition, updated_at = excluded.updated_at",
-        ).bind(organization_id).bind(id).bind(definition).bind(now).execute(pool).await.map(|_| ()))?;
+        ).bind(organization_id).bind(id).bind(definition).bind(now).execute(pool).await.map(|_| ())
+        })?;
         Ok(())
     }
 }
@@ -320,14 +379,19 @@ impl Store {
                 .enumerate()
                 .map(|(i, start)| (new_id("pat"), new_id("apt"), *start, chunk_index * 1000 + i))
                 .collect();
-            on_db!(self.db(), pool => {
+            on_db!(self.db(), |pool| {
                 let mut tx = pool.begin().await?;
                 let mut qb = sqlx::QueryBuilder::new(
                     "INSERT INTO patients (id, organization_id, external_id, family_name, given_name, created_at, updated_at) ",
                 );
                 qb.push_values(&rows, |mut b, (pid, _, _, n)| {
-                    b.push_bind(pid.clone()).push_bind(organization_id.to_string()).push_bind(format!("{prefix}-{n}"))
-                        .push_bind("Load").push_bind("Test").push_bind(now).push_bind(now);
+                    b.push_bind(pid.clone())
+                        .push_bind(organization_id.to_string())
+                        .push_bind(format!("{prefix}-{n}"))
+                        .push_bind("Load")
+                        .push_bind("Test")
+                        .push_bind(now)
+                        .push_bind(now);
                 });
                 qb.build().execute(&mut *tx).await?;
                 let mut qb = sqlx::QueryBuilder::new(
@@ -335,17 +399,29 @@ impl Store {
                 );
                 qb.push_values(&rows, |mut b, (pid, _, _, n)| {
                     let number = format!("+1555{:07}", n % 10_000_000);
-                    b.push_bind(new_id("cp")).push_bind(organization_id.to_string()).push_bind(pid.clone())
-                        .push_bind("sms").push_bind(number.clone()).push_bind(1_i64).push_bind(now).push_bind(number);
+                    b.push_bind(new_id("cp"))
+                        .push_bind(organization_id.to_string())
+                        .push_bind(pid.clone())
+                        .push_bind("sms")
+                        .push_bind(number.clone())
+                        .push_bind(1_i64)
+                        .push_bind(now)
+                        .push_bind(number);
                 });
                 qb.build().execute(&mut *tx).await?;
                 let mut qb = sqlx::QueryBuilder::new(
                     "INSERT INTO appointments (id, organization_id, patient_id, filler_id, start_at, status, source, created_at, updated_at) ",
                 );
                 qb.push_values(&rows, |mut b, (pid, aid, start, n)| {
-                    b.push_bind(aid.clone()).push_bind(organization_id.to_string()).push_bind(pid.clone())
-                        .push_bind(format!("{prefix}-{n}")).push_bind(*start).push_bind(AppointmentStatus::Booked.as_str()).push_bind("api")
-                        .push_bind(now).push_bind(now);
+                    b.push_bind(aid.clone())
+                        .push_bind(organization_id.to_string())
+                        .push_bind(pid.clone())
+                        .push_bind(format!("{prefix}-{n}"))
+                        .push_bind(*start)
+                        .push_bind(AppointmentStatus::Booked.as_str())
+                        .push_bind("api")
+                        .push_bind(now)
+                        .push_bind(now);
                 });
                 qb.build().execute(&mut *tx).await?;
                 tx.commit().await?;

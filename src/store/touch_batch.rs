@@ -65,13 +65,14 @@ impl Store {
     ) -> Result<HashMap<String, AcceptedTouch>> {
         let mut out = HashMap::new();
         for chunk in unique(touch_ids.iter().copied()).chunks(IN_CHUNK) {
-            let rows: Vec<(String, String, Option<String>)> = on_db!(self.db(), pool => {
+            let rows: Vec<(String, String, Option<String>)> = on_db!(self.db(), |pool| {
                 let mut qb = sqlx::QueryBuilder::new(
                     "SELECT k.key, k.message_id,
                         (SELECT d.channel FROM deliveries d WHERE d.message_id = k.message_id ORDER BY d.id LIMIT 1)
                      FROM idempotency_keys k WHERE k.organization_id = ",
                 );
-                qb.push_bind(organization_id.to_string()).push(" AND k.key IN (");
+                qb.push_bind(organization_id.to_string())
+                    .push(" AND k.key IN (");
                 let mut list = qb.separated(", ");
                 for id in chunk {
                     list.push_bind(format!("touch:{id}"));
@@ -101,9 +102,11 @@ impl Store {
     ) -> Result<HashMap<String, AppointmentRow>> {
         let mut out = HashMap::new();
         for chunk in unique(ids.iter().copied()).chunks(IN_CHUNK) {
-            let rows: Vec<AppointmentRow> = on_db!(self.db(), pool => {
+            let rows: Vec<AppointmentRow> = on_db!(self.db(), |pool| {
                 let mut qb = sqlx::QueryBuilder::new(concat!(
-                    "SELECT ", appointment_columns!(), " FROM appointments WHERE id IN ("
+                    "SELECT ",
+                    appointment_columns!(),
+                    " FROM appointments WHERE id IN ("
                 ));
                 push_list(&mut qb, chunk);
                 qb.push(")");
@@ -118,9 +121,11 @@ impl Store {
     pub async fn patients_by_ids(&self, ids: &[&str]) -> Result<HashMap<String, PatientRow>> {
         let mut out = HashMap::new();
         for chunk in unique(ids.iter().copied()).chunks(IN_CHUNK) {
-            let rows: Vec<PatientRow> = on_db!(self.db(), pool => {
+            let rows: Vec<PatientRow> = on_db!(self.db(), |pool| {
                 let mut qb = sqlx::QueryBuilder::new(concat!(
-                    "SELECT ", patient_columns!(), " FROM patients WHERE id IN ("
+                    "SELECT ",
+                    patient_columns!(),
+                    " FROM patients WHERE id IN ("
                 ));
                 push_list(&mut qb, chunk);
                 qb.push(")");
@@ -144,7 +149,7 @@ impl Store {
                 #[sqlx(flatten)]
                 point: ContactPointRow,
             }
-            let rows: Vec<Row> = on_db!(self.db(), pool => {
+            let rows: Vec<Row> = on_db!(self.db(), |pool| {
                 let mut qb = sqlx::QueryBuilder::new(
                     "SELECT patient_id, id, system, value, use_code, rank FROM contact_points WHERE patient_id IN (",
                 );
@@ -169,10 +174,9 @@ impl Store {
     ) -> Result<HashMap<String, (i64, i64)>> {
         let mut out = HashMap::new();
         for chunk in unique(patient_ids.iter().copied()).chunks(IN_CHUNK) {
-            let rows: Vec<(String, i64, i64)> = on_db!(self.db(), pool => {
-                let mut qb = sqlx::QueryBuilder::new(
-                    "SELECT patient_id, SUM(CASE WHEN updated_at >= ",
-                );
+            let rows: Vec<(String, i64, i64)> = on_db!(self.db(), |pool| {
+                let mut qb =
+                    sqlx::QueryBuilder::new("SELECT patient_id, SUM(CASE WHEN updated_at >= ");
                 qb.push_bind(day_since)
                     .push(" THEN 1 ELSE 0 END), COUNT(*) FROM reminder_touches WHERE status = 'sent' AND updated_at >= ")
                     .push_bind(week_since)
@@ -209,7 +213,7 @@ impl Store {
             super::consents::ENTRY_COLUMNS
         );
         for chunk in recipients.chunks(IN_CHUNK) {
-            let rows: Vec<ConsentEntry> = on_db!(self.db(), pool => {
+            let rows: Vec<ConsentEntry> = on_db!(self.db(), |pool| {
                 let mut qb = sqlx::QueryBuilder::new(head.clone());
                 push_opt_out_filter(&mut qb, organization_id, purpose, &channels, now);
                 qb.push(" AND recipient IN (");
@@ -220,10 +224,12 @@ impl Store {
             entries.extend(rows);
         }
         for chunk in unique(patient_ids.iter().copied()).chunks(IN_CHUNK) {
-            let rows: Vec<ConsentEntry> = on_db!(self.db(), pool => {
+            let rows: Vec<ConsentEntry> = on_db!(self.db(), |pool| {
                 let mut qb = sqlx::QueryBuilder::new(head.clone());
                 push_opt_out_filter(&mut qb, organization_id, purpose, &channels, now);
-                qb.push(" AND recipient = ").push_bind(ANY.to_string()).push(" AND patient_id IN (");
+                qb.push(" AND recipient = ")
+                    .push_bind(ANY.to_string())
+                    .push(" AND patient_id IN (");
                 push_list(&mut qb, chunk);
                 qb.push(")");
                 qb.build_query_as().fetch_all(pool).await
@@ -242,7 +248,7 @@ impl Store {
     ) -> Result<HashMap<String, String>> {
         let mut newest: HashMap<String, (i64, String)> = HashMap::new();
         for chunk in unique(patient_ids.iter().copied()).chunks(IN_CHUNK) {
-            let rows: Vec<(String, String, i64)> = on_db!(self.db(), pool => {
+            let rows: Vec<(String, String, i64)> = on_db!(self.db(), |pool| {
                 let mut qb = sqlx::QueryBuilder::new(
                     "SELECT patient_id, id, updated_at FROM threads WHERE organization_id = ",
                 );
@@ -277,7 +283,7 @@ impl Store {
         if outcomes.is_empty() {
             return Ok(HashSet::new());
         }
-        let moved = on_db!(self.db(), pool => {
+        let moved = on_db!(self.db(), |pool| {
             let mut tx = pool.begin().await?;
             let mut moved = HashSet::new();
             for chunk in outcomes.chunks(IN_CHUNK) {
@@ -288,8 +294,11 @@ impl Store {
                 );
                 qb.push_bind(now).push(" FROM (");
                 qb.push_values(chunk, |mut row, o| {
-                    row.push_bind(o.id.clone()).push_bind(o.status).push_bind(o.reason.clone())
-                        .push_bind(o.channel.clone()).push_bind(o.message_id.clone());
+                    row.push_bind(o.id.clone())
+                        .push_bind(o.status)
+                        .push_bind(o.reason.clone())
+                        .push_bind(o.channel.clone())
+                        .push_bind(o.message_id.clone());
                 });
                 qb.push(") AS v WHERE reminder_touches.id = v.column1 AND reminder_touches.status = 'planned' RETURNING id");
                 let rows: Vec<(String,)> = qb.build_query_as().fetch_all(&mut *tx).await?;

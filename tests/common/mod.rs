@@ -215,12 +215,12 @@ impl TestDaemon {
     pub async fn events(&self) -> serde_json::Value {
         let count = async || -> i64 {
             let (n,): (i64,) =
-                switchboard::store::on_db!(self.core.store.db(), pool => sqlx::query_as(
-                "SELECT COUNT(*) FROM events WHERE organization_id = $1",
-            )
-            .bind(&self.organization_id)
-            .fetch_one(pool)
-            .await)
+                switchboard::store::on_db!(self.core.store.db(), |pool| sqlx::query_as(
+                    "SELECT COUNT(*) FROM events WHERE organization_id = $1",
+                )
+                .bind(&self.organization_id)
+                .fetch_one(pool)
+                .await)
                 .expect("count events");
             n
         };

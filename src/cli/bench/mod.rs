@@ -223,16 +223,20 @@ async fn bench_database(args: &BenchArgs, database: &str, scratch: &Scratch) -> 
 }
 
 async fn count_delivered(db: &Db) -> Result<i64> {
-    let (n,): (i64,) = on_db!(db, pool => sqlx::query_as("SELECT COUNT(*) FROM deliveries WHERE status = 'delivered'")
-        .fetch_one(pool).await)?;
+    let (n,): (i64,) = on_db!(db, |pool| sqlx::query_as(
+        "SELECT COUNT(*) FROM deliveries WHERE status = 'delivered'"
+    )
+    .fetch_one(pool)
+    .await)?;
     Ok(n)
 }
 
 async fn latencies_ms(db: &Db) -> Result<Vec<i64>> {
-    let rows: Vec<(i64,)> = on_db!(db, pool => sqlx::query_as(
+    let rows: Vec<(i64,)> = on_db!(db, |pool| sqlx::query_as(
         "SELECT updated_at - created_at FROM deliveries WHERE status = 'delivered' ORDER BY 1",
     )
-    .fetch_all(pool).await)?;
+    .fetch_all(pool)
+    .await)?;
     Ok(rows.into_iter().map(|(n,)| n).collect())
 }
 
