@@ -32,14 +32,13 @@ impl Store {
     /// Replaces the canary with one sealed under a newer key, if it is still `old` (a daemon
     /// that resealed first wins; the loser's value would be the same key's anyway).
     pub async fn reseal_keyring_canary(&self, old: &[u8], new: &[u8]) -> Result<bool> {
-        let changed =
-            on_db!(self.db(), |pool| {
-                sqlx::query(
+        let changed = on_db!(self.db(), |pool| {
+            sqlx::query(
             "UPDATE keyring_canary SET sealed = $2, updated_at = $3 WHERE id = 1 AND sealed = $1",
         )
         .bind(old).bind(new).bind(now_ms())
         .execute(pool).await.map(|r| r.rows_affected())
-            })?;
+        })?;
         Ok(changed > 0)
     }
 }

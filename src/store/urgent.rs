@@ -178,13 +178,12 @@ impl Store {
     /// Marks an urgent message read (stops escalation). `false` when there is no such alert.
     pub async fn mark_read(&self, organization_id: &str, message_id: &str) -> Result<bool> {
         let now = now_ms();
-        let row: Option<(String,)> =
-            on_db!(self.db(), |pool| {
-                sqlx::query_as(
+        let row: Option<(String,)> = on_db!(self.db(), |pool| {
+            sqlx::query_as(
             "UPDATE urgent_alerts SET read_at = COALESCE(read_at, $3), next_escalation_at = NULL
              WHERE organization_id = $1 AND message_id = $2 RETURNING message_id",
         ).bind(organization_id).bind(message_id).bind(now).fetch_optional(pool).await
-            })?;
+        })?;
         Ok(row.is_some())
     }
 
