@@ -246,18 +246,11 @@ fn first_given_key(given: &str) -> String {
 /// `YYYY-MM-DD` from `YYYY-MM-DD` or the HL7/CDA `YYYYMMDD[hhmm…]`; anything less precise is
 /// not a birth date to match on.
 pub fn birth_date(value: &str) -> Option<String> {
-    let digits: String = value
-        .trim()
-        .chars()
-        .take_while(|c| c.is_ascii_digit() || *c == '-')
-        .filter(char::is_ascii_digit)
-        .collect();
-    if digits.len() < 8 {
-        return None;
-    }
-    let (y, m, d) = (&digits[..4], &digits[4..6], &digits[6..8]);
-    chrono::NaiveDate::parse_from_str(&format!("{y}-{m}-{d}"), "%Y-%m-%d").ok()?;
-    Some(format!("{y}-{m}-{d}"))
+    let value = value.trim();
+    let date = chrono::NaiveDate::parse_from_str(value, "%Y-%m-%d")
+        .ok()
+        .or_else(|| crate::hl7::time::parse_date(value))?;
+    Some(date.format("%Y-%m-%d").to_string())
 }
 
 /// F / M / other; unknown (`U`, `UN`, empty) never matches.

@@ -170,11 +170,7 @@ fn instance_id(attrs: &[(String, String)]) -> Option<InstanceId> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn data(name: &str) -> Vec<u8> {
-        let path = format!("{}/../../tests/data/{name}", env!("CARGO_MANIFEST_DIR"));
-        std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
-    }
+    use crate::test_data as data;
 
     #[test]
     fn reads_the_header_of_hl7s_sample_ccd() -> Result<(), DocumentError> {

@@ -30,3 +30,10 @@ pub enum DocumentError {
     #[error("{file}: {what}")]
     Integrity { file: String, what: String },
 }
+
+/// A file of the repository's `tests/data/` (unit tests of both readers use the shared vectors).
+#[cfg(test)]
+fn test_data(name: &str) -> Vec<u8> {
+    let path = format!("{}/../../tests/data/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}

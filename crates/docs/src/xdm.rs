@@ -119,7 +119,7 @@ pub fn read(bytes: &[u8], limits: Limits) -> Result<Package, DocumentError> {
             });
         }
         if let Some(hash) = entry.hash.as_deref() {
-            let actual = hex(&openssl::sha::sha1(&bytes));
+            let actual = hex::encode(openssl::sha::sha1(&bytes));
             if !actual.eq_ignore_ascii_case(hash.trim()) {
                 return Err(DocumentError::Integrity {
                     file: file_name,
@@ -286,20 +286,12 @@ fn patient_info(values: &[String]) -> PatientInfo {
     info
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use std::io::Write;
 
     use super::*;
-
-    fn data(name: &str) -> Vec<u8> {
-        let path = format!("{}/../../tests/data/{name}", env!("CARGO_MANIFEST_DIR"));
-        std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
-    }
+    use crate::test_data as data;
 
     fn zip_of(files: &[(&str, &[u8])]) -> Vec<u8> {
         let mut out = zip::ZipWriter::new(Cursor::new(Vec::new()));
@@ -352,7 +344,7 @@ mod tests {
     #[test]
     fn a_document_must_match_its_size_and_hash() -> Result<(), DocumentError> {
         let body = b"<ClinicalDocument xmlns=\"urn:hl7-org:v3\"/>";
-        let hash = hex(&openssl::sha::sha1(body));
+        let hash = hex::encode(openssl::sha::sha1(body));
         let good = metadata("DOC.XML", body.len(), &hash);
         let package = read(
             &zip_of(&[
