@@ -349,7 +349,8 @@ impl Store {
 
     /// Our latest SMS to `recipient` (E.164) through `connector` for a patient of the
     /// organization since `since` (unix ms) that reached the provider: the conversation an
-    /// inbound text from that number answers.
+    /// inbound text from that number answers. A delivery keeps its recipient as the contact
+    /// point was written, so the contact points with that E.164 form name it too.
     pub async fn last_outbound_sms(
         &self,
         organization_id: &str,
@@ -359,7 +360,9 @@ impl Store {
     ) -> Result<Option<String>> {
         let row: Option<(String,)> = on_db!(self.db(), |pool| sqlx::query_as(
             "SELECT message_id FROM deliveries
-             WHERE organization_id = $1 AND channel = 'sms' AND connector = $2 AND recipient = $3
+             WHERE organization_id = $1 AND channel = 'sms' AND connector = $2
+               AND (recipient = $3 OR recipient IN (SELECT value FROM contact_points
+                                                    WHERE organization_id = $1 AND e164 = $3))
                AND status IN ('sent', 'delivered') AND patient_id IS NOT NULL AND created_at >= $4
              ORDER BY created_at DESC, id DESC LIMIT 1",
         )
