@@ -978,3 +978,171 @@ async fn documents_match_by_each_rule(backend: Backend) {
     assert!(again.1.is_none(), "a redelivery is not processed again");
 }
 both_databases!(document_rules, crate::documents_match_by_each_rule);
+
+/// A mail-shaped test source: `In-Reply-To: <...>` lines, a blank line, the body.
+struct MailLike;
+
+impl switchboard::intake::Source for MailLike {
+    fn channel(&self) -> &'static str {
+        "mail-test"
+    }
+
+    fn parse(&self, raw: &[u8]) -> Result<switchboard::intake::Parsed, String> {
+        let text = std::str::from_utf8(raw).map_err(|e| e.to_string())?;
+        let (head, body) = text.split_once("\n\n").unwrap_or(("", text));
+        Ok(switchboard::intake::Parsed {
+            body: body.to_string(),
+            in_reply_to: head
+                .lines()
+                .filter_map(|l| l.strip_prefix("In-Reply-To: "))
+                .map(str::to_string)
+                .collect(),
+            ..Default::default()
+        })
+    }
+}
+
+async fn mail_references_name_the_message_answered(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let core = Core::open(db.config()).await.expect("core");
+    let store = core.store.clone();
+    let org = store
+        .ensure_organization("north", "North")
+        .await
+        .expect("organization")
+        .id;
+    let other = store
+        .ensure_organization("west", "West")
+        .await
+        .expect("organization")
+        .id;
+    let intake = Intake {
+        store: store.clone(),
+        keyring: core.keyring.clone(),
+        config: core.config.clone(),
+    };
+    // Two patients share the address: only the reference can decide.
+    let a = patient(
+        &store,
+        &org,
+        "M-A",
+        ("Lee", "Kim", "1990-01-01", "F"),
+        &[],
+        Some("family@mail.example"),
+    )
+    .await;
+    patient(
+        &store,
+        &org,
+        "M-B",
+        ("Lee", "Jo", "1992-01-01", "M"),
+        &[],
+        Some("family@mail.example"),
+    )
+    .await;
+    let sent = |organization: &str, patient: Option<String>| {
+        let message_id = switchboard::store::new_id("msg");
+        let delivery_id = switchboard::store::new_id("dlv");
+        let thread_id = switchboard::store::new_id("thr");
+        let message = switchboard::store::NewMessage {
+            id: message_id.clone(),
+            organization_id: organization.to_string(),
+            thread_id: thread_id.clone(),
+            new_thread_category: Some("routine".into()),
+            patient_id: patient,
+            direction: "outbound".into(),
+            content: b"sealed elsewhere".to_vec(),
+            urgent: false,
+            part2: false,
+            metadata: "{}".into(),
+            created_at: switchboard::store::now_ms(),
+        };
+        let delivery = switchboard::store::NewDelivery {
+            id: delivery_id.clone(),
+            channel: "email".into(),
+            recipient: "family@mail.example".into(),
+            max_attempts: 3,
+        };
+        (message, delivery, thread_id)
+    };
+    let (message, delivery, thread_id) = sent(&org, Some(a.clone()));
+    store
+        .accept_message(&message, std::slice::from_ref(&delivery), None)
+        .await
+        .expect("accept");
+    let token = core.keyring.delivery_token(&delivery.id).expect("token");
+    // Another organization's message: its token must not correlate here.
+    let (foreign, foreign_delivery, _) = sent(&other, None);
+    store
+        .accept_message(&foreign, std::slice::from_ref(&foreign_delivery), None)
+        .await
+        .expect("accept");
+    let foreign_token = core
+        .keyring
+        .delivery_token(&foreign_delivery.id)
+        .expect("token");
+
+    let receive = async |n: u32, raw: String| {
+        let (id, filing) = intake
+            .receive(
+                &MailLike,
+                &Received {
+                    organization_id: &org,
+                    connector: None,
+                    provider_ref: Some(format!("mail-{n}")),
+                    sender: "family@mail.example".into(),
+                    recipient: None,
+                    raw: raw.as_bytes(),
+                },
+            )
+            .await
+            .expect("intake");
+        (id, filing.expect("new"))
+    };
+    let (id, filing) = receive(
+        1,
+        format!("In-Reply-To: <{token}@mail.clinic.example>\n\nThanks!"),
+    )
+    .await;
+    assert_eq!(
+        filing,
+        Filing::Filed {
+            patient_id: a.clone(),
+            thread_id: thread_id.clone(),
+            message_id: store
+                .inbound_item(&org, &id)
+                .await
+                .unwrap()
+                .message_id
+                .unwrap(),
+        }
+    );
+    assert_eq!(
+        store
+            .inbound_item(&org, &id)
+            .await
+            .unwrap()
+            .match_method
+            .as_deref(),
+        Some("reply")
+    );
+    // A forged token and another organization's token decide nothing: two candidates.
+    for (n, reference) in [
+        (2, "r0000000000000000000000000a".to_string()),
+        (3, foreign_token),
+    ] {
+        let (_, filing) = receive(
+            n,
+            format!("In-Reply-To: <{reference}@mail.clinic.example>\n\nHi"),
+        )
+        .await;
+        assert!(
+            matches!(filing, Filing::Unmatched { candidates: 2, .. }),
+            "{filing:?}"
+        );
+    }
+}
+both_databases!(
+    mail_replies,
+    crate::mail_references_name_the_message_answered
+);

@@ -86,8 +86,8 @@ pub struct Parsed {
     /// Media the provider holds (SMS/MMS URLs): listed, never fetched.
     pub links: Vec<String>,
     pub document: Option<DocumentMeta>,
-    /// Mail `In-Reply-To`, then `References` (message ids); our own message ids among them
-    /// correlate a reply.
+    /// Mail `In-Reply-To`, then `References` (message ids, `<token@domain>`): one of our
+    /// deliveries' reference tokens among them correlates a reply.
     pub in_reply_to: Vec<String>,
 }
 
@@ -263,21 +263,23 @@ impl Intake {
         parsed: &Parsed,
     ) -> Result<Evidence, IntakeError> {
         let mut reply_to = None;
-        for reference in &parsed.in_reply_to {
+        // Our mail names a delivery by its reference token (`Message-ID: <token@domain>`): a
+        // reference that opens to a delivery of this organization is the message it answers.
+        'references: for reference in &parsed.in_reply_to {
             let token = reference
                 .trim()
                 .trim_start_matches('<')
                 .trim_end_matches('>');
             let local = token.split('@').next().unwrap_or_default();
-            if local.starts_with("msg_")
-                && self
-                    .store
-                    .message_patient(&envelope.organization_id, local)
-                    .await?
-                    .is_some()
-            {
-                reply_to = Some(local.to_string());
-                break;
+            for delivery_id in self.keyring.delivery_ids_for_token(local) {
+                match self.store.delivery(&delivery_id).await {
+                    Ok(delivery) if delivery.organization_id == envelope.organization_id => {
+                        reply_to = Some(delivery.message_id);
+                        break 'references;
+                    }
+                    Ok(_) | Err(StoreError::NotFound) => {}
+                    Err(e) => return Err(e.into()),
+                }
             }
         }
         if reply_to.is_none()
