@@ -123,6 +123,7 @@ async fn steps_in_order_and_redelivery_once(backend: Backend) {
         "{item:#}"
     );
     assert_eq!(item["steps"][3]["status"], "filed");
+    assert_eq!(item["steps"][2]["detail"]["method"], "contact");
     assert_eq!(item["body"], "Running late");
     let store = &daemon.core.store;
     assert_eq!(
@@ -411,6 +412,7 @@ async fn people_decide_audited_with_admin_scope(backend: Backend) {
     put_patient(&daemon, "p-1", None).await;
     put_patient(&daemon, "p-2", None).await;
     let (admin_id, admin) = key_with(&daemon.core, &daemon.organization_id, "read admin").await;
+    let admin_actor = format!("api_key:{admin_id}");
     let (_, clerk) = key_with(&daemon.core, &daemon.organization_id, "send read").await;
     for (sid, text) in [
         ("SM50000000000000000000000000000001", "About my appointment"),
@@ -516,7 +518,7 @@ async fn people_decide_audited_with_admin_scope(backend: Backend) {
     let resolved_audit = audits(store, "inbound_resolved").await;
     assert_eq!(resolved_audit.len(), 1);
     let (actor, patient, detail) = &resolved_audit[0];
-    assert_eq!(actor, &admin_id);
+    assert_eq!(actor, &admin_actor);
     assert_eq!(patient.as_deref(), Some(p1.as_str()));
     assert_eq!(detail["inbound_item_id"], first.as_str());
     assert_eq!(detail["to_patient_id"], p1.as_str());
@@ -549,7 +551,7 @@ async fn people_decide_audited_with_admin_scope(backend: Backend) {
     let reassigned = audits(store, "inbound_reassigned").await;
     assert_eq!(reassigned.len(), 1);
     let (actor, patient, detail) = &reassigned[0];
-    assert_eq!(actor, &admin_id);
+    assert_eq!(actor, &admin_actor);
     assert_eq!(patient.as_deref(), Some(p2.as_str()));
     assert_eq!(detail["from_patient_id"], p1.as_str());
     assert_eq!(detail["from_thread_id"], from_thread.as_str());
@@ -601,7 +603,7 @@ async fn people_decide_audited_with_admin_scope(backend: Backend) {
     assert_eq!(item["reason"], "spam");
     let dismissed_audit = audits(store, "inbound_dismissed").await;
     assert_eq!(dismissed_audit.len(), 1);
-    assert_eq!(dismissed_audit[0].0, admin_id);
+    assert_eq!(dismissed_audit[0].0, admin_actor);
     assert_eq!(dismissed_audit[0].2["reason"], "spam");
     let item = daemon.get_json(&format!("/v1/inbound/{first}")).await;
     assert_eq!(

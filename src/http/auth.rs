@@ -213,12 +213,6 @@ impl KeyCache {
 /// expired) and holds the scope the route needs ([`required_scope`]).
 pub struct Org(pub String);
 
-/// [`Org`] and the key's id: for the handlers whose decisions are audited (who decided).
-pub struct Caller {
-    pub organization_id: String,
-    pub key_id: String,
-}
-
 impl FromRequestParts<AppState> for Org {
     type Rejection = Problem;
 
@@ -227,6 +221,20 @@ impl FromRequestParts<AppState> for Org {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         Ok(Org(authorize(parts, state).await?.organization_id))
+    }
+}
+
+/// [`Org`] with the API key's id, for handlers that record who did what (the audit table's
+/// actor, `api_key:<id>`).
+pub struct Caller {
+    pub organization_id: String,
+    pub key_id: String,
+}
+
+impl Caller {
+    /// The audit actor: `api_key:<key id>`.
+    pub fn actor(&self) -> String {
+        format!("api_key:{}", self.key_id)
     }
 }
 
@@ -245,7 +253,7 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
-/// The request's key, verified, live, and holding the route's scope.
+/// Verifies the bearer key (live, not expired) and that it holds the route's scope.
 async fn authorize(parts: &Parts, state: &AppState) -> Result<Grant, Problem> {
     let token = parts
         .headers

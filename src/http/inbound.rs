@@ -74,7 +74,7 @@ pub async fn resolve(
     let resolved = state
         .app
         .inbound
-        .resolve_for(&caller.organization_id, &id, request, &caller.key_id)
+        .resolve_for(&caller.organization_id, &id, request, &caller.actor())
         .await?;
     Span::current().record("thread_id", field::display(&resolved.thread_id));
     Ok(Json(resolved))
@@ -91,7 +91,7 @@ pub async fn reassign(
     let moved = state
         .app
         .inbound
-        .reassign(&caller.organization_id, &id, request, &caller.key_id)
+        .reassign(&caller.organization_id, &id, request, &caller.actor())
         .await?;
     Span::current().record("thread_id", field::display(&moved.thread_id));
     Ok(Json(moved))
@@ -109,7 +109,7 @@ pub async fn dismiss(
         state
             .app
             .inbound
-            .dismiss(&caller.organization_id, &id, request, &caller.key_id)
+            .dismiss(&caller.organization_id, &id, request, &caller.actor())
             .await?,
     ))
 }

@@ -102,7 +102,34 @@ pub struct InboundItemView {
     pub media: Option<Vec<String>>,
     /// The pipeline's steps, in order (only when one item is shown).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub steps: Option<Vec<StepRow>>,
+    pub steps: Option<Vec<StepView>>,
+}
+
+/// One step of an item: `received`, `parsed`, `matched`, `filed` | `unmatched` | `processed`,
+/// `acknowledged`; `reprocess`; a person's `resolved`, `reassigned`, `dismissed`.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepView {
+    pub step: String,
+    /// The item's status after the step.
+    pub status: String,
+    /// Ids and codes: the match method, candidate count, who decided.
+    pub detail: serde_json::Value,
+    pub created_at: i64,
+}
+
+impl From<StepRow> for StepView {
+    fn from(row: StepRow) -> Self {
+        Self {
+            detail: row
+                .detail
+                .as_deref()
+                .and_then(|d| serde_json::from_str(d).ok())
+                .unwrap_or(serde_json::Value::Null),
+            step: row.step,
+            status: row.status,
+            created_at: row.created_at,
+        }
+    }
 }
 
 impl InboundItemView {
@@ -257,7 +284,7 @@ impl InboundService {
             view.body = Some(parsed.body);
             view.media = Some(parsed.links);
         }
-        view.steps = Some(steps);
+        view.steps = Some(steps.into_iter().map(StepView::from).collect());
         Ok(view)
     }
 
@@ -268,7 +295,7 @@ impl InboundService {
         source.parse(&raw).ok()
     }
 
-    /// A person (`actor`: the API key's id) files an unmatched item for the patient the body
+    /// A person (`actor`: `api_key:<key id>`) files an unmatched item for the patient the body
     /// names (by external id).
     pub async fn resolve_for(
         &self,
@@ -331,7 +358,7 @@ impl InboundService {
             }
             other => other.map_err(super::InboundError::from)?,
         };
-        info!(inbound_item_id = %item_id, %thread_id, %message_id, key_id = %actor, "inbound item resolved");
+        info!(inbound_item_id = %item_id, %thread_id, %message_id, actor = %actor, "inbound item resolved");
         Ok(Resolved {
             id: item_id.to_string(),
             status: "filed",
@@ -411,7 +438,7 @@ impl InboundService {
             Err(StoreError::Conflict(detail)) => return Err(wrong_state(&detail, "reassigned")),
             other => other?,
         };
-        info!(inbound_item_id = %item_id, %thread_id, %message_id, key_id = %actor, "inbound item reassigned");
+        info!(inbound_item_id = %item_id, %thread_id, %message_id, actor = %actor, "inbound item reassigned");
         Ok(Resolved {
             id: item_id.to_string(),
             status: "filed",
@@ -460,7 +487,7 @@ impl InboundService {
             Err(StoreError::Conflict(detail)) => return Err(wrong_state(&detail, "dismissed")),
             other => other?,
         }
-        info!(inbound_item_id = %item_id, key_id = %actor, "inbound item dismissed");
+        info!(inbound_item_id = %item_id, actor = %actor, "inbound item dismissed");
         Ok(Dismissed {
             id: item_id.to_string(),
             status: "dismissed",
