@@ -351,6 +351,69 @@ async fn reprocess_files_an_unmatched_text(backend: Backend) {
     let again = cli(&config, &["inbound", "reprocess", &id, "--force"]);
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("filed"));
+
+    // An item recorded but never handled (the process died after step 1) is reprocessed
+    // without --force, and a keyword in it is applied, not filed.
+    let intake = Intake {
+        store: daemon.core.store.clone(),
+        keyring: daemon.core.keyring.clone(),
+        config: daemon.core.config.clone(),
+    };
+    let stuck = |sid: &str, body: &str| switchboard::inbound::InboundSms {
+        connector: "twilio".into(),
+        provider_ref: Some(sid.into()),
+        from: "+14155550123".into(),
+        to: FROM.into(),
+        body: body.into(),
+        media: Vec::new(),
+    };
+    for (sid, body, outcome) in [
+        (
+            "SM40000000000000000000000000000002",
+            "See you then",
+            "received -> filed (filed)",
+        ),
+        (
+            "SM40000000000000000000000000000003",
+            "STOP",
+            "received -> processed (opted_out)",
+        ),
+    ] {
+        let sms = stuck(sid, body);
+        let raw = serde_json::to_vec(&sms).unwrap();
+        let (stuck_id, fresh) = intake
+            .record(
+                &switchboard::intake::SmsSource,
+                &Received {
+                    organization_id: &daemon.organization_id,
+                    connector: Some(sms.connector.clone()),
+                    provider_ref: sms.provider_ref.clone(),
+                    sender: sms.from.clone(),
+                    recipient: Some(sms.to.clone()),
+                    raw: &raw,
+                },
+            )
+            .await
+            .expect("record");
+        assert!(fresh);
+        let done = cli(&config, &["inbound", "reprocess", &stuck_id]);
+        let stdout = String::from_utf8_lossy(&done.stdout).to_string();
+        assert!(
+            done.status.success(),
+            "{}",
+            String::from_utf8_lossy(&done.stderr)
+        );
+        assert!(stdout.contains(outcome), "{stdout}");
+    }
+    let patient = daemon.get_json("/v1/patients/p-9").await;
+    assert!(
+        patient["consents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["status"] == "revoked" && c["source"] == "sms-keyword"),
+        "{patient:#}"
+    );
     daemon.stop().await;
 }
 both_databases!(reprocess, crate::reprocess_files_an_unmatched_text);
