@@ -190,7 +190,7 @@ async fn texts_answer_the_conversation(backend: Backend) {
     let mut daemon = TestDaemon::start(twilio_config(&db, &provider.base_url())).await;
     // Twins share a number: the number alone proposes both and decides nothing.
     put_patient(&daemon, "twin-a", Some("+1 415 555 0199")).await;
-    put_patient(&daemon, "twin-b", Some("4155550199")).await;
+    put_patient(&daemon, "twin-b", Some("+1 415 555 0199")).await;
     inbound_sms(
         &daemon,
         "SM30000000000000000000000000000001",
@@ -263,6 +263,28 @@ async fn texts_answer_the_conversation(backend: Backend) {
             .any(|m| m["direction"] == "inbound" && m["body"] == "Thanks, got it"),
         "{thread:#}"
     );
+
+    // twin-a gives the number up: a text from it no longer answers her conversation, and
+    // twin-b, the one patient left with the number, has it.
+    put_patient(&daemon, "twin-a", Some("+14155550777")).await;
+    inbound_sms(
+        &daemon,
+        "SM30000000000000000000000000000003",
+        "+14155550199",
+        "It's twin-b now",
+    )
+    .await;
+    let list = daemon.get_json("/v1/inbound?status=filed").await;
+    let latest = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["provider_ref"] == "SM30000000000000000000000000000003")
+        .cloned()
+        .expect("filed");
+    assert_eq!(latest["match_method"], "contact");
+    let twin_b = daemon.get_json("/v1/patients/twin-b").await;
+    assert_eq!(latest["patient_id"], twin_b["id"]);
     daemon.stop().await;
 }
 both_databases!(reply_correlation, crate::texts_answer_the_conversation);

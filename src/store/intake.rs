@@ -350,7 +350,9 @@ impl Store {
     /// Our latest SMS to `recipient` (E.164) through `connector` for a patient of the
     /// organization since `since` (unix ms) that reached the provider: the conversation an
     /// inbound text from that number answers. A delivery keeps its recipient as the contact
-    /// point was written, so the contact points with that E.164 form name it too.
+    /// point was written, so the contact points with that E.164 form name it too; and the
+    /// patient must still have the number (a number given up and reassigned since answers for
+    /// its new holder, not the old one).
     pub async fn last_outbound_sms(
         &self,
         organization_id: &str,
@@ -363,7 +365,9 @@ impl Store {
              WHERE organization_id = $1 AND channel = 'sms' AND connector = $2
                AND (recipient = $3 OR recipient IN (SELECT value FROM contact_points
                                                     WHERE organization_id = $1 AND e164 = $3))
-               AND status IN ('sent', 'delivered') AND patient_id IS NOT NULL AND created_at >= $4
+               AND status IN ('sent', 'delivered') AND created_at >= $4
+               AND patient_id IN (SELECT patient_id FROM contact_points
+                                  WHERE organization_id = $1 AND e164 = $3)
              ORDER BY created_at DESC, id DESC LIMIT 1",
         )
         .bind(organization_id)
