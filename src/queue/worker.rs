@@ -20,7 +20,7 @@ use std::collections::HashMap;
 
 use tokio::sync::Mutex;
 
-use crate::channels::{ChannelError, OutboundDelivery, SendOutcome, Sender};
+use crate::channels::{Attachment, ChannelError, OutboundDelivery, SendOutcome, Sender};
 use crate::config::Config;
 use crate::connectors::Connectors;
 use crate::crypto::Keyring;
@@ -191,6 +191,10 @@ impl Deliverer {
             Ok(permit) => permit,
             Err(refusal) => return Ok(Prepared::Refused(refusal)),
         };
+        let attachments = match self.attachments(delivery, message).await? {
+            Ok(attachments) => attachments,
+            Err(reason) => return Ok(Prepared::Broken(reason)),
+        };
         let Some(reference) = self.keyring.delivery_token(&delivery.id) else {
             return Ok(Prepared::Broken(
                 "delivery id is not a reference-able id".into(),
@@ -210,9 +214,37 @@ impl Deliverer {
                 attempt: delivery.attempts,
                 purpose,
                 sender,
+                attachments,
             }),
             permit,
         ))
+    }
+
+    /// The message's attachments, opened (`Err`: one cannot be opened, a permanent failure).
+    async fn attachments(
+        &self,
+        delivery: &DeliveryRow,
+        message: &MessageRow,
+    ) -> Result<Result<Vec<Attachment>, String>, WorkerError> {
+        let blobs = self
+            .store
+            .attachment_blobs(&delivery.organization_id, &message.id)
+            .await?;
+        let mut attachments = Vec::with_capacity(blobs.len());
+        for blob in blobs {
+            let context = crate::messages::attachment_context(&message.id, &blob.id);
+            match self.keyring.open(&blob.content, &context) {
+                Ok(plain) => attachments.push(Attachment {
+                    filename: blob.filename.unwrap_or_else(|| "attachment".into()),
+                    content_type: blob.content_type,
+                    data: plain.into(),
+                }),
+                Err(e) => {
+                    return Ok(Err(format!("attachment {} cannot be opened: {e}", blob.id)));
+                }
+            }
+        }
+        Ok(Ok(attachments))
     }
 
     /// A refused delivery fails at once with the reason and a `disclosure_refused` row.
