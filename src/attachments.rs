@@ -140,12 +140,20 @@ pub fn check(
 
 /// A file name safe to store and to show: the last path component, control characters and
 /// quotes removed, whitespace runs folded, leading dots dropped, at most
-/// [`MAX_FILENAME_BYTES`] (the extension kept). Empty: `attachment`.
+/// [`MAX_FILENAME_BYTES`] (the extension kept). Empty: `attachment`. Control characters
+/// become spaces.
 pub fn safe_filename(raw: &str) -> String {
     let last = raw.rsplit(['/', '\\']).next().unwrap_or_default();
     let cleaned: String = last
         .chars()
-        .filter(|c| !c.is_control() && !matches!(c, '"' | '\u{2028}' | '\u{2029}'))
+        .filter(|c| *c != '"')
+        .map(|c| {
+            if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') {
+                ' '
+            } else {
+                c
+            }
+        })
         .collect();
     let folded = cleaned.split_whitespace().collect::<Vec<_>>().join(" ");
     let name = folded.trim_start_matches('.').trim();
@@ -342,7 +350,7 @@ mod tests {
     fn file_names_lose_paths_controls_and_length() {
         assert_eq!(safe_filename("../../etc/passwd"), "passwd");
         assert_eq!(safe_filename("C:\\Users\\x\\scan.pdf"), "scan.pdf");
-        assert_eq!(safe_filename("a\r\nb\t\"c\".pdf"), "ab c.pdf");
+        assert_eq!(safe_filename("a\r\nb\t\"c\".pdf"), "a b c.pdf");
         assert_eq!(safe_filename(".hidden"), "hidden");
         assert_eq!(safe_filename("  "), "attachment");
         assert_eq!(safe_filename("dir/"), "attachment");

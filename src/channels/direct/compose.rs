@@ -174,6 +174,7 @@ mod tests {
 #[cfg(test)]
 mod attachment_tests {
     use super::*;
+    use mail_parser::MimeHeaders;
 
     fn parse(m: &[u8]) -> mail_parser::Message<'_> {
         mail_parser::MessageParser::default()
