@@ -274,6 +274,44 @@ pub fn content_disposition(filename: &str) -> String {
     value
 }
 
+/// The process's budget for attachment bytes held in memory at once: uploads being read and
+/// sealed (`POST /v1/messages`), deliveries being composed and sent (the worker). A request or
+/// delivery reserves what it will hold before it holds it and waits while the budget is spent,
+/// so the daemon's memory stays bounded however many clients upload at once; one reservation
+/// larger than the whole budget is cut to it (that message then goes alone).
+/// Sized by `limits.attachment_memory_bytes` of the first daemon in the process.
+pub struct MemoryBudget {
+    semaphore: std::sync::Arc<tokio::sync::Semaphore>,
+    units: u32,
+}
+
+/// Budget granularity, bytes.
+const BUDGET_UNIT: u64 = 64 * 1024;
+
+static BUDGET: std::sync::OnceLock<MemoryBudget> = std::sync::OnceLock::new();
+
+impl MemoryBudget {
+    /// The process's budget (`bytes` sizes it on first use).
+    pub fn of_process(bytes: u64) -> &'static MemoryBudget {
+        BUDGET.get_or_init(|| {
+            let units = u32::try_from(bytes.div_ceil(BUDGET_UNIT).max(1)).unwrap_or(u32::MAX / 2);
+            MemoryBudget {
+                semaphore: std::sync::Arc::new(tokio::sync::Semaphore::new(units as usize)),
+                units,
+            }
+        })
+    }
+
+    /// Waits until `bytes` (cut to the whole budget) are free, and holds them until the
+    /// permit is dropped.
+    pub async fn reserve(&self, bytes: u64) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let units = u32::try_from(bytes.div_ceil(BUDGET_UNIT))
+            .unwrap_or(u32::MAX)
+            .clamp(1, self.units);
+        self.semaphore.clone().acquire_many_owned(units).await.ok()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

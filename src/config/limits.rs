@@ -21,6 +21,10 @@ pub struct LimitsConfig {
     /// without NUL, XML as a document that starts with `<`. A type not in this list, or one the
     /// gateway cannot check, is refused (422).
     pub allowed_attachment_types: Vec<String>,
+    /// Attachment bytes the daemon holds in memory at once (uploads being read and sealed,
+    /// deliveries being sent); beyond it, uploads and deliveries with attachments wait their
+    /// turn. One message larger than this still goes, alone.
+    pub attachment_memory_bytes: u64,
 }
 
 impl Default for LimitsConfig {
@@ -33,6 +37,7 @@ impl Default for LimitsConfig {
                 .iter()
                 .map(|t| t.to_string())
                 .collect(),
+            attachment_memory_bytes: 32 * MIB,
         }
     }
 }
@@ -57,8 +62,9 @@ impl LimitsConfig {
         if self.max_attachment_bytes == 0
             || self.max_message_attachment_bytes == 0
             || self.max_attachments == 0
+            || self.attachment_memory_bytes == 0
         {
-            return invalid("limits: max_attachment_bytes, max_message_attachment_bytes and max_attachments must be at least 1".into());
+            return invalid("limits: max_attachment_bytes, max_message_attachment_bytes, max_attachments and attachment_memory_bytes must be at least 1".into());
         }
         for (i, kind) in self.allowed_attachment_types.iter().enumerate() {
             if crate::attachments::Checked::of(kind).is_none() {

@@ -21,16 +21,39 @@ use crate::attachments::{AttachmentUpload, safe_filename};
 use crate::messages::{MessageError, SendRequest};
 use crate::service::FieldError;
 
-/// The request of `POST /v1/messages`, from JSON or multipart.
-pub struct MessageBody(pub SendRequest);
+/// The request of `POST /v1/messages`, from JSON or multipart, and the share of the
+/// attachment memory budget it holds while it is handled (a body larger than an ordinary
+/// message: about twice its size, for the decoded files and their sealed copies).
+pub struct MessageBody(
+    pub SendRequest,
+    pub Option<tokio::sync::OwnedSemaphorePermit>,
+);
+
+/// A body up to this size holds no budget (a message without files).
+const SMALL_BODY: u64 = 256 * 1024;
 
 impl FromRequest<AppState> for MessageBody {
     type Rejection = Problem;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let length = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let limits = &state.config.limits;
+        let budget = crate::attachments::MemoryBudget::of_process(limits.attachment_memory_bytes);
+        let permit = match length {
+            Some(n) if n <= SMALL_BODY => None,
+            Some(n) => budget.reserve(n.saturating_mul(2)).await,
+            None => {
+                let most = limits.message_body_bytes(state.config.server.max_body_bytes);
+                budget.reserve(most as u64).await
+            }
+        };
         if json_content_type(req.headers()) {
             let ApiJson(request) = ApiJson::<SendRequest>::from_request(req, state).await?;
-            return Ok(MessageBody(request));
+            return Ok(MessageBody(request, permit));
         }
         let multipart = req
             .headers()
@@ -47,18 +70,12 @@ impl FromRequest<AppState> for MessageBody {
                 "expected Content-Type: application/json or multipart/form-data",
             ));
         }
-        // A hint for the first file's buffer: the body is at least as large as the file.
-        let length = req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
         let multipart = Multipart::from_request(req, state)
             .await
             .map_err(|e| Problem::new(ProblemType::InvalidBody, e.body_text()))?;
-        read_multipart(multipart, state, length)
-            .await
-            .map(MessageBody)
+        // The length is a hint for the first file's buffer: the body is larger than the file.
+        let request = read_multipart(multipart, state, length).await?;
+        Ok(MessageBody(request, permit))
     }
 }
 

@@ -27,7 +27,7 @@ pub async fn create(
     State(state): State<AppState>,
     Org(org): Org,
     headers: HeaderMap,
-    MessageBody(request): MessageBody,
+    MessageBody(request, _budget): MessageBody,
 ) -> Result<Response, Problem> {
     let key = match headers.get(IDEMPOTENCY_KEY) {
         Some(value) => Some(value.to_str().map_err(|_| {
