@@ -228,8 +228,8 @@ impl Deliverer {
     }
 
     /// The message's attachments, opened (`Err`: one cannot be opened, a permanent failure),
-    /// with their share of the attachment memory budget (sealed and open copies), reserved
-    /// before they are read.
+    /// with their share of the attachment memory budget (the driver's row, the sealed copy and
+    /// the open one), reserved before they are read.
     async fn attachments(
         &self,
         delivery: &DeliveryRow,
@@ -246,7 +246,7 @@ impl Deliverer {
         let memory = crate::attachments::MemoryBudget::of_process(
             self.config.limits.attachment_memory_bytes,
         )
-        .reserve((total as u64).saturating_mul(2))
+        .reserve((total as u64).saturating_mul(3))
         .await;
         let blobs = self
             .store

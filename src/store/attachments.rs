@@ -2,6 +2,8 @@
 //! back as metadata for the message record, one sealed blob for a download, and all of a
 //! message's blobs for the delivery worker. The store holds sealed bytes only.
 
+use sqlx::Connection;
+
 use super::{Result, Store, StoreError, on_db};
 
 /// One attachment to record with its message. `sealed` is already sealed; cheap to clone (the
@@ -91,15 +93,22 @@ impl Store {
         message_id: &str,
         attachment_id: &str,
     ) -> Result<AttachmentBlob> {
-        on_db!(self.db(), |pool| sqlx::query_as(
-            "SELECT id, message_id, filename, content_type, size_bytes, sha256, content
-             FROM attachments WHERE organization_id = $1 AND message_id = $2 AND id = $3",
-        )
-        .bind(organization_id)
-        .bind(message_id)
-        .bind(attachment_id)
-        .fetch_optional(pool)
-        .await)?
+        on_db!(self.db(), |pool| {
+            let mut conn = pool.acquire().await?;
+            let row = sqlx::query_as(
+                "SELECT id, message_id, filename, content_type, size_bytes, sha256, content
+                 FROM attachments WHERE organization_id = $1 AND message_id = $2 AND id = $3",
+            )
+            .bind(organization_id)
+            .bind(message_id)
+            .bind(attachment_id)
+            .fetch_optional(&mut *conn)
+            .await;
+            // The connection's buffers grew to the file's size: give that back to the
+            // allocator rather than keep it for the connection's life.
+            conn.shrink_buffers();
+            row
+        })?
         .ok_or(StoreError::NotFound)
     }
 
@@ -109,14 +118,19 @@ impl Store {
         organization_id: &str,
         message_id: &str,
     ) -> Result<Vec<AttachmentBlob>> {
-        Ok(on_db!(self.db(), |pool| sqlx::query_as(
-            "SELECT id, message_id, filename, content_type, size_bytes, sha256, content
-             FROM attachments WHERE organization_id = $1 AND message_id = $2
-             ORDER BY position, id",
-        )
-        .bind(organization_id)
-        .bind(message_id)
-        .fetch_all(pool)
-        .await)?)
+        Ok(on_db!(self.db(), |pool| {
+            let mut conn = pool.acquire().await?;
+            let rows = sqlx::query_as(
+                "SELECT id, message_id, filename, content_type, size_bytes, sha256, content
+                 FROM attachments WHERE organization_id = $1 AND message_id = $2
+                 ORDER BY position, id",
+            )
+            .bind(organization_id)
+            .bind(message_id)
+            .fetch_all(&mut *conn)
+            .await;
+            conn.shrink_buffers();
+            rows
+        })?)
     }
 }

@@ -188,6 +188,11 @@ impl Store {
                             .await?;
                     }
                 }
+                if fresh.iter().any(|i| !i.attachments.is_empty()) {
+                    // The connection's write buffer grew to the largest file: give it back
+                    // rather than keep it for the connection's life.
+                    sqlx::Connection::shrink_buffers(&mut *tx);
+                }
 
                 let deliveries: Vec<(&NewMessage, &NewDelivery)> = fresh
                     .iter()
