@@ -7,7 +7,7 @@
 //! one is refused with 413 naming the part as soon as it passes the limit). Sizes, types and
 //! sealing are the message service's.
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::{FromRequest, Multipart, Path, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -15,7 +15,7 @@ use tracing::instrument;
 
 use super::AppState;
 use super::auth::Caller;
-use super::json::{ApiJson, json_content_type, parse_body};
+use super::json::{json_content_type, parse_body};
 use super::problem::{Problem, ProblemType};
 use crate::attachments::{AttachmentUpload, safe_filename};
 use crate::messages::{MessageError, SendRequest};
@@ -52,7 +52,27 @@ impl FromRequest<AppState> for MessageBody {
             }
         };
         if json_content_type(req.headers()) {
-            let ApiJson(request) = ApiJson::<SendRequest>::from_request(req, state).await?;
+            let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    Problem::new(ProblemType::PayloadTooLarge, "request body too large")
+                } else {
+                    Problem::new(ProblemType::InvalidBody, e.body_text())
+                }
+            })?;
+            let request: SendRequest = parse_body(&bytes)?;
+            // The message without its files is held to `server.max_body_bytes`, as every
+            // other body is; the files to `[limits]`.
+            let files: usize = request
+                .attachments
+                .iter()
+                .map(|a| a.content.len().div_ceil(3) * 4)
+                .sum();
+            if bytes.len().saturating_sub(files) > state.config.server.max_body_bytes {
+                return Err(Problem::new(
+                    ProblemType::PayloadTooLarge,
+                    "request body too large",
+                ));
+            }
             return Ok(MessageBody(request, permit));
         }
         let multipart = req
