@@ -15,9 +15,9 @@ use tracing::{info, warn};
 use crate::config::Config;
 use crate::connectors::StatusReport;
 use crate::crypto::Keyring;
-use crate::queue::reconcile::report_update;
+use crate::domain::DeliveryStatus;
 use crate::service::ServiceError;
-use crate::store::{DeliveryRow, Store, StoreError};
+use crate::store::{DeliveryRow, DeliveryUpdate, Store, StoreError};
 
 /// What became of a status report.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,4 +140,31 @@ impl DeliveryService {
         }
         Ok(None)
     }
+}
+
+/// The delivery update a provider's status report asks for — from a callback or a lookup
+/// (`source` says which, e.g. `webhook:twilio`); `None` when the manifest maps no state of
+/// ours. A failure carries the provider's state and error code as its reason.
+pub fn report_update(
+    report: &StatusReport,
+    connector: &str,
+    source: &str,
+) -> Option<DeliveryUpdate> {
+    let status = report.status?;
+    let mut update = DeliveryUpdate::new(status, source);
+    update.connector = Some(connector.to_string());
+    update.provider_ref = Some(report.provider_ref.clone());
+    update.detail = Some(match &report.error {
+        Some(error) => format!("{} ({error})", report.provider_status),
+        None => report.provider_status.clone(),
+    });
+    if status == DeliveryStatus::Failed {
+        let error = report.error.as_deref().map(|e| format!(", {e}"));
+        update.reason = Some(format!(
+            "{connector}: {}{}",
+            report.provider_status,
+            error.unwrap_or_default()
+        ));
+    }
+    Some(update)
 }

@@ -14,7 +14,7 @@ use tracing::info;
 use crate::attachments::{AttachmentProblem, AttachmentUpload};
 use crate::config::Config;
 use crate::crypto::{CryptoError, Keyring};
-use crate::domain::{Channel, DeliveryStatus};
+use crate::domain::{Address, Channel, DeliveryStatus, UnknownChannel};
 use crate::service::Location;
 use crate::store::{
     AcceptItem, AcceptOutcome, AttachmentRow, AuditEntry, DeliveryEventRow, DeliveryRow,
@@ -285,7 +285,7 @@ impl MessageService {
             patient_id,
         } = thread;
         let deliveries = self
-            .resolve_recipients(request, patient_id.as_deref())
+            .resolve_recipients(organization_id, request, patient_id.as_deref())
             .await?;
         if !uploads.is_empty() && deliveries.iter().any(|d| d.channel == "sms") {
             return Err(invalid(
@@ -532,10 +532,13 @@ impl MessageService {
 
     async fn resolve_recipients(
         &self,
+        organization_id: &str,
         request: &SendRequest,
         patient_id: Option<&str>,
     ) -> Result<Vec<NewDelivery>, MessageError> {
         let mut deliveries = Vec::new();
+        // The organization's phone region, read once and only when a phone number needs it.
+        let mut region: Option<String> = None;
         for (i, recipient) in request.recipients.iter().enumerate() {
             let field = format!("recipients[{i}]");
             let at = format!("/recipients/{i}");
@@ -580,11 +583,25 @@ impl MessageService {
                         ));
                     }
                     let address = address.trim();
-                    if address.is_empty() || address.len() > 320 {
+                    // Checked above: every name here is a channel.
+                    let channel: Channel = channels[0]
+                        .parse()
+                        .map_err(|e: UnknownChannel| invalid(&field, &at, e.to_string()))?;
+                    let region = match (channel.is_phone(), &region) {
+                        (false, _) => String::new(),
+                        (true, Some(region)) => region.clone(),
+                        (true, None) => {
+                            let slug = self.store.organization(organization_id).await?.slug;
+                            let found = self.config.organization(&slug).phone_region;
+                            region = Some(found.clone());
+                            found
+                        }
+                    };
+                    if let Err(e) = Address::parse(channel, address, &region) {
                         return Err(invalid(
-                            &field,
+                            &format!("{field}.address"),
                             format!("{at}/address"),
-                            "address must be 1 to 320 characters",
+                            e.to_string(),
                         ));
                     }
                     deliveries.push(self.new_delivery(&channels[0], address));
@@ -624,6 +641,10 @@ impl MessageService {
                     ));
                 }
             }
+        }
+        let sms = Channel::Sms.to_string();
+        if deliveries.iter().any(|d| d.channel == sms) {
+            check_sms_body(&request.body)?;
         }
         Ok(deliveries)
     }
@@ -678,6 +699,34 @@ fn validate(request: &SendRequest, idempotency_key: Option<&str>) -> Result<(), 
             reason: "must be 1 to 255 characters".into(),
             at: Location::Header("Idempotency-Key".into()),
         });
+    }
+    Ok(())
+}
+
+/// Most characters an SMS body may have: 10 concatenated segments, what providers accept.
+pub const MAX_SMS_CHARS: usize = 1600;
+
+/// A body that goes out by SMS must fit the segments the SMS channel sends
+/// ([`crate::connectors::MAX_SMS_SEGMENTS`]): refused when accepted, not failed later.
+fn check_sms_body(body: &str) -> Result<(), MessageError> {
+    let chars = body.chars().count();
+    if chars > MAX_SMS_CHARS {
+        return Err(invalid(
+            "body",
+            "/body",
+            format!("an SMS body is at most {MAX_SMS_CHARS} characters; this one has {chars}"),
+        ));
+    }
+    let segments = crate::phone::segments(body).segments;
+    if segments > crate::connectors::MAX_SMS_SEGMENTS {
+        return Err(invalid(
+            "body",
+            "/body",
+            format!(
+                "the text needs {segments} SMS segments; at most {} are sent",
+                crate::connectors::MAX_SMS_SEGMENTS
+            ),
+        ));
     }
     Ok(())
 }

@@ -8,16 +8,27 @@ use crate::domain::{Address, Channel};
 use crate::store::ContactPointRow;
 
 /// The address on `channel` among `points`, canonical: for SMS an `sms`/`mobile` point, else a
-/// `phone`; for the others a point of the channel's own system.
+/// `phone`; for the others a point of the channel's own system. A point that is not a valid
+/// address for the channel ([`Address::parse`]: a number that is not a phone number, a
+/// malformed email address) is passed over, as the message service would refuse it.
 pub fn address_for(channel: Channel, points: &[&ContactPointRow], region: &str) -> Option<Address> {
-    let point = match channel {
+    let valid = |p: &&ContactPointRow| Address::parse(channel, &p.value, region).ok();
+    match channel {
         Channel::Sms => points
             .iter()
-            .find(|p| matches!(p.system.as_str(), "sms" | "mobile"))
-            .or_else(|| points.iter().find(|p| p.system == "phone")),
-        other => points.iter().find(|p| p.system == other.as_str()),
-    };
-    point.map(|p| Address::canonical(channel, &p.value, region))
+            .filter(|p| matches!(p.system.as_str(), "sms" | "mobile"))
+            .find_map(valid)
+            .or_else(|| {
+                points
+                    .iter()
+                    .filter(|p| p.system == "phone")
+                    .find_map(valid)
+            }),
+        other => points
+            .iter()
+            .filter(|p| p.system == other.as_str())
+            .find_map(valid),
+    }
 }
 
 /// Who is reached, about what: the parts of a [`Disclosure`] that do not depend on the channel.
@@ -100,5 +111,43 @@ pub fn addresses_on(
                 out.push(address.into_string());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn point(system: &str, value: &str) -> ContactPointRow {
+        ContactPointRow {
+            id: format!("cp_{system}_{value}"),
+            system: system.into(),
+            value: value.into(),
+            use_code: None,
+            rank: 1,
+        }
+    }
+
+    #[test]
+    fn points_that_are_not_valid_addresses_are_passed_over() {
+        let points = [
+            point("sms", "555-01"),
+            point("phone", "(415) 555-2671"),
+            point("email", "bob"),
+            point("email", "Bob@Example.org"),
+        ];
+        let points: Vec<&ContactPointRow> = points.iter().collect();
+        assert_eq!(
+            address_for(Channel::Sms, &points, "US").map(Address::into_string),
+            Some("+14155552671".into())
+        );
+        assert_eq!(
+            address_for(Channel::Email, &points, "US").map(Address::into_string),
+            Some("bob@example.org".into())
+        );
+        assert_eq!(address_for(Channel::Fax, &points, "US"), None);
+        let only_bad = [point("sms", "12345")];
+        let only_bad: Vec<&ContactPointRow> = only_bad.iter().collect();
+        assert_eq!(address_for(Channel::Sms, &only_bad, "US"), None);
     }
 }

@@ -16,7 +16,7 @@ async fn message_is_delivered_with_history(backend: Backend) {
         .post_message(json!({
             "subject": "Lab results",
             "body": "Your results are ready.",
-            "recipients": [{"address": "+15551230001", "channel": "sms"}],
+            "recipients": [{"address": "+14155550001", "channel": "sms"}],
         }))
         .await;
     assert_eq!(response.status(), 201);
@@ -42,7 +42,7 @@ async fn message_is_delivered_with_history(backend: Backend) {
         .join(format!("{}.json", delivery["id"].as_str().expect("id")));
     let written: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&file).expect("outbox file")).expect("json");
-    assert_eq!(written["to"], "+15551230001");
+    assert_eq!(written["to"], "+14155550001");
     assert_eq!(written["body"], "Your results are ready.");
     daemon.stop().await;
 }
@@ -102,7 +102,7 @@ async fn organizations_never_see_each_other(backend: Backend) {
     let db = TestDb::new(backend).await;
     let mut daemon = TestDaemon::start(db.config()).await;
     let created: serde_json::Value = daemon
-        .post_message(json!({"body": "Private", "recipients": [{"address": "+15551230002", "channel": "sms"}]}))
+        .post_message(json!({"body": "Private", "recipients": [{"address": "+14155550002", "channel": "sms"}]}))
         .await
         .json()
         .await
@@ -243,7 +243,7 @@ async fn patients_are_upserted_and_messaged(backend: Backend) {
         "language": "es", "time_zone": "America/Chicago",
         "contact_points": [
             {"system": "email", "value": "zq@example.org", "use": "home"},
-            {"system": "phone", "value": "+15551230003", "use": "mobile"},
+            {"system": "phone", "value": "+14155550003", "use": "mobile"},
         ],
         "consents": [{"channel": "sms", "purpose": "messaging", "status": "granted"}],
     });
@@ -275,7 +275,7 @@ async fn patients_are_upserted_and_messaged(backend: Backend) {
         .iter()
         .map(|d| d["recipient"].as_str().unwrap_or(""))
         .collect();
-    assert_eq!(recipients, ["+15551230003", "zq@example.org"]);
+    assert_eq!(recipients, ["+14155550003", "zq@example.org"]);
     let second: serde_json::Value = daemon
         .post_message(json!({"patient": "MRN-1001", "body": "Again", "recipients": [{"patient": true, "channel": "email"}]}))
         .await

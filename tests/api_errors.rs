@@ -169,7 +169,7 @@ async fn invalid_fields_are_all_named_by_pointer(backend: Backend) {
         Method::POST,
         "/v1/messages",
         Some(json!({"body": "x", "recipients": [
-            {"address": "+15551230000", "channel": "sms"},
+            {"address": "+14155550000", "channel": "sms"},
             {"address": "1", "channel": "pager"},
         ]})),
         None,
@@ -460,4 +460,89 @@ async fn every_refusal_has_its_stable_type(backend: Backend) {
 both_databases!(
     every_refusal_has_its_stable_type,
     super::every_refusal_has_its_stable_type
+);
+
+/// Accept-time checks of where a message goes (issue 13): a number that is not a phone
+/// number, an email address that is not one, a Direct address without a domain name, and an
+/// SMS too long to send are refused with the field, never accepted and failed later.
+async fn recipients_and_sms_bodies_are_checked_when_accepted(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let mut config = db.config();
+    config.reminders.enabled = false;
+    let mut daemon = TestDaemon::start(config).await;
+    let send = |recipients: Value, body: String| json!({"body": body, "recipients": recipients});
+    for (recipients, pointer, says) in [
+        (
+            json!([{"address": "not-a-phone", "channel": "sms"}]),
+            "/recipients/0/address",
+            "not a phone number",
+        ),
+        (
+            json!([{"address": "+14155550000", "channel": "sms"},
+                   {"address": "555-01", "channel": "fax"}]),
+            "/recipients/1/address",
+            "not a valid phone number for region US",
+        ),
+        (
+            json!([{"address": "bob", "channel": "email"}]),
+            "/recipients/0/address",
+            "RFC 5321",
+        ),
+        (
+            json!([{"address": "jane@[127.0.0.1]", "channel": "email"}]),
+            "/recipients/0/address",
+            "address literals",
+        ),
+        (
+            json!([{"address": "dr.who@direct", "channel": "direct"}]),
+            "/recipients/0/address",
+            "not a Direct address",
+        ),
+    ] {
+        let (status, body) = call(
+            &daemon,
+            Method::POST,
+            "/v1/messages",
+            Some(send(recipients.clone(), "Hello".into())),
+            None,
+        )
+        .await;
+        let errors = problem(status, &body, 422, "validation_failed");
+        assert_eq!(pointers(&errors), [pointer], "{recipients}");
+        let detail = body["errors"][0]["detail"].as_str().unwrap_or_default();
+        assert!(detail.contains(says), "{recipients}: {body:#}");
+    }
+
+    // 1,601 characters by SMS: refused; the same text by email, and 1,530 GSM characters by
+    // SMS (10 segments), are accepted.
+    let sms = json!([{"address": "+14155550000", "channel": "sms"}]);
+    let (status, body) = call(
+        &daemon,
+        Method::POST,
+        "/v1/messages",
+        Some(send(sms.clone(), "x".repeat(1601))),
+        None,
+    )
+    .await;
+    let errors = problem(status, &body, 422, "validation_failed");
+    assert_eq!(pointers(&errors), ["/body"]);
+    let detail = body["errors"][0]["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("1600"), "{body:#}");
+    let email = json!([{"address": "Jane.Roe@Example.org", "channel": "email"}]);
+    for (recipients, text) in [(email, "x".repeat(1601)), (sms, "x".repeat(1530))] {
+        let (status, body) = call(
+            &daemon,
+            Method::POST,
+            "/v1/messages",
+            Some(send(recipients, text)),
+            None,
+        )
+        .await;
+        assert_eq!(status, 201, "{body:#}");
+    }
+    daemon.stop().await;
+}
+both_databases!(
+    recipients_and_sms_bodies_are_checked_when_accepted,
+    super::recipients_and_sms_bodies_are_checked_when_accepted
 );

@@ -13,7 +13,7 @@ use common::{Backend, TestDb, count_files};
 
 const MESSAGES: usize = 5_000;
 const PATIENT_NAME: &str = "Zebediah Quarterman";
-const PHONE: &str = "+15558675309";
+const PHONE: &str = "+14158675309";
 /// The daemon's log filter: debug, so that the logs have content to search for PHI.
 const LOG: &str = "debug,sqlx=warn";
 

@@ -69,7 +69,7 @@ async fn bad_cursors_are_refused(backend: Backend) {
         .post_message(json!({
             "subject": "Hello",
             "body": "A body.",
-            "recipients": [{"address": "+15551230001", "channel": "sms"}],
+            "recipients": [{"address": "+14155550001", "channel": "sms"}],
         }))
         .await;
     let page = daemon.get_json("/v1/events?after=0").await;

@@ -79,7 +79,7 @@ async fn files_are_owner_only(backend: Backend) {
     let response = http
         .post(format!("{base}/v1/messages"))
         .bearer_auth(&key)
-        .json(&serde_json::json!({"body": "Your results are in.", "recipients": [{"address": "+15551230000", "channel": "sms"}]}))
+        .json(&serde_json::json!({"body": "Your results are in.", "recipients": [{"address": "+14155550000", "channel": "sms"}]}))
         .send()
         .await
         .expect("POST");
@@ -134,7 +134,7 @@ async fn unconfigured_channel_is_refused(backend: Backend) {
     let response = daemon
         .post_message(serde_json::json!({
             "body": "Fax for the referral.",
-            "recipients": [{"address": "+15551230001", "channel": "fax"}],
+            "recipients": [{"address": "+14155550001", "channel": "fax"}],
         }))
         .await;
     assert_eq!(response.status().as_u16(), 422);
@@ -165,7 +165,7 @@ async fn unconfigured_channel_is_refused(backend: Backend) {
     let response = daemon
         .post_message(serde_json::json!({
             "body": "Your results are in.",
-            "recipients": [{"address": "+15551230002", "channel": "sms"}],
+            "recipients": [{"address": "+14155550002", "channel": "sms"}],
         }))
         .await;
     assert_eq!(response.status().as_u16(), 201);
@@ -196,7 +196,7 @@ async fn zero_config_keeps_the_outbox(backend: Backend) {
     let response = daemon
         .post_message(serde_json::json!({
             "body": "Fax for the referral.",
-            "recipients": [{"address": "+15551230001", "channel": "fax"}],
+            "recipients": [{"address": "+14155550001", "channel": "fax"}],
         }))
         .await;
     assert_eq!(response.status().as_u16(), 201);

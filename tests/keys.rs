@@ -159,7 +159,7 @@ async fn cli_manages_keys(backend: Backend) {
         .http
         .post(daemon.url("/v1/messages"))
         .bearer_auth(&reader)
-        .json(&serde_json::json!({"body": "hi", "recipients": [{"address": "+15551230000", "channel": "sms"}]}))
+        .json(&serde_json::json!({"body": "hi", "recipients": [{"address": "+14155550000", "channel": "sms"}]}))
         .send()
         .await
         .expect("POST");

@@ -35,7 +35,7 @@ async fn transient_failures_are_retried_then_succeed(backend: Backend) {
     let mut daemon = TestDaemon::start(config).await;
     break_outbox(&db);
     let created: serde_json::Value = daemon
-        .post_message(json!({"body": "Retry me", "recipients": [{"address": "+15551230010", "channel": "sms"}]}))
+        .post_message(json!({"body": "Retry me", "recipients": [{"address": "+14155550010", "channel": "sms"}]}))
         .await
         .json()
         .await
@@ -80,7 +80,7 @@ async fn exhausted_deliveries_are_dead_lettered(backend: Backend) {
     let mut daemon = TestDaemon::start(config).await;
     break_outbox(&db);
     let created: serde_json::Value = daemon
-        .post_message(json!({"body": "Never arrives", "recipients": [{"address": "+15551230011", "channel": "fax"}]}))
+        .post_message(json!({"body": "Never arrives", "recipients": [{"address": "+14155550011", "channel": "fax"}]}))
         .await
         .json()
         .await
@@ -208,7 +208,7 @@ async fn status_updates_are_monotonic(backend: Backend) {
     let mut daemon = TestDaemon::start(db.config()).await;
     let created: serde_json::Value = daemon
         .post_message(
-            json!({"body": "x", "recipients": [{"address": "+15551230012", "channel": "sms"}]}),
+            json!({"body": "x", "recipients": [{"address": "+14155550012", "channel": "sms"}]}),
         )
         .await
         .json()
@@ -261,7 +261,7 @@ async fn bodies_are_encrypted_at_rest(backend: Backend) {
     let mut daemon = TestDaemon::start(db.config()).await;
     let secret = "Patient Zebediah has condition X";
     let created: serde_json::Value = daemon
-        .post_message(json!({"subject": "Zebediah", "body": secret, "recipients": [{"address": "+15551230013", "channel": "sms"}]}))
+        .post_message(json!({"subject": "Zebediah", "body": secret, "recipients": [{"address": "+14155550013", "channel": "sms"}]}))
         .await
         .json()
         .await

@@ -503,15 +503,26 @@ async fn provider_faults_retry_or_fail(backend: Backend) {
     assert!(!reason.contains("5005550001"), "{reason}");
     assert_eq!(delivery["attempts"], 1);
 
-    // An invalid number never reaches the provider.
+    // An invalid number is refused when the message is accepted: it never reaches the
+    // provider, and no delivery is created to fail later.
     let before = provider.sends().len();
-    let (message, _) = send_sms(&daemon, "555-01", "hello").await;
-    let delivery = wait_delivery(&daemon, &message, |d| d["status"] == "failed").await;
+    let response = daemon
+        .http
+        .post(daemon.url("/v1/messages"))
+        .bearer_auth(&daemon.key)
+        .json(&json!({"body": "hello", "recipients": [{"address": "555-01", "channel": "sms"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 422);
+    let problem: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(problem["errors"][0]["pointer"], "/recipients/0/address");
     assert!(
-        delivery["reason"]
+        problem["errors"][0]["detail"]
             .as_str()
             .unwrap()
-            .contains("not a valid phone number")
+            .contains("not a valid phone number"),
+        "{problem:#}"
     );
     assert_eq!(provider.sends().len(), before);
     daemon.stop().await;

@@ -21,6 +21,21 @@ use std::fmt;
 
 use super::Channel;
 
+/// Why an address given for a channel cannot be sent to (checked when a message is accepted).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AddressError {
+    #[error("not a phone number; give it in E.164, e.g. +14155552671")]
+    NotPhone,
+    #[error("not a valid phone number for region {0}; give it in E.164, e.g. +14155552671")]
+    InvalidPhone(String),
+    #[error("not an email address (RFC 5321): {0}")]
+    Mailbox(&'static str),
+    #[error("not a Direct address: {0}")]
+    Direct(&'static str),
+    #[error("must be 1 to 320 characters")]
+    Length,
+}
+
 /// An address in its canonical form for its channel (see the module docs).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Address(String);
@@ -33,6 +48,39 @@ impl Address {
             Channel::Sms | Channel::Fax => Self::phone(raw, region),
             Channel::Email | Channel::Direct => Self::mailbox(raw),
             Channel::Outbox => Self::any(raw, region),
+        }
+    }
+
+    /// The canonical form of `raw` on `channel`, or why it cannot be sent to: phone numbers
+    /// must parse to a valid E.164 number (in `region` when they carry no country code),
+    /// email addresses must follow RFC 5321's mailbox syntax (`local@domain`, a domain name
+    /// of at least two labels; no address literals), Direct addresses the same with a
+    /// dot-atom local part (what HISPs issue and certificate discovery can look up). The
+    /// outbox (a test sink) takes any non-empty address.
+    pub fn parse(channel: Channel, raw: &str, region: &str) -> Result<Address, AddressError> {
+        let trimmed = raw.trim();
+        if trimmed.is_empty() || trimmed.len() > 320 {
+            return Err(AddressError::Length);
+        }
+        match channel {
+            Channel::Sms | Channel::Fax => match crate::phone::to_e164(trimmed, region) {
+                Ok(e164) => Ok(Address(e164)),
+                Err(crate::phone::PhoneError::Unparseable) => Err(AddressError::NotPhone),
+                Err(crate::phone::PhoneError::Invalid) => {
+                    Err(AddressError::InvalidPhone(region.to_string()))
+                }
+            },
+            Channel::Email => {
+                let address = Self::mailbox(trimmed);
+                mailbox_syntax(address.as_str(), false).map_err(AddressError::Mailbox)?;
+                Ok(address)
+            }
+            Channel::Direct => {
+                let address = Self::mailbox(trimmed);
+                mailbox_syntax(address.as_str(), true).map_err(AddressError::Direct)?;
+                Ok(address)
+            }
+            Channel::Outbox => Ok(Self::any(trimmed, region)),
         }
     }
 
@@ -96,6 +144,78 @@ impl Address {
             Self::phone(raw, region)
         }
     }
+}
+
+/// RFC 5321 `Mailbox` syntax (section 4.1.2) with a domain name (not an address literal) of
+/// two or more labels; `dot_atom_only` refuses a quoted local part (Direct). Sizes per
+/// section 4.5.3.1: local part ≤ 64 octets, domain ≤ 255, each label ≤ 63.
+fn mailbox_syntax(address: &str, dot_atom_only: bool) -> Result<(), &'static str> {
+    if !address.is_ascii() {
+        return Err("only ASCII addresses are accepted");
+    }
+    let Some((local, domain)) = address.rsplit_once('@') else {
+        return Err("no @");
+    };
+    if local.is_empty() {
+        return Err("empty local part");
+    }
+    if local.len() > 64 {
+        return Err("local part over 64 characters");
+    }
+    let atext = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-/=?^_`{|}~".contains(&b);
+    if let Some(quoted) = local.strip_prefix('"').and_then(|l| l.strip_suffix('"')) {
+        if dot_atom_only {
+            return Err("a quoted local part is not accepted");
+        }
+        let mut bytes = quoted.bytes();
+        while let Some(b) = bytes.next() {
+            match b {
+                b'\\' => {
+                    if !bytes.next().is_some_and(|n| (32..=126).contains(&n)) {
+                        return Err("bad escape in the quoted local part");
+                    }
+                }
+                32..=33 | 35..=91 | 93..=126 => {}
+                _ => return Err("bad character in the quoted local part"),
+            }
+        }
+    } else if local
+        .split('.')
+        .any(|atom| atom.is_empty() || !atom.bytes().all(atext))
+    {
+        return Err("bad local part (letters, digits, !#$%&'*+-/=?^_`{|}~ and single dots)");
+    }
+    if domain.starts_with('[') {
+        return Err("address literals are not accepted; give a domain name");
+    }
+    if domain.is_empty() || domain.len() > 255 {
+        return Err("the domain must be 1 to 255 characters");
+    }
+    let labels: Vec<&str> = domain.split('.').collect();
+    if labels.len() < 2 {
+        return Err("the domain needs at least two labels (example.org)");
+    }
+    for label in &labels {
+        let bytes = label.as_bytes();
+        let ldh = bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'-');
+        if label.is_empty()
+            || label.len() > 63
+            || !ldh
+            || bytes.first() == Some(&b'-')
+            || bytes.last() == Some(&b'-')
+        {
+            return Err("bad domain label (letters, digits and inner hyphens, 1 to 63)");
+        }
+    }
+    if labels
+        .last()
+        .is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err("the domain is an IP address; give a domain name");
+    }
+    Ok(())
 }
 
 impl fmt::Display for Address {
@@ -228,6 +348,112 @@ mod tests {
         assert_eq!(
             Address::canonical_for("pager", "(415) 555-2671", "US").as_str(),
             "+14155552671"
+        );
+    }
+
+    #[test]
+    fn phone_numbers_must_be_valid_to_be_sent_to() {
+        assert_eq!(
+            Address::parse(Channel::Sms, " (415) 555-2671 ", "US").unwrap(),
+            Address::canonical(Channel::Sms, "+14155552671", "US")
+        );
+        assert_eq!(
+            Address::parse(Channel::Fax, "020 7946 0958", "GB")
+                .unwrap()
+                .as_str(),
+            "+442079460958"
+        );
+        assert_eq!(
+            Address::parse(Channel::Sms, "not-a-phone", "US"),
+            Err(AddressError::NotPhone)
+        );
+        assert_eq!(
+            Address::parse(Channel::Sms, "555-01", "US"),
+            Err(AddressError::InvalidPhone("US".into()))
+        );
+        assert_eq!(
+            Address::parse(Channel::Fax, "+1 555 0100", "US"),
+            Err(AddressError::InvalidPhone("US".into()))
+        );
+        assert_eq!(
+            Address::parse(Channel::Sms, "", "US"),
+            Err(AddressError::Length)
+        );
+    }
+
+    #[test]
+    fn email_addresses_follow_rfc_5321() {
+        for good in [
+            "jane@example.org",
+            "Jane.Roe+tag@Mail.Example.ORG",
+            "mailto:<jane@example.org>",
+            "o'brien@example.co.uk",
+            "\"jane roe\"@example.org",
+            "a@b-c.example",
+        ] {
+            assert!(Address::parse(Channel::Email, good, "US").is_ok(), "{good}");
+        }
+        for bad in [
+            "bob",
+            "@example.org",
+            "jane@",
+            "jane@localhost",
+            "jane..roe@example.org",
+            ".jane@example.org",
+            "jane@exa mple.org",
+            "jane@-example.org",
+            "jane@example..org",
+            "jane@[127.0.0.1]",
+            "jane@127.0.0.1",
+            "jane@exämple.org",
+            "jane roe@example.org",
+            "jane@example.org>",
+            "\"unterminated@example.org",
+        ] {
+            assert!(
+                matches!(
+                    Address::parse(Channel::Email, bad, "US"),
+                    Err(AddressError::Mailbox(_) | AddressError::Length)
+                ),
+                "{bad}"
+            );
+        }
+        let long_local = format!("{}@example.org", "a".repeat(65));
+        assert!(Address::parse(Channel::Email, &long_local, "US").is_err());
+        let long_label = format!("a@{}.org", "b".repeat(64));
+        assert!(Address::parse(Channel::Email, &long_label, "US").is_err());
+    }
+
+    #[test]
+    fn direct_addresses_need_a_dot_atom_and_a_domain_name() {
+        assert_eq!(
+            Address::parse(Channel::Direct, "Dr.Who@Direct.Clinic.Example", "US")
+                .unwrap()
+                .as_str(),
+            "dr.who@direct.clinic.example"
+        );
+        for bad in [
+            "\"dr who\"@direct.example.org",
+            "drwho@direct",
+            "drwho",
+            "drwho@[10.0.0.1]",
+        ] {
+            assert!(
+                matches!(
+                    Address::parse(Channel::Direct, bad, "US"),
+                    Err(AddressError::Direct(_))
+                ),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_outbox_takes_any_address() {
+        assert!(Address::parse(Channel::Outbox, "anything at all", "US").is_ok());
+        assert_eq!(
+            Address::parse(Channel::Outbox, "  ", "US"),
+            Err(AddressError::Length)
         );
     }
 

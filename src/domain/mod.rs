@@ -19,7 +19,7 @@ pub mod channel;
 pub mod consent;
 pub mod delivery;
 
-pub use address::Address;
+pub use address::{Address, AddressError};
 pub use appointment::AppointmentStatus;
 pub use channel::{Channel, UnknownChannel};
 pub use delivery::DeliveryStatus;

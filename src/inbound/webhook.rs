@@ -58,7 +58,16 @@ impl InboundService {
                     .await?;
             }
             Answering::Message if receipt.outcome != "opted_out" => {
-                self.send_reply(&organization_id, &sms.from, &reply).await?;
+                match self.send_reply(&organization_id, &sms.from, &reply).await {
+                    // A sender we cannot text back (a short code, a sender id): the item is
+                    // handled; there is just no one to answer.
+                    Err(MessageError::Invalid { .. }) => {
+                        tracing::info!(inbound_item_id = %receipt.item_id, "the sender cannot be answered by SMS");
+                    }
+                    other => {
+                        other?;
+                    }
+                }
             }
             Answering::Message => {}
         }

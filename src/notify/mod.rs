@@ -300,7 +300,15 @@ impl Notifier {
                 _ => None,
             };
             let Some(address) = address else { continue };
-            let address = Address::canonical(kind, &address, &settings.phone_region);
+            // A contact point nothing could deliver to (the message service would refuse it):
+            // the next channel, as for a missing one.
+            let address = match Address::parse(kind, &address, &settings.phone_region) {
+                Ok(address) => address,
+                Err(_) => {
+                    info!(%message_id, channel, kind = target.kind, "urgent contact point is not a valid address; next channel");
+                    continue;
+                }
+            };
             let decision = gate
                 .check(
                     &Disclosure {

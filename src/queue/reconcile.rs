@@ -10,9 +10,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::connectors::Connectors;
-use crate::connectors::StatusReport;
-use crate::domain::DeliveryStatus;
-use crate::store::{DeliveryUpdate, Store, StoreError, now_ms};
+use crate::deliveries::report_update;
+use crate::store::{Store, StoreError, now_ms};
 
 /// How often the reconciler looks for candidates.
 const PASS_INTERVAL: Duration = Duration::from_secs(60);
@@ -64,31 +63,4 @@ pub async fn reconcile_once(store: &Store, connectors: &Connectors) -> Result<us
         }
     }
     Ok(moved)
-}
-
-/// The delivery update a provider's status report asks for — from a callback or a lookup
-/// (`source` says which, e.g. `webhook:twilio`); `None` when the manifest maps no state of
-/// ours. A failure carries the provider's state and error code as its reason.
-pub fn report_update(
-    report: &StatusReport,
-    connector: &str,
-    source: &str,
-) -> Option<DeliveryUpdate> {
-    let status = report.status?;
-    let mut update = DeliveryUpdate::new(status, source);
-    update.connector = Some(connector.to_string());
-    update.provider_ref = Some(report.provider_ref.clone());
-    update.detail = Some(match &report.error {
-        Some(error) => format!("{} ({error})", report.provider_status),
-        None => report.provider_status.clone(),
-    });
-    if status == DeliveryStatus::Failed {
-        let error = report.error.as_deref().map(|e| format!(", {e}"));
-        update.reason = Some(format!(
-            "{connector}: {}{}",
-            report.provider_status,
-            error.unwrap_or_default()
-        ));
-    }
-    Some(update)
 }
