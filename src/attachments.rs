@@ -293,13 +293,16 @@ static BUDGET: std::sync::OnceLock<MemoryBudget> = std::sync::OnceLock::new();
 impl MemoryBudget {
     /// The process's budget (`bytes` sizes it on first use).
     pub fn of_process(bytes: u64) -> &'static MemoryBudget {
-        BUDGET.get_or_init(|| {
-            let units = u32::try_from(bytes.div_ceil(BUDGET_UNIT).max(1)).unwrap_or(u32::MAX / 2);
-            MemoryBudget {
-                semaphore: std::sync::Arc::new(tokio::sync::Semaphore::new(units as usize)),
-                units,
-            }
-        })
+        BUDGET.get_or_init(|| MemoryBudget::new(bytes))
+    }
+
+    /// A budget of `bytes` (at least one unit).
+    pub fn new(bytes: u64) -> Self {
+        let units = u32::try_from(bytes.div_ceil(BUDGET_UNIT).max(1)).unwrap_or(u32::MAX / 2);
+        MemoryBudget {
+            semaphore: std::sync::Arc::new(tokio::sync::Semaphore::new(units as usize)),
+            units,
+        }
     }
 
     /// Waits until `bytes` (cut to the whole budget) are free, and holds them until the
@@ -407,6 +410,27 @@ mod tests {
         assert_eq!(
             content_disposition("résumé;.pdf"),
             "attachment; filename=\"r_sum__.pdf\"; filename*=UTF-8''r%C3%A9sum%C3%A9%3B.pdf"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_memory_budget_makes_later_reservations_wait() {
+        use futures::FutureExt;
+        let budget = MemoryBudget::new(4 * BUDGET_UNIT);
+        let first = budget.reserve(3 * BUDGET_UNIT).await.expect("first");
+        // Over what is left: it waits; larger than the whole budget: cut to it, and waits too.
+        assert!(budget.reserve(2 * BUDGET_UNIT).now_or_never().is_none());
+        assert!(budget.reserve(1 << 40).now_or_never().is_none());
+        let small = budget
+            .reserve(1)
+            .now_or_never()
+            .flatten()
+            .expect("one unit is free");
+        drop((first, small));
+        let whole = budget.reserve(1 << 40).now_or_never().flatten();
+        assert!(
+            whole.is_some(),
+            "a reservation over the budget goes once it is free"
         );
     }
 

@@ -151,18 +151,17 @@ impl Keyring {
         crypter.aad_update(context.as_bytes())?;
         let id = self.current.id.as_bytes();
         let header = MAGIC.len() + 1 + id.len() + NONCE_LEN;
-        let mut out = Vec::with_capacity(header + plain.len() + cipher.block_size() + TAG_LEN);
-        out.extend_from_slice(MAGIC);
-        out.push(id.len() as u8);
-        out.extend_from_slice(id);
-        out.extend_from_slice(&nonce);
-        out.resize(header + plain.len() + cipher.block_size(), 0);
+        // Zeroed by the allocator (fresh pages for a large buffer), not byte by byte.
+        let mut out = vec![0u8; header + plain.len() + cipher.block_size() + TAG_LEN];
+        out[..MAGIC.len()].copy_from_slice(MAGIC);
+        out[MAGIC.len()] = id.len() as u8;
+        out[MAGIC.len() + 1..header - NONCE_LEN].copy_from_slice(id);
+        out[header - NONCE_LEN..header].copy_from_slice(&nonce);
         let written = crypter.update(plain, &mut out[header..])?;
         let written = written + crypter.finalize(&mut out[header + written..])?;
-        out.truncate(header + written);
-        let mut tag = [0u8; TAG_LEN];
-        crypter.get_tag(&mut tag)?;
-        out.extend_from_slice(&tag);
+        let end = header + written;
+        crypter.get_tag(&mut out[end..end + TAG_LEN])?;
+        out.truncate(end + TAG_LEN);
         Ok(out)
     }
 
