@@ -122,7 +122,7 @@ pub fn required_scope(method: &Method, route: &str) -> Scope {
             | "/v1/reminder-rules",
         ) => Scope::Read,
         // PUT /v1/reminder-rules/{id}, PUT /v1/staff/{external_id},
-        // POST /v1/inbound/{id}/resolve, and anything not listed above.
+        // POST /v1/inbound/{id}/resolve|reassign|dismiss, and anything not listed above.
         _ => Scope::Admin,
     }
 }
@@ -323,10 +323,12 @@ mod tests {
             required_scope(&Method::PUT, "/v1/staff/{external_id}"),
             Scope::Admin
         );
-        assert_eq!(
-            required_scope(&Method::POST, "/v1/inbound/{id}/resolve"),
-            Scope::Admin
-        );
+        for decision in ["resolve", "reassign", "dismiss"] {
+            assert_eq!(
+                required_scope(&Method::POST, &format!("/v1/inbound/{{id}}/{decision}")),
+                Scope::Admin
+            );
+        }
         // Fails closed.
         assert_eq!(required_scope(&get, "/v1/not-yet-decided"), Scope::Admin);
         assert_eq!(

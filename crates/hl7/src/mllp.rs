@@ -87,7 +87,10 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 }
                 scanned = self.buffer.len();
                 if oversize.is_none() && self.buffer.len() > self.max_frame {
-                    oversize = Some((self.buffer[..HEAD_KEPT.min(self.buffer.len())].to_vec(), 0));
+                    // A last byte that may begin the end marker is not the frame's.
+                    let keep = usize::from(self.buffer.last() == Some(&END[0]));
+                    let body = self.buffer.len() - keep;
+                    oversize = Some((self.buffer[..HEAD_KEPT.min(body)].to_vec(), 0));
                 }
                 if let Some((_, size)) = &mut oversize {
                     // Keep only the tail that could hold the start of the end marker.
@@ -150,6 +153,26 @@ mod tests {
         );
         assert_eq!(got[3], Frame::Message(b"THREE".to_vec()));
         assert_eq!(got[4], Frame::Truncated(b"HALF".to_vec()));
+    }
+
+    /// Found by the hl7 fuzz target: an oversize frame whose read ended on the end marker's
+    /// first byte kept that byte in its head, so the head was longer than the frame.
+    #[tokio::test]
+    async fn an_oversize_head_never_holds_the_end_marker() {
+        use tokio::io::AsyncReadExt;
+        let mut first = vec![START];
+        first.extend([b'x'; 60]);
+        first.push(END[0]);
+        let second = [END[1]];
+        let mut reader = FrameReader::new((&first[..]).chain(&second[..]), 50);
+        let frame = reader.next_frame().await.expect("read");
+        assert_eq!(
+            frame,
+            Some(Frame::Oversize {
+                head: vec![b'x'; 60],
+                size: 60
+            })
+        );
     }
 
     #[tokio::test]
