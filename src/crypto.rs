@@ -12,7 +12,7 @@ use std::path::Path;
 use base64::Engine;
 use openssl::hash::{MessageDigest, hash};
 use openssl::rand::rand_bytes;
-use openssl::symm::{Cipher, decrypt_aead, encrypt_aead};
+use openssl::symm::{Cipher, Crypter, Mode, decrypt_aead};
 
 const MAGIC: &[u8; 3] = b"SB1";
 const NONCE_LEN: usize = 12;
@@ -144,23 +144,24 @@ impl Keyring {
     pub fn seal(&self, plain: &[u8], context: &str) -> Result<Vec<u8>, CryptoError> {
         let mut nonce = [0u8; NONCE_LEN];
         rand_bytes(&mut nonce)?;
-        let mut tag = [0u8; TAG_LEN];
-        let ct = encrypt_aead(
-            Cipher::aes_256_gcm(),
-            &self.current.bytes,
-            Some(&nonce),
-            context.as_bytes(),
-            plain,
-            &mut tag,
-        )?;
+        // Encrypted straight into the output (one buffer the size of the plaintext, not two:
+        // attachments are megabytes).
+        let cipher = Cipher::aes_256_gcm();
+        let mut crypter = Crypter::new(cipher, Mode::Encrypt, &self.current.bytes, Some(&nonce))?;
+        crypter.aad_update(context.as_bytes())?;
         let id = self.current.id.as_bytes();
-        let mut out = Vec::with_capacity(4 + id.len() + NONCE_LEN + ct.len() + TAG_LEN);
-        out.extend_from_slice(MAGIC);
-        out.push(id.len() as u8);
-        out.extend_from_slice(id);
-        out.extend_from_slice(&nonce);
-        out.extend_from_slice(&ct);
-        out.extend_from_slice(&tag);
+        let header = MAGIC.len() + 1 + id.len() + NONCE_LEN;
+        // Zeroed by the allocator (fresh pages for a large buffer), not byte by byte.
+        let mut out = vec![0u8; header + plain.len() + cipher.block_size() + TAG_LEN];
+        out[..MAGIC.len()].copy_from_slice(MAGIC);
+        out[MAGIC.len()] = id.len() as u8;
+        out[MAGIC.len() + 1..header - NONCE_LEN].copy_from_slice(id);
+        out[header - NONCE_LEN..header].copy_from_slice(&nonce);
+        let written = crypter.update(plain, &mut out[header..])?;
+        let written = written + crypter.finalize(&mut out[header + written..])?;
+        let end = header + written;
+        crypter.get_tag(&mut out[end..end + TAG_LEN])?;
+        out.truncate(end + TAG_LEN);
         Ok(out)
     }
 

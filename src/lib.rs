@@ -10,6 +10,7 @@
 
 pub mod app;
 pub mod appointments;
+pub mod attachments;
 pub mod campaigns;
 pub mod channels;
 pub mod config;

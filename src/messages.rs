@@ -11,13 +11,15 @@ use openssl::hash::{MessageDigest, hash};
 use serde::{Deserialize, Serialize};
 use tracing::info;
 
+use crate::attachments::{AttachmentProblem, AttachmentUpload};
 use crate::config::Config;
 use crate::crypto::{CryptoError, Keyring};
 use crate::domain::{Address, Channel, DeliveryStatus, UnknownChannel};
 use crate::service::Location;
 use crate::store::{
-    AcceptItem, AcceptOutcome, DeliveryEventRow, DeliveryRow, GroupCommit, MessageRow, NewDelivery,
-    NewMessage, Store, StoreError, new_id, now_ms,
+    AcceptItem, AcceptOutcome, AttachmentRow, AuditEntry, DeliveryEventRow, DeliveryRow,
+    GroupCommit, MessageRow, NewAttachment, NewDelivery, NewMessage, Store, StoreError, new_id,
+    now_ms,
 };
 
 /// What is sealed at rest for a message.
@@ -72,6 +74,10 @@ pub struct SendRequest {
     /// disclosure rules.
     #[serde(default)]
     pub metadata: serde_json::Map<String, serde_json::Value>,
+    /// Files to send with the message (JSON: `content_base64`; or multipart file parts).
+    /// Checked against `[limits]`; stored sealed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<AttachmentUpload>,
 }
 
 impl SendRequest {
@@ -101,6 +107,7 @@ impl SendRequest {
             part2: false,
             category: Some("administrative".into()),
             metadata,
+            attachments: Vec::new(),
         }
     }
 }
@@ -137,6 +144,14 @@ pub enum MessageError {
         /// JSON Pointer to the field naming the channel.
         pointer: String,
         channel: String,
+    },
+    /// An attachment (or all of them together) is over a `[limits]` size or count: 413.
+    #[error("{field}: {reason}")]
+    TooLarge {
+        field: String,
+        reason: String,
+        /// JSON pointer to the attachment (`/attachments/0`) or the list.
+        pointer: String,
     },
     #[error("{0} not found")]
     NotFound(&'static str),
@@ -206,12 +221,27 @@ impl MessageService {
         request: &SendRequest,
         idempotency_key: Option<&str>,
     ) -> Result<Accepted, MessageError> {
-        validate(request, idempotency_key)?;
+        self.accept_owned(organization_id, request.clone(), idempotency_key)
+            .await
+    }
+
+    /// [`MessageService::accept`] taking the request: its attachments are sealed one by one
+    /// and each plaintext dropped once sealed, so a file is not held twice while the message
+    /// waits for its commit.
+    pub async fn accept_owned(
+        &self,
+        organization_id: &str,
+        mut request: SendRequest,
+        idempotency_key: Option<&str>,
+    ) -> Result<Accepted, MessageError> {
+        validate(&request, idempotency_key)?;
         let (thread_id, new_thread_category, patient_id) =
-            self.resolve_thread(organization_id, request).await?;
+            self.resolve_thread(organization_id, &request).await?;
+        let uploads = std::mem::take(&mut request.attachments);
         self.accept_resolved(
             organization_id,
-            request,
+            &request,
+            uploads,
             idempotency_key,
             ResolvedThread {
                 thread_id,
@@ -234,14 +264,18 @@ impl MessageService {
         thread: ResolvedThread,
     ) -> Result<Accepted, MessageError> {
         validate(request, idempotency_key)?;
-        self.accept_resolved(organization_id, request, idempotency_key, thread)
+        let mut request = request.clone();
+        let uploads = std::mem::take(&mut request.attachments);
+        self.accept_resolved(organization_id, &request, uploads, idempotency_key, thread)
             .await
     }
 
+    /// `request.attachments` is empty here: the files are `uploads`.
     async fn accept_resolved(
         &self,
         organization_id: &str,
         request: &SendRequest,
+        uploads: Vec<AttachmentUpload>,
         idempotency_key: Option<&str>,
         thread: ResolvedThread,
     ) -> Result<Accepted, MessageError> {
@@ -253,8 +287,16 @@ impl MessageService {
         let deliveries = self
             .resolve_recipients(organization_id, request, patient_id.as_deref())
             .await?;
+        if !uploads.is_empty() && deliveries.iter().any(|d| d.channel == "sms") {
+            return Err(invalid(
+                "attachments",
+                "/attachments",
+                "SMS cannot carry attachments",
+            ));
+        }
 
         let message_id = new_id("msg");
+        let attachments = self.seal_attachments(&message_id, uploads)?;
         let content = MessageContent {
             subject: request.subject.clone(),
             body: request.body.clone(),
@@ -273,11 +315,12 @@ impl MessageService {
             metadata: serde_json::Value::Object(request.metadata.clone()).to_string(),
             created_at: now_ms(),
         };
-        let request_hash = idempotency_key.map(|_| request_fingerprint(request));
+        let request_hash = idempotency_key.map(|_| request_fingerprint(request, &attachments));
         let idempotency = idempotency_key.zip(request_hash.as_deref());
         let item = AcceptItem {
             message,
             deliveries,
+            attachments,
             idempotency: idempotency.map(|(k, h)| (k.to_string(), h.to_string())),
         };
         match self.group.accept(item.clone()).await? {
@@ -292,11 +335,141 @@ impl MessageService {
             AcceptOutcome::Created => {}
         }
         info!(message_id = %message_id, deliveries = item.deliveries.len(), "message accepted");
-        let view = MessageView::accepted(&item.message, request, &item.deliveries);
+        let view =
+            MessageView::accepted(&item.message, request, &item.deliveries, &item.attachments);
         Ok(Accepted {
             message_id,
             replayed: false,
             view: Some(view),
+        })
+    }
+
+    /// Checks the uploads against `[limits]` (count, sizes: 413; type and bytes: 422) and seals
+    /// each, bound to its row (`attachment:<message id>:<attachment id>`). Each plaintext is
+    /// dropped as soon as it is sealed.
+    fn seal_attachments(
+        &self,
+        message_id: &str,
+        uploads: Vec<AttachmentUpload>,
+    ) -> Result<Vec<NewAttachment>, MessageError> {
+        let limits = &self.config.limits;
+        if uploads.len() > limits.max_attachments {
+            return Err(MessageError::TooLarge {
+                field: "attachments".into(),
+                reason: format!(
+                    "{} attachments, over the limit of {}",
+                    uploads.len(),
+                    limits.max_attachments
+                ),
+                pointer: "/attachments".into(),
+            });
+        }
+        let mut total = 0u64;
+        for (i, upload) in uploads.iter().enumerate() {
+            let size = upload.content.len() as u64;
+            let name = crate::attachments::safe_filename(&upload.filename);
+            if size > limits.max_attachment_bytes {
+                return Err(MessageError::TooLarge {
+                    field: format!("attachments[{i}]"),
+                    reason: format!(
+                        "{name:?} is {size} bytes, over the limit of {} bytes a file",
+                        limits.max_attachment_bytes
+                    ),
+                    pointer: format!("/attachments/{i}"),
+                });
+            }
+            total += size;
+            if total > limits.max_message_attachment_bytes {
+                return Err(MessageError::TooLarge {
+                    field: format!("attachments[{i}]"),
+                    reason: format!(
+                        "{name:?} brings the attachments to {total} bytes, over the limit of {} bytes a message",
+                        limits.max_message_attachment_bytes
+                    ),
+                    pointer: format!("/attachments/{i}"),
+                });
+            }
+        }
+        for (i, upload) in uploads.iter().enumerate() {
+            crate::attachments::check(
+                &upload.content_type,
+                &limits.allowed_attachment_types,
+                &upload.content,
+            )
+            .map_err(|problem| {
+                let at = match problem {
+                    AttachmentProblem::Empty => "content_base64",
+                    _ => "content_type",
+                };
+                invalid(
+                    &format!("attachments[{i}].{at}"),
+                    format!("/attachments/{i}/{at}"),
+                    problem.to_string(),
+                )
+            })?;
+        }
+        let mut sealed = Vec::with_capacity(uploads.len());
+        for (i, upload) in uploads.into_iter().enumerate() {
+            let id = new_id("att");
+            let sha256 = crate::attachments::sha256_hex(&upload.content);
+            let bytes = self
+                .keyring
+                .seal(&upload.content, &attachment_context(message_id, &id))?;
+            sealed.push(NewAttachment {
+                id,
+                position: i as i64,
+                filename: crate::attachments::safe_filename(&upload.filename),
+                content_type: crate::attachments::essence(&upload.content_type),
+                size: upload.content.len() as i64,
+                sha256,
+                sealed: bytes.into(),
+            });
+            // `upload` (the plaintext) is dropped here, before the next is sealed.
+        }
+        Ok(sealed)
+    }
+
+    /// One attachment of a message of the organization, opened, for `actor` (recorded in the
+    /// audit table as `attachment_read`). Another organization's is not found.
+    pub async fn attachment(
+        &self,
+        organization_id: &str,
+        message_id: &str,
+        attachment_id: &str,
+        actor: &str,
+    ) -> Result<AttachmentContent, MessageError> {
+        let blob = match self
+            .store
+            .attachment(organization_id, message_id, attachment_id)
+            .await
+        {
+            Err(StoreError::NotFound) => return Err(MessageError::NotFound("attachment")),
+            other => other?,
+        };
+        let bytes = self
+            .keyring
+            .open(&blob.content, &attachment_context(message_id, &blob.id))?;
+        let patient_id = self
+            .store
+            .message(organization_id, message_id)
+            .await?
+            .patient_id;
+        self.store
+            .record_audit(&AuditEntry {
+                organization_id: organization_id.to_string(),
+                action: "attachment_read".into(),
+                actor: actor.to_string(),
+                patient_id,
+                message_id: Some(message_id.to_string()),
+                outcome: Some("ok".into()),
+                detail: Some(blob.id.clone()),
+                ..AuditEntry::default()
+            })
+            .await?;
+        Ok(AttachmentContent {
+            filename: blob.filename.unwrap_or_else(|| "attachment".into()),
+            content_type: blob.content_type,
+            bytes,
         })
     }
 
@@ -497,7 +670,11 @@ impl MessageService {
         };
         let deliveries = self.store.deliveries_of(&message.id).await?;
         let history = self.store.delivery_events_of(&message.id).await?;
-        MessageView::build(&self.keyring, message, deliveries, history)
+        let attachments = self
+            .store
+            .attachments_of(organization_id, &message.id)
+            .await?;
+        MessageView::build(&self.keyring, message, deliveries, history, attachments)
     }
 }
 
@@ -561,9 +738,31 @@ fn check_channel(field: &str, pointer: &str, channel: &str) -> Result<(), Messag
         .map_err(|e| invalid(field, pointer, e.to_string()))
 }
 
-/// SHA-256 of the request as parsed: a repeat with the same key must be the same request.
-fn request_fingerprint(request: &SendRequest) -> String {
-    let bytes = serde_json::to_vec(request).unwrap_or_default();
+/// The context an attachment is sealed with: its message and its own id, so sealed bytes
+/// copied to another row do not open.
+pub fn attachment_context(message_id: &str, attachment_id: &str) -> String {
+    format!("attachment:{message_id}:{attachment_id}")
+}
+
+/// An attachment opened for a reader.
+#[derive(Debug, Clone)]
+pub struct AttachmentContent {
+    pub filename: String,
+    /// The stored media type (essence).
+    pub content_type: String,
+    pub bytes: Vec<u8>,
+}
+
+/// SHA-256 of the request as parsed (its attachments by name, type and digest): a repeat
+/// with the same key must be the same request. Without attachments it is what it was before
+/// attachments existed.
+fn request_fingerprint(request: &SendRequest, attachments: &[NewAttachment]) -> String {
+    let mut bytes = serde_json::to_vec(request).unwrap_or_default();
+    for a in attachments {
+        bytes.extend_from_slice(
+            format!("\n{}\0{}\0{}", a.filename, a.content_type, a.sha256).as_bytes(),
+        );
+    }
     hash(MessageDigest::sha256(), &bytes)
         .map(hex::encode)
         .unwrap_or_default()
@@ -600,6 +799,48 @@ pub struct MessageView {
     pub created_at: String,
     /// One per recipient and channel.
     pub deliveries: Vec<DeliveryView>,
+    /// The message's files, in the sender's order (the bytes:
+    /// `GET /v1/messages/{id}/attachments/{attachment_id}`).
+    pub attachments: Vec<AttachmentView>,
+}
+
+/// An attachment as the message record lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct AttachmentView {
+    /// The gateway's id (`att_…`).
+    pub id: String,
+    /// As stored (paths and control characters removed).
+    pub filename: String,
+    /// Media type, lower case.
+    pub content_type: String,
+    /// Bytes.
+    pub size: i64,
+    /// SHA-256 of the bytes, lower-case hex.
+    pub sha256: String,
+}
+
+impl From<&NewAttachment> for AttachmentView {
+    fn from(a: &NewAttachment) -> Self {
+        Self {
+            id: a.id.clone(),
+            filename: a.filename.clone(),
+            content_type: a.content_type.clone(),
+            size: a.size,
+            sha256: a.sha256.clone(),
+        }
+    }
+}
+
+impl From<AttachmentRow> for AttachmentView {
+    fn from(a: AttachmentRow) -> Self {
+        Self {
+            id: a.id,
+            filename: a.filename.unwrap_or_else(|| "attachment".into()),
+            content_type: a.content_type,
+            size: a.size_bytes,
+            sha256: a.sha256,
+        }
+    }
 }
 
 /// One delivery of a message: one recipient over one channel.
@@ -645,6 +886,7 @@ impl MessageView {
         message: &NewMessage,
         request: &SendRequest,
         deliveries: &[NewDelivery],
+        attachments: &[NewAttachment],
     ) -> Self {
         let at = rfc3339(message.created_at);
         let deliveries: Vec<DeliveryView> = deliveries
@@ -681,6 +923,7 @@ impl MessageView {
             metadata: serde_json::Value::Object(request.metadata.clone()),
             created_at: at,
             deliveries,
+            attachments: attachments.iter().map(AttachmentView::from).collect(),
         }
     }
 
@@ -689,6 +932,7 @@ impl MessageView {
         message: MessageRow,
         deliveries: Vec<DeliveryRow>,
         history: Vec<DeliveryEventRow>,
+        attachments: Vec<AttachmentRow>,
     ) -> Result<Self, MessageError> {
         let content = MessageContent::open(keyring, &message.id, &message.content)?;
         let mut by_delivery: BTreeMap<String, Vec<HistoryView>> = BTreeMap::new();
@@ -733,6 +977,7 @@ impl MessageView {
             metadata: serde_json::from_str(&message.metadata).unwrap_or_default(),
             created_at: rfc3339(message.created_at),
             deliveries,
+            attachments: attachments.into_iter().map(AttachmentView::from).collect(),
         })
     }
 }

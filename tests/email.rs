@@ -581,6 +581,7 @@ fn outbound() -> switchboard::channels::OutboundDelivery {
             name: "North Clinic".into(),
             settings: OrganizationConfig::default(),
         }),
+        attachments: Vec::new(),
     }
 }
 

@@ -37,6 +37,18 @@ pub struct OutboundDelivery {
     pub purpose: String,
     /// Who is sending.
     pub sender: Arc<Sender>,
+    /// The message's files, opened, in the sender's order.
+    pub attachments: Vec<Attachment>,
+}
+
+/// One file of a message as a channel carries it.
+#[derive(Debug, Clone)]
+pub struct Attachment {
+    /// Safe to show (no path, no control characters).
+    pub filename: String,
+    /// Media type, lower case, checked against the bytes at accept.
+    pub content_type: String,
+    pub data: bytes::Bytes,
 }
 
 /// The organization a delivery is sent for, as patients see it.

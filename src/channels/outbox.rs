@@ -3,6 +3,8 @@
 //! newcomer sees the daemon work without a provider account. Writing is idempotent: a
 //! repeated attempt rewrites the same file. The directory is owner-only (0700) when the sink
 //! creates it, and every file 0600 whatever the umask: the files hold message bodies.
+//! Attachments are written beside it as `<delivery id>.<n>` (n from 0, the bytes as sent) and
+//! listed in the JSON (`attachments: [{file, filename, content_type, size, sha256}]`).
 //!
 //! It is a test sink: nothing leaves the host. With a configuration file it carries only the
 //! channels that name it (`[channels.<name>] connector = "outbox"`).
@@ -34,6 +36,20 @@ impl Channel for OutboxSink {
     }
 
     async fn send(&self, delivery: &OutboundDelivery) -> Result<SendOutcome, ChannelError> {
+        let listed: Vec<serde_json::Value> = delivery
+            .attachments
+            .iter()
+            .enumerate()
+            .map(|(n, a)| {
+                serde_json::json!({
+                    "file": format!("{}.{n}", delivery.delivery_id),
+                    "filename": a.filename,
+                    "content_type": a.content_type,
+                    "size": a.data.len(),
+                    "sha256": crate::attachments::sha256_hex(&a.data),
+                })
+            })
+            .collect();
         let file = serde_json::json!({
             "delivery_id": delivery.delivery_id,
             "message_id": delivery.message_id,
@@ -44,6 +60,7 @@ impl Channel for OutboxSink {
             "body": delivery.body,
             "urgent": delivery.urgent,
             "attempt": delivery.attempt,
+            "attachments": listed,
         });
         let bytes = serde_json::to_vec_pretty(&file)
             .map_err(|e| ChannelError::Permanent(format!("cannot render delivery: {e}")))?;
@@ -51,10 +68,25 @@ impl Channel for OutboxSink {
         // temp file + rename): directory operations dominate the sink's cost, and a partial file
         // left by a crash is rewritten whole by the retry, since sends repeat per delivery.
         let path = self.dir.join(format!("{}.json", delivery.delivery_id));
-        tokio::task::spawn_blocking(move || crate::files::write_private(&path, &bytes))
-            .await
-            .map_err(|e| ChannelError::Transient(format!("outbox writer stopped: {e}")))?
-            .map_err(|e| ChannelError::Transient(format!("outbox write failed: {}", e.kind())))?;
+        let files: Vec<(std::path::PathBuf, bytes::Bytes)> = delivery
+            .attachments
+            .iter()
+            .enumerate()
+            .map(|(n, a)| {
+                let name = format!("{}.{n}", delivery.delivery_id);
+                (self.dir.join(name), a.data.clone())
+            })
+            .collect();
+        // Attachments first: the JSON's presence says the delivery is complete.
+        tokio::task::spawn_blocking(move || {
+            for (path, data) in files {
+                crate::files::write_private(&path, &data)?;
+            }
+            crate::files::write_private(&path, &bytes)
+        })
+        .await
+        .map_err(|e| ChannelError::Transient(format!("outbox writer stopped: {e}")))?
+        .map_err(|e| ChannelError::Transient(format!("outbox write failed: {}", e.kind())))?;
         Ok(SendOutcome {
             status: DeliveryStatus::Delivered,
             provider_ref: Some(format!("outbox:{}", delivery.delivery_id)),

@@ -288,6 +288,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
                 part2: false,
                 category: None,
                 metadata: Default::default(),
+                attachments: Vec::new(),
             };
             let accepted = core
                 .messages()

@@ -10,6 +10,7 @@
 
 mod connectors;
 mod direct;
+mod limits;
 mod organizations;
 mod reminders;
 
@@ -20,6 +21,7 @@ pub use direct::{
     CrlMode, DirectConnectorConfig, DirectMode, DirectSmtpConfig, DnsDiscoveryConfig, KeyPair,
     LdapDiscoveryConfig, RevocationConfig, TrustAnchorConfig, TrustDirection,
 };
+pub use limits::LimitsConfig;
 pub use organizations::OrganizationConfig;
 pub use reminders::{ReminderRule, RuleError, Touch, default_rules};
 
@@ -77,6 +79,8 @@ pub struct Config {
     pub organizations: BTreeMap<String, OrganizationConfig>,
     pub templates: TemplatesConfig,
     pub reminders: RemindersConfig,
+    /// Attachment sizes, counts and types.
+    pub limits: LimitsConfig,
     /// Whether a channel without a `[channels.*]` table goes to the outbox sink: true for the
     /// embedded default (no file) and for [`Config::from_toml`] (tests build on it), false
     /// once [`Config::load`] reads a file. Not a configuration key.
@@ -148,6 +152,7 @@ impl Default for Config {
             organizations: BTreeMap::new(),
             templates: TemplatesConfig::default(),
             reminders: RemindersConfig::default(),
+            limits: LimitsConfig::default(),
             implicit_outbox: true,
         }
     }
@@ -607,6 +612,7 @@ impl Config {
             ));
         }
         self.hl7.check_access()?;
+        self.limits.check()?;
         for (name, connector) in &self.connectors {
             if name == "outbox" {
                 return Err(ConfigError::Invalid(

@@ -108,6 +108,7 @@ pub fn required_scope(method: &Method, route: &str) -> Scope {
         (
             "GET" | "HEAD",
             "/v1/messages/{id}"
+            | "/v1/messages/{id}/attachments/{attachment_id}"
             | "/v1/threads/{id}/messages"
             | "/v1/patients/{external_id}"
             | "/v1/patients/{external_id}/appointments"
@@ -305,6 +306,10 @@ mod tests {
         let get = Method::GET;
         assert_eq!(required_scope(&Method::POST, "/v1/messages"), Scope::Send);
         assert_eq!(required_scope(&get, "/v1/messages/{id}"), Scope::Read);
+        assert_eq!(
+            required_scope(&get, "/v1/messages/{id}/attachments/{attachment_id}"),
+            Scope::Read
+        );
         assert_eq!(
             required_scope(&Method::PUT, "/v1/patients/{external_id}"),
             Scope::Send

@@ -42,7 +42,7 @@ where
 }
 
 /// `application/json` or `application/<anything>+json`, parameters allowed.
-fn json_content_type(headers: &HeaderMap) -> bool {
+pub(super) fn json_content_type(headers: &HeaderMap) -> bool {
     let Some(value) = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -62,7 +62,7 @@ fn json_content_type(headers: &HeaderMap) -> bool {
 }
 
 /// Reads a body, naming the field at fault when it is JSON of the wrong shape.
-fn parse_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
+pub(super) fn parse_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
         let inner = e.inner();

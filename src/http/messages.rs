@@ -10,23 +10,24 @@ use serde::Deserialize;
 use tracing::{Span, field, instrument};
 
 use super::AppState;
+use super::attachments::MessageBody;
 use super::auth::Org;
-use super::json::{ApiJson, ApiQuery};
+use super::json::ApiQuery;
 use super::problem::{Problem, ProblemType};
 use crate::events::{Cursor, EventsPage};
-use crate::messages::{MessageView, SendRequest, ThreadMessages};
+use crate::messages::{MessageView, ThreadMessages};
 use crate::service::FieldError;
 
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
-/// `POST /v1/messages`: 201 with the message record, or 200 (`Idempotent-Replayed: true`)
+/// `POST /v1/messages` (JSON or multipart, see `attachments`): 201 with the message record, or 200 (`Idempotent-Replayed: true`)
 /// with the record an earlier request with the same `Idempotency-Key` created.
 #[instrument(skip_all, fields(organization_id = %org, message_id = field::Empty))]
 pub async fn create(
     State(state): State<AppState>,
     Org(org): Org,
     headers: HeaderMap,
-    ApiJson(request): ApiJson<SendRequest>,
+    MessageBody(request, _budget): MessageBody,
 ) -> Result<Response, Problem> {
     let key = match headers.get(IDEMPOTENCY_KEY) {
         Some(value) => Some(value.to_str().map_err(|_| {
@@ -42,7 +43,7 @@ pub async fn create(
         None => None,
     };
     let messages = &state.app.messages;
-    let accepted = messages.accept_from_client(&org, &request, key).await?;
+    let accepted = messages.accept_from_client(&org, request, key).await?;
     let replayed = accepted.replayed;
     let view = messages.accepted_view(&org, accepted).await?;
     Span::current().record("message_id", field::display(&view.id));

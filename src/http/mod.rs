@@ -8,6 +8,7 @@
 //! header-read and request timeouts, a concurrency limit, and a panic-catching layer.
 
 mod appointments;
+mod attachments;
 mod auth;
 mod guard;
 mod health;
@@ -69,12 +70,21 @@ impl AppState {
 /// The full router.
 pub fn router(state: AppState) -> Router {
     let limit = state.config.server.max_body_bytes;
+    // A message may carry attachments: its body may be as large as they are, base64-encoded.
+    let message_limit = state.config.limits.message_body_bytes(limit);
     let router = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
-        .route("/v1/messages", post(messages::create))
+        .route(
+            "/v1/messages",
+            post(messages::create).layer(DefaultBodyLimit::max(message_limit)),
+        )
         .route("/v1/messages/{id}", get(messages::show))
+        .route(
+            "/v1/messages/{id}/attachments/{attachment_id}",
+            get(attachments::download),
+        )
         .route("/v1/messages/{id}/read", post(messages::mark_read))
         .route("/v1/staff", get(staff::list))
         .route("/v1/reminder-rules", get(reminders::rules))

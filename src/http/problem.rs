@@ -47,9 +47,10 @@ pub enum ProblemType {
     InboundAlreadyFiled,
     /// 409: the inbound item is not in a state the decision applies to.
     InboundWrongState,
-    /// 413: the body is over `server.max_body_bytes`.
+    /// 413: the body is over `server.max_body_bytes`, or an attachment over a `[limits]`
+    /// size (`errors` point at it: `/attachments/0`).
     PayloadTooLarge,
-    /// 415: the body is not `application/json`.
+    /// 415: the body is not `application/json` (`POST /v1/messages`: nor `multipart/form-data`).
     UnsupportedMediaType,
     /// 422: the request is well-formed but invalid; `errors` name every field at fault.
     ValidationFailed,
@@ -346,6 +347,11 @@ impl From<MessageError> for Problem {
             E::ChannelNotConfigured { ref pointer, .. } => {
                 let pointer = pointer.clone();
                 Problem::new(ProblemType::ChannelNotConfigured, error.to_string())
+                    .with_errors(vec![FieldError::pointer(pointer, error.to_string())])
+            }
+            E::TooLarge { ref pointer, .. } => {
+                let pointer = pointer.clone();
+                Problem::new(ProblemType::PayloadTooLarge, error.to_string())
                     .with_errors(vec![FieldError::pointer(pointer, error.to_string())])
             }
             E::NotFound(what) => Problem::not_found(format!("{what} not found")),

@@ -39,7 +39,7 @@ impl MessageService {
     pub async fn accept_from_client(
         &self,
         organization_id: &str,
-        request: &SendRequest,
+        request: SendRequest,
         idempotency_key: Option<&str>,
     ) -> Result<Accepted, MessageError> {
         crate::disclosure::client_purpose(&request.metadata).map_err(|e| {
@@ -49,7 +49,8 @@ impl MessageService {
                 at: Location::Pointer("/metadata/purpose".into()),
             }
         })?;
-        self.accept(organization_id, request, idempotency_key).await
+        self.accept_owned(organization_id, request, idempotency_key)
+            .await
     }
 
     /// The record of an accepted message: the one the accept built, else read back (a replay).
@@ -87,7 +88,14 @@ impl MessageService {
         for row in rows {
             let deliveries = self.store.deliveries_of(&row.id).await?;
             let history = self.store.delivery_events_of(&row.id).await?;
-            messages.push(MessageView::build(&self.keyring, row, deliveries, history)?);
+            let attachments = self.store.attachments_of(organization_id, &row.id).await?;
+            messages.push(MessageView::build(
+                &self.keyring,
+                row,
+                deliveries,
+                history,
+                attachments,
+            )?);
         }
         Ok(ThreadMessages {
             thread: ThreadView {

@@ -20,7 +20,7 @@ use std::collections::HashMap;
 
 use tokio::sync::Mutex;
 
-use crate::channels::{ChannelError, OutboundDelivery, SendOutcome, Sender};
+use crate::channels::{Attachment, ChannelError, OutboundDelivery, SendOutcome, Sender};
 use crate::config::Config;
 use crate::connectors::Connectors;
 use crate::crypto::Keyring;
@@ -116,12 +116,17 @@ impl Deliverer {
             .connectors
             .get(&connector_name)
             .is_some_and(|c| c.external());
+        // The attachment memory this attempt holds, released when it is over.
+        let mut held = None;
         let (outbound, permit) = match self.prepare(&delivery, &message).await? {
             Prepared::Refused(refusal) => {
                 return self.refuse(&delivery, &connector_name, &refusal).await;
             }
             Prepared::Broken(reason) => (Err(ChannelError::Permanent(reason)), None),
-            Prepared::Send(outbound, permit) => (Ok(*outbound), Some(permit)),
+            Prepared::Send(outbound, permit, memory) => {
+                held = memory;
+                (Ok(*outbound), Some(permit))
+            }
         };
         let result = match outbound {
             Err(e) => Err(e),
@@ -147,6 +152,7 @@ impl Deliverer {
                 }
             },
         };
+        drop(held);
         let permit = permit.filter(|_| external);
         self.record(&delivery, &connector_name, permit.as_ref(), result)
             .await
@@ -191,6 +197,10 @@ impl Deliverer {
             Ok(permit) => permit,
             Err(refusal) => return Ok(Prepared::Refused(refusal)),
         };
+        let (attachments, memory) = match self.attachments(delivery, message).await? {
+            Ok(loaded) => loaded,
+            Err(reason) => return Ok(Prepared::Broken(reason)),
+        };
         let Some(reference) = self.keyring.delivery_token(&delivery.id) else {
             return Ok(Prepared::Broken(
                 "delivery id is not a reference-able id".into(),
@@ -210,9 +220,53 @@ impl Deliverer {
                 attempt: delivery.attempts,
                 purpose,
                 sender,
+                attachments,
             }),
             permit,
+            memory,
         ))
+    }
+
+    /// The message's attachments, opened (`Err`: one cannot be opened, a permanent failure),
+    /// with their share of the attachment memory budget (the driver's row, the sealed copy and
+    /// the open one), reserved before they are read.
+    async fn attachments(
+        &self,
+        delivery: &DeliveryRow,
+        message: &MessageRow,
+    ) -> Result<Result<Loaded, String>, WorkerError> {
+        let listed = self
+            .store
+            .attachments_of(&delivery.organization_id, &message.id)
+            .await?;
+        if listed.is_empty() {
+            return Ok(Ok((Vec::new(), None)));
+        }
+        let total: i64 = listed.iter().map(|a| a.size_bytes.max(0)).sum();
+        let memory = crate::attachments::MemoryBudget::of_process(
+            self.config.limits.attachment_memory_bytes,
+        )
+        .reserve((total as u64).saturating_mul(3))
+        .await;
+        let blobs = self
+            .store
+            .attachment_blobs(&delivery.organization_id, &message.id)
+            .await?;
+        let mut attachments = Vec::with_capacity(blobs.len());
+        for blob in blobs {
+            let context = crate::messages::attachment_context(&message.id, &blob.id);
+            match self.keyring.open(&blob.content, &context) {
+                Ok(plain) => attachments.push(Attachment {
+                    filename: blob.filename.unwrap_or_else(|| "attachment".into()),
+                    content_type: blob.content_type,
+                    data: plain.into(),
+                }),
+                Err(e) => {
+                    return Ok(Err(format!("attachment {} cannot be opened: {e}", blob.id)));
+                }
+            }
+        }
+        Ok(Ok((attachments, memory)))
     }
 
     /// A refused delivery fails at once with the reason and a `disclosure_refused` row.
@@ -318,8 +372,16 @@ impl Deliverer {
 }
 
 /// What a send attempt found before calling a channel.
+/// A message's attachments, opened, and the attachment memory they hold.
+type Loaded = (Vec<Attachment>, Option<tokio::sync::OwnedSemaphorePermit>);
+
 enum Prepared {
-    Send(Box<OutboundDelivery>, Permit),
+    /// The delivery, the gate's permit, and the attachment memory it holds.
+    Send(
+        Box<OutboundDelivery>,
+        Permit,
+        Option<tokio::sync::OwnedSemaphorePermit>,
+    ),
     /// The gate refused.
     Refused(Refusal),
     /// The message cannot be sent at all (content unreadable).

@@ -1,6 +1,7 @@
 //! Threads and messages: accepting an outbound message (message + deliveries + events, one
 //! transaction, idempotent per key) and reading message records back.
 
+use super::attachments::{NewAttachment, bind_attachment};
 use super::{
     DeliveryEventRow, DeliveryRow, MessageRow, Result, Store, StoreError, ThreadRow, on_db,
 };
@@ -49,6 +50,8 @@ pub enum AcceptOutcome {
 pub struct AcceptItem {
     pub message: NewMessage,
     pub deliveries: Vec<NewDelivery>,
+    /// Written in the same transaction, one row a statement.
+    pub attachments: Vec<NewAttachment>,
     pub idempotency: Option<(String, String)>,
 }
 
@@ -65,6 +68,7 @@ impl Store {
         let item = AcceptItem {
             message: message.clone(),
             deliveries: deliveries.to_vec(),
+            attachments: Vec::new(),
             idempotency: idempotency.map(|(k, h)| (k.to_string(), h.to_string())),
         };
         let mut outcomes = self.accept_messages(std::slice::from_ref(&item)).await?;
@@ -177,6 +181,18 @@ impl Store {
                         .push_bind(m.created_at);
                 });
                 qb.build().execute(&mut *tx).await?;
+                for item in &fresh {
+                    for attachment in &item.attachments {
+                        bind_attachment!(attachment, item.message)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                }
+                if fresh.iter().any(|i| !i.attachments.is_empty()) {
+                    // The connection's write buffer grew to the largest file: give it back
+                    // rather than keep it for the connection's life.
+                    sqlx::Connection::shrink_buffers(&mut *tx);
+                }
 
                 let deliveries: Vec<(&NewMessage, &NewDelivery)> = fresh
                     .iter()

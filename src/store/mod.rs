@@ -12,6 +12,7 @@
 mod columns;
 mod api_keys;
 mod appointments;
+pub(crate) mod attachments;
 mod audit;
 mod campaigns;
 mod canary;
@@ -43,6 +44,7 @@ use sqlx::{PgPool, SqlitePool};
 pub use crate::domain::consent::{ConsentEntry, ConsentLedger, Part2Consents};
 pub use api_keys::{ALL_SCOPES, ApiKeyRow, KeyGrant, NewApiKey};
 pub use appointments::{AppointmentInput, AppointmentRow, RecallInput, RecallRow};
+pub use attachments::{AttachmentBlob, AttachmentRow, NewAttachment};
 pub use audit::AuditEntry;
 pub use campaigns::{CampaignCounts, CampaignRow, CohortRow};
 pub use consents::ConsentChange;

@@ -86,6 +86,7 @@ impl DirectChannel {
             &message_id,
             delivery.subject.as_deref(),
             &delivery.body,
+            &delivery.attachments,
         );
         let bytes = match self.mode {
             DirectMode::Edge => inner,

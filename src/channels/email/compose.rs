@@ -7,6 +7,9 @@
 //! renders `email/secure_message` ("a secure message is waiting, sign in at the portal") and
 //! neither the body nor the subject is handed to the template at all.
 //!
+//! Attachments (`delivery.attachments`) follow the same rule: under it they are MIME parts of
+//! a `multipart/mixed` next to the text; otherwise the email carries none.
+//!
 //! Headers: `Message-ID: <delivery id@domain>` (so a bounce that returns our headers names the
 //! delivery), `Date`, `From` (organization `email_from`, else the connector's `from`),
 //! `Reply-To` (organization), `To` (the delivery's recipient). With VERP the envelope sender
@@ -16,7 +19,8 @@ use std::sync::Arc;
 
 use lettre::Address;
 use lettre::address::Envelope;
-use lettre::message::{Mailbox, MultiPart};
+use lettre::message::header::ContentType;
+use lettre::message::{Attachment, Mailbox, MultiPart};
 use serde::Serialize;
 
 use super::EmailError;
@@ -154,9 +158,25 @@ impl Composer {
                 .map_err(|_| EmailError::Address { what: "reply_to" })?;
             builder = builder.reply_to(reply_to);
         }
-        builder
-            .multipart(MultiPart::alternative_plain_html(text, html))
-            .map_err(EmailError::Build)
+        let alternative = MultiPart::alternative_plain_html(text, html);
+        // Attachments go only where the text may: a "secure message is waiting" email carries
+        // no content at all.
+        if !with_text || delivery.attachments.is_empty() {
+            return builder.multipart(alternative).map_err(EmailError::Build);
+        }
+        let mut mixed = MultiPart::mixed().multipart(alternative);
+        for attachment in &delivery.attachments {
+            let content_type = ContentType::parse(&attachment.content_type)
+                .or_else(|_| ContentType::parse("application/octet-stream"))
+                .map_err(|_| EmailError::Address {
+                    what: "attachment content type",
+                })?;
+            mixed = mixed.singlepart(
+                Attachment::new(attachment.filename.clone())
+                    .body(attachment.data.to_vec(), content_type),
+            );
+        }
+        builder.multipart(mixed).map_err(EmailError::Build)
     }
 }
 
@@ -198,6 +218,11 @@ mod tests {
                 name: "North Clinic".into(),
                 settings,
             }),
+            attachments: vec![crate::channels::Attachment {
+                filename: "labs.pdf".into(),
+                content_type: "application/pdf".into(),
+                data: bytes::Bytes::from_static(b"%PDF-1.7 HbA1c attached"),
+            }],
         }
     }
 
@@ -217,6 +242,11 @@ mod tests {
         assert!(!raw.contains("HbA1c"), "{raw}");
         assert!(!raw.contains("Jane Roe"), "{raw}");
         assert!(raw.contains("secure message"), "{raw}");
+        assert!(
+            !raw.contains("labs.pdf"),
+            "an attachment under the PHI rule: {raw}"
+        );
+        assert!(!raw.contains("multipart/mixed"), "{raw}");
         assert!(raw.contains("https://portal.north.example"), "{raw}");
         assert!(
             raw.contains("Message-ID: <r01jref@mail.clinic.example>"),
@@ -241,6 +271,8 @@ mod tests {
         }
         let (raw, _) = render(&delivery("results", &["results"]), false);
         assert!(raw.contains("HbA1c"), "{raw}");
+        assert!(raw.contains("multipart/mixed"), "{raw}");
+        assert!(raw.contains("filename=\"labs.pdf\""), "{raw}");
         let (raw, _) = render(&delivery("results", &["other"]), false);
         assert!(!raw.contains("HbA1c"), "{raw}");
     }

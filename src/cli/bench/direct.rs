@@ -239,6 +239,7 @@ fn seal_loop(pki: &Pki, doc: &str, messages: usize) -> Result<usize> {
             &format!("bench{i}@direct.north.example"),
             Some("Referral"),
             doc,
+            &[],
         );
         let sealed = seal(
             &inner,
@@ -264,6 +265,7 @@ fn cli_loop(d: &Path, doc: &str, runs: usize) -> Result<()> {
         "bench-cli@direct.north.example",
         Some("Referral"),
         doc,
+        &[],
     );
     std::fs::write(d.join("inner.eml"), &inner)?;
     let pipeline = "openssl cms -sign -binary -md sha256 -in inner.eml -signer us.pem -inkey us.key \

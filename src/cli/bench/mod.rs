@@ -6,7 +6,10 @@
 //! report deliveries/s (first POST to last delivery), p50/p99 accept→delivered latency
 //! (database timestamps) and peak RSS. Beside it, on the same database, apalis drains the same
 //! number of no-op jobs: the ceiling of the queue itself. Idle RSS is read after start-up.
+//! Then `--attachment-messages` messages with a PDF each, against a daemon in its own process
+//! (`attachments`): messages/s and the daemon's peak RSS, beside the same messages without.
 
+mod attachments;
 mod direct;
 mod reminders;
 
@@ -55,6 +58,15 @@ pub struct BenchArgs {
     /// Direct messages for the seal benchmark (0 skips it); `--databases none` runs it alone.
     #[arg(long, default_value_t = 300)]
     pub direct_messages: usize,
+    /// Messages with one PDF attachment each, through the API to the outbox (0 skips it).
+    #[arg(long, default_value_t = 2_000)]
+    pub attachment_messages: usize,
+    /// Size of that PDF, bytes.
+    #[arg(long, default_value_t = 1024 * 1024)]
+    pub attachment_bytes: usize,
+    /// Concurrent HTTP clients for the attachment benchmark.
+    #[arg(long, default_value_t = 16)]
+    pub attachment_concurrency: usize,
 }
 
 impl Default for BenchArgs {
@@ -69,6 +81,9 @@ impl Default for BenchArgs {
             postgres_url: std::env::var("TEST_DATABASE_URL")
                 .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into()),
             direct_messages: 300,
+            attachment_messages: 2_000,
+            attachment_bytes: 1024 * 1024,
+            attachment_concurrency: 16,
         }
     }
 }
@@ -104,6 +119,19 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             )
             .await;
             reminders.drop_database().await;
+        }
+        if result.is_ok() && args.attachment_messages > 0 {
+            let scratch = Scratch::create(database, &args.postgres_url).await?;
+            result = self::attachments::bench(
+                database,
+                &scratch.url,
+                scratch.dir.path(),
+                args.attachment_messages,
+                args.attachment_bytes,
+                args.attachment_concurrency,
+            )
+            .await;
+            scratch.drop_database().await;
         }
         scratch.drop_database().await;
         result?;
@@ -321,13 +349,7 @@ async fn noop_baseline(core: &Core, n: usize) -> Result<(f64, Duration)> {
 /// Starts `switchboard run` as its own process on this database (all workers, API, sweeper),
 /// lets it settle, and reads its resident memory.
 async fn idle_rss_of_fresh_daemon(url: &str) -> Option<u64> {
-    let exe = std::env::current_exe().ok()?;
-    // `cargo bench` runs target/<profile>/deps/throughput-*; the daemon is target/<profile>/switchboard.
-    let binary = if exe.file_stem().is_some_and(|s| s == "switchboard") {
-        exe
-    } else {
-        exe.parent()?.parent()?.join("switchboard")
-    };
+    let binary = daemon_binary()?;
     let dir = tempfile::tempdir().ok()?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .ok()?
@@ -355,6 +377,17 @@ async fn idle_rss_of_fresh_daemon(url: &str) -> Option<u64> {
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|kib| kib.parse::<u64>().ok())
         .map(|kib| kib * 1024)
+}
+
+/// The `switchboard` binary: this one, or beside `cargo bench`'s
+/// (`target/<profile>/deps/throughput-*`; the daemon is `target/<profile>/switchboard`).
+fn daemon_binary() -> Option<std::path::PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    if exe.file_stem().is_some_and(|s| s == "switchboard") {
+        Some(exe)
+    } else {
+        Some(exe.parent()?.parent()?.join("switchboard"))
+    }
 }
 
 /// Resets VmHWM so the peak covers this run only.
