@@ -13,6 +13,7 @@ use crate::ops::Ops;
 use crate::patients::PatientService;
 use crate::reminders::rules::ReminderRules;
 use crate::staff::StaffService;
+use crate::webhooks::WebhookService;
 
 /// The application's services.
 #[derive(Clone)]
@@ -37,6 +38,8 @@ pub struct App {
     pub keys: KeyService,
     /// Readiness, metrics figures, edge refusals.
     pub ops: Ops,
+    /// Webhook endpoints and their deliveries.
+    pub webhooks: WebhookService,
 }
 
 impl App {
@@ -64,10 +67,16 @@ impl App {
             deliveries: DeliveryService {
                 store: store.clone(),
                 keyring: messages.keyring.clone(),
+                config: config.clone(),
+            },
+            webhooks: WebhookService {
+                store: store.clone(),
+                keyring: messages.keyring.clone(),
                 config,
             },
             events: EventFeed {
                 store: store.clone(),
+                closing: Default::default(),
             },
             keys: KeyService {
                 store: store.clone(),

@@ -15,8 +15,8 @@ use tracing::{info, warn};
 use crate::config::Config;
 use crate::connectors::StatusReport;
 use crate::crypto::Keyring;
-use crate::service::ServiceError;
 use crate::domain::DeliveryStatus;
+use crate::service::ServiceError;
 use crate::store::{DeliveryRow, DeliveryUpdate, Store, StoreError};
 
 /// What became of a status report.

@@ -45,6 +45,7 @@ pub mod store;
 pub mod supervise;
 pub mod templates;
 pub mod tenancy;
+pub mod webhooks;
 
 /// The delivery state machine's old path (`crate::delivery`), kept for callers and tests.
 pub use domain::delivery;

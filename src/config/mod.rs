@@ -12,6 +12,7 @@ mod connectors;
 mod direct;
 mod organizations;
 mod reminders;
+mod webhooks;
 
 pub use connectors::{
     ConnectorConfig, HttpConnectorConfig, ImapMailboxConfig, SmtpConnectorConfig, TlsMode,
@@ -22,6 +23,7 @@ pub use direct::{
 };
 pub use organizations::OrganizationConfig;
 pub use reminders::{ReminderRule, RuleError, Touch, default_rules};
+pub use webhooks::WebhooksConfig;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -77,6 +79,8 @@ pub struct Config {
     pub organizations: BTreeMap<String, OrganizationConfig>,
     pub templates: TemplatesConfig,
     pub reminders: RemindersConfig,
+    /// Webhooks out, the event stream, app events in.
+    pub webhooks: WebhooksConfig,
     /// Whether a channel without a `[channels.*]` table goes to the outbox sink: true for the
     /// embedded default (no file) and for [`Config::from_toml`] (tests build on it), false
     /// once [`Config::load`] reads a file. Not a configuration key.
@@ -148,6 +152,7 @@ impl Default for Config {
             organizations: BTreeMap::new(),
             templates: TemplatesConfig::default(),
             reminders: RemindersConfig::default(),
+            webhooks: WebhooksConfig::default(),
             implicit_outbox: true,
         }
     }

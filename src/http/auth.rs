@@ -115,6 +115,7 @@ pub fn required_scope(method: &Method, route: &str) -> Scope {
             | "/v1/appointments/{filler_id}/reminders"
             | "/v1/recalls/{external_id}"
             | "/v1/events"
+            | "/v1/events/stream"
             | "/v1/inbound"
             | "/v1/inbound/{id}"
             | "/v1/staff"

@@ -9,6 +9,7 @@
 
 mod appointments;
 mod auth;
+mod events;
 mod guard;
 mod health;
 mod hooks;
@@ -19,6 +20,7 @@ mod patients;
 mod problem;
 mod reminders;
 mod staff;
+mod webhooks;
 
 use std::sync::Arc;
 
@@ -102,6 +104,22 @@ pub fn router(state: AppState) -> Router {
             put(appointments::upsert_recall).get(appointments::show_recall),
         )
         .route("/v1/events", get(messages::events))
+        .route("/v1/events/stream", get(events::stream))
+        .route(
+            "/v1/webhook-endpoints/{id}",
+            put(webhooks::put)
+                .get(webhooks::show)
+                .delete(webhooks::delete),
+        )
+        .route("/v1/webhook-endpoints/{id}/rotate", post(webhooks::rotate))
+        .route(
+            "/v1/webhook-endpoints/{id}/deliveries",
+            get(webhooks::deliveries),
+        )
+        .route(
+            "/v1/webhook-endpoints/{id}/deliveries/{delivery_id}/retry",
+            post(webhooks::retry),
+        )
         .route("/v1/inbound", get(inbound::list))
         .route("/v1/inbound/{id}", get(inbound::show))
         .route("/v1/inbound/{id}/resolve", post(inbound::resolve))

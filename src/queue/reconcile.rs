@@ -64,4 +64,3 @@ pub async fn reconcile_once(store: &Store, connectors: &Connectors) -> Result<us
     }
     Ok(moved)
 }
-
