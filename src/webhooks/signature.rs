@@ -118,7 +118,7 @@ mod tests {
         let header = format!("v1,bm90IGl0 {signature}");
         assert_eq!(
             verify(
-                &[key.clone()],
+                std::slice::from_ref(&key),
                 "msg_p5jXN8AQM9LWM0D4loKWxJek",
                 "1614265330",
                 &header,
@@ -129,7 +129,7 @@ mod tests {
         );
         assert_eq!(
             verify(
-                &[key.clone()],
+                std::slice::from_ref(&key),
                 "msg_other",
                 "1614265330",
                 &header,
