@@ -196,6 +196,7 @@ async fn resumes_without_gap_or_repeat(backend: Backend) {
     // Shutting down with a stream open ends it (and does not hang).
     daemon.stop().await;
     drop(stream);
+    common::contracts::assert_events_honour_contracts(&daemon.core.store).await;
 }
 both_databases!(
     a_resumed_stream_has_no_gap_and_no_repeat,

@@ -304,6 +304,7 @@ async fn survives_a_receiver_restart(backend: Backend) {
         assert_eq!(cursors, &sorted, "events of {message} out of order");
     }
     daemon.stop().await;
+    common::contracts::assert_events_honour_contracts(&daemon.core.store).await;
 }
 both_databases!(
     signed_deliveries_survive_a_receiver_restart,

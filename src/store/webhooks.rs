@@ -268,7 +268,7 @@ impl Store {
                      VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', 0, $8, $9, $8, $8)
                      ON CONFLICT (organization_id, endpoint_id, event_id) DO NOTHING",
                 )
-                .bind(new_id("msg"))
+                .bind(new_id("whd"))
                 .bind(&endpoint.organization_id)
                 .bind(&endpoint.id)
                 .bind(d.event_id)
