@@ -3,6 +3,7 @@
 //! store); each service validates, decides and calls the store, and answers in
 //! `crate::service::ServiceError` (or the message service's `MessageError`).
 
+use crate::app_events::AppEventService;
 use crate::appointments::AppointmentService;
 use crate::deliveries::DeliveryService;
 use crate::events::EventFeed;
@@ -40,6 +41,8 @@ pub struct App {
     pub ops: Ops,
     /// Webhook endpoints and their deliveries.
     pub webhooks: WebhookService,
+    /// The messaging app's events in (`POST /v1/app-events`).
+    pub app_events: AppEventService,
 }
 
 impl App {
@@ -72,6 +75,11 @@ impl App {
             webhooks: WebhookService {
                 store: store.clone(),
                 keyring: messages.keyring.clone(),
+                config: config.clone(),
+            },
+            app_events: AppEventService {
+                store: store.clone(),
+                messages: messages.clone(),
                 config,
             },
             events: EventFeed {

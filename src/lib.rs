@@ -9,6 +9,7 @@
 //! `docs/ARCHITECTURE.md`.
 
 pub mod app;
+pub mod app_events;
 pub mod appointments;
 pub mod campaigns;
 pub mod channels;

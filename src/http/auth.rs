@@ -101,6 +101,7 @@ pub fn format_scopes(scopes: &[Scope]) -> String {
 pub fn required_scope(method: &Method, route: &str) -> Scope {
     match (method.as_str(), route) {
         ("POST", "/v1/messages")
+        | ("POST", "/v1/app-events")
         | ("POST", "/v1/messages/{id}/read")
         | ("PUT", "/v1/patients/{external_id}")
         | ("PUT", "/v1/appointments/{filler_id}")

@@ -7,6 +7,7 @@
 //! per error and per-field `errors`, and never leak internals; request bodies are size-limited. The server's own guards live in `guard`:
 //! header-read and request timeouts, a concurrency limit, and a panic-catching layer.
 
+mod app_events;
 mod appointments;
 mod auth;
 mod events;
@@ -105,6 +106,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/events", get(messages::events))
         .route("/v1/events/stream", get(events::stream))
+        .route("/v1/app-events", post(app_events::receive))
         .route(
             "/v1/webhook-endpoints/{id}",
             put(webhooks::put)

@@ -471,3 +471,30 @@ impl Store {
         .ok_or(StoreError::NotFound)
     }
 }
+
+impl Store {
+    /// The message an idempotency key accepted, if any.
+    pub async fn message_for_idempotency_key(
+        &self,
+        organization_id: &str,
+        key: &str,
+    ) -> Result<Option<String>> {
+        Ok(on_db!(self.db(), |pool| sqlx::query_scalar(
+            "SELECT message_id FROM idempotency_keys WHERE organization_id = $1 AND key = $2"
+        )
+        .bind(organization_id)
+        .bind(key)
+        .fetch_optional(pool)
+        .await)?)
+    }
+
+    /// The organization with this slug, if it exists.
+    pub async fn organization_id_by_slug(&self, slug: &str) -> Result<Option<String>> {
+        Ok(on_db!(self.db(), |pool| sqlx::query_scalar(
+            "SELECT id FROM organizations WHERE slug = $1"
+        )
+        .bind(slug)
+        .fetch_optional(pool)
+        .await)?)
+    }
+}
