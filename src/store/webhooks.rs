@@ -498,3 +498,76 @@ impl Store {
         .await)?)
     }
 }
+
+impl Store {
+    /// [`Store::claim_webhook_delivery`] for a batch in one statement: the ids claimed.
+    pub async fn claim_webhook_deliveries(
+        &self,
+        ids: &[String],
+        now: i64,
+        lease_until: i64,
+    ) -> Result<Vec<String>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(on_db!(self.db(), |pool| {
+            let mut qb = sqlx::QueryBuilder::new("UPDATE webhook_deliveries SET leased_until = ");
+            qb.push_bind(lease_until)
+                .push(" WHERE status = 'pending' AND (leased_until IS NULL OR leased_until < ")
+                .push_bind(now)
+                .push(") AND id IN (");
+            super::touch_batch::push_list(&mut qb, ids);
+            qb.push(") RETURNING id");
+            qb.build_query_scalar().fetch_all(pool).await
+        })?)
+    }
+
+    /// Events of an organization by id (those that exist).
+    pub async fn events_by_id(
+        &self,
+        organization_id: &str,
+        ids: &[i64],
+    ) -> Result<Vec<super::EventRow>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(on_db!(self.db(), |pool| {
+            let mut qb = sqlx::QueryBuilder::new(
+                "SELECT id, organization_id, kind, subject_id, payload, created_at, tx FROM events WHERE organization_id = ",
+            );
+            qb.push_bind(organization_id).push(" AND id IN (");
+            let mut list = qb.separated(", ");
+            for id in ids {
+                list.push_bind(*id);
+            }
+            qb.push(")");
+            qb.build_query_as().fetch_all(pool).await
+        })?)
+    }
+
+    /// Several deliveries answered 2xx (`http_status` each), in one statement per status.
+    pub async fn webhooks_delivered(&self, delivered: &[(String, i64)]) -> Result<()> {
+        let now = now_ms();
+        let mut by_status: std::collections::BTreeMap<i64, Vec<String>> = Default::default();
+        for (id, status) in delivered {
+            by_status.entry(*status).or_default().push(id.clone());
+        }
+        for (status, ids) in by_status {
+            on_db!(self.db(), |pool| {
+                let mut qb = sqlx::QueryBuilder::new(
+                    "UPDATE webhook_deliveries SET status = 'delivered', attempts = attempts + 1, last_error = NULL, leased_until = NULL, last_status = ",
+                );
+                qb.push_bind(status)
+                    .push(", delivered_at = ")
+                    .push_bind(now)
+                    .push(", updated_at = ")
+                    .push_bind(now)
+                    .push(" WHERE status = 'pending' AND id IN (");
+                super::touch_batch::push_list(&mut qb, &ids);
+                qb.push(")");
+                qb.build().execute(pool).await.map(|_| ())
+            })?;
+        }
+        Ok(())
+    }
+}

@@ -25,7 +25,7 @@
 //! - **No redirects, bounded time**, and the host checked against `[webhooks] allow_hosts`
 //!   again before each attempt (the list may have shrunk since the endpoint was created).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -41,7 +41,7 @@ use crate::config::Config;
 use crate::crypto::Keyring;
 use crate::events::EventView;
 use crate::store::{
-    NewWebhookDelivery, Store, StoreError, WebhookDeliveryRow, WebhookEndpointRow, now_ms,
+    EventRow, NewWebhookDelivery, Store, StoreError, WebhookDeliveryRow, WebhookEndpointRow, now_ms,
 };
 
 /// Deliveries a 2xx acknowledged, attempts that failed, deliveries dead-lettered (this
@@ -140,28 +140,8 @@ impl Dispatcher {
             .map(|e| ((e.organization_id.as_str(), e.id.as_str()), e))
             .collect();
         for _ in 0..100 {
-            let due = self.store.due_webhook_deliveries(now_ms(), BATCH).await?;
-            if due.is_empty() {
+            if !self.send_batch(&by_key).await? {
                 break;
-            }
-            let concurrency = self.config.webhooks.concurrency.max(1);
-            let results: Vec<Result<(), DispatchError>> = futures::stream::iter(due)
-                .map(|d| {
-                    let endpoint = by_key
-                        .get(&(d.organization_id.as_str(), d.endpoint_id.as_str()))
-                        .copied();
-                    async move {
-                        match endpoint {
-                            Some(endpoint) => self.attempt(endpoint, d).await,
-                            None => Ok(()), // created after this pass listed endpoints
-                        }
-                    }
-                })
-                .buffer_unordered(concurrency)
-                .collect()
-                .await;
-            for result in results {
-                result?;
             }
         }
         let wait = match self.store.next_webhook_due().await? {
@@ -209,52 +189,108 @@ impl Dispatcher {
         }
     }
 
-    /// One attempt of one delivery (leased first: on a fleet another daemon may have it).
-    async fn attempt(
+    /// One batch of due deliveries: leased in one statement (on a fleet another daemon may
+    /// hold some), their events read in one query per organization, sent concurrently, the
+    /// 2xx recorded together. False when nothing was due.
+    async fn send_batch(
         &self,
-        endpoint: &WebhookEndpointRow,
-        delivery: WebhookDeliveryRow,
-    ) -> Result<(), DispatchError> {
+        endpoints: &HashMap<(&str, &str), &WebhookEndpointRow>,
+    ) -> Result<bool, DispatchError> {
         let now = now_ms();
-        let lease = secs_ms(self.config.webhooks.timeout_secs.max(1) + 30);
-        if !self
-            .store
-            .claim_webhook_delivery(&delivery.id, now, now + lease)
-            .await?
-        {
-            return Ok(());
+        let due = self.store.due_webhook_deliveries(now, BATCH).await?;
+        if due.is_empty() {
+            return Ok(false);
         }
-        let outcome = match self.send(endpoint, &delivery).await {
-            Ok(outcome) => outcome,
-            Err(e) => {
-                warn!(webhook_delivery_id = %delivery.id, error = %e, "webhook not sent");
-                Outcome::Failed(None, "not sent: internal error".into())
+        // An endpoint created after this pass listed them (by another daemon): next pass.
+        let due: Vec<WebhookDeliveryRow> = due
+            .into_iter()
+            .filter(|d| {
+                endpoints.contains_key(&(d.organization_id.as_str(), d.endpoint_id.as_str()))
+            })
+            .collect();
+        if due.is_empty() {
+            return Ok(false);
+        }
+        let lease = secs_ms(self.config.webhooks.timeout_secs.max(1) + 30);
+        let ids: Vec<String> = due.iter().map(|d| d.id.clone()).collect();
+        let claimed: HashSet<String> = self
+            .store
+            .claim_webhook_deliveries(&ids, now, now + lease)
+            .await?
+            .into_iter()
+            .collect();
+        let due: Vec<WebhookDeliveryRow> = due
+            .into_iter()
+            .filter(|d| claimed.contains(&d.id))
+            .collect();
+        let mut events: HashMap<(String, i64), EventRow> = HashMap::new();
+        let organizations: HashSet<&str> = due.iter().map(|d| d.organization_id.as_str()).collect();
+        for organization_id in organizations {
+            let ids: Vec<i64> = due
+                .iter()
+                .filter(|d| d.organization_id == organization_id)
+                .map(|d| d.event_id)
+                .collect();
+            for row in self.store.events_by_id(organization_id, &ids).await? {
+                events.insert((row.organization_id.clone(), row.id), row);
             }
-        };
-        match outcome {
-            Outcome::Delivered(status) => {
-                self.store
-                    .webhook_delivered(&delivery.id, i64::from(status))
-                    .await?;
-                DELIVERED.fetch_add(1, Ordering::Relaxed);
-                debug!(webhook_delivery_id = %delivery.id, endpoint_id = %endpoint.id, "webhook delivered");
+        }
+        let concurrency = self.config.webhooks.concurrency.max(1);
+        let outcomes: Vec<(WebhookDeliveryRow, Option<String>, Outcome)> = futures::stream::iter(
+            due,
+        )
+        .map(|d| {
+            let endpoint = endpoints
+                .get(&(d.organization_id.as_str(), d.endpoint_id.as_str()))
+                .copied();
+            let event = events.remove(&(d.organization_id.clone(), d.event_id));
+            async move {
+                let outcome = match (endpoint, event) {
+                    (Some(endpoint), Some(event)) => match self.send(endpoint, &d, event).await {
+                        Ok(outcome) => outcome,
+                        Err(e) => {
+                            warn!(webhook_delivery_id = %d.id, error = %e, "webhook not sent");
+                            Outcome::Failed(None, "not sent: internal error".into())
+                        }
+                    },
+                    // An endpoint created after this pass listed them: next pass.
+                    (None, _) => Outcome::Later,
+                    (Some(_), None) => Outcome::Failed(None, "the event is gone".into()),
+                };
+                (d, endpoint.map(|e| e.id.clone()), outcome)
             }
-            Outcome::Failed(status, reason) => {
-                FAILED_ATTEMPTS.fetch_add(1, Ordering::Relaxed);
-                let next = now_ms().saturating_add(self.backoff_ms(delivery.attempts));
-                let dead = self
-                    .store
-                    .webhook_attempt_failed(&delivery.id, status.map(i64::from), &reason, next)
-                    .await?;
-                if dead {
-                    DEAD.fetch_add(1, Ordering::Relaxed);
-                    warn!(webhook_delivery_id = %delivery.id, endpoint_id = %endpoint.id, organization_id = %endpoint.organization_id, reason = %reason, "webhook delivery dead-lettered");
-                } else {
-                    info!(webhook_delivery_id = %delivery.id, endpoint_id = %endpoint.id, reason = %reason, "webhook attempt failed; will retry");
+        })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
+        let mut delivered = Vec::new();
+        for (delivery, endpoint_id, outcome) in outcomes {
+            match outcome {
+                Outcome::Delivered(status) => {
+                    delivered.push((delivery.id.clone(), i64::from(status)));
+                    debug!(webhook_delivery_id = %delivery.id, "webhook delivered");
+                }
+                Outcome::Later => {}
+                Outcome::Failed(status, reason) => {
+                    FAILED_ATTEMPTS.fetch_add(1, Ordering::Relaxed);
+                    let next = now_ms().saturating_add(self.backoff_ms(delivery.attempts));
+                    let dead = self
+                        .store
+                        .webhook_attempt_failed(&delivery.id, status.map(i64::from), &reason, next)
+                        .await?;
+                    let endpoint_id = endpoint_id.unwrap_or_default();
+                    if dead {
+                        DEAD.fetch_add(1, Ordering::Relaxed);
+                        warn!(webhook_delivery_id = %delivery.id, endpoint_id = %endpoint_id, organization_id = %delivery.organization_id, reason = %reason, "webhook delivery dead-lettered");
+                    } else {
+                        info!(webhook_delivery_id = %delivery.id, endpoint_id = %endpoint_id, reason = %reason, "webhook attempt failed; will retry");
+                    }
                 }
             }
         }
-        Ok(())
+        DELIVERED.fetch_add(delivered.len() as u64, Ordering::Relaxed);
+        self.store.webhooks_delivered(&delivered).await?;
+        Ok(true)
     }
 
     /// The wait after the `attempts`+1-th failure: initial × 3^attempts, capped.
@@ -270,6 +306,7 @@ impl Dispatcher {
         &self,
         endpoint: &WebhookEndpointRow,
         delivery: &WebhookDeliveryRow,
+        event: EventRow,
     ) -> Result<Outcome, SendError> {
         if check_url(&self.config.webhooks, &endpoint.url).is_err() {
             // Never contacted: the operator's allow-list no longer holds the host.
@@ -278,10 +315,6 @@ impl Dispatcher {
                 "the host is not in webhooks.allow_hosts".into(),
             ));
         }
-        let event = self
-            .store
-            .event(&delivery.organization_id, delivery.event_id)
-            .await?;
         let data = EventView::from_row(event);
         let body = serde_json::to_vec(&WebhookBody {
             kind: data.kind.clone(),
@@ -336,6 +369,9 @@ impl Dispatcher {
 enum Outcome {
     Delivered(u16),
     Failed(Option<u16>, String),
+    /// Not attempted (its endpoint is not in this pass's list): the lease expires, and a
+    /// later pass sends it.
+    Later,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -9,6 +9,7 @@
 
 mod direct;
 mod reminders;
+mod webhooks;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -55,6 +56,9 @@ pub struct BenchArgs {
     /// Direct messages for the seal benchmark (0 skips it); `--databases none` runs it alone.
     #[arg(long, default_value_t = 300)]
     pub direct_messages: usize,
+    /// Signed webhook events to a loopback receiver (0 skips it).
+    #[arg(long, default_value_t = 2_000)]
+    pub webhook_events: usize,
 }
 
 impl Default for BenchArgs {
@@ -69,6 +73,7 @@ impl Default for BenchArgs {
             postgres_url: std::env::var("TEST_DATABASE_URL")
                 .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into()),
             direct_messages: 300,
+            webhook_events: 2_000,
         }
     }
 }
@@ -104,6 +109,17 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             )
             .await;
             reminders.drop_database().await;
+        }
+        if result.is_ok() && args.webhook_events > 0 {
+            let hooks = Scratch::create(database, &args.postgres_url).await?;
+            result = self::webhooks::bench(
+                args.webhook_events,
+                args.concurrency,
+                &hooks.url,
+                hooks.dir.path(),
+            )
+            .await;
+            hooks.drop_database().await;
         }
         scratch.drop_database().await;
         result?;
