@@ -46,6 +46,8 @@ pub mod store;
 pub mod supervise;
 pub mod templates;
 pub mod tenancy;
+#[cfg(test)]
+mod testing;
 pub mod webhooks;
 
 /// The delivery state machine's old path (`crate::delivery`), kept for callers and tests.

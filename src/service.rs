@@ -81,6 +81,9 @@ pub fn pointer_token(token: &str) -> String {
 pub enum Refusal {
     /// The inbound item is already filed in a thread.
     InboundAlreadyFiled,
+    /// The inbound item is not in a state the decision applies to (dismissing a filed item,
+    /// reassigning an unmatched one, ...).
+    InboundWrongState,
     /// The organization has as many reminder rules as it may.
     ReminderRuleLimit,
 }

@@ -119,6 +119,17 @@ enum InboundCommand {
         #[arg(long, default_value_t = 100)]
         limit: i64,
     },
+    /// Re-run intake's parse, match and file steps from an item's stored raw bytes: for an
+    /// item still `received` (handling failed half-way), or with `--force` one left
+    /// `unmatched` (after adding the patient or their contact point). Filed, processed and
+    /// dismissed items are refused. Nothing is answered to the sender.
+    Reprocess {
+        /// The inbound item's id (`inb_...`).
+        id: String,
+        /// Also match an `unmatched` item again.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -328,6 +339,38 @@ async fn dispatch(cli: Cli) -> Result<()> {
         }
         Command::Keys { command } => {
             self::keys::run(Core::open(config).await?, command).await?;
+        }
+        Command::Inbound {
+            command: InboundCommand::Reprocess { id, force },
+        } => {
+            let core = Core::open(config).await?;
+            let templates = core.templates()?;
+            let tenancy =
+                std::sync::Arc::new(switchboard::tenancy::Tenancy::from_config(&core.config)?);
+            let done = core
+                .inbound(templates, tenancy)
+                .reprocess(&id, force)
+                .await?;
+            println!(
+                "{}: {} -> {} ({}){}{}{}",
+                done.item_id,
+                done.before,
+                done.after,
+                done.outcome,
+                done.match_method
+                    .as_ref()
+                    .map(|m| format!(" match={m}"))
+                    .unwrap_or_default(),
+                done.thread_id
+                    .as_ref()
+                    .map(|t| format!(" thread={t}"))
+                    .unwrap_or_default(),
+                done.reason
+                    .as_ref()
+                    .filter(|_| done.after != "filed")
+                    .map(|r| format!(" reason: {r}"))
+                    .unwrap_or_default(),
+            );
         }
         Command::Inbound {
             command: InboundCommand::Orphans { limit },

@@ -65,6 +65,11 @@ pub struct OrganizationConfig {
     pub part2_appointment_types: Vec<String>,
     /// Time zones of locations (by name or code), for patients without their own.
     pub location_time_zones: std::collections::BTreeMap<String, String>,
+    /// Patient identifier authorities known by another name: a document's OID (a C-CDA
+    /// `id/@root`) → the assigning authority our HL7 feed stores (`{ "2.16.840.1.113883.19.5"
+    /// = "MRN" }`). Matching looks an identifier up under both. Feeds that send CX.4's
+    /// universal id need no entry.
+    pub identifier_authorities: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for OrganizationConfig {
@@ -94,6 +99,7 @@ impl Default for OrganizationConfig {
             reminders_to_guardians: true,
             part2_appointment_types: Vec::new(),
             location_time_zones: std::collections::BTreeMap::new(),
+            identifier_authorities: std::collections::BTreeMap::new(),
         }
     }
 }

@@ -15,8 +15,13 @@ use crate::domain::AppointmentStatus;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Identifier {
     pub id: String,
+    /// CX.4.1: the assigning authority's namespace id (`MRN`, a facility code).
     pub authority: String,
     pub id_type: Option<String>,
+    /// CX.4.2: the assigning authority's universal id (an OID, with CX.4.3 `ISO`), when the
+    /// feed sends it: kept so that a document naming the authority by OID matches.
+    #[serde(default)]
+    pub universal_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -180,6 +185,7 @@ fn identifiers(reps: &[Repetition]) -> Vec<Identifier> {
                 id: id.to_string(),
                 authority: rep_get(rep, 4, 1).trim().to_string(),
                 id_type: opt(rep_get(rep, 5, 1)),
+                universal_id: opt(rep_get(rep, 4, 2)),
             })
         })
         .collect()

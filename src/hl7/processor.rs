@@ -539,10 +539,20 @@ impl Hl7Processor {
                     .collect(),
             ),
             consents: Vec::new(),
+            // Each identifier under its namespace id and, when the feed sends it, under its
+            // universal id (OID) too: documents name the authority by OID.
             identifiers: record
                 .identifiers
                 .iter()
-                .map(|i| (i.id.clone(), i.authority.clone(), i.id_type.clone()))
+                .flat_map(|i| {
+                    let by_oid = i
+                        .universal_id
+                        .as_ref()
+                        .filter(|oid| **oid != i.authority)
+                        .map(|oid| (i.id.clone(), oid.clone(), i.id_type.clone()));
+                    std::iter::once((i.id.clone(), i.authority.clone(), i.id_type.clone()))
+                        .chain(by_oid)
+                })
                 .collect(),
         };
         Ok(input)

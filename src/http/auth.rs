@@ -123,7 +123,7 @@ pub fn required_scope(method: &Method, route: &str) -> Scope {
             | "/v1/reminder-rules",
         ) => Scope::Read,
         // PUT /v1/reminder-rules/{id}, PUT /v1/staff/{external_id},
-        // POST /v1/inbound/{id}/resolve, and anything not listed above.
+        // POST /v1/inbound/{id}/resolve|reassign|dismiss, and anything not listed above.
         _ => Scope::Admin,
     }
 }
@@ -222,40 +222,74 @@ impl FromRequestParts<AppState> for Org {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let token = parts
-            .headers
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(Problem::unauthorized)?;
-        let key_hash = hash_token(token);
-        let Some(grant) = state.keys.verify(&state.app.keys, &key_hash).await? else {
-            return Err(Problem::unauthorized());
-        };
-        if grant
-            .expires_at
-            .is_some_and(|at| at <= chrono::Utc::now().timestamp_millis())
-        {
-            tracing::info!(key_id = %grant.key_id, "expired API key refused");
-            return Err(Problem::unauthorized());
-        }
-        let route = parts
-            .extensions
-            .get::<MatchedPath>()
-            .map(|p| p.as_str())
-            .unwrap_or_default();
-        let needed = required_scope(&parts.method, route);
-        if !grant.scopes.contains(&needed) {
-            tracing::info!(key_id = %grant.key_id, scope = %needed, "API key lacks a scope");
-            return Err(Problem::insufficient_scope(needed.as_str()));
-        }
-        Ok(Org(grant.organization_id))
+        Ok(Org(authorize(parts, state).await?.organization_id))
     }
+}
+
+/// [`Org`] with the API key's id, for handlers that record who did what (the audit table's
+/// actor, `api_key:<id>`).
+pub struct Caller {
+    pub organization_id: String,
+    pub key_id: String,
+}
+
+impl Caller {
+    /// The audit actor: `api_key:<key id>`.
+    pub fn actor(&self) -> String {
+        format!("api_key:{}", self.key_id)
+    }
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = Problem;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let grant = authorize(parts, state).await?;
+        Ok(Caller {
+            organization_id: grant.organization_id,
+            key_id: grant.key_id,
+        })
+    }
+}
+
+/// Verifies the bearer key (live, not expired) and that it holds the route's scope.
+async fn authorize(parts: &Parts, state: &AppState) -> Result<Grant, Problem> {
+    let token = parts
+        .headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(Problem::unauthorized)?;
+    let key_hash = hash_token(token);
+    let Some(grant) = state.keys.verify(&state.app.keys, &key_hash).await? else {
+        return Err(Problem::unauthorized());
+    };
+    if grant
+        .expires_at
+        .is_some_and(|at| at <= chrono::Utc::now().timestamp_millis())
+    {
+        tracing::info!(key_id = %grant.key_id, "expired API key refused");
+        return Err(Problem::unauthorized());
+    }
+    let route = parts
+        .extensions
+        .get::<MatchedPath>()
+        .map(|p| p.as_str())
+        .unwrap_or_default();
+    let needed = required_scope(&parts.method, route);
+    if !grant.scopes.contains(&needed) {
+        tracing::info!(key_id = %grant.key_id, scope = %needed, "API key lacks a scope");
+        return Err(Problem::insufficient_scope(needed.as_str()));
+    }
+    Ok(grant)
 }
 
 #[cfg(test)]
@@ -286,10 +320,12 @@ mod tests {
             required_scope(&Method::PUT, "/v1/staff/{external_id}"),
             Scope::Admin
         );
-        assert_eq!(
-            required_scope(&Method::POST, "/v1/inbound/{id}/resolve"),
-            Scope::Admin
-        );
+        for decision in ["resolve", "reassign", "dismiss"] {
+            assert_eq!(
+                required_scope(&Method::POST, &format!("/v1/inbound/{{id}}/{decision}")),
+                Scope::Admin
+            );
+        }
         // Fails closed.
         assert_eq!(required_scope(&get, "/v1/not-yet-decided"), Scope::Admin);
         assert_eq!(

@@ -1,22 +1,28 @@
-//! The unmatched work queue: `GET /v1/inbound?status=unmatched`, `GET /v1/inbound/{id}` (with
-//! the text, for the person resolving it) and `POST /v1/inbound/{id}/resolve {"patient": ...}`
-//! (file it into that patient's thread; 409 `inbound_already_filed` if it is). Wire types:
-//! `crate::inbound`.
+//! The unmatched work queue: `GET /v1/inbound?status=unmatched` (with candidates),
+//! `GET /v1/inbound/{id}` (with the text and the pipeline's steps, for the person deciding),
+//! and the decisions, audited under the caller's key: `POST /v1/inbound/{id}/resolve
+//! {"patient": ...}` (file it into that patient's thread; 409 `inbound_already_filed` if it
+//! is), `.../reassign {"patient": ..., "reason"?}` (move a filed item's message to another
+//! patient) and `.../dismiss {"reason": ...}`; a decision the item's state does not allow is
+//! 409 `inbound_wrong_state`. Wire types: `crate::inbound`.
 
 use axum::Json;
 use axum::extract::{Path, State};
 use serde::Deserialize;
 use tracing::{Span, field, instrument};
 
-use super::auth::Org;
+use super::auth::{Caller, Org};
 use super::json::{ApiJson, ApiQuery};
 use super::{AppState, Problem};
-use crate::inbound::{InboundItemView, InboundList, InboundStatus, ResolveRequest, Resolved};
+use crate::inbound::{
+    DismissRequest, Dismissed, InboundItemView, InboundList, InboundStatus, ReassignRequest,
+    ResolveRequest, Resolved,
+};
 
 /// `?status=&limit=` of `GET /v1/inbound`.
 #[derive(Debug, Deserialize)]
 pub struct ListQuery {
-    /// received | unmatched (the default) | filed | processed | quarantined | resolved
+    /// received | unmatched (the default) | filed | processed | dismissed
     #[serde(default = "unmatched")]
     status: InboundStatus,
     /// 1 to 1000 (default 100).
@@ -58,14 +64,52 @@ pub async fn show(
 }
 
 /// `POST /v1/inbound/{id}/resolve`
-#[instrument(skip_all, fields(organization_id = %org, inbound_item_id = %id, thread_id = field::Empty))]
+#[instrument(skip_all, fields(organization_id = %caller.organization_id, key_id = %caller.key_id, inbound_item_id = %id, thread_id = field::Empty))]
 pub async fn resolve(
     State(state): State<AppState>,
-    Org(org): Org,
+    caller: Caller,
     Path(id): Path<String>,
     ApiJson(request): ApiJson<ResolveRequest>,
 ) -> Result<Json<Resolved>, Problem> {
-    let resolved = state.app.inbound.resolve_for(&org, &id, request).await?;
+    let resolved = state
+        .app
+        .inbound
+        .resolve_for(&caller.organization_id, &id, request, &caller.actor())
+        .await?;
     Span::current().record("thread_id", field::display(&resolved.thread_id));
     Ok(Json(resolved))
+}
+
+/// `POST /v1/inbound/{id}/reassign`
+#[instrument(skip_all, fields(organization_id = %caller.organization_id, key_id = %caller.key_id, inbound_item_id = %id, thread_id = field::Empty))]
+pub async fn reassign(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(request): ApiJson<ReassignRequest>,
+) -> Result<Json<Resolved>, Problem> {
+    let moved = state
+        .app
+        .inbound
+        .reassign(&caller.organization_id, &id, request, &caller.actor())
+        .await?;
+    Span::current().record("thread_id", field::display(&moved.thread_id));
+    Ok(Json(moved))
+}
+
+/// `POST /v1/inbound/{id}/dismiss`
+#[instrument(skip_all, fields(organization_id = %caller.organization_id, key_id = %caller.key_id, inbound_item_id = %id))]
+pub async fn dismiss(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(request): ApiJson<DismissRequest>,
+) -> Result<Json<Dismissed>, Problem> {
+    Ok(Json(
+        state
+            .app
+            .inbound
+            .dismiss(&caller.organization_id, &id, request, &caller.actor())
+            .await?,
+    ))
 }

@@ -125,6 +125,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/inbound", get(inbound::list))
         .route("/v1/inbound/{id}", get(inbound::show))
         .route("/v1/inbound/{id}/resolve", post(inbound::resolve))
+        .route("/v1/inbound/{id}/reassign", post(inbound::reassign))
+        .route("/v1/inbound/{id}/dismiss", post(inbound::dismiss))
         .route("/hooks/{connector}/status", post(hooks::status))
         .route("/hooks/{connector}/inbound", post(hooks::inbound))
         .fallback(|| async { Problem::not_found("no such resource") })

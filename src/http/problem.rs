@@ -45,6 +45,8 @@ pub enum ProblemType {
     IdempotencyKeyReused,
     /// 409: the inbound item is already filed.
     InboundAlreadyFiled,
+    /// 409: the inbound item is not in a state the decision applies to.
+    InboundWrongState,
     /// 413: the body is over `server.max_body_bytes`.
     PayloadTooLarge,
     /// 415: the body is not `application/json`.
@@ -67,7 +69,7 @@ pub enum ProblemType {
 
 impl ProblemType {
     /// Every problem type, for documentation and tests.
-    pub const ALL: [ProblemType; 22] = [
+    pub const ALL: [ProblemType; 23] = [
         ProblemType::MalformedJson,
         ProblemType::InvalidBody,
         ProblemType::InvalidParameter,
@@ -81,6 +83,7 @@ impl ProblemType {
         ProblemType::RequestTimeout,
         ProblemType::IdempotencyKeyReused,
         ProblemType::InboundAlreadyFiled,
+        ProblemType::InboundWrongState,
         ProblemType::PayloadTooLarge,
         ProblemType::UnsupportedMediaType,
         ProblemType::ValidationFailed,
@@ -108,6 +111,7 @@ impl ProblemType {
             ProblemType::RequestTimeout => "request_timeout",
             ProblemType::IdempotencyKeyReused => "idempotency_key_reused",
             ProblemType::InboundAlreadyFiled => "inbound_already_filed",
+            ProblemType::InboundWrongState => "inbound_wrong_state",
             ProblemType::PayloadTooLarge => "payload_too_large",
             ProblemType::UnsupportedMediaType => "unsupported_media_type",
             ProblemType::ValidationFailed => "validation_failed",
@@ -134,9 +138,9 @@ impl ProblemType {
             ProblemType::NotFound => StatusCode::NOT_FOUND,
             ProblemType::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ProblemType::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
-            ProblemType::IdempotencyKeyReused | ProblemType::InboundAlreadyFiled => {
-                StatusCode::CONFLICT
-            }
+            ProblemType::IdempotencyKeyReused
+            | ProblemType::InboundAlreadyFiled
+            | ProblemType::InboundWrongState => StatusCode::CONFLICT,
             ProblemType::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProblemType::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ProblemType::ValidationFailed
@@ -165,6 +169,7 @@ impl ProblemType {
             ProblemType::RequestTimeout => "Request timeout",
             ProblemType::IdempotencyKeyReused => "Idempotency key reused",
             ProblemType::InboundAlreadyFiled => "Inbound item already filed",
+            ProblemType::InboundWrongState => "Inbound item not in that state",
             ProblemType::PayloadTooLarge => "Payload too large",
             ProblemType::UnsupportedMediaType => "Unsupported media type",
             ProblemType::ValidationFailed => "Validation failed",
@@ -362,6 +367,7 @@ impl From<ServiceError> for Problem {
             ServiceError::Refused { refusal, detail } => Problem::new(
                 match refusal {
                     Refusal::InboundAlreadyFiled => ProblemType::InboundAlreadyFiled,
+                    Refusal::InboundWrongState => ProblemType::InboundWrongState,
                     Refusal::ReminderRuleLimit => ProblemType::ReminderRuleLimit,
                 },
                 detail,

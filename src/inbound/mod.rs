@@ -1,7 +1,9 @@
-//! Inbound items (SMS now; fax and Direct file the same way): recorded sealed before anything
-//! else, then keywords (opt-out/opt-in/help), reminder answers, or filing into the sender's
-//! patient thread — or the unmatched queue when the sender is unknown or ambiguous. Nothing is
-//! dropped: an item that fails half-way stays `received` and is listed for a person.
+//! Inbound texts on the intake pipeline (`crate::intake`; fax and Direct use it next):
+//! recorded sealed before anything else, parsed, matched to a patient (the conversation it
+//! answers, else the sender's number), then keywords (opt-out/opt-in/help), reminder answers,
+//! or filing into the patient's thread — or the unmatched queue when the sender is unknown or
+//! ambiguous. Nothing is dropped: an item that fails half-way stays `received`, is listed for
+//! a person, and `switchboard inbound reprocess` takes it further.
 //!
 //! An answer to the sender (keyword confirmations, help, the answer to a reminder reply) is a
 //! disclosure like any other: it passes the gate (`crate::disclosure`) before it is handed back
@@ -12,7 +14,10 @@ mod webhook;
 mod work;
 
 pub use webhook::Answering;
-pub use work::{InboundItemView, InboundList, InboundStatus, MAX_PAGE, ResolveRequest, Resolved};
+pub use work::{
+    CandidateView, DismissRequest, Dismissed, InboundItemView, InboundList, InboundStatus,
+    MAX_PAGE, ReassignRequest, ResolveRequest, Resolved, StepView,
+};
 
 use std::sync::Arc;
 
@@ -23,8 +28,9 @@ use crate::config::Config;
 use crate::crypto::{CryptoError, Keyring};
 use crate::disclosure::{self, Disclosure, Gate, Permit};
 use crate::domain::{Address, Channel};
-use crate::messages::MessageContent;
-use crate::store::{ConsentChange, FileInbound, NewInbound, NewOrphan, Store, StoreError, new_id};
+use crate::intake::matching::Decision;
+use crate::intake::{Envelope, Filing, Intake, IntakeError, Received, SmsSource};
+use crate::store::{ConsentChange, InboundRow, NewOrphan, Store, StoreError, new_id};
 use crate::templates::Templates;
 use keywords::{Keyword, ReminderReply};
 
@@ -36,6 +42,11 @@ pub enum InboundError {
     Crypto(#[from] CryptoError),
     #[error("template: {0}")]
     Template(#[from] crate::templates::TemplateError),
+    #[error(transparent)]
+    Intake(#[from] IntakeError),
+    /// `reprocess` refused: the item is not in a state to be reprocessed.
+    #[error("{0}")]
+    NotReprocessable(String),
 }
 
 /// Where answers to reminders go (implemented by `crate::reminders::Reminders`).
@@ -138,7 +149,17 @@ impl InboundService {
         })
     }
 
-    /// Records, then handles, one inbound SMS for an organization.
+    /// The intake pipeline over this service's store, key and configuration.
+    pub fn intake(&self) -> Intake {
+        Intake {
+            store: self.store.clone(),
+            keyring: self.keyring.clone(),
+            config: self.config.clone(),
+        }
+    }
+
+    /// Records (intake step 1), then handles, one inbound SMS for an organization: a
+    /// redelivery is recorded once and handled no further.
     pub async fn receive_sms(
         &self,
         organization_id: &str,
@@ -147,34 +168,55 @@ impl InboundService {
         let org = self.store.organization(organization_id).await?;
         let settings = self.config.organization(&org.slug);
         let sender = Address::canonical(Channel::Sms, &sms.from, &settings.phone_region);
-        let id = new_id("inb");
         let raw = serde_json::to_vec(sms).map_err(|_| CryptoError::Malformed)?;
-        let item = NewInbound {
-            organization_id: organization_id.to_string(),
-            channel: Channel::Sms.to_string(),
-            connector: Some(sms.connector.clone()),
-            provider_ref: sms.provider_ref.clone(),
-            sender: sender.to_string(),
-            recipient: Some(sms.to.clone()),
-            raw: self.keyring.seal(&raw, &id)?,
-        };
-        let (item_id, fresh) = self.store.record_inbound(&id, &item).await?;
+        let (item_id, fresh) = self
+            .intake()
+            .record(
+                &SmsSource,
+                &Received {
+                    organization_id,
+                    connector: Some(sms.connector.clone()),
+                    provider_ref: sms.provider_ref.clone(),
+                    sender: sender.to_string(),
+                    recipient: Some(sms.to.clone()),
+                    raw: &raw,
+                },
+            )
+            .await?;
         if !fresh {
-            info!(inbound_item_id = %item_id, "inbound SMS redelivered; already recorded");
             return Ok(Receipt {
                 item_id,
                 outcome: "duplicate",
                 reply: None,
             });
         }
-        let patients = self
-            .store
-            .patients_by_phone(organization_id, sender.as_str())
-            .await?;
-        let patient = match patients.as_slice() {
-            [one] => Some(one.clone()),
-            _ => None,
+        let item = self.store.inbound_item(organization_id, &item_id).await?;
+        self.handle_sms(&item, &format!("webhook:{}", sms.connector))
+            .await
+    }
+
+    /// Intake steps 2–5 for a recorded SMS: parse, match (the conversation it answers, else
+    /// the sender's number), then a keyword (STOP/START/HELP: applied, `processed`), a
+    /// reminder answer (routed, and filed for staff to see) or filing; and the answer to
+    /// give, if the disclosure gate permits it (`actor` asks).
+    pub(crate) async fn handle_sms(
+        &self,
+        item: &InboundRow,
+        actor: &str,
+    ) -> Result<Receipt, InboundError> {
+        let organization_id = item.organization_id.as_str();
+        let item_id = item.id.clone();
+        let org = self.store.organization(organization_id).await?;
+        let settings = self.config.organization(&org.slug);
+        let intake = self.intake();
+        let envelope = Envelope::from(item);
+        let parsed = intake.parse(&SmsSource, item).await?;
+        let decision = intake.decide(&SmsSource, &envelope, &parsed).await?;
+        let patient = match &decision {
+            Decision::Matched { patient_id, .. } => Some(patient_id.clone()),
+            Decision::Unmatched { .. } => None,
         };
+        let sender = Address::canonical(Channel::Sms, &item.sender, &settings.phone_region);
         let name = settings.display_name.clone().unwrap_or(org.name.clone());
         let locale = match &patient {
             Some(p) => self
@@ -205,11 +247,11 @@ impl InboundService {
             source: "sms-keyword".into(),
         };
         let keyword = |text: String| Answer { text, part2: false };
-        let (outcome, answer) = match keywords::classify(&sms.body) {
+        let (outcome, answer) = match keywords::classify(&parsed.body) {
             Some(Keyword::OptOut) => {
                 self.store.record_consent(&consent("revoked")).await?;
                 self.store
-                    .set_inbound_status(&item_id, "processed", Some("opt-out"), patient.as_deref())
+                    .process_inbound(organization_id, &item_id, "opt-out", patient.as_deref())
                     .await?;
                 self.event(organization_id, "sms.opted_out", &item_id, &patient)
                     .await?;
@@ -218,7 +260,7 @@ impl InboundService {
             Some(Keyword::OptIn) => {
                 self.store.record_consent(&consent("granted")).await?;
                 self.store
-                    .set_inbound_status(&item_id, "processed", Some("opt-in"), patient.as_deref())
+                    .process_inbound(organization_id, &item_id, "opt-in", patient.as_deref())
                     .await?;
                 self.event(organization_id, "sms.opted_in", &item_id, &patient)
                     .await?;
@@ -226,7 +268,7 @@ impl InboundService {
             }
             Some(Keyword::Help) => {
                 self.store
-                    .set_inbound_status(&item_id, "processed", Some("help"), patient.as_deref())
+                    .process_inbound(organization_id, &item_id, "help", patient.as_deref())
                     .await?;
                 ("help", Some(keyword(render("help")?)))
             }
@@ -236,15 +278,18 @@ impl InboundService {
                     .reminder_reply(organization_id, patient.as_deref(), &item_id, answer)
                     .await?;
                 // Staff see the answer in the thread too.
-                self.file_or_park(organization_id, &item_id, sms, &patients)
+                intake
+                    .file(&SmsSource, &envelope, &decision, &parsed)
                     .await?;
                 ("reminder_reply", reply)
             }
-            None => (
-                self.file_or_park(organization_id, &item_id, sms, &patients)
-                    .await?,
-                None,
-            ),
+            None => match intake
+                .file(&SmsSource, &envelope, &decision, &parsed)
+                .await?
+            {
+                Filing::Filed { .. } => ("filed", None),
+                Filing::Unmatched { .. } => ("unmatched", None),
+            },
         };
         let purpose = if outcome == "reminder_reply" {
             disclosure::REMINDER_REPLY
@@ -264,7 +309,7 @@ impl InboundService {
                             purpose,
                             part2: answer.part2,
                         },
-                        &format!("webhook:{}", sms.connector),
+                        actor,
                         None,
                     )
                     .await?;
@@ -308,89 +353,80 @@ impl InboundService {
             .await?;
         Ok(())
     }
+}
 
-    /// Files the text into the one matching patient's thread, or parks it as unmatched.
-    async fn file_or_park(
-        &self,
-        organization_id: &str,
-        item_id: &str,
-        sms: &InboundSms,
-        patients: &[String],
-    ) -> Result<&'static str, InboundError> {
-        match patients {
-            [patient] => {
-                self.file(organization_id, item_id, patient, &sms.body, &sms.media)
-                    .await?;
-                Ok("filed")
+/// What `switchboard inbound reprocess` did with an item.
+#[derive(Debug, Clone)]
+pub struct Reprocessed {
+    pub item_id: String,
+    pub organization_id: String,
+    /// The status before and after.
+    pub before: String,
+    pub after: String,
+    /// What handling it came to (`filed`, `unmatched`, `opted_out`, ...).
+    pub outcome: String,
+    pub match_method: Option<String>,
+    pub patient_id: Option<String>,
+    pub thread_id: Option<String>,
+    pub reason: Option<String>,
+}
+
+impl InboundService {
+    /// Re-runs intake steps 2–5 from an item's stored raw bytes: for an item still
+    /// `received` (handling failed half-way), or with `force` one left `unmatched` (a patient
+    /// or a contact point was added since). Filed, processed and dismissed items are refused.
+    /// Nothing is answered to the sender (the provider was answered long ago).
+    pub async fn reprocess(&self, item_id: &str, force: bool) -> Result<Reprocessed, InboundError> {
+        let item = self.store.inbound_item_by_id(item_id).await?;
+        match (item.status.as_str(), force) {
+            ("received", _) | ("unmatched", true) => {}
+            ("unmatched", false) => {
+                return Err(InboundError::NotReprocessable(
+                    "the item is unmatched: reprocess it with --force to match it again".into(),
+                ));
             }
-            [] => {
-                self.store
-                    .set_inbound_status(item_id, "unmatched", Some("unknown sender"), None)
-                    .await?;
-                self.event(organization_id, "inbound.unmatched", item_id, &None)
-                    .await?;
-                Ok("unmatched")
-            }
-            many => {
-                let reason = format!("ambiguous sender: {} patients share the number", many.len());
-                self.store
-                    .set_inbound_status(item_id, "unmatched", Some(&reason), None)
-                    .await?;
-                self.event(organization_id, "inbound.unmatched", item_id, &None)
-                    .await?;
-                Ok("unmatched")
+            (other, _) => {
+                return Err(InboundError::NotReprocessable(format!(
+                    "the item is {other}: only received or (with --force) unmatched items are reprocessed"
+                )));
             }
         }
-    }
-
-    /// Files an item's text as an inbound message in the patient's open thread.
-    pub async fn file(
-        &self,
-        organization_id: &str,
-        item_id: &str,
-        patient_id: &str,
-        body: &str,
-        media: &[String],
-    ) -> Result<String, InboundError> {
-        let thread = self
-            .store
-            .open_thread_of(organization_id, patient_id)
+        let organization_id = item.organization_id.clone();
+        let detail = serde_json::json!({"force": force}).to_string();
+        self.store
+            .record_inbound_step(
+                &organization_id,
+                item_id,
+                "reprocess",
+                &item.status,
+                Some(&detail),
+            )
             .await?;
-        let message_id = new_id("msg");
-        let content = MessageContent {
-            subject: None,
-            body: body.to_string(),
-        }
-        .seal(&self.keyring, &message_id)?;
-        let metadata = serde_json::json!({
-            "channel": Channel::Sms, "inbound_item_id": item_id, "media_count": media.len(),
-        });
-        let thread_id = self
-            .store
-            .file_inbound(&FileInbound {
-                item_id: item_id.to_string(),
-                organization_id: organization_id.to_string(),
-                patient_id: patient_id.to_string(),
-                thread_id: thread.map(|t| t.id),
-                message_id: message_id.clone(),
-                content,
-                metadata: metadata.to_string(),
-            })
-            .await?;
-        Ok(thread_id)
-    }
-
-    /// A person resolves an unmatched item: file it for this patient.
-    pub async fn resolve(
-        &self,
-        organization_id: &str,
-        item_id: &str,
-        patient_id: &str,
-    ) -> Result<String, InboundError> {
-        let item = self.store.inbound_item(organization_id, item_id).await?;
-        let raw = self.keyring.open(&item.raw, &item.id)?;
-        let sms: InboundSms = serde_json::from_slice(&raw).map_err(|_| CryptoError::Malformed)?;
-        self.file(organization_id, item_id, patient_id, &sms.body, &sms.media)
-            .await
+        let outcome = if item.channel == Channel::Sms.as_str() {
+            self.handle_sms(&item, "cli:reprocess")
+                .await?
+                .outcome
+                .to_string()
+        } else {
+            let source = crate::intake::source_for(&item.channel)
+                .ok_or_else(|| IntakeError::NoSource(item.channel.clone()))?;
+            match self.intake().process(source, &item).await? {
+                Filing::Filed { .. } => "filed".to_string(),
+                Filing::Unmatched { .. } => "unmatched".to_string(),
+            }
+        };
+        let after = self.store.inbound_item(&organization_id, item_id).await?;
+        info!(inbound_item_id = %item_id, before = %item.status, after = %after.status, "inbound item reprocessed");
+        Ok(Reprocessed {
+            item_id: item_id.to_string(),
+            organization_id,
+            before: item.status,
+            after: after.status,
+            outcome,
+            match_method: after.match_method,
+            patient_id: after.patient_id,
+            thread_id: after.thread_id,
+            reason: after.reason,
+        })
     }
 }

@@ -1,8 +1,9 @@
 //! An inbound SMS from a provider's webhook, once its signature is verified: bound to the
 //! organization owning the number it was sent to (or owning the connector) — never to a
 //! default — else quarantined for the operator; then recorded and handled
-//! ([`InboundService::receive_sms`]), and the answer the gate permitted either given inline
-//! (audited now) or sent as a message.
+//! ([`InboundService::receive_sms`], the intake pipeline's steps 1–5), the answer the gate
+//! permitted either given inline (audited now) or sent as a message, and the item marked
+//! acknowledged (step 6) just before the provider is answered.
 
 use super::{InboundService, InboundSms, Reply};
 use crate::messages::{MessageError, ResolvedThread, SendRequest};
@@ -46,8 +47,14 @@ impl InboundService {
             }
         };
         let receipt = self.receive_sms(&organization_id, sms).await?;
+        let fresh = receipt.outcome != "duplicate";
         // Only an answer the disclosure gate permitted is here at all.
         let Some(reply) = receipt.reply else {
+            if fresh {
+                self.intake()
+                    .acknowledge(&organization_id, &receipt.item_id)
+                    .await?;
+            }
             return Ok(None);
         };
         match answering {
@@ -70,6 +77,12 @@ impl InboundService {
                 }
             }
             Answering::Message => {}
+        }
+        // The provider is answered only now (intake step 6).
+        if fresh {
+            self.intake()
+                .acknowledge(&organization_id, &receipt.item_id)
+                .await?;
         }
         Ok(Some(reply.text))
     }

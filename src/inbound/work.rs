@@ -1,29 +1,44 @@
-//! The unmatched work queue through the API: list items by status, show one with its text
-//! (for the person resolving it), and file one into a patient's thread. The types here are
-//! the wire shapes of `GET /v1/inbound`, `GET /v1/inbound/{id}` and
-//! `POST /v1/inbound/{id}/resolve`.
+//! The unmatched work queue through the API: list items by status (with the candidates
+//! matching proposed), show one with its text and steps (for the person deciding), file one
+//! into a patient's thread (`resolve`), move a filed one to another patient (`reassign`) or
+//! set one aside (`dismiss`). A person's decision is audited (who: the API key; from and to
+//! patient and thread; the reason) in the transaction that makes it, with its step and event.
+//! The types here are the wire shapes of `GET /v1/inbound`, `GET /v1/inbound/{id}` and
+//! `POST /v1/inbound/{id}/{resolve,reassign,dismiss}`.
+
+use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
+use tracing::info;
 
-use super::{InboundService, InboundSms};
+use super::InboundService;
+use crate::intake::{Envelope, Parsed, StoredCandidate, source_for};
 use crate::service::{Refusal, ServiceError};
-use crate::store::{InboundRow, StoreError};
+use crate::store::{AuditEntry, InboundRow, ReassignInbound, StepRow, StoreError};
 
 /// Most items on one page.
 pub const MAX_PAGE: i64 = 1000;
 
+/// Longest reason a person may give (characters).
+pub const MAX_REASON: usize = 1000;
+
 /// The states an inbound item passes through (`?status=`).
+///
+/// `received` → `filed` | `unmatched` | `processed` (the pipeline); `unmatched` → `filed`
+/// (resolve, or reprocess) | `dismissed` (a person); `filed` stays `filed` when reassigned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum InboundStatus {
     /// Recorded, not yet handled (or handling failed half-way).
     Received,
-    /// From an unknown or ambiguous sender: waiting for a person.
+    /// No patient, or more than one: waiting for a person.
     Unmatched,
     /// Filed into a patient's thread.
     Filed,
     /// A keyword or reminder answer, applied.
     Processed,
+    /// Set aside by a person, with a reason.
+    Dismissed,
     Quarantined,
     Resolved,
 }
@@ -35,10 +50,21 @@ impl InboundStatus {
             InboundStatus::Unmatched => "unmatched",
             InboundStatus::Filed => "filed",
             InboundStatus::Processed => "processed",
+            InboundStatus::Dismissed => "dismissed",
             InboundStatus::Quarantined => "quarantined",
             InboundStatus::Resolved => "resolved",
         }
     }
+}
+
+/// A patient matching proposed for an unmatched item.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct CandidateView {
+    pub patient_id: String,
+    /// The patient's external id (what `resolve` takes).
+    pub external_id: Option<String>,
+    /// The rule that proposed it: `identifier`, `demographics` or `contact`.
+    pub method: String,
 }
 
 /// An inbound item as the API shows it. Times are unix epoch milliseconds.
@@ -53,7 +79,7 @@ pub struct InboundItemView {
     /// The address it was sent to.
     pub recipient: Option<String>,
     pub status: String,
-    /// Why it is unmatched or quarantined.
+    /// Why it is unmatched, processed or dismissed.
     pub reason: Option<String>,
     pub patient_id: Option<String>,
     pub thread_id: Option<String>,
@@ -61,6 +87,11 @@ pub struct InboundItemView {
     pub message_id: Option<String>,
     pub connector: Option<String>,
     pub provider_ref: Option<String>,
+    /// The matching rule that chose the patient (`reply`, `identifier`, `demographics`,
+    /// `contact`), or `manual` when a person did.
+    pub match_method: Option<String>,
+    /// Who matching proposed when it could not decide, with the rule that proposed each.
+    pub candidates: Vec<CandidateView>,
     pub created_at: i64,
     pub updated_at: i64,
     /// The text (only when one item is shown).
@@ -69,10 +100,48 @@ pub struct InboundItemView {
     /// Media URLs the provider gave (only when one item is shown).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub media: Option<Vec<String>>,
+    /// The pipeline's steps, in order (only when one item is shown).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub steps: Option<Vec<StepView>>,
 }
 
-impl From<InboundRow> for InboundItemView {
-    fn from(row: InboundRow) -> Self {
+/// One step of an item: `received`, `parsed`, `matched`, `filed` | `unmatched` | `processed`,
+/// `acknowledged`; `reprocess`; a person's `resolved`, `reassigned`, `dismissed`.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepView {
+    pub step: String,
+    /// The item's status after the step.
+    pub status: String,
+    /// Ids and codes: the match method, candidate count, who decided.
+    pub detail: serde_json::Value,
+    pub created_at: i64,
+}
+
+impl From<StepRow> for StepView {
+    fn from(row: StepRow) -> Self {
+        Self {
+            detail: row
+                .detail
+                .as_deref()
+                .and_then(|d| serde_json::from_str(d).ok())
+                .unwrap_or(serde_json::Value::Null),
+            step: row.step,
+            status: row.status,
+            created_at: row.created_at,
+        }
+    }
+}
+
+impl InboundItemView {
+    fn new(row: InboundRow, external_ids: &HashMap<String, String>) -> Self {
+        let candidates = stored_candidates(&row)
+            .into_iter()
+            .map(|c| CandidateView {
+                external_id: external_ids.get(&c.patient_id).cloned(),
+                patient_id: c.patient_id,
+                method: c.method,
+            })
+            .collect();
         Self {
             id: row.id,
             organization_id: row.organization_id,
@@ -86,12 +155,22 @@ impl From<InboundRow> for InboundItemView {
             message_id: row.message_id,
             connector: row.connector,
             provider_ref: row.provider_ref,
+            match_method: row.match_method,
+            candidates,
             created_at: row.created_at,
             updated_at: row.updated_at,
             body: None,
             media: None,
+            steps: None,
         }
     }
+}
+
+fn stored_candidates(row: &InboundRow) -> Vec<StoredCandidate> {
+    row.candidates
+        .as_deref()
+        .and_then(|json| serde_json::from_str(json).ok())
+        .unwrap_or_default()
 }
 
 /// `GET /v1/inbound`.
@@ -106,6 +185,9 @@ pub struct InboundList {
 pub struct ResolveRequest {
     /// The patient's external id.
     pub patient: String,
+    /// Why (kept in the audit log).
+    #[serde(default)]
+    pub reason: Option<String>,
 }
 
 /// The item, filed.
@@ -118,8 +200,35 @@ pub struct Resolved {
     pub thread_id: String,
 }
 
+/// `POST /v1/inbound/{id}/reassign`: whose item it really is.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReassignRequest {
+    /// The patient's external id.
+    pub patient: String,
+    /// Why (kept in the audit log).
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// `POST /v1/inbound/{id}/dismiss`: why it is set aside (required).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DismissRequest {
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// The item, dismissed.
+#[derive(Debug, Clone, Serialize)]
+pub struct Dismissed {
+    pub id: String,
+    /// Always `dismissed`.
+    pub status: &'static str,
+}
+
 impl InboundService {
-    /// Up to `limit` (1 to [`MAX_PAGE`]) items in `status`.
+    /// Up to `limit` (1 to [`MAX_PAGE`]) items in `status`, with their candidates.
     pub async fn list(
         &self,
         organization_id: &str,
@@ -130,61 +239,277 @@ impl InboundService {
             .store
             .inbound_items(organization_id, status.as_str(), limit.clamp(1, MAX_PAGE))
             .await?;
+        let mut ids: Vec<String> = items
+            .iter()
+            .flat_map(stored_candidates)
+            .map(|c| c.patient_id)
+            .collect();
+        ids.sort();
+        ids.dedup();
+        let external_ids: HashMap<String, String> = self
+            .store
+            .external_ids(organization_id, &ids)
+            .await?
+            .into_iter()
+            .collect();
         Ok(InboundList {
-            items: items.into_iter().map(InboundItemView::from).collect(),
+            items: items
+                .into_iter()
+                .map(|row| InboundItemView::new(row, &external_ids))
+                .collect(),
         })
     }
 
-    /// One item with its text (left out when it cannot be opened).
+    /// One item with its text and steps (the text left out when it cannot be read).
     pub async fn show(
         &self,
         organization_id: &str,
         item_id: &str,
     ) -> Result<InboundItemView, ServiceError> {
         let item = self.item(organization_id, item_id).await?;
-        let content = self
-            .keyring
-            .open(&item.raw, &item.id)
-            .ok()
-            .and_then(|raw| serde_json::from_slice::<InboundSms>(&raw).ok());
-        let mut view = InboundItemView::from(item);
-        if let Some(sms) = content {
-            view.body = Some(sms.body);
-            view.media = Some(sms.media);
+        let content = self.read(&item);
+        let ids: Vec<String> = stored_candidates(&item)
+            .into_iter()
+            .map(|c| c.patient_id)
+            .collect();
+        let external_ids: HashMap<String, String> = self
+            .store
+            .external_ids(organization_id, &ids)
+            .await?
+            .into_iter()
+            .collect();
+        let steps = self.store.inbound_steps(organization_id, item_id).await?;
+        let mut view = InboundItemView::new(item, &external_ids);
+        if let Some(parsed) = content {
+            view.body = Some(parsed.body);
+            view.media = Some(parsed.links);
         }
+        view.steps = Some(steps.into_iter().map(StepView::from).collect());
         Ok(view)
     }
 
-    /// A person files an item for the patient the body names (by external id).
+    /// The stored raw item, parsed by its source (without recording a step).
+    fn read(&self, item: &InboundRow) -> Option<Parsed> {
+        let source = source_for(&item.channel)?;
+        let raw = self.keyring.open(&item.raw, &item.id).ok()?;
+        source.parse(&raw).ok()
+    }
+
+    /// A person (`actor`: `api_key:<key id>`) files an unmatched item for the patient the body
+    /// names (by external id).
     pub async fn resolve_for(
         &self,
         organization_id: &str,
         item_id: &str,
         request: ResolveRequest,
+        actor: &str,
     ) -> Result<Resolved, ServiceError> {
+        let reason = optional_reason(request.reason.as_deref())?;
         let item = self.item(organization_id, item_id).await?;
-        if item.status == "filed" {
-            return Err(ServiceError::Refused {
-                refusal: Refusal::InboundAlreadyFiled,
-                detail: "item is already filed".into(),
-            });
-        }
-        let patient = match self
-            .store
-            .patient_by_external_id(organization_id, &request.patient)
-            .await
-        {
-            Err(StoreError::NotFound) => {
-                return Err(ServiceError::invalid("/patient", "patient not found"));
+        match item.status.as_str() {
+            "unmatched" | "received" => {}
+            "filed" => {
+                return Err(ServiceError::Refused {
+                    refusal: Refusal::InboundAlreadyFiled,
+                    detail: "item is already filed; reassign it instead".into(),
+                });
             }
-            other => other?,
+            other => return Err(wrong_state(other, "resolved")),
+        }
+        let patient = self.patient(organization_id, &request.patient).await?;
+        let source = source_for(&item.channel)
+            .ok_or_else(|| ServiceError::Internal(format!("no source for {}", item.channel)))?;
+        let parsed = self
+            .read(&item)
+            .ok_or_else(|| ServiceError::Internal("the stored item cannot be read".into()))?;
+        let audit = AuditEntry {
+            organization_id: organization_id.to_string(),
+            action: "inbound_resolved".into(),
+            actor: actor.to_string(),
+            patient_id: Some(patient.clone()),
+            channel: Some(item.channel.clone()),
+            outcome: Some("filed".into()),
+            detail: Some(
+                serde_json::json!({
+                    "inbound_item_id": item.id, "from_patient_id": null, "from_thread_id": null,
+                    "to_patient_id": patient, "reason": reason,
+                })
+                .to_string(),
+            ),
+            ..AuditEntry::default()
         };
-        let thread_id = self.resolve(organization_id, item_id, &patient.id).await?;
+        let detail = serde_json::json!({"by": actor, "patient_id": patient}).to_string();
+        let filed = self
+            .intake()
+            .file_for(
+                source,
+                &Envelope::from(&item),
+                &patient,
+                None,
+                &parsed,
+                "resolved",
+                detail,
+                Some(audit),
+            )
+            .await;
+        let (thread_id, message_id) = match filed {
+            Err(crate::intake::IntakeError::Store(StoreError::Conflict(detail))) => {
+                return Err(wrong_state(&detail, "resolved"));
+            }
+            other => other.map_err(super::InboundError::from)?,
+        };
+        info!(inbound_item_id = %item_id, %thread_id, %message_id, actor = %actor, "inbound item resolved");
         Ok(Resolved {
             id: item_id.to_string(),
             status: "filed",
             thread_id,
         })
+    }
+
+    /// A person moves a filed item's message to another patient's open thread.
+    pub async fn reassign(
+        &self,
+        organization_id: &str,
+        item_id: &str,
+        request: ReassignRequest,
+        actor: &str,
+    ) -> Result<Resolved, ServiceError> {
+        let reason = optional_reason(request.reason.as_deref())?;
+        let item = self.item(organization_id, item_id).await?;
+        let (Some(from_patient), Some(message_id), "filed") = (
+            item.patient_id.clone(),
+            item.message_id.clone(),
+            item.status.as_str(),
+        ) else {
+            return Err(wrong_state(&item.status, "reassigned"));
+        };
+        let patient = self.patient(organization_id, &request.patient).await?;
+        if patient == from_patient {
+            return Err(ServiceError::invalid(
+                "/patient",
+                "the item is already filed for this patient",
+            ));
+        }
+        let to_thread = self
+            .store
+            .open_thread_of(organization_id, &patient)
+            .await?
+            .map(|t| t.id);
+        let mut audit = AuditEntry {
+            organization_id: organization_id.to_string(),
+            action: "inbound_reassigned".into(),
+            actor: actor.to_string(),
+            patient_id: Some(patient.clone()),
+            message_id: Some(message_id.clone()),
+            channel: Some(item.channel.clone()),
+            outcome: Some("filed".into()),
+            ..AuditEntry::default()
+        };
+        // A thread opened for the move is named here, so that the audit names it too.
+        let thread_id = to_thread
+            .clone()
+            .unwrap_or_else(|| crate::store::new_id("thr"));
+        audit.detail = Some(
+            serde_json::json!({
+                "inbound_item_id": item.id, "from_patient_id": from_patient,
+                "from_thread_id": item.thread_id, "to_patient_id": patient,
+                "to_thread_id": thread_id, "reason": reason,
+            })
+            .to_string(),
+        );
+        let step = serde_json::json!({
+            "by": actor, "from_patient_id": from_patient, "to_patient_id": patient,
+        });
+        let moved = self
+            .store
+            .reassign_inbound(&ReassignInbound {
+                organization_id: organization_id.to_string(),
+                item_id: item.id.clone(),
+                message_id: message_id.clone(),
+                from_patient_id: from_patient,
+                to_patient_id: patient,
+                to_thread_id: thread_id,
+                new_thread: to_thread.is_none(),
+                detail: step.to_string(),
+                audit,
+            })
+            .await;
+        let thread_id = match moved {
+            Err(StoreError::Conflict(detail)) => return Err(wrong_state(&detail, "reassigned")),
+            other => other?,
+        };
+        info!(inbound_item_id = %item_id, %thread_id, %message_id, actor = %actor, "inbound item reassigned");
+        Ok(Resolved {
+            id: item_id.to_string(),
+            status: "filed",
+            thread_id,
+        })
+    }
+
+    /// A person sets an unmatched item aside, saying why.
+    pub async fn dismiss(
+        &self,
+        organization_id: &str,
+        item_id: &str,
+        request: DismissRequest,
+        actor: &str,
+    ) -> Result<Dismissed, ServiceError> {
+        let reason = match optional_reason(request.reason.as_deref())? {
+            Some(reason) => reason,
+            None => return Err(ServiceError::invalid("/reason", "a reason is required")),
+        };
+        let item = self.item(organization_id, item_id).await?;
+        if !matches!(item.status.as_str(), "unmatched" | "received") {
+            return Err(wrong_state(&item.status, "dismissed"));
+        }
+        let audit = AuditEntry {
+            organization_id: organization_id.to_string(),
+            action: "inbound_dismissed".into(),
+            actor: actor.to_string(),
+            channel: Some(item.channel.clone()),
+            outcome: Some("dismissed".into()),
+            detail: Some(
+                serde_json::json!({
+                    "inbound_item_id": item.id, "from_patient_id": item.patient_id,
+                    "from_thread_id": item.thread_id, "to_patient_id": null,
+                    "to_thread_id": null, "reason": reason,
+                })
+                .to_string(),
+            ),
+            ..AuditEntry::default()
+        };
+        let step = serde_json::json!({"by": actor}).to_string();
+        match self
+            .store
+            .dismiss_inbound(organization_id, item_id, &reason, &step, &audit)
+            .await
+        {
+            Err(StoreError::Conflict(detail)) => return Err(wrong_state(&detail, "dismissed")),
+            other => other?,
+        }
+        info!(inbound_item_id = %item_id, actor = %actor, "inbound item dismissed");
+        Ok(Dismissed {
+            id: item_id.to_string(),
+            status: "dismissed",
+        })
+    }
+
+    /// The patient (internal id) with this external id, or a 422 at `/patient`.
+    async fn patient(
+        &self,
+        organization_id: &str,
+        external_id: &str,
+    ) -> Result<String, ServiceError> {
+        match self
+            .store
+            .patient_by_external_id(organization_id, external_id)
+            .await
+        {
+            Err(StoreError::NotFound) => {
+                Err(ServiceError::invalid("/patient", "patient not found"))
+            }
+            other => Ok(other?.id),
+        }
     }
 
     async fn item(&self, organization_id: &str, item_id: &str) -> Result<InboundRow, ServiceError> {
@@ -195,13 +520,45 @@ impl InboundService {
     }
 }
 
+/// A reason, trimmed; empty is none; too long is a 422 at `/reason`.
+fn optional_reason(reason: Option<&str>) -> Result<Option<String>, ServiceError> {
+    let reason = reason.map(str::trim).filter(|r| !r.is_empty());
+    if reason.is_some_and(|r| r.chars().count() > MAX_REASON) {
+        return Err(ServiceError::invalid(
+            "/reason",
+            format!("at most {MAX_REASON} characters"),
+        ));
+    }
+    Ok(reason.map(str::to_string))
+}
+
+/// 409: the item is not in a state this decision applies to.
+fn wrong_state(status: &str, verb: &str) -> ServiceError {
+    ServiceError::Refused {
+        refusal: Refusal::InboundWrongState,
+        detail: format!("the item cannot be {verb} ({status})"),
+    }
+}
+
 impl From<super::InboundError> for ServiceError {
     fn from(error: super::InboundError) -> Self {
         use super::InboundError as E;
+        use crate::intake::IntakeError as I;
         match error {
-            E::Store(e) => e.into(),
-            E::Crypto(e) => ServiceError::Crypto(e),
+            E::Store(e) | E::Intake(I::Store(e)) => e.into(),
+            E::Crypto(e) | E::Intake(I::Crypto(e)) => ServiceError::Crypto(e),
             E::Template(e) => ServiceError::Internal(format!("template: {e}")),
+            E::Intake(other) => ServiceError::Internal(other.to_string()),
+            E::NotReprocessable(detail) => ServiceError::Refused {
+                refusal: Refusal::InboundWrongState,
+                detail,
+            },
         }
+    }
+}
+
+impl From<crate::intake::IntakeError> for ServiceError {
+    fn from(error: crate::intake::IntakeError) -> Self {
+        super::InboundError::from(error).into()
     }
 }

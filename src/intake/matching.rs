@@ -14,6 +14,12 @@
 //!    says it may (SMS replies); otherwise it only proposes candidates.
 //!
 //! Anything else is unmatched, with every candidate and the rule that proposed it.
+//!
+//! Identifiers compare by exact authority: HL7 feeds name it by text (`MRN`, a namespace id)
+//! and, when they send it, by OID (CX.4's universal id, stored as a second identifier); a
+//! C-CDA names it by OID. An organization can map OIDs to its feed's text authorities
+//! (`identifier_authorities`, see [`with_aliases`]). An identifier of an authority we do not
+//! hold never matches.
 
 use std::collections::BTreeSet;
 
@@ -172,6 +178,27 @@ pub async fn decide(
     Ok(unmatched(candidates))
 }
 
+/// The identifiers with, for each whose authority the organization maps
+/// (`identifier_authorities = { "<OID>" = "MRN" }`), the same id under the mapped authority.
+pub fn with_aliases(
+    identifiers: &[Identifier],
+    aliases: &std::collections::BTreeMap<String, String>,
+) -> Vec<Identifier> {
+    let mut all = identifiers.to_vec();
+    for identifier in identifiers {
+        if let Some(alias) = aliases.get(identifier.authority.trim()) {
+            let aliased = Identifier {
+                authority: alias.clone(),
+                id: identifier.id.clone(),
+            };
+            if !all.contains(&aliased) {
+                all.push(aliased);
+            }
+        }
+    }
+    all
+}
+
 fn matched(ids: BTreeSet<String>, method: MatchMethod) -> Decision {
     match ids.into_iter().next() {
         Some(patient_id) => Decision::Matched {
@@ -285,6 +312,26 @@ mod tests {
         assert_eq!(birth_date("1950-12-19").as_deref(), Some("1950-12-19"));
         assert_eq!(birth_date("1950"), None);
         assert_eq!(birth_date("19501332"), None);
+    }
+
+    #[test]
+    fn aliases_add_the_mapped_authority_only() {
+        let oid = "2.16.840.1.113883.19.5";
+        let aliases = [(oid.to_string(), "MRN".to_string())].into_iter().collect();
+        let ids = vec![
+            Identifier {
+                authority: oid.into(),
+                id: "1".into(),
+            },
+            Identifier {
+                authority: "9.9".into(),
+                id: "2".into(),
+            },
+        ];
+        let all = with_aliases(&ids, &aliases);
+        assert_eq!(all.len(), 3);
+        assert_eq!(all[2].authority, "MRN");
+        assert_eq!(all[2].id, "1");
     }
 
     #[test]

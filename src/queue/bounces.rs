@@ -93,3 +93,100 @@ pub fn spawn(
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::messages::SendRequest;
+
+    /// A bounce applies only to a `sent` delivery of the SMTP connector whose mailbox it came
+    /// from: a DSN arriving in another connector's mailbox, or naming a delivery that is
+    /// already delivered, changes nothing (issue 11, item 3).
+    async fn bounces_bind_to_their_connector_and_to_sent(postgres: bool) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (core, guard) = crate::testing::core_on(postgres, dir.path()).await;
+        let org = core
+            .store
+            .ensure_organization("north", "North")
+            .await
+            .expect("org");
+        let messages = core.messages();
+        let mut deliveries = Vec::new();
+        for to in ["a@example.org", "b@example.org"] {
+            let request: SendRequest = serde_json::from_value(serde_json::json!({
+                "body": "x", "recipients": [{"address": to, "channel": "email"}],
+            }))
+            .expect("request");
+            let accepted = messages
+                .accept(&org.id, &request, None)
+                .await
+                .expect("accept");
+            let view = accepted.view.expect("view");
+            deliveries.push(view.deliveries[0].id.clone());
+        }
+        // Both carried by smtp-a; the second one already delivered.
+        for (id, status) in [
+            (&deliveries[0], DeliveryStatus::Sent),
+            (&deliveries[1], DeliveryStatus::Sent),
+            (&deliveries[1], DeliveryStatus::Delivered),
+        ] {
+            let mut update = DeliveryUpdate::new(status, "worker");
+            update.connector = Some("smtp-a".into());
+            core.store
+                .update_delivery(id, &update)
+                .await
+                .expect("update");
+        }
+        let sink = StoreBounces {
+            store: core.store.clone(),
+            keyring: core.keyring.clone(),
+        };
+        let token = |id: &str| vec![core.keyring.delivery_token(id).expect("token")];
+        let status = |id: String| {
+            let store = core.store.clone();
+            async move { store.delivery(&id).await.expect("delivery").status }
+        };
+
+        // Through smtp-b's mailbox: ignored.
+        let applied = sink
+            .record_bounce("smtp-b", &token(&deliveries[0]), "550 no such user")
+            .await
+            .expect("bounce");
+        assert_eq!(applied, None);
+        assert_eq!(status(deliveries[0].clone()).await, "sent");
+        // A delivered delivery: ignored, even through its own connector.
+        let applied = sink
+            .record_bounce("smtp-a", &token(&deliveries[1]), "550 no such user")
+            .await
+            .expect("bounce");
+        assert_eq!(applied, None);
+        assert_eq!(status(deliveries[1].clone()).await, "delivered");
+        // Its own connector, sent: failed with the reason.
+        let applied = sink
+            .record_bounce("smtp-a", &token(&deliveries[0]), "550 no such user")
+            .await
+            .expect("bounce");
+        assert_eq!(applied.as_deref(), Some(deliveries[0].as_str()));
+        let failed = core.store.delivery(&deliveries[0]).await.expect("delivery");
+        assert_eq!(failed.status, "failed");
+        assert!(
+            failed.reason.as_deref().is_some_and(|r| r.contains("550")),
+            "{:?}",
+            failed.reason
+        );
+        core.store.close().await;
+        if let Some(guard) = guard {
+            guard.drop_now().await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn bounces_bind_to_their_connector_and_to_sent_sqlite() {
+        bounces_bind_to_their_connector_and_to_sent(false).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn bounces_bind_to_their_connector_and_to_sent_postgres() {
+        bounces_bind_to_their_connector_and_to_sent(true).await;
+    }
+}

@@ -356,52 +356,6 @@ mod tests {
         core.store.close().await;
     }
 
-    /// A core on SQLite, or on a fresh PostgreSQL database (dropped by the returned guard).
-    async fn core_on(
-        postgres: bool,
-        dir: &std::path::Path,
-    ) -> (crate::daemon::Core, Option<DropDatabase>) {
-        let mut config = crate::config::Config::from_toml("").expect("config");
-        config.data_dir = dir.to_path_buf();
-        config.outbox.dir = dir.join("outbox");
-        let mut guard = None;
-        if postgres {
-            let admin = std::env::var("TEST_DATABASE_URL")
-                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-            let name = format!("sb_unit_{}", ulid::Ulid::new().to_string().to_lowercase());
-            let pool = sqlx::PgPool::connect(&admin).await.expect("PostgreSQL");
-            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-                .execute(&pool)
-                .await
-                .expect("create database");
-            pool.close().await;
-            let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
-            config.database.url = Some(format!("{base}/{name}"));
-            guard = Some(DropDatabase { admin, name });
-        }
-        let core = crate::daemon::Core::open(config).await.expect("core");
-        (core, guard)
-    }
-
-    struct DropDatabase {
-        admin: String,
-        name: String,
-    }
-
-    impl DropDatabase {
-        async fn drop_now(self) {
-            if let Ok(pool) = sqlx::PgPool::connect(&self.admin).await {
-                let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                    self.name
-                )))
-                .execute(&pool)
-                .await;
-                pool.close().await;
-            }
-        }
-    }
-
     /// A pass that panics releases the reminder lease at once (another daemon can take it
     /// without waiting out the five-minute lease of this schedule), the supervisor counts the
     /// panic and restarts the scheduler, which then runs passes again.
@@ -409,7 +363,7 @@ mod tests {
         use crate::supervise::{Supervisor, TaskMetrics};
 
         let dir = tempfile::tempdir().expect("tempdir");
-        let (core, guard) = core_on(postgres, dir.path()).await;
+        let (core, guard) = crate::testing::core_on(postgres, dir.path()).await;
         let reminders = core.reminders(core.templates().expect("templates"));
         // Every minute: the lease lasts five minutes, far longer than this test waits.
         let schedule = parse_schedule("0 * * * * *").expect("schedule");

@@ -2,7 +2,27 @@
 //! acknowledged, then filed into a patient's thread or left in the unmatched queue for a
 //! person. Redelivered webhooks (same provider id) are recorded once.
 
-use super::{Result, Store, StoreError, new_id, now_ms, on_db};
+use super::audit::bind_audit;
+use super::{AuditEntry, Result, Store, StoreError, now_ms, on_db};
+
+/// Inserts one of an item's steps (`inbound_steps`) on a connection or transaction.
+macro_rules! insert_step {
+    ($conn:expr, $org:expr, $item:expr, $step:expr, $status:expr, $detail:expr, $now:expr) => {
+        sqlx::query(
+            "INSERT INTO inbound_steps (organization_id, inbound_item_id, step, status, detail, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind($org)
+        .bind($item)
+        .bind($step)
+        .bind($status)
+        .bind($detail)
+        .bind($now)
+        .execute($conn)
+        .await?
+    };
+}
+pub(super) use insert_step;
 
 /// An item as received.
 #[derive(Debug, Clone)]
@@ -35,12 +55,17 @@ pub struct InboundRow {
     pub raw: Vec<u8>,
     pub created_at: i64,
     pub updated_at: i64,
+    /// The matching rule that chose the patient (`reply`, `identifier`, `demographics`,
+    /// `contact`), or `manual` when a person did.
+    pub match_method: Option<String>,
+    /// JSON `[{"patient_id", "method"}]`: who matching proposed when it could not decide.
+    pub candidates: Option<String>,
 }
 
 macro_rules! inbound_columns {
     () => {
         "id, organization_id, channel, sender, recipient, status, reason, patient_id, thread_id, \
-         message_id, connector, provider_ref, raw, created_at, updated_at"
+         message_id, connector, provider_ref, raw, created_at, updated_at, match_method, candidates"
     };
 }
 
@@ -50,30 +75,54 @@ pub struct FileInbound {
     pub item_id: String,
     pub organization_id: String,
     pub patient_id: String,
-    /// An open thread of the patient, or `None` to create one.
-    pub thread_id: Option<String>,
+    /// An open thread of the patient, or the id of the thread to open.
+    pub thread_id: String,
+    /// Whether `thread_id` is to be opened.
+    pub new_thread: bool,
     pub message_id: String,
     /// Sealed message content (with `message_id` as associated data).
     pub content: Vec<u8>,
     pub metadata: String,
+    /// The step recorded (`filed` by the pipeline, `resolved` by a person).
+    pub step: &'static str,
+    /// The step's detail (JSON, ids and codes only).
+    pub detail: String,
+    /// A person's decision, audited in the same transaction.
+    pub audit: Option<AuditEntry>,
 }
 
 impl Store {
-    /// Records an item as `received`. Returns `(id, true)` for a new item, or the existing
-    /// item's id and `false` when the provider id was seen before.
+    /// Records an item as `received` (with its `received` step). Returns `(id, true)` for a
+    /// new item, or the existing item's id and `false` when the provider id was seen before.
     pub async fn record_inbound(&self, id: &str, item: &NewInbound) -> Result<(String, bool)> {
         let now = now_ms();
+        let detail =
+            serde_json::json!({"channel": item.channel, "connector": item.connector}).to_string();
         let inserted: Option<(String,)> = on_db!(self.db(), |pool| {
-            sqlx::query_as(
+            let mut tx = pool.begin().await?;
+            let inserted: Option<(String,)> = sqlx::query_as(
             "INSERT INTO inbound_items (id, organization_id, channel, sender, recipient, status, raw,
                 connector, provider_ref, created_at, updated_at)
              VALUES ($1, $2, $3, $4, $5, 'received', $6, $7, $8, $9, $9)
              ON CONFLICT DO NOTHING RETURNING id",
-        )
-        .bind(id).bind(&item.organization_id).bind(&item.channel).bind(&item.sender).bind(&item.recipient)
-        .bind(&item.raw).bind(&item.connector).bind(&item.provider_ref).bind(now)
-        .fetch_optional(pool).await
-        })?;
+            )
+            .bind(id).bind(&item.organization_id).bind(&item.channel).bind(&item.sender).bind(&item.recipient)
+            .bind(&item.raw).bind(&item.connector).bind(&item.provider_ref).bind(now)
+            .fetch_optional(&mut *tx).await?;
+            if inserted.is_some() {
+                insert_step!(
+                    &mut *tx,
+                    &item.organization_id,
+                    id,
+                    "received",
+                    "received",
+                    Some(&detail),
+                    now
+                );
+            }
+            tx.commit().await?;
+            inserted
+        });
         if let Some((id,)) = inserted {
             return Ok((id, true));
         }
@@ -103,6 +152,20 @@ impl Store {
         .ok_or(StoreError::NotFound)
     }
 
+    /// Any organization's inbound item (the operator's CLI names items by id alone).
+    pub async fn inbound_item_by_id(&self, id: &str) -> Result<InboundRow> {
+        let sql = concat!(
+            "SELECT ",
+            inbound_columns!(),
+            " FROM inbound_items WHERE id = $1"
+        );
+        on_db!(self.db(), |pool| sqlx::query_as(sql)
+            .bind(id)
+            .fetch_optional(pool)
+            .await)?
+        .ok_or(StoreError::NotFound)
+    }
+
     /// Items of an organization in a status (`unmatched`, `received`, ...), oldest first.
     pub async fn inbound_items(
         &self,
@@ -123,51 +186,29 @@ impl Store {
             .await)?)
     }
 
-    /// Sets an item's outcome without filing it (keyword handled, unmatched, quarantined).
-    pub async fn set_inbound_status(
-        &self,
-        id: &str,
-        status: &str,
-        reason: Option<&str>,
-        patient_id: Option<&str>,
-    ) -> Result<()> {
-        let now = now_ms();
-        on_db!(self.db(), |pool| {
-            sqlx::query(
-            "UPDATE inbound_items SET status = $2, reason = $3, patient_id = COALESCE($4, patient_id), updated_at = $5 WHERE id = $1",
-        )
-        .bind(id).bind(status).bind(reason).bind(patient_id).bind(now)
-        .execute(pool).await.map(|_| ())
-        })?;
-        Ok(())
-    }
-
-    /// Patients of an organization with this phone number (E.164, or as written).
-    pub async fn patients_by_phone(
-        &self,
-        organization_id: &str,
-        e164: &str,
-    ) -> Result<Vec<String>> {
-        let rows: Vec<(String,)> = on_db!(self.db(), |pool| sqlx::query_as(
-            "SELECT DISTINCT patient_id FROM contact_points
-             WHERE organization_id = $1 AND (e164 = $2 OR value = $2) ORDER BY patient_id",
-        )
-        .bind(organization_id)
-        .bind(e164)
-        .fetch_all(pool)
-        .await)?;
-        Ok(rows.into_iter().map(|(id,)| id).collect())
-    }
-
     /// Files the item: a new inbound message in the patient's thread (and the thread when
-    /// needed), the item marked `filed`, and an `inbound.filed` event, in one transaction.
-    /// Returns the thread id.
+    /// needed), the item marked `filed`, its step, an `inbound.filed` event and (for a
+    /// person's decision) the audit row, in one transaction. Only a `received` or `unmatched`
+    /// item is filed: anything else is a `Conflict` naming its status. Returns the thread id.
     pub async fn file_inbound(&self, file: &FileInbound) -> Result<String> {
         let now = now_ms();
-        let thread_id = file.thread_id.clone().unwrap_or_else(|| new_id("thr"));
+        let thread_id = file.thread_id.clone();
         on_db!(self.db(), |pool| {
             let mut tx = pool.begin().await?;
-            if file.thread_id.is_none() {
+            let claimed = sqlx::query(
+                "UPDATE inbound_items SET status = 'filed', reason = NULL, patient_id = $2, thread_id = $3, message_id = $4, updated_at = $5
+                 WHERE id = $1 AND organization_id = $6 AND status IN ('received', 'unmatched')",
+            )
+            .bind(&file.item_id).bind(&file.patient_id).bind(&thread_id).bind(&file.message_id).bind(now)
+            .bind(&file.organization_id)
+            .execute(&mut *tx).await?.rows_affected();
+            if claimed == 0 {
+                tx.rollback().await?;
+                return Err(StoreError::Conflict(
+                    "inbound item is not waiting to be filed".into(),
+                ));
+            }
+            if file.new_thread {
                 sqlx::query(
                     "INSERT INTO threads (id, organization_id, patient_id, category, status, created_at, updated_at)
                      VALUES ($1, $2, $3, 'routine', 'open', $4, $4)",
@@ -188,12 +229,18 @@ impl Store {
             .bind(&file.message_id).bind(&file.organization_id).bind(&thread_id).bind(&file.patient_id)
             .bind(&file.content).bind(false).bind(false).bind(&file.metadata).bind(now)
             .execute(&mut *tx).await?;
-            sqlx::query(
-                "UPDATE inbound_items SET status = 'filed', reason = NULL, patient_id = $2, thread_id = $3, message_id = $4, updated_at = $5
-                 WHERE id = $1",
-            )
-            .bind(&file.item_id).bind(&file.patient_id).bind(&thread_id).bind(&file.message_id).bind(now)
-            .execute(&mut *tx).await?;
+            insert_step!(
+                &mut *tx,
+                &file.organization_id,
+                &file.item_id,
+                file.step,
+                "filed",
+                Some(&file.detail),
+                now
+            );
+            if let Some(audit) = &file.audit {
+                bind_audit!(audit, now).execute(&mut *tx).await?;
+            }
             let payload = serde_json::json!({
                 "inbound_item_id": file.item_id, "thread_id": thread_id, "message_id": file.message_id,
                 "patient_id": file.patient_id,

@@ -398,7 +398,8 @@ impl Store {
                     "INSERT INTO contact_points (id, organization_id, patient_id, system, value, rank, created_at, e164) ",
                 );
                 qb.push_values(&rows, |mut b, (pid, _, _, n)| {
-                    let number = format!("+1555{:07}", n % 10_000_000);
+                    // Valid US numbers (415 area, exchanges 200–999): outreach passes over invalid ones.
+                    let number = format!("+1415{:07}", 2_000_000 + n % 8_000_000);
                     b.push_bind(new_id("cp"))
                         .push_bind(organization_id.to_string())
                         .push_bind(pid.clone())

@@ -171,7 +171,7 @@ async fn bench_database(args: &BenchArgs, database: &str, scratch: &Scratch) -> 
                     .bearer_auth(&token)
                     .json(&serde_json::json!({
                         "body": format!("Benchmark message {i}"),
-                        "recipients": [{"address": format!("+1555{:07}", i), "channel": "sms"}],
+                        "recipients": [{"address": format!("+1415{:07}", 2_000_000 + i % 8_000_000), "channel": "sms"}],
                     }))
                     .send()
                     .await?;

@@ -1,0 +1,48 @@
+//! Helpers for the crate's own tests that need a whole core on a real database.
+
+/// A core on a fresh SQLite file under `dir`, or on a new PostgreSQL database (dropped with
+/// the guard's `drop_now`), with the embedded default configuration.
+pub(crate) async fn core_on(
+    postgres: bool,
+    dir: &std::path::Path,
+) -> (crate::daemon::Core, Option<DropDatabase>) {
+    let mut config = crate::config::Config::from_toml("").expect("config");
+    config.data_dir = dir.to_path_buf();
+    config.outbox.dir = dir.join("outbox");
+    let mut guard = None;
+    if postgres {
+        let admin = std::env::var("TEST_DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+        let name = format!("sb_unit_{}", ulid::Ulid::new().to_string().to_lowercase());
+        let pool = sqlx::PgPool::connect(&admin).await.expect("PostgreSQL");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&pool)
+            .await
+            .expect("create database");
+        pool.close().await;
+        let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+        config.database.url = Some(format!("{base}/{name}"));
+        guard = Some(DropDatabase { admin, name });
+    }
+    let core = crate::daemon::Core::open(config).await.expect("core");
+    (core, guard)
+}
+
+pub(crate) struct DropDatabase {
+    admin: String,
+    name: String,
+}
+
+impl DropDatabase {
+    pub(crate) async fn drop_now(self) {
+        if let Ok(pool) = sqlx::PgPool::connect(&self.admin).await {
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            )))
+            .execute(&pool)
+            .await;
+            pool.close().await;
+        }
+    }
+}
