@@ -90,7 +90,7 @@ impl EventView {
 
 /// Every event kind the gateway emits and the version of its payload contract: the
 /// catalogue of `docs/events.md`, whose JSON Schemas are `docs/events/<kind>.v<version>.json`.
-pub const CATALOGUE: [(&str, u32); 11] = [
+pub const CATALOGUE: [(&str, u32); 13] = [
     ("message.accepted", 1),
     ("urgent_message_sent", 1),
     ("delivery.status", 1),
@@ -102,6 +102,8 @@ pub const CATALOGUE: [(&str, u32); 11] = [
     ("reminder.reply", 1),
     ("inbound.filed", 1),
     ("inbound.unmatched", 1),
+    ("inbound.dismissed", 1),
+    ("inbound.reassigned", 1),
 ];
 
 /// The contract version of an event kind's payload (an unknown kind, written by another

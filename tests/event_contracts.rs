@@ -1,7 +1,8 @@
 //! The event contracts: every kind the gateway emits (`switchboard::events::CATALOGUE`) has a
 //! JSON Schema per version in `docs/events/` and a section in `docs/events.md`, and every event
 //! a run emits — messages, urgent messages, read marks, deliveries, appointments, inbound texts
-//! filed and unmatched — validates against its schema, with no PHI key in its payload.
+//! filed, unmatched, dismissed and reassigned — validates against its schema, with no PHI key
+//! in its payload.
 
 mod common;
 
@@ -161,6 +162,51 @@ async fn emitted_events_honour_their_contracts(backend: Backend) {
         "Who?",
     )
     .await;
+    put(
+        "/v1/patients/p-2".into(),
+        json!({"family_name": "Rivera", "given_name": "Luis"}),
+    )
+    .await;
+    // People's decisions on inbound items: the unmatched one dismissed, the filed one moved.
+    let action = async |path: String, body: Value| {
+        let response = daemon
+            .http
+            .post(daemon.url(&path))
+            .bearer_auth(&daemon.key)
+            .json(&body)
+            .send()
+            .await
+            .expect("POST");
+        assert!(
+            response.status().is_success(),
+            "{path}: {}",
+            response.status()
+        );
+    };
+    let unmatched = daemon.get_json("/v1/inbound?status=unmatched").await;
+    let unmatched_id = unmatched["items"][0]["id"]
+        .as_str()
+        .expect("unmatched item")
+        .to_string();
+    action(
+        format!("/v1/inbound/{unmatched_id}/dismiss"),
+        json!({"reason": "not for us"}),
+    )
+    .await;
+    let filed = common::wait::wait_until("the filed item", WAIT, async || {
+        let events = daemon.events().await;
+        events["events"]
+            .as_array()?
+            .iter()
+            .find(|e| e["kind"] == "inbound.filed")
+            .and_then(|e| e["payload"]["inbound_item_id"].as_str().map(str::to_string))
+    })
+    .await;
+    action(
+        format!("/v1/inbound/{filed}/reassign"),
+        json!({"patient": "p-2"}),
+    )
+    .await;
 
     let wanted = [
         "message.accepted",
@@ -170,6 +216,8 @@ async fn emitted_events_honour_their_contracts(backend: Backend) {
         "appointment.changed",
         "inbound.filed",
         "inbound.unmatched",
+        "inbound.dismissed",
+        "inbound.reassigned",
     ];
     common::wait::wait_for(
         "events of every kind the scenario makes",
