@@ -307,6 +307,16 @@ mod tests {
         let get = Method::GET;
         assert_eq!(required_scope(&Method::POST, "/v1/messages"), Scope::Send);
         assert_eq!(required_scope(&get, "/v1/messages/{id}"), Scope::Read);
+        assert_eq!(required_scope(&get, "/v1/events/stream"), Scope::Read);
+        assert_eq!(required_scope(&Method::POST, "/v1/app-events"), Scope::Send);
+        assert_eq!(
+            required_scope(&get, "/v1/webhook-endpoints/{id}"),
+            Scope::Admin
+        );
+        assert_eq!(
+            required_scope(&get, "/v1/webhook-endpoints/{id}/deliveries"),
+            Scope::Admin
+        );
         assert_eq!(
             required_scope(&Method::PUT, "/v1/patients/{external_id}"),
             Scope::Send
