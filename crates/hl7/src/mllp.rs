@@ -86,17 +86,16 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                     }));
                 }
                 scanned = self.buffer.len();
-                if oversize.is_none() && self.buffer.len() > self.max_frame {
-                    // A last byte that may begin the end marker is not the frame's.
-                    let keep = usize::from(self.buffer.last() == Some(&END[0]));
-                    let body = self.buffer.len() - keep;
+                // A last byte that may begin the end marker is not (yet) the frame's.
+                let keep = usize::from(self.buffer.last() == Some(&END[0]));
+                let body = self.buffer.len() - keep;
+                if oversize.is_none() && body > self.max_frame {
                     oversize = Some((self.buffer[..HEAD_KEPT.min(body)].to_vec(), 0));
                 }
                 if let Some((_, size)) = &mut oversize {
                     // Keep only the tail that could hold the start of the end marker.
-                    let keep = usize::from(self.buffer.last() == Some(&END[0]));
-                    *size += self.buffer.len() - keep;
-                    self.buffer.drain(..self.buffer.len() - keep);
+                    *size += body;
+                    self.buffer.drain(..body);
                     scanned = self.buffer.len();
                 }
             }
@@ -173,6 +172,20 @@ mod tests {
                 size: 60
             })
         );
+    }
+
+    /// Found next by the same target: a frame of exactly the limit whose read ended on the
+    /// end marker's first byte was called oversize.
+    #[tokio::test]
+    async fn a_frame_of_the_limit_split_before_its_end_is_a_message() {
+        use tokio::io::AsyncReadExt;
+        let mut first = vec![START];
+        first.extend([b'x'; 50]);
+        first.push(END[0]);
+        let second = [END[1]];
+        let mut reader = FrameReader::new((&first[..]).chain(&second[..]), 50);
+        let frame = reader.next_frame().await.expect("read");
+        assert_eq!(frame, Some(Frame::Message(vec![b'x'; 50])));
     }
 
     #[tokio::test]
