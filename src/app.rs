@@ -3,6 +3,7 @@
 //! store); each service validates, decides and calls the store, and answers in
 //! `crate::service::ServiceError` (or the message service's `MessageError`).
 
+use crate::app_events::AppEventService;
 use crate::appointments::AppointmentService;
 use crate::deliveries::DeliveryService;
 use crate::events::EventFeed;
@@ -13,6 +14,7 @@ use crate::ops::Ops;
 use crate::patients::PatientService;
 use crate::reminders::rules::ReminderRules;
 use crate::staff::StaffService;
+use crate::webhooks::WebhookService;
 
 /// The application's services.
 #[derive(Clone)]
@@ -37,6 +39,10 @@ pub struct App {
     pub keys: KeyService,
     /// Readiness, metrics figures, edge refusals.
     pub ops: Ops,
+    /// Webhook endpoints and their deliveries.
+    pub webhooks: WebhookService,
+    /// The messaging app's events in (`POST /v1/app-events`).
+    pub app_events: AppEventService,
 }
 
 impl App {
@@ -64,10 +70,21 @@ impl App {
             deliveries: DeliveryService {
                 store: store.clone(),
                 keyring: messages.keyring.clone(),
+                config: config.clone(),
+            },
+            webhooks: WebhookService {
+                store: store.clone(),
+                keyring: messages.keyring.clone(),
+                config: config.clone(),
+            },
+            app_events: AppEventService {
+                store: store.clone(),
+                messages: messages.clone(),
                 config,
             },
             events: EventFeed {
                 store: store.clone(),
+                closing: Default::default(),
             },
             keys: KeyService {
                 store: store.clone(),

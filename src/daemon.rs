@@ -346,6 +346,24 @@ pub async fn start(config: Config) -> Result<Daemon, DaemonError> {
         None
     };
 
+    let events_listener = core.store.is_postgres().then(|| {
+        let store = core.store.clone();
+        supervisor.spawn("events-listener", move |stop| {
+            crate::events::listen_for_events(store.clone(), stop)
+        })
+    });
+    let webhooks = if core.config.webhooks.dispatch {
+        let dispatcher = crate::webhooks::dispatch::Dispatcher::new(
+            core.store.clone(),
+            core.keyring.clone(),
+            core.config.clone(),
+        )
+        .map_err(|e| DaemonError::Workers(format!("webhook dispatcher: {e}")))?;
+        Some(supervisor.spawn("webhooks", move |stop| dispatcher.clone().run(stop)))
+    } else {
+        None
+    };
+
     let tenancy = Arc::new(crate::tenancy::Tenancy::from_config(&core.config)?);
     let mut state = AppState::new(
         core.app(templates.clone(), tenancy),
@@ -353,6 +371,7 @@ pub async fn start(config: Config) -> Result<Daemon, DaemonError> {
         core.config.clone(),
     );
     state.tasks = supervisor.metrics.clone();
+    state.app.events.closing = shutdown.child_token();
     if let Some(secret) = &core.config.server.metrics_token {
         let token = secret.read()?;
         if token.is_empty() {
@@ -449,6 +468,9 @@ pub async fn start(config: Config) -> Result<Daemon, DaemonError> {
         let _ = sweeper.await;
         let _ = reconciler.await;
         let _ = notifier.await;
+        for task in [events_listener, webhooks].into_iter().flatten() {
+            let _ = task.await;
+        }
         if let Some(reminders) = reminders {
             let _ = reminders.await;
         }

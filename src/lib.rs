@@ -9,6 +9,7 @@
 //! `docs/ARCHITECTURE.md`.
 
 pub mod app;
+pub mod app_events;
 pub mod appointments;
 pub mod attachments;
 pub mod campaigns;
@@ -48,6 +49,7 @@ pub mod templates;
 pub mod tenancy;
 #[cfg(test)]
 mod testing;
+pub mod webhooks;
 
 /// The delivery state machine's old path (`crate::delivery`), kept for callers and tests.
 pub use domain::delivery;

@@ -17,6 +17,7 @@ fn example_config_parses_and_matches_defaults() {
     assert_eq!(example.reminders.enabled, defaults.reminders.enabled);
     assert_eq!(example.limits, defaults.limits);
     assert_eq!(example.security.fetch_allow, defaults.security.fetch_allow);
+    assert_eq!(example.webhooks, defaults.webhooks);
     assert_eq!(
         (
             example.security.fetch_max_cert_bytes,

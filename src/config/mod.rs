@@ -13,6 +13,7 @@ mod direct;
 mod limits;
 mod organizations;
 mod reminders;
+mod webhooks;
 
 pub use connectors::{
     ConnectorConfig, HttpConnectorConfig, ImapMailboxConfig, SmtpConnectorConfig, TlsMode,
@@ -24,6 +25,7 @@ pub use direct::{
 pub use limits::LimitsConfig;
 pub use organizations::OrganizationConfig;
 pub use reminders::{ReminderRule, RuleError, Touch, default_rules};
+pub use webhooks::WebhooksConfig;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -81,6 +83,8 @@ pub struct Config {
     pub reminders: RemindersConfig,
     /// Attachment sizes, counts and types.
     pub limits: LimitsConfig,
+    /// Webhooks out, the event stream, app events in.
+    pub webhooks: WebhooksConfig,
     /// Whether a channel without a `[channels.*]` table goes to the outbox sink: true for the
     /// embedded default (no file) and for [`Config::from_toml`] (tests build on it), false
     /// once [`Config::load`] reads a file. Not a configuration key.
@@ -153,6 +157,7 @@ impl Default for Config {
             templates: TemplatesConfig::default(),
             reminders: RemindersConfig::default(),
             limits: LimitsConfig::default(),
+            webhooks: WebhooksConfig::default(),
             implicit_outbox: true,
         }
     }

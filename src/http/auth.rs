@@ -101,6 +101,7 @@ pub fn format_scopes(scopes: &[Scope]) -> String {
 pub fn required_scope(method: &Method, route: &str) -> Scope {
     match (method.as_str(), route) {
         ("POST", "/v1/messages")
+        | ("POST", "/v1/app-events")
         | ("POST", "/v1/messages/{id}/read")
         | ("PUT", "/v1/patients/{external_id}")
         | ("PUT", "/v1/appointments/{filler_id}")
@@ -116,6 +117,7 @@ pub fn required_scope(method: &Method, route: &str) -> Scope {
             | "/v1/appointments/{filler_id}/reminders"
             | "/v1/recalls/{external_id}"
             | "/v1/events"
+            | "/v1/events/stream"
             | "/v1/inbound"
             | "/v1/inbound/{id}"
             | "/v1/staff"
@@ -306,6 +308,16 @@ mod tests {
         let get = Method::GET;
         assert_eq!(required_scope(&Method::POST, "/v1/messages"), Scope::Send);
         assert_eq!(required_scope(&get, "/v1/messages/{id}"), Scope::Read);
+        assert_eq!(required_scope(&get, "/v1/events/stream"), Scope::Read);
+        assert_eq!(required_scope(&Method::POST, "/v1/app-events"), Scope::Send);
+        assert_eq!(
+            required_scope(&get, "/v1/webhook-endpoints/{id}"),
+            Scope::Admin
+        );
+        assert_eq!(
+            required_scope(&get, "/v1/webhook-endpoints/{id}/deliveries"),
+            Scope::Admin
+        );
         assert_eq!(
             required_scope(&get, "/v1/messages/{id}/attachments/{attachment_id}"),
             Scope::Read

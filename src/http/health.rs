@@ -76,6 +76,21 @@ pub async fn metrics(
         figures.dead_letters
     ));
     text.push_str(&state.tasks.render());
+    {
+        use crate::webhooks::dispatch::{DEAD, DELIVERED, FAILED_ATTEMPTS};
+        use std::sync::atomic::Ordering::Relaxed;
+        text.push_str("# HELP switchboard_webhook_deliveries_total Webhook deliveries by outcome (this process): delivered (2xx), failed attempts, dead-lettered.\n# TYPE switchboard_webhook_deliveries_total counter\n");
+        for (outcome, counter) in [
+            ("delivered", &DELIVERED),
+            ("failed_attempt", &FAILED_ATTEMPTS),
+            ("dead", &DEAD),
+        ] {
+            text.push_str(&format!(
+                "switchboard_webhook_deliveries_total{{outcome=\"{outcome}\"}} {}\n",
+                counter.load(Relaxed)
+            ));
+        }
+    }
     text.push_str("# HELP switchboard_panics_total Panics caught and survived, by task.\n# TYPE switchboard_panics_total counter\n");
     text.push_str(&format!(
         "switchboard_panics_total{{task=\"http\"}} {}\n",

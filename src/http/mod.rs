@@ -7,9 +7,11 @@
 //! per error and per-field `errors`, and never leak internals; request bodies are size-limited. The server's own guards live in `guard`:
 //! header-read and request timeouts, a concurrency limit, and a panic-catching layer.
 
+mod app_events;
 mod appointments;
 mod attachments;
 mod auth;
+mod events;
 mod guard;
 mod health;
 mod hooks;
@@ -20,6 +22,7 @@ mod patients;
 mod problem;
 mod reminders;
 mod staff;
+mod webhooks;
 
 use std::sync::Arc;
 
@@ -112,6 +115,23 @@ pub fn router(state: AppState) -> Router {
             put(appointments::upsert_recall).get(appointments::show_recall),
         )
         .route("/v1/events", get(messages::events))
+        .route("/v1/events/stream", get(events::stream))
+        .route("/v1/app-events", post(app_events::receive))
+        .route(
+            "/v1/webhook-endpoints/{id}",
+            put(webhooks::put)
+                .get(webhooks::show)
+                .delete(webhooks::delete),
+        )
+        .route("/v1/webhook-endpoints/{id}/rotate", post(webhooks::rotate))
+        .route(
+            "/v1/webhook-endpoints/{id}/deliveries",
+            get(webhooks::deliveries),
+        )
+        .route(
+            "/v1/webhook-endpoints/{id}/deliveries/{delivery_id}/retry",
+            post(webhooks::retry),
+        )
         .route("/v1/inbound", get(inbound::list))
         .route("/v1/inbound/{id}", get(inbound::show))
         .route("/v1/inbound/{id}/resolve", post(inbound::resolve))

@@ -348,11 +348,18 @@ fn accept_events(items: &[&AcceptItem]) -> Vec<(String, &'static str, String, St
     let mut events = Vec::new();
     for item in items {
         let m = &item.message;
-        let accepted = serde_json::json!({
+        let mut accepted = serde_json::json!({
             "message_id": m.id, "thread_id": m.thread_id, "urgent": m.urgent,
             "deliveries": item.deliveries.iter().map(|d| &d.id).collect::<Vec<_>>(),
-        })
-        .to_string();
+        });
+        // The messaging app's flag, carried for it and never interpreted (docs/events.md).
+        if let Some(flag) = serde_json::from_str::<serde_json::Value>(&m.metadata)
+            .ok()
+            .and_then(|meta| meta.get("chart_documented")?.as_bool())
+        {
+            accepted["chart_documented"] = flag.into();
+        }
+        let accepted = accepted.to_string();
         events.push((
             m.organization_id.clone(),
             "message.accepted",

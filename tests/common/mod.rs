@@ -8,6 +8,7 @@
 //! (a loopback SMS provider and signed webhooks), [`mail`] (SMTP, IMAP and HISP peers).
 #![allow(dead_code)]
 
+pub mod contracts;
 pub mod mail;
 pub mod pki;
 pub mod ports;

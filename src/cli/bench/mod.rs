@@ -12,6 +12,7 @@
 mod attachments;
 mod direct;
 mod reminders;
+mod webhooks;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -67,6 +68,9 @@ pub struct BenchArgs {
     /// Concurrent HTTP clients for the attachment benchmark.
     #[arg(long, default_value_t = 16)]
     pub attachment_concurrency: usize,
+    /// Signed webhook events to a loopback receiver (0 skips it).
+    #[arg(long, default_value_t = 2_000)]
+    pub webhook_events: usize,
 }
 
 impl Default for BenchArgs {
@@ -84,6 +88,7 @@ impl Default for BenchArgs {
             attachment_messages: 2_000,
             attachment_bytes: 1024 * 1024,
             attachment_concurrency: 16,
+            webhook_events: 2_000,
         }
     }
 }
@@ -132,6 +137,17 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             )
             .await;
             scratch.drop_database().await;
+        }
+        if result.is_ok() && args.webhook_events > 0 {
+            let hooks = Scratch::create(database, &args.postgres_url).await?;
+            result = self::webhooks::bench(
+                args.webhook_events,
+                args.concurrency,
+                &hooks.url,
+                hooks.dir.path(),
+            )
+            .await;
+            hooks.drop_database().await;
         }
         scratch.drop_database().await;
         result?;

@@ -1,0 +1,245 @@
+//! The messaging app's own events as triggers (`POST /v1/app-events`), in the platform's names:
+//!
+//! - `pm_message_sent`: a message posted in the app with external recipients → accepted and
+//!   delivered through the message service, idempotent by the app's message id (used as the
+//!   message's idempotency key: the same id again returns the same message; the same id with
+//!   another message is refused, 409).
+//! - `pm_urgent_message_sent`: a message the gateway knows (by the app's message id, else by
+//!   the gateway's) is urgent → an `urgent_message_sent` event, which the urgent notifier acts
+//!   on as it does for every urgent message (once per message, whoever writes the event).
+//!
+//! The app's `chart_documented` flag is carried in the message's metadata and in its
+//! `message.accepted` event, never interpreted. A request is bound to its organization by the
+//! API key (`send` scope) or by the secret it is signed with (Standard Webhooks, the secrets
+//! of `[webhooks] app_secrets`, one per organization) — never by anything in the body.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+use crate::messages::{MessageError, MessageService, SendRequest};
+use crate::service::{FieldError, Location, ServiceError};
+use crate::store::{Store, StoreError};
+
+/// The longest app message id.
+const MAX_APP_ID: usize = 200;
+
+/// `POST /v1/app-events`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppEvent {
+    /// `pm_message_sent` or `pm_urgent_message_sent`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The platform's payload version (1).
+    #[serde(default = "one")]
+    pub event_version: u32,
+    pub data: serde_json::Value,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// `data` of `pm_message_sent`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PmMessageSent {
+    /// The app's message id: the idempotency key.
+    pub message_id: String,
+    /// The app's flag, carried in the message's metadata untouched.
+    #[serde(default)]
+    pub chart_documented: Option<bool>,
+    /// What to send, as `POST /v1/messages` takes it.
+    pub message: SendRequest,
+}
+
+/// `data` of `pm_urgent_message_sent`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PmUrgentMessageSent {
+    /// The app's message id (as sent with `pm_message_sent`), or the gateway's `msg_…` id.
+    pub message_id: String,
+}
+
+/// The answer: the gateway's message, and whether it had been accepted before.
+#[derive(Debug, Clone, Serialize)]
+pub struct AppEventOutcome {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub message_id: String,
+    pub replayed: bool,
+}
+
+/// The app's events in.
+#[derive(Clone)]
+pub struct AppEventService {
+    pub store: Store,
+    pub messages: MessageService,
+    pub config: Arc<Config>,
+}
+
+impl AppEventService {
+    /// The organization whose `[webhooks] app_secrets` secret signed this request (Standard
+    /// Webhooks headers, timestamp within five minutes), or `None`.
+    pub async fn signed_by(
+        &self,
+        id: &str,
+        timestamp: &str,
+        signatures: &str,
+        body: &[u8],
+    ) -> Result<Option<String>, ServiceError> {
+        let now = crate::store::now_ms() / 1000;
+        for (slug, secret) in &self.config.webhooks.app_secrets {
+            let key = match secret.read() {
+                Ok(text) => crate::webhooks::signature::secret_key(&text),
+                Err(e) => {
+                    tracing::warn!(organization = %slug, error = %e, "webhooks.app_secrets: secret unreadable");
+                    None
+                }
+            };
+            let Some(key) = key else { continue };
+            if crate::webhooks::signature::verify(&[key], id, timestamp, signatures, body, now)
+                .is_ok()
+            {
+                return Ok(self.store.organization_id_by_slug(slug).await?);
+            }
+        }
+        Ok(None)
+    }
+
+    pub async fn receive(
+        &self,
+        organization_id: &str,
+        event: AppEvent,
+    ) -> Result<AppEventOutcome, ServiceError> {
+        if event.event_version != 1 {
+            return Err(invalid("/event_version", "version 1 is the one understood"));
+        }
+        match event.kind.as_str() {
+            "pm_message_sent" => {
+                let data: PmMessageSent = parse(event.data)?;
+                check_app_id(&data.message_id)?;
+                let mut request = data.message;
+                if let Some(flag) = data.chart_documented {
+                    request
+                        .metadata
+                        .insert("chart_documented".into(), flag.into());
+                }
+                let accepted = self
+                    .messages
+                    .accept_from_client(organization_id, request, Some(&data.message_id))
+                    .await
+                    .map_err(|e| ServiceError::Message(under_data_message(e)))?;
+                Ok(AppEventOutcome {
+                    kind: event.kind,
+                    message_id: accepted.message_id,
+                    replayed: accepted.replayed,
+                })
+            }
+            "pm_urgent_message_sent" => {
+                let data: PmUrgentMessageSent = parse(event.data)?;
+                check_app_id(&data.message_id)?;
+                let message_id = match self
+                    .store
+                    .message_for_idempotency_key(organization_id, &data.message_id)
+                    .await?
+                {
+                    Some(id) => id,
+                    None => match self.store.message(organization_id, &data.message_id).await {
+                        Ok(row) => row.id,
+                        Err(StoreError::NotFound) => {
+                            return Err(invalid(
+                                "/data/message_id",
+                                "no message of this organization has this id (send it with pm_message_sent first)",
+                            ));
+                        }
+                        Err(e) => return Err(e.into()),
+                    },
+                };
+                self.store
+                    .record_event(
+                        organization_id,
+                        "urgent_message_sent",
+                        &message_id,
+                        &serde_json::json!({ "message_id": message_id }),
+                    )
+                    .await?;
+                Ok(AppEventOutcome {
+                    kind: event.kind,
+                    message_id,
+                    replayed: false,
+                })
+            }
+            _ => Err(invalid(
+                "/type",
+                "pm_message_sent or pm_urgent_message_sent",
+            )),
+        }
+    }
+}
+
+fn invalid(pointer: &str, detail: &str) -> ServiceError {
+    ServiceError::Invalid(vec![FieldError::pointer(pointer, detail)])
+}
+
+fn check_app_id(id: &str) -> Result<(), ServiceError> {
+    let ok = !id.is_empty() && id.len() <= MAX_APP_ID && id.bytes().all(|b| b.is_ascii_graphic());
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            "/data/message_id",
+            "1 to 200 visible ASCII characters",
+        ))
+    }
+}
+
+/// `data` as the kind's type; a field at fault is named by its pointer under `/data`.
+fn parse<T: serde::de::DeserializeOwned>(data: serde_json::Value) -> Result<T, ServiceError> {
+    serde_path_to_error::deserialize(data).map_err(|e| {
+        let path = e.path().to_string();
+        let pointer = if path == "." {
+            "/data".to_string()
+        } else {
+            format!(
+                "/data/{}",
+                path.split('.')
+                    .map(|segment| segment.trim_start_matches('[').trim_end_matches(']'))
+                    .collect::<Vec<_>>()
+                    .join("/")
+            )
+        };
+        ServiceError::Invalid(vec![FieldError::pointer(
+            pointer,
+            "missing, of the wrong type, or not a field of this event",
+        )])
+    })
+}
+
+/// The message service's pointers are into a `POST /v1/messages` body; here it is
+/// `/data/message`.
+fn under_data_message(error: MessageError) -> MessageError {
+    match error {
+        MessageError::Invalid {
+            field,
+            reason,
+            at: Location::Pointer(pointer),
+        } => MessageError::Invalid {
+            field,
+            reason,
+            at: Location::Pointer(format!("/data/message{pointer}")),
+        },
+        MessageError::ChannelNotConfigured {
+            field,
+            pointer,
+            channel,
+        } => MessageError::ChannelNotConfigured {
+            field,
+            pointer: format!("/data/message{pointer}"),
+            channel,
+        },
+        other => other,
+    }
+}

@@ -1,0 +1,573 @@
+//! Webhook endpoints and their deliveries (migration 0012). An endpoint holds its sealed
+//! secret(s) and the dispatcher's position in its organization's events feed; a delivery is
+//! one event for one endpoint, a durable job with its own retry state (see
+//! `crate::webhooks::dispatch` for who moves it between states).
+
+use super::{Db, EventCursor, Result, Store, StoreError, new_id, now_ms, on_db};
+
+/// A webhook endpoint as stored.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct WebhookEndpointRow {
+    pub organization_id: String,
+    pub id: String,
+    pub url: String,
+    /// A JSON array of event kinds; empty means every kind.
+    pub event_types: String,
+    /// The signing secret, sealed (context `webhook_secret`).
+    pub secret: Vec<u8>,
+    /// The secret before the last rotation, still signing until `previous_until`.
+    pub previous_secret: Option<Vec<u8>>,
+    pub previous_until: Option<i64>,
+    pub cursor_tx: i64,
+    pub cursor_id: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl WebhookEndpointRow {
+    /// The dispatcher's position in the feed.
+    pub fn cursor(&self) -> EventCursor {
+        EventCursor {
+            tx: self.cursor_tx,
+            id: self.cursor_id,
+            floor: 0,
+        }
+    }
+}
+
+/// One event for one endpoint.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct WebhookDeliveryRow {
+    /// Also the `webhook-id` header: stable across attempts, so receivers dedupe by it.
+    pub id: String,
+    pub organization_id: String,
+    pub endpoint_id: String,
+    pub event_id: i64,
+    pub event_tx: i64,
+    pub kind: String,
+    pub order_key: String,
+    /// `pending`, `delivered` or `dead`.
+    pub status: String,
+    pub attempts: i64,
+    pub next_attempt_at: i64,
+    pub give_up_at: i64,
+    pub last_status: Option<i64>,
+    pub last_error: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub delivered_at: Option<i64>,
+}
+
+/// A delivery to create when the dispatcher fans an event out.
+#[derive(Debug, Clone)]
+pub struct NewWebhookDelivery {
+    pub event_id: i64,
+    pub event_tx: i64,
+    pub kind: String,
+    pub order_key: String,
+}
+
+macro_rules! endpoint_columns {
+    () => {
+        "organization_id, id, url, event_types, secret, previous_secret, previous_until, \
+         cursor_tx, cursor_id, created_at, updated_at"
+    };
+}
+
+macro_rules! webhook_delivery_columns {
+    () => {
+        "id, organization_id, endpoint_id, event_id, event_tx, kind, order_key, status, attempts, \
+         next_attempt_at, give_up_at, last_status, last_error, created_at, updated_at, delivered_at"
+    };
+}
+
+impl Store {
+    /// Where the organization's feed ends now: a new endpoint starts here (events committed
+    /// from now on are sent; nothing committing late behind an open transaction is skipped,
+    /// since on PostgreSQL the position is just below the oldest transaction still running).
+    pub async fn events_head(&self, organization_id: &str) -> Result<EventCursor> {
+        match self.db() {
+            Db::Sqlite(pool) => {
+                let id: Option<i64> =
+                    sqlx::query_scalar("SELECT MAX(id) FROM events WHERE organization_id = $1")
+                        .bind(organization_id)
+                        .fetch_one(pool)
+                        .await?;
+                Ok(EventCursor {
+                    tx: 0,
+                    id: id.unwrap_or(0),
+                    floor: 0,
+                })
+            }
+            Db::Postgres(pool) => {
+                // The same horizon as `events_after`: below it every transaction has ended.
+                let settled: i64 = sqlx::query_scalar(
+                    "SELECT COALESCE(
+                        (SELECT MIN(x::text::bigint) FROM pg_snapshot_xip(s) AS x
+                          WHERE xid(x) IN (SELECT backend_xid FROM pg_stat_activity
+                                            WHERE datname = current_database()
+                                              AND backend_xid IS NOT NULL)),
+                        pg_snapshot_xmax(s)::text::bigint)
+                     FROM pg_current_snapshot() AS s",
+                )
+                .fetch_one(pool)
+                .await?;
+                Ok(EventCursor {
+                    tx: settled - 1,
+                    id: i64::MAX,
+                    floor: 0,
+                })
+            }
+        }
+    }
+
+    /// Creates the endpoint (true) or, when it exists, changes its URL and filter (false);
+    /// the secret and cursor are only used when creating.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn put_webhook_endpoint(
+        &self,
+        organization_id: &str,
+        id: &str,
+        url: &str,
+        event_types: &str,
+        sealed_secret: &[u8],
+        cursor: EventCursor,
+    ) -> Result<(WebhookEndpointRow, bool)> {
+        let now = now_ms();
+        let created: Option<String> = on_db!(self.db(), |pool| {
+            sqlx::query_scalar(
+            "INSERT INTO webhook_endpoints (organization_id, id, url, event_types, secret, cursor_tx,
+                cursor_id, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)
+             ON CONFLICT (organization_id, id) DO NOTHING RETURNING id"
+        )
+        .bind(organization_id)
+        .bind(id)
+        .bind(url)
+        .bind(event_types)
+        .bind(sealed_secret)
+        .bind(cursor.tx)
+        .bind(cursor.id)
+        .bind(now)
+        .fetch_optional(pool)
+        .await
+        })?;
+        if created.is_none() {
+            on_db!(self.db(), |pool| sqlx::query(
+                "UPDATE webhook_endpoints SET url = $3, event_types = $4, updated_at = $5
+                 WHERE organization_id = $1 AND id = $2"
+            )
+            .bind(organization_id)
+            .bind(id)
+            .bind(url)
+            .bind(event_types)
+            .bind(now)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected()))?;
+        }
+        let row = self.webhook_endpoint(organization_id, id).await?;
+        Ok((row, created.is_some()))
+    }
+
+    pub async fn webhook_endpoint(
+        &self,
+        organization_id: &str,
+        id: &str,
+    ) -> Result<WebhookEndpointRow> {
+        on_db!(self.db(), |pool| sqlx::query_as(concat!(
+            "SELECT ",
+            endpoint_columns!(),
+            " FROM webhook_endpoints WHERE organization_id = $1 AND id = $2"
+        ))
+        .bind(organization_id)
+        .bind(id)
+        .fetch_optional(pool)
+        .await)?
+        .ok_or(StoreError::NotFound)
+    }
+
+    /// Every endpoint of every organization (the dispatcher's list).
+    pub async fn all_webhook_endpoints(&self) -> Result<Vec<WebhookEndpointRow>> {
+        Ok(on_db!(self.db(), |pool| sqlx::query_as(concat!(
+            "SELECT ",
+            endpoint_columns!(),
+            " FROM webhook_endpoints ORDER BY organization_id, id"
+        ))
+        .fetch_all(pool)
+        .await)?)
+    }
+
+    /// Deletes the endpoint and its deliveries; false when there was none.
+    pub async fn delete_webhook_endpoint(&self, organization_id: &str, id: &str) -> Result<bool> {
+        let deleted = on_db!(self.db(), |pool| {
+            let mut tx = pool.begin().await?;
+            sqlx::query(
+                "DELETE FROM webhook_deliveries WHERE organization_id = $1 AND endpoint_id = $2",
+            )
+            .bind(organization_id)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            let done =
+                sqlx::query("DELETE FROM webhook_endpoints WHERE organization_id = $1 AND id = $2")
+                    .bind(organization_id)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+            tx.commit().await?;
+            done.rows_affected()
+        });
+        Ok(deleted > 0)
+    }
+
+    /// Replaces the secret, keeping the one it replaces (`expected`, as read) until
+    /// `previous_until`; false when another rotation came first.
+    pub async fn rotate_webhook_secret(
+        &self,
+        organization_id: &str,
+        id: &str,
+        expected: &[u8],
+        sealed_secret: &[u8],
+        previous_until: i64,
+    ) -> Result<bool> {
+        let done = on_db!(self.db(), |pool| sqlx::query(
+            "UPDATE webhook_endpoints SET previous_secret = secret, previous_until = $3,
+                secret = $4, updated_at = $5
+             WHERE organization_id = $1 AND id = $2 AND secret = $6"
+        )
+        .bind(organization_id)
+        .bind(id)
+        .bind(previous_until)
+        .bind(sealed_secret)
+        .bind(now_ms())
+        .bind(expected)
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected()))?;
+        Ok(done > 0)
+    }
+
+    /// Records deliveries for events up to `cursor` and moves the endpoint's cursor there, in
+    /// one transaction. Idempotent: a delivery already recorded (another daemon fanned the
+    /// same events out) is kept, and the cursor never moves backwards.
+    pub async fn fan_out_webhooks(
+        &self,
+        endpoint: &WebhookEndpointRow,
+        deliveries: &[NewWebhookDelivery],
+        cursor: EventCursor,
+        give_up_after_ms: i64,
+    ) -> Result<()> {
+        let now = now_ms();
+        on_db!(self.db(), |pool| {
+            let mut tx = pool.begin().await?;
+            for d in deliveries {
+                sqlx::query(
+                    "INSERT INTO webhook_deliveries (id, organization_id, endpoint_id, event_id,
+                        event_tx, kind, order_key, status, attempts, next_attempt_at, give_up_at,
+                        created_at, updated_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', 0, $8, $9, $8, $8)
+                     ON CONFLICT (organization_id, endpoint_id, event_id) DO NOTHING",
+                )
+                .bind(new_id("whd"))
+                .bind(&endpoint.organization_id)
+                .bind(&endpoint.id)
+                .bind(d.event_id)
+                .bind(d.event_tx)
+                .bind(&d.kind)
+                .bind(&d.order_key)
+                .bind(now)
+                .bind(now.saturating_add(give_up_after_ms))
+                .execute(&mut *tx)
+                .await?;
+            }
+            sqlx::query(
+                "UPDATE webhook_endpoints SET cursor_tx = $3, cursor_id = $4
+                 WHERE organization_id = $1 AND id = $2
+                   AND (cursor_tx < $3 OR (cursor_tx = $3 AND cursor_id < $4))",
+            )
+            .bind(&endpoint.organization_id)
+            .bind(&endpoint.id)
+            .bind(cursor.tx)
+            .bind(cursor.id)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// Pending deliveries due at `now` and not leased, whose subject has no earlier pending
+    /// delivery to the same endpoint (one subject's events go out in feed order), oldest
+    /// first.
+    pub async fn due_webhook_deliveries(
+        &self,
+        now: i64,
+        limit: i64,
+    ) -> Result<Vec<WebhookDeliveryRow>> {
+        Ok(on_db!(self.db(), |pool| {
+            sqlx::query_as(concat!(
+            "SELECT ",
+            webhook_delivery_columns!(),
+            " FROM webhook_deliveries d
+             WHERE d.status = 'pending' AND d.next_attempt_at <= $1
+               AND (d.leased_until IS NULL OR d.leased_until < $1)
+               AND NOT EXISTS (
+                 SELECT 1 FROM webhook_deliveries p
+                  WHERE p.organization_id = d.organization_id AND p.endpoint_id = d.endpoint_id
+                    AND p.order_key = d.order_key AND p.status = 'pending'
+                    AND (p.event_tx < d.event_tx OR (p.event_tx = d.event_tx AND p.event_id < d.event_id)))
+             ORDER BY d.event_tx, d.event_id LIMIT $2"
+        ))
+        .bind(now)
+        .bind(limit)
+        .fetch_all(pool)
+        .await
+        })?)
+    }
+
+    /// When the next pending delivery falls due (unix ms), if any.
+    pub async fn next_webhook_due(&self) -> Result<Option<i64>> {
+        Ok(on_db!(self.db(), |pool| sqlx::query_scalar(
+            "SELECT MIN(next_attempt_at) FROM webhook_deliveries WHERE status = 'pending'"
+        )
+        .fetch_one(pool)
+        .await)?)
+    }
+
+    /// Takes a due delivery for one attempt until `lease_until`; false when another daemon
+    /// holds it or it is no longer pending.
+    pub async fn claim_webhook_delivery(
+        &self,
+        id: &str,
+        now: i64,
+        lease_until: i64,
+    ) -> Result<bool> {
+        let done = on_db!(self.db(), |pool| sqlx::query(
+            "UPDATE webhook_deliveries SET leased_until = $3
+             WHERE id = $1 AND status = 'pending' AND (leased_until IS NULL OR leased_until < $2)"
+        )
+        .bind(id)
+        .bind(now)
+        .bind(lease_until)
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected()))?;
+        Ok(done > 0)
+    }
+
+    /// The receiver answered 2xx.
+    pub async fn webhook_delivered(&self, id: &str, http_status: i64) -> Result<()> {
+        let now = now_ms();
+        on_db!(self.db(), |pool| sqlx::query(
+            "UPDATE webhook_deliveries SET status = 'delivered', attempts = attempts + 1,
+                last_status = $2, last_error = NULL, delivered_at = $3, updated_at = $3,
+                leased_until = NULL
+             WHERE id = $1 AND status = 'pending'"
+        )
+        .bind(id)
+        .bind(http_status)
+        .bind(now)
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected()))?;
+        Ok(())
+    }
+
+    /// An attempt failed: due again at `next_attempt_at`, or dead when that is past its
+    /// `give_up_at`. Returns whether it is dead now.
+    pub async fn webhook_attempt_failed(
+        &self,
+        id: &str,
+        http_status: Option<i64>,
+        error: &str,
+        next_attempt_at: i64,
+    ) -> Result<bool> {
+        let now = now_ms();
+        let status: Option<String> = on_db!(self.db(), |pool| sqlx::query_scalar(
+            "UPDATE webhook_deliveries SET attempts = attempts + 1, last_status = $2,
+                last_error = $3, next_attempt_at = $4, updated_at = $5, leased_until = NULL,
+                status = CASE WHEN $4 > give_up_at THEN 'dead' ELSE 'pending' END
+             WHERE id = $1 AND status = 'pending' RETURNING status"
+        )
+        .bind(id)
+        .bind(http_status)
+        .bind(error)
+        .bind(next_attempt_at)
+        .bind(now)
+        .fetch_optional(pool)
+        .await)?;
+        Ok(status.as_deref() == Some("dead"))
+    }
+
+    /// An endpoint's deliveries, newest first, optionally of one status.
+    pub async fn webhook_deliveries(
+        &self,
+        organization_id: &str,
+        endpoint_id: &str,
+        status: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<WebhookDeliveryRow>> {
+        Ok(on_db!(self.db(), |pool| sqlx::query_as(concat!(
+            "SELECT ",
+            webhook_delivery_columns!(),
+            " FROM webhook_deliveries
+             WHERE organization_id = $1 AND endpoint_id = $2 AND ($3 IS NULL OR status = $3)
+             ORDER BY event_tx DESC, event_id DESC LIMIT $4"
+        ))
+        .bind(organization_id)
+        .bind(endpoint_id)
+        .bind(status)
+        .bind(limit)
+        .fetch_all(pool)
+        .await)?)
+    }
+
+    /// Puts a dead delivery back in the queue, due now, with a fresh retry window; a
+    /// delivery in another state is left as it is. Returns the delivery.
+    pub async fn retry_webhook_delivery(
+        &self,
+        organization_id: &str,
+        endpoint_id: &str,
+        id: &str,
+        give_up_after_ms: i64,
+    ) -> Result<WebhookDeliveryRow> {
+        let now = now_ms();
+        on_db!(self.db(), |pool| sqlx::query(
+            "UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = $4,
+                give_up_at = $5, updated_at = $4, leased_until = NULL
+             WHERE organization_id = $1 AND endpoint_id = $2 AND id = $3 AND status = 'dead'"
+        )
+        .bind(organization_id)
+        .bind(endpoint_id)
+        .bind(id)
+        .bind(now)
+        .bind(now.saturating_add(give_up_after_ms))
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected()))?;
+        on_db!(self.db(), |pool| sqlx::query_as(concat!(
+            "SELECT ",
+            webhook_delivery_columns!(),
+            " FROM webhook_deliveries WHERE organization_id = $1 AND endpoint_id = $2 AND id = $3"
+        ))
+        .bind(organization_id)
+        .bind(endpoint_id)
+        .bind(id)
+        .fetch_optional(pool)
+        .await)?
+        .ok_or(StoreError::NotFound)
+    }
+
+    /// One event of an organization by id.
+    pub async fn event(&self, organization_id: &str, id: i64) -> Result<super::EventRow> {
+        on_db!(self.db(), |pool| sqlx::query_as(
+            "SELECT id, organization_id, kind, subject_id, payload, created_at, tx FROM events
+             WHERE organization_id = $1 AND id = $2"
+        )
+        .bind(organization_id)
+        .bind(id)
+        .fetch_optional(pool)
+        .await)?
+        .ok_or(StoreError::NotFound)
+    }
+}
+
+impl Store {
+    /// The message an idempotency key accepted, if any.
+    pub async fn message_for_idempotency_key(
+        &self,
+        organization_id: &str,
+        key: &str,
+    ) -> Result<Option<String>> {
+        Ok(on_db!(self.db(), |pool| sqlx::query_scalar(
+            "SELECT message_id FROM idempotency_keys WHERE organization_id = $1 AND key = $2"
+        )
+        .bind(organization_id)
+        .bind(key)
+        .fetch_optional(pool)
+        .await)?)
+    }
+
+    /// The organization with this slug, if it exists.
+    pub async fn organization_id_by_slug(&self, slug: &str) -> Result<Option<String>> {
+        Ok(on_db!(self.db(), |pool| sqlx::query_scalar(
+            "SELECT id FROM organizations WHERE slug = $1"
+        )
+        .bind(slug)
+        .fetch_optional(pool)
+        .await)?)
+    }
+}
+
+impl Store {
+    /// [`Store::claim_webhook_delivery`] for a batch in one statement: the ids claimed.
+    pub async fn claim_webhook_deliveries(
+        &self,
+        ids: &[String],
+        now: i64,
+        lease_until: i64,
+    ) -> Result<Vec<String>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(on_db!(self.db(), |pool| {
+            let mut qb = sqlx::QueryBuilder::new("UPDATE webhook_deliveries SET leased_until = ");
+            qb.push_bind(lease_until)
+                .push(" WHERE status = 'pending' AND (leased_until IS NULL OR leased_until < ")
+                .push_bind(now)
+                .push(") AND id IN (");
+            super::touch_batch::push_list(&mut qb, ids);
+            qb.push(") RETURNING id");
+            qb.build_query_scalar().fetch_all(pool).await
+        })?)
+    }
+
+    /// Events of an organization by id (those that exist).
+    pub async fn events_by_id(
+        &self,
+        organization_id: &str,
+        ids: &[i64],
+    ) -> Result<Vec<super::EventRow>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(on_db!(self.db(), |pool| {
+            let mut qb = sqlx::QueryBuilder::new(
+                "SELECT id, organization_id, kind, subject_id, payload, created_at, tx FROM events WHERE organization_id = ",
+            );
+            qb.push_bind(organization_id).push(" AND id IN (");
+            let mut list = qb.separated(", ");
+            for id in ids {
+                list.push_bind(*id);
+            }
+            qb.push(")");
+            qb.build_query_as().fetch_all(pool).await
+        })?)
+    }
+
+    /// Several deliveries answered 2xx (`http_status` each), in one statement per status.
+    pub async fn webhooks_delivered(&self, delivered: &[(String, i64)]) -> Result<()> {
+        let now = now_ms();
+        let mut by_status: std::collections::BTreeMap<i64, Vec<String>> = Default::default();
+        for (id, status) in delivered {
+            by_status.entry(*status).or_default().push(id.clone());
+        }
+        for (status, ids) in by_status {
+            on_db!(self.db(), |pool| {
+                let mut qb = sqlx::QueryBuilder::new(
+                    "UPDATE webhook_deliveries SET status = 'delivered', attempts = attempts + 1, last_error = NULL, leased_until = NULL, last_status = ",
+                );
+                qb.push_bind(status)
+                    .push(", delivered_at = ")
+                    .push_bind(now)
+                    .push(", updated_at = ")
+                    .push_bind(now)
+                    .push(" WHERE status = 'pending' AND id IN (");
+                super::touch_batch::push_list(&mut qb, &ids);
+                qb.push(")");
+                qb.build().execute(pool).await.map(|_| ())
+            })?;
+        }
+        Ok(())
+    }
+}
