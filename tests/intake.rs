@@ -956,6 +956,32 @@ async fn documents_match_by_each_rule(backend: Backend) {
         docs.item(&id).await.match_method.as_deref(),
         Some("demographics")
     );
+    // The document itself is filed with the message: sealed at rest, the same bytes opened.
+    let Filing::Filed { message_id, .. } = &filing else {
+        unreachable!("filed above")
+    };
+    let files = store
+        .attachment_blobs(&org, message_id)
+        .await
+        .expect("attachments");
+    assert_eq!(files.len(), 1, "the C-CDA is the message's attachment");
+    assert_eq!(files[0].size_bytes, i64::try_from(sample.len()).unwrap());
+    assert!(
+        !files[0]
+            .content
+            .windows(8)
+            .any(|w| w == "Isabella".as_bytes()),
+        "sealed at rest"
+    );
+    let opened = docs
+        .intake
+        .keyring
+        .open(
+            &files[0].content,
+            &switchboard::messages::attachment_context(message_id, &files[0].id),
+        )
+        .expect("opens with its row's context");
+    assert_eq!(opened, sample);
     // A different sex is not her.
     let (_, filing) = docs
         .receive(

@@ -19,7 +19,7 @@
 //! A source may handle an item itself between 3 and 4 (SMS keywords: STOP/START/HELP are
 //! `processed`, never filed; see `crate::inbound`). What this module does not own: routing an
 //! item to its organization (`crate::tenancy`), answering the sender (`crate::inbound`), and
-//! filing attachments (kept in [`Parsed`] until the attachments store lands).
+//! filing attachments (sealed into `attachments` with the message, in its transaction).
 
 pub mod matching;
 mod sources;
@@ -55,7 +55,7 @@ pub enum IntakeError {
     NoSource(String),
 }
 
-/// An attachment as a source found it (filed into the attachments store once it exists).
+/// An attachment as a source found it: filed with the message, sealed, in `attachments`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParsedAttachment {
     pub filename: Option<String>,
@@ -412,6 +412,32 @@ impl Intake {
             body: parsed.body.clone(),
         }
         .seal(&self.keyring, &message_id)?;
+        // Each file sealed bound to its row, as an outbound message's are: kept whatever its
+        // type (what arrived is the record; nothing here is executed or served inline).
+        let attachments = parsed
+            .attachments
+            .iter()
+            .enumerate()
+            .map(|(position, file)| {
+                let id = new_id("att");
+                let filename = crate::attachments::safe_filename(
+                    file.filename.as_deref().unwrap_or("attachment"),
+                );
+                let sealed = self.keyring.seal(
+                    &file.bytes,
+                    &crate::messages::attachment_context(&message_id, &id),
+                )?;
+                Ok(crate::store::NewAttachment {
+                    position: i64::try_from(position).unwrap_or(i64::MAX),
+                    filename,
+                    content_type: crate::attachments::essence(&file.content_type),
+                    size: i64::try_from(file.bytes.len()).unwrap_or(i64::MAX),
+                    sha256: crate::attachments::sha256_hex(&file.bytes),
+                    sealed: sealed.into(),
+                    id,
+                })
+            })
+            .collect::<Result<Vec<_>, crate::crypto::CryptoError>>()?;
         let mut metadata = serde_json::json!({
             "channel": source.channel(), "inbound_item_id": envelope.item_id,
             "media_count": parsed.links.len(), "attachment_count": parsed.attachments.len(),
@@ -446,6 +472,7 @@ impl Intake {
                 step,
                 detail,
                 audit,
+                attachments,
             })
             .await?;
         Ok((thread_id, message_id))

@@ -89,6 +89,8 @@ pub struct FileInbound {
     pub detail: String,
     /// A person's decision, audited in the same transaction.
     pub audit: Option<AuditEntry>,
+    /// The item's files, sealed, stored with the message.
+    pub attachments: Vec<super::NewAttachment>,
 }
 
 impl Store {
@@ -229,6 +231,21 @@ impl Store {
             .bind(&file.message_id).bind(&file.organization_id).bind(&thread_id).bind(&file.patient_id)
             .bind(&file.content).bind(false).bind(false).bind(&file.metadata).bind(now)
             .execute(&mut *tx).await?;
+            for attachment in &file.attachments {
+                sqlx::query(super::attachments::INSERT_ATTACHMENT)
+                    .bind(&attachment.id)
+                    .bind(&file.organization_id)
+                    .bind(&file.message_id)
+                    .bind(&attachment.filename)
+                    .bind(&attachment.content_type)
+                    .bind(attachment.size)
+                    .bind(&attachment.sha256)
+                    .bind(&attachment.sealed[..])
+                    .bind(attachment.position)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+            }
             insert_step!(
                 &mut *tx,
                 &file.organization_id,
