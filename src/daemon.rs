@@ -77,6 +77,8 @@ pub struct Core {
     pub group: GroupCommit,
     pub keyring: Keyring,
     pub queue: JobQueue,
+    /// Shared by every [`MessageService`] of this process.
+    pub regions: crate::messages::PhoneRegions,
 }
 
 impl Core {
@@ -115,6 +117,7 @@ impl Core {
             store,
             keyring,
             queue,
+            regions: Default::default(),
         })
     }
 
@@ -124,6 +127,7 @@ impl Core {
             group: self.group.clone(),
             keyring: self.keyring.clone(),
             config: self.config.clone(),
+            regions: self.regions.clone(),
         }
     }
 

@@ -211,6 +211,38 @@ pub struct MessageService {
     pub group: GroupCommit,
     pub keyring: Keyring,
     pub config: Arc<Config>,
+    /// Phone region per organization id, read once per process: an accept checks numbers
+    /// without a database read of its own (batch senders accept hundreds at once).
+    pub regions: PhoneRegions,
+}
+
+/// Organization id → its `phone_region` (organizations never change slug).
+#[derive(Clone, Default)]
+pub struct PhoneRegions(Arc<std::sync::RwLock<std::collections::HashMap<String, String>>>);
+
+impl PhoneRegions {
+    /// The organization's phone region, from the cache or read once.
+    pub async fn of(
+        &self,
+        store: &Store,
+        config: &Config,
+        organization_id: &str,
+    ) -> Result<String, StoreError> {
+        let cached = self
+            .0
+            .read()
+            .ok()
+            .and_then(|map| map.get(organization_id).cloned());
+        if let Some(region) = cached {
+            return Ok(region);
+        }
+        let slug = store.organization(organization_id).await?.slug;
+        let region = config.organization(&slug).phone_region;
+        if let Ok(mut map) = self.0.write() {
+            map.insert(organization_id.to_string(), region.clone());
+        }
+        Ok(region)
+    }
 }
 
 impl MessageService {
@@ -591,8 +623,10 @@ impl MessageService {
                         (false, _) => String::new(),
                         (true, Some(region)) => region.clone(),
                         (true, None) => {
-                            let slug = self.store.organization(organization_id).await?.slug;
-                            let found = self.config.organization(&slug).phone_region;
+                            let found = self
+                                .regions
+                                .of(&self.store, &self.config, organization_id)
+                                .await?;
                             region = Some(found.clone());
                             found
                         }
