@@ -289,7 +289,9 @@ pub async fn listen(
         // `None`: the connection was lost; the next call reconnects and listens again. What
         // was notified meanwhile is lost (the app's POST is the durable path).
         let Some(notification) = notification else {
-            tracing::warn!("app event LISTEN connection lost; reconnecting (notifications meanwhile are lost)");
+            tracing::warn!(
+                "app event LISTEN connection lost; reconnecting (notifications meanwhile are lost)"
+            );
             continue;
         };
         let channel = notification.channel();

@@ -493,7 +493,10 @@ pub async fn start(config: Config) -> Result<Daemon, DaemonError> {
         let _ = sweeper.await;
         let _ = reconciler.await;
         let _ = notifier.await;
-        for task in [events_listener, webhooks, app_listen].into_iter().flatten() {
+        for task in [events_listener, webhooks, app_listen]
+            .into_iter()
+            .flatten()
+        {
             let _ = task.await;
         }
         if let Some(reminders) = reminders {

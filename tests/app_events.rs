@@ -241,7 +241,9 @@ async fn app_events_by_listen(backend: Backend) {
         .await
         .expect("patient");
     assert!(patient.status().is_success());
-    let app = sqlx::PgPool::connect(&db.url).await.expect("the app's connection");
+    let app = sqlx::PgPool::connect(&db.url)
+        .await
+        .expect("the app's connection");
     // NOTIFY reaches only sessions already listening: wait for the daemon's LISTEN.
     common::wait::wait_for("the daemon listening on pm_events", WAIT, async || {
         let n: i64 = sqlx::query_scalar(

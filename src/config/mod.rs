@@ -753,7 +753,10 @@ mod tests {
             "[webhooks]\napp_listen = [{ channel = \"pm_events\", organization = \"north\" }]\n",
         )
         .expect_err("app_listen on SQLite");
-        assert!(err.to_string().contains("app_listen needs PostgreSQL"), "{err}");
+        assert!(
+            err.to_string().contains("app_listen needs PostgreSQL"),
+            "{err}"
+        );
         let config = Config::from_toml(
             "[database]\nurl = \"postgres://sb@127.0.0.1/sb\"\n[webhooks]\napp_listen = [{ channel = \"pm_events\", organization = \"north\" }]\n",
         )
@@ -763,7 +766,10 @@ mod tests {
             "[database]\nurl = \"postgres://sb@127.0.0.1/sb\"\n[webhooks]\napp_listen = [{ channel = \"pm-events\", organization = \"north\" }]\n",
         )
         .expect_err("bad channel");
-        assert!(err.to_string().contains("webhooks.app_listen[0].channel"), "{err}");
+        assert!(
+            err.to_string().contains("webhooks.app_listen[0].channel"),
+            "{err}"
+        );
     }
 
     #[test]

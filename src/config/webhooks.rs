@@ -148,7 +148,15 @@ mod tests {
     fn app_listen_channels_are_identifiers() {
         assert_eq!(listen("pm_events").check_app_listen(true), Ok(()));
         assert_eq!(listen("_pm2").check_app_listen(true), Ok(()));
-        for bad in ["", "1pm", "PM_events", "pm-events", "pm events", "pm\"x", &"a".repeat(64)] {
+        for bad in [
+            "",
+            "1pm",
+            "PM_events",
+            "pm-events",
+            "pm events",
+            "pm\"x",
+            &"a".repeat(64),
+        ] {
             let err = listen(bad).check_app_listen(true).expect_err(bad);
             assert!(err.contains("webhooks.app_listen[0].channel"), "{err}");
         }
@@ -156,7 +164,9 @@ mod tests {
 
     #[test]
     fn app_listen_needs_postgres() {
-        let err = listen("pm_events").check_app_listen(false).expect_err("sqlite");
+        let err = listen("pm_events")
+            .check_app_listen(false)
+            .expect_err("sqlite");
         assert!(err.contains("app_listen needs PostgreSQL"), "{err}");
         assert_eq!(WebhooksConfig::default().check_app_listen(false), Ok(()));
     }
