@@ -12,8 +12,15 @@
 //! `message.accepted` event, never interpreted. A request is bound to its organization by the
 //! API key (`send` scope) or by the secret it is signed with (Standard Webhooks, the secrets
 //! of `[webhooks] app_secrets`, one per organization) — never by anything in the body.
+//!
+//! On PostgreSQL the same events may also arrive by `NOTIFY` on a channel of
+//! `[webhooks] app_listen` ([`listen`]): the channel binds the organization. `NOTIFY` is not
+//! durable, so this is a low-latency path beside the POST; a redelivered or re-posted event is
+//! harmless (idempotent by the app's message id).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use serde::{Deserialize, Serialize};
 
@@ -241,5 +248,106 @@ fn under_data_message(error: MessageError) -> MessageError {
             channel,
         },
         other => other,
+    }
+}
+
+/// `[webhooks] app_listen` notifications taken (this process), for `/metrics`.
+pub static LISTEN_ACCEPTED: AtomicU64 = AtomicU64::new(0);
+/// Notifications whose payload is not an app event (not JSON, or not the envelope).
+pub static LISTEN_MALFORMED: AtomicU64 = AtomicU64::new(0);
+/// Notifications that parsed but were refused (invalid data, a conflict) or failed.
+pub static LISTEN_REFUSED: AtomicU64 = AtomicU64::new(0);
+
+/// `LISTEN`s on every `[webhooks] app_listen` channel and takes each notification's payload as
+/// `POST /v1/app-events` takes its body, for the organization the channel is bound to
+/// (`channels`: channel → organization id). A payload that is not an app event, or an event
+/// refused, is logged with ids only and counted; the task goes on. A lost connection is
+/// re-established (what was notified meanwhile is lost, which is why the app also POSTs).
+/// Returns on `shutdown`, or with the error when reconnecting fails (the supervisor starts it
+/// again). On SQLite: nothing.
+pub async fn listen(
+    service: AppEventService,
+    channels: Arc<BTreeMap<String, String>>,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> Result<(), sqlx::Error> {
+    let crate::store::Db::Postgres(pool) = service.store.db() else {
+        return Ok(());
+    };
+    if channels.is_empty() {
+        return Ok(());
+    }
+    let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
+    listener
+        .listen_all(channels.keys().map(String::as_str))
+        .await?;
+    tracing::info!(channels = channels.len(), "listening for app events");
+    loop {
+        let notification = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            notification = listener.try_recv() => notification?,
+        };
+        // `None`: the connection was lost; the next call reconnects and listens again. What
+        // was notified meanwhile is lost (the app's POST is the durable path).
+        let Some(notification) = notification else {
+            tracing::warn!(
+                "app event LISTEN connection lost; reconnecting (notifications meanwhile are lost)"
+            );
+            continue;
+        };
+        let channel = notification.channel();
+        let Some(organization_id) = channels.get(channel) else {
+            continue;
+        };
+        let pid = notification.process_id();
+        let event: AppEvent = match serde_json::from_str(notification.payload()) {
+            Ok(event) => event,
+            Err(_) => {
+                LISTEN_MALFORMED.fetch_add(1, Relaxed);
+                tracing::warn!(
+                    channel,
+                    organization_id = %organization_id,
+                    sender_pid = pid,
+                    payload_bytes = notification.payload().len(),
+                    "app event notification is not an app event; ignored"
+                );
+                continue;
+            }
+        };
+        match service.receive(organization_id, event).await {
+            Ok(outcome) => {
+                LISTEN_ACCEPTED.fetch_add(1, Relaxed);
+                tracing::info!(
+                    channel,
+                    organization_id = %organization_id,
+                    message_id = %outcome.message_id,
+                    replayed = outcome.replayed,
+                    kind = %outcome.kind,
+                    "app event taken by LISTEN"
+                );
+            }
+            Err(error) => {
+                LISTEN_REFUSED.fetch_add(1, Relaxed);
+                tracing::warn!(
+                    channel,
+                    organization_id = %organization_id,
+                    sender_pid = pid,
+                    refusal = refusal_kind(&error),
+                    "app event notification refused"
+                );
+            }
+        }
+    }
+}
+
+/// What kind of refusal, without its detail (which may quote the payload).
+fn refusal_kind(error: &ServiceError) -> &'static str {
+    match error {
+        ServiceError::Invalid(_) => "invalid",
+        ServiceError::NotFound(_) => "not_found",
+        ServiceError::Refused { .. } => "refused",
+        ServiceError::Message(_) => "message",
+        ServiceError::Store(_) => "store",
+        ServiceError::Crypto(_) => "crypto",
+        ServiceError::Internal(_) => "internal",
     }
 }

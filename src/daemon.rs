@@ -385,6 +385,31 @@ pub async fn start(config: Config) -> Result<Daemon, DaemonError> {
         }
         state.metrics_token = Some(Arc::new(token));
     }
+    core.config
+        .webhooks
+        .check_app_listen(core.store.is_postgres())
+        .map_err(ConfigError::Invalid)?;
+    let app_listen = if core.config.webhooks.app_listen.is_empty() {
+        None
+    } else {
+        let mut channels = std::collections::BTreeMap::new();
+        for entry in &core.config.webhooks.app_listen {
+            let name = core
+                .config
+                .organization(&entry.organization)
+                .display_name
+                .unwrap_or_else(|| entry.organization.clone());
+            let org = core
+                .store
+                .ensure_organization(&entry.organization, &name)
+                .await?;
+            channels.insert(entry.channel.clone(), org.id);
+        }
+        let (service, channels) = (state.app.app_events.clone(), Arc::new(channels));
+        Some(supervisor.spawn("app-listen", move |stop| {
+            crate::app_events::listen(service.clone(), channels.clone(), stop)
+        }))
+    };
     let http = tokio::spawn(http::serve(listener, state, shutdown.clone()));
 
     let (hl7, hl7_addr) = match core.config.hl7.listen {
@@ -472,7 +497,10 @@ pub async fn start(config: Config) -> Result<Daemon, DaemonError> {
         let _ = sweeper.await;
         let _ = reconciler.await;
         let _ = notifier.await;
-        for task in [events_listener, webhooks].into_iter().flatten() {
+        for task in [events_listener, webhooks, app_listen]
+            .into_iter()
+            .flatten()
+        {
             let _ = task.await;
         }
         if let Some(reminders) = reminders {

@@ -197,3 +197,129 @@ both_databases!(
     app_events_trigger_sends_and_urgent_notices,
     super::app_events_trigger_sends_and_urgent_notices
 );
+
+/// The `message.accepted` events of north's feed so far.
+async fn accepted(daemon: &TestDaemon) -> usize {
+    let feed = daemon.get_json("/v1/events?limit=1000").await;
+    feed["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter(|e| e["kind"] == "message.accepted")
+        .count()
+}
+
+/// `[webhooks] app_listen`: on PostgreSQL the app's events also arrive by `NOTIFY` on the
+/// configured channel, bound to the channel's organization; a notification sent twice is one
+/// message; a payload that is not an app event changes nothing and the listener goes on. On
+/// SQLite the setting stops start-up.
+async fn app_events_by_listen(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let mut config = db.config();
+    config.webhooks.app_listen = vec![switchboard::config::AppListen {
+        channel: "pm_events".into(),
+        organization: "north".into(),
+    }];
+    if backend == Backend::Sqlite {
+        let Err(err) = switchboard::daemon::start(config).await else {
+            panic!("app_listen on SQLite started");
+        };
+        assert!(
+            err.to_string().contains("app_listen needs PostgreSQL"),
+            "{err}"
+        );
+        return;
+    }
+    let mut daemon = TestDaemon::start(config).await;
+    let patient = daemon
+        .http
+        .put(daemon.url("/v1/patients/p-1"))
+        .bearer_auth(&daemon.key)
+        .json(&json!({"family_name": "Rivera", "given_name": "Ana",
+                      "contact_points": [{"system": "sms", "value": "+14155550111"}]}))
+        .send()
+        .await
+        .expect("patient");
+    assert!(patient.status().is_success());
+    let app = sqlx::PgPool::connect(&db.url)
+        .await
+        .expect("the app's connection");
+    // NOTIFY reaches only sessions already listening: wait for the daemon's LISTEN.
+    common::wait::wait_for("the daemon listening on pm_events", WAIT, async || {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND query LIKE 'LISTEN \"pm_events\"%'",
+        )
+        .fetch_one(&app)
+        .await
+        .expect("pg_stat_activity");
+        n == 1
+    })
+    .await;
+    let notify = async |payload: &str| {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind("pm_events")
+            .bind(payload)
+            .execute(&app)
+            .await
+            .expect("pg_notify");
+    };
+    let metric = async |outcome: &str| -> u64 {
+        let text = daemon
+            .http
+            .get(daemon.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text");
+        let line = format!("switchboard_app_listen_notifications_total{{outcome=\"{outcome}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(line.as_str()))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no {line} in /metrics"))
+    };
+
+    // Not an app event (not JSON; JSON but not the envelope, e.g. naming an organization):
+    // counted, nothing accepted, and the listener goes on to the next notification.
+    notify("not json {").await;
+    notify(&json!({"type": "pm_message_sent", "organization": "south", "data": {}}).to_string())
+        .await;
+    let good = message_sent("app-l1", "See you Monday").to_string();
+    notify(&good).await;
+    common::wait::wait_for("the notified message accepted", WAIT, async || {
+        accepted(&daemon).await == 1
+    })
+    .await;
+    assert_eq!(metric("malformed").await, 2);
+    // The message is north's (the channel's organization), under the app's id.
+    let replay = post(
+        &daemon,
+        Some(&daemon.key),
+        &message_sent("app-l1", "See you Monday"),
+    )
+    .await;
+    assert_eq!(replay.status(), 202);
+    let replay: Value = replay.json().await.expect("json");
+    assert_eq!(replay["replayed"], true, "{replay}");
+    let message_id = replay["message_id"].as_str().expect("id").to_string();
+    let view = daemon.wait_terminal(&message_id, WAIT).await;
+    assert_eq!(view["metadata"]["chart_documented"], true, "{view}");
+
+    // The same event notified twice more, then another: once the other is in, the repeats
+    // (notified before it on the same channel) were taken, and made nothing new.
+    notify(&good).await;
+    notify(&good).await;
+    notify(&message_sent("app-l2", "Bring your card").to_string()).await;
+    common::wait::wait_for("the second notified message accepted", WAIT, async || {
+        accepted(&daemon).await >= 2
+    })
+    .await;
+    assert_eq!(accepted(&daemon).await, 2, "one message per app message id");
+    assert_eq!(metric("accepted").await, 4);
+    daemon.stop().await;
+    app.close().await;
+    common::contracts::assert_events_honour_contracts(&daemon.core.store).await;
+}
+both_databases!(app_events_by_listen, super::app_events_by_listen);

@@ -155,3 +155,32 @@ fn commented_mail_examples_match_defaults() {
         assert_eq!(mailbox.port, defaults.port);
     }
 }
+
+/// The commented `app_listen` example is valid once uncommented, on PostgreSQL (on SQLite it is
+/// refused, and the comment says so).
+#[test]
+fn app_listen_example_is_valid_on_postgres() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/systemd/switchboard.toml"
+    ))
+    .expect("reference config");
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("# app_listen = "))
+        .expect("app_listen example");
+    let toml = format!(
+        "[database]\nurl = \"postgres://switchboard@127.0.0.1/switchboard\"\n[webhooks]\napp_listen = {line}\n"
+    );
+    let config =
+        switchboard::config::Config::from_toml(&toml).unwrap_or_else(|e| panic!("{e}\n{toml}"));
+    assert_eq!(config.webhooks.app_listen.len(), 1);
+    assert_eq!(config.webhooks.app_listen[0].channel, "pm_events");
+    let sqlite = format!("[webhooks]\napp_listen = {line}\n");
+    let err = switchboard::config::Config::from_toml(&sqlite).expect_err("SQLite");
+    assert!(
+        err.to_string().contains("app_listen needs PostgreSQL"),
+        "{err}"
+    );
+    assert!(text.contains("NOTIFY is not durable"));
+}

@@ -25,7 +25,7 @@ pub use direct::{
 pub use limits::LimitsConfig;
 pub use organizations::OrganizationConfig;
 pub use reminders::{ReminderRule, RuleError, Touch, default_rules};
-pub use webhooks::WebhooksConfig;
+pub use webhooks::{AppListen, WebhooksConfig};
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -660,6 +660,9 @@ impl Config {
             }
         }
         crate::tenancy::Tenancy::from_config(self)?;
+        self.webhooks
+            .check_app_listen(!self.database_url().starts_with("sqlite:"))
+            .map_err(ConfigError::Invalid)?;
         self.reminders.cron_schedule()?;
         crate::fetch::parse_allow(&self.security.fetch_allow).map_err(ConfigError::Invalid)?;
         if self.security.fetch_max_cert_bytes == 0 || self.security.fetch_max_crl_bytes == 0 {
@@ -742,6 +745,31 @@ mod tests {
     fn unknown_keys_are_refused() {
         let err = Config::from_toml("[server]\nlisten_port = 1\n").expect_err("unknown key");
         assert!(err.to_string().contains("listen_port"), "{err}");
+    }
+
+    #[test]
+    fn app_listen_on_sqlite_is_refused() {
+        let err = Config::from_toml(
+            "[webhooks]\napp_listen = [{ channel = \"pm_events\", organization = \"north\" }]\n",
+        )
+        .expect_err("app_listen on SQLite");
+        assert!(
+            err.to_string().contains("app_listen needs PostgreSQL"),
+            "{err}"
+        );
+        let config = Config::from_toml(
+            "[database]\nurl = \"postgres://sb@127.0.0.1/sb\"\n[webhooks]\napp_listen = [{ channel = \"pm_events\", organization = \"north\" }]\n",
+        )
+        .expect("app_listen on PostgreSQL");
+        assert_eq!(config.webhooks.app_listen[0].channel, "pm_events");
+        let err = Config::from_toml(
+            "[database]\nurl = \"postgres://sb@127.0.0.1/sb\"\n[webhooks]\napp_listen = [{ channel = \"pm-events\", organization = \"north\" }]\n",
+        )
+        .expect_err("bad channel");
+        assert!(
+            err.to_string().contains("webhooks.app_listen[0].channel"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -91,6 +91,21 @@ pub async fn metrics(
             ));
         }
     }
+    {
+        use crate::app_events::{LISTEN_ACCEPTED, LISTEN_MALFORMED, LISTEN_REFUSED};
+        use std::sync::atomic::Ordering::Relaxed;
+        text.push_str("# HELP switchboard_app_listen_notifications_total App events received by LISTEN ([webhooks] app_listen) by outcome (this process): accepted, malformed (not an app event), refused.\n# TYPE switchboard_app_listen_notifications_total counter\n");
+        for (outcome, counter) in [
+            ("accepted", &LISTEN_ACCEPTED),
+            ("malformed", &LISTEN_MALFORMED),
+            ("refused", &LISTEN_REFUSED),
+        ] {
+            text.push_str(&format!(
+                "switchboard_app_listen_notifications_total{{outcome=\"{outcome}\"}} {}\n",
+                counter.load(Relaxed)
+            ));
+        }
+    }
     text.push_str("# HELP switchboard_panics_total Panics caught and survived, by task.\n# TYPE switchboard_panics_total counter\n");
     text.push_str(&format!(
         "switchboard_panics_total{{task=\"http\"}} {}\n",
