@@ -8,12 +8,18 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::hisp::{DOC, US};
+use std::time::Duration;
+
+use common::hisp::{DOC, Hisp, US};
 use common::pki::{Pki, openssl};
+use common::process::Spawned;
+use common::wait::wait_for;
 use common::{Backend, TestDb};
 use switchboard::config::{Config, ConnectorConfig};
 use switchboard::daemon::Core;
 use switchboard::direct::inbound::{DirectInbound, Outcome, Taken};
+
+const WAIT: Duration = Duration::from_secs(60);
 
 // ---------------------------------------------------------------- the sending STA (openssl CLI)
 
@@ -351,3 +357,120 @@ fn switchboard_cmd(config: &Path, args: &[&str], files: &[&Path]) -> std::proces
         .output()
         .expect("switchboard")
 }
+
+/// How many messages of our maildir are flagged `\Seen`, and how many are not.
+fn seen_and_unseen(hisp: &Hisp) -> (usize, usize) {
+    let dir = hisp.imap.maildir();
+    let mut seen = 0;
+    let mut unseen = 0;
+    for sub in ["cur", "new"] {
+        for entry in std::fs::read_dir(dir.join(sub))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = entry.file_name().to_string_lossy().to_string();
+            if name
+                .rsplit_once(":2,")
+                .is_some_and(|(_, flags)| flags.contains('S'))
+            {
+                seen += 1;
+            } else {
+                unseen += 1;
+            }
+        }
+    }
+    (seen, unseen)
+}
+
+/// `(id, status)` of every Direct item.
+async fn direct_items(db: &TestDb) -> Vec<(String, String)> {
+    let store = switchboard::store::Store::connect(&db.url, 2, false)
+        .await
+        .expect("store");
+    let rows = switchboard::store::on_db!(store.db(), |pool| sqlx::query_as(
+        "SELECT id, status FROM inbound_items WHERE channel = 'direct' ORDER BY created_at"
+    )
+    .fetch_all(pool)
+    .await)
+    .expect("items");
+    store.close().await;
+    rows
+}
+
+/// The real mail path: the peer submits through Postfix, Dovecot delivers into our mailbox,
+/// the daemon (waiting in IDLE; polling only every 600 s) reads it. Killed (`kill -9`) after
+/// the message is recorded and before it is flagged `\Seen`, the restarted daemon reads it
+/// again and files it exactly once, owing its MDNs once.
+async fn mailbox_kill9_files_once(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let pki = pki();
+    let hisp = Hisp::start();
+    let (smtp, mailbox) = hisp.connector(&db, 600);
+    let mut config = config(&db, &pki, &["ca"]);
+    if let Some(ConnectorConfig::Direct(direct)) = config.connectors.get_mut("hisp") {
+        let extra: toml::Table = toml::from_str(&format!("{smtp}{mailbox}")).expect("hisp");
+        direct.smtp = extra["smtp"].clone().try_into().expect("smtp");
+        direct.mailbox = Some(extra["mailbox"].clone().try_into().expect("mailbox"));
+    }
+    {
+        let (core, _) = inbound(config.clone()).await;
+        core.store.close().await;
+    }
+    let path = db.dir.path().join("switchboard.toml");
+    std::fs::write(&path, toml::to_string(&config).expect("toml")).expect("config");
+    let log = db.dir.path().join("daemon.log");
+
+    let mut command = Command::new(env!("CARGO_BIN_EXE_switchboard"));
+    command
+        .args(["run", "--config"])
+        .arg(&path)
+        .env("SB_TEST_KILL_AT", "direct-recorded");
+    let mut daemon = Spawned::start_command(command, &log, "info").await;
+    hisp.notify_us(
+        &String::from_utf8(openssl_send(
+            &pki,
+            "doc",
+            &referral("k1@direct.south.example", "Discharge summary."),
+            "k1@direct.south.example",
+        ))
+        .expect("ascii"),
+    );
+    wait_for(
+        "the daemon to kill itself after recording",
+        WAIT,
+        async || daemon.exited().is_some(),
+    )
+    .await;
+    let items = direct_items(&db).await;
+    assert_eq!(items.len(), 1, "{items:?}");
+    assert_eq!(items[0].1, "unmatched", "{items:?}");
+    assert_eq!(seen_and_unseen(&hisp), (0, 1), "flagged before the kill");
+
+    let daemon = Spawned::start(&path, &db.dir.path().join("daemon2.log"), "info").await;
+    daemon
+        .wait_for("the message flagged \\Seen", WAIT, async || {
+            seen_and_unseen(&hisp) == (1, 0)
+        })
+        .await;
+    let again = direct_items(&db).await;
+    assert_eq!(again, items, "recorded once");
+    let store = switchboard::store::Store::connect(&db.url, 2, false)
+        .await
+        .expect("store");
+    let (owed,): (i64,) = switchboard::store::on_db!(store.db(), |pool| sqlx::query_as(
+        "SELECT COUNT(*) FROM direct_mdns WHERE inbound_item_id = $1"
+    )
+    .bind(&items[0].0)
+    .fetch_one(pool)
+    .await)
+    .expect("mdns");
+    store.close().await;
+    assert_eq!(owed, 2, "processed and dispatched, once each");
+    assert!(
+        daemon.log_text().contains("recorded before"),
+        "{}",
+        daemon.log_text()
+    );
+}
+both_databases!(mailbox_kill9_files_once, super::mailbox_kill9_files_once);

@@ -325,6 +325,7 @@ impl Tracker {
                         Ok(Taken::Notification { inner, sender }) => read_opened(&inner, &sender),
                         Ok(Taken::Recorded { item_id, outcome }) => {
                             info!(connector = %self.connector, uid, inbound_item_id = %item_id, outcome, "inbound Direct message recorded");
+                            crate::testing_hooks::kill_point("direct-recorded");
                             session.mark_seen(uid).await?;
                             continue;
                         }
