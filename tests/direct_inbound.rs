@@ -474,3 +474,75 @@ async fn mailbox_kill9_files_once(backend: Backend) {
     );
 }
 both_databases!(mailbox_kill9_files_once, super::mailbox_kill9_files_once);
+
+/// An item recorded by a daemon that stopped before security processing (status `received`,
+/// nothing opened) is taken on by the resume pass once it has been untouched for a minute:
+/// opened, answered and filed, once.
+async fn a_stopped_item_is_taken_on(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let pki = pki();
+    let (core, inbound) = inbound(config(&db, &pki, &["ca"])).await;
+    let raw = openssl_send(
+        &pki,
+        "doc",
+        &referral("s1@direct.south.example", "Stopped half-way."),
+        "s1@direct.south.example",
+    );
+    let org = core
+        .store
+        .organization_by_slug("north")
+        .await
+        .expect("org")
+        .id;
+    let intake = switchboard::intake::Intake {
+        store: core.store.clone(),
+        keyring: core.keyring.clone(),
+        config: core.config.clone(),
+    };
+    struct Direct;
+    impl switchboard::intake::Source for Direct {
+        fn channel(&self) -> &'static str {
+            "direct"
+        }
+        fn parse(&self, _: &[u8]) -> Result<switchboard::intake::Parsed, String> {
+            Err("not used".into())
+        }
+    }
+    let (item_id, fresh) = intake
+        .record(
+            &Direct,
+            &switchboard::intake::Received {
+                organization_id: &org,
+                connector: Some("hisp".into()),
+                provider_ref: Some(format!("{DOC} <s1@direct.south.example>")),
+                sender: DOC.into(),
+                recipient: Some(US.into()),
+                raw: &raw,
+            },
+        )
+        .await
+        .expect("record");
+    assert!(fresh);
+    // Fresh items belong to the live path: the pass leaves them alone.
+    assert_eq!(inbound.resume_due().await.expect("pass"), 0);
+    switchboard::store::on_db!(core.store.db(), |pool| sqlx::query(
+        "UPDATE inbound_items SET updated_at = updated_at - 120000 WHERE id = $1"
+    )
+    .bind(&item_id)
+    .execute(pool)
+    .await
+    .map(|_| ()))
+    .expect("age");
+    assert_eq!(inbound.resume_due().await.expect("pass"), 1);
+    let item = core.store.inbound_item_by_id(&item_id).await.expect("item");
+    assert_eq!(item.status, "unmatched", "{item:?}");
+    assert!(item.opened.is_some());
+    assert_eq!(mdns(&core, &item_id).await.len(), 2);
+    // The same message read from the mailbox again is a duplicate.
+    assert_eq!(take(&inbound, &raw).await.outcome, Outcome::Duplicate);
+    assert_eq!(inbound.resume_due().await.expect("pass"), 0);
+}
+both_databases!(
+    a_stopped_item_is_taken_on,
+    super::a_stopped_item_is_taken_on
+);
