@@ -546,3 +546,69 @@ both_databases!(
     a_stopped_item_is_taken_on,
     super::a_stopped_item_is_taken_on
 );
+
+/// The ONC Edge Testing Tool's generated message (`tests/data/direct/messages`), received by a
+/// connector holding the tool's key as a further decryption key: it decrypts, and is then
+/// quarantined under the v1.3 policy (its signer is 1024-bit, MD5-signed and expired) and
+/// earns no MDN.
+async fn the_ett_message_is_quarantined(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let pki = Pki::new();
+    pki.ca("ca").leaf("ca", "to", "email:to@test.com");
+    let p12 = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/direct/messages/ett-testCert.p12"
+    );
+    for (out, flag) in [("ett.pem", "-nokeys"), ("ett.key", "-nocerts")] {
+        pki.openssl(&[
+            "pkcs12", "-legacy", "-in", p12, "-passin", "pass:", "-nodes", flag, "-out", out,
+        ]);
+    }
+    let mut config = db.config();
+    let toml = format!(
+        "address = \"to@test.com\"\norganization = \"north\"\ncertificate = \"{cert}\"\n\
+         private_key = {{ file = \"{key}\" }}\n\
+         decryption_keys = [{{ certificate = \"{ett}\", private_key = {{ file = \"{ett_key}\" }} }}]\n\
+         trust = [{{ files = [\"{ett}\"] }}]\n\
+         dns = {{ enabled = false }}\nldap = {{ enabled = false }}\n\
+         smtp = {{ host = \"127.0.0.1\", port = 9, tls = \"none\", timeout_secs = 1 }}\n",
+        cert = pki.path("to.pem").display(),
+        key = pki.path("to.key").display(),
+        ett = pki.path("ett.pem").display(),
+        ett_key = pki.path("ett.key").display(),
+    );
+    config.connectors.insert(
+        "hisp".into(),
+        ConnectorConfig::Direct(toml::from_str(&toml).expect("direct connector")),
+    );
+    let (core, inbound) = inbound(config).await;
+    let raw = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/direct/messages/ett-TestGeneratedMessage.txt"
+    ))
+    .expect("vector");
+    let receipt = take(&inbound, &raw).await;
+    assert_eq!(receipt.outcome, Outcome::Quarantined, "{receipt:?}");
+    let item = core
+        .store
+        .inbound_item_by_id(&receipt.item_id)
+        .await
+        .expect("item");
+    let check = item.quarantine_check.clone().unwrap_or_default();
+    assert!(
+        [
+            "key-strength",
+            "signer-digest",
+            "certificate-digest",
+            "validity"
+        ]
+        .contains(&check.as_str()),
+        "decrypted, then refused by a v1.3 rule: {item:?}"
+    );
+    assert_eq!(item.sender, "from@test.com");
+    assert!(mdns(&core, &receipt.item_id).await.is_empty());
+}
+both_databases!(
+    the_ett_message_is_quarantined,
+    super::the_ett_message_is_quarantined
+);
