@@ -4,6 +4,7 @@
 pub mod bench;
 mod certs;
 mod direct;
+mod doctor;
 mod keys;
 mod outreach;
 
@@ -104,6 +105,10 @@ enum Command {
         #[command(subcommand)]
         command: self::outreach::CampaignCommand,
     },
+    /// Check the installation: configuration, database and schema, at-rest key, file modes,
+    /// connector credentials and endpoints, Direct certificates, the HL7 listener. One
+    /// PASS/WARN/FAIL line per check; exit 1 on any FAIL. Sends nothing, creates nothing.
+    Doctor,
     /// Measure throughput and latency (prints figures).
     Bench(self::bench::BenchArgs),
     /// Direct recipient certificates: the local store, and how discovery resolves an address.
@@ -245,6 +250,7 @@ pub fn main() -> ExitCode {
     };
     match runtime.block_on(dispatch(cli)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<DoctorFailed>().is_some() => ExitCode::FAILURE,
         Err(e) if e.downcast_ref::<self::direct::SomeQuarantined>().is_some() => {
             eprintln!("{e:#}");
             ExitCode::from(3)
@@ -283,6 +289,12 @@ async fn dispatch(cli: Cli) -> Result<()> {
     let config = Config::load(config_path.as_deref())?;
     if let Command::Certs(args) = &cli.command {
         return self::certs::run(&config, args).await;
+    }
+    if let Command::Doctor = &cli.command {
+        if !self::doctor::run(&config_source, config_path.as_deref(), config).await? {
+            return Err(DoctorFailed.into());
+        }
+        return Ok(());
     }
     switchboard::logging::init(&config.log);
     match cli.command {
@@ -530,7 +542,11 @@ async fn dispatch(cli: Cli) -> Result<()> {
         } => {
             self::direct::quarantine(admin(&config_source, config).await?, command).await?;
         }
-        Command::Bench(_) | Command::Hl7 { .. } | Command::Direct { .. } | Command::Certs(_) => {
+        Command::Bench(_)
+        | Command::Hl7 { .. }
+        | Command::Direct { .. }
+        | Command::Certs(_)
+        | Command::Doctor => {
             unreachable!("handled above")
         }
     }
@@ -538,6 +554,11 @@ async fn dispatch(cli: Cli) -> Result<()> {
 }
 
 /// A sender's number or address with all but its last four characters hidden.
+/// `doctor` found a failure (its lines say which): exit 1 without a second message.
+#[derive(Debug, thiserror::Error)]
+#[error("")]
+struct DoctorFailed;
+
 /// Where the daemon's configuration is installed by the package.
 const SYSTEM_CONFIG: &str = "/etc/switchboard/switchboard.toml";
 
