@@ -109,6 +109,11 @@ enum Command {
     /// connector credentials and endpoints, Direct certificates, the HL7 listener. One
     /// PASS/WARN/FAIL line per check; exit 1 on any FAIL. Sends nothing, creates nothing.
     Doctor,
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout, e.g.
+    /// `switchboard completions bash > /usr/share/bash-completion/completions/switchboard`.
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff) to stdout: `switchboard man | man -l -`.
+    Man,
     /// Measure throughput and latency (prints figures).
     Bench(self::bench::BenchArgs),
     /// Direct recipient certificates: the local store, and how discovery resolves an address.
@@ -235,9 +240,65 @@ enum DeadLettersCommand {
     Retry { delivery_id: String },
 }
 
+/// A closed pipe on stdout (`switchboard ... | head`) ends the command quietly with status 0,
+/// as a Unix filter does, instead of `println!`'s panic (exit 101). Every other panic keeps the
+/// default report.
+fn quiet_on_closed_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if payload.starts_with("failed printing to stdout") && payload.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default(info)
+    }));
+}
+
+/// Writes `bytes` to stdout; a closed pipe is not an error.
+fn write_out(bytes: &[u8]) -> ExitCode {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(bytes) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
+    quiet_on_closed_pipe();
     let cli = Cli::parse();
+    match &cli.command {
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(
+                *shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "switchboard",
+                &mut script,
+            );
+            return write_out(&script);
+        }
+        Command::Man => {
+            let mut page = Vec::new();
+            if let Err(e) =
+                clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).render(&mut page)
+            {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+            return write_out(&page);
+        }
+        _ => {}
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -546,7 +607,9 @@ async fn dispatch(cli: Cli) -> Result<()> {
         | Command::Hl7 { .. }
         | Command::Direct { .. }
         | Command::Certs(_)
-        | Command::Doctor => {
+        | Command::Doctor
+        | Command::Completions { .. }
+        | Command::Man => {
             unreachable!("handled above")
         }
     }
