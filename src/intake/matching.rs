@@ -76,7 +76,11 @@ impl Identifier {
 
 impl std::fmt::Debug for Identifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let id: &str = if self.is_ssn() { "<redacted>" } else { &self.id };
+        let id: &str = if self.is_ssn() {
+            "<redacted>"
+        } else {
+            &self.id
+        };
         f.debug_struct("Identifier")
             .field("authority", &self.authority)
             .field("id", &id)
@@ -377,10 +381,13 @@ mod tests {
                 .collect(),
         );
         assert_eq!(aliased.len(), 2);
-        let shown = format!("{aliased:?} {:?}", Evidence {
-            identifiers: aliased.clone(),
-            ..Evidence::default()
-        });
+        let shown = format!(
+            "{aliased:?} {:?}",
+            Evidence {
+                identifiers: aliased.clone(),
+                ..Evidence::default()
+            }
+        );
         assert!(!shown.contains("12345679"), "{shown}");
         // A value shaped like one, under any authority, is hidden too; an MRN is not.
         let shaped = Identifier {

@@ -87,7 +87,12 @@ fn document_meta(
         .filter_map(|id| {
             Some(Identifier {
                 authority: id.root.trim().to_string(),
-                id: id.extension.as_deref().map(str::trim).filter(|e| !e.is_empty())?.to_string(),
+                id: id
+                    .extension
+                    .as_deref()
+                    .map(str::trim)
+                    .filter(|e| !e.is_empty())?
+                    .to_string(),
             })
         })
         .collect();
@@ -186,9 +191,10 @@ impl Source for DirectSource {
                 ) {
                     Ok(package) => Some(package),
                     Err(e) => {
-                        parsed
-                            .warnings
-                            .push(format!("xdm: attachment {number} unreadable ({})", kind(&e)));
+                        parsed.warnings.push(format!(
+                            "xdm: attachment {number} unreadable ({})",
+                            kind(&e)
+                        ));
                         None
                     }
                 }
@@ -298,15 +304,16 @@ fn mime_parts(
     let mut attachments = Vec::new();
     for (index, part) in message.parts.iter().enumerate() {
         if part.is_encoding_problem {
-            warnings.push(format!("mime: part {index} could not be decoded; kept as is"));
+            warnings.push(format!(
+                "mime: part {index} could not be decoded; kept as is"
+            ));
         }
         match &part.body {
             PartType::Multipart(_) => {}
             PartType::Text(text) if text_parts.contains(&index) => texts.push(text),
             PartType::Html(html) if is_body(index) => {
                 let alternative_to_text = parent[index].is_some_and(|p| {
-                    is_alternative(p)
-                        && text_parts.iter().any(|&t| parent[t] == Some(p))
+                    is_alternative(p) && text_parts.iter().any(|&t| parent[t] == Some(p))
                 });
                 if !alternative_to_text {
                     htmls.push(html);
@@ -346,7 +353,10 @@ fn mime_parts(
 /// A MIME part as an attachment: its declared name and type (essence), its bytes
 /// transfer-decoded only (a text part's charset is not converted: an XML document keeps the
 /// encoding its declaration names).
-fn attachment(message: &mail_parser::Message<'_>, part: &mail_parser::MessagePart<'_>) -> ParsedAttachment {
+fn attachment(
+    message: &mail_parser::Message<'_>,
+    part: &mail_parser::MessagePart<'_>,
+) -> ParsedAttachment {
     use mail_parser::{Encoding, MimeHeaders, PartType};
 
     let content_type = match part.content_type() {
@@ -361,7 +371,10 @@ fn attachment(message: &mail_parser::Message<'_>, part: &mail_parser::MessagePar
     let bytes = match &part.body {
         PartType::Text(_) | PartType::Html(_) => {
             let raw = message.raw_message();
-            let (start, end) = (part.raw_body_offset() as usize, part.raw_end_offset() as usize);
+            let (start, end) = (
+                part.raw_body_offset() as usize,
+                part.raw_end_offset() as usize,
+            );
             match raw.get(start..end) {
                 Some(encoded) if !part.is_encoding_problem => match part.encoding {
                     Encoding::Base64 => switchboard_mail::mime::base64_decode(encoded)
@@ -451,7 +464,12 @@ fn xdm_identifiers(document: &switchboard_docs::xdm::Document) -> Vec<Identifier
         .chain(document.patient_id.iter())
         .chain(document.patient_info.ids.iter());
     for id in all {
-        if let Some(authority) = id.authority.as_deref().map(str::trim).filter(|a| !a.is_empty()) {
+        if let Some(authority) = id
+            .authority
+            .as_deref()
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+        {
             let identifier = Identifier {
                 authority: authority.to_string(),
                 id: id.id.trim().to_string(),
@@ -560,8 +578,14 @@ mod tests {
         );
         let parsed = parse(raw.as_bytes());
         assert_eq!(parsed.subject.as_deref(), Some("Referral for review"));
-        assert_eq!(parsed.body.trim_end(), "Please see Mrs. Jones on Monday. Café.");
-        assert_eq!(parsed.in_reply_to, ["r01abc@gw.north.example", "first@x.example"]);
+        assert_eq!(
+            parsed.body.trim_end(),
+            "Please see Mrs. Jones on Monday. Café."
+        );
+        assert_eq!(
+            parsed.in_reply_to,
+            ["r01abc@gw.north.example", "first@x.example"]
+        );
         assert!(parsed.attachments.is_empty());
         assert_eq!(parsed.document, None);
         assert_eq!(parsed.warnings, Vec::<String>::new());
@@ -620,7 +644,10 @@ mod tests {
         let parsed = parse(&raw);
         assert_eq!(parsed.body, "Summary attached.");
         assert_eq!(parsed.attachments.len(), 2);
-        assert_eq!(parsed.attachments[0].filename.as_deref(), Some("summary.xml"));
+        assert_eq!(
+            parsed.attachments[0].filename.as_deref(),
+            Some("summary.xml")
+        );
         assert_eq!(parsed.attachments[0].content_type, "application/xml");
         assert_eq!(parsed.attachments[0].bytes, ccd);
         assert_eq!(parsed.attachments[1].content_type, "application/pdf");
@@ -715,7 +742,13 @@ mod tests {
             let files: Vec<(Option<&str>, &str, usize)> = parsed
                 .attachments
                 .iter()
-                .map(|a| (a.filename.as_deref(), a.content_type.as_str(), a.bytes.len()))
+                .map(|a| {
+                    (
+                        a.filename.as_deref(),
+                        a.content_type.as_str(),
+                        a.bytes.len(),
+                    )
+                })
                 .collect();
             assert_eq!(
                 files,
@@ -763,10 +796,16 @@ mod tests {
             ("IHE_XDM/SUBSET01/LETTER.PDF", pdf),
             ("IHE_XDM/SUBSET01/CCD.XML", &ccd),
         ]);
-        let parsed = parse(&mixed("x", &[("application/octet-stream", "p.zip", &package)]));
+        let parsed = parse(&mixed(
+            "x",
+            &[("application/octet-stream", "p.zip", &package)],
+        ));
         assert_eq!(
             parsed.warnings,
-            ["xdm: document 2 size mismatch", "xdm: document 2 hash mismatch"]
+            [
+                "xdm: document 2 size mismatch",
+                "xdm: document 2 hash mismatch"
+            ]
         );
         assert_eq!(parsed.attachments.len(), 3);
         let document = parsed.document.clone().expect("document");
@@ -841,15 +880,21 @@ mod tests {
     #[test]
     fn a_long_body_is_cut_with_a_warning_and_kept_whole() {
         let long = "é".repeat(DIRECT_MAX_BODY_BYTES / 2 + 10);
-        let raw = format!("{HEAD}Content-Type: text/plain; charset=utf-8
+        let raw = format!(
+            "{HEAD}Content-Type: text/plain; charset=utf-8
 
 {long}
-");
+"
+        );
         let parsed = parse(raw.as_bytes());
         assert!(parsed.body.len() <= DIRECT_MAX_BODY_BYTES);
         assert!(parsed.body.len() > DIRECT_MAX_BODY_BYTES - 4);
         assert_eq!(parsed.warnings.len(), 1);
-        assert!(parsed.warnings[0].starts_with("body: "), "{:?}", parsed.warnings);
+        assert!(
+            parsed.warnings[0].starts_with("body: "),
+            "{:?}",
+            parsed.warnings
+        );
         let whole = parsed.attachments.last().expect("body.txt");
         assert_eq!(whole.filename.as_deref(), Some("body.txt"));
         assert_eq!(String::from_utf8_lossy(&whole.bytes).trim_end(), long);
@@ -878,8 +923,16 @@ mod tests {
             let parsed = parse(&inner);
             assert_eq!(parsed.subject.as_deref(), Some(subject), "{vector}");
             assert_eq!(parsed.body.trim(), body, "{vector}");
-            assert!(parsed.attachments.is_empty(), "{vector}: {:?}", parsed.attachments);
-            assert!(parsed.warnings.is_empty(), "{vector}: {:?}", parsed.warnings);
+            assert!(
+                parsed.attachments.is_empty(),
+                "{vector}: {:?}",
+                parsed.attachments
+            );
+            assert!(
+                parsed.warnings.is_empty(),
+                "{vector}: {:?}",
+                parsed.warnings
+            );
         }
     }
 
@@ -890,5 +943,254 @@ mod tests {
         let _ = DirectSource.parse(b"Content-Type: multipart/mixed; boundary=x\r\n\r\n--x\r\nContent-Type: application/zip\r\nContent-Transfer-Encoding: base64\r\n\r\nUEsDBA==\r\n");
         let parsed = parse(b"Subject: only a header\r\n\r\n");
         assert_eq!(parsed.subject.as_deref(), Some("only a header"));
+    }
+
+    // -----------------------------------------------------------------------------------
+    // The whole core, on both databases: Direct items recorded, parsed, matched and filed.
+
+    const CLINIC_OID: &str = "1.2.840.114350.1.13.99";
+
+    fn small_ccda(root: &str, extension: &str, family: &str) -> Vec<u8> {
+        format!(
+            r#"<?xml version="1.0"?>
+<cda:ClinicalDocument xmlns:cda="urn:hl7-org:v3">
+  <cda:code code="57133-1"/><cda:title>Referral</cda:title>
+  <cda:recordTarget><cda:patientRole><cda:id root="{root}" extension="{extension}"/>
+    <cda:patient><cda:name><cda:given>Amara</cda:given><cda:family>{family}</cda:family></cda:name>
+      <cda:administrativeGenderCode code="F"/><cda:birthTime value="19880818"/></cda:patient>
+  </cda:patientRole></cda:recordTarget>
+  <cda:component><cda:structuredBody/></cda:component>
+</cda:ClinicalDocument>"#
+        )
+        .into_bytes()
+    }
+
+    async fn direct_items_file_by_document(postgres: bool) {
+        use crate::intake::{Filing, Intake, Received};
+        use crate::store::PatientInput;
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (core, guard) = crate::testing::core_on(postgres, dir.path()).await;
+        // The clinic's feed names its authority "CLINIC"; documents use the OID.
+        let mut config = (*core.config).clone();
+        let mut north = crate::config::OrganizationConfig::default();
+        north
+            .identifier_authorities
+            .insert(CLINIC_OID.into(), "CLINIC".into());
+        config.organizations.insert("north".into(), north);
+        let intake = Intake {
+            store: core.store.clone(),
+            keyring: core.keyring.clone(),
+            config: std::sync::Arc::new(config),
+        };
+        let store = &intake.store;
+        let org = store
+            .ensure_organization("north", "North")
+            .await
+            .expect("organization")
+            .id;
+        let patient = |external: &str, family: &str, ids: &[(&str, &str)]| PatientInput {
+            external_id: external.into(),
+            family_name: Some(family.into()),
+            given_name: Some("Amara".into()),
+            birth_date: Some("1988-08-18".into()),
+            sex: Some("F".into()),
+            identifiers: ids
+                .iter()
+                .map(|(authority, id)| (id.to_string(), authority.to_string(), None))
+                .collect(),
+            ..PatientInput::default()
+        };
+        let amara = store
+            .upsert_patient(&org, &patient("C-1", "Bello", &[("CLINIC", "555")]))
+            .await
+            .expect("patient")
+            .0
+            .id;
+        // The ETT package's C-CDA names its patient by SSN only.
+        let ssn = "111223333";
+        let katherine = store
+            .upsert_patient(
+                &org,
+                &patient("K-1", "Madison", &[(switchboard_docs::ccda::SSN_OID, ssn)]),
+            )
+            .await
+            .expect("patient")
+            .0
+            .id;
+        let mut n = 0;
+        let mut receive = async |raw: Vec<u8>| {
+            n += 1;
+            let (id, fresh) = intake
+                .record(
+                    &DirectSource,
+                    &Received {
+                        organization_id: &org,
+                        connector: Some("hisp".into()),
+                        provider_ref: Some(format!("hisp@direct.example <m{n}@x>")),
+                        sender: "referrals@direct.sender.example".into(),
+                        recipient: Some("intake@direct.north.example".into()),
+                        raw: &raw,
+                    },
+                )
+                .await
+                .expect("record");
+            assert!(fresh);
+            let row = store.inbound_item(&org, &id).await.expect("item");
+            assert_eq!(row.channel, "direct");
+            let filing = intake.process(&DirectSource, &row).await.expect("process");
+            (id, filing)
+        };
+
+        // 1. A C-CDA attachment whose patient id (OID, mapped to the feed's "CLINIC") is
+        //    Amara's: filed into her thread, the document with the message.
+        let cda = small_ccda(CLINIC_OID, "555", "Someone-Else");
+        let (id, filing) = receive(mixed(
+            "Referral attached.",
+            &[("application/xml", "referral.xml", &cda)],
+        ))
+        .await;
+        let Filing::Filed {
+            patient_id,
+            thread_id,
+            message_id,
+        } = &filing
+        else {
+            panic!("not filed: {filing:?}")
+        };
+        assert_eq!(patient_id, &amara);
+        let item = store.inbound_item(&org, &id).await.expect("item");
+        assert_eq!(item.match_method.as_deref(), Some("identifier"));
+        assert_eq!(item.thread_id.as_deref(), Some(thread_id.as_str()));
+        let files = store
+            .attachment_blobs(&org, message_id)
+            .await
+            .expect("files");
+        assert_eq!(files.len(), 1);
+        let opened = intake
+            .keyring
+            .open(
+                &files[0].content,
+                &crate::messages::attachment_context(message_id, &files[0].id),
+            )
+            .expect("opens");
+        assert_eq!(opened, cda);
+        let message = store.message(&org, message_id).await.expect("message");
+        let metadata: serde_json::Value =
+            serde_json::from_str(&message.metadata).expect("metadata");
+        assert_eq!(metadata["channel"], "direct");
+        assert_eq!(metadata["document_type"], "57133-1");
+
+        // 2. The ETT XDM package: its C-CDA's SSN is Katherine's. Filed to her, the package
+        //    and its document both attached — and the SSN nowhere in clear.
+        let package = data("direct/xdm/ett-XDM_FULL.ZIP");
+        let (id, filing) = receive(mixed("XDM", &[("application/zip", "xdm.zip", &package)])).await;
+        let Filing::Filed {
+            patient_id,
+            message_id,
+            ..
+        } = &filing
+        else {
+            panic!("not filed: {filing:?}")
+        };
+        assert_eq!(patient_id, &katherine);
+        assert_eq!(
+            store
+                .inbound_item(&org, &id)
+                .await
+                .expect("item")
+                .match_method
+                .as_deref(),
+            Some("identifier")
+        );
+        let files = store
+            .attachment_blobs(&org, message_id)
+            .await
+            .expect("files");
+        let names: Vec<Option<&str>> = files.iter().map(|f| f.filename.as_deref()).collect();
+        assert_eq!(names, [Some("xdm.zip"), Some("CCDAAMB.XML")]);
+        let message = store.message(&org, message_id).await.expect("message");
+        let mut shown = vec![message.metadata.clone()];
+        for step in store.inbound_steps(&org, &id).await.expect("steps") {
+            shown.extend(step.detail);
+        }
+        let item = store.inbound_item(&org, &id).await.expect("item");
+        shown.extend(item.reason.clone());
+        shown.extend(item.candidates.clone());
+        for text in &shown {
+            assert!(!text.contains(ssn), "SSN in {text}");
+        }
+
+        // 3. A package whose document does not match its hash: still filed, the warning on
+        //    the parsed step (codes only).
+        let md = r#"<SubmitObjectsRequest xmlns="urn:oasis:names:tc:ebxml-regrep:xsd:lcm:3.0"><RegistryObjectList xmlns="urn:oasis:names:tc:ebxml-regrep:xsd:rim:3.0"><ExtrinsicObject id="a" mimeType="text/xml"><Slot name="URI"><ValueList><Value>DOC.XML</Value></ValueList></Slot><Slot name="hash"><ValueList><Value>00</Value></ValueList></Slot></ExtrinsicObject></RegistryObjectList></SubmitObjectsRequest>"#;
+        let cda = small_ccda(CLINIC_OID, "555", "Bello");
+        let tampered = zip_of(&[
+            ("IHE_XDM/SUBSET01/METADATA.XML", md.as_bytes()),
+            ("IHE_XDM/SUBSET01/DOC.XML", &cda),
+        ]);
+        let (id, filing) = receive(mixed("x", &[("application/zip", "xdm.zip", &tampered)])).await;
+        assert!(matches!(&filing, Filing::Filed { patient_id, .. } if patient_id == &amara));
+        let steps = store.inbound_steps(&org, &id).await.expect("steps");
+        let parsed = steps
+            .iter()
+            .find(|s| s.step == "parsed")
+            .expect("parsed step");
+        let detail: serde_json::Value =
+            serde_json::from_str(parsed.detail.as_deref().unwrap_or("{}")).expect("json");
+        assert_eq!(
+            detail["warnings"],
+            serde_json::json!(["xdm: document 1 hash mismatch"])
+        );
+        assert_eq!(detail["attachments"], 2);
+
+        // 4. A C-CDA naming nobody we hold: unmatched.
+        let nobody = small_ccda("9.9.9", "404", "Nobody");
+        let (_, filing) = receive(mixed("?", &[("application/xml", "x.xml", &nobody)])).await;
+        assert_eq!(
+            filing,
+            Filing::Unmatched {
+                reason: "no patient matched".into(),
+                candidates: 0
+            }
+        );
+
+        store.close().await;
+        // On SQLite, the whole database file holds the SSN nowhere in clear once the patient
+        // registry's own copy (`patient_identifiers`, what the EHR sent us) is gone: the
+        // item, its steps, the message and its attachments carry it sealed or not at all.
+        if !postgres {
+            let path = dir.path().join("switchboard.db");
+            let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
+                .await
+                .expect("sqlite");
+            for sql in ["DELETE FROM patient_identifiers", "VACUUM"] {
+                sqlx::query(sql).execute(&pool).await.expect(sql);
+            }
+            pool.close().await;
+            for entry in std::fs::read_dir(dir.path()).expect("dir").flatten() {
+                if entry.path().is_file() {
+                    let bytes = std::fs::read(entry.path()).expect("read");
+                    assert!(
+                        !bytes.windows(ssn.len()).any(|w| w == ssn.as_bytes()),
+                        "SSN in clear in {}",
+                        entry.path().display()
+                    );
+                }
+            }
+        }
+        if let Some(guard) = guard {
+            guard.drop_now().await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn direct_items_file_by_document_sqlite() {
+        direct_items_file_by_document(false).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn direct_items_file_by_document_postgres() {
+        direct_items_file_by_document(true).await;
     }
 }

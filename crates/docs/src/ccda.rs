@@ -334,7 +334,10 @@ mod tests {
         assert_eq!(code.code.as_deref(), Some("34133-9"));
         assert_eq!(code.code_system.as_deref(), Some("2.16.840.1.113883.6.1"));
         assert_eq!(header.title.as_deref(), Some("Summary of Patient Chart"));
-        assert_eq!(header.effective_time.as_deref(), Some("20141015103026-0500"));
+        assert_eq!(
+            header.effective_time.as_deref(),
+            Some("20141015103026-0500")
+        );
         assert_eq!(header.record_targets, 1);
         let patient = &header.patient;
         assert_eq!(
@@ -380,10 +383,7 @@ mod tests {
     fn reads_every_name_of_the_referral_note() -> Result<(), DocumentError> {
         let header = read_header(&data("ccda/Referral_Note.xml"))?;
         assert_eq!(header.title.as_deref(), Some("Referral Note"));
-        assert_eq!(
-            header.code.and_then(|c| c.code).as_deref(),
-            Some("57113-1")
-        );
+        assert_eq!(header.code.and_then(|c| c.code).as_deref(), Some("57113-1"));
         // A document id with a root only.
         assert_eq!(
             header.id,
@@ -470,16 +470,12 @@ mod tests {
 "#;
 
     #[test]
-    fn a_prefixed_document_reads_by_namespace_and_stops_at_the_body() -> Result<(), DocumentError>
-    {
+    fn a_prefixed_document_reads_by_namespace_and_stops_at_the_body() -> Result<(), DocumentError> {
         // The body is not even well-formed: reading stops at `component`.
         let header = read_header(PREFIXED.as_bytes())?;
         assert_eq!(header.title.as_deref(), Some("Summary & plan A"));
         assert_eq!(header.id, Some(id("1.2.3", "doc-1")));
-        assert_eq!(
-            header.code.and_then(|c| c.code).as_deref(),
-            Some("34133-9")
-        );
+        assert_eq!(header.code.and_then(|c| c.code).as_deref(), Some("34133-9"));
         assert_eq!(header.effective_time.as_deref(), Some("20260101"));
         let patient = header.patient;
         assert_eq!(
@@ -520,7 +516,10 @@ mod tests {
         assert_eq!(patient.names[0].prefix, ["Dr."]);
         assert_eq!(patient.names[0].given, ["Isabella", "Bella"]);
         assert_eq!(patient.names[0].family, ["Jones", "Smith"]);
-        assert_eq!(patient.names[0].family_name().as_deref(), Some("Jones Smith"));
+        assert_eq!(
+            patient.names[0].family_name().as_deref(),
+            Some("Jones Smith")
+        );
         assert_eq!(patient.names[1].use_code.as_deref(), Some("P"));
         assert_eq!(patient.names[1].text.as_deref(), Some("Bella Jones"));
         assert!(patient.names[1].given.is_empty());
@@ -543,7 +542,11 @@ mod tests {
         // Usable for matching ...
         assert_eq!(ssn.extension.as_deref(), Some("12345679"));
         // ... but not in Debug, of the id or the whole header; other ids still show.
-        for shown in [format!("{ssn:?}"), format!("{header:?}"), format!("{header:#?}")] {
+        for shown in [
+            format!("{ssn:?}"),
+            format!("{header:?}"),
+            format!("{header:#?}"),
+        ] {
             assert!(!shown.contains("12345679"), "{shown}");
             assert!(shown.contains("<redacted>"), "{shown}");
         }
@@ -582,7 +585,8 @@ mod tests {
             assert!(!is_ccda(doc.as_bytes()));
         }
         // An entity nobody declared is an error too, not an empty string.
-        let undeclared = "<ClinicalDocument xmlns=\"urn:hl7-org:v3\"><title>&x;</title></ClinicalDocument>";
+        let undeclared =
+            "<ClinicalDocument xmlns=\"urn:hl7-org:v3\"><title>&x;</title></ClinicalDocument>";
         assert!(read_header(undeclared.as_bytes()).is_err());
     }
 
@@ -676,7 +680,8 @@ mod serde_xml_rs_limits {
 
     #[test]
     fn serde_xml_rs_is_right_on_a_default_namespace_document() -> Result<(), DocumentError> {
-        let doc: Doc = serde_xml_rs::from_str(DEFAULT_NS).map_err(|e| DocumentError::Xml(e.to_string()))?;
+        let doc: Doc =
+            serde_xml_rs::from_str(DEFAULT_NS).map_err(|e| DocumentError::Xml(e.to_string()))?;
         let ours = read_header(DEFAULT_NS.as_bytes())?;
         assert_eq!(doc.title, ours.title);
         let role = &doc.record_target[0].patient_role;
@@ -686,13 +691,17 @@ mod serde_xml_rs_limits {
         assert_eq!(given, ours.patient.names[0].given);
         assert_eq!(family, ours.patient.names[0].family);
         assert_eq!(
-            role.patient.as_ref().and_then(|p| p.birth_time.as_ref()).map(|b| b.value.clone()),
+            role.patient
+                .as_ref()
+                .and_then(|p| p.birth_time.as_ref())
+                .map(|b| b.value.clone()),
             ours.patient.birth_time
         );
         // ... and on the real sample, which is default-namespace too.
         let sample = crate::test_data("ccda/CCD-2.xml");
         let text = String::from_utf8_lossy(&sample);
-        let doc: Doc = serde_xml_rs::from_str(&text).map_err(|e| DocumentError::Xml(e.to_string()))?;
+        let doc: Doc =
+            serde_xml_rs::from_str(&text).map_err(|e| DocumentError::Xml(e.to_string()))?;
         assert_eq!(doc.title.as_deref(), Some("Summary of Patient Chart"));
         Ok(())
     }
@@ -750,7 +759,10 @@ mod serde_xml_rs_limits {
         let evil = "<cda:ClinicalDocument xmlns:cda=\"urn:evil\"><cda:title>t</cda:title></cda:ClinicalDocument>";
         let read: Option<Prefixed> = serde_xml_rs::from_str(evil).ok();
         assert_eq!(read.and_then(|p| p.title).as_deref(), Some("t"));
-        assert!(matches!(read_header(evil.as_bytes()), Err(DocumentError::NotA(_))));
+        assert!(matches!(
+            read_header(evil.as_bytes()),
+            Err(DocumentError::NotA(_))
+        ));
         // An internal entity ends up in the value; we refuse the document.
         let doctype = "<?xml version=\"1.0\"?><!DOCTYPE d [<!ENTITY a \"injected\">]>\
                        <ClinicalDocument xmlns=\"urn:hl7-org:v3\"><title>&a;</title></ClinicalDocument>";

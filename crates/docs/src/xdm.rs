@@ -218,8 +218,10 @@ pub fn read(bytes: &[u8], limits: Limits) -> Result<Package, DocumentError> {
         };
         readable += 1;
         if package.submission_patient_id.is_none() {
-            package.submission_patient_id =
-                metadata.submission_patient_id.as_deref().and_then(patient_id);
+            package.submission_patient_id = metadata
+                .submission_patient_id
+                .as_deref()
+                .and_then(patient_id);
         }
         for entry in metadata.entries {
             index += 1;
@@ -228,7 +230,9 @@ pub fn read(bytes: &[u8], limits: Limits) -> Result<Package, DocumentError> {
                 continue;
             };
             if file_name.contains(['/', '\\']) || file_name == ".." || file_name.is_empty() {
-                package.warnings.push(Warning::UnsafeUri { document: index });
+                package
+                    .warnings
+                    .push(Warning::UnsafeUri { document: index });
                 continue;
             }
             let Some(found) = locate(&files, &taken, folder, &file_name) else {
@@ -237,14 +241,21 @@ pub fn read(bytes: &[u8], limits: Limits) -> Result<Package, DocumentError> {
             };
             taken[found] = true;
             let (path, bytes) = (files[found].0.clone(), std::mem::take(&mut files[found].1));
-            let stated_size = entry.size.as_deref().and_then(|s| s.trim().parse::<u64>().ok());
+            let stated_size = entry
+                .size
+                .as_deref()
+                .and_then(|s| s.trim().parse::<u64>().ok());
             if entry.size.is_some() && stated_size != Some(bytes.len() as u64) {
-                package.warnings.push(Warning::SizeMismatch { document: index });
+                package
+                    .warnings
+                    .push(Warning::SizeMismatch { document: index });
             }
             if let Some(hash) = entry.hash.as_deref() {
                 let actual = hex::encode(openssl::sha::sha1(&bytes));
                 if !actual.eq_ignore_ascii_case(hash.trim()) {
-                    package.warnings.push(Warning::HashMismatch { document: index });
+                    package
+                        .warnings
+                        .push(Warning::HashMismatch { document: index });
                 }
             }
             package.documents.push(Document {
@@ -264,7 +275,9 @@ pub fn read(bytes: &[u8], limits: Limits) -> Result<Package, DocumentError> {
         }
     }
     if readable == 0 {
-        return Err(DocumentError::NotA("XDM package (no readable METADATA.XML)"));
+        return Err(DocumentError::NotA(
+            "XDM package (no readable METADATA.XML)",
+        ));
     }
     Ok(package)
 }
@@ -424,8 +437,7 @@ fn read_metadata(bytes: &[u8]) -> Result<Metadata, DocumentError> {
                     && xml::attr(attrs, "identificationScheme") == Some(SUBMISSION_PATIENT_ID)
                     && metadata.submission_patient_id.is_none()
                 {
-                    metadata.submission_patient_id =
-                        xml::attr(attrs, "value").map(str::to_string);
+                    metadata.submission_patient_id = xml::attr(attrs, "value").map(str::to_string);
                 }
             }
             Visit::Close { path, text } => {
@@ -435,7 +447,8 @@ fn read_metadata(bytes: &[u8]) -> Result<Metadata, DocumentError> {
                     slot = None;
                 } else if in_object
                     && xml::ends_with(path, &["ExtrinsicObject", "Slot", "ValueList", "Value"])
-                    && let (Some(entry), Some(name)) = (metadata.entries.last_mut(), slot.as_deref())
+                    && let (Some(entry), Some(name)) =
+                        (metadata.entries.last_mut(), slot.as_deref())
                 {
                     let value = Some(text.to_string());
                     match name {
@@ -566,7 +579,10 @@ mod tests {
                 assert_eq!(doc.source_patient_id, npi);
                 assert_eq!(doc.patient_id, npi);
                 assert_eq!(package.submission_patient_id, npi);
-                assert_eq!(doc.patient_info.ids, npi.clone().into_iter().collect::<Vec<_>>());
+                assert_eq!(
+                    doc.patient_info.ids,
+                    npi.clone().into_iter().collect::<Vec<_>>()
+                );
                 assert_eq!(doc.patient_info.family.as_deref(), Some("Jones"));
                 assert_eq!(doc.patient_info.given.as_deref(), Some("Isabella"));
                 assert_eq!(doc.patient_info.birth_date.as_deref(), Some("19470501"));
@@ -581,7 +597,10 @@ mod tests {
     fn reads_entries_ids_and_patient_info() -> Result<(), DocumentError> {
         let md = good_metadata();
         let package = read(
-            &zip_of(&[("IHE_XDM/S1/METADATA.XML", md.as_bytes()), ("IHE_XDM/S1/DOC.XML", DOC)]),
+            &zip_of(&[
+                ("IHE_XDM/S1/METADATA.XML", md.as_bytes()),
+                ("IHE_XDM/S1/DOC.XML", DOC),
+            ]),
             Limits::default(),
         )?;
         assert_eq!(package.warnings, []);
@@ -595,7 +614,10 @@ mod tests {
         assert_eq!(doc.source_patient_id, Some(id("MRN-7", "1.2.3")));
         assert_eq!(doc.patient_id, Some(id("AFF-1", "7.7")));
         assert_eq!(package.submission_patient_id, Some(id("AFF-1", "7.7")));
-        assert_eq!(doc.patient_info.ids, [id("MRN-7", "1.2.3"), id("99", "4.5")]);
+        assert_eq!(
+            doc.patient_info.ids,
+            [id("MRN-7", "1.2.3"), id("99", "4.5")]
+        );
         assert_eq!(doc.stated_hash.as_deref(), Some(sha1(DOC).as_str()));
         Ok(())
     }
@@ -604,7 +626,10 @@ mod tests {
     fn names_match_without_case_and_the_ris_layouts_read() -> Result<(), DocumentError> {
         let md = good_metadata();
         // Lower case throughout, no INDEX.HTM or README.TXT.
-        let lower = zip_of(&[("ihe_xdm/subset01/metadata.xml", md.as_bytes()), ("ihe_xdm/subset01/doc.xml", DOC)]);
+        let lower = zip_of(&[
+            ("ihe_xdm/subset01/metadata.xml", md.as_bytes()),
+            ("ihe_xdm/subset01/doc.xml", DOC),
+        ]);
         // The RI's slash-less metadata name, the document in the subset folder.
         let slashless = zip_of(&[
             ("IHE_XDM/SUBSET01METADATA.xml", md.as_bytes()),
@@ -640,9 +665,18 @@ mod tests {
             ("IHE_XDM/SUBSET02/DOC.XML", DOC),
         ]);
         let package = read(&two, Limits::default())?;
-        let paths: Vec<(usize, &str)> =
-            package.documents.iter().map(|d| (d.index, d.path.as_str())).collect();
-        assert_eq!(paths, [(1, "IHE_XDM/SUBSET01/DOC.XML"), (2, "IHE_XDM/SUBSET02/DOC.XML")]);
+        let paths: Vec<(usize, &str)> = package
+            .documents
+            .iter()
+            .map(|d| (d.index, d.path.as_str()))
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                (1, "IHE_XDM/SUBSET01/DOC.XML"),
+                (2, "IHE_XDM/SUBSET02/DOC.XML")
+            ]
+        );
         // Not XDM: a ZIP without metadata, or with it outside IHE_XDM/.
         for not in [
             zip_of(&[("DOC.XML", DOC)]),
@@ -650,7 +684,10 @@ mod tests {
             zip_of(&[("IHE_XDM/A/B/METADATA.XML", md.as_bytes())]),
         ] {
             assert!(!is_xdm(&not));
-            assert!(matches!(read(&not, Limits::default()), Err(DocumentError::NotA(_))));
+            assert!(matches!(
+                read(&not, Limits::default()),
+                Err(DocumentError::NotA(_))
+            ));
         }
         Ok(())
     }
@@ -660,18 +697,30 @@ mod tests {
         let md = good_metadata();
         let other = b"<ClinicalDocument xmlns=\"urn:hl7-org:v4\"/>";
         // Same size, other bytes: the hash differs.
-        let tampered = zip_of(&[("IHE_XDM/S1/METADATA.XML", md.as_bytes()), ("IHE_XDM/S1/DOC.XML", other)]);
+        let tampered = zip_of(&[
+            ("IHE_XDM/S1/METADATA.XML", md.as_bytes()),
+            ("IHE_XDM/S1/DOC.XML", other),
+        ]);
         let package = read(&tampered, Limits::default())?;
         assert_eq!(package.warnings, [Warning::HashMismatch { document: 1 }]);
         assert_eq!(package.documents[0].bytes, other, "still returned");
-        assert_eq!(package.warnings[0].to_string(), "xdm: document 1 hash mismatch");
+        assert_eq!(
+            package.warnings[0].to_string(),
+            "xdm: document 1 hash mismatch"
+        );
         // Wrong size and hash.
         let longer = [DOC, b" "].concat();
-        let zip = zip_of(&[("IHE_XDM/S1/METADATA.XML", md.as_bytes()), ("IHE_XDM/S1/DOC.XML", &longer)]);
+        let zip = zip_of(&[
+            ("IHE_XDM/S1/METADATA.XML", md.as_bytes()),
+            ("IHE_XDM/S1/DOC.XML", &longer),
+        ]);
         let package = read(&zip, Limits::default())?;
         assert_eq!(
             package.warnings,
-            [Warning::SizeMismatch { document: 1 }, Warning::HashMismatch { document: 1 }]
+            [
+                Warning::SizeMismatch { document: 1 },
+                Warning::HashMismatch { document: 1 }
+            ]
         );
         // A listed file the archive lacks, and a URI that is a path: warnings, nothing read.
         let missing = zip_of(&[("IHE_XDM/S1/METADATA.XML", md.as_bytes())]);
@@ -679,12 +728,21 @@ mod tests {
         assert_eq!(package.warnings, [Warning::Missing { document: 1 }]);
         assert!(package.documents.is_empty());
         let traversal = metadata("../x", 1, "00");
-        let zip = zip_of(&[("IHE_XDM/S1/METADATA.XML", traversal.as_bytes()), ("x", b"x")]);
+        let zip = zip_of(&[
+            ("IHE_XDM/S1/METADATA.XML", traversal.as_bytes()),
+            ("x", b"x"),
+        ]);
         let package = read(&zip, Limits::default())?;
         assert_eq!(package.warnings, [Warning::UnsafeUri { document: 1 }]);
         // Metadata that is not XML: a warning when nothing else reads, else an error.
-        let zip = zip_of(&[("IHE_XDM/S1/METADATA.XML", b"<<<"), ("IHE_XDM/S1/DOC.XML", DOC)]);
-        assert!(matches!(read(&zip, Limits::default()), Err(DocumentError::NotA(_))));
+        let zip = zip_of(&[
+            ("IHE_XDM/S1/METADATA.XML", b"<<<"),
+            ("IHE_XDM/S1/DOC.XML", DOC),
+        ]);
+        assert!(matches!(
+            read(&zip, Limits::default()),
+            Err(DocumentError::NotA(_))
+        ));
         Ok(())
     }
 
@@ -709,7 +767,10 @@ mod tests {
             ("IHE_XDM/S1/DOC.XML", DOC),
             ("ihe_xdm/s1/doc.xml", b"other"),
         ]);
-        assert!(matches!(read(&twice, Limits::default()), Err(DocumentError::Zip(_))));
+        assert!(matches!(
+            read(&twice, Limits::default()),
+            Err(DocumentError::Zip(_))
+        ));
         assert!(read(b"not a zip", Limits::default()).is_err());
         assert!(!is_zip(b"not a zip") && !is_xdm(b"not a zip"));
         assert!(!is_xdm(b"PK\x03\x04 truncated"));
@@ -737,11 +798,15 @@ mod tests {
     #[test]
     fn bombs_and_oversized_archives_are_refused() -> Result<(), DocumentError> {
         let md = good_metadata();
-        let deflated = SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+        let deflated =
+            SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
         // A bomb: 16 MiB of zeros deflates to ~16 KiB, a ratio near 1000.
         let zeros = vec![0u8; 16 * 1024 * 1024];
         let bomb = zip_with(
-            &[("IHE_XDM/S1/METADATA.XML", md.as_bytes()), ("IHE_XDM/S1/BOMB", &zeros)],
+            &[
+                ("IHE_XDM/S1/METADATA.XML", md.as_bytes()),
+                ("IHE_XDM/S1/BOMB", &zeros),
+            ],
             deflated,
         );
         assert!(bomb.len() < 100 * 1024);
@@ -752,7 +817,11 @@ mod tests {
         // Under the ratio floor, zeros are fine.
         let small = vec![0u8; 512 * 1024];
         let zip = zip_with(
-            &[("IHE_XDM/S1/METADATA.XML", md.as_bytes()), ("IHE_XDM/S1/DOC.XML", DOC), ("IHE_XDM/S1/Z", &small)],
+            &[
+                ("IHE_XDM/S1/METADATA.XML", md.as_bytes()),
+                ("IHE_XDM/S1/DOC.XML", DOC),
+                ("IHE_XDM/S1/Z", &small),
+            ],
             deflated,
         );
         assert_eq!(read(&zip, Limits::default())?.documents.len(), 1);
@@ -762,8 +831,14 @@ mod tests {
             max_entry_bytes: 1024 * 1024,
             ..Limits::default()
         };
-        let big = zip_of(&[("IHE_XDM/S1/METADATA.XML", md.as_bytes()), ("IHE_XDM/S1/BIG", &mib)]);
-        assert!(matches!(read(&big, limits), Err(DocumentError::TooLarge(_))));
+        let big = zip_of(&[
+            ("IHE_XDM/S1/METADATA.XML", md.as_bytes()),
+            ("IHE_XDM/S1/BIG", &mib),
+        ]);
+        assert!(matches!(
+            read(&big, limits),
+            Err(DocumentError::TooLarge(_))
+        ));
         let half = vec![b'x'; 600 * 1024];
         let limits = Limits {
             max_total_bytes: 1024 * 1024,
@@ -774,7 +849,10 @@ mod tests {
             ("IHE_XDM/S1/A", &half),
             ("IHE_XDM/S1/B", &half),
         ]);
-        assert!(matches!(read(&total, limits), Err(DocumentError::TooLarge(_))));
+        assert!(matches!(
+            read(&total, limits),
+            Err(DocumentError::TooLarge(_))
+        ));
         Ok(())
     }
 }
