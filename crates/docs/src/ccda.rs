@@ -265,30 +265,32 @@ pub fn read_header(bytes: &[u8]) -> Result<Header, DocumentError> {
             }
             let value = || text.to_string();
             let patient = &mut header.patient;
-            if path.len() == PATIENT.len() + 2 && under(&path[..5], &PATIENT, &["name"]) {
-                if let Some(name) = patient.names.last_mut() {
-                    match path[5].as_str() {
-                        "given" => name.given.push(value()),
-                        "family" => name.family.push(value()),
-                        "prefix" => name.prefix.push(value()),
-                        "suffix" => name.suffix.push(value()),
-                        _ => {}
-                    }
+            if path.len() == PATIENT.len() + 2
+                && under(&path[..5], &PATIENT, &["name"])
+                && let Some(name) = patient.names.last_mut()
+            {
+                match path[5].as_str() {
+                    "given" => name.given.push(value()),
+                    "family" => name.family.push(value()),
+                    "prefix" => name.prefix.push(value()),
+                    "suffix" => name.suffix.push(value()),
+                    _ => {}
                 }
-            } else if under(path, &PATIENT, &["name"]) {
-                if let Some(name) = patient.names.last_mut() {
-                    name.text = Some(value());
-                }
-            } else if path.len() == ROLE.len() + 2 && under(&path[..4], &ROLE, &["addr"]) {
-                if let Some(addr) = patient.addresses.last_mut() {
-                    match path[4].as_str() {
-                        "streetAddressLine" => addr.street.push(value()),
-                        "city" => addr.city = Some(value()),
-                        "state" => addr.state = Some(value()),
-                        "postalCode" => addr.postal_code = Some(value()),
-                        "country" => addr.country = Some(value()),
-                        _ => {}
-                    }
+            } else if under(path, &PATIENT, &["name"])
+                && let Some(name) = patient.names.last_mut()
+            {
+                name.text = Some(value());
+            } else if path.len() == ROLE.len() + 2
+                && under(&path[..4], &ROLE, &["addr"])
+                && let Some(addr) = patient.addresses.last_mut()
+            {
+                match path[4].as_str() {
+                    "streetAddressLine" => addr.street.push(value()),
+                    "city" => addr.city = Some(value()),
+                    "state" => addr.state = Some(value()),
+                    "postalCode" => addr.postal_code = Some(value()),
+                    "country" => addr.country = Some(value()),
+                    _ => {}
                 }
             }
             Flow::Continue
@@ -731,7 +733,12 @@ mod serde_xml_rs_limits {
         let error = serde_xml_rs::from_str::<Doc>(INTERLEAVED)
             .err()
             .map(|e| e.to_string());
-        assert_eq!(error.as_deref(), Some("duplicate field `given`"));
+        assert!(
+            error
+                .as_deref()
+                .is_some_and(|e| e.ends_with("duplicate field `given`")),
+            "{error:?}"
+        );
         // With overlapping sequences it reads, but the order of the parts is gone: given and
         // family come out as two lists, and `Isabella Jones Bella Smith` cannot be rebuilt;
         // the unstructured second name is an empty one.
