@@ -67,6 +67,9 @@ pub enum DaemonError {
          not open"
     )]
     KeyMismatch { ours: String, fleet: String },
+    /// The database's schema is not this binary's (admin commands never migrate).
+    #[error("{0}")]
+    Schema(String),
 }
 
 /// The parts every command needs: configuration, store, keyring, queue.
@@ -105,6 +108,49 @@ impl Core {
                 "consent recipients rewritten in their canonical form"
             );
         }
+        let queue = JobQueue::new(&store, &config.queue);
+        let enqueuer = Enqueuer {
+            queue: queue.clone(),
+            store: store.clone(),
+        };
+        let group = GroupCommit::start(&store, Some(Arc::new(enqueuer)));
+        Ok(Self {
+            config: Arc::new(config),
+            group,
+            store,
+            keyring,
+            queue,
+            regions: Default::default(),
+        })
+    }
+
+    /// Connects to a store that is already migrated to exactly this binary's schema, for the
+    /// admin commands: only `migrate` and `run` change the schema ([`Core::open`]). A database
+    /// without our schema, or behind or ahead of this binary, is refused with what to do.
+    pub async fn attach(config: Config) -> Result<Self, DaemonError> {
+        // Nothing is created for a database that is not there (no file, no key).
+        let url = config.database_url();
+        if let Some(path) = url.strip_prefix("sqlite://")
+            && !path.starts_with(':')
+            && !std::path::Path::new(path).exists()
+        {
+            return Err(DaemonError::Schema(format!(
+                "there is no database at {path}: run `switchboard migrate` (or start the daemon) \
+                 first, or name the daemon's configuration with --config"
+            )));
+        }
+        let keyring = load_keyring(&config)?;
+        let store = Store::connect(
+            &config.database_url(),
+            config.database.max_connections,
+            config.database.sqlite_synchronous == "full",
+        )
+        .await?;
+        if let Some(problem) = store.schema_state().await?.problem() {
+            store.close().await;
+            return Err(DaemonError::Schema(problem));
+        }
+        check_key_canary(&store, &keyring).await?;
         let queue = JobQueue::new(&store, &config.queue);
         let enqueuer = Enqueuer {
             queue: queue.clone(),
@@ -163,6 +209,24 @@ impl Core {
     /// The services the edges call.
     pub fn app(&self, templates: Arc<Templates>, tenancy: Arc<crate::tenancy::Tenancy>) -> App {
         App::new(self.messages(), self.inbound(templates, tenancy))
+    }
+
+    /// Inbound Direct over every Direct connector (keys loaded, anchors read).
+    pub fn direct_inbound(
+        &self,
+        tenancy: Arc<crate::tenancy::Tenancy>,
+    ) -> Result<crate::direct::inbound::DirectInbound, crate::channels::direct::DirectChannelError>
+    {
+        crate::direct::inbound::DirectInbound::new(
+            crate::intake::Intake {
+                store: self.store.clone(),
+                keyring: self.keyring.clone(),
+                config: self.config.clone(),
+            },
+            crate::direct::mdn_outbox::MdnOutbox::new(self.store.clone(), self.config.clone()),
+            tenancy,
+            &self.config,
+        )
     }
 
     pub fn reminders(&self, templates: Arc<Templates>) -> Reminders {
@@ -369,6 +433,7 @@ pub async fn start(config: Config) -> Result<Daemon, DaemonError> {
     };
 
     let tenancy = Arc::new(crate::tenancy::Tenancy::from_config(&core.config)?);
+    let direct_tenancy = tenancy.clone();
     let mut state = AppState::new(
         core.app(templates.clone(), tenancy),
         connectors.clone(),
@@ -469,10 +534,14 @@ pub async fn start(config: Config) -> Result<Daemon, DaemonError> {
     };
     let mut bounces =
         crate::queue::bounces::spawn(&core.config, &core.store, &core.keyring, &supervisor);
+    let direct_inbound = core
+        .direct_inbound(direct_tenancy)
+        .map_err(|e| DaemonError::Config(ConfigError::Invalid(e.to_string())))?;
     bounces.extend(crate::queue::direct::spawn(
         &core.config,
         &core.store,
         &supervisor,
+        Some(Arc::new(direct_inbound)),
     ));
 
     let monitor = build_monitor(&core, deliverer);
