@@ -202,6 +202,27 @@ impl Keyring {
             .collect()
     }
 
+    /// The keyed digests of an SSN (`domain::identifier`), under the current key first and then
+    /// every previous one: what is stored is the first; a lookup tries them all, so digests
+    /// stored before a rotation still match. Without the key a digest cannot be reversed or
+    /// made for a guessed number (the space of SSNs is small enough to enumerate a plain hash).
+    pub fn identifier_digests(&self, ssn: &str) -> Vec<String> {
+        let value = crate::domain::identifier::normalized_ssn(ssn);
+        let mut keys: Vec<&Key> = vec![&self.current];
+        keys.extend(self.all.values().filter(|k| k.id != self.current.id));
+        keys.into_iter()
+            .filter_map(|key| {
+                let derived = derive(&key.bytes, b"switchboard ssn digest v1").ok()?;
+                let mac = derive(&derived, value.as_bytes()).ok()?;
+                Some(format!(
+                    "{}{}",
+                    crate::domain::identifier::DIGEST_PREFIX,
+                    hex::encode(mac)
+                ))
+            })
+            .collect()
+    }
+
     /// Decrypts a value sealed by [`Keyring::seal`] with the same `context`.
     pub fn open(&self, sealed: &[u8], context: &str) -> Result<Vec<u8>, CryptoError> {
         let rest = sealed.strip_prefix(MAGIC).ok_or(CryptoError::Malformed)?;

@@ -18,6 +18,7 @@ pub mod appointment;
 pub mod channel;
 pub mod consent;
 pub mod delivery;
+pub mod identifier;
 
 pub use address::{Address, AddressError};
 pub use appointment::AppointmentStatus;

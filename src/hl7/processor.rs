@@ -501,16 +501,30 @@ impl Hl7Processor {
                 .iter()
                 .find(|i| i.id_type.as_deref() == Some("MR"))
         })
+        .or_else(|| record.identifiers.iter().find(|i| !is_ssn_identifier(i)))
         .or_else(|| record.identifiers.first());
         let Some(key) = key else {
             return Err(StoreError::Conflict("patient without identifier".into()));
         };
+        // An SSN is kept (and compared) only as its keyed digest, never in clear.
+        let value_of = |i: &crate::hl7::mapping::Identifier| {
+            if is_ssn_identifier(i) {
+                self.keyring
+                    .identifier_digests(&i.id)
+                    .into_iter()
+                    .next()
+                    .unwrap_or_default()
+            } else {
+                i.id.clone()
+            }
+        };
+        let key_value = value_of(key);
         // A merged-away patient's identifier resolves to the survivor.
         let external_id = self
             .store
-            .external_id_for_identifier(&self.organization_id, &key.authority, &key.id)
+            .external_id_for_identifier(&self.organization_id, &key.authority, &key_value)
             .await?
-            .unwrap_or_else(|| key.id.clone());
+            .unwrap_or(key_value);
         let input = PatientInput {
             external_id,
             family_name: record.family_name.clone(),
@@ -545,12 +559,13 @@ impl Hl7Processor {
                 .identifiers
                 .iter()
                 .flat_map(|i| {
+                    let value = value_of(i);
                     let by_oid = i
                         .universal_id
                         .as_ref()
                         .filter(|oid| **oid != i.authority)
-                        .map(|oid| (i.id.clone(), oid.clone(), i.id_type.clone()));
-                    std::iter::once((i.id.clone(), i.authority.clone(), i.id_type.clone()))
+                        .map(|oid| (value.clone(), oid.clone(), i.id_type.clone()));
+                    std::iter::once((value.clone(), i.authority.clone(), i.id_type.clone()))
                         .chain(by_oid)
                 })
                 .collect(),
@@ -702,4 +717,12 @@ mod tests {
         assert!(again.replayed && again.code == AckCode::Reject);
         core.store.close().await;
     }
+}
+
+/// Whether an HL7 identifier is a Social Security number (by its authority, OID or type).
+fn is_ssn_identifier(i: &crate::hl7::mapping::Identifier) -> bool {
+    crate::domain::identifier::is_ssn(&i.authority, i.id_type.as_deref())
+        || i.universal_id
+            .as_deref()
+            .is_some_and(|oid| crate::domain::identifier::is_ssn(oid, None))
 }

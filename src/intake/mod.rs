@@ -320,7 +320,24 @@ impl Intake {
                     .slug;
                 let aliases = self.config.organization(&slug).identifier_authorities;
                 (
-                    matching::with_aliases(&document.identifiers, &aliases),
+                    // An SSN is compared only as its keyed digests (stored that way).
+                    matching::with_aliases(&document.identifiers, &aliases)
+                        .into_iter()
+                        .flat_map(|i| {
+                            if crate::domain::identifier::is_ssn(&i.authority, None) {
+                                self.keyring
+                                    .identifier_digests(&i.id)
+                                    .into_iter()
+                                    .map(|id| Identifier {
+                                        authority: i.authority.clone(),
+                                        id,
+                                    })
+                                    .collect()
+                            } else {
+                                vec![i]
+                            }
+                        })
+                        .collect(),
                     Demographics {
                         family: document.family.clone(),
                         given: document.given.clone(),

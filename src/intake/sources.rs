@@ -1007,12 +1007,18 @@ mod tests {
             .expect("patient")
             .0
             .id;
-        // The ETT package's C-CDA names its patient by SSN only.
+        // The ETT package's C-CDA names its patient by SSN only; the registry holds it as the
+        // HL7 feed stores it: its keyed digest, never the number.
         let ssn = "111223333";
+        let digest = intake.keyring.identifier_digests(ssn).remove(0);
         let katherine = store
             .upsert_patient(
                 &org,
-                &patient("K-1", "Madison", &[(switchboard_docs::ccda::SSN_OID, ssn)]),
+                &patient(
+                    "K-1",
+                    "Madison",
+                    &[(switchboard_docs::ccda::SSN_OID, digest.as_str())],
+                ),
             )
             .await
             .expect("patient")
@@ -1156,17 +1162,15 @@ mod tests {
         );
 
         store.close().await;
-        // On SQLite, the whole database file holds the SSN nowhere in clear once the patient
-        // registry's own copy (`patient_identifiers`, what the EHR sent us) is gone: the
-        // item, its steps, the message and its attachments carry it sealed or not at all.
+        // On SQLite, the whole database file holds the SSN nowhere in clear: the registry
+        // keeps its digest; the item, its steps, the message and its attachments carry it
+        // sealed or not at all.
         if !postgres {
             let path = dir.path().join("switchboard.db");
             let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
                 .await
                 .expect("sqlite");
-            for sql in ["DELETE FROM patient_identifiers", "VACUUM"] {
-                sqlx::query(sql).execute(&pool).await.expect(sql);
-            }
+            sqlx::query("VACUUM").execute(&pool).await.expect("vacuum");
             pool.close().await;
             for entry in std::fs::read_dir(dir.path()).expect("dir").flatten() {
                 if entry.path().is_file() {
