@@ -63,7 +63,8 @@ impl Store {
     /// not the organization's.
     pub async fn insert_direct_mdn(&self, mdn: &NewMdnRow<'_>) -> Result<bool> {
         let now = now_ms();
-        let inserted = on_db!(self.db(), |pool| sqlx::query(
+        let inserted = on_db!(self.db(), |pool| {
+            sqlx::query(
             "INSERT INTO direct_mdns (id, organization_id, inbound_item_id, connector, disposition,
                 recipient, original_message_id, final_destination, recipient_certs, status,
                 attempts, not_before, message_id, created_at, updated_at)
@@ -84,7 +85,8 @@ impl Store {
         .bind(mdn.message_id)
         .execute(pool)
         .await
-        .map(|r| r.rows_affected()))?;
+        .map(|r| r.rows_affected())
+        })?;
         if inserted > 0 {
             return Ok(true);
         }

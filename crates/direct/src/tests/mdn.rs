@@ -144,7 +144,10 @@ fn failed_mdn_names_no_content_and_keeps_its_id() {
     };
     let raw = crate::mdn::build_mdn_with_id(&req, "<fixed@recipient.example>").expect("build");
     let text = String::from_utf8(raw.clone()).expect("ascii");
-    assert!(text.contains("Message-ID: <fixed@recipient.example>\r\n"), "{text}");
+    assert!(
+        text.contains("Message-ID: <fixed@recipient.example>\r\n"),
+        "{text}"
+    );
     assert!(
         text.contains("Disposition: automatic-action/MDN-sent-automatically;failed\r\n"),
         "{text}"
