@@ -7,4 +7,5 @@
 
 pub use switchboard_direct::*;
 
+pub mod inbound;
 pub mod mdn;
