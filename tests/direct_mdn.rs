@@ -59,7 +59,7 @@ fn config(db: &TestDb, pki: &Pki, smtp_port: u16, mode: &str) -> Config {
         .import(&std::fs::read(pki.path("doc.pem")).expect("doc"))
         .expect("import");
     let toml = format!(
-        "address = \"{US}\"\nmode = \"{mode}\"\ncertificate = \"{cert}\"\n\
+        "address = \"{US}\"\norganization = \"north\"\nmode = \"{mode}\"\ncertificate = \"{cert}\"\n\
          private_key = {{ file = \"{key}\" }}\ncert_store = \"{store}\"\n\
          dns = {{ enabled = false }}\nldap = {{ enabled = false }}\n\
          trust = [{{ files = [\"{ca}\"] }}]\n\
@@ -646,3 +646,118 @@ both_databases!(
     only_ours_are_queued_and_claimed_once,
     super::only_ours_are_queued_and_claimed_once
 );
+
+/// A message the openssl CLI signed (`doc`) and encrypted to us, taken by the inbound pipeline
+/// (`Core::direct_inbound`, sharing `core.mdns`): its processed and, as asked, dispatched MDNs
+/// reach the sender, woken by the enqueue, encrypted to the sender's certificate (the verified
+/// signer's once security processing hands it over, else discovery's: `doc` either way; the
+/// signer's own is proven by `mdns_reach_the_sender`).
+async fn a_received_message_is_answered(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let pki = pki();
+    let inbox = db.dir.path().join("smtp");
+    let sink = start_sink(&inbox, &[]);
+    let config = config(&db, &pki, sink.port, "sign");
+    let core = Core::open(config.clone()).await.expect("core");
+    let org = core
+        .store
+        .ensure_organization("north", "North")
+        .await
+        .expect("org")
+        .id;
+    let tenancy =
+        Arc::new(switchboard::tenancy::Tenancy::from_config(&core.config).expect("tenancy"));
+    let inbound = core.direct_inbound(tenancy).expect("inbound");
+    let (stop, handles) = senders(&config, &core.mdns);
+
+    let raw = openssl_send(&pki, "doc", "referral-9@direct.south.example");
+    let item = match inbound.take("hisp", &raw).await.expect("take") {
+        switchboard::direct::inbound::Taken::Item(receipt) => receipt.item_id,
+        switchboard::direct::inbound::Taken::Notification { .. } => panic!("a notification"),
+    };
+    wait_mdn(&core.mdns, &org, &item, "processed", "sent").await;
+    wait_mdn(&core.mdns, &org, &item, "dispatched", "sent").await;
+    assert_eq!(received(&inbox).len(), 2);
+    for disposition in ["processed", "dispatched"] {
+        let (envelope, inner, _) = find_mdn(&pki, &inbox, "doc", disposition);
+        assert_eq!(envelope["rcpt_tos"], json!([DOC]));
+        assert!(
+            inner.contains("Original-Message-ID: <referral-9@direct.south.example>\r\n"),
+            "{inner}"
+        );
+        assert!(
+            inner.contains(&format!("Final-Recipient: rfc822;{US}\r\n")),
+            "{inner}"
+        );
+        assert_eq!(
+            inner.contains("X-DIRECT-FINAL-DESTINATION-DELIVERY"),
+            disposition == "dispatched",
+            "{inner}"
+        );
+    }
+    stop_senders(stop, handles).await;
+}
+
+both_databases!(
+    a_received_message_is_answered,
+    super::a_received_message_is_answered
+);
+
+/// A referral from `DOC` asking for final-delivery notice, wrapped, signed by `signer` and
+/// encrypted to `us` by the openssl CLI, with `message_id` (as a HISP delivers it).
+fn openssl_send(pki: &Pki, signer: &str, message_id: &str) -> Vec<u8> {
+    let dir = tempfile::tempdir().expect("tmp");
+    let entity = format!(
+        "Content-Type: message/rfc822\r\n\r\n\
+         From: <{DOC}>\r\nTo: <{US}>\r\nSubject: Referral\r\nMessage-ID: <{message_id}>\r\n\
+         Date: Mon, 23 Nov 2026 10:00:00 +0000\r\n\
+         Disposition-Notification-Options: X-DIRECT-FINAL-DESTINATION-DELIVERY=optional,true\r\n\
+         MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nPlease see.\r\n"
+    );
+    std::fs::write(dir.path().join("entity.txt"), entity).expect("write");
+    let path = |name: &str| pki.path(name).display().to_string();
+    openssl(
+        dir.path(),
+        &[
+            "cms",
+            "-sign",
+            "-md",
+            "sha256",
+            "-in",
+            "entity.txt",
+            "-signer",
+            &path(&format!("{signer}.pem")),
+            "-inkey",
+            &path(&format!("{signer}.key")),
+            "-out",
+            "signed.eml",
+        ],
+    );
+    openssl(
+        dir.path(),
+        &[
+            "cms",
+            "-encrypt",
+            "-aes256",
+            "-in",
+            "signed.eml",
+            "-from",
+            DOC,
+            "-to",
+            US,
+            "-subject",
+            "Referral",
+            "-out",
+            "sealed.eml",
+            "-recip",
+            &path("us.pem"),
+            "-keyopt",
+            "rsa_padding_mode:oaep",
+            "-keyopt",
+            "rsa_oaep_md:sha256",
+        ],
+    );
+    let mut out = format!("Message-ID: <{message_id}>\r\n").into_bytes();
+    out.extend_from_slice(&std::fs::read(dir.path().join("sealed.eml")).expect("sealed"));
+    out
+}
