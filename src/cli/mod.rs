@@ -275,7 +275,12 @@ async fn dispatch(cli: Cli) -> Result<()> {
     {
         return direct_tool(command);
     }
-    let config = Config::load(cli.config.as_deref())?;
+    let config_path = config_path(cli.config.clone());
+    let config_source = config_path.as_ref().map_or_else(
+        || "the embedded default configuration".to_string(),
+        |p| format!("configuration {}", p.display()),
+    );
+    let config = Config::load(config_path.as_deref())?;
     if let Command::Certs(args) = &cli.command {
         return self::certs::run(&config, args).await;
     }
@@ -283,6 +288,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Run => daemon::run(config).await?,
         Command::Migrate => {
+            eprintln!("{}", describe(&config_source, &config));
             Core::open(config).await?;
             println!("migrations applied");
         }
@@ -295,7 +301,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
             patient,
             urgent,
         } => {
-            let core = Core::open(config).await?;
+            let core = admin(&config_source, config).await?;
             let organization = core
                 .store
                 .organization_by_slug(&org)
@@ -330,7 +336,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
             println!("{}", accepted.message_id);
         }
         Command::Status { id } => {
-            let core = Core::open(config).await?;
+            let core = admin(&config_source, config).await?;
             let organization_id = core
                 .store
                 .organization_of_message(&id)
@@ -372,12 +378,12 @@ async fn dispatch(cli: Cli) -> Result<()> {
             }
         }
         Command::Keys { command } => {
-            self::keys::run(Core::open(config).await?, command).await?;
+            self::keys::run(admin(&config_source, config).await?, command).await?;
         }
         Command::Inbound {
             command: InboundCommand::Reprocess { id, force },
         } => {
-            let core = Core::open(config).await?;
+            let core = admin(&config_source, config).await?;
             let templates = core.templates()?;
             let tenancy =
                 std::sync::Arc::new(switchboard::tenancy::Tenancy::from_config(&core.config)?);
@@ -409,7 +415,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Inbound {
             command: InboundCommand::Orphans { limit },
         } => {
-            let core = Core::open(config).await?;
+            let core = admin(&config_source, config).await?;
             let orphans = core.store.inbound_orphans(limit.clamp(1, 10_000)).await?;
             if orphans.is_empty() {
                 eprintln!("no orphaned inbound items");
@@ -430,7 +436,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
             }
         }
         Command::DeadLetters { command, org } => {
-            let core = Core::open(config).await?;
+            let core = admin(&config_source, config).await?;
             match command {
                 None | Some(DeadLettersCommand::List) => {
                     let organization_id = match org {
@@ -481,7 +487,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Hl7 {
             command: Hl7Command::Reprocess { id, failed },
         } => {
-            let core = Core::open(config).await?;
+            let core = admin(&config_source, config).await?;
             let processor = switchboard::hl7::processor::Hl7Processor::new(
                 core.store.clone(),
                 core.keyring.clone(),
@@ -509,20 +515,20 @@ async fn dispatch(cli: Cli) -> Result<()> {
             }
         }
         Command::Reminders { command } => {
-            self::outreach::reminders(Core::open(config).await?, command).await?;
+            self::outreach::reminders(admin(&config_source, config).await?, command).await?;
         }
         Command::Campaign { command } => {
-            self::outreach::campaign(Core::open(config).await?, command).await?;
+            self::outreach::campaign(admin(&config_source, config).await?, command).await?;
         }
         Command::Direct {
             command: DirectCommand::Receive { connector, files },
         } => {
-            self::direct::receive(Core::open(config).await?, connector, &files).await?;
+            self::direct::receive(admin(&config_source, config).await?, connector, &files).await?;
         }
         Command::Direct {
             command: DirectCommand::Quarantine { command },
         } => {
-            self::direct::quarantine(Core::open(config).await?, command).await?;
+            self::direct::quarantine(admin(&config_source, config).await?, command).await?;
         }
         Command::Bench(_) | Command::Hl7 { .. } | Command::Direct { .. } | Command::Certs(_) => {
             unreachable!("handled above")
@@ -532,6 +538,43 @@ async fn dispatch(cli: Cli) -> Result<()> {
 }
 
 /// A sender's number or address with all but its last four characters hidden.
+/// Where the daemon's configuration is installed by the package.
+const SYSTEM_CONFIG: &str = "/etc/switchboard/switchboard.toml";
+
+/// The configuration file: `--config` (or `SWITCHBOARD_CONFIG`), else the system's
+/// [`SYSTEM_CONFIG`] when it exists, else none (the embedded default).
+fn config_path(given: Option<PathBuf>) -> Option<PathBuf> {
+    given.or_else(|| {
+        let system = PathBuf::from(SYSTEM_CONFIG);
+        system.exists().then_some(system)
+    })
+}
+
+/// `configuration X; database Y` (the database without its password).
+fn describe(source: &str, config: &Config) -> String {
+    let url = config.database_url();
+    let database = match url.strip_prefix("sqlite://") {
+        Some(path) => format!("SQLite {path}"),
+        None => match url::Url::parse(&url) {
+            Ok(parsed) => format!(
+                "PostgreSQL {}{}{}",
+                parsed.host_str().unwrap_or("localhost"),
+                parsed.port().map(|p| format!(":{p}")).unwrap_or_default(),
+                parsed.path()
+            ),
+            Err(_) => "PostgreSQL".into(),
+        },
+    };
+    format!("switchboard: {source}; database {database}")
+}
+
+/// The store for an admin command: already migrated to this binary's schema (only `migrate`
+/// and `run` change it), named on stderr so that an operator sees which one was opened.
+async fn admin(source: &str, config: Config) -> Result<Core> {
+    eprintln!("{}", describe(source, &config));
+    Ok(Core::attach(config).await?)
+}
+
 fn mask(value: &str) -> String {
     let chars: Vec<char> = value.chars().collect();
     let keep = chars.len().min(4);
