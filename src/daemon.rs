@@ -162,8 +162,10 @@ impl Core {
             store: store.clone(),
         };
         let group = GroupCommit::start(&store, Some(Arc::new(enqueuer)));
+        let config = Arc::new(config);
         Ok(Self {
-            config: Arc::new(config),
+            mdns: crate::direct::mdn::MdnOutbox::new(store.clone(), config.clone()),
+            config,
             group,
             store,
             keyring,
