@@ -4,6 +4,7 @@
 pub mod bench;
 mod certs;
 mod direct;
+mod doctor;
 mod keys;
 mod outreach;
 
@@ -104,6 +105,15 @@ enum Command {
         #[command(subcommand)]
         command: self::outreach::CampaignCommand,
     },
+    /// Check the installation: configuration, database and schema, at-rest key, file modes,
+    /// connector credentials and endpoints, Direct certificates, the HL7 listener. One
+    /// PASS/WARN/FAIL line per check; exit 1 on any FAIL. Sends nothing, creates nothing.
+    Doctor,
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout, e.g.
+    /// `switchboard completions bash > /usr/share/bash-completion/completions/switchboard`.
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff) to stdout: `switchboard man | man -l -`.
+    Man,
     /// Measure throughput and latency (prints figures).
     Bench(self::bench::BenchArgs),
     /// Direct recipient certificates: the local store, and how discovery resolves an address.
@@ -230,9 +240,65 @@ enum DeadLettersCommand {
     Retry { delivery_id: String },
 }
 
+/// A closed pipe on stdout (`switchboard ... | head`) ends the command quietly with status 0,
+/// as a Unix filter does, instead of `println!`'s panic (exit 101). Every other panic keeps the
+/// default report.
+fn quiet_on_closed_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if payload.starts_with("failed printing to stdout") && payload.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default(info)
+    }));
+}
+
+/// Writes `bytes` to stdout; a closed pipe is not an error.
+fn write_out(bytes: &[u8]) -> ExitCode {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(bytes) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
+    quiet_on_closed_pipe();
     let cli = Cli::parse();
+    match &cli.command {
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(
+                *shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "switchboard",
+                &mut script,
+            );
+            return write_out(&script);
+        }
+        Command::Man => {
+            let mut page = Vec::new();
+            if let Err(e) =
+                clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).render(&mut page)
+            {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+            return write_out(&page);
+        }
+        _ => {}
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -245,6 +311,7 @@ pub fn main() -> ExitCode {
     };
     match runtime.block_on(dispatch(cli)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<DoctorFailed>().is_some() => ExitCode::FAILURE,
         Err(e) if e.downcast_ref::<self::direct::SomeQuarantined>().is_some() => {
             eprintln!("{e:#}");
             ExitCode::from(3)
@@ -283,6 +350,12 @@ async fn dispatch(cli: Cli) -> Result<()> {
     let config = Config::load(config_path.as_deref())?;
     if let Command::Certs(args) = &cli.command {
         return self::certs::run(&config, args).await;
+    }
+    if let Command::Doctor = &cli.command {
+        if !self::doctor::run(&config_source, config_path.as_deref(), config).await? {
+            return Err(DoctorFailed.into());
+        }
+        return Ok(());
     }
     switchboard::logging::init(&config.log);
     match cli.command {
@@ -530,7 +603,13 @@ async fn dispatch(cli: Cli) -> Result<()> {
         } => {
             self::direct::quarantine(admin(&config_source, config).await?, command).await?;
         }
-        Command::Bench(_) | Command::Hl7 { .. } | Command::Direct { .. } | Command::Certs(_) => {
+        Command::Bench(_)
+        | Command::Hl7 { .. }
+        | Command::Direct { .. }
+        | Command::Certs(_)
+        | Command::Doctor
+        | Command::Completions { .. }
+        | Command::Man => {
             unreachable!("handled above")
         }
     }
@@ -538,6 +617,11 @@ async fn dispatch(cli: Cli) -> Result<()> {
 }
 
 /// A sender's number or address with all but its last four characters hidden.
+/// `doctor` found a failure (its lines say which): exit 1 without a second message.
+#[derive(Debug, thiserror::Error)]
+#[error("")]
+struct DoctorFailed;
+
 /// Where the daemon's configuration is installed by the package.
 const SYSTEM_CONFIG: &str = "/etc/switchboard/switchboard.toml";
 
