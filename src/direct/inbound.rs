@@ -39,7 +39,7 @@ use super::mdn::{Disposition, MdnOutbox, NewMdn};
 use crate::channels::direct::{DirectChannelError, direct_connectors, fetch_policy, keys};
 use crate::config::{Config, DirectMode};
 use crate::crypto::{CryptoError, Keyring};
-use crate::intake::{Filing, Intake, IntakeError, Received, opened_context};
+use crate::intake::{DirectSource, Filing, Intake, IntakeError, Received, opened_context};
 use crate::store::{
     AuditEntry, DirectQuarantine, InboundRow, NewOrphan, Store, StoreError, new_id, now_ms,
 };
@@ -312,7 +312,7 @@ impl DirectInbound {
         let (item_id, fresh) = self
             .intake
             .record(
-                &content::DirectSource,
+                &DirectSource,
                 &Received {
                     organization_id: &organization_id,
                     connector: Some(endpoint.name.clone()),
@@ -348,6 +348,7 @@ impl DirectInbound {
     ) -> Result<Receipt, DirectInboundError> {
         let org = item.organization_id.clone();
         let mut signers = Vec::new();
+        let mut inner = None;
         if item.opened.is_none() {
             let raw = self.keyring().open(&item.raw, &item.id)?;
             let opened = match endpoint.mode {
@@ -384,19 +385,28 @@ impl DirectInbound {
                 }
             };
             let sealed = self.keyring().seal(&opened.0, &opened_context(&item.id))?;
-            self.store()
+            let first = self
+                .store()
                 .record_direct_opened(&org, &item.id, &sealed, &opened.1)
                 .await?;
-            item = self.store().inbound_item(&org, &item.id).await?;
-            if item.status != "received" {
-                // Another pass (or daemon) took it on meanwhile.
-                return Ok(receipt_of(&item));
+            if first {
+                item.opened = Some(sealed);
+                inner = Some(opened.0);
+            } else {
+                // Another pass (or daemon) opened it meanwhile: go on from what it stored.
+                item = self.store().inbound_item(&org, &item.id).await?;
+                if item.status != "received" {
+                    return Ok(receipt_of(&item));
+                }
             }
         }
-        let Some(sealed) = &item.opened else {
-            return Ok(receipt_of(&item));
+        let inner = match inner {
+            Some(inner) => inner,
+            None => match &item.opened {
+                Some(sealed) => self.keyring().open(sealed, &opened_context(&item.id))?,
+                None => return Ok(receipt_of(&item)),
+            },
         };
-        let inner = self.keyring().open(sealed, &opened_context(&item.id))?;
         let (_, original_id) = envelope_of(&inner);
         let original_id = original_id.or_else(|| {
             self.keyring()
@@ -421,7 +431,7 @@ impl DirectInbound {
                 .enqueue(&mdn(Disposition::Processed, false, signers.clone()))
                 .await?;
         }
-        let filing = match self.intake.process(&content::DirectSource, &item).await {
+        let filing = match self.intake.process(&DirectSource, &item).await {
             Ok(filing) => filing,
             Err(IntakeError::Store(e)) => return Err(e.into()),
             Err(other) => {
@@ -668,28 +678,6 @@ mod security {
                     retryable: false,
                 })
             }
-        }
-    }
-}
-
-/// Content (STAND-IN until `crate::intake::DirectSource` lands).
-mod content {
-    use crate::intake::{Parsed, Source};
-
-    pub struct DirectSource;
-
-    impl Source for DirectSource {
-        fn channel(&self) -> &'static str {
-            "direct"
-        }
-
-        fn parse(&self, raw: &[u8]) -> Result<Parsed, String> {
-            let msg = switchboard_mail::parse_message(raw).ok_or("not a message")?;
-            Ok(Parsed {
-                subject: msg.subject().map(str::to_string),
-                body: msg.body_text(0).map(|b| b.into_owned()).unwrap_or_default(),
-                ..Parsed::default()
-            })
         }
     }
 }
