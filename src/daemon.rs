@@ -4,8 +4,8 @@
 //! apalis-cron worker); stops them in order on shutdown (stop accepting, let in-flight jobs
 //! and a reminder pass in progress finish, close the pool). Every long-lived background task
 //! (reminder cron, urgent notifier, sweeper, reconciler, bounce and Direct pollers, Direct
-//! expiry, the HL7 accept loop) runs under [`crate::supervise`]: restarted with backoff after
-//! a panic or an unexpected end, counted in `/metrics`.
+//! expiry, the Direct MDN senders, the HL7 accept loop) runs under [`crate::supervise`]:
+//! restarted with backoff after a panic or an unexpected end, counted in `/metrics`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -82,6 +82,9 @@ pub struct Core {
     pub queue: JobQueue,
     /// Shared by every [`MessageService`] of this process.
     pub regions: crate::messages::PhoneRegions,
+    /// The MDNs we owe senders of inbound Direct messages: inbound processing enqueues here,
+    /// the `direct-mdn:<connector>` senders started by [`start`] send them.
+    pub mdns: crate::direct::mdn::MdnOutbox,
 }
 
 impl Core {
@@ -114,8 +117,10 @@ impl Core {
             store: store.clone(),
         };
         let group = GroupCommit::start(&store, Some(Arc::new(enqueuer)));
+        let config = Arc::new(config);
         Ok(Self {
-            config: Arc::new(config),
+            mdns: crate::direct::mdn::MdnOutbox::new(store.clone(), config.clone()),
+            config,
             group,
             store,
             keyring,
@@ -157,8 +162,10 @@ impl Core {
             store: store.clone(),
         };
         let group = GroupCommit::start(&store, Some(Arc::new(enqueuer)));
+        let config = Arc::new(config);
         Ok(Self {
-            config: Arc::new(config),
+            mdns: crate::direct::mdn::MdnOutbox::new(store.clone(), config.clone()),
+            config,
             group,
             store,
             keyring,
@@ -223,7 +230,7 @@ impl Core {
                 keyring: self.keyring.clone(),
                 config: self.config.clone(),
             },
-            crate::direct::mdn_outbox::MdnOutbox::new(self.store.clone(), self.config.clone()),
+            self.mdns.clone(),
             tenancy,
             &self.config,
         )
@@ -542,6 +549,11 @@ pub async fn start(config: Config) -> Result<Daemon, DaemonError> {
         &core.store,
         &supervisor,
         Some(Arc::new(direct_inbound)),
+    ));
+    bounces.extend(crate::direct::mdn::spawn(
+        &core.config,
+        &core.mdns,
+        &supervisor,
     ));
 
     let monitor = build_monitor(&core, deliverer);

@@ -35,7 +35,7 @@ use tracing::{info, warn};
 
 use super::anchors::Anchors;
 use super::discovery::revocation::Fetcher;
-use super::mdn_outbox::{Disposition, MdnOutbox, NewMdn};
+use super::mdn::{Disposition, MdnOutbox, NewMdn};
 use crate::channels::direct::{DirectChannelError, direct_connectors, fetch_policy, keys};
 use crate::config::{Config, DirectMode};
 use crate::crypto::{CryptoError, Keyring};

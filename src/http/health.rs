@@ -1,6 +1,6 @@
 //! Liveness (`/healthz`: the process answers), readiness (`/readyz`: the database answers) and
 //! Prometheus metrics (`/metrics`: deliveries, dead letters, supervised task panics and
-//! restarts, memory; behind a bearer token when `server.metrics_token` is set).
+//! restarts, Direct MDNs sent, memory; behind a bearer token when `server.metrics_token` is set).
 
 use axum::Json;
 use axum::extract::State;
@@ -102,6 +102,17 @@ pub async fn metrics(
         ] {
             text.push_str(&format!(
                 "switchboard_app_listen_notifications_total{{outcome=\"{outcome}\"}} {}\n",
+                counter.load(Relaxed)
+            ));
+        }
+    }
+    {
+        use crate::direct::mdn::{FAILED, RETRIED, SENT};
+        use std::sync::atomic::Ordering::Relaxed;
+        text.push_str("# HELP switchboard_direct_mdns_total MDNs owed to senders of inbound Direct messages, by outcome (this process): sent (the HISP accepted it), retried (an attempt failed, another follows), failed (refused or given up).\n# TYPE switchboard_direct_mdns_total counter\n");
+        for (outcome, counter) in [("sent", &SENT), ("retried", &RETRIED), ("failed", &FAILED)] {
+            text.push_str(&format!(
+                "switchboard_direct_mdns_total{{outcome=\"{outcome}\"}} {}\n",
                 counter.load(Relaxed)
             ));
         }

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use tracing::info;
 
 use super::InboundService;
+use crate::direct::mdn::{MdnStatuses, MdnView};
 use crate::intake::{Envelope, Parsed, StoredCandidate, source_for};
 use crate::service::{Refusal, ServiceError};
 use crate::store::{AuditEntry, InboundRow, ReassignInbound, StepRow, StoreError};
@@ -110,6 +111,15 @@ pub struct InboundItemView {
     /// The pipeline's steps, in order (only when one item is shown).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub steps: Option<Vec<StepView>>,
+    /// Direct: the MDNs we owe the sender (only when one item is shown, for a `direct` item
+    /// or one with an MDN queued): `{processed, dispatched, failed}`, each `null` while none
+    /// is owed, else `{disposition, status, attempts, reason, sent_at, message_id}` —
+    /// `status` `queued` (waiting for its first or next attempt), `sent` (the HISP accepted
+    /// it; `sent_at`) or `failed` (refused by the HISP or no certificate for the sender, or
+    /// given up after 12 attempts); `attempts` made so far; `reason` why the last attempt
+    /// failed (the HISP's answer, addresses redacted); `message_id` the MDN's own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mdn: Option<MdnStatuses>,
 }
 
 /// One step of an item: `received`, `parsed`, `matched`, `filed` | `unmatched` | `processed`,
@@ -171,6 +181,7 @@ impl InboundItemView {
             body: None,
             media: None,
             steps: None,
+            mdn: None,
         }
     }
 }
@@ -313,6 +324,14 @@ impl InboundService {
             view.media = Some(parsed.links);
         }
         view.steps = Some(steps.into_iter().map(StepView::from).collect());
+        let mdns = self
+            .store
+            .direct_mdns_of_item(organization_id, item_id)
+            .await?;
+        if view.channel == "direct" || !mdns.is_empty() {
+            let views: Vec<MdnView> = mdns.into_iter().map(MdnView::from).collect();
+            view.mdn = Some(MdnStatuses::from(views));
+        }
         Ok(view)
     }
 

@@ -1,6 +1,6 @@
 //! Direct delivery notifications: parsing MDNs (RFC 3798/8098) and DSNs
-//! (RFC 3464) into [`Notification`]s, and building the processed/dispatched
-//! MDN a receiving HISP sends back (Implementation Guide for Delivery
+//! (RFC 3464) into [`Notification`]s, and building the processed, dispatched
+//! or failed MDN a receiving HISP sends back (Implementation Guide for Delivery
 //! Notification in Direct v1.0).
 //!
 //! Owns: the `multipart/report` formats and the `X-DIRECT-FINAL-DESTINATION-DELIVERY`
@@ -276,7 +276,15 @@ fn parse_dsn(
 pub enum MdnDisposition {
     Processed,
     Dispatched,
+    /// The message was accepted (a processed MDN may have gone) but could not be delivered to
+    /// its final destination: `failed` with a `Failure:` field ([`FAILURE_TEXT`]), which, like
+    /// the human-readable part, names nothing of the message's content.
+    Failed,
 }
+
+/// The `Failure:` field of a failed MDN: the same sentence for every failure, so nothing of
+/// the message, its patient or our filing leaks to the sender's system.
+pub const FAILURE_TEXT: &str = "the message could not be delivered to its final destination";
 
 /// What [`build_mdn`] needs. Addresses and IDs must be single-line.
 #[derive(Debug, Clone)]
@@ -303,17 +311,10 @@ fn single_line(value: &str, name: &'static str) -> Result<(), MdnError> {
     }
 }
 
-/// Builds an unsigned RFC 8098 MDN (CRLF line ends) to pass to `smime::seal`.
+/// Builds an unsigned RFC 8098 MDN (CRLF line ends) to pass to `smime::seal`, with a fresh
+/// random Message-ID under the domain of `from`.
 /// The human-readable part and Subject carry no content of the original.
 pub fn build_mdn(req: &MdnRequest<'_>) -> Result<Vec<u8>, MdnError> {
-    single_line(req.from, "from")?;
-    single_line(req.to, "to")?;
-    single_line(req.original_message_id, "original message id")?;
-    single_line(req.reporting_ua, "reporting UA")?;
-    let (word, text) = match req.disposition {
-        MdnDisposition::Processed => ("processed", "Processed"),
-        MdnDisposition::Dispatched => ("dispatched", "Dispatched"),
-    };
     let mut rnd = [0u8; 16];
     openssl::rand::rand_bytes(&mut rnd).map_err(|_| MdnError::Malformed)?;
     let domain = req
@@ -321,29 +322,59 @@ pub fn build_mdn(req: &MdnRequest<'_>) -> Result<Vec<u8>, MdnError> {
         .rsplit_once('@')
         .map(|(_, d)| d)
         .unwrap_or("localhost");
-    let boundary = format!("----=_mdn_{}", mime::hex_string(&rnd[..8]));
+    build_mdn_with_id(req, &format!("{}@{domain}", mime::hex_string(&rnd)))
+}
+
+/// [`build_mdn`] with the MDN's own Message-ID given (with or without brackets), so that an
+/// MDN sent again after a failed attempt is the same message.
+pub fn build_mdn_with_id(req: &MdnRequest<'_>, message_id: &str) -> Result<Vec<u8>, MdnError> {
+    single_line(req.from, "from")?;
+    single_line(req.to, "to")?;
+    single_line(req.original_message_id, "original message id")?;
+    single_line(req.reporting_ua, "reporting UA")?;
+    single_line(message_id, "message id")?;
+    let (word, text) = match req.disposition {
+        MdnDisposition::Processed => ("processed", "Processed"),
+        MdnDisposition::Dispatched => ("dispatched", "Dispatched"),
+        MdnDisposition::Failed => ("failed", "Failed"),
+    };
+    let human = match req.disposition {
+        MdnDisposition::Failed => {
+            "Your message could not be delivered by the recipient's Direct system."
+        }
+        MdnDisposition::Processed => "Your message was processed by the recipient's Direct system.",
+        MdnDisposition::Dispatched => {
+            "Your message was dispatched by the recipient's Direct system."
+        }
+    };
+    let mut rnd = [0u8; 8];
+    openssl::rand::rand_bytes(&mut rnd).map_err(|_| MdnError::Malformed)?;
+    let boundary = format!("----=_mdn_{}", mime::hex_string(&rnd));
+    let own_id = strip_id(message_id);
     let orig = strip_id(req.original_message_id);
     let mut report = format!(
         "Reporting-UA: {}\r\nOriginal-Recipient: rfc822;{}\r\nFinal-Recipient: rfc822;{}\r\n\
          Original-Message-ID: <{orig}>\r\nDisposition: automatic-action/MDN-sent-automatically;{word}\r\n",
         req.reporting_ua, req.from, req.from
     );
+    if req.disposition == MdnDisposition::Failed {
+        report.push_str(&format!("Failure: {FAILURE_TEXT}\r\n"));
+    }
     if req.final_destination_delivery {
         report.push_str("X-DIRECT-FINAL-DESTINATION-DELIVERY: \r\n");
     }
     let msg = format!(
-        "From: <{from}>\r\nTo: <{to}>\r\nDate: {date}\r\nMessage-ID: <{id}@{domain}>\r\n\
+        "From: <{from}>\r\nTo: <{to}>\r\nDate: {date}\r\nMessage-ID: <{own_id}>\r\n\
          Subject: {text}: message {orig}\r\nMIME-Version: 1.0\r\n\
          Content-Type: multipart/report; report-type=disposition-notification;\r\n\
          \tboundary=\"{boundary}\"\r\n\r\n\
          --{boundary}\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n\
-         Your message was {word} by the recipient's Direct system.\r\n\
+         {human}\r\n\
          --{boundary}\r\nContent-Type: message/disposition-notification\r\n\r\n\
          {report}\r\n--{boundary}--\r\n",
         from = req.from,
         to = req.to,
         date = chrono::Utc::now().to_rfc2822(),
-        id = mime::hex_string(&rnd),
     );
     Ok(msg.into_bytes())
 }

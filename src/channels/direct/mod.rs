@@ -16,7 +16,7 @@ pub mod tracker;
 
 use std::sync::Arc;
 
-pub use channel::{DISCOVERY_UNAVAILABLE, DirectChannel, NO_CERTIFICATE};
+pub use channel::{DISCOVERY_UNAVAILABLE, DirectChannel, LogId, NO_CERTIFICATE};
 pub use tracker::{NotificationSink, Tracked};
 
 use crate::config::{

@@ -133,6 +133,44 @@ fn built_mdn_parses_back() {
 }
 
 #[test]
+fn failed_mdn_names_no_content_and_keeps_its_id() {
+    let req = MdnRequest {
+        from: "bob@recipient.example",
+        to: "alice@sender.example",
+        original_message_id: "<m1@sender.example>",
+        reporting_ua: "gateway.recipient.example; Switchboard",
+        disposition: MdnDisposition::Failed,
+        final_destination_delivery: false,
+    };
+    let raw = crate::mdn::build_mdn_with_id(&req, "<fixed@recipient.example>").expect("build");
+    let text = String::from_utf8(raw.clone()).expect("ascii");
+    assert!(
+        text.contains("Message-ID: <fixed@recipient.example>\r\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Disposition: automatic-action/MDN-sent-automatically;failed\r\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("Failure: {}\r\n", crate::mdn::FAILURE_TEXT)),
+        "{text}"
+    );
+    let n = parse_notification(&raw).expect("parse");
+    assert_eq!(
+        n.outcome,
+        Outcome::Failed {
+            reason: format!("failed: {}", crate::mdn::FAILURE_TEXT)
+        }
+    );
+    assert_eq!(n.original_message_id.as_deref(), Some("m1@sender.example"));
+    assert_eq!(
+        crate::mdn::build_mdn_with_id(&req, "two\r\nlines"),
+        Err(MdnError::InvalidField("message id"))
+    );
+}
+
+#[test]
 fn processed_mdn_for_a_received_message() {
     let raw = crate::mdn::processed_mdn_for(
         &super::sample_message(),
