@@ -662,6 +662,14 @@ fn timestamp() -> String {
     chrono::Utc::now().format("%Y%m%d%H%M%S+0000").to_string()
 }
 
+/// Whether an HL7 identifier is a Social Security number (by its authority, OID or type).
+fn is_ssn_identifier(i: &crate::hl7::mapping::Identifier) -> bool {
+    crate::domain::identifier::is_ssn(&i.authority, i.id_type.as_deref())
+        || i.universal_id
+            .as_deref()
+            .is_some_and(|oid| crate::domain::identifier::is_ssn(oid, None))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -717,12 +725,4 @@ mod tests {
         assert!(again.replayed && again.code == AckCode::Reject);
         core.store.close().await;
     }
-}
-
-/// Whether an HL7 identifier is a Social Security number (by its authority, OID or type).
-fn is_ssn_identifier(i: &crate::hl7::mapping::Identifier) -> bool {
-    crate::domain::identifier::is_ssn(&i.authority, i.id_type.as_deref())
-        || i.universal_id
-            .as_deref()
-            .is_some_and(|oid| crate::domain::identifier::is_ssn(oid, None))
 }
