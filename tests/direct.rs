@@ -1162,6 +1162,7 @@ async fn aia_intermediates_and_crls_are_fetched() {
             RevocationConfig {
                 aia,
                 crl,
+                inbound_crl: CrlMode::Hard,
                 timeout_secs: 2,
                 cache_secs: 60,
             },
@@ -1236,6 +1237,7 @@ async fn aia_intermediates_and_crls_are_fetched() {
             RevocationConfig {
                 aia: true,
                 crl: CrlMode::Hard,
+                inbound_crl: CrlMode::Hard,
                 timeout_secs: 2,
                 cache_secs: 60,
             },

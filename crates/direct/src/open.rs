@@ -77,6 +77,25 @@ pub fn open(
     sender: &str,
     now: DateTime<Utc>,
 ) -> Result<Opened, DirectError> {
+    open_signers(raw, my_keys, trust, sender, now).map(|o| o.opened)
+}
+
+/// What [`open_signers`] returns beyond [`Opened`]: the good signers' certificates (in the
+/// order of `opened.signer_subjects`) and the certificates the signature carried.
+pub(super) struct OpenedSigners {
+    pub opened: Opened,
+    pub good: Vec<(usize, X509)>,
+    pub carried: Vec<X509>,
+}
+
+/// [`open`], keeping the certificates (for revocation checks and MDN encryption).
+pub(super) fn open_signers(
+    raw: &[u8],
+    my_keys: &[(X509, PKey<Private>)],
+    trust: &TrustStore,
+    sender: &str,
+    now: DateTime<Utc>,
+) -> Result<OpenedSigners, DirectError> {
     let outer = switchboard_mail::parse_message(raw)
         .ok_or(DirectError::Malformed("message does not parse"))?;
     let mtype = mime::mime_type(&outer);
@@ -146,6 +165,7 @@ pub fn open(
     // Per-signer policy and trust.
     let carried = ffi::certs(&sig_cms);
     let mut good = Vec::new();
+    let mut good_certs = Vec::new();
     let mut signer_verdicts = Vec::new();
     for (i, s) in ffi::signers(&sig_cms).into_iter().enumerate() {
         let mut v = vec![Verdict {
@@ -182,6 +202,7 @@ pub fn open(
         });
         if v.iter().all(Verdict::passed) {
             good.push(subject_string(&cert));
+            good_certs.push((i, cert));
         }
         signer_verdicts.extend(v);
     }
@@ -213,12 +234,16 @@ pub fn open(
         });
     }
     tracing::debug!(?kind, %cipher, signers = good.len(), wrapped, "direct message opened");
-    Ok(Opened {
-        inner,
-        wrapped,
-        signer_subjects: good,
-        cipher,
-        verdicts,
+    Ok(OpenedSigners {
+        opened: Opened {
+            inner,
+            wrapped,
+            signer_subjects: good,
+            cipher,
+            verdicts,
+        },
+        good: good_certs,
+        carried,
     })
 }
 
