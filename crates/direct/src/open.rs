@@ -185,21 +185,38 @@ pub(super) fn open_signers(
             continue;
         };
         v.extend(policy::evaluate_signer(&cert, sender, now, Some(i)));
-        let chain = trust.verify(&cert, &carried, now, KeyPurpose::Signing);
-        v.push(Verdict {
-            check: Check::Chain,
-            signer: Some(i),
-            result: chain
-                .map(|path| {
-                    // Judge every issuer signature on the path except the anchor's self-signature.
-                    let n = path.len();
-                    path.iter()
-                        .take(n.saturating_sub(1))
-                        .skip(1)
-                        .try_for_each(|c| policy::check_cert_digest(c))
-                })
-                .and_then(|r| r),
-        });
+        match trust.verify(&cert, &carried, now, KeyPurpose::Signing) {
+            Ok(path) => {
+                v.push(Verdict {
+                    check: Check::Chain,
+                    signer: Some(i),
+                    result: Ok(()),
+                });
+                // The v1.3 rules hold for every certificate on the path, not only the
+                // signer's: judge the intermediates' issuer signatures and keys (the leaf
+                // was judged above; the anchor's self-signature is not judged, see `policy`).
+                let n = path.len();
+                for c in path.iter().take(n.saturating_sub(1)).skip(1) {
+                    for (check, result) in [
+                        (Check::CertificateDigest, policy::check_cert_digest(c)),
+                        (Check::KeyStrength, policy::check_key_strength(c)),
+                    ] {
+                        if result.is_err() {
+                            v.push(Verdict {
+                                check,
+                                signer: Some(i),
+                                result,
+                            });
+                        }
+                    }
+                }
+            }
+            Err(e) => v.push(Verdict {
+                check: Check::Chain,
+                signer: Some(i),
+                result: Err(e),
+            }),
+        }
         if v.iter().all(Verdict::passed) {
             good.push(subject_string(&cert));
             good_certs.push((i, cert));

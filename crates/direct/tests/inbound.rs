@@ -297,6 +297,30 @@ async fn negative_matrix() {
 }
 
 #[tokio::test]
+async fn weak_intermediate_is_refused() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let p = pki();
+    sign_carrying(
+        dir.path(),
+        &wrapped(&inner_message(ALICE)),
+        &[p.id("alice_weak_sub")],
+        Some(&p.weak_sub),
+        "sha256",
+    );
+    let raw = encrypt(dir.path(), p.id("bob"), "-aes-128-cbc", &[], ALICE);
+    let r = refused(&raw).await;
+    assert_eq!(r.check, Check::KeyStrength, "{r}");
+    assert!(r.reason.contains("1024"), "{r}");
+    // The path itself is fine: only the v1.3 rule refuses it.
+    assert!(
+        r.verdicts
+            .iter()
+            .any(|v| v.check == Check::Chain && v.passed())
+    );
+    Ok(())
+}
+
+#[tokio::test]
 async fn tampered_content_is_refused() -> TestResult {
     let dir = tempfile::tempdir()?;
     sign(

@@ -122,6 +122,55 @@ pub fn make_ca(dir: &Path, cn: &str) -> Ident {
     read_ident(dir, "ca")
 }
 
+/// Makes an intermediate CA with an RSA key of `bits` in `dir`, issued by the CA in `root_dir`.
+pub fn make_sub_ca(root_dir: &Path, dir: &Path, cn: &str, bits: u32) -> Ident {
+    std::fs::create_dir_all(dir.join("newcerts")).expect("newcerts");
+    std::fs::write(dir.join("index.txt"), "").expect("index");
+    std::fs::write(dir.join("serial"), "2000\n").expect("serial");
+    std::fs::write(dir.join("crlnumber"), "2000\n").expect("crlnumber");
+    std::fs::write(dir.join("ca.cnf"), CA_CNF).expect("cnf");
+    ossl(
+        dir,
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            &format!("rsa:{bits}"),
+            "-nodes",
+            "-subj",
+            &format!("/CN={cn}"),
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.csr",
+        ],
+    );
+    let ext = "[ext]\nbasicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n";
+    std::fs::write(dir.join("ca.ext"), ext).expect("ext");
+    let path = |f: &str| dir.join(f).display().to_string();
+    ossl(
+        root_dir,
+        &[
+            "ca",
+            "-batch",
+            "-notext",
+            "-config",
+            "ca.cnf",
+            "-in",
+            &path("ca.csr"),
+            "-out",
+            &path("ca.pem"),
+            "-extfile",
+            &path("ca.ext"),
+            "-extensions",
+            "ext",
+            "-days",
+            "30",
+        ],
+    );
+    read_ident(dir, "ca")
+}
+
 fn read_ident(dir: &Path, name: &str) -> Ident {
     Ident {
         cert_pem: std::fs::read(dir.join(format!("{name}.pem"))).expect("cert"),
@@ -218,9 +267,11 @@ pub fn issue(ca_dir: &Path, leaf: &Leaf<'_>) -> Ident {
     read_ident(ca_dir, name)
 }
 
-/// The shared test PKI: `ca` (trusted) and `rogue` (not), and the leaves by name.
+/// The shared test PKI: `ca` (trusted), `weak_sub` (an intermediate of `ca` with a 1024-bit
+/// key) and `rogue` (not trusted), and the leaves by name.
 pub struct Pki {
     pub ca: Ident,
+    pub weak_sub: Ident,
     pub rogue: Ident,
     pub ids: HashMap<&'static str, Ident>,
 }
@@ -252,6 +303,8 @@ pub fn pki() -> &'static Pki {
         let rogue_dir = tmp.path().join("rogue");
         let ca = make_ca(&ca_dir, "Switchboard Test Direct CA");
         let rogue = make_ca(&rogue_dir, "Someone Else's CA");
+        let sub_dir = tmp.path().join("weak-sub");
+        let weak_sub = make_sub_ca(&ca_dir, &sub_dir, "Weak Intermediate CA", 1024);
         let mut ids = HashMap::new();
         let mut add = |name: &'static str, dir: &Path, leaf: Leaf<'_>| {
             ids.insert(name, issue(dir, &leaf));
@@ -314,7 +367,17 @@ pub fn pki() -> &'static Pki {
                 ..Leaf::new("alice_dn_only", ALICE)
             },
         );
-        Pki { ca, rogue, ids }
+        add(
+            "alice_weak_sub",
+            &sub_dir,
+            Leaf::new("alice_weak_sub", ALICE),
+        );
+        Pki {
+            ca,
+            weak_sub,
+            rogue,
+            ids,
+        }
     })
 }
 
@@ -339,11 +402,26 @@ pub fn wrapped(inner: &[u8]) -> Vec<u8> {
 /// CLI: signs `entity` (detached, binary) with `signers` (PKI names) and `md` into
 /// `dir/signed.eml`.
 pub fn sign(dir: &Path, entity: &[u8], signers: &[&Ident], md: &str) {
+    sign_carrying(dir, entity, signers, None, md);
+}
+
+/// As [`sign`], the signature also carrying `extra` (an intermediate) with `-certfile`.
+pub fn sign_carrying(
+    dir: &Path,
+    entity: &[u8],
+    signers: &[&Ident],
+    extra: Option<&Ident>,
+    md: &str,
+) {
     std::fs::write(dir.join("entity.eml"), entity).expect("entity");
     let mut args: Vec<String> = ["cms", "-sign", "-binary", "-md", md, "-in", "entity.eml"]
         .iter()
         .map(|s| s.to_string())
         .collect();
+    if let Some(extra) = extra {
+        std::fs::write(dir.join("extra.pem"), &extra.cert_pem).expect("extra");
+        args.extend(["-certfile".into(), "extra.pem".into()]);
+    }
     for (i, id) in signers.iter().enumerate() {
         let name = format!("signer{i}");
         id.write(dir, &name);
