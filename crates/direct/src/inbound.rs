@@ -165,7 +165,7 @@ pub async fn accept(
         tracing::info!(check = %r.check, retryable = r.retryable, "direct message refused");
         r
     };
-    let sender = switchboard_mail::parse_message(raw)
+    let sender = switchboard_mail::parse_headers(raw)
         .ok_or_else(|| Refusal::new(Check::Malformed, "message does not parse", Vec::new()))
         .and_then(|m| {
             switchboard_mail::mime::from_address(&m).ok_or_else(|| {

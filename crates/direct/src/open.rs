@@ -230,7 +230,7 @@ pub(super) fn open_signers(
     }
 
     let (inner, wrapped) = unwrap(&entity, &outer)?;
-    let from_ok = switchboard_mail::parse_message(&inner)
+    let from_ok = switchboard_mail::parse_headers(&inner)
         .and_then(|m| mime::from_address(&m))
         .is_some_and(|f| f.eq_ignore_ascii_case(sender.trim()));
     verdicts.push(Verdict {
@@ -325,7 +325,8 @@ pub(super) fn unwrap(
     entity: &[u8],
     outer: &mail_parser::Message<'_>,
 ) -> Result<(Vec<u8>, bool), DirectError> {
-    let msg = switchboard_mail::parse_message(entity)
+    // The header is all that is needed (the body is decoded below, if wrapped).
+    let msg = switchboard_mail::parse_headers(entity)
         .ok_or(DirectError::Malformed("signed content does not parse"))?;
     if mime::mime_type(&msg) == "message/rfc822" {
         let start =
