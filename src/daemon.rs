@@ -165,6 +165,24 @@ impl Core {
         App::new(self.messages(), self.inbound(templates, tenancy))
     }
 
+    /// Inbound Direct over every Direct connector (keys loaded, anchors read).
+    pub fn direct_inbound(
+        &self,
+        tenancy: Arc<crate::tenancy::Tenancy>,
+    ) -> Result<crate::direct::inbound::DirectInbound, crate::channels::direct::DirectChannelError>
+    {
+        crate::direct::inbound::DirectInbound::new(
+            crate::intake::Intake {
+                store: self.store.clone(),
+                keyring: self.keyring.clone(),
+                config: self.config.clone(),
+            },
+            crate::direct::mdn_outbox::MdnOutbox::new(self.store.clone(), self.config.clone()),
+            tenancy,
+            &self.config,
+        )
+    }
+
     pub fn reminders(&self, templates: Arc<Templates>) -> Reminders {
         Reminders {
             store: self.store.clone(),
@@ -369,6 +387,7 @@ pub async fn start(config: Config) -> Result<Daemon, DaemonError> {
     };
 
     let tenancy = Arc::new(crate::tenancy::Tenancy::from_config(&core.config)?);
+    let direct_tenancy = tenancy.clone();
     let mut state = AppState::new(
         core.app(templates.clone(), tenancy),
         connectors.clone(),
@@ -469,10 +488,14 @@ pub async fn start(config: Config) -> Result<Daemon, DaemonError> {
     };
     let mut bounces =
         crate::queue::bounces::spawn(&core.config, &core.store, &core.keyring, &supervisor);
+    let direct_inbound = core
+        .direct_inbound(direct_tenancy)
+        .map_err(|e| DaemonError::Config(ConfigError::Invalid(e.to_string())))?;
     bounces.extend(crate::queue::direct::spawn(
         &core.config,
         &core.store,
         &supervisor,
+        Some(Arc::new(direct_inbound)),
     ));
 
     let monitor = build_monitor(&core, deliverer);

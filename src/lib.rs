@@ -49,6 +49,7 @@ pub mod templates;
 pub mod tenancy;
 #[cfg(test)]
 mod testing;
+pub mod testing_hooks;
 pub mod webhooks;
 
 /// The delivery state machine's old path (`crate::delivery`), kept for callers and tests.

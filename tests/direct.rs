@@ -15,9 +15,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::mail::{
-    Dovecot, DovecotOptions, Postfix, imap_messages, received, start_sink, tls_certificate,
-};
+use common::mail::{Dovecot, received, start_sink};
 use common::pki::{Pki, openssl};
 use common::ports::{Reserved, free_port};
 use common::{Backend, TestDaemon, TestDb};
@@ -27,8 +25,7 @@ use switchboard::direct::mdn::{MdnDisposition, MdnRequest, build_mdn};
 use switchboard::direct::{SealOptions, seal};
 
 const WAIT: Duration = Duration::from_secs(30);
-const US: &str = "clinic@direct.north.example";
-const DOC: &str = "doc@direct.south.example";
+use common::hisp::{DOC, Hisp, US};
 const CCD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/ccda/CCD-2.xml");
 
 // ---------------------------------------------------------------- test PKI (openssl CLI)
@@ -428,89 +425,6 @@ async fn mdns_walk_the_delivery(backend: Backend) {
 both_databases!(mdns_walk_the_delivery, super::mdns_walk_the_delivery);
 
 // ---------------------------------------------------------------- Postfix + Dovecot as the HISP
-
-const US_PASSWORD: &str = "clinic-secret";
-const DOC_PASSWORD: &str = "doc-secret";
-
-/// The HISP: Dovecot (IMAP with STARTTLS, LMTP, SASL) holding our mailbox and the recipient's,
-/// and a private Postfix (STARTTLS required, AUTH) delivering both domains to it.
-struct Hisp {
-    imap: Dovecot,
-    postfix: Postfix,
-    cert: PathBuf,
-    _certs: tempfile::TempDir,
-}
-
-impl Hisp {
-    fn start() -> Self {
-        let certs = tempfile::tempdir().expect("tempdir");
-        let (cert, key) = tls_certificate(certs.path());
-        let imap = Dovecot::start_options(DovecotOptions {
-            users: vec![(US, US_PASSWORD), (DOC, DOC_PASSWORD)],
-            tls: Some((&cert, &key)),
-            lmtp: true,
-        });
-        let postfix = Postfix::start(
-            &imap,
-            &["direct.north.example", "direct.south.example"],
-            &cert,
-            &key,
-        );
-        Hisp {
-            imap,
-            postfix,
-            cert,
-            _certs: certs,
-        }
-    }
-
-    /// The connector's `smtp` (STARTTLS + AUTH to Postfix) and `mailbox` (STARTTLS to Dovecot,
-    /// polled every `poll_secs` without IDLE) settings.
-    fn connector(&self, db: &TestDb, poll_secs: u64) -> (String, String) {
-        let password = db.dir.path().join("hisp-password");
-        std::fs::write(&password, US_PASSWORD).expect("secret");
-        let common = format!(
-            "host = \"127.0.0.1\", tls = \"starttls\", ca_certificate = \"{}\", \
-             username = \"{US}\", password = {{ file = \"{}\" }}",
-            self.cert.display(),
-            password.display()
-        );
-        (
-            format!(
-                "smtp = {{ {common}, port = {}, timeout_secs = 10 }}\n",
-                self.postfix.port
-            ),
-            format!(
-                "mailbox = {{ {common}, port = {}, poll_interval_secs = {poll_secs} }}\n",
-                self.imap.port
-            ),
-        )
-    }
-
-    /// The recipient's mailbox once it holds `count` messages (read over IMAP).
-    fn doc_inbox(&self, count: usize) -> Vec<Vec<u8>> {
-        let started = Instant::now();
-        loop {
-            let messages = imap_messages(self.imap.port, DOC, DOC_PASSWORD);
-            if messages.len() >= count {
-                return messages;
-            }
-            assert!(
-                started.elapsed() < WAIT,
-                "{} of {count} messages reached the recipient's mailbox:\n{}",
-                messages.len(),
-                self.postfix.log()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-
-    /// The recipient's side sends a notification to us through the HISP (STARTTLS, AUTH).
-    fn notify_us(&self, raw: &str) {
-        self.postfix
-            .submit(&self.cert, DOC, DOC_PASSWORD, DOC, US, raw.as_bytes());
-    }
-}
 
 /// The message as the recipient's mailbox holds it, checked as another stack reads it.
 fn assert_delivered_sealed(pki: &Pki, raw: &[u8], message_id: &str) {

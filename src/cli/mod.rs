@@ -3,6 +3,7 @@
 
 pub mod bench;
 mod certs;
+mod direct;
 mod keys;
 mod outreach;
 
@@ -193,6 +194,32 @@ enum DirectCommand {
         #[arg(long)]
         sender: Option<String>,
     },
+    /// Run raw messages (as fetched from the HISP mailbox) through the daemon's inbound path:
+    /// store, security, MDNs, content, matching, filing. Prints `FILE: ID OUTCOME [REASON]`
+    /// per file (filed, unmatched, duplicate, quarantined, orphaned); exits 3 when any was
+    /// quarantined.
+    Receive {
+        /// The Direct connector the messages arrived through (default: the only one).
+        #[arg(long)]
+        connector: Option<String>,
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Messages that failed a trust check: list, show, release.
+    Quarantine {
+        #[command(subcommand)]
+        command: self::direct::QuarantineCommand,
+    },
+}
+
+impl DirectCommand {
+    /// `seal` and `open` need no configuration or database.
+    fn is_tool(&self) -> bool {
+        matches!(
+            self,
+            DirectCommand::Seal { .. } | DirectCommand::Open { .. }
+        )
+    }
 }
 
 #[derive(Subcommand)]
@@ -218,6 +245,10 @@ pub fn main() -> ExitCode {
     };
     match runtime.block_on(dispatch(cli)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<self::direct::SomeQuarantined>().is_some() => {
+            eprintln!("{e:#}");
+            ExitCode::from(3)
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
@@ -239,7 +270,9 @@ async fn dispatch(cli: Cli) -> Result<()> {
     {
         return hl7_send(files, to, *timeout).await;
     }
-    if let Command::Direct { command } = &cli.command {
+    if let Command::Direct { command } = &cli.command
+        && command.is_tool()
+    {
         return direct_tool(command);
     }
     let config = Config::load(cli.config.as_deref())?;
@@ -481,6 +514,16 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Campaign { command } => {
             self::outreach::campaign(Core::open(config).await?, command).await?;
         }
+        Command::Direct {
+            command: DirectCommand::Receive { connector, files },
+        } => {
+            self::direct::receive(Core::open(config).await?, connector, &files).await?;
+        }
+        Command::Direct {
+            command: DirectCommand::Quarantine { command },
+        } => {
+            self::direct::quarantine(Core::open(config).await?, command).await?;
+        }
         Command::Bench(_) | Command::Hl7 { .. } | Command::Direct { .. } | Command::Certs(_) => {
             unreachable!("handled above")
         }
@@ -552,6 +595,9 @@ fn direct_tool(command: &DirectCommand) -> Result<()> {
                 tools::cipher(cipher)?,
             )?;
             std::io::stdout().write_all(&sealed)?;
+        }
+        DirectCommand::Receive { .. } | DirectCommand::Quarantine { .. } => {
+            anyhow::bail!("this command reads the configuration")
         }
         DirectCommand::Open {
             input,

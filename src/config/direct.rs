@@ -18,6 +18,12 @@ use super::{ImapMailboxConfig, Secret, TlsMode};
 pub struct DirectConnectorConfig {
     /// Our Direct address: `From` of every message, and where MDNs come back.
     pub address: String,
+    /// The organization (slug) this connector's address belongs to: every message read from
+    /// its mailbox is filed for it (or, when `organizations.<slug>.addresses` claims the
+    /// address, for that organization, which must be the same one). Unset and unclaimed:
+    /// inbound messages are kept as orphans for the operator, never filed into a tenant.
+    #[serde(default)]
+    pub organization: Option<String>,
     /// Domain for `Message-ID`s. Default: the domain of `address`.
     #[serde(default)]
     pub domain: Option<String>,

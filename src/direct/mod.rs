@@ -3,3 +3,6 @@
 //! (sending, MDN tracking) is `channels::direct`; the `certs` command is the binary's.
 
 pub use switchboard_direct::*;
+
+pub mod inbound;
+pub mod mdn_outbox;

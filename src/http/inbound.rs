@@ -53,6 +53,30 @@ pub async fn list(
     ))
 }
 
+/// `?limit=` of `GET /v1/direct/quarantine`.
+#[derive(Debug, Deserialize)]
+pub struct QuarantineQuery {
+    /// 1 to 1000 (default 100).
+    #[serde(default = "hundred")]
+    limit: i64,
+}
+
+/// `GET /v1/direct/quarantine` (admin scope): Direct messages that failed a trust check.
+#[instrument(skip_all, fields(organization_id = %org))]
+pub async fn direct_quarantine(
+    State(state): State<AppState>,
+    Org(org): Org,
+    ApiQuery(query): ApiQuery<QuarantineQuery>,
+) -> Result<Json<InboundList>, Problem> {
+    Ok(Json(
+        state
+            .app
+            .inbound
+            .direct_quarantine(&org, query.limit)
+            .await?,
+    ))
+}
+
 /// `GET /v1/inbound/{id}`
 #[instrument(skip_all, fields(organization_id = %org, inbound_item_id = %id))]
 pub async fn show(

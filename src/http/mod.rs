@@ -133,6 +133,7 @@ pub fn router(state: AppState) -> Router {
             post(webhooks::retry),
         )
         .route("/v1/inbound", get(inbound::list))
+        .route("/v1/direct/quarantine", get(inbound::direct_quarantine))
         .route("/v1/inbound/{id}", get(inbound::show))
         .route("/v1/inbound/{id}/resolve", post(inbound::resolve))
         .route("/v1/inbound/{id}/reassign", post(inbound::reassign))

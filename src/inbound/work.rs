@@ -92,6 +92,13 @@ pub struct InboundItemView {
     pub match_method: Option<String>,
     /// Who matching proposed when it could not decide, with the rule that proposed each.
     pub candidates: Vec<CandidateView>,
+    /// The trust check a quarantined Direct message failed (`chain`, `revocation`, …); the
+    /// reason says why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quarantine_check: Option<String>,
+    /// When a quarantined item is processed again by itself (its check could not be made).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_at: Option<i64>,
     pub created_at: i64,
     pub updated_at: i64,
     /// The text (only when one item is shown).
@@ -157,6 +164,8 @@ impl InboundItemView {
             provider_ref: row.provider_ref,
             match_method: row.match_method,
             candidates,
+            quarantine_check: row.quarantine_check,
+            retry_at: row.retry_at,
             created_at: row.created_at,
             updated_at: row.updated_at,
             body: None,
@@ -260,6 +269,25 @@ impl InboundService {
         })
     }
 
+    /// Quarantined Direct messages of the organization, newest first (`GET
+    /// /v1/direct/quarantine`, admin scope): each with its failing check and reason.
+    pub async fn direct_quarantine(
+        &self,
+        organization_id: &str,
+        limit: i64,
+    ) -> Result<InboundList, ServiceError> {
+        let items = self
+            .store
+            .direct_quarantine(Some(organization_id), limit.clamp(1, MAX_PAGE))
+            .await?;
+        Ok(InboundList {
+            items: items
+                .into_iter()
+                .map(|row| InboundItemView::new(row, &HashMap::new()))
+                .collect(),
+        })
+    }
+
     /// One item with its text and steps (the text left out when it cannot be read).
     pub async fn show(
         &self,
@@ -291,7 +319,16 @@ impl InboundService {
     /// The stored raw item, parsed by its source (without recording a step).
     fn read(&self, item: &InboundRow) -> Option<Parsed> {
         let source = source_for(&item.channel)?;
-        let raw = self.keyring.open(&item.raw, &item.id).ok()?;
+        // What security processing opened it to, when it went through one (Direct); a
+        // quarantined Direct message has none and shows no text.
+        let raw = match &item.opened {
+            Some(opened) => self
+                .keyring
+                .open(opened, &crate::intake::opened_context(&item.id))
+                .ok()?,
+            None if item.channel == "direct" => return None,
+            None => self.keyring.open(&item.raw, &item.id).ok()?,
+        };
         source.parse(&raw).ok()
     }
 

@@ -203,7 +203,11 @@ impl Intake {
         source: &dyn Source,
         item: &InboundRow,
     ) -> Result<Parsed, IntakeError> {
-        let raw = self.keyring.open(&item.raw, &item.id)?;
+        // What security processing opened the item to, when it went through one (Direct).
+        let raw = match &item.opened {
+            Some(opened) => self.keyring.open(opened, &opened_context(&item.id))?,
+            None => self.keyring.open(&item.raw, &item.id)?,
+        };
         let parsed = source
             .parse(&raw)
             .map_err(|detail| IntakeError::Unreadable {
@@ -541,6 +545,11 @@ impl Intake {
         log_filing(&item_id, &filing);
         Ok((item_id, Some(filing)))
     }
+}
+
+/// The associated data `inbound_items.opened` is sealed with.
+pub fn opened_context(item_id: &str) -> String {
+    format!("opened:{item_id}")
 }
 
 /// The candidates as stored.

@@ -74,7 +74,12 @@ impl NotificationSink for StoreNotifications {
 /// Starts a tracker for every Direct connector, as two supervised tasks: the mailbox poller
 /// (`direct-mailbox:<connector>`, when the connector has a mailbox) and the expiry pass
 /// (`direct-expiry:<connector>`); they stop on the supervisor's shutdown.
-pub fn spawn(config: &Config, store: &Store, supervisor: &Supervisor) -> Vec<JoinHandle<()>> {
+pub fn spawn(
+    config: &Config,
+    store: &Store,
+    supervisor: &Supervisor,
+    messages: Option<Arc<crate::direct::inbound::DirectInbound>>,
+) -> Vec<JoinHandle<()>> {
     let sink: Arc<dyn NotificationSink> = Arc::new(StoreNotifications {
         store: store.clone(),
     });
@@ -95,6 +100,9 @@ pub fn spawn(config: &Config, store: &Store, supervisor: &Supervisor) -> Vec<Joi
                 anchors: material.anchors,
             },
             sink: sink.clone(),
+            messages: messages
+                .clone()
+                .map(|m| m as Arc<dyn crate::channels::direct::tracker::MessageSink>),
         });
         if direct.mailbox.is_some() {
             let tracker = tracker.clone();
@@ -111,6 +119,12 @@ pub fn spawn(config: &Config, store: &Store, supervisor: &Supervisor) -> Vec<Joi
                 async move { tracker.expire_regularly(&stop).await }
             }),
         );
+    }
+    if let Some(inbound) = messages {
+        handles.push(supervisor.spawn("direct-inbound".to_string(), move |stop| {
+            let inbound = inbound.clone();
+            async move { inbound.resume_regularly(&stop).await }
+        }));
     }
     handles
 }

@@ -60,14 +60,24 @@ pub struct InboundRow {
     pub match_method: Option<String>,
     /// JSON `[{"patient_id", "method"}]`: who matching proposed when it could not decide.
     pub candidates: Option<String>,
+    /// What security processing opened the item to (Direct: the unwrapped inner message),
+    /// sealed with `opened:<id>` as associated data; intake parses this when present.
+    #[serde(skip)]
+    pub opened: Option<Vec<u8>>,
+    /// The trust check a quarantined item failed (Direct).
+    pub quarantine_check: Option<String>,
+    /// When a quarantined item is processed again (its check could not be made).
+    pub retry_at: Option<i64>,
 }
 
 macro_rules! inbound_columns {
     () => {
         "id, organization_id, channel, sender, recipient, status, reason, patient_id, thread_id, \
-         message_id, connector, provider_ref, raw, created_at, updated_at, match_method, candidates"
+         message_id, connector, provider_ref, raw, created_at, updated_at, match_method, candidates, \
+         opened, quarantine_check, retry_at"
     };
 }
+pub(super) use inbound_columns;
 
 /// Filing an inbound item as a message in a thread (created when the patient has none open).
 #[derive(Debug, Clone)]

@@ -9,6 +9,7 @@
 #![allow(dead_code)]
 
 pub mod contracts;
+pub mod hisp;
 pub mod mail;
 pub mod pki;
 pub mod ports;

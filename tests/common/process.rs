@@ -101,6 +101,11 @@ impl Spawned {
         self.child.id()
     }
 
+    /// The exit status, once the process has ended (reaped).
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
     /// `kill -9`, and reaps the process.
     pub fn kill9(&mut self) {
         self.child.kill().expect("kill -9");

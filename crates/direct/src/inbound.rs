@@ -170,7 +170,7 @@ pub async fn accept(
         .and_then(|m| {
             switchboard_mail::mime::from_address(&m).ok_or_else(|| {
                 Refusal::new(
-                    Check::FromHeader,
+                    Check::Malformed,
                     "the message has no From address",
                     Vec::new(),
                 )

@@ -357,7 +357,7 @@ async fn not_encrypted_to_us_is_refused() -> TestResult {
     let mut raw = format!("From: {ALICE}\r\nTo: {BOB}\r\nSubject: x\r\n").into_bytes();
     raw.extend_from_slice(&signed);
     assert_refused(&raw, Check::NotEncrypted, "signed only").await;
-    assert_refused(b"\x00\x01 not a message", Check::FromHeader, "garbage").await;
+    assert_refused(b"\x00\x01 not a message", Check::Malformed, "garbage").await;
     Ok(())
 }
 

@@ -68,6 +68,27 @@ pub trait NotificationSink: Send + Sync {
     ) -> Result<usize, BoxError>;
 }
 
+/// What became of a mailbox message that is not a plain notification.
+#[derive(Debug)]
+pub enum Taken {
+    /// It opened (decrypted, verified) to a notification about our own sending.
+    Notification { inner: Vec<u8>, sender: String },
+    /// It was recorded as an inbound item (filed, unmatched, quarantined, a duplicate…):
+    /// durable, so the mailbox message may be flagged.
+    Recorded {
+        item_id: String,
+        outcome: &'static str,
+    },
+}
+
+/// Where messages that are not plain notifications go: the daemon's inbound Direct service
+/// (`crate::direct::inbound`), which decrypts and verifies them and records every one that is
+/// not a notification of ours.
+#[async_trait::async_trait]
+pub trait MessageSink: Send + Sync {
+    async fn take(&self, connector: &str, raw: &[u8]) -> Result<Taken, BoxError>;
+}
+
 /// What the tracker needs besides the mailbox.
 pub struct TrackerKeys {
     pub decryption: Vec<(X509, PKey<Private>)>,
@@ -145,6 +166,19 @@ fn is_encrypted(raw: &[u8]) -> bool {
     })
 }
 
+/// The notifications in a message that security processing opened, sent by `sender`: an MDN
+/// speaks for its final recipient only, so it must be that recipient's.
+pub fn read_opened(inner: &[u8], sender: &str) -> Result<Vec<Tracked>, Quarantine> {
+    let notes = parse_notifications(inner).map_err(|_| Quarantine::NotANotification)?;
+    if notes
+        .iter()
+        .any(|n| n.kind == NotificationKind::Mdn && n.final_recipient.as_deref() != Some(sender))
+    {
+        return Err(Quarantine::WrongReporter);
+    }
+    Ok(track(&notes))
+}
+
 /// Reads one mailbox message into state changes, or says why it is quarantined.
 pub fn read_message(
     raw: &[u8],
@@ -160,14 +194,7 @@ pub fn read_message(
             .store_for(&domain_of(&sender), Direction::Inbound);
         let opened = crate::direct::open(raw, &keys.decryption, &trust, &sender, now)
             .map_err(|e| Quarantine::Rejected(e.to_string()))?;
-        let notes = parse_notifications(&opened.inner).map_err(|_| Quarantine::NotANotification)?;
-        // An MDN speaks for its final recipient only: it must be that recipient's.
-        if notes.iter().any(|n| {
-            n.kind == NotificationKind::Mdn && n.final_recipient.as_deref() != Some(&sender)
-        }) {
-            return Err(Quarantine::WrongReporter);
-        }
-        return Ok(track(&notes));
+        return read_opened(&opened.inner, &sender);
     }
     let notes = parse_notifications(raw).map_err(|_| Quarantine::NotANotification)?;
     if mode == DirectMode::Sign {
@@ -185,6 +212,9 @@ pub struct Tracker {
     pub config: DirectConnectorConfig,
     pub keys: TrackerKeys,
     pub sink: Arc<dyn NotificationSink>,
+    /// Inbound messages (everything that is not a plain notification); `None`: the mailbox
+    /// is read for notifications only.
+    pub messages: Option<Arc<dyn MessageSink>>,
 }
 
 impl Tracker {
@@ -288,13 +318,32 @@ impl Tracker {
             let Some(raw) = session.fetch(uid).await? else {
                 continue;
             };
-            let tracked = match read_message(
-                &raw,
-                self.config.mode,
-                self.config.accept_unsigned_dsns,
-                &self.keys,
-                chrono::Utc::now(),
-            ) {
+            let read = match &self.messages {
+                // A plain notification is the tracker's; everything else the inbound service's.
+                Some(messages) if is_encrypted(&raw) || parse_notifications(&raw).is_err() => {
+                    match messages.take(&self.connector, &raw).await {
+                        Ok(Taken::Notification { inner, sender }) => read_opened(&inner, &sender),
+                        Ok(Taken::Recorded { item_id, outcome }) => {
+                            info!(connector = %self.connector, uid, inbound_item_id = %item_id, outcome, "inbound Direct message recorded");
+                            crate::testing_hooks::kill_point("direct-recorded");
+                            session.mark_seen(uid).await?;
+                            continue;
+                        }
+                        Err(e) => {
+                            warn!(connector = %self.connector, uid, error = %e, "inbound Direct message not recorded; will retry");
+                            continue;
+                        }
+                    }
+                }
+                _ => read_message(
+                    &raw,
+                    self.config.mode,
+                    self.config.accept_unsigned_dsns,
+                    &self.keys,
+                    chrono::Utc::now(),
+                ),
+            };
+            let tracked = match read {
                 Ok(t) => t,
                 Err(why) => {
                     warn!(connector = %self.connector, uid, reason = %why, "notification quarantined");

@@ -1,0 +1,20 @@
+//! Crash points for the tests that kill the daemon at an exact place (debug builds only; a
+//! release build compiles them to nothing). `SB_TEST_KILL_AT=<name>` makes the process
+//! `SIGKILL` itself when it reaches the point of that name, as `kill -9` there would.
+//!
+//! Points: `direct-recorded` (an inbound Direct message is recorded and processed, its mailbox
+//! message not yet flagged `\Seen`).
+
+/// Kills the process here if `SB_TEST_KILL_AT` names this point (debug builds).
+#[inline]
+pub fn kill_point(name: &str) {
+    #[cfg(debug_assertions)]
+    if std::env::var("SB_TEST_KILL_AT").is_ok_and(|at| at == name) {
+        // SAFETY: kill(2) on our own pid with SIGKILL; nothing else is touched.
+        unsafe {
+            libc::kill(libc::getpid(), libc::SIGKILL);
+        }
+    }
+    #[cfg(not(debug_assertions))]
+    let _ = name;
+}
