@@ -999,7 +999,7 @@ async fn inbound_signer_crl_goes_through_the_fetch_policy() {
     use switchboard::direct::Check;
     use switchboard::direct::anchors::{AnchorSet, Anchors};
     use switchboard::direct::discovery::revocation::Fetcher;
-    use switchboard::direct::inbound::accept;
+    use switchboard_direct::inbound::accept;
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -1096,8 +1096,7 @@ async fn inbound_signer_crl_goes_through_the_fetch_policy() {
 
     let refusal = accept(&revoked_msg, &keys, &anchors, Some(&fetcher), now)
         .await
-        .err()
-        .expect("a revoked signer is refused");
+        .expect_err("a revoked signer is refused");
     assert_eq!(
         (refusal.check, refusal.retryable),
         (Check::Revocation, false)
@@ -1120,8 +1119,7 @@ async fn inbound_signer_crl_goes_through_the_fetch_policy() {
     let refused = Fetcher::new(config, fetch_policy(&[]));
     let open = accept(&ok_msg, &keys, &anchors, Some(&refused), now)
         .await
-        .err()
-        .expect("an unreachable CRL under hard is not accepted");
+        .expect_err("an unreachable CRL under hard is not accepted");
     assert_eq!(
         (open.check, open.retryable),
         (Check::Revocation, true),

@@ -371,7 +371,7 @@ fn accept_loop(pki: &Pki, raw: &[u8], messages: usize) -> Result<usize> {
     let mut bytes = 0;
     for _ in 0..messages {
         let accepted = rt
-            .block_on(switchboard::direct::inbound::accept(
+            .block_on(switchboard_direct::inbound::accept(
                 raw,
                 &keys,
                 &anchors,
@@ -404,9 +404,9 @@ fn cli_open_loop(d: &Path, runs: usize) -> Result<()> {
     Ok(())
 }
 
-/// `--direct-open N`: accepting a sealed 100 KiB C-CDA message in-process (decrypt + verify
-/// + policy + chain + unwrap + parse) beside `openssl cms -decrypt | openssl cms -verify` on
-/// the same input in the same run.
+/// `--direct-open N`: accepting a sealed 100 KiB C-CDA message in-process (decrypt, verify,
+/// policy, chain, unwrap, parse) beside `openssl cms -decrypt | openssl cms -verify` on the
+/// same input in the same run.
 pub fn run_open(messages: usize) -> Result<()> {
     let dir = tempfile::tempdir()?;
     let d = dir.path();
