@@ -616,3 +616,60 @@ async fn signer_revocation_by_crl_over_http() -> TestResult {
     );
     Ok(())
 }
+
+// ---------------------------------------------------------------- rate (manual)
+
+/// The crate-level figure behind `switchboard bench --direct-open` (which needs the whole
+/// daemon built): `cargo test --release -p switchboard-direct --test inbound -- --ignored
+/// --nocapture accept_rate`. A 100 KiB message sealed by the CLI (SHA-256, AES-256-CBC,
+/// RSA-OAEP SHA-256), accepted in-process vs `openssl cms -decrypt | openssl cms -verify`.
+#[tokio::test]
+#[ignore = "a measurement, not a test"]
+async fn accept_rate() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let d = dir.path();
+    let mut inner = inner_message(ALICE);
+    inner.truncate(inner.len() - b"Hello Bob,\r\nplease see the referral.\r\n".len());
+    let line = b"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789\r\n";
+    while inner.len() < 100 * 1024 {
+        inner.extend_from_slice(line);
+    }
+    sign(d, &wrapped(&inner), &[alice()], "sha256");
+    let raw = encrypt(
+        d,
+        pki().id("bob"),
+        "-aes-256-cbc",
+        &["rsa_padding_mode:oaep", "rsa_oaep_md:sha256"],
+        ALICE,
+    );
+    std::fs::write(d.join("msg.eml"), &raw)?;
+    pki().ca.write(d, "ca");
+    pki().id("bob").write(d, "bob");
+    let (keys, anchors) = (bob_keys(), pki().anchors());
+    let n = 300;
+    let started = std::time::Instant::now();
+    for _ in 0..n {
+        let ok = accept(&raw, &keys, &anchors, None, Utc::now()).await?;
+        assert_eq!(ok.opened.inner.len(), inner.len());
+    }
+    let ours = n as f64 / started.elapsed().as_secs_f64();
+    let runs = 50;
+    let started = std::time::Instant::now();
+    for _ in 0..runs {
+        let status = std::process::Command::new("sh")
+            .current_dir(d)
+            .arg("-c")
+            .arg(
+                "openssl cms -decrypt -in msg.eml -recip bob.pem -inkey bob.key \
+                 | openssl cms -verify -CAfile ca.pem -out /dev/null 2>/dev/null",
+            )
+            .status()?;
+        assert!(status.success());
+    }
+    let cli = runs as f64 / started.elapsed().as_secs_f64();
+    println!(
+        "accept: {ours:.0} messages/s; openssl cms -decrypt | -verify: {cli:.0} messages/s; {:.1}x",
+        ours / cli
+    );
+    Ok(())
+}
