@@ -67,6 +67,9 @@ pub enum DaemonError {
          not open"
     )]
     KeyMismatch { ours: String, fleet: String },
+    /// The database's schema is not this binary's (admin commands never migrate).
+    #[error("{0}")]
+    Schema(String),
 }
 
 /// The parts every command needs: configuration, store, keyring, queue.
@@ -105,6 +108,49 @@ impl Core {
                 "consent recipients rewritten in their canonical form"
             );
         }
+        let queue = JobQueue::new(&store, &config.queue);
+        let enqueuer = Enqueuer {
+            queue: queue.clone(),
+            store: store.clone(),
+        };
+        let group = GroupCommit::start(&store, Some(Arc::new(enqueuer)));
+        Ok(Self {
+            config: Arc::new(config),
+            group,
+            store,
+            keyring,
+            queue,
+            regions: Default::default(),
+        })
+    }
+
+    /// Connects to a store that is already migrated to exactly this binary's schema, for the
+    /// admin commands: only `migrate` and `run` change the schema ([`Core::open`]). A database
+    /// without our schema, or behind or ahead of this binary, is refused with what to do.
+    pub async fn attach(config: Config) -> Result<Self, DaemonError> {
+        // Nothing is created for a database that is not there (no file, no key).
+        let url = config.database_url();
+        if let Some(path) = url.strip_prefix("sqlite://")
+            && !path.starts_with(':')
+            && !std::path::Path::new(path).exists()
+        {
+            return Err(DaemonError::Schema(format!(
+                "there is no database at {path}: run `switchboard migrate` (or start the daemon) \
+                 first, or name the daemon's configuration with --config"
+            )));
+        }
+        let keyring = load_keyring(&config)?;
+        let store = Store::connect(
+            &config.database_url(),
+            config.database.max_connections,
+            config.database.sqlite_synchronous == "full",
+        )
+        .await?;
+        if let Some(problem) = store.schema_state().await?.problem() {
+            store.close().await;
+            return Err(DaemonError::Schema(problem));
+        }
+        check_key_canary(&store, &keyring).await?;
         let queue = JobQueue::new(&store, &config.queue);
         let enqueuer = Enqueuer {
             queue: queue.clone(),

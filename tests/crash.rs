@@ -84,6 +84,7 @@ async fn post_until_acknowledged(
 async fn kill_nine_mid_burst_loses_nothing(backend: Backend) {
     let db = TestDb::new(backend).await;
     let config = write_config(&db);
+    run_command(&config, &["migrate"]);
     let key = run_command(&config, &["keys", "create", "--org", "north", "--new-org"]);
     let logs = [
         db.dir.path().join("first.log"),

@@ -55,6 +55,14 @@ async fn files_are_owner_only(backend: Backend) {
         ),
     )
     .expect("config");
+    let migrated = under_umask(&["migrate"], &config)
+        .output()
+        .expect("migrate");
+    assert!(
+        migrated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&migrated.stderr)
+    );
     let output = under_umask(&["keys", "create", "--org", "north", "--new-org"], &config)
         .output()
         .expect("keys create");

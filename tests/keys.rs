@@ -25,6 +25,9 @@ fn write_config(db: &TestDb) -> PathBuf {
         url = db.url,
     );
     std::fs::write(&path, text).expect("config");
+    // Only `migrate` (and `run`) create the schema; the admin commands refuse a database
+    // without it.
+    ok(cli(&path, &["migrate"]));
     path
 }
 
@@ -383,3 +386,31 @@ both_databases!(
     revocation_reaches_the_fleet,
     crate::revocation_reaches_the_fleet
 );
+
+/// An admin command never creates or migrates a database: on a path with none it fails,
+/// naming the fix, and leaves nothing behind; on a migrated one it says which it opened.
+#[test]
+fn admin_commands_do_not_create_a_database() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("switchboard.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "data_dir = \"{}\"\n[server]\nlisten = \"127.0.0.1:0\"\n",
+            dir.path().join("state").display()
+        ),
+    )
+    .expect("config");
+    let output = cli(&path, &["keys", "create", "--org", "north", "--new-org"]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("switchboard migrate"), "{stderr}");
+    assert!(stderr.contains("database SQLite"), "{stderr}");
+    assert!(!dir.path().join("state").exists(), "created {stderr}");
+    ok(cli(&path, &["migrate"]));
+    let (_, notice) = ok(cli(&path, &["keys", "list"]));
+    assert!(
+        notice.contains(&format!("configuration {}", path.display())),
+        "{notice}"
+    );
+}

@@ -4,6 +4,7 @@
 pub mod bench;
 mod certs;
 mod direct;
+mod doctor;
 mod keys;
 mod outreach;
 
@@ -104,6 +105,15 @@ enum Command {
         #[command(subcommand)]
         command: self::outreach::CampaignCommand,
     },
+    /// Check the installation: configuration, database and schema, at-rest key, file modes,
+    /// connector credentials and endpoints, Direct certificates, the HL7 listener. One
+    /// PASS/WARN/FAIL line per check; exit 1 on any FAIL. Sends nothing, creates nothing.
+    Doctor,
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout, e.g.
+    /// `switchboard completions bash > /usr/share/bash-completion/completions/switchboard`.
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff) to stdout: `switchboard man | man -l -`.
+    Man,
     /// Measure throughput and latency (prints figures).
     Bench(self::bench::BenchArgs),
     /// Direct recipient certificates: the local store, and how discovery resolves an address.
@@ -230,9 +240,65 @@ enum DeadLettersCommand {
     Retry { delivery_id: String },
 }
 
+/// A closed pipe on stdout (`switchboard ... | head`) ends the command quietly with status 0,
+/// as a Unix filter does, instead of `println!`'s panic (exit 101). Every other panic keeps the
+/// default report.
+fn quiet_on_closed_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if payload.starts_with("failed printing to stdout") && payload.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default(info)
+    }));
+}
+
+/// Writes `bytes` to stdout; a closed pipe is not an error.
+fn write_out(bytes: &[u8]) -> ExitCode {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(bytes) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
+    quiet_on_closed_pipe();
     let cli = Cli::parse();
+    match &cli.command {
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(
+                *shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "switchboard",
+                &mut script,
+            );
+            return write_out(&script);
+        }
+        Command::Man => {
+            let mut page = Vec::new();
+            if let Err(e) =
+                clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).render(&mut page)
+            {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+            return write_out(&page);
+        }
+        _ => {}
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -245,6 +311,7 @@ pub fn main() -> ExitCode {
     };
     match runtime.block_on(dispatch(cli)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<DoctorFailed>().is_some() => ExitCode::FAILURE,
         Err(e) if e.downcast_ref::<self::direct::SomeQuarantined>().is_some() => {
             eprintln!("{e:#}");
             ExitCode::from(3)
@@ -275,14 +342,26 @@ async fn dispatch(cli: Cli) -> Result<()> {
     {
         return direct_tool(command);
     }
-    let config = Config::load(cli.config.as_deref())?;
+    let config_path = config_path(cli.config.clone());
+    let config_source = config_path.as_ref().map_or_else(
+        || "the embedded default configuration".to_string(),
+        |p| format!("configuration {}", p.display()),
+    );
+    let config = Config::load(config_path.as_deref())?;
     if let Command::Certs(args) = &cli.command {
         return self::certs::run(&config, args).await;
+    }
+    if let Command::Doctor = &cli.command {
+        if !self::doctor::run(&config_source, config_path.as_deref(), config).await? {
+            return Err(DoctorFailed.into());
+        }
+        return Ok(());
     }
     switchboard::logging::init(&config.log);
     match cli.command {
         Command::Run => daemon::run(config).await?,
         Command::Migrate => {
+            eprintln!("{}", describe(&config_source, &config));
             Core::open(config).await?;
             println!("migrations applied");
         }
@@ -295,7 +374,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
             patient,
             urgent,
         } => {
-            let core = Core::open(config).await?;
+            let core = admin(&config_source, config).await?;
             let organization = core
                 .store
                 .organization_by_slug(&org)
@@ -330,7 +409,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
             println!("{}", accepted.message_id);
         }
         Command::Status { id } => {
-            let core = Core::open(config).await?;
+            let core = admin(&config_source, config).await?;
             let organization_id = core
                 .store
                 .organization_of_message(&id)
@@ -372,12 +451,12 @@ async fn dispatch(cli: Cli) -> Result<()> {
             }
         }
         Command::Keys { command } => {
-            self::keys::run(Core::open(config).await?, command).await?;
+            self::keys::run(admin(&config_source, config).await?, command).await?;
         }
         Command::Inbound {
             command: InboundCommand::Reprocess { id, force },
         } => {
-            let core = Core::open(config).await?;
+            let core = admin(&config_source, config).await?;
             let templates = core.templates()?;
             let tenancy =
                 std::sync::Arc::new(switchboard::tenancy::Tenancy::from_config(&core.config)?);
@@ -409,7 +488,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Inbound {
             command: InboundCommand::Orphans { limit },
         } => {
-            let core = Core::open(config).await?;
+            let core = admin(&config_source, config).await?;
             let orphans = core.store.inbound_orphans(limit.clamp(1, 10_000)).await?;
             if orphans.is_empty() {
                 eprintln!("no orphaned inbound items");
@@ -430,7 +509,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
             }
         }
         Command::DeadLetters { command, org } => {
-            let core = Core::open(config).await?;
+            let core = admin(&config_source, config).await?;
             match command {
                 None | Some(DeadLettersCommand::List) => {
                     let organization_id = match org {
@@ -481,7 +560,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Hl7 {
             command: Hl7Command::Reprocess { id, failed },
         } => {
-            let core = Core::open(config).await?;
+            let core = admin(&config_source, config).await?;
             let processor = switchboard::hl7::processor::Hl7Processor::new(
                 core.store.clone(),
                 core.keyring.clone(),
@@ -509,22 +588,28 @@ async fn dispatch(cli: Cli) -> Result<()> {
             }
         }
         Command::Reminders { command } => {
-            self::outreach::reminders(Core::open(config).await?, command).await?;
+            self::outreach::reminders(admin(&config_source, config).await?, command).await?;
         }
         Command::Campaign { command } => {
-            self::outreach::campaign(Core::open(config).await?, command).await?;
+            self::outreach::campaign(admin(&config_source, config).await?, command).await?;
         }
         Command::Direct {
             command: DirectCommand::Receive { connector, files },
         } => {
-            self::direct::receive(Core::open(config).await?, connector, &files).await?;
+            self::direct::receive(admin(&config_source, config).await?, connector, &files).await?;
         }
         Command::Direct {
             command: DirectCommand::Quarantine { command },
         } => {
-            self::direct::quarantine(Core::open(config).await?, command).await?;
+            self::direct::quarantine(admin(&config_source, config).await?, command).await?;
         }
-        Command::Bench(_) | Command::Hl7 { .. } | Command::Direct { .. } | Command::Certs(_) => {
+        Command::Bench(_)
+        | Command::Hl7 { .. }
+        | Command::Direct { .. }
+        | Command::Certs(_)
+        | Command::Doctor
+        | Command::Completions { .. }
+        | Command::Man => {
             unreachable!("handled above")
         }
     }
@@ -532,6 +617,48 @@ async fn dispatch(cli: Cli) -> Result<()> {
 }
 
 /// A sender's number or address with all but its last four characters hidden.
+/// `doctor` found a failure (its lines say which): exit 1 without a second message.
+#[derive(Debug, thiserror::Error)]
+#[error("")]
+struct DoctorFailed;
+
+/// Where the daemon's configuration is installed by the package.
+const SYSTEM_CONFIG: &str = "/etc/switchboard/switchboard.toml";
+
+/// The configuration file: `--config` (or `SWITCHBOARD_CONFIG`), else the system's
+/// [`SYSTEM_CONFIG`] when it exists, else none (the embedded default).
+fn config_path(given: Option<PathBuf>) -> Option<PathBuf> {
+    given.or_else(|| {
+        let system = PathBuf::from(SYSTEM_CONFIG);
+        system.exists().then_some(system)
+    })
+}
+
+/// `configuration X; database Y` (the database without its password).
+fn describe(source: &str, config: &Config) -> String {
+    let url = config.database_url();
+    let database = match url.strip_prefix("sqlite://") {
+        Some(path) => format!("SQLite {path}"),
+        None => match url::Url::parse(&url) {
+            Ok(parsed) => format!(
+                "PostgreSQL {}{}{}",
+                parsed.host_str().unwrap_or("localhost"),
+                parsed.port().map(|p| format!(":{p}")).unwrap_or_default(),
+                parsed.path()
+            ),
+            Err(_) => "PostgreSQL".into(),
+        },
+    };
+    format!("switchboard: {source}; database {database}")
+}
+
+/// The store for an admin command: already migrated to this binary's schema (only `migrate`
+/// and `run` change it), named on stderr so that an operator sees which one was opened.
+async fn admin(source: &str, config: Config) -> Result<Core> {
+    eprintln!("{}", describe(source, &config));
+    Ok(Core::attach(config).await?)
+}
+
 fn mask(value: &str) -> String {
     let chars: Vec<char> = value.chars().collect();
     let keep = chars.len().min(4);

@@ -348,6 +348,7 @@ impl DirectInbound {
     ) -> Result<Receipt, DirectInboundError> {
         let org = item.organization_id.clone();
         let mut signers = Vec::new();
+        let mut inner = None;
         if item.opened.is_none() {
             let raw = self.keyring().open(&item.raw, &item.id)?;
             let opened = match endpoint.mode {
@@ -384,19 +385,28 @@ impl DirectInbound {
                 }
             };
             let sealed = self.keyring().seal(&opened.0, &opened_context(&item.id))?;
-            self.store()
+            let first = self
+                .store()
                 .record_direct_opened(&org, &item.id, &sealed, &opened.1)
                 .await?;
-            item = self.store().inbound_item(&org, &item.id).await?;
-            if item.status != "received" {
-                // Another pass (or daemon) took it on meanwhile.
-                return Ok(receipt_of(&item));
+            if first {
+                item.opened = Some(sealed);
+                inner = Some(opened.0);
+            } else {
+                // Another pass (or daemon) opened it meanwhile: go on from what it stored.
+                item = self.store().inbound_item(&org, &item.id).await?;
+                if item.status != "received" {
+                    return Ok(receipt_of(&item));
+                }
             }
         }
-        let Some(sealed) = &item.opened else {
-            return Ok(receipt_of(&item));
+        let inner = match inner {
+            Some(inner) => inner,
+            None => match &item.opened {
+                Some(sealed) => self.keyring().open(sealed, &opened_context(&item.id))?,
+                None => return Ok(receipt_of(&item)),
+            },
         };
-        let inner = self.keyring().open(sealed, &opened_context(&item.id))?;
         let (_, original_id) = envelope_of(&inner);
         let original_id = original_id.or_else(|| {
             self.keyring()

@@ -210,6 +210,56 @@ impl Store {
         Ok(())
     }
 
+    /// Which of our migrations this binary knows and which the database has applied.
+    pub async fn schema_state(&self) -> Result<SchemaState> {
+        let (known, applied): (Vec<i64>, Vec<(i64,)>) = match &self.db {
+            Db::Sqlite(pool) => {
+                let known = sqlx::migrate!("migrations/sqlite")
+                    .iter()
+                    .map(|m| m.version)
+                    .collect();
+                let exists: Option<(String,)> = sqlx::query_as(
+                    "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'switchboard_migrations'",
+                )
+                .fetch_optional(pool)
+                .await?;
+                let applied = match exists {
+                    Some(_) => sqlx::query_as(
+                        "SELECT version FROM switchboard_migrations WHERE success ORDER BY version",
+                    )
+                    .fetch_all(pool)
+                    .await?,
+                    None => Vec::new(),
+                };
+                (known, applied)
+            }
+            Db::Postgres(pool) => {
+                let known = sqlx::migrate!("migrations/postgres")
+                    .iter()
+                    .map(|m| m.version)
+                    .collect();
+                let (exists,): (bool,) =
+                    sqlx::query_as("SELECT to_regclass('switchboard_migrations') IS NOT NULL")
+                        .fetch_one(pool)
+                        .await?;
+                let applied = if exists {
+                    sqlx::query_as(
+                        "SELECT version FROM switchboard_migrations WHERE success ORDER BY version",
+                    )
+                    .fetch_all(pool)
+                    .await?
+                } else {
+                    Vec::new()
+                };
+                (known, applied)
+            }
+        };
+        Ok(SchemaState {
+            known,
+            applied: applied.into_iter().map(|(v,)| v).collect(),
+        })
+    }
+
     pub fn db(&self) -> &Db {
         &self.db
     }
@@ -287,5 +337,88 @@ mod id_tests {
                 pair[1]
             );
         }
+    }
+}
+
+/// Our migrations as this binary knows them and as the database has them applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchemaState {
+    pub known: Vec<i64>,
+    pub applied: Vec<i64>,
+}
+
+impl SchemaState {
+    /// Why a command other than `migrate` and `run` must not use this database, if it must
+    /// not: it has no schema yet, or it is behind or ahead of this binary.
+    pub fn problem(&self) -> Option<String> {
+        let list = |v: &[i64]| {
+            v.iter()
+                .map(|n| format!("{n:04}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        if self.applied.is_empty() {
+            return Some(
+                "the database has no Switchboard schema yet: run `switchboard migrate` (or start \
+                 the daemon) first"
+                    .into(),
+            );
+        }
+        let ahead: Vec<i64> = self
+            .applied
+            .iter()
+            .filter(|v| !self.known.contains(v))
+            .copied()
+            .collect();
+        if !ahead.is_empty() {
+            return Some(format!(
+                "the database is ahead of this binary: it has migration {} which this switchboard \
+                 does not know (a newer version migrated it); use that version",
+                list(&ahead)
+            ));
+        }
+        let behind: Vec<i64> = self
+            .known
+            .iter()
+            .filter(|v| !self.applied.contains(v))
+            .copied()
+            .collect();
+        if !behind.is_empty() {
+            return Some(format!(
+                "the database is behind this binary: migration {} not applied; run `switchboard \
+                 migrate` (or restart the daemon) first",
+                list(&behind)
+            ));
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod schema_tests {
+    use super::SchemaState;
+
+    #[test]
+    fn a_database_behind_or_ahead_is_named() {
+        let state = |applied: &[i64]| SchemaState {
+            known: vec![1, 2, 3],
+            applied: applied.to_vec(),
+        };
+        assert_eq!(state(&[1, 2, 3]).problem(), None);
+        assert!(
+            state(&[])
+                .problem()
+                .is_some_and(|p| p.contains("no Switchboard schema"))
+        );
+        assert!(
+            state(&[1, 2])
+                .problem()
+                .is_some_and(|p| p.contains("behind") && p.contains("0003"))
+        );
+        assert!(
+            state(&[1, 2, 3, 4])
+                .problem()
+                .is_some_and(|p| p.contains("ahead") && p.contains("0004"))
+        );
     }
 }

@@ -17,8 +17,8 @@ use openssl::x509::X509;
 
 use switchboard::direct::{SealOptions, seal};
 
-const FROM: &str = "bench@direct.north.example";
-const TO: &str = "doc@direct.south.example";
+pub(super) const FROM: &str = "bench@direct.north.example";
+pub(super) const TO: &str = "doc@direct.south.example";
 
 fn openssl(dir: &Path, args: &[&str]) -> Result<()> {
     let out = Command::new("openssl")
@@ -77,7 +77,7 @@ fn leaf(dir: &Path, name: &str, email: &str) -> Result<()> {
 }
 
 /// A C-CDA padded (with an XML comment) to exactly 100 KiB.
-fn ccda_100k() -> String {
+pub(super) fn ccda_100k() -> String {
     // HL7's published sample CCD (tests/data/README.md), built in so the installed binary
     // measures the same document wherever it runs.
     let base = include_str!("../../../tests/data/ccda/CCD-2.xml").to_string();
@@ -119,16 +119,16 @@ pub fn smtp_frame(message: &[u8], out: &mut Vec<u8>) {
 
 /// Our sealing identity and the recipient's certificate, from the throwaway PKI (and, for
 /// the open benchmark, the recipient's key and the CA).
-struct Pki {
-    cert: X509,
-    key: PKey<Private>,
-    recipient: X509,
-    recipient_key: PKey<Private>,
-    ca: X509,
+pub(super) struct Pki {
+    pub(super) cert: X509,
+    pub(super) key: PKey<Private>,
+    pub(super) recipient: X509,
+    pub(super) recipient_key: PKey<Private>,
+    pub(super) ca: X509,
 }
 
 /// Makes a CA and two leaf identities (us, the recipient) in `d` with the openssl CLI.
-fn make_pki(d: &Path) -> Result<Pki> {
+pub(super) fn make_pki(d: &Path) -> Result<Pki> {
     openssl(
         d,
         &[

@@ -11,6 +11,7 @@
 
 mod attachments;
 mod direct;
+mod direct_inbound;
 mod reminders;
 mod webhooks;
 
@@ -75,6 +76,9 @@ pub struct BenchArgs {
     /// Signed webhook events to a loopback receiver (0 skips it).
     #[arg(long, default_value_t = 2_000)]
     pub webhook_events: usize,
+    /// Sealed Direct messages through the inbound path (0 skips it).
+    #[arg(long, default_value_t = 200)]
+    pub direct_inbound: usize,
 }
 
 impl Default for BenchArgs {
@@ -94,6 +98,7 @@ impl Default for BenchArgs {
             attachment_bytes: 1024 * 1024,
             attachment_concurrency: 16,
             webhook_events: 2_000,
+            direct_inbound: 200,
         }
     }
 }
@@ -157,6 +162,17 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             )
             .await;
             hooks.drop_database().await;
+        }
+        if result.is_ok() && args.direct_inbound > 0 {
+            let inbound = Scratch::create(database, &args.postgres_url).await?;
+            result = self::direct_inbound::bench(
+                database,
+                &inbound.url,
+                inbound.dir.path(),
+                args.direct_inbound,
+            )
+            .await;
+            inbound.drop_database().await;
         }
         scratch.drop_database().await;
         result?;
