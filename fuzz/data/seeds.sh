@@ -88,4 +88,58 @@ PY
     > $seeds/seeds/reminder_rule/rule.json
 { printf '\x0b'; printf 'id = "r"\nappointment_types = ["NEW"]\nreplies = false\n[[touches]]\nid = "t"\nat = "2 days before at 17:30"\nchannels = ["email"]\ntemplate = "reminder"\n[[touches]]\nid = "u"\nbefore = "90m"\nchannels = ["sms"]\n'; } \
     > $seeds/seeds/reminder_rule/rule.toml
+# docs: C-CDA in the three shapes the header reader must get right (default namespace,
+# `cda:`-prefixed, interleaved given/family with two names), the ETT XDM package, and the
+# reference implementation's slash-less layout (IHE_XDM/SUBSET01METADATA.xml).
+# direct_content: opened inner messages — text with references, HTML only, a C-CDA
+# attachment, an XDM package (base64), a text/xml part in quoted-printable.
+mkdir -p $seeds/seeds/docs $seeds/seeds/direct_content
+python3 - "$vectors" "$seeds/seeds" <<'PY'
+import base64, hashlib, io, sys, zipfile
+vectors, out = sys.argv[1], sys.argv[2]
+def write(path, data):
+    with open(f"{out}/{path}", "wb") as f:
+        f.write(data if isinstance(data, bytes) else data.encode())
+ccd = open(f"{vectors}/ccda/CCD-2.xml", "rb").read()
+interleaved = """<ClinicalDocument xmlns="urn:hl7-org:v3"><title>t</title><recordTarget><patientRole>
+<id root="2.16.840.1.113883.4.1" extension="123456789"/><addr use="HP"><streetAddressLine>1 Main</streetAddressLine><city>Salem</city></addr>
+<telecom use="HP" value="tel:+15035550100"/><patient><name use="L"><given>A</given><family>B</family><given>C</given></name>
+<name>Unstructured Name</name><administrativeGenderCode code="F"/><birthTime value="19501219"/></patient></patientRole></recordTarget>
+<component/></ClinicalDocument>"""
+write("docs/interleaved.xml", interleaved)
+write("docs/default-ns.xml", interleaved.replace("<given>C</given>", ""))
+doc = b'<ClinicalDocument xmlns="urn:hl7-org:v3"/>'
+md = f"""<SubmitObjectsRequest xmlns="urn:oasis:names:tc:ebxml-regrep:xsd:lcm:3.0"><RegistryObjectList xmlns="urn:oasis:names:tc:ebxml-regrep:xsd:rim:3.0">
+<ExtrinsicObject id="a" mimeType="text/xml"><Slot name="URI"><ValueList><Value>DOC.XML</Value></ValueList></Slot>
+<Slot name="size"><ValueList><Value>{len(doc)}</Value></ValueList></Slot><Slot name="hash"><ValueList><Value>{hashlib.sha1(doc).hexdigest()}</Value></ValueList></Slot>
+<Slot name="sourcePatientInfo"><ValueList><Value>PID-3|1^^^&amp;1.2.3&amp;ISO</Value><Value>PID-5|Doe^Jane</Value></ValueList></Slot>
+<ExternalIdentifier identificationScheme="urn:uuid:58a6f841-87b3-4a3e-92fd-a8ffeff98427" value="1^^^&amp;1.2.3&amp;ISO"/></ExtrinsicObject>
+</RegistryObjectList></SubmitObjectsRequest>"""
+buf = io.BytesIO()
+with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+    z.writestr("IHE_XDM/SUBSET01METADATA.xml", md)
+    z.writestr("IHE_XDM/SUBSET01/DOC.XML", doc)
+write("docs/ri-slashless.zip", buf.getvalue())
+xdm = open(f"{vectors}/direct/xdm/ett-XDM_LIM.ZIP", "rb").read()
+head = ("From: a@direct.sender.example\r\nTo: b@direct.north.example\r\nSubject: Referral\r\n"
+        "Message-ID: <m1@sender.example>\r\nIn-Reply-To: <r01@gw.example>\r\nReferences: <x@y> <r01@gw.example>\r\nMIME-Version: 1.0\r\n")
+def b64(data):
+    text = base64.b64encode(data).decode()
+    return "\r\n".join(text[i:i + 76] for i in range(0, len(text), 76))
+def mixed(parts):
+    body = head + 'Content-Type: multipart/mixed; boundary="b1"\r\n\r\n--b1\r\nContent-Type: text/plain\r\n\r\nSee attached.\r\n'
+    for ctype, name, data in parts:
+        body += (f'--b1\r\nContent-Type: {ctype}; name="{name}"\r\nContent-Disposition: attachment; filename="{name}"\r\n'
+                 f"Content-Transfer-Encoding: base64\r\n\r\n{b64(data)}\r\n")
+    return body + "--b1--\r\n"
+write("direct_content/text.eml", head + "Content-Type: text/plain; charset=utf-8\r\n\r\nPlease see the patient.\r\n")
+write("direct_content/html-only.eml", head + "Content-Type: text/html\r\n\r\n<html><head><style>p{}</style></head><body><p>Hi &amp; <b>bye</b></p><script>x</script></body></html>\r\n")
+write("direct_content/alternative.eml", head + 'Content-Type: multipart/alternative; boundary="a"\r\n\r\n--a\r\nContent-Type: text/plain\r\n\r\nHi\r\n--a\r\nContent-Type: text/html\r\n\r\n<p>Hi</p>\r\n--a--\r\n')
+write("direct_content/ccda.eml", mixed([("application/xml", "ccd.xml", ccd[:6000] + b"</ClinicalDocument>")]))
+write("direct_content/xdm.eml", mixed([("application/zip", "xdm.zip", xdm)]))
+write("direct_content/xdm-small.eml", mixed([("application/zip", "xdm.zip", buf.getvalue()), ("application/pdf", "a.pdf", b"%PDF-1.7")]))
+write("direct_content/text-xml-qp.eml", head + 'Content-Type: multipart/mixed; boundary="b1"\r\n\r\n--b1\r\nContent-Type: text/plain\r\n\r\nx\r\n--b1\r\n'
+      'Content-Type: text/xml; charset=iso-8859-1\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n'
+      '<ClinicalDocument xmlns=3D"urn:hl7-org:v3"><title>R=E9sum=E9</title></ClinicalDocument>\r\n--b1--\r\n')
+PY
 du -sh $seeds/seeds

@@ -39,7 +39,7 @@ use super::mdn_outbox::{Disposition, MdnOutbox, NewMdn};
 use crate::channels::direct::{DirectChannelError, direct_connectors, fetch_policy, keys};
 use crate::config::{Config, DirectMode};
 use crate::crypto::{CryptoError, Keyring};
-use crate::intake::{Filing, Intake, IntakeError, Received, opened_context};
+use crate::intake::{DirectSource, Filing, Intake, IntakeError, Received, opened_context};
 use crate::store::{
     AuditEntry, DirectQuarantine, InboundRow, NewOrphan, Store, StoreError, new_id, now_ms,
 };
@@ -312,7 +312,7 @@ impl DirectInbound {
         let (item_id, fresh) = self
             .intake
             .record(
-                &content::DirectSource,
+                &DirectSource,
                 &Received {
                     organization_id: &organization_id,
                     connector: Some(endpoint.name.clone()),
@@ -431,7 +431,7 @@ impl DirectInbound {
                 .enqueue(&mdn(Disposition::Processed, false, signers.clone()))
                 .await?;
         }
-        let filing = match self.intake.process(&content::DirectSource, &item).await {
+        let filing = match self.intake.process(&DirectSource, &item).await {
             Ok(filing) => filing,
             Err(IntakeError::Store(e)) => return Err(e.into()),
             Err(other) => {
@@ -678,28 +678,6 @@ mod security {
                     retryable: false,
                 })
             }
-        }
-    }
-}
-
-/// Content (STAND-IN until `crate::intake::DirectSource` lands).
-mod content {
-    use crate::intake::{Parsed, Source};
-
-    pub struct DirectSource;
-
-    impl Source for DirectSource {
-        fn channel(&self) -> &'static str {
-            "direct"
-        }
-
-        fn parse(&self, raw: &[u8]) -> Result<Parsed, String> {
-            let msg = switchboard_mail::parse_message(raw).ok_or("not a message")?;
-            Ok(Parsed {
-                subject: msg.subject().map(str::to_string),
-                body: msg.body_text(0).map(|b| b.into_owned()).unwrap_or_default(),
-                ..Parsed::default()
-            })
         }
     }
 }

@@ -47,11 +47,45 @@ impl MatchMethod {
     }
 }
 
-/// An identifier with the authority that assigned it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// An identifier with the authority that assigned it. `Debug` hides a Social Security
+/// number's value (see [`Identifier::is_ssn`]): it may match, but is never logged or shown.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Identifier {
     pub authority: String,
     pub id: String,
+}
+
+/// The Social Security Administration's OID, the authority of a US Social Security number.
+pub const SSN_AUTHORITY: &str = switchboard_docs::ccda::SSN_OID;
+
+impl Identifier {
+    /// Whether this may be a Social Security number: the SSA's OID, an HL7 v2 authority or
+    /// identifier type naming it (`SSA`, `SS`, `SSN`, which an organization's
+    /// `identifier_authorities` may map the OID to), or a value shaped like one (nine
+    /// digits, dashes allowed). Erring towards hiding: only `Debug` uses it.
+    pub fn is_ssn(&self) -> bool {
+        let authority = self.authority.trim();
+        let digits: String = self.id.chars().filter(|c| *c != '-' && *c != ' ').collect();
+        authority == SSN_AUTHORITY
+            || ["SSA", "SS", "SSN"]
+                .iter()
+                .any(|a| authority.eq_ignore_ascii_case(a))
+            || (digits.len() == 9 && digits.bytes().all(|b| b.is_ascii_digit()))
+    }
+}
+
+impl std::fmt::Debug for Identifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let id: &str = if self.is_ssn() {
+            "<redacted>"
+        } else {
+            &self.id
+        };
+        f.debug_struct("Identifier")
+            .field("authority", &self.authority)
+            .field("id", &id)
+            .finish()
+    }
 }
 
 /// Who the item says the patient is.
@@ -332,6 +366,40 @@ mod tests {
         assert_eq!(all.len(), 3);
         assert_eq!(all[2].authority, "MRN");
         assert_eq!(all[2].id, "1");
+    }
+
+    #[test]
+    fn a_social_security_number_never_shows_in_debug() {
+        let ssn = Identifier {
+            authority: SSN_AUTHORITY.into(),
+            id: "12345679".into(),
+        };
+        let aliased = with_aliases(
+            std::slice::from_ref(&ssn),
+            &[(SSN_AUTHORITY.to_string(), "SSA".to_string())]
+                .into_iter()
+                .collect(),
+        );
+        assert_eq!(aliased.len(), 2);
+        let shown = format!(
+            "{aliased:?} {:?}",
+            Evidence {
+                identifiers: aliased.clone(),
+                ..Evidence::default()
+            }
+        );
+        assert!(!shown.contains("12345679"), "{shown}");
+        // A value shaped like one, under any authority, is hidden too; an MRN is not.
+        let shaped = Identifier {
+            authority: "1.2.3".into(),
+            id: "123-45-6789".into(),
+        };
+        assert!(!format!("{shaped:?}").contains("6789"));
+        let mrn = Identifier {
+            authority: "1.2.3".into(),
+            id: "MRN-7".into(),
+        };
+        assert!(format!("{mrn:?}").contains("MRN-7"));
     }
 
     #[test]

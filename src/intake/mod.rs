@@ -24,7 +24,9 @@
 pub mod matching;
 mod sources;
 
-pub use sources::{CdaSource, SmsSource, source_for};
+pub use sources::{
+    CdaSource, DIRECT_MAX_ATTACHMENTS, DIRECT_MAX_BODY_BYTES, DirectSource, SmsSource, source_for,
+};
 
 use std::sync::Arc;
 
@@ -89,6 +91,11 @@ pub struct Parsed {
     /// Mail `In-Reply-To`, then `References` (message ids, `<token@domain>`): one of our
     /// deliveries' reference tokens among them correlates a reply.
     pub in_reply_to: Vec<String>,
+    /// What did not read as it should, though the item is still filed (an XDM hash or size
+    /// mismatch, an unreadable C-CDA or XDM package, a body cut to the limit). Codes and
+    /// positions only — never a name, an identifier or content: they are stored in the
+    /// `parsed` step's detail and shown.
+    pub warnings: Vec<String>,
 }
 
 /// A kind of inbound item: how its raw bytes read, and what its sender's address may decide.
@@ -214,11 +221,14 @@ impl Intake {
                 channel: source.channel().to_string(),
                 detail,
             })?;
-        let detail = serde_json::json!({
+        let mut detail = serde_json::json!({
             "attachments": parsed.attachments.len(),
             "links": parsed.links.len(),
             "document": parsed.document.is_some(),
         });
+        if !parsed.warnings.is_empty() {
+            detail["warnings"] = parsed.warnings.clone().into();
+        }
         self.store
             .record_inbound_step(
                 &item.organization_id,

@@ -1,7 +1,7 @@
 //! Clinical documents as they arrive over Direct, without the daemon: the C-CDA header fields
 //! patient matching needs ([`ccda`]) and IHE XDM packages ([`xdm`]): the ZIP read safely, its
 //! `METADATA.XML` submission read for each document's file, type, patient id and hash, and
-//! each document checked against its stated size and hash.
+//! each document checked against its stated size and hash (a mismatch is a warning).
 //!
 //! Everything here is bounded parsing of bytes into typed values: no store, no network, no
 //! configuration. XML goes through one namespace-aware reader that refuses a DOCTYPE
@@ -26,9 +26,9 @@ pub enum DocumentError {
     /// The ZIP archive is malformed or unsafe (path traversal, too many entries, a bomb).
     #[error("ZIP: {0}")]
     Zip(String),
-    /// A document does not match what the package's metadata says of it.
-    #[error("{file}: {what}")]
-    Integrity { file: String, what: String },
+    /// An archive entry inflates to more than this many times its compressed size (a bomb).
+    #[error("ZIP: an entry inflates more than {0} times its compressed size")]
+    CompressionRatio(u64),
 }
 
 /// A file of the repository's `tests/data/` (unit tests of both readers use the shared vectors).

@@ -33,10 +33,10 @@ pub(crate) enum Flow {
 /// Elements nested deeper than this are refused.
 pub(crate) const MAX_DEPTH: usize = 256;
 
-/// Walks `xml`, calling `visit` for elements in namespace `ns`.
+/// Walks `xml`, calling `visit` for elements in one of the namespaces `ns`.
 pub(crate) fn walk(
     xml: &str,
-    ns: &str,
+    ns: &[&str],
     mut visit: impl FnMut(Visit<'_>) -> Flow,
 ) -> Result<(), DocumentError> {
     let mut reader = NsReader::from_str(xml);
@@ -50,7 +50,7 @@ pub(crate) fn walk(
         let (resolved, event) = reader
             .read_resolved_event()
             .map_err(|e| DocumentError::Xml(e.to_string()))?;
-        let in_ns = matches!(resolved, ResolveResult::Bound(Namespace(n)) if n == ns);
+        let in_ns = matches!(resolved, ResolveResult::Bound(Namespace(n)) if ns.contains(&n));
         match event {
             Event::DocType(_) => {
                 return Err(DocumentError::Xml("a DOCTYPE is not accepted".into()));
