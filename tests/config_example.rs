@@ -89,6 +89,11 @@ fn direct_example_is_valid_and_says_the_defaults() {
         panic!("hisp is a direct connector");
     };
     assert_eq!(direct.ldap, LdapDiscoveryConfig::default());
+    // inbound_crl included: hard for the signers of received messages.
+    assert_eq!(
+        direct.revocation,
+        switchboard::direct::discovery::options::RevocationConfig::default()
+    );
     let dns = DnsDiscoveryConfig::default();
     assert_eq!(
         (

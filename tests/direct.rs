@@ -952,6 +952,7 @@ fn the_readme_example_parses() {
             assert_eq!(d.trust.len(), 2);
             assert!(d.mailbox.is_some());
             assert_eq!(d.ldap, switchboard::config::LdapDiscoveryConfig::default());
+            assert_eq!(d.revocation.inbound_crl, switchboard::config::CrlMode::Hard);
         }
         _ => panic!("hisp is a direct connector"),
     }
@@ -997,6 +998,145 @@ fn http_files(
         }
     });
     hits
+}
+
+/// Inbound: the signer's CRL is fetched through the daemon's `FetchPolicy` (loopback allowed
+/// by `fetch_allow`), cached, and decides; where the policy refuses the CRL's address, the
+/// verdict stays open under `inbound_crl = "hard"` (retryable), never "accepted".
+#[tokio::test]
+async fn inbound_signer_crl_goes_through_the_fetch_policy() {
+    use switchboard::config::{CrlMode, RevocationConfig};
+    use switchboard::direct::Check;
+    use switchboard::direct::anchors::{AnchorSet, Anchors};
+    use switchboard::direct::discovery::revocation::Fetcher;
+    use switchboard_direct::inbound::accept;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("http");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let allowed = listener.local_addr().expect("addr").to_string();
+    let files = Arc::new(std::sync::Mutex::new(HashMap::new()));
+    let hits = http_files(listener, files.clone());
+
+    let pki = direct_pki();
+    let (ok, revoked) = ("ok@direct.south.example", "revoked@direct.south.example");
+    for (name, addr) in [("sender_ok", ok), ("sender_revoked", revoked)] {
+        pki.issue(
+            "ca",
+            name,
+            &format!(
+                "{}crlDistributionPoints=URI:{base}/ca.crl\n",
+                common::pki::smime_ext(&format!("email:{addr}"))
+            ),
+        );
+    }
+    let crl = pki.crl("ca", &["sender_revoked"]);
+    files
+        .lock()
+        .expect("files")
+        .insert("/ca.crl".into(), std::fs::read(&crl).expect("crl"));
+    // The openssl CLI is the sending STA: sign, then encrypt to us.
+    let sealed = |signer: &str, from: &str| {
+        let inner = format!("inner-{signer}.eml");
+        std::fs::write(
+            pki.path(&inner),
+            format!(
+                "From: <{from}>\r\nTo: <{US}>\r\nSubject: Referral\r\n\
+                 Message-ID: <{signer}@direct.south.example>\r\n\r\nHello.\r\n"
+            ),
+        )
+        .expect("inner");
+        let mut entity = b"Content-Type: message/rfc822\r\n\r\n".to_vec();
+        entity.extend_from_slice(&std::fs::read(pki.path(&inner)).expect("inner"));
+        std::fs::write(pki.path(&inner), entity).expect("entity");
+        let (signed, enc) = (format!("signed-{signer}.eml"), format!("enc-{signer}.eml"));
+        pki.openssl(&[
+            "cms",
+            "-sign",
+            "-binary",
+            "-md",
+            "sha256",
+            "-in",
+            &inner,
+            "-signer",
+            &format!("{signer}.pem"),
+            "-inkey",
+            &format!("{signer}.key"),
+            "-out",
+            &signed,
+        ]);
+        pki.openssl(&[
+            "cms",
+            "-encrypt",
+            "-binary",
+            "-aes-256-cbc",
+            "-in",
+            &signed,
+            "-out",
+            &enc,
+            "-from",
+            from,
+            "-to",
+            US,
+            "-subject",
+            "Direct",
+            "-recip",
+            "us.pem",
+        ]);
+        std::fs::read(pki.path(&enc)).expect("sealed")
+    };
+    let (ok_msg, revoked_msg) = (sealed("sender_ok", ok), sealed("sender_revoked", revoked));
+    let anchors = Anchors::new(vec![AnchorSet {
+        domains: vec!["direct.south.example".into()],
+        outbound: false,
+        inbound: true,
+        certs: vec![pki.cert("ca")],
+    }]);
+    let keys = [(pki.cert("us"), pki.key("us"))];
+    let config = RevocationConfig {
+        aia: false,
+        crl: CrlMode::Off,
+        inbound_crl: CrlMode::Hard,
+        timeout_secs: 2,
+        cache_secs: 600,
+    };
+    let fetcher = Fetcher::new(config.clone(), fetch_policy(&[&allowed]));
+    let now = chrono::Utc::now();
+
+    let refusal = accept(&revoked_msg, &keys, &anchors, Some(&fetcher), now)
+        .await
+        .expect_err("a revoked signer is refused");
+    assert_eq!(
+        (refusal.check, refusal.retryable),
+        (Check::Revocation, false)
+    );
+    assert_eq!(
+        refusal.to_string(),
+        "revocation: certificate has been revoked"
+    );
+    for _ in 0..2 {
+        let accepted = accept(&ok_msg, &keys, &anchors, Some(&fetcher), now)
+            .await
+            .expect("a good signer is accepted");
+        assert_eq!(accepted.sender, ok);
+        assert_eq!(accepted.signers.len(), 1);
+    }
+    // One fetch: the CRL is cached per URL for cache_secs.
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+
+    // Without the fetch_allow entry the policy refuses loopback: no verdict, retry later.
+    let refused = Fetcher::new(config, fetch_policy(&[]));
+    let open = accept(&ok_msg, &keys, &anchors, Some(&refused), now)
+        .await
+        .expect_err("an unreachable CRL under hard is not accepted");
+    assert_eq!(
+        (open.check, open.retryable),
+        (Check::Revocation, true),
+        "{open}"
+    );
+    assert!(open.reason.contains("fetch_allow"), "{open}");
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
 
 #[tokio::test]
@@ -1086,6 +1226,7 @@ async fn aia_intermediates_and_crls_are_fetched() {
             RevocationConfig {
                 aia,
                 crl,
+                inbound_crl: CrlMode::Hard,
                 timeout_secs: 2,
                 cache_secs: 60,
             },
@@ -1160,6 +1301,7 @@ async fn aia_intermediates_and_crls_are_fetched() {
             RevocationConfig {
                 aia: true,
                 crl: CrlMode::Hard,
+                inbound_crl: CrlMode::Hard,
                 timeout_secs: 2,
                 cache_secs: 60,
             },

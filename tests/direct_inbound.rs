@@ -228,7 +228,7 @@ async fn receives_and_quarantines(backend: Backend) {
         .inbound_item_by_id(&refused.item_id)
         .await
         .expect("item");
-    assert_eq!(item.quarantine_check.as_deref(), Some("not-encrypted"));
+    assert_eq!(item.quarantine_check.as_deref(), Some("not_encrypted"));
 
     // The operator adds the rogue CA as an anchor and releases the message.
     let (core, inbound) = inbound_again(&db, &pki, &["ca", "rogue"], core).await;
@@ -597,9 +597,9 @@ async fn the_ett_message_is_quarantined(backend: Backend) {
     let check = item.quarantine_check.clone().unwrap_or_default();
     assert!(
         [
-            "key-strength",
-            "signer-digest",
-            "certificate-digest",
+            "key_strength",
+            "signer_digest",
+            "certificate_digest",
             "validity"
         ]
         .contains(&check.as_str()),

@@ -667,7 +667,7 @@ mod security {
                         .find(|v| !v.passed())
                         .map(|v| v.check.to_string())
                         .unwrap_or_else(|| "signature".into()),
-                    DirectError::NotEncrypted(_) => "not-encrypted".into(),
+                    DirectError::NotEncrypted(_) => "not_encrypted".into(),
                     DirectError::NoMatchingRecipient | DirectError::Decrypt(_) => "decrypt".into(),
                     DirectError::Unsigned => "signature".into(),
                     _ => "malformed".into(),

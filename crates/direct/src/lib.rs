@@ -9,6 +9,8 @@
 //! * `cms`, `mime`, `ffi` — private helpers; `ffi` holds all `unsafe`.
 //! * `fuzzing` — hidden entry points to those helpers for the fuzz targets (`fuzz/`).
 //!
+//! * `inbound` — `accept`: the security processing of a received message (decrypt, verify,
+//!   policy, inbound anchors, signer CRLs), with a `Refusal` naming the failing check.
 //! * `anchors` — trust anchors per peer domain and direction.
 //! * `discovery` — recipient certificates: local store, then DNS CERT, then LDAP.
 //!
@@ -23,6 +25,7 @@ pub mod discovery;
 mod ffi;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod inbound;
 pub use switchboard_mail::{mdn, mime};
 mod open;
 pub mod policy;

@@ -77,6 +77,25 @@ pub fn open(
     sender: &str,
     now: DateTime<Utc>,
 ) -> Result<Opened, DirectError> {
+    open_signers(raw, my_keys, trust, sender, now).map(|o| o.opened)
+}
+
+/// What [`open_signers`] returns beyond [`Opened`]: the good signers' certificates (in the
+/// order of `opened.signer_subjects`) and the certificates the signature carried.
+pub(super) struct OpenedSigners {
+    pub opened: Opened,
+    pub good: Vec<(usize, X509)>,
+    pub carried: Vec<X509>,
+}
+
+/// [`open`], keeping the certificates (for revocation checks and MDN encryption).
+pub(super) fn open_signers(
+    raw: &[u8],
+    my_keys: &[(X509, PKey<Private>)],
+    trust: &TrustStore,
+    sender: &str,
+    now: DateTime<Utc>,
+) -> Result<OpenedSigners, DirectError> {
     let outer = switchboard_mail::parse_message(raw)
         .ok_or(DirectError::Malformed("message does not parse"))?;
     let mtype = mime::mime_type(&outer);
@@ -146,6 +165,7 @@ pub fn open(
     // Per-signer policy and trust.
     let carried = ffi::certs(&sig_cms);
     let mut good = Vec::new();
+    let mut good_certs = Vec::new();
     let mut signer_verdicts = Vec::new();
     for (i, s) in ffi::signers(&sig_cms).into_iter().enumerate() {
         let mut v = vec![Verdict {
@@ -165,23 +185,41 @@ pub fn open(
             continue;
         };
         v.extend(policy::evaluate_signer(&cert, sender, now, Some(i)));
-        let chain = trust.verify(&cert, &carried, now, KeyPurpose::Signing);
-        v.push(Verdict {
-            check: Check::Chain,
-            signer: Some(i),
-            result: chain
-                .map(|path| {
-                    // Judge every issuer signature on the path except the anchor's self-signature.
-                    let n = path.len();
-                    path.iter()
-                        .take(n.saturating_sub(1))
-                        .skip(1)
-                        .try_for_each(|c| policy::check_cert_digest(c))
-                })
-                .and_then(|r| r),
-        });
+        match trust.verify(&cert, &carried, now, KeyPurpose::Signing) {
+            Ok(path) => {
+                v.push(Verdict {
+                    check: Check::Chain,
+                    signer: Some(i),
+                    result: Ok(()),
+                });
+                // The v1.3 rules hold for every certificate on the path, not only the
+                // signer's: judge the intermediates' issuer signatures and keys (the leaf
+                // was judged above; the anchor's self-signature is not judged, see `policy`).
+                let n = path.len();
+                for c in path.iter().take(n.saturating_sub(1)).skip(1) {
+                    for (check, result) in [
+                        (Check::CertificateDigest, policy::check_cert_digest(c)),
+                        (Check::KeyStrength, policy::check_key_strength(c)),
+                    ] {
+                        if result.is_err() {
+                            v.push(Verdict {
+                                check,
+                                signer: Some(i),
+                                result,
+                            });
+                        }
+                    }
+                }
+            }
+            Err(e) => v.push(Verdict {
+                check: Check::Chain,
+                signer: Some(i),
+                result: Err(e),
+            }),
+        }
         if v.iter().all(Verdict::passed) {
             good.push(subject_string(&cert));
+            good_certs.push((i, cert));
         }
         signer_verdicts.extend(v);
     }
@@ -192,7 +230,7 @@ pub fn open(
     }
 
     let (inner, wrapped) = unwrap(&entity, &outer)?;
-    let from_ok = switchboard_mail::parse_message(&inner)
+    let from_ok = switchboard_mail::parse_headers(&inner)
         .and_then(|m| mime::from_address(&m))
         .is_some_and(|f| f.eq_ignore_ascii_case(sender.trim()));
     verdicts.push(Verdict {
@@ -213,12 +251,16 @@ pub fn open(
         });
     }
     tracing::debug!(?kind, %cipher, signers = good.len(), wrapped, "direct message opened");
-    Ok(Opened {
-        inner,
-        wrapped,
-        signer_subjects: good,
-        cipher,
-        verdicts,
+    Ok(OpenedSigners {
+        opened: Opened {
+            inner,
+            wrapped,
+            signer_subjects: good,
+            cipher,
+            verdicts,
+        },
+        good: good_certs,
+        carried,
     })
 }
 
@@ -283,7 +325,8 @@ pub(super) fn unwrap(
     entity: &[u8],
     outer: &mail_parser::Message<'_>,
 ) -> Result<(Vec<u8>, bool), DirectError> {
-    let msg = switchboard_mail::parse_message(entity)
+    // The header is all that is needed (the body is decoded below, if wrapped).
+    let msg = switchboard_mail::parse_headers(entity)
         .ok_or(DirectError::Malformed("signed content does not parse"))?;
     if mime::mime_type(&msg) == "message/rfc822" {
         let start =

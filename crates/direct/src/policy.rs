@@ -115,10 +115,19 @@ impl fmt::Display for KeyPurpose {
     }
 }
 
-/// Which check a [`Verdict`] reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Which check a [`Verdict`] (or an inbound refusal) reports. Its `Display` is a stable
+/// snake_case name, fit for storage and for operators' filters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Check {
+    /// The message does not parse as MIME / CMS where it must.
+    Malformed,
+    /// The message is not S/MIME enveloped (encrypted) data.
+    NotEncrypted,
+    /// None of our keys is a recipient, or decryption failed.
+    Decrypt,
     ContentCipher,
+    /// The decrypted content carries no signature.
+    NotSigned,
     Signature,
     SignerDigest,
     KeyStrength,
@@ -127,23 +136,37 @@ pub enum Check {
     KeyUsage,
     AddressBinding,
     Chain,
+    /// The signer's certificate is revoked, or its CRL could not be had.
+    Revocation,
     FromHeader,
+}
+
+impl Check {
+    /// The stable name (as `Display`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Malformed => "malformed",
+            Self::NotEncrypted => "not_encrypted",
+            Self::Decrypt => "decrypt",
+            Self::ContentCipher => "content_cipher",
+            Self::NotSigned => "not_signed",
+            Self::Signature => "signature",
+            Self::SignerDigest => "signer_digest",
+            Self::KeyStrength => "key_strength",
+            Self::CertificateDigest => "certificate_digest",
+            Self::Validity => "validity",
+            Self::KeyUsage => "key_usage",
+            Self::AddressBinding => "address_binding",
+            Self::Chain => "chain",
+            Self::Revocation => "revocation",
+            Self::FromHeader => "from_header",
+        }
+    }
 }
 
 impl fmt::Display for Check {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::ContentCipher => "content-cipher",
-            Self::Signature => "signature",
-            Self::SignerDigest => "signer-digest",
-            Self::KeyStrength => "key-strength",
-            Self::CertificateDigest => "certificate-digest",
-            Self::Validity => "validity",
-            Self::KeyUsage => "key-usage",
-            Self::AddressBinding => "address-binding",
-            Self::Chain => "chain",
-            Self::FromHeader => "from-header",
-        })
+        f.write_str(self.name())
     }
 }
 

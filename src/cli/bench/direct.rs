@@ -117,11 +117,14 @@ pub fn smtp_frame(message: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(b".\r\n");
 }
 
-/// Our sealing identity and the recipient's certificate, from the throwaway PKI.
+/// Our sealing identity and the recipient's certificate, from the throwaway PKI (and, for
+/// the open benchmark, the recipient's key and the CA).
 pub(super) struct Pki {
     pub(super) cert: X509,
     pub(super) key: PKey<Private>,
     pub(super) recipient: X509,
+    pub(super) recipient_key: PKey<Private>,
+    pub(super) ca: X509,
 }
 
 /// Makes a CA and two leaf identities (us, the recipient) in `d` with the openssl CLI.
@@ -154,6 +157,8 @@ pub(super) fn make_pki(d: &Path) -> Result<Pki> {
         cert: X509::from_pem(&std::fs::read(d.join("us.pem"))?)?,
         key: PKey::private_key_from_pem(&std::fs::read(d.join("us.key"))?)?,
         recipient: X509::from_pem(&std::fs::read(d.join("doc.pem"))?)?,
+        recipient_key: PKey::private_key_from_pem(&std::fs::read(d.join("doc.key"))?)?,
+        ca: X509::from_pem(&std::fs::read(d.join("ca.pem"))?)?,
     })
 }
 
@@ -324,6 +329,128 @@ pub fn run(messages: usize) -> Result<()> {
         .unwrap_or_default();
     println!(
         "direct seal vs the openssl CLI pipeline: {:.1}x the messages per second{cpu_ratio}",
+        ours.rate() / cli.rate()
+    );
+    Ok(())
+}
+
+/// The sealed message the open benchmark receives: the 100 KiB C-CDA from us to the recipient.
+fn sealed_message(pki: &Pki, doc: &str) -> Result<Vec<u8>> {
+    let inner = switchboard::channels::direct::compose::inner_message(
+        FROM,
+        TO,
+        "bench-open@direct.north.example",
+        Some("Referral"),
+        doc,
+        &[],
+    );
+    Ok(seal(
+        &inner,
+        FROM,
+        &[TO],
+        &pki.cert,
+        &pki.key,
+        &[],
+        std::slice::from_ref(&pki.recipient),
+        SealOptions::default(),
+    )?)
+}
+
+/// Accepts `raw` `messages` times in-process (decrypt, verify, policy, chain, unwrap) and
+/// parses the inner message; returns the bytes of the inner messages.
+fn accept_loop(pki: &Pki, raw: &[u8], messages: usize) -> Result<usize> {
+    use switchboard::direct::anchors::{AnchorSet, Anchors};
+    let anchors = Anchors::new(vec![AnchorSet {
+        domains: Vec::new(),
+        outbound: false,
+        inbound: true,
+        certs: vec![pki.ca.clone()],
+    }]);
+    let keys = [(pki.recipient.clone(), pki.recipient_key.clone())];
+    let rt = tokio::runtime::Builder::new_current_thread().build()?;
+    let mut bytes = 0;
+    for _ in 0..messages {
+        let accepted = rt
+            .block_on(switchboard_direct::inbound::accept(
+                raw,
+                &keys,
+                &anchors,
+                None,
+                chrono::Utc::now(),
+            ))
+            .map_err(|r| anyhow::anyhow!("the bench message was refused: {r}"))?;
+        let inner = switchboard_mail::parse_message(&accepted.opened.inner)
+            .context("the inner message does not parse")?;
+        bytes += inner.body_text(0).map_or(0, |b| b.len());
+    }
+    Ok(bytes)
+}
+
+/// Runs `openssl cms -decrypt | openssl cms -verify` on `msg.eml` `runs` times.
+fn cli_open_loop(d: &Path, runs: usize) -> Result<()> {
+    let pipeline = "openssl cms -decrypt -in msg.eml -recip doc.pem -inkey doc.key \
+         | openssl cms -verify -CAfile ca.pem -out /dev/null 2>/dev/null";
+    for _ in 0..runs {
+        let status = Command::new("sh")
+            .current_dir(d)
+            .arg("-c")
+            .arg(pipeline)
+            .status()
+            .context("sh")?;
+        if !status.success() {
+            bail!("openssl cms -decrypt | -verify pipeline failed");
+        }
+    }
+    Ok(())
+}
+
+/// `--direct-open N`: accepting a sealed 100 KiB C-CDA message in-process (decrypt, verify,
+/// policy, chain, unwrap, parse) beside `openssl cms -decrypt | openssl cms -verify` on the
+/// same input in the same run.
+pub fn run_open(messages: usize) -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let d = dir.path();
+    let pki = make_pki(d)?;
+    let doc = ccda_100k();
+    let raw = sealed_message(&pki, &doc)?;
+    std::fs::write(d.join("msg.eml"), &raw)?;
+
+    let mut bytes = 0;
+    let ours = measure(messages, thread_cpu, || {
+        bytes = accept_loop(&pki, &raw, messages)?;
+        Ok(())
+    })?;
+    println!(
+        "direct open ({} KiB C-CDA, {} KiB sealed; decrypt AES-256-CBC/RSA-OAEP + verify SHA-256 \
+         + v1.3 policy + chain + unwrap + parse, 1 core): {messages} messages in {:.2} s = \
+         {:.0} messages/s{}",
+        doc.len() / 1024,
+        raw.len() / 1024,
+        ours.wall.as_secs_f64(),
+        ours.rate(),
+        ours.cpu_note(),
+    );
+    if bytes == 0 {
+        bail!("the accepted messages had no body");
+    }
+
+    let cli_runs = messages.clamp(1, 100);
+    let cli = measure(cli_runs, children_cpu, || cli_open_loop(d, cli_runs))?;
+    println!(
+        "openssl cms -decrypt | openssl cms -verify (same input, 2 processes per message): \
+         {cli_runs} messages in {:.2} s = {:.0} messages/s{}",
+        cli.wall.as_secs_f64(),
+        cli.rate(),
+        cli.cpu_note()
+    );
+    let cpu_ratio = ours
+        .cpu_ms()
+        .zip(cli.cpu_ms())
+        .filter(|(o, _)| *o > 0.0)
+        .map(|(o, c)| format!(", {:.1}x per CPU second", c / o))
+        .unwrap_or_default();
+    println!(
+        "direct open vs the openssl CLI pipeline: {:.1}x the messages per second{cpu_ratio}",
         ours.rate() / cli.rate()
     );
     Ok(())

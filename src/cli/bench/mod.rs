@@ -60,6 +60,10 @@ pub struct BenchArgs {
     /// Direct messages for the seal benchmark (0 skips it); `--databases none` runs it alone.
     #[arg(long, default_value_t = 300)]
     pub direct_messages: usize,
+    /// Received Direct messages for the open benchmark (accept: decrypt, verify, policy,
+    /// parse; 0 skips it).
+    #[arg(long, default_value_t = 300)]
+    pub direct_open: usize,
     /// Messages with one PDF attachment each, through the API to the outbox (0 skips it).
     #[arg(long, default_value_t = 2_000)]
     pub attachment_messages: usize,
@@ -89,6 +93,7 @@ impl Default for BenchArgs {
             postgres_url: std::env::var("TEST_DATABASE_URL")
                 .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into()),
             direct_messages: 300,
+            direct_open: 300,
             attachment_messages: 2_000,
             attachment_bytes: 1024 * 1024,
             attachment_concurrency: 16,
@@ -108,6 +113,10 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     if args.direct_messages > 0 {
         let n = args.direct_messages;
         tokio::task::spawn_blocking(move || self::direct::run(n)).await??;
+    }
+    if args.direct_open > 0 {
+        let n = args.direct_open;
+        tokio::task::spawn_blocking(move || self::direct::run_open(n)).await??;
     }
     for database in args.databases.iter().filter(|d| d.as_str() != "none") {
         let scratch = Scratch::create(database, &args.postgres_url).await?;

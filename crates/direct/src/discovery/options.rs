@@ -80,6 +80,11 @@ pub struct RevocationConfig {
     /// certificate) or `off`.
     #[serde(default)]
     pub crl: CrlMode,
+    /// CRL checking for the signers of messages we receive: `hard` (default: a CRL that
+    /// cannot be had leaves the message unprocessed, and it is retried later), `soft` or `off`.
+    /// `crl` above is the mode for the certificates we encrypt to.
+    #[serde(default = "default_inbound_crl")]
+    pub inbound_crl: CrlMode,
     /// Each HTTP fetch of discovery (AIA, CRL, DNS CERT URLs), resolution and redirects
     /// included. What may be fetched and how much is `[security] fetch_*`.
     #[serde(default = "default_dns_timeout")]
@@ -94,6 +99,7 @@ impl Default for RevocationConfig {
         Self {
             aia: true,
             crl: CrlMode::default(),
+            inbound_crl: default_inbound_crl(),
             timeout_secs: default_dns_timeout(),
             cache_secs: default_crl_cache(),
         }
@@ -108,6 +114,10 @@ pub enum CrlMode {
     Soft,
     Hard,
     Off,
+}
+
+fn default_inbound_crl() -> CrlMode {
+    CrlMode::Hard
 }
 
 fn default_crl_cache() -> u64 {

@@ -113,10 +113,21 @@ impl Fetcher {
         out
     }
 
-    /// The CRLs for `cert`: `Ok(None)` when it names none or checking is off, `Err` when
-    /// one could not be had.
+    /// The CRLs for `cert` under the outbound mode (`config.crl`): `Ok(None)` when it names
+    /// none or checking is off, `Err` when one could not be had.
     pub async fn crls(&self, cert: &X509Ref) -> Result<Option<Vec<X509Crl>>, CrlError> {
-        if self.config.crl == CrlMode::Off {
+        self.crls_with(cert, self.config.crl).await
+    }
+
+    /// The CRLs for `cert` under `mode` (e.g. `config.inbound_crl` for the signers of
+    /// received messages); otherwise as [`Fetcher::crls`]. Whether an `Err` rejects
+    /// (`hard`) or is ignored (`soft`) is the caller's decision.
+    pub async fn crls_with(
+        &self,
+        cert: &X509Ref,
+        mode: CrlMode,
+    ) -> Result<Option<Vec<X509Crl>>, CrlError> {
+        if mode == CrlMode::Off {
             return Ok(None);
         }
         let urls = crl_urls(cert);
