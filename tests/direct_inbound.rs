@@ -406,13 +406,7 @@ async fn mailbox_kill9_files_once(backend: Backend) {
     let db = TestDb::new(backend).await;
     let pki = pki();
     let hisp = Hisp::start();
-    let (smtp, mailbox) = hisp.connector(&db, 600);
-    let mut config = config(&db, &pki, &["ca"]);
-    if let Some(ConnectorConfig::Direct(direct)) = config.connectors.get_mut("hisp") {
-        let extra: toml::Table = toml::from_str(&format!("{smtp}{mailbox}")).expect("hisp");
-        direct.smtp = extra["smtp"].clone().try_into().expect("smtp");
-        direct.mailbox = Some(extra["mailbox"].clone().try_into().expect("mailbox"));
-    }
+    let config = hisp_config(&db, &pki, &hisp);
     {
         let (core, _) = inbound(config.clone()).await;
         core.store.close().await;
@@ -472,6 +466,119 @@ async fn mailbox_kill9_files_once(backend: Backend) {
         "{}",
         daemon.log_text()
     );
+}
+
+/// The whole mail path, undisturbed: the peer submits through Postfix, the daemon picks the
+/// message up in IDLE, files it, and the processed and dispatched MDNs reach the sender's
+/// mailbox through the same Postfix — once each, signed by us and encrypted to the sender's
+/// verified certificate (opened by the openssl CLI).
+async fn mailbox_to_mdns(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let pki = pki();
+    let hisp = Hisp::start();
+    let config = hisp_config(&db, &pki, &hisp);
+    let mut daemon = common::TestDaemon::start(config).await;
+    hisp.notify_us(
+        &String::from_utf8(openssl_send(
+            &pki,
+            "doc",
+            &referral("k1@direct.south.example", "Discharge summary."),
+            "k1@direct.south.example",
+        ))
+        .expect("ascii"),
+    );
+    let inbox = hisp.doc_inbox(2);
+    assert_eq!(inbox.len(), 2);
+    let mut dispositions: Vec<String> = inbox
+        .iter()
+        .map(|raw| {
+            let report = openssl_open_as_doc(&pki, raw);
+            assert!(
+                report.contains("Original-Message-ID: <k1@direct.south.example>"),
+                "{report}"
+            );
+            assert!(
+                report.contains(&format!("Final-Recipient: rfc822;{US}")),
+                "{report}"
+            );
+            let line = report
+                .lines()
+                .find(|l| l.starts_with("Disposition:"))
+                .expect("disposition")
+                .to_string();
+            if line.ends_with("dispatched") {
+                assert!(
+                    report.contains("X-DIRECT-FINAL-DESTINATION-DELIVERY"),
+                    "{report}"
+                );
+            }
+            line
+        })
+        .collect();
+    dispositions.sort();
+    assert_eq!(
+        dispositions,
+        vec![
+            "Disposition: automatic-action/MDN-sent-automatically;dispatched".to_string(),
+            "Disposition: automatic-action/MDN-sent-automatically;processed".to_string(),
+        ]
+    );
+    let items = direct_items(&db).await;
+    assert_eq!(items.len(), 1, "{items:?}");
+    daemon.stop().await;
+}
+both_databases!(mailbox_to_mdns, super::mailbox_to_mdns);
+
+/// A connector for organization `north` whose SMTP and mailbox are the HISP's (IDLE; a poll
+/// only every 600 s).
+fn hisp_config(db: &TestDb, pki: &Pki, hisp: &Hisp) -> Config {
+    let (smtp, mailbox) = hisp.connector(db, 600);
+    let mut config = config(db, pki, &["ca"]);
+    if let Some(ConnectorConfig::Direct(direct)) = config.connectors.get_mut("hisp") {
+        let extra: toml::Table = toml::from_str(&format!("{smtp}{mailbox}")).expect("hisp");
+        direct.smtp = extra["smtp"].clone().try_into().expect("smtp");
+        direct.mailbox = Some(extra["mailbox"].clone().try_into().expect("mailbox"));
+    }
+    config
+}
+
+/// `openssl cms -decrypt` with the sender's key, then `-verify` against the CA: an MDN as the
+/// sender's own STA reads it.
+fn openssl_open_as_doc(pki: &Pki, raw: &[u8]) -> String {
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::write(dir.path().join("in.eml"), raw).expect("write");
+    let path = |name: &str| pki.path(name).display().to_string();
+    openssl(
+        dir.path(),
+        &[
+            "cms",
+            "-decrypt",
+            "-in",
+            "in.eml",
+            "-recip",
+            &path("doc.pem"),
+            "-inkey",
+            &path("doc.key"),
+            "-out",
+            "signed.eml",
+        ],
+    );
+    openssl(
+        dir.path(),
+        &[
+            "cms",
+            "-verify",
+            "-in",
+            "signed.eml",
+            "-CAfile",
+            &path("ca.pem"),
+            "-purpose",
+            "smimesign",
+            "-out",
+            "report.eml",
+        ],
+    );
+    std::fs::read_to_string(dir.path().join("report.eml")).expect("report")
 }
 both_databases!(mailbox_kill9_files_once, super::mailbox_kill9_files_once);
 

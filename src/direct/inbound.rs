@@ -4,7 +4,7 @@
 //! Per message, in order:
 //! 1. **security** (`sign` mode: we are the STA): decrypt with one of the connector's keys,
 //!    verify, apply the v1.3 policy, chain each signer to the connector's *inbound* anchors
-//!    for the sender's domain and check its revocation ([`crate::direct::inbound::accept`]).
+//!    for the sender's domain and check its revocation (`switchboard_direct::inbound::accept`).
 //!    What opens to an MDN or DSN is a notification about our own sending: it goes back to the
 //!    tracker and is never recorded or answered here;
 //! 2. **received**: the raw message recorded sealed under the connector's organization (never
@@ -124,7 +124,6 @@ struct Endpoint {
     mode: DirectMode,
     keys: Vec<(X509, PKey<Private>)>,
     anchors: Arc<Anchors>,
-    #[allow(dead_code)] // used once `switchboard_direct::inbound::accept` lands
     fetcher: Option<Arc<Fetcher>>,
 }
 
@@ -354,9 +353,10 @@ impl DirectInbound {
             let opened = match endpoint.mode {
                 DirectMode::Edge if is_encrypted(&raw) => {
                     let refusal = security::Refusal {
-                        check: "decrypt".into(),
+                        check: crate::direct::Check::Decrypt,
                         reason: "an edge-mode connector holds no decryption key: the HISP should have decrypted it".into(),
                         retryable: false,
+                        verdicts: Vec::new(),
                     };
                     return self.quarantine(&item, &refusal).await;
                 }
@@ -470,7 +470,7 @@ impl DirectInbound {
         item: &InboundRow,
         refusal: &security::Refusal,
     ) -> Result<Receipt, DirectInboundError> {
-        let check = refusal.check.clone();
+        let check = refusal.check.to_string();
         let reason = refusal.to_string();
         let retry_for = i64::try_from(RETRY_FOR.as_millis()).unwrap_or(i64::MAX);
         let retry_at = (refusal.retryable && now_ms() - item.created_at < retry_for)
@@ -617,67 +617,20 @@ impl crate::channels::direct::tracker::MessageSink for DirectInbound {
     }
 }
 
-/// Security processing (STAND-IN until `switchboard_direct::inbound::accept` lands).
+/// Security processing: the protocol crate's `accept` with the connector's keys, anchors and
+/// CRL fetcher (the daemon's fetch policy).
 mod security {
     use super::Endpoint;
-    use crate::direct::anchors::{Direction, domain_of};
-    use crate::direct::{DirectError, Opened};
-    use openssl::x509::X509;
-
-    pub struct Accepted {
-        pub opened: Opened,
-        pub sender: String,
-        pub signers: Vec<X509>,
-    }
-
-    pub struct Refusal {
-        pub check: String,
-        pub reason: String,
-        pub retryable: bool,
-    }
-
-    impl std::fmt::Display for Refusal {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            write!(f, "{}: {}", self.check, self.reason)
-        }
-    }
+    pub use switchboard_direct::inbound::{Accepted, Refusal};
 
     pub async fn accept(raw: &[u8], endpoint: &Endpoint) -> Result<Accepted, Refusal> {
-        let (from, _) = super::envelope_of(raw);
-        let Some(sender) = from else {
-            return Err(Refusal {
-                check: "malformed".into(),
-                reason: "no From address".into(),
-                retryable: false,
-            });
-        };
-        let trust = endpoint
-            .anchors
-            .store_for(&domain_of(&sender), Direction::Inbound);
-        match crate::direct::open(raw, &endpoint.keys, &trust, &sender, chrono::Utc::now()) {
-            Ok(opened) => Ok(Accepted {
-                opened,
-                sender,
-                signers: Vec::new(),
-            }),
-            Err(e) => {
-                let check = match &e {
-                    DirectError::Rejected { verdicts, .. } => verdicts
-                        .iter()
-                        .find(|v| !v.passed())
-                        .map(|v| v.check.to_string())
-                        .unwrap_or_else(|| "signature".into()),
-                    DirectError::NotEncrypted(_) => "not_encrypted".into(),
-                    DirectError::NoMatchingRecipient | DirectError::Decrypt(_) => "decrypt".into(),
-                    DirectError::Unsigned => "signature".into(),
-                    _ => "malformed".into(),
-                };
-                Err(Refusal {
-                    check,
-                    reason: e.to_string(),
-                    retryable: false,
-                })
-            }
-        }
+        switchboard_direct::inbound::accept(
+            raw,
+            &endpoint.keys,
+            &endpoint.anchors,
+            endpoint.fetcher.as_deref(),
+            chrono::Utc::now(),
+        )
+        .await
     }
 }
