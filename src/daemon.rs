@@ -111,6 +111,21 @@ impl Core {
                 "consent recipients rewritten in their canonical form"
             );
         }
+        let digested = store
+            .digest_clear_ssns(|value| {
+                keyring
+                    .identifier_digests(value)
+                    .into_iter()
+                    .next()
+                    .unwrap_or_default()
+            })
+            .await?;
+        if digested > 0 {
+            info!(
+                identifiers = digested,
+                "social security numbers held in clear replaced by their keyed digests"
+            );
+        }
         let queue = JobQueue::new(&store, &config.queue);
         let enqueuer = Enqueuer {
             queue: queue.clone(),

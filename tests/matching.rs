@@ -293,3 +293,57 @@ async fn rules(backend: Backend) {
 }
 
 both_databases!(matching_rules, crate::rules);
+
+/// An SSN an older version stored in clear is replaced by its keyed digest when the daemon
+/// opens the store (once; a restart changes nothing), and the digest is what a document's SSN
+/// matches.
+async fn clear_ssns_are_digested(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let (store, org) = store_for(&db).await;
+    let ssn = "123-45-6789";
+    let id = patient(
+        &store,
+        &org,
+        "P-9",
+        ("Doe", "Jane", "1970-01-01", "F"),
+        &[("SSA", ssn), ("MRN", "9")],
+        None,
+    )
+    .await;
+    store.close().await;
+    let core = switchboard::daemon::Core::open(db.config())
+        .await
+        .expect("open");
+    let stored: Vec<(String, String)> = switchboard::store::on_db!(core.store.db(), |pool| {
+        sqlx::query_as(
+            "SELECT assigning_authority, identifier FROM patient_identifiers ORDER BY assigning_authority",
+        )
+        .fetch_all(pool)
+        .await
+    })
+    .expect("identifiers");
+    assert_eq!(stored.len(), 2, "{stored:?}");
+    assert_eq!(stored[0].1, "9");
+    let digest = core.keyring.identifier_digests("123456789").remove(0);
+    assert_eq!(stored[1], ("SSA".to_string(), digest.clone()));
+    assert!(!stored.iter().any(|(_, v)| v.contains("6789")));
+    let again = core
+        .store
+        .digest_clear_ssns(|v| core.keyring.identifier_digests(v).remove(0))
+        .await
+        .expect("again");
+    assert_eq!(again, 0);
+    let evidence = Evidence {
+        identifiers: vec![Identifier {
+            authority: "SSA".into(),
+            id: digest,
+        }],
+        ..Evidence::default()
+    };
+    let decision = decide(&core.store, &org, &evidence).await.expect("decide");
+    assert!(
+        matches!(&decision, Decision::Matched { patient_id, method: MatchMethod::Identifier, .. } if *patient_id == id),
+        "{decision:?}"
+    );
+}
+both_databases!(clear_ssns, crate::clear_ssns_are_digested);

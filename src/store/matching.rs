@@ -82,3 +82,56 @@ impl Store {
             .await)?)
     }
 }
+
+impl Store {
+    /// Replaces every Social Security number still held in clear in `patient_identifiers`
+    /// (stored before SSNs were digested: the SSA's OID, an `SSA`/`SS`/`SSN` authority or an
+    /// `SS`/`SSN` type) by `digest(value)` (`Keyring::identifier_digests`' first). Idempotent
+    /// (a digest is never digested again), so daemons starting together may both run it.
+    /// Returns how many changed.
+    pub async fn digest_clear_ssns(&self, digest: impl Fn(&str) -> String) -> Result<u64> {
+        let rows: Vec<(String, String, String)> = on_db!(self.db(), |pool| sqlx::query_as(
+            "SELECT organization_id, assigning_authority, identifier FROM patient_identifiers
+             WHERE identifier NOT LIKE 'ssn-hmac:%'
+               AND (assigning_authority = $1 OR UPPER(assigning_authority) IN ('SSA', 'SS', 'SSN')
+                    OR UPPER(COALESCE(identifier_type, '')) IN ('SS', 'SSN'))"
+        )
+        .bind(crate::domain::identifier::SSN_OID)
+        .fetch_all(pool)
+        .await)?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        on_db!(self.db(), |pool| {
+            let mut tx = pool.begin().await?;
+            for (org, authority, value) in &rows {
+                // A digest already there (the same number under the same authority): keep
+                // one row.
+                sqlx::query(
+                    "UPDATE patient_identifiers SET identifier = $4
+                     WHERE organization_id = $1 AND assigning_authority = $2 AND identifier = $3
+                       AND NOT EXISTS (SELECT 1 FROM patient_identifiers
+                                       WHERE organization_id = $1 AND assigning_authority = $2
+                                         AND identifier = $4)",
+                )
+                .bind(org)
+                .bind(authority)
+                .bind(value)
+                .bind(digest(value))
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(
+                    "DELETE FROM patient_identifiers
+                     WHERE organization_id = $1 AND assigning_authority = $2 AND identifier = $3",
+                )
+                .bind(org)
+                .bind(authority)
+                .bind(value)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+        });
+        Ok(rows.len() as u64)
+    }
+}
