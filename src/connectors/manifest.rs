@@ -155,6 +155,10 @@ pub enum Signature {
         #[serde(default)]
         prefix: Option<String>,
     },
+    /// Phaxio: hex HMAC-SHA1 keyed by the callback token over the URL exactly as configured
+    /// (`public_url` + path), then each POST field sorted by name as name + value, then each
+    /// file part sorted by name as name + hex SHA-1 of its bytes.
+    Phaxio { header: String, secret: String },
     /// Ed25519 over `timestamp|body` (Telnyx), with a public key credential (base64).
     Ed25519 {
         header: String,
