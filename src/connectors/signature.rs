@@ -178,11 +178,12 @@ pub fn twilio_signature(token: &str, url: &str, params: &[(String, String)]) -> 
     hmac(MessageDigest::sha1(), token.as_bytes(), data.as_bytes()).map(|mac| B64.encode(mac))
 }
 
-/// `X-Phaxio-Signature` for a callback: hex(HMAC-SHA1(callback token, url + name1value1 + ...
-/// + file1sha1hex + ...)). `url` is exactly the URL Phaxio was given (the connector's
-/// `public_url` + path, query included); fields sorted by name, then file parts sorted by name,
-/// each file as its name + the hex SHA-1 of its bytes. A name given twice counts once, with its
-/// last value (as django-phaxio's `validate_signature` reads a Django `QueryDict`).
+/// `X-Phaxio-Signature` for a callback: the hex HMAC-SHA1, keyed by the callback token, of the
+/// URL followed by `name1value1…` and then `file1<sha1 hex>…`. The URL is exactly the one
+/// Phaxio was given (the connector's `public_url` and path, query included); fields are sorted
+/// by name, then file parts sorted by name, each file as its name and the hex SHA-1 of its
+/// bytes. A name given twice counts once, with its last value (as django-phaxio's
+/// `validate_signature` reads a Django `QueryDict`).
 pub fn phaxio_signature(
     token: &str,
     url: &str,
