@@ -23,7 +23,8 @@ use tracing::{instrument, warn};
 use super::problem::ProblemType;
 use super::{AppState, Problem};
 use crate::connectors::HttpConnector;
-use crate::connectors::payload::Payload;
+use crate::connectors::manifest::Encoding;
+use crate::connectors::payload::{MultipartError, MultipartLimits, Payload};
 use crate::inbound::{Answering, InboundSms};
 use crate::ops::RefusedWebhook;
 
@@ -55,6 +56,38 @@ fn unreadable(error: impl std::fmt::Display) -> Problem {
     Problem::new(ProblemType::InvalidWebhookPayload, error.to_string())
 }
 
+/// Reads the body as the manifest says it comes: form, JSON, or `multipart/form-data` (within
+/// the fax document limit).
+async fn payload(
+    state: &AppState,
+    connector: &HttpConnector,
+    kind: &'static str,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Payload, Problem> {
+    let encoding = connector.webhook_encoding(kind);
+    if encoding != Encoding::Multipart {
+        return Payload::parse(encoding, body).map_err(unreadable);
+    }
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default();
+    let limits = MultipartLimits {
+        file_bytes: state.config.fax_inbound.max_document_bytes,
+        ..MultipartLimits::default()
+    };
+    Payload::parse_multipart(content_type, body.clone(), limits)
+        .await
+        .map_err(|e| match e {
+            MultipartError::TooLarge => Problem::new(
+                ProblemType::PayloadTooLarge,
+                "a part is over fax_inbound.max_document_bytes",
+            ),
+            other => unreadable(other),
+        })
+}
+
 /// Verifies the signature; on failure records an audit event and answers 403.
 async fn verified(
     state: &AppState,
@@ -64,7 +97,7 @@ async fn verified(
     uri: &Uri,
     body: &Bytes,
 ) -> Result<Payload, Problem> {
-    let payload = Payload::parse(connector.webhook_encoding(kind), body).map_err(unreadable)?;
+    let payload = payload(state, connector, kind, headers, body).await?;
     let url = called_url(connector, headers, uri);
     let header = |name: &str| {
         headers
@@ -135,6 +168,9 @@ pub async fn inbound(
 ) -> Result<Response, Problem> {
     let connector = connector(&state, &name)?;
     let payload = verified(&state, &connector, "inbound", &headers, &uri, &body).await?;
+    if connector.is_fax() {
+        return fax(&state, &connector, &payload).await;
+    }
     let Some(message) = connector.read_inbound(&payload).map_err(unreadable)? else {
         return Ok(answer(&connector, None));
     };
@@ -157,6 +193,39 @@ pub async fn inbound(
         .receive_from_provider(&sms, connector.organization(), answering)
         .await?;
     Ok(answer(&connector, reply.as_deref()))
+}
+
+/// A received fax: recorded sealed (once per provider fax id) before the provider is
+/// answered 200; the `fax-inbound` job downloads, routes and files it.
+async fn fax(
+    state: &AppState,
+    connector: &HttpConnector,
+    payload: &Payload,
+) -> Result<Response, Problem> {
+    let Some(event) = connector.read_fax(payload).map_err(unreadable)? else {
+        return Ok(StatusCode::OK.into_response());
+    };
+    let Some(service) = &state.fax_inbound else {
+        warn!("a fax webhook arrived, but this process does not take received faxes");
+        return Err(Problem::internal());
+    };
+    let document = event.document_part.as_deref().and_then(|part| {
+        payload
+            .files()
+            .iter()
+            .rev()
+            .find(|f| f.name == part)
+            .map(|f| (f.content_type.clone(), f.bytes.as_ref()))
+    });
+    let receipt = service
+        .record(connector, &event, document)
+        .await
+        .map_err(|e| {
+            warn!(error = %e, "received fax not recorded");
+            Problem::internal()
+        })?;
+    tracing::info!(fax_id = %receipt.id, fresh = receipt.fresh, "received fax recorded");
+    Ok(StatusCode::OK.into_response())
 }
 
 fn answer(connector: &HttpConnector, reply: Option<&str>) -> Response {

@@ -70,9 +70,8 @@ impl Store {
         if inserted > 0 {
             return Ok((fax.id.to_string(), true));
         }
-        let id: String =
-            on_db!(self.db(), |pool| {
-                sqlx::query_scalar(
+        let id: String = on_db!(self.db(), |pool| {
+            sqlx::query_scalar(
             "SELECT id FROM fax_inbound WHERE provider = $1 AND direction = $2 AND provider_id = $3"
         )
         .bind(fax.provider)
@@ -80,7 +79,7 @@ impl Store {
         .bind(fax.provider_id)
         .fetch_one(pool)
         .await
-            })?;
+        })?;
         Ok((id, false))
     }
 
