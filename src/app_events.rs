@@ -110,7 +110,7 @@ impl AppEventService {
             if crate::webhooks::signature::verify(&[key], id, timestamp, signatures, body, now)
                 .is_ok()
             {
-                return Ok(self.store.organization_id_by_slug(slug).await?);
+                return Ok(self.store.organizations().id_by_slug(slug).await?);
             }
         }
         Ok(None)
@@ -150,11 +150,17 @@ impl AppEventService {
                 check_app_id(&data.message_id)?;
                 let message_id = match self
                     .store
-                    .message_for_idempotency_key(organization_id, &data.message_id)
+                    .messages()
+                    .for_idempotency_key(organization_id, &data.message_id)
                     .await?
                 {
                     Some(id) => id,
-                    None => match self.store.message(organization_id, &data.message_id).await {
+                    None => match self
+                        .store
+                        .messages()
+                        .get(organization_id, &data.message_id)
+                        .await
+                    {
                         Ok(row) => row.id,
                         Err(StoreError::NotFound) => {
                             return Err(invalid(
@@ -166,7 +172,8 @@ impl AppEventService {
                     },
                 };
                 self.store
-                    .record_event(
+                    .events()
+                    .record(
                         organization_id,
                         "urgent_message_sent",
                         &message_id,

@@ -158,7 +158,8 @@ impl EventFeed {
         let limit = limit.clamp(1, MAX_PAGE);
         let mut page = self
             .store
-            .events_after(organization_id, cursor, limit)
+            .events()
+            .after(organization_id, cursor, limit)
             .await?;
         for _ in 0..HELD_BACK_RETRIES {
             if !page.held_back {
@@ -167,7 +168,8 @@ impl EventFeed {
             tokio::time::sleep(HELD_BACK_PAUSE).await;
             page = self
                 .store
-                .events_after(organization_id, cursor, limit)
+                .events()
+                .after(organization_id, cursor, limit)
                 .await?;
         }
         let next = page.events.last().map_or(cursor, EventCursor::after);

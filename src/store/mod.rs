@@ -17,6 +17,7 @@ mod audit;
 mod campaigns;
 mod canary;
 mod consents;
+mod cursors;
 mod deliveries;
 mod direct;
 mod direct_inbound;
@@ -27,12 +28,14 @@ mod group;
 mod hl7;
 mod inbound;
 mod intake;
+mod leases;
 mod matching;
 mod messages;
 mod organizations;
 mod patients;
 mod reminders;
 mod rows;
+mod staff;
 mod touch_batch;
 mod urgent;
 mod webhooks;
@@ -66,8 +69,9 @@ pub use messages::{AcceptItem, AcceptOutcome, NewDelivery, NewMessage};
 pub use patients::{ConsentInput, ContactPointInput, PatientInput};
 pub use reminders::{NewTouch, PlanRow, TouchRow};
 pub use rows::*;
+pub use staff::{StaffInput, StaffRow};
 pub use touch_batch::{AcceptedTouch, TouchOutcome};
-pub use urgent::{AlertRow, NewNotification, StaffInput, StaffRow};
+pub use urgent::{AlertRow, NewNotification};
 pub use webhooks::{NewWebhookDelivery, WebhookDeliveryRow, WebhookEndpointRow};
 
 /// Store errors. `NotFound` is what a caller may show; everything else is internal.
@@ -112,6 +116,81 @@ macro_rules! on_db {
     };
 }
 pub use on_db;
+
+/// Declares the repositories: one per aggregate, each a borrowed view of the store
+/// (`store.deliveries().claim(…)`) whose queries live in the aggregate's file. A repository
+/// reaches the pool through its own `db()`; nothing outside this module can.
+macro_rules! repositories {
+    ($($(#[$doc:meta])* $accessor:ident: $name:ident;)*) => {
+        $(
+            $(#[$doc])*
+            #[derive(Clone, Copy, Debug)]
+            pub struct $name<'s> {
+                store: &'s Store,
+            }
+
+            impl<'s> $name<'s> {
+                fn db(&self) -> &'s Db {
+                    &self.store.db
+                }
+            }
+        )*
+
+        impl Store {
+            $(
+                $(#[$doc])*
+                pub fn $accessor(&self) -> $name<'_> {
+                    $name { store: self }
+                }
+            )*
+        }
+    };
+}
+
+repositories! {
+    /// API keys: issue, grant, list, revoke, expire.
+    api_keys: ApiKeys;
+    /// The at-rest keyring's canary row (proves the configured key opens this database).
+    canary: Canary;
+    /// Organizations and their slugs.
+    organizations: Organizations;
+    /// Patients, contact points, identifiers, merges and the matching lookups.
+    patients: Patients;
+    /// Appointments and recalls.
+    appointments: Appointments;
+    /// Consents and opt-outs, and the ledger the disclosure gate reads.
+    consents: Consents;
+    /// Messages, threads and idempotent acceptance.
+    messages: Messages;
+    /// Deliveries: claims, status updates, retries, dead letters, reconciliation.
+    deliveries: Deliveries;
+    /// Attachments (sealed blobs and their metadata).
+    attachments: Attachments;
+    /// The audit log.
+    audit: Audit;
+    /// The event feed.
+    events: Events;
+    /// Named cursors over the event feed.
+    cursors: Cursors;
+    /// Named leases (cron work once across a fleet).
+    leases: Leases;
+    /// The HL7 archive.
+    hl7: Hl7;
+    /// Inbound items, orphans, intake steps and the unmatched queue.
+    inbound: Inbound;
+    /// Direct: sent-message tracking, quarantine, inbound opening and MDNs.
+    direct: Direct;
+    /// Reminder planning, touches, rules and confirmations.
+    reminders: Reminders;
+    /// Recall campaigns.
+    campaigns: Campaigns;
+    /// Staff and on-call order.
+    staff: Staff;
+    /// Urgent alerts and their notifications.
+    urgent: Urgent;
+    /// Webhook endpoints and their deliveries.
+    webhooks: Webhooks;
+}
 
 /// The store handle: cheap to clone.
 #[derive(Clone, Debug)]

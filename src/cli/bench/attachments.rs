@@ -35,10 +35,11 @@ pub async fn bench(
     config.data_dir = dir.to_path_buf();
     config.database.url = Some(url.to_string());
     let core = Core::open(config).await?;
-    let org = core.store.ensure_organization("bench", "Bench").await?;
+    let org = core.store.organizations().ensure("bench", "Bench").await?;
     let token = switchboard::http::new_token()?;
     core.store
-        .insert_api_key(&org.id, "bench", &switchboard::http::hash_token(&token))
+        .api_keys()
+        .insert(&org.id, "bench", &switchboard::http::hash_token(&token))
         .await?;
 
     let baseline = run(&core, url, dir, &token, messages, None, concurrency, 0).await?;

@@ -188,10 +188,11 @@ async fn bench_database(args: &BenchArgs, database: &str, scratch: &Scratch) -> 
     config.server.listen = "127.0.0.1:0".parse()?;
 
     let core = Core::open(config.clone()).await?;
-    let org = core.store.ensure_organization("bench", "Bench").await?;
+    let org = core.store.organizations().ensure("bench", "Bench").await?;
     let token = switchboard::http::new_token()?;
     core.store
-        .insert_api_key(&org.id, "bench", &switchboard::http::hash_token(&token))
+        .api_keys()
+        .insert(&org.id, "bench", &switchboard::http::hash_token(&token))
         .await?;
 
     let idle_rss = idle_rss_of_fresh_daemon(&scratch.url).await;
