@@ -196,7 +196,8 @@ impl FaxInbound {
         let sealed = self.keyring.seal(&fax.encode(), &id)?;
         let (id, fresh) = self
             .store
-            .record_fax_inbound(&NewFaxInbound {
+            .received_faxes()
+            .record(&NewFaxInbound {
                 id: &id,
                 provider: &provider,
                 direction: RECEIVED,
@@ -208,7 +209,10 @@ impl FaxInbound {
         if let Some(event_id) = &event.event_id {
             // Stored after the fax itself: a crash in between leaves a fax whose redelivery
             // is recognised by its fax id anyway.
-            self.store.record_webhook_event(&name, event_id).await?;
+            self.store
+                .inbound()
+                .record_webhook_event(&name, event_id)
+                .await?;
         }
         if fresh {
             self.wake.notify_one();
@@ -241,7 +245,12 @@ impl FaxInbound {
         let mut done = 0;
         loop {
             let now = now_ms();
-            let Some(row) = self.store.claim_fax_inbound(now, now + LEASE_MS).await? else {
+            let Some(row) = self
+                .store
+                .received_faxes()
+                .claim(now, now + LEASE_MS)
+                .await?
+            else {
                 return Ok(done);
             };
             done += 1;
@@ -256,7 +265,8 @@ impl FaxInbound {
         match self.finish(&row).await {
             Ok((status, item_id)) => {
                 self.store
-                    .fax_inbound_done(&row.id, status, &item_id)
+                    .received_faxes()
+                    .done(&row.id, status, &item_id)
                     .await?;
                 info!(fax_id = %row.id, inbound_item_id = %item_id, status, "received fax handled");
                 Ok(())
@@ -268,7 +278,8 @@ impl FaxInbound {
                 let reason = e.to_string();
                 let status = self
                     .store
-                    .fax_inbound_attempt_failed(
+                    .received_faxes()
+                    .attempt_failed(
                         &row.id,
                         &reason,
                         permanent,
@@ -299,7 +310,7 @@ impl FaxInbound {
             .tenancy
             .route_number(&header.to, connector.organization())
         {
-            Route::Organization(slug) => match self.store.organization_by_slug(&slug).await {
+            Route::Organization(slug) => match self.store.organizations().by_slug(&slug).await {
                 Ok(org) => Ok(org.id),
                 Err(StoreError::NotFound) => Err(format!("organization {slug} is not set up")),
                 Err(e) => return Err(e.into()),
@@ -320,12 +331,12 @@ impl FaxInbound {
                     reason,
                     raw: self.keyring.seal(&raw, &id)?,
                 };
-                let (orphan_id, _) = self.store.record_orphan(&id, &orphan).await?;
+                let (orphan_id, _) = self.store.inbound().record_orphan(&id, &orphan).await?;
                 warn!(fax_id = %row.id, orphan_id = %orphan_id, "received fax belongs to no organization; quarantined for the operator");
                 return Ok(("orphaned", orphan_id));
             }
         };
-        let org = self.store.organization(&organization_id).await?;
+        let org = self.store.organizations().get(&organization_id).await?;
         let region = self.intake.config.organization(&org.slug).phone_region;
         let sender = Address::canonical(Channel::Fax, &header.from, &region);
         let received = Received {
@@ -337,7 +348,11 @@ impl FaxInbound {
             raw: &raw,
         };
         let (item_id, fresh) = self.intake.record(&FaxSource, &received).await?;
-        let item = self.store.inbound_item(&organization_id, &item_id).await?;
+        let item = self
+            .store
+            .inbound()
+            .item(&organization_id, &item_id)
+            .await?;
         // A fresh item, or one a crash left `received` half-way: the pipeline takes it on.
         if fresh || item.status == "received" {
             let filing = self.intake.process(&FaxSource, &item).await?;

@@ -6,7 +6,7 @@
 //!
 //! `attempts` is an `INTEGER` column (a 32-bit integer on PostgreSQL), read as `i32`.
 
-use super::{Result, Store, now_ms, on_db};
+use super::{ReceivedFaxes, Result, now_ms, on_db};
 
 /// A row of `fax_inbound`.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -46,10 +46,10 @@ pub struct NewFaxInbound<'a> {
     pub raw: &'a [u8],
 }
 
-impl Store {
+impl ReceivedFaxes<'_> {
     /// Records a received fax, due now. Returns the row's id and whether it is new (`false`:
     /// this provider's fax in this direction was recorded before; nothing changed).
-    pub async fn record_fax_inbound(&self, fax: &NewFaxInbound<'_>) -> Result<(String, bool)> {
+    pub async fn record(self, fax: &NewFaxInbound<'_>) -> Result<(String, bool)> {
         let now = now_ms();
         let inserted = on_db!(self.db(), |pool| sqlx::query(
             "INSERT INTO fax_inbound (id, provider, direction, provider_id, connector, raw,
@@ -86,11 +86,7 @@ impl Store {
     /// Takes the oldest due received fax for one attempt: it stays `received` with
     /// `not_before = lease_until`, so no other worker (of this daemon or another on the same
     /// database) takes it until the outcome is written or the lease runs out.
-    pub async fn claim_fax_inbound(
-        &self,
-        now: i64,
-        lease_until: i64,
-    ) -> Result<Option<FaxInboundRow>> {
+    pub async fn claim(self, now: i64, lease_until: i64) -> Result<Option<FaxInboundRow>> {
         Ok(on_db!(self.db(), |pool| sqlx::query_as(concat!(
             "UPDATE fax_inbound SET not_before = $2, updated_at = $1
              WHERE id = (SELECT id FROM fax_inbound
@@ -107,7 +103,7 @@ impl Store {
     }
 
     /// When the next received fax falls due (unix ms), if any.
-    pub async fn next_fax_inbound_due(&self) -> Result<Option<i64>> {
+    pub async fn next_due(self) -> Result<Option<i64>> {
         Ok(on_db!(self.db(), |pool| sqlx::query_scalar(
             "SELECT MIN(not_before) FROM fax_inbound WHERE status = 'received'"
         )
@@ -116,7 +112,7 @@ impl Store {
     }
 
     /// The attempt finished the work: `filed` or `orphaned`, naming the item it became.
-    pub async fn fax_inbound_done(&self, id: &str, status: &str, item_id: &str) -> Result<()> {
+    pub async fn done(self, id: &str, status: &str, item_id: &str) -> Result<()> {
         let now = now_ms();
         on_db!(self.db(), |pool| sqlx::query(
             "UPDATE fax_inbound SET status = $2, inbound_item_id = $3, attempts = attempts + 1,
@@ -135,8 +131,8 @@ impl Store {
 
     /// An attempt failed: due again at `not_before` with the reason, or `failed` for good when
     /// `permanent` or when this was attempt `max_attempts`. Returns the status now.
-    pub async fn fax_inbound_attempt_failed(
-        &self,
+    pub async fn attempt_failed(
+        self,
         id: &str,
         reason: &str,
         permanent: bool,
@@ -162,7 +158,7 @@ impl Store {
     }
 
     /// A recorded fax by id (operator views and tests).
-    pub async fn fax_inbound(&self, id: &str) -> Result<FaxInboundRow> {
+    pub async fn get(self, id: &str) -> Result<FaxInboundRow> {
         on_db!(self.db(), |pool| sqlx::query_as(concat!(
             "SELECT ",
             fax_columns!(),

@@ -190,6 +190,8 @@ repositories! {
     urgent: Urgent;
     /// Webhook endpoints and their deliveries.
     webhooks: Webhooks;
+    /// Received faxes' webhooks, waiting for the `fax-inbound` job (`fax_inbound`).
+    received_faxes: ReceivedFaxes;
 }
 
 /// The store handle: cheap to clone.
