@@ -1,6 +1,9 @@
-//! Reading provider payloads: form-encoded, JSON or `multipart/form-data` bodies, fields found
-//! by name (form, multipart) or by JSON pointer (`/data/payload/id`); in a multipart body,
-//! `field/pointer` reads a JSON pointer inside a field that holds JSON (Phaxio's `fax/id`).
+//! Reading provider payloads: form-encoded, multipart or JSON bodies, fields found by name
+//! (form), by JSON pointer (`/data/payload/id`), or by a pointer into a form field that holds
+//! JSON (`fax#/id`: Phaxio posts its fax as a JSON document in the `fax` field).
+//!
+//! Multipart bodies are read with caps (parts, field sizes); file parts keep their bytes for
+//! the signature schemes that hash them.
 
 use super::manifest::Encoding;
 
@@ -9,75 +12,46 @@ use super::manifest::Encoding;
 pub enum Payload {
     Form(Vec<(String, String)>),
     Json(serde_json::Value),
-    /// `multipart/form-data`: text fields in order, then the file parts (a part with a
-    /// filename) in order.
+    /// `multipart/form-data`: text fields and file parts.
     Multipart {
         fields: Vec<(String, String)>,
         files: Vec<FilePart>,
     },
 }
 
-/// One file part of a multipart body.
-#[derive(Clone)]
+/// A file part of a multipart body.
+#[derive(Debug, Clone)]
 pub struct FilePart {
-    /// The form field name (`file`).
+    /// The part's name (`file`).
     pub name: String,
     pub filename: Option<String>,
     pub content_type: Option<String>,
-    pub bytes: bytes::Bytes,
+    pub data: bytes::Bytes,
 }
 
-impl std::fmt::Debug for FilePart {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Never the bytes (PHI) nor the file name.
-        f.debug_struct("FilePart")
-            .field("name", &self.name)
-            .field("size", &self.bytes.len())
-            .finish()
-    }
-}
-
-/// Bounds on a multipart body: what a provider may post at most.
-#[derive(Debug, Clone, Copy)]
-pub struct MultipartLimits {
-    /// Largest text field (bytes).
-    pub field_bytes: u64,
-    /// Largest file part (bytes).
-    pub file_bytes: u64,
-    /// Most parts.
-    pub parts: usize,
-}
-
-impl Default for MultipartLimits {
-    fn default() -> Self {
-        Self {
-            field_bytes: 1024 * 1024,
-            file_bytes: 50 * 1024 * 1024,
-            parts: 64,
-        }
-    }
-}
+/// Most parts a multipart body may have.
+pub const MAX_PARTS: usize = 64;
+/// Largest text field of a multipart body.
+pub const MAX_FIELD_BYTES: usize = 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 #[error("body is not valid {0}")]
 pub struct PayloadError(&'static str);
 
-/// Why a multipart body was not read.
-#[derive(Debug, thiserror::Error)]
-pub enum MultipartError {
-    #[error("Content-Type is not multipart/form-data with a boundary")]
-    NotMultipart,
-    #[error("a part is over the size limit")]
-    TooLarge,
-    #[error("more than {0} parts")]
-    TooManyParts(usize),
-    #[error("a text field is not UTF-8")]
-    NotText,
-    #[error("malformed multipart body: {0}")]
-    Malformed(String),
-}
-
 impl Payload {
+    /// Parses a body, using the request's `Content-Type` for multipart bodies (their
+    /// boundary); a form-encoded body is accepted where the manifest says multipart.
+    pub fn parse_typed(
+        encoding: Encoding,
+        content_type: Option<&str>,
+        body: &[u8],
+    ) -> Result<Self, PayloadError> {
+        match (encoding, content_type.and_then(boundary)) {
+            (Encoding::Multipart, Some(boundary)) => parse_multipart(&boundary, body),
+            _ => Self::parse(encoding, body),
+        }
+    }
+
     pub fn parse(encoding: Encoding, body: &[u8]) -> Result<Self, PayloadError> {
         match encoding {
             Encoding::Json => serde_json::from_slice(body)
@@ -96,110 +70,34 @@ impl Payload {
         }
     }
 
-    /// Reads a whole `multipart/form-data` body (its `Content-Type` header value gives the
-    /// boundary) within `limits`.
-    pub async fn parse_multipart(
-        content_type: &str,
-        body: bytes::Bytes,
-        limits: MultipartLimits,
-    ) -> Result<Self, MultipartError> {
-        let boundary =
-            multer::parse_boundary(content_type).map_err(|_| MultipartError::NotMultipart)?;
-        let constraints = multer::Constraints::new().size_limit(
-            multer::SizeLimit::new()
-                .whole_stream(limits.file_bytes.saturating_add(limits.field_bytes * 4))
-                .per_field(limits.file_bytes.max(limits.field_bytes)),
-        );
-        let stream = futures::stream::once(async move { Ok::<_, std::io::Error>(body) });
-        let mut multipart = multer::Multipart::with_constraints(stream, boundary, constraints);
-        let mut fields = Vec::new();
-        let mut files = Vec::new();
-        let too_large = |e: multer::Error| match e {
-            multer::Error::FieldSizeExceeded { .. } | multer::Error::StreamSizeExceeded { .. } => {
-                MultipartError::TooLarge
+    /// The value at `location` as text (numbers and booleans as written); `None` when absent,
+    /// null or empty.
+    pub fn get(&self, location: &str) -> Option<String> {
+        let value = match self {
+            Payload::Form(pairs) | Payload::Multipart { fields: pairs, .. } => {
+                match location.split_once('#') {
+                    Some((field, pointer)) => {
+                        let text = pairs.iter().find(|(k, _)| k == field).map(|(_, v)| v)?;
+                        let json: serde_json::Value = serde_json::from_str(text).ok()?;
+                        json_text(&json, pointer)
+                    }
+                    None => pairs
+                        .iter()
+                        .find(|(k, _)| k == location)
+                        .map(|(_, v)| v.clone()),
+                }
             }
-            other => MultipartError::Malformed(other.to_string()),
+            Payload::Json(json) => json_text(json, location),
         };
-        while let Some(field) = multipart.next_field().await.map_err(too_large)? {
-            if fields.len() + files.len() >= limits.parts {
-                return Err(MultipartError::TooManyParts(limits.parts));
-            }
-            let name = field.name().unwrap_or_default().to_string();
-            let filename = field.file_name().map(str::to_string);
-            let content_type = field.content_type().map(|m| m.essence_str().to_string());
-            let bytes = field.bytes().await.map_err(too_large)?;
-            if filename.is_some() {
-                if bytes.len() as u64 > limits.file_bytes {
-                    return Err(MultipartError::TooLarge);
-                }
-                files.push(FilePart {
-                    name,
-                    filename,
-                    content_type,
-                    bytes,
-                });
-            } else {
-                if bytes.len() as u64 > limits.field_bytes {
-                    return Err(MultipartError::TooLarge);
-                }
-                let text =
-                    String::from_utf8(bytes.to_vec()).map_err(|_| MultipartError::NotText)?;
-                fields.push((name, text));
-            }
-        }
-        Ok(Payload::Multipart { fields, files })
+        value.filter(|v| !v.is_empty())
     }
 
-    /// The file parts (multipart only).
+    /// File parts (multipart bodies only).
     pub fn files(&self) -> &[FilePart] {
         match self {
             Payload::Multipart { files, .. } => files,
             _ => &[],
         }
-    }
-
-    /// The value at `location` as text (numbers and booleans as written); `None` when absent,
-    /// null or empty.
-    pub fn get(&self, location: &str) -> Option<String> {
-        let value = match self {
-            Payload::Multipart { fields, .. } => {
-                let (name, pointer) = match location.split_once('/') {
-                    Some((name, pointer)) if !name.is_empty() => (name, Some(pointer)),
-                    _ => (location, None),
-                };
-                // The last of a repeated name, as form readers (and Phaxio's signers) take it.
-                let text = fields
-                    .iter()
-                    .rev()
-                    .find(|(k, _)| k == name)
-                    .map(|(_, v)| v)?;
-                match pointer {
-                    None => Some(text.clone()),
-                    Some(pointer) => {
-                        let json: serde_json::Value = serde_json::from_str(text).ok()?;
-                        return Payload::Json(json).get(&format!("/{pointer}"));
-                    }
-                }
-            }
-            Payload::Form(pairs) => pairs
-                .iter()
-                .find(|(k, _)| k == location)
-                .map(|(_, v)| v.clone()),
-            Payload::Json(json) => {
-                let pointer = if location.starts_with('/') {
-                    location.to_string()
-                } else {
-                    format!("/{location}")
-                };
-                json.pointer(&pointer).and_then(|v| match v {
-                    serde_json::Value::String(s) => Some(s.clone()),
-                    serde_json::Value::Number(n) => Some(n.to_string()),
-                    serde_json::Value::Bool(b) => Some(b.to_string()),
-                    _ => None,
-                })
-            }
-        };
-        value.filter(|v| !v.is_empty())
     }
 
     /// Media URLs: form fields `<prefix>0`, `<prefix>1`, ... or a JSON array of strings or of
@@ -229,11 +127,105 @@ impl Payload {
     /// Form parameters (for signature schemes that sign them).
     pub fn form_pairs(&self) -> &[(String, String)] {
         match self {
-            Payload::Form(pairs) => pairs,
-            Payload::Multipart { fields, .. } => fields,
+            Payload::Form(pairs) | Payload::Multipart { fields: pairs, .. } => pairs,
             Payload::Json(_) => &[],
         }
     }
+}
+
+fn json_text(json: &serde_json::Value, location: &str) -> Option<String> {
+    let pointer = if location.starts_with('/') {
+        location.to_string()
+    } else {
+        format!("/{location}")
+    };
+    json.pointer(&pointer).and_then(|v| match v {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        serde_json::Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    })
+}
+
+/// The boundary of a `multipart/form-data` content type.
+fn boundary(content_type: &str) -> Option<String> {
+    let mut params = content_type.split(';');
+    let kind = params.next()?.trim();
+    if !kind.eq_ignore_ascii_case("multipart/form-data") {
+        return None;
+    }
+    params.find_map(|p| {
+        let (k, v) = p.split_once('=')?;
+        k.trim()
+            .eq_ignore_ascii_case("boundary")
+            .then(|| v.trim().trim_matches('"').to_string())
+            .filter(|b| !b.is_empty() && b.len() <= 200)
+    })
+}
+
+/// A `name="value"` parameter of a Content-Disposition header.
+fn disposition_param(header: &str, name: &str) -> Option<String> {
+    header.split(';').skip(1).find_map(|p| {
+        let (k, v) = p.split_once('=')?;
+        k.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| v.trim().trim_matches('"').to_string())
+    })
+}
+
+fn parse_multipart(boundary: &str, body: &[u8]) -> Result<Payload, PayloadError> {
+    let bad = || PayloadError("multipart/form-data");
+    let delimiter = format!("--{boundary}");
+    let inner = format!("\r\n--{boundary}");
+    let start = memchr::memmem::find(body, delimiter.as_bytes()).ok_or_else(bad)?;
+    let mut rest = &body[start + delimiter.len()..];
+    let mut fields = Vec::new();
+    let mut files = Vec::new();
+    loop {
+        if rest.starts_with(b"--") {
+            break;
+        }
+        rest = rest.strip_prefix(b"\r\n").ok_or_else(bad)?;
+        if fields.len() + files.len() >= MAX_PARTS {
+            return Err(bad());
+        }
+        let head_end = memchr::memmem::find(rest, b"\r\n\r\n").ok_or_else(bad)?;
+        let head = std::str::from_utf8(&rest[..head_end]).map_err(|_| bad())?;
+        let content = &rest[head_end + 4..];
+        let end = memchr::memmem::find(content, inner.as_bytes()).ok_or_else(bad)?;
+        let data = &content[..end];
+        rest = &content[end + inner.len()..];
+        let mut name = None;
+        let mut filename = None;
+        let mut content_type = None;
+        for line in head.split("\r\n") {
+            let Some((key, value)) = line.split_once(':') else {
+                continue;
+            };
+            if key.trim().eq_ignore_ascii_case("content-disposition") {
+                name = disposition_param(value, "name");
+                filename = disposition_param(value, "filename");
+            } else if key.trim().eq_ignore_ascii_case("content-type") {
+                content_type = Some(value.trim().to_ascii_lowercase());
+            }
+        }
+        let name = name.ok_or_else(bad)?;
+        if filename.is_some() {
+            files.push(FilePart {
+                name,
+                filename,
+                content_type,
+                data: bytes::Bytes::copy_from_slice(data),
+            });
+        } else {
+            if data.len() > MAX_FIELD_BYTES {
+                return Err(bad());
+            }
+            let value = std::str::from_utf8(data).map_err(|_| bad())?;
+            fields.push((name, value.to_string()));
+        }
+    }
+    Ok(Payload::Multipart { fields, files })
 }
 
 #[cfg(test)]
@@ -265,5 +257,37 @@ mod tests {
         );
         assert_eq!(json.media("/data/payload/media"), vec!["x"]);
         assert!(Payload::parse(Encoding::Json, b"{").is_err());
+    }
+
+    #[test]
+    fn reads_multipart_fields_files_and_json_fields() {
+        let body = b"--XyZ\r\nContent-Disposition: form-data; name=\"fax\"\r\n\r\n{\"id\":123,\"status\":\"success\",\"num_pages\":3}\r\n--XyZ\r\nContent-Disposition: form-data; name=\"success\"\r\n\r\ntrue\r\n--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"f.pdf\"\r\nContent-Type: application/pdf\r\n\r\n%PDF\r\n-1\r\n--XyZ--\r\n";
+        let p = Payload::parse_typed(
+            Encoding::Multipart,
+            Some("multipart/form-data; boundary=XyZ"),
+            body,
+        )
+        .unwrap();
+        assert_eq!(p.get("fax#/id").as_deref(), Some("123"));
+        assert_eq!(p.get("fax#/num_pages").as_deref(), Some("3"));
+        assert_eq!(p.get("success").as_deref(), Some("true"));
+        assert_eq!(p.files().len(), 1);
+        assert_eq!(p.files()[0].data.as_ref(), b"%PDF\r\n-1");
+        assert!(
+            Payload::parse_typed(
+                Encoding::Multipart,
+                Some("multipart/form-data; boundary=XyZ"),
+                b"--XyZ\r\nno end"
+            )
+            .is_err()
+        );
+        // Form-encoded where multipart was expected still reads.
+        let f = Payload::parse_typed(
+            Encoding::Multipart,
+            Some("application/x-www-form-urlencoded"),
+            b"a=1",
+        )
+        .unwrap();
+        assert_eq!(f.get("a").as_deref(), Some("1"));
     }
 }

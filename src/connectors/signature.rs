@@ -1,6 +1,5 @@
-//! Webhook signature schemes: Twilio (HMAC-SHA1 over URL + sorted parameters), Phaxio (hex
-//! HMAC-SHA1 over URL + sorted fields + sorted file SHA-1s), HMAC-SHA256 over the body, and
-//! Ed25519 over `timestamp|body` (Telnyx). Comparisons are constant-time.
+//! Webhook signature schemes: Twilio (HMAC-SHA1 over URL + sorted parameters), HMAC-SHA256
+//! over the body, and Ed25519 over `timestamp|body` (Telnyx). Comparisons are constant-time.
 
 use std::collections::BTreeMap;
 
@@ -82,27 +81,6 @@ pub fn verify(
             }
             Ok(())
         }
-        Signature::Phaxio {
-            header: name,
-            secret: key,
-        } => {
-            let given = header(name)?;
-            let token = secret(key)?;
-            let files: Vec<(&str, &[u8])> = request
-                .payload
-                .files()
-                .iter()
-                .map(|f| (f.name.as_str(), f.bytes.as_ref()))
-                .collect();
-            let expected =
-                phaxio_signature(&token, request.url, request.payload.form_pairs(), &files)
-                    .ok_or(SignatureError::Mismatch)?;
-            if constant_eq(expected.as_bytes(), given.trim().to_lowercase().as_bytes()) {
-                Ok(())
-            } else {
-                Err(SignatureError::Mismatch)
-            }
-        }
         Signature::HmacSha256 {
             header: name,
             secret: key,
@@ -129,6 +107,27 @@ pub fn verify(
                 given.to_lowercase().as_bytes(),
             ) || constant_eq(B64.encode(&mac).as_bytes(), given.as_bytes());
             if ok {
+                Ok(())
+            } else {
+                Err(SignatureError::Mismatch)
+            }
+        }
+        Signature::Phaxio {
+            header: name,
+            secret: key,
+        } => {
+            let given = header(name)?;
+            let token = secret(key)?;
+            let files: Vec<(String, Vec<u8>)> = request
+                .payload
+                .files()
+                .iter()
+                .map(|f| (f.name.clone(), f.data.to_vec()))
+                .collect();
+            let expected =
+                phaxio_signature(&token, request.url, request.payload.form_pairs(), &files)
+                    .ok_or(SignatureError::Mismatch)?;
+            if constant_eq(expected.as_bytes(), given.trim().to_lowercase().as_bytes()) {
                 Ok(())
             } else {
                 Err(SignatureError::Mismatch)
@@ -178,31 +177,33 @@ pub fn twilio_signature(token: &str, url: &str, params: &[(String, String)]) -> 
     hmac(MessageDigest::sha1(), token.as_bytes(), data.as_bytes()).map(|mac| B64.encode(mac))
 }
 
-/// `X-Phaxio-Signature` for a callback: the hex HMAC-SHA1, keyed by the callback token, of the
-/// URL followed by `name1value1…` and then `file1<sha1 hex>…`. The URL is exactly the one
-/// Phaxio was given (the connector's `public_url` and path, query included); fields are sorted
-/// by name, then file parts sorted by name, each file as its name and the hex SHA-1 of its
-/// bytes. A name given twice counts once, with its last value (as django-phaxio's
-/// `validate_signature` reads a Django `QueryDict`).
+/// `X-Phaxio-Signature` for a callback: hex HMAC-SHA1 keyed by the callback token over the
+/// URL Phaxio called, then each POST field sorted by name as `name + value` (the last value of a
+/// repeated name, as Django's `QueryDict` gives it), then each file part sorted by name as
+/// `name + sha1_hex(bytes)` — django-phaxio's `validate_signature`.
 pub fn phaxio_signature(
     token: &str,
     url: &str,
     fields: &[(String, String)],
-    files: &[(&str, &[u8])],
+    files: &[(String, Vec<u8>)],
 ) -> Option<String> {
-    let fields: BTreeMap<&str, &str> = fields
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    let files: BTreeMap<&str, &[u8]> = files.iter().copied().collect();
-    let mut data = url.to_string();
+    let mut by_name: BTreeMap<&str, &str> = BTreeMap::new();
     for (name, value) in fields {
+        by_name.insert(name, value);
+    }
+    let mut data = url.to_string();
+    for (name, value) in by_name {
         data.push_str(name);
         data.push_str(value);
     }
+    let mut hashed: BTreeMap<&str, String> = BTreeMap::new();
     for (name, bytes) in files {
+        let digest = openssl::hash::hash(MessageDigest::sha1(), bytes).ok()?;
+        hashed.insert(name, hex::encode(digest));
+    }
+    for (name, digest) in hashed {
         data.push_str(name);
-        data.push_str(&hex::encode(openssl::sha::sha1(bytes)));
+        data.push_str(&digest);
     }
     hmac(MessageDigest::sha1(), token.as_bytes(), data.as_bytes()).map(hex::encode)
 }
@@ -459,29 +460,6 @@ mod tests {
         }
     }
 
-    /// A known answer computed independently (Python's `hmac`/`hashlib`, the way django-phaxio's
-    /// `validate_signature` builds it): token `tok`, URL, fields b then a (sorted: a, b), file
-    /// parts "file" with bytes `%PDF-1.4` (SHA-1 hex appended after the fields).
-    #[test]
-    fn phaxio_known_answer_and_tampering() {
-        let url = "https://gw.example.org/hooks/phaxio/inbound";
-        let fields = vec![
-            ("b".to_string(), "2".to_string()),
-            ("a".to_string(), "1".to_string()),
-        ];
-        let files: Vec<(&str, &[u8])> = vec![("file", b"%PDF-1.4")];
-        let sig = phaxio_signature("tok", url, &fields, &files).unwrap();
-        assert_eq!(sig, "49245bffaa3a6d1a4fdf3419008b77aa7836b087");
-        assert_eq!(sig.len(), 40);
-        let other: Vec<(&str, &[u8])> = vec![("file", b"%PDF-1.5")];
-        assert_ne!(phaxio_signature("tok", url, &fields, &other).unwrap(), sig);
-        assert_ne!(
-            phaxio_signature("tok", &format!("{url}/"), &fields, &files).unwrap(),
-            sig
-        );
-        assert_ne!(phaxio_signature("tak", url, &fields, &files).unwrap(), sig);
-    }
-
     #[test]
     fn port_variants() {
         assert_eq!(
@@ -492,5 +470,28 @@ mod tests {
             url_variants("https://a.example/x"),
             vec!["https://a.example/x", "https://a.example:443/x"]
         );
+    }
+
+    /// A known answer computed outside this code (Python's `hmac`/`hashlib`, the way
+    /// django-phaxio's `validate_signature` builds it): token `tok`, fields given b then a
+    /// (signed sorted), the file part `file` holding `%PDF-1.4`.
+    #[test]
+    fn phaxio_known_answer_and_tampering() {
+        let url = "https://gw.example.org/hooks/phaxio/inbound";
+        let fields = vec![
+            ("b".to_string(), "2".to_string()),
+            ("a".to_string(), "1".to_string()),
+        ];
+        let files = vec![("file".to_string(), b"%PDF-1.4".to_vec())];
+        let sig = phaxio_signature("tok", url, &fields, &files).unwrap();
+        assert_eq!(sig, "49245bffaa3a6d1a4fdf3419008b77aa7836b087");
+        let other = vec![("file".to_string(), b"%PDF-1.5".to_vec())];
+        assert_ne!(phaxio_signature("tok", url, &fields, &other).unwrap(), sig);
+        let wrong_url = format!("{url}/");
+        assert_ne!(
+            phaxio_signature("tok", &wrong_url, &fields, &files).unwrap(),
+            sig
+        );
+        assert_ne!(phaxio_signature("tak", url, &fields, &files).unwrap(), sig);
     }
 }

@@ -23,8 +23,7 @@ use tracing::{instrument, warn};
 use super::problem::ProblemType;
 use super::{AppState, Problem};
 use crate::connectors::HttpConnector;
-use crate::connectors::manifest::Encoding;
-use crate::connectors::payload::{MultipartError, MultipartLimits, Payload};
+use crate::connectors::payload::Payload;
 use crate::inbound::{Answering, InboundSms};
 use crate::ops::RefusedWebhook;
 
@@ -56,36 +55,18 @@ fn unreadable(error: impl std::fmt::Display) -> Problem {
     Problem::new(ProblemType::InvalidWebhookPayload, error.to_string())
 }
 
-/// Reads the body as the manifest says it comes: form, JSON, or `multipart/form-data` (within
-/// the fax document limit).
-async fn payload(
-    state: &AppState,
+/// Reads the body as the manifest says it comes: form, JSON or `multipart/form-data` (its
+/// boundary from the request's `Content-Type`).
+fn payload(
     connector: &HttpConnector,
     kind: &'static str,
     headers: &HeaderMap,
     body: &Bytes,
 ) -> Result<Payload, Problem> {
-    let encoding = connector.webhook_encoding(kind);
-    if encoding != Encoding::Multipart {
-        return Payload::parse(encoding, body).map_err(unreadable);
-    }
     let content_type = headers
         .get(header::CONTENT_TYPE)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or_default();
-    let limits = MultipartLimits {
-        file_bytes: state.config.fax_inbound.max_document_bytes,
-        ..MultipartLimits::default()
-    };
-    Payload::parse_multipart(content_type, body.clone(), limits)
-        .await
-        .map_err(|e| match e {
-            MultipartError::TooLarge => Problem::new(
-                ProblemType::PayloadTooLarge,
-                "a part is over fax_inbound.max_document_bytes",
-            ),
-            other => unreadable(other),
-        })
+        .and_then(|h| h.to_str().ok());
+    Payload::parse_typed(connector.webhook_encoding(kind), content_type, body).map_err(unreadable)
 }
 
 /// Verifies the signature; on failure records an audit event and answers 403.
@@ -97,7 +78,7 @@ async fn verified(
     uri: &Uri,
     body: &Bytes,
 ) -> Result<Payload, Problem> {
-    let payload = payload(state, connector, kind, headers, body).await?;
+    let payload = payload(connector, kind, headers, body)?;
     let url = called_url(connector, headers, uri);
     let header = |name: &str| {
         headers
@@ -215,7 +196,7 @@ async fn fax(
             .iter()
             .rev()
             .find(|f| f.name == part)
-            .map(|f| (f.content_type.clone(), f.bytes.as_ref()))
+            .map(|f| (f.content_type.clone(), f.data.as_ref()))
     });
     let receipt = service
         .record(connector, &event, document)
