@@ -17,7 +17,7 @@ mod work;
 pub use webhook::Answering;
 pub use work::{
     CandidateView, DismissRequest, Dismissed, InboundItemView, InboundList, InboundStatus,
-    MAX_PAGE, ReassignRequest, ResolveRequest, Resolved, StepView,
+    ItemAttachmentView, MAX_PAGE, ReassignRequest, ResolveRequest, Resolved, StepView,
 };
 
 use std::sync::Arc;
