@@ -392,10 +392,11 @@ async fn phaxio_scenario(backend: Backend) {
     let signature = django_phaxio_signature(&shared_url, &orphan, None);
     let response = post_phaxio(&daemon, "phaxio_shared", &orphan, Some(&signature)).await;
     assert_eq!(response.status(), 200);
+    // The fax's record says `orphaned` once the job is done with it.
     common::wait::wait_for("the orphaned fax", WAIT, async || {
         count(
             &daemon,
-            "SELECT COUNT(*) FROM inbound_orphans WHERE channel = 'fax' AND provider_ref = '1004'",
+            "SELECT COUNT(*) FROM fax_inbound WHERE status = 'orphaned'",
         )
         .await
             == 1
@@ -404,7 +405,7 @@ async fn phaxio_scenario(backend: Backend) {
     assert_eq!(
         count(
             &daemon,
-            "SELECT COUNT(*) FROM fax_inbound WHERE status = 'orphaned'"
+            "SELECT COUNT(*) FROM inbound_orphans WHERE channel = 'fax' AND provider_ref = '1004'",
         )
         .await,
         1
@@ -568,7 +569,14 @@ async fn telnyx_scenario(backend: Backend) {
         sha256_hex(&pdf("flaky")).as_str()
     );
     assert_eq!(media.flaky_hits.load(Ordering::SeqCst), 3);
-    assert_eq!(fax_row_status(&daemon, "fax-a").await.expect("row").1, 3);
+    // Two failed attempts and the one that filed it (its record is done just after the item).
+    let (_, attempts) = wait_until("fax-a filed", WAIT, async || {
+        fax_row_status(&daemon, "fax-a")
+            .await
+            .filter(|(s, _)| s == "filed")
+    })
+    .await;
+    assert_eq!(attempts, 3);
 
     // The same event again (Telnyx redelivers until it gets a 2xx): one record, one item.
     assert_eq!(post_telnyx(&daemon, &key, &body, now).await.status(), 200);

@@ -15,7 +15,7 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{FromRequest, Path, State};
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use tracing::{instrument, warn};
@@ -137,6 +137,50 @@ pub async fn status(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// The body of an inbound webhook, read whole, and the share of the attachment memory budget
+/// (`limits.attachment_memory_bytes`) it holds while it is handled: a fax posted with its
+/// document (up to `fax_inbound.max_document_bytes`) is held about three times — the body,
+/// the parsed file part, the sealed record — so many at once wait their turn instead of
+/// exhausting memory. Bodies of an ordinary size hold none.
+pub struct HookBody(Bytes, Option<tokio::sync::OwnedSemaphorePermit>);
+
+/// A body up to this size holds no budget (an SMS, a Telnyx event).
+const SMALL_HOOK_BODY: u64 = 256 * 1024;
+
+impl FromRequest<AppState> for HookBody {
+    type Rejection = Problem;
+
+    async fn from_request(
+        req: axum::extract::Request,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let length = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let budget = crate::attachments::MemoryBudget::of_process(
+            state.config.limits.attachment_memory_bytes,
+        );
+        let permit = match length {
+            Some(n) if n <= SMALL_HOOK_BODY => None,
+            Some(n) => budget.reserve(n.saturating_mul(3)).await,
+            None => {
+                let most = state.config.fax_inbound.max_document_bytes;
+                budget.reserve(most.saturating_mul(3)).await
+            }
+        };
+        let body = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                Problem::new(ProblemType::PayloadTooLarge, "request body too large")
+            } else {
+                Problem::new(ProblemType::InvalidWebhookPayload, e.body_text())
+            }
+        })?;
+        Ok(HookBody(body, permit))
+    }
+}
+
 /// `POST /hooks/{connector}/inbound`: recorded before it is answered; the answer (if the
 /// provider takes one inline) is in the connector's format.
 #[instrument(skip_all, fields(connector = %name))]
@@ -145,7 +189,7 @@ pub async fn inbound(
     Path(name): Path<String>,
     headers: HeaderMap,
     uri: Uri,
-    body: Bytes,
+    HookBody(body, _held): HookBody,
 ) -> Result<Response, Problem> {
     let connector = connector(&state, &name)?;
     let payload = verified(&state, &connector, "inbound", &headers, &uri, &body).await?;

@@ -73,7 +73,7 @@ pub struct CandidateView {
 pub struct InboundItemView {
     pub id: String,
     pub organization_id: String,
-    /// sms (fax and Direct later).
+    /// `sms`, `fax`, `direct`, `document`.
     pub channel: String,
     /// The sender's address (E.164 for SMS).
     pub sender: String,
