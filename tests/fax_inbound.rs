@@ -432,6 +432,7 @@ struct Media {
     expired_hits: Arc<AtomicUsize>,
     refreshed: Arc<AtomicUsize>,
     other_hits: Arc<AtomicUsize>,
+    elsewhere_hits: Arc<AtomicUsize>,
     base: Arc<std::sync::OnceLock<String>>,
 }
 
@@ -464,6 +465,23 @@ async fn serve_media() -> (String, Media) {
             get(async |State(m): State<Media>| {
                 m.other_hits.fetch_add(1, Ordering::SeqCst);
                 pdf("other").into_response()
+            }),
+        )
+        .route(
+            "/media/moved.pdf",
+            get(async || {
+                (
+                    StatusCode::FOUND,
+                    [("location", "/elsewhere/fax.pdf")],
+                    "moved",
+                )
+            }),
+        )
+        .route(
+            "/elsewhere/fax.pdf",
+            get(async |State(m): State<Media>| {
+                m.elsewhere_hits.fetch_add(1, Ordering::SeqCst);
+                pdf("elsewhere").into_response()
             }),
         )
         .route(
@@ -642,6 +660,24 @@ async fn telnyx_scenario(backend: Backend) {
         "{reason:?}"
     );
     assert_eq!(media.other_hits.load(Ordering::SeqCst), 0);
+
+    // A media URL that redirects: never followed, not retried; the fax is kept, failed.
+    let body = received(
+        "evt-5",
+        "fax-e",
+        NORTH_FAX,
+        &format!("{base}/media/moved.pdf"),
+        false,
+    );
+    assert_eq!(post_telnyx(&daemon, &key, &body, now).await.status(), 200);
+    let (_, attempts) = wait_until("fax-e failed", WAIT, async || {
+        fax_row_status(&daemon, "fax-e")
+            .await
+            .filter(|(s, _)| s == "failed")
+    })
+    .await;
+    assert_eq!(attempts, 1);
+    assert_eq!(media.elsewhere_hits.load(Ordering::SeqCst), 0);
 
     // A stale timestamp (20 minutes old): 403, audited, nothing stored.
     let audits = refused_audits(&daemon).await;

@@ -415,6 +415,15 @@ impl FaxInbound {
             .await
             .map_err(|e| match e {
                 e if e.is_refusal() => FaxError::Permanent(e.to_string()),
+                // The document is where the provider said, or nowhere: a redirect is never
+                // followed (it could lead anywhere), nor tried again.
+                crate::fetch::FetchError::Status { host, port, status }
+                    if (300..400).contains(&status) =>
+                {
+                    FaxError::Permanent(format!(
+                        "{host}:{port}: HTTP status {status}: media redirects are not followed"
+                    ))
+                }
                 e @ crate::fetch::FetchError::TooLarge { .. } => FaxError::Permanent(e.to_string()),
                 e => FaxError::Transient(e.to_string()),
             })
