@@ -277,13 +277,12 @@ pub async fn listen(
     channels: Arc<BTreeMap<String, String>>,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> Result<(), sqlx::Error> {
-    let crate::store::Db::Postgres(pool) = service.store.db() else {
-        return Ok(());
-    };
     if channels.is_empty() {
         return Ok(());
     }
-    let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
+    let Some(mut listener) = service.store.listener().await? else {
+        return Ok(());
+    };
     listener
         .listen_all(channels.keys().map(String::as_str))
         .await?;

@@ -250,10 +250,9 @@ pub async fn listen_for_events(
     store: Store,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> Result<(), sqlx::Error> {
-    let crate::store::Db::Postgres(pool) = store.db() else {
+    let Some(mut listener) = store.listener().await? else {
         return Ok(());
     };
-    let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
     listener.listen("switchboard_events").await?;
     store.wake_event_followers();
     loop {

@@ -503,6 +503,27 @@ fn status_payload(row: &DeliveryRow, status: DeliveryStatus) -> String {
 }
 
 impl Deliveries<'_> {
+    /// How many deliveries are in `status`, all organizations (benchmarks wait on it).
+    pub async fn count_in(self, status: DeliveryStatus) -> Result<i64> {
+        Ok(on_db!(self.db(), |pool| sqlx::query_scalar(
+            "SELECT COUNT(*) FROM deliveries WHERE status = $1"
+        )
+        .bind(status.as_str())
+        .fetch_one(pool)
+        .await)?)
+    }
+
+    /// Milliseconds from acceptance to the last status change of every delivery in `status`,
+    /// ascending (the benchmark's latency percentiles).
+    pub async fn latencies_ms(self, status: DeliveryStatus) -> Result<Vec<i64>> {
+        Ok(on_db!(self.db(), |pool| sqlx::query_scalar(
+            "SELECT updated_at - created_at FROM deliveries WHERE status = $1 ORDER BY 1"
+        )
+        .bind(status.as_str())
+        .fetch_all(pool)
+        .await)?)
+    }
+
     /// (channel, status, count) over all deliveries, for metrics.
     pub async fn counts(self) -> Result<Vec<(String, String, i64)>> {
         Ok(on_db!(self.db(), |pool| {

@@ -7,7 +7,7 @@
 //! (tx, id), and a read stops below the oldest transaction still running — nothing can later
 //! appear behind a cursor that was handed out.
 
-use super::{Db, EventRow, Events, Result, StoreError, now_ms, on_db};
+use super::{EventRow, Events, Result, StoreError, now_ms, on_db};
 
 /// A position in the events feed: the last (tx, id) seen. `floor` keeps the meaning of a bare
 /// id cursor (`after=N`: events with a larger id) for followers that stored one.
@@ -74,28 +74,8 @@ impl Events<'_> {
         cursor: EventCursor,
         limit: i64,
     ) -> Result<EventPage> {
-        // Below the oldest transaction of *this database* still running, every transaction
-        // that could write an event has ended: that part of the feed is final. The snapshot's
-        // own xmin will not do: it covers the whole cluster, so any open transaction in another
-        // database held the feed back. Of the snapshot's running ids we keep those a backend
-        // of this database holds; none running means everything below xmax is final. Read
-        // first: a later statement's horizon can only be higher.
-        let settled: i64 = match self.db() {
-            Db::Sqlite(_) => i64::MAX,
-            Db::Postgres(pool) => {
-                sqlx::query_scalar(
-                    "SELECT COALESCE(
-                        (SELECT MIN(x::text::bigint) FROM pg_snapshot_xip(s) AS x
-                          WHERE xid(x) IN (SELECT backend_xid FROM pg_stat_activity
-                                            WHERE datname = current_database()
-                                              AND backend_xid IS NOT NULL)),
-                        pg_snapshot_xmax(s)::text::bigint)
-                     FROM pg_current_snapshot() AS s",
-                )
-                .fetch_one(pool)
-                .await?
-            }
-        };
+        // Read first: a later statement's horizon can only be higher.
+        let settled = self.db().settled_tx().await?.unwrap_or(i64::MAX);
         let mut events: Vec<EventRow> = on_db!(self.db(), |pool| sqlx::query_as(
             "SELECT id, organization_id, kind, subject_id, payload, created_at, tx FROM events
              WHERE organization_id = $1 AND (tx > $2 OR (tx = $2 AND id > $3)) AND id > $4
@@ -167,35 +147,23 @@ impl Events<'_> {
     /// from now on are sent; nothing committing late behind an open transaction is skipped,
     /// since on PostgreSQL the position is just below the oldest transaction still running).
     pub async fn head(self, organization_id: &str) -> Result<EventCursor> {
-        match self.db() {
-            Db::Sqlite(pool) => {
-                let id: Option<i64> =
-                    sqlx::query_scalar("SELECT MAX(id) FROM events WHERE organization_id = $1")
-                        .bind(organization_id)
-                        .fetch_one(pool)
-                        .await?;
+        match self.db().settled_tx().await? {
+            // The same horizon as `after`: below it every transaction has ended.
+            Some(settled) => Ok(EventCursor {
+                tx: settled - 1,
+                id: i64::MAX,
+                floor: 0,
+            }),
+            None => {
+                let id: Option<i64> = on_db!(self.db(), |pool| sqlx::query_scalar(
+                    "SELECT MAX(id) FROM events WHERE organization_id = $1"
+                )
+                .bind(organization_id)
+                .fetch_one(pool)
+                .await)?;
                 Ok(EventCursor {
                     tx: 0,
                     id: id.unwrap_or(0),
-                    floor: 0,
-                })
-            }
-            Db::Postgres(pool) => {
-                // The same horizon as `events_after`: below it every transaction has ended.
-                let settled: i64 = sqlx::query_scalar(
-                    "SELECT COALESCE(
-                        (SELECT MIN(x::text::bigint) FROM pg_snapshot_xip(s) AS x
-                          WHERE xid(x) IN (SELECT backend_xid FROM pg_stat_activity
-                                            WHERE datname = current_database()
-                                              AND backend_xid IS NOT NULL)),
-                        pg_snapshot_xmax(s)::text::bigint)
-                     FROM pg_current_snapshot() AS s",
-                )
-                .fetch_one(pool)
-                .await?;
-                Ok(EventCursor {
-                    tx: settled - 1,
-                    id: i64::MAX,
                     floor: 0,
                 })
             }

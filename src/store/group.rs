@@ -127,7 +127,7 @@ impl GroupCommit {
     /// Spawns the flushers (one per kind on SQLite, whose writes serialize anyway; two on
     /// PostgreSQL). Needs a tokio runtime.
     pub fn start(store: &Store, after_accept: Option<Arc<dyn AfterAccept>>) -> Self {
-        let flushers = if store.is_postgres() { 2 } else { 1 };
+        let flushers = store.db.flushers();
         let s = store.clone();
         let accept = Batcher::spawn(flushers, move |items: Vec<AcceptItem>| {
             let (s, after_accept) = (s.clone(), after_accept.clone());

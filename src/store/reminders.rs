@@ -109,8 +109,7 @@ impl Reminders<'_> {
     /// Returns how many were new.
     pub async fn insert_touches(self, touches: &[NewTouch]) -> Result<u64> {
         let now = now_ms();
-        // 12 parameters a row: stay under PostgreSQL's 65,535 and SQLite's 32,766.
-        let chunk_size = if self.store.is_postgres() { 5000 } else { 2500 };
+        let chunk_size = self.db().rows_per_statement(12);
         let inserted = on_db!(self.db(), |pool| {
             let mut tx = pool.begin().await?;
             let mut inserted = 0;

@@ -13,7 +13,7 @@ use anyhow::{Context, Result, bail};
 
 use switchboard::config::Config;
 use switchboard::daemon::Core;
-use switchboard::store::{Db, on_db};
+use switchboard::domain::DeliveryStatus;
 
 /// What one run measured.
 struct Run {
@@ -194,7 +194,11 @@ async fn run(
     let target = already + messages as i64;
     let deadline = Instant::now() + Duration::from_secs(900);
     loop {
-        let delivered = delivered(core.store.db()).await?;
+        let delivered = core
+            .store
+            .deliveries()
+            .count_in(DeliveryStatus::Delivered)
+            .await?;
         if delivered >= target {
             break;
         }
@@ -213,15 +217,6 @@ async fn run(
         accepted_rate: messages as f64 / accepted_in.as_secs_f64(),
         peak_rss,
     })
-}
-
-async fn delivered(db: &Db) -> Result<i64> {
-    let (n,): (i64,) = on_db!(db, |pool| sqlx::query_as(
-        "SELECT COUNT(*) FROM deliveries WHERE status = 'delivered'"
-    )
-    .fetch_one(pool)
-    .await)?;
-    Ok(n)
 }
 
 /// Peak resident set size of a process, bytes (VmHWM).
