@@ -157,6 +157,17 @@ impl ReceivedFaxes<'_> {
         Ok(status.unwrap_or_else(|| "received".into()))
     }
 
+    /// How many received faxes are in `status` (benchmarks wait on it).
+    pub async fn count_in(self, status: &str) -> Result<i64> {
+        let (n,): (i64,) = on_db!(self.db(), |pool| sqlx::query_as(
+            "SELECT COUNT(*) FROM fax_inbound WHERE status = $1"
+        )
+        .bind(status)
+        .fetch_one(pool)
+        .await)?;
+        Ok(n)
+    }
+
     /// A recorded fax by id (operator views and tests).
     pub async fn get(self, id: &str) -> Result<FaxInboundRow> {
         on_db!(self.db(), |pool| sqlx::query_as(concat!(

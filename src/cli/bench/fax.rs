@@ -15,7 +15,6 @@ use anyhow::{Result, bail};
 use switchboard::config::Config;
 use switchboard::connectors::signature::phaxio_signature;
 use switchboard::daemon::{self, Core};
-use switchboard::store::on_db;
 
 const PUBLIC_URL: &str = "https://gw.bench.example";
 const TOKEN: &str = "bench-callback-token";
@@ -198,13 +197,8 @@ credentials = {{ api_key = {{ file = "{t}" }}, api_secret = {{ file = "{t}" }}, 
     let deadline = Instant::now() + Duration::from_secs(600);
     let target = i64::try_from(webhooks + 1)?;
     loop {
-        let (n,): (i64,) = on_db!(core.store.db(), |pool| {
-            sqlx::query_as(
-            "SELECT COUNT(*) FROM inbound_items WHERE channel = 'fax' AND status IN ('unmatched', 'filed')"
-        )
-        .fetch_one(pool)
-        .await
-        })?;
+        // `filed`: handed to intake, which left each in the unmatched queue.
+        let n = core.store.received_faxes().count_in("filed").await?;
         if n >= target {
             break;
         }
