@@ -24,6 +24,28 @@ pub const MAX_FAX_PAGES: u32 = 500;
 /// Longest message text a cover page carries (characters); longer texts are refused.
 const MAX_COVER_TEXT_CHARS: usize = 20_000;
 
+/// What the fax channel needs from the records (implemented by `crate::fax::FaxOffice`).
+#[async_trait::async_trait]
+pub trait FaxDesk: Send + Sync {
+    /// Serves `data` for one fetch until `ttl_secs` have passed; the URL under `public_url`.
+    async fn publish(
+        &self,
+        public_url: &str,
+        delivery: &OutboundDelivery,
+        content_type: &str,
+        data: Vec<u8>,
+        ttl_secs: u64,
+    ) -> Result<String, ChannelError>;
+    /// Records the fax the provider accepted as `provider_id` with `pages` pages.
+    async fn sent(
+        &self,
+        provider: &str,
+        provider_id: &str,
+        delivery: &OutboundDelivery,
+        pages: u32,
+    ) -> Result<(), ChannelError>;
+}
+
 /// One file as the provider receives it.
 #[derive(Debug, Clone)]
 pub struct FaxFile {

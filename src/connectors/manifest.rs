@@ -87,6 +87,11 @@ pub struct Send {
     /// Extra headers (e.g. an idempotency key: `"{{ delivery_id }}"`).
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// Fax only: how the document travels. `media_url`: one PDF we serve at a signed URL that
+    /// works once and expires in minutes (`{{ media_url }}` in a field); any other value names
+    /// the multipart file part each document is sent as (`file[]`).
+    #[serde(default)]
+    pub document: Option<String>,
     pub response: Response,
 }
 
@@ -134,6 +139,14 @@ pub struct StatusCallback {
     /// Provider state → ours (`queued`, `sending`, `sent`, `delivered`, `failed`). States not
     /// listed are recorded but change nothing.
     pub map: BTreeMap<String, String>,
+    /// Where the pages sent (fax) are: kept on the fax record.
+    #[serde(default)]
+    pub pages: Option<String>,
+    /// Failure reasons worth another attempt (busy, no answer): a failure whose error code is
+    /// one of these, or whose reason contains one (case-insensitive), is retried with backoff
+    /// as a new delivery, up to the channel's `max_attempts`. Every other failure is permanent.
+    #[serde(default)]
+    pub transient_errors: Vec<String>,
 }
 
 /// How webhooks prove they come from the provider.
@@ -155,6 +168,10 @@ pub enum Signature {
         #[serde(default)]
         prefix: Option<String>,
     },
+    /// Phaxio: hex HMAC-SHA1 keyed by the callback token over the called URL, then the POST
+    /// fields sorted by name (`name + value`), then the file parts sorted by name
+    /// (`name + sha1_hex(bytes)`).
+    Phaxio { header: String, secret: String },
     /// Ed25519 over `timestamp|body` (Telnyx), with a public key credential (base64).
     Ed25519 {
         header: String,
@@ -204,6 +221,9 @@ pub struct Query {
     pub status: String,
     #[serde(default)]
     pub error_code: Option<String>,
+    /// Where the pages sent are (fax).
+    #[serde(default)]
+    pub pages: Option<String>,
 }
 
 fn post() -> String {
@@ -223,6 +243,11 @@ fn tolerance() -> i64 {
 pub const BUILTIN: &[(&str, &str)] = &[
     ("twilio", include_str!("../../connectors/twilio.toml")),
     ("telnyx", include_str!("../../connectors/telnyx.toml")),
+    (
+        "telnyx_fax",
+        include_str!("../../connectors/telnyx_fax.toml"),
+    ),
+    ("phaxio", include_str!("../../connectors/phaxio.toml")),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -266,6 +291,25 @@ impl Manifest {
                 "channel {:?} is not sms or fax",
                 self.channel.as_str()
             ));
+        }
+        if self.channel == crate::domain::Channel::Fax {
+            match self.send.document.as_deref() {
+                None | Some("") => {
+                    return Err(
+                        "a fax manifest says how the document travels (send.document)".into(),
+                    );
+                }
+                Some("media_url") if self.send.encoding == Encoding::Multipart => {
+                    return Err("send.document = \"media_url\" needs a form or JSON body".into());
+                }
+                Some("media_url") => {}
+                Some(_) if self.send.encoding != Encoding::Multipart => {
+                    return Err(
+                        "a document sent as a file part needs encoding = \"multipart\"".into(),
+                    );
+                }
+                Some(_) => {}
+            }
         }
         if let Some(status) = &self.status {
             for ours in status.map.values() {

@@ -140,6 +140,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/inbound/{id}/dismiss", post(inbound::dismiss))
         .route("/hooks/{connector}/status", post(hooks::status))
         .route("/hooks/{connector}/inbound", post(hooks::inbound))
+        .route("/media/{token}", get(hooks::media))
         .fallback(|| async { Problem::not_found("no such resource") })
         .method_not_allowed_fallback(|| async {
             Problem::new(ProblemType::MethodNotAllowed, "method not allowed")

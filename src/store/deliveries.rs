@@ -416,7 +416,8 @@ impl Store {
         .await)?)
     }
 
-    /// Deliveries that need a (new) job: never enqueued after `unqueued_grace_ms`, leases or
+    /// Deliveries that need a (new) job: never enqueued after `unqueued_grace_ms` (past their
+    /// `not_before`, for a retry made due later), leases or
     /// retry times that passed more than `grace_ms` ago without a job pushed since, and anything
     /// enqueued but still waiting after `stuck_ms`.
     pub async fn sweep_candidates(
@@ -430,7 +431,7 @@ impl Store {
             sqlx::query_as(
             "SELECT id, channel FROM deliveries
              WHERE status IN ('queued', 'sending') AND (
-                (enqueued_at IS NULL AND created_at < $1 - $2)
+                (enqueued_at IS NULL AND created_at < $1 - $2 AND (not_before IS NULL OR not_before < $1 - $2))
                 OR (status = 'sending' AND not_before < $1 - $2 AND (enqueued_at IS NULL OR enqueued_at < not_before))
                 OR (enqueued_at < $1 - $3 AND (not_before IS NULL OR not_before < $1 - $3))
              )
