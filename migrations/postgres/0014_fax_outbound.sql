@@ -11,8 +11,8 @@ CREATE TABLE fax_records (
     organization_id  TEXT NOT NULL,
     delivery_id      TEXT,
     inbound_item_id  TEXT,
-    pages            INTEGER,              -- pages the provider reports (sent or received)
-    pages_submitted  INTEGER,              -- pages we sent (cover page included)
+    pages            BIGINT,               -- pages the provider reports (sent or received)
+    pages_submitted  BIGINT,               -- pages we sent (cover page included)
     provider_status  TEXT,
     reason           TEXT,
     created_at       BIGINT NOT NULL,
