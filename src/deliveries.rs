@@ -52,7 +52,11 @@ impl DeliveryService {
         hint: Option<String>,
     ) -> Result<ReportOutcome, ServiceError> {
         if let Some(event) = &report.event_id
-            && !self.store.record_webhook_event(connector, event).await?
+            && !self
+                .store
+                .inbound()
+                .record_webhook_event(connector, event)
+                .await?
         {
             info!(connector, "status webhook event seen before; ignored");
             return Ok(ReportOutcome::Replayed);
@@ -80,7 +84,11 @@ impl DeliveryService {
         if delivery.connector.is_some() {
             update.expect_connector = Some(connector.to_string());
         }
-        let moved = self.store.update_delivery(&delivery.id, &update).await?;
+        let moved = self
+            .store
+            .deliveries()
+            .update(&delivery.id, &update)
+            .await?;
         info!(connector, delivery_id = %delivery.id, status = update.status.as_str(), moved, "status callback");
         after_report(
             &self.store,
@@ -110,10 +118,11 @@ impl DeliveryService {
     ) -> Result<Option<DeliveryRow>, ServiceError> {
         if let Some(id) = self
             .store
-            .delivery_by_provider_ref(name, provider_ref)
+            .deliveries()
+            .by_provider_ref(name, provider_ref)
             .await?
         {
-            let delivery = self.store.delivery(&id).await?;
+            let delivery = self.store.deliveries().get(&id).await?;
             if let Some(token) = &hint
                 && !self
                     .keyring
@@ -129,7 +138,7 @@ impl DeliveryService {
             return Ok(None);
         };
         for id in self.keyring.delivery_ids_for_token(&token) {
-            let delivery = match self.store.delivery(&id).await {
+            let delivery = match self.store.deliveries().get(&id).await {
                 Ok(delivery) => delivery,
                 Err(StoreError::NotFound) => continue,
                 Err(e) => return Err(e.into()),
@@ -165,7 +174,8 @@ pub async fn after_report(
 ) -> Result<(), StoreError> {
     if delivery.channel == crate::domain::Channel::Fax.as_str() {
         store
-            .note_fax_report(
+            .faxes()
+            .note_report(
                 connector,
                 &report.provider_ref,
                 &delivery.organization_id,
@@ -187,7 +197,8 @@ pub async fn after_report(
             crate::store::now_ms() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2);
         let reason = report.error.as_deref().unwrap_or(&report.provider_status);
         if let Some(retry) = store
-            .retry_failed_delivery(&delivery.id, retry_at, reason)
+            .deliveries()
+            .retry_failed(&delivery.id, retry_at, reason)
             .await?
         {
             info!(connector, delivery_id = %delivery.id, retry = %retry, delay_ms = delay.as_millis() as u64, "transient failure; retried as a new delivery");

@@ -57,7 +57,8 @@ impl FaxOffice {
         }
         let Some(row) = self
             .store
-            .take_fax_media(&token_hash(token), now_ms())
+            .faxes()
+            .take_media(&token_hash(token), now_ms())
             .await?
         else {
             return Ok(None);
@@ -99,7 +100,8 @@ impl FaxDesk for FaxOffice {
             .map_err(|e| ChannelError::Transient(format!("cannot seal the fax document: {e}")))?;
         let ttl_ms = i64::try_from(ttl_secs.max(1).saturating_mul(1000)).unwrap_or(i64::MAX / 4);
         self.store
-            .insert_fax_media(
+            .faxes()
+            .insert_media(
                 &token_hash(&token),
                 &delivery.organization_id,
                 &delivery.delivery_id,
@@ -123,7 +125,8 @@ impl FaxDesk for FaxOffice {
         pages: u32,
     ) -> Result<(), ChannelError> {
         self.store
-            .record_fax_sent(
+            .faxes()
+            .record_sent(
                 provider,
                 provider_id,
                 &delivery.organization_id,

@@ -619,7 +619,8 @@ async fn phaxio_send_and_callbacks(backend: Backend) {
     let records = daemon
         .core
         .store
-        .fax_records_of_delivery(&delivery_id)
+        .faxes()
+        .records_of_delivery(&delivery_id)
         .await
         .expect("fax records");
     assert_eq!(records.len(), 1, "{records:#?}");
@@ -639,7 +640,8 @@ async fn phaxio_send_and_callbacks(backend: Backend) {
     let audit = daemon
         .core
         .store
-        .audit_events(&daemon.organization_id, 100)
+        .audit()
+        .entries(&daemon.organization_id, 100)
         .await
         .expect("audit");
     assert!(
@@ -695,6 +697,7 @@ async fn phaxio_busy_retried_then_permanent(backend: Backend) {
         daemon
             .core
             .store
+            .deliveries()
             .retry_of(deliveries[0]["id"].as_str().unwrap())
             .await
             .unwrap()
@@ -716,7 +719,13 @@ async fn phaxio_busy_retried_then_permanent(backend: Backend) {
         "{deliveries:#?}"
     );
     assert_eq!(
-        daemon.core.store.retry_of(&retry_id).await.unwrap(),
+        daemon
+            .core
+            .store
+            .deliveries()
+            .retry_of(&retry_id)
+            .await
+            .unwrap(),
         None,
         "no retry of a permanent failure"
     );
@@ -743,7 +752,8 @@ async fn phaxio_busy_retried_then_permanent(backend: Backend) {
     let records = daemon
         .core
         .store
-        .fax_records_of_delivery(deliveries[0]["id"].as_str().unwrap())
+        .faxes()
+        .records_of_delivery(deliveries[0]["id"].as_str().unwrap())
         .await
         .unwrap();
     assert_eq!(records[0].pages, Some(3), "pages from the lookup");
@@ -831,7 +841,8 @@ async fn telnyx_media_url(backend: Backend) {
     let records = daemon
         .core
         .store
-        .fax_records_of_delivery(deliveries[0]["id"].as_str().unwrap())
+        .faxes()
+        .records_of_delivery(deliveries[0]["id"].as_str().unwrap())
         .await
         .unwrap();
     assert_eq!(records[0].pages, Some(4));
@@ -931,7 +942,8 @@ async fn part2_refused_and_types(backend: Backend) {
     let audit = daemon
         .core
         .store
-        .audit_events(&daemon.organization_id, 100)
+        .audit()
+        .entries(&daemon.organization_id, 100)
         .await
         .unwrap();
     assert!(

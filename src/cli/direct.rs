@@ -119,12 +119,13 @@ pub async fn quarantine(core: Core, command: QuarantineCommand) -> Result<()> {
     match command {
         QuarantineCommand::List { org, limit } => {
             let organization_id = match org {
-                Some(slug) => Some(core.store.organization_by_slug(&slug).await?.id),
+                Some(slug) => Some(core.store.organizations().by_slug(&slug).await?.id),
                 None => None,
             };
             let items = core
                 .store
-                .direct_quarantine(organization_id.as_deref(), limit.clamp(1, 10_000))
+                .direct()
+                .quarantined(organization_id.as_deref(), limit.clamp(1, 10_000))
                 .await?;
             if items.is_empty() {
                 eprintln!("no quarantined Direct messages");
@@ -144,7 +145,7 @@ pub async fn quarantine(core: Core, command: QuarantineCommand) -> Result<()> {
             }
         }
         QuarantineCommand::Show { id } => {
-            let item = core.store.inbound_item_by_id(&id).await?;
+            let item = core.store.inbound().item_by_id(&id).await?;
             if item.channel != "direct" {
                 bail!("{id} is not a Direct item");
             }
@@ -165,7 +166,8 @@ pub async fn quarantine(core: Core, command: QuarantineCommand) -> Result<()> {
             println!("received:     {}", at(item.created_at));
             for step in core
                 .store
-                .inbound_steps(&item.organization_id, &item.id)
+                .inbound()
+                .steps(&item.organization_id, &item.id)
                 .await?
             {
                 println!(

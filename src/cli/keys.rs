@@ -80,15 +80,16 @@ pub async fn run(core: Core, command: KeysCommand) -> Result<()> {
             expires_in,
             expires_at,
         } => {
-            let organization = match core.store.organization_by_slug(&org).await {
+            let organization = match core.store.organizations().by_slug(&org).await {
                 Ok(organization) => organization,
                 Err(StoreError::NotFound) if new_org => {
                     core.store
-                        .ensure_organization(&org, org_name.as_deref().unwrap_or(&org))
+                        .organizations()
+                        .ensure(&org, org_name.as_deref().unwrap_or(&org))
                         .await?
                 }
                 Err(StoreError::NotFound) => {
-                    let known = core.store.organization_slugs(20).await?;
+                    let known = core.store.organizations().slugs(20).await?;
                     bail!(
                         "organization {org:?} does not exist{}; check the slug, or add --new-org \
                          to create it",
@@ -120,7 +121,8 @@ pub async fn run(core: Core, command: KeysCommand) -> Result<()> {
             let organization_id = match org {
                 Some(slug) => Some(
                     core.store
-                        .organization_by_slug(&slug)
+                        .organizations()
+                        .by_slug(&slug)
                         .await
                         .map_err(|e| match e {
                             StoreError::NotFound => {
@@ -132,7 +134,11 @@ pub async fn run(core: Core, command: KeysCommand) -> Result<()> {
                 ),
                 None => None,
             };
-            let keys = core.store.api_keys(organization_id.as_deref()).await?;
+            let keys = core
+                .store
+                .api_keys()
+                .list(organization_id.as_deref())
+                .await?;
             if keys.is_empty() {
                 println!("no API keys");
                 return Ok(());
@@ -159,7 +165,7 @@ pub async fn run(core: Core, command: KeysCommand) -> Result<()> {
                 );
             }
         }
-        KeysCommand::Revoke { id } => match core.store.revoke_api_key(&id).await {
+        KeysCommand::Revoke { id } => match core.store.api_keys().revoke(&id).await {
             Ok(true) => println!("revoked {id}"),
             Ok(false) => println!("{id} was already revoked"),
             Err(StoreError::NotFound) => bail!("no API key {id:?} (see `switchboard keys list`)"),
@@ -171,7 +177,7 @@ pub async fn run(core: Core, command: KeysCommand) -> Result<()> {
             expires_in,
             expires_at,
         } => {
-            let old = match core.store.api_key(&id).await {
+            let old = match core.store.api_keys().get(&id).await {
                 Ok(old) => old,
                 Err(StoreError::NotFound) => {
                     bail!("no API key {id:?} (see `switchboard keys list`)")
@@ -194,14 +200,14 @@ pub async fn run(core: Core, command: KeysCommand) -> Result<()> {
                 create(&core, &old.organization_id, &old.name, &scopes, expires_at).await?;
             match overlap_ms {
                 None | Some(0) => {
-                    core.store.revoke_api_key(&id).await?;
+                    core.store.api_keys().revoke(&id).await?;
                     eprintln!(
                         "{id} revoked; its replacement {new_id} is shown once, store it now:"
                     );
                 }
                 Some(ms) => {
                     let until = now.saturating_add(ms);
-                    core.store.expire_api_key(&id, until).await?;
+                    core.store.api_keys().expire(&id, until).await?;
                     eprintln!(
                         "{id} keeps working until {}; its replacement {new_id} is shown once, \
                          store it now:",
@@ -225,7 +231,8 @@ async fn create(
     let token = switchboard::http::new_token()?;
     let id = core
         .store
-        .create_api_key(&NewApiKey {
+        .api_keys()
+        .create(&NewApiKey {
             organization_id: organization_id.to_string(),
             name: name.to_string(),
             key_hash: switchboard::http::hash_token(&token),

@@ -377,7 +377,8 @@ async fn dispatch(cli: Cli) -> Result<()> {
             let core = admin(&config_source, config).await?;
             let organization = core
                 .store
-                .organization_by_slug(&org)
+                .organizations()
+                .by_slug(&org)
                 .await
                 .map_err(|e| not_found(e, "organization"))?;
             let body = if body == "-" {
@@ -412,7 +413,8 @@ async fn dispatch(cli: Cli) -> Result<()> {
             let core = admin(&config_source, config).await?;
             let organization_id = core
                 .store
-                .organization_of_message(&id)
+                .messages()
+                .organization_of(&id)
                 .await
                 .map_err(|e| not_found(e, "message"))?;
             let view = core.messages().view(&organization_id, &id).await?;
@@ -489,7 +491,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
             command: InboundCommand::Orphans { limit },
         } => {
             let core = admin(&config_source, config).await?;
-            let orphans = core.store.inbound_orphans(limit.clamp(1, 10_000)).await?;
+            let orphans = core.store.inbound().orphans(limit.clamp(1, 10_000)).await?;
             if orphans.is_empty() {
                 eprintln!("no orphaned inbound items");
             }
@@ -515,7 +517,8 @@ async fn dispatch(cli: Cli) -> Result<()> {
                     let organization_id = match org {
                         Some(slug) => Some(
                             core.store
-                                .organization_by_slug(&slug)
+                                .organizations()
+                                .by_slug(&slug)
                                 .await
                                 .map_err(|e| not_found(e, "organization"))?
                                 .id,
@@ -524,6 +527,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
                     };
                     let rows = core
                         .store
+                        .deliveries()
                         .dead_letters(organization_id.as_deref(), 1000)
                         .await?;
                     if rows.is_empty() {
@@ -546,11 +550,16 @@ async fn dispatch(cli: Cli) -> Result<()> {
                     }
                 }
                 Some(DeadLettersCommand::Retry { delivery_id }) => {
-                    let (new_id, channel) = core.store.requeue_dead_letter(&delivery_id).await?;
+                    let (new_id, channel) = core
+                        .store
+                        .deliveries()
+                        .requeue_dead_letter(&delivery_id)
+                        .await?;
                     core.queue
                         .push(&channel, std::slice::from_ref(&new_id), None)
                         .await?;
                     core.store
+                        .deliveries()
                         .mark_enqueued(std::slice::from_ref(&new_id), switchboard::store::now_ms())
                         .await?;
                     println!("{new_id}");
@@ -575,7 +584,8 @@ async fn dispatch(cli: Cli) -> Result<()> {
                 (Some(id), false) => vec![id],
                 (None, true) => core
                     .store
-                    .hl7_by_status(&["error", "received"], 100_000)
+                    .hl7()
+                    .by_status(&["error", "received"], 100_000)
                     .await?
                     .into_iter()
                     .map(|row| row.id)

@@ -72,12 +72,14 @@ pub async fn reminders(core: Core, command: RemindersCommand) -> Result<()> {
         RemindersCommand::Why { org, appointment } => {
             let org = core
                 .store
-                .organization_by_slug(&org)
+                .organizations()
+                .by_slug(&org)
                 .await
                 .context("organization")?;
             let row = core
                 .store
-                .appointment_by_filler(&org.id, &appointment)
+                .appointments()
+                .by_filler(&org.id, &appointment)
                 .await
                 .context("appointment not found")?;
             println!(
@@ -126,7 +128,8 @@ pub async fn campaign(core: Core, command: CampaignCommand) -> Result<()> {
         CampaignCommand::Create { org, file } => {
             let org = core
                 .store
-                .organization_by_slug(&org)
+                .organizations()
+                .by_slug(&org)
                 .await
                 .context("organization")?;
             let text = std::fs::read_to_string(&file)
@@ -135,7 +138,8 @@ pub async fn campaign(core: Core, command: CampaignCommand) -> Result<()> {
             campaign.validate()?;
             let id = core
                 .store
-                .create_campaign(&org.id, &campaign.name, &serde_json::to_string(&campaign)?)
+                .campaigns()
+                .create(&org.id, &campaign.name, &serde_json::to_string(&campaign)?)
                 .await?;
             println!("{id}");
         }

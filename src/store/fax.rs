@@ -1,9 +1,9 @@
-//! Faxes: the provider's record of each fax keyed by (provider, direction, provider id), the
-//! documents we serve to providers that fetch them (sealed, once per token, until they
-//! expire), and the retry of a fax whose line was busy (a new delivery of the same message:
-//! deliveries never move backwards). The sealing, tokens and policy are `crate::fax`'s.
+//! Faxes out: the provider's record of each fax we sent, keyed by (provider, direction,
+//! provider id), and the documents we serve to providers that fetch them (sealed, once per
+//! token, until they expire). The sealing, tokens and policy are `crate::fax`'s. (The retry of
+//! a fax whose line was busy is a delivery: `Deliveries::retry_failed`.)
 
-use super::{Result, Store, new_id, now_ms, on_db};
+use super::{Faxes, Result, now_ms, on_db};
 
 /// One fax as its provider knows it.
 #[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
@@ -31,10 +31,10 @@ pub struct FaxMediaRow {
     pub content: Vec<u8>,
 }
 
-impl Store {
+impl Faxes<'_> {
     /// Records an outbound fax the provider accepted (a repeat is a no-op).
-    pub async fn record_fax_sent(
-        &self,
+    pub async fn record_sent(
+        self,
         provider: &str,
         provider_id: &str,
         organization_id: &str,
@@ -66,8 +66,8 @@ impl Store {
     /// pages (kept when a report has none) and failure reason. Creates the record when the
     /// report beat our own `sent` record.
     #[allow(clippy::too_many_arguments)]
-    pub async fn note_fax_report(
-        &self,
+    pub async fn note_report(
+        self,
         provider: &str,
         provider_id: &str,
         organization_id: &str,
@@ -104,7 +104,7 @@ impl Store {
     }
 
     /// The outbound fax records of a delivery (one per provider id; usually one).
-    pub async fn fax_records_of_delivery(&self, delivery_id: &str) -> Result<Vec<FaxRecordRow>> {
+    pub async fn records_of_delivery(self, delivery_id: &str) -> Result<Vec<FaxRecordRow>> {
         Ok(on_db!(self.db(), |pool| {
             sqlx::query_as(
             "SELECT provider, direction, provider_id, organization_id, delivery_id, inbound_item_id,
@@ -119,8 +119,8 @@ impl Store {
 
     /// Stores a sealed document to serve under the token whose hash is `token_hash`; expired
     /// documents are deleted on the way.
-    pub async fn insert_fax_media(
-        &self,
+    pub async fn insert_media(
+        self,
         token_hash: &str,
         organization_id: &str,
         delivery_id: &str,
@@ -155,7 +155,7 @@ impl Store {
 
     /// Takes the document for one fetch: `None` when the token is unknown, expired or was
     /// fetched before (the first fetch wins; the row is marked in the same statement).
-    pub async fn take_fax_media(&self, token_hash: &str, now: i64) -> Result<Option<FaxMediaRow>> {
+    pub async fn take_media(self, token_hash: &str, now: i64) -> Result<Option<FaxMediaRow>> {
         Ok(on_db!(self.db(), |pool| sqlx::query_as(
             "UPDATE fax_media SET fetched_at = $2
              WHERE token_hash = $1 AND fetched_at IS NULL AND expires_at > $2
@@ -165,72 +165,5 @@ impl Store {
         .bind(now)
         .fetch_optional(pool)
         .await)?)
-    }
-
-    /// A new delivery that retries failed delivery `failed_id` (same message, recipient and
-    /// channel) from `retry_at`, counting the attempts already made; the sweeper gives it a
-    /// job once it is due. At most one retry per failed delivery: a repeat returns the one
-    /// made before. `None` when `failed_id` is unknown.
-    pub async fn retry_failed_delivery(
-        &self,
-        failed_id: &str,
-        retry_at: i64,
-        reason: &str,
-    ) -> Result<Option<String>> {
-        let now = now_ms();
-        let id = new_id("dlv");
-        Ok(on_db!(self.db(), |pool| {
-            let mut tx = pool.begin().await?;
-            let existing: Option<(String,)> =
-                sqlx::query_as("SELECT id FROM deliveries WHERE retry_of = $1")
-                    .bind(failed_id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            if let Some((existing,)) = existing {
-                tx.rollback().await?;
-                return Ok(Some(existing));
-            }
-            let inserted = sqlx::query(
-                "INSERT INTO deliveries (id, organization_id, message_id, patient_id, channel, recipient, status,
-                    status_rank, attempts, max_attempts, not_before, retry_of, created_at, updated_at)
-                 SELECT $1, organization_id, message_id, patient_id, channel, recipient, 'queued', 0, attempts,
-                    max_attempts, $2, id, $3, $3
-                 FROM deliveries WHERE id = $4 AND status = 'failed'",
-            )
-            .bind(&id)
-            .bind(retry_at)
-            .bind(now)
-            .bind(failed_id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if inserted == 0 {
-                tx.rollback().await?;
-                return Ok(None);
-            }
-            let retry_in = (retry_at - now).max(0) as f64 / 1000.0;
-            sqlx::query(
-                "INSERT INTO delivery_events (organization_id, delivery_id, status, applied, source, detail, created_at)
-                 SELECT organization_id, $1, 'queued', TRUE, 'retry', $2, $3 FROM deliveries WHERE id = $1",
-            )
-            .bind(&id)
-            .bind(format!("retry of {failed_id} ({reason}); first attempt in {retry_in:.1}s"))
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            tx.commit().await?;
-            Some(id)
-        }))
-    }
-
-    /// The delivery that retries `failed_id`, if one was made.
-    pub async fn retry_of(&self, failed_id: &str) -> Result<Option<String>> {
-        let row: Option<(String,)> = on_db!(self.db(), |pool| sqlx::query_as(
-            "SELECT id FROM deliveries WHERE retry_of = $1"
-        )
-        .bind(failed_id)
-        .fetch_optional(pool)
-        .await)?;
-        Ok(row.map(|(id,)| id))
     }
 }
