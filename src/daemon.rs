@@ -273,7 +273,14 @@ impl Core {
         for (name, connector) in &self.config.connectors {
             match connector {
                 ConnectorConfig::Http(http) => {
-                    connectors.insert_http(Arc::new(HttpConnector::new(name, http)?));
+                    let mut connector = HttpConnector::new(name, http)?;
+                    if connector.manifest().channel == Channel::Fax {
+                        connector = connector.with_fax_desk(Arc::new(crate::fax::FaxOffice {
+                            store: self.store.clone(),
+                            keyring: self.keyring.clone(),
+                        }));
+                    }
+                    connectors.insert_http(Arc::new(connector));
                 }
                 ConnectorConfig::Smtp(_) | ConnectorConfig::Direct(_) => {}
             }
@@ -572,9 +579,10 @@ pub async fn start(config: Config) -> Result<Daemon, DaemonError> {
     };
 
     let reconciler = {
-        let (store, connectors) = (core.store.clone(), connectors.clone());
+        let (store, connectors, config) =
+            (core.store.clone(), connectors.clone(), core.config.clone());
         supervisor.spawn("reconciler", move |stop| {
-            crate::queue::reconcile::run(store.clone(), connectors.clone(), stop)
+            crate::queue::reconcile::run(store.clone(), connectors.clone(), config.clone(), stop)
         })
     };
     let mut bounces =

@@ -564,7 +564,7 @@ async fn telnyx_scenario(backend: Backend) {
     let key = PKey::generate_ed25519().expect("key");
     let (base, media) = serve_media().await;
     let manifest = telnyx_manifest(&db);
-    let mut daemon = TestDaemon::start(config(&db, &base, &manifest, &key)).await;
+    let mut daemon = TestDaemon::start(config(&db, &format!("{base}/v2"), &manifest, &key)).await;
     let now = chrono::Utc::now().timestamp();
 
     // The media URL fails twice: the job retries, then files the fax with its PDF.

@@ -15,12 +15,14 @@ pub mod signature;
 pub use registry::Connectors;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use minijinja::Environment;
 use serde::Serialize;
 use tracing::{debug, warn};
 
+use crate::channels::fax::{FaxDesk, FaxDocument};
 use crate::channels::{Channel, ChannelError, OutboundDelivery, SendOutcome};
 use crate::config::{HttpConnectorConfig, Secret};
 use crate::domain::DeliveryStatus;
@@ -52,6 +54,11 @@ pub struct StatusReport {
     /// Ours, when the manifest maps it.
     pub status: Option<DeliveryStatus>,
     pub error: Option<String>,
+    /// Pages sent, when the provider says (fax).
+    pub pages: Option<u32>,
+    /// A failure the manifest lists in `transient_errors` (busy, no answer): worth another
+    /// attempt later.
+    pub transient: bool,
 }
 
 /// An inbound message read from a webhook.
@@ -107,6 +114,8 @@ pub struct HttpConnector {
     client: reqwest::Client,
     limiter: Option<RateLimiter>,
     auth: AuthState,
+    /// Serves fax documents and records faxes (fax connectors only).
+    fax_desk: Option<Arc<dyn FaxDesk>>,
 }
 
 impl std::fmt::Debug for HttpConnector {
@@ -207,7 +216,14 @@ impl HttpConnector {
             templates,
             client,
             limiter: RateLimiter::per_second(config.rate_per_sec),
+            fax_desk: None,
         })
+    }
+
+    /// Gives a fax connector the office that serves its documents and records its faxes.
+    pub fn with_fax_desk(mut self, desk: Arc<dyn FaxDesk>) -> Self {
+        self.fax_desk = Some(desk);
+        self
     }
 
     pub fn manifest(&self) -> &Manifest {
@@ -294,7 +310,7 @@ impl HttpConnector {
             .await
     }
 
-    async fn send_sms(&self, delivery: &OutboundDelivery) -> Result<SendOutcome, ChannelError> {
+    async fn send_message(&self, delivery: &OutboundDelivery) -> Result<SendOutcome, ChannelError> {
         let region = &delivery.sender.settings.phone_region;
         let to = if self.manifest.channel.is_phone() {
             crate::phone::to_e164(&delivery.recipient, region).map_err(|e| {
@@ -312,11 +328,20 @@ impl HttpConnector {
                 )));
             }
         }
+        let fax = match self.manifest.channel {
+            crate::domain::Channel::Fax => Some(FaxDocument::compose(delivery)?),
+            _ => None,
+        };
         if let Some(limiter) = &self.limiter {
             limiter.acquire().await;
         }
         let callback = self.status_callback_url(&delivery.reference);
-        let context = self.context(&to, &delivery.body, &delivery.reference, "", &callback, "");
+        let media_url = match (&fax, self.manifest.send.document.as_deref()) {
+            (Some(document), Some("media_url")) => self.publish(delivery, document).await?,
+            _ => String::new(),
+        };
+        let mut context = self.context(&to, &delivery.body, &delivery.reference, "", &callback, "");
+        context.media_url = &media_url;
         let url = self.render("send.url", &context)?;
         let mut fields: Vec<(String, String)> = Vec::new();
         for field in self.manifest.send.fields.keys() {
@@ -341,6 +366,24 @@ impl HttpConnector {
                 let mut form = reqwest::multipart::Form::new();
                 for (k, v) in fields {
                     form = form.text(k, v);
+                }
+                if let (Some(document), Some(part)) = (&fax, self.manifest.send.document.as_deref())
+                    && part != "media_url"
+                {
+                    for file in &document.files {
+                        let bytes = reqwest::multipart::Part::stream(reqwest::Body::from(
+                            file.data.clone(),
+                        ))
+                        .file_name(file.filename.clone())
+                        .mime_str(&file.content_type)
+                        .map_err(|_| {
+                            ChannelError::Permanent(format!(
+                                "attachment type {}",
+                                file.content_type
+                            ))
+                        })?;
+                        form = form.part(part.to_string(), bytes);
+                    }
                 }
                 request.multipart(form)
             }
@@ -373,6 +416,15 @@ impl HttpConnector {
                 .and_then(|s| spec.status_map.get(s))
                 .and_then(|s| DeliveryStatus::parse(s));
             debug!(delivery_id = %delivery.delivery_id, connector = %self.name, provider_ref = %provider_ref, "provider accepted");
+            if let (Some(document), Some(desk)) = (&fax, &self.fax_desk)
+                && let Err(e) = desk
+                    .sent(&self.name, &provider_ref, delivery, document.pages)
+                    .await
+            {
+                // The provider has the fax: a retry would send it twice. Callbacks (matched by
+                // the provider's id on the delivery) create the record later.
+                warn!(delivery_id = %delivery.delivery_id, connector = %self.name, error = %e, "fax record not written");
+            }
             return match mapped {
                 Some(DeliveryStatus::Failed) => Err(ChannelError::Permanent(format!(
                     "{}: provider reports {}",
@@ -443,16 +495,12 @@ impl HttpConnector {
 
     /// Reads a status callback (after [`verify`](Self::verify)). `Ok(None)` when the body names
     /// no message (an event this connector does not track).
-    pub fn read_status(
-        &self,
-        body: &[u8],
-    ) -> Result<(Payload, Option<StatusReport>), WebhookError> {
+    pub fn read_status(&self, payload: &Payload) -> Result<Option<StatusReport>, WebhookError> {
         let spec = self
             .manifest
             .status
             .as_ref()
             .ok_or(WebhookError::NotSupported("status"))?;
-        let payload = Payload::parse(spec.encoding, body)?;
         let report = match (payload.get(&spec.id), payload.get(&spec.status)) {
             (Some(id), Some(status)) => {
                 let error = match (
@@ -463,17 +511,53 @@ impl HttpConnector {
                     (Some(c), None) => Some(format!("code {c}")),
                     (None, m) => m,
                 };
+                let mapped = spec.map.get(&status).and_then(|s| DeliveryStatus::parse(s));
+                let code = spec.error_code.as_deref().and_then(|p| payload.get(p));
+                let message = spec.error_message.as_deref().and_then(|p| payload.get(p));
                 Some(StatusReport {
                     provider_ref: id,
                     event_id: spec.event_id.as_deref().and_then(|p| payload.get(p)),
-                    status: spec.map.get(&status).and_then(|s| DeliveryStatus::parse(s)),
+                    transient: mapped == Some(DeliveryStatus::Failed)
+                        && is_transient(
+                            &spec.transient_errors,
+                            code.as_deref(),
+                            message.as_deref(),
+                        ),
+                    pages: spec.pages.as_deref().and_then(|p| pages(payload, p)),
+                    status: mapped,
                     provider_status: status,
                     error,
                 })
             }
             _ => None,
         };
-        Ok((payload, report))
+        Ok(report)
+    }
+
+    /// Serves the fax as one PDF and returns its URL.
+    async fn publish(
+        &self,
+        delivery: &OutboundDelivery,
+        document: &FaxDocument,
+    ) -> Result<String, ChannelError> {
+        let desk = self.fax_desk.as_ref().ok_or_else(|| {
+            ChannelError::Permanent(format!("{}: no document service for media URLs", self.name))
+        })?;
+        let public = self.config.public_url.as_deref().ok_or_else(|| {
+            ChannelError::Permanent(format!(
+                "{}: public_url is needed to serve the fax document",
+                self.name
+            ))
+        })?;
+        let pdf = document.single_pdf()?;
+        desk.publish(
+            public,
+            delivery,
+            "application/pdf",
+            pdf,
+            self.config.media_ttl_secs,
+        )
+        .await
     }
 
     /// The encoding webhooks of this kind use (to parse before verifying).
@@ -690,22 +774,31 @@ impl HttpConnector {
             .map_err(|e| ChannelError::Transient(transport_error(&e)))?;
         let payload = Payload::parse(Encoding::Json, &bytes)
             .map_err(|e| ChannelError::Transient(e.to_string()))?;
-        Ok(payload.get(&query.status).map(|status| StatusReport {
-            event_id: None,
-            provider_ref: provider_ref.to_string(),
-            status: self
+        Ok(payload.get(&query.status).map(|status| {
+            let mapped = self
                 .manifest
                 .status
                 .as_ref()
                 .and_then(|s| s.map.get(&status))
                 .or_else(|| self.manifest.send.response.status_map.get(&status))
-                .and_then(|s| DeliveryStatus::parse(s)),
-            error: query
-                .error_code
-                .as_deref()
-                .and_then(|p| payload.get(p))
-                .map(|c| format!("code {c}")),
-            provider_status: status,
+                .and_then(|s| DeliveryStatus::parse(s));
+            let code = query.error_code.as_deref().and_then(|p| payload.get(p));
+            let transient_errors = self
+                .manifest
+                .status
+                .as_ref()
+                .map(|s| s.transient_errors.as_slice())
+                .unwrap_or_default();
+            StatusReport {
+                event_id: None,
+                provider_ref: provider_ref.to_string(),
+                transient: mapped == Some(DeliveryStatus::Failed)
+                    && is_transient(transient_errors, code.as_deref(), None),
+                pages: query.pages.as_deref().and_then(|p| pages(&payload, p)),
+                status: mapped,
+                error: code.map(|c| format!("code {c}")),
+                provider_status: status,
+            }
         }))
     }
 }
@@ -721,8 +814,28 @@ impl Channel for HttpConnector {
     }
 
     async fn send(&self, delivery: &OutboundDelivery) -> Result<SendOutcome, ChannelError> {
-        self.send_sms(delivery).await
+        self.send_message(delivery).await
     }
+}
+
+/// Whether a failure is one the manifest lists as worth another attempt: its code is listed,
+/// or its reason contains a listed phrase (case-insensitive).
+fn is_transient(listed: &[String], code: Option<&str>, message: Option<&str>) -> bool {
+    let lower = |s: &str| s.to_ascii_lowercase();
+    listed.iter().any(|entry| {
+        let entry = lower(entry);
+        code.is_some_and(|c| lower(c) == entry)
+            || message.is_some_and(|m| lower(m).contains(&entry))
+    })
+}
+
+/// A page count at `location` (a number, bounded).
+fn pages(payload: &Payload, location: &str) -> Option<u32> {
+    payload
+        .get(location)?
+        .parse::<u32>()
+        .ok()
+        .filter(|n| *n <= 100_000)
 }
 
 fn manifest_auth_templates(manifest: &Manifest) -> Vec<(String, String)> {

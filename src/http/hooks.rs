@@ -123,8 +123,8 @@ pub async fn status(
     body: Bytes,
 ) -> Result<Response, Problem> {
     let connector = connector(&state, &name)?;
-    verified(&state, &connector, "status", &headers, &uri, &body).await?;
-    let (_, report) = connector.read_status(&body).map_err(unreadable)?;
+    let payload = verified(&state, &connector, "status", &headers, &uri, &body).await?;
+    let report = connector.read_status(&payload).map_err(unreadable)?;
     let Some(report) = report else {
         return Ok(StatusCode::NO_CONTENT.into_response());
     };
@@ -259,5 +259,34 @@ fn answer(connector: &HttpConnector, reply: Option<&str>) -> Response {
             ([(header::CONTENT_TYPE, content_type)], body).into_response()
         }
         None => StatusCode::NO_CONTENT.into_response(),
+    }
+}
+
+/// `GET /media/{token}`: a fax document we serve to the provider that sends it (Telnyx
+/// `media_url`). No API key: the random token in the URL is the capability; it works once and
+/// expires in minutes. Unknown, used and expired tokens get the same 404.
+#[instrument(skip_all)]
+pub async fn media(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+) -> Result<Response, Problem> {
+    match state
+        .app
+        .fax
+        .take(&token)
+        .await
+        .map_err(crate::service::ServiceError::from)?
+    {
+        Some(media) => Ok((
+            [
+                (header::CONTENT_TYPE, media.content_type),
+                (header::CACHE_CONTROL, "no-store".to_string()),
+            ],
+            media.data,
+        )
+            .into_response()),
+        None => Err(Problem::not_found(
+            "no such document, or its link was used or expired",
+        )),
     }
 }

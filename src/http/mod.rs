@@ -154,6 +154,7 @@ pub fn router(state: AppState) -> Router {
                 ),
             )),
         )
+        .route("/media/{token}", get(hooks::media))
         .fallback(|| async { Problem::not_found("no such resource") })
         .method_not_allowed_fallback(|| async {
             Problem::new(ProblemType::MethodNotAllowed, "method not allowed")
