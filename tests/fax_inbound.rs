@@ -299,6 +299,16 @@ async fn phaxio_scenario(backend: Backend) {
     assert_eq!(files[0]["content_type"], "application/pdf");
     assert_eq!(files[0]["sha256"], sha256_hex(&document).as_str());
     assert_eq!(files[0]["size"], document.len());
+    // The provider's record, keyed like the outbound ones.
+    assert_eq!(
+        count(
+            &daemon,
+            "SELECT COUNT(*) FROM fax_records WHERE provider = 'phaxio' AND direction = 'inbound' \
+             AND provider_id = '1001' AND pages = 2 AND inbound_item_id IS NOT NULL",
+        )
+        .await,
+        1
+    );
 
     // Redelivered (Phaxio retries until it gets a 2xx): recorded once.
     let response = post_phaxio(&daemon, "phaxio", &callback, Some(&signature)).await;

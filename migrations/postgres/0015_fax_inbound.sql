@@ -7,8 +7,8 @@
 -- across directions, so the direction is part of the key).
 CREATE TABLE fax_inbound (
     id              TEXT PRIMARY KEY,
-    provider        TEXT NOT NULL,            -- the manifest: telnyx_fax, phaxio
-    direction       TEXT NOT NULL,            -- received
+    provider        TEXT NOT NULL,            -- the connector's name (as in fax_records)
+    direction       TEXT NOT NULL,            -- inbound
     provider_id     TEXT NOT NULL,            -- the provider's fax id
     connector       TEXT NOT NULL,
     raw             BYTEA NOT NULL,            -- sealed, the row id as associated data

@@ -38,8 +38,9 @@ use crate::intake::{FaxSource, Intake, IntakeError, Received};
 use crate::store::{FaxInboundRow, NewFaxInbound, NewOrphan, Store, StoreError, new_id, now_ms};
 use crate::tenancy::{Route, Tenancy};
 
-/// The direction of every record here (the key is (provider, direction, provider id)).
-pub const RECEIVED: &str = "received";
+/// The direction of every record here (the key is (provider, direction, provider id), as in
+/// `fax_records`, where the provider is the connector's name).
+pub const RECEIVED: &str = "inbound";
 
 /// How long one attempt holds a received fax before another worker may take it.
 const LEASE_MS: i64 = 5 * 60 * 1000;
@@ -172,14 +173,14 @@ impl FaxInbound {
         document: Option<(Option<String>, &[u8])>,
     ) -> Result<FaxReceipt, FaxError> {
         let name = crate::channels::Channel::name(connector).to_string();
-        let provider = connector.manifest().name.clone();
+        let provider = name.clone();
         let (content_type, bytes) = match document {
             Some((content_type, bytes)) => (content_type, bytes.to_vec()),
             None => (None, Vec::new()),
         };
         let fax = FaxDocument {
             header: FaxHeader {
-                provider: provider.clone(),
+                provider: connector.manifest().name.clone(),
                 connector: name.clone(),
                 provider_ref: event.provider_ref.clone(),
                 from: event.from.clone(),
@@ -352,6 +353,18 @@ impl FaxInbound {
             .store
             .inbound()
             .item(&organization_id, &item_id)
+            .await?;
+        self.store
+            .received_faxes()
+            .record_received(
+                &header.connector,
+                &header.provider_ref,
+                &organization_id,
+                &item_id,
+                header.pages,
+                header.provider_status.as_deref(),
+                header.partial,
+            )
             .await?;
         // A fresh item, or one a crash left `received` half-way: the pipeline takes it on.
         if fresh || item.status == "received" {

@@ -157,6 +157,44 @@ impl ReceivedFaxes<'_> {
         Ok(status.unwrap_or_else(|| "received".into()))
     }
 
+    /// The provider's record of a received fax in `fax_records` (direction `inbound`, next to
+    /// the outbound ones): the organization, the intake item it became, its pages and state.
+    /// A repeat changes nothing.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn record_received(
+        self,
+        provider: &str,
+        provider_id: &str,
+        organization_id: &str,
+        inbound_item_id: &str,
+        pages: Option<i64>,
+        provider_status: Option<&str>,
+        partial: bool,
+    ) -> Result<()> {
+        let now = now_ms();
+        let reason = partial.then_some("partial: only part of the fax arrived");
+        on_db!(self.db(), |pool| {
+            sqlx::query(
+                "INSERT INTO fax_records (provider, direction, provider_id, organization_id,
+                inbound_item_id, pages, provider_status, reason, created_at, updated_at)
+             VALUES ($1, 'inbound', $2, $3, $4, $5, $6, $7, $8, $8)
+             ON CONFLICT (provider, direction, provider_id) DO NOTHING",
+            )
+            .bind(provider)
+            .bind(provider_id)
+            .bind(organization_id)
+            .bind(inbound_item_id)
+            .bind(pages)
+            .bind(provider_status)
+            .bind(reason)
+            .bind(now)
+            .execute(pool)
+            .await
+            .map(|_| ())
+        })?;
+        Ok(())
+    }
+
     /// How many received faxes are in `status` (benchmarks wait on it).
     pub async fn count_in(self, status: &str) -> Result<i64> {
         let (n,): (i64,) = on_db!(self.db(), |pool| sqlx::query_as(
