@@ -42,6 +42,9 @@ use crate::tenancy::{Route, Tenancy};
 /// `fax_records`, where the provider is the connector's name).
 pub const RECEIVED: &str = "inbound";
 
+/// How long the job waits for a burst of webhooks to end before it takes faxes on.
+const SETTLE: Duration = Duration::from_millis(20);
+
 /// How long one attempt holds a received fax before another worker may take it.
 const LEASE_MS: i64 = 5 * 60 * 1000;
 
@@ -235,8 +238,23 @@ impl FaxInbound {
             }
             tokio::select! {
                 _ = stop.cancelled() => return Ok(()),
-                _ = self.wake.notified() => {}
+                _ = self.wake.notified() => self.settle().await,
                 _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            }
+        }
+    }
+
+    /// Lets a burst of webhooks be answered first: waits until none was recorded for 20 ms
+    /// (at most 1 s). The job shares the database with the hook (on SQLite its one
+    /// connection), and a provider's 2xx matters more than filing a fax a moment sooner.
+    async fn settle(&self) {
+        let until = tokio::time::Instant::now() + Duration::from_secs(1);
+        while tokio::time::Instant::now() < until {
+            if tokio::time::timeout(SETTLE, self.wake.notified())
+                .await
+                .is_err()
+            {
+                return;
             }
         }
     }
@@ -245,6 +263,13 @@ impl FaxInbound {
     pub async fn work_due(&self) -> Result<usize, FaxError> {
         let mut done = 0;
         loop {
+            // A webhook recorded since the last fax: let its burst be answered first.
+            if tokio::time::timeout(Duration::ZERO, self.wake.notified())
+                .await
+                .is_ok()
+            {
+                self.settle().await;
+            }
             let now = now_ms();
             let Some(row) = self
                 .store
