@@ -552,6 +552,15 @@ pub async fn start(config: Config) -> Result<Daemon, DaemonError> {
         })
     };
 
+    let retention = {
+        let retention = crate::retention::Retention::new(
+            core.store.clone(),
+            core.config.retention.clone(),
+            format!("{}:{}", core.config.node_id(), ulid::Ulid::new()),
+        );
+        supervisor.spawn("retention", move |stop| retention.clone().run(stop))
+    };
+
     let reconciler = {
         let (store, connectors) = (core.store.clone(), connectors.clone());
         supervisor.spawn("reconciler", move |stop| {
@@ -596,6 +605,7 @@ pub async fn start(config: Config) -> Result<Daemon, DaemonError> {
         let worker_result = workers.await;
         let _ = sweeper.await;
         let _ = reconciler.await;
+        let _ = retention.await;
         let _ = notifier.await;
         for task in [events_listener, webhooks, app_listen]
             .into_iter()

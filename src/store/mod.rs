@@ -34,6 +34,7 @@ mod messages;
 mod organizations;
 mod patients;
 mod reminders;
+mod retention;
 mod rows;
 mod staff;
 mod touch_batch;
@@ -66,6 +67,7 @@ pub use matching::PatientDemographics;
 pub use messages::{AcceptItem, AcceptOutcome, NewDelivery, NewMessage};
 pub use patients::{ConsentInput, ContactPointInput, PatientInput};
 pub use reminders::{NewTouch, PlanRow, TouchRow};
+pub use retention::Prunable;
 pub use rows::*;
 pub use staff::{StaffInput, StaffRow};
 pub use touch_batch::{AcceptedTouch, TouchOutcome};
@@ -166,6 +168,8 @@ repositories! {
     urgent: Urgent;
     /// Webhook endpoints and their deliveries.
     webhooks: Webhooks;
+    /// Pruning what grows with traffic (the maintenance pass).
+    retention: Retention;
 }
 
 /// The store handle: cheap to clone.
