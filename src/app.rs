@@ -89,7 +89,10 @@ impl App {
             keys: KeyService {
                 store: store.clone(),
             },
-            ops: Ops { store },
+            ops: Ops {
+                store,
+                group: messages.group.clone(),
+            },
             patients,
             messages,
             inbound,

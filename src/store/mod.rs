@@ -55,7 +55,7 @@ pub use attachments::{AttachmentBlob, AttachmentRow, NewAttachment};
 pub use audit::AuditEntry;
 pub use campaigns::{CampaignCounts, CampaignRow, CohortRow};
 pub use consents::ConsentChange;
-pub use deliveries::{Claimed, DeliveryUpdate, SweepItem};
+pub use deliveries::{Claimed, DeliveryFilter, DeliveryUpdate, SweepItem};
 pub use direct_inbound::Quarantine as DirectQuarantine;
 pub use direct_mdns::{MdnRow, NewMdnRow};
 pub use events::{EventCursor, EventPage};
