@@ -1,5 +1,7 @@
 //! Retention: deleting (or emptying) rows that grow with traffic once they are older than the
 //! configured age, one bounded batch per statement so no writer waits behind a long delete.
+//! Each statement reads at most a batch: tables whose ids grow with time are read oldest id
+//! first, the others through an index on their time (migration 0017).
 //! What may be pruned, and what must stay, is decided here per kind; the schedule, the lease
 //! and the ages are `crate::retention`'s.
 
@@ -71,11 +73,11 @@ impl Retention<'_> {
                 };
                 on_db!(self.db(), |pool| sqlx::query(
                     "DELETE FROM events WHERE id IN (
-                        SELECT id FROM events
+                        SELECT id FROM (SELECT id, tx, created_at FROM events ORDER BY id LIMIT $4)
+                            AS oldest
                          WHERE created_at < $1 AND (tx < $2 OR (tx = $2 AND id <= $3))
                            AND id < COALESCE((SELECT MIN(event_id) FROM webhook_deliveries
-                                               WHERE status = 'pending'), $3 + 1)
-                         ORDER BY id LIMIT $4)",
+                                               WHERE status = 'pending'), $3 + 1))",
                 )
                 .bind(cutoff_ms)
                 .bind(floor_tx)
@@ -158,8 +160,10 @@ impl Retention<'_> {
         Ok(removed)
     }
 
-    /// `DELETE` of up to `batch` rows of `table` (by its key `key`) older than `cutoff_ms` by
-    /// `time`. Only this module's own table and column names are ever passed.
+    /// `DELETE` of those of the `batch` first rows of `table` by its key `key` (ids that grow
+    /// with time: autoincrement or ULIDs) older than `cutoff_ms` by `time`: the work per batch
+    /// is bounded however large the table, and a pass over a table with nothing old reads one
+    /// batch. Only this module's own table and column names are ever passed.
     async fn delete(
         self,
         table: &'static str,
@@ -170,7 +174,9 @@ impl Retention<'_> {
     ) -> Result<u64> {
         let sql = format!(
             "DELETE FROM {table} WHERE {key} IN (
-                SELECT {key} FROM {table} WHERE {time} < $1 LIMIT $2)"
+                SELECT {key} FROM (SELECT {key}, {time} FROM {table} ORDER BY {key} LIMIT $2)
+                    AS oldest
+                 WHERE {time} < $1)"
         );
         Ok(on_db!(self.db(), |pool| sqlx::query(sqlx::AssertSqlSafe(
             sql.clone()
