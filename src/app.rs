@@ -95,7 +95,10 @@ impl App {
                 store: store.clone(),
                 keyring: messages.keyring.clone(),
             },
-            ops: Ops { store },
+            ops: Ops {
+                store,
+                group: messages.group.clone(),
+            },
             patients,
             messages,
             inbound,

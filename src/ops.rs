@@ -1,8 +1,15 @@
-//! What operators' endpoints ask: readiness, the figures `/metrics` shows, and the audit trail
-//! of refusals at the edges (a provider webhook whose signature failed).
+//! What operators' endpoints ask: readiness, the figures `/metrics` shows, the audit trail
+//! of refusals at the edges (a provider webhook whose signature failed), and the admin lists:
+//! deliveries by status/channel/connector/time and the dead letters, with their retries.
 
-use crate::service::ServiceError;
-use crate::store::{AuditEntry, Store, StoreError};
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{Channel, DeliveryStatus};
+use crate::messages::rfc3339;
+use crate::service::{FieldError, Refusal, ServiceError};
+use crate::store::{
+    AuditEntry, DeadLetterRow, DeliveryFilter, DeliveryRow, GroupCommit, Store, StoreError,
+};
 
 /// Delivery figures for `/metrics`.
 #[derive(Debug, Clone, Default)]
@@ -30,6 +37,198 @@ pub struct RefusedWebhook<'a> {
 #[derive(Clone)]
 pub struct Ops {
     pub store: Store,
+    /// Enqueues what a retry creates.
+    pub group: GroupCommit,
+}
+
+/// The filters of `GET /v1/deliveries` and `GET /v1/dead-letters` (and of
+/// `POST /v1/dead-letters/retry`'s body), as given; every one optional.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// A delivery status (`failed`, `sent`, …); deliveries only.
+    pub status: Option<String>,
+    /// sms, email, fax or direct.
+    pub channel: Option<String>,
+    /// A connector's name; deliveries only.
+    pub connector: Option<String>,
+    /// Created at or after, RFC 3339.
+    pub since: Option<String>,
+    /// Created before, RFC 3339.
+    pub until: Option<String>,
+    /// The previous page's `next_cursor`.
+    pub cursor: Option<String>,
+    /// 1 to 1000 (default 100).
+    pub limit: Option<i64>,
+    /// Dead letters only: list those already retried too (default false).
+    #[serde(default)]
+    pub include_retried: bool,
+}
+
+/// One delivery, as an operator sees it (ids, states, reasons; the recipient as addressed).
+#[derive(Debug, Clone, Serialize)]
+pub struct DeliveryItem {
+    pub id: String,
+    pub message_id: String,
+    pub channel: String,
+    pub recipient: String,
+    pub status: String,
+    pub attempts: i64,
+    pub connector: Option<String>,
+    pub provider_ref: Option<String>,
+    pub reason: Option<String>,
+    /// RFC 3339 (UTC).
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// A page of deliveries, newest first.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeliveryList {
+    pub deliveries: Vec<DeliveryItem>,
+    /// Pass as `cursor` for the next page; absent on the last.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// A delivery that used its attempts and failed.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeadLetterItem {
+    pub delivery_id: String,
+    pub channel: String,
+    pub attempts: i64,
+    pub reason: String,
+    /// RFC 3339 (UTC).
+    pub created_at: String,
+    /// When it was retried (as a new delivery), if it was.
+    pub retried_at: Option<String>,
+}
+
+/// A page of dead letters, newest first.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeadLetterList {
+    pub dead_letters: Vec<DeadLetterItem>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// What a retry made.
+#[derive(Debug, Clone, Serialize)]
+pub struct Retried {
+    /// The new deliveries, one per dead letter retried.
+    pub delivery_ids: Vec<String>,
+    /// How many were retried.
+    pub retried: usize,
+}
+
+/// The most dead letters one `POST /v1/dead-letters/retry` takes; more answer a partial count
+/// and the caller repeats (already-retried ones are skipped, so a repeat is safe).
+pub const MAX_RETRY_BATCH: i64 = 1000;
+
+/// A list filter read and checked: every parameter at fault is reported at once.
+struct Checked {
+    filter: DeliveryFilter,
+    after: Option<(i64, String)>,
+    limit: i64,
+}
+
+fn check(query: &ListQuery) -> Result<Checked, ServiceError> {
+    let mut errors = Vec::new();
+    let mut filter = DeliveryFilter::default();
+    if let Some(status) = &query.status {
+        match DeliveryStatus::parse(status) {
+            Some(status) => filter.status = Some(status),
+            None => errors.push(FieldError::parameter(
+                "status",
+                "not a delivery status (queued, sending, sent, processed, dispatched, delivered, \
+                 failed, expired)",
+            )),
+        }
+    }
+    if let Some(channel) = &query.channel {
+        match channel.parse::<Channel>() {
+            Ok(channel) => filter.channel = Some(channel.as_str().to_string()),
+            Err(e) => errors.push(FieldError::parameter("channel", e.to_string())),
+        }
+    }
+    filter.connector = query.connector.clone();
+    let time = |name: &str, value: &Option<String>, errors: &mut Vec<FieldError>| {
+        value
+            .as_ref()
+            .and_then(|t| match chrono::DateTime::parse_from_rfc3339(t) {
+                Ok(t) => Some(t.timestamp_millis()),
+                Err(_) => {
+                    errors.push(FieldError::parameter(name, "not an RFC 3339 time"));
+                    None
+                }
+            })
+    };
+    filter.since = time("since", &query.since, &mut errors);
+    filter.until = time("until", &query.until, &mut errors);
+    let after = match query.cursor.as_deref().map(parse_cursor) {
+        None => None,
+        Some(Some(after)) => Some(after),
+        Some(None) => {
+            errors.push(FieldError::parameter("cursor", "not a cursor of this list"));
+            None
+        }
+    };
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        errors.push(FieldError::parameter("limit", "must be 1 to 1000"));
+    }
+    if errors.is_empty() {
+        Ok(Checked {
+            filter,
+            after,
+            limit,
+        })
+    } else {
+        Err(ServiceError::Invalid(errors))
+    }
+}
+
+/// `"<created_at ms>.<id>"`.
+fn parse_cursor(cursor: &str) -> Option<(i64, String)> {
+    let (at, id) = cursor.split_once('.')?;
+    let valid = !id.is_empty()
+        && id.len() <= 64
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    valid.then_some((at.parse().ok()?, id.to_string()))
+}
+
+fn cursor_after(len: usize, limit: i64, last: Option<(i64, &str)>) -> Option<String> {
+    if i64::try_from(len).unwrap_or(i64::MAX) < limit {
+        return None;
+    }
+    last.map(|(at, id)| format!("{at}.{id}"))
+}
+
+fn delivery_item(row: DeliveryRow) -> DeliveryItem {
+    DeliveryItem {
+        created_at: rfc3339(row.created_at),
+        updated_at: rfc3339(row.updated_at),
+        id: row.id,
+        message_id: row.message_id,
+        channel: row.channel,
+        recipient: row.recipient,
+        status: row.status,
+        attempts: row.attempts,
+        connector: row.connector,
+        provider_ref: row.provider_ref,
+        reason: row.reason,
+    }
+}
+
+fn dead_letter_item(row: DeadLetterRow) -> DeadLetterItem {
+    DeadLetterItem {
+        created_at: rfc3339(row.created_at),
+        retried_at: row.requeued_at.map(rfc3339),
+        delivery_id: row.delivery_id,
+        channel: row.channel,
+        attempts: row.attempts,
+        reason: row.reason,
+    }
 }
 
 impl Ops {
@@ -42,6 +241,147 @@ impl Ops {
         Ok(DeliveryFigures {
             by_channel_and_status: self.store.deliveries().counts().await?,
             dead_letters: self.store.deliveries().dead_letter_count().await?,
+        })
+    }
+
+    /// `GET /v1/deliveries`: the organization's deliveries matching the query, newest first.
+    pub async fn deliveries(
+        &self,
+        organization_id: &str,
+        query: &ListQuery,
+    ) -> Result<DeliveryList, ServiceError> {
+        let Checked {
+            filter,
+            after,
+            limit,
+        } = check(query)?;
+        let rows = self
+            .store
+            .deliveries()
+            .page(organization_id, &filter, after, limit)
+            .await?;
+        let next_cursor = cursor_after(
+            rows.len(),
+            limit,
+            rows.last().map(|r| (r.created_at, r.id.as_str())),
+        );
+        Ok(DeliveryList {
+            deliveries: rows.into_iter().map(delivery_item).collect(),
+            next_cursor,
+        })
+    }
+
+    /// `GET /v1/dead-letters`: the organization's dead letters, newest first (not yet
+    /// retried, unless `include_retried`).
+    pub async fn dead_letters(
+        &self,
+        organization_id: &str,
+        query: &ListQuery,
+    ) -> Result<DeadLetterList, ServiceError> {
+        let Checked {
+            filter,
+            after,
+            limit,
+        } = check(query)?;
+        let rows = self
+            .store
+            .deliveries()
+            .dead_letter_page(
+                organization_id,
+                &filter,
+                query.include_retried,
+                after,
+                limit,
+            )
+            .await?;
+        let next_cursor = cursor_after(
+            rows.len(),
+            limit,
+            rows.last().map(|r| (r.created_at, r.delivery_id.as_str())),
+        );
+        Ok(DeadLetterList {
+            dead_letters: rows.into_iter().map(dead_letter_item).collect(),
+            next_cursor,
+        })
+    }
+
+    /// `POST /v1/dead-letters/{delivery_id}/retry`: one dead letter of the organization sent
+    /// again, as a new delivery of the same message to the same recipient (409
+    /// `dead_letter_retried` the second time).
+    pub async fn retry_dead_letter(
+        &self,
+        organization_id: &str,
+        delivery_id: &str,
+    ) -> Result<Retried, ServiceError> {
+        match self.store.deliveries().get(delivery_id).await {
+            Ok(row) if row.organization_id == organization_id => {}
+            Ok(_) | Err(StoreError::NotFound) => return Err(ServiceError::NotFound("dead letter")),
+            Err(e) => return Err(e.into()),
+        }
+        let (new_id, channel) = match self
+            .store
+            .deliveries()
+            .requeue_dead_letter(delivery_id)
+            .await
+        {
+            Ok(made) => made,
+            Err(StoreError::Conflict(_)) => {
+                return Err(ServiceError::Refused {
+                    refusal: Refusal::DeadLetterRetried,
+                    detail: format!(
+                        "{delivery_id} is not a dead letter waiting for a retry (retried already, \
+                         or it did not fail)"
+                    ),
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        self.group.enqueue(vec![(channel, new_id.clone())]).await;
+        Ok(Retried {
+            delivery_ids: vec![new_id],
+            retried: 1,
+        })
+    }
+
+    /// `POST /v1/dead-letters/retry`: every dead letter of the organization matching the
+    /// filter that was not retried yet, up to [`MAX_RETRY_BATCH`]. Repeating it is safe: what
+    /// was retried is not retried again.
+    pub async fn retry_dead_letters(
+        &self,
+        organization_id: &str,
+        query: &ListQuery,
+    ) -> Result<Retried, ServiceError> {
+        let Checked { filter, .. } = check(query)?;
+        let rows = self
+            .store
+            .deliveries()
+            .dead_letter_page(organization_id, &filter, false, None, MAX_RETRY_BATCH)
+            .await?;
+        let mut made = Vec::new();
+        for row in rows {
+            match self
+                .store
+                .deliveries()
+                .requeue_dead_letter(&row.delivery_id)
+                .await
+            {
+                Ok(new) => made.push(new),
+                // Retried meanwhile (by another caller): skipped.
+                Err(StoreError::Conflict(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let delivery_ids: Vec<String> = made.iter().map(|(id, _)| id.clone()).collect();
+        self.group
+            .enqueue(
+                made.into_iter()
+                    .map(|(id, channel)| (channel, id))
+                    .collect(),
+            )
+            .await;
+        Ok(Retried {
+            retried: delivery_ids.len(),
+            delivery_ids,
         })
     }
 

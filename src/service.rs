@@ -86,6 +86,8 @@ pub enum Refusal {
     InboundWrongState,
     /// The organization has as many reminder rules as it may.
     ReminderRuleLimit,
+    /// The dead letter was retried already (a retry is a new delivery, made once).
+    DeadLetterRetried,
 }
 
 /// Why a service did not do what it was asked.

@@ -11,6 +11,7 @@ mod app_events;
 mod appointments;
 mod attachments;
 mod auth;
+mod deliveries;
 mod events;
 mod guard;
 mod health;
@@ -134,6 +135,13 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/v1/webhook-endpoints/{id}/deliveries/{delivery_id}/retry",
             post(webhooks::retry),
+        )
+        .route("/v1/deliveries", get(deliveries::list))
+        .route("/v1/dead-letters", get(deliveries::dead_letters))
+        .route("/v1/dead-letters/retry", post(deliveries::retry_all))
+        .route(
+            "/v1/dead-letters/{delivery_id}/retry",
+            post(deliveries::retry),
         )
         .route("/v1/inbound", get(inbound::list))
         .route("/v1/direct/quarantine", get(inbound::direct_quarantine))

@@ -47,6 +47,7 @@ pub enum ProblemType {
     InboundAlreadyFiled,
     /// 409: the inbound item is not in a state the decision applies to.
     InboundWrongState,
+    DeadLetterRetried,
     /// 413: the body is over `server.max_body_bytes`, or an attachment over a `[limits]`
     /// size (`errors` point at it: `/attachments/0`).
     PayloadTooLarge,
@@ -70,7 +71,7 @@ pub enum ProblemType {
 
 impl ProblemType {
     /// Every problem type, for documentation and tests.
-    pub const ALL: [ProblemType; 23] = [
+    pub const ALL: [ProblemType; 24] = [
         ProblemType::MalformedJson,
         ProblemType::InvalidBody,
         ProblemType::InvalidParameter,
@@ -85,6 +86,7 @@ impl ProblemType {
         ProblemType::IdempotencyKeyReused,
         ProblemType::InboundAlreadyFiled,
         ProblemType::InboundWrongState,
+        ProblemType::DeadLetterRetried,
         ProblemType::PayloadTooLarge,
         ProblemType::UnsupportedMediaType,
         ProblemType::ValidationFailed,
@@ -113,6 +115,7 @@ impl ProblemType {
             ProblemType::IdempotencyKeyReused => "idempotency_key_reused",
             ProblemType::InboundAlreadyFiled => "inbound_already_filed",
             ProblemType::InboundWrongState => "inbound_wrong_state",
+            ProblemType::DeadLetterRetried => "dead_letter_retried",
             ProblemType::PayloadTooLarge => "payload_too_large",
             ProblemType::UnsupportedMediaType => "unsupported_media_type",
             ProblemType::ValidationFailed => "validation_failed",
@@ -141,7 +144,8 @@ impl ProblemType {
             ProblemType::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ProblemType::IdempotencyKeyReused
             | ProblemType::InboundAlreadyFiled
-            | ProblemType::InboundWrongState => StatusCode::CONFLICT,
+            | ProblemType::InboundWrongState
+            | ProblemType::DeadLetterRetried => StatusCode::CONFLICT,
             ProblemType::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProblemType::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ProblemType::ValidationFailed
@@ -171,6 +175,7 @@ impl ProblemType {
             ProblemType::IdempotencyKeyReused => "Idempotency key reused",
             ProblemType::InboundAlreadyFiled => "Inbound item already filed",
             ProblemType::InboundWrongState => "Inbound item not in that state",
+            ProblemType::DeadLetterRetried => "Dead letter already retried",
             ProblemType::PayloadTooLarge => "Payload too large",
             ProblemType::UnsupportedMediaType => "Unsupported media type",
             ProblemType::ValidationFailed => "Validation failed",
@@ -375,6 +380,7 @@ impl From<ServiceError> for Problem {
                     Refusal::InboundAlreadyFiled => ProblemType::InboundAlreadyFiled,
                     Refusal::InboundWrongState => ProblemType::InboundWrongState,
                     Refusal::ReminderRuleLimit => ProblemType::ReminderRuleLimit,
+                    Refusal::DeadLetterRetried => ProblemType::DeadLetterRetried,
                 },
                 detail,
             ),

@@ -503,7 +503,86 @@ fn status_payload(row: &DeliveryRow, status: DeliveryStatus) -> String {
     .to_string()
 }
 
+/// What an operator lists deliveries or dead letters by; every part optional.
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryFilter {
+    pub status: Option<DeliveryStatus>,
+    pub channel: Option<String>,
+    pub connector: Option<String>,
+    /// Created at or after (unix ms).
+    pub since: Option<i64>,
+    /// Created before (unix ms).
+    pub until: Option<i64>,
+}
+
 impl Deliveries<'_> {
+    /// A page of the organization's deliveries matching `filter`, newest first, after the
+    /// keyset `after` (`(created_at, id)` of the previous page's last row).
+    pub async fn page(
+        self,
+        organization_id: &str,
+        filter: &DeliveryFilter,
+        after: Option<(i64, String)>,
+        limit: i64,
+    ) -> Result<Vec<DeliveryRow>> {
+        let (after_at, after_id) = after.map_or((None, None), |(at, id)| (Some(at), Some(id)));
+        let sql = concat!(
+            "SELECT ",
+            delivery_columns!(),
+            " FROM deliveries WHERE organization_id = $1
+               AND ($2 IS NULL OR status = $2) AND ($3 IS NULL OR channel = $3)
+               AND ($4 IS NULL OR connector = $4)
+               AND created_at >= $5 AND created_at < $6
+               AND ($7 IS NULL OR created_at < $7 OR (created_at = $7 AND id < $8))
+             ORDER BY created_at DESC, id DESC LIMIT $9"
+        );
+        Ok(on_db!(self.db(), |pool| sqlx::query_as(sql)
+            .bind(organization_id)
+            .bind(filter.status.map(|s| s.as_str()))
+            .bind(filter.channel.as_deref())
+            .bind(filter.connector.as_deref())
+            .bind(filter.since.unwrap_or(0))
+            .bind(filter.until.unwrap_or(i64::MAX))
+            .bind(after_at)
+            .bind(after_id.as_deref())
+            .bind(limit)
+            .fetch_all(pool)
+            .await)?)
+    }
+
+    /// A page of the organization's dead letters (newest first; requeued ones too when
+    /// `include_requeued`), after the keyset `after` (`(created_at, delivery_id)`).
+    pub async fn dead_letter_page(
+        self,
+        organization_id: &str,
+        filter: &DeliveryFilter,
+        include_requeued: bool,
+        after: Option<(i64, String)>,
+        limit: i64,
+    ) -> Result<Vec<DeadLetterRow>> {
+        let (after_at, after_id) = after.map_or((None, None), |(at, id)| (Some(at), Some(id)));
+        Ok(on_db!(self.db(), |pool| {
+            sqlx::query_as(
+            "SELECT delivery_id, organization_id, channel, attempts, reason, created_at, requeued_at
+             FROM dead_letters WHERE organization_id = $1
+               AND ($2 IS NULL OR channel = $2) AND ($3 OR requeued_at IS NULL)
+               AND created_at >= $4 AND created_at < $5
+               AND ($6 IS NULL OR created_at < $6 OR (created_at = $6 AND delivery_id < $7))
+             ORDER BY created_at DESC, delivery_id DESC LIMIT $8"
+        )
+        .bind(organization_id)
+        .bind(filter.channel.as_deref())
+        .bind(include_requeued)
+        .bind(filter.since.unwrap_or(0))
+        .bind(filter.until.unwrap_or(i64::MAX))
+        .bind(after_at)
+        .bind(after_id.as_deref())
+        .bind(limit)
+        .fetch_all(pool)
+        .await
+        })?)
+    }
+
     /// How many deliveries are in `status`, all organizations (benchmarks wait on it).
     pub async fn count_in(self, status: DeliveryStatus) -> Result<i64> {
         Ok(on_db!(self.db(), |pool| sqlx::query_scalar(

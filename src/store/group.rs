@@ -121,6 +121,8 @@ pub struct GroupCommit {
     accept: Batcher<AcceptItem, AcceptOutcome>,
     claim: Batcher<(String, i64), Option<Claimed>>,
     update: Batcher<(String, DeliveryUpdate), bool>,
+    /// What enqueues deliveries once committed (none in tools that only write).
+    after_accept: Option<Arc<dyn AfterAccept>>,
 }
 
 impl GroupCommit {
@@ -129,8 +131,9 @@ impl GroupCommit {
     pub fn start(store: &Store, after_accept: Option<Arc<dyn AfterAccept>>) -> Self {
         let flushers = store.db.flushers();
         let s = store.clone();
+        let hook = after_accept.clone();
         let accept = Batcher::spawn(flushers, move |items: Vec<AcceptItem>| {
-            let (s, after_accept) = (s.clone(), after_accept.clone());
+            let (s, after_accept) = (s.clone(), hook.clone());
             async move {
                 let outcomes = s.messages().accept_many(&items).await?;
                 if let Some(hook) = after_accept {
@@ -177,20 +180,31 @@ impl GroupCommit {
             accept,
             claim,
             update,
+            after_accept,
         }
     }
 
-    /// [`Store::accept_messages`], grouped.
+    /// Enqueues `(channel, delivery id)` of deliveries committed outside [`Self::accept`] (a
+    /// dead letter retried), as accepted ones are. Without a hook the sweeper picks them up.
+    pub async fn enqueue(&self, deliveries: Vec<(String, String)>) {
+        if let Some(hook) = &self.after_accept
+            && !deliveries.is_empty()
+        {
+            hook.enqueue(deliveries).await;
+        }
+    }
+
+    /// [`Messages::accept_many`](super::Messages::accept_many), grouped.
     pub async fn accept(&self, item: AcceptItem) -> Result<AcceptOutcome> {
         self.accept.call(item).await
     }
 
-    /// [`Store::claim_deliveries`] for one delivery with a lease of `lease_ms`, grouped.
+    /// [`Deliveries::claim_many`](super::Deliveries::claim_many) for one delivery with a lease of `lease_ms`, grouped.
     pub async fn claim(&self, delivery_id: &str, lease_ms: i64) -> Result<Option<Claimed>> {
         self.claim.call((delivery_id.to_string(), lease_ms)).await
     }
 
-    /// [`Store::update_deliveries`] for one report, grouped.
+    /// [`Deliveries::update_many`](super::Deliveries::update_many) for one report, grouped.
     pub async fn update(&self, delivery_id: &str, update: DeliveryUpdate) -> Result<bool> {
         self.update.call((delivery_id.to_string(), update)).await
     }

@@ -36,6 +36,7 @@ mod messages;
 mod organizations;
 mod patients;
 mod reminders;
+mod retention;
 mod rows;
 mod staff;
 mod touch_batch;
@@ -56,7 +57,7 @@ pub use attachments::{AttachmentBlob, AttachmentRow, NewAttachment};
 pub use audit::AuditEntry;
 pub use campaigns::{CampaignCounts, CampaignRow, CohortRow};
 pub use consents::ConsentChange;
-pub use deliveries::{Claimed, DeliveryUpdate, SweepItem};
+pub use deliveries::{Claimed, DeliveryFilter, DeliveryUpdate, SweepItem};
 pub use direct_inbound::Quarantine as DirectQuarantine;
 pub use direct_mdns::{MdnRow, NewMdnRow};
 pub use events::{EventCursor, EventPage};
@@ -70,6 +71,7 @@ pub use matching::PatientDemographics;
 pub use messages::{AcceptItem, AcceptOutcome, NewDelivery, NewMessage};
 pub use patients::{ConsentInput, ContactPointInput, PatientInput};
 pub use reminders::{NewTouch, PlanRow, TouchRow};
+pub use retention::Prunable;
 pub use rows::*;
 pub use staff::{StaffInput, StaffRow};
 pub use touch_batch::{AcceptedTouch, TouchOutcome};
@@ -174,6 +176,8 @@ repositories! {
     received_faxes: ReceivedFaxes;
     /// Faxes out: provider records and the documents served to providers.
     faxes: Faxes;
+    /// Pruning what grows with traffic (the maintenance pass).
+    retention: Retention;
 }
 
 /// The store handle: cheap to clone.

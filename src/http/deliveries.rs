@@ -1,0 +1,57 @@
+//! The admin lists (`admin` scope): `GET /v1/deliveries?status=&channel=&connector=&since=
+//! &until=&cursor=&limit=` and `GET /v1/dead-letters?channel=&since=&until=&include_retried=`,
+//! newest first with keyset cursors; `POST /v1/dead-letters/{delivery_id}/retry` and
+//! `POST /v1/dead-letters/retry` (a body of the same filters: every matching dead letter not
+//! yet retried). Wire types: `crate::ops`.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use tracing::instrument;
+
+use super::auth::Org;
+use super::json::{ApiJson, ApiQuery};
+use super::{AppState, Problem};
+use crate::ops::{DeadLetterList, DeliveryList, ListQuery, Retried};
+
+/// `GET /v1/deliveries`
+#[instrument(skip_all, fields(organization_id = %org))]
+pub async fn list(
+    State(state): State<AppState>,
+    Org(org): Org,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<Json<DeliveryList>, Problem> {
+    Ok(Json(state.app.ops.deliveries(&org, &query).await?))
+}
+
+/// `GET /v1/dead-letters`
+#[instrument(skip_all, fields(organization_id = %org))]
+pub async fn dead_letters(
+    State(state): State<AppState>,
+    Org(org): Org,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<Json<DeadLetterList>, Problem> {
+    Ok(Json(state.app.ops.dead_letters(&org, &query).await?))
+}
+
+/// `POST /v1/dead-letters/{delivery_id}/retry`
+#[instrument(skip_all, fields(organization_id = %org, delivery_id = %delivery_id))]
+pub async fn retry(
+    State(state): State<AppState>,
+    Org(org): Org,
+    Path(delivery_id): Path<String>,
+) -> Result<(StatusCode, Json<Retried>), Problem> {
+    let retried = state.app.ops.retry_dead_letter(&org, &delivery_id).await?;
+    Ok((StatusCode::ACCEPTED, Json(retried)))
+}
+
+/// `POST /v1/dead-letters/retry`
+#[instrument(skip_all, fields(organization_id = %org))]
+pub async fn retry_all(
+    State(state): State<AppState>,
+    Org(org): Org,
+    ApiJson(filter): ApiJson<ListQuery>,
+) -> Result<(StatusCode, Json<Retried>), Problem> {
+    let retried = state.app.ops.retry_dead_letters(&org, &filter).await?;
+    Ok((StatusCode::ACCEPTED, Json(retried)))
+}
