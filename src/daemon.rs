@@ -466,12 +466,31 @@ pub async fn start(config: Config) -> Result<Daemon, DaemonError> {
 
     let tenancy = Arc::new(crate::tenancy::Tenancy::from_config(&core.config)?);
     let direct_tenancy = tenancy.clone();
+    let fax_inbound = crate::inbound::fax::FaxInbound::new(
+        crate::intake::Intake {
+            store: core.store.clone(),
+            keyring: core.keyring.clone(),
+            config: core.config.clone(),
+        },
+        tenancy.clone(),
+        connectors.clone(),
+    )
+    .map_err(|e| DaemonError::Config(ConfigError::Invalid(format!("fax_inbound: {e}"))))?;
+    let fax_job = connectors
+        .http_connectors()
+        .iter()
+        .any(|c| c.is_fax())
+        .then(|| {
+            let job = fax_inbound.clone();
+            supervisor.spawn("fax-inbound", move |stop| job.clone().run(stop))
+        });
     let mut state = AppState::new(
         core.app(templates.clone(), tenancy),
         connectors.clone(),
         core.config.clone(),
     );
     state.tasks = supervisor.metrics.clone();
+    state.fax_inbound = Some(fax_inbound);
     state.app.events.closing = shutdown.child_token();
     if let Some(secret) = &core.config.server.metrics_token {
         let token = secret.read()?;
@@ -605,7 +624,7 @@ pub async fn start(config: Config) -> Result<Daemon, DaemonError> {
         let _ = sweeper.await;
         let _ = reconciler.await;
         let _ = notifier.await;
-        for task in [events_listener, webhooks, app_listen]
+        for task in [events_listener, webhooks, app_listen, fax_job]
             .into_iter()
             .flatten()
         {

@@ -191,7 +191,43 @@ pub struct Inbound {
     pub id: String,
     pub from: String,
     pub to: String,
+    /// The text (SMS); faxes have none.
+    #[serde(default)]
     pub body: String,
+    /// Fax: the multipart file part holding the document as posted (Phaxio `file`).
+    #[serde(default)]
+    pub document: Option<String>,
+    /// Fax: where a temporary URL of the document is (Telnyx `/data/payload/media_url`),
+    /// downloaded by the inbound job — https only, from `media_hosts` only, no redirects.
+    #[serde(default)]
+    pub media_url: Option<String>,
+    /// Hosts the document may be downloaded from: a name, or `*.suffix` for any name under it.
+    #[serde(default)]
+    pub media_hosts: Vec<String>,
+    /// Fax: asks the provider for a fresh `media_url` once the one given expired (Telnyx
+    /// `POST /v2/faxes/{id}/actions/refresh`); the new URL is then read with `[query]`'s URL
+    /// at `refreshed_media_url`.
+    #[serde(default)]
+    pub refresh_url: Option<String>,
+    #[serde(default)]
+    pub refreshed_media_url: Option<String>,
+    /// Fax: the page count.
+    #[serde(default)]
+    pub pages: Option<String>,
+    /// Fax: a location holding `true` when only part of the fax arrived (Telnyx
+    /// `partial_content`).
+    #[serde(default)]
+    pub partial: Option<String>,
+    /// Fax: the provider's status, and which of its values mean a partial fax (Phaxio
+    /// `partialsuccess`).
+    #[serde(default)]
+    pub status: Option<String>,
+    #[serde(default)]
+    pub partial_statuses: Vec<String>,
+    /// The provider's id of this webhook event (Telnyx `/data/id`): stored, a replay is
+    /// answered and ignored.
+    #[serde(default)]
+    pub event_id: Option<String>,
     /// Form field prefix of media URLs (`MediaUrl` → `MediaUrl0`, `MediaUrl1`, ...) or a JSON
     /// pointer to an array of objects with `url`.
     #[serde(default)]

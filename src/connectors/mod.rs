@@ -71,6 +71,24 @@ pub struct InboundMessage {
     pub media: Vec<String>,
 }
 
+/// An inbound fax read from a webhook (the document itself is posted, or at `media_url`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboundFaxEvent {
+    /// The provider's fax id.
+    pub provider_ref: String,
+    /// The webhook event's id, when the provider numbers events.
+    pub event_id: Option<String>,
+    pub from: String,
+    pub to: String,
+    pub pages: Option<i64>,
+    pub partial: bool,
+    pub provider_status: Option<String>,
+    /// A temporary URL to download the document from (not fetched here).
+    pub media_url: Option<String>,
+    /// Which file part of the multipart body holds the document.
+    pub document_part: Option<String>,
+}
+
 /// Why a webhook was not taken.
 #[derive(Debug, thiserror::Error)]
 pub enum WebhookError {
@@ -160,6 +178,13 @@ impl HttpConnector {
         }
         if let Some(query) = &manifest.query {
             add("query.url".into(), &query.url)?;
+        }
+        if let Some(refresh) = manifest
+            .inbound
+            .as_ref()
+            .and_then(|i| i.refresh_url.as_ref())
+        {
+            add("inbound.refresh_url".into(), refresh)?;
         }
         if let Some(inbound) = &manifest.inbound {
             if let Some(reply) = &inbound.reply {
@@ -570,6 +595,133 @@ impl HttpConnector {
                 .unwrap_or_default(),
             from,
         }))
+    }
+
+    /// Whether this connector carries faxes (its inbound webhooks are faxes).
+    pub fn is_fax(&self) -> bool {
+        self.manifest.channel == crate::domain::Channel::Fax
+    }
+
+    /// Reads an inbound fax. `Ok(None)` for events that are not received faxes.
+    pub fn read_fax(&self, payload: &Payload) -> Result<Option<InboundFaxEvent>, WebhookError> {
+        let spec = self
+            .manifest
+            .inbound
+            .as_ref()
+            .ok_or(WebhookError::NotSupported("inbound"))?;
+        if let Some((location, wanted)) = &spec.only_when
+            && payload.get(location).as_deref() != Some(wanted.as_str())
+        {
+            return Ok(None);
+        }
+        let required = |location: &str, what: &str| {
+            payload
+                .get(location)
+                .ok_or_else(|| WebhookError::Malformed(format!("no {what} at {location}")))
+        };
+        let provider_ref = required(&spec.id, "fax id")?;
+        let from = payload.get(&spec.from).unwrap_or_default();
+        let to = required(&spec.to, "number it was sent to")?;
+        let provider_status = spec.status.as_deref().and_then(|s| payload.get(s));
+        let partial = spec
+            .partial
+            .as_deref()
+            .and_then(|p| payload.get(p))
+            .is_some_and(|v| v == "true")
+            || provider_status
+                .as_deref()
+                .is_some_and(|s| spec.partial_statuses.iter().any(|p| p == s));
+        let event = InboundFaxEvent {
+            provider_ref,
+            event_id: spec.event_id.as_deref().and_then(|p| payload.get(p)),
+            from,
+            to,
+            pages: spec
+                .pages
+                .as_deref()
+                .and_then(|p| payload.get(p))
+                .and_then(|p| p.parse().ok()),
+            partial,
+            provider_status,
+            media_url: spec.media_url.as_deref().and_then(|p| payload.get(p)),
+            document_part: spec.document.clone(),
+        };
+        if event.media_url.is_none()
+            && !event
+                .document_part
+                .as_deref()
+                .is_some_and(|part| payload.files().iter().any(|f| f.name == part))
+        {
+            return Err(WebhookError::Malformed(
+                "the fax has neither a document part nor a media URL".into(),
+            ));
+        }
+        Ok(Some(event))
+    }
+
+    /// Whether the manifest lists `host` among the hosts fax media may come from.
+    pub fn media_host_listed(&self, host: &str) -> bool {
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        self.manifest.inbound.as_ref().is_some_and(|spec| {
+            spec.media_hosts.iter().any(|listed| {
+                let listed = listed.trim_end_matches('.').to_ascii_lowercase();
+                match listed.strip_prefix("*.") {
+                    Some(suffix) => host.ends_with(&format!(".{suffix}")),
+                    None => host == listed,
+                }
+            })
+        })
+    }
+
+    /// Asks the provider for a fresh media URL of a received fax whose URL expired: the
+    /// manifest's `refresh_url`, then its `[query]` URL read at `refreshed_media_url`.
+    /// `Ok(None)` when the manifest says nothing of refreshing.
+    pub async fn refresh_media(&self, provider_ref: &str) -> Result<Option<String>, ChannelError> {
+        let Some(spec) = self.manifest.inbound.as_ref() else {
+            return Ok(None);
+        };
+        if spec.refresh_url.is_none() {
+            return Ok(None);
+        }
+        let context = self.context("", "", "", provider_ref, "", "");
+        let url = self.render("inbound.refresh_url", &context)?;
+        let response = self
+            .request("POST", &url, &context)
+            .await?
+            .send()
+            .await
+            .map_err(|e| ChannelError::Transient(transport_error(&e)))?;
+        if !response.status().is_success() {
+            return Err(ChannelError::Transient(format!(
+                "{}: media refresh HTTP {}",
+                self.name,
+                response.status().as_u16()
+            )));
+        }
+        let (Some(query), Some(pointer)) = (&self.manifest.query, &spec.refreshed_media_url) else {
+            return Ok(None);
+        };
+        let url = self.render("query.url", &context)?;
+        let response = self
+            .request(&query.method, &url, &context)
+            .await?
+            .send()
+            .await
+            .map_err(|e| ChannelError::Transient(transport_error(&e)))?;
+        if !response.status().is_success() {
+            return Err(ChannelError::Transient(format!(
+                "{}: fax lookup HTTP {}",
+                self.name,
+                response.status().as_u16()
+            )));
+        }
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| ChannelError::Transient(transport_error(&e)))?;
+        let payload = Payload::parse(Encoding::Json, &bytes)
+            .map_err(|e| ChannelError::Transient(e.to_string()))?;
+        Ok(payload.get(pointer))
     }
 
     /// The webhook answer: `(content type, body)`, carrying `reply` when the manifest can (TwiML).

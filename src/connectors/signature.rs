@@ -471,4 +471,27 @@ mod tests {
             vec!["https://a.example/x", "https://a.example:443/x"]
         );
     }
+
+    /// A known answer computed outside this code (Python's `hmac`/`hashlib`, the way
+    /// django-phaxio's `validate_signature` builds it): token `tok`, fields given b then a
+    /// (signed sorted), the file part `file` holding `%PDF-1.4`.
+    #[test]
+    fn phaxio_known_answer_and_tampering() {
+        let url = "https://gw.example.org/hooks/phaxio/inbound";
+        let fields = vec![
+            ("b".to_string(), "2".to_string()),
+            ("a".to_string(), "1".to_string()),
+        ];
+        let files = vec![("file".to_string(), b"%PDF-1.4".to_vec())];
+        let sig = phaxio_signature("tok", url, &fields, &files).unwrap();
+        assert_eq!(sig, "49245bffaa3a6d1a4fdf3419008b77aa7836b087");
+        let other = vec![("file".to_string(), b"%PDF-1.5".to_vec())];
+        assert_ne!(phaxio_signature("tok", url, &fields, &other).unwrap(), sig);
+        let wrong_url = format!("{url}/");
+        assert_ne!(
+            phaxio_signature("tok", &wrong_url, &fields, &files).unwrap(),
+            sig
+        );
+        assert_ne!(phaxio_signature("tak", url, &fields, &files).unwrap(), sig);
+    }
 }

@@ -55,6 +55,20 @@ fn unreadable(error: impl std::fmt::Display) -> Problem {
     Problem::new(ProblemType::InvalidWebhookPayload, error.to_string())
 }
 
+/// Reads the body as the manifest says it comes: form, JSON or `multipart/form-data` (its
+/// boundary from the request's `Content-Type`).
+fn payload(
+    connector: &HttpConnector,
+    kind: &'static str,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Payload, Problem> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|h| h.to_str().ok());
+    Payload::parse_typed(connector.webhook_encoding(kind), content_type, body).map_err(unreadable)
+}
+
 /// Verifies the signature; on failure records an audit event and answers 403.
 async fn verified(
     state: &AppState,
@@ -64,11 +78,7 @@ async fn verified(
     uri: &Uri,
     body: &Bytes,
 ) -> Result<Payload, Problem> {
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok());
-    let payload = Payload::parse_typed(connector.webhook_encoding(kind), content_type, body)
-        .map_err(unreadable)?;
+    let payload = payload(connector, kind, headers, body)?;
     let url = called_url(connector, headers, uri);
     let header = |name: &str| {
         headers
@@ -139,6 +149,9 @@ pub async fn inbound(
 ) -> Result<Response, Problem> {
     let connector = connector(&state, &name)?;
     let payload = verified(&state, &connector, "inbound", &headers, &uri, &body).await?;
+    if connector.is_fax() {
+        return fax(&state, &connector, &payload).await;
+    }
     let Some(message) = connector.read_inbound(&payload).map_err(unreadable)? else {
         return Ok(answer(&connector, None));
     };
@@ -161,6 +174,39 @@ pub async fn inbound(
         .receive_from_provider(&sms, connector.organization(), answering)
         .await?;
     Ok(answer(&connector, reply.as_deref()))
+}
+
+/// A received fax: recorded sealed (once per provider fax id) before the provider is
+/// answered 200; the `fax-inbound` job downloads, routes and files it.
+async fn fax(
+    state: &AppState,
+    connector: &HttpConnector,
+    payload: &Payload,
+) -> Result<Response, Problem> {
+    let Some(event) = connector.read_fax(payload).map_err(unreadable)? else {
+        return Ok(StatusCode::OK.into_response());
+    };
+    let Some(service) = &state.fax_inbound else {
+        warn!("a fax webhook arrived, but this process does not take received faxes");
+        return Err(Problem::internal());
+    };
+    let document = event.document_part.as_deref().and_then(|part| {
+        payload
+            .files()
+            .iter()
+            .rev()
+            .find(|f| f.name == part)
+            .map(|f| (f.content_type.clone(), f.data.as_ref()))
+    });
+    let receipt = service
+        .record(connector, &event, document)
+        .await
+        .map_err(|e| {
+            warn!(error = %e, "received fax not recorded");
+            Problem::internal()
+        })?;
+    tracing::info!(fax_id = %receipt.id, fresh = receipt.fresh, "received fax recorded");
+    Ok(StatusCode::OK.into_response())
 }
 
 fn answer(connector: &HttpConnector, reply: Option<&str>) -> Response {

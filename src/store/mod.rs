@@ -25,6 +25,7 @@ mod direct_inbound;
 mod direct_mdns;
 mod events;
 mod fax;
+mod fax_inbound;
 mod group;
 mod hl7;
 mod inbound;
@@ -60,6 +61,7 @@ pub use direct_inbound::Quarantine as DirectQuarantine;
 pub use direct_mdns::{MdnRow, NewMdnRow};
 pub use events::{EventCursor, EventPage};
 pub use fax::{FaxMediaRow, FaxRecordRow};
+pub use fax_inbound::{FaxInboundRow, NewFaxInbound};
 pub use group::{AfterAccept, GroupCommit};
 pub use hl7::{Hl7Arrival, Hl7Effects, Hl7Outcome, Hl7Row};
 pub use inbound::{FileInbound, InboundRow, NewInbound, NewOrphan, OrphanRow};
@@ -170,6 +172,8 @@ repositories! {
     webhooks: Webhooks;
     /// Faxes out: provider records and the documents served to providers.
     faxes: Faxes;
+    /// Received faxes' webhooks, waiting for the `fax-inbound` job (`fax_inbound`).
+    received_faxes: ReceivedFaxes;
 }
 
 /// The store handle: cheap to clone.
