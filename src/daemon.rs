@@ -578,6 +578,15 @@ pub async fn start(config: Config) -> Result<Daemon, DaemonError> {
         })
     };
 
+    let retention = {
+        let retention = crate::retention::Retention::new(
+            core.store.clone(),
+            core.config.retention.clone(),
+            format!("{}:{}", core.config.node_id(), ulid::Ulid::new()),
+        );
+        supervisor.spawn("retention", move |stop| retention.clone().run(stop))
+    };
+
     let reconciler = {
         let (store, connectors, config) =
             (core.store.clone(), connectors.clone(), core.config.clone());
@@ -623,6 +632,7 @@ pub async fn start(config: Config) -> Result<Daemon, DaemonError> {
         let worker_result = workers.await;
         let _ = sweeper.await;
         let _ = reconciler.await;
+        let _ = retention.await;
         let _ = notifier.await;
         for task in [events_listener, webhooks, app_listen, fax_job]
             .into_iter()

@@ -42,6 +42,7 @@ pub mod queue;
 pub mod ratelimit;
 pub mod reach;
 pub mod reminders;
+pub mod retention;
 pub mod service;
 pub mod staff;
 pub mod store;

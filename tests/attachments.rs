@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use base64::Engine;
 use common::mail::{received, start_sink};
-use common::pki::{Pki, openssl};
+use common::pki::Pki;
+use common::smime::openssl_open;
 use common::wait::wait_until;
 use common::{Backend, TestDaemon, TestDb};
 use mail_parser::{MessageParser, MimeHeaders};
@@ -545,44 +546,6 @@ fn direct_config(db: &TestDb, pki: &Pki, smtp_port: u16) -> Config {
     config
 }
 
-/// `openssl cms -decrypt` then `-verify`: the signed entity as another S/MIME stack reads it.
-fn openssl_open(pki: &Pki, raw: &[u8]) -> Vec<u8> {
-    let dir = tempfile::tempdir().expect("tmp");
-    std::fs::write(dir.path().join("in.eml"), raw).expect("write");
-    let path = |f: &str| pki.path(f).display().to_string();
-    openssl(
-        dir.path(),
-        &[
-            "cms",
-            "-decrypt",
-            "-in",
-            "in.eml",
-            "-recip",
-            &path("doc.pem"),
-            "-inkey",
-            &path("doc.key"),
-            "-out",
-            "signed.eml",
-        ],
-    );
-    openssl(
-        dir.path(),
-        &[
-            "cms",
-            "-verify",
-            "-in",
-            "signed.eml",
-            "-CAfile",
-            &path("ca.pem"),
-            "-purpose",
-            "smimesign",
-            "-out",
-            "inner.eml",
-        ],
-    );
-    std::fs::read(dir.path().join("inner.eml")).expect("inner")
-}
-
 async fn direct_carries_attachments_in_the_signed_entity(backend: Backend) {
     let db = TestDb::new(backend).await;
     let pki = Pki::new();
@@ -614,7 +577,7 @@ async fn direct_carries_attachments_in_the_signed_entity(backend: Backend) {
     let raw = &got[0].1;
     assert!(!contains(raw, b"direct-marker"), "attachment in clear text");
     assert!(!contains(raw, b"ClinicalDocument"), "C-CDA in clear text");
-    let inner = openssl_open(&pki, raw);
+    let inner = openssl_open(&pki, "doc", raw);
     // The verified entity is the message/rfc822 wrapper; its message holds the parts.
     let outer = MessageParser::default().parse(&inner).expect("parses");
     let message = match outer.attachment(0).and_then(|p| p.message()) {

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use common::mail::{Dovecot, received, start_sink};
 use common::pki::{Pki, openssl};
 use common::ports::{Reserved, free_port};
+use common::smime::openssl_open_text;
 use common::{Backend, TestDaemon, TestDb};
 use serde_json::{Value, json};
 use switchboard::config::{Config, ConnectorConfig};
@@ -241,48 +242,6 @@ fn openssl_mdn(pki: &Pki, message_id: &str) -> String {
     std::fs::read_to_string(dir.path().join("mdn.eml")).expect("mdn")
 }
 
-/// `openssl cms -decrypt | openssl cms -verify`: the message as another S/MIME stack reads it.
-fn openssl_open(pki: &Pki, raw: &[u8]) -> String {
-    openssl_open_as(pki, "doc", raw)
-}
-
-/// [`openssl_open`] with the key of `recipient`.
-fn openssl_open_as(pki: &Pki, recipient: &str, raw: &[u8]) -> String {
-    let dir = tempfile::tempdir().expect("tmp");
-    std::fs::write(dir.path().join("in.eml"), raw).expect("write");
-    openssl(
-        dir.path(),
-        &[
-            "cms",
-            "-decrypt",
-            "-in",
-            "in.eml",
-            "-recip",
-            &pki.path(&format!("{recipient}.pem")).display().to_string(),
-            "-inkey",
-            &pki.path(&format!("{recipient}.key")).display().to_string(),
-            "-out",
-            "signed.eml",
-        ],
-    );
-    openssl(
-        dir.path(),
-        &[
-            "cms",
-            "-verify",
-            "-in",
-            "signed.eml",
-            "-CAfile",
-            &pki.path("ca.pem").display().to_string(),
-            "-purpose",
-            "smimesign",
-            "-out",
-            "inner.eml",
-        ],
-    );
-    std::fs::read_to_string(dir.path().join("inner.eml")).expect("inner")
-}
-
 // ---------------------------------------------------------------- scenarios
 
 async fn mdns_walk_the_delivery(backend: Backend) {
@@ -330,7 +289,7 @@ async fn mdns_walk_the_delivery(backend: Backend) {
     assert!(text.contains("application/pkcs7-mime"));
     assert!(!text.contains("ClinicalDocument"), "C-CDA in clear text");
     // The openssl CLI decrypts with the recipient's key and verifies our signature.
-    let inner = openssl_open(&pki, raw);
+    let inner = openssl_open_text(&pki, "doc", raw);
     assert!(inner.contains("Content-Type: message/rfc822"), "{inner}");
     assert!(inner.contains("Subject: Referral"));
     assert!(inner.contains("filename=\"document.xml\""));
@@ -453,7 +412,7 @@ fn assert_delivered_sealed(pki: &Pki, raw: &[u8], message_id: &str) {
     assert!(text.contains("Disposition-Notification-To: <clinic@direct.north.example>"));
     assert!(text.contains("application/pkcs7-mime"));
     assert!(!text.contains("ClinicalDocument"), "C-CDA in clear text");
-    let inner = openssl_open(pki, raw);
+    let inner = openssl_open_text(pki, "doc", raw);
     assert!(inner.contains("Content-Type: message/rfc822"), "{inner}");
     assert!(inner.contains("Subject: Referral"));
     assert!(inner.contains("filename=\"document.xml\""));
@@ -1740,7 +1699,7 @@ async fn ldap_discovered_send_encrypts_to_the_directory_cert() {
     assert_eq!(got.len(), 1);
     let (envelope, raw) = &got[0];
     assert_eq!(envelope["rcpt_tos"], json!([LAB]));
-    let inner = openssl_open_as(&pki, "lab", raw);
+    let inner = openssl_open_text(&pki, "lab", raw);
     assert!(inner.contains("Subject: Referral"), "{inner}");
 
     // The rogue address-bound entry fails the delivery permanently.

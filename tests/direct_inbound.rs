@@ -11,8 +11,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::hisp::{DOC, Hisp, US};
-use common::pki::{Pki, openssl};
+use common::pki::Pki;
 use common::process::Spawned;
+use common::smime::{openssl_open, openssl_send, referral};
 use common::wait::wait_for;
 use common::{Backend, TestDb};
 use switchboard::config::{Config, ConnectorConfig};
@@ -32,70 +33,6 @@ fn pki() -> Pki {
         .leaf("ca", "doc", &format!("email:{DOC}"))
         .leaf("rogue", "rogue_doc", &format!("email:{DOC}"));
     pki
-}
-
-/// A message from `DOC` to us: `entity` (a MIME entity) signed by `signer` and encrypted to
-/// `us` by the openssl CLI, with `message_id` on the outer headers (as a HISP delivers it).
-fn openssl_send(pki: &Pki, signer: &str, entity: &str, message_id: &str) -> Vec<u8> {
-    let dir = tempfile::tempdir().expect("tmp");
-    std::fs::write(dir.path().join("entity.txt"), entity).expect("write");
-    let path = |name: &str| pki.path(name).display().to_string();
-    openssl(
-        dir.path(),
-        &[
-            "cms",
-            "-sign",
-            "-md",
-            "sha256",
-            "-in",
-            "entity.txt",
-            "-signer",
-            &path(&format!("{signer}.pem")),
-            "-inkey",
-            &path(&format!("{signer}.key")),
-            "-out",
-            "signed.eml",
-        ],
-    );
-    openssl(
-        dir.path(),
-        &[
-            "cms",
-            "-encrypt",
-            "-aes256",
-            "-in",
-            "signed.eml",
-            "-from",
-            DOC,
-            "-to",
-            US,
-            "-subject",
-            "Referral",
-            "-out",
-            "sealed.eml",
-            "-recip",
-            &path("us.pem"),
-            "-keyopt",
-            "rsa_padding_mode:oaep",
-            "-keyopt",
-            "rsa_oaep_md:sha256",
-        ],
-    );
-    let sealed = std::fs::read(dir.path().join("sealed.eml")).expect("sealed");
-    let mut out = format!("Message-ID: <{message_id}>\r\n").into_bytes();
-    out.extend_from_slice(&sealed);
-    out
-}
-
-/// A referral as a wrapped message (message/rfc822), asking for final-delivery notice.
-fn referral(message_id: &str, body: &str) -> String {
-    format!(
-        "Content-Type: message/rfc822\r\n\r\n\
-         From: <{DOC}>\r\nTo: <{US}>\r\nSubject: Referral\r\nMessage-ID: <{message_id}>\r\n\
-         Date: Mon, 23 Nov 2026 10:00:00 +0000\r\n\
-         Disposition-Notification-Options: X-DIRECT-FINAL-DESTINATION-DELIVERY=optional,true\r\n\
-         MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{body}\r\n"
-    )
 }
 
 // ---------------------------------------------------------------- configuration
@@ -498,7 +435,7 @@ async fn mailbox_to_mdns(backend: Backend) {
     let mut dispositions: Vec<String> = inbox
         .iter()
         .map(|raw| {
-            let report = openssl_open_as_doc(&pki, raw);
+            let report = String::from_utf8(openssl_open(&pki, "doc", raw)).expect("utf-8");
             assert!(
                 report.contains("Original-Message-ID: <k1@direct.south.example>"),
                 "{report}"
@@ -548,44 +485,6 @@ fn hisp_config(db: &TestDb, pki: &Pki, hisp: &Hisp) -> Config {
     config
 }
 
-/// `openssl cms -decrypt` with the sender's key, then `-verify` against the CA: an MDN as the
-/// sender's own STA reads it.
-fn openssl_open_as_doc(pki: &Pki, raw: &[u8]) -> String {
-    let dir = tempfile::tempdir().expect("tmp");
-    std::fs::write(dir.path().join("in.eml"), raw).expect("write");
-    let path = |name: &str| pki.path(name).display().to_string();
-    openssl(
-        dir.path(),
-        &[
-            "cms",
-            "-decrypt",
-            "-in",
-            "in.eml",
-            "-recip",
-            &path("doc.pem"),
-            "-inkey",
-            &path("doc.key"),
-            "-out",
-            "signed.eml",
-        ],
-    );
-    openssl(
-        dir.path(),
-        &[
-            "cms",
-            "-verify",
-            "-in",
-            "signed.eml",
-            "-CAfile",
-            &path("ca.pem"),
-            "-purpose",
-            "smimesign",
-            "-out",
-            "report.eml",
-        ],
-    );
-    std::fs::read_to_string(dir.path().join("report.eml")).expect("report")
-}
 both_databases!(mailbox_kill9_files_once, super::mailbox_kill9_files_once);
 
 /// An item recorded by a daemon that stopped before security processing (status `received`,

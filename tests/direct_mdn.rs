@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use common::mail::{received, start_sink};
 use common::pki::{Pki, openssl};
+use common::smime::{openssl_send, referral};
 use common::wait::wait_until;
 use common::{Backend, TestDaemon, TestDb};
 use serde_json::{Value, json};
@@ -179,7 +180,7 @@ async fn wait_mdn(
 
 /// `openssl cms -decrypt` with the key of `recipient`, then `openssl cms -verify` against the
 /// CA (S/MIME signing purpose): the MDN as another S/MIME stack reads it.
-fn openssl_open(pki: &Pki, recipient: &str, raw: &[u8]) -> String {
+fn openssl_open_mdn(pki: &Pki, recipient: &str, raw: &[u8]) -> String {
     let dir = tempfile::tempdir().expect("tmp");
     std::fs::write(dir.path().join("in.eml"), raw).expect("write");
     let path = |f: &str| pki.path(f).display().to_string();
@@ -262,7 +263,7 @@ fn find_mdn(
     let mut found: Vec<(Value, String, Vec<u8>)> = received(inbox)
         .into_iter()
         .filter(|(_, raw)| opens_with(pki, recipient, raw))
-        .map(|(envelope, raw)| (envelope, openssl_open(pki, recipient, &raw), raw))
+        .map(|(envelope, raw)| (envelope, openssl_open_mdn(pki, recipient, &raw), raw))
         .filter(|(_, inner, _)| inner.contains(&wanted))
         .collect();
     assert_eq!(
@@ -472,7 +473,7 @@ async fn a_tempfail_is_retried(backend: Backend) {
     assert_eq!(sent.reason, None);
     let got = received(&inbox);
     assert_eq!(got.len(), 1);
-    let inner = openssl_open(&pki, "doc", &got[0].1);
+    let inner = openssl_open_mdn(&pki, "doc", &got[0].1);
     assert!(
         inner.contains("Disposition: automatic-action/MDN-sent-automatically;failed\r\n"),
         "{inner}"
@@ -679,7 +680,12 @@ async fn a_received_message_is_answered(backend: Backend) {
     let inbound = core.direct_inbound(tenancy).expect("inbound");
     let (stop, handles) = senders(&config, &core.mdns);
 
-    let raw = openssl_send(&pki, "doc", "referral-9@direct.south.example");
+    let raw = openssl_send(
+        &pki,
+        "doc",
+        &referral("referral-9@direct.south.example", "Please see."),
+        "referral-9@direct.south.example",
+    );
     let item = match inbound.take("hisp", &raw).await.expect("take") {
         switchboard::direct::inbound::Taken::Item(receipt) => receipt.item_id,
         switchboard::direct::inbound::Taken::Notification { .. } => panic!("a notification"),
@@ -711,62 +717,3 @@ both_databases!(
     a_received_message_is_answered,
     super::a_received_message_is_answered
 );
-
-/// A referral from `DOC` asking for final-delivery notice, wrapped, signed by `signer` and
-/// encrypted to `us` by the openssl CLI, with `message_id` (as a HISP delivers it).
-fn openssl_send(pki: &Pki, signer: &str, message_id: &str) -> Vec<u8> {
-    let dir = tempfile::tempdir().expect("tmp");
-    let entity = format!(
-        "Content-Type: message/rfc822\r\n\r\n\
-         From: <{DOC}>\r\nTo: <{US}>\r\nSubject: Referral\r\nMessage-ID: <{message_id}>\r\n\
-         Date: Mon, 23 Nov 2026 10:00:00 +0000\r\n\
-         Disposition-Notification-Options: X-DIRECT-FINAL-DESTINATION-DELIVERY=optional,true\r\n\
-         MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nPlease see.\r\n"
-    );
-    std::fs::write(dir.path().join("entity.txt"), entity).expect("write");
-    let path = |name: &str| pki.path(name).display().to_string();
-    openssl(
-        dir.path(),
-        &[
-            "cms",
-            "-sign",
-            "-md",
-            "sha256",
-            "-in",
-            "entity.txt",
-            "-signer",
-            &path(&format!("{signer}.pem")),
-            "-inkey",
-            &path(&format!("{signer}.key")),
-            "-out",
-            "signed.eml",
-        ],
-    );
-    openssl(
-        dir.path(),
-        &[
-            "cms",
-            "-encrypt",
-            "-aes256",
-            "-in",
-            "signed.eml",
-            "-from",
-            DOC,
-            "-to",
-            US,
-            "-subject",
-            "Referral",
-            "-out",
-            "sealed.eml",
-            "-recip",
-            &path("us.pem"),
-            "-keyopt",
-            "rsa_padding_mode:oaep",
-            "-keyopt",
-            "rsa_oaep_md:sha256",
-        ],
-    );
-    let mut out = format!("Message-ID: <{message_id}>\r\n").into_bytes();
-    out.extend_from_slice(&std::fs::read(dir.path().join("sealed.eml")).expect("sealed"));
-    out
-}

@@ -89,12 +89,67 @@ pub struct Config {
     pub webhooks: WebhooksConfig,
     /// Received faxes: document size, media download, retries.
     pub fax_inbound: FaxInboundConfig,
+    /// How long records that grow with traffic are kept.
+    pub retention: RetentionConfig,
     /// Whether a channel without a `[channels.*]` table goes to the outbox sink: true for the
     /// embedded default (no file) and for [`Config::from_toml`] (tests build on it), false
     /// once [`Config::load`] reads a file. Not a configuration key.
     #[serde(skip)]
     pub implicit_outbox: bool,
 }
+
+/// How long records that grow with traffic are kept, in days, and how the maintenance pass
+/// prunes them. `0` keeps a kind forever. Messages, deliveries, patients, appointments and
+/// attachments are the organization's records and are not pruned here.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// How often the pass runs (once across a fleet: it holds the `retention` lease), seconds.
+    pub interval_secs: u64,
+    /// Rows deleted per statement; each batch is its own short transaction, so writers are
+    /// never held behind a long delete.
+    pub batch_size: u32,
+    /// The event feed (`/v1/events`, webhooks): an event is pruned only when every webhook
+    /// endpoint has passed it. A feed reader that falls further behind loses events.
+    pub events_days: u32,
+    /// Each delivery's status history (`delivery_events`).
+    pub delivery_events_days: u32,
+    /// Idempotency keys of accepted messages (a repeat after this is a new message).
+    pub idempotency_keys_days: u32,
+    /// The HL7 archive: raw messages that were applied (errors and rejections stay until
+    /// reprocessed, then age like the rest).
+    pub hl7_days: u32,
+    /// The raw bytes of inbound items that were filed, resolved or dismissed (the row, its
+    /// steps and the filed message stay), and of operator-only orphans.
+    pub inbound_raw_days: u32,
+    /// Provider webhook event ids kept to refuse replays, and delivered webhook deliveries.
+    pub webhook_records_days: u32,
+    /// Finished jobs of the job queue.
+    pub jobs_days: u32,
+    /// The audit log. HIPAA asks for six years: a value under 2190 is refused; 0 (the
+    /// default) keeps it forever.
+    pub audit_days: u32,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            interval_secs: 3600,
+            batch_size: 1000,
+            events_days: 90,
+            delivery_events_days: 400,
+            idempotency_keys_days: 90,
+            hl7_days: 90,
+            inbound_raw_days: 90,
+            webhook_records_days: 30,
+            jobs_days: 7,
+            audit_days: 0,
+        }
+    }
+}
+
+/// Six years, the shortest audit retention accepted.
+pub const MIN_AUDIT_DAYS: u32 = 2190;
 
 /// The scheduled reminder run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -163,6 +218,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             webhooks: WebhooksConfig::default(),
             fax_inbound: FaxInboundConfig::default(),
+            retention: RetentionConfig::default(),
             implicit_outbox: true,
         }
     }
@@ -569,6 +625,18 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        if self.retention.audit_days != 0 && self.retention.audit_days < MIN_AUDIT_DAYS {
+            return Err(ConfigError::Invalid(format!(
+                "retention.audit_days must be 0 (forever) or at least {MIN_AUDIT_DAYS} (six years), \
+                 not {}",
+                self.retention.audit_days
+            )));
+        }
+        if self.retention.batch_size == 0 || self.retention.interval_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "retention.batch_size and retention.interval_secs must be at least 1".into(),
+            ));
+        }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return Err(ConfigError::Invalid(format!(
                 "log.format must be text or json, not {:?}",

@@ -150,18 +150,6 @@ fn envelope_of(raw: &[u8]) -> (Option<String>, Option<String>) {
     (from, id)
 }
 
-/// Whether `raw` is an S/MIME encrypted message.
-pub fn is_encrypted(raw: &[u8]) -> bool {
-    switchboard_mail::parse_message(raw).is_some_and(|m| {
-        m.content_type().is_some_and(|ct| {
-            ct.ctype().eq_ignore_ascii_case("application")
-                && ct.subtype().is_some_and(|s| {
-                    s.eq_ignore_ascii_case("pkcs7-mime") || s.eq_ignore_ascii_case("x-pkcs7-mime")
-                })
-        })
-    })
-}
-
 /// Whether an (opened) message is a delivery notification: an MDN or a DSN.
 pub fn is_notification(message: &[u8]) -> bool {
     switchboard_mail::parse_message(message).is_some_and(|m| {
@@ -352,7 +340,7 @@ impl DirectInbound {
         if item.opened.is_none() {
             let raw = self.keyring().open(&item.raw, &item.id)?;
             let opened = match endpoint.mode {
-                DirectMode::Edge if is_encrypted(&raw) => {
+                DirectMode::Edge if switchboard_mail::mime::is_pkcs7_mime(&raw) => {
                     let refusal = security::Refusal {
                         check: crate::direct::Check::Decrypt,
                         reason: "an edge-mode connector holds no decryption key: the HISP should have decrypted it".into(),

@@ -205,6 +205,36 @@ impl Db {
         (limit / params_per_row.max(1)).clamp(1, 5_000)
     }
 
+    /// Deletes up to `batch` of the job queue's finished jobs (done, failed or killed) that
+    /// finished before `cutoff_ms`. apalis keeps them in `Jobs` (SQLite, `done_at` in unix
+    /// seconds) or `apalis.jobs` (PostgreSQL, `timestamptz`).
+    pub(super) async fn prune_finished_jobs(&self, cutoff_ms: i64, batch: i64) -> Result<u64> {
+        let removed = match self {
+            Db::Sqlite(pool) => sqlx::query(
+                "DELETE FROM Jobs WHERE rowid IN (
+                    SELECT rowid FROM Jobs WHERE status IN ('Done', 'Failed', 'Killed')
+                       AND done_at IS NOT NULL AND done_at < $1 LIMIT $2)",
+            )
+            .bind(cutoff_ms / 1000)
+            .bind(batch)
+            .execute(pool)
+            .await?
+            .rows_affected(),
+            Db::Postgres(pool) => sqlx::query(
+                "DELETE FROM apalis.jobs WHERE id IN (
+                    SELECT id FROM apalis.jobs WHERE status IN ('Done', 'Failed', 'Killed')
+                       AND done_at IS NOT NULL AND done_at < to_timestamp($1::double precision / 1000)
+                     LIMIT $2)",
+            )
+            .bind(cutoff_ms)
+            .bind(batch)
+            .execute(pool)
+            .await?
+            .rows_affected(),
+        };
+        Ok(removed)
+    }
+
     /// How many group-commit flushers of each kind: one on SQLite, whose writes serialize
     /// anyway; two on PostgreSQL.
     pub(super) fn flushers(&self) -> usize {

@@ -64,8 +64,14 @@ impl Patients<'_> {
     /// (stored before SSNs were digested: the SSA's OID, an `SSA`/`SS`/`SSN` authority or an
     /// `SS`/`SSN` type) by `digest(value)` (`Keyring::identifier_digests`' first). Idempotent
     /// (a digest is never digested again), so daemons starting together may both run it.
+    /// Runs once per database: a cursor marks it done, so later start-ups cost one lookup.
     /// Returns how many changed.
     pub async fn digest_clear_ssns(self, digest: impl Fn(&str) -> String) -> Result<u64> {
+        // Done once per database: since this binary, SSNs are written as digests only.
+        const DONE: &str = "ssn-identifiers-digested";
+        if self.store.cursors().get(DONE).await?.is_some() {
+            return Ok(0);
+        }
         let rows: Vec<(String, String, String)> = on_db!(self.db(), |pool| sqlx::query_as(
             "SELECT organization_id, assigning_authority, identifier FROM patient_identifiers
              WHERE identifier NOT LIKE 'ssn-hmac:%'
@@ -76,6 +82,7 @@ impl Patients<'_> {
         .fetch_all(pool)
         .await)?;
         if rows.is_empty() {
+            self.store.cursors().set(DONE, 1).await?;
             return Ok(0);
         }
         on_db!(self.db(), |pool| {
@@ -108,6 +115,7 @@ impl Patients<'_> {
             }
             tx.commit().await?;
         });
+        self.store.cursors().set(DONE, 1).await?;
         Ok(rows.len() as u64)
     }
 }

@@ -36,6 +36,7 @@ mod messages;
 mod organizations;
 mod patients;
 mod reminders;
+mod retention;
 mod rows;
 mod staff;
 mod touch_batch;
@@ -70,6 +71,7 @@ pub use matching::PatientDemographics;
 pub use messages::{AcceptItem, AcceptOutcome, NewDelivery, NewMessage};
 pub use patients::{ConsentInput, ContactPointInput, PatientInput};
 pub use reminders::{NewTouch, PlanRow, TouchRow};
+pub use retention::Prunable;
 pub use rows::*;
 pub use staff::{StaffInput, StaffRow};
 pub use touch_batch::{AcceptedTouch, TouchOutcome};
@@ -174,6 +176,8 @@ repositories! {
     faxes: Faxes;
     /// Received faxes' webhooks, waiting for the `fax-inbound` job (`fax_inbound`).
     received_faxes: ReceivedFaxes;
+    /// Pruning what grows with traffic (the maintenance pass).
+    retention: Retention;
 }
 
 /// The store handle: cheap to clone.

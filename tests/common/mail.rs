@@ -76,6 +76,11 @@ pub fn received(dir: &Path) -> Vec<(Value, Vec<u8>)> {
                 .filter_map(Result::ok)
                 .map(|e| e.path())
                 .filter(|p| p.extension().is_some_and(|x| x == "eml"))
+                // `.tmpN.eml` is the sink still writing (it renames when done).
+                .filter(|p| {
+                    p.file_name()
+                        .is_some_and(|n| !n.to_string_lossy().starts_with('.'))
+                })
                 .collect()
         })
         .unwrap_or_default();

@@ -15,6 +15,7 @@ pub mod pki;
 pub mod ports;
 pub mod process;
 pub mod provider;
+pub mod smime;
 pub mod wait;
 
 use std::path::PathBuf;

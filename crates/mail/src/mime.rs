@@ -11,6 +11,20 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use mail_parser::{Message, MimeHeaders};
 
+/// Whether a message's top-level content is S/MIME enveloped data
+/// (`application/pkcs7-mime` or the older `application/x-pkcs7-mime`): a Direct message or
+/// notification that security processing must open first.
+pub fn is_pkcs7_mime(raw: &[u8]) -> bool {
+    crate::parse_message(raw).is_some_and(|m| {
+        m.content_type().is_some_and(|ct| {
+            ct.ctype().eq_ignore_ascii_case("application")
+                && ct.subtype().is_some_and(|s| {
+                    s.eq_ignore_ascii_case("pkcs7-mime") || s.eq_ignore_ascii_case("x-pkcs7-mime")
+                })
+        })
+    })
+}
+
 /// Converts bare LF (and bare CR) line ends to CRLF; CRLF stays as is.
 ///
 /// Input that already uses CRLF throughout (the usual case: we compose with
@@ -228,6 +242,18 @@ pub fn from_address(msg: &Message<'_>) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn enveloped_data_is_told_from_the_rest() {
+        let enveloped = b"From: a@b.example\r\nContent-Type: Application/PKCS7-MIME; smime-type=enveloped-data\r\n\r\nMIIB\r\n";
+        let old_name = b"Content-Type: application/x-pkcs7-mime\r\n\r\nMIIB\r\n";
+        let signed =
+            b"Content-Type: multipart/signed; protocol=\"application/pkcs7-signature\"\r\n\r\n";
+        assert!(is_pkcs7_mime(enveloped));
+        assert!(is_pkcs7_mime(old_name));
+        assert!(!is_pkcs7_mime(signed));
+        assert!(!is_pkcs7_mime(b"no header at all"));
+    }
 
     #[test]
     fn crlf_is_borrowed_when_already_crlf() {

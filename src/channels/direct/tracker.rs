@@ -22,7 +22,6 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mail_parser::MimeHeaders;
 use openssl::pkey::{PKey, Private};
 use openssl::x509::X509;
 use tokio_util::sync::CancellationToken;
@@ -155,17 +154,6 @@ fn from_address(raw: &[u8]) -> Option<String> {
     Some(addr)
 }
 
-fn is_encrypted(raw: &[u8]) -> bool {
-    switchboard_mail::parse_message(raw).is_some_and(|m| {
-        m.content_type().is_some_and(|ct| {
-            ct.ctype().eq_ignore_ascii_case("application")
-                && ct.subtype().is_some_and(|s| {
-                    s.eq_ignore_ascii_case("pkcs7-mime") || s.eq_ignore_ascii_case("x-pkcs7-mime")
-                })
-        })
-    })
-}
-
 /// The notifications in a message that security processing opened, sent by `sender`: an MDN
 /// speaks for its final recipient only, so it must be that recipient's.
 pub fn read_opened(inner: &[u8], sender: &str) -> Result<Vec<Tracked>, Quarantine> {
@@ -187,7 +175,7 @@ pub fn read_message(
     keys: &TrackerKeys,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Vec<Tracked>, Quarantine> {
-    if is_encrypted(raw) {
+    if switchboard_mail::mime::is_pkcs7_mime(raw) {
         let sender = from_address(raw).ok_or(Quarantine::Rejected("no From address".into()))?;
         let trust = keys
             .anchors
@@ -320,7 +308,10 @@ impl Tracker {
             };
             let read = match &self.messages {
                 // A plain notification is the tracker's; everything else the inbound service's.
-                Some(messages) if is_encrypted(&raw) || parse_notifications(&raw).is_err() => {
+                Some(messages)
+                    if switchboard_mail::mime::is_pkcs7_mime(&raw)
+                        || parse_notifications(&raw).is_err() =>
+                {
                     match messages.take(&self.connector, &raw).await {
                         Ok(Taken::Notification { inner, sender }) => read_opened(&inner, &sender),
                         Ok(Taken::Recorded { item_id, outcome }) => {

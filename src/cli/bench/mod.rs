@@ -14,6 +14,7 @@ mod direct;
 mod direct_inbound;
 mod fax;
 mod reminders;
+mod retention;
 mod webhooks;
 
 use std::sync::Arc;
@@ -319,6 +320,7 @@ async fn bench_database(args: &BenchArgs, database: &str, scratch: &Scratch) -> 
         idle_rss.map_or("n/a".to_string(), |b| format!("{:.1} MB", b as f64 / 1e6)),
         peak_rss as f64 / 1e6
     );
+    self::retention::bench(&scratch.url, rate).await?;
     Ok(())
 }
 
