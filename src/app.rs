@@ -43,6 +43,8 @@ pub struct App {
     pub webhooks: WebhookService,
     /// The messaging app's events in (`POST /v1/app-events`).
     pub app_events: AppEventService,
+    /// Fax documents served to providers, fax records.
+    pub fax: crate::fax::FaxOffice,
 }
 
 impl App {
@@ -88,6 +90,10 @@ impl App {
             },
             keys: KeyService {
                 store: store.clone(),
+            },
+            fax: crate::fax::FaxOffice {
+                store: store.clone(),
+                keyring: messages.keyring.clone(),
             },
             ops: Ops {
                 store,

@@ -273,7 +273,14 @@ impl Core {
         for (name, connector) in &self.config.connectors {
             match connector {
                 ConnectorConfig::Http(http) => {
-                    connectors.insert_http(Arc::new(HttpConnector::new(name, http)?));
+                    let mut connector = HttpConnector::new(name, http)?;
+                    if connector.manifest().channel == Channel::Fax {
+                        connector = connector.with_fax_desk(Arc::new(crate::fax::FaxOffice {
+                            store: self.store.clone(),
+                            keyring: self.keyring.clone(),
+                        }));
+                    }
+                    connectors.insert_http(Arc::new(connector));
                 }
                 ConnectorConfig::Smtp(_) | ConnectorConfig::Direct(_) => {}
             }
@@ -459,12 +466,31 @@ pub async fn start(config: Config) -> Result<Daemon, DaemonError> {
 
     let tenancy = Arc::new(crate::tenancy::Tenancy::from_config(&core.config)?);
     let direct_tenancy = tenancy.clone();
+    let fax_inbound = crate::inbound::fax::FaxInbound::new(
+        crate::intake::Intake {
+            store: core.store.clone(),
+            keyring: core.keyring.clone(),
+            config: core.config.clone(),
+        },
+        tenancy.clone(),
+        connectors.clone(),
+    )
+    .map_err(|e| DaemonError::Config(ConfigError::Invalid(format!("fax_inbound: {e}"))))?;
+    let fax_job = connectors
+        .http_connectors()
+        .iter()
+        .any(|c| c.is_fax())
+        .then(|| {
+            let job = fax_inbound.clone();
+            supervisor.spawn("fax-inbound", move |stop| job.clone().run(stop))
+        });
     let mut state = AppState::new(
         core.app(templates.clone(), tenancy),
         connectors.clone(),
         core.config.clone(),
     );
     state.tasks = supervisor.metrics.clone();
+    state.fax_inbound = Some(fax_inbound);
     state.app.events.closing = shutdown.child_token();
     if let Some(secret) = &core.config.server.metrics_token {
         let token = secret.read()?;
@@ -562,9 +588,10 @@ pub async fn start(config: Config) -> Result<Daemon, DaemonError> {
     };
 
     let reconciler = {
-        let (store, connectors) = (core.store.clone(), connectors.clone());
+        let (store, connectors, config) =
+            (core.store.clone(), connectors.clone(), core.config.clone());
         supervisor.spawn("reconciler", move |stop| {
-            crate::queue::reconcile::run(store.clone(), connectors.clone(), stop)
+            crate::queue::reconcile::run(store.clone(), connectors.clone(), config.clone(), stop)
         })
     };
     let mut bounces =
@@ -607,7 +634,7 @@ pub async fn start(config: Config) -> Result<Daemon, DaemonError> {
         let _ = reconciler.await;
         let _ = retention.await;
         let _ = notifier.await;
-        for task in [events_listener, webhooks, app_listen]
+        for task in [events_listener, webhooks, app_listen, fax_job]
             .into_iter()
             .flatten()
         {

@@ -90,6 +90,15 @@ impl DeliveryService {
             .update(&delivery.id, &update)
             .await?;
         info!(connector, delivery_id = %delivery.id, status = update.status.as_str(), moved, "status callback");
+        after_report(
+            &self.store,
+            &self.config,
+            connector,
+            &delivery,
+            report,
+            moved,
+        )
+        .await?;
         Ok(ReportOutcome::Recorded {
             delivery_id: delivery.id,
             moved,
@@ -149,6 +158,53 @@ impl DeliveryService {
         }
         Ok(None)
     }
+}
+
+/// What a report means beyond the delivery's state, once it was applied (`moved`: it moved
+/// the delivery): a fax's record keeps the provider's state, pages and reason; a failure the
+/// manifest calls transient (busy, no answer) is retried with backoff as a new delivery of the
+/// same message, while attempts remain (`max_attempts` counts every attempt of the chain).
+pub async fn after_report(
+    store: &Store,
+    config: &Config,
+    connector: &str,
+    delivery: &DeliveryRow,
+    report: &StatusReport,
+    moved: bool,
+) -> Result<(), StoreError> {
+    if delivery.channel == crate::domain::Channel::Fax.as_str() {
+        store
+            .faxes()
+            .note_report(
+                connector,
+                &report.provider_ref,
+                &delivery.organization_id,
+                &delivery.id,
+                &report.provider_status,
+                report.pages,
+                report.error.as_deref(),
+            )
+            .await?;
+    }
+    if moved && report.transient && report.status == Some(DeliveryStatus::Failed) {
+        if delivery.attempts >= delivery.max_attempts {
+            info!(connector, delivery_id = %delivery.id, attempts = delivery.attempts, "transient failure after the last attempt; not retried");
+            return Ok(());
+        }
+        let delay =
+            crate::queue::retry::backoff(&config.channel(&delivery.channel), delivery.attempts);
+        let retry_at =
+            crate::store::now_ms() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2);
+        let reason = report.error.as_deref().unwrap_or(&report.provider_status);
+        if let Some(retry) = store
+            .deliveries()
+            .retry_failed(&delivery.id, retry_at, reason)
+            .await?
+        {
+            info!(connector, delivery_id = %delivery.id, retry = %retry, delay_ms = delay.as_millis() as u64, "transient failure; retried as a new delivery");
+        }
+    }
+    Ok(())
 }
 
 /// The delivery update a provider's status report asks for — from a callback or a lookup

@@ -113,6 +113,12 @@ pub fn email_carries_text(purpose: &str, phi_email_purposes: &[String]) -> bool 
             && phi_email_purposes.iter().any(|p| p == purpose))
 }
 
+/// Minimum necessary for fax: whether a fax cover page may carry the message text (else it
+/// carries only who sends to whom, the page count and the confidentiality notice).
+pub fn fax_carries_text(purpose: &str, fax_text_purposes: &[String]) -> bool {
+    !INTERNAL_PURPOSES.contains(&purpose) && fax_text_purposes.iter().any(|p| p == purpose)
+}
+
 /// Something about to leave.
 #[derive(Debug, Clone, Copy)]
 pub struct Disclosure<'a> {

@@ -319,15 +319,50 @@ impl FetchPolicy {
     /// GETs `url` under the policy (see the module docs): the body, at most the cap for
     /// `purpose`, of a 2xx answer.
     pub async fn get(&self, url: &str, purpose: Purpose) -> Result<Vec<u8>, FetchError> {
-        match tokio::time::timeout(self.timeout, self.get_unbounded(url, purpose)).await {
+        let limit = self.limit(purpose);
+        match tokio::time::timeout(self.timeout, self.get_unbounded(url, limit, MAX_REDIRECTS))
+            .await
+        {
             Ok(result) => result,
             Err(_) => Err(FetchError::Timeout(self.timeout.as_secs())),
         }
     }
 
-    async fn get_unbounded(&self, url: &str, purpose: Purpose) -> Result<Vec<u8>, FetchError> {
+    /// GETs a provider's media (an inbound fax's document) under the same address and port
+    /// checks, with its own size cap and timeout, and **no** redirect followed: a 3xx is an
+    /// error (the media is where the provider said, or nowhere). Which hosts and schemes are
+    /// acceptable is the caller's rule, checked before this is called.
+    pub async fn get_media(
+        &self,
+        url: &str,
+        limit: usize,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, FetchError> {
+        match tokio::time::timeout(timeout, self.get_unbounded(url, limit.max(1), 0)).await {
+            Ok(result) => result,
+            Err(_) => Err(FetchError::Timeout(timeout.as_secs())),
+        }
+    }
+
+    /// Whether `[security] fetch_allow` names this host (as named or as an IP literal) on
+    /// this port: the test and on-premises override, under which plain `http` media is taken.
+    pub fn allows(&self, host: &str, port: u16) -> bool {
+        let literal = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        self.listed(host, literal, port)
+    }
+
+    async fn get_unbounded(
+        &self,
+        url: &str,
+        limit: usize,
+        redirects: usize,
+    ) -> Result<Vec<u8>, FetchError> {
         let mut url = reqwest::Url::parse(url).map_err(|_| FetchError::Url)?;
-        for _ in 0..=MAX_REDIRECTS {
+        for _ in 0..=redirects {
             if !matches!(url.scheme(), "http" | "https") {
                 return Err(FetchError::Scheme(url.scheme().to_string()));
             }
@@ -390,7 +425,7 @@ impl FetchPolicy {
                 client.get(url.clone()).send().await.map_err(transport)?
             };
             let status = response.status();
-            if status.is_redirection() {
+            if status.is_redirection() && redirects > 0 {
                 let next = response
                     .headers()
                     .get(reqwest::header::LOCATION)
@@ -417,7 +452,6 @@ impl FetchPolicy {
                     status: status.as_u16(),
                 });
             }
-            let limit = self.limit(purpose);
             let too_large = || FetchError::TooLarge {
                 host: host.clone(),
                 port,

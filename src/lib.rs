@@ -23,6 +23,7 @@ pub mod direct;
 pub mod disclosure;
 pub mod domain;
 pub mod events;
+pub mod fax;
 pub mod fetch;
 pub mod files;
 pub mod hl7;

@@ -590,9 +590,13 @@ async fn stuck_sent_deliveries_are_reconciled(backend: Backend) {
     let connectors = daemon.core.connectors(&templates).expect("connectors");
     // A pass before the delivery has been `sent` for a second finds nothing to do.
     let moved = common::wait::wait_until("a reconciliation pass that moves", WAIT, async || {
-        let moved = switchboard::queue::reconcile::reconcile_once(&daemon.core.store, &connectors)
-            .await
-            .unwrap();
+        let moved = switchboard::queue::reconcile::reconcile_once(
+            &daemon.core.store,
+            &connectors,
+            &daemon.core.config,
+        )
+        .await
+        .unwrap();
         (moved > 0).then_some(moved)
     })
     .await;

@@ -7,6 +7,7 @@
 
 pub mod direct;
 pub mod email;
+pub mod fax;
 pub mod outbox;
 
 use std::sync::Arc;

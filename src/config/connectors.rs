@@ -129,6 +129,10 @@ pub struct HttpConnectorConfig {
     /// carriers never send receipts). 0 turns reconciliation off.
     #[serde(default = "default_reconcile")]
     pub reconcile_after_secs: u64,
+    /// Fax connectors whose provider fetches the document (`send.document = "media_url"`):
+    /// how long its URL works, seconds (it also works for one fetch only).
+    #[serde(default = "default_media_ttl")]
+    pub media_ttl_secs: u64,
 }
 
 fn default_smtp_port() -> u16 {
@@ -142,6 +146,9 @@ fn default_pool() -> u32 {
 }
 fn default_timeout() -> u64 {
     30
+}
+fn default_media_ttl() -> u64 {
+    crate::fax::DEFAULT_MEDIA_TTL_SECS
 }
 fn default_reconcile() -> u64 {
     6 * 3600

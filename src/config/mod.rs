@@ -10,6 +10,7 @@
 
 mod connectors;
 mod direct;
+mod fax_inbound;
 mod limits;
 mod organizations;
 mod reminders;
@@ -22,6 +23,7 @@ pub use direct::{
     CrlMode, DirectConnectorConfig, DirectMode, DirectSmtpConfig, DnsDiscoveryConfig, KeyPair,
     LdapDiscoveryConfig, RevocationConfig, TrustAnchorConfig, TrustDirection,
 };
+pub use fax_inbound::FaxInboundConfig;
 pub use limits::LimitsConfig;
 pub use organizations::OrganizationConfig;
 pub use reminders::{ReminderRule, RuleError, Touch, default_rules};
@@ -85,6 +87,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// Webhooks out, the event stream, app events in.
     pub webhooks: WebhooksConfig,
+    /// Received faxes: document size, media download, retries.
+    pub fax_inbound: FaxInboundConfig,
     /// How long records that grow with traffic are kept.
     pub retention: RetentionConfig,
     /// Whether a channel without a `[channels.*]` table goes to the outbox sink: true for the
@@ -213,6 +217,7 @@ impl Default for Config {
             reminders: RemindersConfig::default(),
             limits: LimitsConfig::default(),
             webhooks: WebhooksConfig::default(),
+            fax_inbound: FaxInboundConfig::default(),
             retention: RetentionConfig::default(),
             implicit_outbox: true,
         }

@@ -32,6 +32,10 @@ pub struct OrganizationConfig {
     /// `crate::disclosure::CLIENT_PURPOSES`) whose email may carry the message itself. Empty
     /// (the default): patient email only says a secure message is waiting and where to read it.
     pub phi_email_purposes: Vec<String>,
+    /// Client purposes whose fax cover page may carry the message text. Empty (the default):
+    /// the cover page carries only the minimum necessary (from and to organizations, page
+    /// count, the confidentiality notice), and the text stays in the secure thread.
+    pub fax_text_purposes: Vec<String>,
     /// Locale used when a patient has none (`en`, `es`).
     pub default_locale: String,
     /// Phone number given in HELP answers.
@@ -84,6 +88,7 @@ impl Default for OrganizationConfig {
             phone_region: "US".into(),
             time_zone: "America/New_York".into(),
             phi_email_purposes: Vec::new(),
+            fax_text_purposes: Vec::new(),
             default_locale: "en".into(),
             help_phone: None,
             urgent_channels: vec![Channel::Sms.to_string(), Channel::Email.to_string()],

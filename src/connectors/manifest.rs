@@ -87,6 +87,11 @@ pub struct Send {
     /// Extra headers (e.g. an idempotency key: `"{{ delivery_id }}"`).
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// Fax only: how the document travels. `media_url`: one PDF we serve at a signed URL that
+    /// works once and expires in minutes (`{{ media_url }}` in a field); any other value names
+    /// the multipart file part each document is sent as (`file[]`).
+    #[serde(default)]
+    pub document: Option<String>,
     pub response: Response,
 }
 
@@ -134,6 +139,14 @@ pub struct StatusCallback {
     /// Provider state → ours (`queued`, `sending`, `sent`, `delivered`, `failed`). States not
     /// listed are recorded but change nothing.
     pub map: BTreeMap<String, String>,
+    /// Where the pages sent (fax) are: kept on the fax record.
+    #[serde(default)]
+    pub pages: Option<String>,
+    /// Failure reasons worth another attempt (busy, no answer): a failure whose error code is
+    /// one of these, or whose reason contains one (case-insensitive), is retried with backoff
+    /// as a new delivery, up to the channel's `max_attempts`. Every other failure is permanent.
+    #[serde(default)]
+    pub transient_errors: Vec<String>,
 }
 
 /// How webhooks prove they come from the provider.
@@ -155,6 +168,10 @@ pub enum Signature {
         #[serde(default)]
         prefix: Option<String>,
     },
+    /// Phaxio: hex HMAC-SHA1 keyed by the callback token over the called URL, then the POST
+    /// fields sorted by name (`name + value`), then the file parts sorted by name
+    /// (`name + sha1_hex(bytes)`).
+    Phaxio { header: String, secret: String },
     /// Ed25519 over `timestamp|body` (Telnyx), with a public key credential (base64).
     Ed25519 {
         header: String,
@@ -174,7 +191,43 @@ pub struct Inbound {
     pub id: String,
     pub from: String,
     pub to: String,
+    /// The text (SMS); faxes have none.
+    #[serde(default)]
     pub body: String,
+    /// Fax: the multipart file part holding the document as posted (Phaxio `file`).
+    #[serde(default)]
+    pub document: Option<String>,
+    /// Fax: where a temporary URL of the document is (Telnyx `/data/payload/media_url`),
+    /// downloaded by the inbound job — https only, from `media_hosts` only, no redirects.
+    #[serde(default)]
+    pub media_url: Option<String>,
+    /// Hosts the document may be downloaded from: a name, or `*.suffix` for any name under it.
+    #[serde(default)]
+    pub media_hosts: Vec<String>,
+    /// Fax: asks the provider for a fresh `media_url` once the one given expired (Telnyx
+    /// `POST /v2/faxes/{id}/actions/refresh`); the new URL is then read with `[query]`'s URL
+    /// at `refreshed_media_url`.
+    #[serde(default)]
+    pub refresh_url: Option<String>,
+    #[serde(default)]
+    pub refreshed_media_url: Option<String>,
+    /// Fax: the page count.
+    #[serde(default)]
+    pub pages: Option<String>,
+    /// Fax: a location holding `true` when only part of the fax arrived (Telnyx
+    /// `partial_content`).
+    #[serde(default)]
+    pub partial: Option<String>,
+    /// Fax: the provider's status, and which of its values mean a partial fax (Phaxio
+    /// `partialsuccess`).
+    #[serde(default)]
+    pub status: Option<String>,
+    #[serde(default)]
+    pub partial_statuses: Vec<String>,
+    /// The provider's id of this webhook event (Telnyx `/data/id`): stored, a replay is
+    /// answered and ignored.
+    #[serde(default)]
+    pub event_id: Option<String>,
     /// Form field prefix of media URLs (`MediaUrl` → `MediaUrl0`, `MediaUrl1`, ...) or a JSON
     /// pointer to an array of objects with `url`.
     #[serde(default)]
@@ -204,6 +257,9 @@ pub struct Query {
     pub status: String,
     #[serde(default)]
     pub error_code: Option<String>,
+    /// Where the pages sent are (fax).
+    #[serde(default)]
+    pub pages: Option<String>,
 }
 
 fn post() -> String {
@@ -223,6 +279,11 @@ fn tolerance() -> i64 {
 pub const BUILTIN: &[(&str, &str)] = &[
     ("twilio", include_str!("../../connectors/twilio.toml")),
     ("telnyx", include_str!("../../connectors/telnyx.toml")),
+    (
+        "telnyx_fax",
+        include_str!("../../connectors/telnyx_fax.toml"),
+    ),
+    ("phaxio", include_str!("../../connectors/phaxio.toml")),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -266,6 +327,25 @@ impl Manifest {
                 "channel {:?} is not sms or fax",
                 self.channel.as_str()
             ));
+        }
+        if self.channel == crate::domain::Channel::Fax {
+            match self.send.document.as_deref() {
+                None | Some("") => {
+                    return Err(
+                        "a fax manifest says how the document travels (send.document)".into(),
+                    );
+                }
+                Some("media_url") if self.send.encoding == Encoding::Multipart => {
+                    return Err("send.document = \"media_url\" needs a form or JSON body".into());
+                }
+                Some("media_url") => {}
+                Some(_) if self.send.encoding != Encoding::Multipart => {
+                    return Err(
+                        "a document sent as a file part needs encoding = \"multipart\"".into(),
+                    );
+                }
+                Some(_) => {}
+            }
         }
         if let Some(status) = &self.status {
             for ours in status.map.values() {

@@ -15,12 +15,14 @@ pub mod signature;
 pub use registry::Connectors;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use minijinja::Environment;
 use serde::Serialize;
 use tracing::{debug, warn};
 
+use crate::channels::fax::{FaxDesk, FaxDocument};
 use crate::channels::{Channel, ChannelError, OutboundDelivery, SendOutcome};
 use crate::config::{HttpConnectorConfig, Secret};
 use crate::domain::DeliveryStatus;
@@ -52,6 +54,11 @@ pub struct StatusReport {
     /// Ours, when the manifest maps it.
     pub status: Option<DeliveryStatus>,
     pub error: Option<String>,
+    /// Pages sent, when the provider says (fax).
+    pub pages: Option<u32>,
+    /// A failure the manifest lists in `transient_errors` (busy, no answer): worth another
+    /// attempt later.
+    pub transient: bool,
 }
 
 /// An inbound message read from a webhook.
@@ -62,6 +69,24 @@ pub struct InboundMessage {
     pub to: String,
     pub body: String,
     pub media: Vec<String>,
+}
+
+/// An inbound fax read from a webhook (the document itself is posted, or at `media_url`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboundFaxEvent {
+    /// The provider's fax id.
+    pub provider_ref: String,
+    /// The webhook event's id, when the provider numbers events.
+    pub event_id: Option<String>,
+    pub from: String,
+    pub to: String,
+    pub pages: Option<i64>,
+    pub partial: bool,
+    pub provider_status: Option<String>,
+    /// A temporary URL to download the document from (not fetched here).
+    pub media_url: Option<String>,
+    /// Which file part of the multipart body holds the document.
+    pub document_part: Option<String>,
 }
 
 /// Why a webhook was not taken.
@@ -89,6 +114,8 @@ pub struct HttpConnector {
     client: reqwest::Client,
     limiter: Option<RateLimiter>,
     auth: AuthState,
+    /// Serves fax documents and records faxes (fax connectors only).
+    fax_desk: Option<Arc<dyn FaxDesk>>,
 }
 
 impl std::fmt::Debug for HttpConnector {
@@ -152,6 +179,13 @@ impl HttpConnector {
         if let Some(query) = &manifest.query {
             add("query.url".into(), &query.url)?;
         }
+        if let Some(refresh) = manifest
+            .inbound
+            .as_ref()
+            .and_then(|i| i.refresh_url.as_ref())
+        {
+            add("inbound.refresh_url".into(), refresh)?;
+        }
         if let Some(inbound) = &manifest.inbound {
             if let Some(reply) = &inbound.reply {
                 add("inbound.reply.xml".into(), reply)?;
@@ -182,7 +216,14 @@ impl HttpConnector {
             templates,
             client,
             limiter: RateLimiter::per_second(config.rate_per_sec),
+            fax_desk: None,
         })
+    }
+
+    /// Gives a fax connector the office that serves its documents and records its faxes.
+    pub fn with_fax_desk(mut self, desk: Arc<dyn FaxDesk>) -> Self {
+        self.fax_desk = Some(desk);
+        self
     }
 
     pub fn manifest(&self) -> &Manifest {
@@ -269,7 +310,7 @@ impl HttpConnector {
             .await
     }
 
-    async fn send_sms(&self, delivery: &OutboundDelivery) -> Result<SendOutcome, ChannelError> {
+    async fn send_message(&self, delivery: &OutboundDelivery) -> Result<SendOutcome, ChannelError> {
         let region = &delivery.sender.settings.phone_region;
         let to = if self.manifest.channel.is_phone() {
             crate::phone::to_e164(&delivery.recipient, region).map_err(|e| {
@@ -287,11 +328,20 @@ impl HttpConnector {
                 )));
             }
         }
+        let fax = match self.manifest.channel {
+            crate::domain::Channel::Fax => Some(FaxDocument::compose(delivery)?),
+            _ => None,
+        };
         if let Some(limiter) = &self.limiter {
             limiter.acquire().await;
         }
         let callback = self.status_callback_url(&delivery.reference);
-        let context = self.context(&to, &delivery.body, &delivery.reference, "", &callback, "");
+        let media_url = match (&fax, self.manifest.send.document.as_deref()) {
+            (Some(document), Some("media_url")) => self.publish(delivery, document).await?,
+            _ => String::new(),
+        };
+        let mut context = self.context(&to, &delivery.body, &delivery.reference, "", &callback, "");
+        context.media_url = &media_url;
         let url = self.render("send.url", &context)?;
         let mut fields: Vec<(String, String)> = Vec::new();
         for field in self.manifest.send.fields.keys() {
@@ -316,6 +366,24 @@ impl HttpConnector {
                 let mut form = reqwest::multipart::Form::new();
                 for (k, v) in fields {
                     form = form.text(k, v);
+                }
+                if let (Some(document), Some(part)) = (&fax, self.manifest.send.document.as_deref())
+                    && part != "media_url"
+                {
+                    for file in &document.files {
+                        let bytes = reqwest::multipart::Part::stream(reqwest::Body::from(
+                            file.data.clone(),
+                        ))
+                        .file_name(file.filename.clone())
+                        .mime_str(&file.content_type)
+                        .map_err(|_| {
+                            ChannelError::Permanent(format!(
+                                "attachment type {}",
+                                file.content_type
+                            ))
+                        })?;
+                        form = form.part(part.to_string(), bytes);
+                    }
                 }
                 request.multipart(form)
             }
@@ -348,6 +416,15 @@ impl HttpConnector {
                 .and_then(|s| spec.status_map.get(s))
                 .and_then(|s| DeliveryStatus::parse(s));
             debug!(delivery_id = %delivery.delivery_id, connector = %self.name, provider_ref = %provider_ref, "provider accepted");
+            if let (Some(document), Some(desk)) = (&fax, &self.fax_desk)
+                && let Err(e) = desk
+                    .sent(&self.name, &provider_ref, delivery, document.pages)
+                    .await
+            {
+                // The provider has the fax: a retry would send it twice. Callbacks (matched by
+                // the provider's id on the delivery) create the record later.
+                warn!(delivery_id = %delivery.delivery_id, connector = %self.name, error = %e, "fax record not written");
+            }
             return match mapped {
                 Some(DeliveryStatus::Failed) => Err(ChannelError::Permanent(format!(
                     "{}: provider reports {}",
@@ -418,16 +495,12 @@ impl HttpConnector {
 
     /// Reads a status callback (after [`verify`](Self::verify)). `Ok(None)` when the body names
     /// no message (an event this connector does not track).
-    pub fn read_status(
-        &self,
-        body: &[u8],
-    ) -> Result<(Payload, Option<StatusReport>), WebhookError> {
+    pub fn read_status(&self, payload: &Payload) -> Result<Option<StatusReport>, WebhookError> {
         let spec = self
             .manifest
             .status
             .as_ref()
             .ok_or(WebhookError::NotSupported("status"))?;
-        let payload = Payload::parse(spec.encoding, body)?;
         let report = match (payload.get(&spec.id), payload.get(&spec.status)) {
             (Some(id), Some(status)) => {
                 let error = match (
@@ -438,17 +511,53 @@ impl HttpConnector {
                     (Some(c), None) => Some(format!("code {c}")),
                     (None, m) => m,
                 };
+                let mapped = spec.map.get(&status).and_then(|s| DeliveryStatus::parse(s));
+                let code = spec.error_code.as_deref().and_then(|p| payload.get(p));
+                let message = spec.error_message.as_deref().and_then(|p| payload.get(p));
                 Some(StatusReport {
                     provider_ref: id,
                     event_id: spec.event_id.as_deref().and_then(|p| payload.get(p)),
-                    status: spec.map.get(&status).and_then(|s| DeliveryStatus::parse(s)),
+                    transient: mapped == Some(DeliveryStatus::Failed)
+                        && is_transient(
+                            &spec.transient_errors,
+                            code.as_deref(),
+                            message.as_deref(),
+                        ),
+                    pages: spec.pages.as_deref().and_then(|p| pages(payload, p)),
+                    status: mapped,
                     provider_status: status,
                     error,
                 })
             }
             _ => None,
         };
-        Ok((payload, report))
+        Ok(report)
+    }
+
+    /// Serves the fax as one PDF and returns its URL.
+    async fn publish(
+        &self,
+        delivery: &OutboundDelivery,
+        document: &FaxDocument,
+    ) -> Result<String, ChannelError> {
+        let desk = self.fax_desk.as_ref().ok_or_else(|| {
+            ChannelError::Permanent(format!("{}: no document service for media URLs", self.name))
+        })?;
+        let public = self.config.public_url.as_deref().ok_or_else(|| {
+            ChannelError::Permanent(format!(
+                "{}: public_url is needed to serve the fax document",
+                self.name
+            ))
+        })?;
+        let pdf = document.single_pdf()?;
+        desk.publish(
+            public,
+            delivery,
+            "application/pdf",
+            pdf,
+            self.config.media_ttl_secs,
+        )
+        .await
     }
 
     /// The encoding webhooks of this kind use (to parse before verifying).
@@ -486,6 +595,133 @@ impl HttpConnector {
                 .unwrap_or_default(),
             from,
         }))
+    }
+
+    /// Whether this connector carries faxes (its inbound webhooks are faxes).
+    pub fn is_fax(&self) -> bool {
+        self.manifest.channel == crate::domain::Channel::Fax
+    }
+
+    /// Reads an inbound fax. `Ok(None)` for events that are not received faxes.
+    pub fn read_fax(&self, payload: &Payload) -> Result<Option<InboundFaxEvent>, WebhookError> {
+        let spec = self
+            .manifest
+            .inbound
+            .as_ref()
+            .ok_or(WebhookError::NotSupported("inbound"))?;
+        if let Some((location, wanted)) = &spec.only_when
+            && payload.get(location).as_deref() != Some(wanted.as_str())
+        {
+            return Ok(None);
+        }
+        let required = |location: &str, what: &str| {
+            payload
+                .get(location)
+                .ok_or_else(|| WebhookError::Malformed(format!("no {what} at {location}")))
+        };
+        let provider_ref = required(&spec.id, "fax id")?;
+        let from = payload.get(&spec.from).unwrap_or_default();
+        let to = required(&spec.to, "number it was sent to")?;
+        let provider_status = spec.status.as_deref().and_then(|s| payload.get(s));
+        let partial = spec
+            .partial
+            .as_deref()
+            .and_then(|p| payload.get(p))
+            .is_some_and(|v| v == "true")
+            || provider_status
+                .as_deref()
+                .is_some_and(|s| spec.partial_statuses.iter().any(|p| p == s));
+        let event = InboundFaxEvent {
+            provider_ref,
+            event_id: spec.event_id.as_deref().and_then(|p| payload.get(p)),
+            from,
+            to,
+            pages: spec
+                .pages
+                .as_deref()
+                .and_then(|p| payload.get(p))
+                .and_then(|p| p.parse().ok()),
+            partial,
+            provider_status,
+            media_url: spec.media_url.as_deref().and_then(|p| payload.get(p)),
+            document_part: spec.document.clone(),
+        };
+        if event.media_url.is_none()
+            && !event
+                .document_part
+                .as_deref()
+                .is_some_and(|part| payload.files().iter().any(|f| f.name == part))
+        {
+            return Err(WebhookError::Malformed(
+                "the fax has neither a document part nor a media URL".into(),
+            ));
+        }
+        Ok(Some(event))
+    }
+
+    /// Whether the manifest lists `host` among the hosts fax media may come from.
+    pub fn media_host_listed(&self, host: &str) -> bool {
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        self.manifest.inbound.as_ref().is_some_and(|spec| {
+            spec.media_hosts.iter().any(|listed| {
+                let listed = listed.trim_end_matches('.').to_ascii_lowercase();
+                match listed.strip_prefix("*.") {
+                    Some(suffix) => host.ends_with(&format!(".{suffix}")),
+                    None => host == listed,
+                }
+            })
+        })
+    }
+
+    /// Asks the provider for a fresh media URL of a received fax whose URL expired: the
+    /// manifest's `refresh_url`, then its `[query]` URL read at `refreshed_media_url`.
+    /// `Ok(None)` when the manifest says nothing of refreshing.
+    pub async fn refresh_media(&self, provider_ref: &str) -> Result<Option<String>, ChannelError> {
+        let Some(spec) = self.manifest.inbound.as_ref() else {
+            return Ok(None);
+        };
+        if spec.refresh_url.is_none() {
+            return Ok(None);
+        }
+        let context = self.context("", "", "", provider_ref, "", "");
+        let url = self.render("inbound.refresh_url", &context)?;
+        let response = self
+            .request("POST", &url, &context)
+            .await?
+            .send()
+            .await
+            .map_err(|e| ChannelError::Transient(transport_error(&e)))?;
+        if !response.status().is_success() {
+            return Err(ChannelError::Transient(format!(
+                "{}: media refresh HTTP {}",
+                self.name,
+                response.status().as_u16()
+            )));
+        }
+        let (Some(query), Some(pointer)) = (&self.manifest.query, &spec.refreshed_media_url) else {
+            return Ok(None);
+        };
+        let url = self.render("query.url", &context)?;
+        let response = self
+            .request(&query.method, &url, &context)
+            .await?
+            .send()
+            .await
+            .map_err(|e| ChannelError::Transient(transport_error(&e)))?;
+        if !response.status().is_success() {
+            return Err(ChannelError::Transient(format!(
+                "{}: fax lookup HTTP {}",
+                self.name,
+                response.status().as_u16()
+            )));
+        }
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| ChannelError::Transient(transport_error(&e)))?;
+        let payload = Payload::parse(Encoding::Json, &bytes)
+            .map_err(|e| ChannelError::Transient(e.to_string()))?;
+        Ok(payload.get(pointer))
     }
 
     /// The webhook answer: `(content type, body)`, carrying `reply` when the manifest can (TwiML).
@@ -538,22 +774,31 @@ impl HttpConnector {
             .map_err(|e| ChannelError::Transient(transport_error(&e)))?;
         let payload = Payload::parse(Encoding::Json, &bytes)
             .map_err(|e| ChannelError::Transient(e.to_string()))?;
-        Ok(payload.get(&query.status).map(|status| StatusReport {
-            event_id: None,
-            provider_ref: provider_ref.to_string(),
-            status: self
+        Ok(payload.get(&query.status).map(|status| {
+            let mapped = self
                 .manifest
                 .status
                 .as_ref()
                 .and_then(|s| s.map.get(&status))
                 .or_else(|| self.manifest.send.response.status_map.get(&status))
-                .and_then(|s| DeliveryStatus::parse(s)),
-            error: query
-                .error_code
-                .as_deref()
-                .and_then(|p| payload.get(p))
-                .map(|c| format!("code {c}")),
-            provider_status: status,
+                .and_then(|s| DeliveryStatus::parse(s));
+            let code = query.error_code.as_deref().and_then(|p| payload.get(p));
+            let transient_errors = self
+                .manifest
+                .status
+                .as_ref()
+                .map(|s| s.transient_errors.as_slice())
+                .unwrap_or_default();
+            StatusReport {
+                event_id: None,
+                provider_ref: provider_ref.to_string(),
+                transient: mapped == Some(DeliveryStatus::Failed)
+                    && is_transient(transient_errors, code.as_deref(), None),
+                pages: query.pages.as_deref().and_then(|p| pages(&payload, p)),
+                status: mapped,
+                error: code.map(|c| format!("code {c}")),
+                provider_status: status,
+            }
         }))
     }
 }
@@ -569,8 +814,28 @@ impl Channel for HttpConnector {
     }
 
     async fn send(&self, delivery: &OutboundDelivery) -> Result<SendOutcome, ChannelError> {
-        self.send_sms(delivery).await
+        self.send_message(delivery).await
     }
+}
+
+/// Whether a failure is one the manifest lists as worth another attempt: its code is listed,
+/// or its reason contains a listed phrase (case-insensitive).
+fn is_transient(listed: &[String], code: Option<&str>, message: Option<&str>) -> bool {
+    let lower = |s: &str| s.to_ascii_lowercase();
+    listed.iter().any(|entry| {
+        let entry = lower(entry);
+        code.is_some_and(|c| lower(c) == entry)
+            || message.is_some_and(|m| lower(m).contains(&entry))
+    })
+}
+
+/// A page count at `location` (a number, bounded).
+fn pages(payload: &Payload, location: &str) -> Option<u32> {
+    payload
+        .get(location)?
+        .parse::<u32>()
+        .ok()
+        .filter(|n| *n <= 100_000)
 }
 
 fn manifest_auth_templates(manifest: &Manifest) -> Vec<(String, String)> {
@@ -679,8 +944,12 @@ mod tests {
     fn builtin_manifests_load() {
         for (name, _) in manifest::BUILTIN {
             let m = Manifest::load(name).unwrap();
-            assert_eq!(m.channel, "sms");
-            assert!(m.status.is_some() && m.inbound.is_some() && m.query.is_some());
+            assert!(m.status.is_some() && m.query.is_some());
+            match m.channel.as_str() {
+                "sms" => assert!(m.inbound.is_some()),
+                "fax" => assert!(m.send.document.is_some()),
+                other => panic!("{other}"),
+            }
         }
     }
 

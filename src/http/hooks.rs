@@ -55,6 +55,20 @@ fn unreadable(error: impl std::fmt::Display) -> Problem {
     Problem::new(ProblemType::InvalidWebhookPayload, error.to_string())
 }
 
+/// Reads the body as the manifest says it comes: form, JSON or `multipart/form-data` (its
+/// boundary from the request's `Content-Type`).
+fn payload(
+    connector: &HttpConnector,
+    kind: &'static str,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Payload, Problem> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|h| h.to_str().ok());
+    Payload::parse_typed(connector.webhook_encoding(kind), content_type, body).map_err(unreadable)
+}
+
 /// Verifies the signature; on failure records an audit event and answers 403.
 async fn verified(
     state: &AppState,
@@ -64,7 +78,7 @@ async fn verified(
     uri: &Uri,
     body: &Bytes,
 ) -> Result<Payload, Problem> {
-    let payload = Payload::parse(connector.webhook_encoding(kind), body).map_err(unreadable)?;
+    let payload = payload(connector, kind, headers, body)?;
     let url = called_url(connector, headers, uri);
     let header = |name: &str| {
         headers
@@ -109,8 +123,8 @@ pub async fn status(
     body: Bytes,
 ) -> Result<Response, Problem> {
     let connector = connector(&state, &name)?;
-    verified(&state, &connector, "status", &headers, &uri, &body).await?;
-    let (_, report) = connector.read_status(&body).map_err(unreadable)?;
+    let payload = verified(&state, &connector, "status", &headers, &uri, &body).await?;
+    let report = connector.read_status(&payload).map_err(unreadable)?;
     let Some(report) = report else {
         return Ok(StatusCode::NO_CONTENT.into_response());
     };
@@ -135,6 +149,9 @@ pub async fn inbound(
 ) -> Result<Response, Problem> {
     let connector = connector(&state, &name)?;
     let payload = verified(&state, &connector, "inbound", &headers, &uri, &body).await?;
+    if connector.is_fax() {
+        return fax(&state, &connector, &payload).await;
+    }
     let Some(message) = connector.read_inbound(&payload).map_err(unreadable)? else {
         return Ok(answer(&connector, None));
     };
@@ -159,11 +176,73 @@ pub async fn inbound(
     Ok(answer(&connector, reply.as_deref()))
 }
 
+/// A received fax: recorded sealed (once per provider fax id) before the provider is
+/// answered 200; the `fax-inbound` job downloads, routes and files it.
+async fn fax(
+    state: &AppState,
+    connector: &HttpConnector,
+    payload: &Payload,
+) -> Result<Response, Problem> {
+    let Some(event) = connector.read_fax(payload).map_err(unreadable)? else {
+        return Ok(StatusCode::OK.into_response());
+    };
+    let Some(service) = &state.fax_inbound else {
+        warn!("a fax webhook arrived, but this process does not take received faxes");
+        return Err(Problem::internal());
+    };
+    let document = event.document_part.as_deref().and_then(|part| {
+        payload
+            .files()
+            .iter()
+            .rev()
+            .find(|f| f.name == part)
+            .map(|f| (f.content_type.clone(), f.data.as_ref()))
+    });
+    let receipt = service
+        .record(connector, &event, document)
+        .await
+        .map_err(|e| {
+            warn!(error = %e, "received fax not recorded");
+            Problem::internal()
+        })?;
+    tracing::info!(fax_id = %receipt.id, fresh = receipt.fresh, "received fax recorded");
+    Ok(StatusCode::OK.into_response())
+}
+
 fn answer(connector: &HttpConnector, reply: Option<&str>) -> Response {
     match connector.inbound_answer(reply) {
         Some((content_type, body)) => {
             ([(header::CONTENT_TYPE, content_type)], body).into_response()
         }
         None => StatusCode::NO_CONTENT.into_response(),
+    }
+}
+
+/// `GET /media/{token}`: a fax document we serve to the provider that sends it (Telnyx
+/// `media_url`). No API key: the random token in the URL is the capability; it works once and
+/// expires in minutes. Unknown, used and expired tokens get the same 404.
+#[instrument(skip_all)]
+pub async fn media(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+) -> Result<Response, Problem> {
+    match state
+        .app
+        .fax
+        .take(&token)
+        .await
+        .map_err(crate::service::ServiceError::from)?
+    {
+        Some(media) => Ok((
+            [
+                (header::CONTENT_TYPE, media.content_type),
+                (header::CACHE_CONTROL, "no-store".to_string()),
+            ],
+            media.data,
+        )
+            .into_response()),
+        None => Err(Problem::not_found(
+            "no such document, or its link was used or expired",
+        )),
     }
 }

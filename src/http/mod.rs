@@ -57,6 +57,8 @@ pub struct AppState {
     pub tasks: crate::supervise::TaskMetrics,
     /// The bearer token `/metrics` requires (`server.metrics_token`), read at start-up.
     pub metrics_token: Option<Arc<String>>,
+    /// Received faxes (fax connectors' inbound webhooks); set by the daemon.
+    pub fax_inbound: Option<crate::inbound::fax::FaxInbound>,
 }
 
 impl AppState {
@@ -68,6 +70,7 @@ impl AppState {
             keys: auth::KeyCache::default(),
             tasks: crate::supervise::TaskMetrics::default(),
             metrics_token: None,
+            fax_inbound: None,
         }
     }
 }
@@ -150,7 +153,19 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/inbound/{id}/reassign", post(inbound::reassign))
         .route("/v1/inbound/{id}/dismiss", post(inbound::dismiss))
         .route("/hooks/{connector}/status", post(hooks::status))
-        .route("/hooks/{connector}/inbound", post(hooks::inbound))
+        .route(
+            "/hooks/{connector}/inbound",
+            // A fax provider posts the document itself (Phaxio): up to the fax limit, plus
+            // room for its fields and the multipart framing.
+            post(hooks::inbound).layer(DefaultBodyLimit::max(
+                limit.max(
+                    usize::try_from(state.config.fax_inbound.max_document_bytes)
+                        .unwrap_or(usize::MAX)
+                        .saturating_add(1024 * 1024),
+                ),
+            )),
+        )
+        .route("/media/{token}", get(hooks::media))
         .fallback(|| async { Problem::not_found("no such resource") })
         .method_not_allowed_fallback(|| async {
             Problem::new(ProblemType::MethodNotAllowed, "method not allowed")

@@ -9,6 +9,7 @@
 //! disclosure like any other: it passes the gate (`crate::disclosure`) before it is handed back
 //! to the webhook, and a refused one is audited and not given at all.
 
+pub mod fax;
 pub mod keywords;
 mod webhook;
 mod work;
@@ -16,7 +17,7 @@ mod work;
 pub use webhook::Answering;
 pub use work::{
     CandidateView, DismissRequest, Dismissed, InboundItemView, InboundList, InboundStatus,
-    MAX_PAGE, ReassignRequest, ResolveRequest, Resolved, StepView,
+    ItemAttachmentView, MAX_PAGE, ReassignRequest, ResolveRequest, Resolved, StepView,
 };
 
 use std::sync::Arc;

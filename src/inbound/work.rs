@@ -108,6 +108,10 @@ pub struct InboundItemView {
     /// Media URLs the provider gave (only when one item is shown).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub media: Option<Vec<String>>,
+    /// The files it carries (only when one item is shown): a fax's document, a Direct
+    /// message's attachments — what a person looks at before filing it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attachments: Option<Vec<ItemAttachmentView>>,
     /// The pipeline's steps, in order (only when one item is shown).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub steps: Option<Vec<StepView>>,
@@ -120,6 +124,17 @@ pub struct InboundItemView {
     /// failed (the HISP's answer, addresses redacted); `message_id` the MDN's own.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mdn: Option<MdnStatuses>,
+}
+
+/// A file an inbound item carries, as the item is shown (the bytes are filed with the message
+/// when the item is filed).
+#[derive(Debug, Clone, Serialize)]
+pub struct ItemAttachmentView {
+    pub filename: Option<String>,
+    pub content_type: String,
+    pub size: usize,
+    /// Hex SHA-256 of the bytes.
+    pub sha256: String,
 }
 
 /// One step of an item: `received`, `parsed`, `matched`, `filed` | `unmatched` | `processed`,
@@ -180,6 +195,7 @@ impl InboundItemView {
             updated_at: row.updated_at,
             body: None,
             media: None,
+            attachments: None,
             steps: None,
             mdn: None,
         }
@@ -324,6 +340,18 @@ impl InboundService {
         let steps = self.store.inbound().steps(organization_id, item_id).await?;
         let mut view = InboundItemView::new(item, &external_ids);
         if let Some(parsed) = content {
+            view.attachments = Some(
+                parsed
+                    .attachments
+                    .iter()
+                    .map(|a| ItemAttachmentView {
+                        filename: a.filename.clone(),
+                        content_type: a.content_type.clone(),
+                        size: a.bytes.len(),
+                        sha256: crate::attachments::sha256_hex(&a.bytes),
+                    })
+                    .collect(),
+            );
             view.body = Some(parsed.body);
             view.media = Some(parsed.links);
         }

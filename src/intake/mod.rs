@@ -25,7 +25,8 @@ pub mod matching;
 mod sources;
 
 pub use sources::{
-    CdaSource, DIRECT_MAX_ATTACHMENTS, DIRECT_MAX_BODY_BYTES, DirectSource, SmsSource, source_for,
+    CdaSource, DIRECT_MAX_ATTACHMENTS, DIRECT_MAX_BODY_BYTES, DirectSource, FaxSource, SmsSource,
+    source_for,
 };
 
 use std::sync::Arc;

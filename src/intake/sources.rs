@@ -504,9 +504,72 @@ fn xdm_meta(document: &switchboard_docs::xdm::Document) -> DocumentMeta {
 }
 
 /// The source that reads items of `channel`, for reprocessing a stored item.
+/// A received fax (`crate::inbound::fax::FaxDocument`: the provider's details and the
+/// document): the document is the attachment (PDF or TIFF by content, else as declared), the
+/// body says who sent it, to which number, how many pages, and whether only part of it
+/// arrived (also a warning, `fax: partial`). The sender's number only proposes candidates: a
+/// fax machine is shared by a whole practice.
+pub struct FaxSource;
+
+impl Source for FaxSource {
+    fn channel(&self) -> &'static str {
+        "fax"
+    }
+
+    fn parse(&self, raw: &[u8]) -> Result<Parsed, String> {
+        let fax = crate::inbound::fax::FaxDocument::decode(raw)?;
+        let header = &fax.header;
+        let mut warnings = Vec::new();
+        let pages = match header.pages {
+            Some(1) => "1 page".to_string(),
+            Some(n) => format!("{n} pages"),
+            None => "pages not stated".to_string(),
+        };
+        let mut body = format!("Fax from {} to {}, {pages}.", header.from, header.to);
+        if header.partial {
+            body.push_str(" Partial: only part of the fax arrived.");
+            warnings.push("fax: partial".to_string());
+        }
+        let content_type = if fax.document.starts_with(b"%PDF-") {
+            "application/pdf".to_string()
+        } else if fax.document.starts_with(b"II*\0") || fax.document.starts_with(b"MM\0*") {
+            "image/tiff".to_string()
+        } else {
+            warnings.push("fax: document is neither PDF nor TIFF".to_string());
+            header
+                .content_type
+                .clone()
+                .unwrap_or_else(|| "application/octet-stream".to_string())
+        };
+        let extension = match content_type.as_str() {
+            "application/pdf" => "pdf",
+            "image/tiff" => "tif",
+            _ => "bin",
+        };
+        let mut attachments = Vec::new();
+        if fax.document.is_empty() {
+            warnings.push("fax: no document".to_string());
+        } else {
+            attachments.push(ParsedAttachment {
+                filename: Some(format!("fax-{}.{extension}", header.provider_ref)),
+                content_type,
+                bytes: fax.document,
+            });
+        }
+        Ok(Parsed {
+            subject: Some(format!("Fax from {}", header.from)),
+            body,
+            attachments,
+            warnings,
+            ..Parsed::default()
+        })
+    }
+}
+
 pub fn source_for(channel: &str) -> Option<&'static dyn Source> {
     match channel {
         "sms" => Some(&SmsSource),
+        "fax" => Some(&FaxSource),
         "document" => Some(&CdaSource),
         "direct" => Some(&DirectSource),
         _ => None,

@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::config::Config;
 use crate::connectors::Connectors;
 use crate::deliveries::report_update;
 use crate::store::{Store, StoreError, now_ms};
@@ -16,13 +17,18 @@ use crate::store::{Store, StoreError, now_ms};
 /// How often the reconciler looks for candidates.
 const PASS_INTERVAL: Duration = Duration::from_secs(60);
 
-pub async fn run(store: Store, connectors: Connectors, shutdown: CancellationToken) {
+pub async fn run(
+    store: Store,
+    connectors: Connectors,
+    config: std::sync::Arc<Config>,
+    shutdown: CancellationToken,
+) {
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(PASS_INTERVAL) => {}
         }
-        if let Err(e) = reconcile_once(&store, &connectors).await {
+        if let Err(e) = reconcile_once(&store, &connectors, &config).await {
             warn!(error = %e, "reconciliation pass failed");
         }
     }
@@ -30,7 +36,11 @@ pub async fn run(store: Store, connectors: Connectors, shutdown: CancellationTok
 
 /// One pass over every HTTP connector that can look messages up. Returns how many
 /// deliveries moved.
-pub async fn reconcile_once(store: &Store, connectors: &Connectors) -> Result<usize, StoreError> {
+pub async fn reconcile_once(
+    store: &Store,
+    connectors: &Connectors,
+    config: &Config,
+) -> Result<usize, StoreError> {
     let mut moved = 0;
     for connector in connectors.http_connectors() {
         let after = connector.reconcile_after_secs();
@@ -57,10 +67,14 @@ pub async fn reconcile_once(store: &Store, connectors: &Connectors) -> Result<us
             let Some(update) = report_update(&report, &name, &format!("reconcile:{name}")) else {
                 continue;
             };
-            if store.deliveries().update(&delivery_id, &update).await? {
+            let applied = store.deliveries().update(&delivery_id, &update).await?;
+            if applied {
                 moved += 1;
                 info!(%delivery_id, connector = %name, status = update.status.as_str(), "reconciled");
             }
+            let delivery = store.deliveries().get(&delivery_id).await?;
+            crate::deliveries::after_report(store, config, &name, &delivery, &report, applied)
+                .await?;
         }
     }
     Ok(moved)

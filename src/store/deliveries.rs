@@ -409,7 +409,8 @@ impl Deliveries<'_> {
         .await)?)
     }
 
-    /// Deliveries that need a (new) job: never enqueued after `unqueued_grace_ms`, leases or
+    /// Deliveries that need a (new) job: never enqueued after `unqueued_grace_ms` (past their
+    /// `not_before`, for a retry made due later), leases or
     /// retry times that passed more than `grace_ms` ago without a job pushed since, and anything
     /// enqueued but still waiting after `stuck_ms`.
     pub async fn sweep_candidates(
@@ -423,7 +424,7 @@ impl Deliveries<'_> {
             sqlx::query_as(
             "SELECT id, channel FROM deliveries
              WHERE status IN ('queued', 'sending') AND (
-                (enqueued_at IS NULL AND created_at < $1 - $2)
+                (enqueued_at IS NULL AND created_at < $1 - $2 AND (not_before IS NULL OR not_before < $1 - $2))
                 OR (status = 'sending' AND not_before < $1 - $2 AND (enqueued_at IS NULL OR enqueued_at < not_before))
                 OR (enqueued_at < $1 - $3 AND (not_before IS NULL OR not_before < $1 - $3))
              )
@@ -667,6 +668,75 @@ impl Deliveries<'_> {
         )
         .bind(connector)
         .bind(provider_ref)
+        .fetch_optional(pool)
+        .await)?;
+        Ok(row.map(|(id,)| id))
+    }
+}
+
+impl Deliveries<'_> {
+    /// A new delivery that retries failed delivery `failed_id` (same message, recipient and
+    /// channel) from `retry_at`, counting the attempts already made; the sweeper gives it a
+    /// job once it is due. At most one retry per failed delivery: a repeat returns the one
+    /// made before. `None` when `failed_id` is unknown.
+    pub async fn retry_failed(
+        self,
+        failed_id: &str,
+        retry_at: i64,
+        reason: &str,
+    ) -> Result<Option<String>> {
+        let now = now_ms();
+        let id = new_id("dlv");
+        Ok(on_db!(self.db(), |pool| {
+            let mut tx = pool.begin().await?;
+            let existing: Option<(String,)> =
+                sqlx::query_as("SELECT id FROM deliveries WHERE retry_of = $1")
+                    .bind(failed_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if let Some((existing,)) = existing {
+                tx.rollback().await?;
+                return Ok(Some(existing));
+            }
+            let inserted = sqlx::query(
+                "INSERT INTO deliveries (id, organization_id, message_id, patient_id, channel, recipient, status,
+                    status_rank, attempts, max_attempts, not_before, retry_of, created_at, updated_at)
+                 SELECT $1, organization_id, message_id, patient_id, channel, recipient, 'queued', 0, attempts,
+                    max_attempts, $2, id, $3, $3
+                 FROM deliveries WHERE id = $4 AND status = 'failed'",
+            )
+            .bind(&id)
+            .bind(retry_at)
+            .bind(now)
+            .bind(failed_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if inserted == 0 {
+                tx.rollback().await?;
+                return Ok(None);
+            }
+            let retry_in = (retry_at - now).max(0) as f64 / 1000.0;
+            sqlx::query(
+                "INSERT INTO delivery_events (organization_id, delivery_id, status, applied, source, detail, created_at)
+                 SELECT organization_id, $1, 'queued', TRUE, 'retry', $2, $3 FROM deliveries WHERE id = $1",
+            )
+            .bind(&id)
+            .bind(format!("retry of {failed_id} ({reason}); first attempt in {retry_in:.1}s"))
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Some(id)
+        }))
+    }
+
+    /// The delivery that retries `failed_id`, if one was made.
+    pub async fn retry_of(self, failed_id: &str) -> Result<Option<String>> {
+        let row: Option<(String,)> = on_db!(self.db(), |pool| sqlx::query_as(
+            "SELECT id FROM deliveries WHERE retry_of = $1"
+        )
+        .bind(failed_id)
         .fetch_optional(pool)
         .await)?;
         Ok(row.map(|(id,)| id))

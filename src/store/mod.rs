@@ -24,6 +24,8 @@ mod direct;
 mod direct_inbound;
 mod direct_mdns;
 mod events;
+mod fax;
+mod fax_inbound;
 mod group;
 mod hl7;
 mod inbound;
@@ -59,6 +61,8 @@ pub use deliveries::{Claimed, DeliveryFilter, DeliveryUpdate, SweepItem};
 pub use direct_inbound::Quarantine as DirectQuarantine;
 pub use direct_mdns::{MdnRow, NewMdnRow};
 pub use events::{EventCursor, EventPage};
+pub use fax::{FaxMediaRow, FaxRecordRow};
+pub use fax_inbound::{FaxInboundRow, NewFaxInbound};
 pub use group::{AfterAccept, GroupCommit};
 pub use hl7::{Hl7Arrival, Hl7Effects, Hl7Outcome, Hl7Row};
 pub use inbound::{FileInbound, InboundRow, NewInbound, NewOrphan, OrphanRow};
@@ -168,6 +172,10 @@ repositories! {
     urgent: Urgent;
     /// Webhook endpoints and their deliveries.
     webhooks: Webhooks;
+    /// Faxes out: provider records and the documents served to providers.
+    faxes: Faxes;
+    /// Received faxes' webhooks, waiting for the `fax-inbound` job (`fax_inbound`).
+    received_faxes: ReceivedFaxes;
     /// Pruning what grows with traffic (the maintenance pass).
     retention: Retention;
 }

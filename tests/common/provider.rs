@@ -239,6 +239,7 @@ pub fn twilio_connector(
         rate_per_sec: 0.0,
         timeout_secs,
         reconcile_after_secs: 0,
+        media_ttl_secs: 600,
     })
 }
 
@@ -271,6 +272,7 @@ pub fn telnyx_connector(
         rate_per_sec: 0.0,
         timeout_secs: 2,
         reconcile_after_secs: 0,
+        media_ttl_secs: 600,
     })
 }
 

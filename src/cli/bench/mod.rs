@@ -12,6 +12,7 @@
 mod attachments;
 mod direct;
 mod direct_inbound;
+mod fax;
 mod reminders;
 mod retention;
 mod webhooks;
@@ -80,6 +81,13 @@ pub struct BenchArgs {
     /// Sealed Direct messages through the inbound path (0 skips it).
     #[arg(long, default_value_t = 200)]
     pub direct_inbound: usize,
+    /// Signed inbound fax callbacks (Phaxio, multipart with a PDF) through the webhook and the
+    /// fax-inbound job to the unmatched queue (0 skips it).
+    #[arg(long, default_value_t = 500)]
+    pub fax_webhooks: usize,
+    /// Concurrent clients for the fax webhook benchmark.
+    #[arg(long, default_value_t = 50)]
+    pub fax_concurrency: usize,
 }
 
 impl Default for BenchArgs {
@@ -100,6 +108,8 @@ impl Default for BenchArgs {
             attachment_concurrency: 16,
             webhook_events: 2_000,
             direct_inbound: 200,
+            fax_webhooks: 500,
+            fax_concurrency: 50,
         }
     }
 }
@@ -174,6 +184,18 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             )
             .await;
             inbound.drop_database().await;
+        }
+        if result.is_ok() && args.fax_webhooks > 0 {
+            let faxes = Scratch::create(database, &args.postgres_url).await?;
+            result = self::fax::bench(
+                database,
+                &faxes.url,
+                faxes.dir.path(),
+                args.fax_webhooks,
+                args.fax_concurrency,
+            )
+            .await;
+            faxes.drop_database().await;
         }
         scratch.drop_database().await;
         result?;

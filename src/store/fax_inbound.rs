@@ -1,0 +1,172 @@
+//! Inbound fax webhooks (`fax_inbound`): recorded once per (provider, direction, provider id)
+//! when the webhook arrives, claimed for one attempt by a conditional update (a lease in
+//! `not_before`), then `filed` (handed to intake), `orphaned` (no organization owns the
+//! number), retried later, or `failed`. The states and the backoff are
+//! `crate::inbound::fax`'s; this file only stores them.
+//!
+//! `attempts` is an `INTEGER` column (a 32-bit integer on PostgreSQL), read as `i32`.
+
+use super::{ReceivedFaxes, Result, now_ms, on_db};
+
+/// A row of `fax_inbound`.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct FaxInboundRow {
+    pub id: String,
+    pub provider: String,
+    pub direction: String,
+    pub provider_id: String,
+    pub connector: String,
+    /// Sealed with the row id as associated data.
+    pub raw: Vec<u8>,
+    /// `received` | `filed` | `orphaned` | `failed`.
+    pub status: String,
+    pub attempts: i32,
+    pub not_before: i64,
+    pub reason: Option<String>,
+    pub inbound_item_id: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+macro_rules! fax_columns {
+    () => {
+        "id, provider, direction, provider_id, connector, raw, status, attempts, not_before, \
+         reason, inbound_item_id, created_at, updated_at"
+    };
+}
+
+/// A fax webhook to record.
+#[derive(Debug, Clone)]
+pub struct NewFaxInbound<'a> {
+    pub id: &'a str,
+    pub provider: &'a str,
+    pub direction: &'a str,
+    pub provider_id: &'a str,
+    pub connector: &'a str,
+    pub raw: &'a [u8],
+}
+
+impl ReceivedFaxes<'_> {
+    /// Records a received fax, due now. Returns the row's id and whether it is new (`false`:
+    /// this provider's fax in this direction was recorded before; nothing changed).
+    pub async fn record(self, fax: &NewFaxInbound<'_>) -> Result<(String, bool)> {
+        let now = now_ms();
+        let inserted = on_db!(self.db(), |pool| sqlx::query(
+            "INSERT INTO fax_inbound (id, provider, direction, provider_id, connector, raw,
+                status, attempts, not_before, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, 'received', 0, $7, $7, $7)
+             ON CONFLICT (provider, direction, provider_id) DO NOTHING"
+        )
+        .bind(fax.id)
+        .bind(fax.provider)
+        .bind(fax.direction)
+        .bind(fax.provider_id)
+        .bind(fax.connector)
+        .bind(fax.raw)
+        .bind(now)
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected()))?;
+        if inserted > 0 {
+            return Ok((fax.id.to_string(), true));
+        }
+        let id: String = on_db!(self.db(), |pool| {
+            sqlx::query_scalar(
+            "SELECT id FROM fax_inbound WHERE provider = $1 AND direction = $2 AND provider_id = $3"
+        )
+        .bind(fax.provider)
+        .bind(fax.direction)
+        .bind(fax.provider_id)
+        .fetch_one(pool)
+        .await
+        })?;
+        Ok((id, false))
+    }
+
+    /// Takes the oldest due received fax for one attempt: it stays `received` with
+    /// `not_before = lease_until`, so no other worker (of this daemon or another on the same
+    /// database) takes it until the outcome is written or the lease runs out.
+    pub async fn claim(self, now: i64, lease_until: i64) -> Result<Option<FaxInboundRow>> {
+        Ok(on_db!(self.db(), |pool| sqlx::query_as(concat!(
+            "UPDATE fax_inbound SET not_before = $2, updated_at = $1
+             WHERE id = (SELECT id FROM fax_inbound
+                          WHERE status = 'received' AND not_before <= $1
+                          ORDER BY not_before, id LIMIT 1)
+               AND status = 'received' AND not_before <= $1
+             RETURNING ",
+            fax_columns!()
+        ))
+        .bind(now)
+        .bind(lease_until)
+        .fetch_optional(pool)
+        .await)?)
+    }
+
+    /// When the next received fax falls due (unix ms), if any.
+    pub async fn next_due(self) -> Result<Option<i64>> {
+        Ok(on_db!(self.db(), |pool| sqlx::query_scalar(
+            "SELECT MIN(not_before) FROM fax_inbound WHERE status = 'received'"
+        )
+        .fetch_one(pool)
+        .await)?)
+    }
+
+    /// The attempt finished the work: `filed` or `orphaned`, naming the item it became.
+    pub async fn done(self, id: &str, status: &str, item_id: &str) -> Result<()> {
+        let now = now_ms();
+        on_db!(self.db(), |pool| sqlx::query(
+            "UPDATE fax_inbound SET status = $2, inbound_item_id = $3, attempts = attempts + 1,
+                reason = NULL, updated_at = $4
+             WHERE id = $1 AND status = 'received'"
+        )
+        .bind(id)
+        .bind(status)
+        .bind(item_id)
+        .bind(now)
+        .execute(pool)
+        .await
+        .map(|_| ()))?;
+        Ok(())
+    }
+
+    /// An attempt failed: due again at `not_before` with the reason, or `failed` for good when
+    /// `permanent` or when this was attempt `max_attempts`. Returns the status now.
+    pub async fn attempt_failed(
+        self,
+        id: &str,
+        reason: &str,
+        permanent: bool,
+        not_before: i64,
+        max_attempts: i32,
+    ) -> Result<String> {
+        let now = now_ms();
+        let status: Option<String> = on_db!(self.db(), |pool| sqlx::query_scalar(
+            "UPDATE fax_inbound SET attempts = attempts + 1, reason = $2, not_before = $3,
+                updated_at = $4,
+                status = CASE WHEN $5 OR attempts + 1 >= $6 THEN 'failed' ELSE 'received' END
+             WHERE id = $1 AND status = 'received' RETURNING status"
+        )
+        .bind(id)
+        .bind(reason)
+        .bind(not_before)
+        .bind(now)
+        .bind(permanent)
+        .bind(max_attempts)
+        .fetch_optional(pool)
+        .await)?;
+        Ok(status.unwrap_or_else(|| "received".into()))
+    }
+
+    /// A recorded fax by id (operator views and tests).
+    pub async fn get(self, id: &str) -> Result<FaxInboundRow> {
+        on_db!(self.db(), |pool| sqlx::query_as(concat!(
+            "SELECT ",
+            fax_columns!(),
+            " FROM fax_inbound WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(pool)
+        .await)?
+        .ok_or(super::StoreError::NotFound)
+    }
+}
