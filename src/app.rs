@@ -98,6 +98,7 @@ impl App {
             ops: Ops {
                 store,
                 group: messages.group.clone(),
+                keyring: messages.keyring.clone(),
             },
             patients,
             messages,

@@ -2,8 +2,13 @@
 //! of refusals at the edges (a provider webhook whose signature failed), and the admin lists:
 //! deliveries by status/channel/connector/time and the dead letters, with their retries.
 
+mod hl7;
+
 use serde::{Deserialize, Serialize};
 
+pub use hl7::{Hl7Item, Hl7List, Hl7MessageView, Hl7Query};
+
+use crate::crypto::Keyring;
 use crate::domain::{Channel, DeliveryStatus};
 use crate::messages::rfc3339;
 use crate::service::{FieldError, Refusal, ServiceError};
@@ -39,6 +44,8 @@ pub struct Ops {
     pub store: Store,
     /// Enqueues what a retry creates.
     pub group: GroupCommit,
+    /// Opens the HL7 archive.
+    pub keyring: Keyring,
 }
 
 /// The filters of `GET /v1/deliveries` and `GET /v1/dead-letters` (and of

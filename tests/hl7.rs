@@ -943,3 +943,82 @@ both_databases!(
     absurd_durations_are_ignored,
     super::absurd_durations_are_ignored
 );
+
+/// The archive as an operator reads it through the admin API: listed newest first and by
+/// outcome, a message's segments masked outside MSH, revealed only on request and audited.
+async fn archive_is_listed_masked_and_revealed(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let (mut daemon, addr) = start(&db).await;
+    let good = std::fs::read_to_string(Path::new(VECTORS).join("ADT-A04-01.hl7"))
+        .expect("vector")
+        .replace("\r\n", "\r")
+        .replace('\n', "\r");
+    let acks = send(
+        addr,
+        &[
+            good,
+            "MSH|^~\\&|EHR|North|SB|North|20261128||SIU^S12|bad-1|P|2.5\rSCH|\r".to_string(),
+        ],
+    )
+    .await;
+    assert_eq!(acks.len(), 2, "{acks:?}");
+    let list = daemon.get_json("/v1/hl7/messages").await;
+    let messages = list["messages"].as_array().expect("messages");
+    assert_eq!(messages.len(), 2, "{list:#}");
+    assert_eq!(messages[0]["control_id"], "bad-1", "newest first");
+    assert_ne!(messages[0]["status"], "applied", "{list:#}");
+    let applied = daemon
+        .get_json("/v1/hl7/messages?status=applied&type=ADT")
+        .await;
+    let applied = applied["messages"].as_array().expect("messages");
+    assert_eq!(applied.len(), 1);
+    let id = applied[0]["id"].as_str().expect("id");
+
+    let masked = daemon.get_json(&format!("/v1/hl7/messages/{id}")).await;
+    assert_eq!(masked["revealed"], false);
+    let text = masked["segments"].to_string();
+    assert!(text.contains("\"PID\""), "{masked:#}");
+    assert!(
+        !text.contains("EVERYMAN"),
+        "a name in a masked view: {masked:#}"
+    );
+    let audited = |rows: &[switchboard::store::AuditRow]| {
+        rows.iter().filter(|r| r.action == "hl7_revealed").count()
+    };
+    let before = daemon
+        .core
+        .store
+        .audit()
+        .entries(&daemon.organization_id, 100)
+        .await
+        .expect("audit");
+    assert_eq!(audited(&before), 0, "masking is not a disclosure");
+    let revealed = daemon
+        .get_json(&format!("/v1/hl7/messages/{id}?reveal=true"))
+        .await;
+    assert_eq!(revealed["revealed"], true);
+    assert!(revealed["segments"].to_string().contains("EVERYMAN"));
+    let after = daemon
+        .core
+        .store
+        .audit()
+        .entries(&daemon.organization_id, 100)
+        .await
+        .expect("audit");
+    assert_eq!(audited(&after), 1, "revealing is audited");
+
+    let other = daemon.key_for("south").await;
+    let response = daemon
+        .http
+        .get(daemon.url(&format!("/v1/hl7/messages/{id}")))
+        .bearer_auth(&other)
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(response.status(), 404, "another organization's message");
+    daemon.stop().await;
+}
+both_databases!(
+    archive_is_listed_masked_and_revealed,
+    super::archive_is_listed_masked_and_revealed
+);

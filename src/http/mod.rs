@@ -15,6 +15,7 @@ mod deliveries;
 mod events;
 mod guard;
 mod health;
+mod hl7;
 mod hooks;
 mod inbound;
 mod json;
@@ -143,6 +144,8 @@ pub fn router(state: AppState) -> Router {
             "/v1/dead-letters/{delivery_id}/retry",
             post(deliveries::retry),
         )
+        .route("/v1/hl7/messages", get(hl7::list))
+        .route("/v1/hl7/messages/{id}", get(hl7::show))
         .route("/v1/inbound", get(inbound::list))
         .route("/v1/direct/quarantine", get(inbound::direct_quarantine))
         .route("/v1/inbound/{id}", get(inbound::show))

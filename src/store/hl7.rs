@@ -166,6 +166,59 @@ impl Hl7<'_> {
         .await)?)
     }
 
+    /// One archived message of the organization, if it is theirs.
+    pub async fn of_organization(self, organization_id: &str, id: &str) -> Result<Option<Hl7Row>> {
+        Ok(on_db!(self.db(), |pool| sqlx::query_as(
+            sqlx::AssertSqlSafe(format!(
+                "SELECT {COLUMNS} FROM hl7_messages WHERE id = $1 AND organization_id = $2"
+            ))
+        )
+        .bind(id)
+        .bind(organization_id)
+        .fetch_optional(pool)
+        .await)?)
+    }
+
+    /// A page of the organization's archive, newest first: by status, message type (`SIU^S12`,
+    /// or a prefix such as `SIU`), control id and receipt time, after the keyset `after`
+    /// (`(received_at, id)` of the previous page's last row).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn page(
+        self,
+        organization_id: &str,
+        status: Option<&str>,
+        message_type: Option<&str>,
+        control_id: Option<&str>,
+        since: Option<i64>,
+        until: Option<i64>,
+        after: Option<(i64, String)>,
+        limit: i64,
+    ) -> Result<Vec<Hl7Row>> {
+        let (after_at, after_id) = after.map_or((None, None), |(at, id)| (Some(at), Some(id)));
+        let type_prefix = message_type.map(|t| format!("{t}%"));
+        Ok(on_db!(self.db(), |pool| sqlx::query_as(
+            sqlx::AssertSqlSafe(format!(
+                "SELECT {COLUMNS} FROM hl7_messages WHERE organization_id = $1
+                   AND ($2 IS NULL OR status = $2) AND ($3 IS NULL OR message_type LIKE $3)
+                   AND ($4 IS NULL OR control_id = $4)
+                   AND received_at >= $5 AND received_at < $6
+                   AND ($7 IS NULL OR received_at < $7 OR (received_at = $7 AND id < $8))
+                 ORDER BY received_at DESC, id DESC LIMIT $9"
+            ))
+        )
+        .bind(organization_id)
+        .bind(status)
+        .bind(type_prefix.as_deref())
+        .bind(control_id)
+        .bind(since.unwrap_or(0))
+        .bind(until.unwrap_or(i64::MAX))
+        .bind(after_at)
+        .bind(after_id.as_deref())
+        .bind(limit)
+        .fetch_all(pool)
+        .await)?)
+    }
+
     /// Records the outcome and the ACK sent.
     pub async fn finish(
         self,

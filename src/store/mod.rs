@@ -172,10 +172,10 @@ repositories! {
     urgent: Urgent;
     /// Webhook endpoints and their deliveries.
     webhooks: Webhooks;
-    /// Received faxes' webhooks, waiting for the `fax-inbound` job (`fax_inbound`).
-    received_faxes: ReceivedFaxes;
     /// Faxes out: provider records and the documents served to providers.
     faxes: Faxes;
+    /// Received faxes' webhooks, waiting for the `fax-inbound` job (`fax_inbound`).
+    received_faxes: ReceivedFaxes;
     /// Pruning what grows with traffic (the maintenance pass).
     retention: Retention;
 }
