@@ -128,6 +128,18 @@ async fn prunes_by_age_and_keeps_what_must_stay(backend: Backend) {
         )
         .await;
     }
+    // A received fax's webhook body goes once it was filed; one still waiting keeps it.
+    for (id, status, provider_id) in [("fin1", "filed", "f1"), ("fin2", "received", "f2")] {
+        exec(
+            &store,
+            "INSERT INTO fax_inbound (id, provider, direction, provider_id, connector, raw, status,
+                not_before, created_at, updated_at)
+             VALUES ($1, 'phaxio', 'inbound', $3, 'phaxio', 'sealed-body', $2, $4, $4, $4)",
+            &[id, status, provider_id],
+            old,
+        )
+        .await;
+    }
     for (id, at) in [("orph1", old), ("orph2", recent)] {
         exec(
             &store,
@@ -222,6 +234,23 @@ async fn prunes_by_age_and_keeps_what_must_stay(backend: Backend) {
     assert_eq!(
         count(&store, "SELECT COUNT(*) FROM inbound_orphans").await,
         1
+    );
+    assert_eq!(
+        count(
+            &store,
+            "SELECT COUNT(*) FROM fax_inbound WHERE LENGTH(raw) = 0"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        count(
+            &store,
+            "SELECT COUNT(*) FROM fax_inbound WHERE id = 'fin2' AND LENGTH(raw) > 0"
+        )
+        .await,
+        1,
+        "a fax still to be filed keeps its body"
     );
     assert_eq!(
         count(&store, "SELECT COUNT(*) FROM webhook_events").await,

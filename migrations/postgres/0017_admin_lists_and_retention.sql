@@ -9,3 +9,4 @@ CREATE INDEX webhook_events_created ON webhook_events (created_at);
 CREATE INDEX hl7_messages_retention ON hl7_messages (status, received_at);
 CREATE INDEX inbound_items_retention ON inbound_items (status, updated_at);
 CREATE INDEX webhook_deliveries_retention ON webhook_deliveries (status, updated_at);
+CREATE INDEX fax_inbound_retention ON fax_inbound (status, updated_at);

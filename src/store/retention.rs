@@ -18,8 +18,8 @@ pub enum Prunable {
     IdempotencyKeys,
     /// `hl7_messages` that were applied.
     Hl7Archive,
-    /// The sealed raw (and opened) bytes of inbound items filed, resolved or dismissed,
-    /// emptied in place; the row stays.
+    /// The sealed raw (and opened) bytes of inbound items filed, resolved or dismissed, and
+    /// the webhook bodies of received faxes filed or orphaned, emptied in place; rows stay.
     InboundRaw,
     /// Operator-only orphans (the whole row: it holds nothing but the raw item).
     Orphans,
@@ -111,19 +111,37 @@ impl Retention<'_> {
             .execute(pool)
             .await
             .map(|r| r.rows_affected()))?,
-            Prunable::InboundRaw => on_db!(self.db(), |pool| sqlx::query(
-                "UPDATE inbound_items SET raw = $3, opened = NULL WHERE id IN (
-                    SELECT id FROM inbound_items
-                     WHERE status IN ('filed', 'resolved', 'dismissed') AND updated_at < $1
-                       AND (LENGTH(raw) > 0 OR opened IS NOT NULL)
-                     LIMIT $2)",
-            )
-            .bind(cutoff_ms)
-            .bind(batch)
-            .bind(Vec::<u8>::new())
-            .execute(pool)
-            .await
-            .map(|r| r.rows_affected()))?,
+            Prunable::InboundRaw => {
+                let items = on_db!(self.db(), |pool| sqlx::query(
+                    "UPDATE inbound_items SET raw = $3, opened = NULL WHERE id IN (
+                        SELECT id FROM inbound_items
+                         WHERE status IN ('filed', 'resolved', 'dismissed') AND updated_at < $1
+                           AND (LENGTH(raw) > 0 OR opened IS NOT NULL)
+                         LIMIT $2)",
+                )
+                .bind(cutoff_ms)
+                .bind(batch)
+                .bind(Vec::<u8>::new())
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected()))?;
+                // A received fax's webhook body, once its document is an inbound item or an
+                // orphan (the row stays: a redelivery is still recognised).
+                let faxes = on_db!(self.db(), |pool| sqlx::query(
+                    "UPDATE fax_inbound SET raw = $3 WHERE id IN (
+                        SELECT id FROM fax_inbound
+                         WHERE status IN ('filed', 'orphaned') AND updated_at < $1
+                           AND LENGTH(raw) > 0
+                         LIMIT $2)",
+                )
+                .bind(cutoff_ms)
+                .bind(batch)
+                .bind(Vec::<u8>::new())
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected()))?;
+                items + faxes
+            }
             Prunable::Orphans => {
                 self.delete("inbound_orphans", "id", "created_at", cutoff_ms, batch)
                     .await?
