@@ -132,3 +132,188 @@ both_databases!(
     cli_send_pickup,
     super::cli_send_is_picked_up_within_the_poll_interval
 );
+
+/// One `error:` line on stderr (never the same cause twice), exit status 1.
+fn error_line(output: &Output) -> String {
+    let text = stderr(output);
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    let errors: Vec<&str> = text.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{text}");
+    errors[0].to_string()
+}
+
+async fn errors_name_what_is_at_fault(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let config = write_config(&db, 200, "[channels.sms]\nconnector = \"outbox\"\n");
+    let migrated = switchboard(&config, &["migrate"]);
+    assert!(migrated.status.success(), "{}", stderr(&migrated));
+    let created = switchboard(&config, &["keys", "create", "--org", "north", "--new-org"]);
+    assert!(created.status.success(), "{}", stderr(&created));
+
+    // Unknown ids: the record named, no library text ("no rows returned by a query").
+    for (args, expected) in [
+        (
+            vec!["status", "msg_nope"],
+            "error: message msg_nope does not exist",
+        ),
+        (
+            vec!["hl7", "reprocess", "hl7_nope"],
+            "error: archived HL7 message hl7_nope: does not exist",
+        ),
+        (
+            vec!["dead-letters", "retry", "dlv_nope"],
+            "error: dead letter dlv_nope (see `switchboard dead-letters list`) does not exist",
+        ),
+        (
+            vec!["reminders", "why", "--org", "north", "A1"],
+            "error: appointment A1 of north does not exist",
+        ),
+    ] {
+        let line = error_line(&switchboard(&config, &args));
+        assert_eq!(line, expected, "{args:?}");
+    }
+
+    // `--org` is looked up the same way by every command that takes it.
+    let campaign = db.dir.path().join("campaign.json");
+    std::fs::write(&campaign, "{}").expect("campaign file");
+    let campaign = campaign.display().to_string();
+    for args in [
+        vec![
+            "send",
+            "--org",
+            "nope",
+            "--channel",
+            "sms",
+            "--to",
+            "+15005550006",
+            "--body",
+            "x",
+        ],
+        vec!["dead-letters", "list", "--org", "nope"],
+        vec!["dead-letters", "--org", "nope"],
+        vec!["keys", "list", "--org", "nope"],
+        vec!["keys", "create", "--org", "nope"],
+        vec!["reminders", "why", "--org", "nope", "A1"],
+        vec!["campaign", "create", "--org", "nope", campaign.as_str()],
+        vec!["direct", "quarantine", "list", "--org", "nope"],
+    ] {
+        let line = error_line(&switchboard(&config, &args));
+        assert!(
+            line.starts_with("error: --org nope: no such organization (existing: ")
+                && line.contains("north"),
+            "{args:?}: {line}"
+        );
+    }
+    // ... and accepted in the same places (before or after `list`).
+    for args in [
+        vec!["dead-letters", "list", "--org", "north"],
+        vec!["dead-letters", "--org", "north", "list"],
+        vec!["dead-letters", "--org", "north"],
+        vec!["keys", "list", "--org", "north"],
+    ] {
+        let out = switchboard(&config, &args);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    }
+}
+
+both_databases!(errors, super::errors_name_what_is_at_fault);
+
+/// Errors that need no database: a configuration error printed once, an unreadable
+/// certificate named by its flag without OpenSSL's error stack, and value enums refused as
+/// usage errors (exit 2) listing the possible values.
+#[test]
+fn configuration_and_tool_errors() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "data_dir = 5\n").expect("config");
+    let line = error_line(&switchboard(&bad, &["status", "msg_x"]));
+    assert!(line.contains("bad.toml"), "{line}");
+    assert_eq!(line.matches("invalid type").count(), 1, "{line}");
+
+    let junk = dir.path().join("junk.pem");
+    std::fs::write(&junk, "not a certificate\n").expect("junk");
+    let input = dir.path().join("message.eml");
+    std::fs::write(&input, "From: a@b.example\r\n\r\nhi\r\n").expect("message");
+    let out = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args([
+            "direct",
+            "seal",
+            "--from",
+            "a@b.example",
+            "--to",
+            "c@d.example",
+        ])
+        .arg(&input)
+        .arg("--sign-cert")
+        .arg(&junk)
+        .arg("--sign-key")
+        .arg(&junk)
+        .arg("--recipient-cert")
+        .arg(&junk)
+        .output()
+        .expect("seal");
+    let line = error_line(&out);
+    assert!(
+        line.starts_with(&format!(
+            "error: --sign-cert {}: not a certificate: expected PEM, DER or a PKCS#7 bundle",
+            junk.display()
+        )),
+        "{line}"
+    );
+    assert!(!line.contains("asn1") && !line.contains(".c:"), "{line}");
+
+    for (args, values) in [
+        (
+            vec![
+                "send",
+                "--org",
+                "x",
+                "--to",
+                "y",
+                "--body",
+                "z",
+                "--channel",
+                "pigeon",
+            ],
+            "sms, email, fax, direct, outbox",
+        ),
+        (
+            vec![
+                "direct",
+                "seal",
+                "in",
+                "--from",
+                "a",
+                "--to",
+                "b",
+                "--sign-cert",
+                "c",
+                "--sign-key",
+                "d",
+                "--recipient-cert",
+                "e",
+                "--cipher",
+                "rot13",
+            ],
+            "aes128-cbc, aes256-cbc, aes128-gcm, aes256-gcm",
+        ),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .args(&args)
+            .output()
+            .expect("run");
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(stderr(&out).contains(values), "{}", stderr(&out));
+    }
+    // `send` has no default channel: the operator says which.
+    let out = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["send", "--org", "x", "--to", "y", "--body", "z"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("--channel <CHANNEL>"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -119,7 +119,7 @@ pub async fn quarantine(core: Core, command: QuarantineCommand) -> Result<()> {
     match command {
         QuarantineCommand::List { org, limit } => {
             let organization_id = match org {
-                Some(slug) => Some(core.store.organization_by_slug(&slug).await?.id),
+                Some(slug) => Some(super::organization(&core, &slug).await?.id),
                 None => None,
             };
             let items = core
@@ -144,7 +144,11 @@ pub async fn quarantine(core: Core, command: QuarantineCommand) -> Result<()> {
             }
         }
         QuarantineCommand::Show { id } => {
-            let item = core.store.inbound_item_by_id(&id).await?;
+            let item = core
+                .store
+                .inbound_item_by_id(&id)
+                .await
+                .map_err(|e| super::not_found(e, format!("inbound item {id}")))?;
             if item.channel != "direct" {
                 bail!("{id} is not a Direct item");
             }
@@ -183,7 +187,10 @@ pub async fn quarantine(core: Core, command: QuarantineCommand) -> Result<()> {
                 "cli:{}",
                 std::env::var("USER").unwrap_or_else(|_| "operator".into())
             );
-            let receipt = inbound.release(&id, &actor).await?;
+            let receipt = inbound
+                .release(&id, &actor)
+                .await
+                .with_context(|| format!("quarantined item {id}"))?;
             println!(
                 "{}: {}{}",
                 receipt.item_id,

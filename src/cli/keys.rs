@@ -88,16 +88,8 @@ pub async fn run(core: Core, command: KeysCommand) -> Result<()> {
                         .await?
                 }
                 Err(StoreError::NotFound) => {
-                    let known = core.store.organization_slugs(20).await?;
-                    bail!(
-                        "organization {org:?} does not exist{}; check the slug, or add --new-org \
-                         to create it",
-                        if known.is_empty() {
-                            String::new()
-                        } else {
-                            format!(" (existing: {})", known.join(", "))
-                        }
-                    );
+                    let unknown = super::unknown_organization(&core, &org).await;
+                    bail!("{unknown}; add --new-org to create it");
                 }
                 Err(e) => return Err(e.into()),
             };
@@ -118,18 +110,7 @@ pub async fn run(core: Core, command: KeysCommand) -> Result<()> {
         }
         KeysCommand::List { org } => {
             let organization_id = match org {
-                Some(slug) => Some(
-                    core.store
-                        .organization_by_slug(&slug)
-                        .await
-                        .map_err(|e| match e {
-                            StoreError::NotFound => {
-                                anyhow::anyhow!("organization {slug:?} does not exist")
-                            }
-                            other => other.into(),
-                        })?
-                        .id,
-                ),
+                Some(slug) => Some(super::organization(&core, &slug).await?.id),
                 None => None,
             };
             let keys = core.store.api_keys(organization_id.as_deref()).await?;

@@ -48,9 +48,9 @@ enum Command {
         /// Recipient address (phone, email, fax, Direct address).
         #[arg(long)]
         to: String,
-        /// Channel: outbox, sms, email, fax, direct.
-        #[arg(long, default_value = "outbox")]
-        channel: switchboard::domain::Channel,
+        /// The channel to send on (it must be configured: `[channels.<name>]`).
+        #[arg(long, value_enum)]
+        channel: ChannelArg,
         #[arg(long)]
         subject: Option<String>,
         /// Message body ("-" reads standard input).
@@ -76,8 +76,8 @@ enum Command {
     DeadLetters {
         #[command(subcommand)]
         command: Option<DeadLettersCommand>,
-        /// Only this organization (slug).
-        #[arg(long)]
+        /// Only this organization (slug); before or after `list`.
+        #[arg(long, global = true)]
         org: Option<String>,
     },
     /// Inbound items: the operator's quarantine of items no organization owns.
@@ -119,6 +119,42 @@ enum Command {
     /// Direct recipient certificates: the local store, and how discovery resolves an address.
     Certs(self::certs::CertsArgs),
 }
+
+/// `send --channel`.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ChannelArg {
+    Sms,
+    Email,
+    Fax,
+    Direct,
+    /// The local outbox sink (files under `outbox.dir`; for trials).
+    Outbox,
+}
+
+/// `direct seal --cipher`.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum CipherArg {
+    #[value(name = "aes128-cbc")]
+    Aes128Cbc,
+    #[value(name = "aes256-cbc")]
+    Aes256Cbc,
+    #[value(name = "aes128-gcm")]
+    Aes128Gcm,
+    #[value(name = "aes256-gcm")]
+    Aes256Gcm,
+}
+
+/// The name clap shows and parses for a value.
+trait ValueName: clap::ValueEnum {
+    fn name(&self) -> String {
+        self.to_possible_value()
+            .map(|v| v.get_name().to_string())
+            .unwrap_or_default()
+    }
+}
+
+impl ValueName for ChannelArg {}
+impl ValueName for CipherArg {}
 
 #[derive(Subcommand)]
 enum InboundCommand {
@@ -184,9 +220,9 @@ enum DirectCommand {
         /// Recipient certificate(s): the message is encrypted to every one.
         #[arg(long, required = true)]
         recipient_cert: Vec<PathBuf>,
-        /// aes128-cbc, aes256-cbc, aes128-gcm or aes256-gcm.
-        #[arg(long, default_value = "aes128-cbc")]
-        cipher: String,
+        /// The content cipher.
+        #[arg(long, value_enum, default_value = "aes128-cbc")]
+        cipher: CipherArg,
     },
     /// Decrypt and verify a message; prints every policy check's verdict, then the message.
     Open {
@@ -313,11 +349,11 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if e.downcast_ref::<DoctorFailed>().is_some() => ExitCode::FAILURE,
         Err(e) if e.downcast_ref::<self::direct::SomeQuarantined>().is_some() => {
-            eprintln!("{e:#}");
+            eprintln!("{}", render(&e));
             ExitCode::from(3)
         }
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", render(&e));
             ExitCode::FAILURE
         }
     }
@@ -375,11 +411,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
             urgent,
         } => {
             let core = admin(&config_source, config).await?;
-            let organization = core
-                .store
-                .organization_by_slug(&org)
-                .await
-                .map_err(|e| not_found(e, "organization"))?;
+            let organization = organization(&core, &org).await?;
             let body = if body == "-" {
                 std::io::read_to_string(std::io::stdin()).context("reading the body from stdin")?
             } else {
@@ -392,7 +424,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
                 body,
                 recipients: vec![Recipient {
                     address: Some(to),
-                    channel: Some(channel.to_string()),
+                    channel: Some(channel.name().to_string()),
                     patient: false,
                 }],
                 channels: vec![],
@@ -414,7 +446,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
                 .store
                 .organization_of_message(&id)
                 .await
-                .map_err(|e| not_found(e, "message"))?;
+                .map_err(|e| not_found(e, format!("message {id}")))?;
             let view = core.messages().view(&organization_id, &id).await?;
             println!("message {} ({}): {}", view.id, view.created_at, view.status);
             for delivery in &view.deliveries {
@@ -463,7 +495,8 @@ async fn dispatch(cli: Cli) -> Result<()> {
             let done = core
                 .inbound(templates, tenancy)
                 .reprocess(&id, force)
-                .await?;
+                .await
+                .with_context(|| format!("inbound item {id}"))?;
             println!(
                 "{}: {} -> {} ({}){}{}{}",
                 done.item_id,
@@ -513,13 +546,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
             match command {
                 None | Some(DeadLettersCommand::List) => {
                     let organization_id = match org {
-                        Some(slug) => Some(
-                            core.store
-                                .organization_by_slug(&slug)
-                                .await
-                                .map_err(|e| not_found(e, "organization"))?
-                                .id,
-                        ),
+                        Some(slug) => Some(organization(&core, &slug).await?.id),
                         None => None,
                     };
                     let rows = core
@@ -546,7 +573,13 @@ async fn dispatch(cli: Cli) -> Result<()> {
                     }
                 }
                 Some(DeadLettersCommand::Retry { delivery_id }) => {
-                    let (new_id, channel) = core.store.requeue_dead_letter(&delivery_id).await?;
+                    let (new_id, channel) = core
+                        .store
+                        .requeue_dead_letter(&delivery_id)
+                        .await
+                        .map_err(|e| {
+                            not_found(e, format!("dead letter {delivery_id} (see `switchboard dead-letters list`)"))
+                        })?;
                     core.queue
                         .push(&channel, std::slice::from_ref(&new_id), None)
                         .await?;
@@ -583,7 +616,10 @@ async fn dispatch(cli: Cli) -> Result<()> {
                 _ => anyhow::bail!("give an archive id or --failed"),
             };
             for id in ids {
-                let outcome = processor.reprocess(&id).await?;
+                let outcome = processor
+                    .reprocess(&id)
+                    .await
+                    .with_context(|| format!("archived HL7 message {id}"))?;
                 println!("{id}  {}", outcome.code.as_str());
             }
         }
@@ -667,11 +703,75 @@ fn mask(value: &str) -> String {
     format!("{}{tail}", "*".repeat(hidden))
 }
 
-fn not_found(error: StoreError, what: &str) -> anyhow::Error {
+/// `StoreError::NotFound` as the operator should read it: `{what} does not exist`.
+pub(crate) fn not_found(error: StoreError, what: impl std::fmt::Display) -> anyhow::Error {
     match error {
-        StoreError::NotFound => anyhow::anyhow!("{what} not found"),
+        StoreError::NotFound => anyhow::anyhow!("{what} does not exist"),
         other => other.into(),
     }
+}
+
+/// The organization `--org SLUG` names; an unknown slug is refused naming the flag and the
+/// organizations that do exist. Every command taking `--org` looks it up here.
+pub(crate) async fn organization(
+    core: &Core,
+    slug: &str,
+) -> Result<switchboard::store::Organization> {
+    match core.store.organization_by_slug(slug).await {
+        Ok(organization) => Ok(organization),
+        Err(StoreError::NotFound) => Err(unknown_organization(core, slug).await),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub(crate) async fn unknown_organization(core: &Core, slug: &str) -> anyhow::Error {
+    let known = core.store.organization_slugs(20).await.unwrap_or_default();
+    anyhow::anyhow!(
+        "--org {slug}: no such organization ({})",
+        if known.is_empty() {
+            "there are none yet; `switchboard keys create --org SLUG --new-org` creates one".into()
+        } else {
+            format!("existing: {}", known.join(", "))
+        }
+    )
+}
+
+/// An error and its causes on one line, each cause once: a cause whose text the line already
+/// carries (an error that prints its source in its own message) is left out, and library
+/// internals are said in the operator's terms.
+pub(crate) fn render(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = match cause.downcast_ref::<sqlx::Error>() {
+            Some(sqlx::Error::RowNotFound) => "does not exist".to_string(),
+            _ => match cause.downcast_ref::<StoreError>() {
+                Some(StoreError::NotFound | StoreError::Database(sqlx::Error::RowNotFound)) => {
+                    "does not exist".to_string()
+                }
+                _ => cause.to_string(),
+            },
+        };
+        let text = text
+            .replace(
+                "no rows returned by a query that expected to return at least one row",
+                "no such record",
+            )
+            .replace("database: no such record", "no such record")
+            .trim()
+            .to_string();
+        let text = match text.as_str() {
+            "no such record" | "not found" => "does not exist".to_string(),
+            _ => text,
+        };
+        if text.is_empty() || line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
 
 async fn hl7_send(files: &[PathBuf], to: &str, timeout: u64) -> Result<()> {
@@ -719,7 +819,7 @@ fn direct_tool(command: &DirectCommand) -> Result<()> {
                 sign_cert,
                 sign_key,
                 recipient_cert,
-                tools::cipher(cipher)?,
+                tools::cipher(&cipher.name())?,
             )?;
             std::io::stdout().write_all(&sealed)?;
         }

@@ -70,16 +70,14 @@ pub async fn reminders(core: Core, command: RemindersCommand) -> Result<()> {
             );
         }
         RemindersCommand::Why { org, appointment } => {
-            let org = core
-                .store
-                .organization_by_slug(&org)
-                .await
-                .context("organization")?;
+            let org = super::organization(&core, &org).await?;
             let row = core
                 .store
                 .appointment_by_filler(&org.id, &appointment)
                 .await
-                .context("appointment not found")?;
+                .map_err(|e| {
+                    super::not_found(e, format!("appointment {appointment} of {}", org.slug))
+                })?;
             println!(
                 "appointment {} at {} ({}){}",
                 row.filler_id,
@@ -124,11 +122,7 @@ pub async fn campaign(core: Core, command: CampaignCommand) -> Result<()> {
     let now = Utc::now();
     match command {
         CampaignCommand::Create { org, file } => {
-            let org = core
-                .store
-                .organization_by_slug(&org)
-                .await
-                .context("organization")?;
+            let org = super::organization(&core, &org).await?;
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("reading {}", file.display()))?;
             let campaign: Campaign = serde_json::from_str(&text).context("campaign definition")?;
@@ -140,7 +134,10 @@ pub async fn campaign(core: Core, command: CampaignCommand) -> Result<()> {
             println!("{id}");
         }
         CampaignCommand::Preview { id } => {
-            let p = campaigns.preview(&id, now).await?;
+            let p = campaigns
+                .preview(&id, now)
+                .await
+                .with_context(|| format!("campaign {id}"))?;
             println!(
                 "cohort {} (open recalls, nothing booked); due now {}",
                 p.cohort, p.due_now
@@ -169,12 +166,18 @@ pub async fn campaign(core: Core, command: CampaignCommand) -> Result<()> {
                 );
                 let _ = std::io::stderr().flush();
             };
-            let (sent, skipped) = campaigns.run(&id, now, throttle, &progress).await?;
+            let (sent, skipped) = campaigns
+                .run(&id, now, throttle, &progress)
+                .await
+                .with_context(|| format!("campaign {id}"))?;
             eprintln!();
             println!("sent {sent}, skipped {skipped}");
         }
         CampaignCommand::Report { id } => {
-            let r = campaigns.report(&id, now).await?;
+            let r = campaigns
+                .report(&id, now)
+                .await
+                .with_context(|| format!("campaign {id}"))?;
             println!(
                 "targeted {}  sent {}  skipped {}  delivered {}  failed {}  confirmed {}  booked {}",
                 r.targeted, r.sent, r.skipped, r.delivered, r.failed, r.confirmed, r.booked
