@@ -317,3 +317,122 @@ fn configuration_and_tool_errors() {
         stderr(&out)
     );
 }
+
+/// `hl7 send` against the daemon's listener: one line per ACK, a refused message's code and
+/// reason, exit 3 when any was not accepted, and an ISO-8859-1 file archived byte for byte.
+async fn hl7_send_prints_each_ack(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let mut config = db.config();
+    config.hl7.listen = Some("127.0.0.1:0".parse().expect("addr"));
+    config.hl7.organization = "north".into();
+    config.hl7.time_zone = "America/Chicago".into();
+    let daemon = common::TestDaemon::start(config).await;
+    let addr = daemon
+        .daemon
+        .as_ref()
+        .and_then(|d| d.hl7_addr)
+        .expect("hl7 listener");
+    let file = db.dir.path().join("latin1.hl7");
+    let mut bytes = b"MSH|^~\\&|A|B|C|D|2024||ADT^A04|LAT1|P|2.5|||||||8859/1\n\
+                      PID|1||LAT1^^^^MR||Mu"
+        .to_vec();
+    bytes.push(0xF1); // ñ in ISO-8859-1
+    bytes.extend_from_slice(
+        b"oz^Ana\n\
+          MSH|^~\\&|A|B|C|D|2024||ORU^R01|U1|P|2.5\nPID|1||X^^^^MR\n\
+          MSH|^~\\&|A|B|C|D|2024||SIU^S12|NOSTART|P|2.5\nSCH||F1\nPID|1||X^^^^MR\n",
+    );
+    std::fs::write(&file, &bytes).expect("file");
+    let out = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["hl7", "send", "--to", &addr.to_string()])
+        .arg(&file)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("hl7 send");
+    let lines: Vec<String> = stdout(&out).lines().map(str::to_string).collect();
+    assert_eq!(out.status.code(), Some(3), "{lines:?} {}", stderr(&out));
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert_eq!(lines[0], "AA LAT1");
+    assert!(
+        lines[1].starts_with("AR U1: ") && lines[1].len() > "AR U1: ".len(),
+        "{lines:?}"
+    );
+    assert!(
+        lines[2].starts_with("AE NOSTART: ") && lines[2].len() > "AE NOSTART: ".len(),
+        "{lines:?}"
+    );
+    assert!(
+        stderr(&out).contains("2 message(s) not accepted"),
+        "{}",
+        stderr(&out)
+    );
+
+    let rows = daemon
+        .core
+        .store
+        .hl7_by_status(&["applied", "error", "received"], 100)
+        .await
+        .expect("archive");
+    let row = rows
+        .iter()
+        .find(|r| r.control_id.as_deref() == Some("LAT1"))
+        .expect("LAT1 archived");
+    let raw = daemon.core.keyring.open(&row.raw, &row.id).expect("open");
+    assert!(
+        raw.windows(6).any(|w| w == b"Mu\xF1oz^"),
+        "{}",
+        String::from_utf8_lossy(&raw)
+    );
+}
+
+both_databases!(hl7_send, super::hl7_send_prints_each_ack);
+
+/// A listener that acknowledges the first message and never the second: the first ACK is
+/// printed, then the timeout is reported naming what is missing (exit 1).
+#[test]
+fn hl7_send_keeps_acks_received_before_a_timeout() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let server = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().expect("accept");
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        let mut answered = false;
+        loop {
+            let n = match stream.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            seen.extend_from_slice(&buf[..n]);
+            if !answered && seen.windows(2).any(|w| w == [0x1C, 0x0D]) {
+                answered = true;
+                stream
+                    .write_all(b"\x0bMSH|^~\\&|R|R|S|S|2024||ACK|A1|P|2.5\rMSA|AA|X1\r\x1c\x0d")
+                    .expect("ack");
+            }
+        }
+    });
+    let dir = tempfile::tempdir().expect("tmp");
+    let file = dir.path().join("two.hl7");
+    std::fs::write(
+        &file,
+        "MSH|^~\\&|A|B|C|D|2024||ADT^A04|X1|P|2.5\rPID|1||X1^^^^MR\r\
+         MSH|^~\\&|A|B|C|D|2024||ADT^A04|X2|P|2.5\rPID|1||X2^^^^MR\r",
+    )
+    .expect("file");
+    let out = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["hl7", "send", "--timeout", "1", "--to", &addr.to_string()])
+        .arg(&file)
+        .output()
+        .expect("hl7 send");
+    assert_eq!(stdout(&out), "AA X1");
+    let line = error_line(&out);
+    assert!(
+        line.contains(&format!("--to {addr}"))
+            && line.contains("no ACK within 1 s")
+            && line.contains("1 ACK(s) received, 1 message(s) without an ACK"),
+        "{line}"
+    );
+    server.join().expect("server");
+}

@@ -7,6 +7,7 @@ mod direct;
 mod doctor;
 mod keys;
 mod outreach;
+mod progress;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -348,7 +349,10 @@ pub fn main() -> ExitCode {
     match runtime.block_on(dispatch(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if e.downcast_ref::<DoctorFailed>().is_some() => ExitCode::FAILURE,
-        Err(e) if e.downcast_ref::<self::direct::SomeQuarantined>().is_some() => {
+        Err(e)
+            if e.downcast_ref::<self::direct::SomeQuarantined>().is_some()
+                || e.downcast_ref::<NotAccepted>().is_some() =>
+        {
             eprintln!("{}", render(&e));
             ExitCode::from(3)
         }
@@ -363,7 +367,10 @@ async fn dispatch(cli: Cli) -> Result<()> {
     if let Command::Bench(args) = cli.command {
         // Quiet unless asked: RUST_LOG=switchboard::reminders=debug shows each reminder batch.
         if std::env::var_os("RUST_LOG").is_some() {
-            switchboard::logging::init(&switchboard::config::LogConfig::default());
+            switchboard::logging::init_with_writer(
+                &switchboard::config::LogConfig::default(),
+                || progress::LogWriter,
+            );
         }
         return self::bench::run(args).await;
     }
@@ -393,7 +400,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
         }
         return Ok(());
     }
-    switchboard::logging::init(&config.log);
+    switchboard::logging::init_with_writer(&config.log, || progress::LogWriter);
     match cli.command {
         Command::Run => daemon::run(config).await?,
         Command::Migrate => {
@@ -774,27 +781,60 @@ pub(crate) fn render(error: &anyhow::Error) -> String {
     line
 }
 
+/// `hl7 send` had messages not accepted (AE/AR): exit 3, after every ACK was printed.
+#[derive(Debug, thiserror::Error)]
+#[error("{0} message(s) not accepted")]
+struct NotAccepted(usize);
+
+/// `hl7 send`: each file's messages as bytes (byte-exact, whatever the character set), one
+/// line per ACK as it arrives (`AA MSG1`, `AE MSG2: PID-3 required`), the ACKs received kept
+/// when a later one times out.
 async fn hl7_send(files: &[PathBuf], to: &str, timeout: u64) -> Result<()> {
+    use std::io::Write;
     let mut messages = Vec::new();
     for file in files {
         let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-        messages.extend(switchboard::hl7::client::split_messages(
-            &String::from_utf8_lossy(&bytes),
-        ));
-    }
-    let acks =
-        switchboard::hl7::client::send(to, &messages, std::time::Duration::from_secs(timeout))
-            .await
-            .with_context(|| format!("sending to {to}"))?;
-    let mut failed = 0;
-    for (code, control_id) in acks {
-        println!("{code} {control_id}");
-        if code != "AA" {
-            failed += 1;
+        let found = switchboard::hl7::client::split_message_bytes(&bytes);
+        if found.is_empty() {
+            anyhow::bail!("{}: no HL7 message in the file", file.display());
         }
+        messages.extend(found);
     }
-    if failed > 0 {
-        anyhow::bail!("{failed} message(s) not accepted");
+    let total = messages.len();
+    let progress = progress::bar(total as u64, "sending");
+    let sent = switchboard::hl7::client::send_each(
+        to,
+        &messages,
+        std::time::Duration::from_secs(timeout),
+        |_, ack| {
+            let line = if ack.accepted() || ack.reason.is_empty() {
+                format!("{} {}", ack.code, ack.control_id)
+            } else {
+                format!("{} {}: {}", ack.code, ack.control_id, ack.reason)
+            };
+            progress.suspend(|| {
+                let _ = writeln!(std::io::stdout().lock(), "{line}");
+            });
+            progress.inc(1);
+        },
+    )
+    .await;
+    progress.finish_and_clear();
+    let refused = sent.acks.iter().filter(|a| !a.accepted()).count();
+    if let Some(error) = sent.error {
+        let missing = total - sent.acks.len();
+        anyhow::bail!(
+            "--to {to}: {error}; {} ACK(s) received, {missing} message(s) without an ACK{}",
+            sent.acks.len(),
+            if refused > 0 {
+                format!(", {refused} not accepted")
+            } else {
+                String::new()
+            }
+        );
+    }
+    if refused > 0 {
+        return Err(NotAccepted(refused).into());
     }
     Ok(())
 }

@@ -1,8 +1,6 @@
 //! `switchboard reminders ...` and `switchboard campaign ...`: operator commands over the same
 //! store a daemon uses. Messages they create are delivered by the running daemon(s).
 
-use std::io::Write;
-
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use clap::Subcommand;
@@ -63,7 +61,10 @@ pub async fn reminders(core: Core, command: RemindersCommand) -> Result<()> {
     let reminders = core.reminders(templates);
     match command {
         RemindersCommand::Run { at: when } => {
-            let report = reminders.run_once(at(when.as_deref())?).await?;
+            let when = at(when.as_deref())?;
+            let spinner = super::progress::spinner("planning and sending reminders");
+            let report = reminders.run_once(when).await?;
+            drop(spinner);
             println!(
                 "planned {}, sent {}, skipped {}, cancelled {}",
                 report.planned, report.sent, report.skipped, report.cancelled
@@ -153,24 +154,16 @@ pub async fn campaign(core: Core, command: CampaignCommand) -> Result<()> {
             }
         }
         CampaignCommand::Run { id, throttle } => {
+            let bar = super::progress::bar(0, "sending");
             let progress = |done: usize, total: usize| {
-                let width = 30;
-                let filled = (done * width)
-                    .checked_div(total)
-                    .unwrap_or(width)
-                    .min(width);
-                eprint!(
-                    "\r[{}{}] {done}/{total}",
-                    "#".repeat(filled),
-                    " ".repeat(width - filled)
-                );
-                let _ = std::io::stderr().flush();
+                bar.set_length(total as u64);
+                bar.set_position(done as u64);
             };
             let (sent, skipped) = campaigns
                 .run(&id, now, throttle, &progress)
                 .await
                 .with_context(|| format!("campaign {id}"))?;
-            eprintln!();
+            drop(bar);
             println!("sent {sent}, skipped {skipped}");
         }
         CampaignCommand::Report { id } => {
