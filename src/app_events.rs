@@ -110,7 +110,7 @@ impl AppEventService {
             if crate::webhooks::signature::verify(&[key], id, timestamp, signatures, body, now)
                 .is_ok()
             {
-                return Ok(self.store.organization_id_by_slug(slug).await?);
+                return Ok(self.store.organizations().id_by_slug(slug).await?);
             }
         }
         Ok(None)
@@ -150,11 +150,17 @@ impl AppEventService {
                 check_app_id(&data.message_id)?;
                 let message_id = match self
                     .store
-                    .message_for_idempotency_key(organization_id, &data.message_id)
+                    .messages()
+                    .for_idempotency_key(organization_id, &data.message_id)
                     .await?
                 {
                     Some(id) => id,
-                    None => match self.store.message(organization_id, &data.message_id).await {
+                    None => match self
+                        .store
+                        .messages()
+                        .get(organization_id, &data.message_id)
+                        .await
+                    {
                         Ok(row) => row.id,
                         Err(StoreError::NotFound) => {
                             return Err(invalid(
@@ -166,7 +172,8 @@ impl AppEventService {
                     },
                 };
                 self.store
-                    .record_event(
+                    .events()
+                    .record(
                         organization_id,
                         "urgent_message_sent",
                         &message_id,
@@ -270,13 +277,12 @@ pub async fn listen(
     channels: Arc<BTreeMap<String, String>>,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> Result<(), sqlx::Error> {
-    let crate::store::Db::Postgres(pool) = service.store.db() else {
-        return Ok(());
-    };
     if channels.is_empty() {
         return Ok(());
     }
-    let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
+    let Some(mut listener) = service.store.listener().await? else {
+        return Ok(());
+    };
     listener
         .listen_all(channels.keys().map(String::as_str))
         .await?;

@@ -232,7 +232,8 @@ impl AppointmentService {
         };
         let (row, created) = self
             .store
-            .upsert_appointment(organization_id, &patient, &input, "api")
+            .appointments()
+            .upsert(organization_id, &patient, &input, "api")
             .await?;
         Ok(Upserted {
             view: AppointmentView::from(&row),
@@ -259,7 +260,8 @@ impl AppointmentService {
     ) -> Result<AppointmentRow, ServiceError> {
         match self
             .store
-            .appointment_by_filler(organization_id, filler_id)
+            .appointments()
+            .by_filler(organization_id, filler_id)
             .await
         {
             Err(StoreError::NotFound) => Err(ServiceError::NotFound("appointment")),
@@ -274,7 +276,7 @@ impl AppointmentService {
         external_id: &str,
     ) -> Result<AppointmentList, ServiceError> {
         let patient = self.patients.find(organization_id, external_id).await?;
-        let rows = self.store.appointments_of(&patient.id).await?;
+        let rows = self.store.appointments().of_patient(&patient.id).await?;
         Ok(AppointmentList {
             appointments: rows.iter().map(AppointmentView::from).collect(),
         })
@@ -318,6 +320,7 @@ impl AppointmentService {
         };
         let (row, created) = self
             .store
+            .appointments()
             .upsert_recall(organization_id, &patient, &input)
             .await?;
         Ok(Upserted {
@@ -332,7 +335,12 @@ impl AppointmentService {
         organization_id: &str,
         external_id: &str,
     ) -> Result<RecallView, ServiceError> {
-        match self.store.recall(organization_id, external_id).await {
+        match self
+            .store
+            .appointments()
+            .recall(organization_id, external_id)
+            .await
+        {
             Err(StoreError::NotFound) => Err(ServiceError::NotFound("recall")),
             other => Ok(RecallView::from(&other?)),
         }

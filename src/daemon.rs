@@ -101,7 +101,8 @@ impl Core {
         store.migrate().await?;
         check_key_canary(&store, &keyring).await?;
         let fixed = store
-            .canonicalize_consent_recipients(|slug, channel, recipient| {
+            .consents()
+            .canonicalize_recipients(|slug, channel, recipient| {
                 let region = config.organization(slug).phone_region;
                 crate::domain::consent::canonical_recipient(channel, recipient, &region)
             })
@@ -113,6 +114,7 @@ impl Core {
             );
         }
         let digested = store
+            .patients()
             .digest_clear_ssns(|value| {
                 keyring
                     .identifier_digests(value)
@@ -307,14 +309,15 @@ const CANARY_CONTEXT: &str = "keyring_canary";
 /// Refuses a keyring that cannot open the fleet's canary; writes the canary on first use and
 /// reseals it with the current key after a rotation (opened with a previous key).
 async fn check_key_canary(store: &Store, keyring: &Keyring) -> Result<(), DaemonError> {
-    let sealed = match store.keyring_canary().await? {
+    let sealed = match store.canary().get().await? {
         Some(sealed) => sealed,
         None => {
             store
-                .insert_keyring_canary(&keyring.seal(CANARY, CANARY_CONTEXT)?)
+                .canary()
+                .insert(&keyring.seal(CANARY, CANARY_CONTEXT)?)
                 .await?;
             // Another daemon may have written first: check whichever won.
-            store.keyring_canary().await?.ok_or(StoreError::NotFound)?
+            store.canary().get().await?.ok_or(StoreError::NotFound)?
         }
     };
     let fleet = Keyring::sealed_key_id(&sealed)
@@ -331,7 +334,7 @@ async fn check_key_canary(store: &Store, keyring: &Keyring) -> Result<(), Daemon
     }
     if fleet != keyring.current_key_id() {
         let fresh = keyring.seal(CANARY, CANARY_CONTEXT)?;
-        if store.reseal_keyring_canary(&sealed, &fresh).await? {
+        if store.canary().reseal(&sealed, &fresh).await? {
             info!(from = %fleet, to = %keyring.current_key_id(), "key canary resealed with the current at-rest key");
         }
     }
@@ -489,7 +492,8 @@ pub async fn start(config: Config) -> Result<Daemon, DaemonError> {
                 .unwrap_or_else(|| entry.organization.clone());
             let org = core
                 .store
-                .ensure_organization(&entry.organization, &name)
+                .organizations()
+                .ensure(&entry.organization, &name)
                 .await?;
             channels.insert(entry.channel.clone(), org.id);
         }

@@ -52,7 +52,11 @@ impl DeliveryService {
         hint: Option<String>,
     ) -> Result<ReportOutcome, ServiceError> {
         if let Some(event) = &report.event_id
-            && !self.store.record_webhook_event(connector, event).await?
+            && !self
+                .store
+                .inbound()
+                .record_webhook_event(connector, event)
+                .await?
         {
             info!(connector, "status webhook event seen before; ignored");
             return Ok(ReportOutcome::Replayed);
@@ -80,7 +84,11 @@ impl DeliveryService {
         if delivery.connector.is_some() {
             update.expect_connector = Some(connector.to_string());
         }
-        let moved = self.store.update_delivery(&delivery.id, &update).await?;
+        let moved = self
+            .store
+            .deliveries()
+            .update(&delivery.id, &update)
+            .await?;
         info!(connector, delivery_id = %delivery.id, status = update.status.as_str(), moved, "status callback");
         Ok(ReportOutcome::Recorded {
             delivery_id: delivery.id,
@@ -101,10 +109,11 @@ impl DeliveryService {
     ) -> Result<Option<DeliveryRow>, ServiceError> {
         if let Some(id) = self
             .store
-            .delivery_by_provider_ref(name, provider_ref)
+            .deliveries()
+            .by_provider_ref(name, provider_ref)
             .await?
         {
-            let delivery = self.store.delivery(&id).await?;
+            let delivery = self.store.deliveries().get(&id).await?;
             if let Some(token) = &hint
                 && !self
                     .keyring
@@ -120,7 +129,7 @@ impl DeliveryService {
             return Ok(None);
         };
         for id in self.keyring.delivery_ids_for_token(&token) {
-            let delivery = match self.store.delivery(&id).await {
+            let delivery = match self.store.deliveries().get(&id).await {
                 Ok(delivery) => delivery,
                 Err(StoreError::NotFound) => continue,
                 Err(e) => return Err(e.into()),

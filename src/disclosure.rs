@@ -259,7 +259,8 @@ impl Gate {
     ) -> Result<(ConsentLedger, Part2Consents), StoreError> {
         let ledger = self
             .store
-            .consent_entries(
+            .consents()
+            .entries(
                 d.organization_id,
                 ledger_purpose(d.purpose),
                 d.channel.as_str(),
@@ -268,7 +269,7 @@ impl Gate {
             )
             .await?;
         let part2 = match (d.part2, d.patient_id) {
-            (true, Some(patient)) => self.store.part2_consents(&[patient]).await?,
+            (true, Some(patient)) => self.store.consents().part2(&[patient]).await?,
             _ => Part2Consents::default(),
         };
         Ok((ledger, part2))
@@ -298,7 +299,8 @@ impl Gate {
         let decision = self.decide(d).await?;
         if let Err(refusal) = &decision {
             self.store
-                .record_audit(&refusal.audit(actor, message_id, None))
+                .audit()
+                .record(&refusal.audit(actor, message_id, None))
                 .await?;
         }
         Ok(decision)
@@ -306,7 +308,7 @@ impl Gate {
 
     /// Records a completed audit row.
     pub async fn record(&self, entry: &AuditEntry) -> Result<(), StoreError> {
-        self.store.record_audit(entry).await
+        self.store.audit().record(entry).await
     }
 }
 

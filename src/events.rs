@@ -158,7 +158,8 @@ impl EventFeed {
         let limit = limit.clamp(1, MAX_PAGE);
         let mut page = self
             .store
-            .events_after(organization_id, cursor, limit)
+            .events()
+            .after(organization_id, cursor, limit)
             .await?;
         for _ in 0..HELD_BACK_RETRIES {
             if !page.held_back {
@@ -167,7 +168,8 @@ impl EventFeed {
             tokio::time::sleep(HELD_BACK_PAUSE).await;
             page = self
                 .store
-                .events_after(organization_id, cursor, limit)
+                .events()
+                .after(organization_id, cursor, limit)
                 .await?;
         }
         let next = page.events.last().map_or(cursor, EventCursor::after);
@@ -248,10 +250,9 @@ pub async fn listen_for_events(
     store: Store,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> Result<(), sqlx::Error> {
-    let crate::store::Db::Postgres(pool) = store.db() else {
+    let Some(mut listener) = store.listener().await? else {
         return Ok(());
     };
-    let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
     listener.listen("switchboard_events").await?;
     store.wake_event_followers();
     loop {

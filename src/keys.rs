@@ -17,6 +17,6 @@ impl KeyService {
     /// The grant of the live (unrevoked) key with this SHA-256, if any. Expiry is the
     /// caller's check, so a cached grant expires on time.
     pub async fn grant(&self, key_hash: &str) -> Result<Option<KeyGrant>, ServiceError> {
-        Ok(self.store.key_grant(key_hash).await?)
+        Ok(self.store.api_keys().grant(key_hash).await?)
     }
 }

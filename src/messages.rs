@@ -236,7 +236,7 @@ impl PhoneRegions {
         if let Some(region) = cached {
             return Ok(region);
         }
-        let slug = store.organization(organization_id).await?.slug;
+        let slug = store.organizations().get(organization_id).await?.slug;
         let region = config.organization(&slug).phone_region;
         if let Ok(mut map) = self.0.write() {
             map.insert(organization_id.to_string(), region.clone());
@@ -472,7 +472,8 @@ impl MessageService {
     ) -> Result<AttachmentContent, MessageError> {
         let blob = match self
             .store
-            .attachment(organization_id, message_id, attachment_id)
+            .attachments()
+            .get(organization_id, message_id, attachment_id)
             .await
         {
             Err(StoreError::NotFound) => return Err(MessageError::NotFound("attachment")),
@@ -483,11 +484,13 @@ impl MessageService {
             .open(&blob.content, &attachment_context(message_id, &blob.id))?;
         let patient_id = self
             .store
-            .message(organization_id, message_id)
+            .messages()
+            .get(organization_id, message_id)
             .await?
             .patient_id;
         self.store
-            .record_audit(&AuditEntry {
+            .audit()
+            .record(&AuditEntry {
                 organization_id: organization_id.to_string(),
                 action: "attachment_read".into(),
                 actor: actor.to_string(),
@@ -534,7 +537,12 @@ impl MessageService {
                 "give thread_id or patient, not both",
             )),
             (Some(thread_id), None) => {
-                let thread = match self.store.thread(organization_id, thread_id).await {
+                let thread = match self
+                    .store
+                    .messages()
+                    .thread(organization_id, thread_id)
+                    .await
+                {
                     Err(StoreError::NotFound) => return Err(MessageError::NotFound("thread")),
                     other => other?,
                 };
@@ -543,7 +551,8 @@ impl MessageService {
             (None, Some(external_id)) => {
                 let patient = match self
                     .store
-                    .patient_by_external_id(organization_id, external_id)
+                    .patients()
+                    .by_external_id(organization_id, external_id)
                     .await
                 {
                     Err(StoreError::NotFound) => return Err(MessageError::NotFound("patient")),
@@ -551,6 +560,7 @@ impl MessageService {
                 };
                 match self
                     .store
+                    .messages()
                     .open_thread_of(organization_id, &patient.id)
                     .await?
                 {
@@ -648,7 +658,7 @@ impl MessageService {
                             "patient recipient needs a patient or a patient's thread",
                         ));
                     };
-                    let points = self.store.contact_points(patient_id).await?;
+                    let points = self.store.patients().contact_points(patient_id).await?;
                     for channel in &channels {
                         // Checked above: every name here is a channel.
                         let systems = channel.parse().map_or(&[][..], Channel::contact_systems);
@@ -698,15 +708,20 @@ impl MessageService {
         organization_id: &str,
         message_id: &str,
     ) -> Result<MessageView, MessageError> {
-        let message = match self.store.message(organization_id, message_id).await {
+        let message = match self.store.messages().get(organization_id, message_id).await {
             Err(StoreError::NotFound) => return Err(MessageError::NotFound("message")),
             other => other?,
         };
-        let deliveries = self.store.deliveries_of(&message.id).await?;
-        let history = self.store.delivery_events_of(&message.id).await?;
+        let deliveries = self.store.messages().deliveries_of(&message.id).await?;
+        let history = self
+            .store
+            .messages()
+            .delivery_events_of(&message.id)
+            .await?;
         let attachments = self
             .store
-            .attachments_of(organization_id, &message.id)
+            .attachments()
+            .of_message(organization_id, &message.id)
             .await?;
         MessageView::build(&self.keyring, message, deliveries, history, attachments)
     }

@@ -40,8 +40,8 @@ impl Ops {
 
     pub async fn delivery_figures(&self) -> Result<DeliveryFigures, ServiceError> {
         Ok(DeliveryFigures {
-            by_channel_and_status: self.store.delivery_counts().await?,
-            dead_letters: self.store.dead_letter_count().await?,
+            by_channel_and_status: self.store.deliveries().counts().await?,
+            dead_letters: self.store.deliveries().dead_letter_count().await?,
         })
     }
 
@@ -52,7 +52,7 @@ impl Ops {
         let Some(slug) = refused.connector_owner else {
             return;
         };
-        let organization_id = match self.store.organization_by_slug(slug).await {
+        let organization_id = match self.store.organizations().by_slug(slug).await {
             Ok(org) => org.id,
             Err(StoreError::NotFound) => return,
             Err(e) => {
@@ -69,7 +69,7 @@ impl Ops {
             detail: Some(format!("{}: {}", refused.kind, refused.reason)),
             ..Default::default()
         };
-        if let Err(e) = self.store.record_audit(&entry).await {
+        if let Err(e) = self.store.audit().record(&entry).await {
             tracing::warn!(error = %e, "refused webhook not audited");
         }
     }

@@ -150,7 +150,11 @@ impl PatientService {
     ) -> Result<Upserted<PatientView>, ServiceError> {
         let region = self.phone_region(organization_id).await?;
         let input = validate(external_id, request, &region)?;
-        let (row, created) = self.store.upsert_patient(organization_id, &input).await?;
+        let (row, created) = self
+            .store
+            .patients()
+            .upsert(organization_id, &input)
+            .await?;
         Ok(Upserted {
             view: self.view_of(row).await?,
             created,
@@ -175,7 +179,8 @@ impl PatientService {
     ) -> Result<PatientRow, ServiceError> {
         match self
             .store
-            .patient_by_external_id(organization_id, external_id)
+            .patients()
+            .by_external_id(organization_id, external_id)
             .await
         {
             Err(StoreError::NotFound) => Err(ServiceError::NotFound("patient")),
@@ -203,13 +208,13 @@ impl PatientService {
 
     /// The region phone numbers of the organization are read in (`phone_region`).
     pub async fn phone_region(&self, organization_id: &str) -> Result<String, ServiceError> {
-        let slug = self.store.organization(organization_id).await?.slug;
+        let slug = self.store.organizations().get(organization_id).await?.slug;
         Ok(self.config.organization(&slug).phone_region)
     }
 
     async fn view_of(&self, patient: PatientRow) -> Result<PatientView, ServiceError> {
-        let points = self.store.contact_points(&patient.id).await?;
-        let consents = self.store.consents(&patient.id).await?;
+        let points = self.store.patients().contact_points(&patient.id).await?;
+        let consents = self.store.patients().consents(&patient.id).await?;
         Ok(PatientView {
             contact_points: points
                 .into_iter()

@@ -120,7 +120,8 @@ impl StaffService {
         checks.finish()?;
         let row = self
             .store
-            .upsert_staff(
+            .staff()
+            .upsert(
                 organization_id,
                 &StaffInput {
                     external_id: external_id.to_string(),
@@ -137,7 +138,7 @@ impl StaffService {
 
     /// The directory.
     pub async fn list(&self, organization_id: &str) -> Result<StaffList, ServiceError> {
-        let staff = self.store.staff(organization_id).await?;
+        let staff = self.store.staff().list(organization_id).await?;
         Ok(StaffList {
             staff: staff.into_iter().map(StaffView::from).collect(),
         })

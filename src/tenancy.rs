@@ -126,7 +126,7 @@ pub async fn sender(
     config: &Config,
     organization_id: &str,
 ) -> Result<crate::channels::Sender, crate::store::StoreError> {
-    let org = store.organization(organization_id).await?;
+    let org = store.organizations().get(organization_id).await?;
     let settings = config.organization(&org.slug);
     Ok(crate::channels::Sender {
         organization_id: org.id,

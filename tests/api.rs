@@ -89,7 +89,13 @@ async fn idempotency_key_never_sends_twice(backend: Backend) {
         .await;
     // The replay and the conflict stored nothing (a message and its deliveries are stored
     // before the answer), so there is one delivery; it is terminal, so its file is written.
-    let counts = daemon.core.store.delivery_counts().await.expect("counts");
+    let counts = daemon
+        .core
+        .store
+        .deliveries()
+        .counts()
+        .await
+        .expect("counts");
     let deliveries: i64 = counts.iter().map(|(_, _, n)| n).sum();
     assert_eq!(deliveries, 1, "one delivery: {counts:?}");
     assert_eq!(count_files(&db.outbox()), 1);
@@ -342,7 +348,8 @@ async fn part2_needs_consent_before_any_channel(backend: Backend) {
     let audit = daemon
         .core
         .store
-        .audit_events(&daemon.organization_id, 10)
+        .audit()
+        .entries(&daemon.organization_id, 10)
         .await
         .expect("audit");
     assert!(audit.iter().any(|a| a.action == "disclosure_refused"

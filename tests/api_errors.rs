@@ -359,7 +359,8 @@ async fn every_refusal_has_its_stable_type(backend: Backend) {
     daemon
         .core
         .store
-        .create_api_key(&switchboard::store::NewApiKey {
+        .api_keys()
+        .create(&switchboard::store::NewApiKey {
             organization_id: daemon.organization_id.clone(),
             name: "reader".into(),
             key_hash: switchboard::http::hash_token(&token),

@@ -85,7 +85,8 @@ async fn touches(daemon: &TestDaemon, reminders: &Reminders, filler: &str) -> Ve
     let appointment = daemon
         .core
         .store
-        .appointment_by_filler(&daemon.organization_id, filler)
+        .appointments()
+        .by_filler(&daemon.organization_id, filler)
         .await
         .expect("appointment");
     reminders.why(&appointment).await.expect("touches")

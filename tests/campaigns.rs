@@ -106,7 +106,8 @@ async fn recall_campaign(backend: Backend) {
     let id = daemon
         .core
         .store
-        .create_campaign(
+        .campaigns()
+        .create(
             &daemon.organization_id,
             &campaign.name,
             &serde_json::to_string(&campaign).unwrap(),

@@ -370,7 +370,8 @@ async fn hl7_send_prints_each_ack(backend: Backend) {
     let rows = daemon
         .core
         .store
-        .hl7_by_status(&["applied", "error", "received"], 100)
+        .hl7()
+        .by_status(&["applied", "error", "received"], 100)
         .await
         .expect("archive");
     let row = rows

@@ -102,13 +102,15 @@ struct Situation {
 
 async fn write_situation(store: &Store, n: usize, entries: &[Shape], now: i64) -> Situation {
     let org = store
-        .ensure_organization(&format!("org{n}"), "Org")
+        .organizations()
+        .ensure(&format!("org{n}"), "Org")
         .await
         .expect("organization");
     let mut ids = std::collections::HashMap::new();
     for name in ["A", "B"] {
         let (row, _) = store
-            .upsert_patient(
+            .patients()
+            .upsert(
                 &org.id,
                 &PatientInput {
                     external_id: format!("p{name}"),
@@ -161,7 +163,8 @@ fn ids(entries: &[ConsentEntry]) -> std::collections::HashSet<&str> {
 /// what they returned.
 async fn check(store: &Store, s: &Situation) -> usize {
     let all = store
-        .all_consents(&s.organization_id)
+        .consents()
+        .all(&s.organization_id)
         .await
         .expect("ledger");
     assert_eq!(all.len(), s.entries.len());
@@ -193,7 +196,8 @@ async fn check(store: &Store, s: &Situation) -> usize {
                 // ... and a batch's (reminders, campaigns).
                 let patients: Vec<&str> = patient.into_iter().collect();
                 let batch_ledger = store
-                    .consent_ledger(
+                    .consents()
+                    .ledger(
                         &s.organization_id,
                         disclosure::ledger_purpose(purpose),
                         &[channel.as_str()],
@@ -202,7 +206,7 @@ async fn check(store: &Store, s: &Situation) -> usize {
                     )
                     .await
                     .expect("batch ledger");
-                let batch_part2 = store.part2_consents(&patients).await.expect("part 2");
+                let batch_part2 = store.consents().part2(&patients).await.expect("part 2");
                 for part2 in [false, true] {
                     asked += 1;
                     let question = Question {
@@ -288,7 +292,8 @@ async fn sql_and_rust_agree_on_every_situation(backend: Backend) {
     let mut outcomes = std::collections::HashMap::new();
     for situation in &situations {
         let all = store
-            .all_consents(&situation.organization_id)
+            .consents()
+            .all(&situation.organization_id)
             .await
             .expect("ledger");
         let address = Address::canonical(Channel::Sms, NUMBER, "US");
@@ -378,14 +383,16 @@ async fn legacy_recipients_are_made_canonical(backend: Backend) {
     // Before: the national form is not the address the gate compares.
     assert!(!refused(NUMBER).await);
     let fixed = store
-        .canonicalize_consent_recipients(|_, channel, recipient| {
+        .consents()
+        .canonicalize_recipients(|_, channel, recipient| {
             consent::canonical_recipient(channel, recipient, "US")
         })
         .await
         .expect("fix");
     assert_eq!(fixed, 2);
     let all = store
-        .all_consents(&s.organization_id)
+        .consents()
+        .all(&s.organization_id)
         .await
         .expect("ledger");
     let recipients: Vec<&str> = all.iter().map(|e| e.recipient.as_str()).collect();
@@ -403,7 +410,8 @@ async fn legacy_recipients_are_made_canonical(backend: Backend) {
     .map(|_| ()))
     .expect("reset");
     let again = store
-        .canonicalize_consent_recipients(|_, channel, recipient| {
+        .consents()
+        .canonicalize_recipients(|_, channel, recipient| {
             consent::canonical_recipient(channel, recipient, "US")
         })
         .await

@@ -148,7 +148,7 @@ async fn kill_nine_mid_burst_loses_nothing(backend: Backend) {
             "every delivery delivered",
             Duration::from_secs(180),
             async || {
-                let counts = core.store.delivery_counts().await.expect("counts");
+                let counts = core.store.deliveries().counts().await.expect("counts");
                 let total: i64 = counts.iter().map(|(_, _, n)| n).sum();
                 assert_eq!(
                     total, MESSAGES as i64,

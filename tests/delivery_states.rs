@@ -21,12 +21,14 @@ async fn store_for(db: &TestDb) -> Store {
 /// A message with `n` queued deliveries; their ids.
 async fn deliveries(store: &Store, n: usize) -> Vec<String> {
     let org = store
-        .ensure_organization("north", "North")
+        .organizations()
+        .ensure("north", "North")
         .await
         .expect("organization");
     let ids: Vec<String> = (0..n).map(|_| new_id("dlv")).collect();
     let outcome = store
-        .accept_message(
+        .messages()
+        .accept(
             &NewMessage {
                 id: new_id("msg"),
                 organization_id: org.id.clone(),
@@ -93,12 +95,13 @@ async fn every_pair_of_states_follows_the_rule(backend: Backend) {
     for ((from, to), id) in pairs.iter().zip(&ids) {
         set_status(&store, id, *from).await;
         let moved = store
-            .update_delivery(id, &DeliveryUpdate::new(*to, "test"))
+            .deliveries()
+            .update(id, &DeliveryUpdate::new(*to, "test"))
             .await
             .expect("update");
         let expected = from.can_move_to(*to);
         assert_eq!(moved, expected, "{from:?} -> {to:?}");
-        let now = store.delivery(id).await.expect("delivery");
+        let now = store.deliveries().get(id).await.expect("delivery");
         let stays = if expected { *to } else { *from };
         assert_eq!(now.status, stays.as_str(), "{from:?} -> {to:?}");
         assert_eq!(
@@ -121,12 +124,16 @@ async fn every_pair_of_states_follows_the_rule(backend: Backend) {
         .zip(&ids)
         .map(|((_, to), id)| (id.clone(), DeliveryUpdate::new(*to, "test")))
         .collect();
-    let moved = store.update_deliveries(&updates).await.expect("batch");
+    let moved = store
+        .deliveries()
+        .update_many(&updates)
+        .await
+        .expect("batch");
     for (((from, to), id), moved) in pairs.iter().zip(&ids).zip(moved) {
         assert_eq!(moved, from.can_move_to(*to), "batch {from:?} -> {to:?}");
         let stays = if moved { *to } else { *from };
         assert_eq!(
-            store.delivery(id).await.expect("delivery").status,
+            store.deliveries().get(id).await.expect("delivery").status,
             stays.as_str()
         );
     }
@@ -136,11 +143,12 @@ async fn every_pair_of_states_follows_the_rule(backend: Backend) {
     for (status, id) in DeliveryStatus::ALL.into_iter().zip(&ids) {
         set_status(&store, id, status).await;
         let claimed = store
-            .claim_delivery(id, now_ms(), now_ms() + 60_000)
+            .deliveries()
+            .claim(id, now_ms(), now_ms() + 60_000)
             .await
             .expect("claim");
         assert_eq!(claimed.is_some(), status.is_claimable(), "claim {status:?}");
-        let after = store.delivery(id).await.expect("delivery").status;
+        let after = store.deliveries().get(id).await.expect("delivery").status;
         let expected = if status.is_claimable() {
             DeliveryStatus::Sending
         } else {
@@ -165,7 +173,8 @@ async fn late_and_duplicate_reports_never_regress(backend: Backend) {
     let sms = &ids[0];
     assert!(
         store
-            .claim_delivery(sms, now_ms(), now_ms() + 60_000)
+            .deliveries()
+            .claim(sms, now_ms(), now_ms() + 60_000)
             .await
             .expect("claim")
             .is_some()
@@ -177,13 +186,14 @@ async fn late_and_duplicate_reports_never_regress(backend: Backend) {
         (Delivered, false),
     ] {
         let moved = store
-            .update_delivery(sms, &report(status))
+            .deliveries()
+            .update(sms, &report(status))
             .await
             .expect("update");
         assert_eq!(moved, applies, "{status:?}");
     }
     assert_eq!(
-        store.delivery(sms).await.expect("delivery").status,
+        store.deliveries().get(sms).await.expect("delivery").status,
         "delivered"
     );
     assert_eq!(
@@ -202,7 +212,8 @@ async fn late_and_duplicate_reports_never_regress(backend: Backend) {
     let direct = &ids[1];
     assert!(
         store
-            .claim_delivery(direct, now_ms(), now_ms() + 60_000)
+            .deliveries()
+            .claim(direct, now_ms(), now_ms() + 60_000)
             .await
             .expect("claim")
             .is_some()
@@ -215,13 +226,19 @@ async fn late_and_duplicate_reports_never_regress(backend: Backend) {
         (Failed, false),
     ] {
         let moved = store
-            .update_delivery(direct, &report(status))
+            .deliveries()
+            .update(direct, &report(status))
             .await
             .expect("update");
         assert_eq!(moved, applies, "{status:?}");
     }
     assert_eq!(
-        store.delivery(direct).await.expect("delivery").status,
+        store
+            .deliveries()
+            .get(direct)
+            .await
+            .expect("delivery")
+            .status,
         "dispatched"
     );
     store.close().await;

@@ -413,7 +413,8 @@ async fn mdns_walk_the_delivery(backend: Backend) {
     let orphans = daemon
         .core
         .store
-        .inbound_orphans(10)
+        .inbound()
+        .orphans(10)
         .await
         .expect("orphans");
     assert_eq!(orphans.len(), 1, "{orphans:?}");

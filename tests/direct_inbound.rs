@@ -126,7 +126,8 @@ fn config(db: &TestDb, pki: &Pki, anchors: &[&str]) -> Config {
 async fn inbound(config: Config) -> (Core, DirectInbound) {
     let core = Core::open(config).await.expect("core");
     core.store
-        .ensure_organization("north", "North Clinic")
+        .organizations()
+        .ensure("north", "North Clinic")
         .await
         .expect("organization");
     let tenancy = std::sync::Arc::new(
@@ -175,7 +176,8 @@ async fn receives_and_quarantines(backend: Backend) {
     assert_eq!(receipt.outcome, Outcome::Unmatched, "{receipt:?}");
     let item = core
         .store
-        .inbound_item_by_id(&receipt.item_id)
+        .inbound()
+        .item_by_id(&receipt.item_id)
         .await
         .expect("item");
     assert_eq!(item.channel, "direct");
@@ -209,7 +211,8 @@ async fn receives_and_quarantines(backend: Backend) {
     assert!(mdns(&core, &quarantined.item_id).await.is_empty());
     let listed = core
         .store
-        .direct_quarantine(None, 10)
+        .direct()
+        .quarantined(None, 10)
         .await
         .expect("quarantine");
     assert_eq!(listed.len(), 1);
@@ -225,7 +228,8 @@ async fn receives_and_quarantines(backend: Backend) {
     assert_eq!(refused.outcome, Outcome::Quarantined);
     let item = core
         .store
-        .inbound_item_by_id(&refused.item_id)
+        .inbound()
+        .item_by_id(&refused.item_id)
         .await
         .expect("item");
     assert_eq!(item.quarantine_check.as_deref(), Some("not_encrypted"));
@@ -240,12 +244,14 @@ async fn receives_and_quarantines(backend: Backend) {
     assert_eq!(mdns(&core, &quarantined.item_id).await.len(), 2);
     let item = core
         .store
-        .inbound_item_by_id(&quarantined.item_id)
+        .inbound()
+        .item_by_id(&quarantined.item_id)
         .await
         .expect("item");
     let steps: Vec<String> = core
         .store
-        .inbound_steps(&item.organization_id, &item.id)
+        .inbound()
+        .steps(&item.organization_id, &item.id)
         .await
         .expect("steps")
         .into_iter()
@@ -597,7 +603,8 @@ async fn a_stopped_item_is_taken_on(backend: Backend) {
     );
     let org = core
         .store
-        .organization_by_slug("north")
+        .organizations()
+        .by_slug("north")
         .await
         .expect("org")
         .id;
@@ -641,7 +648,12 @@ async fn a_stopped_item_is_taken_on(backend: Backend) {
     .map(|_| ()))
     .expect("age");
     assert_eq!(inbound.resume_due().await.expect("pass"), 1);
-    let item = core.store.inbound_item_by_id(&item_id).await.expect("item");
+    let item = core
+        .store
+        .inbound()
+        .item_by_id(&item_id)
+        .await
+        .expect("item");
     assert_eq!(item.status, "unmatched", "{item:?}");
     assert!(item.opened.is_some());
     assert_eq!(mdns(&core, &item_id).await.len(), 2);
@@ -698,7 +710,8 @@ async fn the_ett_message_is_quarantined(backend: Backend) {
     assert_eq!(receipt.outcome, Outcome::Quarantined, "{receipt:?}");
     let item = core
         .store
-        .inbound_item_by_id(&receipt.item_id)
+        .inbound()
+        .item_by_id(&receipt.item_id)
         .await
         .expect("item");
     let check = item.quarantine_check.clone().unwrap_or_default();

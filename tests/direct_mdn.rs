@@ -437,7 +437,8 @@ async fn a_tempfail_is_retried(backend: Backend) {
     let core = Core::open(config.clone()).await.expect("core");
     let org = core
         .store
-        .ensure_organization("north", "North")
+        .organizations()
+        .ensure("north", "North")
         .await
         .expect("org")
         .id;
@@ -499,7 +500,8 @@ async fn a_refusal_fails(backend: Backend) {
     let core = Core::open(config.clone()).await.expect("core");
     let org = core
         .store
-        .ensure_organization("north", "North")
+        .organizations()
+        .ensure("north", "North")
         .await
         .expect("org")
         .id;
@@ -539,13 +541,15 @@ async fn only_ours_are_queued_and_claimed_once(backend: Backend) {
     let core = Core::open(config.clone()).await.expect("core");
     let org = core
         .store
-        .ensure_organization("north", "North")
+        .organizations()
+        .ensure("north", "North")
         .await
         .expect("org")
         .id;
     let south = core
         .store
-        .ensure_organization("south", "South")
+        .organizations()
+        .ensure("south", "South")
         .await
         .expect("org")
         .id;
@@ -595,7 +599,8 @@ async fn only_ours_are_queued_and_claimed_once(backend: Backend) {
     // A row claimed by one of eight concurrent senders is held by its lease.
     assert!(
         core.store
-            .insert_direct_mdn(&NewMdnRow {
+            .direct()
+            .insert_mdn(&NewMdnRow {
                 id: "mdn_claim",
                 organization_id: &org,
                 inbound_item_id: &item,
@@ -615,7 +620,8 @@ async fn only_ours_are_queued_and_claimed_once(backend: Backend) {
         let store = core.store.clone();
         async move {
             store
-                .claim_direct_mdn("hisp", now, now + 60_000)
+                .direct()
+                .claim_mdn("hisp", now, now + 60_000)
                 .await
                 .expect("claim")
         }
@@ -627,7 +633,8 @@ async fn only_ours_are_queued_and_claimed_once(backend: Backend) {
     assert_eq!(won[0].status, "queued");
     assert!(
         core.store
-            .claim_direct_mdn("hisp", now + 59_000, now + 120_000)
+            .direct()
+            .claim_mdn("hisp", now + 59_000, now + 120_000)
             .await
             .expect("claim")
             .is_none(),
@@ -635,7 +642,8 @@ async fn only_ours_are_queued_and_claimed_once(backend: Backend) {
     );
     let again = core
         .store
-        .claim_direct_mdn("hisp", now + 60_000, now + 120_000)
+        .direct()
+        .claim_mdn("hisp", now + 60_000, now + 120_000)
         .await
         .expect("claim")
         .expect("taken again once the lease ended");
@@ -661,7 +669,8 @@ async fn a_received_message_is_answered(backend: Backend) {
     let core = Core::open(config.clone()).await.expect("core");
     let org = core
         .store
-        .ensure_organization("north", "North")
+        .organizations()
+        .ensure("north", "North")
         .await
         .expect("org")
         .id;

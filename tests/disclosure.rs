@@ -94,7 +94,8 @@ async fn audit(daemon: &TestDaemon) -> Vec<AuditRow> {
     daemon
         .core
         .store
-        .audit_events(&daemon.organization_id, 1000)
+        .audit()
+        .entries(&daemon.organization_id, 1000)
         .await
         .expect("audit")
 }
@@ -104,7 +105,8 @@ async fn refusals_for(daemon: &TestDaemon, external_id: &str) -> Vec<AuditRow> {
     let patient = daemon
         .core
         .store
-        .patient_by_external_id(&daemon.organization_id, external_id)
+        .patients()
+        .by_external_id(&daemon.organization_id, external_id)
         .await
         .expect("patient");
     audit(daemon)
@@ -468,7 +470,8 @@ async fn campaign(backend: Backend) {
     let id = daemon
         .core
         .store
-        .create_campaign(
+        .campaigns()
+        .create(
             &daemon.organization_id,
             &definition.name,
             &serde_json::to_string(&definition).expect("json"),
@@ -592,7 +595,8 @@ async fn confirm_reply(backend: Backend) {
     let kept = daemon
         .core
         .store
-        .patient_by_external_id(&daemon.organization_id, "kept")
+        .patients()
+        .by_external_id(&daemon.organization_id, "kept")
         .await
         .expect("patient");
     assert!(

@@ -144,7 +144,8 @@ async fn every_vector_is_accepted_and_mapped(backend: Backend) {
     let applied = daemon
         .core
         .store
-        .hl7_by_status(&["applied"], 100)
+        .hl7()
+        .by_status(&["applied"], 100)
         .await
         .expect("archive");
     assert_eq!(
@@ -349,7 +350,8 @@ async fn malformed_input_gets_the_right_answer(backend: Backend) {
         Duration::from_secs(10),
         async || {
             let rejected = store
-                .hl7_by_status(&["rejected"], 100)
+                .hl7()
+                .by_status(&["rejected"], 100)
                 .await
                 .expect("archive");
             rejected
@@ -370,7 +372,11 @@ async fn malformed_input_gets_the_right_answer(backend: Backend) {
             .iter()
             .any(|r| r.error.as_deref() == Some("connection closed in the middle of a frame"))
     );
-    let errors = store.hl7_by_status(&["error"], 100).await.expect("archive");
+    let errors = store
+        .hl7()
+        .by_status(&["error"], 100)
+        .await
+        .expect("archive");
     assert_eq!(errors.len(), 1);
     daemon.stop().await;
 }
@@ -397,7 +403,8 @@ async fn reprocess_after_a_fix(backend: Backend) {
     let rejected = daemon
         .core
         .store
-        .hl7_by_status(&["rejected"], 10)
+        .hl7()
+        .by_status(&["rejected"], 10)
         .await
         .expect("archive");
     assert_eq!(rejected.len(), 1);
@@ -659,7 +666,8 @@ async fn archived(daemon: &TestDaemon) -> usize {
     daemon
         .core
         .store
-        .hl7_by_status(&["received", "applied", "rejected", "error"], 100)
+        .hl7()
+        .by_status(&["received", "applied", "rejected", "error"], 100)
         .await
         .expect("archive")
         .len()
@@ -672,7 +680,8 @@ async fn wait_refusal_audited(daemon: &TestDaemon, organization_id: &str) -> Str
         let events = daemon
             .core
             .store
-            .audit_events(organization_id, 50)
+            .audit()
+            .entries(organization_id, 50)
             .await
             .expect("audit");
         if let Some(event) = events.iter().find(|e| e.action == "hl7_connection_refused") {
@@ -745,7 +754,8 @@ async fn mutual_tls_admits_only_allowed_certificates(backend: Backend) {
     let north = daemon
         .core
         .store
-        .ensure_organization("north", "north")
+        .organizations()
+        .ensure("north", "north")
         .await
         .expect("org")
         .id;
@@ -827,7 +837,8 @@ async fn source_allow_list(backend: Backend) {
     let north = daemon
         .core
         .store
-        .ensure_organization("north", "north")
+        .organizations()
+        .ensure("north", "north")
         .await
         .expect("org")
         .id;

@@ -444,7 +444,8 @@ async fn key_with(core: &Core, organization_id: &str, scopes: &str) -> (String, 
     let token = switchboard::http::new_token().expect("token");
     let id = core
         .store
-        .create_api_key(&NewApiKey {
+        .api_keys()
+        .create(&NewApiKey {
             organization_id: organization_id.to_string(),
             name: format!("test {scopes}"),
             key_hash: switchboard::http::hash_token(&token),
@@ -786,7 +787,8 @@ impl Documents {
     async fn item(&self, id: &str) -> switchboard::store::InboundRow {
         self.intake
             .store
-            .inbound_item(&self.organization_id, id)
+            .inbound()
+            .item(&self.organization_id, id)
             .await
             .expect("item")
     }
@@ -814,7 +816,8 @@ async fn patient(
         ..PatientInput::default()
     };
     store
-        .upsert_patient(org, &input)
+        .patients()
+        .upsert(org, &input)
         .await
         .expect("patient")
         .0
@@ -844,7 +847,8 @@ async fn documents_match_by_each_rule(backend: Backend) {
     let core = Core::open(config.clone()).await.expect("core");
     let org = core
         .store
-        .ensure_organization("north", "North")
+        .organizations()
+        .ensure("north", "North")
         .await
         .expect("organization")
         .id;
@@ -875,7 +879,8 @@ async fn documents_match_by_each_rule(backend: Backend) {
     let outcome = hl7.handle(adt.as_bytes()).await.expect("hl7");
     assert_eq!(outcome.code.as_str(), "AA");
     let chidi = store
-        .patient_by_external_id(&org, "MRN-7")
+        .patients()
+        .by_external_id(&org, "MRN-7")
         .await
         .expect("patient")
         .id;
@@ -929,7 +934,8 @@ async fn documents_match_by_each_rule(backend: Backend) {
     );
     let item = docs.item(&id).await;
     let steps: Vec<String> = store
-        .inbound_steps(&org, &item.id)
+        .inbound()
+        .steps(&org, &item.id)
         .await
         .expect("steps")
         .into_iter()
@@ -961,7 +967,8 @@ async fn documents_match_by_each_rule(backend: Backend) {
         unreachable!("filed above")
     };
     let files = store
-        .attachment_blobs(&org, message_id)
+        .attachments()
+        .blobs(&org, message_id)
         .await
         .expect("attachments");
     assert_eq!(files.len(), 1, "the C-CDA is the message's attachment");
@@ -1120,12 +1127,14 @@ async fn mail_references_name_the_message_answered(backend: Backend) {
     let core = Core::open(db.config()).await.expect("core");
     let store = core.store.clone();
     let org = store
-        .ensure_organization("north", "North")
+        .organizations()
+        .ensure("north", "North")
         .await
         .expect("organization")
         .id;
     let other = store
-        .ensure_organization("west", "West")
+        .organizations()
+        .ensure("west", "West")
         .await
         .expect("organization")
         .id;
@@ -1180,14 +1189,16 @@ async fn mail_references_name_the_message_answered(backend: Backend) {
     };
     let (message, delivery, thread_id) = sent(&org, Some(a.clone()));
     store
-        .accept_message(&message, std::slice::from_ref(&delivery), None)
+        .messages()
+        .accept(&message, std::slice::from_ref(&delivery), None)
         .await
         .expect("accept");
     let token = core.keyring.delivery_token(&delivery.id).expect("token");
     // Another organization's message: its token must not correlate here.
     let (foreign, foreign_delivery, _) = sent(&other, None);
     store
-        .accept_message(&foreign, std::slice::from_ref(&foreign_delivery), None)
+        .messages()
+        .accept(&foreign, std::slice::from_ref(&foreign_delivery), None)
         .await
         .expect("accept");
     let foreign_token = core
@@ -1223,7 +1234,8 @@ async fn mail_references_name_the_message_answered(backend: Backend) {
             patient_id: a.clone(),
             thread_id: thread_id.clone(),
             message_id: store
-                .inbound_item(&org, &id)
+                .inbound()
+                .item(&org, &id)
                 .await
                 .unwrap()
                 .message_id
@@ -1232,7 +1244,8 @@ async fn mail_references_name_the_message_answered(backend: Backend) {
     );
     assert_eq!(
         store
-            .inbound_item(&org, &id)
+            .inbound()
+            .item(&org, &id)
             .await
             .unwrap()
             .match_method

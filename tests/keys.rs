@@ -296,7 +296,8 @@ async fn scopes_per_route(backend: Backend) {
     let org = daemon
         .core
         .store
-        .organization_by_slug("north")
+        .organizations()
+        .by_slug("north")
         .await
         .expect("org");
     switchboard::store::on_db!(daemon.core.store.db(), |pool| sqlx::query(
@@ -338,7 +339,8 @@ async fn expiry_is_enforced(backend: Backend) {
     daemon
         .core
         .store
-        .create_api_key(&switchboard::store::NewApiKey {
+        .api_keys()
+        .create(&switchboard::store::NewApiKey {
             organization_id: daemon.organization_id.clone(),
             name: "short".into(),
             key_hash: switchboard::http::hash_token(&token),

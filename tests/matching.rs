@@ -15,7 +15,8 @@ async fn store_for(db: &TestDb) -> (Store, String) {
     let store = Store::connect(&db.url, 4, false).await.expect("connect");
     store.migrate().await.expect("migrate");
     let org = store
-        .ensure_organization("north", "North")
+        .organizations()
+        .ensure("north", "North")
         .await
         .expect("organization");
     (store, org.id)
@@ -43,7 +44,8 @@ async fn patient(
         ..PatientInput::default()
     };
     store
-        .upsert_patient(org, &input)
+        .patients()
+        .upsert(org, &input)
         .await
         .expect("patient")
         .0
@@ -240,7 +242,8 @@ async fn rules(backend: Backend) {
     let message_id = new_id("msg");
     let thread_id = new_id("thr");
     store
-        .accept_message(
+        .messages()
+        .accept(
             &NewMessage {
                 id: message_id.clone(),
                 organization_id: org.clone(),
@@ -274,7 +277,8 @@ async fn rules(backend: Backend) {
 
     // A merged-away patient resolves to the survivor.
     store
-        .merge_patients(&twin_b, std::slice::from_ref(&isabella))
+        .patients()
+        .merge(&twin_b, std::slice::from_ref(&isabella))
         .await
         .expect("merge");
     let decision = decide(&store, &org, &by_id).await.expect("decide");
@@ -285,7 +289,8 @@ async fn rules(backend: Backend) {
 
     // Another organization's patients are never candidates.
     let west = store
-        .ensure_organization("west", "West")
+        .organizations()
+        .ensure("west", "West")
         .await
         .expect("organization");
     let decision = decide(&store, &west.id, &by_id).await.expect("decide");
@@ -329,6 +334,7 @@ async fn clear_ssns_are_digested(backend: Backend) {
     assert!(!stored.iter().any(|(_, v)| v.contains("6789")));
     let again = core
         .store
+        .patients()
         .digest_clear_ssns(|v| core.keyring.identifier_digests(v).remove(0))
         .await
         .expect("again");

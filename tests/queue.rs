@@ -101,6 +101,7 @@ async fn exhausted_deliveries_are_dead_lettered(backend: Backend) {
     let dead = daemon
         .core
         .store
+        .deliveries()
         .dead_letters(None, 10)
         .await
         .expect("dead letters");
@@ -112,6 +113,7 @@ async fn exhausted_deliveries_are_dead_lettered(backend: Backend) {
     let (retry_id, channel) = daemon
         .core
         .store
+        .deliveries()
         .requeue_dead_letter(&dead[0].delivery_id)
         .await
         .expect("requeue");
@@ -151,7 +153,8 @@ async fn committed_but_unqueued_deliveries_are_swept(backend: Backend) {
         .expect("core");
     let org = core
         .store
-        .ensure_organization("north", "North")
+        .organizations()
+        .ensure("north", "North")
         .await
         .expect("org");
     let message_id = new_id("msg");
@@ -164,7 +167,8 @@ async fn committed_but_unqueued_deliveries_are_swept(backend: Backend) {
     let delivery_id = new_id("dlv");
     let outcome = core
         .store
-        .accept_message(
+        .messages()
+        .accept(
             &NewMessage {
                 id: message_id.clone(),
                 organization_id: org.id.clone(),
@@ -224,7 +228,8 @@ async fn status_updates_are_monotonic(backend: Backend) {
         DeliveryStatus::Delivered,
     ] {
         let applied = store
-            .update_delivery(delivery_id, &DeliveryUpdate::new(status, "test:late"))
+            .deliveries()
+            .update(delivery_id, &DeliveryUpdate::new(status, "test:late"))
             .await
             .expect("update");
         assert!(!applied, "{status:?} must not apply after delivered");
@@ -270,7 +275,8 @@ async fn bodies_are_encrypted_at_rest(backend: Backend) {
     let row = daemon
         .core
         .store
-        .message(&daemon.organization_id, id)
+        .messages()
+        .get(&daemon.organization_id, id)
         .await
         .expect("row");
     assert!(!String::from_utf8_lossy(&row.content).contains("Zebediah"));

@@ -72,13 +72,15 @@ async fn kill_nine_twice_during_a_reminder_run() {
         let core = Core::open(config.clone()).await.expect("core");
         let org = core
             .store
-            .ensure_organization("north", "North Clinic")
+            .organizations()
+            .ensure("north", "North Clinic")
             .await
             .unwrap();
         // Their 2-hour touch is due a minute ago; the 48-hour and 7-day touches are long past
         // (skipped as too soon), so exactly one reminder each is due.
         let start = chrono::Utc::now().timestamp_millis() + 2 * 3_600_000 - 60_000;
         core.store
+            .reminders()
             .seed_appointments(&org.id, "crash", &vec![start; REMINDERS])
             .await
             .unwrap();
@@ -108,10 +110,11 @@ async fn kill_nine_twice_during_a_reminder_run() {
             async || {
                 let due = core
                     .store
+                    .reminders()
                     .due_touches(chrono::Utc::now().timestamp_millis(), 1)
                     .await
                     .expect("due touches");
-                let counts = core.store.delivery_counts().await.expect("counts");
+                let counts = core.store.deliveries().counts().await.expect("counts");
                 due.is_empty() && counts.iter().all(|(_, status, _)| status == "delivered")
             },
         )
@@ -124,7 +127,7 @@ async fn kill_nine_twice_during_a_reminder_run() {
         .await
         .expect("a reminder pass");
     assert_eq!((report.sent, report.skipped), (0, 0), "{report:?}");
-    let counts = core.store.delivery_counts().await.expect("counts");
+    let counts = core.store.deliveries().counts().await.expect("counts");
     let deliveries: i64 = counts.iter().map(|(_, _, n)| n).sum();
     assert_eq!(
         deliveries, REMINDERS as i64,
@@ -136,7 +139,7 @@ async fn kill_nine_twice_during_a_reminder_run() {
         "every reminder exactly once"
     );
 
-    let org = core.store.organization_by_slug("north").await.unwrap();
+    let org = core.store.organizations().by_slug("north").await.unwrap();
     let mut recipients = std::collections::HashSet::new();
     for entry in std::fs::read_dir(&outbox).unwrap().flatten() {
         let file: serde_json::Value =

@@ -339,7 +339,8 @@ async fn a_week_of_reminders(backend: Backend) {
     let ny_patient = daemon
         .core
         .store
-        .patient_by_external_id(&daemon.organization_id, "ny")
+        .patients()
+        .by_external_id(&daemon.organization_id, "ny")
         .await
         .unwrap();
     let reply = reminders
@@ -473,7 +474,8 @@ async fn batched_send_checks(backend: Backend) {
     daemon
         .core
         .store
-        .record_consent(&switchboard::store::ConsentChange {
+        .consents()
+        .record(&switchboard::store::ConsentChange {
             organization_id: daemon.organization_id.clone(),
             patient_id: None,
             channel: "sms".into(),
@@ -490,12 +492,14 @@ async fn batched_send_checks(backend: Backend) {
     let r1 = daemon
         .core
         .store
-        .appointment_by_filler(&daemon.organization_id, "R-1")
+        .appointments()
+        .by_filler(&daemon.organization_id, "R-1")
         .await
         .unwrap();
     let touch = daemon
         .core
         .store
+        .reminders()
         .touches_of(&r1.id)
         .await
         .unwrap()
@@ -615,13 +619,13 @@ async fn the_daemon_reminds_on_schedule(backend: Backend) {
         assert!(booked.elapsed() < Duration::from_secs(20), "not delivered");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let lease = daemon.core.store.lease("reminders").await.unwrap();
+    let lease = daemon.core.store.leases().get("reminders").await.unwrap();
     assert!(lease.is_some(), "the running daemon holds the lease");
     tokio::time::timeout(Duration::from_secs(30), daemon.stop())
         .await
         .expect("the daemon stops");
     assert_eq!(
-        daemon.core.store.lease("reminders").await.unwrap(),
+        daemon.core.store.leases().get("reminders").await.unwrap(),
         None,
         "the lease is released at shutdown"
     );
@@ -651,13 +655,15 @@ async fn two_cron_workers_share_one_run() {
         .unwrap();
     let org = core_a
         .store
-        .ensure_organization("north", "North Clinic")
+        .organizations()
+        .ensure("north", "North Clinic")
         .await
         .unwrap();
     const DUE: usize = 100;
     let start = Utc::now().timestamp_millis() + 2 * 3_600_000 - 60_000;
     core_a
         .store
+        .reminders()
         .seed_appointments(&org.id, "pair", &vec![start; DUE])
         .await
         .unwrap();
@@ -696,7 +702,7 @@ async fn two_cron_workers_share_one_run() {
     );
     assert!(counts[other].leased_elsewhere >= 2, "{counts:?}");
     let names = ["node-a:1", "node-b:1"];
-    let lease = core_a.store.lease("reminders").await.unwrap();
+    let lease = core_a.store.leases().get("reminders").await.unwrap();
     assert_eq!(lease.map(|(h, _)| h).as_deref(), Some(names[holder]));
     let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
     let (sent, distinct): (i64, i64) = sqlx::query_as(
@@ -727,7 +733,7 @@ async fn two_cron_workers_share_one_run() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let lease = core_a.store.lease("reminders").await.unwrap();
+    let lease = core_a.store.leases().get("reminders").await.unwrap();
     assert_eq!(lease.map(|(h, _)| h).as_deref(), Some(names[other]));
     stops[other].cancel();
     tokio::time::timeout(Duration::from_secs(10), handles[other].take().unwrap())

@@ -240,7 +240,8 @@ async fn forged_and_missing_signatures_are_refused(backend: Backend) {
     let audit = daemon
         .core
         .store
-        .audit_events(&daemon.organization_id, 100)
+        .audit()
+        .entries(&daemon.organization_id, 100)
         .await
         .unwrap();
     let refused = audit

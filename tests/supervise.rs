@@ -131,7 +131,8 @@ async fn absurd_rule_is_refused(backend: Backend) {
     let stored = daemon
         .core
         .store
-        .reminder_rules(&daemon.organization_id)
+        .reminders()
+        .rules(&daemon.organization_id)
         .await
         .expect("rules");
     assert!(stored.is_empty());
@@ -160,7 +161,8 @@ async fn invalid_stored_rule_skips_only_its_organization(backend: Backend) {
     let south_id = daemon
         .core
         .store
-        .organization_by_slug("south")
+        .organizations()
+        .by_slug("south")
         .await
         .expect("south")
         .id;
@@ -168,7 +170,8 @@ async fn invalid_stored_rule_skips_only_its_organization(backend: Backend) {
     daemon
         .core
         .store
-        .put_reminder_rule(
+        .reminders()
+        .put_rule(
             &south_id,
             "absurd",
             &json!({"id": "absurd", "touches": [

@@ -170,7 +170,8 @@ async fn inbound_goes_to_the_owner_of_the_number(backend: Backend) {
     let orphans = daemon
         .core
         .store
-        .inbound_orphans(10)
+        .inbound()
+        .orphans(10)
         .await
         .expect("orphans");
     assert_eq!(orphans.len(), 1, "{orphans:?}");

@@ -39,7 +39,8 @@ async fn audit_count(daemon: &TestDaemon, action: &str, message_id: &str) -> usi
     daemon
         .core
         .store
-        .audit_events(&daemon.organization_id, 1000)
+        .audit()
+        .entries(&daemon.organization_id, 1000)
         .await
         .unwrap()
         .iter()
@@ -158,7 +159,8 @@ async fn urgent_messages_notify_digest_and_escalate(backend: Backend) {
     let first_round = daemon
         .core
         .store
-        .audit_events(&daemon.organization_id, 1000)
+        .audit()
+        .entries(&daemon.organization_id, 1000)
         .await
         .unwrap()
         .iter()

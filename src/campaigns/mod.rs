@@ -127,7 +127,7 @@ pub struct Campaigns {
 
 impl Campaigns {
     async fn load(&self, id: &str) -> Result<(crate::store::CampaignRow, Campaign), CampaignError> {
-        let row = self.store.campaign(id).await?;
+        let row = self.store.campaigns().get(id).await?;
         let campaign: Campaign = serde_json::from_str(&row.definition)
             .map_err(|e| CampaignError::Invalid(e.to_string()))?;
         Ok((row, campaign))
@@ -141,7 +141,8 @@ impl Campaigns {
     ) -> Result<Vec<CohortRow>, CampaignError> {
         Ok(self
             .store
-            .campaign_cohort(
+            .campaigns()
+            .cohort(
                 &row.organization_id,
                 &row.id,
                 c.recall_type.as_deref(),
@@ -175,7 +176,11 @@ impl Campaigns {
             .part2_appointment_types
             .iter()
             .any(|p| p.eq_ignore_ascii_case(&member.recall_type));
-        let points = self.store.contact_points(&member.patient_id).await?;
+        let points = self
+            .store
+            .patients()
+            .contact_points(&member.patient_id)
+            .await?;
         // What the gate reads for this patient, in one or two queries.
         let mut addresses = Vec::new();
         crate::reach::addresses_on(&c.channels, &points, region, &mut addresses);
@@ -184,7 +189,8 @@ impl Campaigns {
         let patient = [member.patient_id.as_str()];
         let ledger = self
             .store
-            .consent_ledger(
+            .consents()
+            .ledger(
                 &sender.organization_id,
                 disclosure::ledger_purpose(disclosure::CAMPAIGN),
                 &channels,
@@ -193,7 +199,7 @@ impl Campaigns {
             )
             .await?;
         let part2_consents = if part2 {
-            self.store.part2_consents(&patient).await?
+            self.store.consents().part2(&patient).await?
         } else {
             Default::default()
         };
@@ -295,7 +301,8 @@ impl Campaigns {
                 Step::Skip(reason, refusals) => {
                     if self
                         .store
-                        .record_campaign_target(
+                        .campaigns()
+                        .record_target(
                             &row.id,
                             &row.organization_id,
                             &member.recall_id,
@@ -315,7 +322,7 @@ impl Campaigns {
                             .iter()
                             .map(|r| r.audit(&actor, None, None))
                             .collect();
-                        self.store.record_audits(&rows).await?;
+                        self.store.audit().record_all(&rows).await?;
                     }
                 }
                 Step::Send {
@@ -345,7 +352,8 @@ impl Campaigns {
                         .await?;
                     if self
                         .store
-                        .record_campaign_target(
+                        .campaigns()
+                        .record_target(
                             &row.id,
                             &row.organization_id,
                             &member.recall_id,
@@ -376,10 +384,11 @@ impl Campaigns {
         id: &str,
         now: DateTime<Utc>,
     ) -> Result<CampaignCounts, CampaignError> {
-        self.store.campaign(id).await?;
+        self.store.campaigns().get(id).await?;
         Ok(self
             .store
-            .campaign_counts(id, now.timestamp_millis())
+            .campaigns()
+            .counts(id, now.timestamp_millis())
             .await?)
     }
 }

@@ -124,7 +124,8 @@ pub async fn quarantine(core: Core, command: QuarantineCommand) -> Result<()> {
             };
             let items = core
                 .store
-                .direct_quarantine(organization_id.as_deref(), limit.clamp(1, 10_000))
+                .direct()
+                .quarantined(organization_id.as_deref(), limit.clamp(1, 10_000))
                 .await?;
             if items.is_empty() {
                 eprintln!("no quarantined Direct messages");
@@ -146,7 +147,8 @@ pub async fn quarantine(core: Core, command: QuarantineCommand) -> Result<()> {
         QuarantineCommand::Show { id } => {
             let item = core
                 .store
-                .inbound_item_by_id(&id)
+                .inbound()
+                .item_by_id(&id)
                 .await
                 .map_err(|e| super::not_found(e, format!("inbound item {id}")))?;
             if item.channel != "direct" {
@@ -169,7 +171,8 @@ pub async fn quarantine(core: Core, command: QuarantineCommand) -> Result<()> {
             println!("received:     {}", at(item.created_at));
             for step in core
                 .store
-                .inbound_steps(&item.organization_id, &item.id)
+                .inbound()
+                .steps(&item.organization_id, &item.id)
                 .await?
             {
                 println!(

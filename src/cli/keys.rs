@@ -80,11 +80,12 @@ pub async fn run(core: Core, command: KeysCommand) -> Result<()> {
             expires_in,
             expires_at,
         } => {
-            let organization = match core.store.organization_by_slug(&org).await {
+            let organization = match core.store.organizations().by_slug(&org).await {
                 Ok(organization) => organization,
                 Err(StoreError::NotFound) if new_org => {
                     core.store
-                        .ensure_organization(&org, org_name.as_deref().unwrap_or(&org))
+                        .organizations()
+                        .ensure(&org, org_name.as_deref().unwrap_or(&org))
                         .await?
                 }
                 Err(StoreError::NotFound) => {
@@ -113,7 +114,11 @@ pub async fn run(core: Core, command: KeysCommand) -> Result<()> {
                 Some(slug) => Some(super::organization(&core, &slug).await?.id),
                 None => None,
             };
-            let keys = core.store.api_keys(organization_id.as_deref()).await?;
+            let keys = core
+                .store
+                .api_keys()
+                .list(organization_id.as_deref())
+                .await?;
             if keys.is_empty() {
                 println!("no API keys");
                 return Ok(());
@@ -140,7 +145,7 @@ pub async fn run(core: Core, command: KeysCommand) -> Result<()> {
                 );
             }
         }
-        KeysCommand::Revoke { id } => match core.store.revoke_api_key(&id).await {
+        KeysCommand::Revoke { id } => match core.store.api_keys().revoke(&id).await {
             Ok(true) => println!("revoked {id}"),
             Ok(false) => println!("{id} was already revoked"),
             Err(StoreError::NotFound) => bail!("no API key {id:?} (see `switchboard keys list`)"),
@@ -152,7 +157,7 @@ pub async fn run(core: Core, command: KeysCommand) -> Result<()> {
             expires_in,
             expires_at,
         } => {
-            let old = match core.store.api_key(&id).await {
+            let old = match core.store.api_keys().get(&id).await {
                 Ok(old) => old,
                 Err(StoreError::NotFound) => {
                     bail!("no API key {id:?} (see `switchboard keys list`)")
@@ -175,14 +180,14 @@ pub async fn run(core: Core, command: KeysCommand) -> Result<()> {
                 create(&core, &old.organization_id, &old.name, &scopes, expires_at).await?;
             match overlap_ms {
                 None | Some(0) => {
-                    core.store.revoke_api_key(&id).await?;
+                    core.store.api_keys().revoke(&id).await?;
                     eprintln!(
                         "{id} revoked; its replacement {new_id} is shown once, store it now:"
                     );
                 }
                 Some(ms) => {
                     let until = now.saturating_add(ms);
-                    core.store.expire_api_key(&id, until).await?;
+                    core.store.api_keys().expire(&id, until).await?;
                     eprintln!(
                         "{id} keeps working until {}; its replacement {new_id} is shown once, \
                          store it now:",
@@ -206,7 +211,8 @@ async fn create(
     let token = switchboard::http::new_token()?;
     let id = core
         .store
-        .create_api_key(&NewApiKey {
+        .api_keys()
+        .create(&NewApiKey {
             organization_id: organization_id.to_string(),
             name: name.to_string(),
             key_hash: switchboard::http::hash_token(&token),

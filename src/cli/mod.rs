@@ -451,7 +451,8 @@ async fn dispatch(cli: Cli) -> Result<()> {
             let core = admin(&config_source, config).await?;
             let organization_id = core
                 .store
-                .organization_of_message(&id)
+                .messages()
+                .organization_of(&id)
                 .await
                 .map_err(|e| not_found(e, format!("message {id}")))?;
             let view = core.messages().view(&organization_id, &id).await?;
@@ -529,7 +530,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
             command: InboundCommand::Orphans { limit },
         } => {
             let core = admin(&config_source, config).await?;
-            let orphans = core.store.inbound_orphans(limit.clamp(1, 10_000)).await?;
+            let orphans = core.store.inbound().orphans(limit.clamp(1, 10_000)).await?;
             if orphans.is_empty() {
                 eprintln!("no orphaned inbound items");
             }
@@ -558,6 +559,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
                     };
                     let rows = core
                         .store
+                        .deliveries()
                         .dead_letters(organization_id.as_deref(), 1000)
                         .await?;
                     if rows.is_empty() {
@@ -582,6 +584,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
                 Some(DeadLettersCommand::Retry { delivery_id }) => {
                     let (new_id, channel) = core
                         .store
+                        .deliveries()
                         .requeue_dead_letter(&delivery_id)
                         .await
                         .map_err(|e| {
@@ -591,6 +594,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
                         .push(&channel, std::slice::from_ref(&new_id), None)
                         .await?;
                     core.store
+                        .deliveries()
                         .mark_enqueued(std::slice::from_ref(&new_id), switchboard::store::now_ms())
                         .await?;
                     println!("{new_id}");
@@ -615,7 +619,8 @@ async fn dispatch(cli: Cli) -> Result<()> {
                 (Some(id), false) => vec![id],
                 (None, true) => core
                     .store
-                    .hl7_by_status(&["error", "received"], 100_000)
+                    .hl7()
+                    .by_status(&["error", "received"], 100_000)
                     .await?
                     .into_iter()
                     .map(|row| row.id)
@@ -724,7 +729,7 @@ pub(crate) async fn organization(
     core: &Core,
     slug: &str,
 ) -> Result<switchboard::store::Organization> {
-    match core.store.organization_by_slug(slug).await {
+    match core.store.organizations().by_slug(slug).await {
         Ok(organization) => Ok(organization),
         Err(StoreError::NotFound) => Err(unknown_organization(core, slug).await),
         Err(e) => Err(e.into()),
@@ -732,7 +737,12 @@ pub(crate) async fn organization(
 }
 
 pub(crate) async fn unknown_organization(core: &Core, slug: &str) -> anyhow::Error {
-    let known = core.store.organization_slugs(20).await.unwrap_or_default();
+    let known = core
+        .store
+        .organizations()
+        .slugs(20)
+        .await
+        .unwrap_or_default();
     anyhow::anyhow!(
         "--org {slug}: no such organization ({})",
         if known.is_empty() {

@@ -74,7 +74,8 @@ pub async fn reminders(core: Core, command: RemindersCommand) -> Result<()> {
             let org = super::organization(&core, &org).await?;
             let row = core
                 .store
-                .appointment_by_filler(&org.id, &appointment)
+                .appointments()
+                .by_filler(&org.id, &appointment)
                 .await
                 .map_err(|e| {
                     super::not_found(e, format!("appointment {appointment} of {}", org.slug))
@@ -130,7 +131,8 @@ pub async fn campaign(core: Core, command: CampaignCommand) -> Result<()> {
             campaign.validate()?;
             let id = core
                 .store
-                .create_campaign(&org.id, &campaign.name, &serde_json::to_string(&campaign)?)
+                .campaigns()
+                .create(&org.id, &campaign.name, &serde_json::to_string(&campaign)?)
                 .await?;
             println!("{id}");
         }

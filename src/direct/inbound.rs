@@ -283,7 +283,7 @@ impl DirectInbound {
             .tenancy
             .route_address(&endpoint.address, endpoint.organization.as_deref())
         {
-            Route::Organization(slug) => self.store().organization_by_slug(&slug).await?.id,
+            Route::Organization(slug) => self.store().organizations().by_slug(&slug).await?.id,
             Route::Orphan(reason) => {
                 let id = new_id("orp");
                 let orphan = NewOrphan {
@@ -295,7 +295,7 @@ impl DirectInbound {
                     reason,
                     raw: self.keyring().seal(raw, &id)?,
                 };
-                let (item_id, fresh) = self.store().record_orphan(&id, &orphan).await?;
+                let (item_id, fresh) = self.store().inbound().record_orphan(&id, &orphan).await?;
                 warn!(orphan_id = %item_id, connector = %endpoint.name, fresh, "inbound Direct message belongs to no organization; kept for the operator");
                 return Ok(Taken::Item(Receipt {
                     item_id,
@@ -324,7 +324,8 @@ impl DirectInbound {
             .await?;
         let item = self
             .store()
-            .inbound_item(&organization_id, &item_id)
+            .inbound()
+            .item(&organization_id, &item_id)
             .await?;
         if !fresh && item.status != "received" {
             info!(inbound_item_id = %item_id, "inbound Direct message recorded before; not filed or answered again");
@@ -387,14 +388,15 @@ impl DirectInbound {
             let sealed = self.keyring().seal(&opened.0, &opened_context(&item.id))?;
             let first = self
                 .store()
-                .record_direct_opened(&org, &item.id, &sealed, &opened.1)
+                .direct()
+                .record_opened(&org, &item.id, &sealed, &opened.1)
                 .await?;
             if first {
                 item.opened = Some(sealed);
                 inner = Some(opened.0);
             } else {
                 // Another pass (or daemon) opened it meanwhile: go on from what it stored.
-                item = self.store().inbound_item(&org, &item.id).await?;
+                item = self.store().inbound().item(&org, &item.id).await?;
                 if item.status != "received" {
                     return Ok(receipt_of(&item));
                 }
@@ -476,7 +478,8 @@ impl DirectInbound {
         let retry_at = (refusal.retryable && now_ms() - item.created_at < retry_for)
             .then(|| now_ms() + i64::try_from(RETRY_AFTER.as_millis()).unwrap_or(0));
         self.store()
-            .quarantine_direct(&DirectQuarantine {
+            .direct()
+            .quarantine(&DirectQuarantine {
                 organization_id: &item.organization_id,
                 item_id: &item.id,
                 check: &check,
@@ -499,10 +502,12 @@ impl DirectInbound {
         let endpoint = self.endpoint(&connector)?;
         let item = if item.status == "quarantined" {
             self.store()
-                .release_direct(&item.organization_id, &item.id, None)
+                .direct()
+                .release(&item.organization_id, &item.id, None)
                 .await?;
             self.store()
-                .inbound_item(&item.organization_id, &item.id)
+                .inbound()
+                .item(&item.organization_id, &item.id)
                 .await?
         } else {
             item
@@ -516,7 +521,7 @@ impl DirectInbound {
     /// An operator's release of a quarantined item: security processing runs again (after
     /// an anchor was added, a CRL came back…), audited as `actor`.
     pub async fn release(&self, item_id: &str, actor: &str) -> Result<Receipt, DirectInboundError> {
-        let item = self.store().inbound_item_by_id(item_id).await?;
+        let item = self.store().inbound().item_by_id(item_id).await?;
         if item.channel != "direct" || item.status != "quarantined" {
             return Err(DirectInboundError::NotReleasable(format!(
                 "{item_id} is a {} item in status {}: only quarantined Direct items are released",
@@ -540,11 +545,13 @@ impl DirectInbound {
             ),
         };
         self.store()
-            .release_direct(&item.organization_id, &item.id, Some(&audit))
+            .direct()
+            .release(&item.organization_id, &item.id, Some(&audit))
             .await?;
         let item = self
             .store()
-            .inbound_item(&item.organization_id, &item.id)
+            .inbound()
+            .item(&item.organization_id, &item.id)
             .await?;
         self.carry_on(endpoint, item, None).await
     }
@@ -553,7 +560,11 @@ impl DirectInbound {
     pub async fn resume_due(&self) -> Result<usize, DirectInboundError> {
         let now = now_ms();
         let stale = now - i64::try_from(STALE_AFTER.as_millis()).unwrap_or(0);
-        let items = self.store().direct_items_to_resume(stale, now, 100).await?;
+        let items = self
+            .store()
+            .direct()
+            .items_to_resume(stale, now, 100)
+            .await?;
         let mut done = 0;
         for item in items {
             let id = item.id.clone();

@@ -245,7 +245,8 @@ impl MdnOutbox {
         let id = new_id("mdn");
         let fresh = self
             .store
-            .insert_direct_mdn(&NewMdnRow {
+            .direct()
+            .insert_mdn(&NewMdnRow {
                 id: &id,
                 organization_id: &mdn.organization_id,
                 inbound_item_id: &mdn.inbound_item_id,
@@ -278,7 +279,8 @@ impl MdnOutbox {
     ) -> Result<Vec<MdnView>, StoreError> {
         Ok(self
             .store
-            .direct_mdns_of_item(organization_id, item_id)
+            .direct()
+            .mdns_of_item(organization_id, item_id)
             .await?
             .into_iter()
             .map(MdnView::from)
@@ -364,14 +366,15 @@ impl Sender {
             let lease_until = now.saturating_add(i64::try_from(LEASE.as_millis()).unwrap_or(0));
             let Some(row) = self
                 .store
-                .claim_direct_mdn(connector, now, lease_until)
+                .direct()
+                .claim_mdn(connector, now, lease_until)
                 .await?
             else {
                 break;
             };
             self.attempt(&row).await?;
         }
-        let pause = match self.store.next_direct_mdn_due(connector).await? {
+        let pause = match self.store.direct().next_mdn_due(connector).await? {
             Some(due) => {
                 let wait = u64::try_from(due.saturating_sub(now_ms())).unwrap_or(0);
                 Duration::from_millis(wait).clamp(Duration::from_millis(20), POLL)
@@ -385,7 +388,7 @@ impl Sender {
     async fn attempt(&self, row: &MdnRow) -> Result<(), StoreError> {
         match self.send(row).await {
             Ok(()) => {
-                self.store.direct_mdn_sent(&row.id).await?;
+                self.store.direct().mdn_sent(&row.id).await?;
                 SENT.fetch_add(1, Ordering::Relaxed);
                 info!(mdn_id = %row.id, inbound_item_id = %row.inbound_item_id, disposition = %row.disposition, attempt = row.attempts + 1, "MDN sent");
             }
@@ -400,7 +403,8 @@ impl Sender {
                 );
                 let status = self
                     .store
-                    .direct_mdn_attempt_failed(&row.id, &reason, permanent, next, MAX_ATTEMPTS)
+                    .direct()
+                    .mdn_attempt_failed(&row.id, &reason, permanent, next, MAX_ATTEMPTS)
                     .await?;
                 if status == "failed" {
                     FAILED.fetch_add(1, Ordering::Relaxed);

@@ -140,7 +140,7 @@ impl Access {
             detail: Some(detail),
             ..AuditEntry::default()
         };
-        if let Err(e) = processor.store.record_audit(&entry).await {
+        if let Err(e) = processor.store.audit().record(&entry).await {
             warn!(connection, error = %e, "cannot audit a refused MLLP connection");
         }
     }

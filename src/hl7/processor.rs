@@ -57,7 +57,8 @@ impl Hl7Processor {
         phone_region: &str,
     ) -> Result<Arc<Self>, StoreError> {
         let org = store
-            .ensure_organization(&config.organization, &config.organization)
+            .organizations()
+            .ensure(&config.organization, &config.organization)
             .await?;
         let zone = config.time_zone.parse().unwrap_or(Tz::UTC);
         Ok(Arc::new(Self {
@@ -107,7 +108,7 @@ impl Hl7Processor {
         match self.judge(message) {
             // A merge touches many rows: archived first, applied, then its outcome recorded.
             Ok(Hl7Event::PatientMerge { .. }) => {
-                let (row, new) = self.store.archive_hl7(&arrival).await?;
+                let (row, new) = self.store.hl7().archive(&arrival).await?;
                 if let Some(outcome) = replayed(&row, new) {
                     return Ok(outcome);
                 }
@@ -127,7 +128,7 @@ impl Hl7Processor {
                         None,
                     ),
                 };
-                match self.store.record_hl7(&arrival, &effects, &applied).await {
+                match self.store.hl7().record(&arrival, &effects, &applied).await {
                     Ok(None) => Ok(self.done(&arrival.id, message, AckCode::Accept, applied.ack)),
                     Ok(Some(row)) => self.replay_or_process(row, message).await,
                     Err(e) => {
@@ -167,7 +168,8 @@ impl Hl7Processor {
         };
         match self
             .store
-            .record_hl7(arrival, &Hl7Effects::default(), &outcome)
+            .hl7()
+            .record(arrival, &Hl7Effects::default(), &outcome)
             .await?
         {
             None => Ok(self.done(&arrival.id, message, code, outcome.ack)),
@@ -200,7 +202,7 @@ impl Hl7Processor {
 
     /// Applies an archived message again (after a fix), whatever its status.
     pub async fn reprocess(&self, archive_id: &str) -> Result<Outcome, Hl7Error> {
-        let row = self.store.hl7_message(archive_id).await?;
+        let row = self.store.hl7().get(archive_id).await?;
         let raw = self
             .keyring
             .open(&row.raw, &row.id)
@@ -216,7 +218,8 @@ impl Hl7Processor {
                     Some(&parse_error(&e)),
                 );
                 self.store
-                    .finish_hl7(&row.id, "rejected", Some(&e.to_string()), &ack)
+                    .hl7()
+                    .finish(&row.id, "rejected", Some(&e.to_string()), &ack)
                     .await?;
                 Ok(Outcome {
                     archive_id: row.id,
@@ -323,7 +326,8 @@ impl Hl7Processor {
         let ack = build_ack(Some(header), code, archive_id, &timestamp(), error);
         let detail = error.map(|e| format!("{}-{}: {}", e.segment, e.field, e.text));
         self.store
-            .finish_hl7(archive_id, status, detail.as_deref(), &ack)
+            .hl7()
+            .finish(archive_id, status, detail.as_deref(), &ack)
             .await?;
         info!(archive_id, message_type = %format!("{}^{}", header.message_type, header.trigger), ack = code.as_str(), "HL7 message processed");
         Ok(Outcome {
@@ -358,6 +362,7 @@ impl Hl7Processor {
         let keyring = self.keyring.clone();
         let id = self
             .store
+            .hl7()
             .archive_unparsable(
                 &self.organization_id,
                 |id| keyring.seal(head, id).unwrap_or_default(),
@@ -373,6 +378,7 @@ impl Hl7Processor {
     pub async fn archive_truncated(&self, partial: &[u8]) -> Result<String, StoreError> {
         let keyring = self.keyring.clone();
         self.store
+            .hl7()
             .archive_unparsable(
                 &self.organization_id,
                 |id| keyring.seal(partial, id).unwrap_or_default(),
@@ -394,6 +400,7 @@ impl Hl7Processor {
         let keyring = self.keyring.clone();
         let id = self
             .store
+            .hl7()
             .archive_unparsable(
                 &self.organization_id,
                 |id| keyring.seal(raw, id).unwrap_or_default(),
@@ -441,7 +448,8 @@ impl Hl7Processor {
                 for identifier in prior {
                     let found = match self
                         .store
-                        .patient_id_by_identifier(
+                        .patients()
+                        .id_by_identifier(
                             &self.organization_id,
                             &identifier.authority,
                             &identifier.id,
@@ -451,14 +459,15 @@ impl Hl7Processor {
                         Some(id) => Some(id),
                         None => self
                             .store
-                            .patient_by_external_id(&self.organization_id, &identifier.id)
+                            .patients()
+                            .by_external_id(&self.organization_id, &identifier.id)
                             .await
                             .ok()
                             .map(|p| p.id),
                     };
                     old.extend(found);
                 }
-                self.store.merge_patients(&surviving_id, &old).await?;
+                self.store.patients().merge(&surviving_id, &old).await?;
             }
             Hl7Event::Appointment {
                 trigger,
@@ -468,7 +477,8 @@ impl Hl7Processor {
                 let patient_id = self.upsert_patient(&patient).await?;
                 let input = appointment_input(&appointment, "hl7");
                 self.store
-                    .upsert_appointment(&self.organization_id, &patient_id, &input, &trigger)
+                    .appointments()
+                    .upsert(&self.organization_id, &patient_id, &input, &trigger)
                     .await?;
             }
         }
@@ -480,7 +490,8 @@ impl Hl7Processor {
         let input = self.patient_input(record).await?;
         let (row, _) = self
             .store
-            .upsert_patient(&self.organization_id, &input)
+            .patients()
+            .upsert(&self.organization_id, &input)
             .await?;
         Ok(row.id)
     }
@@ -522,6 +533,7 @@ impl Hl7Processor {
         // A merged-away patient's identifier resolves to the survivor.
         let external_id = self
             .store
+            .patients()
             .external_id_for_identifier(&self.organization_id, &key.authority, &key_value)
             .await?
             .unwrap_or(key_value);
@@ -706,7 +718,8 @@ mod tests {
         );
         let rows = core
             .store
-            .hl7_by_status(&["rejected"], 10)
+            .hl7()
+            .by_status(&["rejected"], 10)
             .await
             .expect("archive");
         assert_eq!(rows.len(), 1);

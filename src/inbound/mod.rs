@@ -140,7 +140,7 @@ impl InboundService {
             reason: reason.to_string(),
             raw: self.keyring.seal(&raw, &id)?,
         };
-        let (item_id, fresh) = self.store.record_orphan(&id, &orphan).await?;
+        let (item_id, fresh) = self.store.inbound().record_orphan(&id, &orphan).await?;
         tracing::warn!(orphan_id = %item_id, connector = %sms.connector, fresh, "inbound SMS belongs to no organization; quarantined for the operator");
         Ok(Receipt {
             item_id,
@@ -165,7 +165,7 @@ impl InboundService {
         organization_id: &str,
         sms: &InboundSms,
     ) -> Result<Receipt, InboundError> {
-        let org = self.store.organization(organization_id).await?;
+        let org = self.store.organizations().get(organization_id).await?;
         let settings = self.config.organization(&org.slug);
         let sender = Address::canonical(Channel::Sms, &sms.from, &settings.phone_region);
         let raw = serde_json::to_vec(sms).map_err(|_| CryptoError::Malformed)?;
@@ -190,7 +190,7 @@ impl InboundService {
                 reply: None,
             });
         }
-        let item = self.store.inbound_item(organization_id, &item_id).await?;
+        let item = self.store.inbound().item(organization_id, &item_id).await?;
         self.handle_sms(&item, &format!("webhook:{}", sms.connector))
             .await
     }
@@ -206,7 +206,7 @@ impl InboundService {
     ) -> Result<Receipt, InboundError> {
         let organization_id = item.organization_id.as_str();
         let item_id = item.id.clone();
-        let org = self.store.organization(organization_id).await?;
+        let org = self.store.organizations().get(organization_id).await?;
         let settings = self.config.organization(&org.slug);
         let intake = self.intake();
         let envelope = Envelope::from(item);
@@ -221,7 +221,8 @@ impl InboundService {
         let locale = match &patient {
             Some(p) => self
                 .store
-                .patient(organization_id, p)
+                .patients()
+                .get(organization_id, p)
                 .await
                 .ok()
                 .and_then(|p| p.language)
@@ -249,18 +250,20 @@ impl InboundService {
         let keyword = |text: String| Answer { text, part2: false };
         let (outcome, answer) = match keywords::classify(&parsed.body) {
             Some(Keyword::OptOut) => {
-                self.store.record_consent(&consent("revoked")).await?;
+                self.store.consents().record(&consent("revoked")).await?;
                 self.store
-                    .process_inbound(organization_id, &item_id, "opt-out", patient.as_deref())
+                    .inbound()
+                    .process(organization_id, &item_id, "opt-out", patient.as_deref())
                     .await?;
                 self.event(organization_id, "sms.opted_out", &item_id, &patient)
                     .await?;
                 ("opted_out", Some(keyword(render("stop")?)))
             }
             Some(Keyword::OptIn) => {
-                self.store.record_consent(&consent("granted")).await?;
+                self.store.consents().record(&consent("granted")).await?;
                 self.store
-                    .process_inbound(organization_id, &item_id, "opt-in", patient.as_deref())
+                    .inbound()
+                    .process(organization_id, &item_id, "opt-in", patient.as_deref())
                     .await?;
                 self.event(organization_id, "sms.opted_in", &item_id, &patient)
                     .await?;
@@ -268,7 +271,8 @@ impl InboundService {
             }
             Some(Keyword::Help) => {
                 self.store
-                    .process_inbound(organization_id, &item_id, "help", patient.as_deref())
+                    .inbound()
+                    .process(organization_id, &item_id, "help", patient.as_deref())
                     .await?;
                 ("help", Some(keyword(render("help")?)))
             }
@@ -344,7 +348,8 @@ impl InboundService {
         patient: &Option<String>,
     ) -> Result<(), InboundError> {
         self.store
-            .record_event(
+            .events()
+            .record(
                 organization_id,
                 kind,
                 item_id,
@@ -377,7 +382,7 @@ impl InboundService {
     /// or a contact point was added since). Filed, processed and dismissed items are refused.
     /// Nothing is answered to the sender (the provider was answered long ago).
     pub async fn reprocess(&self, item_id: &str, force: bool) -> Result<Reprocessed, InboundError> {
-        let item = self.store.inbound_item_by_id(item_id).await?;
+        let item = self.store.inbound().item_by_id(item_id).await?;
         match (item.status.as_str(), force) {
             ("received", _) | ("unmatched", true) => {}
             ("unmatched", false) => {
@@ -394,7 +399,8 @@ impl InboundService {
         let organization_id = item.organization_id.clone();
         let detail = serde_json::json!({"force": force}).to_string();
         self.store
-            .record_inbound_step(
+            .inbound()
+            .record_step(
                 &organization_id,
                 item_id,
                 "reprocess",
@@ -415,7 +421,7 @@ impl InboundService {
                 Filing::Unmatched { .. } => "unmatched".to_string(),
             }
         };
-        let after = self.store.inbound_item(&organization_id, item_id).await?;
+        let after = self.store.inbound().item(&organization_id, item_id).await?;
         info!(inbound_item_id = %item_id, before = %item.status, after = %after.status, "inbound item reprocessed");
         Ok(Reprocessed {
             item_id: item_id.to_string(),

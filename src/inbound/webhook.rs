@@ -32,7 +32,7 @@ impl InboundService {
         answering: Answering,
     ) -> Result<Option<String>, ServiceError> {
         let organization_id = match self.tenancy.route_number(&sms.to, connector_owner) {
-            Route::Organization(slug) => match self.store.organization_by_slug(&slug).await {
+            Route::Organization(slug) => match self.store.organizations().by_slug(&slug).await {
                 Ok(org) => org.id,
                 Err(StoreError::NotFound) => {
                     let reason = format!("organization {slug} is not set up");
@@ -61,7 +61,8 @@ impl InboundService {
             Answering::Inline => {
                 let actor = format!("webhook:{}", sms.connector);
                 self.store
-                    .record_audit(&reply.permit.audit(&actor, "answered", None, None, None))
+                    .audit()
+                    .record(&reply.permit.audit(&actor, "answered", None, None, None))
                     .await?;
             }
             Answering::Message if receipt.outcome != "opted_out" => {
@@ -115,6 +116,7 @@ impl InboundService {
             Some(patient_id) => {
                 let open = self
                     .store
+                    .messages()
                     .open_thread_of(organization_id, patient_id)
                     .await?;
                 let thread = ResolvedThread {

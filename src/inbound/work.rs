@@ -257,7 +257,8 @@ impl InboundService {
     ) -> Result<InboundList, ServiceError> {
         let items = self
             .store
-            .inbound_items(organization_id, status.as_str(), limit.clamp(1, MAX_PAGE))
+            .inbound()
+            .items(organization_id, status.as_str(), limit.clamp(1, MAX_PAGE))
             .await?;
         let mut ids: Vec<String> = items
             .iter()
@@ -268,6 +269,7 @@ impl InboundService {
         ids.dedup();
         let external_ids: HashMap<String, String> = self
             .store
+            .patients()
             .external_ids(organization_id, &ids)
             .await?
             .into_iter()
@@ -289,7 +291,8 @@ impl InboundService {
     ) -> Result<InboundList, ServiceError> {
         let items = self
             .store
-            .direct_quarantine(Some(organization_id), limit.clamp(1, MAX_PAGE))
+            .direct()
+            .quarantined(Some(organization_id), limit.clamp(1, MAX_PAGE))
             .await?;
         Ok(InboundList {
             items: items
@@ -313,11 +316,12 @@ impl InboundService {
             .collect();
         let external_ids: HashMap<String, String> = self
             .store
+            .patients()
             .external_ids(organization_id, &ids)
             .await?
             .into_iter()
             .collect();
-        let steps = self.store.inbound_steps(organization_id, item_id).await?;
+        let steps = self.store.inbound().steps(organization_id, item_id).await?;
         let mut view = InboundItemView::new(item, &external_ids);
         if let Some(parsed) = content {
             view.body = Some(parsed.body);
@@ -326,7 +330,8 @@ impl InboundService {
         view.steps = Some(steps.into_iter().map(StepView::from).collect());
         let mdns = self
             .store
-            .direct_mdns_of_item(organization_id, item_id)
+            .direct()
+            .mdns_of_item(organization_id, item_id)
             .await?;
         if view.channel == "direct" || !mdns.is_empty() {
             let views: Vec<MdnView> = mdns.into_iter().map(MdnView::from).collect();
@@ -448,6 +453,7 @@ impl InboundService {
         }
         let to_thread = self
             .store
+            .messages()
             .open_thread_of(organization_id, &patient)
             .await?
             .map(|t| t.id);
@@ -478,7 +484,8 @@ impl InboundService {
         });
         let moved = self
             .store
-            .reassign_inbound(&ReassignInbound {
+            .inbound()
+            .reassign(&ReassignInbound {
                 organization_id: organization_id.to_string(),
                 item_id: item.id.clone(),
                 message_id: message_id.clone(),
@@ -537,7 +544,8 @@ impl InboundService {
         let step = serde_json::json!({"by": actor}).to_string();
         match self
             .store
-            .dismiss_inbound(organization_id, item_id, &reason, &step, &audit)
+            .inbound()
+            .dismiss(organization_id, item_id, &reason, &step, &audit)
             .await
         {
             Err(StoreError::Conflict(detail)) => return Err(wrong_state(&detail, "dismissed")),
@@ -558,7 +566,8 @@ impl InboundService {
     ) -> Result<String, ServiceError> {
         match self
             .store
-            .patient_by_external_id(organization_id, external_id)
+            .patients()
+            .by_external_id(organization_id, external_id)
             .await
         {
             Err(StoreError::NotFound) => {
@@ -569,7 +578,7 @@ impl InboundService {
     }
 
     async fn item(&self, organization_id: &str, item_id: &str) -> Result<InboundRow, ServiceError> {
-        match self.store.inbound_item(organization_id, item_id).await {
+        match self.store.inbound().item(organization_id, item_id).await {
             Err(StoreError::NotFound) => Err(ServiceError::NotFound("inbound item")),
             other => Ok(other?),
         }

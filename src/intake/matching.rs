@@ -148,8 +148,10 @@ pub async fn decide(
 
     // 1. A reply to one of our messages.
     if let Some(message_id) = &evidence.reply_to
-        && let Some((patient_id, thread_id)) =
-            store.message_patient(organization_id, message_id).await?
+        && let Some((patient_id, thread_id)) = store
+            .messages()
+            .patient_of(organization_id, message_id)
+            .await?
     {
         return Ok(Decision::Matched {
             patient_id,
@@ -167,7 +169,8 @@ pub async fn decide(
         }
         by_identifier.extend(
             store
-                .patients_by_identifier(organization_id, authority, id)
+                .patients()
+                .by_identifier(organization_id, authority, id)
                 .await?,
         );
     }
@@ -200,7 +203,8 @@ pub async fn decide(
         .filter(|c| !c.is_empty())
     {
         let by_contact: BTreeSet<String> = store
-            .patients_by_contact(organization_id, contact)
+            .patients()
+            .by_contact(organization_id, contact)
             .await?
             .into_iter()
             .collect();
@@ -274,7 +278,8 @@ async fn demographic_matches(
         return Ok(BTreeSet::new());
     };
     Ok(store
-        .patients_born_on(organization_id, &birth)
+        .patients()
+        .born_on(organization_id, &birth)
         .await?
         .into_iter()
         .filter(|p| {

@@ -197,7 +197,7 @@ impl Intake {
             recipient: item.recipient.clone(),
             raw: self.keyring.seal(item.raw, &id)?,
         };
-        let (item_id, fresh) = self.store.record_inbound(&id, &row).await?;
+        let (item_id, fresh) = self.store.inbound().record(&id, &row).await?;
         if !fresh {
             info!(inbound_item_id = %item_id, channel = source.channel(), "inbound item redelivered; already recorded");
         }
@@ -230,7 +230,8 @@ impl Intake {
             detail["warnings"] = parsed.warnings.clone().into();
         }
         self.store
-            .record_inbound_step(
+            .inbound()
+            .record_step(
                 &item.organization_id,
                 &item.id,
                 "parsed",
@@ -257,6 +258,7 @@ impl Intake {
         let candidates_json = serde_json::to_string(&candidates).unwrap_or_else(|_| "[]".into());
         let detail = serde_json::json!({"method": method, "candidates": candidates.len()});
         self.store
+            .inbound()
             .record_match(
                 &envelope.organization_id,
                 &envelope.item_id,
@@ -286,7 +288,7 @@ impl Intake {
                 .trim_end_matches('>');
             let local = token.split('@').next().unwrap_or_default();
             for delivery_id in self.keyring.delivery_ids_for_token(local) {
-                match self.store.delivery(&delivery_id).await {
+                match self.store.deliveries().get(&delivery_id).await {
                     Ok(delivery) if delivery.organization_id == envelope.organization_id => {
                         reply_to = Some(delivery.message_id);
                         break 'references;
@@ -302,6 +304,7 @@ impl Intake {
         {
             reply_to = self
                 .store
+                .inbound()
                 .last_outbound_sms(
                     &envelope.organization_id,
                     connector,
@@ -315,7 +318,8 @@ impl Intake {
             Some(document) => {
                 let slug = self
                     .store
-                    .organization(&envelope.organization_id)
+                    .organizations()
+                    .get(&envelope.organization_id)
                     .await?
                     .slug;
                 let aliases = self.config.organization(&slug).identifier_authorities;
@@ -394,7 +398,8 @@ impl Intake {
                 let reason = unmatched_reason(candidates);
                 let detail = serde_json::json!({"candidates": candidates.len()}).to_string();
                 self.store
-                    .park_inbound(
+                    .inbound()
+                    .park(
                         &envelope.organization_id,
                         &envelope.item_id,
                         &reason,
@@ -426,11 +431,18 @@ impl Intake {
     ) -> Result<(String, String), IntakeError> {
         let organization_id = &envelope.organization_id;
         let thread_id = match thread_id {
-            Some(thread) if self.store.thread_is_open(organization_id, &thread).await? => {
+            Some(thread)
+                if self
+                    .store
+                    .messages()
+                    .thread_is_open(organization_id, &thread)
+                    .await? =>
+            {
                 Some(thread)
             }
             _ => self
                 .store
+                .messages()
                 .open_thread_of(organization_id, patient_id)
                 .await?
                 .map(|t| t.id),
@@ -491,7 +503,8 @@ impl Intake {
         });
         let thread_id = self
             .store
-            .file_inbound(&FileInbound {
+            .inbound()
+            .file(&FileInbound {
                 item_id: envelope.item_id.clone(),
                 organization_id: organization_id.clone(),
                 patient_id: patient_id.to_string(),
@@ -517,11 +530,13 @@ impl Intake {
     ) -> Result<(), IntakeError> {
         let status = self
             .store
-            .inbound_item(organization_id, item_id)
+            .inbound()
+            .item(organization_id, item_id)
             .await?
             .status;
         self.store
-            .record_inbound_step(organization_id, item_id, "acknowledged", &status, None)
+            .inbound()
+            .record_step(organization_id, item_id, "acknowledged", &status, None)
             .await?;
         Ok(())
     }
@@ -540,7 +555,8 @@ impl Intake {
                 let reason = format!("unreadable: {detail}");
                 let detail = serde_json::json!({"unreadable": true}).to_string();
                 self.store
-                    .park_inbound(&item.organization_id, &item.id, &reason, &detail)
+                    .inbound()
+                    .park(&item.organization_id, &item.id, &reason, &detail)
                     .await?;
                 return Ok(Filing::Unmatched {
                     reason,
@@ -566,7 +582,8 @@ impl Intake {
         }
         let row = self
             .store
-            .inbound_item(item.organization_id, &item_id)
+            .inbound()
+            .item(item.organization_id, &item_id)
             .await?;
         let filing = self.process(source, &row).await?;
         log_filing(&item_id, &filing);

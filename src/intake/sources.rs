@@ -985,7 +985,8 @@ mod tests {
         };
         let store = &intake.store;
         let org = store
-            .ensure_organization("north", "North")
+            .organizations()
+            .ensure("north", "North")
             .await
             .expect("organization")
             .id;
@@ -1002,7 +1003,8 @@ mod tests {
             ..PatientInput::default()
         };
         let amara = store
-            .upsert_patient(&org, &patient("C-1", "Bello", &[("CLINIC", "555")]))
+            .patients()
+            .upsert(&org, &patient("C-1", "Bello", &[("CLINIC", "555")]))
             .await
             .expect("patient")
             .0
@@ -1012,7 +1014,8 @@ mod tests {
         let ssn = "111223333";
         let digest = intake.keyring.identifier_digests(ssn).remove(0);
         let katherine = store
-            .upsert_patient(
+            .patients()
+            .upsert(
                 &org,
                 &patient(
                     "K-1",
@@ -1042,7 +1045,7 @@ mod tests {
                 .await
                 .expect("record");
             assert!(fresh);
-            let row = store.inbound_item(&org, &id).await.expect("item");
+            let row = store.inbound().item(&org, &id).await.expect("item");
             assert_eq!(row.channel, "direct");
             let filing = intake.process(&DirectSource, &row).await.expect("process");
             (id, filing)
@@ -1065,11 +1068,12 @@ mod tests {
             panic!("not filed: {filing:?}")
         };
         assert_eq!(patient_id, &amara);
-        let item = store.inbound_item(&org, &id).await.expect("item");
+        let item = store.inbound().item(&org, &id).await.expect("item");
         assert_eq!(item.match_method.as_deref(), Some("identifier"));
         assert_eq!(item.thread_id.as_deref(), Some(thread_id.as_str()));
         let files = store
-            .attachment_blobs(&org, message_id)
+            .attachments()
+            .blobs(&org, message_id)
             .await
             .expect("files");
         assert_eq!(files.len(), 1);
@@ -1081,7 +1085,11 @@ mod tests {
             )
             .expect("opens");
         assert_eq!(opened, cda);
-        let message = store.message(&org, message_id).await.expect("message");
+        let message = store
+            .messages()
+            .get(&org, message_id)
+            .await
+            .expect("message");
         let metadata: serde_json::Value =
             serde_json::from_str(&message.metadata).expect("metadata");
         assert_eq!(metadata["channel"], "direct");
@@ -1102,7 +1110,8 @@ mod tests {
         assert_eq!(patient_id, &katherine);
         assert_eq!(
             store
-                .inbound_item(&org, &id)
+                .inbound()
+                .item(&org, &id)
                 .await
                 .expect("item")
                 .match_method
@@ -1110,17 +1119,22 @@ mod tests {
             Some("identifier")
         );
         let files = store
-            .attachment_blobs(&org, message_id)
+            .attachments()
+            .blobs(&org, message_id)
             .await
             .expect("files");
         let names: Vec<Option<&str>> = files.iter().map(|f| f.filename.as_deref()).collect();
         assert_eq!(names, [Some("xdm.zip"), Some("CCDAAMB.XML")]);
-        let message = store.message(&org, message_id).await.expect("message");
+        let message = store
+            .messages()
+            .get(&org, message_id)
+            .await
+            .expect("message");
         let mut shown = vec![message.metadata.clone()];
-        for step in store.inbound_steps(&org, &id).await.expect("steps") {
+        for step in store.inbound().steps(&org, &id).await.expect("steps") {
             shown.extend(step.detail);
         }
-        let item = store.inbound_item(&org, &id).await.expect("item");
+        let item = store.inbound().item(&org, &id).await.expect("item");
         shown.extend(item.reason.clone());
         shown.extend(item.candidates.clone());
         for text in &shown {
@@ -1137,7 +1151,7 @@ mod tests {
         ]);
         let (id, filing) = receive(mixed("x", &[("application/zip", "xdm.zip", &tampered)])).await;
         assert!(matches!(&filing, Filing::Filed { patient_id, .. } if patient_id == &amara));
-        let steps = store.inbound_steps(&org, &id).await.expect("steps");
+        let steps = store.inbound().steps(&org, &id).await.expect("steps");
         let parsed = steps
             .iter()
             .find(|s| s.step == "parsed")

@@ -73,7 +73,12 @@ impl MessageService {
         thread_id: &str,
         limit: i64,
     ) -> Result<ThreadMessages, MessageError> {
-        let thread = match self.store.thread(organization_id, thread_id).await {
+        let thread = match self
+            .store
+            .messages()
+            .thread(organization_id, thread_id)
+            .await
+        {
             Err(crate::store::StoreError::NotFound) => {
                 return Err(MessageError::NotFound("thread"));
             }
@@ -82,13 +87,18 @@ impl MessageService {
         let limit = limit.clamp(1, MAX_THREAD_PAGE);
         let rows = self
             .store
+            .messages()
             .thread_messages(organization_id, &thread.id, limit)
             .await?;
         let mut messages = Vec::with_capacity(rows.len());
         for row in rows {
-            let deliveries = self.store.deliveries_of(&row.id).await?;
-            let history = self.store.delivery_events_of(&row.id).await?;
-            let attachments = self.store.attachments_of(organization_id, &row.id).await?;
+            let deliveries = self.store.messages().deliveries_of(&row.id).await?;
+            let history = self.store.messages().delivery_events_of(&row.id).await?;
+            let attachments = self
+                .store
+                .attachments()
+                .of_message(organization_id, &row.id)
+                .await?;
             messages.push(MessageView::build(
                 &self.keyring,
                 row,
@@ -116,15 +126,19 @@ impl MessageService {
         organization_id: &str,
         message_id: &str,
     ) -> Result<(), MessageError> {
-        match self.store.message(organization_id, message_id).await {
+        match self.store.messages().get(organization_id, message_id).await {
             Err(crate::store::StoreError::NotFound) => {
                 return Err(MessageError::NotFound("message"));
             }
             other => other?,
         };
-        self.store.mark_read(organization_id, message_id).await?;
         self.store
-            .record_event(
+            .urgent()
+            .mark_read(organization_id, message_id)
+            .await?;
+        self.store
+            .events()
+            .record(
                 organization_id,
                 "message.read",
                 message_id,

@@ -74,8 +74,8 @@ impl Notifier {
     /// Starts following the events table from now (on first run), so urgent messages from
     /// before the upgrade are not notified again.
     pub async fn init(&self) -> Result<(), NotifyError> {
-        if self.store.cursor(CURSOR).await?.is_none() {
-            self.store.set_cursor(CURSOR, now_ms()).await?;
+        if self.store.cursors().get(CURSOR).await?.is_none() {
+            self.store.cursors().set(CURSOR, now_ms()).await?;
         }
         Ok(())
     }
@@ -94,12 +94,13 @@ impl Notifier {
 
     /// One pass: new urgent messages and read marks, fail-overs, escalations.
     pub async fn pass(&self) -> Result<(), NotifyError> {
-        let since = self.store.cursor(CURSOR).await?.unwrap_or(0) - LOOKBACK_MS;
+        let since = self.store.cursors().get(CURSOR).await?.unwrap_or(0) - LOOKBACK_MS;
         let mut after = None;
         loop {
             let events = self
                 .store
-                .events_of_kinds_since(&EVENT_KINDS, since, after, 200)
+                .events()
+                .of_kinds_since(&EVENT_KINDS, since, after, 200)
                 .await?;
             for event in &events {
                 match event.kind.as_str() {
@@ -109,11 +110,12 @@ impl Notifier {
                     }
                     _ => {
                         self.store
+                            .urgent()
                             .mark_read(&event.organization_id, &event.subject_id)
                             .await?;
                     }
                 }
-                self.store.set_cursor(CURSOR, event.created_at).await?;
+                self.store.cursors().set(CURSOR, event.created_at).await?;
                 after = Some((event.created_at, event.id));
             }
             if events.len() < 200 {
@@ -121,20 +123,20 @@ impl Notifier {
             }
         }
         for (_, org, message_id, kind, recipient_id, level) in
-            self.store.take_failed_notifications(100).await?
+            self.store.urgent().take_failed_notifications(100).await?
         {
             if let Some(target) = self.target(&org, &kind, &recipient_id).await? {
                 self.notify(&org, &message_id, &target, level).await?;
             }
         }
-        for alert in self.store.due_escalations(now_ms(), 100).await? {
+        for alert in self.store.urgent().due_escalations(now_ms(), 100).await? {
             self.escalate(&alert).await?;
         }
         Ok(())
     }
 
     async fn new_urgent(&self, organization_id: &str, message_id: &str) -> Result<(), NotifyError> {
-        let message = match self.store.message(organization_id, message_id).await {
+        let message = match self.store.messages().get(organization_id, message_id).await {
             Ok(m) => m,
             Err(StoreError::NotFound) => {
                 warn!(%message_id, "urgent event for an unknown message");
@@ -161,7 +163,7 @@ impl Notifier {
                 .then(|| now_ms() + secs_ms(settings.urgent_escalation_secs)),
             read_at: None,
         };
-        if !self.store.insert_alert(&alert).await? {
+        if !self.store.urgent().insert_alert(&alert).await? {
             return Ok(());
         }
         info!(%message_id, audience = %audience, "urgent message: notifying");
@@ -186,7 +188,7 @@ impl Notifier {
             }
         }
         if audience != "patient" {
-            match self.store.on_call(organization_id, 0).await? {
+            match self.store.staff().on_call(organization_id, 0).await? {
                 Some(staff) => {
                     let target = staff_target(&staff, &settings.default_locale);
                     self.notify(organization_id, message_id, &target, 0).await?;
@@ -212,6 +214,7 @@ impl Notifier {
         let next_position = alert.escalation_level + 1;
         let next = self
             .store
+            .staff()
             .on_call(&alert.organization_id, next_position)
             .await?;
         let next_at = next
@@ -219,6 +222,7 @@ impl Notifier {
             .map(|_| now_ms() + secs_ms(settings.urgent_escalation_secs));
         if !self
             .store
+            .urgent()
             .escalate_alert(&alert.message_id, alert.escalation_level, next_at)
             .await?
         {
@@ -270,14 +274,22 @@ impl Notifier {
         target: &Target,
         level: i64,
     ) -> Result<(), NotifyError> {
-        let org = self.store.organization(organization_id).await?;
+        let org = self.store.organizations().get(organization_id).await?;
         let settings = self.config.organization(&org.slug);
-        let message = self.store.message(organization_id, message_id).await?;
+        let message = self
+            .store
+            .messages()
+            .get(organization_id, message_id)
+            .await?;
         // About the patient it goes to: a Part 2 message makes the notice a Part 2 disclosure.
         let patient = (target.kind == "patient").then_some(target.id.as_str());
         let part2 = message.part2 && patient.is_some();
         let gate = Gate::new(self.store.clone());
-        let tried = self.store.notifications_for(message_id, &target.id).await?;
+        let tried = self
+            .store
+            .urgent()
+            .notifications_for(message_id, &target.id)
+            .await?;
         if tried
             .iter()
             .any(|(_, status)| status == "sent" || status == "digested")
@@ -331,6 +343,7 @@ impl Notifier {
             let window = now_ms() - secs_ms(settings.urgent_digest_window_secs);
             let earlier = self
                 .store
+                .urgent()
                 .recent_notification(&target.id, channel, window)
                 .await?;
             let mut record = NewNotification {
@@ -347,7 +360,13 @@ impl Notifier {
             if let Some(earlier) = earlier {
                 record.status = "digested".into();
                 record.digest_of = Some(earlier.clone());
-                if self.store.insert_notification(&record).await?.is_some() {
+                if self
+                    .store
+                    .urgent()
+                    .insert_notification(&record)
+                    .await?
+                    .is_some()
+                {
                     self.audit(
                         organization_id,
                         message_id,
@@ -360,7 +379,8 @@ impl Notifier {
                 }
                 return Ok(());
             }
-            let Some(notification_id) = self.store.insert_notification(&record).await? else {
+            let Some(notification_id) = self.store.urgent().insert_notification(&record).await?
+            else {
                 return Ok(());
             };
             let name = settings.display_name.clone().unwrap_or(org.name.clone());
@@ -401,6 +421,7 @@ impl Notifier {
                 }
             };
             self.store
+                .urgent()
                 .set_notification_message(&notification_id, &accepted.message_id)
                 .await?;
             self.audit(
@@ -440,16 +461,17 @@ impl Notifier {
         if kind == "staff" {
             return Ok(self
                 .store
-                .staff_member(id)
+                .staff()
+                .get(id)
                 .await?
                 .map(|s| staff_target(&s, &settings.default_locale)));
         }
-        let patient = match self.store.patient(organization_id, id).await {
+        let patient = match self.store.patients().get(organization_id, id).await {
             Ok(p) => p,
             Err(StoreError::NotFound) => return Ok(None),
             Err(e) => return Err(e.into()),
         };
-        let points = self.store.contact_points(id).await?;
+        let points = self.store.patients().contact_points(id).await?;
         let sms = points
             .iter()
             .find(|p| {
@@ -475,7 +497,7 @@ impl Notifier {
         &self,
         organization_id: &str,
     ) -> Result<crate::config::OrganizationConfig, NotifyError> {
-        let org = self.store.organization(organization_id).await?;
+        let org = self.store.organizations().get(organization_id).await?;
         Ok(self.config.organization(&org.slug))
     }
 
@@ -489,7 +511,8 @@ impl Notifier {
         detail: &str,
     ) -> Result<(), NotifyError> {
         self.store
-            .record_audit(&AuditEntry {
+            .audit()
+            .record(&AuditEntry {
                 organization_id: organization_id.to_string(),
                 action: action.to_string(),
                 actor: "notifier".into(),

@@ -40,7 +40,7 @@ impl BounceSink for StoreBounces {
             .iter()
             .flat_map(|token| self.keyring.delivery_ids_for_token(token));
         for id in ids {
-            let delivery = match self.store.delivery(&id).await {
+            let delivery = match self.store.deliveries().get(&id).await {
                 Ok(delivery) => delivery,
                 Err(StoreError::NotFound) => continue,
                 Err(e) => return Err(Box::new(e)),
@@ -55,7 +55,7 @@ impl BounceSink for StoreBounces {
             update.reason = Some(format!("bounced: {reason}"));
             update.expect_status = Some(DeliveryStatus::Sent);
             update.expect_connector = Some(connector.to_string());
-            match self.store.update_delivery(&id, &update).await {
+            match self.store.deliveries().update(&id, &update).await {
                 Ok(_) => return Ok(Some(id)),
                 Err(StoreError::NotFound) => continue,
                 Err(e) => return Err(Box::new(e)),
@@ -107,7 +107,8 @@ mod tests {
         let (core, guard) = crate::testing::core_on(postgres, dir.path()).await;
         let org = core
             .store
-            .ensure_organization("north", "North")
+            .organizations()
+            .ensure("north", "North")
             .await
             .expect("org");
         let messages = core.messages();
@@ -133,7 +134,8 @@ mod tests {
             let mut update = DeliveryUpdate::new(status, "worker");
             update.connector = Some("smtp-a".into());
             core.store
-                .update_delivery(id, &update)
+                .deliveries()
+                .update(id, &update)
                 .await
                 .expect("update");
         }
@@ -144,7 +146,7 @@ mod tests {
         let token = |id: &str| vec![core.keyring.delivery_token(id).expect("token")];
         let status = |id: String| {
             let store = core.store.clone();
-            async move { store.delivery(&id).await.expect("delivery").status }
+            async move { store.deliveries().get(&id).await.expect("delivery").status }
         };
 
         // Through smtp-b's mailbox: ignored.
@@ -167,7 +169,12 @@ mod tests {
             .await
             .expect("bounce");
         assert_eq!(applied.as_deref(), Some(deliveries[0].as_str()));
-        let failed = core.store.delivery(&deliveries[0]).await.expect("delivery");
+        let failed = core
+            .store
+            .deliveries()
+            .get(&deliveries[0])
+            .await
+            .expect("delivery");
         assert_eq!(failed.status, "failed");
         assert!(
             failed.reason.as_deref().is_some_and(|r| r.contains("550")),

@@ -30,7 +30,8 @@ impl NotificationSink for StoreNotifications {
     async fn apply(&self, connector: &str, t: &Tracked) -> Result<Option<String>, BoxError> {
         let Some(id) = self
             .store
-            .direct_delivery_for(connector, &t.message_id, t.recipient.as_deref())
+            .direct()
+            .delivery_for(connector, &t.message_id, t.recipient.as_deref())
             .await?
         else {
             return Ok(None);
@@ -38,7 +39,7 @@ impl NotificationSink for StoreNotifications {
         let mut update = DeliveryUpdate::new(t.status, t.source);
         update.detail = Some(t.detail.clone());
         update.reason = t.reason.clone();
-        match self.store.update_delivery(&id, &update).await {
+        match self.store.deliveries().update(&id, &update).await {
             Ok(_) => Ok(Some(id)),
             Err(StoreError::NotFound) => Ok(None),
             Err(e) => Err(Box::new(e)),
@@ -53,7 +54,8 @@ impl NotificationSink for StoreNotifications {
     ) -> Result<usize, BoxError> {
         let overdue = self
             .store
-            .direct_overdue(connector, sent_before, processed_before, 500)
+            .direct()
+            .overdue(connector, sent_before, processed_before, 500)
             .await?;
         let mut expired = 0;
         for (id, status) in overdue {
@@ -63,7 +65,7 @@ impl NotificationSink for StoreNotifications {
             } else {
                 "no dispatched MDN within the timeout".into()
             });
-            if self.store.update_delivery(&id, &update).await? {
+            if self.store.deliveries().update(&id, &update).await? {
                 expired += 1;
             }
         }

@@ -141,7 +141,7 @@ impl crate::store::AfterAccept for Enqueuer {
             for (channel, ids) in by_channel {
                 if let Err(e) = queue.push(&channel, &ids, None).await {
                     tracing::warn!(error = %e, channel, "enqueue failed; the sweeper will retry");
-                    if let Err(e) = store.clear_enqueued(&ids).await {
+                    if let Err(e) = store.deliveries().clear_enqueued(&ids).await {
                         tracing::warn!(error = %e, "could not clear the enqueued mark; the sweeper will find them later");
                     }
                 }

@@ -41,10 +41,11 @@ pub async fn reconcile_once(store: &Store, connectors: &Connectors) -> Result<us
         let after_ms = i64::try_from(after.saturating_mul(1000)).unwrap_or(i64::MAX / 2);
         let now = now_ms();
         let due = store
-            .deliveries_to_reconcile(&name, now - after_ms, now - after_ms, 100)
+            .deliveries()
+            .to_reconcile(&name, now - after_ms, now - after_ms, 100)
             .await?;
         for (delivery_id, provider_ref) in due {
-            store.mark_reconciled(&delivery_id).await?;
+            store.deliveries().mark_reconciled(&delivery_id).await?;
             let report = match connector.lookup(&provider_ref).await {
                 Ok(Some(report)) => report,
                 Ok(None) => continue,
@@ -56,7 +57,7 @@ pub async fn reconcile_once(store: &Store, connectors: &Connectors) -> Result<us
             let Some(update) = report_update(&report, &name, &format!("reconcile:{name}")) else {
                 continue;
             };
-            if store.update_delivery(&delivery_id, &update).await? {
+            if store.deliveries().update(&delivery_id, &update).await? {
                 moved += 1;
                 info!(%delivery_id, connector = %name, status = update.status.as_str(), "reconciled");
             }

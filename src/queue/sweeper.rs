@@ -24,6 +24,7 @@ pub async fn sweep_once(
     let now = now_ms();
     let stuck_ms = i64::try_from(stuck_after.as_millis()).unwrap_or(i64::MAX / 2);
     let candidates = store
+        .deliveries()
         .sweep_candidates(now, GRACE_MS, stuck_ms, 5_000)
         .await?;
     let mut by_channel: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -33,7 +34,7 @@ pub async fn sweep_once(
     let mut pushed = 0;
     for (channel, ids) in by_channel {
         queue.push(&channel, &ids, None).await?;
-        store.mark_enqueued(&ids, now).await?;
+        store.deliveries().mark_enqueued(&ids, now).await?;
         pushed += ids.len();
     }
     Ok(pushed)
@@ -46,7 +47,10 @@ pub async fn recover(store: &Store, queue: &JobQueue, started_at: i64) -> Result
     let mut cursor = String::new();
     let mut pushed = 0;
     loop {
-        let batch = store.queued_before(started_at, &cursor, 1_000).await?;
+        let batch = store
+            .deliveries()
+            .queued_before(started_at, &cursor, 1_000)
+            .await?;
         let Some(last) = batch.last() else { break };
         cursor = last.id.clone();
         let mut by_channel: BTreeMap<String, Vec<String>> = BTreeMap::new();

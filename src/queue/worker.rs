@@ -237,7 +237,8 @@ impl Deliverer {
     ) -> Result<Result<Loaded, String>, WorkerError> {
         let listed = self
             .store
-            .attachments_of(&delivery.organization_id, &message.id)
+            .attachments()
+            .of_message(&delivery.organization_id, &message.id)
             .await?;
         if listed.is_empty() {
             return Ok(Ok((Vec::new(), None)));
@@ -250,7 +251,8 @@ impl Deliverer {
         .await;
         let blobs = self
             .store
-            .attachment_blobs(&delivery.organization_id, &message.id)
+            .attachments()
+            .blobs(&delivery.organization_id, &message.id)
             .await?;
         let mut attachments = Vec::with_capacity(blobs.len());
         for blob in blobs {
@@ -347,6 +349,7 @@ impl Deliverer {
                     let retry_at =
                         now_ms() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2);
                     self.store
+                        .deliveries()
                         .schedule_retry(&delivery.id, retry_at, &reason)
                         .await?;
                     // apalis schedules in whole seconds, truncated: a job due earlier than the

@@ -136,7 +136,8 @@ impl ReminderCron {
         if let Err(e) = runner
             .reminders
             .store
-            .release_lease(LEASE, &runner.holder)
+            .leases()
+            .release(LEASE, &runner.holder)
             .await
         {
             warn!(error = %e, "releasing the reminder lease");
@@ -226,7 +227,7 @@ impl Runner {
             return;
         };
         let store = &self.reminders.store;
-        match store.take_lease(LEASE, &self.holder, self.ttl_ms).await {
+        match store.leases().take(LEASE, &self.holder, self.ttl_ms).await {
             Ok(true) => {}
             Ok(false) => {
                 self.stats.leased_elsewhere.fetch_add(1, Ordering::Relaxed);
@@ -253,7 +254,7 @@ impl Runner {
         let result = loop {
             tokio::select! {
                 result = &mut pass => break result,
-                _ = renew.tick() => match store.take_lease(LEASE, &self.holder, self.ttl_ms).await {
+                _ = renew.tick() => match store.leases().take(LEASE, &self.holder, self.ttl_ms).await {
                     Ok(true) => {}
                     Ok(false) => warn!("reminder lease taken by another daemon during a pass"),
                     Err(e) => warn!(error = %e, "renewing the reminder lease"),
@@ -267,7 +268,7 @@ impl Runner {
                 // Let another daemon in now rather than when the lease expires.
                 self.stats.failed.fetch_add(1, Ordering::Relaxed);
                 error!("reminder pass panicked; lease released");
-                if let Err(e) = store.release_lease(LEASE, &self.holder).await {
+                if let Err(e) = store.leases().release(LEASE, &self.holder).await {
                     warn!(error = %e, "releasing the reminder lease");
                 }
                 *self
@@ -348,7 +349,7 @@ mod tests {
             (counts.passes, counts.overlapping, counts.failed),
             (1, 1, 0)
         );
-        let lease = core.store.lease(LEASE).await.expect("lease");
+        let lease = core.store.leases().get(LEASE).await.expect("lease");
         assert_eq!(
             lease.map(|(holder, _)| holder).as_deref(),
             Some("node:test")
@@ -385,13 +386,15 @@ mod tests {
         // The supervisor waits a second before the restart: the lease is free now.
         assert!(
             core.store
-                .take_lease(LEASE, "node-b:1", ttl)
+                .leases()
+                .take(LEASE, "node-b:1", ttl)
                 .await
                 .expect("lease"),
             "another daemon takes the lease right after the panic"
         );
         core.store
-            .release_lease(LEASE, "node-b:1")
+            .leases()
+            .release(LEASE, "node-b:1")
             .await
             .expect("release");
         // Restarted: the start-up pass of the new run goes through.
@@ -410,7 +413,7 @@ mod tests {
             .await
             .expect("stops")
             .expect("supervisor");
-        assert_eq!(core.store.lease(LEASE).await.expect("lease"), None);
+        assert_eq!(core.store.leases().get(LEASE).await.expect("lease"), None);
         core.store.close().await;
         if let Some(guard) = guard {
             guard.drop_now().await;

@@ -202,9 +202,9 @@ impl Reminders {
     /// (rules stored by older versions were not): one unusable rule is an error for the whole
     /// organization, never a guess at which touches to keep.
     async fn org_plan(&self, organization_id: &str) -> Result<OrgPlan, ReminderError> {
-        let org = self.store.organization(organization_id).await?;
+        let org = self.store.organizations().get(organization_id).await?;
         let settings = self.config.organization(&org.slug);
-        let stored = self.store.reminder_rules(organization_id).await?;
+        let stored = self.store.reminders().rules(organization_id).await?;
         let rules: Vec<ReminderRule> = if stored.is_empty() {
             settings.reminder_rules.clone()
         } else {
@@ -260,18 +260,24 @@ impl Reminders {
         let store_now = crate::store::now_ms();
         let changed_since = self
             .store
-            .cursor(CURSOR_CHANGED)
+            .cursors()
+            .get(CURSOR_CHANGED)
             .await?
             .map_or(0, |c| c - CHANGE_MARGIN_MS);
-        let entered_from = match self.store.cursor(CURSOR_HORIZON).await? {
+        let entered_from = match self.store.cursors().get(CURSOR_HORIZON).await? {
             Some(h) if changed_since > 0 => h,
             _ => i64::MIN,
         };
-        let cancelled = self.store.cancel_stale_touches(changed_since).await?;
+        let cancelled = self
+            .store
+            .reminders()
+            .cancel_stale_touches(changed_since)
+            .await?;
         let now_ms = now.timestamp_millis();
         let horizon_end = now_ms.saturating_add(self.horizon_ms());
         let appointments = self
             .store
+            .reminders()
             .appointments_to_plan(now_ms, horizon_end, changed_since, entered_from)
             .await?;
         let mut by_org: BTreeMap<&str, Vec<&PlanRow>> = BTreeMap::new();
@@ -307,10 +313,13 @@ impl Reminders {
                 ),
             }
         }
-        let planned = self.store.insert_touches(&touches).await?;
+        let planned = self.store.reminders().insert_touches(&touches).await?;
         if !again {
-            self.store.set_cursor(CURSOR_CHANGED, store_now).await?;
-            self.store.set_cursor(CURSOR_HORIZON, horizon_end).await?;
+            self.store.cursors().set(CURSOR_CHANGED, store_now).await?;
+            self.store
+                .cursors()
+                .set(CURSOR_HORIZON, horizon_end)
+                .await?;
         }
         Ok(RunReport {
             planned,
@@ -378,7 +387,7 @@ impl Reminders {
         use futures::StreamExt;
         let started = std::time::Instant::now();
         let now_ms = now.timestamp_millis();
-        let due = self.store.due_touches(now_ms, limit).await?;
+        let due = self.store.reminders().due_touches(now_ms, limit).await?;
         if due.is_empty() {
             return Ok((0, 0));
         }
@@ -463,7 +472,7 @@ impl Reminders {
             }
         }
         // The gate's refusals, audited (with the touches' outcomes below, in the same pass).
-        self.store.record_audits(&refusals).await?;
+        self.store.audit().record_all(&refusals).await?;
 
         let accepted: Vec<(Prepared, Result<String, MessageError>)> =
             futures::stream::iter(to_send)
@@ -510,7 +519,11 @@ impl Reminders {
                 }
             }
         }
-        let moved = self.store.finish_touches(&outcomes, now_ms).await?;
+        let moved = self
+            .store
+            .reminders()
+            .finish_touches(&outcomes, now_ms)
+            .await?;
         debug!(
             touches = due.len(),
             load_ms = loaded.as_millis(),
@@ -547,7 +560,12 @@ impl Reminders {
                 .filter(|t| &t.organization_id == organization_id)
                 .map(|t| t.id.as_str())
                 .collect();
-            accepted.extend(self.store.accepted_touches(organization_id, &ids).await?);
+            accepted.extend(
+                self.store
+                    .reminders()
+                    .accepted_touches(organization_id, &ids)
+                    .await?,
+            );
         }
         let pending: Vec<&TouchRow> = due
             .iter()
@@ -563,10 +581,12 @@ impl Reminders {
             pending.iter().map(|t| t.appointment_id.as_str()).collect();
         let patient_ids: Vec<&str> = pending.iter().map(|t| t.patient_id.as_str()).collect();
         let (appointments, patients, points, sent_counts) = futures::try_join!(
-            self.store.appointments_by_ids(&appointment_ids),
-            self.store.patients_by_ids(&patient_ids),
-            self.store.contact_points_by_patient(&patient_ids),
-            self.store.reminders_sent_counts(
+            self.store.reminders().appointments_by_ids(&appointment_ids),
+            self.store.reminders().patients_by_ids(&patient_ids),
+            self.store
+                .reminders()
+                .contact_points_by_patient(&patient_ids),
+            self.store.reminders().sent_counts(
                 &patient_ids,
                 now_ms - 86_400_000,
                 now_ms - 7 * 86_400_000
@@ -590,7 +610,7 @@ impl Reminders {
         let part2 = if part2_patients.is_empty() {
             Part2Consents::default()
         } else {
-            self.store.part2_consents(&part2_patients).await?
+            self.store.consents().part2(&part2_patients).await?
         };
 
         // Consents and threads are per organization. The ledger covers every address any of
@@ -624,14 +644,16 @@ impl Reminders {
             let org_patients: Vec<&str> = touches.iter().map(|t| t.patient_id.as_str()).collect();
             let addresses: Vec<&str> = addresses.iter().map(String::as_str).collect();
             let (ledger, open) = futures::try_join!(
-                self.store.consent_ledger(
+                self.store.consents().ledger(
                     organization_id,
                     disclosure::ledger_purpose(disclosure::REMINDER),
                     &channels,
                     &addresses,
                     &org_patients
                 ),
-                self.store.open_threads_of(organization_id, &org_patients),
+                self.store
+                    .reminders()
+                    .open_threads_of(organization_id, &org_patients),
             )?;
             ledgers.insert(organization_id.clone(), ledger);
             threads.extend(open);
@@ -812,7 +834,7 @@ impl Reminders {
 
     /// The plan of an appointment and every skip, for `reminders why` and the API.
     pub async fn why(&self, appointment: &AppointmentRow) -> Result<Vec<TouchRow>, ReminderError> {
-        Ok(self.store.touches_of(&appointment.id).await?)
+        Ok(self.store.reminders().touches_of(&appointment.id).await?)
     }
 }
 
@@ -895,8 +917,8 @@ fn grace_ms(settings: &OrganizationConfig) -> i64 {
 
 /// The next run plans every upcoming appointment again (after a rule or config change).
 pub async fn replan_all(store: &Store) -> Result<(), StoreError> {
-    store.reset_cursor(CURSOR_CHANGED).await?;
-    store.reset_cursor(CURSOR_HORIZON).await
+    store.reminders().reset_cursor(CURSOR_CHANGED).await?;
+    store.reminders().reset_cursor(CURSOR_HORIZON).await
 }
 
 fn matches_rule(rule: &ReminderRule, a: &PlanRow) -> bool {
@@ -1008,10 +1030,11 @@ impl ReplyRouter for Reminders {
         let now = Utc::now();
         let appointment = self
             .store
+            .reminders()
             .latest_reminded_appointment(patient_id, now.timestamp_millis())
             .await?;
         self.store
-            .record_event(
+            .events().record(
                 organization_id,
                 "reminder.reply",
                 inbound_item_id,
@@ -1027,6 +1050,7 @@ impl ReplyRouter for Reminders {
             ReminderReply::Reschedule => "reschedule_requested",
         };
         self.store
+            .reminders()
             .record_confirmation(
                 organization_id,
                 &appointment_id,
@@ -1036,12 +1060,16 @@ impl ReplyRouter for Reminders {
             )
             .await?;
         info!(%appointment_id, answer, "reminder answered");
-        let appointment = self.store.appointment(&appointment_id).await?;
+        let appointment = self.store.appointments().get(&appointment_id).await?;
         let org = match self.org_plan(organization_id).await {
             Ok(org) => org,
             Err(_) => return Ok(None),
         };
-        let patient = self.store.patient(organization_id, patient_id).await?;
+        let patient = self
+            .store
+            .patients()
+            .get(organization_id, patient_id)
+            .await?;
         let locale = patient
             .language
             .clone()
@@ -1098,21 +1126,27 @@ mod tests {
         let core = crate::daemon::Core::open(config).await.expect("core");
         let reminders = core.reminders(core.templates().expect("templates"));
         let store = &core.store;
-        let a = store.ensure_organization("a", "A").await.expect("org a");
-        let b = store.ensure_organization("b", "B").await.expect("org b");
+        let a = store.organizations().ensure("a", "A").await.expect("org a");
+        let b = store.organizations().ensure("b", "B").await.expect("org b");
         let start = Utc::now().timestamp_millis() + 3 * 86_400_000;
         store
+            .reminders()
             .seed_appointments(&a.id, "a", &[start])
             .await
             .expect("seed a");
         store
+            .reminders()
             .seed_appointments(&b.id, "b", &[start])
             .await
             .expect("seed b");
         PANICKING.lock().expect("lock").push(a.id.clone());
         let report = reminders.plan(Utc::now()).await.expect("the pass goes on");
         assert!(report.planned > 0, "{report:?}");
-        let planned = store.due_touches(i64::MAX, 100).await.expect("touches");
+        let planned = store
+            .reminders()
+            .due_touches(i64::MAX, 100)
+            .await
+            .expect("touches");
         assert!(planned.iter().all(|t| t.organization_id == b.id));
         assert!(planned.iter().any(|t| t.organization_id == b.id));
         core.store.close().await;

@@ -77,9 +77,9 @@ pub struct ReminderRules {
 impl ReminderRules {
     /// The rules in force: the API's, else the configuration's.
     pub async fn list(&self, organization_id: &str) -> Result<RuleSet, ServiceError> {
-        let stored = self.store.reminder_rules(organization_id).await?;
+        let stored = self.store.reminders().rules(organization_id).await?;
         if stored.is_empty() {
-            let slug = self.store.organization(organization_id).await?.slug;
+            let slug = self.store.organizations().get(organization_id).await?.slug;
             return Ok(RuleSet {
                 source: RuleSource::Config,
                 rules: self.config.organization(&slug).reminder_rules,
@@ -108,7 +108,7 @@ impl ReminderRules {
             checks.invalid(e.pointer.clone(), e.to_string());
         }
         checks.finish()?;
-        let stored = self.store.reminder_rules(organization_id).await?;
+        let stored = self.store.reminders().rules(organization_id).await?;
         let replaces = stored
             .iter()
             .any(|d| serde_json::from_str::<serde_json::Value>(d).is_ok_and(|v| v["id"] == id));
@@ -121,7 +121,8 @@ impl ReminderRules {
         let definition =
             serde_json::to_string(&rule).map_err(|e| ServiceError::Internal(e.to_string()))?;
         self.store
-            .put_reminder_rule(organization_id, id, &definition)
+            .reminders()
+            .put_rule(organization_id, id, &definition)
             .await?;
         // The next pass plans every upcoming appointment with the new rule set (an
         // organization skipped for an invalid rule is planned again once it is fixed).
@@ -137,13 +138,14 @@ impl ReminderRules {
     ) -> Result<ReminderPlan, ServiceError> {
         let appointment = match self
             .store
-            .appointment_by_filler(organization_id, filler_id)
+            .appointments()
+            .by_filler(organization_id, filler_id)
             .await
         {
             Err(StoreError::NotFound) => return Err(ServiceError::NotFound("appointment")),
             other => other?,
         };
-        let touches = self.store.touches_of(&appointment.id).await?;
+        let touches = self.store.reminders().touches_of(&appointment.id).await?;
         Ok(ReminderPlan {
             appointment: appointment.filler_id,
             start: rfc3339(appointment.start_at),

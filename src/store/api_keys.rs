@@ -2,7 +2,7 @@
 //! (space-separated words: `send`, `read`, `admin`), an optional expiry and a revocation time.
 //! What a scope allows is decided in `crate::http::auth`; the store only keeps the words.
 
-use super::{Result, Store, StoreError, new_id, now_ms, on_db};
+use super::{ApiKeys, Result, StoreError, new_id, now_ms, on_db};
 
 /// Every scope, as keys created before scopes existed (migration 0008) were given.
 pub const ALL_SCOPES: &str = "send read admin";
@@ -42,15 +42,10 @@ pub struct ApiKeyRow {
     pub revoked_at: Option<i64>,
 }
 
-impl Store {
+impl ApiKeys<'_> {
     /// Records a key's hash with every scope and no expiry; returns the key's id.
-    pub async fn insert_api_key(
-        &self,
-        organization_id: &str,
-        name: &str,
-        key_hash: &str,
-    ) -> Result<String> {
-        self.create_api_key(&NewApiKey {
+    pub async fn insert(self, organization_id: &str, name: &str, key_hash: &str) -> Result<String> {
+        self.create(&NewApiKey {
             organization_id: organization_id.to_string(),
             name: name.to_string(),
             key_hash: key_hash.to_string(),
@@ -61,7 +56,7 @@ impl Store {
     }
 
     /// Records a key; returns its id.
-    pub async fn create_api_key(&self, key: &NewApiKey) -> Result<String> {
+    pub async fn create(self, key: &NewApiKey) -> Result<String> {
         let id = new_id("key");
         on_db!(self.db(), |pool| {
             sqlx::query(
@@ -76,7 +71,7 @@ impl Store {
     }
 
     /// What an unrevoked key grants (its expiry is the caller's to check, against its clock).
-    pub async fn key_grant(&self, key_hash: &str) -> Result<Option<KeyGrant>> {
+    pub async fn grant(self, key_hash: &str) -> Result<Option<KeyGrant>> {
         Ok(on_db!(self.db(), |pool| sqlx::query_as(
             "SELECT id, organization_id, scopes, expires_at FROM api_keys
              WHERE key_hash = $1 AND revoked_at IS NULL",
@@ -87,7 +82,7 @@ impl Store {
     }
 
     /// Every key (of one organization), newest first.
-    pub async fn api_keys(&self, organization_id: Option<&str>) -> Result<Vec<ApiKeyRow>> {
+    pub async fn list(self, organization_id: Option<&str>) -> Result<Vec<ApiKeyRow>> {
         Ok(on_db!(self.db(), |pool| sqlx::query_as(
             "SELECT k.id, k.organization_id, o.slug AS organization_slug, k.name, k.scopes,
                     k.created_at, k.expires_at, k.revoked_at
@@ -101,7 +96,7 @@ impl Store {
     }
 
     /// One key by id.
-    pub async fn api_key(&self, id: &str) -> Result<ApiKeyRow> {
+    pub async fn get(self, id: &str) -> Result<ApiKeyRow> {
         on_db!(self.db(), |pool| sqlx::query_as(
             "SELECT k.id, k.organization_id, o.slug AS organization_slug, k.name, k.scopes,
                     k.created_at, k.expires_at, k.revoked_at
@@ -115,7 +110,7 @@ impl Store {
     }
 
     /// Revokes a key now. Returns false when it was already revoked (`NotFound` when no such key).
-    pub async fn revoke_api_key(&self, id: &str) -> Result<bool> {
+    pub async fn revoke(self, id: &str) -> Result<bool> {
         let changed = on_db!(self.db(), |pool| sqlx::query(
             "UPDATE api_keys SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
         )
@@ -125,13 +120,13 @@ impl Store {
         .await
         .map(|r| r.rows_affected()))?;
         if changed == 0 {
-            self.api_key(id).await?;
+            self.get(id).await?;
         }
         Ok(changed > 0)
     }
 
     /// Brings a key's expiry forward to `at` (never later than it already is).
-    pub async fn expire_api_key(&self, id: &str, at: i64) -> Result<()> {
+    pub async fn expire(self, id: &str, at: i64) -> Result<()> {
         on_db!(self.db(), |pool| sqlx::query(
             "UPDATE api_keys SET expires_at = $2
              WHERE id = $1 AND (expires_at IS NULL OR expires_at > $2)",

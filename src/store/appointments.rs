@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use super::{Result, Store, StoreError, new_id, now_ms, on_db};
+use super::{Appointments, Result, StoreError, new_id, now_ms, on_db};
 use crate::domain::AppointmentStatus;
 
 /// An appointment as fed by HL7 or the API.
@@ -115,52 +115,11 @@ macro_rules! upsert_appointment_in {
 }
 pub(super) use upsert_appointment_in;
 
-impl Store {
-    /// The patient holding an identifier issued by `authority` ("" for none given).
-    pub async fn patient_id_by_identifier(
-        &self,
-        organization_id: &str,
-        authority: &str,
-        id: &str,
-    ) -> Result<Option<String>> {
-        let row: Option<(String,)> = on_db!(self.db(), |pool| sqlx::query_as(
-            "SELECT patient_id FROM patient_identifiers
-             WHERE organization_id = $1 AND identifier = $2 AND assigning_authority = $3",
-        )
-        .bind(organization_id)
-        .bind(id)
-        .bind(authority)
-        .fetch_optional(pool)
-        .await)?;
-        Ok(row.map(|(p,)| p))
-    }
-
-    /// The external id under which the holder of an identifier is known now: the surviving
-    /// patient's when the holder was merged away.
-    pub async fn external_id_for_identifier(
-        &self,
-        organization_id: &str,
-        authority: &str,
-        id: &str,
-    ) -> Result<Option<String>> {
-        let row: Option<(String, Option<String>)> = on_db!(self.db(), |pool| sqlx::query_as(
-            "SELECT p.external_id, m.external_id FROM patient_identifiers i
-             JOIN patients p ON p.id = i.patient_id
-             LEFT JOIN patients m ON m.id = p.merged_into
-             WHERE i.organization_id = $1 AND i.identifier = $2 AND i.assigning_authority = $3",
-        )
-        .bind(organization_id)
-        .bind(id)
-        .bind(authority)
-        .fetch_optional(pool)
-        .await)?;
-        Ok(row.map(|(own, survivor)| survivor.unwrap_or(own)))
-    }
-
+impl Appointments<'_> {
     /// Creates or updates an appointment keyed by its filler id; appends an
     /// `appointment.changed` event. Returns the row and whether it was new.
-    pub async fn upsert_appointment(
-        &self,
+    pub async fn upsert(
+        self,
         organization_id: &str,
         patient_id: &str,
         a: &AppointmentInput,
@@ -179,11 +138,7 @@ impl Store {
         Ok((row, created))
     }
 
-    pub async fn appointment_by_filler(
-        &self,
-        organization_id: &str,
-        filler_id: &str,
-    ) -> Result<AppointmentRow> {
+    pub async fn by_filler(self, organization_id: &str, filler_id: &str) -> Result<AppointmentRow> {
         on_db!(self.db(), |pool| sqlx::query_as(concat!(
             "SELECT ",
             appointment_columns!(),
@@ -196,7 +151,7 @@ impl Store {
         .ok_or(StoreError::NotFound)
     }
 
-    pub async fn appointment(&self, id: &str) -> Result<AppointmentRow> {
+    pub async fn get(self, id: &str) -> Result<AppointmentRow> {
         on_db!(self.db(), |pool| sqlx::query_as(concat!(
             "SELECT ",
             appointment_columns!(),
@@ -208,7 +163,7 @@ impl Store {
         .ok_or(StoreError::NotFound)
     }
 
-    pub async fn appointments_of(&self, patient_id: &str) -> Result<Vec<AppointmentRow>> {
+    pub async fn of_patient(self, patient_id: &str) -> Result<Vec<AppointmentRow>> {
         Ok(on_db!(self.db(), |pool| sqlx::query_as(concat!(
             "SELECT ",
             appointment_columns!(),
@@ -219,42 +174,8 @@ impl Store {
         .await)?)
     }
 
-    /// Moves everything of the prior patients onto the surviving one and marks them merged.
-    pub async fn merge_patients(&self, surviving: &str, prior: &[String]) -> Result<()> {
-        on_db!(self.db(), |pool| {
-            let mut tx = pool.begin().await?;
-            for old in prior.iter().filter(|p| p.as_str() != surviving) {
-                for table in [
-                    "threads",
-                    "appointments",
-                    "consents",
-                    "recalls",
-                    "messages",
-                    "deliveries",
-                    "patient_identifiers",
-                ] {
-                    sqlx::query(sqlx::AssertSqlSafe(format!(
-                        "UPDATE {table} SET patient_id = $1 WHERE patient_id = $2"
-                    )))
-                    .bind(surviving)
-                    .bind(old)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                sqlx::query("UPDATE patients SET merged_into = $1, updated_at = $3 WHERE id = $2")
-                    .bind(surviving)
-                    .bind(old)
-                    .bind(now_ms())
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            tx.commit().await?;
-        });
-        Ok(())
-    }
-
     pub async fn upsert_recall(
-        &self,
+        self,
         organization_id: &str,
         patient_id: &str,
         r: &RecallInput,
@@ -279,7 +200,7 @@ impl Store {
         Ok((row, created))
     }
 
-    pub async fn recall(&self, organization_id: &str, external_id: &str) -> Result<RecallRow> {
+    pub async fn recall(self, organization_id: &str, external_id: &str) -> Result<RecallRow> {
         on_db!(self.db(), |pool| sqlx::query_as(
             "SELECT id, patient_id, external_id, recall_type, due_date, provider, location, status, updated_at
              FROM recalls WHERE organization_id = $1 AND external_id = $2",

@@ -4,7 +4,7 @@
 
 use sqlx::Connection;
 
-use super::{Result, Store, StoreError, on_db};
+use super::{Attachments, Result, StoreError, on_db};
 
 /// One attachment to record with its message. `sealed` is already sealed; cheap to clone (the
 /// group commit clones items).
@@ -69,10 +69,10 @@ macro_rules! bind_attachment {
 }
 pub(super) use bind_attachment;
 
-impl Store {
+impl Attachments<'_> {
     /// The attachments of a message of the organization, in the sender's order (metadata only).
-    pub async fn attachments_of(
-        &self,
+    pub async fn of_message(
+        self,
         organization_id: &str,
         message_id: &str,
     ) -> Result<Vec<AttachmentRow>> {
@@ -87,8 +87,8 @@ impl Store {
     }
 
     /// One attachment of a message of the organization, sealed.
-    pub async fn attachment(
-        &self,
+    pub async fn get(
+        self,
         organization_id: &str,
         message_id: &str,
         attachment_id: &str,
@@ -113,8 +113,8 @@ impl Store {
     }
 
     /// Every attachment of a message, sealed, in the sender's order (the delivery worker).
-    pub async fn attachment_blobs(
-        &self,
+    pub async fn blobs(
+        self,
         organization_id: &str,
         message_id: &str,
     ) -> Result<Vec<AttachmentBlob>> {

@@ -1,6 +1,6 @@
 //! The audit log: every external disclosure and every security-relevant refusal.
 
-use super::{AuditRow, Result, Store, now_ms, on_db};
+use super::{Audit, AuditRow, Result, now_ms, on_db};
 
 /// One audit event to record.
 #[derive(Debug, Clone, Default)]
@@ -40,8 +40,8 @@ macro_rules! bind_audit {
 }
 pub(super) use bind_audit;
 
-impl Store {
-    pub async fn record_audit(&self, entry: &AuditEntry) -> Result<()> {
+impl Audit<'_> {
+    pub async fn record(self, entry: &AuditEntry) -> Result<()> {
         let now = now_ms();
         on_db!(self.db(), |pool| bind_audit!(entry, now)
             .execute(pool)
@@ -51,7 +51,7 @@ impl Store {
     }
 
     /// Several audit events in one statement (a batch's refusals).
-    pub async fn record_audits(&self, entries: &[AuditEntry]) -> Result<()> {
+    pub async fn record_all(self, entries: &[AuditEntry]) -> Result<()> {
         let now = now_ms();
         for chunk in entries.chunks(500) {
             on_db!(self.db(), |pool| {
@@ -79,7 +79,7 @@ impl Store {
     }
 
     /// Audit events of an organization, newest first.
-    pub async fn audit_events(&self, organization_id: &str, limit: i64) -> Result<Vec<AuditRow>> {
+    pub async fn entries(self, organization_id: &str, limit: i64) -> Result<Vec<AuditRow>> {
         Ok(on_db!(self.db(), |pool| {
             sqlx::query_as(
             "SELECT id, organization_id, action, actor, patient_id, message_id, delivery_id, channel,

@@ -1,7 +1,7 @@
 //! Recall campaigns: definitions, the cohort (open recalls whose patient has nothing booked),
 //! attempts per recall (unique on campaign, recall and attempt) and the report.
 
-use super::{Result, Store, StoreError, new_id, now_ms, on_db};
+use super::{Campaigns, Result, StoreError, new_id, now_ms, on_db};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct CampaignRow {
@@ -36,9 +36,9 @@ pub struct CampaignCounts {
     pub booked: i64,
 }
 
-impl Store {
-    pub async fn create_campaign(
-        &self,
+impl Campaigns<'_> {
+    pub async fn create(
+        self,
         organization_id: &str,
         name: &str,
         definition: &str,
@@ -53,7 +53,7 @@ impl Store {
         Ok(id)
     }
 
-    pub async fn campaign(&self, id: &str) -> Result<CampaignRow> {
+    pub async fn get(self, id: &str) -> Result<CampaignRow> {
         on_db!(self.db(), |pool| sqlx::query_as(
             "SELECT id, organization_id, name, definition, created_at FROM campaigns WHERE id = $1",
         )
@@ -66,8 +66,8 @@ impl Store {
     /// Open recalls due between the dates (YYYY-MM-DD, inclusive) of a type (or any), whose
     /// patient has no appointment booked after `now`, with this campaign's attempts so far.
     #[allow(clippy::too_many_arguments)]
-    pub async fn campaign_cohort(
-        &self,
+    pub async fn cohort(
+        self,
         organization_id: &str,
         campaign_id: &str,
         recall_type: Option<&str>,
@@ -104,8 +104,8 @@ impl Store {
 
     /// Records one attempt; `false` when this attempt exists (a concurrent or repeated run).
     #[allow(clippy::too_many_arguments)]
-    pub async fn record_campaign_target(
-        &self,
+    pub async fn record_target(
+        self,
         campaign_id: &str,
         organization_id: &str,
         recall_id: &str,
@@ -128,7 +128,7 @@ impl Store {
         Ok(row.is_some())
     }
 
-    pub async fn campaign_counts(&self, campaign_id: &str, now: i64) -> Result<CampaignCounts> {
+    pub async fn counts(self, campaign_id: &str, now: i64) -> Result<CampaignCounts> {
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT
                (SELECT COUNT(DISTINCT recall_id) FROM campaign_targets WHERE campaign_id = $1),

@@ -1,11 +1,11 @@
 //! The fleet's at-rest key canary: one row holding a known value sealed with the key every
 //! daemon sharing this database must hold. Sealing and checking are `crate::daemon`'s business.
 
-use super::{Result, Store, now_ms, on_db};
+use super::{Canary, Result, now_ms, on_db};
 
-impl Store {
+impl Canary<'_> {
     /// The sealed canary, when a daemon has written one.
-    pub async fn keyring_canary(&self) -> Result<Option<Vec<u8>>> {
+    pub async fn get(self) -> Result<Option<Vec<u8>>> {
         let row: Option<(Vec<u8>,)> = on_db!(self.db(), |pool| sqlx::query_as(
             "SELECT sealed FROM keyring_canary WHERE id = 1",
         )
@@ -15,7 +15,7 @@ impl Store {
     }
 
     /// Writes the canary unless another daemon already did (the first one wins).
-    pub async fn insert_keyring_canary(&self, sealed: &[u8]) -> Result<()> {
+    pub async fn insert(self, sealed: &[u8]) -> Result<()> {
         let now = now_ms();
         on_db!(self.db(), |pool| sqlx::query(
             "INSERT INTO keyring_canary (id, sealed, created_at, updated_at) VALUES (1, $1, $2, $2)
@@ -31,7 +31,7 @@ impl Store {
 
     /// Replaces the canary with one sealed under a newer key, if it is still `old` (a daemon
     /// that resealed first wins; the loser's value would be the same key's anyway).
-    pub async fn reseal_keyring_canary(&self, old: &[u8], new: &[u8]) -> Result<bool> {
+    pub async fn reseal(self, old: &[u8], new: &[u8]) -> Result<bool> {
         let changed = on_db!(self.db(), |pool| {
             sqlx::query(
             "UPDATE keyring_canary SET sealed = $2, updated_at = $3 WHERE id = 1 AND sealed = $1",

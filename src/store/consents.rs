@@ -10,7 +10,7 @@
 //! text, in SQL and in Rust alike.
 
 use super::touch_batch::{IN_CHUNK, push_list, unique};
-use super::{Result, Store, new_id, now_ms, on_db};
+use super::{Consents, Result, new_id, now_ms, on_db};
 use crate::domain::consent::{
     ANY, ConsentEntry, ConsentLedger, GRANTED, PART2, Part2Consents, REVOKED,
 };
@@ -72,8 +72,8 @@ fn select_entries<DB: sqlx::Database>() -> sqlx::QueryBuilder<DB> {
     sqlx::QueryBuilder::new(format!("SELECT {ENTRY_COLUMNS} FROM consents WHERE "))
 }
 
-impl Store {
-    pub async fn record_consent(&self, change: &ConsentChange) -> Result<()> {
+impl Consents<'_> {
+    pub async fn record(self, change: &ConsentChange) -> Result<()> {
         let now = now_ms();
         on_db!(self.db(), |pool| {
             sqlx::query(
@@ -90,8 +90,8 @@ impl Store {
     /// The consent entries of one organization and purpose that can decide opt-outs for one
     /// address on one channel, unexpired now: entries for the address, and the patient's
     /// entries for every address (`*`). [`Store::consent_ledger`] loads the same for a batch.
-    pub async fn consent_entries(
-        &self,
+    pub async fn entries(
+        self,
         organization_id: &str,
         purpose: &str,
         channel: &str,
@@ -117,7 +117,7 @@ impl Store {
 
     /// Every Part 2 consent entry of these patients (any channel, recipient, status or
     /// expiry: the newest covering one decides, in `domain::consent`).
-    pub async fn part2_consents(&self, patient_ids: &[&str]) -> Result<Part2Consents> {
+    pub async fn part2(self, patient_ids: &[&str]) -> Result<Part2Consents> {
         let mut entries = Vec::new();
         for chunk in unique(patient_ids.iter().copied()).chunks(IN_CHUNK) {
             let rows: Vec<ConsentEntry> = on_db!(self.db(), |pool| {
@@ -139,12 +139,12 @@ impl Store {
     /// channel, recipient)` is the form (`domain::consent::canonical_recipient` in the
     /// organization's phone region). Idempotent, so daemons starting together may both run
     /// it. Returns how many entries changed.
-    pub async fn canonicalize_consent_recipients(
-        &self,
+    pub async fn canonicalize_recipients(
+        self,
         canonical: impl Fn(&str, &str, &str) -> String,
     ) -> Result<u64> {
         const DONE: &str = "consent-recipients-canonical";
-        if self.cursor(DONE).await?.is_some() {
+        if self.store.cursors().get(DONE).await?.is_some() {
             return Ok(0);
         }
         let mut after = String::new();
@@ -185,13 +185,13 @@ impl Store {
             });
             changed += fixes.len() as u64;
         }
-        self.set_cursor(DONE, 1).await?;
+        self.store.cursors().set(DONE, 1).await?;
         Ok(changed)
     }
 
     /// The whole ledger of an organization, oldest first (operators; the conformance test
     /// decides over it to check what the loaders leave out).
-    pub async fn all_consents(&self, organization_id: &str) -> Result<Vec<ConsentEntry>> {
+    pub async fn all(self, organization_id: &str) -> Result<Vec<ConsentEntry>> {
         let sql = format!(
             "SELECT {ENTRY_COLUMNS} FROM consents WHERE organization_id = $1 ORDER BY recorded_at, id"
         );
@@ -201,5 +201,54 @@ impl Store {
         .bind(organization_id)
         .fetch_all(pool)
         .await)?)
+    }
+
+    /// The consent entries of one organization and purpose that can decide opt-outs for
+    /// these addresses (on these channels) or these patients, unexpired now (store time, as
+    /// [`Store::consent_entries`] for one address).
+    pub async fn ledger(
+        self,
+        organization_id: &str,
+        purpose: &str,
+        channels: &[&str],
+        recipients: &[&str],
+        patient_ids: &[&str],
+    ) -> Result<ConsentLedger> {
+        let now = now_ms();
+        let mut entries = Vec::new();
+        let channels = unique(channels.iter().copied());
+        let recipients: Vec<String> = unique(recipients.iter().copied())
+            .into_iter()
+            .filter(|r| r != ANY)
+            .collect();
+        let head = format!(
+            "SELECT {} FROM consents WHERE ",
+            super::consents::ENTRY_COLUMNS
+        );
+        for chunk in recipients.chunks(IN_CHUNK) {
+            let rows: Vec<ConsentEntry> = on_db!(self.db(), |pool| {
+                let mut qb = sqlx::QueryBuilder::new(head.clone());
+                push_opt_out_filter(&mut qb, organization_id, purpose, &channels, now);
+                qb.push(" AND recipient IN (");
+                push_list(&mut qb, chunk);
+                qb.push(")");
+                qb.build_query_as().fetch_all(pool).await
+            })?;
+            entries.extend(rows);
+        }
+        for chunk in unique(patient_ids.iter().copied()).chunks(IN_CHUNK) {
+            let rows: Vec<ConsentEntry> = on_db!(self.db(), |pool| {
+                let mut qb = sqlx::QueryBuilder::new(head.clone());
+                push_opt_out_filter(&mut qb, organization_id, purpose, &channels, now);
+                qb.push(" AND recipient = ")
+                    .push_bind(ANY.to_string())
+                    .push(" AND patient_id IN (");
+                push_list(&mut qb, chunk);
+                qb.push(")");
+                qb.build_query_as().fetch_all(pool).await
+            })?;
+            entries.extend(rows);
+        }
+        Ok(ConsentLedger::new(entries))
     }
 }

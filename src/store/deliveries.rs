@@ -6,7 +6,7 @@
 use super::MessageRow;
 use super::audit::bind_audit;
 use super::{
-    AuditEntry, DeadLetterRow, DeliveryRow, Result, Store, StoreError, new_id, now_ms, on_db,
+    AuditEntry, DeadLetterRow, Deliveries, DeliveryRow, Result, StoreError, new_id, now_ms, on_db,
 };
 use crate::domain::DeliveryStatus;
 
@@ -64,8 +64,8 @@ pub struct SweepItem {
     pub channel: String,
 }
 
-impl Store {
-    pub async fn delivery(&self, id: &str) -> Result<DeliveryRow> {
+impl Deliveries<'_> {
+    pub async fn get(self, id: &str) -> Result<DeliveryRow> {
         let sql = concat!(
             "SELECT ",
             delivery_columns!(),
@@ -80,22 +80,17 @@ impl Store {
 
     /// Leases the delivery for one send attempt until `lease_until`, if it is waiting
     /// (`queued`, or `sending` whose lease or retry time has passed). `None`: nothing to do.
-    pub async fn claim_delivery(
-        &self,
-        id: &str,
-        now: i64,
-        lease_until: i64,
-    ) -> Result<Option<Claimed>> {
+    pub async fn claim(self, id: &str, now: i64, lease_until: i64) -> Result<Option<Claimed>> {
         Ok(self
-            .claim_deliveries(&[id.to_string()], now, lease_until)
+            .claim_many(&[id.to_string()], now, lease_until)
             .await?
             .pop())
     }
 
     /// Claims many deliveries in one transaction (group commit), with their messages.
     /// Deliveries that are not waiting are left out.
-    pub async fn claim_deliveries(
-        &self,
+    pub async fn claim_many(
+        self,
         ids: &[String],
         now: i64,
         lease_until: i64,
@@ -184,9 +179,9 @@ impl Store {
 
     /// Applies a status report if the state machine allows it; the report is recorded in the
     /// history either way. Returns whether the delivery moved.
-    pub async fn update_delivery(&self, id: &str, update: &DeliveryUpdate) -> Result<bool> {
+    pub async fn update(self, id: &str, update: &DeliveryUpdate) -> Result<bool> {
         let mut applied = self
-            .update_deliveries(&[(id.to_string(), update.clone())])
+            .update_many(&[(id.to_string(), update.clone())])
             .await?;
         applied.pop().ok_or(StoreError::NotFound)
     }
@@ -194,10 +189,7 @@ impl Store {
     /// Applies many status reports in one transaction (group commit). Returns, per report,
     /// whether it moved its delivery; a report for an unknown delivery is `NotFound` when alone,
     /// and skipped (false) in a batch.
-    pub async fn update_deliveries(
-        &self,
-        updates: &[(String, DeliveryUpdate)],
-    ) -> Result<Vec<bool>> {
+    pub async fn update_many(self, updates: &[(String, DeliveryUpdate)]) -> Result<Vec<bool>> {
         let now = now_ms();
         // Per reported status, the statuses it may move a delivery from: exactly
         // `DeliveryStatus::can_move_to`, read backwards (`allowed_from`).
@@ -338,7 +330,7 @@ impl Store {
     }
 
     /// After a transient failure: keep the delivery in `sending` and hold it until `retry_at`.
-    pub async fn schedule_retry(&self, id: &str, retry_at: i64, reason: &str) -> Result<()> {
+    pub async fn schedule_retry(self, id: &str, retry_at: i64, reason: &str) -> Result<()> {
         let now = now_ms();
         on_db!(self.db(), |pool| {
             let mut tx = pool.begin().await?;
@@ -363,7 +355,7 @@ impl Store {
     }
 
     /// Notes that a job was pushed for these deliveries.
-    pub async fn mark_enqueued(&self, ids: &[String], now: i64) -> Result<()> {
+    pub async fn mark_enqueued(self, ids: &[String], now: i64) -> Result<()> {
         for chunk in ids.chunks(500) {
             let placeholders = (2..chunk.len() + 2)
                 .map(|n| format!("${n}"))
@@ -382,9 +374,10 @@ impl Store {
         }
         Ok(())
     }
+
     /// Forgets that jobs were pushed for these deliveries (the push failed): the sweeper will
     /// enqueue them within seconds.
-    pub async fn clear_enqueued(&self, ids: &[String]) -> Result<()> {
+    pub async fn clear_enqueued(self, ids: &[String]) -> Result<()> {
         for id in ids {
             on_db!(self.db(), |pool| sqlx::query(
                 "UPDATE deliveries SET enqueued_at = NULL WHERE id = $1 AND status = 'queued'"
@@ -400,7 +393,7 @@ impl Store {
     /// Queued deliveries enqueued before `before` (a previous run of the daemon), after the
     /// cursor `after_id`, in id order: the start-up recovery pass.
     pub async fn queued_before(
-        &self,
+        self,
         before: i64,
         after_id: &str,
         limit: i64,
@@ -420,7 +413,7 @@ impl Store {
     /// retry times that passed more than `grace_ms` ago without a job pushed since, and anything
     /// enqueued but still waiting after `stuck_ms`.
     pub async fn sweep_candidates(
-        &self,
+        self,
         now: i64,
         grace_ms: i64,
         stuck_ms: i64,
@@ -442,7 +435,7 @@ impl Store {
     }
 
     pub async fn dead_letters(
-        &self,
+        self,
         organization_id: Option<&str>,
         limit: i64,
     ) -> Result<Vec<DeadLetterRow>> {
@@ -458,8 +451,8 @@ impl Store {
 
     /// Retries a dead-lettered delivery as a new delivery of the same message to the same
     /// recipient (the failed one stays failed: deliveries never move backwards).
-    pub async fn requeue_dead_letter(&self, delivery_id: &str) -> Result<(String, String)> {
-        let old = self.delivery(delivery_id).await?;
+    pub async fn requeue_dead_letter(self, delivery_id: &str) -> Result<(String, String)> {
+        let old = self.get(delivery_id).await?;
         let new_id = new_id("dlv");
         let now = now_ms();
         on_db!(self.db(), |pool| {
@@ -509,9 +502,30 @@ fn status_payload(row: &DeliveryRow, status: DeliveryStatus) -> String {
     .to_string()
 }
 
-impl Store {
+impl Deliveries<'_> {
+    /// How many deliveries are in `status`, all organizations (benchmarks wait on it).
+    pub async fn count_in(self, status: DeliveryStatus) -> Result<i64> {
+        Ok(on_db!(self.db(), |pool| sqlx::query_scalar(
+            "SELECT COUNT(*) FROM deliveries WHERE status = $1"
+        )
+        .bind(status.as_str())
+        .fetch_one(pool)
+        .await)?)
+    }
+
+    /// Milliseconds from acceptance to the last status change of every delivery in `status`,
+    /// ascending (the benchmark's latency percentiles).
+    pub async fn latencies_ms(self, status: DeliveryStatus) -> Result<Vec<i64>> {
+        Ok(on_db!(self.db(), |pool| sqlx::query_scalar(
+            "SELECT updated_at - created_at FROM deliveries WHERE status = $1 ORDER BY 1"
+        )
+        .bind(status.as_str())
+        .fetch_all(pool)
+        .await)?)
+    }
+
     /// (channel, status, count) over all deliveries, for metrics.
-    pub async fn delivery_counts(&self) -> Result<Vec<(String, String, i64)>> {
+    pub async fn counts(self) -> Result<Vec<(String, String, i64)>> {
         Ok(on_db!(self.db(), |pool| {
             sqlx::query_as(
             "SELECT channel, status, COUNT(*) FROM deliveries GROUP BY channel, status ORDER BY channel, status",
@@ -520,12 +534,62 @@ impl Store {
         })?)
     }
 
-    pub async fn dead_letter_count(&self) -> Result<i64> {
+    pub async fn dead_letter_count(self) -> Result<i64> {
         let (count,): (i64,) = on_db!(self.db(), |pool| sqlx::query_as(
             "SELECT COUNT(*) FROM dead_letters WHERE requeued_at IS NULL",
         )
         .fetch_one(pool)
         .await)?;
         Ok(count)
+    }
+
+    /// Deliveries of a connector still `sent` since before `sent_before`, not looked up since
+    /// `checked_before`: candidates for reconciliation.
+    pub async fn to_reconcile(
+        self,
+        connector: &str,
+        sent_before: i64,
+        checked_before: i64,
+        limit: i64,
+    ) -> Result<Vec<(String, String)>> {
+        Ok(on_db!(self.db(), |pool| {
+            sqlx::query_as(
+            "SELECT id, provider_ref FROM deliveries
+             WHERE status = 'sent' AND connector = $1 AND updated_at < $2 AND provider_ref IS NOT NULL
+               AND (reconciled_at IS NULL OR reconciled_at < $3)
+             ORDER BY updated_at LIMIT $4",
+        )
+        .bind(connector).bind(sent_before).bind(checked_before).bind(limit)
+        .fetch_all(pool).await
+        })?)
+    }
+
+    pub async fn mark_reconciled(self, delivery_id: &str) -> Result<()> {
+        let now = now_ms();
+        on_db!(self.db(), |pool| sqlx::query(
+            "UPDATE deliveries SET reconciled_at = $2 WHERE id = $1"
+        )
+        .bind(delivery_id)
+        .bind(now)
+        .execute(pool)
+        .await
+        .map(|_| ()))?;
+        Ok(())
+    }
+
+    /// The delivery a connector knows by this provider id.
+    pub async fn by_provider_ref(
+        self,
+        connector: &str,
+        provider_ref: &str,
+    ) -> Result<Option<String>> {
+        let row: Option<(String,)> = on_db!(self.db(), |pool| sqlx::query_as(
+            "SELECT id FROM deliveries WHERE connector = $1 AND provider_ref = $2 LIMIT 1",
+        )
+        .bind(connector)
+        .bind(provider_ref)
+        .fetch_optional(pool)
+        .await)?;
+        Ok(row.map(|(id,)| id))
     }
 }

@@ -1,13 +1,13 @@
 //! Direct tracking queries: the delivery a notification reports on (by our Message-ID and
 //! the final recipient), and the deliveries whose MDN did not come in time.
 
-use super::{Result, Store, on_db};
+use super::{Direct, Result, on_db};
 
-impl Store {
+impl Direct<'_> {
     /// The delivery of `connector` sent with Message-ID `message_id` (case-insensitive),
     /// to `recipient` when given (lowercased).
-    pub async fn direct_delivery_for(
-        &self,
+    pub async fn delivery_for(
+        self,
         connector: &str,
         message_id: &str,
         recipient: Option<&str>,
@@ -26,8 +26,8 @@ impl Store {
 
     /// Deliveries of `connector` still `sent` since before `sent_before`, or `processed`
     /// since before `processed_before`: (id, status).
-    pub async fn direct_overdue(
-        &self,
+    pub async fn overdue(
+        self,
         connector: &str,
         sent_before: i64,
         processed_before: Option<i64>,

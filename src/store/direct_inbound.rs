@@ -5,7 +5,7 @@
 
 use super::audit::bind_audit;
 use super::inbound::{inbound_columns, insert_step};
-use super::{AuditEntry, InboundRow, Result, Store, StoreError, now_ms, on_db};
+use super::{AuditEntry, Direct, InboundRow, Result, StoreError, now_ms, on_db};
 
 /// A quarantine decision.
 #[derive(Debug, Clone)]
@@ -20,12 +20,12 @@ pub struct Quarantine<'a> {
     pub retry_at: Option<i64>,
 }
 
-impl Store {
+impl Direct<'_> {
     /// Stores what security processing opened a `received` item to, with its `verified` step
     /// (detail: signers, cipher; no addresses). `false` when it was opened before (another
     /// pass got there first): the caller goes on with what is stored.
-    pub async fn record_direct_opened(
-        &self,
+    pub async fn record_opened(
+        self,
         organization_id: &str,
         item_id: &str,
         opened: &[u8],
@@ -65,7 +65,7 @@ impl Store {
 
     /// Quarantines a `received` (or, processed again, `quarantined`) item with its
     /// `quarantined` step. A `Conflict` when the item is in neither state.
-    pub async fn quarantine_direct(&self, q: &Quarantine<'_>) -> Result<()> {
+    pub async fn quarantine(self, q: &Quarantine<'_>) -> Result<()> {
         let now = now_ms();
         let detail = serde_json::json!({"check": q.check, "retry_at": q.retry_at}).to_string();
         on_db!(self.db(), |pool| {
@@ -107,8 +107,8 @@ impl Store {
     /// Puts a quarantined item back to `received` for security processing to run again (an
     /// operator's release, audited in the same transaction; or a scheduled retry, `audit`
     /// `None`). A `Conflict` when it is not quarantined.
-    pub async fn release_direct(
-        &self,
+    pub async fn release(
+        self,
         organization_id: &str,
         item_id: &str,
         audit: Option<&AuditEntry>,
@@ -153,8 +153,8 @@ impl Store {
 
     /// Quarantined Direct items, newest first: of one organization, or (the operator's CLI)
     /// of all.
-    pub async fn direct_quarantine(
-        &self,
+    pub async fn quarantined(
+        self,
         organization_id: Option<&str>,
         limit: i64,
     ) -> Result<Vec<InboundRow>> {
@@ -174,8 +174,8 @@ impl Store {
 
     /// Direct items a pass must take further: `received` and untouched since `stale_before`
     /// (the daemon stopped half-way), or quarantined with a retry due by `now`. Oldest first.
-    pub async fn direct_items_to_resume(
-        &self,
+    pub async fn items_to_resume(
+        self,
         stale_before: i64,
         now: i64,
         limit: i64,

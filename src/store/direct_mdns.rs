@@ -5,7 +5,7 @@
 //!
 //! `attempts` is an `INTEGER` column (a 32-bit integer on PostgreSQL), read as `i32`.
 
-use super::{Result, Store, StoreError, now_ms, on_db};
+use super::{Direct, Result, StoreError, now_ms, on_db};
 
 /// A row of `direct_mdns`.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -57,11 +57,11 @@ pub struct NewMdnRow<'a> {
     pub message_id: &'a str,
 }
 
-impl Store {
+impl Direct<'_> {
     /// Queues an MDN, due now, for an inbound item of `organization_id`. `Ok(false)` when the
     /// item already has one of this disposition (nothing changes); `NotFound` when the item is
     /// not the organization's.
-    pub async fn insert_direct_mdn(&self, mdn: &NewMdnRow<'_>) -> Result<bool> {
+    pub async fn insert_mdn(self, mdn: &NewMdnRow<'_>) -> Result<bool> {
         let now = now_ms();
         let inserted = on_db!(self.db(), |pool| {
             sqlx::query(
@@ -105,8 +105,8 @@ impl Store {
     }
 
     /// The MDNs of an inbound item of `organization_id`, oldest first.
-    pub async fn direct_mdns_of_item(
-        &self,
+    pub async fn mdns_of_item(
+        self,
         organization_id: &str,
         inbound_item_id: &str,
     ) -> Result<Vec<MdnRow>> {
@@ -126,8 +126,8 @@ impl Store {
     /// `not_before = lease_until`, so no other sender (this daemon's or another's on the same
     /// database) takes it until the attempt's outcome is written or the lease runs out.
     /// `None`: nothing due (or another sender took the one this saw first).
-    pub async fn claim_direct_mdn(
-        &self,
+    pub async fn claim_mdn(
+        self,
         connector: &str,
         now: i64,
         lease_until: i64,
@@ -149,7 +149,7 @@ impl Store {
     }
 
     /// When the next queued MDN of `connector` falls due (unix ms), if any.
-    pub async fn next_direct_mdn_due(&self, connector: &str) -> Result<Option<i64>> {
+    pub async fn next_mdn_due(self, connector: &str) -> Result<Option<i64>> {
         Ok(on_db!(self.db(), |pool| sqlx::query_scalar(
             "SELECT MIN(not_before) FROM direct_mdns WHERE connector = $1 AND status = 'queued'"
         )
@@ -159,7 +159,7 @@ impl Store {
     }
 
     /// The HISP accepted the MDN: `sent`.
-    pub async fn direct_mdn_sent(&self, id: &str) -> Result<()> {
+    pub async fn mdn_sent(self, id: &str) -> Result<()> {
         let now = now_ms();
         on_db!(self.db(), |pool| sqlx::query(
             "UPDATE direct_mdns SET status = 'sent', attempts = attempts + 1, reason = NULL,
@@ -176,8 +176,8 @@ impl Store {
 
     /// An attempt failed: queued again for `not_before` with the reason, or `failed` for good
     /// when `permanent` or when this was attempt `max_attempts`. Returns the status now.
-    pub async fn direct_mdn_attempt_failed(
-        &self,
+    pub async fn mdn_attempt_failed(
+        self,
         id: &str,
         reason: &str,
         permanent: bool,

@@ -7,7 +7,7 @@
 //! (tx, id), and a read stops below the oldest transaction still running — nothing can later
 //! appear behind a cursor that was handed out.
 
-use super::{Db, EventRow, Result, Store, on_db};
+use super::{EventRow, Events, Result, StoreError, now_ms, on_db};
 
 /// A position in the events feed: the last (tx, id) seen. `floor` keeps the meaning of a bare
 /// id cursor (`after=N`: events with a larger id) for followers that stored one.
@@ -66,36 +66,16 @@ pub struct EventPage {
     pub held_back: bool,
 }
 
-impl Store {
+impl Events<'_> {
     /// Events of an organization after `cursor`, in commit order, oldest first.
-    pub async fn events_after(
-        &self,
+    pub async fn after(
+        self,
         organization_id: &str,
         cursor: EventCursor,
         limit: i64,
     ) -> Result<EventPage> {
-        // Below the oldest transaction of *this database* still running, every transaction
-        // that could write an event has ended: that part of the feed is final. The snapshot's
-        // own xmin will not do: it covers the whole cluster, so any open transaction in another
-        // database held the feed back. Of the snapshot's running ids we keep those a backend
-        // of this database holds; none running means everything below xmax is final. Read
-        // first: a later statement's horizon can only be higher.
-        let settled: i64 = match self.db() {
-            Db::Sqlite(_) => i64::MAX,
-            Db::Postgres(pool) => {
-                sqlx::query_scalar(
-                    "SELECT COALESCE(
-                        (SELECT MIN(x::text::bigint) FROM pg_snapshot_xip(s) AS x
-                          WHERE xid(x) IN (SELECT backend_xid FROM pg_stat_activity
-                                            WHERE datname = current_database()
-                                              AND backend_xid IS NOT NULL)),
-                        pg_snapshot_xmax(s)::text::bigint)
-                     FROM pg_current_snapshot() AS s",
-                )
-                .fetch_one(pool)
-                .await?
-            }
-        };
+        // Read first: a later statement's horizon can only be higher.
+        let settled = self.db().settled_tx().await?.unwrap_or(i64::MAX);
         let mut events: Vec<EventRow> = on_db!(self.db(), |pool| sqlx::query_as(
             "SELECT id, organization_id, kind, subject_id, payload, created_at, tx FROM events
              WHERE organization_id = $1 AND (tx > $2 OR (tx = $2 AND id > $3)) AND id > $4
@@ -112,6 +92,114 @@ impl Store {
         let held_back = final_part < events.len();
         events.truncate(final_part);
         Ok(EventPage { events, held_back })
+    }
+
+    /// Records an event (no PHI in the payload: ids and codes only).
+    pub async fn record(
+        self,
+        organization_id: &str,
+        kind: &str,
+        subject_id: &str,
+        payload: &serde_json::Value,
+    ) -> Result<()> {
+        let now = now_ms();
+        let payload = payload.to_string();
+        on_db!(self.db(), |pool| {
+            sqlx::query(
+            "INSERT INTO events (organization_id, kind, subject_id, payload, created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(organization_id).bind(kind).bind(subject_id).bind(&payload).bind(now)
+        .execute(pool).await.map(|_| ())
+        })?;
+        Ok(())
+    }
+
+    /// Events of these kinds created at or after `since` (unix ms), all organizations, in
+    /// (created_at, id) order, after the key `(after_time, after_id)` when given (paging).
+    pub async fn of_kinds_since(
+        self,
+        kinds: &[&str],
+        since: i64,
+        after: Option<(i64, i64)>,
+        limit: i64,
+    ) -> Result<Vec<EventRow>> {
+        let list = kinds
+            .iter()
+            .map(|k| format!("'{}'", k.replace('\'', "")))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let (after_time, after_id) = after.unwrap_or((since, i64::MIN));
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT id, organization_id, kind, subject_id, payload, created_at FROM events
+             WHERE kind IN ({list}) AND created_at >= $1 AND (created_at > $2 OR (created_at = $2 AND id > $3))
+             ORDER BY created_at, id LIMIT $4"
+        ));
+        Ok(on_db!(self.db(), |pool| sqlx::query_as(sql)
+            .bind(since)
+            .bind(after_time)
+            .bind(after_id)
+            .bind(limit)
+            .fetch_all(pool)
+            .await)?)
+    }
+
+    /// Where the organization's feed ends now: a new endpoint starts here (events committed
+    /// from now on are sent; nothing committing late behind an open transaction is skipped,
+    /// since on PostgreSQL the position is just below the oldest transaction still running).
+    pub async fn head(self, organization_id: &str) -> Result<EventCursor> {
+        match self.db().settled_tx().await? {
+            // The same horizon as `after`: below it every transaction has ended.
+            Some(settled) => Ok(EventCursor {
+                tx: settled - 1,
+                id: i64::MAX,
+                floor: 0,
+            }),
+            None => {
+                let id: Option<i64> = on_db!(self.db(), |pool| sqlx::query_scalar(
+                    "SELECT MAX(id) FROM events WHERE organization_id = $1"
+                )
+                .bind(organization_id)
+                .fetch_one(pool)
+                .await)?;
+                Ok(EventCursor {
+                    tx: 0,
+                    id: id.unwrap_or(0),
+                    floor: 0,
+                })
+            }
+        }
+    }
+
+    /// One event of an organization by id.
+    pub async fn get(self, organization_id: &str, id: i64) -> Result<super::EventRow> {
+        on_db!(self.db(), |pool| sqlx::query_as(
+            "SELECT id, organization_id, kind, subject_id, payload, created_at, tx FROM events
+             WHERE organization_id = $1 AND id = $2"
+        )
+        .bind(organization_id)
+        .bind(id)
+        .fetch_optional(pool)
+        .await)?
+        .ok_or(StoreError::NotFound)
+    }
+
+    /// Events of an organization by id (those that exist).
+    pub async fn by_ids(self, organization_id: &str, ids: &[i64]) -> Result<Vec<super::EventRow>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(on_db!(self.db(), |pool| {
+            let mut qb = sqlx::QueryBuilder::new(
+                "SELECT id, organization_id, kind, subject_id, payload, created_at, tx FROM events WHERE organization_id = ",
+            );
+            qb.push_bind(organization_id).push(" AND id IN (");
+            let mut list = qb.separated(", ");
+            for id in ids {
+                list.push_bind(*id);
+            }
+            qb.push(")");
+            qb.build_query_as().fetch_all(pool).await
+        })?)
     }
 }
 

@@ -127,12 +127,12 @@ impl GroupCommit {
     /// Spawns the flushers (one per kind on SQLite, whose writes serialize anyway; two on
     /// PostgreSQL). Needs a tokio runtime.
     pub fn start(store: &Store, after_accept: Option<Arc<dyn AfterAccept>>) -> Self {
-        let flushers = if store.is_postgres() { 2 } else { 1 };
+        let flushers = store.db.flushers();
         let s = store.clone();
         let accept = Batcher::spawn(flushers, move |items: Vec<AcceptItem>| {
             let (s, after_accept) = (s.clone(), after_accept.clone());
             async move {
-                let outcomes = s.accept_messages(&items).await?;
+                let outcomes = s.messages().accept_many(&items).await?;
                 if let Some(hook) = after_accept {
                     let created: Vec<(String, String)> = items
                         .iter()
@@ -156,7 +156,7 @@ impl GroupCommit {
                 let now = now_ms();
                 let lease_ms = requests.iter().map(|(_, lease)| *lease).max().unwrap_or(0);
                 let ids: Vec<String> = requests.iter().map(|(id, _)| id.clone()).collect();
-                let mut claimed = s.claim_deliveries(&ids, now, now + lease_ms).await?;
+                let mut claimed = s.deliveries().claim_many(&ids, now, now + lease_ms).await?;
                 Ok(ids
                     .iter()
                     .map(|id| {
@@ -171,7 +171,7 @@ impl GroupCommit {
         let s = store.clone();
         let update = Batcher::spawn(flushers, move |updates: Vec<(String, DeliveryUpdate)>| {
             let s = s.clone();
-            async move { s.update_deliveries(&updates).await }
+            async move { s.deliveries().update_many(&updates).await }
         });
         Self {
             accept,

@@ -6,7 +6,7 @@
 
 use super::appointments::upsert_appointment_in;
 use super::patients::upsert_patient_in;
-use super::{AppointmentInput, PatientInput, Result, Store, new_id, now_ms, on_db};
+use super::{AppointmentInput, Hl7, PatientInput, Result, new_id, now_ms, on_db};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Hl7Row {
@@ -57,10 +57,10 @@ pub struct Hl7Outcome {
 const COLUMNS: &str =
     "id, organization_id, control_id, message_type, raw, status, error, ack, attempts, received_at";
 
-impl Store {
+impl Hl7<'_> {
     /// Archives a message as `received`, or returns the row already archived under the same
     /// control id (a redelivery).
-    pub async fn archive_hl7(&self, arrival: &Hl7Arrival) -> Result<(Hl7Row, bool)> {
+    pub async fn archive(self, arrival: &Hl7Arrival) -> Result<(Hl7Row, bool)> {
         let now = now_ms();
         let inserted: Option<Hl7Row> = on_db!(self.db(), |pool| {
             sqlx::query_as(sqlx::AssertSqlSafe(format!(
@@ -92,8 +92,8 @@ impl Store {
     /// Archives a message, applies its effects and records its outcome in ONE transaction
     /// (one commit per message). `Ok(None)`: done; `Ok(Some(row))`: the same message was
     /// archived before (a redelivery) and nothing was written.
-    pub async fn record_hl7(
-        &self,
+    pub async fn record(
+        self,
         arrival: &Hl7Arrival,
         effects: &Hl7Effects,
         outcome: &Hl7Outcome,
@@ -157,7 +157,7 @@ impl Store {
         Ok(Some(row))
     }
 
-    pub async fn hl7_message(&self, id: &str) -> Result<Hl7Row> {
+    pub async fn get(self, id: &str) -> Result<Hl7Row> {
         Ok(on_db!(self.db(), |pool| sqlx::query_as(
             sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM hl7_messages WHERE id = $1"))
         )
@@ -167,8 +167,8 @@ impl Store {
     }
 
     /// Records the outcome and the ACK sent.
-    pub async fn finish_hl7(
-        &self,
+    pub async fn finish(
+        self,
         id: &str,
         status: &str,
         error: Option<&str>,
@@ -186,7 +186,7 @@ impl Store {
     }
 
     /// Archived messages in a status (`error`, `rejected`, ...), oldest first.
-    pub async fn hl7_by_status(&self, statuses: &[&str], limit: i64) -> Result<Vec<Hl7Row>> {
+    pub async fn by_status(self, statuses: &[&str], limit: i64) -> Result<Vec<Hl7Row>> {
         let mut rows = Vec::new();
         for status in statuses {
             let mut some: Vec<Hl7Row> = on_db!(self.db(), |pool| {
@@ -202,7 +202,7 @@ impl Store {
 
     /// Archives something that is not even a message (no readable header): kept, rejected.
     pub async fn archive_unparsable(
-        &self,
+        self,
         organization_id: &str,
         sealed: impl FnOnce(&str) -> Vec<u8>,
         error: &str,

@@ -3,7 +3,7 @@
 //! person. Redelivered webhooks (same provider id) are recorded once.
 
 use super::audit::bind_audit;
-use super::{AuditEntry, Result, Store, StoreError, now_ms, on_db};
+use super::{AuditEntry, Inbound, Result, StoreError, now_ms, on_db};
 
 /// Inserts one of an item's steps (`inbound_steps`) on a connection or transaction.
 macro_rules! insert_step {
@@ -103,10 +103,10 @@ pub struct FileInbound {
     pub attachments: Vec<super::NewAttachment>,
 }
 
-impl Store {
+impl Inbound<'_> {
     /// Records an item as `received` (with its `received` step). Returns `(id, true)` for a
     /// new item, or the existing item's id and `false` when the provider id was seen before.
-    pub async fn record_inbound(&self, id: &str, item: &NewInbound) -> Result<(String, bool)> {
+    pub async fn record(self, id: &str, item: &NewInbound) -> Result<(String, bool)> {
         let now = now_ms();
         let detail =
             serde_json::json!({"channel": item.channel, "connector": item.connector}).to_string();
@@ -150,7 +150,7 @@ impl Store {
             .ok_or(StoreError::NotFound)
     }
 
-    pub async fn inbound_item(&self, organization_id: &str, id: &str) -> Result<InboundRow> {
+    pub async fn item(self, organization_id: &str, id: &str) -> Result<InboundRow> {
         let sql = concat!(
             "SELECT ",
             inbound_columns!(),
@@ -165,7 +165,7 @@ impl Store {
     }
 
     /// Any organization's inbound item (the operator's CLI names items by id alone).
-    pub async fn inbound_item_by_id(&self, id: &str) -> Result<InboundRow> {
+    pub async fn item_by_id(self, id: &str) -> Result<InboundRow> {
         let sql = concat!(
             "SELECT ",
             inbound_columns!(),
@@ -179,8 +179,8 @@ impl Store {
     }
 
     /// Items of an organization in a status (`unmatched`, `received`, ...), oldest first.
-    pub async fn inbound_items(
-        &self,
+    pub async fn items(
+        self,
         organization_id: &str,
         status: &str,
         limit: i64,
@@ -202,7 +202,7 @@ impl Store {
     /// needed), the item marked `filed`, its step, an `inbound.filed` event and (for a
     /// person's decision) the audit row, in one transaction. Only a `received` or `unmatched`
     /// item is filed: anything else is a `Conflict` naming its status. Returns the thread id.
-    pub async fn file_inbound(&self, file: &FileInbound) -> Result<String> {
+    pub async fn file(self, file: &FileInbound) -> Result<String> {
         let now = now_ms();
         let thread_id = file.thread_id.clone();
         on_db!(self.db(), |pool| {
@@ -280,79 +280,9 @@ impl Store {
         Ok(thread_id)
     }
 
-    /// Records an event (no PHI in the payload: ids and codes only).
-    pub async fn record_event(
-        &self,
-        organization_id: &str,
-        kind: &str,
-        subject_id: &str,
-        payload: &serde_json::Value,
-    ) -> Result<()> {
-        let now = now_ms();
-        let payload = payload.to_string();
-        on_db!(self.db(), |pool| {
-            sqlx::query(
-            "INSERT INTO events (organization_id, kind, subject_id, payload, created_at) VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(organization_id).bind(kind).bind(subject_id).bind(&payload).bind(now)
-        .execute(pool).await.map(|_| ())
-        })?;
-        Ok(())
-    }
-
-    /// Deliveries of a connector still `sent` since before `sent_before`, not looked up since
-    /// `checked_before`: candidates for reconciliation.
-    pub async fn deliveries_to_reconcile(
-        &self,
-        connector: &str,
-        sent_before: i64,
-        checked_before: i64,
-        limit: i64,
-    ) -> Result<Vec<(String, String)>> {
-        Ok(on_db!(self.db(), |pool| {
-            sqlx::query_as(
-            "SELECT id, provider_ref FROM deliveries
-             WHERE status = 'sent' AND connector = $1 AND updated_at < $2 AND provider_ref IS NOT NULL
-               AND (reconciled_at IS NULL OR reconciled_at < $3)
-             ORDER BY updated_at LIMIT $4",
-        )
-        .bind(connector).bind(sent_before).bind(checked_before).bind(limit)
-        .fetch_all(pool).await
-        })?)
-    }
-
-    pub async fn mark_reconciled(&self, delivery_id: &str) -> Result<()> {
-        let now = now_ms();
-        on_db!(self.db(), |pool| sqlx::query(
-            "UPDATE deliveries SET reconciled_at = $2 WHERE id = $1"
-        )
-        .bind(delivery_id)
-        .bind(now)
-        .execute(pool)
-        .await
-        .map(|_| ()))?;
-        Ok(())
-    }
-
-    /// The delivery a connector knows by this provider id.
-    pub async fn delivery_by_provider_ref(
-        &self,
-        connector: &str,
-        provider_ref: &str,
-    ) -> Result<Option<String>> {
-        let row: Option<(String,)> = on_db!(self.db(), |pool| sqlx::query_as(
-            "SELECT id FROM deliveries WHERE connector = $1 AND provider_ref = $2 LIMIT 1",
-        )
-        .bind(connector)
-        .bind(provider_ref)
-        .fetch_optional(pool)
-        .await)?;
-        Ok(row.map(|(id,)| id))
-    }
-
     /// Keeps an item no organization owns, sealed, for the operator. Returns `(id, true)` for
     /// a new orphan, or the existing one's id and `false` when the provider id was seen.
-    pub async fn record_orphan(&self, id: &str, orphan: &NewOrphan) -> Result<(String, bool)> {
+    pub async fn record_orphan(self, id: &str, orphan: &NewOrphan) -> Result<(String, bool)> {
         let now = now_ms();
         let inserted: Option<(String,)> = on_db!(self.db(), |pool| {
             sqlx::query_as(
@@ -380,7 +310,7 @@ impl Store {
     }
 
     /// Orphans, newest first (operator only: they belong to no organization).
-    pub async fn inbound_orphans(&self, limit: i64) -> Result<Vec<OrphanRow>> {
+    pub async fn orphans(self, limit: i64) -> Result<Vec<OrphanRow>> {
         Ok(on_db!(self.db(), |pool| sqlx::query_as(
             "SELECT id, channel, connector, provider_ref, sender, recipient, reason, created_at
              FROM inbound_orphans ORDER BY created_at DESC, id DESC LIMIT $1",
@@ -391,7 +321,7 @@ impl Store {
     }
 
     /// Records a provider webhook event; `false` when it was recorded before (a replay).
-    pub async fn record_webhook_event(&self, connector: &str, event_id: &str) -> Result<bool> {
+    pub async fn record_webhook_event(self, connector: &str, event_id: &str) -> Result<bool> {
         let now = now_ms();
         let inserted: Option<(String,)> = on_db!(self.db(), |pool| sqlx::query_as(
             "INSERT INTO webhook_events (connector, event_id, created_at) VALUES ($1, $2, $3)

@@ -7,7 +7,7 @@
 
 use super::audit::bind_audit;
 use super::inbound::insert_step;
-use super::{AuditEntry, Result, Store, StoreError, now_ms, on_db};
+use super::{AuditEntry, Inbound, Result, StoreError, now_ms, on_db};
 
 /// One step of an item, as recorded.
 #[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
@@ -37,10 +37,10 @@ pub struct ReassignInbound {
     pub audit: AuditEntry,
 }
 
-impl Store {
+impl Inbound<'_> {
     /// Records a step of an item (its status unchanged).
-    pub async fn record_inbound_step(
-        &self,
+    pub async fn record_step(
+        self,
         organization_id: &str,
         item_id: &str,
         step: &str,
@@ -55,11 +55,7 @@ impl Store {
     }
 
     /// An item's steps, in the order they happened.
-    pub async fn inbound_steps(
-        &self,
-        organization_id: &str,
-        item_id: &str,
-    ) -> Result<Vec<StepRow>> {
+    pub async fn steps(self, organization_id: &str, item_id: &str) -> Result<Vec<StepRow>> {
         Ok(on_db!(self.db(), |pool| sqlx::query_as(
             "SELECT step, status, detail, created_at FROM inbound_steps
              WHERE organization_id = $1 AND inbound_item_id = $2 ORDER BY id",
@@ -73,7 +69,7 @@ impl Store {
     /// Records what matching decided: the rule that chose the patient (or none) and the
     /// candidates (JSON), with the `matched` step.
     pub async fn record_match(
-        &self,
+        self,
         organization_id: &str,
         item_id: &str,
         match_method: Option<&str>,
@@ -114,8 +110,8 @@ impl Store {
 
     /// Leaves a `received` (or, reprocessed, `unmatched`) item in the unmatched queue, with
     /// its step and the `inbound.unmatched` event.
-    pub async fn park_inbound(
-        &self,
+    pub async fn park(
+        self,
         organization_id: &str,
         item_id: &str,
         reason: &str,
@@ -169,8 +165,8 @@ impl Store {
 
     /// Marks an item handled without filing it (a keyword: opt-out, opt-in, help), with its
     /// `processed` step.
-    pub async fn process_inbound(
-        &self,
+    pub async fn process(
+        self,
         organization_id: &str,
         item_id: &str,
         reason: &str,
@@ -208,8 +204,8 @@ impl Store {
 
     /// A person dismisses an unmatched (or stuck `received`) item: `dismissed` with the
     /// reason, its step, the audit row and an `inbound.dismissed` event.
-    pub async fn dismiss_inbound(
-        &self,
+    pub async fn dismiss(
+        self,
         organization_id: &str,
         item_id: &str,
         reason: &str,
@@ -265,7 +261,7 @@ impl Store {
     /// Moves a filed item's message into another patient's thread (opened when the patient
     /// has none), with its step, the audit row and an `inbound.reassigned` event. Refused
     /// (`Conflict`) unless the item is still filed for `from_patient_id`. Returns the thread.
-    pub async fn reassign_inbound(&self, move_: &ReassignInbound) -> Result<String> {
+    pub async fn reassign(self, move_: &ReassignInbound) -> Result<String> {
         let now = now_ms();
         let thread_id = move_.to_thread_id.clone();
         let payload = serde_json::json!({
@@ -354,7 +350,7 @@ impl Store {
     /// patient must still have the number (a number given up and reassigned since answers for
     /// its new holder, not the old one).
     pub async fn last_outbound_sms(
-        &self,
+        self,
         organization_id: &str,
         connector: &str,
         recipient: &str,
@@ -377,43 +373,5 @@ impl Store {
         .fetch_optional(pool)
         .await)?;
         Ok(row.map(|(id,)| id))
-    }
-
-    /// The external ids of these patients of the organization (`(id, external_id)`).
-    pub async fn external_ids(
-        &self,
-        organization_id: &str,
-        patient_ids: &[String],
-    ) -> Result<Vec<(String, String)>> {
-        if patient_ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        on_db!(self.db(), |pool| {
-            let mut qb = sqlx::QueryBuilder::new(
-                "SELECT id, external_id FROM patients WHERE organization_id = ",
-            );
-            qb.push_bind(organization_id.to_string());
-            qb.push(" AND id IN (");
-            let mut ids = qb.separated(", ");
-            for id in patient_ids {
-                ids.push_bind(id.clone());
-            }
-            qb.push(")");
-            Ok(qb.build_query_as().fetch_all(pool).await?)
-        })
-    }
-}
-
-impl Store {
-    /// Whether `thread_id` is an open thread of the organization.
-    pub async fn thread_is_open(&self, organization_id: &str, thread_id: &str) -> Result<bool> {
-        let row: Option<(String,)> = on_db!(self.db(), |pool| sqlx::query_as(
-            "SELECT id FROM threads WHERE organization_id = $1 AND id = $2 AND status = 'open'",
-        )
-        .bind(organization_id)
-        .bind(thread_id)
-        .fetch_optional(pool)
-        .await)?;
-        Ok(row.is_some())
     }
 }

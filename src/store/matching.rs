@@ -1,7 +1,7 @@
 //! The lookups patient matching asks of the store (`intake::matching` decides). Each returns
 //! the surviving patient of a merge (`merged_into`), never a merged-away record.
 
-use super::{Result, Store, on_db};
+use super::{Patients, Result, on_db};
 
 /// A patient as demographic matching compares it.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -12,10 +12,10 @@ pub struct PatientDemographics {
     pub sex: Option<String>,
 }
 
-impl Store {
+impl Patients<'_> {
     /// Patients holding identifier `id` from `authority`.
-    pub async fn patients_by_identifier(
-        &self,
+    pub async fn by_identifier(
+        self,
         organization_id: &str,
         authority: &str,
         id: &str,
@@ -33,8 +33,8 @@ impl Store {
     }
 
     /// Patients born on `birth_date` (`YYYY-MM-DD`), not merged away.
-    pub async fn patients_born_on(
-        &self,
+    pub async fn born_on(
+        self,
         organization_id: &str,
         birth_date: &str,
     ) -> Result<Vec<PatientDemographics>> {
@@ -48,11 +48,7 @@ impl Store {
     }
 
     /// Patients with a contact point whose value (or E.164 form) is `value`.
-    pub async fn patients_by_contact(
-        &self,
-        organization_id: &str,
-        value: &str,
-    ) -> Result<Vec<String>> {
+    pub async fn by_contact(self, organization_id: &str, value: &str) -> Result<Vec<String>> {
         let sql = "SELECT DISTINCT COALESCE(p.merged_into, p.id) FROM contact_points c \
                    JOIN patients p ON p.id = c.patient_id \
                    WHERE c.organization_id = $1 AND (c.e164 = $2 OR LOWER(c.value) = LOWER($2))";
@@ -64,32 +60,12 @@ impl Store {
         Ok(rows.into_iter().map(|(id,)| id).collect())
     }
 
-    /// The patient and thread of one of our messages (a reply's correlation), if it has a
-    /// patient.
-    pub async fn message_patient(
-        &self,
-        organization_id: &str,
-        message_id: &str,
-    ) -> Result<Option<(String, String)>> {
-        let sql = "SELECT COALESCE(p.merged_into, p.id), t.id FROM messages m \
-                   JOIN threads t ON t.id = m.thread_id \
-                   JOIN patients p ON p.id = t.patient_id \
-                   WHERE m.organization_id = $1 AND m.id = $2";
-        Ok(on_db!(self.db(), |pool| sqlx::query_as(sql)
-            .bind(organization_id)
-            .bind(message_id)
-            .fetch_optional(pool)
-            .await)?)
-    }
-}
-
-impl Store {
     /// Replaces every Social Security number still held in clear in `patient_identifiers`
     /// (stored before SSNs were digested: the SSA's OID, an `SSA`/`SS`/`SSN` authority or an
     /// `SS`/`SSN` type) by `digest(value)` (`Keyring::identifier_digests`' first). Idempotent
     /// (a digest is never digested again), so daemons starting together may both run it.
     /// Returns how many changed.
-    pub async fn digest_clear_ssns(&self, digest: impl Fn(&str) -> String) -> Result<u64> {
+    pub async fn digest_clear_ssns(self, digest: impl Fn(&str) -> String) -> Result<u64> {
         let rows: Vec<(String, String, String)> = on_db!(self.db(), |pool| sqlx::query_as(
             "SELECT organization_id, assigning_authority, identifier FROM patient_identifiers
              WHERE identifier NOT LIKE 'ssn-hmac:%'

@@ -3,7 +3,7 @@
 
 use super::attachments::{NewAttachment, bind_attachment};
 use super::{
-    DeliveryEventRow, DeliveryRow, MessageRow, Result, Store, StoreError, ThreadRow, on_db,
+    DeliveryEventRow, DeliveryRow, MessageRow, Messages, Result, StoreError, ThreadRow, on_db,
 };
 
 /// A message to record. `content` is already sealed.
@@ -55,12 +55,12 @@ pub struct AcceptItem {
     pub idempotency: Option<(String, String)>,
 }
 
-impl Store {
+impl Messages<'_> {
     /// Records a message and its deliveries durably, with their `queued` events, in one
     /// transaction. With an idempotency key a repeat returns the first message instead of
     /// creating another.
-    pub async fn accept_message(
-        &self,
+    pub async fn accept(
+        self,
         message: &NewMessage,
         deliveries: &[NewDelivery],
         idempotency: Option<(&str, &str)>,
@@ -71,13 +71,13 @@ impl Store {
             attachments: Vec::new(),
             idempotency: idempotency.map(|(k, h)| (k.to_string(), h.to_string())),
         };
-        let mut outcomes = self.accept_messages(std::slice::from_ref(&item)).await?;
+        let mut outcomes = self.accept_many(std::slice::from_ref(&item)).await?;
         outcomes.pop().ok_or(StoreError::NotFound)
     }
 
     /// Accepts many messages in one transaction (group commit): one multi-row statement per
     /// table instead of one statement per row. Outcomes are in the order of `items`.
-    pub async fn accept_messages(&self, items: &[AcceptItem]) -> Result<Vec<AcceptOutcome>> {
+    pub async fn accept_many(self, items: &[AcceptItem]) -> Result<Vec<AcceptOutcome>> {
         let mut outcomes: Vec<Option<AcceptOutcome>> = vec![None; items.len()];
         on_db!(self.db(), |pool| {
             let mut tx = pool.begin().await?;
@@ -254,7 +254,7 @@ impl Store {
             .collect())
     }
 
-    pub async fn message(&self, organization_id: &str, id: &str) -> Result<MessageRow> {
+    pub async fn get(self, organization_id: &str, id: &str) -> Result<MessageRow> {
         let sql = concat!(
             "SELECT ",
             message_columns!(),
@@ -269,7 +269,7 @@ impl Store {
     }
 
     /// Deliveries of a message, in creation order.
-    pub async fn deliveries_of(&self, message_id: &str) -> Result<Vec<DeliveryRow>> {
+    pub async fn deliveries_of(self, message_id: &str) -> Result<Vec<DeliveryRow>> {
         let sql = concat!(
             "SELECT ",
             delivery_columns!(),
@@ -282,7 +282,7 @@ impl Store {
     }
 
     /// Status history of every delivery of a message, oldest first.
-    pub async fn delivery_events_of(&self, message_id: &str) -> Result<Vec<DeliveryEventRow>> {
+    pub async fn delivery_events_of(self, message_id: &str) -> Result<Vec<DeliveryEventRow>> {
         Ok(on_db!(self.db(), |pool| sqlx::query_as(
             "SELECT e.delivery_id, e.status, e.applied, e.source, e.detail, e.created_at
              FROM delivery_events e JOIN deliveries d ON d.id = e.delivery_id
@@ -293,7 +293,7 @@ impl Store {
         .await)?)
     }
 
-    pub async fn thread(&self, organization_id: &str, id: &str) -> Result<ThreadRow> {
+    pub async fn thread(self, organization_id: &str, id: &str) -> Result<ThreadRow> {
         on_db!(self.db(), |pool| sqlx::query_as(
             "SELECT id, organization_id, patient_id, category, status, created_at FROM threads
              WHERE organization_id = $1 AND id = $2",
@@ -307,7 +307,7 @@ impl Store {
 
     /// The patient's most recently active open thread, if any.
     pub async fn open_thread_of(
-        &self,
+        self,
         organization_id: &str,
         patient_id: &str,
     ) -> Result<Option<ThreadRow>> {
@@ -324,7 +324,7 @@ impl Store {
 
     /// Messages of a thread, oldest first.
     pub async fn thread_messages(
-        &self,
+        self,
         organization_id: &str,
         thread_id: &str,
         limit: i64,
@@ -393,9 +393,9 @@ fn accept_events(items: &[&AcceptItem]) -> Vec<(String, &'static str, String, St
     events
 }
 
-impl Store {
+impl Messages<'_> {
     /// The organization a message belongs to (operator commands, which see all organizations).
-    pub async fn organization_of_message(&self, message_id: &str) -> Result<String> {
+    pub async fn organization_of(self, message_id: &str) -> Result<String> {
         let row: Option<(String,)> = on_db!(self.db(), |pool| sqlx::query_as(
             "SELECT organization_id FROM messages WHERE id = $1",
         )
@@ -403,5 +403,50 @@ impl Store {
         .fetch_optional(pool)
         .await)?;
         row.map(|(org,)| org).ok_or(StoreError::NotFound)
+    }
+
+    /// The patient and thread of one of our messages (a reply's correlation), if it has a
+    /// patient.
+    pub async fn patient_of(
+        self,
+        organization_id: &str,
+        message_id: &str,
+    ) -> Result<Option<(String, String)>> {
+        let sql = "SELECT COALESCE(p.merged_into, p.id), t.id FROM messages m \
+                   JOIN threads t ON t.id = m.thread_id \
+                   JOIN patients p ON p.id = t.patient_id \
+                   WHERE m.organization_id = $1 AND m.id = $2";
+        Ok(on_db!(self.db(), |pool| sqlx::query_as(sql)
+            .bind(organization_id)
+            .bind(message_id)
+            .fetch_optional(pool)
+            .await)?)
+    }
+
+    /// Whether `thread_id` is an open thread of the organization.
+    pub async fn thread_is_open(self, organization_id: &str, thread_id: &str) -> Result<bool> {
+        let row: Option<(String,)> = on_db!(self.db(), |pool| sqlx::query_as(
+            "SELECT id FROM threads WHERE organization_id = $1 AND id = $2 AND status = 'open'",
+        )
+        .bind(organization_id)
+        .bind(thread_id)
+        .fetch_optional(pool)
+        .await)?;
+        Ok(row.is_some())
+    }
+
+    /// The message an idempotency key accepted, if any.
+    pub async fn for_idempotency_key(
+        self,
+        organization_id: &str,
+        key: &str,
+    ) -> Result<Option<String>> {
+        Ok(on_db!(self.db(), |pool| sqlx::query_scalar(
+            "SELECT message_id FROM idempotency_keys WHERE organization_id = $1 AND key = $2"
+        )
+        .bind(organization_id)
+        .bind(key)
+        .fetch_optional(pool)
+        .await)?)
     }
 }

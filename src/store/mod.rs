@@ -17,7 +17,9 @@ mod audit;
 mod campaigns;
 mod canary;
 mod consents;
+mod cursors;
 mod deliveries;
+mod dialect;
 mod direct;
 mod direct_inbound;
 mod direct_mdns;
@@ -26,22 +28,23 @@ mod group;
 mod hl7;
 mod inbound;
 mod intake;
+mod leases;
 mod matching;
 mod messages;
 mod organizations;
 mod patients;
 mod reminders;
 mod rows;
+mod staff;
 mod touch_batch;
 mod urgent;
 mod webhooks;
 
-use std::str::FromStr;
-use std::time::Duration;
-
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{PgPool, SqlitePool};
+pub use crate::on_db;
+#[cfg(feature = "test-support")]
+pub use dialect::Db;
+#[cfg(not(feature = "test-support"))]
+pub(crate) use dialect::Db;
 
 /// The consent rule's types, where the loaders return them.
 pub use crate::domain::consent::{ConsentEntry, ConsentLedger, Part2Consents};
@@ -64,8 +67,9 @@ pub use messages::{AcceptItem, AcceptOutcome, NewDelivery, NewMessage};
 pub use patients::{ConsentInput, ContactPointInput, PatientInput};
 pub use reminders::{NewTouch, PlanRow, TouchRow};
 pub use rows::*;
+pub use staff::{StaffInput, StaffRow};
 pub use touch_batch::{AcceptedTouch, TouchOutcome};
-pub use urgent::{AlertRow, NewNotification, StaffInput, StaffRow};
+pub use urgent::{AlertRow, NewNotification};
 pub use webhooks::{NewWebhookDelivery, WebhookDeliveryRow, WebhookEndpointRow};
 
 /// Store errors. `NotFound` is what a caller may show; everything else is internal.
@@ -89,27 +93,80 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-/// Which database, with its pool.
-#[derive(Clone, Debug)]
-pub enum Db {
-    Sqlite(SqlitePool),
-    Postgres(PgPool),
-}
+/// Declares the repositories: one per aggregate, each a borrowed view of the store
+/// (`store.deliveries().claim(…)`) whose queries live in the aggregate's file. A repository
+/// reaches the pool through its own `db()`; nothing outside this module can.
+macro_rules! repositories {
+    ($($(#[$doc:meta])* $accessor:ident: $name:ident;)*) => {
+        $(
+            $(#[$doc])*
+            #[derive(Clone, Copy, Debug)]
+            pub struct $name<'s> {
+                store: &'s Store,
+            }
 
-/// Runs the same expression against whichever pool is configured:
-/// `on_db!(self.db(), |pool| sqlx::query(sql).execute(pool).await)`. The expression is
-/// compiled once per backend, so every bound value must encode for both. Written like a
-/// closure so rustfmt formats the body (it leaves `pool => …` macro arguments alone).
-#[macro_export]
-macro_rules! on_db {
-    ($db:expr, |$pool:ident| $body:expr) => {
-        match $db {
-            $crate::store::Db::Sqlite($pool) => $body,
-            $crate::store::Db::Postgres($pool) => $body,
+            impl<'s> $name<'s> {
+                fn db(&self) -> &'s Db {
+                    &self.store.db
+                }
+            }
+        )*
+
+        impl Store {
+            $(
+                $(#[$doc])*
+                pub fn $accessor(&self) -> $name<'_> {
+                    $name { store: self }
+                }
+            )*
         }
     };
 }
-pub use on_db;
+
+repositories! {
+    /// API keys: issue, grant, list, revoke, expire.
+    api_keys: ApiKeys;
+    /// The at-rest keyring's canary row (proves the configured key opens this database).
+    canary: Canary;
+    /// Organizations and their slugs.
+    organizations: Organizations;
+    /// Patients, contact points, identifiers, merges and the matching lookups.
+    patients: Patients;
+    /// Appointments and recalls.
+    appointments: Appointments;
+    /// Consents and opt-outs, and the ledger the disclosure gate reads.
+    consents: Consents;
+    /// Messages, threads and idempotent acceptance.
+    messages: Messages;
+    /// Deliveries: claims, status updates, retries, dead letters, reconciliation.
+    deliveries: Deliveries;
+    /// Attachments (sealed blobs and their metadata).
+    attachments: Attachments;
+    /// The audit log.
+    audit: Audit;
+    /// The event feed.
+    events: Events;
+    /// Named cursors over the event feed.
+    cursors: Cursors;
+    /// Named leases (cron work once across a fleet).
+    leases: Leases;
+    /// The HL7 archive.
+    hl7: Hl7;
+    /// Inbound items, orphans, intake steps and the unmatched queue.
+    inbound: Inbound;
+    /// Direct: sent-message tracking, quarantine, inbound opening and MDNs.
+    direct: Direct;
+    /// Reminder planning, touches, rules and confirmations.
+    reminders: Reminders;
+    /// Recall campaigns.
+    campaigns: Campaigns;
+    /// Staff and on-call order.
+    staff: Staff;
+    /// Urgent alerts and their notifications.
+    urgent: Urgent;
+    /// Webhook endpoints and their deliveries.
+    webhooks: Webhooks;
+}
 
 /// The store handle: cheap to clone.
 #[derive(Clone, Debug)]
@@ -126,53 +183,7 @@ impl Store {
     /// Connects (creating the SQLite file and its directory when needed).
     pub async fn connect(url: &str, max_connections: u32, sqlite_full_sync: bool) -> Result<Self> {
         let events_written = std::sync::Arc::new(tokio::sync::watch::Sender::new(0u64));
-        let db = if url.starts_with("sqlite:") {
-            let options = SqliteConnectOptions::from_str(url)?
-                .create_if_missing(true)
-                .journal_mode(SqliteJournalMode::Wal)
-                .synchronous(if sqlite_full_sync {
-                    SqliteSynchronous::Full
-                } else {
-                    SqliteSynchronous::Normal
-                })
-                .foreign_keys(true)
-                .busy_timeout(Duration::from_secs(30));
-            prepare_sqlite_file(options.get_filename()).map_err(sqlx::Error::Io)?;
-            let pool = SqlitePoolOptions::new()
-                // SQLite has one writer. One connection queues writers in-process (fair, no
-                // waiting) instead of letting them collide and sleep in SQLite's busy handler,
-                // which measured 2x slower with p99 latencies in the hundreds of ms.
-                .max_connections(1)
-                .after_connect({
-                    let events_written = events_written.clone();
-                    move |conn, _| {
-                        let events_written = events_written.clone();
-                        Box::pin(async move {
-                            // Fires inside the writing statement; a follower woken by it reads
-                            // through the same single connection, so after the commit.
-                            conn.lock_handle().await?.set_update_hook(move |change| {
-                                if change.table == "events" {
-                                    events_written.send_modify(|n| *n = n.wrapping_add(1));
-                                }
-                            });
-                            Ok(())
-                        })
-                    }
-                })
-                .connect_with(options)
-                .await?;
-            Db::Sqlite(pool)
-        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-            let options = PgConnectOptions::from_str(url)?;
-            let pool = PgPoolOptions::new()
-                .max_connections(max_connections)
-                .acquire_timeout(Duration::from_secs(30))
-                .connect_with(options)
-                .await?;
-            Db::Postgres(pool)
-        } else {
-            return Err(StoreError::UnsupportedUrl);
-        };
+        let db = Db::connect(url, max_connections, sqlite_full_sync, &events_written).await?;
         Ok(Self { db, events_written })
     }
 
@@ -189,85 +200,36 @@ impl Store {
 
     /// Applies our migrations and the job queue's.
     pub async fn migrate(&self) -> Result<()> {
-        match &self.db {
-            Db::Sqlite(pool) => {
-                let mut ours = sqlx::migrate!("migrations/sqlite");
-                ours.dangerous_set_table_name("switchboard_migrations");
-                ours.run(pool).await?;
-                // apalis's own migrations; its `setup()` would also turn synchronous OFF on a
-                // pooled connection, which we do not want for a store of record.
-                let mut queue = apalis_sqlite::SqliteStorage::<()>::migrations();
-                queue.set_ignore_missing(true);
-                queue.run(pool).await?;
-            }
-            Db::Postgres(pool) => {
-                let mut ours = sqlx::migrate!("migrations/postgres");
-                ours.dangerous_set_table_name("switchboard_migrations");
-                ours.run(pool).await?;
-                apalis_postgres::PostgresStorage::<()>::setup(pool)
-                    .await
-                    .map_err(StoreError::Queue)?;
-            }
-        }
-        Ok(())
+        self.db.migrate().await
     }
 
     /// Which of our migrations this binary knows and which the database has applied.
     pub async fn schema_state(&self) -> Result<SchemaState> {
-        let (known, applied): (Vec<i64>, Vec<(i64,)>) = match &self.db {
-            Db::Sqlite(pool) => {
-                let known = sqlx::migrate!("migrations/sqlite")
-                    .iter()
-                    .map(|m| m.version)
-                    .collect();
-                let exists: Option<(String,)> = sqlx::query_as(
-                    "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'switchboard_migrations'",
-                )
-                .fetch_optional(pool)
-                .await?;
-                let applied = match exists {
-                    Some(_) => sqlx::query_as(
-                        "SELECT version FROM switchboard_migrations WHERE success ORDER BY version",
-                    )
-                    .fetch_all(pool)
-                    .await?,
-                    None => Vec::new(),
-                };
-                (known, applied)
-            }
-            Db::Postgres(pool) => {
-                let known = sqlx::migrate!("migrations/postgres")
-                    .iter()
-                    .map(|m| m.version)
-                    .collect();
-                let (exists,): (bool,) =
-                    sqlx::query_as("SELECT to_regclass('switchboard_migrations') IS NOT NULL")
-                        .fetch_one(pool)
-                        .await?;
-                let applied = if exists {
-                    sqlx::query_as(
-                        "SELECT version FROM switchboard_migrations WHERE success ORDER BY version",
-                    )
-                    .fetch_all(pool)
-                    .await?
-                } else {
-                    Vec::new()
-                };
-                (known, applied)
-            }
-        };
-        Ok(SchemaState {
-            known,
-            applied: applied.into_iter().map(|(v,)| v).collect(),
-        })
+        let (known, applied) = self.db.migration_versions().await?;
+        Ok(SchemaState { known, applied })
     }
 
+    /// On PostgreSQL, a listener on this database (`LISTEN`/`NOTIFY`); on SQLite, `None`.
+    pub async fn listener(
+        &self,
+    ) -> std::result::Result<Option<sqlx::postgres::PgListener>, sqlx::Error> {
+        self.db.listener().await
+    }
+
+    /// The pool, for the job queue's storage (apalis shares the database).
+    #[cfg(not(feature = "test-support"))]
+    pub(crate) fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// The pool, for the job queue's storage and for tests that inspect rows directly.
+    #[cfg(feature = "test-support")]
     pub fn db(&self) -> &Db {
         &self.db
     }
 
     pub fn is_postgres(&self) -> bool {
-        matches!(self.db, Db::Postgres(_))
+        self.db.is_postgres()
     }
 
     /// A trivial query: readiness probe.
@@ -282,27 +244,6 @@ impl Store {
     pub async fn close(&self) {
         on_db!(&self.db, |pool| pool.close().await)
     }
-}
-
-/// Makes the database file owner-only before SQLite opens it: its directory 0700 when we
-/// create it, the file created 0600 (SQLite gives `-wal` and `-shm` the database file's
-/// mode), and an existing file and its `-wal`/`-shm` tightened to 0600.
-fn prepare_sqlite_file(path: &std::path::Path) -> std::io::Result<()> {
-    let name = path.as_os_str().to_string_lossy();
-    if name.is_empty() || name.starts_with(':') {
-        return Ok(()); // in memory
-    }
-    if let Some(dir) = path.parent() {
-        crate::files::private_dir(dir)?;
-    }
-    match crate::files::create_private(path, b"") {
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        other => other?,
-    }
-    for suffix in ["", "-wal", "-shm", "-journal"] {
-        crate::files::restrict_file(std::path::Path::new(&format!("{name}{suffix}")))?;
-    }
-    Ok(())
 }
 
 /// Milliseconds since the unix epoch.

@@ -1,10 +1,10 @@
 //! Organizations (tenants) and their lookup by slug.
 
-use super::{Organization, Result, Store, StoreError, new_id, now_ms, on_db};
+use super::{Organization, Organizations, Result, StoreError, new_id, now_ms, on_db};
 
-impl Store {
+impl Organizations<'_> {
     /// The organization with this slug, created when absent.
-    pub async fn ensure_organization(&self, slug: &str, name: &str) -> Result<Organization> {
+    pub async fn ensure(self, slug: &str, name: &str) -> Result<Organization> {
         let id = new_id("org");
         let now = now_ms();
         on_db!(self.db(), |pool| sqlx::query(
@@ -18,10 +18,10 @@ impl Store {
         .execute(pool)
         .await
         .map(|_| ()))?;
-        self.organization_by_slug(slug).await
+        self.by_slug(slug).await
     }
 
-    pub async fn organization_by_slug(&self, slug: &str) -> Result<Organization> {
+    pub async fn by_slug(self, slug: &str) -> Result<Organization> {
         let sql = concat!(
             "SELECT ",
             organization_columns!(),
@@ -34,7 +34,7 @@ impl Store {
         .ok_or(StoreError::NotFound)
     }
 
-    pub async fn organization(&self, id: &str) -> Result<Organization> {
+    pub async fn get(self, id: &str) -> Result<Organization> {
         let sql = concat!(
             "SELECT ",
             organization_columns!(),
@@ -48,7 +48,7 @@ impl Store {
     }
 
     /// Slugs of existing organizations (at most `limit`), to suggest when one is mistyped.
-    pub async fn organization_slugs(&self, limit: i64) -> Result<Vec<String>> {
+    pub async fn slugs(self, limit: i64) -> Result<Vec<String>> {
         let rows: Vec<(String,)> = on_db!(self.db(), |pool| sqlx::query_as(
             "SELECT slug FROM organizations ORDER BY slug LIMIT $1",
         )
@@ -56,5 +56,15 @@ impl Store {
         .fetch_all(pool)
         .await)?;
         Ok(rows.into_iter().map(|(slug,)| slug).collect())
+    }
+
+    /// The organization with this slug, if it exists.
+    pub async fn id_by_slug(self, slug: &str) -> Result<Option<String>> {
+        Ok(on_db!(self.db(), |pool| sqlx::query_scalar(
+            "SELECT id FROM organizations WHERE slug = $1"
+        )
+        .bind(slug)
+        .fetch_optional(pool)
+        .await)?)
     }
 }

@@ -4,7 +4,7 @@
 //! (patient, channel, purpose, recipient) decides.
 
 use super::{
-    ConsentRow, ContactPointRow, PatientRow, Result, Store, StoreError, new_id, now_ms, on_db,
+    ConsentRow, ContactPointRow, PatientRow, Patients, Result, StoreError, new_id, now_ms, on_db,
 };
 use crate::domain::{Address, Channel};
 
@@ -135,10 +135,10 @@ macro_rules! upsert_patient_in {
 }
 pub(super) use upsert_patient_in;
 
-impl Store {
+impl Patients<'_> {
     /// Creates or replaces a patient's demographics; returns the row and whether it was new.
-    pub async fn upsert_patient(
-        &self,
+    pub async fn upsert(
+        self,
         organization_id: &str,
         input: &PatientInput,
     ) -> Result<(PatientRow, bool)> {
@@ -154,8 +154,8 @@ impl Store {
         Ok((row, created))
     }
 
-    pub async fn patient_by_external_id(
-        &self,
+    pub async fn by_external_id(
+        self,
         organization_id: &str,
         external_id: &str,
     ) -> Result<PatientRow> {
@@ -172,7 +172,7 @@ impl Store {
         .ok_or(StoreError::NotFound)
     }
 
-    pub async fn patient(&self, organization_id: &str, id: &str) -> Result<PatientRow> {
+    pub async fn get(self, organization_id: &str, id: &str) -> Result<PatientRow> {
         let sql = concat!(
             "SELECT ",
             patient_columns!(),
@@ -186,7 +186,7 @@ impl Store {
         .ok_or(StoreError::NotFound)
     }
 
-    pub async fn contact_points(&self, patient_id: &str) -> Result<Vec<ContactPointRow>> {
+    pub async fn contact_points(self, patient_id: &str) -> Result<Vec<ContactPointRow>> {
         Ok(on_db!(self.db(), |pool| {
             sqlx::query_as(
             "SELECT id, system, value, use_code, rank FROM contact_points WHERE patient_id = $1 ORDER BY rank, id",
@@ -195,7 +195,7 @@ impl Store {
         })?)
     }
 
-    pub async fn consents(&self, patient_id: &str) -> Result<Vec<ConsentRow>> {
+    pub async fn consents(self, patient_id: &str) -> Result<Vec<ConsentRow>> {
         Ok(on_db!(self.db(), |pool| sqlx::query_as(
             "SELECT id, channel, purpose, recipient, status, source, recorded_at, expires_at
              FROM consents WHERE patient_id = $1 ORDER BY recorded_at, id",
@@ -203,5 +203,104 @@ impl Store {
         .bind(patient_id)
         .fetch_all(pool)
         .await)?)
+    }
+
+    /// The patient holding an identifier issued by `authority` ("" for none given).
+    pub async fn id_by_identifier(
+        self,
+        organization_id: &str,
+        authority: &str,
+        id: &str,
+    ) -> Result<Option<String>> {
+        let row: Option<(String,)> = on_db!(self.db(), |pool| sqlx::query_as(
+            "SELECT patient_id FROM patient_identifiers
+             WHERE organization_id = $1 AND identifier = $2 AND assigning_authority = $3",
+        )
+        .bind(organization_id)
+        .bind(id)
+        .bind(authority)
+        .fetch_optional(pool)
+        .await)?;
+        Ok(row.map(|(p,)| p))
+    }
+
+    /// The external id under which the holder of an identifier is known now: the surviving
+    /// patient's when the holder was merged away.
+    pub async fn external_id_for_identifier(
+        self,
+        organization_id: &str,
+        authority: &str,
+        id: &str,
+    ) -> Result<Option<String>> {
+        let row: Option<(String, Option<String>)> = on_db!(self.db(), |pool| sqlx::query_as(
+            "SELECT p.external_id, m.external_id FROM patient_identifiers i
+             JOIN patients p ON p.id = i.patient_id
+             LEFT JOIN patients m ON m.id = p.merged_into
+             WHERE i.organization_id = $1 AND i.identifier = $2 AND i.assigning_authority = $3",
+        )
+        .bind(organization_id)
+        .bind(id)
+        .bind(authority)
+        .fetch_optional(pool)
+        .await)?;
+        Ok(row.map(|(own, survivor)| survivor.unwrap_or(own)))
+    }
+
+    /// Moves everything of the prior patients onto the surviving one and marks them merged.
+    pub async fn merge(self, surviving: &str, prior: &[String]) -> Result<()> {
+        on_db!(self.db(), |pool| {
+            let mut tx = pool.begin().await?;
+            for old in prior.iter().filter(|p| p.as_str() != surviving) {
+                for table in [
+                    "threads",
+                    "appointments",
+                    "consents",
+                    "recalls",
+                    "messages",
+                    "deliveries",
+                    "patient_identifiers",
+                ] {
+                    sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "UPDATE {table} SET patient_id = $1 WHERE patient_id = $2"
+                    )))
+                    .bind(surviving)
+                    .bind(old)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                sqlx::query("UPDATE patients SET merged_into = $1, updated_at = $3 WHERE id = $2")
+                    .bind(surviving)
+                    .bind(old)
+                    .bind(now_ms())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// The external ids of these patients of the organization (`(id, external_id)`).
+    pub async fn external_ids(
+        self,
+        organization_id: &str,
+        patient_ids: &[String],
+    ) -> Result<Vec<(String, String)>> {
+        if patient_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        on_db!(self.db(), |pool| {
+            let mut qb = sqlx::QueryBuilder::new(
+                "SELECT id, external_id FROM patients WHERE organization_id = ",
+            );
+            qb.push_bind(organization_id.to_string());
+            qb.push(" AND id IN (");
+            let mut ids = qb.separated(", ");
+            for id in patient_ids {
+                ids.push_bind(id.clone());
+            }
+            qb.push(")");
+            Ok(qb.build_query_as().fetch_all(pool).await?)
+        })
     }
 }

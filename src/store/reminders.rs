@@ -2,7 +2,7 @@
 //! the appointments planning reads, patient answers, leases for scheduled runs, and campaign
 //! targets.
 
-use super::{Result, Store, new_id, now_ms, on_db};
+use super::{Reminders, Result, new_id, now_ms, on_db};
 use crate::domain::AppointmentStatus;
 
 /// An appointment as the planner sees it, with what it needs of the patient.
@@ -77,12 +77,12 @@ fn stop_reason_sql() -> String {
         .collect()
 }
 
-impl Store {
+impl Reminders<'_> {
     /// Appointments that may need (new) touches: starting in `[from, to)` and either changed
     /// since `changed_since` (unix ms, store time) or starting at or after `entered_from` (they
     /// entered the planning horizon since the last run), all organizations.
     pub async fn appointments_to_plan(
-        &self,
+        self,
         from: i64,
         to: i64,
         changed_since: i64,
@@ -107,10 +107,9 @@ impl Store {
 
     /// Records touches that are not there yet, in one transaction of multi-row statements.
     /// Returns how many were new.
-    pub async fn insert_touches(&self, touches: &[NewTouch]) -> Result<u64> {
+    pub async fn insert_touches(self, touches: &[NewTouch]) -> Result<u64> {
         let now = now_ms();
-        // 12 parameters a row: stay under PostgreSQL's 65,535 and SQLite's 32,766.
-        let chunk_size = if self.is_postgres() { 5000 } else { 2500 };
+        let chunk_size = self.db().rows_per_statement(12);
         let inserted = on_db!(self.db(), |pool| {
             let mut tx = pool.begin().await?;
             let mut inserted = 0;
@@ -144,7 +143,7 @@ impl Store {
 
     /// Cancels planned touches whose appointment (changed since `changed_since`) moved, was
     /// cancelled or was a no-show. Returns how many.
-    pub async fn cancel_stale_touches(&self, changed_since: i64) -> Result<u64> {
+    pub async fn cancel_stale_touches(self, changed_since: i64) -> Result<u64> {
         let now = now_ms();
         let sql = sqlx::AssertSqlSafe(format!(
             "UPDATE reminder_touches SET status = 'cancelled', updated_at = $1,
@@ -168,7 +167,7 @@ impl Store {
     }
 
     /// Forgets a named cursor (the next reminder run plans everything again).
-    pub async fn reset_cursor(&self, name: &str) -> Result<()> {
+    pub async fn reset_cursor(self, name: &str) -> Result<()> {
         on_db!(self.db(), |pool| sqlx::query(
             "DELETE FROM cursors WHERE name = $1"
         )
@@ -180,7 +179,7 @@ impl Store {
     }
 
     /// Planned touches due by `now`, oldest first.
-    pub async fn due_touches(&self, now: i64, limit: i64) -> Result<Vec<TouchRow>> {
+    pub async fn due_touches(self, now: i64, limit: i64) -> Result<Vec<TouchRow>> {
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {TOUCH_COLUMNS} FROM reminder_touches WHERE status = 'planned' AND due_at <= $1 ORDER BY due_at, id LIMIT $2"
         ));
@@ -194,7 +193,7 @@ impl Store {
     /// Ends a touch: `sent` (with its channel and message) or `skipped` (with a reason). Only a
     /// planned touch moves; returns whether this call moved it.
     pub async fn finish_touch(
-        &self,
+        self,
         id: &str,
         status: &str,
         reason: Option<&str>,
@@ -212,7 +211,7 @@ impl Store {
     }
 
     /// Every touch of an appointment (the plan and its skips), in due order.
-    pub async fn touches_of(&self, appointment_id: &str) -> Result<Vec<TouchRow>> {
+    pub async fn touches_of(self, appointment_id: &str) -> Result<Vec<TouchRow>> {
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {TOUCH_COLUMNS} FROM reminder_touches WHERE appointment_id = $1 ORDER BY due_at, touch_id"
         ));
@@ -223,7 +222,7 @@ impl Store {
     }
 
     /// Reminders sent to a patient since `since` (frequency caps).
-    pub async fn reminders_sent_since(&self, patient_id: &str, since: i64) -> Result<i64> {
+    pub async fn sent_since(self, patient_id: &str, since: i64) -> Result<i64> {
         let row: (i64,) = on_db!(self.db(), |pool| {
             sqlx::query_as(
             "SELECT COUNT(*) FROM reminder_touches WHERE patient_id = $1 AND status = 'sent' AND updated_at >= $2",
@@ -234,7 +233,7 @@ impl Store {
 
     /// The appointment a patient's latest reminder was about, if it is still ahead.
     pub async fn latest_reminded_appointment(
-        &self,
+        self,
         patient_id: &str,
         now: i64,
     ) -> Result<Option<String>> {
@@ -251,7 +250,7 @@ impl Store {
     /// Records a patient's answer on the appointment (never its status) and, for cancel or
     /// reschedule, a request for staff.
     pub async fn record_confirmation(
-        &self,
+        self,
         organization_id: &str,
         appointment_id: &str,
         patient_id: &str,
@@ -294,48 +293,8 @@ impl Store {
         Ok(())
     }
 
-    /// Takes or renews a named lease for `ttl_ms`; `false` when another holder has it.
-    pub async fn take_lease(&self, name: &str, holder: &str, ttl_ms: i64) -> Result<bool> {
-        let now = now_ms();
-        let row: Option<(String,)> = on_db!(self.db(), |pool| sqlx::query_as(
-            "INSERT INTO leases (name, holder, until_at) VALUES ($1, $2, $3)
-             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, until_at = excluded.until_at
-             WHERE leases.holder = excluded.holder OR leases.until_at < $4
-             RETURNING holder",
-        )
-        .bind(name)
-        .bind(holder)
-        .bind(now + ttl_ms)
-        .bind(now)
-        .fetch_optional(pool)
-        .await)?;
-        Ok(row.is_some())
-    }
-
-    /// Who holds a named lease and until when (unix ms), if anyone has taken it.
-    pub async fn lease(&self, name: &str) -> Result<Option<(String, i64)>> {
-        Ok(on_db!(self.db(), |pool| sqlx::query_as(
-            "SELECT holder, until_at FROM leases WHERE name = $1"
-        )
-        .bind(name)
-        .fetch_optional(pool)
-        .await)?)
-    }
-
-    pub async fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
-        on_db!(self.db(), |pool| sqlx::query(
-            "DELETE FROM leases WHERE name = $1 AND holder = $2"
-        )
-        .bind(name)
-        .bind(holder)
-        .execute(pool)
-        .await
-        .map(|_| ()))?;
-        Ok(())
-    }
-
     /// Rules set through the API for an organization (JSON definitions).
-    pub async fn reminder_rules(&self, organization_id: &str) -> Result<Vec<String>> {
+    pub async fn rules(self, organization_id: &str) -> Result<Vec<String>> {
         let rows: Vec<(String,)> = on_db!(self.db(), |pool| sqlx::query_as(
             "SELECT definition FROM reminder_rules WHERE organization_id = $1 ORDER BY id",
         )
@@ -345,12 +304,7 @@ impl Store {
         Ok(rows.into_iter().map(|(d,)| d).collect())
     }
 
-    pub async fn put_reminder_rule(
-        &self,
-        organization_id: &str,
-        id: &str,
-        definition: &str,
-    ) -> Result<()> {
+    pub async fn put_rule(self, organization_id: &str, id: &str, definition: &str) -> Result<()> {
         let now = now_ms();
         on_db!(self.db(), |pool| {
             sqlx::query(
@@ -360,14 +314,12 @@ impl Store {
         })?;
         Ok(())
     }
-}
 
-impl Store {
     /// Benchmarks and load tests: `starts.len()` patients (one SMS number each, `+1555…`) with one
     /// booked appointment each at the given start times, in transactions of 1,000.
     #[doc(hidden)]
     pub async fn seed_appointments(
-        &self,
+        self,
         organization_id: &str,
         prefix: &str,
         starts: &[i64],

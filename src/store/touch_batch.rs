@@ -7,9 +7,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::consents::push_opt_out_filter;
-use super::{AppointmentRow, ContactPointRow, PatientRow, Result, Store, now_ms, on_db};
-use crate::domain::consent::{ANY, ConsentEntry, ConsentLedger};
+use super::{AppointmentRow, ContactPointRow, PatientRow, Reminders, Result, on_db};
 
 /// Ids per `IN (...)` list: well under SQLite's 32,766 and PostgreSQL's 65,535 parameters.
 pub(super) const IN_CHUNK: usize = 1000;
@@ -55,11 +53,11 @@ pub(super) fn unique<'a>(values: impl IntoIterator<Item = &'a str>) -> Vec<Strin
         .collect()
 }
 
-impl Store {
+impl Reminders<'_> {
     /// Messages already accepted for these touches of one organization (a run that crashed
     /// between accepting and marking the touch), by touch id.
     pub async fn accepted_touches(
-        &self,
+        self,
         organization_id: &str,
         touch_ids: &[&str],
     ) -> Result<HashMap<String, AcceptedTouch>> {
@@ -97,7 +95,7 @@ impl Store {
 
     /// Appointments by id.
     pub async fn appointments_by_ids(
-        &self,
+        self,
         ids: &[&str],
     ) -> Result<HashMap<String, AppointmentRow>> {
         let mut out = HashMap::new();
@@ -118,7 +116,7 @@ impl Store {
     }
 
     /// Patients by id (callers check the organization).
-    pub async fn patients_by_ids(&self, ids: &[&str]) -> Result<HashMap<String, PatientRow>> {
+    pub async fn patients_by_ids(self, ids: &[&str]) -> Result<HashMap<String, PatientRow>> {
         let mut out = HashMap::new();
         for chunk in unique(ids.iter().copied()).chunks(IN_CHUNK) {
             let rows: Vec<PatientRow> = on_db!(self.db(), |pool| {
@@ -138,7 +136,7 @@ impl Store {
 
     /// Contact points of each patient, by rank then id (as [`Store::contact_points`]).
     pub async fn contact_points_by_patient(
-        &self,
+        self,
         patient_ids: &[&str],
     ) -> Result<HashMap<String, Vec<ContactPointRow>>> {
         let mut out: HashMap<String, Vec<ContactPointRow>> = HashMap::new();
@@ -166,8 +164,8 @@ impl Store {
 
     /// Reminders sent to each patient since `day_since` and since `week_since` (frequency
     /// caps; `week_since <= day_since`). Patients with none are absent.
-    pub async fn reminders_sent_counts(
-        &self,
+    pub async fn sent_counts(
+        self,
         patient_ids: &[&str],
         day_since: i64,
         week_since: i64,
@@ -190,59 +188,10 @@ impl Store {
         Ok(out)
     }
 
-    /// The consent entries of one organization and purpose that can decide opt-outs for
-    /// these addresses (on these channels) or these patients, unexpired now (store time, as
-    /// [`Store::consent_entries`] for one address).
-    pub async fn consent_ledger(
-        &self,
-        organization_id: &str,
-        purpose: &str,
-        channels: &[&str],
-        recipients: &[&str],
-        patient_ids: &[&str],
-    ) -> Result<ConsentLedger> {
-        let now = now_ms();
-        let mut entries = Vec::new();
-        let channels = unique(channels.iter().copied());
-        let recipients: Vec<String> = unique(recipients.iter().copied())
-            .into_iter()
-            .filter(|r| r != ANY)
-            .collect();
-        let head = format!(
-            "SELECT {} FROM consents WHERE ",
-            super::consents::ENTRY_COLUMNS
-        );
-        for chunk in recipients.chunks(IN_CHUNK) {
-            let rows: Vec<ConsentEntry> = on_db!(self.db(), |pool| {
-                let mut qb = sqlx::QueryBuilder::new(head.clone());
-                push_opt_out_filter(&mut qb, organization_id, purpose, &channels, now);
-                qb.push(" AND recipient IN (");
-                push_list(&mut qb, chunk);
-                qb.push(")");
-                qb.build_query_as().fetch_all(pool).await
-            })?;
-            entries.extend(rows);
-        }
-        for chunk in unique(patient_ids.iter().copied()).chunks(IN_CHUNK) {
-            let rows: Vec<ConsentEntry> = on_db!(self.db(), |pool| {
-                let mut qb = sqlx::QueryBuilder::new(head.clone());
-                push_opt_out_filter(&mut qb, organization_id, purpose, &channels, now);
-                qb.push(" AND recipient = ")
-                    .push_bind(ANY.to_string())
-                    .push(" AND patient_id IN (");
-                push_list(&mut qb, chunk);
-                qb.push(")");
-                qb.build_query_as().fetch_all(pool).await
-            })?;
-            entries.extend(rows);
-        }
-        Ok(ConsentLedger::new(entries))
-    }
-
     /// Each patient's open thread in one organization (the most recently updated, as
     /// [`Store::open_thread_of`]).
     pub async fn open_threads_of(
-        &self,
+        self,
         organization_id: &str,
         patient_ids: &[&str],
     ) -> Result<HashMap<String, String>> {
@@ -276,7 +225,7 @@ impl Store {
     /// Ends many touches in one multi-row statement per chunk of 1,000, one transaction; only
     /// planned touches move (as [`Store::finish_touch`]). Returns the ids this call moved.
     pub async fn finish_touches(
-        &self,
+        self,
         outcomes: &[TouchOutcome],
         now: i64,
     ) -> Result<HashSet<String>> {

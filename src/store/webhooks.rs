@@ -3,7 +3,7 @@
 //! one event for one endpoint, a durable job with its own retry state (see
 //! `crate::webhooks::dispatch` for who moves it between states).
 
-use super::{Db, EventCursor, Result, Store, StoreError, new_id, now_ms, on_db};
+use super::{EventCursor, Result, StoreError, Webhooks, new_id, now_ms, on_db};
 
 /// A webhook endpoint as stored.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -81,51 +81,12 @@ macro_rules! webhook_delivery_columns {
     };
 }
 
-impl Store {
-    /// Where the organization's feed ends now: a new endpoint starts here (events committed
-    /// from now on are sent; nothing committing late behind an open transaction is skipped,
-    /// since on PostgreSQL the position is just below the oldest transaction still running).
-    pub async fn events_head(&self, organization_id: &str) -> Result<EventCursor> {
-        match self.db() {
-            Db::Sqlite(pool) => {
-                let id: Option<i64> =
-                    sqlx::query_scalar("SELECT MAX(id) FROM events WHERE organization_id = $1")
-                        .bind(organization_id)
-                        .fetch_one(pool)
-                        .await?;
-                Ok(EventCursor {
-                    tx: 0,
-                    id: id.unwrap_or(0),
-                    floor: 0,
-                })
-            }
-            Db::Postgres(pool) => {
-                // The same horizon as `events_after`: below it every transaction has ended.
-                let settled: i64 = sqlx::query_scalar(
-                    "SELECT COALESCE(
-                        (SELECT MIN(x::text::bigint) FROM pg_snapshot_xip(s) AS x
-                          WHERE xid(x) IN (SELECT backend_xid FROM pg_stat_activity
-                                            WHERE datname = current_database()
-                                              AND backend_xid IS NOT NULL)),
-                        pg_snapshot_xmax(s)::text::bigint)
-                     FROM pg_current_snapshot() AS s",
-                )
-                .fetch_one(pool)
-                .await?;
-                Ok(EventCursor {
-                    tx: settled - 1,
-                    id: i64::MAX,
-                    floor: 0,
-                })
-            }
-        }
-    }
-
+impl Webhooks<'_> {
     /// Creates the endpoint (true) or, when it exists, changes its URL and filter (false);
     /// the secret and cursor are only used when creating.
     #[allow(clippy::too_many_arguments)]
-    pub async fn put_webhook_endpoint(
-        &self,
+    pub async fn put_endpoint(
+        self,
         organization_id: &str,
         id: &str,
         url: &str,
@@ -165,15 +126,11 @@ impl Store {
             .await
             .map(|r| r.rows_affected()))?;
         }
-        let row = self.webhook_endpoint(organization_id, id).await?;
+        let row = self.endpoint(organization_id, id).await?;
         Ok((row, created.is_some()))
     }
 
-    pub async fn webhook_endpoint(
-        &self,
-        organization_id: &str,
-        id: &str,
-    ) -> Result<WebhookEndpointRow> {
+    pub async fn endpoint(self, organization_id: &str, id: &str) -> Result<WebhookEndpointRow> {
         on_db!(self.db(), |pool| sqlx::query_as(concat!(
             "SELECT ",
             endpoint_columns!(),
@@ -187,7 +144,7 @@ impl Store {
     }
 
     /// Every endpoint of every organization (the dispatcher's list).
-    pub async fn all_webhook_endpoints(&self) -> Result<Vec<WebhookEndpointRow>> {
+    pub async fn all_endpoints(self) -> Result<Vec<WebhookEndpointRow>> {
         Ok(on_db!(self.db(), |pool| sqlx::query_as(concat!(
             "SELECT ",
             endpoint_columns!(),
@@ -198,7 +155,7 @@ impl Store {
     }
 
     /// Deletes the endpoint and its deliveries; false when there was none.
-    pub async fn delete_webhook_endpoint(&self, organization_id: &str, id: &str) -> Result<bool> {
+    pub async fn delete_endpoint(self, organization_id: &str, id: &str) -> Result<bool> {
         let deleted = on_db!(self.db(), |pool| {
             let mut tx = pool.begin().await?;
             sqlx::query(
@@ -222,8 +179,8 @@ impl Store {
 
     /// Replaces the secret, keeping the one it replaces (`expected`, as read) until
     /// `previous_until`; false when another rotation came first.
-    pub async fn rotate_webhook_secret(
-        &self,
+    pub async fn rotate_secret(
+        self,
         organization_id: &str,
         id: &str,
         expected: &[u8],
@@ -250,8 +207,8 @@ impl Store {
     /// Records deliveries for events up to `cursor` and moves the endpoint's cursor there, in
     /// one transaction. Idempotent: a delivery already recorded (another daemon fanned the
     /// same events out) is kept, and the cursor never moves backwards.
-    pub async fn fan_out_webhooks(
-        &self,
+    pub async fn fan_out(
+        self,
         endpoint: &WebhookEndpointRow,
         deliveries: &[NewWebhookDelivery],
         cursor: EventCursor,
@@ -299,11 +256,7 @@ impl Store {
     /// Pending deliveries due at `now` and not leased, whose subject has no earlier pending
     /// delivery to the same endpoint (one subject's events go out in feed order), oldest
     /// first.
-    pub async fn due_webhook_deliveries(
-        &self,
-        now: i64,
-        limit: i64,
-    ) -> Result<Vec<WebhookDeliveryRow>> {
+    pub async fn due_deliveries(self, now: i64, limit: i64) -> Result<Vec<WebhookDeliveryRow>> {
         Ok(on_db!(self.db(), |pool| {
             sqlx::query_as(concat!(
             "SELECT ",
@@ -326,7 +279,7 @@ impl Store {
     }
 
     /// When the next pending delivery falls due (unix ms), if any.
-    pub async fn next_webhook_due(&self) -> Result<Option<i64>> {
+    pub async fn next_due(self) -> Result<Option<i64>> {
         Ok(on_db!(self.db(), |pool| sqlx::query_scalar(
             "SELECT MIN(next_attempt_at) FROM webhook_deliveries WHERE status = 'pending'"
         )
@@ -336,12 +289,7 @@ impl Store {
 
     /// Takes a due delivery for one attempt until `lease_until`; false when another daemon
     /// holds it or it is no longer pending.
-    pub async fn claim_webhook_delivery(
-        &self,
-        id: &str,
-        now: i64,
-        lease_until: i64,
-    ) -> Result<bool> {
+    pub async fn claim_delivery(self, id: &str, now: i64, lease_until: i64) -> Result<bool> {
         let done = on_db!(self.db(), |pool| sqlx::query(
             "UPDATE webhook_deliveries SET leased_until = $3
              WHERE id = $1 AND status = 'pending' AND (leased_until IS NULL OR leased_until < $2)"
@@ -356,7 +304,7 @@ impl Store {
     }
 
     /// The receiver answered 2xx.
-    pub async fn webhook_delivered(&self, id: &str, http_status: i64) -> Result<()> {
+    pub async fn delivered(self, id: &str, http_status: i64) -> Result<()> {
         let now = now_ms();
         on_db!(self.db(), |pool| sqlx::query(
             "UPDATE webhook_deliveries SET status = 'delivered', attempts = attempts + 1,
@@ -375,8 +323,8 @@ impl Store {
 
     /// An attempt failed: due again at `next_attempt_at`, or dead when that is past its
     /// `give_up_at`. Returns whether it is dead now.
-    pub async fn webhook_attempt_failed(
-        &self,
+    pub async fn attempt_failed(
+        self,
         id: &str,
         http_status: Option<i64>,
         error: &str,
@@ -400,8 +348,8 @@ impl Store {
     }
 
     /// An endpoint's deliveries, newest first, optionally of one status.
-    pub async fn webhook_deliveries(
-        &self,
+    pub async fn deliveries(
+        self,
         organization_id: &str,
         endpoint_id: &str,
         status: Option<&str>,
@@ -424,8 +372,8 @@ impl Store {
 
     /// Puts a dead delivery back in the queue, due now, with a fresh retry window; a
     /// delivery in another state is left as it is. Returns the delivery.
-    pub async fn retry_webhook_delivery(
-        &self,
+    pub async fn retry_delivery(
+        self,
         organization_id: &str,
         endpoint_id: &str,
         id: &str,
@@ -458,51 +406,9 @@ impl Store {
         .ok_or(StoreError::NotFound)
     }
 
-    /// One event of an organization by id.
-    pub async fn event(&self, organization_id: &str, id: i64) -> Result<super::EventRow> {
-        on_db!(self.db(), |pool| sqlx::query_as(
-            "SELECT id, organization_id, kind, subject_id, payload, created_at, tx FROM events
-             WHERE organization_id = $1 AND id = $2"
-        )
-        .bind(organization_id)
-        .bind(id)
-        .fetch_optional(pool)
-        .await)?
-        .ok_or(StoreError::NotFound)
-    }
-}
-
-impl Store {
-    /// The message an idempotency key accepted, if any.
-    pub async fn message_for_idempotency_key(
-        &self,
-        organization_id: &str,
-        key: &str,
-    ) -> Result<Option<String>> {
-        Ok(on_db!(self.db(), |pool| sqlx::query_scalar(
-            "SELECT message_id FROM idempotency_keys WHERE organization_id = $1 AND key = $2"
-        )
-        .bind(organization_id)
-        .bind(key)
-        .fetch_optional(pool)
-        .await)?)
-    }
-
-    /// The organization with this slug, if it exists.
-    pub async fn organization_id_by_slug(&self, slug: &str) -> Result<Option<String>> {
-        Ok(on_db!(self.db(), |pool| sqlx::query_scalar(
-            "SELECT id FROM organizations WHERE slug = $1"
-        )
-        .bind(slug)
-        .fetch_optional(pool)
-        .await)?)
-    }
-}
-
-impl Store {
     /// [`Store::claim_webhook_delivery`] for a batch in one statement: the ids claimed.
-    pub async fn claim_webhook_deliveries(
-        &self,
+    pub async fn claim_deliveries(
+        self,
         ids: &[String],
         now: i64,
         lease_until: i64,
@@ -522,31 +428,8 @@ impl Store {
         })?)
     }
 
-    /// Events of an organization by id (those that exist).
-    pub async fn events_by_id(
-        &self,
-        organization_id: &str,
-        ids: &[i64],
-    ) -> Result<Vec<super::EventRow>> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        Ok(on_db!(self.db(), |pool| {
-            let mut qb = sqlx::QueryBuilder::new(
-                "SELECT id, organization_id, kind, subject_id, payload, created_at, tx FROM events WHERE organization_id = ",
-            );
-            qb.push_bind(organization_id).push(" AND id IN (");
-            let mut list = qb.separated(", ");
-            for id in ids {
-                list.push_bind(*id);
-            }
-            qb.push(")");
-            qb.build_query_as().fetch_all(pool).await
-        })?)
-    }
-
     /// Several deliveries answered 2xx (`http_status` each), in one statement per status.
-    pub async fn webhooks_delivered(&self, delivered: &[(String, i64)]) -> Result<()> {
+    pub async fn delivered_many(self, delivered: &[(String, i64)]) -> Result<()> {
         let now = now_ms();
         let mut by_status: std::collections::BTreeMap<i64, Vec<String>> = Default::default();
         for (id, status) in delivered {

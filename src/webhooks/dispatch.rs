@@ -128,7 +128,7 @@ impl Dispatcher {
     /// One pass: fan new events out to every endpoint, then send what is due (successors of
     /// what this pass delivered included). Returns how long to wait for the next due retry.
     pub async fn pass(&self) -> Result<Duration, DispatchError> {
-        let endpoints = self.store.all_webhook_endpoints().await?;
+        let endpoints = self.store.webhooks().all_endpoints().await?;
         if endpoints.is_empty() {
             return Ok(IDLE_POLL);
         }
@@ -144,7 +144,7 @@ impl Dispatcher {
                 break;
             }
         }
-        let wait = match self.store.next_webhook_due().await? {
+        let wait = match self.store.webhooks().next_due().await? {
             Some(at) => Duration::from_millis(u64::try_from(at - now_ms()).unwrap_or(0)),
             None => IDLE_POLL,
         };
@@ -159,7 +159,8 @@ impl Dispatcher {
         loop {
             let page = self
                 .store
-                .events_after(&endpoint.organization_id, cursor, PAGE)
+                .events()
+                .after(&endpoint.organization_id, cursor, PAGE)
                 .await?;
             let Some(last) = page.events.last() else {
                 return Ok(());
@@ -177,7 +178,8 @@ impl Dispatcher {
                 })
                 .collect();
             self.store
-                .fan_out_webhooks(endpoint, &deliveries, next, window)
+                .webhooks()
+                .fan_out(endpoint, &deliveries, next, window)
                 .await?;
             if !deliveries.is_empty() {
                 debug!(organization_id = %endpoint.organization_id, endpoint_id = %endpoint.id, events = deliveries.len(), "webhook deliveries recorded");
@@ -197,7 +199,7 @@ impl Dispatcher {
         endpoints: &HashMap<(&str, &str), &WebhookEndpointRow>,
     ) -> Result<bool, DispatchError> {
         let now = now_ms();
-        let due = self.store.due_webhook_deliveries(now, BATCH).await?;
+        let due = self.store.webhooks().due_deliveries(now, BATCH).await?;
         if due.is_empty() {
             return Ok(false);
         }
@@ -215,7 +217,8 @@ impl Dispatcher {
         let ids: Vec<String> = due.iter().map(|d| d.id.clone()).collect();
         let claimed: HashSet<String> = self
             .store
-            .claim_webhook_deliveries(&ids, now, now + lease)
+            .webhooks()
+            .claim_deliveries(&ids, now, now + lease)
             .await?
             .into_iter()
             .collect();
@@ -231,7 +234,7 @@ impl Dispatcher {
                 .filter(|d| d.organization_id == organization_id)
                 .map(|d| d.event_id)
                 .collect();
-            for row in self.store.events_by_id(organization_id, &ids).await? {
+            for row in self.store.events().by_ids(organization_id, &ids).await? {
                 events.insert((row.organization_id.clone(), row.id), row);
             }
         }
@@ -276,7 +279,8 @@ impl Dispatcher {
                     let next = now_ms().saturating_add(self.backoff_ms(delivery.attempts));
                     let dead = self
                         .store
-                        .webhook_attempt_failed(&delivery.id, status.map(i64::from), &reason, next)
+                        .webhooks()
+                        .attempt_failed(&delivery.id, status.map(i64::from), &reason, next)
                         .await?;
                     let endpoint_id = endpoint_id.unwrap_or_default();
                     if dead {
@@ -289,7 +293,7 @@ impl Dispatcher {
             }
         }
         DELIVERED.fetch_add(delivered.len() as u64, Ordering::Relaxed);
-        self.store.webhooks_delivered(&delivered).await?;
+        self.store.webhooks().delivered_many(&delivered).await?;
         Ok(true)
     }
 

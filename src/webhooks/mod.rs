@@ -162,10 +162,11 @@ impl WebhookService {
         let secret = signature::generate_secret()
             .map_err(|e| ServiceError::Crypto(crate::crypto::CryptoError::OpenSsl(e)))?;
         let sealed = self.keyring.seal(secret.as_bytes(), SECRET_CONTEXT)?;
-        let head = self.store.events_head(organization_id).await?;
+        let head = self.store.events().head(organization_id).await?;
         let (row, created) = self
             .store
-            .put_webhook_endpoint(
+            .webhooks()
+            .put_endpoint(
                 organization_id,
                 id,
                 request.url.trim(),
@@ -192,7 +193,8 @@ impl WebhookService {
     pub async fn delete(&self, organization_id: &str, id: &str) -> Result<(), ServiceError> {
         if self
             .store
-            .delete_webhook_endpoint(organization_id, id)
+            .webhooks()
+            .delete_endpoint(organization_id, id)
             .await?
         {
             Ok(())
@@ -224,7 +226,8 @@ impl WebhookService {
             .saturating_add(i64::try_from(overlap.saturating_mul(1000)).unwrap_or(i64::MAX));
         if !self
             .store
-            .rotate_webhook_secret(organization_id, id, &row.secret, &sealed, until)
+            .webhooks()
+            .rotate_secret(organization_id, id, &row.secret, &sealed, until)
             .await?
         {
             return Err(ServiceError::Internal(
@@ -255,7 +258,8 @@ impl WebhookService {
         self.endpoint(organization_id, id).await?;
         let rows = self
             .store
-            .webhook_deliveries(organization_id, id, status, limit.clamp(1, 500))
+            .webhooks()
+            .deliveries(organization_id, id, status, limit.clamp(1, 500))
             .await?;
         Ok(DeliveriesPage {
             deliveries: rows.into_iter().map(DeliveryView::from).collect(),
@@ -273,7 +277,8 @@ impl WebhookService {
         let window = secs_ms(self.config.webhooks.retry_window_secs);
         match self
             .store
-            .retry_webhook_delivery(organization_id, id, delivery_id, window)
+            .webhooks()
+            .retry_delivery(organization_id, id, delivery_id, window)
             .await
         {
             Ok(row) => {
@@ -290,7 +295,7 @@ impl WebhookService {
         organization_id: &str,
         id: &str,
     ) -> Result<WebhookEndpointRow, ServiceError> {
-        match self.store.webhook_endpoint(organization_id, id).await {
+        match self.store.webhooks().endpoint(organization_id, id).await {
             Ok(row) => Ok(row),
             Err(StoreError::NotFound) => Err(ServiceError::NotFound("webhook endpoint")),
             Err(e) => Err(e.into()),

@@ -154,7 +154,8 @@ impl TestDaemon {
         let core = Core::open(config.clone()).await.expect("open core");
         let org = core
             .store
-            .ensure_organization("north", "North Clinic")
+            .organizations()
+            .ensure("north", "North Clinic")
             .await
             .expect("organization");
         let key = create_key(&core, &org.id).await;
@@ -175,7 +176,8 @@ impl TestDaemon {
         let org = self
             .core
             .store
-            .ensure_organization(slug, slug)
+            .organizations()
+            .ensure(slug, slug)
             .await
             .expect("organization");
         create_key(&self.core, &org.id).await
@@ -274,7 +276,8 @@ pub fn is_terminal(status: &str) -> bool {
 pub async fn create_key(core: &Core, organization_id: &str) -> String {
     let token = switchboard::http::new_token().expect("token");
     core.store
-        .insert_api_key(
+        .api_keys()
+        .insert(
             organization_id,
             "test",
             &switchboard::http::hash_token(&token),

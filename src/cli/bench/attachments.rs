@@ -13,7 +13,7 @@ use anyhow::{Context, Result, bail};
 
 use switchboard::config::Config;
 use switchboard::daemon::Core;
-use switchboard::store::{Db, on_db};
+use switchboard::domain::DeliveryStatus;
 
 /// What one run measured.
 struct Run {
@@ -35,10 +35,11 @@ pub async fn bench(
     config.data_dir = dir.to_path_buf();
     config.database.url = Some(url.to_string());
     let core = Core::open(config).await?;
-    let org = core.store.ensure_organization("bench", "Bench").await?;
+    let org = core.store.organizations().ensure("bench", "Bench").await?;
     let token = switchboard::http::new_token()?;
     core.store
-        .insert_api_key(&org.id, "bench", &switchboard::http::hash_token(&token))
+        .api_keys()
+        .insert(&org.id, "bench", &switchboard::http::hash_token(&token))
         .await?;
 
     let baseline = run(&core, url, dir, &token, messages, None, concurrency, 0).await?;
@@ -193,7 +194,11 @@ async fn run(
     let target = already + messages as i64;
     let deadline = Instant::now() + Duration::from_secs(900);
     loop {
-        let delivered = delivered(core.store.db()).await?;
+        let delivered = core
+            .store
+            .deliveries()
+            .count_in(DeliveryStatus::Delivered)
+            .await?;
         if delivered >= target {
             break;
         }
@@ -212,15 +217,6 @@ async fn run(
         accepted_rate: messages as f64 / accepted_in.as_secs_f64(),
         peak_rss,
     })
-}
-
-async fn delivered(db: &Db) -> Result<i64> {
-    let (n,): (i64,) = on_db!(db, |pool| sqlx::query_as(
-        "SELECT COUNT(*) FROM deliveries WHERE status = 'delivered'"
-    )
-    .fetch_one(pool)
-    .await)?;
-    Ok(n)
 }
 
 /// Peak resident set size of a process, bytes (VmHWM).

@@ -76,7 +76,7 @@ pub async fn bench(database: &str, url: &str, dir: &Path, messages: usize) -> Re
         ConnectorConfig::Direct(toml::from_str(&connector)?),
     );
     let core = Core::open(config).await?;
-    core.store.ensure_organization("bench", "Bench").await?;
+    core.store.organizations().ensure("bench", "Bench").await?;
     let tenancy = Arc::new(switchboard::tenancy::Tenancy::from_config(&core.config)?);
     let inbound = core.direct_inbound(tenancy)?;
     let started = Instant::now();

@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use switchboard::config::Config;
 use switchboard::daemon::{self, Core};
-use switchboard::store::{Db, on_db};
+use switchboard::domain::DeliveryStatus;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
@@ -188,10 +188,11 @@ async fn bench_database(args: &BenchArgs, database: &str, scratch: &Scratch) -> 
     config.server.listen = "127.0.0.1:0".parse()?;
 
     let core = Core::open(config.clone()).await?;
-    let org = core.store.ensure_organization("bench", "Bench").await?;
+    let org = core.store.organizations().ensure("bench", "Bench").await?;
     let token = switchboard::http::new_token()?;
     core.store
-        .insert_api_key(&org.id, "bench", &switchboard::http::hash_token(&token))
+        .api_keys()
+        .insert(&org.id, "bench", &switchboard::http::hash_token(&token))
         .await?;
 
     let idle_rss = idle_rss_of_fresh_daemon(&scratch.url).await;
@@ -240,7 +241,11 @@ async fn bench_database(args: &BenchArgs, database: &str, scratch: &Scratch) -> 
     let accepted_in = started.elapsed();
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
-        let delivered = count_delivered(core.store.db()).await?;
+        let delivered = core
+            .store
+            .deliveries()
+            .count_in(DeliveryStatus::Delivered)
+            .await?;
         if delivered >= args.messages as i64 {
             break;
         }
@@ -254,7 +259,11 @@ async fn bench_database(args: &BenchArgs, database: &str, scratch: &Scratch) -> 
     }
     let elapsed = started.elapsed();
     let peak_rss = switchboard::process::peak_rss_bytes().unwrap_or(0);
-    let latencies = latencies_ms(core.store.db()).await?;
+    let latencies = core
+        .store
+        .deliveries()
+        .latencies_ms(DeliveryStatus::Delivered)
+        .await?;
     daemon.shutdown();
     daemon.wait().await?;
 
@@ -289,24 +298,6 @@ async fn bench_database(args: &BenchArgs, database: &str, scratch: &Scratch) -> 
         peak_rss as f64 / 1e6
     );
     Ok(())
-}
-
-async fn count_delivered(db: &Db) -> Result<i64> {
-    let (n,): (i64,) = on_db!(db, |pool| sqlx::query_as(
-        "SELECT COUNT(*) FROM deliveries WHERE status = 'delivered'"
-    )
-    .fetch_one(pool)
-    .await)?;
-    Ok(n)
-}
-
-async fn latencies_ms(db: &Db) -> Result<Vec<i64>> {
-    let rows: Vec<(i64,)> = on_db!(db, |pool| sqlx::query_as(
-        "SELECT updated_at - created_at FROM deliveries WHERE status = 'delivered' ORDER BY 1",
-    )
-    .fetch_all(pool)
-    .await)?;
-    Ok(rows.into_iter().map(|(n,)| n).collect())
 }
 
 fn percentile(sorted: &[i64], p: f64) -> i64 {
@@ -370,21 +361,31 @@ async fn noop_baseline(core: &Core, n: usize) -> Result<(f64, Duration)> {
             started.elapsed()
         }};
     }
-    let elapsed = match core.store.db() {
-        Db::Sqlite(pool) => drain!(
-            apalis_sqlite::SqliteStorage::<NoOp>::new(pool).with_config(
+    // A pool of its own on the same database (the daemon under test has stopped).
+    let url = core
+        .config
+        .database
+        .url
+        .clone()
+        .context("the bench's database URL")?;
+    let elapsed = if url.starts_with("sqlite:") {
+        let pool = sqlx::SqlitePool::connect(&url).await?;
+        drain!(
+            apalis_sqlite::SqliteStorage::<NoOp>::new(&pool).with_config(
                 apalis_sqlite::Config::default()
                     .queue("bench.noop")
                     .batch_size(queue.batch_size)
             )
-        ),
-        Db::Postgres(pool) => drain!(
-            apalis_postgres::PostgresStorage::<NoOp>::new(pool).with_config(
+        )
+    } else {
+        let pool = sqlx::PgPool::connect(&url).await?;
+        drain!(
+            apalis_postgres::PostgresStorage::<NoOp>::new(&pool).with_config(
                 apalis_postgres::Config::default()
                     .queue("bench.noop")
                     .batch_size(queue.batch_size)
             )
-        ),
+        )
     };
     Ok((n as f64 / elapsed.as_secs_f64(), elapsed))
 }

@@ -37,7 +37,8 @@ pub async fn bench(
     let core = Core::open(config.clone()).await?;
     let org = core
         .store
-        .ensure_organization("reminders", "Reminder Bench")
+        .organizations()
+        .ensure("reminders", "Reminder Bench")
         .await?;
     let now = Utc::now();
     let now_ms = now.timestamp_millis();
@@ -48,13 +49,17 @@ pub async fn bench(
         .collect();
     let seeded = Instant::now();
     core.store
+        .reminders()
         .seed_appointments(&org.id, "week", &starts)
         .await?;
     // Appointments two hours out: their 2-hour touch is due now.
     let soon: Vec<i64> = (0..due_now)
         .map(|_| now_ms + 2 * 3_600_000 + 60_000)
         .collect();
-    core.store.seed_appointments(&org.id, "soon", &soon).await?;
+    core.store
+        .reminders()
+        .seed_appointments(&org.id, "soon", &soon)
+        .await?;
     println!(
         "  reminders    : seeded {} appointments over 7 days + {} due now in {:.1}s",
         appointments,

@@ -94,11 +94,13 @@ pub async fn bench(
     let core = Core::open(config.clone()).await?;
     let org = core
         .store
-        .ensure_organization("hooks", "Webhook Bench")
+        .organizations()
+        .ensure("hooks", "Webhook Bench")
         .await?;
     let token = switchboard::http::new_token()?;
     core.store
-        .insert_api_key(&org.id, "bench", &switchboard::http::hash_token(&token))
+        .api_keys()
+        .insert(&org.id, "bench", &switchboard::http::hash_token(&token))
         .await?;
     let daemon = daemon::start(config).await?;
     let base = format!("http://{}", daemon.addr);

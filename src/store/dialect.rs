@@ -1,0 +1,237 @@
+//! Where SQLite and PostgreSQL differ, and only here. Every other statement of the store is
+//! written once in the dialect both accept (`$n` placeholders, `RETURNING`, `ON CONFLICT`) and
+//! run through [`on_db!`]; what cannot be — connecting, migrations, the event feed's settled
+//! horizon, `LISTEN`, statement sizes — is a method of [`Db`] below.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgPool, SqlitePool};
+use tokio::sync::watch;
+
+use super::{Result, StoreError};
+
+/// Which database, with its pool.
+#[derive(Clone, Debug)]
+pub enum Db {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Runs the same expression against whichever pool is configured:
+/// `on_db!(self.db(), |pool| sqlx::query(sql).execute(pool).await)`. The expression is
+/// compiled once per backend, so every bound value must encode for both. Written like a
+/// closure so rustfmt formats the body (it leaves `pool => …` macro arguments alone).
+#[macro_export]
+macro_rules! on_db {
+    ($db:expr, |$pool:ident| $body:expr) => {
+        match $db {
+            $crate::store::Db::Sqlite($pool) => $body,
+            $crate::store::Db::Postgres($pool) => $body,
+        }
+    };
+}
+
+/// The settled horizon of PostgreSQL's event feed: below the oldest transaction of *this
+/// database* still running, every transaction that could write an event has ended. The
+/// snapshot's own xmin will not do: it covers the whole cluster, so any open transaction in
+/// another database held the feed back. Of the snapshot's running ids we keep those a backend
+/// of this database holds; none running means everything below xmax is final.
+const PG_SETTLED_TX: &str = "SELECT COALESCE(
+        (SELECT MIN(x::text::bigint) FROM pg_snapshot_xip(s) AS x
+          WHERE xid(x) IN (SELECT backend_xid FROM pg_stat_activity
+                            WHERE datname = current_database()
+                              AND backend_xid IS NOT NULL)),
+        pg_snapshot_xmax(s)::text::bigint)
+     FROM pg_current_snapshot() AS s";
+
+impl Db {
+    /// Connects by URL scheme (`sqlite:` or `postgres:`/`postgresql:`). On SQLite the file is
+    /// made owner-only first, and every connection wakes `events_written` when a statement
+    /// writes the events table.
+    pub(super) async fn connect(
+        url: &str,
+        max_connections: u32,
+        sqlite_full_sync: bool,
+        events_written: &Arc<watch::Sender<u64>>,
+    ) -> Result<Self> {
+        if url.starts_with("sqlite:") {
+            let options = SqliteConnectOptions::from_str(url)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(if sqlite_full_sync {
+                    SqliteSynchronous::Full
+                } else {
+                    SqliteSynchronous::Normal
+                })
+                .foreign_keys(true)
+                .busy_timeout(Duration::from_secs(30));
+            prepare_sqlite_file(options.get_filename()).map_err(sqlx::Error::Io)?;
+            let pool = SqlitePoolOptions::new()
+                // SQLite has one writer. One connection queues writers in-process (fair, no
+                // waiting) instead of letting them collide and sleep in SQLite's busy handler,
+                // which measured 2x slower with p99 latencies in the hundreds of ms.
+                .max_connections(1)
+                .after_connect({
+                    let events_written = events_written.clone();
+                    move |conn, _| {
+                        let events_written = events_written.clone();
+                        Box::pin(async move {
+                            // Fires inside the writing statement; a follower woken by it reads
+                            // through the same single connection, so after the commit.
+                            conn.lock_handle().await?.set_update_hook(move |change| {
+                                if change.table == "events" {
+                                    events_written.send_modify(|n| *n = n.wrapping_add(1));
+                                }
+                            });
+                            Ok(())
+                        })
+                    }
+                })
+                .connect_with(options)
+                .await?;
+            Ok(Db::Sqlite(pool))
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            let options = PgConnectOptions::from_str(url)?;
+            let pool = PgPoolOptions::new()
+                .max_connections(max_connections)
+                .acquire_timeout(Duration::from_secs(30))
+                .connect_with(options)
+                .await?;
+            Ok(Db::Postgres(pool))
+        } else {
+            Err(StoreError::UnsupportedUrl)
+        }
+    }
+
+    pub(super) fn is_postgres(&self) -> bool {
+        matches!(self, Db::Postgres(_))
+    }
+
+    /// Applies our migrations (tracked in `switchboard_migrations`) and the job queue's.
+    pub(super) async fn migrate(&self) -> Result<()> {
+        match self {
+            Db::Sqlite(pool) => {
+                let mut ours = sqlx::migrate!("migrations/sqlite");
+                ours.dangerous_set_table_name("switchboard_migrations");
+                ours.run(pool).await?;
+                // apalis's own migrations; its `setup()` would also turn synchronous OFF on a
+                // pooled connection, which we do not want for a store of record.
+                let mut queue = apalis_sqlite::SqliteStorage::<()>::migrations();
+                queue.set_ignore_missing(true);
+                queue.run(pool).await?;
+            }
+            Db::Postgres(pool) => {
+                let mut ours = sqlx::migrate!("migrations/postgres");
+                ours.dangerous_set_table_name("switchboard_migrations");
+                ours.run(pool).await?;
+                apalis_postgres::PostgresStorage::<()>::setup(pool)
+                    .await
+                    .map_err(StoreError::Queue)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The versions of our migrations this binary knows, and those the database has applied
+    /// (none when it has no migrations table yet).
+    pub(super) async fn migration_versions(&self) -> Result<(Vec<i64>, Vec<i64>)> {
+        let known: Vec<i64> = match self {
+            Db::Sqlite(_) => sqlx::migrate!("migrations/sqlite")
+                .iter()
+                .map(|m| m.version)
+                .collect(),
+            Db::Postgres(_) => sqlx::migrate!("migrations/postgres")
+                .iter()
+                .map(|m| m.version)
+                .collect(),
+        };
+        let exists: bool = match self {
+            Db::Sqlite(pool) => {
+                sqlx::query_scalar(
+                    "SELECT EXISTS (SELECT 1 FROM sqlite_master
+                  WHERE type = 'table' AND name = 'switchboard_migrations')",
+                )
+                .fetch_one(pool)
+                .await?
+            }
+            Db::Postgres(pool) => {
+                sqlx::query_scalar("SELECT to_regclass('switchboard_migrations') IS NOT NULL")
+                    .fetch_one(pool)
+                    .await?
+            }
+        };
+        let applied = if exists {
+            on_db!(self, |pool| sqlx::query_scalar(
+                "SELECT version FROM switchboard_migrations WHERE success ORDER BY version",
+            )
+            .fetch_all(pool)
+            .await)?
+        } else {
+            Vec::new()
+        };
+        Ok((known, applied))
+    }
+
+    /// The transaction id below which the event feed is final, on PostgreSQL (see
+    /// [`PG_SETTLED_TX`]); `None` on SQLite, whose one writer makes every committed event final.
+    pub(super) async fn settled_tx(&self) -> Result<Option<i64>> {
+        match self {
+            Db::Sqlite(_) => Ok(None),
+            Db::Postgres(pool) => Ok(Some(
+                sqlx::query_scalar(PG_SETTLED_TX).fetch_one(pool).await?,
+            )),
+        }
+    }
+
+    /// A `LISTEN`/`NOTIFY` listener on PostgreSQL; SQLite has none.
+    pub(super) async fn listener(&self) -> std::result::Result<Option<PgListener>, sqlx::Error> {
+        match self {
+            Db::Sqlite(_) => Ok(None),
+            Db::Postgres(pool) => Ok(Some(PgListener::connect_with(pool).await?)),
+        }
+    }
+
+    /// Rows per multi-row INSERT for a statement of `params_per_row` parameters: under
+    /// PostgreSQL's 65,535 and SQLite's 32,766 bind parameters.
+    pub(super) fn rows_per_statement(&self, params_per_row: usize) -> usize {
+        let limit = match self {
+            Db::Sqlite(_) => 32_766,
+            Db::Postgres(_) => 65_535,
+        };
+        (limit / params_per_row.max(1)).clamp(1, 5_000)
+    }
+
+    /// How many group-commit flushers of each kind: one on SQLite, whose writes serialize
+    /// anyway; two on PostgreSQL.
+    pub(super) fn flushers(&self) -> usize {
+        match self {
+            Db::Sqlite(_) => 1,
+            Db::Postgres(_) => 2,
+        }
+    }
+}
+
+/// Makes the database file owner-only before SQLite opens it: its directory 0700 when we
+/// create it, the file created 0600 (SQLite gives `-wal` and `-shm` the database file's
+/// mode), and an existing file and its `-wal`/`-shm` tightened to 0600.
+fn prepare_sqlite_file(path: &std::path::Path) -> std::io::Result<()> {
+    let name = path.as_os_str().to_string_lossy();
+    if name.is_empty() || name.starts_with(':') {
+        return Ok(()); // in memory
+    }
+    if let Some(dir) = path.parent() {
+        crate::files::private_dir(dir)?;
+    }
+    match crate::files::create_private(path, b"") {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        other => other?,
+    }
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        crate::files::restrict_file(std::path::Path::new(&format!("{name}{suffix}")))?;
+    }
+    Ok(())
+}
