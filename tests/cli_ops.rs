@@ -437,3 +437,98 @@ fn hl7_send_keeps_acks_received_before_a_timeout() {
     );
     server.join().expect("server");
 }
+
+fn json(config: &Path, args: &[&str]) -> serde_json::Value {
+    let mut with_flag = args.to_vec();
+    with_flag.push("--json");
+    let out = switchboard(config, &with_flag);
+    assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{args:?} --json: {e}: {}", stdout(&out)))
+}
+
+/// `--json` on the commands that print records: one document, stable field names.
+async fn json_output(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let config = write_config(&db, 200, "[channels.sms]\nconnector = \"outbox\"\n");
+    assert!(switchboard(&config, &["migrate"]).status.success());
+    let created = switchboard(&config, &["keys", "create", "--org", "north", "--new-org"]);
+    assert!(created.status.success(), "{}", stderr(&created));
+
+    let keys = json(&config, &["keys", "list"]);
+    assert_eq!(keys.as_array().map(Vec::len), Some(1), "{keys}");
+    let key = &keys[0];
+    assert!(
+        key["id"].as_str().is_some_and(|id| id.starts_with("key_")),
+        "{key}"
+    );
+    assert_eq!(key["organization"], "north");
+    assert_eq!(key["name"], "default");
+    assert_eq!(key["scopes"], serde_json::json!(["send", "read"]));
+    assert_eq!(key["state"], "active");
+    assert!(
+        key["expires_at"].is_null() && key["revoked_at"].is_null(),
+        "{key}"
+    );
+    assert!(
+        key["created_at"].as_str().is_some_and(|t| t.ends_with('Z')),
+        "{key}"
+    );
+
+    let id = send(&config, "+15005550006");
+    let status = json(&config, &["status", &id]);
+    assert_eq!(status["id"], id.as_str(), "{status}");
+    assert_eq!(status["deliveries"][0]["channel"], "sms", "{status}");
+    assert_eq!(status["deliveries"][0]["status"], "queued", "{status}");
+
+    for args in [
+        vec!["dead-letters", "list", "--org", "north"],
+        vec!["dead-letters"],
+        vec!["inbound", "orphans"],
+        vec!["direct", "quarantine", "list"],
+        vec!["certs", "list"],
+    ] {
+        assert_eq!(json(&config, &args), serde_json::json!([]), "{args:?}");
+    }
+
+    let definition = db.dir.path().join("campaign.json");
+    std::fs::write(
+        &definition,
+        r#"{"name": "Wellness", "recall_type": "WELLNESS", "due_from": "2027-01-01",
+            "due_to": "2027-03-31", "channels": ["sms"]}"#,
+    )
+    .expect("definition");
+    let out = switchboard(
+        &config,
+        &[
+            "campaign",
+            "create",
+            "--org",
+            "north",
+            &definition.display().to_string(),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let campaign = stdout(&out);
+    let report = json(&config, &["campaign", "report", &campaign]);
+    assert_eq!(report["campaign"], campaign.as_str());
+    for field in [
+        "targeted",
+        "sent",
+        "skipped",
+        "delivered",
+        "failed",
+        "confirmed",
+        "booked",
+    ] {
+        assert_eq!(report[field], 0, "{field}: {report}");
+    }
+    let preview = json(&config, &["campaign", "preview", &campaign]);
+    assert_eq!(preview["cohort"], 0, "{preview}");
+    assert!(
+        preview["by_channel"].is_object() && preview["samples"].is_array(),
+        "{preview}"
+    );
+}
+
+both_databases!(json, super::json_output);

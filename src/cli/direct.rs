@@ -115,7 +115,7 @@ fn at(ms: i64) -> String {
         .unwrap_or_default()
 }
 
-pub async fn quarantine(core: Core, command: QuarantineCommand) -> Result<()> {
+pub async fn quarantine(core: Core, command: QuarantineCommand, json: bool) -> Result<()> {
     match command {
         QuarantineCommand::List { org, limit } => {
             let organization_id = match org {
@@ -127,6 +127,24 @@ pub async fn quarantine(core: Core, command: QuarantineCommand) -> Result<()> {
                 .direct()
                 .quarantined(organization_id.as_deref(), limit.clamp(1, 10_000))
                 .await?;
+            if json {
+                super::print_json(&serde_json::Value::Array(
+                    items
+                        .iter()
+                        .map(|item| {
+                            serde_json::json!({
+                                "id": item.id,
+                                "created_at": at(item.created_at),
+                                "organization_id": item.organization_id,
+                                "connector": item.connector,
+                                "reason": item.reason,
+                                "retry_at": item.retry_at.map(at),
+                            })
+                        })
+                        .collect(),
+                ));
+                return Ok(());
+            }
             if items.is_empty() {
                 eprintln!("no quarantined Direct messages");
             }

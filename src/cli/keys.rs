@@ -69,7 +69,7 @@ pub enum KeysCommand {
 }
 
 /// Runs one `keys` command.
-pub async fn run(core: Core, command: KeysCommand) -> Result<()> {
+pub async fn run(core: Core, command: KeysCommand, json: bool) -> Result<()> {
     match command {
         KeysCommand::Create {
             org,
@@ -119,11 +119,39 @@ pub async fn run(core: Core, command: KeysCommand) -> Result<()> {
                 .api_keys()
                 .list(organization_id.as_deref())
                 .await?;
+            let now = now_ms();
+            let state = |key: &switchboard::store::ApiKeyRow| match (key.revoked_at, key.expires_at)
+            {
+                (Some(_), _) => "revoked",
+                (None, Some(at)) if at <= now => "expired",
+                _ => "active",
+            };
+            if json {
+                super::print_json(&serde_json::Value::Array(
+                    keys.iter()
+                        .map(|key| {
+                            serde_json::json!({
+                                "id": key.id,
+                                "organization": key.organization_slug,
+                                "name": key.name,
+                                "scopes": parse_scopes(&key.scopes)
+                                    .iter()
+                                    .map(|s| s.as_str())
+                                    .collect::<Vec<_>>(),
+                                "created_at": rfc3339(key.created_at),
+                                "expires_at": key.expires_at.map(rfc3339),
+                                "revoked_at": key.revoked_at.map(rfc3339),
+                                "state": state(key),
+                            })
+                        })
+                        .collect(),
+                ));
+                return Ok(());
+            }
             if keys.is_empty() {
                 println!("no API keys");
                 return Ok(());
             }
-            let now = now_ms();
             println!(
                 "{:<30}  {:<16}  {:<12}  {:<16}  {:<24}  {:<24}  STATE",
                 "ID", "ORGANIZATION", "NAME", "SCOPES", "CREATED", "EXPIRES"

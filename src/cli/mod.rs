@@ -31,6 +31,11 @@ pub struct Cli {
     /// HTTP on 127.0.0.1:8080, every channel to the local outbox sink.
     #[arg(long, short, global = true, env = "SWITCHBOARD_CONFIG")]
     config: Option<PathBuf>,
+    /// Print records as JSON (one document on stdout; stable field names, times in RFC 3339)
+    /// for scripts: status, keys list, dead-letters, inbound orphans, certs list, campaign
+    /// preview/report, reminders why, direct quarantine list.
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -392,7 +397,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
     );
     let config = Config::load(config_path.as_deref())?;
     if let Command::Certs(args) = &cli.command {
-        return self::certs::run(&config, args).await;
+        return self::certs::run(&config, args, cli.json).await;
     }
     if let Command::Doctor = &cli.command {
         if !self::doctor::run(&config_source, config_path.as_deref(), config).await? {
@@ -401,6 +406,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
         return Ok(());
     }
     switchboard::logging::init_with_writer(&config.log, || progress::LogWriter);
+    let json = cli.json;
     match cli.command {
         Command::Run => daemon::run(config).await?,
         Command::Migrate => {
@@ -456,6 +462,11 @@ async fn dispatch(cli: Cli) -> Result<()> {
                 .await
                 .map_err(|e| not_found(e, format!("message {id}")))?;
             let view = core.messages().view(&organization_id, &id).await?;
+            if json {
+                // The API's message record (GET /v1/messages/{id}).
+                print_json(&serde_json::to_value(&view)?);
+                return Ok(());
+            }
             println!("message {} ({}): {}", view.id, view.created_at, view.status);
             for delivery in &view.deliveries {
                 println!(
@@ -491,7 +502,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
             }
         }
         Command::Keys { command } => {
-            self::keys::run(admin(&config_source, config).await?, command).await?;
+            self::keys::run(admin(&config_source, config).await?, command, json).await?;
         }
         Command::Inbound {
             command: InboundCommand::Reprocess { id, force },
@@ -531,6 +542,25 @@ async fn dispatch(cli: Cli) -> Result<()> {
         } => {
             let core = admin(&config_source, config).await?;
             let orphans = core.store.inbound().orphans(limit.clamp(1, 10_000)).await?;
+            if json {
+                print_json(&serde_json::Value::Array(
+                    orphans
+                        .iter()
+                        .map(|o| {
+                            serde_json::json!({
+                                "id": o.id,
+                                "created_at": switchboard::messages::rfc3339(o.created_at),
+                                "channel": o.channel,
+                                "connector": o.connector,
+                                "recipient": o.recipient,
+                                "sender": mask(&o.sender),
+                                "reason": o.reason,
+                            })
+                        })
+                        .collect(),
+                ));
+                return Ok(());
+            }
             if orphans.is_empty() {
                 eprintln!("no orphaned inbound items");
             }
@@ -562,6 +592,24 @@ async fn dispatch(cli: Cli) -> Result<()> {
                         .deliveries()
                         .dead_letters(organization_id.as_deref(), 1000)
                         .await?;
+                    if json {
+                        print_json(&serde_json::Value::Array(
+                            rows.iter()
+                                .map(|row| {
+                                    serde_json::json!({
+                                        "delivery_id": row.delivery_id,
+                                        "organization_id": row.organization_id,
+                                        "channel": row.channel,
+                                        "attempts": row.attempts,
+                                        "reason": row.reason,
+                                        "created_at": switchboard::messages::rfc3339(row.created_at),
+                                        "requeued_at": row.requeued_at.map(switchboard::messages::rfc3339),
+                                    })
+                                })
+                                .collect(),
+                        ));
+                        return Ok(());
+                    }
                     if rows.is_empty() {
                         println!("no dead letters");
                     }
@@ -636,10 +684,10 @@ async fn dispatch(cli: Cli) -> Result<()> {
             }
         }
         Command::Reminders { command } => {
-            self::outreach::reminders(admin(&config_source, config).await?, command).await?;
+            self::outreach::reminders(admin(&config_source, config).await?, command, json).await?;
         }
         Command::Campaign { command } => {
-            self::outreach::campaign(admin(&config_source, config).await?, command).await?;
+            self::outreach::campaign(admin(&config_source, config).await?, command, json).await?;
         }
         Command::Direct {
             command: DirectCommand::Receive { connector, files },
@@ -649,7 +697,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Direct {
             command: DirectCommand::Quarantine { command },
         } => {
-            self::direct::quarantine(admin(&config_source, config).await?, command).await?;
+            self::direct::quarantine(admin(&config_source, config).await?, command, json).await?;
         }
         Command::Bench(_)
         | Command::Hl7 { .. }
@@ -789,6 +837,11 @@ pub(crate) fn render(error: &anyhow::Error) -> String {
         line.push_str(&text);
     }
     line
+}
+
+/// `--json` output: one compact document and a newline on stdout.
+pub(crate) fn print_json(value: &serde_json::Value) {
+    println!("{value}");
 }
 
 /// `hl7 send` had messages not accepted (AE/AR): exit 3, after every ACK was printed.

@@ -56,7 +56,7 @@ fn at(text: Option<&str>) -> Result<DateTime<Utc>> {
     }
 }
 
-pub async fn reminders(core: Core, command: RemindersCommand) -> Result<()> {
+pub async fn reminders(core: Core, command: RemindersCommand, json: bool) -> Result<()> {
     let templates = core.templates()?;
     let reminders = core.reminders(templates);
     match command {
@@ -80,6 +80,28 @@ pub async fn reminders(core: Core, command: RemindersCommand) -> Result<()> {
                 .map_err(|e| {
                     super::not_found(e, format!("appointment {appointment} of {}", org.slug))
                 })?;
+            if json {
+                let touches = reminders.why(&row).await?;
+                let rfc = switchboard::messages::rfc3339;
+                super::print_json(&serde_json::json!({
+                    "appointment": {
+                        "id": row.filler_id,
+                        "start_at": rfc(row.start_at),
+                        "status": row.status,
+                        "confirmation": row.confirmation,
+                    },
+                    "touches": touches.iter().map(|t| serde_json::json!({
+                        "rule": t.rule_id,
+                        "touch": t.touch_id,
+                        "due_at": rfc(t.due_at),
+                        "status": t.status,
+                        "channel": t.channel,
+                        "reason": t.reason,
+                        "message_id": t.message_id,
+                    })).collect::<Vec<_>>(),
+                }));
+                return Ok(());
+            }
             println!(
                 "appointment {} at {} ({}){}",
                 row.filler_id,
@@ -113,7 +135,7 @@ pub async fn reminders(core: Core, command: RemindersCommand) -> Result<()> {
     Ok(())
 }
 
-pub async fn campaign(core: Core, command: CampaignCommand) -> Result<()> {
+pub async fn campaign(core: Core, command: CampaignCommand, json: bool) -> Result<()> {
     let templates = core.templates()?;
     let campaigns = Campaigns {
         store: core.store.clone(),
@@ -141,6 +163,16 @@ pub async fn campaign(core: Core, command: CampaignCommand) -> Result<()> {
                 .preview(&id, now)
                 .await
                 .with_context(|| format!("campaign {id}"))?;
+            if json {
+                super::print_json(&serde_json::json!({
+                    "cohort": p.cohort,
+                    "due_now": p.due_now,
+                    "by_channel": p.by_channel,
+                    "skips": p.skips,
+                    "samples": p.samples,
+                }));
+                return Ok(());
+            }
             println!(
                 "cohort {} (open recalls, nothing booked); due now {}",
                 p.cohort, p.due_now
@@ -173,6 +205,19 @@ pub async fn campaign(core: Core, command: CampaignCommand) -> Result<()> {
                 .report(&id, now)
                 .await
                 .with_context(|| format!("campaign {id}"))?;
+            if json {
+                super::print_json(&serde_json::json!({
+                    "campaign": id,
+                    "targeted": r.targeted,
+                    "sent": r.sent,
+                    "skipped": r.skipped,
+                    "delivered": r.delivered,
+                    "failed": r.failed,
+                    "confirmed": r.confirmed,
+                    "booked": r.booked,
+                }));
+                return Ok(());
+            }
             println!(
                 "targeted {}  sent {}  skipped {}  delivered {}  failed {}  confirmed {}  booked {}",
                 r.targeted, r.sent, r.skipped, r.delivered, r.failed, r.confirmed, r.booked
