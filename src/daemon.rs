@@ -30,6 +30,7 @@ use crate::http::{self, AppState};
 use crate::inbound::InboundService;
 use crate::messages::MessageService;
 use crate::queue::jobs::{Enqueuer, queue_name};
+use crate::queue::poll::Interval;
 use crate::queue::worker::deliver_job;
 use crate::queue::{Deliverer, JobQueue, sweeper};
 use crate::reminders::Reminders;
@@ -705,7 +706,7 @@ fn build_monitor(core: &Core, deliverer: Arc<Deliverer>) -> Monitor {
                         .backend(
                             storage
                                 .clone()
-                                .poll_with_strategy(Strategy::new().interval(poll)),
+                                .poll_with_strategy(Strategy::new().apply(Interval::new(poll))),
                         )
                         .data(deliverer.clone())
                         .concurrency(concurrency)
@@ -721,11 +722,9 @@ fn build_monitor(core: &Core, deliverer: Arc<Deliverer>) -> Monitor {
                 monitor = monitor.register(move |_| {
                     let wakeups = apalis_postgres::Pubsub::new(pool.clone(), queue.clone());
                     WorkerBuilder::new(name.clone())
-                        .backend(
-                            storage
-                                .clone()
-                                .poll_with_strategy(Strategy::new().stream(wakeups).interval(poll)),
-                        )
+                        .backend(storage.clone().poll_with_strategy(
+                            Strategy::new().stream(wakeups).apply(Interval::new(poll)),
+                        ))
                         .data(deliverer.clone())
                         .concurrency(concurrency)
                         .build(deliver_job)

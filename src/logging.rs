@@ -31,6 +31,15 @@ pub fn check_level(level: &str) -> Result<(), String> {
 }
 
 pub fn init(config: &LogConfig) {
+    init_with_writer(config, std::io::stderr);
+}
+
+/// [`init`], writing through `writer` (the command line's writer lifts a progress bar while a
+/// line is written).
+pub fn init_with_writer<W>(config: &LogConfig, writer: W)
+where
+    W: for<'a> tracing_subscriber::fmt::MakeWriter<'a> + Send + Sync + 'static,
+{
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&config.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
@@ -39,7 +48,7 @@ pub fn init(config: &LogConfig) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     let _ = if config.format == "json" {
         builder.json().try_init()
     } else {

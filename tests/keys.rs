@@ -110,7 +110,7 @@ async fn cli_manages_keys(backend: Backend) {
     );
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stderr.contains("\"nortclinic\" does not exist") && stderr.contains("--new-org"),
+        stderr.contains("--org nortclinic: no such organization") && stderr.contains("--new-org"),
         "{stderr}"
     );
     let (listed, _) = ok(cli(&config, &["keys", "list"]));

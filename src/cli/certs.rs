@@ -63,7 +63,7 @@ fn connector<'a>(
     }
 }
 
-pub async fn run(config: &Config, args: &CertsArgs) -> Result<()> {
+pub async fn run(config: &Config, args: &CertsArgs, json: bool) -> Result<()> {
     let conn = connector(config, args.connector.as_deref())?;
     let store = match (&args.dir, conn) {
         (Some(dir), _) => LocalStore::new(dir.clone()),
@@ -85,6 +85,22 @@ pub async fn run(config: &Config, args: &CertsArgs) -> Result<()> {
                     println!("imported {} {}", s.name, s.fingerprint);
                 }
             }
+        }
+        CertsCommand::List if json => {
+            let listed = store.list()?;
+            super::print_json(&serde_json::Value::Array(
+                listed
+                    .iter()
+                    .map(|s| {
+                        serde_json::json!({
+                            "name": s.name,
+                            "fingerprint": s.fingerprint,
+                            "not_after": s.cert.not_after().to_string(),
+                            "subject": switchboard::direct::smime::subject_string(&s.cert),
+                        })
+                    })
+                    .collect(),
+            ));
         }
         CertsCommand::List => {
             for s in store.list()? {

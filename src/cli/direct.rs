@@ -115,11 +115,11 @@ fn at(ms: i64) -> String {
         .unwrap_or_default()
 }
 
-pub async fn quarantine(core: Core, command: QuarantineCommand) -> Result<()> {
+pub async fn quarantine(core: Core, command: QuarantineCommand, json: bool) -> Result<()> {
     match command {
         QuarantineCommand::List { org, limit } => {
             let organization_id = match org {
-                Some(slug) => Some(core.store.organizations().by_slug(&slug).await?.id),
+                Some(slug) => Some(super::organization(&core, &slug).await?.id),
                 None => None,
             };
             let items = core
@@ -127,6 +127,24 @@ pub async fn quarantine(core: Core, command: QuarantineCommand) -> Result<()> {
                 .direct()
                 .quarantined(organization_id.as_deref(), limit.clamp(1, 10_000))
                 .await?;
+            if json {
+                super::print_json(&serde_json::Value::Array(
+                    items
+                        .iter()
+                        .map(|item| {
+                            serde_json::json!({
+                                "id": item.id,
+                                "created_at": at(item.created_at),
+                                "organization_id": item.organization_id,
+                                "connector": item.connector,
+                                "reason": item.reason,
+                                "retry_at": item.retry_at.map(at),
+                            })
+                        })
+                        .collect(),
+                ));
+                return Ok(());
+            }
             if items.is_empty() {
                 eprintln!("no quarantined Direct messages");
             }
@@ -145,7 +163,12 @@ pub async fn quarantine(core: Core, command: QuarantineCommand) -> Result<()> {
             }
         }
         QuarantineCommand::Show { id } => {
-            let item = core.store.inbound().item_by_id(&id).await?;
+            let item = core
+                .store
+                .inbound()
+                .item_by_id(&id)
+                .await
+                .map_err(|e| super::not_found(e, format!("inbound item {id}")))?;
             if item.channel != "direct" {
                 bail!("{id} is not a Direct item");
             }
@@ -185,7 +208,10 @@ pub async fn quarantine(core: Core, command: QuarantineCommand) -> Result<()> {
                 "cli:{}",
                 std::env::var("USER").unwrap_or_else(|_| "operator".into())
             );
-            let receipt = inbound.release(&id, &actor).await?;
+            let receipt = inbound
+                .release(&id, &actor)
+                .await
+                .with_context(|| format!("quarantined item {id}"))?;
             println!(
                 "{}: {}{}",
                 receipt.item_id,

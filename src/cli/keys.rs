@@ -69,7 +69,7 @@ pub enum KeysCommand {
 }
 
 /// Runs one `keys` command.
-pub async fn run(core: Core, command: KeysCommand) -> Result<()> {
+pub async fn run(core: Core, command: KeysCommand, json: bool) -> Result<()> {
     match command {
         KeysCommand::Create {
             org,
@@ -89,16 +89,8 @@ pub async fn run(core: Core, command: KeysCommand) -> Result<()> {
                         .await?
                 }
                 Err(StoreError::NotFound) => {
-                    let known = core.store.organizations().slugs(20).await?;
-                    bail!(
-                        "organization {org:?} does not exist{}; check the slug, or add --new-org \
-                         to create it",
-                        if known.is_empty() {
-                            String::new()
-                        } else {
-                            format!(" (existing: {})", known.join(", "))
-                        }
-                    );
+                    let unknown = super::unknown_organization(&core, &org).await;
+                    bail!("{unknown}; add --new-org to create it");
                 }
                 Err(e) => return Err(e.into()),
             };
@@ -119,19 +111,7 @@ pub async fn run(core: Core, command: KeysCommand) -> Result<()> {
         }
         KeysCommand::List { org } => {
             let organization_id = match org {
-                Some(slug) => Some(
-                    core.store
-                        .organizations()
-                        .by_slug(&slug)
-                        .await
-                        .map_err(|e| match e {
-                            StoreError::NotFound => {
-                                anyhow::anyhow!("organization {slug:?} does not exist")
-                            }
-                            other => other.into(),
-                        })?
-                        .id,
-                ),
+                Some(slug) => Some(super::organization(&core, &slug).await?.id),
                 None => None,
             };
             let keys = core
@@ -139,11 +119,39 @@ pub async fn run(core: Core, command: KeysCommand) -> Result<()> {
                 .api_keys()
                 .list(organization_id.as_deref())
                 .await?;
+            let now = now_ms();
+            let state = |key: &switchboard::store::ApiKeyRow| match (key.revoked_at, key.expires_at)
+            {
+                (Some(_), _) => "revoked",
+                (None, Some(at)) if at <= now => "expired",
+                _ => "active",
+            };
+            if json {
+                super::print_json(&serde_json::Value::Array(
+                    keys.iter()
+                        .map(|key| {
+                            serde_json::json!({
+                                "id": key.id,
+                                "organization": key.organization_slug,
+                                "name": key.name,
+                                "scopes": parse_scopes(&key.scopes)
+                                    .iter()
+                                    .map(|s| s.as_str())
+                                    .collect::<Vec<_>>(),
+                                "created_at": rfc3339(key.created_at),
+                                "expires_at": key.expires_at.map(rfc3339),
+                                "revoked_at": key.revoked_at.map(rfc3339),
+                                "state": state(key),
+                            })
+                        })
+                        .collect(),
+                ));
+                return Ok(());
+            }
             if keys.is_empty() {
                 println!("no API keys");
                 return Ok(());
             }
-            let now = now_ms();
             println!(
                 "{:<30}  {:<16}  {:<12}  {:<16}  {:<24}  {:<24}  STATE",
                 "ID", "ORGANIZATION", "NAME", "SCOPES", "CREATED", "EXPIRES"

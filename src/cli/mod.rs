@@ -7,6 +7,7 @@ mod direct;
 mod doctor;
 mod keys;
 mod outreach;
+mod progress;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -30,6 +31,11 @@ pub struct Cli {
     /// HTTP on 127.0.0.1:8080, every channel to the local outbox sink.
     #[arg(long, short, global = true, env = "SWITCHBOARD_CONFIG")]
     config: Option<PathBuf>,
+    /// Print records as JSON (one document on stdout; stable field names, times in RFC 3339)
+    /// for scripts: status, keys list, dead-letters, inbound orphans, certs list, campaign
+    /// preview/report, reminders why, direct quarantine list.
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -48,9 +54,9 @@ enum Command {
         /// Recipient address (phone, email, fax, Direct address).
         #[arg(long)]
         to: String,
-        /// Channel: outbox, sms, email, fax, direct.
-        #[arg(long, default_value = "outbox")]
-        channel: switchboard::domain::Channel,
+        /// The channel to send on (it must be configured: `[channels.<name>]`).
+        #[arg(long, value_enum)]
+        channel: ChannelArg,
         #[arg(long)]
         subject: Option<String>,
         /// Message body ("-" reads standard input).
@@ -76,8 +82,8 @@ enum Command {
     DeadLetters {
         #[command(subcommand)]
         command: Option<DeadLettersCommand>,
-        /// Only this organization (slug).
-        #[arg(long)]
+        /// Only this organization (slug); before or after `list`.
+        #[arg(long, global = true)]
         org: Option<String>,
     },
     /// Inbound items: the operator's quarantine of items no organization owns.
@@ -119,6 +125,42 @@ enum Command {
     /// Direct recipient certificates: the local store, and how discovery resolves an address.
     Certs(self::certs::CertsArgs),
 }
+
+/// `send --channel`.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ChannelArg {
+    Sms,
+    Email,
+    Fax,
+    Direct,
+    /// The local outbox sink (files under `outbox.dir`; for trials).
+    Outbox,
+}
+
+/// `direct seal --cipher`.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum CipherArg {
+    #[value(name = "aes128-cbc")]
+    Aes128Cbc,
+    #[value(name = "aes256-cbc")]
+    Aes256Cbc,
+    #[value(name = "aes128-gcm")]
+    Aes128Gcm,
+    #[value(name = "aes256-gcm")]
+    Aes256Gcm,
+}
+
+/// The name clap shows and parses for a value.
+trait ValueName: clap::ValueEnum {
+    fn name(&self) -> String {
+        self.to_possible_value()
+            .map(|v| v.get_name().to_string())
+            .unwrap_or_default()
+    }
+}
+
+impl ValueName for ChannelArg {}
+impl ValueName for CipherArg {}
 
 #[derive(Subcommand)]
 enum InboundCommand {
@@ -184,9 +226,9 @@ enum DirectCommand {
         /// Recipient certificate(s): the message is encrypted to every one.
         #[arg(long, required = true)]
         recipient_cert: Vec<PathBuf>,
-        /// aes128-cbc, aes256-cbc, aes128-gcm or aes256-gcm.
-        #[arg(long, default_value = "aes128-cbc")]
-        cipher: String,
+        /// The content cipher.
+        #[arg(long, value_enum, default_value = "aes128-cbc")]
+        cipher: CipherArg,
     },
     /// Decrypt and verify a message; prints every policy check's verdict, then the message.
     Open {
@@ -312,12 +354,15 @@ pub fn main() -> ExitCode {
     match runtime.block_on(dispatch(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if e.downcast_ref::<DoctorFailed>().is_some() => ExitCode::FAILURE,
-        Err(e) if e.downcast_ref::<self::direct::SomeQuarantined>().is_some() => {
-            eprintln!("{e:#}");
+        Err(e)
+            if e.downcast_ref::<self::direct::SomeQuarantined>().is_some()
+                || e.downcast_ref::<NotAccepted>().is_some() =>
+        {
+            eprintln!("{}", render(&e));
             ExitCode::from(3)
         }
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", render(&e));
             ExitCode::FAILURE
         }
     }
@@ -327,7 +372,10 @@ async fn dispatch(cli: Cli) -> Result<()> {
     if let Command::Bench(args) = cli.command {
         // Quiet unless asked: RUST_LOG=switchboard::reminders=debug shows each reminder batch.
         if std::env::var_os("RUST_LOG").is_some() {
-            switchboard::logging::init(&switchboard::config::LogConfig::default());
+            switchboard::logging::init_with_writer(
+                &switchboard::config::LogConfig::default(),
+                || progress::LogWriter,
+            );
         }
         return self::bench::run(args).await;
     }
@@ -349,7 +397,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
     );
     let config = Config::load(config_path.as_deref())?;
     if let Command::Certs(args) = &cli.command {
-        return self::certs::run(&config, args).await;
+        return self::certs::run(&config, args, cli.json).await;
     }
     if let Command::Doctor = &cli.command {
         if !self::doctor::run(&config_source, config_path.as_deref(), config).await? {
@@ -357,7 +405,8 @@ async fn dispatch(cli: Cli) -> Result<()> {
         }
         return Ok(());
     }
-    switchboard::logging::init(&config.log);
+    switchboard::logging::init_with_writer(&config.log, || progress::LogWriter);
+    let json = cli.json;
     match cli.command {
         Command::Run => daemon::run(config).await?,
         Command::Migrate => {
@@ -375,12 +424,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
             urgent,
         } => {
             let core = admin(&config_source, config).await?;
-            let organization = core
-                .store
-                .organizations()
-                .by_slug(&org)
-                .await
-                .map_err(|e| not_found(e, "organization"))?;
+            let organization = organization(&core, &org).await?;
             let body = if body == "-" {
                 std::io::read_to_string(std::io::stdin()).context("reading the body from stdin")?
             } else {
@@ -393,7 +437,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
                 body,
                 recipients: vec![Recipient {
                     address: Some(to),
-                    channel: Some(channel.to_string()),
+                    channel: Some(channel.name().to_string()),
                     patient: false,
                 }],
                 channels: vec![],
@@ -416,8 +460,13 @@ async fn dispatch(cli: Cli) -> Result<()> {
                 .messages()
                 .organization_of(&id)
                 .await
-                .map_err(|e| not_found(e, "message"))?;
+                .map_err(|e| not_found(e, format!("message {id}")))?;
             let view = core.messages().view(&organization_id, &id).await?;
+            if json {
+                // The API's message record (GET /v1/messages/{id}).
+                print_json(&serde_json::to_value(&view)?);
+                return Ok(());
+            }
             println!("message {} ({}): {}", view.id, view.created_at, view.status);
             for delivery in &view.deliveries {
                 println!(
@@ -453,7 +502,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
             }
         }
         Command::Keys { command } => {
-            self::keys::run(admin(&config_source, config).await?, command).await?;
+            self::keys::run(admin(&config_source, config).await?, command, json).await?;
         }
         Command::Inbound {
             command: InboundCommand::Reprocess { id, force },
@@ -465,7 +514,8 @@ async fn dispatch(cli: Cli) -> Result<()> {
             let done = core
                 .inbound(templates, tenancy)
                 .reprocess(&id, force)
-                .await?;
+                .await
+                .with_context(|| format!("inbound item {id}"))?;
             println!(
                 "{}: {} -> {} ({}){}{}{}",
                 done.item_id,
@@ -492,6 +542,25 @@ async fn dispatch(cli: Cli) -> Result<()> {
         } => {
             let core = admin(&config_source, config).await?;
             let orphans = core.store.inbound().orphans(limit.clamp(1, 10_000)).await?;
+            if json {
+                print_json(&serde_json::Value::Array(
+                    orphans
+                        .iter()
+                        .map(|o| {
+                            serde_json::json!({
+                                "id": o.id,
+                                "created_at": switchboard::messages::rfc3339(o.created_at),
+                                "channel": o.channel,
+                                "connector": o.connector,
+                                "recipient": o.recipient,
+                                "sender": mask(&o.sender),
+                                "reason": o.reason,
+                            })
+                        })
+                        .collect(),
+                ));
+                return Ok(());
+            }
             if orphans.is_empty() {
                 eprintln!("no orphaned inbound items");
             }
@@ -515,14 +584,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
             match command {
                 None | Some(DeadLettersCommand::List) => {
                     let organization_id = match org {
-                        Some(slug) => Some(
-                            core.store
-                                .organizations()
-                                .by_slug(&slug)
-                                .await
-                                .map_err(|e| not_found(e, "organization"))?
-                                .id,
-                        ),
+                        Some(slug) => Some(organization(&core, &slug).await?.id),
                         None => None,
                     };
                     let rows = core
@@ -530,6 +592,24 @@ async fn dispatch(cli: Cli) -> Result<()> {
                         .deliveries()
                         .dead_letters(organization_id.as_deref(), 1000)
                         .await?;
+                    if json {
+                        print_json(&serde_json::Value::Array(
+                            rows.iter()
+                                .map(|row| {
+                                    serde_json::json!({
+                                        "delivery_id": row.delivery_id,
+                                        "organization_id": row.organization_id,
+                                        "channel": row.channel,
+                                        "attempts": row.attempts,
+                                        "reason": row.reason,
+                                        "created_at": switchboard::messages::rfc3339(row.created_at),
+                                        "requeued_at": row.requeued_at.map(switchboard::messages::rfc3339),
+                                    })
+                                })
+                                .collect(),
+                        ));
+                        return Ok(());
+                    }
                     if rows.is_empty() {
                         println!("no dead letters");
                     }
@@ -554,7 +634,10 @@ async fn dispatch(cli: Cli) -> Result<()> {
                         .store
                         .deliveries()
                         .requeue_dead_letter(&delivery_id)
-                        .await?;
+                        .await
+                        .map_err(|e| {
+                            not_found(e, format!("dead letter {delivery_id} (see `switchboard dead-letters list`)"))
+                        })?;
                     core.queue
                         .push(&channel, std::slice::from_ref(&new_id), None)
                         .await?;
@@ -593,15 +676,18 @@ async fn dispatch(cli: Cli) -> Result<()> {
                 _ => anyhow::bail!("give an archive id or --failed"),
             };
             for id in ids {
-                let outcome = processor.reprocess(&id).await?;
+                let outcome = processor
+                    .reprocess(&id)
+                    .await
+                    .with_context(|| format!("archived HL7 message {id}"))?;
                 println!("{id}  {}", outcome.code.as_str());
             }
         }
         Command::Reminders { command } => {
-            self::outreach::reminders(admin(&config_source, config).await?, command).await?;
+            self::outreach::reminders(admin(&config_source, config).await?, command, json).await?;
         }
         Command::Campaign { command } => {
-            self::outreach::campaign(admin(&config_source, config).await?, command).await?;
+            self::outreach::campaign(admin(&config_source, config).await?, command, json).await?;
         }
         Command::Direct {
             command: DirectCommand::Receive { connector, files },
@@ -611,7 +697,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Direct {
             command: DirectCommand::Quarantine { command },
         } => {
-            self::direct::quarantine(admin(&config_source, config).await?, command).await?;
+            self::direct::quarantine(admin(&config_source, config).await?, command, json).await?;
         }
         Command::Bench(_)
         | Command::Hl7 { .. }
@@ -677,34 +763,141 @@ fn mask(value: &str) -> String {
     format!("{}{tail}", "*".repeat(hidden))
 }
 
-fn not_found(error: StoreError, what: &str) -> anyhow::Error {
+/// `StoreError::NotFound` as the operator should read it: `{what} does not exist`.
+pub(crate) fn not_found(error: StoreError, what: impl std::fmt::Display) -> anyhow::Error {
     match error {
-        StoreError::NotFound => anyhow::anyhow!("{what} not found"),
+        StoreError::NotFound => anyhow::anyhow!("{what} does not exist"),
         other => other.into(),
     }
 }
 
+/// The organization `--org SLUG` names; an unknown slug is refused naming the flag and the
+/// organizations that do exist. Every command taking `--org` looks it up here.
+pub(crate) async fn organization(
+    core: &Core,
+    slug: &str,
+) -> Result<switchboard::store::Organization> {
+    match core.store.organizations().by_slug(slug).await {
+        Ok(organization) => Ok(organization),
+        Err(StoreError::NotFound) => Err(unknown_organization(core, slug).await),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub(crate) async fn unknown_organization(core: &Core, slug: &str) -> anyhow::Error {
+    let known = core
+        .store
+        .organizations()
+        .slugs(20)
+        .await
+        .unwrap_or_default();
+    anyhow::anyhow!(
+        "--org {slug}: no such organization ({})",
+        if known.is_empty() {
+            "there are none yet; `switchboard keys create --org SLUG --new-org` creates one".into()
+        } else {
+            format!("existing: {}", known.join(", "))
+        }
+    )
+}
+
+/// An error and its causes on one line, each cause once: a cause whose text the line already
+/// carries (an error that prints its source in its own message) is left out, and library
+/// internals are said in the operator's terms.
+pub(crate) fn render(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = match cause.downcast_ref::<sqlx::Error>() {
+            Some(sqlx::Error::RowNotFound) => "does not exist".to_string(),
+            _ => match cause.downcast_ref::<StoreError>() {
+                Some(StoreError::NotFound | StoreError::Database(sqlx::Error::RowNotFound)) => {
+                    "does not exist".to_string()
+                }
+                _ => cause.to_string(),
+            },
+        };
+        let text = text
+            .replace(
+                "no rows returned by a query that expected to return at least one row",
+                "no such record",
+            )
+            .replace("database: no such record", "no such record")
+            .trim()
+            .to_string();
+        let text = match text.as_str() {
+            "no such record" | "not found" => "does not exist".to_string(),
+            _ => text,
+        };
+        if text.is_empty() || line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
+/// `--json` output: one compact document and a newline on stdout.
+pub(crate) fn print_json(value: &serde_json::Value) {
+    println!("{value}");
+}
+
+/// `hl7 send` had messages not accepted (AE/AR): exit 3, after every ACK was printed.
+#[derive(Debug, thiserror::Error)]
+#[error("{0} message(s) not accepted")]
+struct NotAccepted(usize);
+
+/// `hl7 send`: each file's messages as bytes (byte-exact, whatever the character set), one
+/// line per ACK as it arrives (`AA MSG1`, `AE MSG2: PID-3 required`), the ACKs received kept
+/// when a later one times out.
 async fn hl7_send(files: &[PathBuf], to: &str, timeout: u64) -> Result<()> {
+    use std::io::Write;
     let mut messages = Vec::new();
     for file in files {
         let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-        messages.extend(switchboard::hl7::client::split_messages(
-            &String::from_utf8_lossy(&bytes),
-        ));
-    }
-    let acks =
-        switchboard::hl7::client::send(to, &messages, std::time::Duration::from_secs(timeout))
-            .await
-            .with_context(|| format!("sending to {to}"))?;
-    let mut failed = 0;
-    for (code, control_id) in acks {
-        println!("{code} {control_id}");
-        if code != "AA" {
-            failed += 1;
+        let found = switchboard::hl7::client::split_message_bytes(&bytes);
+        if found.is_empty() {
+            anyhow::bail!("{}: no HL7 message in the file", file.display());
         }
+        messages.extend(found);
     }
-    if failed > 0 {
-        anyhow::bail!("{failed} message(s) not accepted");
+    let total = messages.len();
+    let progress = progress::bar(total as u64, "sending");
+    let sent = switchboard::hl7::client::send_each(
+        to,
+        &messages,
+        std::time::Duration::from_secs(timeout),
+        |_, ack| {
+            let line = if ack.accepted() || ack.reason.is_empty() {
+                format!("{} {}", ack.code, ack.control_id)
+            } else {
+                format!("{} {}: {}", ack.code, ack.control_id, ack.reason)
+            };
+            progress.suspend(|| {
+                let _ = writeln!(std::io::stdout().lock(), "{line}");
+            });
+            progress.inc(1);
+        },
+    )
+    .await;
+    progress.finish_and_clear();
+    let refused = sent.acks.iter().filter(|a| !a.accepted()).count();
+    if let Some(error) = sent.error {
+        let missing = total - sent.acks.len();
+        anyhow::bail!(
+            "--to {to}: {error}; {} ACK(s) received, {missing} message(s) without an ACK{}",
+            sent.acks.len(),
+            if refused > 0 {
+                format!(", {refused} not accepted")
+            } else {
+                String::new()
+            }
+        );
+    }
+    if refused > 0 {
+        return Err(NotAccepted(refused).into());
     }
     Ok(())
 }
@@ -729,7 +922,7 @@ fn direct_tool(command: &DirectCommand) -> Result<()> {
                 sign_cert,
                 sign_key,
                 recipient_cert,
-                tools::cipher(cipher)?,
+                tools::cipher(&cipher.name())?,
             )?;
             std::io::stdout().write_all(&sealed)?;
         }

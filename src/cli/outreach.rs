@@ -1,8 +1,6 @@
 //! `switchboard reminders ...` and `switchboard campaign ...`: operator commands over the same
 //! store a daemon uses. Messages they create are delivered by the running daemon(s).
 
-use std::io::Write;
-
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use clap::Subcommand;
@@ -58,30 +56,52 @@ fn at(text: Option<&str>) -> Result<DateTime<Utc>> {
     }
 }
 
-pub async fn reminders(core: Core, command: RemindersCommand) -> Result<()> {
+pub async fn reminders(core: Core, command: RemindersCommand, json: bool) -> Result<()> {
     let templates = core.templates()?;
     let reminders = core.reminders(templates);
     match command {
         RemindersCommand::Run { at: when } => {
-            let report = reminders.run_once(at(when.as_deref())?).await?;
+            let when = at(when.as_deref())?;
+            let spinner = super::progress::spinner("planning and sending reminders");
+            let report = reminders.run_once(when).await?;
+            drop(spinner);
             println!(
                 "planned {}, sent {}, skipped {}, cancelled {}",
                 report.planned, report.sent, report.skipped, report.cancelled
             );
         }
         RemindersCommand::Why { org, appointment } => {
-            let org = core
-                .store
-                .organizations()
-                .by_slug(&org)
-                .await
-                .context("organization")?;
+            let org = super::organization(&core, &org).await?;
             let row = core
                 .store
                 .appointments()
                 .by_filler(&org.id, &appointment)
                 .await
-                .context("appointment not found")?;
+                .map_err(|e| {
+                    super::not_found(e, format!("appointment {appointment} of {}", org.slug))
+                })?;
+            if json {
+                let touches = reminders.why(&row).await?;
+                let rfc = switchboard::messages::rfc3339;
+                super::print_json(&serde_json::json!({
+                    "appointment": {
+                        "id": row.filler_id,
+                        "start_at": rfc(row.start_at),
+                        "status": row.status,
+                        "confirmation": row.confirmation,
+                    },
+                    "touches": touches.iter().map(|t| serde_json::json!({
+                        "rule": t.rule_id,
+                        "touch": t.touch_id,
+                        "due_at": rfc(t.due_at),
+                        "status": t.status,
+                        "channel": t.channel,
+                        "reason": t.reason,
+                        "message_id": t.message_id,
+                    })).collect::<Vec<_>>(),
+                }));
+                return Ok(());
+            }
             println!(
                 "appointment {} at {} ({}){}",
                 row.filler_id,
@@ -115,7 +135,7 @@ pub async fn reminders(core: Core, command: RemindersCommand) -> Result<()> {
     Ok(())
 }
 
-pub async fn campaign(core: Core, command: CampaignCommand) -> Result<()> {
+pub async fn campaign(core: Core, command: CampaignCommand, json: bool) -> Result<()> {
     let templates = core.templates()?;
     let campaigns = Campaigns {
         store: core.store.clone(),
@@ -126,12 +146,7 @@ pub async fn campaign(core: Core, command: CampaignCommand) -> Result<()> {
     let now = Utc::now();
     match command {
         CampaignCommand::Create { org, file } => {
-            let org = core
-                .store
-                .organizations()
-                .by_slug(&org)
-                .await
-                .context("organization")?;
+            let org = super::organization(&core, &org).await?;
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("reading {}", file.display()))?;
             let campaign: Campaign = serde_json::from_str(&text).context("campaign definition")?;
@@ -144,7 +159,20 @@ pub async fn campaign(core: Core, command: CampaignCommand) -> Result<()> {
             println!("{id}");
         }
         CampaignCommand::Preview { id } => {
-            let p = campaigns.preview(&id, now).await?;
+            let p = campaigns
+                .preview(&id, now)
+                .await
+                .with_context(|| format!("campaign {id}"))?;
+            if json {
+                super::print_json(&serde_json::json!({
+                    "cohort": p.cohort,
+                    "due_now": p.due_now,
+                    "by_channel": p.by_channel,
+                    "skips": p.skips,
+                    "samples": p.samples,
+                }));
+                return Ok(());
+            }
             println!(
                 "cohort {} (open recalls, nothing booked); due now {}",
                 p.cohort, p.due_now
@@ -160,25 +188,36 @@ pub async fn campaign(core: Core, command: CampaignCommand) -> Result<()> {
             }
         }
         CampaignCommand::Run { id, throttle } => {
+            let bar = super::progress::bar(0, "sending");
             let progress = |done: usize, total: usize| {
-                let width = 30;
-                let filled = (done * width)
-                    .checked_div(total)
-                    .unwrap_or(width)
-                    .min(width);
-                eprint!(
-                    "\r[{}{}] {done}/{total}",
-                    "#".repeat(filled),
-                    " ".repeat(width - filled)
-                );
-                let _ = std::io::stderr().flush();
+                bar.set_length(total as u64);
+                bar.set_position(done as u64);
             };
-            let (sent, skipped) = campaigns.run(&id, now, throttle, &progress).await?;
-            eprintln!();
+            let (sent, skipped) = campaigns
+                .run(&id, now, throttle, &progress)
+                .await
+                .with_context(|| format!("campaign {id}"))?;
+            drop(bar);
             println!("sent {sent}, skipped {skipped}");
         }
         CampaignCommand::Report { id } => {
-            let r = campaigns.report(&id, now).await?;
+            let r = campaigns
+                .report(&id, now)
+                .await
+                .with_context(|| format!("campaign {id}"))?;
+            if json {
+                super::print_json(&serde_json::json!({
+                    "campaign": id,
+                    "targeted": r.targeted,
+                    "sent": r.sent,
+                    "skipped": r.skipped,
+                    "delivered": r.delivered,
+                    "failed": r.failed,
+                    "confirmed": r.confirmed,
+                    "booked": r.booked,
+                }));
+                return Ok(());
+            }
             println!(
                 "targeted {}  sent {}  skipped {}  delivered {}  failed {}  confirmed {}  booked {}",
                 r.targeted, r.sent, r.skipped, r.delivered, r.failed, r.confirmed, r.booked

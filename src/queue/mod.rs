@@ -12,6 +12,7 @@
 pub mod bounces;
 pub mod direct;
 pub mod jobs;
+pub mod poll;
 pub mod reconcile;
 pub mod retry;
 pub mod sweeper;

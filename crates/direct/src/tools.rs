@@ -9,7 +9,7 @@ use openssl::pkey::{PKey, Private};
 use openssl::x509::X509;
 
 use super::smime::{KeyTransport, SealCipher, SealOptions};
-use super::trust::{TrustStore, load_certs};
+use super::trust::{TrustError, TrustStore, load_certs};
 use super::{DirectError, open, seal};
 
 #[derive(Debug, thiserror::Error)]
@@ -22,37 +22,62 @@ pub enum ToolError {
     Usage(String),
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, ToolError> {
+fn read(flag: &str, path: &Path) -> Result<Vec<u8>, ToolError> {
     std::fs::read(path).map_err(|e| ToolError::File {
-        path: path.display().to_string(),
+        path: format!("{flag} {}", path.display()),
         reason: e.to_string(),
     })
 }
 
-/// A certificate (PEM or DER; the first one of a file).
-pub fn load_cert(path: &Path) -> Result<Vec<X509>, ToolError> {
-    let certs = load_certs(&read(path)?).map_err(|e| ToolError::File {
-        path: path.display().to_string(),
-        reason: e.to_string(),
+/// What an OpenSSL failure says in a few words (its first entry's reason, not the whole
+/// stack of library, function and source line).
+fn openssl_reason(stack: &openssl::error::ErrorStack) -> String {
+    stack
+        .errors()
+        .first()
+        .and_then(|e| e.reason())
+        .unwrap_or("unreadable")
+        .to_string()
+}
+
+fn trust_reason(error: &TrustError) -> String {
+    match error {
+        TrustError::Parse { source, .. } => openssl_reason(source),
+        TrustError::Openssl(stack) => openssl_reason(stack),
+        other => other.to_string(),
+    }
+}
+
+/// A certificate (PEM or DER; the first one of a file), for the option `flag`.
+pub fn load_cert(flag: &str, path: &Path) -> Result<Vec<X509>, ToolError> {
+    let certs = load_certs(&read(flag, path)?).map_err(|e| ToolError::File {
+        path: format!("{flag} {}", path.display()),
+        reason: format!(
+            "not a certificate: expected PEM, DER or a PKCS#7 bundle ({})",
+            trust_reason(&e)
+        ),
     })?;
     if certs.is_empty() {
         return Err(ToolError::Usage(format!(
-            "{}: no certificate",
+            "{flag} {}: no certificate in the file",
             path.display()
         )));
     }
     Ok(certs)
 }
 
-/// A private key: PEM (PKCS#8 or traditional) or DER PKCS#8.
-pub fn load_key(path: &Path) -> Result<PKey<Private>, ToolError> {
-    let bytes = read(path)?;
+/// A private key: PEM (PKCS#8 or traditional) or DER PKCS#8, for the option `flag`.
+pub fn load_key(flag: &str, path: &Path) -> Result<PKey<Private>, ToolError> {
+    let bytes = read(flag, path)?;
     PKey::private_key_from_pem(&bytes)
         .or_else(|_| PKey::private_key_from_pkcs8(&bytes))
         .or_else(|_| PKey::private_key_from_der(&bytes))
         .map_err(|e| ToolError::File {
-            path: path.display().to_string(),
-            reason: format!("not a private key: {e}"),
+            path: format!("{flag} {}", path.display()),
+            reason: format!(
+                "not a private key: expected PEM or DER PKCS#8 ({})",
+                openssl_reason(&e)
+            ),
         })
 }
 
@@ -81,12 +106,12 @@ pub fn seal_file(
     recipient_certs: &[std::path::PathBuf],
     cipher: SealCipher,
 ) -> Result<Vec<u8>, ToolError> {
-    let mut chain = load_cert(sign_cert)?;
+    let mut chain = load_cert("--sign-cert", sign_cert)?;
     let signer = chain.remove(0);
-    let key = load_key(sign_key)?;
+    let key = load_key("--sign-key", sign_key)?;
     let mut recipients = Vec::new();
     for path in recipient_certs {
-        recipients.extend(load_cert(path)?);
+        recipients.extend(load_cert("--recipient-cert", path)?);
     }
     let options = SealOptions {
         cipher,
@@ -94,7 +119,7 @@ pub fn seal_file(
         key_transport: KeyTransport::OaepSha256,
     };
     Ok(seal(
-        &read(input)?,
+        &read("input", input)?,
         from,
         &[to],
         &signer,
@@ -113,7 +138,7 @@ pub fn open_file(
     anchors: &[std::path::PathBuf],
     sender: Option<&str>,
 ) -> Result<(Vec<String>, Option<Vec<u8>>), ToolError> {
-    let raw = read(input)?;
+    let raw = read("input", input)?;
     let sender = match sender {
         Some(s) => s.to_string(),
         None => switchboard_mail::parse_message(&raw)
@@ -128,14 +153,17 @@ pub fn open_file(
     let mut trust = TrustStore::new();
     for path in anchors {
         trust
-            .add_anchors(&read(path)?)
+            .add_anchors(&read("--anchors", path)?)
             .map_err(|e| ToolError::File {
-                path: path.display().to_string(),
-                reason: e.to_string(),
+                path: format!("--anchors {}", path.display()),
+                reason: format!(
+                    "not a trust anchor: expected PEM, DER or a PKCS#7 bundle ({})",
+                    trust_reason(&e)
+                ),
             })?;
     }
-    let mut certs = load_cert(cert)?;
-    let keys = vec![(certs.remove(0), load_key(key)?)];
+    let mut certs = load_cert("--cert", cert)?;
+    let keys = vec![(certs.remove(0), load_key("--key", key)?)];
     let mut lines = vec![format!("sender: {sender}")];
     let verdict_line = |v: &super::Verdict| {
         let who = v

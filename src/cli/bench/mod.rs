@@ -372,7 +372,9 @@ async fn noop_baseline(core: &Core, n: usize) -> Result<(f64, Duration)> {
             }
             let started = Instant::now();
             WorkerBuilder::new("bench-noop")
-                .backend(storage.poll_with_strategy(Strategy::new().interval(poll)))
+                .backend(storage.poll_with_strategy(
+                    Strategy::new().apply(switchboard::queue::poll::Interval::new(poll)),
+                ))
                 .data(done.clone())
                 .data(n)
                 .concurrency(concurrency)
