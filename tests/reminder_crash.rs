@@ -89,16 +89,16 @@ async fn kill_nine_twice_during_a_reminder_run() {
     let outbox = db.outbox();
     let log = db.dir.path().join("run1.log");
     let mut daemon = Spawned::start(&config_path, &log, LOG).await;
-    wait_for_files(&daemon, &outbox, 1_000, Duration::from_secs(120)).await;
+    wait_for_files(&daemon, &outbox, 1_000, Duration::from_secs(300)).await;
     daemon.kill9();
     let log = db.dir.path().join("run2.log");
     let mut daemon = Spawned::start(&config_path, &log, LOG).await;
     let target = count_files(&outbox) + 2_000;
-    wait_for_files(&daemon, &outbox, target, Duration::from_secs(120)).await;
+    wait_for_files(&daemon, &outbox, target, Duration::from_secs(300)).await;
     daemon.kill9();
     let log = db.dir.path().join("run3.log");
     let mut daemon = Spawned::start(&config_path, &log, LOG).await;
-    wait_for_files(&daemon, &outbox, REMINDERS, Duration::from_secs(240)).await;
+    wait_for_files(&daemon, &outbox, REMINDERS, Duration::from_secs(480)).await;
 
     // Before counting, nothing is left that could still send a reminder: no touch is due
     // (each was sent or skipped) and every delivery is delivered (its outbox file written).
