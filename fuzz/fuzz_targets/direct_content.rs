@@ -5,9 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use switchboard::intake::{
-    DIRECT_MAX_ATTACHMENTS, DIRECT_MAX_BODY_BYTES, DirectSource, Source,
-};
+use switchboard::intake::{DIRECT_MAX_ATTACHMENTS, DIRECT_MAX_BODY_BYTES, DirectSource, Source};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(parsed) = DirectSource.parse(data) {

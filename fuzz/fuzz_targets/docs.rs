@@ -9,7 +9,10 @@ use switchboard_docs::{ccda, xdm};
 
 fn header(bytes: &[u8]) {
     if let Ok(header) = ccda::read_header(bytes) {
-        assert!(ccda::is_ccda(bytes), "read a header from what is_ccda refused");
+        assert!(
+            ccda::is_ccda(bytes),
+            "read a header from what is_ccda refused"
+        );
         // An SSN never shows in Debug.
         for id in header.patient.ids.iter().filter(|id| id.is_ssn()) {
             if let Some(extension) = id.extension.as_deref() {
@@ -29,7 +32,10 @@ fuzz_target!(|data: &[u8]| {
             max_ratio: 200,
         };
         if let Ok(package) = xdm::read(data, limits) {
-            assert!(xdm::is_xdm(data), "read a package is_xdm does not recognise");
+            assert!(
+                xdm::is_xdm(data),
+                "read a package is_xdm does not recognise"
+            );
             for warning in &package.warnings {
                 assert!(warning.to_string().starts_with("xdm: "));
             }
