@@ -84,21 +84,15 @@ impl DeliveryService {
         if delivery.connector.is_some() {
             update.expect_connector = Some(connector.to_string());
         }
+        update.retry_at = transient_retry(&self.config, &delivery, report);
         let moved = self
             .store
             .deliveries()
             .update(&delivery.id, &update)
             .await?;
         info!(connector, delivery_id = %delivery.id, status = update.status.as_str(), moved, "status callback");
-        after_report(
-            &self.store,
-            &self.config,
-            connector,
-            &delivery,
-            report,
-            moved,
-        )
-        .await?;
+        crate::testing_hooks::kill_point("report-applied");
+        after_report(&self.store, connector, &delivery, report, &update, moved).await?;
         Ok(ReportOutcome::Recorded {
             delivery_id: delivery.id,
             moved,
@@ -160,16 +154,33 @@ impl DeliveryService {
     }
 }
 
-/// What a report means beyond the delivery's state, once it was applied (`moved`: it moved
-/// the delivery): a fax's record keeps the provider's state, pages and reason; a failure the
-/// manifest calls transient (busy, no answer) is retried with backoff as a new delivery of the
-/// same message, while attempts remain (`max_attempts` counts every attempt of the chain).
+/// When `report` is a failure the manifest calls transient (busy, no answer) and attempts
+/// remain (`max_attempts` counts every attempt of the chain): when the retry — a new delivery
+/// of the same message, queued in the transaction that records the failure — is due.
+pub fn transient_retry(
+    config: &Config,
+    delivery: &DeliveryRow,
+    report: &StatusReport,
+) -> Option<i64> {
+    if !report.transient || report.status != Some(DeliveryStatus::Failed) {
+        return None;
+    }
+    if delivery.attempts >= delivery.max_attempts {
+        info!(delivery_id = %delivery.id, attempts = delivery.attempts, "transient failure after the last attempt; not retried");
+        return None;
+    }
+    let delay = crate::queue::retry::backoff(&config.channel(&delivery.channel), delivery.attempts);
+    Some(crate::store::now_ms() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2))
+}
+
+/// What a report means beyond the delivery's state, once `update` was applied (`moved`: it
+/// moved the delivery): a fax's record keeps the provider's state, pages and reason.
 pub async fn after_report(
     store: &Store,
-    config: &Config,
     connector: &str,
     delivery: &DeliveryRow,
     report: &StatusReport,
+    update: &DeliveryUpdate,
     moved: bool,
 ) -> Result<(), StoreError> {
     if delivery.channel == crate::domain::Channel::Fax.as_str() {
@@ -186,23 +197,9 @@ pub async fn after_report(
             )
             .await?;
     }
-    if moved && report.transient && report.status == Some(DeliveryStatus::Failed) {
-        if delivery.attempts >= delivery.max_attempts {
-            info!(connector, delivery_id = %delivery.id, attempts = delivery.attempts, "transient failure after the last attempt; not retried");
-            return Ok(());
-        }
-        let delay =
-            crate::queue::retry::backoff(&config.channel(&delivery.channel), delivery.attempts);
-        let retry_at =
-            crate::store::now_ms() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2);
-        let reason = report.error.as_deref().unwrap_or(&report.provider_status);
-        if let Some(retry) = store
-            .deliveries()
-            .retry_failed(&delivery.id, retry_at, reason)
-            .await?
-        {
-            info!(connector, delivery_id = %delivery.id, retry = %retry, delay_ms = delay.as_millis() as u64, "transient failure; retried as a new delivery");
-        }
+    if moved && let Some(retry_at) = update.retry_at {
+        let delay_ms = (retry_at - crate::store::now_ms()).max(0);
+        info!(connector, delivery_id = %delivery.id, delay_ms, "transient failure; retried as a new delivery");
     }
     Ok(())
 }

@@ -3,7 +3,8 @@
 //! `SIGKILL` itself when it reaches the point of that name, as `kill -9` there would.
 //!
 //! Points: `direct-recorded` (an inbound Direct message is recorded and processed, its mailbox
-//! message not yet flagged `\Seen`).
+//! message not yet flagged `\Seen`); `report-applied` (a provider's status callback is applied
+//! to its delivery, the provider not yet answered).
 
 /// Kills the process here if `SB_TEST_KILL_AT` names this point (debug builds).
 #[inline]

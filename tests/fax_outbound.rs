@@ -26,6 +26,7 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
+use common::process::Spawned;
 use common::provider::{quick_retries, secret_file, telnyx_sign};
 use common::{Backend, TestDaemon, TestDb};
 use openssl::hash::MessageDigest;
@@ -469,6 +470,19 @@ async fn phaxio_callback(
     fax: Value,
     signature: Option<String>,
 ) -> reqwest::Response {
+    phaxio_callback_to(&daemon.http, &daemon.url(""), callback_url, fax, signature)
+        .await
+        .expect("callback")
+}
+
+/// [`phaxio_callback`] to the daemon at `base`; `Err` when the daemon does not answer.
+async fn phaxio_callback_to(
+    http: &reqwest::Client,
+    base: &str,
+    callback_url: &str,
+    fax: Value,
+    signature: Option<String>,
+) -> reqwest::Result<reqwest::Response> {
     let fax = fax.to_string();
     let success = if fax.contains("\"success\"") {
         "true"
@@ -490,14 +504,11 @@ async fn phaxio_callback(
     let path = callback_url
         .strip_prefix(PUBLIC)
         .expect("callback on public_url");
-    daemon
-        .http
-        .post(daemon.url(path))
+    http.post(format!("{base}{path}"))
         .header("X-Phaxio-Signature", signature)
         .multipart(form)
         .send()
         .await
-        .expect("callback")
 }
 
 async fn telnyx_callback(
@@ -760,6 +771,94 @@ async fn phaxio_busy_retried_then_permanent(backend: Backend) {
     daemon.stop().await;
 }
 both_databases!(phaxio_busy, crate::phaxio_busy_retried_then_permanent);
+
+/// A busy report queues its retry in the transaction that records the failure: a daemon
+/// killed (`kill -9`) right after recording it, before answering Phaxio, still sends the fax
+/// again once restarted, and Phaxio's redelivery of the unanswered callback adds no second
+/// retry.
+async fn phaxio_busy_kill9_keeps_the_retry(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let provider = FaxProvider::start().await;
+    let config = fax_config(&db, "phaxio", phaxio_connector(&db, &provider.base()), true);
+    let daemon = TestDaemon::start(config.clone()).await;
+    let message = send_fax(&daemon, fax_message(json!([]))).await;
+    let first = wait_sends(&provider, 1).await.remove(0);
+    wait_deliveries(&daemon, &message, |d| d[0]["status"] == "sent").await;
+    let key = daemon.key.clone();
+    let mut daemon = daemon;
+    daemon.stop().await;
+    daemon.core.store.close().await;
+
+    let path = db.dir.path().join("switchboard.toml");
+    std::fs::write(&path, toml::to_string(&config).expect("toml")).expect("config");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_switchboard"));
+    command
+        .args(["run", "--config"])
+        .arg(&path)
+        .env("SB_TEST_KILL_AT", "report-applied");
+    let log = db.dir.path().join("daemon.log");
+    let mut killed = Spawned::start_command(command, &log, "info").await;
+    let busy = json!({"id": 1, "direction": "sent", "num_pages": 0, "status": "failure",
+        "error_type": "lineError", "error_id": 32, "error_message": "Busy"});
+    let http = reqwest::Client::new();
+    let answer = phaxio_callback_to(
+        &http,
+        &killed.base(),
+        &first.fields["callback_url"],
+        busy.clone(),
+        None,
+    )
+    .await;
+    assert!(answer.is_err(), "killed before answering: {answer:?}");
+    common::wait::wait_until("the daemon to kill itself", WAIT, async || {
+        killed.exited().map(|_| ())
+    })
+    .await;
+
+    let daemon = Spawned::start(&path, &db.dir.path().join("daemon2.log"), "info").await;
+    daemon
+        .wait_for("the fax sent again", WAIT, async || {
+            provider.sends().len() >= 2
+        })
+        .await;
+    let sends = provider.sends();
+    assert_eq!(sends[1].fields["to"], FAX_TO, "the same fax again");
+    // Phaxio redelivers the callback it got no answer to: recorded, no second retry.
+    let answer = phaxio_callback_to(
+        &http,
+        &daemon.base(),
+        &first.fields["callback_url"],
+        busy,
+        None,
+    )
+    .await
+    .expect("answered");
+    assert!(answer.status().is_success(), "{}", answer.status());
+    let view: Value = http
+        .get(format!("{}/v1/messages/{message}", daemon.base()))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("json");
+    let deliveries = view["deliveries"].as_array().cloned().unwrap_or_default();
+    assert_eq!(deliveries.len(), 2, "one retry: {deliveries:#?}");
+    assert_eq!(deliveries[0]["status"], "failed", "{deliveries:#?}");
+    let store = switchboard::store::Store::connect(&db.url, 2, false)
+        .await
+        .expect("store");
+    let retry = store
+        .deliveries()
+        .retry_of(deliveries[0]["id"].as_str().expect("id"))
+        .await
+        .expect("retry_of");
+    store.close().await;
+    assert_eq!(retry.as_deref(), deliveries[1]["id"].as_str());
+    assert_eq!(provider.sends().len(), 2, "sent twice in all");
+}
+both_databases!(phaxio_busy_kill9, crate::phaxio_busy_kill9_keeps_the_retry);
 
 /// Telnyx: the fax is one PDF (cover page + the attachment, merged) served at a media URL
 /// that works once; an unused URL stops working when it expires; signed callbacks move the

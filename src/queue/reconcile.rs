@@ -64,16 +64,18 @@ pub async fn reconcile_once(
                     continue;
                 }
             };
-            let Some(update) = report_update(&report, &name, &format!("reconcile:{name}")) else {
+            let Some(mut update) = report_update(&report, &name, &format!("reconcile:{name}"))
+            else {
                 continue;
             };
+            let delivery = store.deliveries().get(&delivery_id).await?;
+            update.retry_at = crate::deliveries::transient_retry(config, &delivery, &report);
             let applied = store.deliveries().update(&delivery_id, &update).await?;
             if applied {
                 moved += 1;
                 info!(%delivery_id, connector = %name, status = update.status.as_str(), "reconciled");
             }
-            let delivery = store.deliveries().get(&delivery_id).await?;
-            crate::deliveries::after_report(store, config, &name, &delivery, &report, applied)
+            crate::deliveries::after_report(store, &name, &delivery, &report, &update, applied)
                 .await?;
         }
     }

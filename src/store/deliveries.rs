@@ -38,6 +38,10 @@ pub struct DeliveryUpdate {
     /// Apply only to a delivery carried by this connector (reports from outside are bound to
     /// the connector they arrived through).
     pub expect_connector: Option<String>,
+    /// A transient failure (busy, no answer): when the update moves the delivery to `failed`,
+    /// the same transaction queues a new delivery of the same message that retries it from
+    /// this time (ms), counting the attempts made — so no crash can lose the retry.
+    pub retry_at: Option<i64>,
 }
 
 impl DeliveryUpdate {
@@ -53,6 +57,7 @@ impl DeliveryUpdate {
             dead_letter: false,
             expect_status: None,
             expect_connector: None,
+            retry_at: None,
         }
     }
 }
@@ -312,6 +317,34 @@ impl Deliveries<'_> {
             for (row, update) in &moved_rows {
                 if let Some(entry) = &update.audit {
                     bind_audit!(entry, now).execute(&mut *tx).await?;
+                }
+                if let Some(retry_at) = update.retry_at
+                    && row.status == DeliveryStatus::Failed.as_str()
+                {
+                    // At most one retry per failed delivery (a replayed report finds it made).
+                    let retry_id = new_id("dlv");
+                    let inserted = sqlx::query(
+                        "INSERT INTO deliveries (id, organization_id, message_id, patient_id, channel, recipient, status,
+                            status_rank, attempts, max_attempts, not_before, retry_of, created_at, updated_at)
+                         SELECT $1, organization_id, message_id, patient_id, channel, recipient, 'queued', 0, attempts,
+                            max_attempts, $2, id, $3, $3
+                         FROM deliveries d WHERE id = $4
+                           AND NOT EXISTS (SELECT 1 FROM deliveries r WHERE r.retry_of = $4)",
+                    )
+                    .bind(&retry_id).bind(retry_at).bind(now).bind(&row.id)
+                    .execute(&mut *tx).await?.rows_affected();
+                    if inserted == 1 {
+                        let retry_in = (retry_at - now).max(0) as f64 / 1000.0;
+                        let why = update.reason.as_deref().unwrap_or("transient failure");
+                        sqlx::query(
+                            "INSERT INTO delivery_events (organization_id, delivery_id, status, applied, source, detail, created_at)
+                             VALUES ($1, $2, 'queued', TRUE, 'retry', $3, $4)",
+                        )
+                        .bind(&row.organization_id).bind(&retry_id)
+                        .bind(format!("retry of {} ({why}); first attempt in {retry_in:.1}s", row.id))
+                        .bind(now)
+                        .execute(&mut *tx).await?;
+                    }
                 }
                 if update.dead_letter {
                     sqlx::query(
@@ -675,62 +708,6 @@ impl Deliveries<'_> {
 }
 
 impl Deliveries<'_> {
-    /// A new delivery that retries failed delivery `failed_id` (same message, recipient and
-    /// channel) from `retry_at`, counting the attempts already made; the sweeper gives it a
-    /// job once it is due. At most one retry per failed delivery: a repeat returns the one
-    /// made before. `None` when `failed_id` is unknown.
-    pub async fn retry_failed(
-        self,
-        failed_id: &str,
-        retry_at: i64,
-        reason: &str,
-    ) -> Result<Option<String>> {
-        let now = now_ms();
-        let id = new_id("dlv");
-        Ok(on_db!(self.db(), |pool| {
-            let mut tx = pool.begin().await?;
-            let existing: Option<(String,)> =
-                sqlx::query_as("SELECT id FROM deliveries WHERE retry_of = $1")
-                    .bind(failed_id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            if let Some((existing,)) = existing {
-                tx.rollback().await?;
-                return Ok(Some(existing));
-            }
-            let inserted = sqlx::query(
-                "INSERT INTO deliveries (id, organization_id, message_id, patient_id, channel, recipient, status,
-                    status_rank, attempts, max_attempts, not_before, retry_of, created_at, updated_at)
-                 SELECT $1, organization_id, message_id, patient_id, channel, recipient, 'queued', 0, attempts,
-                    max_attempts, $2, id, $3, $3
-                 FROM deliveries WHERE id = $4 AND status = 'failed'",
-            )
-            .bind(&id)
-            .bind(retry_at)
-            .bind(now)
-            .bind(failed_id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if inserted == 0 {
-                tx.rollback().await?;
-                return Ok(None);
-            }
-            let retry_in = (retry_at - now).max(0) as f64 / 1000.0;
-            sqlx::query(
-                "INSERT INTO delivery_events (organization_id, delivery_id, status, applied, source, detail, created_at)
-                 SELECT organization_id, $1, 'queued', TRUE, 'retry', $2, $3 FROM deliveries WHERE id = $1",
-            )
-            .bind(&id)
-            .bind(format!("retry of {failed_id} ({reason}); first attempt in {retry_in:.1}s"))
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            tx.commit().await?;
-            Some(id)
-        }))
-    }
-
     /// The delivery that retries `failed_id`, if one was made.
     pub async fn retry_of(self, failed_id: &str) -> Result<Option<String>> {
         let row: Option<(String,)> = on_db!(self.db(), |pool| sqlx::query_as(

@@ -1,7 +1,7 @@
 //! Faxes out: the provider's record of each fax we sent, keyed by (provider, direction,
 //! provider id), and the documents we serve to providers that fetch them (sealed, once per
 //! token, until they expire). The sealing, tokens and policy are `crate::fax`'s. (The retry of
-//! a fax whose line was busy is a delivery: `Deliveries::retry_failed`.)
+//! a fax whose line was busy is a delivery: `DeliveryUpdate::retry_at`.)
 
 use super::{Faxes, Result, now_ms, on_db};
 
