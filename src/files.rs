@@ -156,3 +156,33 @@ mod tests {
         assert!(create_private(&file, b"z").is_err());
     }
 }
+
+/// When run as root (an operator's admin command on the host) on a state directory owned by
+/// the service user, hands a file root just created there to that user, so the service can
+/// still open it (a database `switchboard keys create` made before the first start, say).
+/// Anything else is left as it is.
+pub fn give_to_dir_owner(path: &Path, dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid(2) has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return Ok(());
+    }
+    let dir = match std::fs::metadata(if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    }) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let file = match std::fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if dir.uid() != 0 && file.uid() == 0 && file.is_file() {
+        std::os::unix::fs::chown(path, Some(dir.uid()), Some(dir.gid()))?;
+    }
+    Ok(())
+}

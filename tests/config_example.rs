@@ -8,7 +8,15 @@ fn example_config_parses_and_matches_defaults() {
     let defaults = switchboard::config::Config::from_toml("").expect("defaults");
     assert_eq!(example.server.listen, defaults.server.listen);
     assert_eq!(example.queue.lease_secs, defaults.queue.lease_secs);
-    assert_eq!(example.database_url(), defaults.database_url());
+    // The reference is the installed configuration: state where the unit keeps it.
+    assert_eq!(
+        example.data_dir,
+        std::path::PathBuf::from("/var/lib/switchboard")
+    );
+    assert_eq!(
+        example.database_url(),
+        "sqlite:///var/lib/switchboard/switchboard.db"
+    );
     assert_eq!(
         example.channel("sms").max_attempts,
         defaults.channel("sms").max_attempts

@@ -83,6 +83,55 @@ for name, select, body in [("telnyx-status", 1, body),
 body = b"MessageSid=SM5&MessageStatus=delivered"
 write("hmac-status", 2, "https://gw.example.org/hooks/x/status", "sha256=" + hmac.new(token, b"1800000000." + body, hashlib.sha256).hexdigest(), "1800000000", body)
 PY
+# fax_webhook: byte 0 picks the provider (0 Phaxio, 1 Telnyx; +0x80 inbound), then
+# url \n signature \n timestamp \n content-type \n body, signed with the target's keys.
+mkdir -p $seeds/seeds/fax_webhook
+python3 - "$seeds/seeds/fax_webhook" <<'PY'
+import base64, hashlib, hmac, json, subprocess, sys, tempfile
+out = sys.argv[1]
+token = b"fuzz-callback-token"
+boundary = "fuzzb0undary"
+def write(name, select, url, sig, ts, ctype, body):
+    with open(f"{out}/{name}", "wb") as f:
+        f.write(bytes([select]) + f"{url}\n{sig}\n{ts}\n{ctype}\n".encode() + body)
+def phaxio(name, select, url, fields, files):
+    data = url + "".join(k + v for k, v in sorted(fields))
+    data += "".join(k + hashlib.sha1(v).hexdigest() for k, v in sorted(files))
+    sig = hmac.new(token, data.encode(), hashlib.sha1).hexdigest()
+    body = b""
+    for k, v in fields:
+        body += f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
+    for k, v in files:
+        body += (f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"; filename="fax.pdf"\r\n'
+                 "Content-Type: application/pdf\r\n\r\n").encode() + v + b"\r\n"
+    body += f"--{boundary}--\r\n".encode()
+    write(name, select, url, sig, "", f"multipart/form-data; boundary={boundary}", body)
+pdf = b"%PDF-1.4\n1 0 obj<</Type/Catalog>>endobj\ntrailer<</Root 1 0 R>>\n%%EOF\n"
+received = json.dumps({"id": 1001, "direction": "received", "num_pages": 2, "status": "success",
+    "from_number": "+13125550100", "to_number": "+12125550100"})
+phaxio("phaxio-inbound", 0x80, "https://gw.example.org/hooks/phaxio/inbound",
+       [("direction", "received"), ("fax", received), ("is_test", "false"), ("success", "true")], [("file", pdf)])
+partial = received.replace('"success"', '"partialsuccess"')
+phaxio("phaxio-inbound-partial", 0x80, "https://gw.example.org/hooks/phaxio/inbound",
+       [("direction", "received"), ("fax", partial)], [("file", pdf)])
+sent = json.dumps({"id": 7, "direction": "sent", "num_pages": 3, "status": "failure",
+    "error_type": "lineError", "error_id": 32, "error_message": "Busy"})
+phaxio("phaxio-status", 0, "https://gw.example.org/hooks/phaxio/status?delivery=abc",
+       [("direction", "sent"), ("event_type", "fax_completed"), ("fax", sent), ("success", "false")], [])
+def telnyx(name, select, url, body):
+    with tempfile.NamedTemporaryFile() as f:
+        f.write(b"1800000000|" + body)
+        f.flush()
+        sig = subprocess.run(["openssl", "pkeyutl", "-sign", "-rawin", "-inkey", "telnyx.key", "-in", f.name], capture_output=True, check=True).stdout
+    write(name, select, url, base64.b64encode(sig).decode(), "1800000000", "application/json", body)
+telnyx("telnyx-received", 0x81, "https://gw.example.org/hooks/telnyx_fax/inbound", json.dumps({"data": {
+    "id": "ev1", "event_type": "fax.received", "payload": {"fax_id": "f1", "direction": "inbound",
+    "from": "+13125550100", "to": "+12125550100", "page_count": 2, "status": "received",
+    "media_url": "https://s3.amazonaws.com/faxes/f1.pdf"}}}).encode())
+telnyx("telnyx-status", 1, "https://gw.example.org/hooks/telnyx_fax/status", json.dumps({"data": {
+    "id": "ev2", "event_type": "fax.failed", "payload": {"fax_id": "f2", "status": "failed",
+    "failure_reason": "user_busy", "direction": "outbound", "page_count": 0}}}).encode())
+PY
 # reminder_rule: byte 0 bit 0 picks JSON (0) or TOML (1).
 { printf '\x00'; printf '{"id":"standard","touches":[{"id":"email-7d","before":"7d","channels":["email","sms"]},{"id":"sms-2h","before":"2 hours","channels":["sms"]},{"id":"d","at":"1 business day before at 10:00","channels":["sms"]}]}'; } \
     > $seeds/seeds/reminder_rule/rule.json

@@ -544,7 +544,8 @@ impl Secret {
             (Some(file), None) => Ok(file.clone()),
             (None, Some(name)) => credential_path(name).ok_or_else(|| {
                 ConfigError::Invalid(format!(
-                    "credential {name} requested but $CREDENTIALS_DIRECTORY is not set"
+                    "credential {name} requested but $CREDENTIALS_DIRECTORY is not set and \
+                     {HOST_CREDENTIALS}/{name} does not exist"
                 ))
             }),
             _ => Err(ConfigError::Invalid(
@@ -565,9 +566,17 @@ impl Secret {
     }
 }
 
-/// `$CREDENTIALS_DIRECTORY/<name>` when systemd passed credentials to us.
+/// Where the unit's `LoadCredential=` lines read credentials from on the host.
+pub const HOST_CREDENTIALS: &str = "/etc/switchboard/credentials";
+
+/// `$CREDENTIALS_DIRECTORY/<name>` when systemd passed credentials to us; else, for admin
+/// commands run on the host (no `$CREDENTIALS_DIRECTORY`), the file the unit loads it from,
+/// [`HOST_CREDENTIALS`]`/<name>`, when it exists — so they hold the daemon's at-rest key.
 pub fn credential_path(name: &str) -> Option<PathBuf> {
-    std::env::var_os("CREDENTIALS_DIRECTORY").map(|dir| Path::new(&dir).join(name))
+    match std::env::var_os("CREDENTIALS_DIRECTORY") {
+        Some(dir) => Some(Path::new(&dir).join(name)),
+        None => Some(Path::new(HOST_CREDENTIALS).join(name)).filter(|p| p.exists()),
+    }
 }
 
 impl Config {

@@ -261,7 +261,11 @@ fn prepare_sqlite_file(path: &std::path::Path) -> std::io::Result<()> {
         other => other?,
     }
     for suffix in ["", "-wal", "-shm", "-journal"] {
-        crate::files::restrict_file(std::path::Path::new(&format!("{name}{suffix}")))?;
+        let file = format!("{name}{suffix}");
+        crate::files::restrict_file(std::path::Path::new(&file))?;
+        if let Some(dir) = path.parent() {
+            crate::files::give_to_dir_owner(std::path::Path::new(&file), dir)?;
+        }
     }
     Ok(())
 }
