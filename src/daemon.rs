@@ -491,6 +491,13 @@ pub async fn start(config: Config) -> Result<Daemon, DaemonError> {
         core.config.clone(),
     );
     state.tasks = supervisor.metrics.clone();
+    let metrics_task = {
+        let ops = state.app.ops.clone();
+        let every = Duration::from_secs(core.config.metrics.refresh_secs.max(1));
+        supervisor.spawn("metrics", move |stop| {
+            ops.clone().refresh_metrics_regularly(every, stop)
+        })
+    };
     state.fax_inbound = Some(fax_inbound);
     state.app.events.closing = shutdown.child_token();
     if let Some(secret) = &core.config.server.metrics_token {
@@ -634,6 +641,7 @@ pub async fn start(config: Config) -> Result<Daemon, DaemonError> {
         let _ = sweeper.await;
         let _ = reconciler.await;
         let _ = retention.await;
+        let _ = metrics_task.await;
         let _ = notifier.await;
         for task in [events_listener, webhooks, app_listen, fax_job]
             .into_iter()

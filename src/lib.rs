@@ -33,6 +33,7 @@ pub mod intake;
 pub mod keys;
 pub mod logging;
 pub mod messages;
+pub mod metrics;
 pub mod notify;
 pub mod ops;
 pub mod patients;

@@ -1,4 +1,4 @@
-//! What operators' endpoints ask: readiness, the figures `/metrics` shows, the audit trail
+//! What operators' endpoints ask: readiness, the refresh of the gauges `/metrics` shows, the audit trail
 //! of refusals at the edges (a provider webhook whose signature failed), and the admin lists:
 //! deliveries by status/channel/connector/time and the dead letters, with their retries.
 
@@ -15,15 +15,6 @@ use crate::service::{FieldError, Refusal, ServiceError};
 use crate::store::{
     AuditEntry, DeadLetterRow, DeliveryFilter, DeliveryRow, GroupCommit, Store, StoreError,
 };
-
-/// Delivery figures for `/metrics`.
-#[derive(Debug, Clone, Default)]
-pub struct DeliveryFigures {
-    /// (channel, status, count), ordered.
-    pub by_channel_and_status: Vec<(String, String, i64)>,
-    /// Deliveries that exhausted their attempts and were not requeued.
-    pub dead_letters: i64,
-}
 
 /// A refused provider webhook, for the audit trail.
 #[derive(Debug, Clone)]
@@ -46,6 +37,9 @@ pub struct Ops {
     pub group: GroupCommit,
     /// Opens the HL7 archive.
     pub keyring: Keyring,
+    /// The database-derived gauges of `/metrics` (and of alert rules), refreshed by
+    /// [`Ops::refresh_metrics`].
+    pub gauges: crate::metrics::Gauges,
 }
 
 /// The filters of `GET /v1/deliveries` and `GET /v1/dead-letters` (and of
@@ -244,11 +238,43 @@ impl Ops {
         Ok(self.store.ping().await?)
     }
 
-    pub async fn delivery_figures(&self) -> Result<DeliveryFigures, ServiceError> {
-        Ok(DeliveryFigures {
-            by_channel_and_status: self.store.deliveries().counts().await?,
-            dead_letters: self.store.deliveries().dead_letter_count().await?,
-        })
+    /// Sets the queue and dead-letter gauges of `/metrics` from two indexed queries (the
+    /// daemon's `metrics` task calls it every `[metrics] refresh_secs`; scrapes never query).
+    pub async fn refresh_metrics(&self) -> Result<(), ServiceError> {
+        let waiting = self.store.deliveries().waiting().await?;
+        let dead_letters = self.store.deliveries().dead_letter_count().await?;
+        let queues = waiting
+            .into_iter()
+            .map(|(channel, depth, oldest_created_at)| {
+                (
+                    channel,
+                    crate::metrics::Queue {
+                        depth,
+                        oldest_created_at,
+                    },
+                )
+            })
+            .collect();
+        self.gauges.refreshed(queues, dead_letters);
+        Ok(())
+    }
+
+    /// Refreshes the gauges every `every` until `stop` (the daemon's supervised `metrics` task).
+    /// A failed refresh is logged and the gauges keep their last values.
+    pub async fn refresh_metrics_regularly(
+        self,
+        every: std::time::Duration,
+        stop: tokio_util::sync::CancellationToken,
+    ) {
+        loop {
+            if let Err(e) = self.refresh_metrics().await {
+                tracing::warn!(error = %e, "metrics refresh failed");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = stop.cancelled() => return,
+            }
+        }
     }
 
     /// `GET /v1/deliveries`: the organization's deliveries matching the query, newest first.
