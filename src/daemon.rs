@@ -491,6 +491,18 @@ pub async fn start(config: Config) -> Result<Daemon, DaemonError> {
         core.config.clone(),
     );
     state.tasks = supervisor.metrics.clone();
+    let alerts_task = match crate::alerts::Alerter::new(
+        core.store.clone(),
+        core.config.clone(),
+        state.app.ops.gauges.clone(),
+        format!("{}:{}", core.config.node_id(), ulid::Ulid::new()),
+    ) {
+        Ok(Some(alerter)) => {
+            Some(supervisor.spawn("alerts", move |stop| alerter.clone().run(stop)))
+        }
+        Ok(None) => None,
+        Err(e) => return Err(ConfigError::Invalid(e.to_string()).into()),
+    };
     let metrics_task = {
         let ops = state.app.ops.clone();
         let every = Duration::from_secs(core.config.metrics.refresh_secs.max(1));
@@ -643,7 +655,7 @@ pub async fn start(config: Config) -> Result<Daemon, DaemonError> {
         let _ = retention.await;
         let _ = metrics_task.await;
         let _ = notifier.await;
-        for task in [events_listener, webhooks, app_listen, fax_job]
+        for task in [events_listener, webhooks, app_listen, fax_job, alerts_task]
             .into_iter()
             .flatten()
         {

@@ -8,6 +8,7 @@
 //! `channels`, which call `store`; all of them speak the typed core in `domain`. See
 //! `docs/ARCHITECTURE.md`.
 
+pub mod alerts;
 pub mod app;
 pub mod app_events;
 pub mod appointments;

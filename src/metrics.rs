@@ -106,6 +106,44 @@ pub struct Health {
     pub failures: u64,
 }
 
+/// Per (channel, connector): when deliveries last succeeded and since when they have been
+/// failing, as one daemon saw them (its store records every move; the worker every failed
+/// attempt). Read by the `channel_failing` alert. Cheap to clone; one per `Store`.
+#[derive(Debug, Clone, Default)]
+pub struct ChannelHealth(std::sync::Arc<Mutex<BTreeMap<(String, String), Health>>>);
+
+impl ChannelHealth {
+    /// A delivery moved to `status`.
+    pub fn moved(&self, channel: &str, connector: Option<&str>, status: &str) {
+        if matches!(status, "sent" | "delivered" | "processed" | "dispatched") {
+            let mut health = lock(&self.0);
+            let h = health
+                .entry((channel.to_string(), connector.unwrap_or("").to_string()))
+                .or_default();
+            h.last_success = Some(now_ms());
+            h.failing_since = None;
+            h.failures = 0;
+        } else if matches!(status, "failed" | "expired") {
+            self.attempt_failed(channel, connector);
+        }
+    }
+
+    /// A send attempt (or a delivery) failed.
+    pub fn attempt_failed(&self, channel: &str, connector: Option<&str>) {
+        let mut health = lock(&self.0);
+        let h = health
+            .entry((channel.to_string(), connector.unwrap_or("").to_string()))
+            .or_default();
+        h.failing_since.get_or_insert(now_ms());
+        h.failures += 1;
+    }
+
+    /// What was seen so far.
+    pub fn snapshot(&self) -> BTreeMap<(String, String), Health> {
+        lock(&self.0).clone()
+    }
+}
+
 /// The queue of one channel as the last refresh saw it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Queue {
@@ -134,7 +172,6 @@ pub struct Metrics {
 /// What alerts and the age collector read, besides the registered metrics.
 #[derive(Debug, Default)]
 struct State {
-    health: Mutex<BTreeMap<(String, String), Health>>,
     /// Per HL7 sending facility (`app^facility`, bounded): last message, ms.
     hl7_last: Mutex<BTreeMap<String, i64>>,
     /// Label values seen per bounded family.
@@ -438,9 +475,7 @@ impl Metrics {
                 status: status.to_string(),
             })
             .inc();
-        let now = now_ms();
-        let elapsed = (now - created_at).max(0) as f64 / 1000.0;
-        let success = matches!(status, "sent" | "delivered" | "processed" | "dispatched");
+        let elapsed = (now_ms() - created_at).max(0) as f64 / 1000.0;
         if status == "sent" {
             self.accept_to_sent
                 .get_or_create(&ChannelLabels {
@@ -456,11 +491,6 @@ impl Metrics {
                 })
                 .observe(elapsed);
         }
-        if success {
-            self.succeeded(channel, connector, now);
-        } else if matches!(status, "failed" | "expired") {
-            self.failed(channel, connector, now);
-        }
     }
 
     /// A send attempt failed and another is scheduled.
@@ -472,26 +502,6 @@ impl Metrics {
                 connector: connector.to_string(),
             })
             .inc();
-        self.failed(channel, connector, now_ms());
-    }
-
-    fn succeeded(&self, channel: &str, connector: &str, now: i64) {
-        let mut health = lock(&self.state.health);
-        let h = health
-            .entry((channel.to_string(), connector.to_string()))
-            .or_default();
-        h.last_success = Some(now);
-        h.failing_since = None;
-        h.failures = 0;
-    }
-
-    fn failed(&self, channel: &str, connector: &str, now: i64) {
-        let mut health = lock(&self.state.health);
-        let h = health
-            .entry((channel.to_string(), connector.to_string()))
-            .or_default();
-        h.failing_since.get_or_insert(now);
-        h.failures += 1;
     }
 
     /// A delivery became a dead letter.
@@ -551,11 +561,6 @@ impl Metrics {
             (address.to_string(), role.to_string(), subject.to_string()),
             not_after,
         );
-    }
-
-    /// Per (channel, connector): successes and failures seen by this process.
-    pub fn health(&self) -> BTreeMap<(String, String), Health> {
-        lock(&self.state.health).clone()
     }
 
     /// Per HL7 sender: the last message this process answered, ms.

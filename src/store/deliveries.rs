@@ -366,6 +366,9 @@ impl Deliveries<'_> {
                     &row.status,
                     row.created_at,
                 );
+                self.store
+                    .health
+                    .moved(&row.channel, row.connector.as_deref(), &row.status);
                 if update.dead_letter {
                     metrics.dead_lettered(&row.channel);
                 }
