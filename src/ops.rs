@@ -3,10 +3,12 @@
 //! deliveries by status/channel/connector/time and the dead letters, with their retries.
 
 mod hl7;
+mod messages;
 
 use serde::{Deserialize, Serialize};
 
 pub use hl7::{Hl7Item, Hl7List, Hl7MessageView, Hl7Query};
+pub use messages::{MessageItem, MessageList, MessageQuery};
 
 use crate::crypto::Keyring;
 use crate::domain::{Channel, DeliveryStatus};
@@ -135,49 +137,27 @@ struct Checked {
 
 fn check(query: &ListQuery) -> Result<Checked, ServiceError> {
     let mut errors = Vec::new();
-    let mut filter = DeliveryFilter::default();
-    if let Some(status) = &query.status {
-        match DeliveryStatus::parse(status) {
-            Some(status) => filter.status = Some(status),
-            None => errors.push(FieldError::parameter(
-                "status",
-                "not a delivery status (queued, sending, sent, processed, dispatched, delivered, \
-                 failed, expired)",
-            )),
-        }
-    }
-    if let Some(channel) = &query.channel {
-        match channel.parse::<Channel>() {
-            Ok(channel) => filter.channel = Some(channel.as_str().to_string()),
-            Err(e) => errors.push(FieldError::parameter("channel", e.to_string())),
-        }
-    }
-    filter.connector = query.connector.clone();
-    let time = |name: &str, value: &Option<String>, errors: &mut Vec<FieldError>| {
-        value
-            .as_ref()
-            .and_then(|t| match chrono::DateTime::parse_from_rfc3339(t) {
-                Ok(t) => Some(t.timestamp_millis()),
-                Err(_) => {
-                    errors.push(FieldError::parameter(name, "not an RFC 3339 time"));
-                    None
-                }
-            })
+    let status = status_param(query.status.as_deref(), &mut errors);
+    let channel = channel_param(query.channel.as_deref(), &mut errors);
+    let Page {
+        since,
+        until,
+        after,
+        limit,
+    } = page_params(
+        query.since.as_deref(),
+        query.until.as_deref(),
+        query.cursor.as_deref(),
+        query.limit,
+        &mut errors,
+    );
+    let filter = DeliveryFilter {
+        status,
+        channel,
+        connector: query.connector.clone(),
+        since,
+        until,
     };
-    filter.since = time("since", &query.since, &mut errors);
-    filter.until = time("until", &query.until, &mut errors);
-    let after = match query.cursor.as_deref().map(parse_cursor) {
-        None => None,
-        Some(Some(after)) => Some(after),
-        Some(None) => {
-            errors.push(FieldError::parameter("cursor", "not a cursor of this list"));
-            None
-        }
-    };
-    let limit = query.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        errors.push(FieldError::parameter("limit", "must be 1 to 1000"));
-    }
     if errors.is_empty() {
         Ok(Checked {
             filter,
@@ -186,6 +166,87 @@ fn check(query: &ListQuery) -> Result<Checked, ServiceError> {
         })
     } else {
         Err(ServiceError::Invalid(errors))
+    }
+}
+
+/// `status`: a delivery status.
+pub(crate) fn status_param(
+    value: Option<&str>,
+    errors: &mut Vec<FieldError>,
+) -> Option<DeliveryStatus> {
+    let status = value?;
+    let parsed = DeliveryStatus::parse(status);
+    if parsed.is_none() {
+        errors.push(FieldError::parameter(
+            "status",
+            "not a delivery status (queued, sending, sent, processed, dispatched, delivered, \
+             failed, expired)",
+        ));
+    }
+    parsed
+}
+
+/// `channel`: a channel's name, as stored.
+pub(crate) fn channel_param(value: Option<&str>, errors: &mut Vec<FieldError>) -> Option<String> {
+    match value?.parse::<Channel>() {
+        Ok(channel) => Some(channel.as_str().to_string()),
+        Err(e) => {
+            errors.push(FieldError::parameter("channel", e.to_string()));
+            None
+        }
+    }
+}
+
+/// The paging parameters every admin list shares, read and checked.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Page {
+    /// At or after (unix ms).
+    pub since: Option<i64>,
+    /// Before (unix ms).
+    pub until: Option<i64>,
+    /// The keyset of the previous page's last row: `(time, id)`.
+    pub after: Option<(i64, String)>,
+    /// 1 to 1000 (default 100).
+    pub limit: i64,
+}
+
+/// Reads `since` and `until` (RFC 3339), `cursor` (a `next_cursor` of the same list) and
+/// `limit` (1 to 1000, default 100), pushing a parameter error for each one at fault.
+pub(crate) fn page_params(
+    since: Option<&str>,
+    until: Option<&str>,
+    cursor: Option<&str>,
+    limit: Option<i64>,
+    errors: &mut Vec<FieldError>,
+) -> Page {
+    let mut time = |name: &str, value: Option<&str>| {
+        value.and_then(|t| match chrono::DateTime::parse_from_rfc3339(t) {
+            Ok(t) => Some(t.timestamp_millis()),
+            Err(_) => {
+                errors.push(FieldError::parameter(name, "not an RFC 3339 time"));
+                None
+            }
+        })
+    };
+    let since = time("since", since);
+    let until = time("until", until);
+    let after = match cursor.map(parse_cursor) {
+        None => None,
+        Some(Some(after)) => Some(after),
+        Some(None) => {
+            errors.push(FieldError::parameter("cursor", "not a cursor of this list"));
+            None
+        }
+    };
+    let limit = limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        errors.push(FieldError::parameter("limit", "must be 1 to 1000"));
+    }
+    Page {
+        since,
+        until,
+        after,
+        limit,
     }
 }
 

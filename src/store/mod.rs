@@ -70,7 +70,9 @@ pub use hl7::{Hl7Arrival, Hl7Effects, Hl7Outcome, Hl7Row};
 pub use inbound::{FileInbound, InboundRow, NewInbound, NewOrphan, OrphanRow};
 pub use intake::{ReassignInbound, StepRow};
 pub use matching::PatientDemographics;
-pub use messages::{AcceptItem, AcceptOutcome, NewDelivery, NewMessage};
+pub use messages::{
+    AcceptItem, AcceptOutcome, MessageFilter, MessageListRow, NewDelivery, NewMessage,
+};
 pub use patients::{ConsentInput, ContactPointInput, PatientInput};
 pub use reminders::{NewTouch, PlanRow, TouchRow};
 pub use retention::Prunable;
