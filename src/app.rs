@@ -99,6 +99,7 @@ impl App {
                 store,
                 group: messages.group.clone(),
                 keyring: messages.keyring.clone(),
+                gauges: crate::metrics::Gauges::default(),
             },
             patients,
             messages,

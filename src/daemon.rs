@@ -492,6 +492,25 @@ pub async fn start(config: Config) -> Result<Daemon, DaemonError> {
         core.config.clone(),
     );
     state.tasks = supervisor.metrics.clone();
+    let alerts_task = match crate::alerts::Alerter::new(
+        core.store.clone(),
+        core.config.clone(),
+        state.app.ops.gauges.clone(),
+        format!("{}:{}", core.config.node_id(), ulid::Ulid::new()),
+    ) {
+        Ok(Some(alerter)) => {
+            Some(supervisor.spawn("alerts", move |stop| alerter.clone().run(stop)))
+        }
+        Ok(None) => None,
+        Err(e) => return Err(ConfigError::Invalid(e.to_string()).into()),
+    };
+    let metrics_task = {
+        let ops = state.app.ops.clone();
+        let every = Duration::from_secs(core.config.metrics.refresh_secs.max(1));
+        supervisor.spawn("metrics", move |stop| {
+            ops.clone().refresh_metrics_regularly(every, stop)
+        })
+    };
     state.fax_inbound = Some(fax_inbound);
     state.app.events.closing = shutdown.child_token();
     if let Some(secret) = &core.config.server.metrics_token {
@@ -635,8 +654,9 @@ pub async fn start(config: Config) -> Result<Daemon, DaemonError> {
         let _ = sweeper.await;
         let _ = reconciler.await;
         let _ = retention.await;
+        let _ = metrics_task.await;
         let _ = notifier.await;
-        for task in [events_listener, webhooks, app_listen, fax_job]
+        for task in [events_listener, webhooks, app_listen, fax_job, alerts_task]
             .into_iter()
             .flatten()
         {

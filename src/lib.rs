@@ -8,6 +8,7 @@
 //! `channels`, which call `store`; all of them speak the typed core in `domain`. See
 //! `docs/ARCHITECTURE.md`.
 
+pub mod alerts;
 pub mod app;
 pub mod app_events;
 pub mod appointments;
@@ -33,6 +34,7 @@ pub mod intake;
 pub mod keys;
 pub mod logging;
 pub mod messages;
+pub mod metrics;
 pub mod notify;
 pub mod ops;
 pub mod patients;

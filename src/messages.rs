@@ -1079,7 +1079,7 @@ impl MessageView {
     }
 }
 
-fn summarize<'a>(statuses: impl Iterator<Item = &'a str>) -> String {
+pub(crate) fn summarize<'a>(statuses: impl Iterator<Item = &'a str>) -> String {
     let statuses: Vec<&str> = statuses.collect();
     if let [only] = statuses.as_slice() {
         return only.to_string();

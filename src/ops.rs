@@ -1,12 +1,14 @@
-//! What operators' endpoints ask: readiness, the figures `/metrics` shows, the audit trail
+//! What operators' endpoints ask: readiness, the refresh of the gauges `/metrics` shows, the audit trail
 //! of refusals at the edges (a provider webhook whose signature failed), and the admin lists:
 //! deliveries by status/channel/connector/time and the dead letters, with their retries.
 
 mod hl7;
+mod messages;
 
 use serde::{Deserialize, Serialize};
 
 pub use hl7::{Hl7Item, Hl7List, Hl7MessageView, Hl7Query};
+pub use messages::{MessageItem, MessageList, MessageQuery};
 
 use crate::crypto::Keyring;
 use crate::domain::{Channel, DeliveryStatus};
@@ -15,15 +17,6 @@ use crate::service::{FieldError, Refusal, ServiceError};
 use crate::store::{
     AuditEntry, DeadLetterRow, DeliveryFilter, DeliveryRow, GroupCommit, Store, StoreError,
 };
-
-/// Delivery figures for `/metrics`.
-#[derive(Debug, Clone, Default)]
-pub struct DeliveryFigures {
-    /// (channel, status, count), ordered.
-    pub by_channel_and_status: Vec<(String, String, i64)>,
-    /// Deliveries that exhausted their attempts and were not requeued.
-    pub dead_letters: i64,
-}
 
 /// A refused provider webhook, for the audit trail.
 #[derive(Debug, Clone)]
@@ -46,6 +39,9 @@ pub struct Ops {
     pub group: GroupCommit,
     /// Opens the HL7 archive.
     pub keyring: Keyring,
+    /// The database-derived gauges of `/metrics` (and of alert rules), refreshed by
+    /// [`Ops::refresh_metrics`].
+    pub gauges: crate::metrics::Gauges,
 }
 
 /// The filters of `GET /v1/deliveries` and `GET /v1/dead-letters` (and of
@@ -141,49 +137,27 @@ struct Checked {
 
 fn check(query: &ListQuery) -> Result<Checked, ServiceError> {
     let mut errors = Vec::new();
-    let mut filter = DeliveryFilter::default();
-    if let Some(status) = &query.status {
-        match DeliveryStatus::parse(status) {
-            Some(status) => filter.status = Some(status),
-            None => errors.push(FieldError::parameter(
-                "status",
-                "not a delivery status (queued, sending, sent, processed, dispatched, delivered, \
-                 failed, expired)",
-            )),
-        }
-    }
-    if let Some(channel) = &query.channel {
-        match channel.parse::<Channel>() {
-            Ok(channel) => filter.channel = Some(channel.as_str().to_string()),
-            Err(e) => errors.push(FieldError::parameter("channel", e.to_string())),
-        }
-    }
-    filter.connector = query.connector.clone();
-    let time = |name: &str, value: &Option<String>, errors: &mut Vec<FieldError>| {
-        value
-            .as_ref()
-            .and_then(|t| match chrono::DateTime::parse_from_rfc3339(t) {
-                Ok(t) => Some(t.timestamp_millis()),
-                Err(_) => {
-                    errors.push(FieldError::parameter(name, "not an RFC 3339 time"));
-                    None
-                }
-            })
+    let status = status_param(query.status.as_deref(), &mut errors);
+    let channel = channel_param(query.channel.as_deref(), &mut errors);
+    let Page {
+        since,
+        until,
+        after,
+        limit,
+    } = page_params(
+        query.since.as_deref(),
+        query.until.as_deref(),
+        query.cursor.as_deref(),
+        query.limit,
+        &mut errors,
+    );
+    let filter = DeliveryFilter {
+        status,
+        channel,
+        connector: query.connector.clone(),
+        since,
+        until,
     };
-    filter.since = time("since", &query.since, &mut errors);
-    filter.until = time("until", &query.until, &mut errors);
-    let after = match query.cursor.as_deref().map(parse_cursor) {
-        None => None,
-        Some(Some(after)) => Some(after),
-        Some(None) => {
-            errors.push(FieldError::parameter("cursor", "not a cursor of this list"));
-            None
-        }
-    };
-    let limit = query.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        errors.push(FieldError::parameter("limit", "must be 1 to 1000"));
-    }
     if errors.is_empty() {
         Ok(Checked {
             filter,
@@ -192,6 +166,87 @@ fn check(query: &ListQuery) -> Result<Checked, ServiceError> {
         })
     } else {
         Err(ServiceError::Invalid(errors))
+    }
+}
+
+/// `status`: a delivery status.
+pub(crate) fn status_param(
+    value: Option<&str>,
+    errors: &mut Vec<FieldError>,
+) -> Option<DeliveryStatus> {
+    let status = value?;
+    let parsed = DeliveryStatus::parse(status);
+    if parsed.is_none() {
+        errors.push(FieldError::parameter(
+            "status",
+            "not a delivery status (queued, sending, sent, processed, dispatched, delivered, \
+             failed, expired)",
+        ));
+    }
+    parsed
+}
+
+/// `channel`: a channel's name, as stored.
+pub(crate) fn channel_param(value: Option<&str>, errors: &mut Vec<FieldError>) -> Option<String> {
+    match value?.parse::<Channel>() {
+        Ok(channel) => Some(channel.as_str().to_string()),
+        Err(e) => {
+            errors.push(FieldError::parameter("channel", e.to_string()));
+            None
+        }
+    }
+}
+
+/// The paging parameters every admin list shares, read and checked.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Page {
+    /// At or after (unix ms).
+    pub since: Option<i64>,
+    /// Before (unix ms).
+    pub until: Option<i64>,
+    /// The keyset of the previous page's last row: `(time, id)`.
+    pub after: Option<(i64, String)>,
+    /// 1 to 1000 (default 100).
+    pub limit: i64,
+}
+
+/// Reads `since` and `until` (RFC 3339), `cursor` (a `next_cursor` of the same list) and
+/// `limit` (1 to 1000, default 100), pushing a parameter error for each one at fault.
+pub(crate) fn page_params(
+    since: Option<&str>,
+    until: Option<&str>,
+    cursor: Option<&str>,
+    limit: Option<i64>,
+    errors: &mut Vec<FieldError>,
+) -> Page {
+    let mut time = |name: &str, value: Option<&str>| {
+        value.and_then(|t| match chrono::DateTime::parse_from_rfc3339(t) {
+            Ok(t) => Some(t.timestamp_millis()),
+            Err(_) => {
+                errors.push(FieldError::parameter(name, "not an RFC 3339 time"));
+                None
+            }
+        })
+    };
+    let since = time("since", since);
+    let until = time("until", until);
+    let after = match cursor.map(parse_cursor) {
+        None => None,
+        Some(Some(after)) => Some(after),
+        Some(None) => {
+            errors.push(FieldError::parameter("cursor", "not a cursor of this list"));
+            None
+        }
+    };
+    let limit = limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        errors.push(FieldError::parameter("limit", "must be 1 to 1000"));
+    }
+    Page {
+        since,
+        until,
+        after,
+        limit,
     }
 }
 
@@ -244,11 +299,43 @@ impl Ops {
         Ok(self.store.ping().await?)
     }
 
-    pub async fn delivery_figures(&self) -> Result<DeliveryFigures, ServiceError> {
-        Ok(DeliveryFigures {
-            by_channel_and_status: self.store.deliveries().counts().await?,
-            dead_letters: self.store.deliveries().dead_letter_count().await?,
-        })
+    /// Sets the queue and dead-letter gauges of `/metrics` from two indexed queries (the
+    /// daemon's `metrics` task calls it every `[metrics] refresh_secs`; scrapes never query).
+    pub async fn refresh_metrics(&self) -> Result<(), ServiceError> {
+        let waiting = self.store.deliveries().waiting().await?;
+        let dead_letters = self.store.deliveries().dead_letter_count().await?;
+        let queues = waiting
+            .into_iter()
+            .map(|(channel, depth, oldest_created_at)| {
+                (
+                    channel,
+                    crate::metrics::Queue {
+                        depth,
+                        oldest_created_at,
+                    },
+                )
+            })
+            .collect();
+        self.gauges.refreshed(queues, dead_letters);
+        Ok(())
+    }
+
+    /// Refreshes the gauges every `every` until `stop` (the daemon's supervised `metrics` task).
+    /// A failed refresh is logged and the gauges keep their last values.
+    pub async fn refresh_metrics_regularly(
+        self,
+        every: std::time::Duration,
+        stop: tokio_util::sync::CancellationToken,
+    ) {
+        loop {
+            if let Err(e) = self.refresh_metrics().await {
+                tracing::warn!(error = %e, "metrics refresh failed");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = stop.cancelled() => return,
+            }
+        }
     }
 
     /// `GET /v1/deliveries`: the organization's deliveries matching the query, newest first.

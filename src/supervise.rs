@@ -32,7 +32,7 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
 pub const HEALTHY_AFTER: Duration = Duration::from_secs(60);
 
 /// Panics and restarts per task, for `/metrics`. Cheap to clone; one per daemon.
-#[derive(Clone, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct TaskMetrics {
     tasks: Arc<Mutex<BTreeMap<String, TaskCounts>>>,
 }
@@ -80,41 +80,56 @@ impl TaskMetrics {
             .unwrap_or_default()
     }
 
-    /// The counters in the Prometheus text format.
+    /// These counters alone in the OpenMetrics text format.
     pub fn render(&self) -> String {
-        let tasks = self
-            .tasks
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register_collector(Box::new(self.clone()));
+        let mut text = String::new();
+        // Writing to a String does not fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &registry);
+        text
+    }
+
+    fn snapshot(&self) -> BTreeMap<String, TaskCounts> {
+        self.tasks
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
-        let mut text = String::from(
-            "# HELP switchboard_task_panics_total Panics of a supervised background task.\n# TYPE switchboard_task_panics_total counter\n",
-        );
-        for (task, counts) in &tasks {
-            text.push_str(&format!(
-                "switchboard_task_panics_total{{task=\"{}\"}} {}\n",
-                label(task),
-                counts.panics
-            ));
-        }
-        text.push_str("# HELP switchboard_task_restarts_total Restarts of a supervised background task after a panic, an error or an unexpected end.\n# TYPE switchboard_task_restarts_total counter\n");
-        for (task, counts) in &tasks {
-            text.push_str(&format!(
-                "switchboard_task_restarts_total{{task=\"{}\"}} {}\n",
-                label(task),
-                counts.restarts
-            ));
-        }
-        text
+            .clone()
     }
 }
 
-/// A Prometheus label value: backslash, quote and newline escaped.
-fn label(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+/// `switchboard_task_panics_total` and `switchboard_task_restarts_total`, per `task`.
+impl prometheus_client::collector::Collector for TaskMetrics {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::MetricType;
+        use prometheus_client::metrics::counter::ConstCounter;
+        let tasks = self.snapshot();
+        type Family = (&'static str, &'static str, fn(&TaskCounts) -> u64);
+        let families: [Family; 2] = [
+            (
+                "switchboard_task_panics",
+                "Panics of a supervised background task.",
+                |c| c.panics,
+            ),
+            (
+                "switchboard_task_restarts",
+                "Restarts of a supervised background task after a panic, an error or an unexpected end.",
+                |c| c.restarts,
+            ),
+        ];
+        for (name, help, value) in families {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for (task, counts) in &tasks {
+                ConstCounter::new(value(counts))
+                    .encode(family.encode_family(&[("task", task.as_str())])?)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// How a task ended: `()` or `Result<(), E>`.

@@ -218,3 +218,147 @@ both_databases!(
     failed_deliveries_are_listed_and_retried,
     super::failed_deliveries_are_listed_and_retried
 );
+
+/// `GET /v1/messages`: newest first with cursors, by delivery status, channel, patient and
+/// time; ids and states only (no body); the organization's own; bad filters named at once.
+async fn messages_are_listed_by_filter(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let mut config = db.config();
+    let fax = config.channels.entry("fax".into()).or_default();
+    fax.backoff_initial_ms = 100;
+    fax.max_attempts = 1;
+    let mut daemon = TestDaemon::start(config).await;
+    let key = daemon.key.clone();
+    let (status, _) = request(
+        &daemon,
+        &key,
+        "PUT",
+        "/v1/patients/MRN-77",
+        Some(json!({"family_name": "Rivera", "given_name": "Ana",
+            "contact_points": [{"system": "sms", "value": "+14155552671"}]})),
+    )
+    .await;
+    assert!(status == 200 || status == 201, "{status}");
+    let send = async |body: Value| -> String {
+        let created: Value = daemon.post_message(body).await.json().await.expect("json");
+        let id = created["id"].as_str().expect("id").to_string();
+        daemon.wait_terminal(&id, WAIT).await;
+        id
+    };
+    let sms1 = send(json!({"body": "Your appointment", "patient": "MRN-77",
+        "recipients": [{"address": "+14155552671", "channel": "sms"}]}))
+    .await;
+    let sms2 = send(json!({"body": "Reminder", "patient": "MRN-77",
+        "recipients": [{"address": "+14155552671", "channel": "sms"}]}))
+    .await;
+    let email = send(json!({"body": "Newsletter",
+        "recipients": [{"address": "ops@example.org", "channel": "email"}]}))
+    .await;
+    // The outbox sink cannot write: the fax fails.
+    let outbox = db.outbox();
+    let _ = std::fs::remove_dir_all(&outbox);
+    std::fs::write(&outbox, b"not a directory").expect("break the outbox");
+    let fax = send(json!({"body": "Referral",
+        "recipients": [{"address": "+14155550100", "channel": "fax"}]}))
+    .await;
+
+    let ids = |page: &Value| -> Vec<String> {
+        page["messages"]
+            .as_array()
+            .expect("messages")
+            .iter()
+            .map(|m| m["id"].as_str().expect("id").to_string())
+            .collect()
+    };
+    // Newest first, two per page.
+    let (status, first) = request(&daemon, &key, "GET", "/v1/messages?limit=2", None).await;
+    assert_eq!(status, 200, "{first:#}");
+    assert_eq!(ids(&first), [fax.clone(), email.clone()]);
+    assert_eq!(first["messages"][0]["status"], "failed");
+    assert_eq!(first["messages"][0]["channels"], json!(["fax"]));
+    assert_eq!(first["messages"][0]["deliveries"], 1);
+    assert!(first["messages"][0].get("body").is_none(), "{first:#}");
+    let cursor = first["next_cursor"].as_str().expect("a next page");
+    let (_, second) = request(
+        &daemon,
+        &key,
+        "GET",
+        &format!("/v1/messages?limit=2&cursor={cursor}"),
+        None,
+    )
+    .await;
+    assert_eq!(ids(&second), [sms2.clone(), sms1.clone()]);
+    // A full page has a cursor; past the last message the page is empty and has none.
+    let cursor = second["next_cursor"].as_str().expect("a next page");
+    let (_, third) = request(
+        &daemon,
+        &key,
+        "GET",
+        &format!("/v1/messages?limit=2&cursor={cursor}"),
+        None,
+    )
+    .await;
+    assert_eq!(third["messages"], json!([]));
+    assert!(third.get("next_cursor").is_none(), "{third:#}");
+
+    // By delivery status, channel, patient (external id) and time.
+    let list = async |query: &str| -> Vec<String> {
+        let (status, page) =
+            request(&daemon, &key, "GET", &format!("/v1/messages?{query}"), None).await;
+        assert_eq!(status, 200, "{query}: {page:#}");
+        ids(&page)
+    };
+    assert_eq!(list("status=failed").await, vec![fax.clone()]);
+    assert_eq!(
+        list("status=delivered&channel=sms").await,
+        [sms2.clone(), sms1.clone()]
+    );
+    assert_eq!(list("channel=email").await, vec![email.clone()]);
+    assert_eq!(list("patient=MRN-77").await, [sms2.clone(), sms1.clone()]);
+    assert_eq!(list("patient=MRN-nobody").await, Vec::<String>::new());
+    let created_at = first["messages"][1]["created_at"]
+        .as_str()
+        .expect("time")
+        .to_string();
+    let encoded: String = form_urlencoded::byte_serialize(created_at.as_bytes()).collect();
+    let until = list(&format!("until={encoded}")).await;
+    assert!(
+        !until.contains(&email) && !until.contains(&fax),
+        "{until:?}"
+    );
+    assert!(list(&format!("since={encoded}")).await.contains(&email));
+
+    // Another organization sees none of them.
+    let other = daemon.key_for("south").await;
+    let (_, theirs) = request(&daemon, &other, "GET", "/v1/messages", None).await;
+    assert_eq!(theirs["messages"], json!([]));
+
+    // A bad filter names every parameter at fault.
+    let (status, problem) = request(
+        &daemon,
+        &key,
+        "GET",
+        "/v1/messages?status=lost&channel=pigeon&since=yesterday&cursor=x&limit=0",
+        None,
+    )
+    .await;
+    assert_eq!(status, 422, "{problem:#}");
+    let at: Vec<&str> = problem["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .filter_map(|e| e["parameter"].as_str())
+        .collect();
+    assert_eq!(
+        at,
+        ["status", "channel", "since", "cursor", "limit"],
+        "{problem:#}"
+    );
+    let (status, _) = request(&daemon, &key, "GET", "/v1/messages?colour=red", None).await;
+    assert_eq!(status, 400);
+    daemon.stop().await;
+}
+both_databases!(
+    messages_are_listed_by_filter,
+    super::messages_are_listed_by_filter
+);

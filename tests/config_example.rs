@@ -26,6 +26,34 @@ fn example_config_parses_and_matches_defaults() {
     assert_eq!(example.limits, defaults.limits);
     assert_eq!(example.security.fetch_allow, defaults.security.fetch_allow);
     assert_eq!(example.webhooks, defaults.webhooks);
+    assert_eq!(example.metrics.refresh_secs, defaults.metrics.refresh_secs);
+    assert_eq!(
+        (
+            example.alerting.evaluate_secs,
+            example.alerting.min_interval_secs,
+            &example.alerting.business_hours_start,
+            &example.alerting.business_hours_end,
+            &example.alerting.business_days,
+        ),
+        (
+            defaults.alerting.evaluate_secs,
+            defaults.alerting.min_interval_secs,
+            &defaults.alerting.business_hours_start,
+            &defaults.alerting.business_hours_end,
+            &defaults.alerting.business_days,
+        )
+    );
+    assert!(example.alerts.is_empty(), "no alert rule by default");
+    // The commented example rules parse.
+    let rules: String = text
+        .lines()
+        .skip_while(|l| !l.starts_with("# [[alerts]]"))
+        .take_while(|l| l.starts_with('#'))
+        .map(|l| format!("{}\n", l.trim_start_matches('#').trim_start()))
+        .collect();
+    let with_rules =
+        switchboard::config::Config::from_toml(&rules).expect("the example rules parse");
+    assert_eq!(with_rules.alerts.len(), 5);
     assert_eq!(
         (
             example.security.fetch_max_cert_bytes,

@@ -97,6 +97,18 @@ fn mistakes_are_startup_errors_naming_the_key() {
              touches = [{ id = \"t\", before = \"2h\", channels = [\"pager\"] }]\n",
             "organizations.north.reminder_rules[0]",
         ),
+        (
+            "[[alerts]]\nname = \"stuck\"\nkind = \"queue_age\"\n",
+            "alerts \"stuck\" (queue_age): minutes (or seconds) is required",
+        ),
+        (
+            "[alerting]\nwebhook_url = \"https://ops.example.org/hook\"\n",
+            "alerting.webhook_url and alerting.webhook_secret",
+        ),
+        (
+            "[alerting]\nbusiness_days = [\"monday\"]\n",
+            "alerting.business_days",
+        ),
     ];
     for (i, (text, key)) in cases.iter().enumerate() {
         let config = write(

@@ -230,6 +230,7 @@ async fn scopes_per_route(backend: Backend) {
     let (_, admin_only) = create(&config, &["--org", "north", "--scopes", "admin"]);
 
     let admin_routes = [
+        (Method::GET, "/v1/messages"),
         (Method::PUT, "/v1/staff/s1"),
         (Method::PUT, "/v1/reminder-rules/r1"),
         (Method::POST, "/v1/inbound/inb_x/resolve"),

@@ -8,6 +8,7 @@
 //! only where named). `SWITCHBOARD_CONFIG` (the `--config` path) is not a configuration key. Secrets are never required inline: they are read from files, or from systemd
 //! credentials (`$CREDENTIALS_DIRECTORY/<name>`); see [`Secret`].
 
+mod alerts;
 mod connectors;
 mod direct;
 mod fax_inbound;
@@ -16,6 +17,7 @@ mod organizations;
 mod reminders;
 mod webhooks;
 
+pub use alerts::{AlertKind, AlertRule, AlertingConfig, MetricsConfig, parse_day};
 pub use connectors::{
     ConnectorConfig, HttpConnectorConfig, ImapMailboxConfig, SmtpConnectorConfig, TlsMode,
 };
@@ -91,6 +93,12 @@ pub struct Config {
     pub fax_inbound: FaxInboundConfig,
     /// How long records that grow with traffic are kept.
     pub retention: RetentionConfig,
+    /// How often the database-derived gauges of `/metrics` are refreshed.
+    pub metrics: MetricsConfig,
+    /// Where alert notices go.
+    pub alerting: AlertingConfig,
+    /// Alert rules (`[[alerts]]`).
+    pub alerts: Vec<AlertRule>,
     /// Whether a channel without a `[channels.*]` table goes to the outbox sink: true for the
     /// embedded default (no file) and for [`Config::from_toml`] (tests build on it), false
     /// once [`Config::load`] reads a file. Not a configuration key.
@@ -219,6 +227,9 @@ impl Default for Config {
             webhooks: WebhooksConfig::default(),
             fax_inbound: FaxInboundConfig::default(),
             retention: RetentionConfig::default(),
+            metrics: MetricsConfig::default(),
+            alerting: AlertingConfig::default(),
+            alerts: Vec::new(),
             implicit_outbox: true,
         }
     }
@@ -700,6 +711,12 @@ impl Config {
         }
         self.hl7.check_access()?;
         self.limits.check()?;
+        self.alerting.check(&self.alerts)?;
+        if self.metrics.refresh_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "metrics.refresh_secs must be at least 1".into(),
+            ));
+        }
         for (name, connector) in &self.connectors {
             if name == "outbox" {
                 return Err(ConfigError::Invalid(

@@ -39,6 +39,24 @@ pub enum Hl7Error {
     Open(#[source] CryptoError),
 }
 
+/// A message type as a metric label: `ADT^A04` when both parts are short codes, else `other`.
+fn metric_type(message_type: &str, trigger: &str) -> String {
+    let code = |s: &str| (1..=3).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric());
+    if code(message_type) && (trigger.is_empty() || code(trigger)) {
+        if trigger.is_empty() {
+            message_type.to_ascii_uppercase()
+        } else {
+            format!(
+                "{}^{}",
+                message_type.to_ascii_uppercase(),
+                trigger.to_ascii_uppercase()
+            )
+        }
+    } else {
+        "other".into()
+    }
+}
+
 /// What happened to a message (for tests, logs and the CLI).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
@@ -74,13 +92,34 @@ impl Hl7Processor {
     /// Handles one frame's payload. `Err` only when even the archive cannot be written (then
     /// no ACK is sent and the sender will retry).
     pub async fn handle(&self, raw: &[u8]) -> Result<Outcome, Hl7Error> {
+        let started = std::time::Instant::now();
         let message = match parse_guarded(raw) {
             Ok(message) => message,
-            Err(e) => return Ok(self.reject_unparsable(raw, &e.to_string()).await?),
+            Err(e) => {
+                let outcome = self.reject_unparsable(raw, &e.to_string()).await?;
+                crate::metrics::metrics().hl7_answered(
+                    "unparsable",
+                    None,
+                    outcome.code.as_str(),
+                    started.elapsed().as_secs_f64(),
+                );
+                return Ok(outcome);
+            }
         };
         let id = new_id("hl7");
         let sealed = self.keyring.seal(raw, &id).map_err(Hl7Error::Seal)?;
-        Ok(self.handle_sealed(raw, &message, id, sealed).await?)
+        let outcome = self.handle_sealed(raw, &message, id, sealed).await?;
+        let header = &message.header;
+        crate::metrics::metrics().hl7_answered(
+            &metric_type(&header.message_type, &header.trigger),
+            Some(&format!(
+                "{}^{}",
+                header.sending_application, header.sending_facility
+            )),
+            outcome.code.as_str(),
+            started.elapsed().as_secs_f64(),
+        );
+        Ok(outcome)
     }
 
     /// [`Hl7Processor::handle`] once the message is parsed and sealed.

@@ -1,4 +1,5 @@
-//! The admin lists (`admin` scope): `GET /v1/deliveries?status=&channel=&connector=&since=
+//! The admin lists (`admin` scope): `GET /v1/messages?status=&channel=&patient=&since=&until=
+//! &cursor=&limit=`, `GET /v1/deliveries?status=&channel=&connector=&since=
 //! &until=&cursor=&limit=` and `GET /v1/dead-letters?channel=&since=&until=&include_retried=`,
 //! newest first with keyset cursors; `POST /v1/dead-letters/{delivery_id}/retry` and
 //! `POST /v1/dead-letters/retry` (a body of the same filters: every matching dead letter not
@@ -12,7 +13,17 @@ use tracing::instrument;
 use super::auth::Org;
 use super::json::{ApiJson, ApiQuery};
 use super::{AppState, Problem};
-use crate::ops::{DeadLetterList, DeliveryList, ListQuery, Retried};
+use crate::ops::{DeadLetterList, DeliveryList, ListQuery, MessageList, MessageQuery, Retried};
+
+/// `GET /v1/messages`
+#[instrument(skip_all, fields(organization_id = %org))]
+pub async fn messages(
+    State(state): State<AppState>,
+    Org(org): Org,
+    ApiQuery(query): ApiQuery<MessageQuery>,
+) -> Result<Json<MessageList>, Problem> {
+    Ok(Json(state.app.ops.messages(&org, &query).await?))
+}
 
 /// `GET /v1/deliveries`
 #[instrument(skip_all, fields(organization_id = %org))]

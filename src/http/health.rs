@@ -1,6 +1,6 @@
 //! Liveness (`/healthz`: the process answers), readiness (`/readyz`: the database answers) and
-//! Prometheus metrics (`/metrics`: deliveries, dead letters, supervised task panics and
-//! restarts, Direct MDNs sent, memory; behind a bearer token when `server.metrics_token` is set).
+//! metrics (`/metrics`: OpenMetrics text of the in-memory state of `crate::metrics` and the
+//! daemon's supervised tasks; behind a bearer token when `server.metrics_token` is set).
 
 use axum::Json;
 use axum::extract::State;
@@ -35,7 +35,7 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, Probl
     Ok(Json(Health { status: "ready" }))
 }
 
-/// `GET /metrics`: Prometheus text.
+/// `GET /metrics`: OpenMetrics text.
 #[instrument(skip_all)]
 pub async fn metrics(
     State(state): State<AppState>,
@@ -61,70 +61,18 @@ pub async fn metrics(
             ));
         }
     }
-    let figures = state.app.ops.delivery_figures().await?;
-    let mut text = String::from(
-        "# HELP switchboard_deliveries Deliveries by channel and status.\n# TYPE switchboard_deliveries gauge\n",
-    );
-    for (channel, status, count) in figures.by_channel_and_status {
-        text.push_str(&format!(
-            "switchboard_deliveries{{channel=\"{channel}\",status=\"{status}\"}} {count}\n"
-        ));
-    }
-    text.push_str("# HELP switchboard_dead_letters Deliveries that exhausted their attempts.\n# TYPE switchboard_dead_letters gauge\n");
-    text.push_str(&format!(
-        "switchboard_dead_letters {}\n",
-        figures.dead_letters
-    ));
-    text.push_str(&state.tasks.render());
-    {
-        use crate::webhooks::dispatch::{DEAD, DELIVERED, FAILED_ATTEMPTS};
-        use std::sync::atomic::Ordering::Relaxed;
-        text.push_str("# HELP switchboard_webhook_deliveries_total Webhook deliveries by outcome (this process): delivered (2xx), failed attempts, dead-lettered.\n# TYPE switchboard_webhook_deliveries_total counter\n");
-        for (outcome, counter) in [
-            ("delivered", &DELIVERED),
-            ("failed_attempt", &FAILED_ATTEMPTS),
-            ("dead", &DEAD),
-        ] {
-            text.push_str(&format!(
-                "switchboard_webhook_deliveries_total{{outcome=\"{outcome}\"}} {}\n",
-                counter.load(Relaxed)
-            ));
-        }
-    }
-    {
-        use crate::app_events::{LISTEN_ACCEPTED, LISTEN_MALFORMED, LISTEN_REFUSED};
-        use std::sync::atomic::Ordering::Relaxed;
-        text.push_str("# HELP switchboard_app_listen_notifications_total App events received by LISTEN ([webhooks] app_listen) by outcome (this process): accepted, malformed (not an app event), refused.\n# TYPE switchboard_app_listen_notifications_total counter\n");
-        for (outcome, counter) in [
-            ("accepted", &LISTEN_ACCEPTED),
-            ("malformed", &LISTEN_MALFORMED),
-            ("refused", &LISTEN_REFUSED),
-        ] {
-            text.push_str(&format!(
-                "switchboard_app_listen_notifications_total{{outcome=\"{outcome}\"}} {}\n",
-                counter.load(Relaxed)
-            ));
-        }
-    }
-    {
-        use crate::direct::mdn::{FAILED, RETRIED, SENT};
-        use std::sync::atomic::Ordering::Relaxed;
-        text.push_str("# HELP switchboard_direct_mdns_total MDNs owed to senders of inbound Direct messages, by outcome (this process): sent (the HISP accepted it), retried (an attempt failed, another follows), failed (refused or given up).\n# TYPE switchboard_direct_mdns_total counter\n");
-        for (outcome, counter) in [("sent", &SENT), ("retried", &RETRIED), ("failed", &FAILED)] {
-            text.push_str(&format!(
-                "switchboard_direct_mdns_total{{outcome=\"{outcome}\"}} {}\n",
-                counter.load(Relaxed)
-            ));
-        }
-    }
-    text.push_str("# HELP switchboard_panics_total Panics caught and survived, by task.\n# TYPE switchboard_panics_total counter\n");
-    text.push_str(&format!(
-        "switchboard_panics_total{{task=\"http\"}} {}\n",
-        super::HTTP_PANICS.load(std::sync::atomic::Ordering::Relaxed)
-    ));
-    if let Some(rss) = crate::process::rss_bytes() {
-        text.push_str("# HELP process_resident_memory_bytes Resident memory.\n# TYPE process_resident_memory_bytes gauge\n");
-        text.push_str(&format!("process_resident_memory_bytes {rss}\n"));
-    }
-    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text))
+    // In-memory state only: a scrape never queries the database (`crate::metrics`).
+    let text = crate::metrics::metrics()
+        .render(vec![
+            Box::new(state.tasks.clone()),
+            Box::new(state.app.ops.gauges.clone()),
+        ])
+        .map_err(|_| Problem::internal())?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    ))
 }

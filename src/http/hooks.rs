@@ -108,6 +108,27 @@ async fn verified(
     Ok(payload)
 }
 
+/// Counts a webhook by connector (a configured one, else `unknown`), kind and result
+/// (`accepted`, or the problem's code).
+fn counted(
+    state: &AppState,
+    name: &str,
+    kind: &'static str,
+    result: Result<Response, Problem>,
+) -> Result<Response, Problem> {
+    let outcome = match &result {
+        Ok(_) => "accepted",
+        Err(problem) => problem.kind().code(),
+    };
+    let connector = if state.connectors.http(name).is_some() {
+        name
+    } else {
+        "unknown"
+    };
+    crate::metrics::metrics().provider_webhook(connector, kind, outcome);
+    result
+}
+
 fn connector_name(connector: &HttpConnector) -> &str {
     crate::channels::Channel::name(connector)
 }
@@ -122,19 +143,23 @@ pub async fn status(
     uri: Uri,
     body: Bytes,
 ) -> Result<Response, Problem> {
-    let connector = connector(&state, &name)?;
-    let payload = verified(&state, &connector, "status", &headers, &uri, &body).await?;
-    let report = connector.read_status(&payload).map_err(unreadable)?;
-    let Some(report) = report else {
-        return Ok(StatusCode::NO_CONTENT.into_response());
-    };
-    let hint = uri.query().and_then(|q| {
-        form_urlencoded::parse(q.as_bytes())
-            .find(|(k, _)| k == "delivery")
-            .map(|(_, v)| v.into_owned())
-    });
-    state.app.deliveries.report(&name, &report, hint).await?;
-    Ok(StatusCode::NO_CONTENT.into_response())
+    let result = async {
+        let connector = connector(&state, &name)?;
+        let payload = verified(&state, &connector, "status", &headers, &uri, &body).await?;
+        let report = connector.read_status(&payload).map_err(unreadable)?;
+        let Some(report) = report else {
+            return Ok(StatusCode::NO_CONTENT.into_response());
+        };
+        let hint = uri.query().and_then(|q| {
+            form_urlencoded::parse(q.as_bytes())
+                .find(|(k, _)| k == "delivery")
+                .map(|(_, v)| v.into_owned())
+        });
+        state.app.deliveries.report(&name, &report, hint).await?;
+        Ok(StatusCode::NO_CONTENT.into_response())
+    }
+    .await;
+    counted(&state, &name, "status", result)
 }
 
 /// The body of an inbound webhook, read whole, and the share of the attachment memory budget
@@ -191,33 +216,37 @@ pub async fn inbound(
     uri: Uri,
     HookBody(body, _held): HookBody,
 ) -> Result<Response, Problem> {
-    let connector = connector(&state, &name)?;
-    let payload = verified(&state, &connector, "inbound", &headers, &uri, &body).await?;
-    if connector.is_fax() {
-        return fax(&state, &connector, &payload).await;
+    let result = async {
+        let connector = connector(&state, &name)?;
+        let payload = verified(&state, &connector, "inbound", &headers, &uri, &body).await?;
+        if connector.is_fax() {
+            return fax(&state, &connector, &payload).await;
+        }
+        let Some(message) = connector.read_inbound(&payload).map_err(unreadable)? else {
+            return Ok(answer(&connector, None));
+        };
+        let sms = InboundSms {
+            connector: name.clone(),
+            provider_ref: message.provider_ref,
+            from: message.from,
+            to: message.to,
+            body: message.body,
+            media: message.media,
+        };
+        let answering = if connector.replies_inline() {
+            Answering::Inline
+        } else {
+            Answering::Message
+        };
+        let reply = state
+            .app
+            .inbound
+            .receive_from_provider(&sms, connector.organization(), answering)
+            .await?;
+        Ok(answer(&connector, reply.as_deref()))
     }
-    let Some(message) = connector.read_inbound(&payload).map_err(unreadable)? else {
-        return Ok(answer(&connector, None));
-    };
-    let sms = InboundSms {
-        connector: name.clone(),
-        provider_ref: message.provider_ref,
-        from: message.from,
-        to: message.to,
-        body: message.body,
-        media: message.media,
-    };
-    let answering = if connector.replies_inline() {
-        Answering::Inline
-    } else {
-        Answering::Message
-    };
-    let reply = state
-        .app
-        .inbound
-        .receive_from_provider(&sms, connector.organization(), answering)
-        .await?;
-    Ok(answer(&connector, reply.as_deref()))
+    .await;
+    counted(&state, &name, "inbound", result)
 }
 
 /// A received fax: recorded sealed (once per provider fax id) before the provider is

@@ -86,7 +86,9 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(health::metrics))
         .route(
             "/v1/messages",
-            post(messages::create).layer(DefaultBodyLimit::max(message_limit)),
+            post(messages::create)
+                .layer(DefaultBodyLimit::max(message_limit))
+                .get(deliveries::messages),
         )
         .route("/v1/messages/{id}", get(messages::show))
         .route(

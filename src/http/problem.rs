@@ -252,6 +252,11 @@ impl Serialize for Problem {
 }
 
 impl Problem {
+    /// The problem's type.
+    pub fn kind(&self) -> ProblemType {
+        self.kind
+    }
+
     pub fn new(kind: ProblemType, detail: impl Into<String>) -> Self {
         Self {
             kind,

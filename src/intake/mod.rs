@@ -199,6 +199,10 @@ impl Intake {
             raw: self.keyring.seal(item.raw, &id)?,
         };
         let (item_id, fresh) = self.store.inbound().record(&id, &row).await?;
+        crate::metrics::metrics().inbound(
+            source.channel(),
+            if fresh { "received" } else { "duplicate" },
+        );
         if !fresh {
             info!(inbound_item_id = %item_id, channel = source.channel(), "inbound item redelivered; already recorded");
         }
@@ -407,6 +411,7 @@ impl Intake {
                         &detail,
                     )
                     .await?;
+                crate::metrics::metrics().inbound(source.channel(), "unmatched");
                 Ok(Filing::Unmatched {
                     reason,
                     candidates: candidates.len(),
@@ -520,6 +525,7 @@ impl Intake {
                 attachments,
             })
             .await?;
+        crate::metrics::metrics().inbound(source.channel(), step);
         Ok((thread_id, message_id))
     }
 
@@ -559,6 +565,7 @@ impl Intake {
                     .inbound()
                     .park(&item.organization_id, &item.id, &reason, &detail)
                     .await?;
+                crate::metrics::metrics().inbound(source.channel(), "unreadable");
                 return Ok(Filing::Unmatched {
                     reason,
                     candidates: 0,

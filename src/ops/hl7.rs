@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Ops, cursor_after, parse_cursor};
+use super::{Ops, Page, cursor_after, page_params};
 use crate::messages::rfc3339;
 use crate::service::{FieldError, ServiceError};
 use crate::store::{AuditEntry, Hl7Row};
@@ -106,17 +106,6 @@ pub fn segments(raw: &[u8], reveal: bool) -> Vec<Vec<String>> {
         .collect()
 }
 
-fn parse_time(name: &str, value: Option<&String>, errors: &mut Vec<FieldError>) -> Option<i64> {
-    let text = value?;
-    match chrono::DateTime::parse_from_rfc3339(text) {
-        Ok(t) => Some(t.timestamp_millis()),
-        Err(_) => {
-            errors.push(FieldError::parameter(name, "not an RFC 3339 time"));
-            None
-        }
-    }
-}
-
 impl Ops {
     /// `GET /v1/hl7/messages`
     pub async fn hl7_messages(
@@ -133,20 +122,18 @@ impl Ops {
                 "received, applied, error or rejected",
             ));
         }
-        let since = parse_time("since", query.since.as_ref(), &mut errors);
-        let until = parse_time("until", query.until.as_ref(), &mut errors);
-        let after = match query.cursor.as_deref().map(parse_cursor) {
-            None => None,
-            Some(Some(after)) => Some(after),
-            Some(None) => {
-                errors.push(FieldError::parameter("cursor", "not a cursor of this list"));
-                None
-            }
-        };
-        let limit = query.limit.unwrap_or(100);
-        if !(1..=1000).contains(&limit) {
-            errors.push(FieldError::parameter("limit", "must be 1 to 1000"));
-        }
+        let Page {
+            since,
+            until,
+            after,
+            limit,
+        } = page_params(
+            query.since.as_deref(),
+            query.until.as_deref(),
+            query.cursor.as_deref(),
+            query.limit,
+            &mut errors,
+        );
         if !errors.is_empty() {
             return Err(ServiceError::Invalid(errors));
         }

@@ -352,6 +352,10 @@ impl Deliverer {
                         .deliveries()
                         .schedule_retry(&delivery.id, retry_at, &reason)
                         .await?;
+                    crate::metrics::metrics().attempt_failed(&delivery.channel, Some(connector));
+                    self.store
+                        .health()
+                        .attempt_failed(&delivery.channel, Some(connector));
                     // apalis schedules in whole seconds, truncated: a job due earlier than the
                     // delivery would find it not yet claimable and be lost (until the sweeper).
                     self.queue

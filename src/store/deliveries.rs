@@ -357,6 +357,22 @@ impl Deliveries<'_> {
                 }
             }
             tx.commit().await?;
+            // Counted once committed (`crate::metrics`: no I/O).
+            let metrics = crate::metrics::metrics();
+            for (row, update) in &moved_rows {
+                metrics.delivery_moved(
+                    &row.channel,
+                    row.connector.as_deref(),
+                    &row.status,
+                    row.created_at,
+                );
+                self.store
+                    .health
+                    .moved(&row.channel, row.connector.as_deref(), &row.status);
+                if update.dead_letter {
+                    metrics.dead_lettered(&row.channel);
+                }
+            }
             results
         });
         Ok(results)
@@ -373,13 +389,13 @@ impl Deliveries<'_> {
             )
             .bind(id).bind(retry_at).bind(now).bind(reason)
             .fetch_optional(&mut *tx).await?;
-            if let Some((organization_id,)) = row {
+            if let Some((organization_id,)) = &row {
                 let retry_in = (retry_at - now).max(0) as f64 / 1000.0;
                 sqlx::query(
                     "INSERT INTO delivery_events (organization_id, delivery_id, status, applied, source, detail, created_at)
                      VALUES ($1, $2, 'retry_scheduled', TRUE, 'worker', $3, $4)",
                 )
-                .bind(&organization_id).bind(id).bind(format!("{reason}; next attempt in {retry_in:.1}s")).bind(now)
+                .bind(organization_id).bind(id).bind(format!("{reason}; next attempt in {retry_in:.1}s")).bind(now)
                 .execute(&mut *tx).await?;
             }
             tx.commit().await?;
@@ -637,16 +653,54 @@ impl Deliveries<'_> {
         .await)?)
     }
 
-    /// (channel, status, count) over all deliveries, for metrics.
-    pub async fn counts(self) -> Result<Vec<(String, String, i64)>> {
+    /// Per channel: deliveries waiting (queued or sending) and the oldest one's creation time,
+    /// for the queue gauges (the partial index `deliveries_active`: the cost follows the queue,
+    /// not the table).
+    pub async fn waiting(self) -> Result<Vec<(String, i64, Option<i64>)>> {
         Ok(on_db!(self.db(), |pool| {
             sqlx::query_as(
-            "SELECT channel, status, COUNT(*) FROM deliveries GROUP BY channel, status ORDER BY channel, status",
-        )
-        .fetch_all(pool).await
+                "SELECT channel, COUNT(*), MIN(created_at) FROM deliveries
+                 WHERE status IN ('queued', 'sending') GROUP BY channel ORDER BY channel",
+            )
+            .fetch_all(pool)
+            .await
         })?)
     }
 
+    /// (channel, status, count) over every delivery: what each scrape of `/metrics` used to
+    /// run (benchmarks compare it with the in-memory scrape).
+    pub async fn counts(self) -> Result<Vec<(String, String, i64)>> {
+        Ok(on_db!(self.db(), |pool| {
+            sqlx::query_as(
+                "SELECT channel, status, COUNT(*) FROM deliveries GROUP BY channel, status ORDER BY channel, status",
+            )
+            .fetch_all(pool)
+            .await
+        })?)
+    }
+
+    /// Benchmarks: `n` copies of delivery `id` (ids `<prefix><i>`), in one statement.
+    pub async fn copy_for_bench(self, id: &str, prefix: &str, n: i64) -> Result<u64> {
+        Ok(on_db!(self.db(), |pool| {
+            sqlx::query(
+                "WITH RECURSIVE seq(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM seq WHERE i < $2)
+                 INSERT INTO deliveries (id, organization_id, message_id, patient_id, channel, recipient, status,
+                    status_rank, attempts, max_attempts, connector, created_at, updated_at)
+                 SELECT $3 || CAST(seq.i AS TEXT), organization_id, message_id, patient_id, channel, recipient,
+                    status, status_rank, attempts, max_attempts, connector, created_at, updated_at
+                 FROM deliveries, seq WHERE deliveries.id = $1",
+            )
+            .bind(id)
+            .bind(n)
+            .bind(prefix)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected())
+        })?)
+    }
+
+    /// Dead letters not retried yet, all organizations (the partial index
+    /// `dead_letters_waiting`).
     pub async fn dead_letter_count(self) -> Result<i64> {
         let (count,): (i64,) = on_db!(self.db(), |pool| sqlx::query_as(
             "SELECT COUNT(*) FROM dead_letters WHERE requeued_at IS NULL",

@@ -450,3 +450,89 @@ impl Messages<'_> {
         .await)?)
     }
 }
+
+/// What an operator lists messages by (`GET /v1/messages`); every part optional.
+#[derive(Debug, Clone, Default)]
+pub struct MessageFilter {
+    /// Messages with a delivery in this status.
+    pub status: Option<String>,
+    /// Messages with a delivery on this channel.
+    pub channel: Option<String>,
+    /// The patient's gateway id.
+    pub patient_id: Option<String>,
+    /// Created at or after (unix ms).
+    pub since: Option<i64>,
+    /// Created before (unix ms).
+    pub until: Option<i64>,
+}
+
+/// A message as the admin list shows it: ids, direction, flags, time (no content).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct MessageListRow {
+    pub id: String,
+    pub thread_id: String,
+    pub patient_id: Option<String>,
+    pub direction: String,
+    pub urgent: bool,
+    pub part2: bool,
+    pub created_at: i64,
+}
+
+impl Messages<'_> {
+    /// A page of the organization's messages matching `filter`, newest first, after the keyset
+    /// `after` (`(created_at, id)`). Indexed: `messages_org_created` and
+    /// `messages_patient_created` (migration 0020), deliveries by `deliveries_message`.
+    pub async fn page(
+        self,
+        organization_id: &str,
+        filter: &MessageFilter,
+        after: Option<(i64, String)>,
+        limit: i64,
+    ) -> Result<Vec<MessageListRow>> {
+        let (after_at, after_id) = after.map_or((None, None), |(at, id)| (Some(at), Some(id)));
+        Ok(on_db!(self.db(), |pool| {
+            sqlx::query_as(
+            "SELECT m.id, m.thread_id, m.patient_id, m.direction, m.urgent, m.part2, m.created_at
+             FROM messages m WHERE m.organization_id = $1
+               AND ($2 IS NULL OR m.patient_id = $2)
+               AND m.created_at >= $3 AND m.created_at < $4
+               AND ($5 IS NULL OR m.created_at < $5 OR (m.created_at = $5 AND m.id < $6))
+               AND ($7 IS NULL OR EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = m.id AND d.status = $7))
+               AND ($8 IS NULL OR EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = m.id AND d.channel = $8))
+             ORDER BY m.created_at DESC, m.id DESC LIMIT $9",
+        )
+        .bind(organization_id)
+        .bind(filter.patient_id.as_deref())
+        .bind(filter.since.unwrap_or(0))
+        .bind(filter.until.unwrap_or(i64::MAX))
+        .bind(after_at)
+        .bind(after_id.as_deref())
+        .bind(filter.status.as_deref())
+        .bind(filter.channel.as_deref())
+        .bind(limit)
+        .fetch_all(pool)
+        .await
+        })?)
+    }
+
+    /// `(message_id, channel, status)` of every delivery of `message_ids`.
+    pub async fn delivery_states_of(
+        self,
+        message_ids: &[String],
+    ) -> Result<Vec<(String, String, String)>> {
+        if message_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(on_db!(self.db(), |pool| {
+            let mut qb = sqlx::QueryBuilder::new(
+                "SELECT message_id, channel, status FROM deliveries WHERE message_id IN (",
+            );
+            let mut ids = qb.separated(", ");
+            for id in message_ids {
+                ids.push_bind(id);
+            }
+            qb.push(") ORDER BY message_id, created_at, id");
+            qb.build_query_as().fetch_all(pool).await
+        })?)
+    }
+}

@@ -10,6 +10,7 @@
 
 #[macro_use]
 mod columns;
+mod alerts;
 mod api_keys;
 mod appointments;
 pub(crate) mod attachments;
@@ -51,6 +52,7 @@ pub(crate) use dialect::Db;
 
 /// The consent rule's types, where the loaders return them.
 pub use crate::domain::consent::{ConsentEntry, ConsentLedger, Part2Consents};
+pub use alerts::AlertStateRow;
 pub use api_keys::{ALL_SCOPES, ApiKeyRow, KeyGrant, NewApiKey};
 pub use appointments::{AppointmentInput, AppointmentRow, RecallInput, RecallRow};
 pub use attachments::{AttachmentBlob, AttachmentRow, NewAttachment};
@@ -68,7 +70,9 @@ pub use hl7::{Hl7Arrival, Hl7Effects, Hl7Outcome, Hl7Row};
 pub use inbound::{FileInbound, InboundRow, NewInbound, NewOrphan, OrphanRow};
 pub use intake::{ReassignInbound, StepRow};
 pub use matching::PatientDemographics;
-pub use messages::{AcceptItem, AcceptOutcome, NewDelivery, NewMessage};
+pub use messages::{
+    AcceptItem, AcceptOutcome, MessageFilter, MessageListRow, NewDelivery, NewMessage,
+};
 pub use patients::{ConsentInput, ContactPointInput, PatientInput};
 pub use reminders::{NewTouch, PlanRow, TouchRow};
 pub use retention::Prunable;
@@ -178,6 +182,8 @@ repositories! {
     received_faxes: ReceivedFaxes;
     /// Pruning what grows with traffic (the maintenance pass).
     retention: Retention;
+    /// Alert rules' state per subject and the claim of their notices.
+    alerts: Alerts;
 }
 
 /// The store handle: cheap to clone.
@@ -189,6 +195,9 @@ pub struct Store {
     /// feed (the event stream, the webhook dispatcher) wait on it instead of polling. A wake-up
     /// is a hint; the feed is the truth.
     events_written: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
+    /// Successes and failures per channel and connector, recorded as deliveries move (for
+    /// the `channel_failing` alert; in memory, this daemon's view).
+    health: crate::metrics::ChannelHealth,
 }
 
 impl Store {
@@ -196,7 +205,16 @@ impl Store {
     pub async fn connect(url: &str, max_connections: u32, sqlite_full_sync: bool) -> Result<Self> {
         let events_written = std::sync::Arc::new(tokio::sync::watch::Sender::new(0u64));
         let db = Db::connect(url, max_connections, sqlite_full_sync, &events_written).await?;
-        Ok(Self { db, events_written })
+        Ok(Self {
+            db,
+            events_written,
+            health: crate::metrics::ChannelHealth::default(),
+        })
+    }
+
+    /// Successes and failures per channel and connector seen through this store.
+    pub fn health(&self) -> &crate::metrics::ChannelHealth {
+        &self.health
     }
 
     /// A receiver that changes whenever events may have been written (see `events_written`).

@@ -101,6 +101,11 @@ impl FakeProvider {
         self.inner.lock().unwrap().script.extend(answers);
     }
 
+    /// Drops the answers not given yet: from now on, the default (success).
+    pub fn clear_script(&self) {
+        self.inner.lock().unwrap().script.clear();
+    }
+
     /// What message lookups (GET) report.
     pub fn set_lookup_status(&self, status: &str) {
         self.inner.lock().unwrap().lookup_status = Some(status.to_string());

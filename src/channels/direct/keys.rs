@@ -99,11 +99,55 @@ pub fn load(config: &DirectConnectorConfig) -> Result<KeyMaterial, DirectChannel
         let cert = certs(&pair.certificate)?.remove(0);
         decryption.push((cert, key(&pair.private_key)?));
     }
+    let anchors = load_anchors(config)?;
+    let metrics = crate::metrics::metrics();
+    let mut seen = std::collections::HashSet::new();
+    for (i, (cert, _)) in decryption.iter().enumerate() {
+        let role = if i == 0 && signer.is_some() {
+            "signing"
+        } else {
+            "decryption"
+        };
+        record_expiry(metrics, &config.address, role, cert, &mut seen);
+    }
+    for t in &config.trust {
+        for f in &t.files {
+            for cert in certs(f)? {
+                record_expiry(metrics, &config.address, "anchor", &cert, &mut seen);
+            }
+        }
+    }
     Ok(KeyMaterial {
         signer,
         decryption,
-        anchors: Arc::new(load_anchors(config)?),
+        anchors: Arc::new(anchors),
     })
+}
+
+/// Shows a certificate's expiry at `/metrics` (and to `certificate_expiring` alerts).
+fn record_expiry(
+    metrics: &crate::metrics::Metrics,
+    address: &str,
+    role: &str,
+    cert: &openssl::x509::X509Ref,
+    seen: &mut std::collections::HashSet<(String, String)>,
+) {
+    let subject = cert
+        .subject_name()
+        .entries_by_nid(openssl::nid::Nid::COMMONNAME)
+        .next()
+        .and_then(|e| e.data().to_string().ok())
+        .unwrap_or_else(|| "unnamed".into());
+    if !seen.insert((role.to_string(), subject.clone())) {
+        return;
+    }
+    let not_after = openssl::asn1::Asn1Time::from_unix(0)
+        .ok()
+        .and_then(|epoch| epoch.diff(cert.not_after()).ok())
+        .map(|d| i64::from(d.days) * 86_400 + i64::from(d.secs));
+    if let Some(not_after) = not_after {
+        metrics.certificate(address, role, &subject, not_after);
+    }
 }
 
 /// The connector's trust anchor sets.

@@ -13,6 +13,7 @@ mod attachments;
 mod direct;
 mod direct_inbound;
 mod fax;
+mod metrics;
 mod reminders;
 mod retention;
 mod webhooks;
@@ -88,6 +89,12 @@ pub struct BenchArgs {
     /// Concurrent clients for the fax webhook benchmark.
     #[arg(long, default_value_t = 50)]
     pub fax_concurrency: usize,
+    /// Only the `/metrics` benchmark: scrape time at each of `--metrics-sizes` deliveries.
+    #[arg(long)]
+    pub metrics: bool,
+    /// Table sizes (deliveries) the `/metrics` benchmark scrapes at (empty skips it).
+    #[arg(long, value_delimiter = ',', default_value = "10000,1000000")]
+    pub metrics_sizes: Vec<usize>,
 }
 
 impl Default for BenchArgs {
@@ -110,6 +117,8 @@ impl Default for BenchArgs {
             direct_inbound: 200,
             fax_webhooks: 500,
             fax_concurrency: 50,
+            metrics: false,
+            metrics_sizes: vec![10_000, 1_000_000],
         }
     }
 }
@@ -121,6 +130,12 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         args.concurrency,
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
+    if args.metrics {
+        for database in args.databases.iter().filter(|d| d.as_str() != "none") {
+            self::metrics::bench(database, &args.postgres_url, &args.metrics_sizes).await?;
+        }
+        return Ok(());
+    }
     if args.direct_messages > 0 {
         let n = args.direct_messages;
         tokio::task::spawn_blocking(move || self::direct::run(n)).await??;
@@ -184,6 +199,9 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             )
             .await;
             inbound.drop_database().await;
+        }
+        if result.is_ok() && !args.metrics_sizes.is_empty() {
+            result = self::metrics::bench(database, &args.postgres_url, &args.metrics_sizes).await;
         }
         if result.is_ok() && args.fax_webhooks > 0 {
             let faxes = Scratch::create(database, &args.postgres_url).await?;
