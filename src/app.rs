@@ -82,7 +82,7 @@ impl App {
             app_events: AppEventService {
                 store: store.clone(),
                 messages: messages.clone(),
-                config,
+                config: config.clone(),
             },
             events: EventFeed {
                 store: store.clone(),
@@ -99,6 +99,11 @@ impl App {
                 store,
                 group: messages.group.clone(),
                 keyring: messages.keyring.clone(),
+                routes: crate::queue::pause::Routes::of(&config),
+                connector_names: std::iter::once("outbox".to_string())
+                    .chain(config.connectors.keys().cloned())
+                    .collect(),
+                hl7: Default::default(),
             },
             patients,
             messages,

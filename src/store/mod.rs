@@ -35,6 +35,7 @@ mod matching;
 mod messages;
 mod organizations;
 mod patients;
+mod pauses;
 mod reminders;
 mod retention;
 mod rows;
@@ -70,6 +71,7 @@ pub use intake::{ReassignInbound, StepRow};
 pub use matching::PatientDemographics;
 pub use messages::{AcceptItem, AcceptOutcome, NewDelivery, NewMessage};
 pub use patients::{ConsentInput, ContactPointInput, PatientInput};
+pub use pauses::{ChannelFigures, PAUSE_TTL, PauseRow};
 pub use reminders::{NewTouch, PlanRow, TouchRow};
 pub use retention::Prunable;
 pub use rows::*;
@@ -178,6 +180,8 @@ repositories! {
     received_faxes: ReceivedFaxes;
     /// Pruning what grows with traffic (the maintenance pass).
     retention: Retention;
+    /// Paused channels and connectors, and the deliveries they hold back.
+    pauses: Pauses;
 }
 
 /// The store handle: cheap to clone.
@@ -189,6 +193,8 @@ pub struct Store {
     /// feed (the event stream, the webhook dispatcher) wait on it instead of polling. A wake-up
     /// is a hint; the feed is the truth.
     events_written: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
+    /// The pause table as this daemon last read it (`Pauses::current`).
+    pause_cache: std::sync::Arc<pauses::PauseCache>,
 }
 
 impl Store {
@@ -196,7 +202,11 @@ impl Store {
     pub async fn connect(url: &str, max_connections: u32, sqlite_full_sync: bool) -> Result<Self> {
         let events_written = std::sync::Arc::new(tokio::sync::watch::Sender::new(0u64));
         let db = Db::connect(url, max_connections, sqlite_full_sync, &events_written).await?;
-        Ok(Self { db, events_written })
+        Ok(Self {
+            db,
+            events_written,
+            pause_cache: Default::default(),
+        })
     }
 
     /// A receiver that changes whenever events may have been written (see `events_written`).
