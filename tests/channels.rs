@@ -418,7 +418,7 @@ async fn hl7_reprocessed_after_a_fix(backend: Backend) {
     )
     .await;
     assert_eq!(status, 409, "{problem:#}");
-    assert_eq!(problem["code"], "hl7_not_listening");
+    assert_eq!(problem["code"], "reprocess_unavailable");
     daemon.stop().await;
 }
 both_databases!(

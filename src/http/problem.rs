@@ -119,7 +119,7 @@ impl ProblemType {
             ProblemType::InboundAlreadyFiled => "inbound_already_filed",
             ProblemType::InboundWrongState => "inbound_wrong_state",
             ProblemType::DeadLetterRetried => "dead_letter_retried",
-            ProblemType::Hl7NotListening => "hl7_not_listening",
+            ProblemType::Hl7NotListening => "reprocess_unavailable",
             ProblemType::PayloadTooLarge => "payload_too_large",
             ProblemType::UnsupportedMediaType => "unsupported_media_type",
             ProblemType::ValidationFailed => "validation_failed",
