@@ -12,6 +12,7 @@ mod appointments;
 mod attachments;
 mod auth;
 mod channels;
+mod console;
 mod deliveries;
 mod events;
 mod guard;
@@ -186,6 +187,7 @@ pub fn router(state: AppState) -> Router {
             )),
         )
         .route("/media/{token}", get(hooks::media))
+        .merge(console::routes())
         .fallback(|| async { Problem::not_found("no such resource") })
         .method_not_allowed_fallback(|| async {
             Problem::new(ProblemType::MethodNotAllowed, "method not allowed")

@@ -17,6 +17,7 @@ mod audit;
 mod campaigns;
 mod canary;
 mod consents;
+mod console_sessions;
 mod cursors;
 mod deliveries;
 mod dialect;
@@ -58,6 +59,7 @@ pub use attachments::{AttachmentBlob, AttachmentRow, NewAttachment};
 pub use audit::AuditEntry;
 pub use campaigns::{CampaignCounts, CampaignRow, CohortRow};
 pub use consents::ConsentChange;
+pub use console_sessions::ConsoleSessionRow;
 pub use deliveries::{Claimed, DeliveryFilter, DeliveryUpdate, SweepItem};
 pub use direct_inbound::Quarantine as DirectQuarantine;
 pub use direct_mdns::{MdnRow, NewMdnRow};
@@ -182,6 +184,8 @@ repositories! {
     retention: Retention;
     /// Paused channels and connectors, and the deliveries they hold back.
     pauses: Pauses;
+    /// Operator console sessions.
+    console_sessions: ConsoleSessions;
 }
 
 /// The store handle: cheap to clone.
