@@ -324,14 +324,15 @@ async fn shot(browser: &Client, name: &str) {
     std::fs::write(screenshots().join(format!("{name}.png")), png).expect("save screenshot");
 }
 
-async fn text(browser: &Client, css: &str) -> String {
-    browser
-        .find(Locator::Css(css))
-        .await
-        .unwrap_or_else(|e| panic!("{css}: {e}"))
-        .text()
-        .await
-        .expect("text")
+/// The text of `css` once the page shows it and it satisfies `want` (a click that submits a
+/// form returns before the next page is in).
+async fn seen(browser: &Client, css: &str, want: impl Fn(&str) -> bool) -> String {
+    wait_until(format!("{css} as expected on the page"), WAIT, async || {
+        let element = browser.find(Locator::Css(css)).await.ok()?;
+        let text = element.text().await.ok()?;
+        want(&text).then_some(text)
+    })
+    .await
 }
 
 async fn click(browser: &Client, css: &str) {
@@ -457,7 +458,7 @@ async fn an_operator_runs_the_gateway_from_the_console() {
         .await
         .expect("type");
     click(&browser, "#sign-in button").await;
-    assert!(text(&browser, "#error").await.contains("admin scope"));
+    seen(&browser, "#error", |t| t.contains("admin scope")).await;
 
     // Sign in; sms on the failing provider shows failing.
     browser
@@ -468,18 +469,17 @@ async fn an_operator_runs_the_gateway_from_the_console() {
         .await
         .expect("type");
     click(&browser, "#sign-in button").await;
-    assert_eq!(text(&browser, "#channel-sms .state").await, "failing");
-    assert_eq!(text(&browser, "#dead-letter-count").await, "2");
-    assert_eq!(text(&browser, "#unmatched-count").await, "1");
+    seen(&browser, "#channel-sms .state", |t| t == "failing").await;
+    seen(&browser, "#dead-letter-count", |t| t == "2").await;
+    seen(&browser, "#unmatched-count", |t| t == "1").await;
     shot(&browser, "1-home-failing").await;
 
     // Pause the connector: a new text waits (queued, no attempt).
     click(&browser, "#pause-connector-twilio").await;
-    assert!(
-        text(&browser, "#connector-twilio .state")
-            .await
-            .starts_with("paused")
-    );
+    seen(&browser, "#connector-twilio .state", |t| {
+        t.starts_with("paused")
+    })
+    .await;
     let (waiting, delivery) = sms(&daemon, "+14155550103").await;
     wait_for("the text set aside while paused", WAIT, async || {
         let (enqueued_at,): (Option<i64>,) = switchboard::store::on_db!(
@@ -499,16 +499,15 @@ async fn an_operator_runs_the_gateway_from_the_console() {
         (&json!("queued"), &json!(0))
     );
     browser.goto(&daemon.url("/ops")).await.expect("reload");
-    assert_eq!(text(&browser, "#channel-sms .waiting").await, "1");
+    seen(&browser, "#channel-sms .waiting", |t| t == "1").await;
     shot(&browser, "2-paused-waiting").await;
 
     // Resume: it goes out.
     click(&browser, "#resume-connector-twilio").await;
-    assert!(
-        text(&browser, "#notice")
-            .await
-            .contains("1 waiting deliveries enqueued")
-    );
+    seen(&browser, "#notice", |t| {
+        t.contains("1 waiting deliveries enqueued")
+    })
+    .await;
     wait_until("the waiting text sent", WAIT, async || {
         let view = status_of(&daemon, &waiting).await;
         (view["status"] == "sent").then_some(())
@@ -529,8 +528,8 @@ async fn an_operator_runs_the_gateway_from_the_console() {
         2
     );
     click(&browser, "#retry-all").await;
-    assert!(text(&browser, "#notice").await.contains("2 retried"));
-    assert!(text(&browser, "#none").await.contains("No dead letters"));
+    seen(&browser, "#notice", |t| t.contains("2 retried")).await;
+    seen(&browser, "#none", |t| t.contains("No dead letters")).await;
     shot(&browser, "3-dead-letters-retried").await;
     wait_for("the retried texts sent", WAIT, async || {
         provider.sends().len() == 5
@@ -550,7 +549,7 @@ async fn an_operator_runs_the_gateway_from_the_console() {
         .await
         .expect("type");
     click(&browser, "tr.inbound-item form[action$=resolve] button").await;
-    assert!(text(&browser, "#notice").await.contains("resolved"));
+    seen(&browser, "#notice", |t| t.contains("resolved")).await;
     shot(&browser, "4-inbound-resolved").await;
     let filed = daemon.get_json("/v1/inbound?status=filed").await;
     assert_eq!(
@@ -561,15 +560,17 @@ async fn an_operator_runs_the_gateway_from_the_console() {
 
     // The HL7 error: masked view, then reprocess.
     browser.goto(&daemon.url("/ops/hl7")).await.expect("hl7");
-    assert_eq!(text(&browser, "tr.hl7-message .status").await, "rejected");
+    seen(&browser, "tr.hl7-message .status", |t| t == "rejected").await;
     click(&browser, "tr.hl7-message button.reprocess").await;
-    assert!(text(&browser, "#notice").await.contains("1 reprocessed"));
+    seen(&browser, "#notice", |t| t.contains("1 reprocessed")).await;
     shot(&browser, "5-hl7-reprocessed").await;
 
     // Sign out: back to the sign-in page, and the console is closed.
     click(&browser, "#sign-out").await;
     browser
-        .find(Locator::Css("#sign-in"))
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css("#sign-in"))
         .await
         .expect("sign-in form");
     browser.goto(&daemon.url("/ops")).await.expect("goto");
