@@ -199,6 +199,25 @@ async fn sessions_keys_and_csrf(backend: Backend) {
         "{sms:#}"
     );
 
+    // A session left idle longer than server.console_idle_secs (900 s) has ended.
+    let idle = sign_in(&daemon, &client, &admin).await;
+    let (idle, _) = set_cookie(&idle, "sb_ops").expect("second session");
+    switchboard::store::on_db!(daemon.core.store.db(), |pool| sqlx::query(
+        "UPDATE console_sessions SET last_seen_at = last_seen_at - 901000
+         WHERE last_seen_at = (SELECT MAX(last_seen_at) FROM console_sessions)"
+    )
+    .execute(pool)
+    .await
+    .map(|_| ()))
+    .expect("age the session");
+    let expired = client
+        .get(daemon.url("/ops"))
+        .header("cookie", &idle)
+        .send()
+        .await
+        .expect("home");
+    assert_eq!(expired.status(), 303, "an idle session ends");
+
     // Sign-out ends the session on the server, whatever the browser keeps.
     let out = client
         .post(daemon.url("/ops/sign-out"))
