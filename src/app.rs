@@ -82,7 +82,7 @@ impl App {
             app_events: AppEventService {
                 store: store.clone(),
                 messages: messages.clone(),
-                config,
+                config: config.clone(),
             },
             events: EventFeed {
                 store: store.clone(),
@@ -100,6 +100,11 @@ impl App {
                 group: messages.group.clone(),
                 keyring: messages.keyring.clone(),
                 gauges: crate::metrics::Gauges::default(),
+                routes: crate::queue::pause::Routes::of(&config),
+                connector_names: std::iter::once("outbox".to_string())
+                    .chain(config.connectors.keys().cloned())
+                    .collect(),
+                hl7: Default::default(),
             },
             patients,
             messages,

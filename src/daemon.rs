@@ -548,6 +548,7 @@ pub async fn start(config: Config) -> Result<Daemon, DaemonError> {
             crate::app_events::listen(service.clone(), channels.clone(), stop)
         }))
     };
+    let hl7_intake = state.app.ops.hl7.clone();
     let http = tokio::spawn(http::serve(listener, state, shutdown.clone()));
 
     let (hl7, hl7_addr) = match core.config.hl7.listen {
@@ -563,6 +564,8 @@ pub async fn start(config: Config) -> Result<Daemon, DaemonError> {
                     .phone_region,
             )
             .await?;
+            // The reprocess endpoints run archived messages through this same intake.
+            let _ = hl7_intake.0.set(processor.clone());
             let listener = TcpListener::bind(listen)
                 .await
                 .map_err(|source| DaemonError::Io {
@@ -594,8 +597,16 @@ pub async fn start(config: Config) -> Result<Daemon, DaemonError> {
         let (store, queue) = (core.store.clone(), core.queue.clone());
         let interval = Duration::from_secs(core.config.queue.sweep_interval_secs.max(1));
         let stuck_after = Duration::from_secs(core.config.queue.stuck_after_secs.max(1));
+        let routes = crate::queue::pause::Routes::of(&core.config);
         supervisor.spawn("sweeper", move |stop| {
-            sweeper::run(store.clone(), queue.clone(), interval, stuck_after, stop)
+            sweeper::run(
+                store.clone(),
+                queue.clone(),
+                interval,
+                stuck_after,
+                routes.clone(),
+                stop,
+            )
         })
     };
 

@@ -2,12 +2,17 @@
 //! of refusals at the edges (a provider webhook whose signature failed), and the admin lists:
 //! deliveries by status/channel/connector/time and the dead letters, with their retries.
 
+mod channels;
 mod hl7;
 mod messages;
 
 use serde::{Deserialize, Serialize};
 
-pub use hl7::{Hl7Item, Hl7List, Hl7MessageView, Hl7Query};
+pub use channels::{ChannelState, ChannelsView, ConnectorState, PauseBody, PauseView, Paused};
+pub use hl7::{
+    Hl7Item, Hl7List, Hl7MessageView, Hl7Query, Hl7ReprocessFilter, Hl7Reprocessed,
+    MAX_REPROCESS_BATCH,
+};
 pub use messages::{MessageItem, MessageList, MessageQuery};
 
 use crate::crypto::Keyring;
@@ -42,7 +47,20 @@ pub struct Ops {
     /// The database-derived gauges of `/metrics` (and of alert rules), refreshed by
     /// [`Ops::refresh_metrics`].
     pub gauges: crate::metrics::Gauges,
+    /// Which connector each channel is routed to (pauses, `GET /v1/channels`).
+    pub routes: crate::queue::pause::Routes,
+    /// The connectors configured (`outbox` first).
+    pub connector_names: Vec<String>,
+    /// The HL7 intake, for reprocessing archived messages (set by the daemon when it runs
+    /// the listener's processor).
+    pub hl7: Hl7Intake,
 }
+
+/// The HL7 processor the listener uses, shared with the reprocess endpoints.
+#[derive(Clone, Default)]
+pub struct Hl7Intake(
+    pub std::sync::Arc<std::sync::OnceLock<std::sync::Arc<crate::hl7::processor::Hl7Processor>>>,
+);
 
 /// The filters of `GET /v1/deliveries` and `GET /v1/dead-letters` (and of
 /// `POST /v1/dead-letters/retry`'s body), as given; every one optional.

@@ -88,6 +88,8 @@ pub enum Refusal {
     ReminderRuleLimit,
     /// The dead letter was retried already (a retry is a new delivery, made once).
     DeadLetterRetried,
+    /// HL7 reprocessing asked of a daemon without an HL7 listener.
+    Hl7NotListening,
 }
 
 /// Why a service did not do what it was asked.

@@ -33,7 +33,7 @@ pub struct Cli {
     config: Option<PathBuf>,
     /// Print records as JSON (one document on stdout; stable field names, times in RFC 3339)
     /// for scripts: status, keys list, dead-letters, inbound orphans, certs list, campaign
-    /// preview/report, reminders why, direct quarantine list.
+    /// preview/report, reminders why, direct quarantine list, channels.
     #[arg(long, global = true)]
     json: bool,
     #[command(subcommand)]
@@ -83,6 +83,16 @@ enum Command {
         #[command(subcommand)]
         command: Option<DeadLettersCommand>,
         /// Only this organization (slug); before or after `list`.
+        #[arg(long, global = true)]
+        org: Option<String>,
+    },
+    /// Channels and connectors: their state, and pausing or resuming them (fleet-wide: every
+    /// daemon on the database holds a paused channel's deliveries until the resume).
+    Channels {
+        #[command(subcommand)]
+        command: Option<ChannelsCommand>,
+        /// The organization whose figures are shown and whose audit log records the change
+        /// (slug; may be left out when there is only one).
         #[arg(long, global = true)]
         org: Option<String>,
     },
@@ -272,6 +282,27 @@ impl DirectCommand {
             DirectCommand::Seal { .. } | DirectCommand::Open { .. }
         )
     }
+}
+
+#[derive(Subcommand)]
+enum ChannelsCommand {
+    /// Every channel and connector with its state (the default).
+    List,
+    /// Pause a channel (sms, email, fax, direct, outbox) or, with `--connector`, a connector.
+    Pause {
+        name: String,
+        #[arg(long)]
+        connector: bool,
+        /// Why (shown with the state; no PHI).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Resume a paused channel or connector; what waited is enqueued.
+    Resume {
+        name: String,
+        #[arg(long)]
+        connector: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -579,6 +610,10 @@ async fn dispatch(cli: Cli) -> Result<()> {
                 );
             }
         }
+        Command::Channels { command, org } => {
+            let core = admin(&config_source, config).await?;
+            channels(&core, command, org, json).await?;
+        }
         Command::DeadLetters { command, org } => {
             let core = admin(&config_source, config).await?;
             match command {
@@ -750,6 +785,106 @@ fn describe(source: &str, config: &Config) -> String {
 
 /// The store for an admin command: already migrated to this binary's schema (only `migrate`
 /// and `run` change it), named on stderr so that an operator sees which one was opened.
+/// `switchboard channels list|pause|resume`.
+async fn channels(
+    core: &Core,
+    command: Option<ChannelsCommand>,
+    org: Option<String>,
+    json: bool,
+) -> Result<()> {
+    let organization_id = match org {
+        Some(slug) => organization(core, &slug).await?.id,
+        None => {
+            let slugs = core.store.organizations().slugs(2).await?;
+            match slugs.as_slice() {
+                [only] => organization(core, only).await?.id,
+                [] => anyhow::bail!("no organization yet"),
+                _ => anyhow::bail!("more than one organization: name one with --org"),
+            }
+        }
+    };
+    let ops = switchboard::ops::Ops {
+        store: core.store.clone(),
+        group: core.group.clone(),
+        keyring: core.keyring.clone(),
+        routes: switchboard::queue::pause::Routes::of(&core.config),
+        connector_names: std::iter::once("outbox".to_string())
+            .chain(core.config.connectors.keys().cloned())
+            .collect(),
+        hl7: Default::default(),
+        gauges: Default::default(),
+    };
+    let (kind, name, pause, reason) = match command {
+        None | Some(ChannelsCommand::List) => {
+            let view = ops.channels(&organization_id).await?;
+            if json {
+                print_json(&serde_json::to_value(&view)?);
+                return Ok(());
+            }
+            for c in &view.channels {
+                println!(
+                    "channel    {:<10} {:<8} connector={:<10} waiting={:<5} oldest={}{}",
+                    c.channel,
+                    c.state,
+                    c.connector.as_deref().unwrap_or("-"),
+                    c.queue_depth,
+                    c.oldest_waiting_secs
+                        .map_or("-".to_string(), |s| format!("{s}s")),
+                    c.paused.as_ref().map_or(String::new(), |p| format!(
+                        "  paused {} by {} ({})",
+                        p.paused_at, p.paused_by, p.kind
+                    )),
+                );
+            }
+            for c in &view.connectors {
+                println!(
+                    "connector  {:<10} {:<8} channels={}{}",
+                    c.name,
+                    c.state,
+                    c.channels.join(","),
+                    c.paused.as_ref().map_or(String::new(), |p| format!(
+                        "  paused {} by {}",
+                        p.paused_at, p.paused_by
+                    )),
+                );
+            }
+            return Ok(());
+        }
+        Some(ChannelsCommand::Pause {
+            name,
+            connector,
+            reason,
+        }) => (connector, name, true, reason),
+        Some(ChannelsCommand::Resume { name, connector }) => (connector, name, false, None),
+    };
+    let kind = if kind { "connector" } else { "channel" };
+    let done = ops
+        .set_paused(
+            &organization_id,
+            "cli",
+            kind,
+            &name,
+            pause,
+            reason.as_deref(),
+        )
+        .await?;
+    if json {
+        print_json(&serde_json::to_value(&done)?);
+    } else {
+        println!(
+            "{kind} {name} {}{}{}",
+            if pause { "paused" } else { "resumed" },
+            if done.changed { "" } else { " (already)" },
+            if pause {
+                String::new()
+            } else {
+                format!("; {} waiting deliveries enqueued", done.enqueued)
+            }
+        );
+    }
+    Ok(())
+}
+
 async fn admin(source: &str, config: Config) -> Result<Core> {
     eprintln!("{}", describe(source, &config));
     Ok(Core::attach(config).await?)

@@ -254,6 +254,12 @@ pub struct ServerConfig {
     /// A bearer token `GET /metrics` requires (`Authorization: Bearer <token>`), from a file or
     /// credential. Unset: `/metrics` is open to whoever reaches the listener.
     pub metrics_token: Option<Secret>,
+    /// The URL operators reach this daemon at (e.g. `https://gw.example.org`). When it is
+    /// `https://` (or a proxy says `X-Forwarded-Proto: https`) the console's session cookie is
+    /// `Secure`.
+    pub public_url: Option<String>,
+    /// A console session ends after this long without a request, seconds.
+    pub console_idle_secs: u64,
 }
 
 impl Default for ServerConfig {
@@ -265,6 +271,8 @@ impl Default for ServerConfig {
             request_timeout_secs: 60,
             max_concurrent_requests: 256,
             metrics_token: None,
+            public_url: None,
+            console_idle_secs: 900,
         }
     }
 }

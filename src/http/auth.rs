@@ -256,6 +256,25 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
+/// A live API key as the console sees it: `(key id, organization id, holds admin)`, or
+/// `None` for an unknown, revoked or expired key. `key_hash` is [`hash_token`]'s.
+pub(super) async fn console_grant(
+    state: &AppState,
+    key_hash: &str,
+) -> Result<Option<(String, String, bool)>, ServiceError> {
+    let Some(grant) = state.keys.verify(&state.app.keys, key_hash).await? else {
+        return Ok(None);
+    };
+    if grant
+        .expires_at
+        .is_some_and(|at| at <= chrono::Utc::now().timestamp_millis())
+    {
+        return Ok(None);
+    }
+    let admin = grant.scopes.contains(&Scope::Admin);
+    Ok(Some((grant.key_id, grant.organization_id, admin)))
+}
+
 /// Verifies the bearer key (live, not expired) and that it holds the route's scope.
 async fn authorize(parts: &Parts, state: &AppState) -> Result<Grant, Problem> {
     let token = parts

@@ -11,6 +11,8 @@ mod app_events;
 mod appointments;
 mod attachments;
 mod auth;
+mod channels;
+mod console;
 mod deliveries;
 mod events;
 mod guard;
@@ -146,8 +148,27 @@ pub fn router(state: AppState) -> Router {
             "/v1/dead-letters/{delivery_id}/retry",
             post(deliveries::retry),
         )
+        .route("/v1/channels", get(channels::list))
+        .route(
+            "/v1/channels/{channel}/pause",
+            post(channels::pause_channel),
+        )
+        .route(
+            "/v1/channels/{channel}/resume",
+            post(channels::resume_channel),
+        )
+        .route(
+            "/v1/connectors/{name}/pause",
+            post(channels::pause_connector),
+        )
+        .route(
+            "/v1/connectors/{name}/resume",
+            post(channels::resume_connector),
+        )
         .route("/v1/hl7/messages", get(hl7::list))
+        .route("/v1/hl7/messages/reprocess", post(hl7::reprocess_all))
         .route("/v1/hl7/messages/{id}", get(hl7::show))
+        .route("/v1/hl7/messages/{id}/reprocess", post(hl7::reprocess))
         .route("/v1/inbound", get(inbound::list))
         .route("/v1/direct/quarantine", get(inbound::direct_quarantine))
         .route("/v1/inbound/{id}", get(inbound::show))
@@ -168,6 +189,7 @@ pub fn router(state: AppState) -> Router {
             )),
         )
         .route("/media/{token}", get(hooks::media))
+        .merge(console::routes())
         .fallback(|| async { Problem::not_found("no such resource") })
         .method_not_allowed_fallback(|| async {
             Problem::new(ProblemType::MethodNotAllowed, "method not allowed")

@@ -202,6 +202,149 @@ impl Ops {
     }
 }
 
+/// The body of `POST /v1/hl7/messages/reprocess`: which archived messages to run again.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hl7ReprocessFilter {
+    /// error (the default), rejected or received.
+    pub status: Option<String>,
+    /// Received at or after, RFC 3339.
+    pub since: Option<String>,
+    /// Received before, RFC 3339.
+    pub until: Option<String>,
+}
+
+/// What a reprocess did: each message with its new outcome.
+#[derive(Debug, Clone, Serialize)]
+pub struct Hl7Reprocessed {
+    pub reprocessed: usize,
+    pub messages: Vec<Hl7Item>,
+}
+
+/// The most archived messages one bulk reprocess takes (the caller repeats for more).
+pub const MAX_REPROCESS_BATCH: i64 = 1000;
+
+impl Ops {
+    fn intake(&self) -> Result<std::sync::Arc<crate::hl7::processor::Hl7Processor>, ServiceError> {
+        self.hl7
+            .0
+            .get()
+            .cloned()
+            .ok_or_else(|| ServiceError::Refused {
+                refusal: crate::service::Refusal::Hl7NotListening,
+                detail:
+                    "this daemon runs no HL7 listener ([hl7] listen): nothing to reprocess with"
+                        .into(),
+            })
+    }
+
+    /// Runs archived messages through the listener's intake again (its control-id handling
+    /// keeps it idempotent), records the new outcomes, and audits each (`hl7_reprocessed`).
+    async fn reprocess_rows(
+        &self,
+        organization_id: &str,
+        actor: &str,
+        ids: Vec<String>,
+    ) -> Result<Hl7Reprocessed, ServiceError> {
+        let intake = self.intake()?;
+        let mut messages = Vec::with_capacity(ids.len());
+        for id in ids {
+            let outcome = intake.reprocess(&id).await.map_err(|e| match e {
+                crate::hl7::processor::Hl7Error::Store(e) => ServiceError::from(e),
+                other => ServiceError::Internal(other.to_string()),
+            })?;
+            self.store
+                .audit()
+                .record(&AuditEntry {
+                    organization_id: organization_id.to_string(),
+                    action: "hl7_reprocessed".into(),
+                    actor: actor.to_string(),
+                    channel: Some("hl7".into()),
+                    outcome: Some(outcome.code.as_str().to_string()),
+                    detail: Some(id.clone()),
+                    ..Default::default()
+                })
+                .await?;
+            let row = self.store.hl7().get(&id).await?;
+            messages.push(item(&row));
+        }
+        Ok(Hl7Reprocessed {
+            reprocessed: messages.len(),
+            messages,
+        })
+    }
+
+    /// `POST /v1/hl7/messages/{id}/reprocess`
+    pub async fn hl7_reprocess(
+        &self,
+        organization_id: &str,
+        id: &str,
+        actor: &str,
+    ) -> Result<Hl7Reprocessed, ServiceError> {
+        self.store
+            .hl7()
+            .of_organization(organization_id, id)
+            .await?
+            .ok_or(ServiceError::NotFound("HL7 message"))?;
+        self.reprocess_rows(organization_id, actor, vec![id.to_string()])
+            .await
+    }
+
+    /// `POST /v1/hl7/messages/reprocess`: every message of the organization in `status`
+    /// (default `error`) received in the range, up to [`MAX_REPROCESS_BATCH`].
+    pub async fn hl7_reprocess_all(
+        &self,
+        organization_id: &str,
+        filter: &Hl7ReprocessFilter,
+        actor: &str,
+    ) -> Result<Hl7Reprocessed, ServiceError> {
+        let mut errors = Vec::new();
+        let status = filter.status.as_deref().unwrap_or("error");
+        if !["error", "rejected", "received"].contains(&status) {
+            errors.push(FieldError::pointer(
+                "/status",
+                "error, rejected or received",
+            ));
+        }
+        let mut time = |name: &str, value: Option<&String>| {
+            let text = value?;
+            match chrono::DateTime::parse_from_rfc3339(text) {
+                Ok(t) => Some(t.timestamp_millis()),
+                Err(_) => {
+                    errors.push(FieldError::pointer(
+                        format!("/{name}"),
+                        "not an RFC 3339 time",
+                    ));
+                    None
+                }
+            }
+        };
+        let since = time("since", filter.since.as_ref());
+        let until = time("until", filter.until.as_ref());
+        if !errors.is_empty() {
+            return Err(ServiceError::Invalid(errors));
+        }
+        self.intake()?;
+        let rows = self
+            .store
+            .hl7()
+            .page(
+                organization_id,
+                Some(status),
+                None,
+                None,
+                since,
+                until,
+                None,
+                MAX_REPROCESS_BATCH,
+            )
+            .await?;
+        // Oldest first: a later message about the same appointment is applied after.
+        let ids = rows.iter().rev().map(|r| r.id.clone()).collect();
+        self.reprocess_rows(organization_id, actor, ids).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::segments;

@@ -12,6 +12,7 @@
 pub mod bounces;
 pub mod direct;
 pub mod jobs;
+pub mod pause;
 pub mod poll;
 pub mod reconcile;
 pub mod retry;

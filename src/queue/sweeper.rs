@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use super::pause::Routes;
 use super::{JobQueue, PassError};
 use crate::store::{Store, now_ms};
 
@@ -20,12 +21,14 @@ pub async fn sweep_once(
     store: &Store,
     queue: &JobQueue,
     stuck_after: Duration,
+    routes: &Routes,
 ) -> Result<usize, PassError> {
     let now = now_ms();
     let stuck_ms = i64::try_from(stuck_after.as_millis()).unwrap_or(i64::MAX / 2);
+    let held = routes.held_channels(&store.pauses().current().await?);
     let candidates = store
         .deliveries()
-        .sweep_candidates(now, GRACE_MS, stuck_ms, 5_000)
+        .sweep_candidates(now, GRACE_MS, stuck_ms, 5_000, &held)
         .await?;
     let mut by_channel: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for item in candidates {
@@ -71,6 +74,7 @@ pub async fn run(
     queue: JobQueue,
     interval: Duration,
     stuck_after: Duration,
+    routes: Routes,
     shutdown: CancellationToken,
 ) {
     match recover(&store, &queue, now_ms()).await {
@@ -82,7 +86,7 @@ pub async fn run(
         Err(e) => warn!(error = %e, "start-up recovery failed; the periodic sweep will catch up"),
     }
     loop {
-        match sweep_once(&store, &queue, stuck_after).await {
+        match sweep_once(&store, &queue, stuck_after, &routes).await {
             Ok(0) => {}
             Ok(n) => info!(deliveries = n, "sweeper re-enqueued waiting deliveries"),
             Err(e) => warn!(error = %e, "sweep failed"),

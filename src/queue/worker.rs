@@ -41,6 +41,8 @@ pub struct Deliverer {
     pub config: Arc<Config>,
     /// Organizations by id, as senders (they change only with the config, i.e. a restart).
     pub senders: Mutex<HashMap<String, Arc<Sender>>>,
+    /// Which connector each channel is routed to (for connector pauses).
+    pub routes: super::pause::Routes,
 }
 
 impl Deliverer {
@@ -53,6 +55,7 @@ impl Deliverer {
         config: Arc<Config>,
     ) -> Self {
         Self {
+            routes: super::pause::Routes::of(&config),
             store,
             group,
             keyring,
@@ -103,6 +106,9 @@ impl Deliverer {
     pub async fn attempt(&self, delivery_id: &str) -> Result<(), WorkerError> {
         let lease = self.config.queue.lease();
         let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 4);
+        if self.held(delivery_id).await? {
+            return Ok(());
+        }
         let Some(claimed) = self.group.claim(delivery_id, lease_ms).await? else {
             return Ok(());
         };
@@ -156,6 +162,25 @@ impl Deliverer {
         let permit = permit.filter(|_| external);
         self.record(&delivery, &connector_name, permit.as_ref(), result)
             .await
+    }
+
+    /// Whether the delivery's channel or connector is paused; if so, the job is dropped
+    /// unclaimed (no attempt spent) and the delivery waits for the resume. Costs nothing more
+    /// than a cached read while nothing is paused.
+    async fn held(&self, delivery_id: &str) -> Result<bool, WorkerError> {
+        let pauses = self.store.pauses().current().await?;
+        if pauses.is_empty() {
+            return Ok(false);
+        }
+        let Some(channel) = self.store.pauses().channel_of(delivery_id).await? else {
+            return Ok(false);
+        };
+        if self.routes.pause_of(&channel, &pauses).is_none() {
+            return Ok(false);
+        }
+        self.store.pauses().release(delivery_id).await?;
+        info!(channel = %channel, "delivery held: its channel or connector is paused");
+        Ok(true)
     }
 
     /// Opens the message and passes the disclosure gate.

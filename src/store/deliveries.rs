@@ -468,19 +468,32 @@ impl Deliveries<'_> {
         grace_ms: i64,
         stuck_ms: i64,
         limit: i64,
+        paused_channels: &[String],
     ) -> Result<Vec<SweepItem>> {
-        Ok(on_db!(self.db(), |pool| {
-            sqlx::query_as(
+        // Deliveries of a paused channel wait for the resume (which enqueues them).
+        let skip: String = (0..paused_channels.len())
+            .map(|i| format!(" AND channel <> ${}", i + 5))
+            .collect();
+        let sql = format!(
             "SELECT id, channel FROM deliveries
              WHERE status IN ('queued', 'sending') AND (
                 (enqueued_at IS NULL AND created_at < $1 - $2 AND (not_before IS NULL OR not_before < $1 - $2))
                 OR (status = 'sending' AND not_before < $1 - $2 AND (enqueued_at IS NULL OR enqueued_at < not_before))
                 OR (enqueued_at < $1 - $3 AND (not_before IS NULL OR not_before < $1 - $3))
-             )
-             ORDER BY id LIMIT $4",
-        )
-        .bind(now).bind(grace_ms).bind(stuck_ms).bind(limit)
-        .fetch_all(pool).await
+             ){skip}
+             ORDER BY id LIMIT $4"
+        );
+        Ok(on_db!(self.db(), |pool| {
+            // Audited: only generated placeholders are interpolated.
+            let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()))
+                .bind(now)
+                .bind(grace_ms)
+                .bind(stuck_ms)
+                .bind(limit);
+            for channel in paused_channels {
+                query = query.bind(channel);
+            }
+            query.fetch_all(pool).await
         })?)
     }
 

@@ -18,6 +18,7 @@ mod audit;
 mod campaigns;
 mod canary;
 mod consents;
+mod console_sessions;
 mod cursors;
 mod deliveries;
 mod dialect;
@@ -36,6 +37,7 @@ mod matching;
 mod messages;
 mod organizations;
 mod patients;
+mod pauses;
 mod reminders;
 mod retention;
 mod rows;
@@ -59,6 +61,7 @@ pub use attachments::{AttachmentBlob, AttachmentRow, NewAttachment};
 pub use audit::AuditEntry;
 pub use campaigns::{CampaignCounts, CampaignRow, CohortRow};
 pub use consents::ConsentChange;
+pub use console_sessions::ConsoleSessionRow;
 pub use deliveries::{Claimed, DeliveryFilter, DeliveryUpdate, SweepItem};
 pub use direct_inbound::Quarantine as DirectQuarantine;
 pub use direct_mdns::{MdnRow, NewMdnRow};
@@ -74,6 +77,7 @@ pub use messages::{
     AcceptItem, AcceptOutcome, MessageFilter, MessageListRow, NewDelivery, NewMessage,
 };
 pub use patients::{ConsentInput, ContactPointInput, PatientInput};
+pub use pauses::{ChannelFigures, PAUSE_TTL, PauseRow};
 pub use reminders::{NewTouch, PlanRow, TouchRow};
 pub use retention::Prunable;
 pub use rows::*;
@@ -184,6 +188,10 @@ repositories! {
     retention: Retention;
     /// Alert rules' state per subject and the claim of their notices.
     alerts: Alerts;
+    /// Paused channels and connectors, and the deliveries they hold back.
+    pauses: Pauses;
+    /// Operator console sessions.
+    console_sessions: ConsoleSessions;
 }
 
 /// The store handle: cheap to clone.
@@ -198,6 +206,8 @@ pub struct Store {
     /// Successes and failures per channel and connector, recorded as deliveries move (for
     /// the `channel_failing` alert; in memory, this daemon's view).
     health: crate::metrics::ChannelHealth,
+    /// The pause table as this daemon last read it (`Pauses::current`).
+    pause_cache: std::sync::Arc<pauses::PauseCache>,
 }
 
 impl Store {
@@ -209,6 +219,7 @@ impl Store {
             db,
             events_written,
             health: crate::metrics::ChannelHealth::default(),
+            pause_cache: Default::default(),
         })
     }
 
