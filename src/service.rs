@@ -88,6 +88,8 @@ pub enum Refusal {
     ReminderRuleLimit,
     /// The dead letter was retried already (a retry is a new delivery, made once).
     DeadLetterRetried,
+    /// The campaign is not in a state the action applies to (resuming a cancelled campaign).
+    CampaignWrongState,
 }
 
 /// Why a service did not do what it was asked.

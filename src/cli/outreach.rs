@@ -31,7 +31,8 @@ pub enum CampaignCommand {
     Create {
         #[arg(long)]
         org: String,
-        /// {"name", "recall_type", "due_from", "due_to", "attempts", "spacing_days", "channels"}
+        /// {"name", "kind", "recall_type", "due_from", "due_to", "appointments_on", "patients",
+        /// "attempts", "spacing_days", "channels", "template", "throttle_per_minute", "schedule"}
         file: std::path::PathBuf,
     },
     /// Dry run: counts per channel and skip reason, sample texts. Sends nothing.
@@ -150,12 +151,7 @@ pub async fn campaign(core: Core, command: CampaignCommand, json: bool) -> Resul
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("reading {}", file.display()))?;
             let campaign: Campaign = serde_json::from_str(&text).context("campaign definition")?;
-            campaign.validate()?;
-            let id = core
-                .store
-                .campaigns()
-                .create(&org.id, &campaign.name, &serde_json::to_string(&campaign)?)
-                .await?;
+            let id = campaigns.create(&org.id, &campaign, now).await?;
             println!("{id}");
         }
         CampaignCommand::Preview { id } => {

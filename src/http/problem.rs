@@ -48,6 +48,8 @@ pub enum ProblemType {
     /// 409: the inbound item is not in a state the decision applies to.
     InboundWrongState,
     DeadLetterRetried,
+    /// 409: the campaign is not in a state the action applies to (resuming a cancelled one).
+    CampaignWrongState,
     /// 413: the body is over `server.max_body_bytes`, or an attachment over a `[limits]`
     /// size (`errors` point at it: `/attachments/0`).
     PayloadTooLarge,
@@ -71,7 +73,7 @@ pub enum ProblemType {
 
 impl ProblemType {
     /// Every problem type, for documentation and tests.
-    pub const ALL: [ProblemType; 24] = [
+    pub const ALL: [ProblemType; 25] = [
         ProblemType::MalformedJson,
         ProblemType::InvalidBody,
         ProblemType::InvalidParameter,
@@ -87,6 +89,7 @@ impl ProblemType {
         ProblemType::InboundAlreadyFiled,
         ProblemType::InboundWrongState,
         ProblemType::DeadLetterRetried,
+        ProblemType::CampaignWrongState,
         ProblemType::PayloadTooLarge,
         ProblemType::UnsupportedMediaType,
         ProblemType::ValidationFailed,
@@ -116,6 +119,7 @@ impl ProblemType {
             ProblemType::InboundAlreadyFiled => "inbound_already_filed",
             ProblemType::InboundWrongState => "inbound_wrong_state",
             ProblemType::DeadLetterRetried => "dead_letter_retried",
+            ProblemType::CampaignWrongState => "campaign_wrong_state",
             ProblemType::PayloadTooLarge => "payload_too_large",
             ProblemType::UnsupportedMediaType => "unsupported_media_type",
             ProblemType::ValidationFailed => "validation_failed",
@@ -145,7 +149,8 @@ impl ProblemType {
             ProblemType::IdempotencyKeyReused
             | ProblemType::InboundAlreadyFiled
             | ProblemType::InboundWrongState
-            | ProblemType::DeadLetterRetried => StatusCode::CONFLICT,
+            | ProblemType::DeadLetterRetried
+            | ProblemType::CampaignWrongState => StatusCode::CONFLICT,
             ProblemType::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProblemType::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ProblemType::ValidationFailed
@@ -176,6 +181,7 @@ impl ProblemType {
             ProblemType::InboundAlreadyFiled => "Inbound item already filed",
             ProblemType::InboundWrongState => "Inbound item not in that state",
             ProblemType::DeadLetterRetried => "Dead letter already retried",
+            ProblemType::CampaignWrongState => "Campaign not in a state for this",
             ProblemType::PayloadTooLarge => "Payload too large",
             ProblemType::UnsupportedMediaType => "Unsupported media type",
             ProblemType::ValidationFailed => "Validation failed",
@@ -381,6 +387,7 @@ impl From<ServiceError> for Problem {
                     Refusal::InboundWrongState => ProblemType::InboundWrongState,
                     Refusal::ReminderRuleLimit => ProblemType::ReminderRuleLimit,
                     Refusal::DeadLetterRetried => ProblemType::DeadLetterRetried,
+                    Refusal::CampaignWrongState => ProblemType::CampaignWrongState,
                 },
                 detail,
             ),
