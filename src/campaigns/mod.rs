@@ -129,6 +129,10 @@ pub struct Campaign {
     /// by itself. Without one it runs when asked (`campaign run`).
     #[serde(default)]
     pub schedule: Option<String>,
+    /// A scheduled campaign sends on business days only (Monday to Friday, not the
+    /// organization's `holidays`); `false`: every day. Quiet hours apply either way.
+    #[serde(default = "yes")]
+    pub business_days: bool,
 }
 
 impl Default for Campaign {
@@ -149,10 +153,14 @@ impl Default for Campaign {
             template: String::new(),
             throttle_per_minute: 0,
             schedule: None,
+            business_days: true,
         }
     }
 }
 
+fn yes() -> bool {
+    true
+}
 fn three() -> i64 {
     3
 }
@@ -378,8 +386,12 @@ impl Campaigns {
                 let sender =
                     crate::tenancy::sender(&self.store, &self.config, organization_id).await?;
                 let schedule = schedule::parse(expression).map_err(CampaignError::Invalid)?;
-                schedule::next_run(&schedule, &Calendar::of(&sender.settings), now)
-                    .map(|t| t.timestamp_millis())
+                schedule::next_run(
+                    &schedule,
+                    &Calendar::of(&sender.settings, campaign.business_days),
+                    now,
+                )
+                .map(|t| t.timestamp_millis())
             }
             None => None,
         };
@@ -427,7 +439,7 @@ impl Campaigns {
                 Some(date) => {
                     let date = chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d")
                         .map_err(|_| CampaignError::Invalid("appointments_on".into()))?;
-                    let zone = Calendar::of(&sender.settings).zone;
+                    let zone = Calendar::of(&sender.settings, c.business_days).zone;
                     let from = crate::reminders::schedule::local_to_utc(
                         zone,
                         date.and_time(chrono::NaiveTime::MIN),
@@ -499,7 +511,7 @@ impl Campaigns {
             return Ok(Step::NotDue);
         }
         let settings = &sender.settings;
-        let calendar = Calendar::of(settings);
+        let calendar = Calendar::of(settings, c.business_days);
         // Spacing counts the organization's calendar days: a daily run at 10:00 sends the
         // next attempt on the seventh day even if the first went out at 10:02.
         if let Some(last) = member.last_attempt_at
@@ -811,7 +823,7 @@ impl Campaigns {
         let c = definition(row)?;
         let sender =
             crate::tenancy::sender(&self.store, &self.config, &row.organization_id).await?;
-        let calendar = Calendar::of(&sender.settings);
+        let calendar = Calendar::of(&sender.settings, c.business_days);
         if !calendar.is_open(now) {
             // Quiet hours or a closed day began during the run: it waits.
             return Ok(PassReport::default());

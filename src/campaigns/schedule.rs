@@ -1,6 +1,7 @@
 //! When a scheduled campaign runs: a cron expression (seconds first, as `reminders.schedule`)
 //! read in the organization's time zone, each tick moved onto a business day (Monday to Friday,
-//! not one of the organization's `holidays`) within its open hours (outside quiet hours). A run
+//! not one of the organization's `holidays`; unless the campaign says `business_days: false`)
+//! within its open hours (outside quiet hours, always). A run
 //! sends only while the organization is open; one that is still going when quiet hours begin
 //! waits for the next open hour.
 
@@ -19,11 +20,15 @@ pub struct Calendar {
     pub open: NaiveTime,
     pub close: NaiveTime,
     pub holidays: Vec<chrono::NaiveDate>,
+    /// Sends only on business days (else every day, quiet hours still honoured).
+    pub business_days: bool,
 }
 
 impl Calendar {
-    pub fn of(settings: &OrganizationConfig) -> Self {
+    /// The organization's calendar; `business_days`: closed on weekends and holidays.
+    pub fn of(settings: &OrganizationConfig, business_days: bool) -> Self {
         Self {
+            business_days,
             zone: settings.time_zone.parse().unwrap_or(Tz::UTC),
             open: parse_clock(&settings.quiet_hours_start).unwrap_or_default(),
             close: parse_clock(&settings.quiet_hours_end)
@@ -33,7 +38,9 @@ impl Calendar {
     }
 
     fn business_day(&self, date: chrono::NaiveDate) -> bool {
-        !matches!(date.weekday(), Weekday::Sat | Weekday::Sun) && !self.holidays.contains(&date)
+        !self.business_days
+            || !matches!(date.weekday(), Weekday::Sat | Weekday::Sun)
+                && !self.holidays.contains(&date)
     }
 
     /// Whether messages may go out at `at`: a business day, outside quiet hours.
@@ -105,6 +112,7 @@ mod tests {
             open: parse_clock("08:00").unwrap(),
             close: parse_clock("21:00").unwrap(),
             holidays: vec![chrono::NaiveDate::from_ymd_opt(2027, 3, 17).unwrap()],
+            business_days: true,
         }
     }
 
@@ -137,6 +145,16 @@ mod tests {
         assert!(c.is_open(utc("2027-03-16T14:00:00Z")));
         assert!(!c.is_open(utc("2027-03-17T14:00:00Z")), "holiday");
         assert!(!c.is_open(utc("2027-03-16T02:00:00Z")), "quiet hours");
+        // Every day: Saturday's tick stays on Saturday, quiet hours still apply.
+        let every_day = Calendar {
+            business_days: false,
+            ..c
+        };
+        assert_eq!(
+            next_run(&daily, &every_day, utc("2027-03-19T15:00:00Z")),
+            Some(utc("2027-03-20T14:00:00Z"))
+        );
+        assert!(!every_day.is_open(utc("2027-03-16T02:00:00Z")));
     }
 
     #[test]

@@ -364,4 +364,69 @@ impl Campaigns<'_> {
             booked: row.6,
         })
     }
+
+    /// Load and crash tests: `count` patients (one SMS number each, `+1415…`) with one open
+    /// recall each (type `prefix`, due `due_date`), in transactions of 1,000.
+    #[doc(hidden)]
+    pub async fn seed_recalls(
+        self,
+        organization_id: &str,
+        prefix: &str,
+        due_date: &str,
+        count: usize,
+    ) -> Result<()> {
+        let now = now_ms();
+        let all: Vec<usize> = (0..count).collect();
+        for chunk in all.chunks(1000) {
+            let rows: Vec<(String, usize)> = chunk.iter().map(|n| (new_id("pat"), *n)).collect();
+            on_db!(self.db(), |pool| {
+                let mut tx = pool.begin().await?;
+                let mut qb = sqlx::QueryBuilder::new(
+                    "INSERT INTO patients (id, organization_id, external_id, family_name, given_name, created_at, updated_at) ",
+                );
+                qb.push_values(&rows, |mut b, (pid, n)| {
+                    b.push_bind(pid.clone())
+                        .push_bind(organization_id.to_string())
+                        .push_bind(format!("{prefix}-{n}"))
+                        .push_bind("Load")
+                        .push_bind("Test")
+                        .push_bind(now)
+                        .push_bind(now);
+                });
+                qb.build().execute(&mut *tx).await?;
+                let mut qb = sqlx::QueryBuilder::new(
+                    "INSERT INTO contact_points (id, organization_id, patient_id, system, value, rank, created_at, e164) ",
+                );
+                qb.push_values(&rows, |mut b, (pid, n)| {
+                    let number = format!("+1415{:07}", 2_000_000 + n % 8_000_000);
+                    b.push_bind(new_id("cp"))
+                        .push_bind(organization_id.to_string())
+                        .push_bind(pid.clone())
+                        .push_bind("sms")
+                        .push_bind(number.clone())
+                        .push_bind(1_i64)
+                        .push_bind(now)
+                        .push_bind(number);
+                });
+                qb.build().execute(&mut *tx).await?;
+                let mut qb = sqlx::QueryBuilder::new(
+                    "INSERT INTO recalls (id, organization_id, patient_id, external_id, recall_type, due_date, status, created_at, updated_at) ",
+                );
+                qb.push_values(&rows, |mut b, (pid, n)| {
+                    b.push_bind(new_id("rcl"))
+                        .push_bind(organization_id.to_string())
+                        .push_bind(pid.clone())
+                        .push_bind(format!("{prefix}-{n}"))
+                        .push_bind(prefix.to_string())
+                        .push_bind(due_date.to_string())
+                        .push_bind("open")
+                        .push_bind(now)
+                        .push_bind(now);
+                });
+                qb.build().execute(&mut *tx).await?;
+                tx.commit().await?;
+            });
+        }
+        Ok(())
+    }
 }
