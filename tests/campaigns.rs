@@ -385,6 +385,30 @@ async fn campaigns_over_the_api(backend: Backend) {
     assert_eq!(report["targeted"], 0);
     assert!(report["skipped_by_reason"].is_object());
 
+    // Campaigns need the admin scope.
+    let token = switchboard::http::new_token().unwrap();
+    daemon
+        .core
+        .store
+        .api_keys()
+        .create(&switchboard::store::NewApiKey {
+            organization_id: daemon.organization_id.clone(),
+            name: "no admin".into(),
+            key_hash: switchboard::http::hash_token(&token),
+            scopes: "send read".into(),
+            expires_at: None,
+        })
+        .await
+        .unwrap();
+    let response = daemon
+        .http
+        .get(daemon.url("/v1/campaigns"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 403);
+
     // Another organization sees none of it.
     let other = daemon.key_for("south").await;
     let response = daemon
@@ -794,6 +818,39 @@ async fn closure_notice(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(campaigns.run(&listed, t0, 0, &none).await.unwrap(), (1, 0));
+
+    // Scheduled and throttled to one message a minute: the reminder pass sends one per minute.
+    let throttled = Campaign {
+        name: "Parking closed".into(),
+        kind: CampaignKind::Notice,
+        patients: vec!["sms".into(), "mail".into(), "sud-ok".into()],
+        channels: vec!["sms".into(), "email".into()],
+        throttle_per_minute: 1,
+        schedule: Some("0 0 * * * *".into()),
+        business_days: false,
+        ..Campaign::default()
+    };
+    let throttled = campaigns
+        .create(&daemon.organization_id, &throttled, t0)
+        .await
+        .unwrap();
+    let reminders = daemon.core.reminders(daemon.core.templates().unwrap());
+    let hour = utc("2027-03-09T21:00:00Z"); // 16:00 New York, the next hourly tick
+    let mut sent = Vec::new();
+    for seconds in [0, 30, 60, 61, 90, 120, 180] {
+        let report = reminders
+            .run_once(hour + chrono::Duration::seconds(seconds))
+            .await
+            .unwrap();
+        sent.push(report.campaign_sent);
+    }
+    assert_eq!(sent, [1, 0, 1, 0, 0, 1, 0]);
+    let row = daemon.core.store.campaigns().get(&throttled).await.unwrap();
+    assert_eq!(
+        row.next_run_at,
+        Some(utc("2027-03-09T22:00:00Z").timestamp_millis()),
+        "finished: the next hour's run is planned"
+    );
     daemon.stop().await;
 }
 both_databases!(notice, crate::closure_notice);

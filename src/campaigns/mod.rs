@@ -16,7 +16,8 @@
 //! the organization's time zone and each tick moved onto a business day outside quiet hours
 //! ([`schedule`]); the reminder pass, which runs on the leased cron (one daemon of a fleet),
 //! sends what is due of every campaign whose run is due, at most `throttle_per_minute` messages
-//! a minute (counted from the campaign's last pass), and only while the organization is open.
+//! a minute (the time since the campaign's last pass buys messages at that rate, up to one
+//! minute's worth), and only while the organization is open.
 //! A run that has not reached every member continues on the next pass; the next run is then
 //! planned from the schedule. Paused and cancelled campaigns are not run.
 //!
@@ -62,8 +63,6 @@ pub enum CampaignError {
 pub const MAX_LISTED: usize = 10_000;
 /// Campaigns whose run is due, looked at per pass.
 const DUE_PER_PASS: i64 = 100;
-/// The throttle's budget never grows beyond this many minutes of sending.
-const MAX_BUDGET_MINUTES: i64 = 60;
 
 /// What a campaign is.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -828,14 +827,23 @@ impl Campaigns {
             // Quiet hours or a closed day began during the run: it waits.
             return Ok(PassReport::default());
         }
-        let budget = (c.throttle_per_minute > 0).then(|| {
-            let minutes = row
-                .last_pass_at
-                .map(|last| (now.timestamp_millis() - last) / 60_000)
-                .unwrap_or(1)
-                .clamp(1, MAX_BUDGET_MINUTES);
-            u64::from(c.throttle_per_minute) * minutes.unsigned_abs()
-        });
+        // At most `throttle_per_minute` a minute: the time since the last pass that sent buys
+        // messages at that rate, up to one minute's worth (the first pass: one minute's).
+        let budget = match c.throttle_per_minute {
+            0 => None,
+            rate => {
+                let rate = u64::from(rate);
+                let elapsed = row.last_pass_at.map_or(60_000, |last| {
+                    (now.timestamp_millis() - last).clamp(0, 60_000)
+                });
+                let budget = rate * elapsed.unsigned_abs() / 60_000;
+                if budget == 0 {
+                    // Too soon: the time accumulates until it buys one message.
+                    return Ok(PassReport::default());
+                }
+                Some(budget.min(rate))
+            }
+        };
         let report = self
             .pass(row, &c, now, budget, None, &|_: usize, _: usize| {})
             .await?;

@@ -40,10 +40,17 @@ pub enum CampaignCommand {
     /// Send the attempts due now, throttled.
     Run {
         id: String,
-        /// Messages per minute (0 = as fast as the store takes them).
-        #[arg(long, default_value_t = 60)]
-        throttle: u32,
+        /// Messages per minute (0 = as fast as the store takes them); default: the
+        /// definition's `throttle_per_minute`, else 60.
+        #[arg(long)]
+        throttle: Option<u32>,
     },
+    /// Pause a campaign's scheduled runs.
+    Pause { id: String },
+    /// Resume a paused campaign.
+    Resume { id: String },
+    /// Cancel a campaign for good.
+    Cancel { id: String },
     /// Targeted, sent, delivered, failed, confirmed, booked.
     Report { id: String },
 }
@@ -184,6 +191,19 @@ pub async fn campaign(core: Core, command: CampaignCommand, json: bool) -> Resul
             }
         }
         CampaignCommand::Run { id, throttle } => {
+            let row = core
+                .store
+                .campaigns()
+                .get(&id)
+                .await
+                .map_err(|e| super::not_found(e, format!("campaign {id}")))?;
+            let throttle = match throttle {
+                Some(t) => t,
+                None => match switchboard::campaigns::definition(&row)?.throttle_per_minute {
+                    0 => 60,
+                    t => t,
+                },
+            };
             let bar = super::progress::bar(0, "sending");
             let progress = |done: usize, total: usize| {
                 bar.set_length(total as u64);
@@ -196,6 +216,9 @@ pub async fn campaign(core: Core, command: CampaignCommand, json: bool) -> Resul
             drop(bar);
             println!("sent {sent}, skipped {skipped}");
         }
+        CampaignCommand::Pause { id } => transition(&campaigns, &id, "pause").await?,
+        CampaignCommand::Resume { id } => transition(&campaigns, &id, "resume").await?,
+        CampaignCommand::Cancel { id } => transition(&campaigns, &id, "cancel").await?,
         CampaignCommand::Report { id } => {
             let r = campaigns
                 .report(&id, now)
@@ -220,5 +243,21 @@ pub async fn campaign(core: Core, command: CampaignCommand, json: bool) -> Resul
             );
         }
     }
+    Ok(())
+}
+
+/// Pause, resume or cancel; prints the campaign's state.
+async fn transition(campaigns: &Campaigns, id: &str, action: &str) -> Result<()> {
+    let row = campaigns
+        .store
+        .campaigns()
+        .get(id)
+        .await
+        .map_err(|e| super::not_found(e, format!("campaign {id}")))?;
+    let view = campaigns
+        .api_transition(&row.organization_id, id, action)
+        .await
+        .with_context(|| format!("campaign {id}"))?;
+    println!("{} {}", view.id, view.state);
     Ok(())
 }
