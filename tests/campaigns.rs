@@ -373,6 +373,20 @@ async fn campaigns_over_the_api(backend: Backend) {
     let (status, problem) = transition("resume").await;
     assert_eq!(status, 409, "{problem}");
     assert_eq!(problem["code"], "campaign_wrong_state");
+    let campaigns = Campaigns {
+        store: daemon.core.store.clone(),
+        messages: daemon.core.messages(),
+        config: daemon.core.config.clone(),
+        templates: daemon.core.templates().unwrap(),
+    };
+    let none = |_: usize, _: usize| {};
+    assert!(
+        campaigns
+            .run(&id, utc("2027-01-04T15:00:00Z"), 0, &none)
+            .await
+            .is_err(),
+        "a cancelled campaign does not run"
+    );
 
     let (status, report) = api(
         &daemon,

@@ -649,7 +649,8 @@ impl Campaigns {
     }
 
     /// Sends the attempts due now, at most `per_minute` messages a minute (0 = no throttle);
-    /// `progress(done, total)` is called after each member. Returns `(sent, skipped)`.
+    /// `progress(done, total)` is called after each member. Returns `(sent, skipped)`. A
+    /// paused or cancelled campaign is not run.
     pub async fn run(
         &self,
         id: &str,
@@ -658,6 +659,17 @@ impl Campaigns {
         progress: &(dyn Fn(usize, usize) + Sync),
     ) -> Result<(u64, u64), CampaignError> {
         let (row, c) = self.load(id).await?;
+        if row.state != "active" {
+            return Err(CampaignError::Invalid(format!(
+                "the campaign is {}{}",
+                row.state,
+                if row.state == "paused" {
+                    "; resume it first"
+                } else {
+                    ""
+                }
+            )));
+        }
         let pause = (per_minute > 0).then(|| Duration::from_secs_f64(60.0 / f64::from(per_minute)));
         let report = self.pass(&row, &c, now, None, pause, progress).await?;
         Ok((report.sent, report.skipped))
