@@ -35,6 +35,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
@@ -61,6 +63,10 @@ pub enum CampaignError {
 
 /// Most patients a notice may list.
 pub const MAX_LISTED: usize = 10_000;
+/// Sends prepared before they go out together, in a run without a pause between messages.
+const SEND_BATCH: usize = 256;
+/// Accepts in flight at once while a batch goes out.
+const SEND_CONCURRENCY: usize = 32;
 /// Campaigns whose run is due, looked at per pass.
 const DUE_PER_PASS: i64 = 100;
 
@@ -341,6 +347,15 @@ pub struct PassReport {
     pub skipped: u64,
     /// Every member due was handled (not cut short by the throttle or quiet hours).
     pub finished: bool,
+}
+
+/// A message a member is to get.
+struct Outgoing {
+    channel: String,
+    address: String,
+    body: String,
+    subject: Option<String>,
+    part2: bool,
 }
 
 /// One planned outcome for a cohort member.
@@ -677,6 +692,9 @@ impl Campaigns {
 
     /// One pass over a campaign: each member due now is skipped (recorded with its reason and
     /// the gate's refusals audited) or sent, until `budget` messages went out (None: no limit).
+    /// Without a `pause` between messages, sends go in batches of [`SEND_BATCH`], up to
+    /// [`SEND_CONCURRENCY`] accepts in flight at once (each one member's: its message under
+    /// its key, then its attempt).
     async fn pass(
         &self,
         row: &CampaignRow,
@@ -689,12 +707,16 @@ impl Campaigns {
         let sender =
             crate::tenancy::sender(&self.store, &self.config, &row.organization_id).await?;
         let cohort = self.cohort(row, c, &sender, now).await?;
+        let total = cohort.len();
         let mut report = PassReport {
             finished: true,
             ..PassReport::default()
         };
-        for (i, member) in cohort.iter().enumerate() {
-            if budget.is_some_and(|b| report.sent >= b) {
+        let mut planned = 0_u64;
+        let mut done = 0_usize;
+        let mut batch = Vec::new();
+        for member in &cohort {
+            if budget.is_some_and(|b| planned >= b) {
                 report.finished = false;
                 break;
             }
@@ -735,56 +757,122 @@ impl Campaigns {
                     subject,
                     part2,
                 } => {
-                    let mut metadata = serde_json::Map::new();
-                    metadata.insert("purpose".into(), disclosure::CAMPAIGN.into());
-                    metadata.insert("campaign_id".into(), row.id.clone().into());
-                    let target = match c.kind {
-                        CampaignKind::Recall => "recall_id",
-                        CampaignKind::Notice => "notice_patient_id",
-                    };
-                    metadata.insert(target.into(), member.recall_id.clone().into());
-                    let mut request = SendRequest::notice(
-                        Some(member.external_id.clone()),
-                        &channel,
+                    planned += 1;
+                    let out = Outgoing {
+                        channel,
                         address,
-                        subject,
                         body,
-                        metadata,
-                    );
-                    request.part2 = part2;
-                    let key = format!("campaign:{}:{}:{attempt}", row.id, member.recall_id);
-                    let accepted = self
-                        .messages
-                        .accept(&row.organization_id, &request, Some(&key))
-                        .await?;
-                    crate::testing_hooks::kill_point("campaign-accepted");
-                    if self
-                        .store
-                        .campaigns()
-                        .record_target(
-                            &row.id,
-                            &row.organization_id,
-                            &member.recall_id,
-                            &member.patient_id,
-                            attempt,
-                            "sent",
-                            None,
-                            Some(&channel),
-                            Some(&accepted.message_id),
-                            now.timestamp_millis(),
-                        )
-                        .await?
-                    {
-                        report.sent += 1;
-                    }
-                    if let Some(pause) = pause {
-                        tokio::time::sleep(pause).await;
+                        subject,
+                        part2,
+                    };
+                    match pause {
+                        Some(pause) => {
+                            report.sent +=
+                                u64::from(self.send_one(row, c, member, attempt, out, now).await?);
+                            tokio::time::sleep(pause).await;
+                        }
+                        None => {
+                            batch.push((member, attempt, out));
+                            if batch.len() >= SEND_BATCH {
+                                let n = batch.len();
+                                report.sent += self
+                                    .send_batch(row, c, std::mem::take(&mut batch), now)
+                                    .await?;
+                                done += n;
+                                progress(done, total);
+                            }
+                            continue;
+                        }
                     }
                 }
             }
-            progress(i + 1, cohort.len());
+            done += 1;
+            progress(done, total);
+        }
+        if !batch.is_empty() {
+            let n = batch.len();
+            report.sent += self.send_batch(row, c, batch, now).await?;
+            done += n;
+            progress(done, total);
         }
         Ok(report)
+    }
+
+    /// Sends a batch, [`SEND_CONCURRENCY`] at a time; the attempts newly recorded.
+    async fn send_batch(
+        &self,
+        row: &CampaignRow,
+        c: &Campaign,
+        batch: Vec<(&CohortRow, i64, Outgoing)>,
+        now: DateTime<Utc>,
+    ) -> Result<u64, CampaignError> {
+        let mut sent = 0;
+        let mut waiting = batch.into_iter();
+        let mut in_flight = FuturesUnordered::new();
+        loop {
+            while in_flight.len() < SEND_CONCURRENCY
+                && let Some((member, attempt, out)) = waiting.next()
+            {
+                in_flight.push(self.send_one(row, c, member, attempt, out, now));
+            }
+            match in_flight.next().await {
+                Some(result) => sent += u64::from(result?),
+                None => break,
+            }
+        }
+        Ok(sent)
+    }
+
+    /// Accepts one member's message under its key, then records the attempt; `false` when the
+    /// attempt was recorded already (a concurrent or repeated run).
+    async fn send_one(
+        &self,
+        row: &CampaignRow,
+        c: &Campaign,
+        member: &CohortRow,
+        attempt: i64,
+        out: Outgoing,
+        now: DateTime<Utc>,
+    ) -> Result<bool, CampaignError> {
+        let mut metadata = serde_json::Map::new();
+        metadata.insert("purpose".into(), disclosure::CAMPAIGN.into());
+        metadata.insert("campaign_id".into(), row.id.clone().into());
+        let target = match c.kind {
+            CampaignKind::Recall => "recall_id",
+            CampaignKind::Notice => "notice_patient_id",
+        };
+        metadata.insert(target.into(), member.recall_id.clone().into());
+        let mut request = SendRequest::notice(
+            Some(member.external_id.clone()),
+            &out.channel,
+            out.address,
+            out.subject,
+            out.body,
+            metadata,
+        );
+        request.part2 = out.part2;
+        let key = format!("campaign:{}:{}:{attempt}", row.id, member.recall_id);
+        let accepted = self
+            .messages
+            .accept(&row.organization_id, &request, Some(&key))
+            .await?;
+        crate::testing_hooks::kill_point("campaign-accepted");
+        Ok(self
+            .store
+            .campaigns()
+            .record_target(
+                &row.id,
+                &row.organization_id,
+                &member.recall_id,
+                &member.patient_id,
+                attempt,
+                "sent",
+                None,
+                Some(&out.channel),
+                Some(&accepted.message_id),
+                now.timestamp_millis(),
+            )
+            .await?)
     }
 
     /// The scheduled runs due at `now` (the reminder pass calls this under its lease): each
