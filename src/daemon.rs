@@ -475,6 +475,7 @@ pub async fn start(config: Config) -> Result<Daemon, DaemonError> {
         },
         tenancy.clone(),
         connectors.clone(),
+        core.group.clone(),
     )
     .map_err(|e| DaemonError::Config(ConfigError::Invalid(format!("fax_inbound: {e}"))))?;
     let fax_job = connectors

@@ -723,7 +723,31 @@ impl MessageService {
             .attachments()
             .of_message(organization_id, &message.id)
             .await?;
-        MessageView::build(&self.keyring, message, deliveries, history, attachments)
+        let faxes = fax_records(&self.store, &message.id, &deliveries).await?;
+        MessageView::build(
+            &self.keyring,
+            message,
+            deliveries,
+            history,
+            attachments,
+            faxes,
+        )
+    }
+}
+
+/// The provider's records of a message's fax deliveries (no query when it has none).
+pub(crate) async fn fax_records(
+    store: &Store,
+    message_id: &str,
+    deliveries: &[DeliveryRow],
+) -> Result<Vec<crate::store::FaxRecordRow>, StoreError> {
+    if deliveries
+        .iter()
+        .any(|d| d.channel == crate::domain::Channel::Fax.as_str())
+    {
+        store.faxes().of_message(message_id).await
+    } else {
+        Ok(Vec::new())
     }
 }
 
@@ -914,6 +938,20 @@ pub struct DeliveryView {
     pub updated_at: String,
     /// Every report, oldest first, applied or not.
     pub history: Vec<HistoryView>,
+    /// A fax delivery: the provider's record of the fax (absent until the provider accepted it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fax: Option<FaxView>,
+}
+
+/// What the fax provider reports of a fax we sent.
+#[derive(Debug, Clone, Serialize)]
+pub struct FaxView {
+    /// Pages handed to the provider (the cover page included).
+    pub pages_submitted: Option<i64>,
+    /// Pages the provider reports transmitted.
+    pub pages_sent: Option<i64>,
+    /// The provider's own state (`success`, `failure`, `fax.delivered`, …).
+    pub provider_status: Option<String>,
 }
 
 /// One report about a delivery.
@@ -957,6 +995,7 @@ impl MessageView {
                     detail: None,
                     at: at.clone(),
                 }],
+                fax: None,
             })
             .collect();
         Self {
@@ -982,6 +1021,7 @@ impl MessageView {
         deliveries: Vec<DeliveryRow>,
         history: Vec<DeliveryEventRow>,
         attachments: Vec<AttachmentRow>,
+        faxes: Vec<crate::store::FaxRecordRow>,
     ) -> Result<Self, MessageError> {
         let content = MessageContent::open(keyring, &message.id, &message.content)?;
         let mut by_delivery: BTreeMap<String, Vec<HistoryView>> = BTreeMap::new();
@@ -1002,6 +1042,14 @@ impl MessageView {
             .into_iter()
             .map(|d| DeliveryView {
                 history: by_delivery.remove(&d.id).unwrap_or_default(),
+                fax: faxes
+                    .iter()
+                    .find(|f| f.delivery_id.as_deref() == Some(d.id.as_str()))
+                    .map(|f| FaxView {
+                        pages_submitted: f.pages_submitted,
+                        pages_sent: f.pages,
+                        provider_status: f.provider_status.clone(),
+                    }),
                 id: d.id,
                 channel: d.channel,
                 recipient: d.recipient,

@@ -315,6 +315,19 @@ async fn phaxio_scenario(backend: Backend) {
     assert_eq!(response.status(), 200);
     assert_eq!(faxes_recorded(&daemon).await, 1);
 
+    // Concurrent callbacks share commits: the same new fax posted eight times at once (as a
+    // provider retrying on timeouts might) is answered 200 each time and recorded once.
+    let again = phaxio_callback(1002, NORTH_FAX, "success", 1, pdf("fax 1002"));
+    let again_signature = django_phaxio_signature(&url, &again, None);
+    let answers = futures::future::join_all(
+        (0..8).map(|_| post_phaxio(&daemon, "phaxio", &again, Some(&again_signature))),
+    )
+    .await;
+    assert!(answers.iter().all(|r| r.status() == 200), "{answers:?}");
+    assert_eq!(faxes_recorded(&daemon).await, 2);
+    unmatched_fax(&daemon, "1002").await;
+    let recorded = faxes_recorded(&daemon).await;
+
     // A person can file it: resolving files the fax, the PDF attached to the message.
     let resolved = daemon
         .http
@@ -373,7 +386,7 @@ async fn phaxio_scenario(backend: Backend) {
             "{what}"
         );
     }
-    assert_eq!(faxes_recorded(&daemon).await, 1);
+    assert_eq!(faxes_recorded(&daemon).await, recorded);
 
     // The same callback signed correctly goes through; a partial fax is flagged.
     let partial = phaxio_callback(1003, NORTH_FAX, "partialsuccess", 3, pdf("fax 1003"));

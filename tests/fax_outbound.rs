@@ -626,7 +626,13 @@ async fn phaxio_send_and_callbacks(backend: Backend) {
 
     let response = phaxio_callback(&daemon, &callback_url, done, None).await;
     assert!(response.status().is_success(), "{}", response.status());
-    wait_deliveries(&daemon, &message, |d| d[0]["status"] == "delivered").await;
+    let deliveries = wait_deliveries(&daemon, &message, |d| d[0]["status"] == "delivered").await;
+    // The record shows the pages handed over and the pages the provider transmitted.
+    assert_eq!(
+        deliveries[0]["fax"],
+        json!({"pages_submitted": 101, "pages_sent": 101, "provider_status": "success"}),
+        "{deliveries:#?}"
+    );
     let records = daemon
         .core
         .store

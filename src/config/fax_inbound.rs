@@ -17,6 +17,9 @@ pub struct FaxInboundConfig {
     pub max_attempts: u32,
     /// The wait before the second attempt, milliseconds; it doubles per attempt, up to an hour.
     pub retry_base_ms: u64,
+    /// Received faxes worked on at once by one daemon (each holds its document in memory,
+    /// within `limits.attachment_memory_bytes`).
+    pub concurrency: usize,
 }
 
 impl Default for FaxInboundConfig {
@@ -26,6 +29,7 @@ impl Default for FaxInboundConfig {
             media_timeout_secs: 120,
             max_attempts: 10,
             retry_base_ms: 30_000,
+            concurrency: 4,
         }
     }
 }

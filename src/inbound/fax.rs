@@ -35,7 +35,9 @@ use crate::crypto::{CryptoError, Keyring};
 use crate::domain::{Address, Channel};
 use crate::fetch::FetchPolicy;
 use crate::intake::{FaxSource, Intake, IntakeError, Received};
-use crate::store::{FaxInboundRow, NewFaxInbound, NewOrphan, Store, StoreError, new_id, now_ms};
+use crate::store::{
+    FaxInboundRow, GroupCommit, NewFaxInbound, NewOrphan, Store, StoreError, new_id, now_ms,
+};
 use crate::tenancy::{Route, Tenancy};
 
 /// The direction of every record here (the key is (provider, direction, provider id), as in
@@ -139,6 +141,8 @@ pub struct FaxInbound {
     pub intake: Intake,
     pub tenancy: Arc<Tenancy>,
     pub connectors: Connectors,
+    /// Records webhooks in shared commits.
+    pub group: GroupCommit,
     pub fetch: FetchPolicy,
     /// Wakes the job when a fax was recorded.
     pub wake: Arc<Notify>,
@@ -149,6 +153,7 @@ impl FaxInbound {
         intake: Intake,
         tenancy: Arc<Tenancy>,
         connectors: Connectors,
+        group: GroupCommit,
     ) -> Result<Self, String> {
         let config = &intake.config;
         let fetch = FetchPolicy::new(
@@ -160,6 +165,7 @@ impl FaxInbound {
             keyring: intake.keyring.clone(),
             tenancy,
             connectors,
+            group,
             fetch,
             wake: Arc::new(Notify::new()),
             intake,
@@ -198,26 +204,20 @@ impl FaxInbound {
         };
         let id = new_id("fax");
         let sealed = self.keyring.seal(&fax.encode(), &id)?;
+        // The fax and the provider's event id are committed together, in a transaction
+        // shared with concurrent webhooks (group commit), before the provider is answered.
         let (id, fresh) = self
-            .store
-            .received_faxes()
-            .record(&NewFaxInbound {
-                id: &id,
-                provider: &provider,
-                direction: RECEIVED,
-                provider_id: &event.provider_ref,
-                connector: &name,
-                raw: &sealed,
+            .group
+            .record_fax(NewFaxInbound {
+                id,
+                provider,
+                direction: RECEIVED.to_string(),
+                provider_id: event.provider_ref.clone(),
+                connector: name.clone(),
+                raw: sealed,
+                event_id: event.event_id.clone(),
             })
             .await?;
-        if let Some(event_id) = &event.event_id {
-            // Stored after the fax itself: a crash in between leaves a fax whose redelivery
-            // is recognised by its fax id anyway.
-            self.store
-                .inbound()
-                .record_webhook_event(&name, event_id)
-                .await?;
-        }
         if fresh {
             self.wake.notify_one();
         } else {
@@ -259,28 +259,45 @@ impl FaxInbound {
         }
     }
 
-    /// Takes every due fax, one at a time; returns how many were attempted.
+    /// Takes every due fax, `[fax_inbound] concurrency` at a time; returns how many were
+    /// attempted. A store failure ends the pass (faxes in flight keep their lease and are
+    /// taken again when it runs out).
     pub async fn work_due(&self) -> Result<usize, FaxError> {
+        let workers = self.intake.config.fax_inbound.concurrency.max(1);
+        // Tasks, not futures polled here: an attempt must progress (and give back its
+        // connection, SQLite's only one) while this loop waits to claim the next fax.
+        let mut running = tokio::task::JoinSet::new();
         let mut done = 0;
+        let mut drained = false;
         loop {
-            // A webhook recorded since the last fax: let its burst be answered first.
-            if tokio::time::timeout(Duration::ZERO, self.wake.notified())
-                .await
-                .is_ok()
-            {
-                self.settle().await;
+            while !drained && running.len() < workers {
+                // A webhook recorded since the last fax: let its burst be answered first.
+                if tokio::time::timeout(Duration::ZERO, self.wake.notified())
+                    .await
+                    .is_ok()
+                {
+                    self.settle().await;
+                }
+                let now = now_ms();
+                match self
+                    .store
+                    .received_faxes()
+                    .claim(now, now + LEASE_MS)
+                    .await?
+                {
+                    Some(row) => {
+                        done += 1;
+                        let this = self.clone();
+                        running.spawn(async move { this.attempt(row).await });
+                    }
+                    None => drained = true,
+                }
             }
-            let now = now_ms();
-            let Some(row) = self
-                .store
-                .received_faxes()
-                .claim(now, now + LEASE_MS)
-                .await?
-            else {
-                return Ok(done);
-            };
-            done += 1;
-            self.attempt(row).await?;
+            match running.join_next().await {
+                Some(Ok(result)) => result?,
+                Some(Err(e)) => warn!(error = %e, "received fax attempt ended abnormally"),
+                None => return Ok(done),
+            }
         }
     }
 
@@ -319,8 +336,19 @@ impl FaxInbound {
         }
     }
 
+    /// The process's attachment memory budget.
+    fn memory(&self) -> &'static crate::attachments::MemoryBudget {
+        crate::attachments::MemoryBudget::of_process(
+            self.intake.config.limits.attachment_memory_bytes,
+        )
+    }
+
     /// Download (if needed), route, hand to intake. Returns the status and the item's id.
     async fn finish(&self, row: &FaxInboundRow) -> Result<(&'static str, String), FaxError> {
+        // The sealed webhook, its opened copy and the filed document are held at once; a
+        // download re-reserves once its size is known (never waiting while holding a share).
+        let raw_len = row.raw.len() as u64;
+        let mut _memory = self.memory().reserve(raw_len.saturating_mul(3)).await;
         let mut fax = FaxDocument::decode(&self.keyring.open(&row.raw, &row.id)?)
             .map_err(FaxError::Permanent)?;
         let connector = self.connectors.http(&row.connector).ok_or_else(|| {
@@ -328,6 +356,9 @@ impl FaxInbound {
         })?;
         if fax.document.is_empty() {
             fax.document = self.download(&connector, &fax.header).await?;
+            drop(_memory.take());
+            let held = raw_len.saturating_add(fax.document.len() as u64);
+            _memory = self.memory().reserve(held.saturating_mul(3)).await;
         }
         fax.header.media_url = None;
         let raw = fax.encode();

@@ -99,12 +99,14 @@ impl MessageService {
                 .attachments()
                 .of_message(organization_id, &row.id)
                 .await?;
+            let faxes = super::fax_records(&self.store, &row.id, &deliveries).await?;
             messages.push(MessageView::build(
                 &self.keyring,
                 row,
                 deliveries,
                 history,
                 attachments,
+                faxes,
             )?);
         }
         Ok(ThreadMessages {

@@ -37,50 +37,90 @@ macro_rules! fax_columns {
 
 /// A fax webhook to record.
 #[derive(Debug, Clone)]
-pub struct NewFaxInbound<'a> {
-    pub id: &'a str,
-    pub provider: &'a str,
-    pub direction: &'a str,
-    pub provider_id: &'a str,
-    pub connector: &'a str,
-    pub raw: &'a [u8],
+pub struct NewFaxInbound {
+    pub id: String,
+    pub provider: String,
+    pub direction: String,
+    pub provider_id: String,
+    pub connector: String,
+    pub raw: Vec<u8>,
+    /// The provider's event id (Telnyx numbers its webhooks), recorded with the fax.
+    pub event_id: Option<String>,
 }
 
 impl ReceivedFaxes<'_> {
     /// Records a received fax, due now. Returns the row's id and whether it is new (`false`:
     /// this provider's fax in this direction was recorded before; nothing changed).
-    pub async fn record(self, fax: &NewFaxInbound<'_>) -> Result<(String, bool)> {
+    pub async fn record(self, fax: &NewFaxInbound) -> Result<(String, bool)> {
+        let mut recorded = self.record_many(std::slice::from_ref(fax)).await?;
+        recorded.pop().ok_or(super::StoreError::NotFound)
+    }
+
+    /// [`Self::record`] for many webhooks in one transaction (group commit), with their
+    /// provider event ids: per fax, its row's id and whether it is new. A fax id seen twice
+    /// in the batch is recorded once.
+    pub async fn record_many(self, faxes: &[NewFaxInbound]) -> Result<Vec<(String, bool)>> {
         let now = now_ms();
-        let inserted = on_db!(self.db(), |pool| sqlx::query(
-            "INSERT INTO fax_inbound (id, provider, direction, provider_id, connector, raw,
-                status, attempts, not_before, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, 'received', 0, $7, $7, $7)
-             ON CONFLICT (provider, direction, provider_id) DO NOTHING"
-        )
-        .bind(fax.id)
-        .bind(fax.provider)
-        .bind(fax.direction)
-        .bind(fax.provider_id)
-        .bind(fax.connector)
-        .bind(fax.raw)
-        .bind(now)
-        .execute(pool)
-        .await
-        .map(|r| r.rows_affected()))?;
-        if inserted > 0 {
-            return Ok((fax.id.to_string(), true));
+        if faxes.is_empty() {
+            return Ok(Vec::new());
         }
-        let id: String = on_db!(self.db(), |pool| {
-            sqlx::query_scalar(
-            "SELECT id FROM fax_inbound WHERE provider = $1 AND direction = $2 AND provider_id = $3"
-        )
-        .bind(fax.provider)
-        .bind(fax.direction)
-        .bind(fax.provider_id)
-        .fetch_one(pool)
-        .await
-        })?;
-        Ok((id, false))
+        let events: Vec<(&str, &str)> = faxes
+            .iter()
+            .filter_map(|f| Some((f.connector.as_str(), f.event_id.as_deref()?)))
+            .collect();
+        let earlier = "SELECT id FROM fax_inbound WHERE provider = $1 AND direction = $2 AND provider_id = $3";
+        Ok(on_db!(self.db(), |pool| {
+            let mut insert = sqlx::QueryBuilder::new(
+                "INSERT INTO fax_inbound (id, provider, direction, provider_id, connector, raw,
+                    status, attempts, not_before, created_at, updated_at) ",
+            );
+            insert.push_values(faxes, |mut row, fax| {
+                row.push_bind(&fax.id)
+                    .push_bind(&fax.provider)
+                    .push_bind(&fax.direction)
+                    .push_bind(&fax.provider_id)
+                    .push_bind(&fax.connector)
+                    .push_bind(&fax.raw)
+                    .push_bind("received")
+                    .push_bind(0_i32)
+                    .push_bind(now)
+                    .push_bind(now)
+                    .push_bind(now);
+            });
+            insert.push(" ON CONFLICT (provider, direction, provider_id) DO NOTHING RETURNING id");
+            let mut tx = pool.begin().await?;
+            let inserted: Vec<String> = insert.build_query_scalar().fetch_all(&mut *tx).await?;
+            let inserted: std::collections::HashSet<String> = inserted.into_iter().collect();
+            if !events.is_empty() {
+                let mut qb = sqlx::QueryBuilder::new(
+                    "INSERT INTO webhook_events (connector, event_id, created_at) ",
+                );
+                qb.push_values(&events, |mut row, (connector, event_id)| {
+                    row.push_bind(*connector)
+                        .push_bind(*event_id)
+                        .push_bind(now);
+                });
+                qb.push(" ON CONFLICT DO NOTHING");
+                qb.build().execute(&mut *tx).await?;
+            }
+            let mut recorded = Vec::with_capacity(faxes.len());
+            for fax in faxes {
+                if inserted.contains(&fax.id) {
+                    recorded.push((fax.id.clone(), true));
+                } else {
+                    // Recorded before (a redelivery), or earlier in this batch.
+                    let id: String = sqlx::query_scalar(earlier)
+                        .bind(&fax.provider)
+                        .bind(&fax.direction)
+                        .bind(&fax.provider_id)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    recorded.push((id, false));
+                }
+            }
+            tx.commit().await?;
+            recorded
+        }))
     }
 
     /// Takes the oldest due received fax for one attempt: it stays `received` with

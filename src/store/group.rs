@@ -14,7 +14,8 @@ use futures::future::BoxFuture;
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 use super::{
-    AcceptItem, AcceptOutcome, Claimed, DeliveryUpdate, Result, Store, StoreError, now_ms,
+    AcceptItem, AcceptOutcome, Claimed, DeliveryUpdate, NewFaxInbound, Result, Store, StoreError,
+    now_ms,
 };
 
 const MAX_BATCH: usize = 128;
@@ -121,6 +122,7 @@ pub struct GroupCommit {
     accept: Batcher<AcceptItem, AcceptOutcome>,
     claim: Batcher<(String, i64), Option<Claimed>>,
     update: Batcher<(String, DeliveryUpdate), bool>,
+    fax: Batcher<NewFaxInbound, (String, bool)>,
     /// What enqueues deliveries once committed (none in tools that only write).
     after_accept: Option<Arc<dyn AfterAccept>>,
 }
@@ -176,10 +178,16 @@ impl GroupCommit {
             let s = s.clone();
             async move { s.deliveries().update_many(&updates).await }
         });
+        let s = store.clone();
+        let fax = Batcher::spawn(flushers, move |faxes: Vec<NewFaxInbound>| {
+            let s = s.clone();
+            async move { s.received_faxes().record_many(&faxes).await }
+        });
         Self {
             accept,
             claim,
             update,
+            fax,
             after_accept,
         }
     }
@@ -202,6 +210,12 @@ impl GroupCommit {
     /// [`Deliveries::claim_many`](super::Deliveries::claim_many) for one delivery with a lease of `lease_ms`, grouped.
     pub async fn claim(&self, delivery_id: &str, lease_ms: i64) -> Result<Option<Claimed>> {
         self.claim.call((delivery_id.to_string(), lease_ms)).await
+    }
+
+    /// [`ReceivedFaxes::record_many`](super::ReceivedFaxes::record_many) for one fax webhook,
+    /// grouped: concurrent webhooks share a commit.
+    pub async fn record_fax(&self, fax: NewFaxInbound) -> Result<(String, bool)> {
+        self.fax.call(fax).await
     }
 
     /// [`Deliveries::update_many`](super::Deliveries::update_many) for one report, grouped.
