@@ -65,8 +65,9 @@ pub enum CampaignError {
 pub const MAX_LISTED: usize = 10_000;
 /// Sends prepared before they go out together, in a run without a pause between messages.
 const SEND_BATCH: usize = 256;
-/// Accepts in flight at once while a batch goes out.
-const SEND_CONCURRENCY: usize = 32;
+/// Accepts in flight at once while a batch goes out: the default pool's size (16); each accept
+/// holds a connection only while it reads (its commit goes through the group commit).
+const SEND_CONCURRENCY: usize = 16;
 /// Campaigns whose run is due, looked at per pass.
 const DUE_PER_PASS: i64 = 100;
 
