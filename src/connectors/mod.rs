@@ -215,7 +215,8 @@ impl HttpConnector {
             base_url,
             templates,
             client,
-            limiter: RateLimiter::per_second(config.rate_per_sec),
+            // Evenly spaced: providers limit per sending number (Twilio: one message a second).
+            limiter: RateLimiter::per_second(config.rate_per_sec, 1),
             fax_desk: None,
         })
     }

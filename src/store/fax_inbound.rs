@@ -88,10 +88,13 @@ impl ReceivedFaxes<'_> {
                     .push_bind(now);
             });
             insert.push(" ON CONFLICT (provider, direction, provider_id) DO NOTHING RETURNING id");
-            let mut tx = pool.begin().await?;
-            let inserted: Vec<String> = insert.build_query_scalar().fetch_all(&mut *tx).await?;
-            let inserted: std::collections::HashSet<String> = inserted.into_iter().collect();
-            if !events.is_empty() {
+            // One statement commits by itself (a round trip each for BEGIN and COMMIT saved
+            // on the webhook's path); event ids need a transaction around both.
+            let inserted: Vec<String> = if events.is_empty() {
+                insert.build_query_scalar().fetch_all(pool).await?
+            } else {
+                let mut tx = pool.begin().await?;
+                let inserted = insert.build_query_scalar().fetch_all(&mut *tx).await?;
                 let mut qb = sqlx::QueryBuilder::new(
                     "INSERT INTO webhook_events (connector, event_id, created_at) ",
                 );
@@ -102,7 +105,10 @@ impl ReceivedFaxes<'_> {
                 });
                 qb.push(" ON CONFLICT DO NOTHING");
                 qb.build().execute(&mut *tx).await?;
-            }
+                tx.commit().await?;
+                inserted
+            };
+            let inserted: std::collections::HashSet<String> = inserted.into_iter().collect();
             let mut recorded = Vec::with_capacity(faxes.len());
             for fax in faxes {
                 if inserted.contains(&fax.id) {
@@ -113,12 +119,11 @@ impl ReceivedFaxes<'_> {
                         .bind(&fax.provider)
                         .bind(&fax.direction)
                         .bind(&fax.provider_id)
-                        .fetch_one(&mut *tx)
+                        .fetch_one(pool)
                         .await?;
                     recorded.push((id, false));
                 }
             }
-            tx.commit().await?;
             recorded
         }))
     }

@@ -2,7 +2,7 @@
 //! and the bounce (DSN) reader for its return-path mailbox.
 //!
 //! Owns: composing patient email from templates under the PHI rule ([`compose`]), the SMTP
-//! transport with its TLS modes, credentials, pool and rate limit ([`transport`], [`rate`]),
+//! transport with its TLS modes, credentials, pool and rate limit ([`transport`]; the rate limit is `crate::ratelimit`'s),
 //! classifying SMTP replies into channel outcomes ([`smtp`]), a minimal IMAP client
 //! ([`imap`]) and DSN parsing ([`dsn`]) for bounces, the polling loop ([`bounces`]) and the
 //! IDLE-or-poll wait between its passes ([`watch`], shared with the Direct tracker).
@@ -13,7 +13,6 @@ pub mod bounces;
 pub mod compose;
 
 pub use switchboard_mail::{dsn, imap};
-pub(crate) mod rate;
 pub mod smtp;
 pub(crate) mod transport;
 pub mod watch;

@@ -10,12 +10,12 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use tracing::debug;
 
 use super::compose::Composer;
-use super::rate::RateLimiter;
 use super::transport::smtp_transport;
 use super::{EmailError, redact_addresses};
 use crate::channels::{Channel, ChannelError, OutboundDelivery, SendOutcome};
 use crate::config::SmtpConnectorConfig;
 use crate::domain::DeliveryStatus;
+use crate::ratelimit::RateLimiter;
 use crate::templates::Templates;
 
 /// An SMTP relay connector.
@@ -37,7 +37,8 @@ impl SmtpChannel {
             name: name.to_string(),
             transport: smtp_transport(config)?,
             composer: Composer::new(templates, config)?,
-            limiter: RateLimiter::new(config.rate_per_sec),
+            // A burst of one second's worth: relays limit per second, not per message.
+            limiter: RateLimiter::per_second(config.rate_per_sec, config.rate_per_sec as u32),
         })
     }
 }
