@@ -27,6 +27,8 @@ pub struct App {
     pub appointments: AppointmentService,
     /// Reminder rules and appointments' reminder plans.
     pub reminder_rules: ReminderRules,
+    /// Recall campaigns and bulk notices.
+    pub campaigns: crate::campaigns::Campaigns,
     /// The staff directory for urgent notifications.
     pub staff: StaffService,
     /// Inbound texts: provider webhooks, the unmatched work queue.
@@ -57,6 +59,12 @@ impl App {
             config: config.clone(),
         };
         Self {
+            campaigns: crate::campaigns::Campaigns {
+                store: store.clone(),
+                messages: messages.clone(),
+                config: config.clone(),
+                templates: inbound.templates.clone(),
+            },
             appointments: AppointmentService {
                 store: store.clone(),
                 patients: patients.clone(),

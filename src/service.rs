@@ -90,6 +90,8 @@ pub enum Refusal {
     DeadLetterRetried,
     /// HL7 reprocessing asked of a daemon without an HL7 listener.
     Hl7NotListening,
+    /// The campaign is not in a state the action applies to (resuming a cancelled campaign).
+    CampaignWrongState,
 }
 
 /// Why a service did not do what it was asked.

@@ -44,6 +44,7 @@ const PHI_FREE: &[&str] = &[
     "email/secure_message.",
     "reminder/",
     "recall/",
+    "notice/",
     "sms_keywords/",
 ];
 

@@ -4,7 +4,8 @@
 //!
 //! Points: `direct-recorded` (an inbound Direct message is recorded and processed, its mailbox
 //! message not yet flagged `\Seen`); `report-applied` (a provider's status callback is applied
-//! to its delivery, the provider not yet answered).
+//! to its delivery, the provider not yet answered); `campaign-accepted` (a campaign's message
+//! is accepted, its attempt not yet recorded).
 
 /// Kills the process here if `SB_TEST_KILL_AT` names this point (debug builds).
 #[inline]

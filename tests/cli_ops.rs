@@ -529,6 +529,21 @@ async fn json_output(backend: Backend) {
         preview["by_channel"].is_object() && preview["samples"].is_array(),
         "{preview}"
     );
+    for (action, state) in [
+        ("pause", "paused"),
+        ("resume", "active"),
+        ("cancel", "cancelled"),
+    ] {
+        let out = switchboard(&config, &["campaign", action, &campaign]);
+        assert!(out.status.success(), "{action}: {}", stderr(&out));
+        assert_eq!(stdout(&out), format!("{campaign} {state}"));
+    }
+    let out = switchboard(&config, &["campaign", "resume", &campaign]);
+    assert!(
+        !out.status.success() && stderr(&out).contains("cancelled"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 both_databases!(json, super::json_output);

@@ -466,16 +466,10 @@ async fn campaign(backend: Backend) {
         spacing_days: 7,
         channels: vec!["sms".into()],
         template: "recall".into(),
+        ..Campaign::default()
     };
-    let id = daemon
-        .core
-        .store
-        .campaigns()
-        .create(
-            &daemon.organization_id,
-            &definition.name,
-            &serde_json::to_string(&definition).expect("json"),
-        )
+    let id = campaigns
+        .create(&daemon.organization_id, &definition, chrono::Utc::now())
         .await
         .expect("campaign");
     let t0 = Utc.with_ymd_and_hms(2027, 1, 4, 15, 0, 0).unwrap();

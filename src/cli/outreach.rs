@@ -31,7 +31,8 @@ pub enum CampaignCommand {
     Create {
         #[arg(long)]
         org: String,
-        /// {"name", "recall_type", "due_from", "due_to", "attempts", "spacing_days", "channels"}
+        /// {"name", "kind", "recall_type", "due_from", "due_to", "appointments_on", "patients",
+        /// "attempts", "spacing_days", "channels", "template", "throttle_per_minute", "schedule"}
         file: std::path::PathBuf,
     },
     /// Dry run: counts per channel and skip reason, sample texts. Sends nothing.
@@ -39,10 +40,17 @@ pub enum CampaignCommand {
     /// Send the attempts due now, throttled.
     Run {
         id: String,
-        /// Messages per minute (0 = as fast as the store takes them).
-        #[arg(long, default_value_t = 60)]
-        throttle: u32,
+        /// Messages per minute (0 = as fast as the store takes them); default: the
+        /// definition's `throttle_per_minute`, else 60.
+        #[arg(long)]
+        throttle: Option<u32>,
     },
+    /// Pause a campaign's scheduled runs.
+    Pause { id: String },
+    /// Resume a paused campaign.
+    Resume { id: String },
+    /// Cancel a campaign for good.
+    Cancel { id: String },
     /// Targeted, sent, delivered, failed, confirmed, booked.
     Report { id: String },
 }
@@ -150,12 +158,7 @@ pub async fn campaign(core: Core, command: CampaignCommand, json: bool) -> Resul
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("reading {}", file.display()))?;
             let campaign: Campaign = serde_json::from_str(&text).context("campaign definition")?;
-            campaign.validate()?;
-            let id = core
-                .store
-                .campaigns()
-                .create(&org.id, &campaign.name, &serde_json::to_string(&campaign)?)
-                .await?;
+            let id = campaigns.create(&org.id, &campaign, now).await?;
             println!("{id}");
         }
         CampaignCommand::Preview { id } => {
@@ -188,6 +191,19 @@ pub async fn campaign(core: Core, command: CampaignCommand, json: bool) -> Resul
             }
         }
         CampaignCommand::Run { id, throttle } => {
+            let row = core
+                .store
+                .campaigns()
+                .get(&id)
+                .await
+                .map_err(|e| super::not_found(e, format!("campaign {id}")))?;
+            let throttle = match throttle {
+                Some(t) => t,
+                None => match switchboard::campaigns::definition(&row)?.throttle_per_minute {
+                    0 => 60,
+                    t => t,
+                },
+            };
             let bar = super::progress::bar(0, "sending");
             let progress = |done: usize, total: usize| {
                 bar.set_length(total as u64);
@@ -200,6 +216,9 @@ pub async fn campaign(core: Core, command: CampaignCommand, json: bool) -> Resul
             drop(bar);
             println!("sent {sent}, skipped {skipped}");
         }
+        CampaignCommand::Pause { id } => transition(&campaigns, &id, "pause").await?,
+        CampaignCommand::Resume { id } => transition(&campaigns, &id, "resume").await?,
+        CampaignCommand::Cancel { id } => transition(&campaigns, &id, "cancel").await?,
         CampaignCommand::Report { id } => {
             let r = campaigns
                 .report(&id, now)
@@ -224,5 +243,21 @@ pub async fn campaign(core: Core, command: CampaignCommand, json: bool) -> Resul
             );
         }
     }
+    Ok(())
+}
+
+/// Pause, resume or cancel; prints the campaign's state.
+async fn transition(campaigns: &Campaigns, id: &str, action: &str) -> Result<()> {
+    let row = campaigns
+        .store
+        .campaigns()
+        .get(id)
+        .await
+        .map_err(|e| super::not_found(e, format!("campaign {id}")))?;
+    let view = campaigns
+        .api_transition(&row.organization_id, id, action)
+        .await
+        .with_context(|| format!("campaign {id}"))?;
+    println!("{} {}", view.id, view.state);
     Ok(())
 }

@@ -2,7 +2,7 @@
 //! provider webhooks under `/hooks`, health probes and metrics. Handlers are thin: they read
 //! typed requests, call a service of [`App`] and answer with its typed response (the wire
 //! types live with each service: `messages`, `patients`, `appointments`, `staff`, `inbound`,
-//! `events`, `reminders::rules`); no handler touches the records directly. Every handler is
+//! `events`, `reminders::rules`, `campaigns::service`); no handler touches the records directly. Every handler is
 //! traced with ids only. Errors are `application/problem+json` (RFC 9457) with a stable `type`
 //! per error and per-field `errors`, and never leak internals; request bodies are size-limited. The server's own guards live in `guard`:
 //! header-read and request timeouts, a concurrency limit, and a panic-catching layer.
@@ -11,6 +11,7 @@ mod app_events;
 mod appointments;
 mod attachments;
 mod auth;
+mod campaigns;
 mod channels;
 mod console;
 mod deliveries;
@@ -99,6 +100,16 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/messages/{id}/read", post(messages::mark_read))
         .route("/v1/staff", get(staff::list))
+        .route(
+            "/v1/campaigns",
+            post(campaigns::create).get(campaigns::list),
+        )
+        .route("/v1/campaigns/{id}", get(campaigns::show))
+        .route("/v1/campaigns/{id}/preview", post(campaigns::preview))
+        .route("/v1/campaigns/{id}/pause", post(campaigns::pause))
+        .route("/v1/campaigns/{id}/resume", post(campaigns::resume))
+        .route("/v1/campaigns/{id}/cancel", post(campaigns::cancel))
+        .route("/v1/campaigns/{id}/report", get(campaigns::report))
         .route("/v1/reminder-rules", get(reminders::rules))
         .route("/v1/reminder-rules/{id}", put(reminders::put_rule))
         .route(

@@ -50,6 +50,8 @@ pub enum ProblemType {
     DeadLetterRetried,
     /// 409: HL7 reprocessing asked of a daemon that runs no HL7 listener.
     Hl7NotListening,
+    /// 409: the campaign is not in a state the action applies to (resuming a cancelled one).
+    CampaignWrongState,
     /// 413: the body is over `server.max_body_bytes`, or an attachment over a `[limits]`
     /// size (`errors` point at it: `/attachments/0`).
     PayloadTooLarge,
@@ -73,7 +75,7 @@ pub enum ProblemType {
 
 impl ProblemType {
     /// Every problem type, for documentation and tests.
-    pub const ALL: [ProblemType; 25] = [
+    pub const ALL: [ProblemType; 26] = [
         ProblemType::MalformedJson,
         ProblemType::InvalidBody,
         ProblemType::InvalidParameter,
@@ -90,6 +92,7 @@ impl ProblemType {
         ProblemType::InboundWrongState,
         ProblemType::DeadLetterRetried,
         ProblemType::Hl7NotListening,
+        ProblemType::CampaignWrongState,
         ProblemType::PayloadTooLarge,
         ProblemType::UnsupportedMediaType,
         ProblemType::ValidationFailed,
@@ -120,6 +123,7 @@ impl ProblemType {
             ProblemType::InboundWrongState => "inbound_wrong_state",
             ProblemType::DeadLetterRetried => "dead_letter_retried",
             ProblemType::Hl7NotListening => "reprocess_unavailable",
+            ProblemType::CampaignWrongState => "campaign_wrong_state",
             ProblemType::PayloadTooLarge => "payload_too_large",
             ProblemType::UnsupportedMediaType => "unsupported_media_type",
             ProblemType::ValidationFailed => "validation_failed",
@@ -150,7 +154,8 @@ impl ProblemType {
             | ProblemType::InboundAlreadyFiled
             | ProblemType::InboundWrongState
             | ProblemType::DeadLetterRetried
-            | ProblemType::Hl7NotListening => StatusCode::CONFLICT,
+            | ProblemType::Hl7NotListening
+            | ProblemType::CampaignWrongState => StatusCode::CONFLICT,
             ProblemType::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProblemType::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ProblemType::ValidationFailed
@@ -182,6 +187,7 @@ impl ProblemType {
             ProblemType::InboundWrongState => "Inbound item not in that state",
             ProblemType::DeadLetterRetried => "Dead letter already retried",
             ProblemType::Hl7NotListening => "No HL7 listener on this daemon",
+            ProblemType::CampaignWrongState => "Campaign not in a state for this",
             ProblemType::PayloadTooLarge => "Payload too large",
             ProblemType::UnsupportedMediaType => "Unsupported media type",
             ProblemType::ValidationFailed => "Validation failed",
@@ -393,6 +399,7 @@ impl From<ServiceError> for Problem {
                     Refusal::ReminderRuleLimit => ProblemType::ReminderRuleLimit,
                     Refusal::DeadLetterRetried => ProblemType::DeadLetterRetried,
                     Refusal::Hl7NotListening => ProblemType::Hl7NotListening,
+                    Refusal::CampaignWrongState => ProblemType::CampaignWrongState,
                 },
                 detail,
             ),

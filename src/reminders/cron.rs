@@ -286,6 +286,8 @@ impl Runner {
                     sent = report.sent,
                     skipped = report.skipped,
                     cancelled = report.cancelled,
+                    campaign_sent = report.campaign_sent,
+                    campaign_skipped = report.campaign_skipped,
                     "reminder run"
                 );
             }

@@ -1,7 +1,7 @@
 //! Appointment reminders: rules (config or API), planning, sending, and patients' answers.
 //!
 //! A run — on the `reminders.schedule` cron (every minute by default) and once at start-up,
-//! leased so one daemon of a fleet runs it ([`cron`]) — does two things:
+//! leased so one daemon of a fleet runs it ([`cron`]) — does three things:
 //! 1. **plan** — for every appointment starting within the horizon, each matching rule's touches
 //!    are recorded once (unique on appointment, rule, touch and start time), due at the touch
 //!    time moved out of quiet hours in the patient's time zone; touches already too late are
@@ -16,6 +16,9 @@
 //!    The checks of a batch of due touches read their data in a few queries, not a few per
 //!    touch. Delivery then follows the normal queue, whose worker passes the gate again (the
 //!    message is flagged `part2` when the appointment is).
+//!
+//! 3. **campaigns** — scheduled campaigns whose run is due send what is due
+//!    ([`crate::campaigns::Campaigns::scheduled`]).
 //!
 //! Answers (C/Y/YES/CONFIRM, N/NO, R) arrive from the SMS webhook through [`ReplyRouter`]: they
 //! are recorded on the appointment's `confirmation` (never its status, which staff own) with an
@@ -78,6 +81,9 @@ pub struct RunReport {
     pub cancelled: u64,
     pub sent: u64,
     pub skipped: u64,
+    /// Messages sent and attempts skipped by scheduled campaigns in this run.
+    pub campaign_sent: u64,
+    pub campaign_skipped: u64,
 }
 
 #[derive(Clone)]
@@ -194,6 +200,20 @@ impl Reminders {
             if sent + skipped < 500 {
                 break;
             }
+        }
+        // Scheduled campaigns run in the same leased pass: once across a fleet.
+        let campaigns = crate::campaigns::Campaigns {
+            store: self.store.clone(),
+            messages: self.messages.clone(),
+            config: self.config.clone(),
+            templates: self.templates.clone(),
+        };
+        match campaigns.scheduled(now).await {
+            Ok(pass) => {
+                report.campaign_sent = pass.sent;
+                report.campaign_skipped = pass.skipped;
+            }
+            Err(e) => warn!(error = %e, "scheduled campaigns"),
         }
         Ok(report)
     }

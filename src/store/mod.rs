@@ -59,7 +59,7 @@ pub use api_keys::{ALL_SCOPES, ApiKeyRow, KeyGrant, NewApiKey};
 pub use appointments::{AppointmentInput, AppointmentRow, RecallInput, RecallRow};
 pub use attachments::{AttachmentBlob, AttachmentRow, NewAttachment};
 pub use audit::AuditEntry;
-pub use campaigns::{CampaignCounts, CampaignRow, CohortRow};
+pub use campaigns::{CampaignCounts, CampaignRow, CohortRow, NoticeRow, SkipCounts, TargetRow};
 pub use consents::ConsentChange;
 pub use console_sessions::ConsoleSessionRow;
 pub use deliveries::{Claimed, DeliveryFilter, DeliveryUpdate, SweepItem};

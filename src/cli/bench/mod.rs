@@ -10,6 +10,7 @@
 //! (`attachments`): messages/s and the daemon's peak RSS, beside the same messages without.
 
 mod attachments;
+mod campaigns;
 mod direct;
 mod direct_inbound;
 mod fax;
@@ -53,6 +54,9 @@ pub struct BenchArgs {
     /// Of which reminders due now, for the send and delivery rates.
     #[arg(long, default_value_t = 10_000)]
     pub reminders_due: usize,
+    /// Open recalls for the recall campaign benchmark (0 skips it).
+    #[arg(long, default_value_t = 5_000)]
+    pub campaign_recalls: usize,
     /// PostgreSQL server for the run (a fresh database is created on it and dropped).
     #[arg(
         long,
@@ -106,6 +110,7 @@ impl Default for BenchArgs {
             hl7_messages: 5_000,
             reminder_appointments: 100_000,
             reminders_due: 10_000,
+            campaign_recalls: 5_000,
             postgres_url: std::env::var("TEST_DATABASE_URL")
                 .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into()),
             direct_messages: 300,
@@ -164,6 +169,13 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             )
             .await;
             reminders.drop_database().await;
+        }
+        if result.is_ok() && args.campaign_recalls > 0 {
+            let scratch = Scratch::create(database, &args.postgres_url).await?;
+            result =
+                self::campaigns::bench(args.campaign_recalls, &scratch.url, scratch.dir.path())
+                    .await;
+            scratch.drop_database().await;
         }
         if result.is_ok() && args.attachment_messages > 0 {
             let scratch = Scratch::create(database, &args.postgres_url).await?;
