@@ -40,6 +40,7 @@ pub mod ops;
 pub mod patients;
 pub mod phone;
 pub mod process;
+pub mod progress;
 pub mod queue;
 pub mod ratelimit;
 pub mod reach;

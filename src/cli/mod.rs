@@ -7,7 +7,7 @@ mod direct;
 mod doctor;
 mod keys;
 mod outreach;
-mod progress;
+use switchboard::progress;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

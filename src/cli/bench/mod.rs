@@ -9,6 +9,14 @@
 //! Then `--attachment-messages` messages with a PDF each, against a daemon in its own process
 //! (`attachments`): messages/s and the daemon's peak RSS, beside the same messages without.
 
+/// Results go to stdout with the progress bar (stderr, a terminal only) lifted while a line
+/// is written, so the two never share a line. Defined before the submodules: theirs too.
+macro_rules! println {
+    ($($arg:tt)*) => {
+        ::switchboard::progress::suspend(|| ::std::println!($($arg)*))
+    };
+}
+
 mod attachments;
 mod campaigns;
 mod direct;
@@ -157,9 +165,14 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             Ok(())
         };
         if result.is_ok() && args.hl7_messages > 0 {
+            let _phase =
+                ::switchboard::progress::spinner(format!("bench [{database}] hl7 messages"));
             result = bench_hl7(&args, database, &scratch).await;
         }
         if result.is_ok() && args.reminder_appointments > 0 {
+            let _phase = ::switchboard::progress::spinner(format!(
+                "bench [{database}] reminder appointments"
+            ));
             let reminders = Scratch::create(database, &args.postgres_url).await?;
             result = self::reminders::bench(
                 args.reminder_appointments,
@@ -171,6 +184,8 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             reminders.drop_database().await;
         }
         if result.is_ok() && args.campaign_recalls > 0 {
+            let _phase =
+                ::switchboard::progress::spinner(format!("bench [{database}] campaign recalls"));
             let scratch = Scratch::create(database, &args.postgres_url).await?;
             result =
                 self::campaigns::bench(args.campaign_recalls, &scratch.url, scratch.dir.path())
@@ -178,6 +193,8 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             scratch.drop_database().await;
         }
         if result.is_ok() && args.attachment_messages > 0 {
+            let _phase =
+                ::switchboard::progress::spinner(format!("bench [{database}] attachment messages"));
             let scratch = Scratch::create(database, &args.postgres_url).await?;
             result = self::attachments::bench(
                 database,
@@ -191,6 +208,8 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             scratch.drop_database().await;
         }
         if result.is_ok() && args.webhook_events > 0 {
+            let _phase =
+                ::switchboard::progress::spinner(format!("bench [{database}] webhook events"));
             let hooks = Scratch::create(database, &args.postgres_url).await?;
             result = self::webhooks::bench(
                 args.webhook_events,
@@ -202,6 +221,8 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             hooks.drop_database().await;
         }
         if result.is_ok() && args.direct_inbound > 0 {
+            let _phase =
+                ::switchboard::progress::spinner(format!("bench [{database}] direct inbound"));
             let inbound = Scratch::create(database, &args.postgres_url).await?;
             result = self::direct_inbound::bench(
                 database,
@@ -213,9 +234,13 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             inbound.drop_database().await;
         }
         if result.is_ok() && !args.metrics_sizes.is_empty() {
+            let _phase =
+                ::switchboard::progress::spinner(format!("bench [{database}] metrics sizes"));
             result = self::metrics::bench(database, &args.postgres_url, &args.metrics_sizes).await;
         }
         if result.is_ok() && args.fax_webhooks > 0 {
+            let _phase =
+                ::switchboard::progress::spinner(format!("bench [{database}] fax webhooks"));
             let faxes = Scratch::create(database, &args.postgres_url).await?;
             result = self::fax::bench(
                 database,
@@ -254,18 +279,20 @@ async fn bench_database(args: &BenchArgs, database: &str, scratch: &Scratch) -> 
     let base = format!("http://{}", daemon.addr);
 
     let started = Instant::now();
+    let progress = ::switchboard::progress::bar(args.messages as u64, "bench: accepting");
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(args.concurrency)
         .build()?;
     let next = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for _ in 0..args.concurrency {
-        let (client, base, token, next, total) = (
+        let (client, base, token, next, total, progress) = (
             client.clone(),
             base.clone(),
             token.clone(),
             next.clone(),
             args.messages,
+            (*progress).clone(),
         );
         tasks.push(tokio::spawn(async move {
             loop {
@@ -285,6 +312,7 @@ async fn bench_database(args: &BenchArgs, database: &str, scratch: &Scratch) -> 
                 if response.status() != reqwest::StatusCode::CREATED {
                     bail!("POST answered {}", response.status());
                 }
+                progress.inc(1);
             }
         }));
     }
@@ -292,6 +320,8 @@ async fn bench_database(args: &BenchArgs, database: &str, scratch: &Scratch) -> 
         task.await??;
     }
     let accepted_in = started.elapsed();
+    drop(progress);
+    let progress = ::switchboard::progress::bar(args.messages as u64, "bench: delivering");
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
         let delivered = core
@@ -299,6 +329,7 @@ async fn bench_database(args: &BenchArgs, database: &str, scratch: &Scratch) -> 
             .deliveries()
             .count_in(DeliveryStatus::Delivered)
             .await?;
+        progress.set_position(u64::try_from(delivered).unwrap_or(0));
         if delivered >= args.messages as i64 {
             break;
         }
@@ -311,6 +342,7 @@ async fn bench_database(args: &BenchArgs, database: &str, scratch: &Scratch) -> 
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let elapsed = started.elapsed();
+    drop(progress);
     let peak_rss = switchboard::process::peak_rss_bytes().unwrap_or(0);
     let latencies = core
         .store

@@ -63,6 +63,16 @@ pub fn spinner(message: impl Into<std::borrow::Cow<'static, str>>) -> Bar {
     register(bar)
 }
 
+/// Runs `f` (which writes to the terminal: a result line on stdout) with the active bar
+/// lifted, then redraws it.
+pub fn suspend<R>(f: impl FnOnce() -> R) -> R {
+    let active = ACTIVE.lock().ok().and_then(|a| a.clone());
+    match active {
+        Some(bar) if !bar.is_hidden() => bar.suspend(f),
+        _ => f(),
+    }
+}
+
 /// Standard error for the log: each write lifts the active bar, writes, and redraws it.
 pub struct LogWriter;
 
