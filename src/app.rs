@@ -103,17 +103,12 @@ impl App {
                 store: store.clone(),
                 keyring: messages.keyring.clone(),
             },
-            ops: Ops {
+            ops: Ops::new(
                 store,
-                group: messages.group.clone(),
-                keyring: messages.keyring.clone(),
-                gauges: crate::metrics::Gauges::default(),
-                routes: crate::queue::pause::Routes::of(&config),
-                connector_names: std::iter::once("outbox".to_string())
-                    .chain(config.connectors.keys().cloned())
-                    .collect(),
-                hl7: Default::default(),
-            },
+                messages.group.clone(),
+                messages.keyring.clone(),
+                &config,
+            ),
             patients,
             messages,
             inbound,

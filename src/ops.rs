@@ -56,6 +56,29 @@ pub struct Ops {
     pub hl7: Hl7Intake,
 }
 
+impl Ops {
+    /// The operations service of a daemon (or an admin command) on `store` with `config`:
+    /// routes and connector names from the configuration, fresh gauges, no HL7 processor yet.
+    pub fn new(
+        store: Store,
+        group: GroupCommit,
+        keyring: Keyring,
+        config: &crate::config::Config,
+    ) -> Self {
+        Self {
+            store,
+            group,
+            keyring,
+            gauges: crate::metrics::Gauges::default(),
+            routes: crate::queue::pause::Routes::of(config),
+            connector_names: std::iter::once("outbox".to_string())
+                .chain(config.connectors.keys().cloned())
+                .collect(),
+            hl7: Hl7Intake::default(),
+        }
+    }
+}
+
 /// The HL7 processor the listener uses, shared with the reprocess endpoints.
 #[derive(Clone, Default)]
 pub struct Hl7Intake(

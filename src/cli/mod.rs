@@ -803,17 +803,12 @@ async fn channels(
             }
         }
     };
-    let ops = switchboard::ops::Ops {
-        store: core.store.clone(),
-        group: core.group.clone(),
-        keyring: core.keyring.clone(),
-        routes: switchboard::queue::pause::Routes::of(&core.config),
-        connector_names: std::iter::once("outbox".to_string())
-            .chain(core.config.connectors.keys().cloned())
-            .collect(),
-        hl7: Default::default(),
-        gauges: Default::default(),
-    };
+    let ops = switchboard::ops::Ops::new(
+        core.store.clone(),
+        core.group.clone(),
+        core.keyring.clone(),
+        &core.config,
+    );
     let (kind, name, pause, reason) = match command {
         None | Some(ChannelsCommand::List) => {
             let view = ops.channels(&organization_id).await?;
