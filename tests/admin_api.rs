@@ -10,25 +10,6 @@ use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(30);
 
-async fn request(
-    daemon: &TestDaemon,
-    key: &str,
-    method: &str,
-    path: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut request = daemon
-        .http
-        .request(method.parse().expect("method"), daemon.url(path))
-        .bearer_auth(key);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.expect("request");
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
-
 async fn failed_deliveries_are_listed_and_retried(backend: Backend) {
     let db = TestDb::new(backend).await;
     let mut config = db.config();
@@ -57,14 +38,14 @@ async fn failed_deliveries_are_listed_and_retried(backend: Backend) {
     let key = daemon.key.clone();
 
     // Failed fax deliveries, two per page, newest first.
-    let (status, first) = request(
-        &daemon,
-        &key,
-        "GET",
-        "/v1/deliveries?status=failed&channel=fax&limit=2",
-        None,
-    )
-    .await;
+    let (status, first) = daemon
+        .request(
+            &key,
+            "GET",
+            "/v1/deliveries?status=failed&channel=fax&limit=2",
+            None,
+        )
+        .await;
     assert_eq!(status, 200, "{first:#}");
     let page: Vec<&str> = first["deliveries"]
         .as_array()
@@ -75,14 +56,14 @@ async fn failed_deliveries_are_listed_and_retried(backend: Backend) {
     assert_eq!(page, [messages[2].as_str(), messages[1].as_str()]);
     assert_eq!(first["deliveries"][0]["status"], "failed");
     let cursor = first["next_cursor"].as_str().expect("a next page");
-    let (_, second) = request(
-        &daemon,
-        &key,
-        "GET",
-        &format!("/v1/deliveries?status=failed&channel=fax&limit=2&cursor={cursor}"),
-        None,
-    )
-    .await;
+    let (_, second) = daemon
+        .request(
+            &key,
+            "GET",
+            &format!("/v1/deliveries?status=failed&channel=fax&limit=2&cursor={cursor}"),
+            None,
+        )
+        .await;
     let rest = second["deliveries"].as_array().expect("deliveries");
     assert_eq!(rest.len(), 1);
     assert_eq!(rest[0]["message_id"], messages[0].as_str());
@@ -90,18 +71,20 @@ async fn failed_deliveries_are_listed_and_retried(backend: Backend) {
 
     // Another organization sees none of them.
     let other = daemon.key_for("south").await;
-    let (_, theirs) = request(&daemon, &other, "GET", "/v1/deliveries?status=failed", None).await;
+    let (_, theirs) = daemon
+        .request(&other, "GET", "/v1/deliveries?status=failed", None)
+        .await;
     assert_eq!(theirs["deliveries"], json!([]));
 
     // A bad filter names every parameter at fault.
-    let (status, problem) = request(
-        &daemon,
-        &key,
-        "GET",
-        "/v1/deliveries?status=lost&channel=pigeon&limit=0",
-        None,
-    )
-    .await;
+    let (status, problem) = daemon
+        .request(
+            &key,
+            "GET",
+            "/v1/deliveries?status=lost&channel=pigeon&limit=0",
+            None,
+        )
+        .await;
     assert_eq!(status, 422, "{problem:#}");
     let at: Vec<&str> = problem["errors"]
         .as_array()
@@ -112,7 +95,9 @@ async fn failed_deliveries_are_listed_and_retried(backend: Backend) {
     assert_eq!(at, ["status", "channel", "limit"], "{problem:#}");
 
     // The dead letters; one retried by id, then the rest in bulk, after the fault is fixed.
-    let (_, dead) = request(&daemon, &key, "GET", "/v1/dead-letters?channel=fax", None).await;
+    let (_, dead) = daemon
+        .request(&key, "GET", "/v1/dead-letters?channel=fax", None)
+        .await;
     let dead: Vec<String> = dead["dead_letters"]
         .as_array()
         .expect("dead letters")
@@ -122,24 +107,24 @@ async fn failed_deliveries_are_listed_and_retried(backend: Backend) {
     assert_eq!(dead.len(), 3);
     std::fs::remove_file(&outbox).expect("unbreak");
     std::fs::create_dir_all(&outbox).expect("outbox");
-    let (status, one) = request(
-        &daemon,
-        &key,
-        "POST",
-        &format!("/v1/dead-letters/{}/retry", dead[0]),
-        None,
-    )
-    .await;
+    let (status, one) = daemon
+        .request(
+            &key,
+            "POST",
+            &format!("/v1/dead-letters/{}/retry", dead[0]),
+            None,
+        )
+        .await;
     assert_eq!(status, 202, "{one:#}");
     assert_eq!(one["retried"], 1);
-    let (status, again) = request(
-        &daemon,
-        &key,
-        "POST",
-        &format!("/v1/dead-letters/{}/retry", dead[0]),
-        None,
-    )
-    .await;
+    let (status, again) = daemon
+        .request(
+            &key,
+            "POST",
+            &format!("/v1/dead-letters/{}/retry", dead[0]),
+            None,
+        )
+        .await;
     assert_eq!(status, 409, "{again:#}");
     assert!(
         again["type"]
@@ -148,33 +133,33 @@ async fn failed_deliveries_are_listed_and_retried(backend: Backend) {
             .ends_with("dead_letter_retried"),
         "{again:#}"
     );
-    let (status, _) = request(
-        &daemon,
-        &other,
-        "POST",
-        &format!("/v1/dead-letters/{}/retry", dead[1]),
-        None,
-    )
-    .await;
+    let (status, _) = daemon
+        .request(
+            &other,
+            "POST",
+            &format!("/v1/dead-letters/{}/retry", dead[1]),
+            None,
+        )
+        .await;
     assert_eq!(status, 404, "another organization's dead letter");
-    let (status, bulk) = request(
-        &daemon,
-        &key,
-        "POST",
-        "/v1/dead-letters/retry",
-        Some(json!({"channel": "fax"})),
-    )
-    .await;
+    let (status, bulk) = daemon
+        .request(
+            &key,
+            "POST",
+            "/v1/dead-letters/retry",
+            Some(json!({"channel": "fax"})),
+        )
+        .await;
     assert_eq!(status, 202, "{bulk:#}");
     assert_eq!(bulk["retried"], 2);
-    let (_, repeat) = request(
-        &daemon,
-        &key,
-        "POST",
-        "/v1/dead-letters/retry",
-        Some(json!({"channel": "fax"})),
-    )
-    .await;
+    let (_, repeat) = daemon
+        .request(
+            &key,
+            "POST",
+            "/v1/dead-letters/retry",
+            Some(json!({"channel": "fax"})),
+        )
+        .await;
     assert_eq!(repeat["retried"], 0, "a repeat retries nothing twice");
 
     // Every message ends with its failed delivery and a delivered retry.
@@ -195,20 +180,15 @@ async fn failed_deliveries_are_listed_and_retried(backend: Backend) {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-    let (_, left) = request(&daemon, &key, "GET", "/v1/dead-letters", None).await;
+    let (_, left) = daemon.request(&key, "GET", "/v1/dead-letters", None).await;
     assert_eq!(
         left["dead_letters"],
         json!([]),
         "retried ones are not listed by default"
     );
-    let (_, all) = request(
-        &daemon,
-        &key,
-        "GET",
-        "/v1/dead-letters?include_retried=true",
-        None,
-    )
-    .await;
+    let (_, all) = daemon
+        .request(&key, "GET", "/v1/dead-letters?include_retried=true", None)
+        .await;
     assert_eq!(all["dead_letters"].as_array().map(Vec::len), Some(3));
     assert!(all["dead_letters"][0]["retried_at"].is_string());
     let mut daemon = daemon;
@@ -229,15 +209,15 @@ async fn messages_are_listed_by_filter(backend: Backend) {
     fax.max_attempts = 1;
     let mut daemon = TestDaemon::start(config).await;
     let key = daemon.key.clone();
-    let (status, _) = request(
-        &daemon,
-        &key,
-        "PUT",
-        "/v1/patients/MRN-77",
-        Some(json!({"family_name": "Rivera", "given_name": "Ana",
+    let (status, _) = daemon
+        .request(
+            &key,
+            "PUT",
+            "/v1/patients/MRN-77",
+            Some(json!({"family_name": "Rivera", "given_name": "Ana",
             "contact_points": [{"system": "sms", "value": "+14155552671"}]})),
-    )
-    .await;
+        )
+        .await;
     assert!(status == 200 || status == 201, "{status}");
     let send = async |body: Value| -> String {
         let created: Value = daemon.post_message(body).await.json().await.expect("json");
@@ -271,7 +251,9 @@ async fn messages_are_listed_by_filter(backend: Backend) {
             .collect()
     };
     // Newest first, two per page.
-    let (status, first) = request(&daemon, &key, "GET", "/v1/messages?limit=2", None).await;
+    let (status, first) = daemon
+        .request(&key, "GET", "/v1/messages?limit=2", None)
+        .await;
     assert_eq!(status, 200, "{first:#}");
     assert_eq!(ids(&first), [fax.clone(), email.clone()]);
     assert_eq!(first["messages"][0]["status"], "failed");
@@ -279,32 +261,33 @@ async fn messages_are_listed_by_filter(backend: Backend) {
     assert_eq!(first["messages"][0]["deliveries"], 1);
     assert!(first["messages"][0].get("body").is_none(), "{first:#}");
     let cursor = first["next_cursor"].as_str().expect("a next page");
-    let (_, second) = request(
-        &daemon,
-        &key,
-        "GET",
-        &format!("/v1/messages?limit=2&cursor={cursor}"),
-        None,
-    )
-    .await;
+    let (_, second) = daemon
+        .request(
+            &key,
+            "GET",
+            &format!("/v1/messages?limit=2&cursor={cursor}"),
+            None,
+        )
+        .await;
     assert_eq!(ids(&second), [sms2.clone(), sms1.clone()]);
     // A full page has a cursor; past the last message the page is empty and has none.
     let cursor = second["next_cursor"].as_str().expect("a next page");
-    let (_, third) = request(
-        &daemon,
-        &key,
-        "GET",
-        &format!("/v1/messages?limit=2&cursor={cursor}"),
-        None,
-    )
-    .await;
+    let (_, third) = daemon
+        .request(
+            &key,
+            "GET",
+            &format!("/v1/messages?limit=2&cursor={cursor}"),
+            None,
+        )
+        .await;
     assert_eq!(third["messages"], json!([]));
     assert!(third.get("next_cursor").is_none(), "{third:#}");
 
     // By delivery status, channel, patient (external id) and time.
     let list = async |query: &str| -> Vec<String> {
-        let (status, page) =
-            request(&daemon, &key, "GET", &format!("/v1/messages?{query}"), None).await;
+        let (status, page) = daemon
+            .request(&key, "GET", &format!("/v1/messages?{query}"), None)
+            .await;
         assert_eq!(status, 200, "{query}: {page:#}");
         ids(&page)
     };
@@ -330,18 +313,18 @@ async fn messages_are_listed_by_filter(backend: Backend) {
 
     // Another organization sees none of them.
     let other = daemon.key_for("south").await;
-    let (_, theirs) = request(&daemon, &other, "GET", "/v1/messages", None).await;
+    let (_, theirs) = daemon.request(&other, "GET", "/v1/messages", None).await;
     assert_eq!(theirs["messages"], json!([]));
 
     // A bad filter names every parameter at fault.
-    let (status, problem) = request(
-        &daemon,
-        &key,
-        "GET",
-        "/v1/messages?status=lost&channel=pigeon&since=yesterday&cursor=x&limit=0",
-        None,
-    )
-    .await;
+    let (status, problem) = daemon
+        .request(
+            &key,
+            "GET",
+            "/v1/messages?status=lost&channel=pigeon&since=yesterday&cursor=x&limit=0",
+            None,
+        )
+        .await;
     assert_eq!(status, 422, "{problem:#}");
     let at: Vec<&str> = problem["errors"]
         .as_array()
@@ -354,7 +337,9 @@ async fn messages_are_listed_by_filter(backend: Backend) {
         ["status", "channel", "since", "cursor", "limit"],
         "{problem:#}"
     );
-    let (status, _) = request(&daemon, &key, "GET", "/v1/messages?colour=red", None).await;
+    let (status, _) = daemon
+        .request(&key, "GET", "/v1/messages?colour=red", None)
+        .await;
     assert_eq!(status, 400);
     daemon.stop().await;
 }

@@ -15,27 +15,8 @@ use switchboard::queue::sweeper;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-async fn request(
-    daemon: &TestDaemon,
-    key: &str,
-    method: &str,
-    path: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut request = daemon
-        .http
-        .request(method.parse().expect("method"), daemon.url(path))
-        .bearer_auth(key);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.expect("request");
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
-
 async fn post(daemon: &TestDaemon, path: &str, body: Option<Value>) -> Value {
-    let (status, answer) = request(daemon, &daemon.key, "POST", path, body).await;
+    let (status, answer) = daemon.request(&daemon.key, "POST", path, body).await;
     assert_eq!(status, 200, "POST {path}: {answer:#}");
     answer
 }
@@ -215,24 +196,14 @@ async fn paused_deliveries_wait_and_go_on_resume(backend: Backend) {
     assert_eq!(audited(&daemon, "connector_resumed").await, 1);
 
     // Unknown names are refused, naming the parameter; a key without admin cannot pause.
-    let (status, problem) = request(
-        &daemon,
-        &daemon.key,
-        "POST",
-        "/v1/channels/pigeon/pause",
-        None,
-    )
-    .await;
+    let (status, problem) = daemon
+        .request(&daemon.key, "POST", "/v1/channels/pigeon/pause", None)
+        .await;
     assert_eq!(status, 422, "{problem:#}");
     assert_eq!(problem["errors"][0]["parameter"], "channel");
-    let (status, _) = request(
-        &daemon,
-        &daemon.key,
-        "POST",
-        "/v1/connectors/nosuch/pause",
-        None,
-    )
-    .await;
+    let (status, _) = daemon
+        .request(&daemon.key, "POST", "/v1/connectors/nosuch/pause", None)
+        .await;
     assert_eq!(status, 422);
     daemon.stop().await;
 }
@@ -322,28 +293,28 @@ async fn hl7_reprocessed_after_a_fix(backend: Backend) {
         .collect();
     assert_eq!(ids.len(), 2, "{list:#}");
     // Reprocessing without the fix records the same outcome.
-    let (status, same) = request(
-        &daemon,
-        &daemon.key,
-        "POST",
-        &format!("/v1/hl7/messages/{}/reprocess", ids[0]),
-        None,
-    )
-    .await;
+    let (status, same) = daemon
+        .request(
+            &daemon.key,
+            "POST",
+            &format!("/v1/hl7/messages/{}/reprocess", ids[0]),
+            None,
+        )
+        .await;
     assert_eq!(status, 200, "{same:#}");
     assert_eq!(same["messages"][0]["status"], "rejected");
     daemon.stop().await;
 
     config.hl7.processing_ids = vec!["P".into(), "T".into()];
     let mut daemon = TestDaemon::start(config.clone()).await;
-    let (status, one) = request(
-        &daemon,
-        &daemon.key,
-        "POST",
-        &format!("/v1/hl7/messages/{}/reprocess", ids[0]),
-        None,
-    )
-    .await;
+    let (status, one) = daemon
+        .request(
+            &daemon.key,
+            "POST",
+            &format!("/v1/hl7/messages/{}/reprocess", ids[0]),
+            None,
+        )
+        .await;
     assert_eq!(status, 200, "{one:#}");
     assert_eq!(one["messages"][0]["status"], "applied", "{one:#}");
     assert_eq!(
@@ -351,14 +322,14 @@ async fn hl7_reprocessed_after_a_fix(backend: Backend) {
         "Training"
     );
     // The rest in bulk, by status and range; a repeat finds none left.
-    let (status, bulk) = request(
-        &daemon,
-        &daemon.key,
-        "POST",
-        "/v1/hl7/messages/reprocess",
-        Some(json!({"status": "rejected", "since": "2020-01-01T00:00:00Z"})),
-    )
-    .await;
+    let (status, bulk) = daemon
+        .request(
+            &daemon.key,
+            "POST",
+            "/v1/hl7/messages/reprocess",
+            Some(json!({"status": "rejected", "since": "2020-01-01T00:00:00Z"})),
+        )
+        .await;
     assert_eq!(status, 200, "{bulk:#}");
     assert_eq!(bulk["reprocessed"], 1, "{bulk:#}");
     assert_eq!(bulk["messages"][0]["status"], "applied");
@@ -366,34 +337,34 @@ async fn hl7_reprocessed_after_a_fix(backend: Backend) {
         daemon.get_json("/v1/patients/MRN-T2").await["family_name"],
         "Second"
     );
-    let (_, none) = request(
-        &daemon,
-        &daemon.key,
-        "POST",
-        "/v1/hl7/messages/reprocess",
-        Some(json!({"status": "rejected"})),
-    )
-    .await;
+    let (_, none) = daemon
+        .request(
+            &daemon.key,
+            "POST",
+            "/v1/hl7/messages/reprocess",
+            Some(json!({"status": "rejected"})),
+        )
+        .await;
     assert_eq!(none["reprocessed"], 0);
     // Another organization's message is not found; a bad filter names its field.
     let other = daemon.key_for("south").await;
-    let (status, _) = request(
-        &daemon,
-        &other,
-        "POST",
-        &format!("/v1/hl7/messages/{}/reprocess", ids[1]),
-        None,
-    )
-    .await;
+    let (status, _) = daemon
+        .request(
+            &other,
+            "POST",
+            &format!("/v1/hl7/messages/{}/reprocess", ids[1]),
+            None,
+        )
+        .await;
     assert_eq!(status, 404);
-    let (status, problem) = request(
-        &daemon,
-        &daemon.key,
-        "POST",
-        "/v1/hl7/messages/reprocess",
-        Some(json!({"status": "lost", "until": "yesterday"})),
-    )
-    .await;
+    let (status, problem) = daemon
+        .request(
+            &daemon.key,
+            "POST",
+            "/v1/hl7/messages/reprocess",
+            Some(json!({"status": "lost", "until": "yesterday"})),
+        )
+        .await;
     assert_eq!(status, 422, "{problem:#}");
     let at: Vec<&str> = problem["errors"]
         .as_array()
@@ -409,14 +380,14 @@ async fn hl7_reprocessed_after_a_fix(backend: Backend) {
     // A daemon without the listener has no intake to reprocess with.
     config.hl7.listen = None;
     let mut daemon = TestDaemon::start(config).await;
-    let (status, problem) = request(
-        &daemon,
-        &daemon.key,
-        "POST",
-        "/v1/hl7/messages/reprocess",
-        Some(json!({})),
-    )
-    .await;
+    let (status, problem) = daemon
+        .request(
+            &daemon.key,
+            "POST",
+            "/v1/hl7/messages/reprocess",
+            Some(json!({})),
+        )
+        .await;
     assert_eq!(status, 409, "{problem:#}");
     assert_eq!(problem["code"], "reprocess_unavailable");
     daemon.stop().await;

@@ -198,6 +198,30 @@ impl TestDaemon {
             .expect("POST /v1/messages")
     }
 
+    /// `method path` with `key` as the bearer and `body` as JSON: the status and the JSON
+    /// answer (`Null` when the body is not JSON).
+    pub async fn request(
+        &self,
+        key: &str,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let mut request = self
+            .http
+            .request(method.parse().expect("method"), self.url(path))
+            .bearer_auth(key);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("request");
+        let status = response.status().as_u16();
+        (
+            status,
+            response.json().await.unwrap_or(serde_json::Value::Null),
+        )
+    }
+
     pub async fn get_json(&self, path: &str) -> serde_json::Value {
         let response = self
             .http
