@@ -47,6 +47,8 @@ pub struct App {
     pub app_events: AppEventService,
     /// Fax documents served to providers, fax records.
     pub fax: crate::fax::FaxOffice,
+    /// Call scripts and the keys pressed on calls.
+    pub voice: crate::voice::VoiceService,
 }
 
 impl App {
@@ -56,6 +58,11 @@ impl App {
         let config = messages.config.clone();
         let patients = PatientService {
             store: store.clone(),
+            config: config.clone(),
+        };
+        let deliveries = DeliveryService {
+            store: store.clone(),
+            keyring: messages.keyring.clone(),
             config: config.clone(),
         };
         Self {
@@ -77,10 +84,14 @@ impl App {
                 store: store.clone(),
                 patients: patients.clone(),
             },
-            deliveries: DeliveryService {
+            deliveries: deliveries.clone(),
+            voice: crate::voice::VoiceService {
                 store: store.clone(),
                 keyring: messages.keyring.clone(),
                 config: config.clone(),
+                templates: inbound.templates.clone(),
+                replies: inbound.replies.clone(),
+                deliveries,
             },
             webhooks: WebhookService {
                 store: store.clone(),

@@ -84,7 +84,13 @@ impl DeliveryService {
         if delivery.connector.is_some() {
             update.expect_connector = Some(connector.to_string());
         }
-        update.retry_at = transient_retry(&self.config, &delivery, report);
+        update.retry_at = crate::voice::retry_in_window(
+            &self.store,
+            &self.config,
+            &delivery,
+            transient_retry(&self.config, &delivery, report),
+        )
+        .await?;
         let moved = self
             .store
             .deliveries()
@@ -103,8 +109,9 @@ impl DeliveryService {
     /// connector knows by the provider's id; else the one the reference token names, when it
     /// is carried by this connector (or, before our own `sent` record, is being sent on a
     /// channel this connector carries) and its provider id, if known, is the report's.
-    /// Anything else is no delivery of this connector's.
-    async fn delivery_for_report(
+    /// Anything else is no delivery of this connector's. (A call's script is bound the same
+    /// way, `crate::voice`.)
+    pub async fn delivery_for_report(
         &self,
         name: &str,
         provider_ref: &str,

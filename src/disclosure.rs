@@ -113,6 +113,13 @@ pub fn email_carries_text(purpose: &str, phi_email_purposes: &[String]) -> bool 
             && phi_email_purposes.iter().any(|p| p == purpose))
 }
 
+/// Minimum necessary for calls: whether a call may read the message text (templates linted
+/// for PHI only: reminders, urgent notices, campaigns). Anyone may answer a phone, so other
+/// messages are announced without their text (who calls, and the number to call back).
+pub fn voice_carries_text(purpose: &str) -> bool {
+    TEMPLATE_PURPOSES.contains(&purpose)
+}
+
 /// Minimum necessary for fax: whether a fax cover page may carry the message text (else it
 /// carries only who sends to whom, the page count and the confidentiality notice).
 pub fn fax_carries_text(purpose: &str, fax_text_purposes: &[String]) -> bool {

@@ -55,6 +55,7 @@ pub mod tenancy;
 #[cfg(test)]
 mod testing;
 pub mod testing_hooks;
+pub mod voice;
 pub mod webhooks;
 
 /// The delivery state machine's old path (`crate::delivery`), kept for callers and tests.

@@ -8,7 +8,8 @@ use crate::domain::{Address, Channel};
 use crate::store::ContactPointRow;
 
 /// The address on `channel` among `points`, canonical: for SMS an `sms`/`mobile` point, else a
-/// `phone`; for the others a point of the channel's own system. A point that is not a valid
+/// `phone`; for calls a `phone` point, else an `sms`/`mobile` one (a landline takes calls, not
+/// texts); for the others a point of the channel's own system. A point that is not a valid
 /// address for the channel ([`Address::parse`]: a number that is not a phone number, a
 /// malformed email address) is passed over, as the message service would refuse it.
 pub fn address_for(channel: Channel, points: &[&ContactPointRow], region: &str) -> Option<Address> {
@@ -22,6 +23,16 @@ pub fn address_for(channel: Channel, points: &[&ContactPointRow], region: &str) 
                 points
                     .iter()
                     .filter(|p| p.system == "phone")
+                    .find_map(valid)
+            }),
+        Channel::Voice => points
+            .iter()
+            .filter(|p| p.system == "phone")
+            .find_map(valid)
+            .or_else(|| {
+                points
+                    .iter()
+                    .filter(|p| matches!(p.system.as_str(), "sms" | "mobile"))
                     .find_map(valid)
             }),
         other => points

@@ -46,6 +46,7 @@ const PHI_FREE: &[&str] = &[
     "recall/",
     "notice/",
     "sms_keywords/",
+    "voice/",
 ];
 
 #[derive(Debug, thiserror::Error)]

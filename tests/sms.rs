@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -621,67 +619,9 @@ both_databases!(reconciliation, crate::stuck_sent_deliveries_are_reconciled);
 
 // --- contract: Twilio's published OpenAPI spec, served by Prism ------------------------------
 
-struct Prism(Child);
-
-impl Drop for Prism {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn prism_binary() -> PathBuf {
-    if let Ok(path) = std::env::var("PRISM") {
-        return PathBuf::from(path);
-    }
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".tools/prism/node_modules/.bin/prism")
-}
-
-/// Prism on port 0: it prints the address it listens on (`Prism is listening on
-/// http://127.0.0.1:<port>`); its output is drained until it exits.
-async fn start_prism() -> (Prism, String) {
-    let spec = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data/providers/twilio_api_v2010.json");
-    let binary = prism_binary();
-    assert!(
-        binary.exists(),
-        "Prism is required: run `bash .ci/run` (it installs @stoplight/prism-cli) or set PRISM"
-    );
-    let mut child = Command::new(binary)
-        .args(["mock", "-h", "127.0.0.1", "-p", "0"])
-        .arg(spec)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start prism");
-    let stdout = child.stdout.take().expect("stdout");
-    let prism = Prism(child);
-    let (tell, told) = tokio::sync::oneshot::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        let mut tell = Some(tell);
-        for line in std::io::BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if let Some(at) = line.find("Prism is listening on http://") {
-                let url: String = line[at + "Prism is listening on ".len()..]
-                    .chars()
-                    .take_while(|c| !c.is_whitespace() && *c != '\u{1b}')
-                    .collect();
-                if let Some(tell) = tell.take() {
-                    let _ = tell.send(url);
-                }
-            }
-        }
-    });
-    let base = common::wait::within("Prism's address", Duration::from_secs(60), told)
-        .await
-        .expect("prism exited before it listened");
-    (prism, base)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twilio_requests_pass_the_published_contract() {
-    let (_prism, base) = start_prism().await;
+    let (_prism, base) = common::prism::start("twilio_api_v2010.json").await;
     let db = TestDb::new(Backend::Sqlite).await;
     let mut daemon = TestDaemon::start(twilio_config(&db, &base)).await;
     let (message, _) = send_sms(

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use crate::domain::DeliveryStatus;
 
 /// The names of the logical channels a delivery can use ([`crate::domain::Channel::NAMES`]).
-pub const CHANNELS: [&str; 5] = crate::domain::Channel::NAMES;
+pub const CHANNELS: [&str; 6] = crate::domain::Channel::NAMES;
 
 /// One send attempt of one delivery.
 #[derive(Debug, Clone)]

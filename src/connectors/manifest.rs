@@ -19,7 +19,7 @@ pub struct Manifest {
     pub name: String,
     #[serde(default)]
     pub description: String,
-    /// The logical channel it carries: `sms` or `fax`.
+    /// The logical channel it carries: `sms`, `fax` or `voice`.
     pub channel: crate::domain::Channel,
     pub base_url: String,
     pub auth: Auth,
@@ -33,6 +33,37 @@ pub struct Manifest {
     /// Re-checking a delivery that stays `sent` (carriers that never send receipts).
     #[serde(default)]
     pub query: Option<Query>,
+    /// Calls: how the provider asks for a call's instructions and posts the keys pressed.
+    #[serde(default)]
+    pub voice: Option<Voice>,
+}
+
+/// A voice connector's call script (`POST /hooks/<connector>/voice`). The provider fetches the
+/// script when the call is answered (`{{ call_url }}` in a send field) and posts the keys
+/// pressed to the `action_url` the script names; both requests are signed like webhooks. The
+/// templates are rendered with `text` (what is read), `language` (a BCP 47 tag such as
+/// `en-US`) and `action_url`, XML-escaped.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Voice {
+    #[serde(default)]
+    pub encoding: Encoding,
+    /// The provider's id of the call (Twilio `CallSid`).
+    pub call_id: String,
+    /// Who answered, when the provider detects it (Twilio `AnsweredBy`).
+    #[serde(default)]
+    pub answered_by: Option<String>,
+    /// Values of `answered_by` that mean an answering machine or a fax: they get the short
+    /// message without details.
+    #[serde(default)]
+    pub machine_answers: Vec<String>,
+    /// The keys pressed (Twilio `Digits`).
+    pub digits: String,
+    pub content_type: String,
+    /// Reads `text` and waits for one key, posted to `action_url` (also when none is pressed).
+    pub prompt: String,
+    /// Reads `text` and hangs up.
+    pub say: String,
 }
 
 /// How requests authenticate.
@@ -142,9 +173,10 @@ pub struct StatusCallback {
     /// Where the pages sent (fax) are: kept on the fax record.
     #[serde(default)]
     pub pages: Option<String>,
-    /// Failure reasons worth another attempt (busy, no answer): a failure whose error code is
-    /// one of these, or whose reason contains one (case-insensitive), is retried with backoff
-    /// as a new delivery, up to the channel's `max_attempts`. Every other failure is permanent.
+    /// Failure reasons worth another attempt (busy, no answer): a failure whose provider state
+    /// or error code is one of these, or whose reason contains one (case-insensitive), is
+    /// retried with backoff as a new delivery, up to the channel's `max_attempts`. Every other
+    /// failure is permanent.
     #[serde(default)]
     pub transient_errors: Vec<String>,
 }
@@ -284,6 +316,10 @@ pub const BUILTIN: &[(&str, &str)] = &[
         include_str!("../../connectors/telnyx_fax.toml"),
     ),
     ("phaxio", include_str!("../../connectors/phaxio.toml")),
+    (
+        "twilio_voice",
+        include_str!("../../connectors/twilio_voice.toml"),
+    ),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -324,7 +360,7 @@ impl Manifest {
     fn check(&self) -> Result<(), String> {
         if !self.channel.is_phone() {
             return Err(format!(
-                "channel {:?} is not sms or fax",
+                "channel {:?} is not sms, fax or voice",
                 self.channel.as_str()
             ));
         }
@@ -346,6 +382,9 @@ impl Manifest {
                 }
                 Some(_) => {}
             }
+        }
+        if self.channel == crate::domain::Channel::Voice && self.voice.is_none() {
+            return Err("a voice manifest says how calls are scripted ([voice])".into());
         }
         if let Some(status) = &self.status {
             for ours in status.map.values() {

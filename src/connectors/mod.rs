@@ -89,6 +89,15 @@ pub struct InboundFaxEvent {
     pub document_part: Option<String>,
 }
 
+/// A call-script request: the provider's call id, whether a machine answered, and the keys
+/// pressed (when it posts a `<Gather>`'s result).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallEvent {
+    pub provider_ref: String,
+    pub machine: bool,
+    pub digits: Option<String>,
+}
+
 /// Why a webhook was not taken.
 #[derive(Debug, thiserror::Error)]
 pub enum WebhookError {
@@ -133,6 +142,7 @@ struct Context<'a> {
     body: &'a str,
     media_url: &'a str,
     status_callback_url: &'a str,
+    call_url: &'a str,
     delivery_id: &'a str,
     provider_ref: &'a str,
     text: &'a str,
@@ -185,6 +195,10 @@ impl HttpConnector {
             .and_then(|i| i.refresh_url.as_ref())
         {
             add("inbound.refresh_url".into(), refresh)?;
+        }
+        if let Some(voice) = &manifest.voice {
+            add("voice.prompt.xml".into(), &voice.prompt)?;
+            add("voice.say.xml".into(), &voice.say)?;
         }
         if let Some(inbound) = &manifest.inbound {
             if let Some(reply) = &inbound.reply {
@@ -259,6 +273,7 @@ impl HttpConnector {
             body,
             media_url: "",
             status_callback_url: callback,
+            call_url: "",
             delivery_id,
             provider_ref,
             text,
@@ -341,8 +356,13 @@ impl HttpConnector {
             (Some(document), Some("media_url")) => self.publish(delivery, document).await?,
             _ => String::new(),
         };
+        let call_url = match self.manifest.channel {
+            crate::domain::Channel::Voice => self.call_url(&delivery.reference, None)?,
+            _ => String::new(),
+        };
         let mut context = self.context(&to, &delivery.body, &delivery.reference, "", &callback, "");
         context.media_url = &media_url;
+        context.call_url = &call_url;
         let url = self.render("send.url", &context)?;
         let mut fields: Vec<(String, String)> = Vec::new();
         for field in self.manifest.send.fields.keys() {
@@ -521,7 +541,7 @@ impl HttpConnector {
                     transient: mapped == Some(DeliveryStatus::Failed)
                         && is_transient(
                             &spec.transient_errors,
-                            code.as_deref(),
+                            &[Some(status.as_str()), code.as_deref()],
                             message.as_deref(),
                         ),
                     pages: spec.pages.as_deref().and_then(|p| pages(payload, p)),
@@ -565,6 +585,7 @@ impl HttpConnector {
     pub fn webhook_encoding(&self, kind: &str) -> Encoding {
         match kind {
             "status" => self.manifest.status.as_ref().map(|s| s.encoding),
+            "voice" => self.manifest.voice.as_ref().map(|s| s.encoding),
             _ => self.manifest.inbound.as_ref().map(|s| s.encoding),
         }
         .unwrap_or_default()
@@ -749,6 +770,80 @@ impl HttpConnector {
             .is_some_and(|i| i.reply.is_some() && i.reply_content_type.is_some())
     }
 
+    /// Where the provider fetches the script of the call carrying delivery `reference` (its
+    /// reference token, never its id), or posts the key pressed at `step` (`gather-1`, ...).
+    pub fn call_url(&self, reference: &str, step: Option<&str>) -> Result<String, ChannelError> {
+        let public = self.config.public_url.as_deref().ok_or_else(|| {
+            ChannelError::Permanent(format!(
+                "{}: public_url is needed to serve the call's script",
+                self.name
+            ))
+        })?;
+        let mut url = format!(
+            "{}/hooks/{}/voice?delivery={reference}",
+            public.trim_end_matches('/'),
+            self.name
+        );
+        if let Some(step) = step {
+            url.push_str("&step=");
+            url.push_str(step);
+        }
+        Ok(url)
+    }
+
+    /// Reads a call-script request (after [`verify`](Self::verify)).
+    pub fn read_call(&self, payload: &Payload) -> Result<CallEvent, WebhookError> {
+        let spec = self
+            .manifest
+            .voice
+            .as_ref()
+            .ok_or(WebhookError::NotSupported("voice"))?;
+        let provider_ref = payload
+            .get(&spec.call_id)
+            .ok_or_else(|| WebhookError::Malformed(format!("no call id at {}", spec.call_id)))?;
+        let machine = spec
+            .answered_by
+            .as_deref()
+            .and_then(|p| payload.get(p))
+            .is_some_and(|who| spec.machine_answers.contains(&who));
+        Ok(CallEvent {
+            provider_ref,
+            machine,
+            digits: payload.get(&spec.digits),
+        })
+    }
+
+    /// A call script in the provider's format: `(content type, body)`. `action_url`: read
+    /// `text`, then wait for a key posted there; `None`: read `text` and hang up.
+    pub fn call_script(
+        &self,
+        text: &str,
+        language: &str,
+        action_url: Option<&str>,
+    ) -> Result<(String, String), WebhookError> {
+        let spec = self
+            .manifest
+            .voice
+            .as_ref()
+            .ok_or(WebhookError::NotSupported("voice"))?;
+        let key = match action_url {
+            Some(_) => "voice.prompt.xml",
+            None => "voice.say.xml",
+        };
+        let template = self
+            .templates
+            .get_template(key)
+            .map_err(|e| WebhookError::Malformed(format!("connector manifest: {e}")))?;
+        let body = template
+            .render(minijinja::context! {
+                text => text,
+                language => language,
+                action_url => action_url.unwrap_or_default(),
+            })
+            .map_err(|e| WebhookError::Malformed(format!("connector manifest {key}: {e}")))?;
+        Ok((spec.content_type.clone(), body))
+    }
+
     /// Asks the provider for the message's current state (reconciliation).
     pub async fn lookup(&self, provider_ref: &str) -> Result<Option<StatusReport>, ChannelError> {
         let Some(query) = &self.manifest.query else {
@@ -794,7 +889,11 @@ impl HttpConnector {
                 event_id: None,
                 provider_ref: provider_ref.to_string(),
                 transient: mapped == Some(DeliveryStatus::Failed)
-                    && is_transient(transient_errors, code.as_deref(), None),
+                    && is_transient(
+                        transient_errors,
+                        &[Some(status.as_str()), code.as_deref()],
+                        None,
+                    ),
                 pages: query.pages.as_deref().and_then(|p| pages(&payload, p)),
                 status: mapped,
                 error: code.map(|c| format!("code {c}")),
@@ -819,13 +918,13 @@ impl Channel for HttpConnector {
     }
 }
 
-/// Whether a failure is one the manifest lists as worth another attempt: its code is listed,
-/// or its reason contains a listed phrase (case-insensitive).
-fn is_transient(listed: &[String], code: Option<&str>, message: Option<&str>) -> bool {
+/// Whether a failure is one the manifest lists as worth another attempt: its provider state or
+/// error code is listed, or its reason contains a listed phrase (case-insensitive).
+fn is_transient(listed: &[String], codes: &[Option<&str>], message: Option<&str>) -> bool {
     let lower = |s: &str| s.to_ascii_lowercase();
     listed.iter().any(|entry| {
         let entry = lower(entry);
-        code.is_some_and(|c| lower(c) == entry)
+        codes.iter().flatten().any(|c| lower(c) == entry)
             || message.is_some_and(|m| lower(m).contains(&entry))
     })
 }
@@ -949,6 +1048,7 @@ mod tests {
             match m.channel.as_str() {
                 "sms" => assert!(m.inbound.is_some()),
                 "fax" => assert!(m.send.document.is_some()),
+                "voice" => assert!(m.voice.is_some()),
                 other => panic!("{other}"),
             }
         }

@@ -45,7 +45,7 @@ impl Address {
     /// read in `region` (ISO 3166 alpha-2, e.g. `US`).
     pub fn canonical(channel: Channel, raw: &str, region: &str) -> Address {
         match channel {
-            Channel::Sms | Channel::Fax => Self::phone(raw, region),
+            Channel::Sms | Channel::Fax | Channel::Voice => Self::phone(raw, region),
             Channel::Email | Channel::Direct => Self::mailbox(raw),
             Channel::Outbox => Self::any(raw, region),
         }
@@ -63,13 +63,15 @@ impl Address {
             return Err(AddressError::Length);
         }
         match channel {
-            Channel::Sms | Channel::Fax => match crate::phone::to_e164(trimmed, region) {
-                Ok(e164) => Ok(Address(e164)),
-                Err(crate::phone::PhoneError::Unparseable) => Err(AddressError::NotPhone),
-                Err(crate::phone::PhoneError::Invalid) => {
-                    Err(AddressError::InvalidPhone(region.to_string()))
+            Channel::Sms | Channel::Fax | Channel::Voice => {
+                match crate::phone::to_e164(trimmed, region) {
+                    Ok(e164) => Ok(Address(e164)),
+                    Err(crate::phone::PhoneError::Unparseable) => Err(AddressError::NotPhone),
+                    Err(crate::phone::PhoneError::Invalid) => {
+                        Err(AddressError::InvalidPhone(region.to_string()))
+                    }
                 }
-            },
+            }
             Channel::Email => {
                 let address = Self::mailbox(trimmed);
                 mailbox_syntax(address.as_str(), false).map_err(AddressError::Mailbox)?;

@@ -19,30 +19,34 @@ pub enum Channel {
     Email,
     Fax,
     Direct,
+    /// Phone calls: the text read by text-to-speech (Twilio Programmable Voice).
+    Voice,
 }
 
 /// A name that is not a channel.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown channel {0:?}; known: outbox, sms, email, fax, direct")]
+#[error("unknown channel {0:?}; known: outbox, sms, email, fax, direct, voice")]
 pub struct UnknownChannel(pub String);
 
 impl Channel {
     /// Every channel, in the order errors list them.
-    pub const ALL: [Channel; 5] = [
+    pub const ALL: [Channel; 6] = [
         Channel::Outbox,
         Channel::Sms,
         Channel::Email,
         Channel::Fax,
         Channel::Direct,
+        Channel::Voice,
     ];
 
     /// The names of [`Channel::ALL`], in the same order.
-    pub const NAMES: [&'static str; 5] = [
+    pub const NAMES: [&'static str; 6] = [
         Channel::Outbox.as_str(),
         Channel::Sms.as_str(),
         Channel::Email.as_str(),
         Channel::Fax.as_str(),
         Channel::Direct.as_str(),
+        Channel::Voice.as_str(),
     ];
 
     /// The stored name.
@@ -53,12 +57,13 @@ impl Channel {
             Channel::Email => "email",
             Channel::Fax => "fax",
             Channel::Direct => "direct",
+            Channel::Voice => "voice",
         }
     }
 
     /// Whether its addresses are phone numbers (compared in E.164).
     pub const fn is_phone(self) -> bool {
-        matches!(self, Channel::Sms | Channel::Fax)
+        matches!(self, Channel::Sms | Channel::Fax | Channel::Voice)
     }
 
     /// Contact point systems (`contact_points.system`) whose value this channel can reach, in
@@ -69,6 +74,8 @@ impl Channel {
             Channel::Email => &["email"],
             Channel::Fax => &["fax"],
             Channel::Direct => &["direct"],
+            // Landlines first: a call reaches them, a text does not.
+            Channel::Voice => &["phone", "sms"],
             Channel::Outbox => &["sms", "phone", "email", "fax", "direct"],
         }
     }
@@ -158,13 +165,13 @@ mod tests {
 
     #[test]
     fn unknown_and_differently_cased_names_are_refused() {
-        for name in ["SMS", "text", "", "*", "voice"] {
+        for name in ["SMS", "text", "", "*", "call"] {
             let err = name.parse::<Channel>().unwrap_err();
             assert_eq!(err, UnknownChannel(name.to_string()));
         }
         assert_eq!(
-            "voice".parse::<Channel>().unwrap_err().to_string(),
-            "unknown channel \"voice\"; known: outbox, sms, email, fax, direct"
+            "call".parse::<Channel>().unwrap_err().to_string(),
+            "unknown channel \"call\"; known: outbox, sms, email, fax, direct, voice"
         );
     }
 

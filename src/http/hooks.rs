@@ -1,4 +1,5 @@
-//! Provider webhooks: `POST /hooks/{connector}/status` and `POST /hooks/{connector}/inbound`.
+//! Provider webhooks: `POST /hooks/{connector}/status`, `POST /hooks/{connector}/inbound` and
+//! `POST /hooks/{connector}/voice` (a call's script and the keys pressed, `crate::voice`).
 //! No API key: each request must carry the provider's signature, checked against the URL the
 //! provider called (`public_url` of the connector, else this request's Host and path). Forgeries
 //! get 403 and an audit event. Status reports apply monotonically (late and duplicate ones are
@@ -160,6 +161,53 @@ pub async fn status(
     }
     .await;
     counted(&state, &name, "status", result)
+}
+
+/// `POST /hooks/{connector}/voice?delivery=<reference>[&step=gather-<n>]`: the script of a
+/// call (the provider asks when the call is answered) or what follows the keys pressed, in the
+/// connector's format (TwiML). Signed like every webhook; bound to a delivery of this
+/// connector by the call id and the reference token, never by an id in the request.
+#[instrument(skip_all, fields(connector = %name))]
+pub async fn voice(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    uri: Uri,
+    body: Bytes,
+) -> Result<Response, Problem> {
+    let result = async {
+        let connector = connector(&state, &name)?;
+        let payload = verified(&state, &connector, "voice", &headers, &uri, &body).await?;
+        let call = connector.read_call(&payload).map_err(unreadable)?;
+        let query = |key: &str| {
+            uri.query().and_then(|q| {
+                form_urlencoded::parse(q.as_bytes())
+                    .find(|(k, _)| k == key)
+                    .map(|(_, v)| v.into_owned())
+            })
+        };
+        let reference = query("delivery");
+        let step = crate::voice::Step::parse(query("step").as_deref());
+        let script = state
+            .app
+            .voice
+            .script(&name, &call, reference.clone(), step)
+            .await?;
+        let action = match (&script.gather, &reference) {
+            (Some(step), Some(reference)) => Some(
+                connector
+                    .call_url(reference, Some(step))
+                    .map_err(|e| unreadable(e.to_string()))?,
+            ),
+            _ => None,
+        };
+        let (content_type, body) = connector
+            .call_script(&script.text, &script.language, action.as_deref())
+            .map_err(unreadable)?;
+        Ok(([(header::CONTENT_TYPE, content_type)], body).into_response())
+    }
+    .await;
+    counted(&state, &name, "voice", result)
 }
 
 /// The body of an inbound webhook, read whole, and the share of the attachment memory budget

@@ -187,6 +187,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/inbound/{id}/reassign", post(inbound::reassign))
         .route("/v1/inbound/{id}/dismiss", post(inbound::dismiss))
         .route("/hooks/{connector}/status", post(hooks::status))
+        .route("/hooks/{connector}/voice", post(hooks::voice))
         .route(
             "/hooks/{connector}/inbound",
             // A fax provider posts the document itself (Phaxio): up to the fax limit, plus

@@ -50,17 +50,49 @@ pub enum InboundError {
     NotReprocessable(String),
 }
 
-/// Where answers to reminders go (implemented by `crate::reminders::Reminders`).
+/// Where answers to reminders go (implemented by `crate::reminders::Reminders`): texts (C, N,
+/// R) and keys pressed on a reminder call (1, 2) are one answer, handled the same way.
 #[async_trait::async_trait]
 pub trait ReplyRouter: Send + Sync {
-    /// A patient (when matched) answered a reminder. Returns text to answer with, if any.
+    /// A patient (when matched) answered a reminder, by text or on a call. Returns text to
+    /// answer with, if any.
+    async fn reminder_answer(
+        &self,
+        organization_id: &str,
+        patient_id: Option<&str>,
+        origin: ReplyOrigin<'_>,
+        reply: ReminderReply,
+    ) -> Result<Option<Answer>, InboundError>;
+
+    /// A patient (when matched) answered a reminder by text (inbound item `inbound_item_id`).
     async fn reminder_reply(
         &self,
         organization_id: &str,
         patient_id: Option<&str>,
         inbound_item_id: &str,
         reply: ReminderReply,
-    ) -> Result<Option<Answer>, InboundError>;
+    ) -> Result<Option<Answer>, InboundError> {
+        self.reminder_answer(
+            organization_id,
+            patient_id,
+            ReplyOrigin::Text { inbound_item_id },
+            reply,
+        )
+        .await
+    }
+}
+
+/// Where an answer to a reminder came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyOrigin<'a> {
+    /// A text, recorded as an inbound item: it answers the patient's latest reminder.
+    Text { inbound_item_id: &'a str },
+    /// A key pressed on the call carrying delivery `delivery_id`: it answers the reminder
+    /// about `appointment_id` that the call read.
+    Call {
+        delivery_id: &'a str,
+        appointment_id: &'a str,
+    },
 }
 
 /// The text a [`ReplyRouter`] would answer with, and whether it is about a Part 2 record

@@ -69,7 +69,13 @@ pub async fn reconcile_once(
                 continue;
             };
             let delivery = store.deliveries().get(&delivery_id).await?;
-            update.retry_at = crate::deliveries::transient_retry(config, &delivery, &report);
+            update.retry_at = crate::voice::retry_in_window(
+                store,
+                config,
+                &delivery,
+                crate::deliveries::transient_retry(config, &delivery, &report),
+            )
+            .await?;
             let applied = store.deliveries().update(&delivery_id, &update).await?;
             if applied {
                 moved += 1;

@@ -113,6 +113,11 @@ impl Deliverer {
             return Ok(());
         };
         let (delivery, message) = (claimed.delivery, claimed.message);
+        if delivery.channel == Channel::Voice
+            && self.outside_call_hours(&delivery, &message).await?
+        {
+            return Ok(());
+        }
         // A channel the configuration no longer carries is not sunk into the outbox.
         let connector_name = self
             .config
@@ -181,6 +186,49 @@ impl Deliverer {
         self.store.pauses().release(delivery_id).await?;
         info!(channel = %channel, "delivery held: its channel or connector is paused");
         Ok(true)
+    }
+
+    /// Quiet hours, strictly, for calls (`crate::voice`): a call due outside calling hours waits
+    /// for the next opening (its attempt not spent), or fails when that is past its window.
+    /// Returns whether the call was held back.
+    async fn outside_call_hours(
+        &self,
+        delivery: &DeliveryRow,
+        message: &MessageRow,
+    ) -> Result<bool, WorkerError> {
+        let sender = self.sender(&delivery.organization_id).await?;
+        let now = now_ms();
+        match crate::voice::CallWindow::new(&sender.settings, &message.metadata).next_call_at(now) {
+            Some(at) if at <= now => Ok(false),
+            Some(at) => {
+                self.store
+                    .deliveries()
+                    .defer(
+                        &delivery.id,
+                        at,
+                        "quiet hours: the call waits for calling hours",
+                    )
+                    .await?;
+                let delay = Duration::from_millis(u64::try_from(at - now).unwrap_or(0));
+                self.queue
+                    .push(
+                        &delivery.channel,
+                        std::slice::from_ref(&delivery.id),
+                        Some(delay + Duration::from_secs(1)),
+                    )
+                    .await?;
+                info!(delay_ms = at - now, "call deferred out of quiet hours");
+                Ok(true)
+            }
+            None => {
+                let mut update = DeliveryUpdate::new(DeliveryStatus::Failed, "worker");
+                update.reason =
+                    Some("quiet hours: no call possible before the reminder's window ends".into());
+                self.group.update(&delivery.id, update).await?;
+                warn!("call not placed: quiet hours until after the reminder's window");
+                Ok(true)
+            }
+        }
     }
 
     /// Opens the message and passes the disclosure gate.

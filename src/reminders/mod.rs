@@ -43,7 +43,7 @@ use crate::config::{Config, OrganizationConfig, ReminderRule};
 use crate::disclosure::{self, Facts};
 use crate::domain::Channel;
 use crate::inbound::keywords::ReminderReply;
-use crate::inbound::{Answer, InboundError, ReplyRouter};
+use crate::inbound::{Answer, InboundError, ReplyOrigin, ReplyRouter};
 use crate::messages::{MessageError, MessageService, ResolvedThread, SendRequest};
 use crate::reach::{Outreach, Unreachable};
 use crate::store::{
@@ -821,6 +821,16 @@ impl Reminders {
         metadata.insert("purpose".into(), disclosure::REMINDER.into());
         metadata.insert("appointment_id".into(), appointment.id.clone().into());
         metadata.insert("touch_id".into(), touch.id.clone().into());
+        if channel == Channel::Voice {
+            // A call asks for 1 or 2 when the rule invites replies, and is placed (or placed
+            // again after a busy line or no answer) only within the reminder's window — until
+            // the grace period ends, before the appointment — and never in quiet hours of the
+            // patient's time zone (`crate::voice`).
+            metadata.insert("gather".into(), rule.replies.into());
+            metadata.insert("time_zone".into(), zone.name().into());
+            let not_after = touch.due_at.saturating_add(grace).min(appointment.start_at);
+            metadata.insert("not_after".into(), not_after.into());
+        }
         let mut request = SendRequest::notice(
             Some(patient.external_id.clone()),
             channel.as_str(),
@@ -1037,27 +1047,54 @@ fn rfc3339(ms: i64) -> String {
 
 #[async_trait::async_trait]
 impl ReplyRouter for Reminders {
-    async fn reminder_reply(
+    async fn reminder_answer(
         &self,
         organization_id: &str,
         patient_id: Option<&str>,
-        inbound_item_id: &str,
+        origin: ReplyOrigin<'_>,
         reply: ReminderReply,
     ) -> Result<Option<Answer>, InboundError> {
         let Some(patient_id) = patient_id else {
             return Ok(None);
         };
         let now = Utc::now();
-        let appointment = self
-            .store
-            .reminders()
-            .latest_reminded_appointment(patient_id, now.timestamp_millis())
-            .await?;
+        let (appointment, subject_id, inbound_item_id) = match origin {
+            ReplyOrigin::Text { inbound_item_id } => (
+                self.store
+                    .reminders()
+                    .latest_reminded_appointment(patient_id, now.timestamp_millis())
+                    .await?,
+                inbound_item_id,
+                Some(inbound_item_id),
+            ),
+            // The appointment the call was about, while it is this patient's and ahead.
+            ReplyOrigin::Call {
+                delivery_id,
+                appointment_id,
+            } => {
+                let appointment = match self.store.appointments().get(appointment_id).await {
+                    Ok(a) => Some(a),
+                    Err(StoreError::NotFound) => None,
+                    Err(e) => return Err(e.into()),
+                };
+                (
+                    appointment
+                        .filter(|a| {
+                            a.organization_id == organization_id
+                                && a.patient_id == patient_id
+                                && a.start_at > now.timestamp_millis()
+                        })
+                        .map(|a| a.id),
+                    delivery_id,
+                    None,
+                )
+            }
+        };
         self.store
             .events().record(
                 organization_id,
                 "reminder.reply",
-                inbound_item_id,
+                subject_id,
                 &serde_json::json!({"reply": reply.as_str(), "patient_id": patient_id, "appointment_id": appointment}),
             )
             .await?;
@@ -1076,7 +1113,7 @@ impl ReplyRouter for Reminders {
                 &appointment_id,
                 patient_id,
                 answer,
-                Some(inbound_item_id),
+                inbound_item_id,
             )
             .await?;
         info!(%appointment_id, answer, "reminder answered");

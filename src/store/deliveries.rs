@@ -403,6 +403,33 @@ impl Deliveries<'_> {
         Ok(())
     }
 
+    /// Puts a claimed delivery back to wait until `not_before` without spending the attempt
+    /// its claim counted (a call due in quiet hours waits for the opening).
+    pub async fn defer(self, id: &str, not_before: i64, reason: &str) -> Result<()> {
+        let now = now_ms();
+        on_db!(self.db(), |pool| {
+            let mut tx = pool.begin().await?;
+            let row: Option<(String,)> = sqlx::query_as(
+                "UPDATE deliveries SET not_before = $2, enqueued_at = $3, reason = $4, updated_at = $3,
+                 attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END
+                 WHERE id = $1 AND status = 'sending' RETURNING organization_id",
+            )
+            .bind(id).bind(not_before).bind(now).bind(reason)
+            .fetch_optional(&mut *tx).await?;
+            if let Some((organization_id,)) = &row {
+                let wait = (not_before - now).max(0) as f64 / 1000.0;
+                sqlx::query(
+                    "INSERT INTO delivery_events (organization_id, delivery_id, status, applied, source, detail, created_at)
+                     VALUES ($1, $2, 'retry_scheduled', TRUE, 'worker', $3, $4)",
+                )
+                .bind(organization_id).bind(id).bind(format!("{reason}; next attempt in {wait:.1}s")).bind(now)
+                .execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
     /// Notes that a job was pushed for these deliveries.
     pub async fn mark_enqueued(self, ids: &[String], now: i64) -> Result<()> {
         for chunk in ids.chunks(500) {

@@ -5,7 +5,8 @@
 //! Shared helpers, each test binary using what it needs (hence `dead_code` allowed here):
 //! [`wait`] (poll until, with a deadline), [`process`] (`switchboard run` in its own process),
 //! [`pki`] (a test PKI from the openssl CLI), [`ports`] (ports held for peers), [`provider`]
-//! (a loopback SMS provider and signed webhooks), [`mail`] (SMTP, IMAP and HISP peers).
+//! (a loopback SMS provider and signed webhooks), [`prism`] (a provider's published API served
+//! by Prism), [`mail`] (SMTP, IMAP and HISP peers).
 #![allow(dead_code)]
 
 pub mod contracts;
@@ -13,6 +14,7 @@ pub mod hisp;
 pub mod mail;
 pub mod pki;
 pub mod ports;
+pub mod prism;
 pub mod process;
 pub mod provider;
 pub mod smime;
