@@ -95,6 +95,7 @@ fn commented_examples_are_valid() {
         .join("\n");
     let config = switchboard::config::Config::from_toml(&uncommented)
         .unwrap_or_else(|e| panic!("{e}\n{uncommented}"));
+    assert!(config.connectors.contains_key("twilio_voice"));
     let org = config.organization("riverside");
     assert_eq!(org.time_zone, "America/Chicago");
     assert_eq!(org.reminder_rules[0].touches.len(), 3);

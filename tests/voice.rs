@@ -285,6 +285,9 @@ async fn a_voice_reminder_is_confirmed_with_1(backend: Backend) {
         !after.contains("<Say") && after.contains("<Hangup/>"),
         "{after}"
     );
+    // The events of a call's answer keep the published contracts (no PHI, ids only).
+    let kinds = common::contracts::assert_events_honour_contracts(&daemon.core.store).await;
+    assert!(kinds.iter().any(|k| k == "reminder.reply"), "{kinds:?}");
     daemon.stop().await;
 }
 both_databases!(
@@ -356,3 +359,129 @@ async fn calls_wait_out_quiet_hours(backend: Backend) {
     daemon.stop().await;
 }
 both_databases!(quiet_hours, crate::calls_wait_out_quiet_hours);
+
+/// A reminder call reported `status`, signed as Twilio signs it, on the delivery's status hook.
+async fn call_status(daemon: &TestDaemon, delivery: &Value, status: &str) {
+    let delivery_id = delivery["id"].as_str().unwrap();
+    let reference = daemon.core.keyring.delivery_token(delivery_id).unwrap();
+    let path = format!("/hooks/twilio_voice/status?delivery={reference}");
+    let params = [
+        ("AccountSid", TWILIO_ACCOUNT),
+        ("CallSid", delivery["provider_ref"].as_str().unwrap()),
+        ("CallStatus", status),
+    ];
+    let signature = twilio_sign(&format!("{PUBLIC}{path}"), &params);
+    let response = twilio_post(daemon, &path, &params, Some(signature)).await;
+    assert_eq!(response.status(), 204);
+}
+
+async fn busy_calls_are_retried_within_the_window(backend: Backend) {
+    let provider = FakeProvider::start(Flavor::Twilio).await;
+    let db = TestDb::new(backend).await;
+    let settings = OrganizationConfig {
+        display_name: Some("North Clinic".into()),
+        time_zone: "America/New_York".into(),
+        quiet_hours_start: "00:00".into(),
+        quiet_hours_end: "00:00".into(),
+        reminder_rules: vec![ReminderRule {
+            id: "calls".into(),
+            appointment_types: vec![],
+            locations: vec![],
+            providers: vec![],
+            touches: vec![Touch {
+                id: "call".into(),
+                before: Some("2m".into()),
+                at: None,
+                channels: vec!["voice".into()],
+                template: "reminder".into(),
+            }],
+            replies: true,
+        }],
+        ..OrganizationConfig::default()
+    };
+    let mut config = voice_config(&db, &provider.base_url(), settings);
+    // The next call would come about five minutes after a busy line.
+    let mut channel = quick_retries("twilio_voice", 3);
+    channel.backoff_initial_ms = 300_000;
+    channel.backoff_max_secs = 600;
+    config.channels.insert("voice".into(), channel);
+    let mut daemon = TestDaemon::start(config).await;
+    let reminders = daemon.core.reminders(daemon.core.templates().unwrap());
+    for (patient, phone) in [("far", "+12125550111"), ("near", "+12125550112")] {
+        put(
+            &daemon,
+            &format!("/v1/patients/{patient}"),
+            json!({"family_name": "Doe", "given_name": patient,
+                   "contact_points": [{"system": "phone", "value": phone}]}),
+        )
+        .await;
+    }
+    // Both touches are due now. The far appointment's window is the touch's grace hour; the
+    // near one starts in three minutes, before a retry could be placed.
+    let now = Utc::now();
+    for (filler, patient, start) in [
+        ("A-FAR", "far", now + chrono::Duration::hours(5)),
+        ("A-NEAR", "near", now + chrono::Duration::minutes(3)),
+    ] {
+        put(
+            &daemon,
+            &format!("/v1/appointments/{filler}"),
+            json!({"patient": patient, "start": start.to_rfc3339(), "status": "booked"}),
+        )
+        .await;
+    }
+    let report = reminders
+        .run_once(now + chrono::Duration::seconds(61))
+        .await;
+    assert_eq!(report.expect("run").sent, 1, "the near one");
+    let far_due = now + chrono::Duration::hours(5) - chrono::Duration::minutes(2);
+    let report = reminders.run_once(far_due).await.expect("run");
+    assert_eq!(report.sent, 1, "the far one: {report:?}");
+    let mut messages = Vec::new();
+    for filler in ["A-FAR", "A-NEAR"] {
+        let plan = daemon
+            .get_json(&format!("/v1/appointments/{filler}/reminders"))
+            .await;
+        let message_id = plan["touches"][0]["message_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let view = wait_json(&daemon, &format!("/v1/messages/{message_id}"), |v| {
+            v["deliveries"][0]["status"] == "sent"
+        })
+        .await;
+        call_status(&daemon, &view["deliveries"][0], "busy").await;
+        messages.push(message_id);
+    }
+    // Far: failed busy, and a new delivery of the same message waits for the next call.
+    let far = wait_json(&daemon, &format!("/v1/messages/{}", messages[0]), |v| {
+        v["deliveries"].as_array().is_some_and(|d| d.len() == 2)
+    })
+    .await;
+    let statuses: Vec<&str> = far["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["status"].as_str().unwrap())
+        .collect();
+    assert!(
+        statuses.contains(&"failed") && statuses.contains(&"queued"),
+        "{far:#}"
+    );
+    // Near: failed busy, and no other call: the appointment starts before one could be placed.
+    let near = wait_json(&daemon, &format!("/v1/messages/{}", messages[1]), |v| {
+        v["deliveries"][0]["status"] == "failed"
+    })
+    .await;
+    assert_eq!(near["deliveries"].as_array().unwrap().len(), 1, "{near:#}");
+    assert_eq!(
+        provider.sends().len(),
+        2,
+        "one call each, no retry placed yet"
+    );
+    daemon.stop().await;
+}
+both_databases!(
+    busy_retried,
+    crate::busy_calls_are_retried_within_the_window
+);
