@@ -30,7 +30,7 @@
 pub mod schedule;
 pub mod service;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,13 +41,16 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use crate::channels::Sender;
-use crate::config::Config;
+use crate::config::{Config, OrganizationConfig};
 use crate::disclosure::{self, Facts, Refusal};
 use crate::domain::Channel;
 use crate::messages::{MessageError, MessageService, SendRequest};
 use crate::reach::Outreach;
 use crate::service::FieldError;
-use crate::store::{CampaignCounts, CampaignRow, CohortRow, Store, StoreError};
+use crate::store::{
+    CampaignCounts, CampaignRow, CohortRow, ConsentLedger, ContactPointRow, Part2Consents, Store,
+    StoreError,
+};
 use crate::templates::Templates;
 use schedule::Calendar;
 
@@ -515,42 +518,59 @@ impl Campaigns {
         Ok(members)
     }
 
-    async fn step(
+    /// Whether `member`'s next attempt is due now (attempts left, spacing kept).
+    fn due(
         &self,
-        sender: &Sender,
+        settings: &OrganizationConfig,
         c: &Campaign,
         member: &CohortRow,
         now: DateTime<Utc>,
-    ) -> Result<Step, CampaignError> {
+    ) -> bool {
         if member.attempts >= c.max_attempts() {
-            return Ok(Step::NotDue);
+            return false;
         }
-        let settings = &sender.settings;
         let calendar = Calendar::of(settings, c.business_days);
         // Spacing counts the organization's calendar days: a daily run at 10:00 sends the
         // next attempt on the seventh day even if the first went out at 10:02.
-        if let Some(last) = member.last_attempt_at
-            && let Some(last) = DateTime::from_timestamp_millis(last)
-            && (calendar.date(now) - calendar.date(last)).num_days() < c.spacing_days
-        {
-            return Ok(Step::NotDue);
+        !(member.last_attempt_at.is_some_and(|last| {
+            DateTime::from_timestamp_millis(last).is_some_and(|last| {
+                (calendar.date(now) - calendar.date(last)).num_days() < c.spacing_days
+            })
+        }))
+    }
+
+    /// What the gate and the choice of channel read for `members` (those due), in a few
+    /// queries: the reminder sender's batched reads (contact points by patient, one consent
+    /// ledger, the Part 2 consents of the restricted).
+    async fn reads(
+        &self,
+        sender: &Sender,
+        c: &Campaign,
+        members: &[&CohortRow],
+    ) -> Result<Reads, CampaignError> {
+        if members.is_empty() {
+            return Ok(Reads::default());
         }
-        let region = &settings.phone_region;
-        let part2 = settings
-            .part2_appointment_types
-            .iter()
-            .any(|p| p.eq_ignore_ascii_case(&member.recall_type));
+        let settings = &sender.settings;
+        let patients: Vec<&str> = members.iter().map(|m| m.patient_id.as_str()).collect();
         let points = self
             .store
-            .patients()
-            .contact_points(&member.patient_id)
+            .reminders()
+            .contact_points_by_patient(&patients)
             .await?;
-        // What the gate reads for this patient, in one or two queries.
         let mut addresses = Vec::new();
-        crate::reach::addresses_on(&c.channels, &points, region, &mut addresses);
+        for member in members {
+            if let Some(points) = points.get(&member.patient_id) {
+                crate::reach::addresses_on(
+                    &c.channels,
+                    points,
+                    &settings.phone_region,
+                    &mut addresses,
+                );
+            }
+        }
         let channels: Vec<&str> = c.channels.iter().map(String::as_str).collect();
         let addresses: Vec<&str> = addresses.iter().map(String::as_str).collect();
-        let patient = [member.patient_id.as_str()];
         let ledger = self
             .store
             .consents()
@@ -559,15 +579,48 @@ impl Campaigns {
                 disclosure::ledger_purpose(disclosure::CAMPAIGN),
                 &channels,
                 &addresses,
-                &patient,
+                &patients,
             )
             .await?;
-        let part2_consents = if part2 {
-            self.store.consents().part2(&patient).await?
+        let restricted: Vec<&str> = members
+            .iter()
+            .filter(|m| part2_type(settings, &m.recall_type))
+            .map(|m| m.patient_id.as_str())
+            .collect();
+        let part2 = if restricted.is_empty() {
+            Part2Consents::default()
         } else {
-            Default::default()
+            self.store.consents().part2(&restricted).await?
         };
-        let points: Vec<_> = points.iter().collect();
+        Ok(Reads {
+            points,
+            ledger,
+            part2,
+        })
+    }
+
+    /// What to do for `member` now, against `reads` (loaded for it by [`Self::reads`]).
+    fn step(
+        &self,
+        sender: &Sender,
+        c: &Campaign,
+        member: &CohortRow,
+        reads: &Reads,
+        now: DateTime<Utc>,
+    ) -> Step {
+        let settings = &sender.settings;
+        if !self.due(settings, c, member, now) {
+            return Step::NotDue;
+        }
+        let region = &settings.phone_region;
+        let part2 = part2_type(settings, &member.recall_type);
+        let no_points = Vec::new();
+        let points: Vec<_> = reads
+            .points
+            .get(&member.patient_id)
+            .unwrap_or(&no_points)
+            .iter()
+            .collect();
         let reached = crate::reach::first_permitted(
             &Outreach {
                 organization_id: &sender.organization_id,
@@ -579,14 +632,14 @@ impl Campaigns {
             &c.channels,
             region,
             &Facts {
-                ledger: &ledger,
-                part2: &part2_consents,
+                ledger: &reads.ledger,
+                part2: &reads.part2,
                 now: now.timestamp_millis(),
             },
         );
         let (channel, address) = match reached {
             Ok((channel, address, _permit)) => (channel.to_string(), address.into_string()),
-            Err(unreachable) => return Ok(Step::Skip(unreachable.reason, unreachable.refusals)),
+            Err(unreachable) => return Step::Skip(unreachable.reason, unreachable.refusals),
         };
         let locale = member
             .language
@@ -611,19 +664,19 @@ impl Campaigns {
         };
         let base = format!("{}/{channel}", c.template());
         let Ok(body) = self.templates.render(&base, &locale, "txt", &context) else {
-            return Ok(Step::Skip(format!("no template {base}"), Vec::new()));
+            return Step::Skip(format!("no template {base}"), Vec::new());
         };
         let subject = self
             .templates
             .render(&base, &locale, "subject", &context)
             .ok();
-        Ok(Step::Send {
+        Step::Send {
             channel,
             address,
             body,
             subject,
             part2,
-        })
+        }
     }
 
     /// Counts what a run now would do, without sending or recording anything.
@@ -636,29 +689,36 @@ impl Campaigns {
             cohort: cohort.len(),
             ..Preview::default()
         };
-        for member in &cohort {
-            let (outcome, channel, reason) = match self.step(&sender, &c, member, now).await? {
-                Step::NotDue => continue,
-                Step::Skip(reason, _) => {
-                    *preview.skips.entry(reason.clone()).or_default() += 1;
-                    ("skip", None, Some(reason))
-                }
-                Step::Send { channel, body, .. } => {
-                    *preview.by_channel.entry(channel.clone()).or_default() += 1;
-                    if preview.samples.len() < 3 {
-                        preview.samples.push(format!("[{channel}] {body}"));
+        for chunk in cohort.chunks(SEND_BATCH) {
+            let due: Vec<&CohortRow> = chunk
+                .iter()
+                .filter(|m| self.due(&sender.settings, &c, m, now))
+                .collect();
+            let reads = self.reads(&sender, &c, &due).await?;
+            for member in due {
+                let (outcome, channel, reason) = match self.step(&sender, &c, member, &reads, now) {
+                    Step::NotDue => continue,
+                    Step::Skip(reason, _) => {
+                        *preview.skips.entry(reason.clone()).or_default() += 1;
+                        ("skip", None, Some(reason))
                     }
-                    ("send", Some(channel), None)
+                    Step::Send { channel, body, .. } => {
+                        *preview.by_channel.entry(channel.clone()).or_default() += 1;
+                        if preview.samples.len() < 3 {
+                            preview.samples.push(format!("[{channel}] {body}"));
+                        }
+                        ("send", Some(channel), None)
+                    }
+                };
+                preview.due_now += 1;
+                if preview.who.len() < PREVIEW_SAMPLE {
+                    preview.who.push(PreviewTarget {
+                        patient: member.external_id.clone(),
+                        outcome,
+                        channel,
+                        reason,
+                    });
                 }
-            };
-            preview.due_now += 1;
-            if preview.who.len() < PREVIEW_SAMPLE {
-                preview.who.push(PreviewTarget {
-                    patient: member.external_id.clone(),
-                    outcome,
-                    channel,
-                    reason,
-                });
             }
         }
         Ok(preview)
@@ -716,79 +776,89 @@ impl Campaigns {
         let mut planned = 0_u64;
         let mut done = 0_usize;
         let mut batch = Vec::new();
-        for member in &cohort {
-            if budget.is_some_and(|b| planned >= b) {
-                report.finished = false;
-                break;
-            }
-            let attempt = member.attempts + 1;
-            match self.step(&sender, c, member, now).await? {
-                Step::NotDue => {}
-                Step::Skip(reason, refusals) => {
-                    if self
-                        .store
-                        .campaigns()
-                        .record_target(
-                            &row.id,
-                            &row.organization_id,
-                            &member.recall_id,
-                            &member.patient_id,
-                            attempt,
-                            "skipped",
-                            Some(&reason),
-                            None,
-                            None,
-                            now.timestamp_millis(),
-                        )
-                        .await?
-                    {
-                        report.skipped += 1;
-                        let actor = format!("campaign:{}", row.id);
-                        let rows: Vec<_> = refusals
-                            .iter()
-                            .map(|r| r.audit(&actor, None, None))
-                            .collect();
-                        self.store.audit().record_all(&rows).await?;
-                    }
+        // Throttled, each member's reads are fresh when it is sent; else a batch's at once.
+        let chunk_size = if pause.is_some() { 1 } else { SEND_BATCH };
+        'members: for chunk in cohort.chunks(chunk_size) {
+            let due: Vec<&CohortRow> = chunk
+                .iter()
+                .filter(|m| self.due(&sender.settings, c, m, now))
+                .collect();
+            let reads = self.reads(&sender, c, &due).await?;
+            for member in chunk {
+                if budget.is_some_and(|b| planned >= b) {
+                    report.finished = false;
+                    break 'members;
                 }
-                Step::Send {
-                    channel,
-                    address,
-                    body,
-                    subject,
-                    part2,
-                } => {
-                    planned += 1;
-                    let out = Outgoing {
+                let attempt = member.attempts + 1;
+                match self.step(&sender, c, member, &reads, now) {
+                    Step::NotDue => {}
+                    Step::Skip(reason, refusals) => {
+                        if self
+                            .store
+                            .campaigns()
+                            .record_target(
+                                &row.id,
+                                &row.organization_id,
+                                &member.recall_id,
+                                &member.patient_id,
+                                attempt,
+                                "skipped",
+                                Some(&reason),
+                                None,
+                                None,
+                                now.timestamp_millis(),
+                            )
+                            .await?
+                        {
+                            report.skipped += 1;
+                            let actor = format!("campaign:{}", row.id);
+                            let rows: Vec<_> = refusals
+                                .iter()
+                                .map(|r| r.audit(&actor, None, None))
+                                .collect();
+                            self.store.audit().record_all(&rows).await?;
+                        }
+                    }
+                    Step::Send {
                         channel,
                         address,
                         body,
                         subject,
                         part2,
-                    };
-                    match pause {
-                        Some(pause) => {
-                            report.sent +=
-                                u64::from(self.send_one(row, c, member, attempt, out, now).await?);
-                            tokio::time::sleep(pause).await;
-                        }
-                        None => {
-                            batch.push((member, attempt, out));
-                            if batch.len() >= SEND_BATCH {
-                                let n = batch.len();
-                                report.sent += self
-                                    .send_batch(row, c, std::mem::take(&mut batch), now)
-                                    .await?;
-                                done += n;
-                                progress(done, total);
+                    } => {
+                        planned += 1;
+                        let out = Outgoing {
+                            channel,
+                            address,
+                            body,
+                            subject,
+                            part2,
+                        };
+                        match pause {
+                            Some(pause) => {
+                                report.sent += u64::from(
+                                    self.send_one(row, c, member, attempt, out, now).await?,
+                                );
+                                tokio::time::sleep(pause).await;
                             }
-                            continue;
+                            None => {
+                                batch.push((member, attempt, out));
+                                if batch.len() >= SEND_BATCH {
+                                    let n = batch.len();
+                                    report.sent += self
+                                        .send_batch(row, c, std::mem::take(&mut batch), now)
+                                        .await?;
+                                    done += n;
+                                    progress(done, total);
+                                }
+                                continue;
+                            }
                         }
                     }
                 }
+                done += 1;
+                progress(done, total);
             }
-            done += 1;
-            progress(done, total);
         }
         if !batch.is_empty() {
             let n = batch.len();
@@ -981,4 +1051,20 @@ impl Campaigns {
 /// A stored campaign's definition.
 pub fn definition(row: &CampaignRow) -> Result<Campaign, CampaignError> {
     serde_json::from_str(&row.definition).map_err(|e| CampaignError::Invalid(e.to_string()))
+}
+
+/// What the gate and the choice of channel read for a batch of members.
+#[derive(Default)]
+struct Reads {
+    points: HashMap<String, Vec<ContactPointRow>>,
+    ledger: ConsentLedger,
+    part2: Part2Consents,
+}
+
+/// Whether a recall (or appointment) type belongs to the organization's Part 2 program.
+fn part2_type(settings: &OrganizationConfig, recall_type: &str) -> bool {
+    settings
+        .part2_appointment_types
+        .iter()
+        .any(|p| p.eq_ignore_ascii_case(recall_type))
 }
