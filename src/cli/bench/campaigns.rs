@@ -1,7 +1,7 @@
 //! `switchboard bench --campaign-recalls N`: a recall campaign over N open recalls (one SMS
 //! number each) — the dry run (preview), the run that sends one attempt each (accepted,
-//! idempotent, gate checked per member), and a rerun with nothing due — beside the reminder
-//! send rate of the same bench run (batched checks), the baseline.
+//! idempotent, the gate's reads per batch of due members), and a rerun with nothing due —
+//! beside the reminder send rate of the same bench run (batched checks), the baseline.
 
 use std::time::Instant;
 
