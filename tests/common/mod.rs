@@ -97,7 +97,10 @@ impl TestDb {
         config.data_dir = self.dir.path().to_path_buf();
         config.outbox.dir = self.dir.path().join("outbox");
         config.database.url = Some(self.url.clone());
-        config.database.max_connections = 8;
+        // On PostgreSQL each channel's delivery worker holds one connection for its queue's
+        // notifications (six channels): eight left two for everything else and starved the
+        // fleet tests once the voice channel came.
+        config.database.max_connections = 12;
         config.server.listen = "127.0.0.1:0".parse().expect("addr");
         config.queue.poll_interval_ms = 50;
         config.queue.sweep_interval_secs = 1;
