@@ -87,7 +87,8 @@ pub struct Hl7Intake(
 
 /// The filters of `GET /v1/deliveries` and `GET /v1/dead-letters` (and of
 /// `POST /v1/dead-letters/retry`'s body), as given; every one optional.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// A delivery status (`failed`, `sent`, …); deliveries only.
@@ -110,7 +111,7 @@ pub struct ListQuery {
 }
 
 /// One delivery, as an operator sees it (ids, states, reasons; the recipient as addressed).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DeliveryItem {
     pub id: String,
     pub message_id: String,
@@ -127,7 +128,7 @@ pub struct DeliveryItem {
 }
 
 /// A page of deliveries, newest first.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DeliveryList {
     pub deliveries: Vec<DeliveryItem>,
     /// Pass as `cursor` for the next page; absent on the last.
@@ -136,7 +137,7 @@ pub struct DeliveryList {
 }
 
 /// A delivery that used its attempts and failed.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DeadLetterItem {
     pub delivery_id: String,
     pub channel: String,
@@ -149,7 +150,7 @@ pub struct DeadLetterItem {
 }
 
 /// A page of dead letters, newest first.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DeadLetterList {
     pub dead_letters: Vec<DeadLetterItem>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -157,7 +158,7 @@ pub struct DeadLetterList {
 }
 
 /// What a retry made.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Retried {
     /// The new deliveries, one per dead letter retried.
     pub delivery_ids: Vec<String>,

@@ -9,7 +9,7 @@ use crate::service::{Checks, ServiceError};
 use crate::store::{StaffInput, StaffRow, Store};
 
 /// `PUT /v1/staff/{external_id}`: a member of staff.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StaffRequest {
     /// Not empty.
@@ -33,7 +33,7 @@ fn yes() -> bool {
 }
 
 /// A member of staff as the API shows them.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct StaffView {
     /// The gateway's id.
     pub id: String,
@@ -61,7 +61,7 @@ impl From<StaffRow> for StaffView {
 }
 
 /// `GET /v1/staff`: on-call members first, by rank.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct StaffList {
     pub staff: Vec<StaffView>,
 }

@@ -12,7 +12,8 @@ use crate::service::{FieldError, ServiceError};
 use crate::store::{MessageFilter, StoreError};
 
 /// The filters of `GET /v1/messages`, every one optional.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct MessageQuery {
     /// Messages with a delivery in this status (`failed`, `sent`, …).
@@ -32,7 +33,7 @@ pub struct MessageQuery {
 }
 
 /// One message as the list shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct MessageItem {
     /// `msg_…`
     pub id: String,
@@ -54,7 +55,7 @@ pub struct MessageItem {
 }
 
 /// A page of messages, newest first.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct MessageList {
     pub messages: Vec<MessageItem>,
     /// Pass as `cursor` for the next page; absent on the last.
