@@ -224,11 +224,14 @@ fn complete(path: &str, method: &Method, operation: &mut Operation) -> Vec<u16> 
         statuses.extend([401, 403]);
     }
     if in_path {
-        statuses.push(404);
+        // An unknown record, or a path parameter that cannot name one.
+        statuses.extend([404, 422]);
     }
     if in_query || body {
         statuses.extend([400, 422]);
     }
+    statuses.sort_unstable();
+    statuses.dedup();
     if body {
         statuses.extend([408, 413, 415]);
     }
