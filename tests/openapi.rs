@@ -45,6 +45,17 @@ fn checked_in_document_is_the_generated_one() {
     );
 }
 
+/// `switchboard openapi` prints it.
+#[test]
+fn the_cli_prints_the_document() {
+    let output = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .arg("openapi")
+        .output()
+        .expect("switchboard openapi");
+    assert!(output.status.success());
+    assert!(output.stdout == switchboard::http::openapi_json().as_bytes());
+}
+
 #[test]
 fn document_passes_redocly_lint() {
     let output = Command::new(tool("redocly/node_modules/.bin/redocly"))
@@ -116,6 +127,26 @@ async fn schemathesis_finds_nothing(backend: Backend, examples: u32) {
         .await;
     assert!(sent.status().is_success(), "{:?}", sent.text().await);
 
+    // An optional body may be `null`, as the document says (schemathesis sent one: the
+    // pause was refused with 422, the rotation with 400).
+    let (status, paused) = daemon
+        .request(&key, "POST", "/v1/channels/fax/pause", Some(json!(null)))
+        .await;
+    assert_eq!(status, 200, "{paused:#}");
+    let (status, _) = daemon
+        .request(&key, "POST", "/v1/channels/fax/resume", None)
+        .await;
+    assert_eq!(status, 200);
+    let (status, rotated) = daemon
+        .request(
+            &key,
+            "POST",
+            "/v1/webhook-endpoints/none/rotate",
+            Some(json!(null)),
+        )
+        .await;
+    assert_eq!(status, 404, "{rotated:#}");
+
     let report = tempfile::tempdir().expect("report dir");
     let base = daemon.url("");
     let output = tokio::task::spawn_blocking({
@@ -135,6 +166,12 @@ async fn schemathesis_finds_nothing(backend: Backend, examples: u32) {
                 // An endless text/event-stream: the stream tests cover it.
                 .args(["--exclude-path", "/v1/events/stream"])
                 .args(["--request-timeout", "10", "--suppress-health-check", "all"])
+                // More options for a local investigation (`SCHEMATHESIS_ARGS="--mode positive"`).
+                .args(
+                    std::env::var("SCHEMATHESIS_ARGS")
+                        .unwrap_or_default()
+                        .split_whitespace(),
+                )
                 .arg("--report-dir")
                 .arg(&report)
                 .env("SCHEMATHESIS_TELEMETRY", "false")

@@ -35,8 +35,9 @@ fn reason(body: &Bytes) -> Result<Option<String>, ServiceError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
-    serde_json::from_slice::<PauseBody>(body)
-        .map(|b| b.reason)
+    // `null` is no body, as the OpenAPI document says (an optional, nullable body).
+    serde_json::from_slice::<Option<PauseBody>>(body)
+        .map(|b| b.and_then(|b| b.reason))
         .map_err(|e| ServiceError::invalid("", format!("not a pause body: {e}")))
 }
 
@@ -75,7 +76,7 @@ async fn set(
     params(
         ("channel" = String, Path, description = "sms, email, fax or direct.")
     ),
-    request_body(content = Option<PauseBody>, description = "Optional", content_type = "application/json"),
+    request_body(content = Option<PauseBody>, description = "Optional (empty or `null`): why", content_type = "application/json"),
     responses(
         (status = 200, description = "Paused", body = PauseView)
     )
@@ -123,7 +124,7 @@ pub async fn resume_channel(
     params(
         ("name" = String, Path, description = "A connector's name, as configured.")
     ),
-    request_body(content = Option<PauseBody>, description = "Optional", content_type = "application/json"),
+    request_body(content = Option<PauseBody>, description = "Optional (empty or `null`): why", content_type = "application/json"),
     responses(
         (status = 200, description = "Paused", body = PauseView)
     )

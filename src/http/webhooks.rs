@@ -105,7 +105,7 @@ pub async fn delete(
     params(
         ("id" = String, Path, description = "The record's id (a ULID).")
     ),
-    request_body(content = Option<RotateRequest>, description = "Optional", content_type = "application/json"),
+    request_body(content = Option<RotateRequest>, description = "Optional (empty or `null`): how long the old secret stays valid", content_type = "application/json"),
     responses(
         (status = 200, description = "The endpoint with its new secret, shown this once", body = EndpointView)
     )
@@ -120,12 +120,15 @@ pub async fn rotate(
     let request: RotateRequest = if body.iter().all(u8::is_ascii_whitespace) {
         RotateRequest::default()
     } else {
-        serde_json::from_slice(&body).map_err(|_| {
-            Problem::new(
-                ProblemType::InvalidBody,
-                "the body is {\"overlap_secs\": <seconds>} or empty",
-            )
-        })?
+        // `null` is no body, as the OpenAPI document says (an optional, nullable body).
+        serde_json::from_slice::<Option<RotateRequest>>(&body)
+            .map(Option::unwrap_or_default)
+            .map_err(|_| {
+                Problem::new(
+                    ProblemType::InvalidBody,
+                    "the body is {\"overlap_secs\": <seconds>} or empty",
+                )
+            })?
     };
     Ok(Json(state.app.webhooks.rotate(&org, &id, &request).await?))
 }
