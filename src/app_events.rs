@@ -41,6 +41,7 @@ pub struct AppEvent {
     pub kind: String,
     /// The platform's payload version (1).
     #[serde(default = "one")]
+    #[schema(minimum = 1, maximum = 1)]
     pub event_version: u32,
     pub data: serde_json::Value,
 }

@@ -19,9 +19,11 @@ pub struct AppointmentRequest {
     /// The patient's external id (must exist: `PUT /v1/patients/{id}` first).
     pub patient: String,
     /// RFC 3339 with offset, e.g. 2026-12-01T09:30:00-06:00 (shown back in that offset).
+    #[schema(format = DateTime)]
     pub start: String,
     /// Positive.
     #[serde(default)]
+    #[schema(minimum = 1)]
     pub duration_minutes: Option<i64>,
     /// booked (the default) | arrived | completed | cancelled | noshow | discontinued; HL7
     /// table 0278 codes and older spellings (`canceled`, `no-show`, `confirmed`, …) are read

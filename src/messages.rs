@@ -55,8 +55,10 @@ pub struct SendRequest {
     #[serde(default)]
     pub subject: Option<String>,
     /// The text. Not empty.
+    #[schema(min_length = 1)]
     pub body: String,
     /// At least one.
+    #[schema(min_items = 1)]
     pub recipients: Vec<Recipient>,
     /// Channels for recipients that name none.
     #[serde(default)]

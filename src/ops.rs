@@ -92,18 +92,28 @@ pub struct Hl7Intake(
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// A delivery status (`failed`, `sent`, …); deliveries only.
+    #[param(value_type = Option<crate::domain::DeliveryStatus>)]
+    #[schema(value_type = Option<crate::domain::DeliveryStatus>)]
     pub status: Option<String>,
     /// sms, email, fax or direct.
+    #[param(value_type = Option<crate::domain::Channel>)]
+    #[schema(value_type = Option<crate::domain::Channel>)]
     pub channel: Option<String>,
     /// A connector's name; deliveries only.
     pub connector: Option<String>,
     /// Created at or after, RFC 3339.
+    #[param(format = DateTime)]
+    #[schema(format = DateTime)]
     pub since: Option<String>,
     /// Created before, RFC 3339.
+    #[param(format = DateTime)]
+    #[schema(format = DateTime)]
     pub until: Option<String>,
     /// The previous page's `next_cursor`.
     pub cursor: Option<String>,
     /// 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    #[schema(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
     /// Dead letters only: list those already retried too (default false).
     #[serde(default)]

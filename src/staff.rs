@@ -13,6 +13,7 @@ use crate::store::{StaffInput, StaffRow, Store};
 #[serde(deny_unknown_fields)]
 pub struct StaffRequest {
     /// Not empty.
+    #[schema(min_length = 1)]
     pub name: String,
     /// A phone number for texts (stored in E.164, read in the organization's region).
     #[serde(default)]
@@ -22,6 +23,7 @@ pub struct StaffRequest {
     pub email: Option<String>,
     /// 1 = called first; absent = not on call.
     #[serde(default)]
+    #[schema(minimum = 1)]
     pub on_call_rank: Option<i64>,
     /// Inactive members are never notified (default true).
     #[serde(default = "yes")]

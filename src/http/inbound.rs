@@ -28,6 +28,7 @@ pub struct ListQuery {
     status: InboundStatus,
     /// 1 to 1000 (default 100).
     #[serde(default = "hundred")]
+    #[param(minimum = 1, maximum = 1000)]
     limit: i64,
 }
 
@@ -73,6 +74,7 @@ pub async fn list(
 pub struct QuarantineQuery {
     /// 1 to 1000 (default 100).
     #[serde(default = "hundred")]
+    #[param(minimum = 1, maximum = 1000)]
     limit: i64,
 }
 

@@ -35,6 +35,7 @@ const IDEMPOTENCY_KEY: &str = "idempotency-key";
     responses(
         (status = 201, description = "The message was accepted", body = MessageView),
         (status = 200, description = "Replayed: an earlier request with this Idempotency-Key created it (`Idempotent-Replayed: true`)", body = MessageView),
+        (status = 404, description = "`thread_id` names no thread of the organization", body = crate::http::Problem, content_type = "application/problem+json"),
         (status = 409, description = "The Idempotency-Key was used with a different request", body = crate::http::Problem, content_type = "application/problem+json")
     )
 )]
@@ -130,6 +131,7 @@ pub async fn mark_read(
 pub struct ThreadQuery {
     /// 1 to 500 (default 100).
     #[serde(default = "default_limit")]
+    #[param(minimum = 1, maximum = 500)]
     limit: i64,
 }
 
@@ -174,6 +176,7 @@ pub struct EventsQuery {
     after: Cursor,
     /// 1 to 1000 (default 100).
     #[serde(default = "default_limit")]
+    #[param(minimum = 1, maximum = 1000)]
     limit: i64,
 }
 

@@ -141,6 +141,7 @@ pub struct DeliveriesQuery {
     status: Option<String>,
     /// 1 to 500 (default 100).
     #[serde(default = "default_limit")]
+    #[param(minimum = 1, maximum = 500)]
     limit: i64,
 }
 

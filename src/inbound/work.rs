@@ -252,6 +252,7 @@ pub struct ReassignRequest {
 #[serde(deny_unknown_fields)]
 pub struct DismissRequest {
     #[serde(default)]
+    #[schema(min_length = 1)]
     pub reason: Option<String>,
 }
 

@@ -23,11 +23,14 @@ pub struct Hl7Query {
     /// MSH-10.
     pub control_id: Option<String>,
     /// Received at or after, RFC 3339.
+    #[param(format = DateTime)]
     pub since: Option<String>,
     /// Received before, RFC 3339.
+    #[param(format = DateTime)]
     pub until: Option<String>,
     pub cursor: Option<String>,
     /// 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
 }
 
@@ -210,8 +213,10 @@ pub struct Hl7ReprocessFilter {
     /// error (the default), rejected or received.
     pub status: Option<String>,
     /// Received at or after, RFC 3339.
+    #[schema(format = DateTime)]
     pub since: Option<String>,
     /// Received before, RFC 3339.
+    #[schema(format = DateTime)]
     pub until: Option<String>,
 }
 

@@ -17,18 +17,24 @@ use crate::store::{MessageFilter, StoreError};
 #[serde(deny_unknown_fields)]
 pub struct MessageQuery {
     /// Messages with a delivery in this status (`failed`, `sent`, …).
+    #[param(value_type = Option<crate::domain::DeliveryStatus>)]
     pub status: Option<String>,
     /// Messages with a delivery on this channel (sms, email, fax, direct, outbox).
+    #[param(value_type = Option<crate::domain::Channel>)]
     pub channel: Option<String>,
     /// The patient's external id (as in `/v1/patients/{external_id}`).
+    #[param(min_length = 1, max_length = 256)]
     pub patient: Option<String>,
     /// Created at or after, RFC 3339.
+    #[param(format = DateTime)]
     pub since: Option<String>,
     /// Created before, RFC 3339.
+    #[param(format = DateTime)]
     pub until: Option<String>,
     /// The previous page's `next_cursor`.
     pub cursor: Option<String>,
     /// 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
 }
 

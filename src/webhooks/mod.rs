@@ -33,6 +33,7 @@ const MAX_TYPES: usize = 64;
 #[serde(deny_unknown_fields)]
 pub struct PutEndpoint {
     /// Where events are POSTed: `https://` or `http://`, on a host in `[webhooks] allow_hosts`.
+    #[schema(pattern = "^https?://")]
     pub url: String,
     /// The event kinds to send (`docs/events.md`); empty or absent: every kind.
     #[serde(default)]
