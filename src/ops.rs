@@ -5,6 +5,7 @@
 mod channels;
 mod hl7;
 mod messages;
+mod overview;
 
 use serde::{Deserialize, Serialize};
 
@@ -14,6 +15,10 @@ pub use hl7::{
     MAX_REPROCESS_BATCH,
 };
 pub use messages::{MessageItem, MessageList, MessageQuery};
+pub use overview::{
+    CertificateView, DirectOverview, EXPIRY_WARNING_DAYS, Hl7Overview, Hl7Peer, LastRun, Overview,
+    RemindersOverview, TouchCount,
+};
 
 use crate::crypto::Keyring;
 use crate::domain::{Channel, DeliveryStatus};
@@ -54,6 +59,8 @@ pub struct Ops {
     /// The HL7 intake, for reprocessing archived messages (set by the daemon when it runs
     /// the listener's processor).
     pub hl7: Hl7Intake,
+    /// The configuration (reminder schedule, Direct connectors for the overview).
+    pub config: std::sync::Arc<crate::config::Config>,
 }
 
 impl Ops {
@@ -75,6 +82,7 @@ impl Ops {
                 .chain(config.connectors.keys().cloned())
                 .collect(),
             hl7: Hl7Intake::default(),
+            config: std::sync::Arc::new(config.clone()),
         }
     }
 }

@@ -107,6 +107,25 @@ pub async fn direct_quarantine(
     ))
 }
 
+/// `POST /v1/direct/quarantine/{id}/release` (admin scope): the message's trust checks run
+/// again; the answer is the item as it now stands (filed, unmatched, or still quarantined with
+/// the new reason). 404 for an item of another organization, 409 `inbound_wrong_state` for an
+/// item that is not a quarantined Direct message.
+#[instrument(skip_all, fields(organization_id = %caller.organization_id, key_id = %caller.key_id, inbound_item_id = %id))]
+pub async fn release_quarantined(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<InboundItemView>, Problem> {
+    Ok(Json(
+        state
+            .app
+            .inbound
+            .release_quarantined(&caller.organization_id, &id, &caller.actor())
+            .await?,
+    ))
+}
+
 /// `GET /v1/inbound/{id}`
 #[utoipa::path(
     get,

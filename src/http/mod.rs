@@ -185,6 +185,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/hl7/messages/{id}/reprocess", post(hl7::reprocess))
         .route("/v1/inbound", get(inbound::list))
         .route("/v1/direct/quarantine", get(inbound::direct_quarantine))
+        .route(
+            "/v1/direct/quarantine/{id}/release",
+            post(inbound::release_quarantined),
+        )
         .route("/v1/inbound/{id}", get(inbound::show))
         .route("/v1/inbound/{id}/resolve", post(inbound::resolve))
         .route("/v1/inbound/{id}/reassign", post(inbound::reassign))

@@ -118,6 +118,8 @@ pub struct InboundService {
     pub tenancy: Arc<crate::tenancy::Tenancy>,
     /// Sends the answers that are not given inline.
     pub messages: crate::messages::MessageService,
+    /// Inbound Direct, for releasing quarantined messages (none outside the daemon).
+    pub direct: Option<Arc<crate::direct::inbound::DirectInbound>>,
 }
 
 impl InboundService {

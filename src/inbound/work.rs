@@ -319,6 +319,50 @@ impl InboundService {
         })
     }
 
+    /// Releases a quarantined Direct message of the organization (`POST
+    /// /v1/direct/quarantine/{id}/release`, admin scope; the console's Release button): its
+    /// trust checks run again — after an anchor was added, a CRL came back — and it is filed
+    /// and answered if it now passes, else it stays quarantined with the new reason. Audited
+    /// as `actor`.
+    pub async fn release_quarantined(
+        &self,
+        organization_id: &str,
+        item_id: &str,
+        actor: &str,
+    ) -> Result<InboundItemView, ServiceError> {
+        use crate::direct::inbound::DirectInboundError;
+        let Some(direct) = &self.direct else {
+            return Err(ServiceError::Refused {
+                refusal: Refusal::InboundWrongState,
+                detail: "this process does not receive Direct messages".into(),
+            });
+        };
+        match direct.release(Some(organization_id), item_id, actor).await {
+            Ok(_) => {}
+            Err(DirectInboundError::Store(e)) => return Err(e.into()),
+            Err(DirectInboundError::Crypto(e)) => return Err(e.into()),
+            Err(DirectInboundError::NotReleasable(detail)) => {
+                return Err(ServiceError::Refused {
+                    refusal: Refusal::InboundWrongState,
+                    detail,
+                });
+            }
+            Err(DirectInboundError::UnknownConnector(name)) => {
+                return Err(ServiceError::Refused {
+                    refusal: Refusal::InboundWrongState,
+                    detail: format!(
+                        "the item came through Direct connector {name:?}, which is no longer set up"
+                    ),
+                });
+            }
+            Err(e @ DirectInboundError::Intake(_)) => {
+                return Err(ServiceError::Internal(e.to_string()));
+            }
+        }
+        let item = self.store.inbound().item(organization_id, item_id).await?;
+        Ok(InboundItemView::new(item, &HashMap::new()))
+    }
+
     /// One item with its text and steps (the text left out when it cannot be read).
     pub async fn show(
         &self,

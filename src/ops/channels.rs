@@ -41,6 +41,9 @@ pub struct ChannelState {
     pub queue_depth: i64,
     /// Age of the oldest waiting delivery, seconds.
     pub oldest_waiting_secs: Option<i64>,
+    /// Deliveries that reached sent/delivered (or dispatched/processed, Direct) per minute,
+    /// over the last five minutes.
+    pub per_minute: f64,
     pub last_success_at: Option<String>,
     pub last_failure_at: Option<String>,
     /// The latest failure's reason, numbers masked.
@@ -137,6 +140,8 @@ impl Ops {
                     .collect(),
                 queue_depth: figures.waiting,
                 oldest_waiting_secs: figures.oldest_waiting_at.map(|at| (now - at).max(0) / 1000),
+                per_minute: figures.recent_successes as f64
+                    / (crate::store::RECENT_MS as f64 / 60_000.0),
                 last_success_at: figures.last_success_at.map(rfc3339),
                 last_failure_at: figures.last_failure_at.map(rfc3339),
                 last_error: figures.last_failure.as_deref().map(redact_error),

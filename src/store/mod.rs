@@ -23,6 +23,7 @@ mod cursors;
 mod deliveries;
 mod dialect;
 mod direct;
+pub use direct::MdnFigures;
 mod direct_inbound;
 mod direct_mdns;
 mod events;
@@ -33,6 +34,7 @@ mod hl7;
 mod inbound;
 mod intake;
 mod leases;
+pub use leases::ScheduledRunRow;
 mod matching;
 mod messages;
 mod organizations;
@@ -77,7 +79,7 @@ pub use messages::{
     AcceptItem, AcceptOutcome, MessageFilter, MessageListRow, NewDelivery, NewMessage,
 };
 pub use patients::{ConsentInput, ContactPointInput, PatientInput};
-pub use pauses::{ChannelFigures, PAUSE_TTL, PauseRow};
+pub use pauses::{ChannelFigures, PAUSE_TTL, PauseRow, RECENT_MS};
 pub use reminders::{NewTouch, PlanRow, TouchRow};
 pub use retention::Prunable;
 pub use rows::*;
