@@ -111,6 +111,20 @@ pub async fn direct_quarantine(
 /// again; the answer is the item as it now stands (filed, unmatched, or still quarantined with
 /// the new reason). 404 for an item of another organization, 409 `inbound_wrong_state` for an
 /// item that is not a quarantined Direct message.
+#[utoipa::path(
+    post,
+    path = "/v1/direct/quarantine/{id}/release",
+    tag = "inbound",
+    operation_id = "release_quarantined",
+    summary = "Run a quarantined Direct message's trust checks again",
+    params(
+        ("id" = String, Path, description = "The record's id (a ULID).")
+    ),
+    responses(
+        (status = 200, description = "The item as it now stands", body = InboundItemView),
+        (status = 409, description = "Not a quarantined Direct message", body = crate::http::Problem, content_type = "application/problem+json")
+    )
+)]
 #[instrument(skip_all, fields(organization_id = %caller.organization_id, key_id = %caller.key_id, inbound_item_id = %id))]
 pub async fn release_quarantined(
     State(state): State<AppState>,
