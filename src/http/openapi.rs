@@ -21,8 +21,8 @@ use utoipa::openapi::{Content, Ref, RefOr, Response};
 use super::auth::required_scope;
 use super::problem::{Problem, ProblemType};
 use super::{
-    app_events, appointments, attachments, campaigns, channels, deliveries, events, hl7, inbound,
-    messages, patients, reminders, staff, webhooks,
+    app_events, appointments, attachments, campaigns, channels, deliveries, events, hl7, hooks,
+    inbound, messages, patients, reminders, staff, webhooks,
 };
 use crate::webhooks::dispatch::WebhookBody;
 
@@ -40,7 +40,8 @@ const SIGNATURE: &str = "webhook_signature";
             key of the organization, with the scope each operation names (`send`, `read`, \
             `admin`); records of other organizations answer 404. Errors are \
             `application/problem+json` (RFC 9457) with a stable `type` and `code`. The \
-            `webhooks` are the events POSTed to a webhook endpoint, signed (Standard Webhooks)."
+            `webhooks` are the events POSTed to a webhook endpoint, signed (Standard Webhooks); \
+            `/hooks` and `/media` are what providers call."
     ),
     paths(
         serve,
@@ -99,6 +100,9 @@ const SIGNATURE: &str = "webhook_signature";
         inbound::resolve,
         inbound::reassign,
         inbound::dismiss,
+        hooks::status,
+        hooks::inbound,
+        hooks::media,
     ),
     components(schemas(Problem, WebhookBody, crate::inbound::InboundStatus)),
     tags(
@@ -113,6 +117,7 @@ const SIGNATURE: &str = "webhook_signature";
         (name = "inbound", description = "The inbound work queue"),
         (name = "hl7", description = "The HL7 v2 archive"),
         (name = "operations", description = "Operators' lists, dead letters, pauses"),
+        (name = "provider hooks", description = "What SMS, email and fax providers call (signed by them, no API key)"),
         (name = "meta", description = "This document"),
     )
 )]
@@ -418,12 +423,14 @@ mod tests {
         assert_eq!(kinds, catalogue);
     }
 
-    /// Every `/v1` route of the router is documented, and nothing else is.
+    /// Every `/v1`, `/hooks` and `/media` route of the router is documented, and nothing else
+    /// is.
     #[test]
     fn every_v1_route_is_documented() {
         let router = include_str!("mod.rs");
-        let mut routed: Vec<&str> = router
-            .match_indices("\"/v1/")
+        let mut routed: Vec<&str> = ["\"/v1/", "\"/hooks/", "\"/media/"]
+            .iter()
+            .flat_map(|prefix| router.match_indices(prefix))
             .filter_map(|(at, _)| router[at + 1..].split('"').next())
             .collect();
         routed.sort_unstable();
