@@ -9,9 +9,10 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use common::{Backend, TestDaemon, TestDb};
-use serde_json::json;
+use serde_json::{Value, json};
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -80,6 +81,57 @@ fn document_passes_redocly_lint() {
     );
 }
 
+/// `answer` is valid against the document's schema of `method path`'s `status` response (the
+/// path's ids are matched to the document's templates).
+fn conforms(document: &Value, method: &str, path: &str, status: u16, answer: &Value) {
+    let errors = violations(document, method, path, status, answer);
+    assert!(
+        errors.is_empty(),
+        "{method} {path} {status} breaks the document:\n{}\n{answer:#}",
+        errors.join("\n")
+    );
+}
+
+/// What in `answer` breaks the document's schema of `method path`'s `status` response.
+fn violations(
+    document: &Value,
+    method: &str,
+    path: &str,
+    status: u16,
+    answer: &Value,
+) -> Vec<String> {
+    let paths = document["paths"].as_object().expect("paths");
+    let segments: Vec<&str> = path.split('/').collect();
+    let (template, item) = paths
+        .iter()
+        .filter(|(template, _)| {
+            let parts: Vec<&str> = template.split('/').collect();
+            parts.len() == segments.len()
+                && parts
+                    .iter()
+                    .zip(&segments)
+                    .all(|(t, s)| t == s || t.starts_with('{'))
+        })
+        // A literal segment beats a template (`/v1/messages` over `/v1/messages/{id}`).
+        .min_by_key(|(template, _)| template.matches('{').count())
+        .unwrap_or_else(|| panic!("{path} is not in the document"));
+    let schema =
+        &item[method]["responses"][status.to_string()]["content"]["application/json"]["schema"];
+    assert!(
+        schema.is_object(),
+        "{method} {template} {status}: no JSON schema"
+    );
+    // The schema's `$ref`s point into the document: validate with it as the root.
+    let mut root = schema.clone();
+    root["components"] = document["components"].clone();
+    let validator = jsonschema::draft202012::new(&root)
+        .unwrap_or_else(|e| panic!("{method} {template} {status}: {e}"));
+    validator
+        .iter_errors(answer)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect()
+}
+
 /// Runs schemathesis against a daemon on `backend`, `examples` test cases per operation.
 async fn schemathesis_finds_nothing(backend: Backend, examples: u32) {
     let db = TestDb::new(backend).await;
@@ -103,7 +155,9 @@ async fn schemathesis_finds_nothing(backend: Backend, examples: u32) {
         switchboard::http::openapi_json()
     );
 
-    // Some records for the generated requests to meet.
+    // Some records for the generated requests to meet (their answers as documented).
+    let document: Value =
+        serde_json::from_str(switchboard::http::openapi_json()).expect("the document");
     let key = daemon.key.clone();
     for (method, path, body) in [
         (
@@ -117,15 +171,64 @@ async fn schemathesis_finds_nothing(backend: Backend, examples: u32) {
             "/v1/staff/nurse-1",
             json!({"name": "Nurse One", "email": "nurse@example.org"}),
         ),
+        (
+            "PUT",
+            "/v1/appointments/apt-1",
+            json!({"patient": "mrn-1", "start": "2026-12-01T09:30:00-06:00",
+                   "duration_minutes": 30, "location": "Clinic A"}),
+        ),
+        (
+            "PUT",
+            "/v1/recalls/recall-1",
+            json!({"patient": "mrn-1", "recall_type": "annual", "due_date": "2027-01-15"}),
+        ),
     ] {
         let (status, answer) = daemon.request(&key, method, path, Some(body)).await;
         assert!(status < 300, "{method} {path}: {status} {answer:#}");
+        conforms(&document, &method.to_lowercase(), path, status, &answer);
     }
     let sent = daemon
-        .post_message(json!({"body": "Your results are ready",
+        .post_message(json!({"body": "Your results are ready", "patient": "mrn-1",
             "recipients": [{"address": "+14155550100", "channel": "fax"}]}))
         .await;
-    assert!(sent.status().is_success(), "{:?}", sent.text().await);
+    assert_eq!(sent.status(), 201);
+    let sent_view: Value = sent.json().await.expect("message");
+    conforms(&document, "post", "/v1/messages", 201, &sent_view);
+    let message_id = sent_view["id"].as_str().expect("message id").to_string();
+    daemon
+        .wait_terminal(&message_id, Duration::from_secs(30))
+        .await;
+
+    // Real records' answers match the document (schemathesis's requests mostly meet 404s and
+    // 422s; these meet the seeded patient, message, events and lists).
+    for path in [
+        "/v1/patients/mrn-1".to_string(),
+        "/v1/patients/mrn-1/appointments".to_string(),
+        "/v1/appointments/apt-1".to_string(),
+        "/v1/appointments/apt-1/reminders".to_string(),
+        "/v1/recalls/recall-1".to_string(),
+        format!("/v1/messages/{message_id}"),
+        "/v1/messages".to_string(),
+        "/v1/deliveries".to_string(),
+        "/v1/dead-letters".to_string(),
+        "/v1/events".to_string(),
+        "/v1/staff".to_string(),
+        "/v1/channels".to_string(),
+        "/v1/reminder-rules".to_string(),
+        "/v1/inbound".to_string(),
+        "/v1/campaigns".to_string(),
+        "/v1/hl7/messages".to_string(),
+    ] {
+        let (status, answer) = daemon.request(&key, "GET", &path, None).await;
+        assert_eq!(status, 200, "GET {path}: {answer:#}");
+        conforms(&document, "get", &path, 200, &answer);
+    }
+    // (The check has teeth.)
+    let (_, mut patient) = daemon
+        .request(&key, "GET", "/v1/patients/mrn-1", None)
+        .await;
+    patient["id"] = json!(5);
+    assert!(!violations(&document, "get", "/v1/patients/mrn-1", 200, &patient).is_empty());
 
     // An optional body may be `null`, as the document says (schemathesis sent one: the
     // pause was refused with 422, the rotation with 400).
