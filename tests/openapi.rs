@@ -135,7 +135,12 @@ fn violations(
 /// Runs schemathesis against a daemon on `backend`, `examples` test cases per operation.
 async fn schemathesis_finds_nothing(backend: Backend, examples: u32) {
     let db = TestDb::new(backend).await;
-    let daemon = TestDaemon::start(db.config()).await;
+    let mut config = db.config();
+    // Endpoints may be registered, and nothing is sent to them: no dispatcher runs (and the
+    // host would not resolve).
+    config.webhooks.allow_hosts = vec!["hooks.invalid".into()];
+    config.webhooks.dispatch = false;
+    let daemon = TestDaemon::start(config).await;
 
     // The served document is the checked-in one.
     let served = daemon
@@ -182,6 +187,16 @@ async fn schemathesis_finds_nothing(backend: Backend, examples: u32) {
             "/v1/recalls/recall-1",
             json!({"patient": "mrn-1", "recall_type": "annual", "due_date": "2027-01-15"}),
         ),
+        (
+            "PUT",
+            "/v1/webhook-endpoints/hook-1",
+            json!({"url": "https://hooks.invalid/in", "event_types": ["message.accepted"]}),
+        ),
+        (
+            "POST",
+            "/v1/webhook-endpoints/hook-1/rotate",
+            json!({"overlap_secs": 60}),
+        ),
     ] {
         let (status, answer) = daemon.request(&key, method, path, Some(body)).await;
         assert!(status < 300, "{method} {path}: {status} {answer:#}");
@@ -207,6 +222,8 @@ async fn schemathesis_finds_nothing(backend: Backend, examples: u32) {
         "/v1/appointments/apt-1".to_string(),
         "/v1/appointments/apt-1/reminders".to_string(),
         "/v1/recalls/recall-1".to_string(),
+        "/v1/webhook-endpoints/hook-1".to_string(),
+        "/v1/webhook-endpoints/hook-1/deliveries".to_string(),
         format!("/v1/messages/{message_id}"),
         "/v1/messages".to_string(),
         "/v1/deliveries".to_string(),
