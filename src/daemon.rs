@@ -565,6 +565,7 @@ pub async fn start(config: Config) -> Result<Daemon, DaemonError> {
                     .config
                     .organization(&core.config.hl7.organization)
                     .phone_region,
+                Some(core.group.clone()),
             )
             .await?;
             // The reprocess endpoints run archived messages through this same intake.

@@ -700,6 +700,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
                     .config
                     .organization(&core.config.hl7.organization)
                     .phone_region,
+                None,
             )
             .await?;
             let ids: Vec<String> = match (id, failed) {
