@@ -134,7 +134,11 @@ impl Core {
             queue: queue.clone(),
             store: store.clone(),
         };
-        let group = GroupCommit::start(&store, Some(Arc::new(enqueuer)));
+        let group = GroupCommit::start(
+            &store,
+            Some(Arc::new(enqueuer)),
+            config.fax_inbound.record_writers,
+        );
         let config = Arc::new(config);
         Ok(Self {
             mdns: crate::direct::mdn::MdnOutbox::new(store.clone(), config.clone()),
@@ -179,7 +183,11 @@ impl Core {
             queue: queue.clone(),
             store: store.clone(),
         };
-        let group = GroupCommit::start(&store, Some(Arc::new(enqueuer)));
+        let group = GroupCommit::start(
+            &store,
+            Some(Arc::new(enqueuer)),
+            config.fax_inbound.record_writers,
+        );
         let config = Arc::new(config);
         Ok(Self {
             mdns: crate::direct::mdn::MdnOutbox::new(store.clone(), config.clone()),

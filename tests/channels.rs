@@ -244,7 +244,9 @@ async fn a_pause_holds_the_whole_fleet(backend: Backend) {
     let mut first = TestDaemon::start(config.clone()).await;
     let mut second = TestDaemon::start(config.clone()).await;
     post(&second, "/v1/channels/email/pause", None).await;
-    // The other daemon reads the pause table at most PAUSE_TTL after it changed.
+    // Only the first daemon works from here on, so what is held, it held: it reads the pause
+    // table at most PAUSE_TTL after the other daemon changed it.
+    second.stop().await;
     let mut waiting = vec![first_held(&first, "email", "probe@example.org").await];
     for i in 0..4 {
         waiting.push(send(&first, "email", &format!("p{i}@example.org")).await);
@@ -267,7 +269,6 @@ async fn a_pause_holds_the_whole_fleet(backend: Backend) {
         let done = first.wait_terminal(message_id, WAIT).await;
         assert_eq!(done["deliveries"][0]["status"], "delivered", "{done:#}");
     }
-    second.stop().await;
     first.stop().await;
 }
 both_databases!(

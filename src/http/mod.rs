@@ -23,6 +23,7 @@ mod hooks;
 mod inbound;
 mod json;
 mod messages;
+mod openapi;
 mod patients;
 mod problem;
 mod reminders;
@@ -45,6 +46,7 @@ pub use auth::{
     CACHE_TTL, Scope, format_scopes, hash_token, new_token, parse_scopes, required_scope,
 };
 pub use guard::HTTP_PANICS;
+pub use openapi::{document as openapi_document, json_text as openapi_json};
 pub use problem::{Problem, ProblemType};
 
 /// What handlers share: the services (handlers reach no records but through them) and what
@@ -87,6 +89,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
+        .route("/v1/openapi.json", get(openapi::serve))
         .route(
             "/v1/messages",
             post(messages::create)

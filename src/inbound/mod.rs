@@ -117,7 +117,7 @@ pub struct Reply {
 }
 
 /// An SMS as a provider delivered it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct InboundSms {
     pub connector: String,
     pub provider_ref: Option<String>,

@@ -14,7 +14,7 @@ use crate::service::{FieldError, ServiceError};
 use crate::store::{AuditEntry, PauseRow};
 
 /// Who paused, when, why.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Paused {
     /// RFC 3339 (UTC).
     pub paused_at: String,
@@ -25,7 +25,7 @@ pub struct Paused {
 }
 
 /// One channel, for the caller's organization.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ChannelState {
     pub channel: String,
     /// The connector it is routed to.
@@ -51,7 +51,7 @@ pub struct ChannelState {
 }
 
 /// One connector.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ConnectorState {
     pub name: String,
     /// The channels routed to it.
@@ -62,14 +62,14 @@ pub struct ConnectorState {
 }
 
 /// `GET /v1/channels`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ChannelsView {
     pub channels: Vec<ChannelState>,
     pub connectors: Vec<ConnectorState>,
 }
 
 /// The optional body of a pause.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PauseBody {
     /// Why (no PHI), shown with the state.
@@ -77,7 +77,7 @@ pub struct PauseBody {
 }
 
 /// What a pause or resume did.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PauseView {
     /// `channel` or `connector`.
     pub kind: String,

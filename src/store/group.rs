@@ -130,8 +130,12 @@ pub struct GroupCommit {
 
 impl GroupCommit {
     /// Spawns the flushers (one per kind on SQLite, whose writes serialize anyway; two on
-    /// PostgreSQL). Needs a tokio runtime.
-    pub fn start(store: &Store, after_accept: Option<Arc<dyn AfterAccept>>) -> Self {
+    /// PostgreSQL; `fax_writers` for received faxes when not 0). Needs a tokio runtime.
+    pub fn start(
+        store: &Store,
+        after_accept: Option<Arc<dyn AfterAccept>>,
+        fax_writers: usize,
+    ) -> Self {
         let flushers = store.db.flushers();
         let s = store.clone();
         let hook = after_accept.clone();
@@ -180,7 +184,12 @@ impl GroupCommit {
             async move { s.deliveries().update_many(&updates).await }
         });
         let s = store.clone();
-        let fax = Batcher::spawn(flushers, move |faxes: Vec<NewFaxInbound>| {
+        let fax_flushers = if fax_writers == 0 {
+            flushers
+        } else {
+            fax_writers
+        };
+        let fax = Batcher::spawn(fax_flushers, move |faxes: Vec<NewFaxInbound>| {
             let s = s.clone();
             async move { s.received_faxes().record_many(&faxes).await }
         });
