@@ -188,6 +188,31 @@ pub async fn status(
 /// call (the provider asks when the call is answered) or what follows the keys pressed, in the
 /// connector's format (TwiML). Signed like every webhook; bound to a delivery of this
 /// connector by the call id and the reference token, never by an id in the request.
+#[utoipa::path(
+    post,
+    path = "/hooks/{connector}/voice",
+    tag = "provider hooks",
+    operation_id = "hook_voice",
+    summary = "A call's script, or what follows the keys pressed",
+    description = "Called by a voice provider (Twilio) when a call is answered and when the \
+        person presses a key, never by API clients. No API key: the request must carry the \
+        provider's signature over the URL it called; a forgery is 403 and audited. The answer \
+        is the script in the provider's format (TwiML).",
+    security(()),
+    params(
+        ("connector" = String, Path, description = "The connector's name, as configured."),
+        ("delivery" = Option<String>, Query, description = "The call's delivery reference token (never an id)."),
+        ("step" = Option<String>, Query, description = "`gather-<n>`: the keys pressed after the n-th prompt.")
+    ),
+    request_body(description = "The provider's call parameters, in its own format", content(
+        (Object = "application/x-www-form-urlencoded")
+    )),
+    responses(
+        (status = 200, description = "The call's script", content_type = "text/xml"),
+        (status = 403, description = "The signature is missing or wrong", body = crate::http::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such connector", body = crate::http::Problem, content_type = "application/problem+json")
+    )
+)]
 #[instrument(skip_all, fields(connector = %name))]
 pub async fn voice(
     State(state): State<AppState>,

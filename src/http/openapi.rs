@@ -102,6 +102,7 @@ const SIGNATURE: &str = "webhook_signature";
         inbound::dismiss,
         hooks::status,
         hooks::inbound,
+        hooks::voice,
         hooks::media,
     ),
     components(schemas(Problem, WebhookBody, crate::inbound::InboundStatus)),
@@ -117,7 +118,7 @@ const SIGNATURE: &str = "webhook_signature";
         (name = "inbound", description = "The inbound work queue"),
         (name = "hl7", description = "The HL7 v2 archive"),
         (name = "operations", description = "Operators' lists, dead letters, pauses"),
-        (name = "provider hooks", description = "What SMS, email and fax providers call (signed by them, no API key)"),
+        (name = "provider hooks", description = "What SMS, email, fax and voice providers call (signed by them, no API key)"),
         (name = "meta", description = "This document"),
     )
 )]
