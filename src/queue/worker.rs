@@ -371,6 +371,8 @@ impl Deliverer {
                 )
             })
         };
+        // Whether the provider may have taken the message although it did not answer.
+        let unanswered = matches!(result, Err(ChannelError::Unanswered(_)));
         match result {
             Ok(outcome) => {
                 let mut update = DeliveryUpdate::new(outcome.status, "worker");
@@ -388,12 +390,7 @@ impl Deliverer {
                 self.group.update(&delivery.id, update).await?;
                 warn!(connector, reason = %reason, "delivery failed permanently");
             }
-            Err(error @ (ChannelError::Transient(_) | ChannelError::Unanswered(_))) => {
-                let unanswered = matches!(error, ChannelError::Unanswered(_));
-                let (ChannelError::Transient(reason) | ChannelError::Unanswered(reason)) = error
-                else {
-                    unreachable!("matched above")
-                };
+            Err(ChannelError::Transient(reason)) | Err(ChannelError::Unanswered(reason)) => {
                 if delivery.attempts >= delivery.max_attempts {
                     let mut update = DeliveryUpdate::new(DeliveryStatus::Failed, "worker");
                     update.connector = Some(connector.to_string());

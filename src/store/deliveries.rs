@@ -141,8 +141,7 @@ impl Deliveries<'_> {
                     .push_bind(lease_until)
                     .push(" END");
             }
-            qb.push(", updated_at = ")
-                .push_bind(now);
+            qb.push(", updated_at = ").push_bind(now);
             qb.push(" WHERE status IN ").push(status_list(&claimable));
             qb.push(" AND (not_before IS NULL OR not_before <= ")
                 .push_bind(now);

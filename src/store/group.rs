@@ -15,8 +15,7 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 
 use super::{
     AcceptItem, AcceptOutcome, Claimed, DeliveryUpdate, InDoubt, NewFaxInbound, Result, Store,
-    StoreError,
-    now_ms,
+    StoreError, now_ms,
 };
 
 const MAX_BATCH: usize = 128;
@@ -156,32 +155,39 @@ impl GroupCommit {
             }
         });
         let s = store.clone();
-        let claim = Batcher::spawn(flushers, move |requests: Vec<(String, i64, Arc<InDoubt>)>| {
-            let s = s.clone();
-            async move {
-                let now = now_ms();
-                let lease_ms = requests.iter().map(|(_, lease, _)| *lease).max().unwrap_or(0);
-                // One daemon's workers share one `InDoubt` (from its configuration).
-                let in_doubt = requests
-                    .first()
-                    .map(|(_, _, in_doubt)| in_doubt.clone())
-                    .unwrap_or_default();
-                let ids: Vec<String> = requests.iter().map(|(id, _, _)| id.clone()).collect();
-                let mut claimed = s
-                    .deliveries()
-                    .claim_many(&ids, now, now + lease_ms, &in_doubt)
-                    .await?;
-                Ok(ids
-                    .iter()
-                    .map(|id| {
-                        claimed
-                            .iter()
-                            .position(|c| &c.delivery.id == id)
-                            .map(|i| claimed.swap_remove(i))
-                    })
-                    .collect())
-            }
-        });
+        let claim = Batcher::spawn(
+            flushers,
+            move |requests: Vec<(String, i64, Arc<InDoubt>)>| {
+                let s = s.clone();
+                async move {
+                    let now = now_ms();
+                    let lease_ms = requests
+                        .iter()
+                        .map(|(_, lease, _)| *lease)
+                        .max()
+                        .unwrap_or(0);
+                    // One daemon's workers share one `InDoubt` (from its configuration).
+                    let in_doubt = requests
+                        .first()
+                        .map(|(_, _, in_doubt)| in_doubt.clone())
+                        .unwrap_or_default();
+                    let ids: Vec<String> = requests.iter().map(|(id, _, _)| id.clone()).collect();
+                    let mut claimed = s
+                        .deliveries()
+                        .claim_many(&ids, now, now + lease_ms, &in_doubt)
+                        .await?;
+                    Ok(ids
+                        .iter()
+                        .map(|id| {
+                            claimed
+                                .iter()
+                                .position(|c| &c.delivery.id == id)
+                                .map(|i| claimed.swap_remove(i))
+                        })
+                        .collect())
+                }
+            },
+        );
         let s = store.clone();
         let update = Batcher::spawn(flushers, move |updates: Vec<(String, DeliveryUpdate)>| {
             let s = s.clone();

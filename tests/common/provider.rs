@@ -34,6 +34,8 @@ pub struct Received {
     pub body: String,
     /// When it arrived.
     pub at: Instant,
+    /// How the provider was doing when it arrived (`Up`: answered as the API does).
+    pub health: Health,
 }
 
 impl Received {
@@ -193,11 +195,16 @@ async fn handle(
             .map(String::from),
         body: String::from_utf8_lossy(&body).into_owned(),
         at: Instant::now(),
+        health: Health::Up,
     };
     let health = {
         let mut inner = provider.inner.lock().unwrap();
-        inner.received.push(received.clone());
-        inner.health
+        let health = inner.health;
+        inner.received.push(Received {
+            health,
+            ..received.clone()
+        });
+        health
     };
     match health {
         Health::Up => {}
@@ -292,7 +299,9 @@ async fn report(
     else {
         return;
     };
-    let http = reqwest::Client::new();
+    // One client for every callback (building one per callback costs more than the call).
+    static HTTP: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    let http = HTTP.get_or_init(reqwest::Client::new);
     let started = std::time::Instant::now();
     for turn in 0.. {
         let base = {
