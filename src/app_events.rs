@@ -33,7 +33,7 @@ use crate::store::{Store, StoreError};
 const MAX_APP_ID: usize = 200;
 
 /// `POST /v1/app-events`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AppEvent {
     /// `pm_message_sent` or `pm_urgent_message_sent`.
@@ -41,6 +41,7 @@ pub struct AppEvent {
     pub kind: String,
     /// The platform's payload version (1).
     #[serde(default = "one")]
+    #[schema(minimum = 1, maximum = 1)]
     pub event_version: u32,
     pub data: serde_json::Value,
 }
@@ -50,7 +51,7 @@ fn one() -> u32 {
 }
 
 /// `data` of `pm_message_sent`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PmMessageSent {
     /// The app's message id: the idempotency key.
@@ -63,7 +64,7 @@ pub struct PmMessageSent {
 }
 
 /// `data` of `pm_urgent_message_sent`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PmUrgentMessageSent {
     /// The app's message id (as sent with `pm_message_sent`), or the gateway's `msg_…` id.
@@ -71,7 +72,7 @@ pub struct PmUrgentMessageSent {
 }
 
 /// The answer: the gateway's message, and whether it had been accepted before.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AppEventOutcome {
     #[serde(rename = "type")]
     pub kind: String,

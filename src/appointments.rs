@@ -13,15 +13,17 @@ use crate::service::{Checks, FieldError, ServiceError};
 use crate::store::{AppointmentInput, AppointmentRow, RecallInput, RecallRow, Store, StoreError};
 
 /// `PUT /v1/appointments/{filler_id}`: an appointment, keyed by the scheduling system's id.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AppointmentRequest {
     /// The patient's external id (must exist: `PUT /v1/patients/{id}` first).
     pub patient: String,
     /// RFC 3339 with offset, e.g. 2026-12-01T09:30:00-06:00 (shown back in that offset).
+    #[schema(format = DateTime)]
     pub start: String,
     /// Positive.
     #[serde(default)]
+    #[schema(minimum = 1)]
     pub duration_minutes: Option<i64>,
     /// booked (the default) | arrived | completed | cancelled | noshow | discontinued; HL7
     /// table 0278 codes and older spellings (`canceled`, `no-show`, `confirmed`, …) are read
@@ -49,7 +51,7 @@ fn booked() -> String {
 }
 
 /// `PUT /v1/recalls/{external_id}`: a recall (a patient due back for a type of visit).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RecallRequest {
     /// The patient's external id (must exist).
@@ -71,7 +73,7 @@ fn open() -> String {
 }
 
 /// An appointment as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AppointmentView {
     /// The gateway's id (`apt_…`).
     pub id: String,
@@ -121,13 +123,13 @@ impl From<&AppointmentRow> for AppointmentView {
 }
 
 /// `GET /v1/patients/{external_id}/appointments`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AppointmentList {
     pub appointments: Vec<AppointmentView>,
 }
 
 /// A recall as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RecallView {
     /// The gateway's id.
     pub id: String,

@@ -186,7 +186,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 /// One attachment of `POST /v1/messages` (JSON: `content_base64`; multipart: a file part).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AttachmentUpload {
     /// Shown to the recipient; paths and control characters are removed.
@@ -202,7 +202,7 @@ pub struct AttachmentUpload {
 /// (a repeat must carry the same file).
 impl Serialize for AttachmentUpload {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        #[derive(Serialize)]
+        #[derive(Serialize, utoipa::ToSchema)]
         struct Digest<'a> {
             filename: &'a str,
             content_type: &'a str,

@@ -134,7 +134,11 @@ impl Core {
             queue: queue.clone(),
             store: store.clone(),
         };
-        let group = GroupCommit::start(&store, Some(Arc::new(enqueuer)));
+        let group = GroupCommit::start(
+            &store,
+            Some(Arc::new(enqueuer)),
+            config.fax_inbound.record_writers,
+        );
         let config = Arc::new(config);
         Ok(Self {
             mdns: crate::direct::mdn::MdnOutbox::new(store.clone(), config.clone()),
@@ -179,7 +183,11 @@ impl Core {
             queue: queue.clone(),
             store: store.clone(),
         };
-        let group = GroupCommit::start(&store, Some(Arc::new(enqueuer)));
+        let group = GroupCommit::start(
+            &store,
+            Some(Arc::new(enqueuer)),
+            config.fax_inbound.record_writers,
+        );
         let config = Arc::new(config);
         Ok(Self {
             mdns: crate::direct::mdn::MdnOutbox::new(store.clone(), config.clone()),
@@ -228,6 +236,7 @@ impl Core {
             templates,
             tenancy,
             messages: self.messages(),
+            direct: None,
         }
     }
 
@@ -486,11 +495,13 @@ pub async fn start(config: Config) -> Result<Daemon, DaemonError> {
             let job = fax_inbound.clone();
             supervisor.spawn("fax-inbound", move |stop| job.clone().run(stop))
         });
-    let mut state = AppState::new(
-        core.app(templates.clone(), tenancy),
-        connectors.clone(),
-        core.config.clone(),
+    let direct_inbound = Arc::new(
+        core.direct_inbound(direct_tenancy)
+            .map_err(|e| DaemonError::Config(ConfigError::Invalid(e.to_string())))?,
     );
+    let mut app = core.app(templates.clone(), tenancy);
+    app.inbound.direct = Some(direct_inbound.clone());
+    let mut state = AppState::new(app, connectors.clone(), core.config.clone());
     state.tasks = supervisor.metrics.clone();
     let alerts_task = match crate::alerts::Alerter::new(
         core.store.clone(),
@@ -562,6 +573,7 @@ pub async fn start(config: Config) -> Result<Daemon, DaemonError> {
                     .config
                     .organization(&core.config.hl7.organization)
                     .phone_region,
+                Some(core.group.clone()),
             )
             .await?;
             // The reprocess endpoints run archived messages through this same intake.
@@ -628,14 +640,11 @@ pub async fn start(config: Config) -> Result<Daemon, DaemonError> {
     };
     let mut bounces =
         crate::queue::bounces::spawn(&core.config, &core.store, &core.keyring, &supervisor);
-    let direct_inbound = core
-        .direct_inbound(direct_tenancy)
-        .map_err(|e| DaemonError::Config(ConfigError::Invalid(e.to_string())))?;
     bounces.extend(crate::queue::direct::spawn(
         &core.config,
         &core.store,
         &supervisor,
-        Some(Arc::new(direct_inbound)),
+        Some(direct_inbound),
     ));
     bounces.extend(crate::direct::mdn::spawn(
         &core.config,

@@ -51,7 +51,7 @@ impl std::fmt::Display for Cursor {
 }
 
 /// One event: the envelope the feed, the stream and webhooks carry alike (`docs/events.md`).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct EventView {
     /// The event's id (increasing, but the feed's order is the commit order).
     pub id: i64,
@@ -116,7 +116,7 @@ pub fn event_version(kind: &str) -> u32 {
 }
 
 /// `GET /v1/events`: a page of the feed and the cursor to pass next.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct EventsPage {
     pub events: Vec<EventView>,
     /// Pass as `?after=` for the next page (the same cursor when the page is empty).

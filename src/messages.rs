@@ -23,7 +23,7 @@ use crate::store::{
 };
 
 /// What is sealed at rest for a message.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct MessageContent {
     pub subject: Option<String>,
     pub body: String,
@@ -42,7 +42,7 @@ impl MessageContent {
 }
 
 /// `POST /v1/messages` (and `switchboard send`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SendRequest {
     /// Post into this thread...
@@ -55,8 +55,10 @@ pub struct SendRequest {
     #[serde(default)]
     pub subject: Option<String>,
     /// The text. Not empty.
+    #[schema(min_length = 1)]
     pub body: String,
     /// At least one.
+    #[schema(min_items = 1)]
     pub recipients: Vec<Recipient>,
     /// Channels for recipients that name none.
     #[serde(default)]
@@ -113,7 +115,7 @@ impl SendRequest {
 }
 
 /// A recipient: an explicit address, or the thread's patient (their contact points).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Recipient {
     /// A phone number, email or Direct address, fax number (1 to 320 characters).
@@ -849,7 +851,7 @@ pub fn rfc3339(ms: i64) -> String {
 }
 
 /// A message record as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct MessageView {
     /// The gateway's id (`msg_…`).
     pub id: String,
@@ -878,7 +880,7 @@ pub struct MessageView {
 }
 
 /// An attachment as the message record lists it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AttachmentView {
     /// The gateway's id (`att_…`).
     pub id: String,
@@ -917,7 +919,7 @@ impl From<AttachmentRow> for AttachmentView {
 }
 
 /// One delivery of a message: one recipient over one channel.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DeliveryView {
     /// The gateway's id (`dlv_…`).
     pub id: String,
@@ -944,7 +946,7 @@ pub struct DeliveryView {
 }
 
 /// What the fax provider reports of a fax we sent.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct FaxView {
     /// Pages handed to the provider (the cover page included).
     pub pages_submitted: Option<i64>,
@@ -955,7 +957,7 @@ pub struct FaxView {
 }
 
 /// One report about a delivery.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct HistoryView {
     pub status: String,
     /// Whether it moved the delivery (a late or duplicate report is recorded, not applied).

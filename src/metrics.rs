@@ -166,6 +166,7 @@ pub struct Metrics {
     hl7: Family<Hl7Labels, Counter>,
     hl7_ack: Histogram,
     certificates: Family<CertificateLabels, Gauge>,
+    hl7_connections: Gauge,
     state: std::sync::Arc<State>,
 }
 
@@ -178,6 +179,27 @@ struct State {
     seen: Mutex<BTreeMap<&'static str, HashSet<String>>>,
     /// Certificate expiries, for alerts: (address, role, subject) → not-after, seconds.
     certificates: Mutex<BTreeMap<(String, String, String), i64>>,
+    /// Open MLLP connections per peer address, and when the oldest was opened (ms).
+    hl7_peers: Mutex<BTreeMap<std::net::IpAddr, (usize, i64)>>,
+}
+
+/// One open MLLP connection, counted while it lives (see [`Metrics::hl7_connected`]).
+pub struct Hl7Connection {
+    peer: std::net::IpAddr,
+}
+
+impl Drop for Hl7Connection {
+    fn drop(&mut self) {
+        let metrics = metrics();
+        metrics.hl7_connections.dec();
+        let mut peers = lock(&metrics.state.hl7_peers);
+        if let Some((open, _)) = peers.get_mut(&self.peer) {
+            *open = open.saturating_sub(1);
+            if *open == 0 {
+                peers.remove(&self.peer);
+            }
+        }
+    }
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -426,6 +448,12 @@ impl Metrics {
             "When each Direct certificate (signing, decryption, trust anchor) expires, unix seconds",
             certificates.clone(),
         );
+        let hl7_connections = Gauge::default();
+        registry.register(
+            "switchboard_hl7_connections",
+            "Open MLLP connections (this process)",
+            hl7_connections.clone(),
+        );
         let state = std::sync::Arc::new(State::default());
         registry.register_collector(Box::new(Legacy));
         Self {
@@ -440,8 +468,24 @@ impl Metrics {
             hl7,
             hl7_ack,
             certificates,
+            hl7_connections,
             state,
         }
+    }
+
+    /// An MLLP connection from `peer` opened: counted until the guard is dropped.
+    pub fn hl7_connected(&self, peer: std::net::IpAddr) -> Hl7Connection {
+        self.hl7_connections.inc();
+        lock(&self.state.hl7_peers)
+            .entry(peer)
+            .or_insert((0, now_ms()))
+            .0 += 1;
+        Hl7Connection { peer }
+    }
+
+    /// Open MLLP connections of this process: peer address → (connections, oldest opened, ms).
+    pub fn hl7_peers(&self) -> BTreeMap<std::net::IpAddr, (usize, i64)> {
+        lock(&self.state.hl7_peers).clone()
     }
 
     /// `value` if this family has seen it or has room for it, else `other`.

@@ -5,6 +5,7 @@
 mod channels;
 mod hl7;
 mod messages;
+mod overview;
 
 use serde::{Deserialize, Serialize};
 
@@ -14,6 +15,10 @@ pub use hl7::{
     MAX_REPROCESS_BATCH,
 };
 pub use messages::{MessageItem, MessageList, MessageQuery};
+pub use overview::{
+    CertificateView, DirectOverview, EXPIRY_WARNING_DAYS, Hl7Overview, Hl7Peer, LastRun, Overview,
+    RemindersOverview, TouchCount,
+};
 
 use crate::crypto::Keyring;
 use crate::domain::{Channel, DeliveryStatus};
@@ -54,6 +59,8 @@ pub struct Ops {
     /// The HL7 intake, for reprocessing archived messages (set by the daemon when it runs
     /// the listener's processor).
     pub hl7: Hl7Intake,
+    /// The configuration (reminder schedule, Direct connectors for the overview).
+    pub config: std::sync::Arc<crate::config::Config>,
 }
 
 impl Ops {
@@ -75,6 +82,7 @@ impl Ops {
                 .chain(config.connectors.keys().cloned())
                 .collect(),
             hl7: Hl7Intake::default(),
+            config: std::sync::Arc::new(config.clone()),
         }
     }
 }
@@ -87,22 +95,33 @@ pub struct Hl7Intake(
 
 /// The filters of `GET /v1/deliveries` and `GET /v1/dead-letters` (and of
 /// `POST /v1/dead-letters/retry`'s body), as given; every one optional.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// A delivery status (`failed`, `sent`, …); deliveries only.
+    #[param(value_type = Option<crate::domain::DeliveryStatus>)]
+    #[schema(value_type = Option<crate::domain::DeliveryStatus>)]
     pub status: Option<String>,
     /// sms, email, fax or direct.
+    #[param(value_type = Option<crate::domain::Channel>)]
+    #[schema(value_type = Option<crate::domain::Channel>)]
     pub channel: Option<String>,
     /// A connector's name; deliveries only.
     pub connector: Option<String>,
     /// Created at or after, RFC 3339.
+    #[param(format = DateTime)]
+    #[schema(format = DateTime)]
     pub since: Option<String>,
     /// Created before, RFC 3339.
+    #[param(format = DateTime)]
+    #[schema(format = DateTime)]
     pub until: Option<String>,
     /// The previous page's `next_cursor`.
     pub cursor: Option<String>,
     /// 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    #[schema(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
     /// Dead letters only: list those already retried too (default false).
     #[serde(default)]
@@ -110,7 +129,7 @@ pub struct ListQuery {
 }
 
 /// One delivery, as an operator sees it (ids, states, reasons; the recipient as addressed).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DeliveryItem {
     pub id: String,
     pub message_id: String,
@@ -127,7 +146,7 @@ pub struct DeliveryItem {
 }
 
 /// A page of deliveries, newest first.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DeliveryList {
     pub deliveries: Vec<DeliveryItem>,
     /// Pass as `cursor` for the next page; absent on the last.
@@ -136,7 +155,7 @@ pub struct DeliveryList {
 }
 
 /// A delivery that used its attempts and failed.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DeadLetterItem {
     pub delivery_id: String,
     pub channel: String,
@@ -149,7 +168,7 @@ pub struct DeadLetterItem {
 }
 
 /// A page of dead letters, newest first.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DeadLetterList {
     pub dead_letters: Vec<DeadLetterItem>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -157,7 +176,7 @@ pub struct DeadLetterList {
 }
 
 /// What a retry made.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Retried {
     /// The new deliveries, one per dead letter retried.
     pub delivery_ids: Vec<String>,

@@ -16,7 +16,7 @@ use crate::store::{ConsentInput, ContactPointInput, PatientInput, PatientRow, St
 pub const MAX_EXTERNAL_ID: usize = 128;
 
 /// `PUT /v1/patients/{external_id}`: the patient's demographics. Absent fields are cleared.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatientRequest {
     #[serde(default)]
@@ -43,7 +43,7 @@ pub struct PatientRequest {
 }
 
 /// A way to reach the patient.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ContactPointRequest {
     /// phone | sms | email | fax | direct
@@ -58,7 +58,7 @@ pub struct ContactPointRequest {
 }
 
 /// A consent-ledger entry.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConsentRequest {
     /// sms | email | fax | direct | `*` (the default).
@@ -81,7 +81,7 @@ fn any() -> String {
 }
 
 /// A patient as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PatientView {
     /// The gateway's id (`pat_…`).
     pub id: String,
@@ -103,7 +103,7 @@ pub struct PatientView {
     pub updated_at: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ContactPointView {
     pub system: String,
     pub value: String,
@@ -112,7 +112,7 @@ pub struct ContactPointView {
     pub rank: i64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ConsentView {
     pub channel: String,
     pub purpose: String,

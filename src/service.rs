@@ -15,7 +15,7 @@ use crate::messages::MessageError;
 use crate::store::StoreError;
 
 /// Where in a request a field is.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Location {
     /// A JSON pointer (RFC 6901) into the request body: `/patient`, `/consents/0/status`;
@@ -28,7 +28,7 @@ pub enum Location {
 }
 
 /// One field at fault and why. The detail names the field's rule, never its value.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct FieldError {
     /// Where the field is (`"pointer": "/patient"`, `"parameter": "after"`, `"header": …`).
     #[serde(flatten)]

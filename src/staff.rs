@@ -9,10 +9,11 @@ use crate::service::{Checks, ServiceError};
 use crate::store::{StaffInput, StaffRow, Store};
 
 /// `PUT /v1/staff/{external_id}`: a member of staff.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StaffRequest {
     /// Not empty.
+    #[schema(min_length = 1)]
     pub name: String,
     /// A phone number for texts (stored in E.164, read in the organization's region).
     #[serde(default)]
@@ -22,6 +23,7 @@ pub struct StaffRequest {
     pub email: Option<String>,
     /// 1 = called first; absent = not on call.
     #[serde(default)]
+    #[schema(minimum = 1)]
     pub on_call_rank: Option<i64>,
     /// Inactive members are never notified (default true).
     #[serde(default = "yes")]
@@ -33,7 +35,7 @@ fn yes() -> bool {
 }
 
 /// A member of staff as the API shows them.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct StaffView {
     /// The gateway's id.
     pub id: String,
@@ -61,7 +63,7 @@ impl From<StaffRow> for StaffView {
 }
 
 /// `GET /v1/staff`: on-call members first, by rank.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct StaffList {
     pub staff: Vec<StaffView>,
 }

@@ -50,6 +50,31 @@ async fn held(daemon: &TestDaemon, delivery_id: &str) -> bool {
     enqueued_at.is_none()
 }
 
+/// Sends probes on `channel` until one is held: the daemon has seen a pause made elsewhere
+/// (it reads the pause table at most `PAUSE_TTL` after a change). Probes sent before that
+/// are delivered. The held probe's (message id, delivery id).
+async fn first_held(daemon: &TestDaemon, channel: &str, address: &str) -> (String, String) {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the daemon never held a {channel} delivery"
+        );
+        let (message_id, delivery_id) = send(daemon, channel, address).await;
+        let held_now = common::wait::wait_until("the probe held or delivered", WAIT, async || {
+            if held(daemon, &delivery_id).await {
+                return Some(true);
+            }
+            let status = delivery(daemon, &message_id).await["status"].clone();
+            common::is_terminal(status.as_str().unwrap_or_default()).then_some(false)
+        })
+        .await;
+        if held_now {
+            return (message_id, delivery_id);
+        }
+    }
+}
+
 async fn delivery(daemon: &TestDaemon, message_id: &str) -> Value {
     daemon.get_json(&format!("/v1/messages/{message_id}")).await["deliveries"][0].clone()
 }
@@ -219,9 +244,10 @@ async fn a_pause_holds_the_whole_fleet(backend: Backend) {
     let mut first = TestDaemon::start(config.clone()).await;
     let mut second = TestDaemon::start(config.clone()).await;
     post(&second, "/v1/channels/email/pause", None).await;
-    // The other daemon reads the pause table at most PAUSE_TTL after it changed.
-    tokio::time::sleep(switchboard::store::PAUSE_TTL + Duration::from_millis(200)).await;
-    let mut waiting = Vec::new();
+    // Only the first daemon works from here on, so what is held, it held: it reads the pause
+    // table at most PAUSE_TTL after the other daemon changed it.
+    second.stop().await;
+    let mut waiting = vec![first_held(&first, "email", "probe@example.org").await];
     for i in 0..4 {
         waiting.push(send(&first, "email", &format!("p{i}@example.org")).await);
     }
@@ -243,7 +269,6 @@ async fn a_pause_holds_the_whole_fleet(backend: Backend) {
         let done = first.wait_terminal(message_id, WAIT).await;
         assert_eq!(done["deliveries"][0]["status"], "delivered", "{done:#}");
     }
-    second.stop().await;
     first.stop().await;
 }
 both_databases!(
@@ -445,12 +470,7 @@ async fn cli_pauses_and_resumes(backend: Backend) {
         "paused"
     );
     // The daemon reads the pause table at most PAUSE_TTL after another process changed it.
-    tokio::time::sleep(switchboard::store::PAUSE_TTL + Duration::from_millis(200)).await;
-    let (message, delivery_id) = send(&daemon, "sms", "+14155550109").await;
-    wait_for("the sms set aside", WAIT, async || {
-        held(&daemon, &delivery_id).await
-    })
-    .await;
+    let (message, _) = first_held(&daemon, "sms", "+14155550109").await;
     let out = cli(&db, &["channels", "resume", "sms"]);
     assert!(
         out.status.success(),

@@ -276,6 +276,123 @@ async fn sessions_keys_and_csrf(backend: Backend) {
 }
 both_databases!(sessions_keys_and_csrf, super::sessions_keys_and_csrf);
 
+/// The text of the element with `id` in `html` (up to its closing tag).
+fn element(html: &str, id: &str) -> String {
+    let at = html
+        .find(&format!("id=\"{id}\""))
+        .unwrap_or_else(|| panic!("no #{id} in the page"));
+    let start = at + html[at..].find('>').expect("tag end") + 1;
+    let end = start + html[start..].find("</td>").expect("cell end");
+    html[start..end].to_string()
+}
+
+/// The home page's overview: deliveries per minute, the reminder job's last and next run,
+/// Direct MDNs awaited and overdue, certificates expiring within 30 days, the HL7 peer
+/// connected right now.
+async fn home_overview(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let pki = common::pki::Pki::new();
+    pki.ca("ca")
+        .leaf("ca", "us", "email:us@direct.north.example");
+    let mut config = db.config();
+    config.hl7.listen = Some("127.0.0.1:0".parse().expect("addr"));
+    config.hl7.organization = "north".into();
+    config.reminders.enabled = true;
+    let direct = format!(
+        "address = \"us@direct.north.example\"\norganization = \"north\"\n\
+         certificate = \"{cert}\"\nprivate_key = {{ file = \"{key}\" }}\n\
+         trust = [{{ files = [\"{ca}\"] }}]\ndns = {{ enabled = false }}\n\
+         ldap = {{ enabled = false }}\n\
+         smtp = {{ host = \"127.0.0.1\", port = 9, tls = \"none\", timeout_secs = 1 }}\n",
+        cert = pki.path("us.pem").display(),
+        key = pki.path("us.key").display(),
+        ca = pki.path("ca.pem").display(),
+    );
+    config.connectors.insert(
+        "hisp".into(),
+        switchboard::config::ConnectorConfig::Direct(toml::from_str(&direct).expect("direct")),
+    );
+    let mut daemon = TestDaemon::start(config).await;
+    let client = raw_client();
+    let signed_in = sign_in(&daemon, &client, &daemon.key).await;
+    assert_eq!(signed_in.status(), 303);
+    let (session, _) = set_cookie(&signed_in, "sb_ops").expect("session");
+
+    // An HL7 peer stays connected while the page is read.
+    let hl7 = daemon
+        .daemon
+        .as_ref()
+        .and_then(|d| d.hl7_addr)
+        .expect("hl7 listener");
+    let _peer = tokio::net::TcpStream::connect(hl7)
+        .await
+        .expect("MLLP connect");
+    // Two texts delivered now; one delivery is then made a Direct message the HISP took
+    // 40 minutes ago and that has no processed MDN yet (over half the one-hour timeout).
+    let (m1, d1) = sms(&daemon, "+14155550101").await;
+    let (m2, _) = sms(&daemon, "+14155550102").await;
+    for m in [&m1, &m2] {
+        daemon.wait_terminal(m, WAIT).await;
+    }
+    let forty_minutes_ago = switchboard::store::now_ms() - 40 * 60 * 1000;
+    switchboard::store::on_db!(daemon.core.store.db(), |pool| sqlx::query(
+        "UPDATE deliveries SET channel = 'direct', connector = 'hisp', status = 'sent',
+                updated_at = $2 WHERE id = $1"
+    )
+    .bind(&d1)
+    .bind(forty_minutes_ago)
+    .execute(pool)
+    .await
+    .map(|_| ()))
+    .expect("update");
+
+    let page = async || {
+        let response = client
+            .get(daemon.url("/ops"))
+            .header("cookie", &session)
+            .send()
+            .await
+            .expect("home");
+        assert_eq!(response.status(), 200);
+        response.text().await.expect("html")
+    };
+    // The start-up reminder pass has run and is recorded.
+    wait_for("the reminder run on the home page", WAIT, async || {
+        element(&page().await, "reminders-last-run").contains("(ok;")
+    })
+    .await;
+    let html = page().await;
+    assert!(
+        element(&html, "reminders-next-run").contains('T'),
+        "{}",
+        element(&html, "reminders-next-run")
+    );
+    let sms_row = &html[html.find("id=\"channel-sms\"").expect("sms row")..];
+    let marker = "class=\"per-minute\">";
+    let per_minute = &sms_row[sms_row.find(marker).expect("per minute") + marker.len()..];
+    assert!(per_minute.starts_with("0.2<"), "{}", &per_minute[..20]);
+    assert!(
+        element(&html, "mdn-awaiting").starts_with("1 (oldest 2"),
+        "{}",
+        element(&html, "mdn-awaiting")
+    );
+    assert_eq!(element(&html, "mdn-overdue"), "1");
+    assert_eq!(element(&html, "mdn-expired"), "0");
+    let certificates = element(&html, "certificates");
+    assert!(
+        certificates.contains("us@direct.north.example")
+            && certificates.contains("expires within 30 days"),
+        "{certificates}"
+    );
+    assert!(
+        element(&html, "hl7-peers").contains("127.0.0.1 (1 open"),
+        "{}",
+        element(&html, "hl7-peers")
+    );
+    daemon.stop().await;
+}
+both_databases!(home_overview, super::home_overview);
+
 // ------------------------------------------------------------------------------ Chromium
 
 struct Driver {

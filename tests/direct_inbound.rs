@@ -174,7 +174,7 @@ async fn receives_and_quarantines(backend: Backend) {
     // The operator adds the rogue CA as an anchor and releases the message.
     let (core, inbound) = inbound_again(&db, &pki, &["ca", "rogue"], core).await;
     let released = inbound
-        .release(&quarantined.item_id, "cli:test")
+        .release(None, &quarantined.item_id, "cli:test")
         .await
         .expect("release");
     assert_eq!(released.outcome, Outcome::Unmatched, "{released:?}");
@@ -197,13 +197,97 @@ async fn receives_and_quarantines(backend: Backend) {
     for step in ["received", "quarantined", "released", "verified"] {
         assert!(steps.iter().any(|s| s == step), "{steps:?}");
     }
-    let again = inbound.release(&quarantined.item_id, "cli:test").await;
+    let again = inbound
+        .release(None, &quarantined.item_id, "cli:test")
+        .await;
     assert!(
         again.is_err(),
         "a released item is not quarantined any more"
     );
 }
 both_databases!(receives_and_quarantines, super::receives_and_quarantines);
+
+/// `POST /v1/direct/quarantine/{id}/release` on a running daemon: an item of another
+/// organization is not found, an item that is not quarantined is refused (409), and a
+/// quarantined message whose signer's CA became an anchor goes through, earns its MDNs and
+/// leaves an audit row naming the key.
+async fn release_over_the_api(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let pki = pki();
+    let (good, rogue) = {
+        let (core, inbound) = inbound(config(&db, &pki, &["ca"])).await;
+        let good = take(
+            &inbound,
+            &openssl_send(
+                &pki,
+                "doc",
+                &referral("a1@direct.south.example", "Please see Mr Example."),
+                "a1@direct.south.example",
+            ),
+        )
+        .await;
+        let rogue = take(
+            &inbound,
+            &openssl_send(
+                &pki,
+                "rogue_doc",
+                &referral("a2@direct.south.example", "Trust me."),
+                "a2@direct.south.example",
+            ),
+        )
+        .await;
+        assert_eq!(rogue.outcome, Outcome::Quarantined, "{rogue:?}");
+        core.store.close().await;
+        (good.item_id, rogue.item_id)
+    };
+
+    let mut daemon = common::TestDaemon::start(config(&db, &pki, &["ca", "rogue"])).await;
+    let release = |id: &str| format!("/v1/direct/quarantine/{id}/release");
+    let other = daemon.key_for("south").await;
+    let (status, body) = daemon.request(&other, "POST", &release(&rogue), None).await;
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = daemon
+        .request(&daemon.key, "POST", &release(&good), None)
+        .await;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["type"]
+            .as_str()
+            .is_some_and(|t| t.ends_with("inbound_wrong_state")),
+        "{body}"
+    );
+    assert!(mdns(&daemon.core, &rogue).await.is_empty());
+
+    let (status, body) = daemon
+        .request(&daemon.key, "POST", &release(&rogue), None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["id"], rogue.as_str(), "{body}");
+    assert_eq!(body["status"], "unmatched", "{body}");
+    assert_eq!(mdns(&daemon.core, &rogue).await.len(), 2);
+    let (status, list) = daemon
+        .request(&daemon.key, "GET", "/v1/direct/quarantine", None)
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(list["items"], serde_json::json!([]), "{list}");
+    let actors: Vec<String> = switchboard::store::on_db!(daemon.core.store.db(), |pool| {
+        sqlx::query_scalar(
+            "SELECT actor FROM audit_events WHERE action = 'direct_quarantine_released'",
+        )
+        .fetch_all(pool)
+        .await
+    })
+    .expect("audit");
+    assert_eq!(actors.len(), 1, "{actors:?}");
+    assert!(actors[0].starts_with("api_key:"), "{actors:?}");
+
+    let (status, _) = daemon
+        .request(&daemon.key, "POST", &release(&rogue), None)
+        .await;
+    assert_eq!(status, 409, "a released item is not quarantined any more");
+    daemon.stop().await;
+}
+both_databases!(release_over_the_api, super::release_over_the_api);
 
 async fn inbound_again(
     db: &TestDb,

@@ -416,6 +416,7 @@ async fn reprocess_after_a_fix(backend: Backend) {
         daemon.core.keyring.clone(),
         fixed,
         "US",
+        None,
     )
     .await
     .expect("processor");
@@ -1021,4 +1022,58 @@ async fn archive_is_listed_masked_and_revealed(backend: Backend) {
 both_databases!(
     archive_is_listed_masked_and_revealed,
     super::archive_is_listed_masked_and_revealed
+);
+
+/// Eight connections at once (their messages share commits): every message is acknowledged
+/// AA, each patient is written once, and the same message sent on two connections at the same
+/// moment — possibly in one batch — is archived once and acknowledged on both.
+async fn concurrent_connections_share_commits(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let (mut daemon, addr) = start(&db).await;
+    let mut tasks = Vec::new();
+    for c in 0..8 {
+        tasks.push(tokio::spawn(async move {
+            let mut messages: Vec<String> = (0..25)
+                .map(|i| {
+                    adt(
+                        &format!("C{c}-{i}"),
+                        "A08",
+                        &format!("MRN-{c}-{}", i % 5),
+                        "Group",
+                        "",
+                    )
+                })
+                .collect();
+            // Connections 0 and 1 each send the very same message last.
+            if c < 2 {
+                messages.push(adt("TWIN", "A04", "MRN-TWIN", "Twin", ""));
+            }
+            (messages.len(), send(addr, &messages).await)
+        }));
+    }
+    for task in tasks {
+        let (sent, acks) = task.await.expect("connection");
+        assert_eq!(acks.len(), sent);
+        for (code, control) in &acks {
+            assert_eq!(code, "AA", "{control}");
+        }
+    }
+    let (archived, twins, patients): (i64, i64, i64) =
+        switchboard::store::on_db!(daemon.core.store.db(), |pool| {
+            sqlx::query_as(
+                "SELECT (SELECT COUNT(*) FROM hl7_messages),
+                        (SELECT COUNT(*) FROM hl7_messages WHERE control_id = 'TWIN'),
+                        (SELECT COUNT(*) FROM patients)",
+            )
+            .fetch_one(pool)
+            .await
+        })
+        .expect("counts");
+    assert_eq!((archived, twins), (8 * 25 + 1, 1));
+    assert_eq!(patients, 8 * 5 + 1);
+    daemon.stop().await;
+}
+both_databases!(
+    concurrent_connections_share_commits,
+    super::concurrent_connections_share_commits
 );

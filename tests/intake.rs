@@ -870,6 +870,7 @@ async fn documents_match_by_each_rule(backend: Backend) {
         docs.intake.keyring.clone(),
         config.hl7.clone(),
         "US",
+        None,
     )
     .await
     .expect("processor");

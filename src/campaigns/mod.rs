@@ -72,7 +72,7 @@ const SEND_CONCURRENCY: usize = 16;
 const DUE_PER_PASS: i64 = 100;
 
 /// What a campaign is.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum CampaignKind {
     /// Open recalls whose patient has nothing booked.
@@ -92,7 +92,7 @@ impl CampaignKind {
 }
 
 /// What a campaign targets and how.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Campaign {
     pub name: String,
@@ -313,7 +313,7 @@ impl Campaign {
 }
 
 /// The dry run.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct Preview {
     /// Members of the cohort (recalls, or noticed patients).
     pub cohort: usize,
@@ -328,7 +328,7 @@ pub struct Preview {
 }
 
 /// One member of a preview's sample.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PreviewTarget {
     /// The patient's id (external id).
     pub patient: String,

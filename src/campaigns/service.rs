@@ -19,7 +19,7 @@ use crate::store::{CampaignRow, StoreError};
 const LIST_LIMIT: i64 = 200;
 
 /// A campaign as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct CampaignView {
     pub id: String,
     pub name: String,
@@ -37,7 +37,7 @@ pub struct CampaignView {
 }
 
 /// How far a campaign is.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Progress {
     /// Targets (recalls, noticed patients) reached by at least one attempt.
     pub targeted: i64,
@@ -46,13 +46,13 @@ pub struct Progress {
 }
 
 /// `GET /v1/campaigns`
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct CampaignList {
     pub campaigns: Vec<CampaignView>,
 }
 
 /// `GET /v1/campaigns/{id}/report`
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct CampaignReport {
     pub campaign: String,
     pub targeted: i64,

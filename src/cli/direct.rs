@@ -209,7 +209,7 @@ pub async fn quarantine(core: Core, command: QuarantineCommand, json: bool) -> R
                 std::env::var("USER").unwrap_or_else(|_| "operator".into())
             );
             let receipt = inbound
-                .release(&id, &actor)
+                .release(None, &id, &actor)
                 .await
                 .with_context(|| format!("quarantined item {id}"))?;
             println!(

@@ -130,6 +130,9 @@ enum Command {
     Completions { shell: clap_complete::Shell },
     /// Print the man page (roff) to stdout: `switchboard man | man -l -`.
     Man,
+    /// Print the OpenAPI 3.1 document of the HTTP API (what `GET /v1/openapi.json` serves):
+    /// `switchboard openapi > docs/openapi.json`.
+    Openapi,
     /// Measure throughput and latency (prints figures).
     Bench(self::bench::BenchArgs),
     /// Direct recipient certificates: the local store, and how discovery resolves an address.
@@ -360,6 +363,7 @@ pub fn main() -> ExitCode {
             );
             return write_out(&script);
         }
+        Command::Openapi => return write_out(switchboard::http::openapi_json().as_bytes()),
         Command::Man => {
             let mut page = Vec::new();
             if let Err(e) =
@@ -696,6 +700,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
                     .config
                     .organization(&core.config.hl7.organization)
                     .phone_region,
+                None,
             )
             .await?;
             let ids: Vec<String> = match (id, failed) {
@@ -740,6 +745,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
         | Command::Certs(_)
         | Command::Doctor
         | Command::Completions { .. }
+        | Command::Openapi
         | Command::Man => {
             unreachable!("handled above")
         }

@@ -20,6 +20,9 @@ pub struct FaxInboundConfig {
     /// Received faxes worked on at once by one daemon (each holds its document in memory,
     /// within `limits.attachment_memory_bytes`).
     pub concurrency: usize,
+    /// Transactions recording received faxes' webhooks at once (each commits the webhooks
+    /// that arrived together, before they are answered). 0: one on SQLite, two on PostgreSQL.
+    pub record_writers: usize,
 }
 
 impl Default for FaxInboundConfig {
@@ -30,6 +33,7 @@ impl Default for FaxInboundConfig {
             max_attempts: 10,
             retry_base_ms: 30_000,
             concurrency: 4,
+            record_writers: 0,
         }
     }
 }

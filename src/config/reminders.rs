@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::domain::Channel;
 
 /// Which appointments a rule covers and when and how it reminds.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReminderRule {
     pub id: String,
@@ -27,7 +27,7 @@ pub struct ReminderRule {
 }
 
 /// One reminder of a rule.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Touch {
     pub id: String,

@@ -507,9 +507,19 @@ impl DirectInbound {
     }
 
     /// An operator's release of a quarantined item: security processing runs again (after
-    /// an anchor was added, a CRL came back…), audited as `actor`.
-    pub async fn release(&self, item_id: &str, actor: &str) -> Result<Receipt, DirectInboundError> {
-        let item = self.store().inbound().item_by_id(item_id).await?;
+    /// an anchor was added, a CRL came back…), audited as `actor`. With `organization_id`
+    /// (an organization's admin, through the API or the console) an item of another
+    /// organization is not found; without it (the gateway's operator, on the CLI) any item.
+    pub async fn release(
+        &self,
+        organization_id: Option<&str>,
+        item_id: &str,
+        actor: &str,
+    ) -> Result<Receipt, DirectInboundError> {
+        let item = match organization_id {
+            Some(org) => self.store().inbound().item(org, item_id).await?,
+            None => self.store().inbound().item_by_id(item_id).await?,
+        };
         if item.channel != "direct" || item.status != "quarantined" {
             return Err(DirectInboundError::NotReleasable(format!(
                 "{item_id} is a {} item in status {}: only quarantined Direct items are released",

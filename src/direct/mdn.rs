@@ -138,7 +138,7 @@ pub struct NewMdn {
 }
 
 /// One MDN of an inbound item, as its view shows it. Times are unix epoch milliseconds.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct MdnView {
     /// `processed`, `dispatched` or `failed`.
     pub disposition: String,
@@ -170,7 +170,7 @@ impl From<MdnRow> for MdnView {
 
 /// The `mdn` object of an inbound item's view: each disposition's MDN, `null` when none is
 /// owed (yet).
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct MdnStatuses {
     pub processed: Option<MdnView>,
     pub dispatched: Option<MdnView>,

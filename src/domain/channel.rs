@@ -11,7 +11,19 @@ use serde::{Deserialize, Serialize};
 /// A logical channel. `outbox` is the local sink (nothing leaves the host): a channel in its
 /// own right for tests and dry runs, and the connector every channel falls back to in the
 /// embedded default configuration.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Channel {
     Outbox,

@@ -207,6 +207,7 @@ pub async fn serve(
                 return;
             }
             let _ = stream.set_nodelay(true);
+            let _open = crate::metrics::metrics().hl7_connected(peer.ip());
             let result = match tls {
                 None => connection_loop(stream, processor, shutdown).await,
                 Some(tls) => match handshake(&tls, stream).await {

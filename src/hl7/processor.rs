@@ -26,6 +26,9 @@ pub struct Hl7Processor {
     /// Region for phone numbers without a country code (the organization's `phone_region`).
     pub phone_region: String,
     zone: Tz,
+    /// The daemon's group commit: concurrent connections' messages share a commit. Without
+    /// it (a one-off CLI run) each message commits alone.
+    group: Option<crate::store::GroupCommit>,
 }
 
 /// Why a message could not be handled at all (then no ACK is sent, and the sender retries).
@@ -73,6 +76,7 @@ impl Hl7Processor {
         keyring: Keyring,
         config: Hl7Config,
         phone_region: &str,
+        group: Option<crate::store::GroupCommit>,
     ) -> Result<Arc<Self>, StoreError> {
         let org = store
             .organizations()
@@ -86,6 +90,7 @@ impl Hl7Processor {
             config,
             phone_region: phone_region.to_string(),
             zone,
+            group,
         }))
     }
 
@@ -167,7 +172,19 @@ impl Hl7Processor {
                         None,
                     ),
                 };
-                match self.store.hl7().record(&arrival, &effects, &applied).await {
+                let recorded = match &self.group {
+                    Some(group) => {
+                        group
+                            .record_hl7(crate::store::Hl7Record {
+                                arrival: arrival.clone(),
+                                effects,
+                                outcome: applied.clone(),
+                            })
+                            .await
+                    }
+                    None => self.store.hl7().record(&arrival, &effects, &applied).await,
+                };
+                match recorded {
                     Ok(None) => Ok(self.done(&arrival.id, message, AckCode::Accept, applied.ack)),
                     Ok(Some(row)) => self.replay_or_process(row, message).await,
                     Err(e) => {
@@ -742,6 +759,7 @@ mod tests {
             core.keyring.clone(),
             config.hl7.clone(),
             "US",
+            None,
         )
         .await
         .expect("processor");

@@ -18,6 +18,17 @@ use super::problem::{Problem, ProblemType};
 use crate::app_events::{AppEvent, AppEventOutcome};
 
 /// `POST /v1/app-events`: 202 with the gateway's message id.
+#[utoipa::path(
+    post,
+    path = "/v1/app-events",
+    tag = "events",
+    operation_id = "receive",
+    summary = "An event from the messaging app (API key with `send`, or a Standard Webhooks signature)",
+    request_body = AppEvent,
+    responses(
+        (status = 202, description = "Accepted", body = AppEventOutcome)
+    )
+)]
 #[instrument(skip_all, fields(organization_id = field::Empty, message_id = field::Empty))]
 pub async fn receive(
     State(state): State<AppState>,

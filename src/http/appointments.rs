@@ -18,6 +18,21 @@ use crate::appointments::{
 };
 
 /// `PUT /v1/appointments/{filler_id}`
+#[utoipa::path(
+    put,
+    path = "/v1/appointments/{filler_id}",
+    tag = "appointments",
+    operation_id = "appointments_upsert",
+    summary = "Create or replace an appointment",
+    params(
+        ("filler_id" = String, Path, description = "The scheduling system's appointment id (SIU filler id).")
+    ),
+    request_body = AppointmentRequest,
+    responses(
+        (status = 201, description = "Created", body = AppointmentView),
+        (status = 200, description = "Replaced", body = AppointmentView)
+    )
+)]
 #[instrument(skip_all, fields(organization_id = %org, appointment_id = field::Empty))]
 pub async fn upsert(
     State(state): State<AppState>,
@@ -35,6 +50,19 @@ pub async fn upsert(
 }
 
 /// `GET /v1/appointments/{filler_id}`
+#[utoipa::path(
+    get,
+    path = "/v1/appointments/{filler_id}",
+    tag = "appointments",
+    operation_id = "appointments_show",
+    summary = "An appointment",
+    params(
+        ("filler_id" = String, Path, description = "The scheduling system's appointment id (SIU filler id).")
+    ),
+    responses(
+        (status = 200, description = "The appointment", body = AppointmentView)
+    )
+)]
 #[instrument(skip_all, fields(organization_id = %org, appointment_id = field::Empty))]
 pub async fn show(
     State(state): State<AppState>,
@@ -47,6 +75,19 @@ pub async fn show(
 }
 
 /// `GET /v1/patients/{external_id}/appointments`
+#[utoipa::path(
+    get,
+    path = "/v1/patients/{external_id}/appointments",
+    tag = "appointments",
+    operation_id = "of_patient",
+    summary = "A patient's appointments",
+    params(
+        ("external_id" = String, Path, description = "The organization's own id for the record (for a patient, its MRN).")
+    ),
+    responses(
+        (status = 200, description = "The appointments", body = AppointmentList)
+    )
+)]
 #[instrument(skip_all, fields(organization_id = %org))]
 pub async fn of_patient(
     State(state): State<AppState>,
@@ -63,6 +104,21 @@ pub async fn of_patient(
 }
 
 /// `PUT /v1/recalls/{external_id}`
+#[utoipa::path(
+    put,
+    path = "/v1/recalls/{external_id}",
+    tag = "appointments",
+    operation_id = "upsert_recall",
+    summary = "Create or replace a recall",
+    params(
+        ("external_id" = String, Path, description = "The organization's own id for the record (for a patient, its MRN).")
+    ),
+    request_body = RecallRequest,
+    responses(
+        (status = 201, description = "Created", body = RecallView),
+        (status = 200, description = "Replaced", body = RecallView)
+    )
+)]
 #[instrument(skip_all, fields(organization_id = %org, recall_id = field::Empty))]
 pub async fn upsert_recall(
     State(state): State<AppState>,
@@ -80,6 +136,19 @@ pub async fn upsert_recall(
 }
 
 /// `GET /v1/recalls/{external_id}`
+#[utoipa::path(
+    get,
+    path = "/v1/recalls/{external_id}",
+    tag = "appointments",
+    operation_id = "show_recall",
+    summary = "A recall",
+    params(
+        ("external_id" = String, Path, description = "The organization's own id for the record (for a patient, its MRN).")
+    ),
+    responses(
+        (status = 200, description = "The recall", body = RecallView)
+    )
+)]
 #[instrument(skip_all, fields(organization_id = %org, recall_id = field::Empty))]
 pub async fn show_recall(
     State(state): State<AppState>,

@@ -113,6 +113,19 @@ fn too_large(index: usize, detail: String) -> Problem {
     ])
 }
 
+/// `POST /v1/messages` as `multipart/form-data`, for the OpenAPI document: a `message` part
+/// (the JSON request) and one part per file, in order (any part name; the part's filename and
+/// Content-Type are the attachment's).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct MultipartSend {
+    /// The request, as `application/json` would carry it (without `attachments`).
+    message: SendRequest,
+    /// The files.
+    #[schema(value_type = Option<Vec<String>>, format = Binary)]
+    file: Option<Vec<Vec<u8>>>,
+}
+
 /// The `message` part (JSON, at most `server.max_body_bytes`) and the file parts, in order.
 async fn read_multipart(
     mut multipart: Multipart,
@@ -217,6 +230,20 @@ async fn read_multipart(
 /// `GET /v1/messages/{id}/attachments/{attachment_id}`: the bytes, with the stored
 /// `Content-Type`, `Content-Disposition: attachment` and `X-Content-Type-Options: nosniff`.
 /// Each read is recorded in the audit table (`attachment_read`, actor `api_key:<id>`).
+#[utoipa::path(
+    get,
+    path = "/v1/messages/{id}/attachments/{attachment_id}",
+    tag = "messages",
+    operation_id = "download",
+    summary = "An attachment's bytes (audited)",
+    params(
+        ("id" = String, Path, description = "The record's id (a ULID)."),
+        ("attachment_id" = String, Path, description = "The attachment's id.")
+    ),
+    responses(
+        (status = 200, description = "The attachment, with its stored Content-Type", content(([u8] = "application/octet-stream"), ([u8] = "*/*")))
+    )
+)]
 #[instrument(skip_all, fields(organization_id = %caller.organization_id, message_id = %message_id, attachment_id = %attachment_id))]
 pub async fn download(
     State(state): State<AppState>,

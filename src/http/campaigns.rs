@@ -18,6 +18,17 @@ use crate::campaigns::Preview;
 use crate::campaigns::service::{CampaignList, CampaignReport, CampaignView};
 
 /// `POST /v1/campaigns`: 201 with the campaign.
+#[utoipa::path(
+    post,
+    path = "/v1/campaigns",
+    tag = "campaigns",
+    operation_id = "campaigns_create",
+    summary = "Create a campaign",
+    request_body = Campaign,
+    responses(
+        (status = 201, description = "The campaign", body = CampaignView)
+    )
+)]
 #[instrument(skip_all, fields(organization_id = %org))]
 pub async fn create(
     State(state): State<AppState>,
@@ -33,6 +44,16 @@ pub async fn create(
 }
 
 /// `GET /v1/campaigns`: newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/campaigns",
+    tag = "campaigns",
+    operation_id = "campaigns_list",
+    summary = "List campaigns (newest first)",
+    responses(
+        (status = 200, description = "The campaigns", body = CampaignList)
+    )
+)]
 #[instrument(skip_all, fields(organization_id = %org))]
 pub async fn list(
     State(state): State<AppState>,
@@ -42,6 +63,19 @@ pub async fn list(
 }
 
 /// `GET /v1/campaigns/{id}`
+#[utoipa::path(
+    get,
+    path = "/v1/campaigns/{id}",
+    tag = "campaigns",
+    operation_id = "campaigns_show",
+    summary = "A campaign with its progress",
+    params(
+        ("id" = String, Path, description = "The record's id (a ULID).")
+    ),
+    responses(
+        (status = 200, description = "The campaign", body = CampaignView)
+    )
+)]
 #[instrument(skip_all, fields(organization_id = %org, campaign_id = %id))]
 pub async fn show(
     State(state): State<AppState>,
@@ -52,6 +86,19 @@ pub async fn show(
 }
 
 /// `POST /v1/campaigns/{id}/preview`: what a run now would do; sends and records nothing.
+#[utoipa::path(
+    post,
+    path = "/v1/campaigns/{id}/preview",
+    tag = "campaigns",
+    operation_id = "preview",
+    summary = "What a run now would do (sends nothing)",
+    params(
+        ("id" = String, Path, description = "The record's id (a ULID).")
+    ),
+    responses(
+        (status = 200, description = "The preview", body = Preview)
+    )
+)]
 #[instrument(skip_all, fields(organization_id = %org, campaign_id = %id))]
 pub async fn preview(
     State(state): State<AppState>,
@@ -83,6 +130,20 @@ async fn transition(
 }
 
 /// `POST /v1/campaigns/{id}/pause`
+#[utoipa::path(
+    post,
+    path = "/v1/campaigns/{id}/pause",
+    tag = "campaigns",
+    operation_id = "pause",
+    summary = "Pause a campaign",
+    params(
+        ("id" = String, Path, description = "The record's id (a ULID).")
+    ),
+    responses(
+        (status = 200, description = "The campaign", body = CampaignView),
+        (status = 409, description = "Not in a state to pause", body = crate::http::Problem, content_type = "application/problem+json")
+    )
+)]
 #[instrument(skip_all, fields(organization_id = %org, campaign_id = %id))]
 pub async fn pause(
     State(state): State<AppState>,
@@ -93,6 +154,20 @@ pub async fn pause(
 }
 
 /// `POST /v1/campaigns/{id}/resume`
+#[utoipa::path(
+    post,
+    path = "/v1/campaigns/{id}/resume",
+    tag = "campaigns",
+    operation_id = "resume",
+    summary = "Resume a campaign",
+    params(
+        ("id" = String, Path, description = "The record's id (a ULID).")
+    ),
+    responses(
+        (status = 200, description = "The campaign", body = CampaignView),
+        (status = 409, description = "Not in a state to resume", body = crate::http::Problem, content_type = "application/problem+json")
+    )
+)]
 #[instrument(skip_all, fields(organization_id = %org, campaign_id = %id))]
 pub async fn resume(
     State(state): State<AppState>,
@@ -103,6 +178,20 @@ pub async fn resume(
 }
 
 /// `POST /v1/campaigns/{id}/cancel`
+#[utoipa::path(
+    post,
+    path = "/v1/campaigns/{id}/cancel",
+    tag = "campaigns",
+    operation_id = "cancel",
+    summary = "Cancel a campaign",
+    params(
+        ("id" = String, Path, description = "The record's id (a ULID).")
+    ),
+    responses(
+        (status = 200, description = "The campaign", body = CampaignView),
+        (status = 409, description = "Not in a state to cancel", body = crate::http::Problem, content_type = "application/problem+json")
+    )
+)]
 #[instrument(skip_all, fields(organization_id = %org, campaign_id = %id))]
 pub async fn cancel(
     State(state): State<AppState>,
@@ -113,6 +202,19 @@ pub async fn cancel(
 }
 
 /// `GET /v1/campaigns/{id}/report`
+#[utoipa::path(
+    get,
+    path = "/v1/campaigns/{id}/report",
+    tag = "campaigns",
+    operation_id = "report",
+    summary = "A campaign's report",
+    params(
+        ("id" = String, Path, description = "The record's id (a ULID).")
+    ),
+    responses(
+        (status = 200, description = "The report", body = CampaignReport)
+    )
+)]
 #[instrument(skip_all, fields(organization_id = %org, campaign_id = %id))]
 pub async fn report(
     State(state): State<AppState>,

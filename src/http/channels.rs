@@ -13,6 +13,16 @@ use crate::ops::{ChannelsView, PauseBody, PauseView};
 use crate::service::ServiceError;
 
 /// `GET /v1/channels`
+#[utoipa::path(
+    get,
+    path = "/v1/channels",
+    tag = "operations",
+    operation_id = "channels_list",
+    summary = "Channels and connectors, with their pauses",
+    responses(
+        (status = 200, description = "The channels and connectors", body = ChannelsView)
+    )
+)]
 #[instrument(skip_all, fields(organization_id = %org))]
 pub async fn list(
     State(state): State<AppState>,
@@ -25,8 +35,9 @@ fn reason(body: &Bytes) -> Result<Option<String>, ServiceError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
-    serde_json::from_slice::<PauseBody>(body)
-        .map(|b| b.reason)
+    // `null` is no body, as the OpenAPI document says (an optional, nullable body).
+    serde_json::from_slice::<Option<PauseBody>>(body)
+        .map(|b| b.and_then(|b| b.reason))
         .map_err(|e| ServiceError::invalid("", format!("not a pause body: {e}")))
 }
 
@@ -56,6 +67,20 @@ async fn set(
 }
 
 /// `POST /v1/channels/{channel}/pause`
+#[utoipa::path(
+    post,
+    path = "/v1/channels/{channel}/pause",
+    tag = "operations",
+    operation_id = "pause_channel",
+    summary = "Pause a channel",
+    params(
+        ("channel" = String, Path, description = "sms, email, fax or direct.")
+    ),
+    request_body(content = Option<PauseBody>, description = "Optional (empty or `null`): why", content_type = "application/json"),
+    responses(
+        (status = 200, description = "Paused", body = PauseView)
+    )
+)]
 #[instrument(skip_all, fields(organization_id = %caller.organization_id, channel = %channel))]
 pub async fn pause_channel(
     State(state): State<AppState>,
@@ -67,17 +92,43 @@ pub async fn pause_channel(
 }
 
 /// `POST /v1/channels/{channel}/resume`
+#[utoipa::path(
+    post,
+    path = "/v1/channels/{channel}/resume",
+    tag = "operations",
+    operation_id = "resume_channel",
+    summary = "Resume a channel",
+    params(
+        ("channel" = String, Path, description = "sms, email, fax or direct.")
+    ),
+    responses(
+        (status = 200, description = "Resumed", body = PauseView)
+    )
+)]
 #[instrument(skip_all, fields(organization_id = %caller.organization_id, channel = %channel))]
 pub async fn resume_channel(
     State(state): State<AppState>,
     caller: Caller,
     Path(channel): Path<String>,
-    body: Bytes,
 ) -> Result<Json<PauseView>, Problem> {
-    set(&state, &caller, "channel", &channel, false, &body).await
+    set(&state, &caller, "channel", &channel, false, &Bytes::new()).await
 }
 
 /// `POST /v1/connectors/{name}/pause`
+#[utoipa::path(
+    post,
+    path = "/v1/connectors/{name}/pause",
+    tag = "operations",
+    operation_id = "pause_connector",
+    summary = "Pause a connector",
+    params(
+        ("name" = String, Path, description = "A connector's name, as configured.")
+    ),
+    request_body(content = Option<PauseBody>, description = "Optional (empty or `null`): why", content_type = "application/json"),
+    responses(
+        (status = 200, description = "Paused", body = PauseView)
+    )
+)]
 #[instrument(skip_all, fields(organization_id = %caller.organization_id, connector = %name))]
 pub async fn pause_connector(
     State(state): State<AppState>,
@@ -89,12 +140,24 @@ pub async fn pause_connector(
 }
 
 /// `POST /v1/connectors/{name}/resume`
+#[utoipa::path(
+    post,
+    path = "/v1/connectors/{name}/resume",
+    tag = "operations",
+    operation_id = "resume_connector",
+    summary = "Resume a connector",
+    params(
+        ("name" = String, Path, description = "A connector's name, as configured.")
+    ),
+    responses(
+        (status = 200, description = "Resumed", body = PauseView)
+    )
+)]
 #[instrument(skip_all, fields(organization_id = %caller.organization_id, connector = %name))]
 pub async fn resume_connector(
     State(state): State<AppState>,
     caller: Caller,
     Path(name): Path<String>,
-    body: Bytes,
 ) -> Result<Json<PauseView>, Problem> {
-    set(&state, &caller, "connector", &name, false, &body).await
+    set(&state, &caller, "connector", &name, false, &Bytes::new()).await
 }

@@ -51,6 +51,7 @@ pub fn routes() -> Router<AppState> {
         .route("/ops/inbound/{id}/resolve", post(resolve))
         .route("/ops/inbound/{id}/dismiss", post(dismiss))
         .route("/ops/direct", get(direct))
+        .route("/ops/direct/{id}/release", post(release))
         .route("/ops/hl7", get(hl7))
         .route("/ops/hl7/reprocess", post(reprocess_all))
         .route("/ops/hl7/{id}", get(hl7_message))
@@ -454,6 +455,10 @@ async fn home(
         (Ok(a), Ok(b), Ok(c), Ok(d)) => (a, b, c, d),
         (Err(e), ..) | (_, Err(e), ..) | (_, _, Err(e), _) | (.., Err(e)) => return failed(e),
     };
+    let overview = match ops.overview(org).await {
+        Ok(overview) => overview,
+        Err(e) => return failed(e),
+    };
     let mut outcomes: BTreeMap<String, usize> = BTreeMap::new();
     for m in &hl7.messages {
         *outcomes.entry(m.status.clone()).or_default() += 1;
@@ -467,7 +472,8 @@ async fn home(
             notice.notice,
             json!({"view": to_value(&view), "dead_letters": dead, "unmatched": unmatched,
                    "quarantined": quarantined, "hl7_last": hl7.messages.first().map(to_value),
-                   "hl7_outcomes": outcomes}),
+                   "hl7_outcomes": outcomes, "overview": to_value(&overview),
+                   "expiry_days": crate::ops::EXPIRY_WARNING_DAYS}),
         ),
     )
 }
@@ -668,7 +674,11 @@ async fn dismiss(
     }
 }
 
-async fn direct(State(state): State<AppState>, headers: HeaderMap) -> Response {
+async fn direct(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(notice): Query<Notice>,
+) -> Response {
     let session = signed_in!(state, headers);
     match state
         .app
@@ -682,10 +692,30 @@ async fn direct(State(state): State<AppState>, headers: HeaderMap) -> Response {
             context(
                 &session,
                 "Direct quarantine",
-                None,
+                notice.notice,
                 json!({"list": to_value(&list)}),
             ),
         ),
+        Err(e) => failed(e),
+    }
+}
+
+/// The Release button: the message's trust checks run again (audited); the notice says
+/// where it went.
+async fn release(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let session = checked!(state, headers, form);
+    match state
+        .app
+        .inbound
+        .release_quarantined(&session.organization_id, &id, &session.actor())
+        .await
+    {
+        Ok(item) => redirect(&format!("/ops/direct?notice=released+{}", item.status)),
         Err(e) => failed(e),
     }
 }

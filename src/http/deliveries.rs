@@ -16,6 +16,19 @@ use super::{AppState, Problem};
 use crate::ops::{DeadLetterList, DeliveryList, ListQuery, MessageList, MessageQuery, Retried};
 
 /// `GET /v1/messages`
+#[utoipa::path(
+    get,
+    path = "/v1/messages",
+    tag = "operations",
+    operation_id = "messages",
+    summary = "List messages (newest first)",
+    params(
+        MessageQuery
+    ),
+    responses(
+        (status = 200, description = "A page of messages", body = MessageList)
+    )
+)]
 #[instrument(skip_all, fields(organization_id = %org))]
 pub async fn messages(
     State(state): State<AppState>,
@@ -26,6 +39,19 @@ pub async fn messages(
 }
 
 /// `GET /v1/deliveries`
+#[utoipa::path(
+    get,
+    path = "/v1/deliveries",
+    tag = "operations",
+    operation_id = "operations_list",
+    summary = "List deliveries (newest first)",
+    params(
+        ListQuery
+    ),
+    responses(
+        (status = 200, description = "A page of deliveries", body = DeliveryList)
+    )
+)]
 #[instrument(skip_all, fields(organization_id = %org))]
 pub async fn list(
     State(state): State<AppState>,
@@ -36,6 +62,19 @@ pub async fn list(
 }
 
 /// `GET /v1/dead-letters`
+#[utoipa::path(
+    get,
+    path = "/v1/dead-letters",
+    tag = "operations",
+    operation_id = "dead_letters",
+    summary = "List dead letters",
+    params(
+        ListQuery
+    ),
+    responses(
+        (status = 200, description = "A page of dead letters", body = DeadLetterList)
+    )
+)]
 #[instrument(skip_all, fields(organization_id = %org))]
 pub async fn dead_letters(
     State(state): State<AppState>,
@@ -46,6 +85,20 @@ pub async fn dead_letters(
 }
 
 /// `POST /v1/dead-letters/{delivery_id}/retry`
+#[utoipa::path(
+    post,
+    path = "/v1/dead-letters/{delivery_id}/retry",
+    tag = "operations",
+    operation_id = "operations_retry",
+    summary = "Retry a dead letter",
+    params(
+        ("delivery_id" = String, Path, description = "The delivery's id.")
+    ),
+    responses(
+        (status = 202, description = "Queued again", body = Retried),
+        (status = 409, description = "Already retried", body = crate::http::Problem, content_type = "application/problem+json")
+    )
+)]
 #[instrument(skip_all, fields(organization_id = %org, delivery_id = %delivery_id))]
 pub async fn retry(
     State(state): State<AppState>,
@@ -57,6 +110,17 @@ pub async fn retry(
 }
 
 /// `POST /v1/dead-letters/retry`
+#[utoipa::path(
+    post,
+    path = "/v1/dead-letters/retry",
+    tag = "operations",
+    operation_id = "retry_all",
+    summary = "Retry every matching dead letter",
+    request_body = ListQuery,
+    responses(
+        (status = 202, description = "Queued again", body = Retried)
+    )
+)]
 #[instrument(skip_all, fields(organization_id = %org))]
 pub async fn retry_all(
     State(state): State<AppState>,

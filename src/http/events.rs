@@ -22,10 +22,12 @@ use crate::events::Cursor;
 use crate::service::FieldError;
 
 /// `?after=&types=` of the stream.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct StreamQuery {
     /// Where to start (a cursor); `Last-Event-ID` wins when both are given.
     #[serde(default)]
+    #[param(value_type = String)]
     after: Cursor,
     /// Comma-separated event kinds; absent: every kind.
     #[serde(default)]
@@ -33,6 +35,19 @@ pub struct StreamQuery {
 }
 
 /// `GET /v1/events/stream`
+#[utoipa::path(
+    get,
+    path = "/v1/events/stream",
+    tag = "events",
+    operation_id = "stream",
+    summary = "The events feed as Server-Sent Events",
+    params(
+        StreamQuery
+    ),
+    responses(
+        (status = 200, description = "An endless `text/event-stream`: `id:` the cursor, `event:` the kind, `data:` an event (the `Event` schema)", content_type = "text/event-stream", body = String)
+    )
+)]
 #[instrument(skip_all, fields(organization_id = %org))]
 pub async fn stream(
     State(state): State<AppState>,

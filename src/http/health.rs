@@ -15,7 +15,7 @@ use super::AppState;
 use super::problem::{Problem, ProblemType};
 
 /// The body of `/healthz` and `/readyz`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Health {
     /// `ok` (alive) or `ready` (the database answers).
     pub status: &'static str,

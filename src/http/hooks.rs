@@ -135,6 +135,27 @@ fn connector_name(connector: &HttpConnector) -> &str {
 
 /// `POST /hooks/{connector}/status`: 204 whatever became of the report (a report for no
 /// delivery of this connector is ignored, so the provider stops retrying).
+#[utoipa::path(
+    post,
+    path = "/hooks/{connector}/status",
+    tag = "provider hooks",
+    operation_id = "hook_status",
+    summary = "A provider's delivery status report",
+    description = "Called by an SMS, email or fax provider, never by API clients. No API key: \
+        the request must carry the provider's own signature (its header and scheme are the \
+        connector's, over the URL the provider called); a forgery is 403 and audited.",
+    security(()),
+    params(("connector" = String, Path, description = "The connector's name, as configured.")),
+    request_body(description = "The provider's report, in its own format", content(
+        (Object = "application/x-www-form-urlencoded"),
+        (Object = "application/json")
+    )),
+    responses(
+        (status = 204, description = "Recorded, or ignored (a report for no delivery of this connector)"),
+        (status = 403, description = "The signature is missing or wrong", body = crate::http::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such connector", body = crate::http::Problem, content_type = "application/problem+json")
+    )
+)]
 #[instrument(skip_all, fields(connector = %name))]
 pub async fn status(
     State(state): State<AppState>,
@@ -208,6 +229,30 @@ impl FromRequest<AppState> for HookBody {
 
 /// `POST /hooks/{connector}/inbound`: recorded before it is answered; the answer (if the
 /// provider takes one inline) is in the connector's format.
+#[utoipa::path(
+    post,
+    path = "/hooks/{connector}/inbound",
+    tag = "provider hooks",
+    operation_id = "hook_inbound",
+    summary = "A message or fax a provider received for us",
+    description = "Called by an SMS or fax provider, never by API clients; signed like the \
+        status reports. Stored before it is answered.",
+    security(()),
+    params(("connector" = String, Path, description = "The connector's name, as configured.")),
+    request_body(description = "The provider's payload, in its own format (a fax provider may post the document itself)", content(
+        (Object = "application/x-www-form-urlencoded"),
+        (Object = "application/json"),
+        (Object = "multipart/form-data")
+    )),
+    responses(
+        (status = 200, description = "Recorded; the answer, if any, in the connector's format (such as TwiML)", content(
+            (String = "text/xml"), (String = "application/xml"), (String = "text/plain")
+        )),
+        (status = 204, description = "Recorded; nothing to answer"),
+        (status = 403, description = "The signature is missing or wrong", body = crate::http::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such connector", body = crate::http::Problem, content_type = "application/problem+json")
+    )
+)]
 #[instrument(skip_all, fields(connector = %name))]
 pub async fn inbound(
     State(state): State<AppState>,
@@ -294,6 +339,20 @@ fn answer(connector: &HttpConnector, reply: Option<&str>) -> Response {
 /// `GET /media/{token}`: a fax document we serve to the provider that sends it (Telnyx
 /// `media_url`). No API key: the random token in the URL is the capability; it works once and
 /// expires in minutes. Unknown, used and expired tokens get the same 404.
+#[utoipa::path(
+    get,
+    path = "/media/{token}",
+    tag = "provider hooks",
+    operation_id = "hook_media",
+    summary = "A fax document, for the provider that sends it",
+    description = "No API key: the random token is the capability; it works once and expires in minutes.",
+    security(()),
+    params(("token" = String, Path, description = "The token of the document's link.")),
+    responses(
+        (status = 200, description = "The document", content(([u8] = "application/pdf"), ([u8] = "image/tiff"), ([u8] = "application/octet-stream"))),
+        (status = 404, description = "No such document, or its link was used or expired", body = crate::http::Problem, content_type = "application/problem+json")
+    )
+)]
 #[instrument(skip_all)]
 pub async fn media(
     State(state): State<AppState>,

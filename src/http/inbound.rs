@@ -20,13 +20,15 @@ use crate::inbound::{
 };
 
 /// `?status=&limit=` of `GET /v1/inbound`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// received | unmatched (the default) | filed | processed | dismissed
     #[serde(default = "unmatched")]
     status: InboundStatus,
     /// 1 to 1000 (default 100).
     #[serde(default = "hundred")]
+    #[param(minimum = 1, maximum = 1000)]
     limit: i64,
 }
 
@@ -38,6 +40,19 @@ fn hundred() -> i64 {
 }
 
 /// `GET /v1/inbound`
+#[utoipa::path(
+    get,
+    path = "/v1/inbound",
+    tag = "inbound",
+    operation_id = "inbound_list",
+    summary = "The inbound work queue",
+    params(
+        ListQuery
+    ),
+    responses(
+        (status = 200, description = "The items", body = InboundList)
+    )
+)]
 #[instrument(skip_all, fields(organization_id = %org))]
 pub async fn list(
     State(state): State<AppState>,
@@ -54,14 +69,29 @@ pub async fn list(
 }
 
 /// `?limit=` of `GET /v1/direct/quarantine`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct QuarantineQuery {
     /// 1 to 1000 (default 100).
     #[serde(default = "hundred")]
+    #[param(minimum = 1, maximum = 1000)]
     limit: i64,
 }
 
 /// `GET /v1/direct/quarantine` (admin scope): Direct messages that failed a trust check.
+#[utoipa::path(
+    get,
+    path = "/v1/direct/quarantine",
+    tag = "inbound",
+    operation_id = "direct_quarantine",
+    summary = "Quarantined Direct messages",
+    params(
+        QuarantineQuery
+    ),
+    responses(
+        (status = 200, description = "The items", body = InboundList)
+    )
+)]
 #[instrument(skip_all, fields(organization_id = %org))]
 pub async fn direct_quarantine(
     State(state): State<AppState>,
@@ -77,7 +107,53 @@ pub async fn direct_quarantine(
     ))
 }
 
+/// `POST /v1/direct/quarantine/{id}/release` (admin scope): the message's trust checks run
+/// again; the answer is the item as it now stands (filed, unmatched, or still quarantined with
+/// the new reason). 404 for an item of another organization, 409 `inbound_wrong_state` for an
+/// item that is not a quarantined Direct message.
+#[utoipa::path(
+    post,
+    path = "/v1/direct/quarantine/{id}/release",
+    tag = "inbound",
+    operation_id = "release_quarantined",
+    summary = "Run a quarantined Direct message's trust checks again",
+    params(
+        ("id" = String, Path, description = "The record's id (a ULID).")
+    ),
+    responses(
+        (status = 200, description = "The item as it now stands", body = InboundItemView),
+        (status = 409, description = "Not a quarantined Direct message", body = crate::http::Problem, content_type = "application/problem+json")
+    )
+)]
+#[instrument(skip_all, fields(organization_id = %caller.organization_id, key_id = %caller.key_id, inbound_item_id = %id))]
+pub async fn release_quarantined(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<InboundItemView>, Problem> {
+    Ok(Json(
+        state
+            .app
+            .inbound
+            .release_quarantined(&caller.organization_id, &id, &caller.actor())
+            .await?,
+    ))
+}
+
 /// `GET /v1/inbound/{id}`
+#[utoipa::path(
+    get,
+    path = "/v1/inbound/{id}",
+    tag = "inbound",
+    operation_id = "inbound_show",
+    summary = "An inbound item",
+    params(
+        ("id" = String, Path, description = "The record's id (a ULID).")
+    ),
+    responses(
+        (status = 200, description = "The item", body = InboundItemView)
+    )
+)]
 #[instrument(skip_all, fields(organization_id = %org, inbound_item_id = %id))]
 pub async fn show(
     State(state): State<AppState>,
@@ -88,6 +164,21 @@ pub async fn show(
 }
 
 /// `POST /v1/inbound/{id}/resolve`
+#[utoipa::path(
+    post,
+    path = "/v1/inbound/{id}/resolve",
+    tag = "inbound",
+    operation_id = "resolve",
+    summary = "File an item into a patient's thread",
+    params(
+        ("id" = String, Path, description = "The record's id (a ULID).")
+    ),
+    request_body = ResolveRequest,
+    responses(
+        (status = 200, description = "Filed", body = Resolved),
+        (status = 409, description = "Already filed, or not in a state for this", body = crate::http::Problem, content_type = "application/problem+json")
+    )
+)]
 #[instrument(skip_all, fields(organization_id = %caller.organization_id, key_id = %caller.key_id, inbound_item_id = %id, thread_id = field::Empty))]
 pub async fn resolve(
     State(state): State<AppState>,
@@ -105,6 +196,21 @@ pub async fn resolve(
 }
 
 /// `POST /v1/inbound/{id}/reassign`
+#[utoipa::path(
+    post,
+    path = "/v1/inbound/{id}/reassign",
+    tag = "inbound",
+    operation_id = "reassign",
+    summary = "Move a filed item to another patient",
+    params(
+        ("id" = String, Path, description = "The record's id (a ULID).")
+    ),
+    request_body = ReassignRequest,
+    responses(
+        (status = 200, description = "Moved", body = Resolved),
+        (status = 409, description = "Not in a state for this", body = crate::http::Problem, content_type = "application/problem+json")
+    )
+)]
 #[instrument(skip_all, fields(organization_id = %caller.organization_id, key_id = %caller.key_id, inbound_item_id = %id, thread_id = field::Empty))]
 pub async fn reassign(
     State(state): State<AppState>,
@@ -122,6 +228,21 @@ pub async fn reassign(
 }
 
 /// `POST /v1/inbound/{id}/dismiss`
+#[utoipa::path(
+    post,
+    path = "/v1/inbound/{id}/dismiss",
+    tag = "inbound",
+    operation_id = "dismiss",
+    summary = "Dismiss an item",
+    params(
+        ("id" = String, Path, description = "The record's id (a ULID).")
+    ),
+    request_body = DismissRequest,
+    responses(
+        (status = 200, description = "Dismissed", body = Dismissed),
+        (status = 409, description = "Already filed, or not in a state for this", body = crate::http::Problem, content_type = "application/problem+json")
+    )
+)]
 #[instrument(skip_all, fields(organization_id = %caller.organization_id, key_id = %caller.key_id, inbound_item_id = %id))]
 pub async fn dismiss(
     State(state): State<AppState>,

@@ -23,6 +23,7 @@ mod hooks;
 mod inbound;
 mod json;
 mod messages;
+mod openapi;
 mod patients;
 mod problem;
 mod reminders;
@@ -45,6 +46,7 @@ pub use auth::{
     CACHE_TTL, Scope, format_scopes, hash_token, new_token, parse_scopes, required_scope,
 };
 pub use guard::HTTP_PANICS;
+pub use openapi::{document as openapi_document, json_text as openapi_json};
 pub use problem::{Problem, ProblemType};
 
 /// What handlers share: the services (handlers reach no records but through them) and what
@@ -87,6 +89,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
+        .route("/v1/openapi.json", get(openapi::serve))
         .route(
             "/v1/messages",
             post(messages::create)
@@ -182,6 +185,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/hl7/messages/{id}/reprocess", post(hl7::reprocess))
         .route("/v1/inbound", get(inbound::list))
         .route("/v1/direct/quarantine", get(inbound::direct_quarantine))
+        .route(
+            "/v1/direct/quarantine/{id}/release",
+            post(inbound::release_quarantined),
+        )
         .route("/v1/inbound/{id}", get(inbound::show))
         .route("/v1/inbound/{id}/resolve", post(inbound::resolve))
         .route("/v1/inbound/{id}/reassign", post(inbound::reassign))

@@ -23,6 +23,21 @@ pub fn upsert_status(created: bool) -> StatusCode {
 }
 
 /// `PUT /v1/patients/{external_id}`
+#[utoipa::path(
+    put,
+    path = "/v1/patients/{external_id}",
+    tag = "patients",
+    operation_id = "patients_upsert",
+    summary = "Create or replace a patient",
+    params(
+        ("external_id" = String, Path, description = "The organization's own id for the record (for a patient, its MRN).")
+    ),
+    request_body = PatientRequest,
+    responses(
+        (status = 201, description = "Created", body = PatientView),
+        (status = 200, description = "Replaced", body = PatientView)
+    )
+)]
 #[instrument(skip_all, fields(organization_id = %org, patient_id = field::Empty))]
 pub async fn upsert(
     State(state): State<AppState>,
@@ -40,6 +55,19 @@ pub async fn upsert(
 }
 
 /// `GET /v1/patients/{external_id}`
+#[utoipa::path(
+    get,
+    path = "/v1/patients/{external_id}",
+    tag = "patients",
+    operation_id = "patients_show",
+    summary = "A patient",
+    params(
+        ("external_id" = String, Path, description = "The organization's own id for the record (for a patient, its MRN).")
+    ),
+    responses(
+        (status = 200, description = "The patient", body = PatientView)
+    )
+)]
 #[instrument(skip_all, fields(organization_id = %org, patient_id = field::Empty))]
 pub async fn show(
     State(state): State<AppState>,

@@ -224,14 +224,17 @@ struct ProblemExtra {
     errors: Vec<FieldError>,
 }
 
-/// The members as sent.
-#[derive(Serialize)]
+/// The members as sent (and, in the OpenAPI document, the `Problem` schema).
+#[derive(Serialize, utoipa::ToSchema)]
 struct Wire<'a> {
     /// `urn:switchboard:problem:<code>`.
     #[serde(rename = "type")]
     kind: String,
+    /// The same for every problem of a type.
     title: &'static str,
+    /// The HTTP status.
     status: u16,
+    /// For the API client; never internals or PHI.
     #[serde(skip_serializing_if = "Option::is_none")]
     detail: Option<&'a str>,
     /// The stable code the `type` ends with.
@@ -239,8 +242,10 @@ struct Wire<'a> {
     /// JSON Pointer (RFC 6901) to the first body field at fault (the first of `errors`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pointer: Option<&'a str>,
+    /// The API key scope the request needs (403 `insufficient_scope`).
     #[serde(skip_serializing_if = "Option::is_none")]
     scope: Option<&'a str>,
+    /// Every field at fault.
     #[serde(skip_serializing_if = "<[FieldError]>::is_empty")]
     errors: &'a [FieldError],
 }
@@ -260,6 +265,28 @@ impl Serialize for Problem {
             errors,
         }
         .serialize(serializer)
+    }
+}
+
+/// The schema of every problem+json body: the wire struct's, under the name `Problem`.
+impl utoipa::PartialSchema for Problem {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        <Wire<'static> as utoipa::PartialSchema>::schema()
+    }
+}
+
+impl utoipa::ToSchema for Problem {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "Problem".into()
+    }
+
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        <Wire<'static> as utoipa::ToSchema>::schemas(schemas);
     }
 }
 

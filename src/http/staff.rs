@@ -12,6 +12,20 @@ use super::problem::Problem;
 use crate::staff::{StaffList, StaffRequest, StaffView};
 
 /// `PUT /v1/staff/{external_id}`: 200 with the member.
+#[utoipa::path(
+    put,
+    path = "/v1/staff/{external_id}",
+    tag = "staff",
+    operation_id = "staff_upsert",
+    summary = "Create or replace a staff member",
+    params(
+        ("external_id" = String, Path, description = "The organization's own id for the record (for a patient, its MRN).")
+    ),
+    request_body = StaffRequest,
+    responses(
+        (status = 200, description = "The member", body = StaffView)
+    )
+)]
 #[instrument(skip_all, fields(organization_id = %org, staff_id = field::Empty))]
 pub async fn upsert(
     State(state): State<AppState>,
@@ -25,6 +39,16 @@ pub async fn upsert(
 }
 
 /// `GET /v1/staff`
+#[utoipa::path(
+    get,
+    path = "/v1/staff",
+    tag = "staff",
+    operation_id = "staff_list",
+    summary = "The staff directory",
+    responses(
+        (status = 200, description = "The directory", body = StaffList)
+    )
+)]
 #[instrument(skip_all, fields(organization_id = %org))]
 pub async fn list(
     State(state): State<AppState>,

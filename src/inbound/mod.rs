@@ -85,7 +85,7 @@ pub struct Reply {
 }
 
 /// An SMS as a provider delivered it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct InboundSms {
     pub connector: String,
     pub provider_ref: Option<String>,
@@ -118,6 +118,8 @@ pub struct InboundService {
     pub tenancy: Arc<crate::tenancy::Tenancy>,
     /// Sends the answers that are not given inline.
     pub messages: crate::messages::MessageService,
+    /// Inbound Direct, for releasing quarantined messages (none outside the daemon).
+    pub direct: Option<Arc<crate::direct::inbound::DirectInbound>>,
 }
 
 impl InboundService {

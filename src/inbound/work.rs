@@ -27,7 +27,7 @@ pub const MAX_REASON: usize = 1000;
 ///
 /// `received` → `filed` | `unmatched` | `processed` (the pipeline); `unmatched` → `filed`
 /// (resolve, or reprocess) | `dismissed` (a person); `filed` stays `filed` when reassigned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum InboundStatus {
     /// Recorded, not yet handled (or handling failed half-way).
@@ -59,7 +59,7 @@ impl InboundStatus {
 }
 
 /// A patient matching proposed for an unmatched item.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct CandidateView {
     pub patient_id: String,
     /// The patient's external id (what `resolve` takes).
@@ -69,7 +69,7 @@ pub struct CandidateView {
 }
 
 /// An inbound item as the API shows it. Times are unix epoch milliseconds.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct InboundItemView {
     pub id: String,
     pub organization_id: String,
@@ -128,7 +128,7 @@ pub struct InboundItemView {
 
 /// A file an inbound item carries, as the item is shown (the bytes are filed with the message
 /// when the item is filed).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ItemAttachmentView {
     pub filename: Option<String>,
     pub content_type: String,
@@ -139,7 +139,7 @@ pub struct ItemAttachmentView {
 
 /// One step of an item: `received`, `parsed`, `matched`, `filed` | `unmatched` | `processed`,
 /// `acknowledged`; `reprocess`; a person's `resolved`, `reassigned`, `dismissed`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct StepView {
     pub step: String,
     /// The item's status after the step.
@@ -210,13 +210,13 @@ fn stored_candidates(row: &InboundRow) -> Vec<StoredCandidate> {
 }
 
 /// `GET /v1/inbound`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct InboundList {
     pub items: Vec<InboundItemView>,
 }
 
 /// `POST /v1/inbound/{id}/resolve`: whose item it is.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResolveRequest {
     /// The patient's external id.
@@ -227,7 +227,7 @@ pub struct ResolveRequest {
 }
 
 /// The item, filed.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Resolved {
     pub id: String,
     /// Always `filed`.
@@ -237,7 +237,7 @@ pub struct Resolved {
 }
 
 /// `POST /v1/inbound/{id}/reassign`: whose item it really is.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReassignRequest {
     /// The patient's external id.
@@ -248,15 +248,16 @@ pub struct ReassignRequest {
 }
 
 /// `POST /v1/inbound/{id}/dismiss`: why it is set aside (required).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DismissRequest {
     #[serde(default)]
+    #[schema(min_length = 1)]
     pub reason: Option<String>,
 }
 
 /// The item, dismissed.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Dismissed {
     pub id: String,
     /// Always `dismissed`.
@@ -316,6 +317,50 @@ impl InboundService {
                 .map(|row| InboundItemView::new(row, &HashMap::new()))
                 .collect(),
         })
+    }
+
+    /// Releases a quarantined Direct message of the organization (`POST
+    /// /v1/direct/quarantine/{id}/release`, admin scope; the console's Release button): its
+    /// trust checks run again — after an anchor was added, a CRL came back — and it is filed
+    /// and answered if it now passes, else it stays quarantined with the new reason. Audited
+    /// as `actor`.
+    pub async fn release_quarantined(
+        &self,
+        organization_id: &str,
+        item_id: &str,
+        actor: &str,
+    ) -> Result<InboundItemView, ServiceError> {
+        use crate::direct::inbound::DirectInboundError;
+        let Some(direct) = &self.direct else {
+            return Err(ServiceError::Refused {
+                refusal: Refusal::InboundWrongState,
+                detail: "this process does not receive Direct messages".into(),
+            });
+        };
+        match direct.release(Some(organization_id), item_id, actor).await {
+            Ok(_) => {}
+            Err(DirectInboundError::Store(e)) => return Err(e.into()),
+            Err(DirectInboundError::Crypto(e)) => return Err(e.into()),
+            Err(DirectInboundError::NotReleasable(detail)) => {
+                return Err(ServiceError::Refused {
+                    refusal: Refusal::InboundWrongState,
+                    detail,
+                });
+            }
+            Err(DirectInboundError::UnknownConnector(name)) => {
+                return Err(ServiceError::Refused {
+                    refusal: Refusal::InboundWrongState,
+                    detail: format!(
+                        "the item came through Direct connector {name:?}, which is no longer set up"
+                    ),
+                });
+            }
+            Err(e @ DirectInboundError::Intake(_)) => {
+                return Err(ServiceError::Internal(e.to_string()));
+            }
+        }
+        let item = self.store.inbound().item(organization_id, item_id).await?;
+        Ok(InboundItemView::new(item, &HashMap::new()))
     }
 
     /// One item with its text and steps (the text left out when it cannot be read).

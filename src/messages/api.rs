@@ -12,7 +12,7 @@ use crate::service::Location;
 pub const MAX_THREAD_PAGE: i64 = 500;
 
 /// A thread (conversation) as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ThreadView {
     pub id: String,
     /// The patient the conversation is about, if any (internal id).
@@ -26,7 +26,7 @@ pub struct ThreadView {
 }
 
 /// `GET /v1/threads/{id}/messages`: the thread and its messages, oldest first.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ThreadMessages {
     pub thread: ThreadView,
     pub messages: Vec<MessageView>,

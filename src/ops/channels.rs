@@ -14,7 +14,7 @@ use crate::service::{FieldError, ServiceError};
 use crate::store::{AuditEntry, PauseRow};
 
 /// Who paused, when, why.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Paused {
     /// RFC 3339 (UTC).
     pub paused_at: String,
@@ -25,7 +25,7 @@ pub struct Paused {
 }
 
 /// One channel, for the caller's organization.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ChannelState {
     pub channel: String,
     /// The connector it is routed to.
@@ -41,6 +41,9 @@ pub struct ChannelState {
     pub queue_depth: i64,
     /// Age of the oldest waiting delivery, seconds.
     pub oldest_waiting_secs: Option<i64>,
+    /// Deliveries that reached sent/delivered (or dispatched/processed, Direct) per minute,
+    /// over the last five minutes.
+    pub per_minute: f64,
     pub last_success_at: Option<String>,
     pub last_failure_at: Option<String>,
     /// The latest failure's reason, numbers masked.
@@ -48,7 +51,7 @@ pub struct ChannelState {
 }
 
 /// One connector.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ConnectorState {
     pub name: String,
     /// The channels routed to it.
@@ -59,14 +62,14 @@ pub struct ConnectorState {
 }
 
 /// `GET /v1/channels`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ChannelsView {
     pub channels: Vec<ChannelState>,
     pub connectors: Vec<ConnectorState>,
 }
 
 /// The optional body of a pause.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PauseBody {
     /// Why (no PHI), shown with the state.
@@ -74,7 +77,7 @@ pub struct PauseBody {
 }
 
 /// What a pause or resume did.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PauseView {
     /// `channel` or `connector`.
     pub kind: String,
@@ -137,6 +140,8 @@ impl Ops {
                     .collect(),
                 queue_depth: figures.waiting,
                 oldest_waiting_secs: figures.oldest_waiting_at.map(|at| (now - at).max(0) / 1000),
+                per_minute: figures.recent_successes as f64
+                    / (crate::store::RECENT_MS as f64 / 60_000.0),
                 last_success_at: figures.last_success_at.map(rfc3339),
                 last_failure_at: figures.last_failure_at.map(rfc3339),
                 last_error: figures.last_failure.as_deref().map(redact_error),

@@ -11,7 +11,8 @@ use crate::service::{FieldError, ServiceError};
 use crate::store::{AuditEntry, Hl7Row};
 
 /// `?status=&type=&control_id=&since=&until=&cursor=&limit=` of `GET /v1/hl7/messages`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct Hl7Query {
     /// received, applied, error or rejected.
@@ -22,16 +23,19 @@ pub struct Hl7Query {
     /// MSH-10.
     pub control_id: Option<String>,
     /// Received at or after, RFC 3339.
+    #[param(format = DateTime)]
     pub since: Option<String>,
     /// Received before, RFC 3339.
+    #[param(format = DateTime)]
     pub until: Option<String>,
     pub cursor: Option<String>,
     /// 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
 }
 
 /// One archived message, without its content.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Hl7Item {
     pub id: String,
     pub control_id: Option<String>,
@@ -48,7 +52,7 @@ pub struct Hl7Item {
 }
 
 /// A page of the archive, newest first.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Hl7List {
     pub messages: Vec<Hl7Item>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -56,7 +60,7 @@ pub struct Hl7List {
 }
 
 /// One archived message with its segments.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Hl7MessageView {
     #[serde(flatten)]
     pub message: Hl7Item,
@@ -203,19 +207,21 @@ impl Ops {
 }
 
 /// The body of `POST /v1/hl7/messages/reprocess`: which archived messages to run again.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Hl7ReprocessFilter {
     /// error (the default), rejected or received.
     pub status: Option<String>,
     /// Received at or after, RFC 3339.
+    #[schema(format = DateTime)]
     pub since: Option<String>,
     /// Received before, RFC 3339.
+    #[schema(format = DateTime)]
     pub until: Option<String>,
 }
 
 /// What a reprocess did: each message with its new outcome.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Hl7Reprocessed {
     pub reprocessed: usize,
     pub messages: Vec<Hl7Item>,

@@ -12,27 +12,34 @@ use crate::service::{FieldError, ServiceError};
 use crate::store::{MessageFilter, StoreError};
 
 /// The filters of `GET /v1/messages`, every one optional.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct MessageQuery {
     /// Messages with a delivery in this status (`failed`, `sent`, …).
+    #[param(value_type = Option<crate::domain::DeliveryStatus>)]
     pub status: Option<String>,
     /// Messages with a delivery on this channel (sms, email, fax, direct, outbox).
+    #[param(value_type = Option<crate::domain::Channel>)]
     pub channel: Option<String>,
     /// The patient's external id (as in `/v1/patients/{external_id}`).
+    #[param(min_length = 1, max_length = 256)]
     pub patient: Option<String>,
     /// Created at or after, RFC 3339.
+    #[param(format = DateTime)]
     pub since: Option<String>,
     /// Created before, RFC 3339.
+    #[param(format = DateTime)]
     pub until: Option<String>,
     /// The previous page's `next_cursor`.
     pub cursor: Option<String>,
     /// 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
 }
 
 /// One message as the list shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct MessageItem {
     /// `msg_…`
     pub id: String,
@@ -54,7 +61,7 @@ pub struct MessageItem {
 }
 
 /// A page of messages, newest first.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct MessageList {
     pub messages: Vec<MessageItem>,
     /// Pass as `cursor` for the next page; absent on the last.

@@ -239,6 +239,7 @@ impl Runner {
                 return;
             }
         }
+        let started_at = crate::store::now_ms();
         let pass = AssertUnwindSafe(async {
             #[cfg(test)]
             if self.panic_next.swap(false, Ordering::SeqCst) {
@@ -279,6 +280,21 @@ impl Runner {
                 return;
             }
         };
+        let (outcome, counts) = match &result {
+            Ok(report) => ("ok", report.clone()),
+            Err(_) => ("failed", RunReport::default()),
+        };
+        let run = crate::store::ScheduledRunRow {
+            name: LEASE.into(),
+            holder: self.holder.clone(),
+            started_at,
+            finished_at: crate::store::now_ms(),
+            outcome: outcome.into(),
+            report: serde_json::to_string(&counts).unwrap_or_default(),
+        };
+        if let Err(e) = store.leases().record_run(&run).await {
+            warn!(error = %e, "recording the reminder run");
+        }
         match result {
             Ok(report) if report != RunReport::default() => {
                 info!(

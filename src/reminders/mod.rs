@@ -75,7 +75,7 @@ pub enum ReminderError {
 }
 
 /// What a run did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RunReport {
     pub planned: u64,
     pub cancelled: u64,

@@ -18,7 +18,7 @@ use crate::store::{Store, StoreError};
 pub const MAX_RULES: usize = 50;
 
 /// Where an organization's rules come from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum RuleSource {
     /// The configuration file (no rule was set through the API).
@@ -28,14 +28,14 @@ pub enum RuleSource {
 }
 
 /// `GET /v1/reminder-rules`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RuleSet {
     pub source: RuleSource,
     pub rules: Vec<ReminderRule>,
 }
 
 /// `GET /v1/appointments/{filler_id}/reminders`: every touch planned for the appointment.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ReminderPlan {
     /// The appointment's filler id.
     pub appointment: String,
@@ -47,7 +47,7 @@ pub struct ReminderPlan {
 }
 
 /// One planned reminder.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct TouchView {
     /// The rule's id.
     pub rule: String,

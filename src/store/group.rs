@@ -14,8 +14,8 @@ use futures::future::BoxFuture;
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 use super::{
-    AcceptItem, AcceptOutcome, Claimed, DeliveryUpdate, InDoubt, NewFaxInbound, Result, Store,
-    StoreError, now_ms,
+    AcceptItem, AcceptOutcome, Claimed, DeliveryUpdate, Hl7Record, Hl7Row, InDoubt, NewFaxInbound,
+    Result, Store, StoreError, now_ms,
 };
 
 const MAX_BATCH: usize = 128;
@@ -123,14 +123,19 @@ pub struct GroupCommit {
     claim: Batcher<(String, i64, Arc<InDoubt>), Option<Claimed>>,
     update: Batcher<(String, DeliveryUpdate), bool>,
     fax: Batcher<NewFaxInbound, (String, bool)>,
+    hl7: Batcher<Hl7Record, Option<Hl7Row>>,
     /// What enqueues deliveries once committed (none in tools that only write).
     after_accept: Option<Arc<dyn AfterAccept>>,
 }
 
 impl GroupCommit {
     /// Spawns the flushers (one per kind on SQLite, whose writes serialize anyway; two on
-    /// PostgreSQL). Needs a tokio runtime.
-    pub fn start(store: &Store, after_accept: Option<Arc<dyn AfterAccept>>) -> Self {
+    /// PostgreSQL; `fax_writers` for received faxes when not 0). Needs a tokio runtime.
+    pub fn start(
+        store: &Store,
+        after_accept: Option<Arc<dyn AfterAccept>>,
+        fax_writers: usize,
+    ) -> Self {
         let flushers = store.db.flushers();
         let s = store.clone();
         let hook = after_accept.clone();
@@ -194,15 +199,29 @@ impl GroupCommit {
             async move { s.deliveries().update_many(&updates).await }
         });
         let s = store.clone();
-        let fax = Batcher::spawn(flushers, move |faxes: Vec<NewFaxInbound>| {
+        let fax_flushers = if fax_writers == 0 {
+            flushers
+        } else {
+            fax_writers
+        };
+        let fax = Batcher::spawn(fax_flushers, move |faxes: Vec<NewFaxInbound>| {
             let s = s.clone();
             async move { s.received_faxes().record_many(&faxes).await }
+        });
+        // One flusher: concurrent connections' HL7 messages share a transaction and a commit,
+        // and batches never run side by side (two could take the same patients' rows in
+        // opposite orders).
+        let s = store.clone();
+        let hl7 = Batcher::spawn(1, move |records: Vec<Hl7Record>| {
+            let s = s.clone();
+            async move { s.hl7().record_many(&records).await }
         });
         Self {
             accept,
             claim,
             update,
             fax,
+            hl7,
             after_accept,
         }
     }
@@ -239,6 +258,13 @@ impl GroupCommit {
     /// grouped: concurrent webhooks share a commit.
     pub async fn record_fax(&self, fax: NewFaxInbound) -> Result<(String, bool)> {
         self.fax.call(fax).await
+    }
+
+    /// [`Hl7::record_many`](super::Hl7::record_many) for one HL7 message, grouped: the
+    /// messages of concurrent MLLP connections share a commit, and each connection's ACK
+    /// still waits for its own message's.
+    pub async fn record_hl7(&self, record: Hl7Record) -> Result<Option<Hl7Row>> {
+        self.hl7.call(record).await
     }
 
     /// [`Deliveries::update_many`](super::Deliveries::update_many) for one report, grouped.

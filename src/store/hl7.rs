@@ -46,6 +46,14 @@ pub struct Hl7Effects {
     pub appointment: Option<(AppointmentInput, String)>,
 }
 
+/// One message for [`Hl7::record_many`]: its archive row, effects and outcome.
+#[derive(Debug, Clone)]
+pub struct Hl7Record {
+    pub arrival: Hl7Arrival,
+    pub effects: Hl7Effects,
+    pub outcome: Hl7Outcome,
+}
+
 /// The outcome to archive with a message.
 #[derive(Debug, Clone)]
 pub struct Hl7Outcome {
@@ -98,24 +106,50 @@ impl Hl7<'_> {
         effects: &Hl7Effects,
         outcome: &Hl7Outcome,
     ) -> Result<Option<Hl7Row>> {
+        let one = Hl7Record {
+            arrival: arrival.clone(),
+            effects: effects.clone(),
+            outcome: outcome.clone(),
+        };
+        Ok(self
+            .record_many(std::slice::from_ref(&one))
+            .await?
+            .pop()
+            .flatten())
+    }
+
+    /// [`Hl7::record`] for several messages (concurrent connections' messages, grouped by
+    /// `GroupCommit::record_hl7`) in ONE transaction, in order: each message's archive row and
+    /// effects, one commit for all. An answer per message, as `record` gives it. Any failure
+    /// fails the whole batch (nothing is written); the group commit then records each alone.
+    pub async fn record_many(self, records: &[Hl7Record]) -> Result<Vec<Option<Hl7Row>>> {
         let now = now_ms();
-        let replay = on_db!(self.db(), |pool| {
+        let replays: Vec<bool> = on_db!(self.db(), |pool| {
             let mut tx = pool.begin().await?;
-            let inserted = sqlx::query(
-                "INSERT INTO hl7_messages (id, organization_id, control_id, sending_application, sending_facility,
-                    message_type, version, raw, status, error, ack, attempts, received_at, processed_at, content_hash)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 1, $12, $12, $13)
-                 ON CONFLICT DO NOTHING",
-            )
-            .bind(&arrival.id).bind(&arrival.organization_id).bind(&arrival.control_id)
-            .bind(&arrival.sending_application).bind(&arrival.sending_facility)
-            .bind(&arrival.message_type).bind(&arrival.version).bind(&arrival.raw)
-            .bind(&outcome.status).bind(&outcome.error).bind(&outcome.ack).bind(now).bind(&arrival.content_hash)
-            .execute(&mut *tx).await?.rows_affected();
-            if inserted == 0 {
-                tx.rollback().await?;
-                true
-            } else {
+            let mut replays = Vec::with_capacity(records.len());
+            for Hl7Record {
+                arrival,
+                effects,
+                outcome,
+            } in records
+            {
+                let inserted = sqlx::query(
+                    "INSERT INTO hl7_messages (id, organization_id, control_id, sending_application, sending_facility,
+                        message_type, version, raw, status, error, ack, attempts, received_at, processed_at, content_hash)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 1, $12, $12, $13)
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(&arrival.id).bind(&arrival.organization_id).bind(&arrival.control_id)
+                .bind(&arrival.sending_application).bind(&arrival.sending_facility)
+                .bind(&arrival.message_type).bind(&arrival.version).bind(&arrival.raw)
+                .bind(&outcome.status).bind(&outcome.error).bind(&outcome.ack).bind(now).bind(&arrival.content_hash)
+                .execute(&mut *tx).await?.rows_affected();
+                // Archived before (a redelivery, or the same message earlier in this batch):
+                // nothing of it is written again.
+                replays.push(inserted == 0);
+                if inserted == 0 {
+                    continue;
+                }
                 if let Some(patient) = &effects.patient {
                     let new_patient = new_id("pat");
                     let row = upsert_patient_in!(
@@ -138,23 +172,29 @@ impl Hl7<'_> {
                         );
                     }
                 }
-                tx.commit().await?;
-                false
             }
+            tx.commit().await?;
+            replays
         });
-        if !replay {
-            return Ok(None);
+        let mut answers = Vec::with_capacity(records.len());
+        for (record, replay) in records.iter().zip(replays) {
+            if !replay {
+                answers.push(None);
+                continue;
+            }
+            let arrival = &record.arrival;
+            let row: Hl7Row = on_db!(self.db(), |pool| {
+                sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT {COLUMNS} FROM hl7_messages WHERE organization_id = $1 AND sending_application = $2
+                   AND sending_facility = $3 AND control_id = $4 AND content_hash = $5"
+            )))
+            .bind(&arrival.organization_id).bind(&arrival.sending_application)
+            .bind(&arrival.sending_facility).bind(&arrival.control_id).bind(&arrival.content_hash)
+            .fetch_one(pool).await
+            })?;
+            answers.push(Some(row));
         }
-        let row: Hl7Row = on_db!(self.db(), |pool| {
-            sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM hl7_messages WHERE organization_id = $1 AND sending_application = $2
-               AND sending_facility = $3 AND control_id = $4 AND content_hash = $5"
-        )))
-        .bind(&arrival.organization_id).bind(&arrival.sending_application)
-        .bind(&arrival.sending_facility).bind(&arrival.control_id).bind(&arrival.content_hash)
-        .fetch_one(pool).await
-        })?;
-        Ok(Some(row))
+        Ok(answers)
     }
 
     pub async fn get(self, id: &str) -> Result<Hl7Row> {

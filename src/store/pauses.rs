@@ -61,7 +61,12 @@ pub struct ChannelFigures {
     pub waiting: i64,
     /// Created-at of the oldest waiting delivery (unix ms).
     pub oldest_waiting_at: Option<i64>,
+    /// Deliveries that reached a success status in the last [`RECENT_MS`].
+    pub recent_successes: i64,
 }
+
+/// The window of [`ChannelFigures::recent_successes`]: five minutes.
+pub const RECENT_MS: i64 = 5 * 60 * 1000;
 
 impl Pauses<'_> {
     /// The pause table, from the database.
@@ -193,21 +198,25 @@ impl Pauses<'_> {
         .bind(day)
         .fetch_all(pool)
         .await)?;
-        let (last_success_at, last_failure_at): (Option<i64>, Option<i64>) = on_db!(
-            self.db(),
-            |pool| {
-                sqlx::query_as(
+        let (last_success_at, last_failure_at, recent_successes): (
+            Option<i64>,
+            Option<i64>,
+            Option<i64>,
+        ) = on_db!(self.db(), |pool| {
+            sqlx::query_as(
                 "SELECT MAX(CASE WHEN status IN ('sent', 'delivered', 'dispatched', 'processed') THEN updated_at END),
-                        MAX(CASE WHEN status = 'failed' THEN updated_at END)
+                        MAX(CASE WHEN status = 'failed' THEN updated_at END),
+                        SUM(CASE WHEN status IN ('sent', 'delivered', 'dispatched', 'processed')
+                                  AND updated_at >= $4 THEN 1 ELSE 0 END)
                  FROM deliveries WHERE organization_id = $1 AND channel = $2 AND created_at >= $3",
             )
             .bind(organization_id)
             .bind(channel)
             .bind(day)
+            .bind(now - RECENT_MS)
             .fetch_one(pool)
             .await
-            }
-        )?;
+        })?;
         let last_failure: Option<Option<String>> = match last_failure_at {
             None => None,
             Some(at) => on_db!(self.db(), |pool| sqlx::query_scalar(
@@ -238,6 +247,7 @@ impl Pauses<'_> {
             last_failure: last_failure.flatten(),
             waiting,
             oldest_waiting_at,
+            recent_successes: recent_successes.unwrap_or(0),
         })
     }
 }

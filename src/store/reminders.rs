@@ -384,6 +384,26 @@ impl Reminders<'_> {
     }
 }
 
+impl Reminders<'_> {
+    /// The organization's reminders that reached a final status since `since` (unix ms):
+    /// `(status, reason, count)` ordered by status and reason (the console's summary).
+    pub async fn outcomes_since(
+        self,
+        organization_id: &str,
+        since: i64,
+    ) -> Result<Vec<(String, Option<String>, i64)>> {
+        Ok(on_db!(self.db(), |pool| sqlx::query_as(
+            "SELECT status, reason, COUNT(*) FROM reminder_touches
+             WHERE organization_id = $1 AND status <> 'planned' AND updated_at >= $2
+             GROUP BY status, reason ORDER BY status, reason"
+        )
+        .bind(organization_id)
+        .bind(since)
+        .fetch_all(pool)
+        .await)?)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use crate::domain::AppointmentStatus;

@@ -65,7 +65,7 @@ pub enum DispatchError {
 
 /// The body of a webhook (Standard Webhooks' recommended shape): the event's kind, when it
 /// happened, and the event envelope of the feed as `data`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct WebhookBody {
     #[serde(rename = "type")]
     pub kind: String,

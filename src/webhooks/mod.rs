@@ -29,10 +29,11 @@ const MAX_ID: usize = 64;
 const MAX_TYPES: usize = 64;
 
 /// `PUT /v1/webhook-endpoints/{id}`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PutEndpoint {
     /// Where events are POSTed: `https://` or `http://`, on a host in `[webhooks] allow_hosts`.
+    #[schema(pattern = "^https?://")]
     pub url: String,
     /// The event kinds to send (`docs/events.md`); empty or absent: every kind.
     #[serde(default)]
@@ -40,7 +41,7 @@ pub struct PutEndpoint {
 }
 
 /// `POST /v1/webhook-endpoints/{id}/rotate`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RotateRequest {
     /// How long the previous secret keeps signing too, seconds (at most, and by default,
@@ -49,7 +50,7 @@ pub struct RotateRequest {
 }
 
 /// A webhook endpoint as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct EndpointView {
     pub id: String,
     pub url: String,
@@ -67,7 +68,8 @@ pub struct EndpointView {
 }
 
 /// One event's delivery to an endpoint.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = WebhookDelivery)]
 pub struct DeliveryView {
     /// Also the `webhook-id` header of every attempt.
     pub id: String,
@@ -87,7 +89,7 @@ pub struct DeliveryView {
 }
 
 /// `GET /v1/webhook-endpoints/{id}/deliveries`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DeliveriesPage {
     pub deliveries: Vec<DeliveryView>,
 }

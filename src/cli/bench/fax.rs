@@ -144,6 +144,7 @@ pub async fn bench(
     dir: &std::path::Path,
     webhooks: usize,
     concurrency: usize,
+    writers: usize,
 ) -> Result<()> {
     let token = dir.join("phaxio-token");
     std::fs::write(&token, TOKEN)?;
@@ -165,6 +166,7 @@ credentials = {{ api_key = {{ file = "{t}" }}, api_secret = {{ file = "{t}" }}, 
     config.outbox.dir = dir.join("outbox");
     config.database.url = Some(url.to_string());
     config.server.listen = "127.0.0.1:0".parse()?;
+    config.fax_inbound.record_writers = writers;
     let core = Core::open(config.clone()).await?;
     core.store.organizations().ensure("bench", "Bench").await?;
     let daemon = daemon::start(config).await?;
@@ -211,9 +213,14 @@ credentials = {{ api_key = {{ file = "{t}" }}, api_secret = {{ file = "{t}" }}, 
     daemon.shutdown();
     daemon.wait().await?;
     core.store.close().await;
+    let database_alone = if database == "postgres" {
+        Some(postgres_alone(url, webhooks, concurrency, document.len()).await?)
+    } else {
+        None
+    };
 
     println!(
-        "\n[{database}] fax webhooks: {webhooks} signed Phaxio callbacks (20 KiB PDF), {concurrency} concurrent clients"
+        "\n[{database}] fax webhooks: {webhooks} signed Phaxio callbacks (20 KiB PDF), {concurrency} concurrent clients, record_writers {writers}"
     );
     println!(
         "  time to 2xx (verify + parse + record sealed): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({:.0} callbacks/s answered)",
@@ -227,10 +234,83 @@ credentials = {{ api_key = {{ file = "{t}" }}, api_secret = {{ file = "{t}" }}, 
         pct(&baseline, 0.50),
         pct(&baseline, 0.99)
     );
+    if let Some(alone) = &database_alone {
+        println!(
+            "  PostgreSQL alone (the same write: one {} KiB row per transaction, {concurrency} connections): p50 {:.1} ms, p99 {:.1} ms → daemon p99 at {:.2}× PostgreSQL's",
+            document.len() / 1024,
+            pct(alone, 0.50),
+            pct(alone, 0.99),
+            pct(&signed, 0.99) / pct(alone, 0.99).max(0.001)
+        );
+    }
     println!(
         "  webhook → unmatched queue: {webhooks} faxes in {:.2}s ({:.0} faxes/s, download-free: the PDF is posted)",
         filed_in.as_secs_f64(),
         webhooks as f64 / filed_in.as_secs_f64()
     );
     Ok(())
+}
+
+/// PostgreSQL alone doing what acknowledging a fax webhook needs: `webhooks` durable inserts of
+/// one row of `size` random bytes (stored uncompressed, as sealed bytes are incompressible),
+/// each its own transaction, from `concurrency` connections; each insert's time, ms, sorted.
+async fn postgres_alone(
+    url: &str,
+    webhooks: usize,
+    concurrency: usize,
+    size: usize,
+) -> Result<Vec<f64>> {
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(u32::try_from(concurrency).unwrap_or(50))
+        .connect(url)
+        .await?;
+    sqlx::query(
+        "CREATE TABLE bench_fax_alone (id TEXT PRIMARY KEY, provider_id TEXT UNIQUE, raw BYTEA)",
+    )
+    .execute(&pool)
+    .await?;
+    sqlx::query("ALTER TABLE bench_fax_alone ALTER COLUMN raw SET STORAGE EXTERNAL")
+        .execute(&pool)
+        .await?;
+    let mut body = vec![0u8; size];
+    openssl::rand::rand_bytes(&mut body)?;
+    let body = Arc::new(body);
+    // Connections opened first, as the daemon's are.
+    let mut warm = Vec::new();
+    for _ in 0..concurrency {
+        warm.push(pool.acquire().await?);
+    }
+    drop(warm);
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (pool, next, body) = (pool.clone(), next.clone(), body.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut times = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= webhooks {
+                    return Ok::<_, anyhow::Error>(times);
+                }
+                let started = Instant::now();
+                sqlx::query(
+                    "INSERT INTO bench_fax_alone (id, provider_id, raw) VALUES ($1, $2, $3)
+                     ON CONFLICT (provider_id) DO NOTHING",
+                )
+                .bind(format!("alone{i}"))
+                .bind(i.to_string())
+                .bind(body.as_slice())
+                .execute(&pool)
+                .await?;
+                times.push(started.elapsed().as_secs_f64() * 1000.0);
+            }
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await??);
+    }
+    all.sort_by(|a, b| a.total_cmp(b));
+    pool.close().await;
+    Ok(all)
 }

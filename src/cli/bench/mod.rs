@@ -101,6 +101,9 @@ pub struct BenchArgs {
     /// Concurrent clients for the fax webhook benchmark.
     #[arg(long, default_value_t = 50)]
     pub fax_concurrency: usize,
+    /// `[fax_inbound] record_writers` for the fax webhook benchmark (0: the default).
+    #[arg(long, default_value_t = 0)]
+    pub fax_writers: usize,
     /// Only the `/metrics` benchmark: scrape time at each of `--metrics-sizes` deliveries.
     #[arg(long)]
     pub metrics: bool,
@@ -130,6 +133,7 @@ impl Default for BenchArgs {
             direct_inbound: 200,
             fax_webhooks: 500,
             fax_concurrency: 50,
+            fax_writers: 0,
             metrics: false,
             metrics_sizes: vec![10_000, 1_000_000],
         }
@@ -248,6 +252,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
                 faxes.dir.path(),
                 args.fax_webhooks,
                 args.fax_concurrency,
+                args.fax_writers,
             )
             .await;
             faxes.drop_database().await;
