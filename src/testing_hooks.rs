@@ -3,9 +3,11 @@
 //! `SIGKILL` itself when it reaches the point of that name, as `kill -9` there would.
 //!
 //! Points: `direct-recorded` (an inbound Direct message is recorded and processed, its mailbox
-//! message not yet flagged `\Seen`); `report-applied` (a provider's status callback is applied
-//! to its delivery, the provider not yet answered); `campaign-accepted` (a campaign's message
-//! is accepted, its attempt not yet recorded).
+//! message not yet flagged `\Seen`); `provider-answered` (a connector answered a send
+//! attempt, its outcome not yet recorded: the delivery is left `sending`, in doubt);
+//! `report-applied` (a provider's status callback is applied to its delivery, the provider not
+//! yet answered); `campaign-accepted` (a campaign's message is accepted, its attempt not yet
+//! recorded).
 
 /// Kills the process here if `SB_TEST_KILL_AT` names this point (debug builds).
 #[inline]

@@ -77,6 +77,10 @@ pub struct SendOutcome {
 pub enum ChannelError {
     #[error("transient: {0}")]
     Transient(String),
+    /// Transient, and the provider may have taken the message: the request went out but no
+    /// answer came (a timeout, a connection broken after sending).
+    #[error("no answer: {0}")]
+    Unanswered(String),
     #[error("permanent: {0}")]
     Permanent(String),
 }

@@ -354,6 +354,12 @@ pub struct QueueConfig {
     pub stuck_after_secs: u64,
     /// Seconds to let in-flight jobs finish on SIGTERM before exiting.
     pub shutdown_grace_secs: u64,
+    /// On channels whose provider reports back (an HTTP connector with a `public_url` and
+    /// status callbacks), a claim holds the delivery this much longer than the lease, seconds:
+    /// if the daemon dies after the provider took the message but before the outcome was
+    /// recorded, the provider's status callback gets this long to say the message went out
+    /// before another daemon sends it again. 0: send again as soon as the lease ends.
+    pub in_doubt_secs: u64,
 }
 
 impl Default for QueueConfig {
@@ -365,6 +371,7 @@ impl Default for QueueConfig {
             sweep_interval_secs: 15,
             stuck_after_secs: 300,
             shutdown_grace_secs: 20,
+            in_doubt_secs: 120,
         }
     }
 }

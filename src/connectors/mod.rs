@@ -410,11 +410,18 @@ impl HttpConnector {
             }
         };
         let response = request.send().await.map_err(|e| {
-            ChannelError::Transient(format!("{}: {}", self.name, transport_error(&e)))
+            let reason = format!("{}: {}", self.name, transport_error(&e));
+            // A connection never made carried nothing; any other failure may have come after
+            // the provider took the request.
+            if e.is_connect() {
+                ChannelError::Transient(reason)
+            } else {
+                ChannelError::Unanswered(reason)
+            }
         })?;
         let status = response.status();
         let bytes = response.bytes().await.map_err(|e| {
-            ChannelError::Transient(format!(
+            ChannelError::Unanswered(format!(
                 "{}: reading the answer: {}",
                 self.name,
                 transport_error(&e)

@@ -395,7 +395,7 @@ impl Sender {
             Err(e) => {
                 let (permanent, reason) = match e {
                     ChannelError::Permanent(r) => (true, r),
-                    ChannelError::Transient(r) => (false, r),
+                    ChannelError::Transient(r) | ChannelError::Unanswered(r) => (false, r),
                 };
                 let reason = crate::channels::email::redact_addresses(&reason);
                 let next = now_ms().saturating_add(

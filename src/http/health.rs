@@ -2,6 +2,8 @@
 //! metrics (`/metrics`: OpenMetrics text of the in-memory state of `crate::metrics` and the
 //! daemon's supervised tasks; behind a bearer token when `server.metrics_token` is set).
 
+use std::time::Duration;
+
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, header};
@@ -25,14 +27,29 @@ pub async fn healthz() -> Json<Health> {
     Json(Health { status: "ok" })
 }
 
-/// `GET /readyz`: 503 `database_unavailable` when the database does not answer.
+/// How long `/readyz` waits for the database. While the database is down the pool keeps
+/// trying to connect until its acquire timeout (30 s); a probe must hear "not ready" sooner.
+const READY_WITHIN: Duration = Duration::from_secs(2);
+
+/// `GET /readyz`: 503 `database_unavailable` when the database does not answer within
+/// [`READY_WITHIN`].
 #[instrument(skip_all)]
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, Problem> {
-    state.app.ops.ready().await.map_err(|e| {
-        tracing::warn!(error = %e, "readiness check failed");
-        Problem::new(ProblemType::DatabaseUnavailable, "database not reachable")
-    })?;
-    Ok(Json(Health { status: "ready" }))
+    let unavailable = || Problem::new(ProblemType::DatabaseUnavailable, "database not reachable");
+    match tokio::time::timeout(READY_WITHIN, state.app.ops.ready()).await {
+        Ok(Ok(())) => Ok(Json(Health { status: "ready" })),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "readiness check failed");
+            Err(unavailable())
+        }
+        Err(_) => {
+            tracing::warn!(
+                within_secs = READY_WITHIN.as_secs(),
+                "readiness check failed: the database did not answer"
+            );
+            Err(unavailable())
+        }
+    }
 }
 
 /// `GET /metrics`: OpenMetrics text.

@@ -28,7 +28,8 @@ use crate::disclosure::{self, Disclosure, Gate, Permit, Refusal};
 use crate::domain::{Address, Channel, DeliveryStatus};
 use crate::messages::MessageContent;
 use crate::store::{
-    AuditEntry, DeliveryRow, DeliveryUpdate, GroupCommit, MessageRow, Store, StoreError, now_ms,
+    AuditEntry, DeliveryRow, DeliveryUpdate, GroupCommit, InDoubt, MessageRow, Store, StoreError,
+    now_ms,
 };
 
 /// Everything a send attempt needs; shared by all workers of a daemon.
@@ -43,6 +44,8 @@ pub struct Deliverer {
     pub senders: Mutex<HashMap<String, Arc<Sender>>>,
     /// Which connector each channel is routed to (for connector pauses).
     pub routes: super::pause::Routes,
+    /// The channels whose provider reports back, held longer by a claim (`queue.in_doubt_secs`).
+    pub in_doubt: Arc<InDoubt>,
 }
 
 impl Deliverer {
@@ -56,6 +59,7 @@ impl Deliverer {
     ) -> Self {
         Self {
             routes: super::pause::Routes::of(&config),
+            in_doubt: Arc::new(in_doubt(&config, &connectors)),
             store,
             group,
             keyring,
@@ -77,6 +81,30 @@ impl Deliverer {
             .await
             .insert(organization_id.to_string(), sender.clone());
         Ok(sender)
+    }
+}
+
+/// The channels routed to a connector whose provider reports back: an HTTP connector with a
+/// `public_url` (so the send carries a status-callback URL) and a manifest `[status]`.
+fn in_doubt(config: &Config, connectors: &Connectors) -> InDoubt {
+    let reporting: Vec<String> = connectors
+        .http_connectors()
+        .into_iter()
+        .filter(|c| !c.status_callback_url("").is_empty())
+        .map(|c| crate::channels::Channel::name(c.as_ref()).to_string())
+        .collect();
+    let channels = Channel::NAMES
+        .iter()
+        .filter(|channel| {
+            config
+                .connector_for(channel)
+                .is_some_and(|name| reporting.contains(&name))
+        })
+        .map(|channel| channel.to_string())
+        .collect();
+    InDoubt {
+        channels,
+        hold_ms: i64::try_from(config.queue.in_doubt_secs.saturating_mul(1000)).unwrap_or(0),
     }
 }
 
@@ -109,7 +137,11 @@ impl Deliverer {
         if self.held(delivery_id).await? {
             return Ok(());
         }
-        let Some(claimed) = self.group.claim(delivery_id, lease_ms).await? else {
+        let Some(claimed) = self
+            .group
+            .claim(delivery_id, lease_ms, &self.in_doubt)
+            .await?
+        else {
             return Ok(());
         };
         let (delivery, message) = (claimed.delivery, claimed.message);
@@ -154,8 +186,11 @@ impl Deliverer {
                     // while this attempt may still complete.
                     let budget = lease.mul_f64(0.8).max(Duration::from_secs(1));
                     match tokio::time::timeout(budget, connector.send(&outbound)).await {
-                        Ok(result) => result,
-                        Err(_) => Err(ChannelError::Transient(format!(
+                        Ok(result) => {
+                            crate::testing_hooks::kill_point("provider-answered");
+                            result
+                        }
+                        Err(_) => Err(ChannelError::Unanswered(format!(
                             "no answer from {connector_name} within {}s",
                             budget.as_secs()
                         ))),
@@ -384,6 +419,8 @@ impl Deliverer {
                 )
             })
         };
+        // Whether the provider may have taken the message although it did not answer.
+        let unanswered = matches!(result, Err(ChannelError::Unanswered(_)));
         match result {
             Ok(outcome) => {
                 let mut update = DeliveryUpdate::new(outcome.status, "worker");
@@ -401,7 +438,7 @@ impl Deliverer {
                 self.group.update(&delivery.id, update).await?;
                 warn!(connector, reason = %reason, "delivery failed permanently");
             }
-            Err(ChannelError::Transient(reason)) => {
+            Err(ChannelError::Transient(reason)) | Err(ChannelError::Unanswered(reason)) => {
                 if delivery.attempts >= delivery.max_attempts {
                     let mut update = DeliveryUpdate::new(DeliveryStatus::Failed, "worker");
                     update.connector = Some(connector.to_string());
@@ -418,7 +455,16 @@ impl Deliverer {
                         "delivery dead-lettered"
                     );
                 } else {
-                    let delay = backoff(&self.config.channel(&delivery.channel), delivery.attempts);
+                    let mut delay =
+                        backoff(&self.config.channel(&delivery.channel), delivery.attempts);
+                    // No answer: the provider may have taken the message. Where it reports
+                    // back, its status callback gets the in-doubt hold to say so (moving the
+                    // delivery on) before the message is sent again.
+                    if unanswered && self.in_doubt.channels.contains(&delivery.channel) {
+                        delay = delay.max(Duration::from_millis(
+                            u64::try_from(self.in_doubt.hold_ms).unwrap_or(0),
+                        ));
+                    }
                     let retry_at =
                         now_ms() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2);
                     self.store

@@ -17,6 +17,17 @@ pub struct Claimed {
     pub message: MessageRow,
 }
 
+/// The channels whose provider reports back (status callbacks to us) and how much longer than
+/// the lease a claim holds their deliveries. A worker that dies after the provider took a
+/// message but before the outcome was recorded leaves the delivery `sending`, in doubt: the
+/// provider's callback then has this long to say the message went out (moving it on, so it is
+/// no longer claimable) before another worker sends it again.
+#[derive(Debug, Clone, Default)]
+pub struct InDoubt {
+    pub channels: Vec<String>,
+    pub hold_ms: i64,
+}
+
 /// A status report to apply to a delivery.
 #[derive(Debug, Clone)]
 pub struct DeliveryUpdate {
@@ -87,18 +98,20 @@ impl Deliveries<'_> {
     /// (`queued`, or `sending` whose lease or retry time has passed). `None`: nothing to do.
     pub async fn claim(self, id: &str, now: i64, lease_until: i64) -> Result<Option<Claimed>> {
         Ok(self
-            .claim_many(&[id.to_string()], now, lease_until)
+            .claim_many(&[id.to_string()], now, lease_until, &InDoubt::default())
             .await?
             .pop())
     }
 
-    /// Claims many deliveries in one transaction (group commit), with their messages.
-    /// Deliveries that are not waiting are left out.
+    /// Claims many deliveries in one transaction (group commit), with their messages, leased
+    /// until `lease_until` (plus `in_doubt.hold_ms` on its channels). Deliveries that are not
+    /// waiting are left out.
     pub async fn claim_many(
         self,
         ids: &[String],
         now: i64,
         lease_until: i64,
+        in_doubt: &InDoubt,
     ) -> Result<Vec<Claimed>> {
         if ids.is_empty() {
             return Ok(Vec::new());
@@ -114,9 +127,21 @@ impl Deliveries<'_> {
                 .push(", status_rank = ")
                 .push_bind(DeliveryStatus::Sending.rank());
             qb.push(", attempts = attempts + 1, not_before = ");
-            qb.push_bind(lease_until)
-                .push(", updated_at = ")
-                .push_bind(now);
+            if in_doubt.channels.is_empty() || in_doubt.hold_ms <= 0 {
+                qb.push_bind(lease_until);
+            } else {
+                qb.push("CASE WHEN channel IN (");
+                let mut list = qb.separated(", ");
+                for channel in &in_doubt.channels {
+                    list.push_bind(channel.clone());
+                }
+                qb.push(") THEN ")
+                    .push_bind(lease_until.saturating_add(in_doubt.hold_ms))
+                    .push(" ELSE ")
+                    .push_bind(lease_until)
+                    .push(" END");
+            }
+            qb.push(", updated_at = ").push_bind(now);
             qb.push(" WHERE status IN ").push(status_list(&claimable));
             qb.push(" AND (not_before IS NULL OR not_before <= ")
                 .push_bind(now);

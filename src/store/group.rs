@@ -14,8 +14,8 @@ use futures::future::BoxFuture;
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 use super::{
-    AcceptItem, AcceptOutcome, Claimed, DeliveryUpdate, Hl7Record, Hl7Row, NewFaxInbound, Result,
-    Store, StoreError, now_ms,
+    AcceptItem, AcceptOutcome, Claimed, DeliveryUpdate, Hl7Record, Hl7Row, InDoubt, NewFaxInbound,
+    Result, Store, StoreError, now_ms,
 };
 
 const MAX_BATCH: usize = 128;
@@ -120,7 +120,7 @@ pub trait AfterAccept: Send + Sync + 'static {
 #[derive(Clone)]
 pub struct GroupCommit {
     accept: Batcher<AcceptItem, AcceptOutcome>,
-    claim: Batcher<(String, i64), Option<Claimed>>,
+    claim: Batcher<(String, i64, Arc<InDoubt>), Option<Claimed>>,
     update: Batcher<(String, DeliveryUpdate), bool>,
     fax: Batcher<NewFaxInbound, (String, bool)>,
     hl7: Batcher<Hl7Record, Option<Hl7Row>>,
@@ -160,24 +160,39 @@ impl GroupCommit {
             }
         });
         let s = store.clone();
-        let claim = Batcher::spawn(flushers, move |requests: Vec<(String, i64)>| {
-            let s = s.clone();
-            async move {
-                let now = now_ms();
-                let lease_ms = requests.iter().map(|(_, lease)| *lease).max().unwrap_or(0);
-                let ids: Vec<String> = requests.iter().map(|(id, _)| id.clone()).collect();
-                let mut claimed = s.deliveries().claim_many(&ids, now, now + lease_ms).await?;
-                Ok(ids
-                    .iter()
-                    .map(|id| {
-                        claimed
-                            .iter()
-                            .position(|c| &c.delivery.id == id)
-                            .map(|i| claimed.swap_remove(i))
-                    })
-                    .collect())
-            }
-        });
+        let claim = Batcher::spawn(
+            flushers,
+            move |requests: Vec<(String, i64, Arc<InDoubt>)>| {
+                let s = s.clone();
+                async move {
+                    let now = now_ms();
+                    let lease_ms = requests
+                        .iter()
+                        .map(|(_, lease, _)| *lease)
+                        .max()
+                        .unwrap_or(0);
+                    // One daemon's workers share one `InDoubt` (from its configuration).
+                    let in_doubt = requests
+                        .first()
+                        .map(|(_, _, in_doubt)| in_doubt.clone())
+                        .unwrap_or_default();
+                    let ids: Vec<String> = requests.iter().map(|(id, _, _)| id.clone()).collect();
+                    let mut claimed = s
+                        .deliveries()
+                        .claim_many(&ids, now, now + lease_ms, &in_doubt)
+                        .await?;
+                    Ok(ids
+                        .iter()
+                        .map(|id| {
+                            claimed
+                                .iter()
+                                .position(|c| &c.delivery.id == id)
+                                .map(|i| claimed.swap_remove(i))
+                        })
+                        .collect())
+                }
+            },
+        );
         let s = store.clone();
         let update = Batcher::spawn(flushers, move |updates: Vec<(String, DeliveryUpdate)>| {
             let s = s.clone();
@@ -226,9 +241,17 @@ impl GroupCommit {
         self.accept.call(item).await
     }
 
-    /// [`Deliveries::claim_many`](super::Deliveries::claim_many) for one delivery with a lease of `lease_ms`, grouped.
-    pub async fn claim(&self, delivery_id: &str, lease_ms: i64) -> Result<Option<Claimed>> {
-        self.claim.call((delivery_id.to_string(), lease_ms)).await
+    /// [`Deliveries::claim_many`](super::Deliveries::claim_many) for one delivery with a lease of
+    /// `lease_ms` (and `in_doubt`'s hold on its channels), grouped.
+    pub async fn claim(
+        &self,
+        delivery_id: &str,
+        lease_ms: i64,
+        in_doubt: &Arc<InDoubt>,
+    ) -> Result<Option<Claimed>> {
+        self.claim
+            .call((delivery_id.to_string(), lease_ms, in_doubt.clone()))
+            .await
     }
 
     /// [`ReceivedFaxes::record_many`](super::ReceivedFaxes::record_many) for one fax webhook,

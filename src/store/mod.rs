@@ -64,7 +64,7 @@ pub use audit::AuditEntry;
 pub use campaigns::{CampaignCounts, CampaignRow, CohortRow, NoticeRow, SkipCounts, TargetRow};
 pub use consents::ConsentChange;
 pub use console_sessions::ConsoleSessionRow;
-pub use deliveries::{Claimed, DeliveryFilter, DeliveryUpdate, SweepItem};
+pub use deliveries::{Claimed, DeliveryFilter, DeliveryUpdate, InDoubt, SweepItem};
 pub use direct_inbound::Quarantine as DirectQuarantine;
 pub use direct_mdns::{MdnRow, NewMdnRow};
 pub use events::{EventCursor, EventPage};

@@ -12,6 +12,7 @@
 pub mod contracts;
 pub mod hisp;
 pub mod mail;
+pub mod pg_cluster;
 pub mod pki;
 pub mod ports;
 pub mod prism;

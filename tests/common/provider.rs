@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -32,6 +32,10 @@ pub struct Received {
     pub path: String,
     pub authorization: Option<String>,
     pub body: String,
+    /// When it arrived.
+    pub at: Instant,
+    /// How the provider was doing when it arrived (`Up`: answered as the API does).
+    pub health: Health,
 }
 
 impl Received {
@@ -53,6 +57,18 @@ pub struct Answer {
     pub delay: Duration,
 }
 
+/// How the provider is doing: up (scripted answers, else success), or down for every request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Health {
+    #[default]
+    Up,
+    /// 503 Service Unavailable, at once.
+    Unavailable,
+    /// The connection is accepted and the request read, but no answer comes (the client's
+    /// timeout ends it).
+    Stalled,
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Flavor {
     Twilio,
@@ -65,6 +81,11 @@ struct Inner {
     script: VecDeque<Answer>,
     lookup_status: Option<String>,
     counter: u64,
+    health: Health,
+    /// Where status callbacks go (see [`FakeProvider::report_to`]).
+    report_to: Option<(Arc<std::sync::RwLock<Vec<String>>>, Duration)>,
+    /// Status callbacks accepted (2xx) so far.
+    reported: usize,
 }
 
 #[derive(Clone)]
@@ -111,6 +132,29 @@ impl FakeProvider {
         self.inner.lock().unwrap().lookup_status = Some(status.to_string());
     }
 
+    /// Up, answering 503, or stalling (see [`Health`]).
+    pub fn set_health(&self, health: Health) {
+        self.inner.lock().unwrap().health = health;
+    }
+
+    /// Posts a signed `sent` status callback for every message it takes (Twilio flavour), as
+    /// Twilio does, to the message's `StatusCallback` URL with its scheme and host replaced by
+    /// one of `bases` (the daemons alive, as a load balancer in front of a fleet would),
+    /// trying the next one until one accepts it; `delay` after taking the message.
+    pub fn report_to(&self, bases: Arc<std::sync::RwLock<Vec<String>>>, delay: Duration) {
+        self.inner.lock().unwrap().report_to = Some((bases, delay));
+    }
+
+    /// Status callbacks a daemon accepted.
+    pub fn reported(&self) -> usize {
+        self.inner.lock().unwrap().reported
+    }
+
+    /// How many requests it has received (cheaper than [`FakeProvider::received`]).
+    pub fn request_count(&self) -> usize {
+        self.inner.lock().unwrap().received.len()
+    }
+
     pub fn received(&self) -> Vec<Received> {
         self.inner.lock().unwrap().received.clone()
     }
@@ -150,10 +194,31 @@ async fn handle(
             .and_then(|v| v.to_str().ok())
             .map(String::from),
         body: String::from_utf8_lossy(&body).into_owned(),
+        at: Instant::now(),
+        health: Health::Up,
     };
-    let (answer, sid, lookup) = {
+    let health = {
         let mut inner = provider.inner.lock().unwrap();
-        inner.received.push(received.clone());
+        let health = inner.health;
+        inner.received.push(Received {
+            health,
+            ..received.clone()
+        });
+        health
+    };
+    match health {
+        Health::Up => {}
+        Health::Unavailable => {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [("content-type", "application/json")],
+                r#"{"code":20503,"message":"Service unavailable","status":503}"#.to_string(),
+            );
+        }
+        Health::Stalled => std::future::pending::<()>().await,
+    }
+    let (answer, sid, lookup, report_to) = {
+        let mut inner = provider.inner.lock().unwrap();
         inner.counter += 1;
         let answer = if method == Method::POST {
             inner.script.pop_front()
@@ -164,6 +229,7 @@ async fn handle(
             answer,
             format!("SM{:032x}", inner.counter),
             inner.lookup_status.clone().unwrap_or("sent".into()),
+            inner.report_to.clone(),
         )
     };
     if let Some(answer) = answer {
@@ -190,6 +256,17 @@ async fn handle(
             "id": uri.path().rsplit('/').next().unwrap_or(""), "to": [{"status": lookup}],
         }}),
     };
+    if let (Some((bases, delay)), Some(callback), true) = (
+        report_to,
+        received.form("StatusCallback"),
+        method == Method::POST && provider.flavor == Flavor::Twilio,
+    ) {
+        let (provider, sid) = (provider.clone(), sid.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            report(provider, bases, callback, sid).await
+        });
+    }
     let status = if method == Method::POST && provider.flavor == Flavor::Twilio {
         StatusCode::CREATED
     } else {
@@ -200,6 +277,56 @@ async fn handle(
         [("content-type", "application/json")],
         body.to_string(),
     )
+}
+
+/// A `sent` status callback for message `sid`, signed over `callback`, posted to one of
+/// `bases` after another until one accepts it (for up to two minutes).
+async fn report(
+    provider: FakeProvider,
+    bases: Arc<std::sync::RwLock<Vec<String>>>,
+    callback: String,
+    sid: String,
+) {
+    let params = [
+        ("MessageSid", sid.as_str()),
+        ("MessageStatus", "sent"),
+        ("AccountSid", TWILIO_ACCOUNT),
+    ];
+    let signature = twilio_sign(&callback, &params);
+    let Some(path) = callback
+        .split_once("://")
+        .and_then(|(_, rest)| rest.find('/').map(|i| rest[i..].to_string()))
+    else {
+        return;
+    };
+    // One client for every callback (building one per callback costs more than the call).
+    static HTTP: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    let http = HTTP.get_or_init(reqwest::Client::new);
+    let started = std::time::Instant::now();
+    for turn in 0.. {
+        let base = {
+            let bases = bases.read().unwrap_or_else(|e| e.into_inner());
+            bases
+                .get(turn % bases.len().max(1))
+                .cloned()
+                .unwrap_or_default()
+        };
+        let sent = http
+            .post(format!("{base}{path}"))
+            .header("X-Twilio-Signature", &signature)
+            .form(&params)
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await;
+        if sent.is_ok_and(|r| r.status().is_success()) {
+            provider.inner.lock().unwrap().reported += 1;
+            return;
+        }
+        if started.elapsed() > Duration::from_secs(120) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 // ------------------------------------------------------------------- the daemon's connectors
