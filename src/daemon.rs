@@ -734,6 +734,13 @@ fn build_monitor(core: &Core, deliverer: Arc<Deliverer>) -> Monitor {
             true
         });
     for channel in Channel::NAMES {
+        // A channel no connector carries has no deliveries to work (they are refused at
+        // accept): no worker, and on PostgreSQL no connection held for its queue's
+        // notifications. A delivery left from before the channel was removed waits, as if
+        // paused, until it is configured again.
+        if core.config.connector_for(channel).is_none() {
+            continue;
+        }
         let concurrency = core.config.channel(channel).concurrency;
         let name = format!("{node}:{channel}:{run_id}");
         let deliverer = deliverer.clone();
