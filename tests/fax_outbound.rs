@@ -14,8 +14,8 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -1101,68 +1101,12 @@ both_databases!(part2_and_types, crate::part2_refused_and_types);
 
 // --------------------------------------------------- contract: Telnyx's OpenAPI via Prism
 
-struct Prism(Child);
-
-impl Drop for Prism {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn prism_binary() -> PathBuf {
-    if let Ok(path) = std::env::var("PRISM") {
-        return PathBuf::from(path);
-    }
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".tools/prism/node_modules/.bin/prism")
-}
-
-async fn start_prism(spec: &Path) -> (Prism, String) {
-    let binary = prism_binary();
-    assert!(
-        binary.exists(),
-        "Prism is required: run `bash .ci/run` (it installs @stoplight/prism-cli) or set PRISM"
-    );
-    let mut child = Command::new(binary)
-        .args(["mock", "-h", "127.0.0.1", "-p", "0"])
-        .arg(spec)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start prism");
-    let stdout = child.stdout.take().expect("stdout");
-    let prism = Prism(child);
-    let (tell, told) = tokio::sync::oneshot::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        let mut tell = Some(tell);
-        for line in std::io::BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if let Some(at) = line.find("Prism is listening on http://") {
-                let url: String = line[at + "Prism is listening on ".len()..]
-                    .chars()
-                    .take_while(|c| !c.is_whitespace() && *c != '\u{1b}')
-                    .collect();
-                if let Some(tell) = tell.take() {
-                    let _ = tell.send(url);
-                }
-            }
-        }
-    });
-    let base = common::wait::within("Prism's address", Duration::from_secs(90), told)
-        .await
-        .expect("prism exited before it listened");
-    (prism, base)
-}
-
 /// Our `POST /faxes` (JSON, `media_url`) passes Prism's validation against Telnyx's published
 /// OpenAPI document; a manifest that breaks the contract (no `connection_id`) is refused with
 /// 422, a permanent failure.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn telnyx_fax_requests_pass_the_published_contract() {
-    let spec =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/providers/telnyx_api_v2.json");
-    let (_prism, base) = start_prism(&spec).await;
+    let (_prism, base) = common::prism::start("telnyx_api_v2.json").await;
     let key = PKey::generate_ed25519().expect("key");
     let db = TestDb::new(Backend::Sqlite).await;
     let connector = telnyx_fax_connector(&db, &base, &key, 600);
