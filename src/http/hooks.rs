@@ -172,11 +172,7 @@ pub async fn status(
         let Some(report) = report else {
             return Ok(StatusCode::NO_CONTENT.into_response());
         };
-        let hint = uri.query().and_then(|q| {
-            form_urlencoded::parse(q.as_bytes())
-                .find(|(k, _)| k == "delivery")
-                .map(|(_, v)| v.into_owned())
-        });
+        let hint = query_param(&uri, "delivery");
         state.app.deliveries.report(&name, &report, hint).await?;
         Ok(StatusCode::NO_CONTENT.into_response())
     }
@@ -225,15 +221,8 @@ pub async fn voice(
         let connector = connector(&state, &name)?;
         let payload = verified(&state, &connector, "voice", &headers, &uri, &body).await?;
         let call = connector.read_call(&payload).map_err(unreadable)?;
-        let query = |key: &str| {
-            uri.query().and_then(|q| {
-                form_urlencoded::parse(q.as_bytes())
-                    .find(|(k, _)| k == key)
-                    .map(|(_, v)| v.into_owned())
-            })
-        };
-        let reference = query("delivery");
-        let step = crate::voice::Step::parse(query("step").as_deref());
+        let reference = query_param(&uri, "delivery");
+        let step = crate::voice::Step::parse(query_param(&uri, "step").as_deref());
         let script = state
             .app
             .voice
@@ -254,6 +243,15 @@ pub async fn voice(
     }
     .await;
     counted(&state, &name, "voice", result)
+}
+
+/// The first value of the query parameter `key` of the URL a provider called.
+fn query_param(uri: &Uri, key: &str) -> Option<String> {
+    uri.query().and_then(|q| {
+        form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.into_owned())
+    })
 }
 
 /// The body of an inbound webhook, read whole, and the share of the attachment memory budget
