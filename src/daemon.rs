@@ -610,15 +610,19 @@ pub async fn start(config: Config) -> Result<Daemon, DaemonError> {
         let interval = Duration::from_secs(core.config.queue.sweep_interval_secs.max(1));
         let stuck_after = Duration::from_secs(core.config.queue.stuck_after_secs.max(1));
         let routes = crate::queue::pause::Routes::of(&core.config);
+        let node = core.config.node_id();
         supervisor.spawn("sweeper", move |stop| {
-            sweeper::run(
+            // A new holder per start: a restart after a panic takes the lease over as a new
+            // sweeper, so its recovery pass runs again.
+            sweeper::Sweeper::new(
                 store.clone(),
                 queue.clone(),
                 interval,
                 stuck_after,
                 routes.clone(),
-                stop,
+                format!("{node}:{}", ulid::Ulid::new()),
             )
+            .run(interval, stop)
         })
     };
 

@@ -151,6 +151,94 @@ async fn committed_but_unqueued_deliveries_are_swept(backend: Backend) {
     let core = switchboard::daemon::Core::open(config.clone())
         .await
         .expect("core");
+    let (message_id, delivery_id) = accept_without_job(&core).await;
+    core.store.close().await;
+
+    let mut daemon = TestDaemon::start(config).await;
+    let view = daemon.wait_terminal(&message_id, WAIT).await;
+    assert_eq!(view["deliveries"][0]["status"], "delivered");
+    assert!(db.outbox().join(format!("{delivery_id}.json")).exists());
+    daemon.stop().await;
+}
+both_databases!(
+    committed_but_unqueued_deliveries_are_swept,
+    super::committed_but_unqueued_deliveries_are_swept
+);
+
+/// A fleet sweeps once per tick: the daemon holding the sweeper's lease; the others take over
+/// when it gives the lease up (shutdown) or stops renewing it (dies), and the one taking over
+/// runs the start-up recovery first.
+async fn one_sweeper_across_a_fleet(backend: Backend) {
+    use switchboard::queue::sweeper::{Sweeper, Tick};
+    let db = TestDb::new(backend).await;
+    let config = db.config();
+    let core = switchboard::daemon::Core::open(config.clone())
+        .await
+        .expect("core");
+    accept_without_job(&core).await;
+    let interval = Duration::from_secs(1);
+    let sweeper = |holder: &str| {
+        Sweeper::new(
+            core.store.clone(),
+            core.queue.clone(),
+            interval,
+            Duration::from_secs(300),
+            switchboard::queue::pause::Routes::of(&config),
+            holder.to_string(),
+        )
+    };
+    let (mut a, mut b) = (sweeper("gw-a:1"), sweeper("gw-b:1"));
+    let taken = a.tick().await.expect("tick");
+    assert_eq!(
+        taken,
+        Tick::Swept {
+            recovered: 1,
+            swept: 0
+        },
+        "the first holder recovers the queued delivery"
+    );
+    assert_eq!(b.tick().await.expect("tick"), Tick::Elsewhere);
+    assert_eq!(
+        a.tick().await.expect("tick"),
+        Tick::Swept {
+            recovered: 0,
+            swept: 0
+        },
+        "the holder renews; no second recovery"
+    );
+    a.release().await;
+    assert_eq!(
+        b.tick().await.expect("tick"),
+        Tick::Swept {
+            recovered: 1,
+            swept: 0
+        },
+        "taken over at once after a release, with a recovery pass"
+    );
+    assert_eq!(a.tick().await.expect("tick"), Tick::Elsewhere);
+    // The holder dies without releasing: another takes over once the lease's two intervals
+    // pass unrenewed.
+    drop(b);
+    let died = std::time::Instant::now();
+    common::wait::wait_for(
+        "the lease taken over",
+        Duration::from_secs(10),
+        async || a.tick().await.expect("tick") != Tick::Elsewhere,
+    )
+    .await;
+    assert!(
+        died.elapsed() >= interval,
+        "not taken while the dead holder's lease ran"
+    );
+    core.store.close().await;
+}
+both_databases!(
+    one_sweeper_across_a_fleet,
+    super::one_sweeper_across_a_fleet
+);
+
+/// A message accepted and committed whose job was never pushed (the daemon died in between).
+async fn accept_without_job(core: &switchboard::daemon::Core) -> (String, String) {
     let org = core
         .store
         .organizations()
@@ -193,18 +281,8 @@ async fn committed_but_unqueued_deliveries_are_swept(backend: Backend) {
         .await
         .expect("accept");
     assert_eq!(outcome, AcceptOutcome::Created);
-    core.store.close().await;
-
-    let mut daemon = TestDaemon::start(config).await;
-    let view = daemon.wait_terminal(&message_id, WAIT).await;
-    assert_eq!(view["deliveries"][0]["status"], "delivered");
-    assert!(db.outbox().join(format!("{delivery_id}.json")).exists());
-    daemon.stop().await;
+    (message_id, delivery_id)
 }
-both_databases!(
-    committed_but_unqueued_deliveries_are_swept,
-    super::committed_but_unqueued_deliveries_are_swept
-);
 
 /// Late and duplicate reports are recorded but never move a delivery backwards.
 async fn status_updates_are_monotonic(backend: Backend) {

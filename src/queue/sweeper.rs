@@ -1,13 +1,14 @@
 //! The sweeper: finds deliveries that are waiting without a job (the daemon died between
 //! committing a message and pushing its jobs, a worker died holding a lease, a job row was
 //! lost) and pushes a job for each. Duplicate jobs are harmless: only one can claim.
-//! Runs at start-up and then every `queue.sweep_interval_secs`.
+//! Runs at start-up and then every `queue.sweep_interval_secs`, on the one daemon of a fleet
+//! that holds the sweeper's lease ([`Sweeper`]).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::pause::Routes;
 use super::{JobQueue, PassError};
@@ -68,32 +69,120 @@ pub async fn recover(store: &Store, queue: &JobQueue, started_at: i64) -> Result
     Ok(pushed)
 }
 
-/// Sweeps until `shutdown` resolves.
-pub async fn run(
+/// The sweeper's lease (`leases` table): one daemon of a fleet sweeps per tick.
+pub const LEASE: &str = "sweeper";
+
+/// The sweeper of one daemon: it sweeps while it holds [`LEASE`], and when it takes the lease
+/// (at start-up, or over from a daemon that stopped renewing it) it first runs the start-up
+/// recovery ([`recover`]), since the jobs of whoever swept before may have died with it.
+pub struct Sweeper {
     store: Store,
     queue: JobQueue,
-    interval: Duration,
     stuck_after: Duration,
     routes: Routes,
-    shutdown: CancellationToken,
-) {
-    match recover(&store, &queue, now_ms()).await {
-        Ok(0) => {}
-        Ok(n) => info!(
-            deliveries = n,
-            "re-enqueued deliveries queued by a previous run"
-        ),
-        Err(e) => warn!(error = %e, "start-up recovery failed; the periodic sweep will catch up"),
+    /// `node:instance`, unique per process run.
+    holder: String,
+    /// How long a taken lease lasts unrenewed: two intervals, so the holder keeps it from one
+    /// pass to the next and another daemon takes over within two intervals of its death.
+    ttl_ms: i64,
+    holding: bool,
+}
+
+/// What one tick did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tick {
+    /// Another daemon holds the lease: nothing done.
+    Elsewhere,
+    /// Swept: deliveries re-enqueued by the start-up recovery (on taking the lease) and by the
+    /// sweep.
+    Swept { recovered: usize, swept: usize },
+}
+
+impl Sweeper {
+    pub fn new(
+        store: Store,
+        queue: JobQueue,
+        interval: Duration,
+        stuck_after: Duration,
+        routes: Routes,
+        holder: String,
+    ) -> Self {
+        let ttl_ms = i64::try_from(interval.as_millis().saturating_mul(2)).unwrap_or(i64::MAX);
+        Self {
+            store,
+            queue,
+            stuck_after,
+            routes,
+            holder,
+            ttl_ms,
+            holding: false,
+        }
     }
-    loop {
-        match sweep_once(&store, &queue, stuck_after, &routes).await {
-            Ok(0) => {}
-            Ok(n) => info!(deliveries = n, "sweeper re-enqueued waiting deliveries"),
-            Err(e) => warn!(error = %e, "sweep failed"),
+
+    /// Takes or renews the lease; if held, recovers (when newly taken) and sweeps once.
+    pub async fn tick(&mut self) -> Result<Tick, PassError> {
+        let taken = self
+            .store
+            .leases()
+            .take(LEASE, &self.holder, self.ttl_ms)
+            .await;
+        if !matches!(taken, Ok(true)) {
+            self.holding = false;
+            taken?;
+            return Ok(Tick::Elsewhere);
         }
-        tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
-            _ = shutdown.cancelled() => return,
+        let recovered = if self.holding {
+            0
+        } else {
+            let n = recover(&self.store, &self.queue, now_ms()).await?;
+            self.holding = true;
+            n
+        };
+        let swept = sweep_once(&self.store, &self.queue, self.stuck_after, &self.routes).await?;
+        Ok(Tick::Swept { recovered, swept })
+    }
+
+    /// Gives the lease up (a clean shutdown), so another daemon, or this one restarted, takes
+    /// it at once instead of after its time-to-live.
+    pub async fn release(&mut self) {
+        if std::mem::take(&mut self.holding)
+            && let Err(e) = self.store.leases().release(LEASE, &self.holder).await
+        {
+            warn!(error = %e, "could not release the sweeper lease; it expires by itself");
         }
+    }
+
+    /// Ticks every `interval` until `shutdown` resolves, then releases the lease.
+    pub async fn run(mut self, interval: Duration, shutdown: CancellationToken) {
+        loop {
+            match self.tick().await {
+                Ok(Tick::Elsewhere) => debug!("sweeper lease held by another daemon"),
+                Ok(Tick::Swept {
+                    recovered: 0,
+                    swept: 0,
+                }) => debug!("sweep pass: nothing waiting without a job"),
+                Ok(Tick::Swept { recovered, swept }) => {
+                    if recovered > 0 {
+                        info!(
+                            deliveries = recovered,
+                            "re-enqueued deliveries queued before this daemon took the sweeper lease"
+                        );
+                    }
+                    if swept > 0 {
+                        info!(deliveries = swept, "sweeper re-enqueued waiting deliveries");
+                    }
+                }
+                Err(e) => {
+                    // Recovery runs again on the next tick that holds the lease.
+                    self.holding = false;
+                    warn!(error = %e, "sweep failed; the next tick tries again");
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = shutdown.cancelled() => break,
+            }
+        }
+        self.release().await;
     }
 }
