@@ -277,6 +277,7 @@ impl Reminders {
     /// appointments changed since the last run, or that entered the horizon since, are looked
     /// at (a daemon's first run looks at all of them).
     pub async fn plan(&self, now: DateTime<Utc>) -> Result<RunReport, ReminderError> {
+        let started = std::time::Instant::now();
         let store_now = crate::store::now_ms();
         let changed_since = self
             .store
@@ -300,6 +301,7 @@ impl Reminders {
             .reminders()
             .appointments_to_plan(now_ms, horizon_end, changed_since, entered_from)
             .await?;
+        let read = started.elapsed();
         let mut by_org: BTreeMap<&str, Vec<&PlanRow>> = BTreeMap::new();
         for appointment in &appointments {
             by_org
@@ -333,7 +335,17 @@ impl Reminders {
                 ),
             }
         }
+        let computed = started.elapsed();
         let planned = self.store.reminders().insert_touches(&touches).await?;
+        debug!(
+            appointments = appointments.len(),
+            touches = touches.len(),
+            planned,
+            read_ms = read.as_millis() as u64,
+            compute_ms = computed.saturating_sub(read).as_millis() as u64,
+            insert_ms = started.elapsed().saturating_sub(computed).as_millis() as u64,
+            "planning run"
+        );
         if !again {
             self.store.cursors().set(CURSOR_CHANGED, store_now).await?;
             self.store

@@ -77,6 +77,71 @@ fn stop_reason_sql() -> String {
         .collect()
 }
 
+/// PostgreSQL: the touches as one array per column, `UNNEST`ed into the table, 20,000 rows per
+/// statement in one transaction. Binding each value as its own parameter (the SQLite path)
+/// caps a statement at 5,000 rows and makes the server parse and plan 65,000 parameters per
+/// statement; ten arrays are one parameter each.
+async fn insert_touches_unnest(
+    pool: &sqlx::PgPool,
+    touches: &[NewTouch],
+    now: i64,
+) -> std::result::Result<u64, sqlx::Error> {
+    const ROWS: usize = 20_000;
+    let mut tx = pool.begin().await?;
+    let mut inserted = 0;
+    for chunk in touches.chunks(ROWS) {
+        let mut ids = Vec::with_capacity(chunk.len());
+        let mut organizations = Vec::with_capacity(chunk.len());
+        let mut appointments = Vec::with_capacity(chunk.len());
+        let mut patients = Vec::with_capacity(chunk.len());
+        let mut rules = Vec::with_capacity(chunk.len());
+        let mut touch_ids = Vec::with_capacity(chunk.len());
+        let mut starts = Vec::with_capacity(chunk.len());
+        let mut dues = Vec::with_capacity(chunk.len());
+        let mut statuses = Vec::with_capacity(chunk.len());
+        let mut reasons = Vec::with_capacity(chunk.len());
+        for t in chunk {
+            ids.push(new_id("tch"));
+            organizations.push(t.organization_id.as_str());
+            appointments.push(t.appointment_id.as_str());
+            patients.push(t.patient_id.as_str());
+            rules.push(t.rule_id.as_str());
+            touch_ids.push(t.touch_id.as_str());
+            starts.push(t.appointment_start);
+            dues.push(t.due_at);
+            statuses.push(t.status);
+            reasons.push(t.reason.as_deref());
+        }
+        inserted += sqlx::query(
+            "INSERT INTO reminder_touches (id, organization_id, appointment_id, patient_id, rule_id, touch_id,
+                appointment_start, due_at, status, reason, created_at, updated_at)
+             SELECT id, organization_id, appointment_id, patient_id, rule_id, touch_id,
+                appointment_start, due_at, status, reason, $11, $11
+             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                $7::int8[], $8::int8[], $9::text[], $10::text[])
+                AS t(id, organization_id, appointment_id, patient_id, rule_id, touch_id,
+                     appointment_start, due_at, status, reason)
+             ON CONFLICT (appointment_id, rule_id, touch_id, appointment_start) DO NOTHING",
+        )
+        .bind(&ids)
+        .bind(&organizations)
+        .bind(&appointments)
+        .bind(&patients)
+        .bind(&rules)
+        .bind(&touch_ids)
+        .bind(&starts)
+        .bind(&dues)
+        .bind(&statuses)
+        .bind(&reasons)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    }
+    tx.commit().await?;
+    Ok(inserted)
+}
+
 impl Reminders<'_> {
     /// Appointments that may need (new) touches: starting in `[from, to)` and either changed
     /// since `changed_since` (unix ms, store time) or starting at or after `entered_from` (they
@@ -109,6 +174,9 @@ impl Reminders<'_> {
     /// Returns how many were new.
     pub async fn insert_touches(self, touches: &[NewTouch]) -> Result<u64> {
         let now = now_ms();
+        if let super::Db::Postgres(pool) = self.db() {
+            return Ok(insert_touches_unnest(pool, touches, now).await?);
+        }
         let chunk_size = self.db().rows_per_statement(12);
         let inserted = on_db!(self.db(), |pool| {
             let mut tx = pool.begin().await?;
