@@ -31,7 +31,7 @@ use std::sync::Arc;
 
 use chrono::{NaiveTime, TimeZone, Utc};
 use chrono_tz::Tz;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::config::{Config, OrganizationConfig};
 use crate::connectors::CallEvent;
@@ -267,7 +267,20 @@ impl VoiceService {
                     _ => None,
                 };
                 match reply {
-                    Some(reply) => Ok(say(self.answer(connector, c, reply).await?, None)),
+                    // A key is answered once per call and step: the same signed post replayed
+                    // (Twilio's signature carries no time) hears goodbye and changes nothing.
+                    Some(_) if !self.first_answer(connector, c, n).await? => {
+                        info!(delivery_id = %c.delivery.id, "call: answer replayed, ignored");
+                        Ok(say(self.render("voice/goodbye", c)?, None))
+                    }
+                    Some(reply) => match self.answer(connector, c, reply).await {
+                        Ok(text) => Ok(say(text, None)),
+                        Err(e) => {
+                            // Not recorded: the same key may be posted again.
+                            self.forget_answer(connector, c, n).await;
+                            Err(e)
+                        }
+                    },
                     None if n < GATHER_TRIES => {
                         let text = format!("{} {}", self.render("voice/repeat", c)?, c.body);
                         Ok(say(text, Some(Step::gather(n + 1))))
@@ -327,6 +340,37 @@ impl VoiceService {
             settings,
             delivery,
         })
+    }
+
+    /// The key of a call's answer at gather step `n`, among the connector's webhook events.
+    fn answer_event(c: &CallContext, n: u8) -> String {
+        format!("voice-answer:{}:{n}", c.delivery.id)
+    }
+
+    /// Whether this is the first answer posted for the call's step `n` (recorded if so).
+    async fn first_answer(
+        &self,
+        connector: &str,
+        c: &CallContext,
+        n: u8,
+    ) -> Result<bool, ServiceError> {
+        Ok(self
+            .store
+            .inbound()
+            .record_webhook_event(connector, &Self::answer_event(c, n))
+            .await?)
+    }
+
+    /// Forgets a step's answer that could not be applied, so that it can be posted again.
+    async fn forget_answer(&self, connector: &str, c: &CallContext, n: u8) {
+        if let Err(e) = self
+            .store
+            .inbound()
+            .forget_webhook_event(connector, &Self::answer_event(c, n))
+            .await
+        {
+            warn!(delivery_id = %c.delivery.id, error = %e, "could not forget a failed call answer");
+        }
     }
 
     /// A key that answers the reminder: handled as the same answer by text would be, and its

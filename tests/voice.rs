@@ -260,6 +260,31 @@ async fn a_voice_reminder_is_confirmed_with_1(backend: Backend) {
     .expect("audit");
     assert_eq!(answered, 1);
 
+    // The same signed post replayed: goodbye, and nothing recorded again.
+    let replayed = twilio(&daemon, &action, &keys).await;
+    assert!(
+        !replayed.contains("is confirmed") && replayed.contains("<Hangup/>"),
+        "{replayed}"
+    );
+    let replies = daemon.events().await["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "reminder.reply")
+        .count();
+    assert_eq!(replies, 1, "one reply event for one key");
+    let (answered,): (i64,) = switchboard::store::on_db!(daemon.core.store.db(), |pool| {
+        sqlx::query_as(
+            "SELECT COUNT(*) FROM audit_events WHERE action = 'disclosure' AND outcome = 'answered'
+             AND delivery_id = $1 AND channel = 'voice'",
+        )
+        .bind(&delivery_id)
+        .fetch_one(pool)
+        .await
+    })
+    .expect("audit");
+    assert_eq!(answered, 1, "the answer read out once");
+
     // The call ends: completed is delivered, and the script has nothing more to say.
     let status = format!("/hooks/twilio_voice/status?delivery={reference}");
     let completed = [

@@ -334,6 +334,19 @@ impl Inbound<'_> {
         .await)?;
         Ok(inserted.is_some())
     }
+
+    /// Forgets a recorded webhook event (its processing failed and it may come again).
+    pub async fn forget_webhook_event(self, connector: &str, event_id: &str) -> Result<()> {
+        on_db!(self.db(), |pool| sqlx::query(
+            "DELETE FROM webhook_events WHERE connector = $1 AND event_id = $2"
+        )
+        .bind(connector)
+        .bind(event_id)
+        .execute(pool)
+        .await
+        .map(|_| ()))?;
+        Ok(())
+    }
 }
 
 /// An item no organization owns.
