@@ -20,8 +20,10 @@
 //!   answers C and N to a text reminder, handled by the same [`ReplyRouter`] (confirmation
 //!   recorded, a cancellation request for staff, events), about the appointment the call was
 //!   for. Its answer ("your appointment … is confirmed") is a disclosure: it passes the gate
-//!   and is audited before it is read. Anything else is asked once more, then the call says
-//!   goodbye.
+//!   and is audited before it is read. 9 stops automated calls to the number (a revoked voice
+//!   consent for every purpose, source `voice-keypad`, which the gate reads for every later
+//!   call). Anything else is asked once more, then the call says goodbye. A step is answered
+//!   once: the same post replayed hears goodbye.
 //!
 //! The call itself is a delivery like any other: the worker passes the disclosure gate before
 //! placing it and audits it; the provider's call states map to delivery states in the
@@ -44,7 +46,7 @@ use crate::inbound::{ReplyOrigin, ReplyRouter};
 use crate::messages::MessageContent;
 use crate::reminders::schedule::{out_of_quiet_hours, parse_clock};
 use crate::service::ServiceError;
-use crate::store::{DeliveryRow, Store, StoreError};
+use crate::store::{ConsentChange, DeliveryRow, Store, StoreError};
 use crate::templates::Templates;
 
 /// How many times a call asks for a key before it says goodbye.
@@ -211,6 +213,15 @@ struct CallContext {
     organization: String,
 }
 
+/// A key pressed in answer to a reminder call.
+#[derive(Debug, Clone, Copy)]
+enum Key {
+    /// 1 or 2: the answers C and N to a text.
+    Reply(ReminderReply),
+    /// 9: stop automated calls to this number.
+    StopCalls,
+}
+
 impl VoiceService {
     /// The script for a call of connector `connector` (already verified): `call` is what the
     /// provider posted, `reference` the `?delivery=` token of the URL it called.
@@ -262,8 +273,9 @@ impl VoiceService {
             Step::Gathered(_) if !asks => Ok(say(self.render("voice/goodbye", c)?, None)),
             Step::Gathered(n) => {
                 let reply = match call.digits.as_deref().map(str::trim) {
-                    Some("1") => Some(ReminderReply::Confirm),
-                    Some("2") => Some(ReminderReply::Decline),
+                    Some("1") => Some(Key::Reply(ReminderReply::Confirm)),
+                    Some("2") => Some(Key::Reply(ReminderReply::Decline)),
+                    Some("9") => Some(Key::StopCalls),
                     _ => None,
                 };
                 match reply {
@@ -273,7 +285,7 @@ impl VoiceService {
                         info!(delivery_id = %c.delivery.id, "call: answer replayed, ignored");
                         Ok(say(self.render("voice/goodbye", c)?, None))
                     }
-                    Some(reply) => match self.answer(connector, c, reply).await {
+                    Some(key) => match self.press(connector, c, key).await {
                         Ok(text) => Ok(say(text, None)),
                         Err(e) => {
                             // Not recorded: the same key may be posted again.
@@ -371,6 +383,43 @@ impl VoiceService {
         {
             warn!(delivery_id = %c.delivery.id, error = %e, "could not forget a failed call answer");
         }
+    }
+
+    async fn press(
+        &self,
+        connector: &str,
+        c: &CallContext,
+        key: Key,
+    ) -> Result<String, ServiceError> {
+        match key {
+            Key::Reply(reply) => self.answer(connector, c, reply).await,
+            Key::StopCalls => self.stop_calls(c).await,
+        }
+    }
+
+    /// 9: no more automated calls to this number from the organization, for any purpose (a
+    /// revoked voice consent, which the disclosure gate reads for every later call); texts and
+    /// other channels are untouched.
+    async fn stop_calls(&self, c: &CallContext) -> Result<String, ServiceError> {
+        let address = Address::canonical(
+            Channel::Voice,
+            &c.delivery.recipient,
+            &c.settings.phone_region,
+        );
+        self.store
+            .consents()
+            .record(&ConsentChange {
+                organization_id: c.delivery.organization_id.clone(),
+                patient_id: c.patient_id.clone(),
+                channel: Channel::Voice.to_string(),
+                purpose: crate::domain::consent::ANY.into(),
+                recipient: address.as_str().to_string(),
+                status: "revoked".into(),
+                source: "voice-keypad".into(),
+            })
+            .await?;
+        info!(delivery_id = %c.delivery.id, "call: calls stopped by keypad");
+        self.render("voice/stopped", c)
     }
 
     /// A key that answers the reminder: handled as the same answer by text would be, and its

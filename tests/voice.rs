@@ -215,7 +215,7 @@ async fn a_voice_reminder_is_confirmed_with_1(backend: Backend) {
 
     // A wrong key: asked once more.
     let mut keys = call("human");
-    keys.push(("Digits", "9"));
+    keys.push(("Digits", "7"));
     let again = twilio(&daemon, &action, &keys).await;
     assert!(
         again.contains("<Gather") && again.contains("press 1 or 2"),
@@ -313,6 +313,88 @@ async fn a_voice_reminder_is_confirmed_with_1(backend: Backend) {
     // The events of a call's answer keep the published contracts (no PHI, ids only).
     let kinds = common::contracts::assert_events_honour_contracts(&daemon.core.store).await;
     assert!(kinds.iter().any(|k| k == "reminder.reply"), "{kinds:?}");
+
+    // The next appointment's call: 9 stops automated calls to the number.
+    let start = Utc::now() + chrono::Duration::days(3);
+    put(
+        &daemon,
+        "/v1/appointments/A-2",
+        json!({"patient": "p1", "start": start.to_rfc3339(), "status": "booked"}),
+    )
+    .await;
+    let due = start - chrono::Duration::days(1) + chrono::Duration::minutes(1);
+    assert_eq!(reminders.run_once(due).await.expect("run").sent, 1);
+    let plan = daemon.get_json("/v1/appointments/A-2/reminders").await;
+    let message_id = plan["touches"][0]["message_id"].as_str().expect("message");
+    let view = wait_json(&daemon, &format!("/v1/messages/{message_id}"), |v| {
+        v["deliveries"][0]["status"] == "sent"
+    })
+    .await;
+    let delivery_id = view["deliveries"][0]["id"].as_str().unwrap().to_string();
+    // Prism answers every call with its example's CallSid; Twilio's are unique per call.
+    let call_sid = "CA00000000000000000000000000000002";
+    switchboard::store::on_db!(daemon.core.store.db(), |pool| sqlx::query(
+        "UPDATE deliveries SET provider_ref = $1 WHERE id = $2"
+    )
+    .bind(call_sid)
+    .bind(&delivery_id)
+    .execute(pool)
+    .await
+    .map(|_| ()))
+    .expect("a call's own sid");
+    let reference = daemon.core.keyring.delivery_token(&delivery_id).unwrap();
+    let person = [
+        ("AccountSid", TWILIO_ACCOUNT),
+        ("CallSid", call_sid),
+        ("CallStatus", "in-progress"),
+        ("Direction", "outbound-api"),
+        ("From", FROM),
+        ("To", PATIENT_PHONE),
+        ("AnsweredBy", "human"),
+    ];
+    let asked = twilio(
+        &daemon,
+        &format!("/hooks/twilio_voice/voice?delivery={reference}"),
+        &person,
+    )
+    .await;
+    assert!(asked.contains("To stop these calls, press 9"), "{asked}");
+    let mut keys = person.to_vec();
+    keys.push(("Digits", "9"));
+    let stopped = twilio(&daemon, &gather_action(&asked), &keys).await;
+    assert!(
+        stopped.contains("not receive more automated calls") && stopped.contains("<Hangup/>"),
+        "{stopped}"
+    );
+    let (revoked,): (i64,) = switchboard::store::on_db!(daemon.core.store.db(), |pool| {
+        sqlx::query_as(
+            "SELECT COUNT(*) FROM consents WHERE channel = 'voice' AND status = 'revoked'
+             AND source = 'voice-keypad' AND recipient = $1 AND patient_id IS NOT NULL",
+        )
+        .bind(PATIENT_PHONE)
+        .fetch_one(pool)
+        .await
+    })
+    .expect("consents");
+    assert_eq!(revoked, 1);
+    // And the gate holds it: the next reminder is not called.
+    let start = Utc::now() + chrono::Duration::days(4);
+    put(
+        &daemon,
+        "/v1/appointments/A-3",
+        json!({"patient": "p1", "start": start.to_rfc3339(), "status": "booked"}),
+    )
+    .await;
+    let due = start - chrono::Duration::days(1) + chrono::Duration::minutes(1);
+    let report = reminders.run_once(due).await.expect("run");
+    let plan = daemon.get_json("/v1/appointments/A-3/reminders").await;
+    assert_eq!(report.sent, 0, "{report:?} {plan:#}");
+    assert!(
+        plan["touches"][0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("opted out of voice")),
+        "{plan:#}"
+    );
     daemon.stop().await;
 }
 both_databases!(
