@@ -28,7 +28,7 @@ pub struct ConsentChange {
     pub recipient: String,
     /// `granted` or `revoked`.
     pub status: String,
-    /// `sms-keyword`, `api`, `hl7`, `staff`.
+    /// `sms-keyword`, `voice-keypad`, `api`, `hl7`, `staff`.
     pub source: String,
 }
 
