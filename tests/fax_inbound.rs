@@ -726,3 +726,68 @@ async fn telnyx_scenario(backend: Backend) {
 }
 
 both_databases!(telnyx_received, crate::telnyx_scenario);
+
+/// A burst of webhooks at once, as a provider sends them after an outage: distinct faxes, each
+/// delivered twice at the same moment (the same event), and a redelivery under a new event
+/// id. Every request is answered 200 — the duplicates too, whichever shares a commit with
+/// which — and each fax is recorded exactly once.
+async fn burst_scenario(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let key = PKey::generate_ed25519().expect("key");
+    let (base, _media) = serve_media().await;
+    let manifest = telnyx_manifest(&db);
+    let mut daemon = TestDaemon::start(config(&db, &format!("{base}/v2"), &manifest, &key)).await;
+    let now = chrono::Utc::now().timestamp();
+    let media_url = format!("{base}/media/fresh.pdf");
+    const FAXES: usize = 30;
+    let mut bodies = Vec::new();
+    for i in 0..FAXES {
+        let fax_id = format!("burst-{i}");
+        let body = received(&format!("evt-b{i}"), &fax_id, NORTH_FAX, &media_url, false);
+        bodies.push(body.clone());
+        bodies.push(body);
+        if i % 3 == 0 {
+            bodies.push(received(
+                &format!("evt-b{i}-again"),
+                &fax_id,
+                NORTH_FAX,
+                &media_url,
+                false,
+            ));
+        }
+    }
+    let statuses = futures::future::join_all(bodies.iter().map(|body| {
+        let (daemon, key) = (&daemon, &key);
+        async move { post_telnyx(daemon, key, body, now).await.status() }
+    }))
+    .await;
+    assert!(
+        statuses.iter().all(|s| *s == StatusCode::OK),
+        "{statuses:?}"
+    );
+    assert_eq!(faxes_recorded(&daemon).await, FAXES as i64);
+    let per_fax = count(
+        &daemon,
+        "SELECT COUNT(*) FROM (SELECT provider_id FROM fax_inbound
+                                GROUP BY provider_id HAVING COUNT(*) = 1) once",
+    )
+    .await;
+    assert_eq!(per_fax, FAXES as i64);
+    // Each fax reaches the unmatched queue once.
+    wait_until("every burst fax unmatched", WAIT, async || {
+        let items = unmatched(&daemon).await;
+        let burst = items
+            .iter()
+            .filter(|i| {
+                i["provider_ref"]
+                    .as_str()
+                    .is_some_and(|r| r.starts_with("burst-"))
+            })
+            .count();
+        (burst == FAXES).then_some(())
+    })
+    .await;
+    daemon.stop().await;
+}
+
+both_databases!(fax_burst, crate::burst_scenario);

@@ -48,6 +48,172 @@ pub struct NewFaxInbound {
     pub event_id: Option<String>,
 }
 
+/// Connections the fax writers keep between batches (PostgreSQL only; at most one per writer,
+/// each out of the pool while kept).
+#[derive(Default)]
+pub(super) struct HeldConnections(
+    std::sync::Mutex<Vec<sqlx::pool::PoolConnection<sqlx::Postgres>>>,
+);
+
+impl HeldConnections {
+    fn take(&self) -> Option<sqlx::pool::PoolConnection<sqlx::Postgres>> {
+        self.0.lock().ok()?.pop()
+    }
+
+    fn put(&self, conn: sqlx::pool::PoolConnection<sqlx::Postgres>) {
+        if let Ok(mut held) = self.0.lock() {
+            held.push(conn);
+        }
+    }
+}
+
+/// What a batch returns: per fax, the id of its row (this batch's or an earlier one) and
+/// whether this batch inserted it.
+fn outcome(faxes: &[NewFaxInbound], inserted: Vec<String>) -> (Vec<(String, bool)>, Vec<usize>) {
+    let inserted: std::collections::HashSet<String> = inserted.into_iter().collect();
+    let mut recorded = Vec::with_capacity(faxes.len());
+    let mut earlier = Vec::new();
+    for (i, fax) in faxes.iter().enumerate() {
+        if inserted.contains(&fax.id) {
+            recorded.push((fax.id.clone(), true));
+        } else {
+            // Recorded before (a redelivery), or earlier in this batch: looked up below.
+            recorded.push((String::new(), false));
+            earlier.push(i);
+        }
+    }
+    (recorded, earlier)
+}
+
+const EARLIER: &str =
+    "SELECT id FROM fax_inbound WHERE provider = $1 AND direction = $2 AND provider_id = $3";
+
+/// PostgreSQL: one statement text whatever the batch size (arrays, `UNNEST`), so it is
+/// prepared once per connection; without event ids it commits by itself (no BEGIN/COMMIT
+/// round trips on the webhook's path), with them in a transaction with the events.
+async fn record_pg(
+    conn: &mut sqlx::PgConnection,
+    faxes: &[NewFaxInbound],
+) -> Result<Vec<(String, bool)>> {
+    use sqlx::Acquire as _;
+    let now = now_ms();
+    let column = |f: fn(&NewFaxInbound) -> &str| faxes.iter().map(f).collect::<Vec<&str>>();
+    let ids = column(|f| &f.id);
+    let providers = column(|f| &f.provider);
+    let directions = column(|f| &f.direction);
+    let provider_ids = column(|f| &f.provider_id);
+    let connectors = column(|f| &f.connector);
+    let raws: Vec<&[u8]> = faxes.iter().map(|f| f.raw.as_slice()).collect();
+    let insert = sqlx::query_scalar::<_, String>(
+        "INSERT INTO fax_inbound (id, provider, direction, provider_id, connector, raw,
+            status, attempts, not_before, created_at, updated_at)
+         SELECT id, provider, direction, provider_id, connector, raw, 'received', 0, $7, $7, $7
+           FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[])
+                AS t(id, provider, direction, provider_id, connector, raw)
+         ON CONFLICT (provider, direction, provider_id) DO NOTHING RETURNING id",
+    )
+    .bind(&ids)
+    .bind(&providers)
+    .bind(&directions)
+    .bind(&provider_ids)
+    .bind(&connectors)
+    .bind(&raws)
+    .bind(now);
+    let (events_connector, events): (Vec<&str>, Vec<&str>) = faxes
+        .iter()
+        .filter_map(|f| Some((f.connector.as_str(), f.event_id.as_deref()?)))
+        .unzip();
+    let inserted = if events.is_empty() {
+        insert.fetch_all(&mut *conn).await?
+    } else {
+        let mut tx = conn.begin().await?;
+        let inserted = insert.fetch_all(&mut *tx).await?;
+        sqlx::query(
+            "INSERT INTO webhook_events (connector, event_id, created_at)
+             SELECT connector, event_id, $3 FROM UNNEST($1::text[], $2::text[])
+                 AS t(connector, event_id)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(&events_connector)
+        .bind(&events)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        inserted
+    };
+    let (mut recorded, earlier) = outcome(faxes, inserted);
+    for i in earlier {
+        let fax = &faxes[i];
+        recorded[i].0 = sqlx::query_scalar(EARLIER)
+            .bind(&fax.provider)
+            .bind(&fax.direction)
+            .bind(&fax.provider_id)
+            .fetch_one(&mut *conn)
+            .await?;
+    }
+    Ok(recorded)
+}
+
+/// SQLite: one multi-row `INSERT` (its one connection serializes writers anyway).
+async fn record_sqlite(
+    pool: &sqlx::SqlitePool,
+    faxes: &[NewFaxInbound],
+) -> Result<Vec<(String, bool)>> {
+    let now = now_ms();
+    let events: Vec<(&str, &str)> = faxes
+        .iter()
+        .filter_map(|f| Some((f.connector.as_str(), f.event_id.as_deref()?)))
+        .collect();
+    let mut insert = sqlx::QueryBuilder::new(
+        "INSERT INTO fax_inbound (id, provider, direction, provider_id, connector, raw,
+            status, attempts, not_before, created_at, updated_at) ",
+    );
+    insert.push_values(faxes, |mut row, fax| {
+        row.push_bind(&fax.id)
+            .push_bind(&fax.provider)
+            .push_bind(&fax.direction)
+            .push_bind(&fax.provider_id)
+            .push_bind(&fax.connector)
+            .push_bind(&fax.raw)
+            .push_bind("received")
+            .push_bind(0_i32)
+            .push_bind(now)
+            .push_bind(now)
+            .push_bind(now);
+    });
+    insert.push(" ON CONFLICT (provider, direction, provider_id) DO NOTHING RETURNING id");
+    let inserted: Vec<String> = if events.is_empty() {
+        insert.build_query_scalar().fetch_all(pool).await?
+    } else {
+        let mut tx = pool.begin().await?;
+        let inserted = insert.build_query_scalar().fetch_all(&mut *tx).await?;
+        let mut qb = sqlx::QueryBuilder::new(
+            "INSERT INTO webhook_events (connector, event_id, created_at) ",
+        );
+        qb.push_values(&events, |mut row, (connector, event_id)| {
+            row.push_bind(*connector)
+                .push_bind(*event_id)
+                .push_bind(now);
+        });
+        qb.push(" ON CONFLICT DO NOTHING");
+        qb.build().execute(&mut *tx).await?;
+        tx.commit().await?;
+        inserted
+    };
+    let (mut recorded, earlier) = outcome(faxes, inserted);
+    for i in earlier {
+        let fax = &faxes[i];
+        recorded[i].0 = sqlx::query_scalar(EARLIER)
+            .bind(&fax.provider)
+            .bind(&fax.direction)
+            .bind(&fax.provider_id)
+            .fetch_one(pool)
+            .await?;
+    }
+    Ok(recorded)
+}
+
 impl ReceivedFaxes<'_> {
     /// Records a received fax, due now. Returns the row's id and whether it is new (`false`:
     /// this provider's fax in this direction was recorded before; nothing changed).
@@ -60,72 +226,35 @@ impl ReceivedFaxes<'_> {
     /// provider event ids: per fax, its row's id and whether it is new. A fax id seen twice
     /// in the batch is recorded once.
     pub async fn record_many(self, faxes: &[NewFaxInbound]) -> Result<Vec<(String, bool)>> {
-        let now = now_ms();
+        self.record_many_on(None, faxes).await
+    }
+
+    /// [`Self::record_many`] for the group commit's fax writers: on PostgreSQL on a
+    /// connection each writer keeps between batches (`held`), so a batch waits for no pool
+    /// and no liveness round trip before its one statement.
+    pub(super) async fn record_many_on(
+        self,
+        held: Option<&HeldConnections>,
+        faxes: &[NewFaxInbound],
+    ) -> Result<Vec<(String, bool)>> {
         if faxes.is_empty() {
             return Ok(Vec::new());
         }
-        let events: Vec<(&str, &str)> = faxes
-            .iter()
-            .filter_map(|f| Some((f.connector.as_str(), f.event_id.as_deref()?)))
-            .collect();
-        let earlier = "SELECT id FROM fax_inbound WHERE provider = $1 AND direction = $2 AND provider_id = $3";
-        Ok(on_db!(self.db(), |pool| {
-            let mut insert = sqlx::QueryBuilder::new(
-                "INSERT INTO fax_inbound (id, provider, direction, provider_id, connector, raw,
-                    status, attempts, not_before, created_at, updated_at) ",
-            );
-            insert.push_values(faxes, |mut row, fax| {
-                row.push_bind(&fax.id)
-                    .push_bind(&fax.provider)
-                    .push_bind(&fax.direction)
-                    .push_bind(&fax.provider_id)
-                    .push_bind(&fax.connector)
-                    .push_bind(&fax.raw)
-                    .push_bind("received")
-                    .push_bind(0_i32)
-                    .push_bind(now)
-                    .push_bind(now)
-                    .push_bind(now);
-            });
-            insert.push(" ON CONFLICT (provider, direction, provider_id) DO NOTHING RETURNING id");
-            // One statement commits by itself (a round trip each for BEGIN and COMMIT saved
-            // on the webhook's path); event ids need a transaction around both.
-            let inserted: Vec<String> = if events.is_empty() {
-                insert.build_query_scalar().fetch_all(pool).await?
-            } else {
-                let mut tx = pool.begin().await?;
-                let inserted = insert.build_query_scalar().fetch_all(&mut *tx).await?;
-                let mut qb = sqlx::QueryBuilder::new(
-                    "INSERT INTO webhook_events (connector, event_id, created_at) ",
-                );
-                qb.push_values(&events, |mut row, (connector, event_id)| {
-                    row.push_bind(*connector)
-                        .push_bind(*event_id)
-                        .push_bind(now);
-                });
-                qb.push(" ON CONFLICT DO NOTHING");
-                qb.build().execute(&mut *tx).await?;
-                tx.commit().await?;
-                inserted
-            };
-            let inserted: std::collections::HashSet<String> = inserted.into_iter().collect();
-            let mut recorded = Vec::with_capacity(faxes.len());
-            for fax in faxes {
-                if inserted.contains(&fax.id) {
-                    recorded.push((fax.id.clone(), true));
-                } else {
-                    // Recorded before (a redelivery), or earlier in this batch.
-                    let id: String = sqlx::query_scalar(earlier)
-                        .bind(&fax.provider)
-                        .bind(&fax.direction)
-                        .bind(&fax.provider_id)
-                        .fetch_one(pool)
-                        .await?;
-                    recorded.push((id, false));
+        match self.db() {
+            super::Db::Postgres(pool) => {
+                let mut conn = match held.and_then(HeldConnections::take) {
+                    Some(conn) => conn,
+                    None => pool.acquire().await?,
+                };
+                let recorded = record_pg(&mut conn, faxes).await?;
+                // Given back only after a success: a connection that failed is dropped.
+                if let Some(held) = held {
+                    held.put(conn);
                 }
+                Ok(recorded)
             }
-            recorded
-        }))
+            super::Db::Sqlite(pool) => record_sqlite(pool, faxes).await,
+        }
     }
 
     /// Takes the oldest due received fax for one attempt: it stays `received` with

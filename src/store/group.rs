@@ -204,9 +204,10 @@ impl GroupCommit {
         } else {
             fax_writers
         };
+        let held = Arc::new(super::fax_inbound::HeldConnections::default());
         let fax = Batcher::spawn(fax_flushers, move |faxes: Vec<NewFaxInbound>| {
-            let s = s.clone();
-            async move { s.received_faxes().record_many(&faxes).await }
+            let (s, held) = (s.clone(), held.clone());
+            async move { s.received_faxes().record_many_on(Some(&held), &faxes).await }
         });
         // One flusher: concurrent connections' HL7 messages share a transaction and a commit,
         // and batches never run side by side (two could take the same patients' rows in
