@@ -31,6 +31,7 @@ use crate::inbound::InboundService;
 use crate::messages::MessageService;
 use crate::queue::jobs::{Enqueuer, queue_name};
 use crate::queue::poll::Interval;
+use crate::queue::wakeups::QueueWakeups;
 use crate::queue::worker::deliver_job;
 use crate::queue::{Deliverer, JobQueue, sweeper};
 use crate::reminders::Reminders;
@@ -456,10 +457,13 @@ pub async fn start(config: Config) -> Result<Daemon, DaemonError> {
         None
     };
 
+    // One LISTEN connection for the delivery workers and the events feed (see
+    // `queue::wakeups`); the workers subscribe to it in `build_monitor`.
+    let wakeups = QueueWakeups::new(Channel::NAMES.iter().map(|c| queue_name(c)));
     let events_listener = core.store.is_postgres().then(|| {
-        let store = core.store.clone();
-        supervisor.spawn("events-listener", move |stop| {
-            crate::events::listen_for_events(store.clone(), stop)
+        let (store, wakeups) = (core.store.clone(), wakeups.clone());
+        supervisor.spawn("pg-listener", move |stop| {
+            crate::queue::wakeups::listen(store.clone(), wakeups.clone(), stop)
         })
     });
     let webhooks = if core.config.webhooks.dispatch {
@@ -656,7 +660,7 @@ pub async fn start(config: Config) -> Result<Daemon, DaemonError> {
         &supervisor,
     ));
 
-    let monitor = build_monitor(&core, deliverer);
+    let monitor = build_monitor(&core, deliverer, &wakeups);
     let workers_shutdown = shutdown.clone();
     let workers = tokio::spawn(async move {
         monitor
@@ -722,7 +726,7 @@ pub async fn start(config: Config) -> Result<Daemon, DaemonError> {
 
 /// One apalis worker per channel queue, named uniquely per process so that the jobs a dead
 /// predecessor held are re-enqueued by apalis's heartbeat.
-fn build_monitor(core: &Core, deliverer: Arc<Deliverer>) -> Monitor {
+fn build_monitor(core: &Core, deliverer: Arc<Deliverer>, wakeups: &QueueWakeups) -> Monitor {
     let run_id = ulid::Ulid::new().to_string().to_lowercase();
     let node = core.config.node_id();
     let poll = Duration::from_millis(core.config.queue.poll_interval_ms.max(10));
@@ -739,9 +743,8 @@ fn build_monitor(core: &Core, deliverer: Arc<Deliverer>) -> Monitor {
         });
     for channel in Channel::NAMES {
         // A channel no connector carries has no deliveries to work (they are refused at
-        // accept): no worker, and on PostgreSQL no connection held for its queue's
-        // notifications. A delivery left from before the channel was removed waits, as if
-        // paused, until it is configured again.
+        // accept): no worker. A delivery left from before the channel was removed waits, as
+        // if paused, until it is configured again.
         if core.config.connector_for(channel).is_none() {
             continue;
         }
@@ -769,14 +772,17 @@ fn build_monitor(core: &Core, deliverer: Arc<Deliverer>) -> Monitor {
                 let Some(storage) = storages.get(channel).cloned() else {
                     continue;
                 };
-                let pool = storage.pool().clone();
                 let queue = queue_name(channel);
+                let wakeups = wakeups.clone();
                 monitor = monitor.register(move |_| {
-                    let wakeups = apalis_postgres::Pubsub::new(pool.clone(), queue.clone());
                     WorkerBuilder::new(name.clone())
-                        .backend(storage.clone().poll_with_strategy(
-                            Strategy::new().stream(wakeups).apply(Interval::new(poll)),
-                        ))
+                        .backend(
+                            storage.clone().poll_with_strategy(
+                                Strategy::new()
+                                    .stream(wakeups.subscribe(&queue))
+                                    .apply(Interval::new(poll)),
+                            ),
+                        )
                         .data(deliverer.clone())
                         .concurrency(concurrency)
                         .build(deliver_job)

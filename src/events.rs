@@ -241,32 +241,6 @@ impl EventFeed {
     }
 }
 
-/// On PostgreSQL, `LISTEN switchboard_events` (the events table's trigger notifies it on every
-/// insert, from any daemon of the fleet or another writer) and wake this process's followers
-/// of the feed (`Store::events_written`). After a reconnection they are woken too: what was
-/// notified meanwhile was missed. On SQLite there is nothing to listen to (the store's update
-/// hook wakes them) and this returns at once.
-pub async fn listen_for_events(
-    store: Store,
-    shutdown: tokio_util::sync::CancellationToken,
-) -> Result<(), sqlx::Error> {
-    let Some(mut listener) = store.listener().await? else {
-        return Ok(());
-    };
-    listener.listen("switchboard_events").await?;
-    store.wake_event_followers();
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            notification = listener.try_recv() => {
-                // `None`: the connection was lost; the next call reconnects and listens again.
-                notification?;
-                store.wake_event_followers();
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::Cursor;

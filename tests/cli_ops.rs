@@ -133,6 +133,69 @@ both_databases!(
     super::cli_send_is_picked_up_within_the_poll_interval
 );
 
+/// The connections of the test database that last ran a `LISTEN` (a listener runs nothing
+/// else).
+async fn listeners(pool: &sqlx::PgPool) -> Vec<i32> {
+    sqlx::query_scalar(
+        "SELECT pid FROM pg_stat_activity
+          WHERE datname = current_database() AND query LIKE 'LISTEN%'",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("pg_stat_activity")
+}
+
+/// On PostgreSQL the workers are woken by `NOTIFY` (apalis's insert trigger), not their poll:
+/// with a one-minute poll a message queued by another process is still picked up within
+/// seconds. One connection per daemon listens for every worker and the events feed (not one
+/// per worker: each costs the daemon about 1.8 MB), and when that connection is killed (a
+/// PostgreSQL restart, a proxy dropping it) it comes back and the wake-ups with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_workers_wake_on_notify_through_one_listener() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let config = write_config(&db, 60_000, "[channels.sms]\nconnector = \"outbox\"\n");
+    let daemon = Spawned::start(&config, &db.dir.path().join("daemon.log"), "warn").await;
+    let created = switchboard(&config, &["keys", "create", "--org", "north", "--new-org"]);
+    assert!(created.status.success(), "{}", stderr(&created));
+    let pool = sqlx::PgPool::connect(&db.url).await.expect("connect");
+
+    let delivered_promptly = async |what: &str| {
+        let id = send(&config, "+15005550006");
+        daemon
+            .wait_for(
+                format!("{what}: delivered within 5 s of `send` (the poll is 60 s)"),
+                Duration::from_secs(5),
+                async || delivered(&config, &id),
+            )
+            .await;
+    };
+    delivered_promptly("the first message").await;
+    assert_eq!(listeners(&pool).await.len(), 1, "one LISTEN connection");
+
+    let killed = listeners(&pool).await;
+    for &pid in &killed {
+        sqlx::query("SELECT pg_terminate_backend($1)")
+            .bind(pid)
+            .execute(&pool)
+            .await
+            .expect("terminate the listener");
+    }
+    // Back, listening again: a message queued now wakes its worker, not the poll.
+    daemon
+        .wait_for(
+            "the listener reconnected",
+            Duration::from_secs(10),
+            async || {
+                let now = listeners(&pool).await;
+                now.len() == 1 && !killed.contains(&now[0])
+            },
+        )
+        .await;
+    for n in 0..3 {
+        delivered_promptly(&format!("message {n} after the reconnect")).await;
+    }
+}
+
 /// One `error:` line on stderr (never the same cause twice), exit status 1.
 fn error_line(output: &Output) -> String {
     let text = stderr(output);

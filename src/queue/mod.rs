@@ -17,6 +17,7 @@ pub mod poll;
 pub mod reconcile;
 pub mod retry;
 pub mod sweeper;
+pub mod wakeups;
 pub mod worker;
 
 pub use jobs::{DeliveryJob, JobQueue, QueueError};

@@ -9,11 +9,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 
 use switchboard::config::Config;
 use switchboard::daemon::Core;
 use switchboard::domain::DeliveryStatus;
+
+use super::daemon_process::{DaemonProcess, mb};
 
 /// What one run measured.
 struct Run {
@@ -57,7 +59,6 @@ pub async fn bench(
     .await?;
     core.store.close().await;
 
-    let mb = |b: Option<u64>| b.map_or("n/a".to_string(), |b| format!("{:.1} MB", b as f64 / 1e6));
     println!(
         "  attachments  : {messages} messages over {concurrency} clients, daemon in its own process ({database})"
     );
@@ -106,38 +107,11 @@ async fn run(
     concurrency: usize,
     already: i64,
 ) -> Result<Run> {
-    let binary = super::daemon_binary().context("the switchboard binary")?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let mut child = tokio::process::Command::new(binary)
-        .arg("run")
-        .env("SWITCHBOARD_DATA_DIR", dir)
-        .env("SWITCHBOARD_DATABASE__URL", url)
-        .env("SWITCHBOARD_SERVER__LISTEN", format!("127.0.0.1:{port}"))
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .context("start switchboard run")?;
-    let pid = child.id().context("daemon pid")?;
-    let base = format!("http://127.0.0.1:{port}");
+    let daemon = DaemonProcess::start(url, dir).await?;
+    let base = daemon.base.clone();
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(concurrency)
         .build()?;
-    let up = Instant::now() + Duration::from_secs(30);
-    while client
-        .get(format!("{base}/readyz"))
-        .send()
-        .await
-        .map_or(true, |r| !r.status().is_success())
-    {
-        if Instant::now() > up {
-            bail!("the daemon did not start");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 
     let started = Instant::now();
     let next = Arc::new(AtomicUsize::new(0));
@@ -208,8 +182,8 @@ async fn run(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let elapsed = started.elapsed();
-    let peak_rss = vm_hwm(pid);
-    let _ = child.kill().await;
+    let peak_rss = daemon.peak_rss();
+    daemon.stop().await;
     // The outbox files of this run are not needed any more (2,000 × 1 MiB adds up).
     let _ = std::fs::remove_dir_all(dir.join("outbox"));
     Ok(Run {
@@ -217,15 +191,4 @@ async fn run(
         accepted_rate: messages as f64 / accepted_in.as_secs_f64(),
         peak_rss,
     })
-}
-
-/// Peak resident set size of a process, bytes (VmHWM).
-fn vm_hwm(pid: u32) -> Option<u64> {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()?
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|kib| kib.parse::<u64>().ok())
-        .map(|kib| kib * 1024)
 }

@@ -1,12 +1,13 @@
 //! `switchboard bench` (and `cargo bench`): the figures in the README.
 //!
-//! For each database (a fresh SQLite file; a fresh PostgreSQL database): start the daemon
-//! in-process on the production defaults, POST `--messages` messages over HTTP with
-//! `--concurrency` clients, wait until every delivery is `delivered` by the outbox sink, and
-//! report deliveries/s (first POST to last delivery), p50/p99 accept→delivered latency
-//! (database timestamps) and peak RSS. Beside it, on the same database, apalis drains the same
-//! number of no-op jobs: the ceiling of the queue itself. Idle RSS is read after start-up.
-//! Then `--attachment-messages` messages with a PDF each, against a daemon in its own process
+//! For each database (a fresh SQLite file; a fresh PostgreSQL database): start the daemon in
+//! its own process (`switchboard run`, the production defaults), read its idle RSS, POST
+//! `--messages` messages over HTTP with `--concurrency` clients, wait until every delivery is
+//! `delivered` by the outbox sink, and report deliveries/s (first POST to last delivery),
+//! p50/p99 accept→delivered latency (database timestamps) and the daemon's peak RSS (its
+//! VmHWM: the daemon's alone, not the bench client's). Beside it, on the same database, apalis
+//! drains the same number of no-op jobs: the ceiling of the queue itself. Then
+//! `--attachment-messages` messages with a PDF each, against a daemon process the same way
 //! (`attachments`): messages/s and the daemon's peak RSS, beside the same messages without.
 
 /// Results go to stdout with the progress bar (stderr, a terminal only) lifted while a line
@@ -19,6 +20,7 @@ macro_rules! println {
 
 mod attachments;
 mod campaigns;
+mod daemon_process;
 mod direct;
 mod direct_inbound;
 mod fax;
@@ -41,6 +43,11 @@ use serde::{Deserialize, Serialize};
 use switchboard::config::Config;
 use switchboard::daemon::{self, Core};
 use switchboard::domain::DeliveryStatus;
+
+use self::daemon_process::{DaemonProcess, mb};
+
+/// How long after its start a fresh daemon's RSS is read as its idle RSS.
+const IDLE_SETTLE: Duration = Duration::from_secs(3);
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
@@ -110,6 +117,10 @@ pub struct BenchArgs {
     /// Table sizes (deliveries) the `/metrics` benchmark scrapes at (empty skips it).
     #[arg(long, value_delimiter = ',', default_value = "10000,1000000")]
     pub metrics_sizes: Vec<usize>,
+    /// The daemon the API and attachment benchmarks start in its own process (`switchboard
+    /// run`): this binary unless given, another build for a baseline from the same run.
+    #[arg(long, env = "SWITCHBOARD_BENCH_DAEMON")]
+    pub daemon_binary: Option<std::path::PathBuf>,
 }
 
 impl Default for BenchArgs {
@@ -136,11 +147,15 @@ impl Default for BenchArgs {
             fax_writers: 0,
             metrics: false,
             metrics_sizes: vec![10_000, 1_000_000],
+            daemon_binary: None,
         }
     }
 }
 
 pub async fn run(args: BenchArgs) -> Result<()> {
+    if let Some(binary) = &args.daemon_binary {
+        let _ = DAEMON_BINARY.set(binary.clone());
+    }
     println!(
         "switchboard bench: {} messages, {} HTTP clients, {} cores",
         args.messages,
@@ -266,11 +281,9 @@ pub async fn run(args: BenchArgs) -> Result<()> {
 async fn bench_database(args: &BenchArgs, database: &str, scratch: &Scratch) -> Result<()> {
     let mut config = Config::from_toml("")?;
     config.data_dir = scratch.dir.path().to_path_buf();
-    config.outbox.dir = scratch.dir.path().join("outbox");
     config.database.url = Some(scratch.url.clone());
-    config.server.listen = "127.0.0.1:0".parse()?;
 
-    let core = Core::open(config.clone()).await?;
+    let core = Core::open(config).await?;
     let org = core.store.organizations().ensure("bench", "Bench").await?;
     let token = switchboard::http::new_token()?;
     core.store
@@ -278,10 +291,10 @@ async fn bench_database(args: &BenchArgs, database: &str, scratch: &Scratch) -> 
         .insert(&org.id, "bench", &switchboard::http::hash_token(&token))
         .await?;
 
-    let idle_rss = idle_rss_of_fresh_daemon(&scratch.url).await;
-    reset_peak_rss();
-    let daemon = daemon::start(config).await?;
-    let base = format!("http://{}", daemon.addr);
+    // The daemon in its own process, so that its RSS is its own and not the client's too.
+    let daemon = DaemonProcess::start(&scratch.url, scratch.dir.path()).await?;
+    let idle_rss = daemon.idle_rss(IDLE_SETTLE).await;
+    let base = daemon.base.clone();
 
     let started = Instant::now();
     let progress = ::switchboard::progress::bar(args.messages as u64, "bench: accepting");
@@ -348,14 +361,13 @@ async fn bench_database(args: &BenchArgs, database: &str, scratch: &Scratch) -> 
     }
     let elapsed = started.elapsed();
     drop(progress);
-    let peak_rss = switchboard::process::peak_rss_bytes().unwrap_or(0);
+    let peak_rss = daemon.peak_rss();
+    daemon.stop().await;
     let latencies = core
         .store
         .deliveries()
         .latencies_ms(DeliveryStatus::Delivered)
         .await?;
-    daemon.shutdown();
-    daemon.wait().await?;
 
     let noop = noop_baseline(&core, args.messages).await?;
     core.store.close().await;
@@ -383,9 +395,9 @@ async fn bench_database(args: &BenchArgs, database: &str, scratch: &Scratch) -> 
     );
     println!("  ratio        : {:.2}× of the no-op queue", rate / noop.0);
     println!(
-        "  RSS          : idle daemon {}, peak {:.1} MB (in-process: daemon + bench client)",
-        idle_rss.map_or("n/a".to_string(), |b| format!("{:.1} MB", b as f64 / 1e6)),
-        peak_rss as f64 / 1e6
+        "  daemon RSS   : idle {}, peak {} over the run (its own process, without the client)",
+        mb(idle_rss),
+        mb(peak_rss)
     );
     self::retention::bench(&scratch.url, rate).await?;
     Ok(())
@@ -481,53 +493,21 @@ async fn noop_baseline(core: &Core, n: usize) -> Result<(f64, Duration)> {
     Ok((n as f64 / elapsed.as_secs_f64(), elapsed))
 }
 
-/// Starts `switchboard run` as its own process on this database (all workers, API, sweeper),
-/// lets it settle, and reads its resident memory.
-async fn idle_rss_of_fresh_daemon(url: &str) -> Option<u64> {
-    let binary = daemon_binary()?;
-    let dir = tempfile::tempdir().ok()?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .ok()?
-        .local_addr()
-        .ok()?
-        .port();
-    let mut child = tokio::process::Command::new(binary)
-        .arg("run")
-        .env("SWITCHBOARD_DATA_DIR", dir.path())
-        .env("SWITCHBOARD_DATABASE__URL", url)
-        .env("SWITCHBOARD_SERVER__LISTEN", format!("127.0.0.1:{port}"))
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .ok()?;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let pid = child.id()?;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok();
-    let _ = child.kill().await;
-    status?
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|kib| kib.parse::<u64>().ok())
-        .map(|kib| kib * 1024)
-}
+/// `--daemon-binary`, when given.
+static DAEMON_BINARY: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
 
-/// The `switchboard` binary: this one, or beside `cargo bench`'s
+/// The `switchboard` binary: `--daemon-binary`, or this one, or beside `cargo bench`'s
 /// (`target/<profile>/deps/throughput-*`; the daemon is `target/<profile>/switchboard`).
 fn daemon_binary() -> Option<std::path::PathBuf> {
+    if let Some(binary) = DAEMON_BINARY.get() {
+        return Some(binary.clone());
+    }
     let exe = std::env::current_exe().ok()?;
     if exe.file_stem().is_some_and(|s| s == "switchboard") {
         Some(exe)
     } else {
         Some(exe.parent()?.parent()?.join("switchboard"))
     }
-}
-
-/// Resets VmHWM so the peak covers this run only.
-fn reset_peak_rss() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
 /// A database that exists for one bench run.
