@@ -1077,3 +1077,115 @@ both_databases!(
     concurrent_connections_share_commits,
     super::concurrent_connections_share_commits
 );
+
+/// SIU^S12 `k` for the one appointment `APPT-SAME` of the one patient `MRN-SAME`: message `k`
+/// moves it to `k` minutes after 2027-01-01 00:00 (-06:00), names the patient `Fam{k}` and
+/// gives them the phone number (217) 555-`k`.
+fn same_patient_update(k: usize) -> String {
+    format!(
+        "MSH|^~\\&|EHR|CLINIC|SB|SB|20240101120000||SIU^S12|U{k}|P|2.5.1\r\
+         SCH||APPT-SAME|||||ROUTINE|Checkup|||^^30^20270101{h:02}{m:02}00-0600\r\
+         PID|1||MRN-SAME^^^CLINIC^MR||Fam{k}^Pat||19800101|F|||||(217)555-{k:04}^PRN^CP\r",
+        h = k / 60,
+        m = k % 60,
+    )
+}
+
+/// Eight connections update the same patient and appointment at once, their last messages
+/// released together (so that one batch holds several updates of the same rows): every message
+/// is archived and acknowledged AA once, with its own control id; one `appointment.changed`
+/// event per message, each connection's in the order it sent them; and the patient, their
+/// contact points and the appointment are what the message applied last (the last event)
+/// says, as applying the messages one after another would leave them.
+async fn same_patient_updates_apply_in_arrival_order(backend: Backend) {
+    const CONNECTIONS: usize = 8;
+    const EACH: usize = 6;
+    let db = TestDb::new(backend).await;
+    let (mut daemon, addr) = start(&db).await;
+    let release = std::sync::Arc::new(tokio::sync::Barrier::new(CONNECTIONS));
+    let mut tasks = Vec::new();
+    for c in 0..CONNECTIONS {
+        let release = release.clone();
+        tasks.push(tokio::spawn(async move {
+            let messages: Vec<String> = (0..EACH)
+                .map(|i| same_patient_update(c * EACH + i))
+                .collect();
+            let mut acks = send(addr, &messages[..EACH - 1]).await;
+            release.wait().await;
+            acks.extend(send(addr, &messages[EACH - 1..]).await);
+            acks
+        }));
+    }
+    for (c, task) in tasks.into_iter().enumerate() {
+        let acks = task.await.expect("connection");
+        let expected: Vec<(String, String)> = (0..EACH)
+            .map(|i| ("AA".to_string(), format!("U{}", c * EACH + i)))
+            .collect();
+        assert_eq!(acks, expected, "connection {c}");
+    }
+    let (archived, payloads, family, phones): (i64, Vec<String>, String, Vec<String>) =
+        switchboard::store::on_db!(daemon.core.store.db(), |pool| async {
+            let (archived,): (i64,) = sqlx::query_as(
+                "SELECT COUNT(*) FROM hl7_messages WHERE status = 'applied' AND control_id LIKE 'U%'",
+            )
+            .fetch_one(pool)
+            .await?;
+            let payloads: Vec<String> = sqlx::query_scalar(
+                "SELECT payload FROM events WHERE kind = 'appointment.changed' ORDER BY id",
+            )
+            .fetch_all(pool)
+            .await?;
+            let family: String = sqlx::query_scalar(
+                "SELECT family_name FROM patients WHERE external_id = 'MRN-SAME'",
+            )
+            .fetch_one(pool)
+            .await?;
+            let phones: Vec<String> = sqlx::query_scalar(
+                "SELECT c.value FROM contact_points c JOIN patients p ON p.id = c.patient_id
+                 WHERE p.external_id = 'MRN-SAME'",
+            )
+            .fetch_all(pool)
+            .await?;
+            Ok::<_, sqlx::Error>((archived, payloads, family, phones))
+        }
+        .await)
+        .expect("read back");
+    assert_eq!(archived, (CONNECTIONS * EACH) as i64);
+    // Message k moved the appointment to `base + k` minutes: the events name the messages in
+    // the order they were applied.
+    let starts: Vec<i64> = payloads
+        .iter()
+        .map(|p| {
+            serde_json::from_str::<serde_json::Value>(p).expect("payload")["start_at"]
+                .as_i64()
+                .expect("start_at")
+        })
+        .collect();
+    let base = *starts.iter().min().expect("events");
+    let order: Vec<usize> = starts
+        .iter()
+        .map(|s| ((s - base) / 60_000) as usize)
+        .collect();
+    let mut all = order.clone();
+    all.sort_unstable();
+    assert_eq!(all, (0..CONNECTIONS * EACH).collect::<Vec<_>>(), "one event per message");
+    for c in 0..CONNECTIONS {
+        let own: Vec<usize> = order.iter().copied().filter(|k| k / EACH == c).collect();
+        assert_eq!(own, (c * EACH..(c + 1) * EACH).collect::<Vec<_>>(), "connection {c}");
+    }
+    let last = *order.last().expect("events");
+    assert_eq!(family, format!("Fam{last}"), "the patient as the last message left it");
+    assert_eq!(phones.len(), 1, "{phones:?}");
+    assert!(phones[0].ends_with(&format!("{last:04}")), "{phones:?} after message {last}");
+    let appointment = daemon.get_json("/v1/appointments/APPT-SAME").await;
+    let expected_start = chrono::DateTime::from_timestamp_millis(base + 60_000 * last as i64)
+        .expect("start")
+        .with_timezone(&chrono::FixedOffset::west_opt(6 * 3600).expect("offset"))
+        .to_rfc3339();
+    assert_eq!(appointment["start"], expected_start, "after message {last}");
+    daemon.stop().await;
+}
+both_databases!(
+    same_patient_updates_apply_in_arrival_order,
+    super::same_patient_updates_apply_in_arrival_order
+);

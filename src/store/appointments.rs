@@ -113,7 +113,6 @@ macro_rules! upsert_appointment_in {
         row
     }};
 }
-pub(super) use upsert_appointment_in;
 
 impl Appointments<'_> {
     /// Creates or updates an appointment keyed by its filler id; appends an

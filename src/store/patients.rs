@@ -75,7 +75,8 @@ pub struct ConsentInput {
 }
 
 /// The statements of a patient upsert, inside the caller's transaction `$tx`; evaluates to the
-/// patient row. Shared by [`Store::upsert_patient`] and the one-transaction HL7 path.
+/// patient row. (The HL7 path writes a batch of messages with multi-row statements:
+/// `Hl7::record_many`.)
 macro_rules! upsert_patient_in {
     ($tx:expr, $organization_id:expr, $input:expr, $now:expr, $new_patient_id:expr) => {{
         let (organization_id, input, now): (&str, &$crate::store::PatientInput, i64) = ($organization_id, $input, $now);
@@ -133,7 +134,6 @@ macro_rules! upsert_patient_in {
         row
     }};
 }
-pub(super) use upsert_patient_in;
 
 impl Patients<'_> {
     /// Creates or replaces a patient's demographics; returns the row and whether it was new.
