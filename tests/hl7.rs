@@ -1168,15 +1168,30 @@ async fn same_patient_updates_apply_in_arrival_order(backend: Backend) {
         .collect();
     let mut all = order.clone();
     all.sort_unstable();
-    assert_eq!(all, (0..CONNECTIONS * EACH).collect::<Vec<_>>(), "one event per message");
+    assert_eq!(
+        all,
+        (0..CONNECTIONS * EACH).collect::<Vec<_>>(),
+        "one event per message"
+    );
     for c in 0..CONNECTIONS {
         let own: Vec<usize> = order.iter().copied().filter(|k| k / EACH == c).collect();
-        assert_eq!(own, (c * EACH..(c + 1) * EACH).collect::<Vec<_>>(), "connection {c}");
+        assert_eq!(
+            own,
+            (c * EACH..(c + 1) * EACH).collect::<Vec<_>>(),
+            "connection {c}"
+        );
     }
     let last = *order.last().expect("events");
-    assert_eq!(family, format!("Fam{last}"), "the patient as the last message left it");
+    assert_eq!(
+        family,
+        format!("Fam{last}"),
+        "the patient as the last message left it"
+    );
     assert_eq!(phones.len(), 1, "{phones:?}");
-    assert!(phones[0].ends_with(&format!("{last:04}")), "{phones:?} after message {last}");
+    assert!(
+        phones[0].ends_with(&format!("{last:04}")),
+        "{phones:?} after message {last}"
+    );
     let appointment = daemon.get_json("/v1/appointments/APPT-SAME").await;
     let expected_start = chrono::DateTime::from_timestamp_millis(base + 60_000 * last as i64)
         .expect("start")
