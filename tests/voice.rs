@@ -440,11 +440,13 @@ async fn calls_wait_out_quiet_hours(backend: Backend) {
     assert_eq!(response.status(), 201);
     let view: Value = response.json().await.unwrap();
     let message_id = view["id"].as_str().unwrap().to_string();
-    // The worker took the delivery and put it back until 08:00, its attempt not spent.
+    // The worker took the delivery and put it back until 08:00, its attempt not spent. (The
+    // view reads the delivery and its history in two statements: wait for the row too.)
     let view = wait_json(&daemon, &format!("/v1/messages/{message_id}"), |v| {
         v["deliveries"][0]["history"]
             .as_array()
             .is_some_and(|h| h.iter().any(|e| e["status"] == "retry_scheduled"))
+            && v["deliveries"][0]["reason"].is_string()
     })
     .await;
     let delivery = &view["deliveries"][0];
