@@ -93,6 +93,21 @@ async fn twilio(daemon: &TestDaemon, path_and_query: &str, params: &[(&str, &str
     response.text().await.expect("TwiML")
 }
 
+/// Disclosures audited as a call's answer read out, for one delivery.
+async fn answers_read_out(daemon: &TestDaemon, delivery_id: &str) -> i64 {
+    let (answered,): (i64,) = switchboard::store::on_db!(daemon.core.store.db(), |pool| {
+        sqlx::query_as(
+            "SELECT COUNT(*) FROM audit_events WHERE action = 'disclosure' AND outcome = 'answered'
+             AND delivery_id = $1 AND channel = 'voice'",
+        )
+        .bind(delivery_id)
+        .fetch_one(pool)
+        .await
+    })
+    .expect("audit");
+    answered
+}
+
 /// The `action` URL of a TwiML `<Gather>`, as a path on the daemon.
 fn gather_action(twiml: &str) -> String {
     let at = twiml.find("action=\"").expect("a Gather action") + "action=\"".len();
@@ -248,16 +263,7 @@ async fn a_voice_reminder_is_confirmed_with_1(backend: Backend) {
     assert!(kinds.contains(&"appointment.confirmed"), "{kinds:?}");
     assert!(kinds.contains(&"reminder.reply"), "{kinds:?}");
     // The answer read out is a disclosure: audited.
-    let (answered,): (i64,) = switchboard::store::on_db!(daemon.core.store.db(), |pool| {
-        sqlx::query_as(
-            "SELECT COUNT(*) FROM audit_events WHERE action = 'disclosure' AND outcome = 'answered'
-             AND delivery_id = $1 AND channel = 'voice'",
-        )
-        .bind(&delivery_id)
-        .fetch_one(pool)
-        .await
-    })
-    .expect("audit");
+    let answered = answers_read_out(&daemon, &delivery_id).await;
     assert_eq!(answered, 1);
 
     // The same signed post replayed: goodbye, and nothing recorded again.
@@ -273,16 +279,7 @@ async fn a_voice_reminder_is_confirmed_with_1(backend: Backend) {
         .filter(|e| e["kind"] == "reminder.reply")
         .count();
     assert_eq!(replies, 1, "one reply event for one key");
-    let (answered,): (i64,) = switchboard::store::on_db!(daemon.core.store.db(), |pool| {
-        sqlx::query_as(
-            "SELECT COUNT(*) FROM audit_events WHERE action = 'disclosure' AND outcome = 'answered'
-             AND delivery_id = $1 AND channel = 'voice'",
-        )
-        .bind(&delivery_id)
-        .fetch_one(pool)
-        .await
-    })
-    .expect("audit");
+    let answered = answers_read_out(&daemon, &delivery_id).await;
     assert_eq!(answered, 1, "the answer read out once");
 
     // The call ends: completed is delivered, and the script has nothing more to say.
