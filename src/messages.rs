@@ -17,9 +17,8 @@ use crate::crypto::{CryptoError, Keyring};
 use crate::domain::{Address, Channel, DeliveryStatus, UnknownChannel};
 use crate::service::Location;
 use crate::store::{
-    AcceptItem, AcceptOutcome, AttachmentRow, AuditEntry, DeliveryEventRow, DeliveryRow,
-    GroupCommit, MessageRow, NewAttachment, NewDelivery, NewMessage, Store, StoreError, new_id,
-    now_ms,
+    AcceptItem, AcceptOutcome, AttachmentRow, AuditEntry, GroupCommit, NewAttachment, NewDelivery,
+    NewMessage, Store, StoreError, new_id, now_ms,
 };
 
 /// What is sealed at rest for a message.
@@ -710,46 +709,16 @@ impl MessageService {
         organization_id: &str,
         message_id: &str,
     ) -> Result<MessageView, MessageError> {
-        let message = match self.store.messages().get(organization_id, message_id).await {
+        let record = match self
+            .store
+            .messages()
+            .record(organization_id, message_id)
+            .await
+        {
             Err(StoreError::NotFound) => return Err(MessageError::NotFound("message")),
             other => other?,
         };
-        let deliveries = self.store.messages().deliveries_of(&message.id).await?;
-        let history = self
-            .store
-            .messages()
-            .delivery_events_of(&message.id)
-            .await?;
-        let attachments = self
-            .store
-            .attachments()
-            .of_message(organization_id, &message.id)
-            .await?;
-        let faxes = fax_records(&self.store, &message.id, &deliveries).await?;
-        MessageView::build(
-            &self.keyring,
-            message,
-            deliveries,
-            history,
-            attachments,
-            faxes,
-        )
-    }
-}
-
-/// The provider's records of a message's fax deliveries (no query when it has none).
-pub(crate) async fn fax_records(
-    store: &Store,
-    message_id: &str,
-    deliveries: &[DeliveryRow],
-) -> Result<Vec<crate::store::FaxRecordRow>, StoreError> {
-    if deliveries
-        .iter()
-        .any(|d| d.channel == crate::domain::Channel::Fax.as_str())
-    {
-        store.faxes().of_message(message_id).await
-    } else {
-        Ok(Vec::new())
+        MessageView::from_record(&self.keyring, record)
     }
 }
 
@@ -1017,14 +986,18 @@ impl MessageView {
         }
     }
 
-    pub fn build(
+    /// The view of a message's rows as [`crate::store::Messages::record`] read them.
+    pub fn from_record(
         keyring: &Keyring,
-        message: MessageRow,
-        deliveries: Vec<DeliveryRow>,
-        history: Vec<DeliveryEventRow>,
-        attachments: Vec<AttachmentRow>,
-        faxes: Vec<crate::store::FaxRecordRow>,
+        record: crate::store::MessageRecord,
     ) -> Result<Self, MessageError> {
+        let crate::store::MessageRecord {
+            message,
+            deliveries,
+            history,
+            attachments,
+            faxes,
+        } = record;
         let content = MessageContent::open(keyring, &message.id, &message.content)?;
         let mut by_delivery: BTreeMap<String, Vec<HistoryView>> = BTreeMap::new();
         for event in history {

@@ -237,6 +237,114 @@ both_databases!(
     super::one_sweeper_across_a_fleet
 );
 
+/// A message's record is read as one snapshot: while deliveries move, every read shows each
+/// delivery in the status its own history last applied (the message view once read the
+/// deliveries and their history in two statements, and a worker committing in between showed a
+/// delivery one step behind its history).
+async fn a_message_record_is_one_snapshot(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let core = switchboard::daemon::Core::open(db.config())
+        .await
+        .expect("core");
+    let org = core
+        .store
+        .organizations()
+        .ensure("north", "North")
+        .await
+        .expect("org");
+    let message_id = new_id("msg");
+    let content = MessageContent {
+        subject: None,
+        body: "Moving".into(),
+    }
+    .seal(&core.keyring, &message_id)
+    .expect("seal");
+    let deliveries: Vec<NewDelivery> = (0..30)
+        .map(|n| NewDelivery {
+            id: new_id("dlv"),
+            channel: "sms".into(),
+            recipient: format!("+1415555{n:04}"),
+            max_attempts: 3,
+        })
+        .collect();
+    core.store
+        .messages()
+        .accept(
+            &NewMessage {
+                id: message_id.clone(),
+                organization_id: org.id.clone(),
+                thread_id: new_id("thr"),
+                new_thread_category: Some("routine".into()),
+                patient_id: None,
+                direction: "outbound".into(),
+                content,
+                urgent: false,
+                part2: false,
+                metadata: "{}".into(),
+                created_at: switchboard::store::now_ms(),
+            },
+            &deliveries,
+            None,
+        )
+        .await
+        .expect("accept");
+
+    let store = core.store.clone();
+    let ids: Vec<String> = deliveries.iter().map(|d| d.id.clone()).collect();
+    let writer = tokio::spawn(async move {
+        for id in &ids {
+            for status in [
+                DeliveryStatus::Sending,
+                DeliveryStatus::Sent,
+                DeliveryStatus::Delivered,
+            ] {
+                let applied = store
+                    .deliveries()
+                    .update(id, &DeliveryUpdate::new(status, "test:writer"))
+                    .await
+                    .expect("update");
+                assert!(applied, "{status:?}");
+            }
+        }
+    });
+    let mut reads = 0;
+    loop {
+        let done = writer.is_finished();
+        let record = core
+            .store
+            .messages()
+            .record(&org.id, &message_id)
+            .await
+            .expect("record");
+        reads += 1;
+        assert_eq!(record.deliveries.len(), 30);
+        for delivery in &record.deliveries {
+            let last_applied = record
+                .history
+                .iter()
+                .rfind(|e| e.delivery_id == delivery.id && e.applied)
+                .map(|e| e.status.as_str());
+            assert_eq!(
+                last_applied,
+                Some(delivery.status.as_str()),
+                "read {reads}: delivery {} shows {} but its history says {last_applied:?}",
+                delivery.id,
+                delivery.status
+            );
+        }
+        if done {
+            break;
+        }
+    }
+    writer.await.expect("writer");
+    assert!(reads > 1, "the reads never overlapped the writer");
+    core.store.close().await;
+}
+both_databases!(
+    a_message_record_is_one_snapshot,
+    super::a_message_record_is_one_snapshot
+);
+
 /// A message accepted and committed whose job was never pushed (the daemon died in between).
 async fn accept_without_job(core: &switchboard::daemon::Core) -> (String, String) {
     let org = core

@@ -85,30 +85,15 @@ impl MessageService {
             other => other?,
         };
         let limit = limit.clamp(1, MAX_THREAD_PAGE);
-        let rows = self
+        let records = self
             .store
             .messages()
-            .thread_messages(organization_id, &thread.id, limit)
+            .thread_records(organization_id, &thread.id, limit)
             .await?;
-        let mut messages = Vec::with_capacity(rows.len());
-        for row in rows {
-            let deliveries = self.store.messages().deliveries_of(&row.id).await?;
-            let history = self.store.messages().delivery_events_of(&row.id).await?;
-            let attachments = self
-                .store
-                .attachments()
-                .of_message(organization_id, &row.id)
-                .await?;
-            let faxes = super::fax_records(&self.store, &row.id, &deliveries).await?;
-            messages.push(MessageView::build(
-                &self.keyring,
-                row,
-                deliveries,
-                history,
-                attachments,
-                faxes,
-            )?);
-        }
+        let messages = records
+            .into_iter()
+            .map(|record| MessageView::from_record(&self.keyring, record))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(ThreadMessages {
             thread: ThreadView {
                 id: thread.id,

@@ -32,20 +32,6 @@ pub struct FaxMediaRow {
 }
 
 impl Faxes<'_> {
-    /// The provider's records of the faxes that carried a message's deliveries.
-    pub async fn of_message(self, message_id: &str) -> Result<Vec<FaxRecordRow>> {
-        Ok(on_db!(self.db(), |pool| sqlx::query_as(
-            "SELECT f.provider, f.direction, f.provider_id, f.organization_id, f.delivery_id,
-                f.inbound_item_id, f.pages, f.pages_submitted, f.provider_status, f.reason,
-                f.created_at, f.updated_at
-             FROM fax_records f JOIN deliveries d ON d.id = f.delivery_id
-             WHERE d.message_id = $1 AND f.direction = 'outbound'"
-        )
-        .bind(message_id)
-        .fetch_all(pool)
-        .await)?)
-    }
-
     /// Records an outbound fax the provider accepted (a repeat is a no-op).
     pub async fn record_sent(
         self,

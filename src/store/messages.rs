@@ -3,7 +3,8 @@
 
 use super::attachments::{NewAttachment, bind_attachment};
 use super::{
-    DeliveryEventRow, DeliveryRow, MessageRow, Messages, Result, StoreError, ThreadRow, on_db,
+    AttachmentRow, DeliveryEventRow, DeliveryRow, FaxRecordRow, MessageRow, Messages, Result,
+    StoreError, ThreadRow, on_db,
 };
 
 /// A message to record. `content` is already sealed.
@@ -268,31 +269,6 @@ impl Messages<'_> {
         .ok_or(StoreError::NotFound)
     }
 
-    /// Deliveries of a message, in creation order.
-    pub async fn deliveries_of(self, message_id: &str) -> Result<Vec<DeliveryRow>> {
-        let sql = concat!(
-            "SELECT ",
-            delivery_columns!(),
-            " FROM deliveries WHERE message_id = $1 ORDER BY created_at, id"
-        );
-        Ok(on_db!(self.db(), |pool| sqlx::query_as(sql)
-            .bind(message_id)
-            .fetch_all(pool)
-            .await)?)
-    }
-
-    /// Status history of every delivery of a message, oldest first.
-    pub async fn delivery_events_of(self, message_id: &str) -> Result<Vec<DeliveryEventRow>> {
-        Ok(on_db!(self.db(), |pool| sqlx::query_as(
-            "SELECT e.delivery_id, e.status, e.applied, e.source, e.detail, e.created_at
-             FROM delivery_events e JOIN deliveries d ON d.id = e.delivery_id
-             WHERE d.message_id = $1 ORDER BY e.id",
-        )
-        .bind(message_id)
-        .fetch_all(pool)
-        .await)?)
-    }
-
     pub async fn thread(self, organization_id: &str, id: &str) -> Result<ThreadRow> {
         on_db!(self.db(), |pool| sqlx::query_as(
             "SELECT id, organization_id, patient_id, category, status, created_at FROM threads
@@ -323,24 +299,215 @@ impl Messages<'_> {
     }
 
     /// Messages of a thread, oldest first.
-    pub async fn thread_messages(
+    /// One message of the organization with its deliveries, their history, its attachments
+    /// and its fax records, read as one snapshot ([`Self::records`]).
+    pub async fn record(self, organization_id: &str, id: &str) -> Result<MessageRecord> {
+        let mut records = self
+            .records(organization_id, RecordSelect::Message(id))
+            .await?;
+        records.pop().ok_or(StoreError::NotFound)
+    }
+
+    /// A page of a thread's messages (oldest first), each with its rows as [`Self::record`]
+    /// reads them, all in one snapshot.
+    pub async fn thread_records(
         self,
         organization_id: &str,
         thread_id: &str,
         limit: i64,
-    ) -> Result<Vec<MessageRow>> {
-        let sql = concat!(
-            "SELECT ",
-            message_columns!(),
-            " FROM messages WHERE organization_id = $1 AND thread_id = $2 ORDER BY created_at, id LIMIT $3"
-        );
-        Ok(on_db!(self.db(), |pool| sqlx::query_as(sql)
-            .bind(organization_id)
-            .bind(thread_id)
-            .bind(limit)
-            .fetch_all(pool)
-            .await)?)
+    ) -> Result<Vec<MessageRecord>> {
+        self.records(organization_id, RecordSelect::Thread(thread_id, limit))
+            .await
     }
+
+    /// Reads messages and everything shown with them inside one read-only transaction
+    /// (PostgreSQL: `REPEATABLE READ`, one snapshot for every statement; SQLite: a WAL read
+    /// transaction), so a delivery's status and its history never disagree because a worker
+    /// committed between two statements. Five statements whatever the number of messages.
+    async fn records(
+        self,
+        organization_id: &str,
+        select: RecordSelect<'_>,
+    ) -> Result<Vec<MessageRecord>> {
+        let postgres = matches!(self.db(), super::Db::Postgres(_));
+        let (messages, deliveries, history, attachments, faxes) = on_db!(self.db(), |pool| {
+            let mut tx = pool.begin().await?;
+            if postgres {
+                sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            let messages: Vec<MessageRow> = match select {
+                RecordSelect::Message(id) => {
+                    sqlx::query_as(concat!(
+                        "SELECT ",
+                        message_columns!(),
+                        " FROM messages WHERE organization_id = $1 AND id = $2"
+                    ))
+                    .bind(organization_id)
+                    .bind(id)
+                    .fetch_all(&mut *tx)
+                    .await?
+                }
+                RecordSelect::Thread(thread_id, limit) => {
+                    sqlx::query_as(concat!(
+                        "SELECT ",
+                        message_columns!(),
+                        " FROM messages WHERE organization_id = $1 AND thread_id = $2 \
+                         ORDER BY created_at, id LIMIT $3"
+                    ))
+                    .bind(organization_id)
+                    .bind(thread_id)
+                    .bind(limit)
+                    .fetch_all(&mut *tx)
+                    .await?
+                }
+            };
+            if messages.is_empty() {
+                return Ok(Vec::new());
+            }
+            // $1 is the organization in every statement below; the message ids follow. The
+            // statements are assembled from this fixed text and numbered placeholders only.
+            let ids = (2..messages.len() + 2)
+                .map(|n| format!("${n}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let deliveries_sql = format!(
+                "SELECT {} FROM deliveries WHERE organization_id = $1 AND message_id IN ({ids}) \
+                 ORDER BY created_at, id",
+                delivery_columns!()
+            );
+            let mut query = sqlx::query_as::<_, DeliveryRow>(sqlx::AssertSqlSafe(deliveries_sql))
+                .bind(organization_id);
+            for m in &messages {
+                query = query.bind(&m.id);
+            }
+            let deliveries = query.fetch_all(&mut *tx).await?;
+            let history_sql = format!(
+                "SELECT e.delivery_id, e.status, e.applied, e.source, e.detail, e.created_at \
+                 FROM delivery_events e JOIN deliveries d ON d.id = e.delivery_id \
+                 WHERE d.organization_id = $1 AND d.message_id IN ({ids}) ORDER BY e.id"
+            );
+            let mut query = sqlx::query_as::<_, DeliveryEventRow>(sqlx::AssertSqlSafe(history_sql))
+                .bind(organization_id);
+            for m in &messages {
+                query = query.bind(&m.id);
+            }
+            let history = query.fetch_all(&mut *tx).await?;
+            let attachments_sql = format!(
+                "SELECT id, message_id, filename, content_type, size_bytes, sha256 \
+                 FROM attachments WHERE organization_id = $1 AND message_id IN ({ids}) \
+                 ORDER BY position, id"
+            );
+            let mut query =
+                sqlx::query_as::<_, AttachmentRow>(sqlx::AssertSqlSafe(attachments_sql))
+                    .bind(organization_id);
+            for m in &messages {
+                query = query.bind(&m.id);
+            }
+            let attachments = query.fetch_all(&mut *tx).await?;
+            let faxes = if deliveries
+                .iter()
+                .any(|d| d.channel == crate::domain::Channel::Fax.as_str())
+            {
+                let faxes_sql = format!(
+                    "SELECT f.provider, f.direction, f.provider_id, f.organization_id, \
+                        f.delivery_id, f.inbound_item_id, f.pages, f.pages_submitted, \
+                        f.provider_status, f.reason, f.created_at, f.updated_at \
+                     FROM fax_records f JOIN deliveries d ON d.id = f.delivery_id \
+                     WHERE d.organization_id = $1 AND d.message_id IN ({ids}) \
+                       AND f.direction = 'outbound'"
+                );
+                let mut query = sqlx::query_as::<_, FaxRecordRow>(sqlx::AssertSqlSafe(faxes_sql))
+                    .bind(organization_id);
+                for m in &messages {
+                    query = query.bind(&m.id);
+                }
+                query.fetch_all(&mut *tx).await?
+            } else {
+                Vec::new()
+            };
+            tx.commit().await?;
+            (messages, deliveries, history, attachments, faxes)
+        });
+        Ok(group_records(
+            messages,
+            deliveries,
+            history,
+            attachments,
+            faxes,
+        ))
+    }
+}
+
+/// Which messages [`Messages::records`] reads.
+#[derive(Debug, Clone, Copy)]
+enum RecordSelect<'a> {
+    Message(&'a str),
+    /// A thread's first `limit` messages.
+    Thread(&'a str, i64),
+}
+
+/// A message's rows as the message view shows them, read together (one snapshot).
+#[derive(Debug, Clone)]
+pub struct MessageRecord {
+    pub message: MessageRow,
+    /// In creation order.
+    pub deliveries: Vec<DeliveryRow>,
+    /// Every delivery's status history, oldest first.
+    pub history: Vec<DeliveryEventRow>,
+    pub attachments: Vec<AttachmentRow>,
+    /// The provider's records of the outbound fax deliveries.
+    pub faxes: Vec<FaxRecordRow>,
+}
+
+/// Splits rows read for several messages into one record per message, in message order.
+fn group_records(
+    messages: Vec<MessageRow>,
+    deliveries: Vec<DeliveryRow>,
+    history: Vec<DeliveryEventRow>,
+    attachments: Vec<AttachmentRow>,
+    faxes: Vec<FaxRecordRow>,
+) -> Vec<MessageRecord> {
+    use std::collections::HashMap;
+    let mut records: Vec<MessageRecord> = messages
+        .into_iter()
+        .map(|message| MessageRecord {
+            message,
+            deliveries: Vec::new(),
+            history: Vec::new(),
+            attachments: Vec::new(),
+            faxes: Vec::new(),
+        })
+        .collect();
+    let by_message: HashMap<String, usize> = records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.message.id.clone(), i))
+        .collect();
+    let mut by_delivery: HashMap<String, usize> = HashMap::new();
+    for delivery in deliveries {
+        if let Some(&i) = by_message.get(&delivery.message_id) {
+            by_delivery.insert(delivery.id.clone(), i);
+            records[i].deliveries.push(delivery);
+        }
+    }
+    for event in history {
+        if let Some(&i) = by_delivery.get(&event.delivery_id) {
+            records[i].history.push(event);
+        }
+    }
+    for attachment in attachments {
+        if let Some(&i) = by_message.get(&attachment.message_id) {
+            records[i].attachments.push(attachment);
+        }
+    }
+    for fax in faxes {
+        if let Some(&i) = fax.delivery_id.as_ref().and_then(|d| by_delivery.get(d)) {
+            records[i].faxes.push(fax);
+        }
+    }
+    records
 }
 
 /// The outbox rows for accepted messages: (organization, kind, subject, payload, at).

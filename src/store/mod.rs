@@ -76,7 +76,8 @@ pub use inbound::{FileInbound, InboundRow, NewInbound, NewOrphan, OrphanRow};
 pub use intake::{ReassignInbound, StepRow};
 pub use matching::PatientDemographics;
 pub use messages::{
-    AcceptItem, AcceptOutcome, MessageFilter, MessageListRow, NewDelivery, NewMessage,
+    AcceptItem, AcceptOutcome, MessageFilter, MessageListRow, MessageRecord, NewDelivery,
+    NewMessage,
 };
 pub use patients::{ConsentInput, ContactPointInput, PatientInput};
 pub use pauses::{ChannelFigures, PAUSE_TTL, PauseRow, RECENT_MS};
