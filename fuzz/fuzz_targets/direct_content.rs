@@ -1,19 +1,8 @@
-//! What an accepted Direct message turns into for intake (`intake::DirectSource`): the opened
-//! inner RFC 5322 message → subject, body (text, or HTML rendered), attachments as declared,
-//! XDM packages kept and unpacked, the C-CDA that names the patient, warnings. Checks: no
-//! panic; the body within its limit; attachments within theirs; warnings are short codes.
+//! libFuzzer's entry for the `direct_content` target; what it checks is in `fuzz/targets/direct_content.rs`,
+//! shared with the seed replay that `cargo test` runs (`tests/fuzz_seeds.rs`).
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
-use switchboard::intake::{DIRECT_MAX_ATTACHMENTS, DIRECT_MAX_BODY_BYTES, DirectSource, Source};
+#[path = "../targets/direct_content.rs"]
+mod target;
 
-fuzz_target!(|data: &[u8]| {
-    if let Ok(parsed) = DirectSource.parse(data) {
-        assert!(parsed.body.len() <= DIRECT_MAX_BODY_BYTES);
-        assert!(parsed.attachments.len() <= DIRECT_MAX_ATTACHMENTS);
-        for warning in &parsed.warnings {
-            assert!(warning.len() < 200, "a warning quoting content: {warning}");
-        }
-        let _ = format!("{parsed:?}");
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| target::run(data));
