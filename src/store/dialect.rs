@@ -49,6 +49,16 @@ const PG_SETTLED_TX: &str = "SELECT COALESCE(
      FROM pg_current_snapshot() AS s";
 
 impl Db {
+    /// The statement that makes a just-begun transaction one read snapshot, if the backend
+    /// needs one: PostgreSQL's default `READ COMMITTED` takes a new snapshot per statement,
+    /// while a SQLite transaction in WAL mode already reads one snapshot throughout.
+    pub(super) fn snapshot_read(&self) -> Option<&'static str> {
+        match self {
+            Db::Sqlite(_) => None,
+            Db::Postgres(_) => Some("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"),
+        }
+    }
+
     /// Connects by URL scheme (`sqlite:` or `postgres:`/`postgresql:`). On SQLite the file is
     /// made owner-only first, and every connection wakes `events_written` when a statement
     /// writes the events table.

@@ -329,13 +329,11 @@ impl Messages<'_> {
         organization_id: &str,
         select: RecordSelect<'_>,
     ) -> Result<Vec<MessageRecord>> {
-        let postgres = matches!(self.db(), super::Db::Postgres(_));
+        let snapshot = self.db().snapshot_read();
         let (messages, deliveries, history, attachments, faxes) = on_db!(self.db(), |pool| {
             let mut tx = pool.begin().await?;
-            if postgres {
-                sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                    .execute(&mut *tx)
-                    .await?;
+            if let Some(sql) = snapshot {
+                sqlx::query(sql).execute(&mut *tx).await?;
             }
             let messages: Vec<MessageRow> = match select {
                 RecordSelect::Message(id) => {
