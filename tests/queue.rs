@@ -252,19 +252,6 @@ async fn a_message_record_is_one_snapshot(backend: Backend) {
     let core = switchboard::daemon::Core::open(db.config())
         .await
         .expect("core");
-    let org = core
-        .store
-        .organizations()
-        .ensure("north", "North")
-        .await
-        .expect("org");
-    let message_id = new_id("msg");
-    let content = MessageContent {
-        subject: None,
-        body: "Moving".into(),
-    }
-    .seal(&core.keyring, &message_id)
-    .expect("seal");
     let deliveries: Vec<NewDelivery> = (0..30)
         .map(|n| NewDelivery {
             id: new_id("dlv"),
@@ -273,27 +260,7 @@ async fn a_message_record_is_one_snapshot(backend: Backend) {
             max_attempts: 3,
         })
         .collect();
-    core.store
-        .messages()
-        .accept(
-            &NewMessage {
-                id: message_id.clone(),
-                organization_id: org.id.clone(),
-                thread_id: new_id("thr"),
-                new_thread_category: Some("routine".into()),
-                patient_id: None,
-                direction: "outbound".into(),
-                content,
-                urgent: false,
-                part2: false,
-                metadata: "{}".into(),
-                created_at: switchboard::store::now_ms(),
-            },
-            &deliveries,
-            None,
-        )
-        .await
-        .expect("accept");
+    let (org_id, message_id) = accept_in_store(&core, "Moving", &deliveries).await;
 
     let store = core.store.clone();
     let ids: Vec<String> = deliveries.iter().map(|d| d.id.clone()).collect();
@@ -319,7 +286,7 @@ async fn a_message_record_is_one_snapshot(backend: Backend) {
         let record = core
             .store
             .messages()
-            .record(&org.id, &message_id)
+            .record(&org_id, &message_id)
             .await
             .expect("record");
         reads += 1;
@@ -353,6 +320,24 @@ both_databases!(
 
 /// A message accepted and committed whose job was never pushed (the daemon died in between).
 async fn accept_without_job(core: &switchboard::daemon::Core) -> (String, String) {
+    let delivery_id = new_id("dlv");
+    let delivery = NewDelivery {
+        id: delivery_id.clone(),
+        channel: "email".into(),
+        recipient: "x@example.org".into(),
+        max_attempts: 3,
+    };
+    let (_, message_id) = accept_in_store(core, "Orphan", &[delivery]).await;
+    (message_id, delivery_id)
+}
+
+/// Records a message of organization "north" with `deliveries` straight in the store (no job
+/// pushed); returns the organization's id and the message's id.
+async fn accept_in_store(
+    core: &switchboard::daemon::Core,
+    body: &str,
+    deliveries: &[NewDelivery],
+) -> (String, String) {
     let org = core
         .store
         .organizations()
@@ -362,11 +347,10 @@ async fn accept_without_job(core: &switchboard::daemon::Core) -> (String, String
     let message_id = new_id("msg");
     let content = MessageContent {
         subject: None,
-        body: "Orphan".into(),
+        body: body.into(),
     }
     .seal(&core.keyring, &message_id)
     .expect("seal");
-    let delivery_id = new_id("dlv");
     let outcome = core
         .store
         .messages()
@@ -384,18 +368,13 @@ async fn accept_without_job(core: &switchboard::daemon::Core) -> (String, String
                 metadata: "{}".into(),
                 created_at: switchboard::store::now_ms(),
             },
-            &[NewDelivery {
-                id: delivery_id.clone(),
-                channel: "email".into(),
-                recipient: "x@example.org".into(),
-                max_attempts: 3,
-            }],
+            deliveries,
             None,
         )
         .await
         .expect("accept");
     assert_eq!(outcome, AcceptOutcome::Created);
-    (message_id, delivery_id)
+    (org.id, message_id)
 }
 
 /// Late and duplicate reports are recorded but never move a delivery backwards.
