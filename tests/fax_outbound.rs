@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::{Multipart, Path as UrlPath, State};
+use axum::extract::{FromRequest, Multipart, Path as UrlPath, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
@@ -189,33 +189,77 @@ async fn phaxio_get(
     .into_response()
 }
 
-/// `POST /v2/faxes` (JSON): bearer auth; `connection_id`, `from`, `to` required.
+/// `POST /v2/faxes`: bearer auth; JSON (`SendFaxRequest`: `connection_id`, `from`, `to`
+/// required) or `multipart/form-data` (`SendFaxMultipartRequest`: the same and the file
+/// `contents`), read with axum's multipart reader (multer) and checked against that schema from
+/// Telnyx's published OpenAPI document.
 async fn telnyx_send(
     State(provider): State<FaxProvider>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
+    request: axum::extract::Request,
 ) -> axum::response::Response {
-    let authorization = headers
+    let authorization = request
+        .headers()
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .map(String::from);
     if authorization.as_deref() != Some(&format!("Bearer {TELNYX_API_KEY}")) {
         return (StatusCode::UNAUTHORIZED, "{}").into_response();
     }
-    let json: Value = serde_json::from_slice(&body).unwrap_or_default();
-    for required in ["connection_id", "from", "to"] {
-        if json[required].as_str().is_none() {
-            return (
-                StatusCode::UNPROCESSABLE_ENTITY,
-                axum::Json(json!({"errors": [{"code": "10015", "detail": format!("{required} is required")}]})),
-            )
-                .into_response();
+    let multipart = request
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("multipart/form-data"));
+    let (sent, schema) = if multipart {
+        let Ok(mut form) = Multipart::from_request(request, &provider).await else {
+            return (StatusCode::BAD_REQUEST, "{}").into_response();
+        };
+        let mut sent = Sent::default();
+        while let Ok(Some(field)) = form.next_field().await {
+            let name = field.name().unwrap_or_default().to_string();
+            match field.file_name().map(String::from) {
+                Some(filename) => {
+                    let content_type = field.content_type().unwrap_or_default().to_string();
+                    let data = field.bytes().await.expect("file part").to_vec();
+                    sent.files.push((name, filename, content_type, data));
+                }
+                None => {
+                    sent.fields
+                        .insert(name, field.text().await.expect("text part"));
+                }
+            }
         }
+        // The form as the schema sees it: text fields as strings, a file as its name.
+        let mut form = serde_json::Map::new();
+        for (name, value) in &sent.fields {
+            form.insert(name.clone(), json!(value));
+        }
+        for (name, filename, ..) in &sent.files {
+            form.insert(name.clone(), json!(filename));
+        }
+        sent.json = Value::Object(form);
+        (sent, "SendFaxMultipartRequest")
+    } else {
+        let Ok(body) = axum::body::to_bytes(request.into_body(), 1 << 20).await else {
+            return (StatusCode::BAD_REQUEST, "{}").into_response();
+        };
+        let json: Value = serde_json::from_slice(&body).unwrap_or_default();
+        let sent = Sent {
+            json,
+            ..Sent::default()
+        };
+        (sent, "SendFaxRequest")
+    };
+    let errors = telnyx_schema_errors(schema, &sent.json);
+    if !errors.is_empty() {
+        return (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            axum::Json(json!({"errors": [{"code": "10015", "detail": errors.join("; ")}]})),
+        )
+            .into_response();
     }
-    let n = provider.record(Sent {
-        json: json.clone(),
-        ..Sent::default()
-    });
+    let json = sent.json.clone();
+    let n = provider.record(sent);
     let id = format!("0ccc7b54-4df3-4bca-a65a-{n:012x}");
     (
         StatusCode::ACCEPTED,
@@ -226,6 +270,26 @@ async fn telnyx_send(
         }})),
     )
         .into_response()
+}
+
+/// What is wrong with `request` by the named request schema of Telnyx's published OpenAPI
+/// document (`tests/data/providers/telnyx_api_v2.json`).
+fn telnyx_schema_errors(schema: &str, request: &Value) -> Vec<String> {
+    static DOCUMENT: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
+    let document = DOCUMENT.get_or_init(|| {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/data/providers/telnyx_api_v2.json"
+        );
+        serde_json::from_str(&std::fs::read_to_string(path).expect("Telnyx OpenAPI")).expect("JSON")
+    });
+    let schema = &document["components"]["schemas"][schema];
+    assert!(schema.is_object(), "the published document has the schema");
+    let validator = jsonschema::draft202012::new(schema).expect("schema");
+    validator
+        .iter_errors(request)
+        .map(|e| format!("{}: {e}", e.instance_path()))
+        .collect()
 }
 
 async fn telnyx_get(
@@ -274,8 +338,19 @@ fn telnyx_fax_connector(
     key: &PKey<Private>,
     media_ttl_secs: u64,
 ) -> ConnectorConfig {
+    telnyx_connector_with("telnyx_fax", db, base, key, media_ttl_secs)
+}
+
+/// A Telnyx fax connector on the manifest named (`telnyx_fax`, `telnyx_fax_upload`, a path).
+fn telnyx_connector_with(
+    manifest: &str,
+    db: &TestDb,
+    base: &str,
+    key: &PKey<Private>,
+    media_ttl_secs: u64,
+) -> ConnectorConfig {
     ConnectorConfig::Http(HttpConnectorConfig {
-        manifest: "telnyx_fax".into(),
+        manifest: manifest.into(),
         base_url: Some(base.to_string()),
         params: BTreeMap::from([
             ("connection_id".into(), "234423".into()),
@@ -981,6 +1056,107 @@ async fn telnyx_media_url(backend: Backend) {
     daemon.stop().await;
 }
 both_databases!(telnyx_media, crate::telnyx_media_url);
+
+/// Telnyx with the document uploaded (`telnyx_fax_upload`): one `multipart/form-data` send
+/// whose fields pass the published `SendFaxMultipartRequest` schema, the whole fax (cover page
+/// and attachment) merged into the one PDF part `contents`, no media URL served; callbacks as
+/// for `telnyx_fax`. A TIFF cannot be merged and a fax over the provider's size limit (here a
+/// manifest extending `telnyx_fax_upload` with a 1,200-byte limit) fails permanently, with
+/// nothing sent.
+async fn telnyx_upload(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let provider = FaxProvider::start().await;
+    let key = PKey::generate_ed25519().expect("key");
+    let base = format!("{}/v2", provider.base());
+    let connector = telnyx_connector_with("telnyx_fax_upload", &db, &base, &key, 600);
+    let mut daemon = TestDaemon::start(fax_config(&db, "telnyx_fax", connector, false)).await;
+    let message = send_fax(
+        &daemon,
+        fax_message(json!([attachment("lab.pdf", "application/pdf", &pdf(3))])),
+    )
+    .await;
+    let sent = wait_sends(&provider, 1).await.remove(0);
+    assert_eq!(sent.fields["connection_id"], "234423");
+    assert_eq!(sent.fields["from"], FROM);
+    assert_eq!(sent.fields["to"], FAX_TO);
+    assert!(!sent.fields.contains_key("media_url"), "{:?}", sent.fields);
+    assert_eq!(sent.files.len(), 1, "one document part");
+    let (part, _, content_type, document) = &sent.files[0];
+    assert_eq!(
+        (part.as_str(), content_type.as_str()),
+        ("contents", "application/pdf")
+    );
+    assert_eq!(
+        pdf_page_count(document, db.dir.path()),
+        4,
+        "cover + 3 pages"
+    );
+    let text = pdf_text(document, db.dir.path());
+    assert!(
+        text.contains("4 including this cover page") && text.contains("Record page 3 of 3"),
+        "{text}"
+    );
+    assert!(!text.contains("cardiology"), "{text}");
+    let served: (i64,) = switchboard::store::on_db!(daemon.core.store.db(), |pool| {
+        sqlx::query_as("SELECT COUNT(*) FROM fax_media")
+            .fetch_one(pool)
+            .await
+    })
+    .expect("count");
+    assert_eq!(served.0, 0, "nothing served for Telnyx to fetch");
+    let deliveries = wait_deliveries(&daemon, &message, |d| d[0]["status"] == "sent").await;
+    let response = telnyx_callback(
+        &daemon,
+        &key,
+        sent.fields["webhook_url"].as_str(),
+        "fax.delivered",
+        json!({"fax_id": deliveries[0]["provider_ref"], "status": "delivered", "page_count": 4,
+               "direction": "outbound", "connection_id": "234423"}),
+    )
+    .await;
+    assert!(response.status().is_success());
+    wait_deliveries(&daemon, &message, |d| d[0]["status"] == "delivered").await;
+
+    let tiff = b"II*\0\x08\0\0\0\0\0\0\0\0\0";
+    let message = send_fax(
+        &daemon,
+        fax_message(json!([attachment("scan.tif", "image/tiff", tiff)])),
+    )
+    .await;
+    let view = daemon.wait_terminal(&message, WAIT).await;
+    assert_eq!(view["deliveries"][0]["status"], "failed");
+    let reason = view["deliveries"][0]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("takes one PDF") && reason.contains("image/tiff"),
+        "{reason}"
+    );
+    daemon.stop().await;
+
+    let small = db.dir.path().join("telnyx-small.toml");
+    std::fs::write(
+        &small,
+        "extends = \"telnyx_fax_upload\"\nname = \"telnyx_small\"\n[send]\nmax_document_bytes = 1200\n",
+    )
+    .unwrap();
+    let connector = telnyx_connector_with(small.to_str().unwrap(), &db, &base, &key, 600);
+    let mut daemon = TestDaemon::start(fax_config(&db, "telnyx_fax", connector, false)).await;
+    let message = send_fax(
+        &daemon,
+        fax_message(json!([attachment("lab.pdf", "application/pdf", &pdf(3))])),
+    )
+    .await;
+    let view = daemon.wait_terminal(&message, WAIT).await;
+    assert_eq!(view["deliveries"][0]["status"], "failed");
+    let reason = view["deliveries"][0]["reason"].as_str().unwrap();
+    assert!(reason.contains("at most 1200"), "{reason}");
+    assert_eq!(
+        provider.sends().len(),
+        1,
+        "neither the TIFF nor the large fax was sent"
+    );
+    daemon.stop().await;
+}
+both_databases!(telnyx_uploaded, crate::telnyx_upload);
 
 /// A served document nobody fetched stops working when its URL expires.
 async fn media_url_expires(backend: Backend) {

@@ -7,6 +7,10 @@
 //!
 //! Locations in payloads are JSON pointers (`/data/payload/id`) for JSON bodies and field
 //! names (`MessageSid`) for form bodies.
+//!
+//! A manifest may build on another: `extends = "<built-in name or path>"` starts from that
+//! manifest and merges this one over it — tables key by key, every other value replaced. A
+//! send field set to `""` renders empty and is therefore not sent.
 
 use std::collections::BTreeMap;
 
@@ -123,6 +127,15 @@ pub struct Send {
     /// the multipart file part each document is sent as (`file[]`).
     #[serde(default)]
     pub document: Option<String>,
+    /// Fax, file parts only: `true` sends the whole fax — cover page and documents merged into
+    /// one PDF — as a single part (Telnyx `contents`); `false` sends each document as its own
+    /// part (Phaxio `file[]`).
+    #[serde(default)]
+    pub merge_documents: bool,
+    /// Fax: the most document bytes the provider takes in one send; a larger fax fails
+    /// permanently before anything is sent.
+    #[serde(default)]
+    pub max_document_bytes: Option<u64>,
     pub response: Response,
 }
 
@@ -315,12 +328,31 @@ pub const BUILTIN: &[(&str, &str)] = &[
         "telnyx_fax",
         include_str!("../../connectors/telnyx_fax.toml"),
     ),
+    (
+        "telnyx_fax_upload",
+        include_str!("../../connectors/telnyx_fax_upload.toml"),
+    ),
     ("phaxio", include_str!("../../connectors/phaxio.toml")),
     (
         "twilio_voice",
         include_str!("../../connectors/twilio_voice.toml"),
     ),
 ];
+
+/// How many manifests deep `extends` may go.
+const MAX_EXTENDS: usize = 4;
+
+/// Merges `over` into `base`: tables key by key, any other value replaced.
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (key, value) in over {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(inner)), toml::Value::Table(value)) => merge(inner, value),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
@@ -336,25 +368,49 @@ pub enum ManifestError {
 impl Manifest {
     /// A built-in manifest by name, or a manifest file by path.
     pub fn load(name_or_path: &str) -> Result<Self, ManifestError> {
-        let (name, text) = match BUILTIN.iter().find(|(n, _)| *n == name_or_path) {
-            Some((n, text)) => (n.to_string(), text.to_string()),
-            None => {
-                let text =
-                    std::fs::read_to_string(name_or_path).map_err(|source| ManifestError::Io {
-                        path: name_or_path.to_string(),
-                        source,
-                    })?;
-                (name_or_path.to_string(), text)
-            }
-        };
-        let manifest: Manifest = toml::from_str(&text).map_err(|e| ManifestError::Invalid {
-            name: name.clone(),
-            reason: e.to_string(),
-        })?;
+        let table = Self::table(name_or_path, 0)?;
+        let name = name_or_path.to_string();
+        let manifest: Manifest =
+            table
+                .try_into()
+                .map_err(|e: toml::de::Error| ManifestError::Invalid {
+                    name: name.clone(),
+                    reason: e.to_string(),
+                })?;
         manifest
             .check()
             .map_err(|reason| ManifestError::Invalid { name, reason })?;
         Ok(manifest)
+    }
+
+    /// The manifest's TOML with what it `extends` merged in (at most [`MAX_EXTENDS`] deep).
+    fn table(name_or_path: &str, depth: usize) -> Result<toml::Table, ManifestError> {
+        let invalid = |reason: String| ManifestError::Invalid {
+            name: name_or_path.to_string(),
+            reason,
+        };
+        let text = match BUILTIN.iter().find(|(n, _)| *n == name_or_path) {
+            Some((_, text)) => text.to_string(),
+            None => std::fs::read_to_string(name_or_path).map_err(|source| ManifestError::Io {
+                path: name_or_path.to_string(),
+                source,
+            })?,
+        };
+        let mut table: toml::Table = toml::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+        let Some(base) = table.remove("extends") else {
+            return Ok(table);
+        };
+        let base = base
+            .as_str()
+            .ok_or_else(|| invalid("extends names a manifest (a string)".into()))?;
+        if depth >= MAX_EXTENDS {
+            return Err(invalid(format!(
+                "extends goes more than {MAX_EXTENDS} manifests deep (a cycle?)"
+            )));
+        }
+        let mut merged = Self::table(base, depth + 1)?;
+        merge(&mut merged, table);
+        Ok(merged)
     }
 
     fn check(&self) -> Result<(), String> {
@@ -383,6 +439,12 @@ impl Manifest {
                 Some(_) => {}
             }
         }
+        if self.send.merge_documents
+            && (self.send.encoding != Encoding::Multipart
+                || self.send.document.as_deref() == Some("media_url"))
+        {
+            return Err("send.merge_documents needs a document sent as a file part".into());
+        }
         if self.channel == crate::domain::Channel::Voice && self.voice.is_none() {
             return Err("a voice manifest says how calls are scripted ([voice])".into());
         }
@@ -394,5 +456,55 @@ impl Manifest {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extends_merges_tables_key_by_key() {
+        let upload = Manifest::load("telnyx_fax_upload").expect("built in");
+        let base = Manifest::load("telnyx_fax").expect("built in");
+        assert_eq!(upload.name, "telnyx_fax_upload");
+        assert_eq!(upload.send.encoding, Encoding::Multipart);
+        assert_eq!(upload.send.document.as_deref(), Some("contents"));
+        assert!(upload.send.merge_documents);
+        // Kept from the base: the URL, the other fields, the response and everything else.
+        assert_eq!(upload.send.url, base.send.url);
+        assert_eq!(
+            upload.send.fields["connection_id"],
+            "{{ params.connection_id }}"
+        );
+        assert_eq!(upload.send.fields["media_url"], "", "not sent");
+        assert_eq!(upload.send.response.id, base.send.response.id);
+        assert_eq!(
+            upload.inbound.as_ref().map(|i| &i.media_hosts),
+            base.inbound.as_ref().map(|i| &i.media_hosts)
+        );
+    }
+
+    #[test]
+    fn extends_refuses_a_cycle_and_a_bad_merge() {
+        let dir = tempfile::tempdir().expect("dir");
+        let looped = dir.path().join("loop.toml");
+        let path = looped.to_str().expect("utf-8");
+        std::fs::write(&looped, format!("extends = {path:?}\n")).expect("write");
+        let error = Manifest::load(path).expect_err("a cycle").to_string();
+        assert!(error.contains("more than 4 manifests deep"), "{error}");
+
+        // What the merge yields is checked like any manifest: a merged document needs file
+        // parts, which the JSON `telnyx_fax` send does not have.
+        let merged = dir.path().join("merged.toml");
+        std::fs::write(
+            &merged,
+            "extends = \"telnyx_fax\"\n[send]\nmerge_documents = true\n",
+        )
+        .expect("write");
+        let error = Manifest::load(merged.to_str().expect("utf-8"))
+            .expect_err("refused")
+            .to_string();
+        assert!(error.contains("merge_documents needs"), "{error}");
     }
 }

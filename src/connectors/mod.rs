@@ -22,7 +22,7 @@ use minijinja::Environment;
 use serde::Serialize;
 use tracing::{debug, warn};
 
-use crate::channels::fax::{FaxDesk, FaxDocument};
+use crate::channels::fax::{FaxDesk, FaxDocument, FaxFile};
 use crate::channels::{Channel, ChannelError, OutboundDelivery, SendOutcome};
 use crate::config::{HttpConnectorConfig, Secret};
 use crate::domain::DeliveryStatus;
@@ -352,10 +352,33 @@ impl HttpConnector {
             limiter.acquire().await;
         }
         let callback = self.status_callback_url(&delivery.reference);
-        let media_url = match (&fax, self.manifest.send.document.as_deref()) {
-            (Some(document), Some("media_url")) => self.publish(delivery, document).await?,
-            _ => String::new(),
-        };
+        let send = &self.manifest.send;
+        // The document as file parts (each file, or the whole fax merged into one PDF), or
+        // served at a media URL; either way within the provider's size limit.
+        let mut file_parts: Vec<(String, FaxFile)> = Vec::new();
+        let mut media_url = String::new();
+        if let (Some(document), Some(how)) = (&fax, send.document.as_deref()) {
+            if how == "media_url" {
+                let pdf = document.single_pdf()?;
+                self.within_document_limit(pdf.len())?;
+                media_url = self.publish(delivery, pdf).await?;
+            } else if send.merge_documents {
+                let pdf = document.single_pdf()?;
+                self.within_document_limit(pdf.len())?;
+                file_parts.push((
+                    how.to_string(),
+                    FaxFile {
+                        filename: "fax.pdf".into(),
+                        content_type: "application/pdf".into(),
+                        data: pdf.into(),
+                        pages: document.pages,
+                    },
+                ));
+            } else {
+                self.within_document_limit(document.files.iter().map(|f| f.data.len()).sum())?;
+                file_parts.extend(document.files.iter().map(|f| (how.to_string(), f.clone())));
+            }
+        }
         let call_url = match self.manifest.channel {
             crate::domain::Channel::Voice => self.call_url(&delivery.reference, None)?,
             _ => String::new(),
@@ -388,14 +411,9 @@ impl HttpConnector {
                 for (k, v) in fields {
                     form = form.text(k, v);
                 }
-                if let (Some(document), Some(part)) = (&fax, self.manifest.send.document.as_deref())
-                    && part != "media_url"
-                {
-                    for file in &document.files {
-                        let bytes = reqwest::multipart::Part::stream(reqwest::Body::from(
-                            file.data.clone(),
-                        ))
-                        .file_name(file.filename.clone())
+                for (name, file) in file_parts {
+                    let bytes = reqwest::multipart::Part::stream(reqwest::Body::from(file.data))
+                        .file_name(file.filename)
                         .mime_str(&file.content_type)
                         .map_err(|_| {
                             ChannelError::Permanent(format!(
@@ -403,8 +421,7 @@ impl HttpConnector {
                                 file.content_type
                             ))
                         })?;
-                        form = form.part(part.to_string(), bytes);
-                    }
+                    form = form.part(name, bytes);
                 }
                 request.multipart(form)
             }
@@ -562,11 +579,22 @@ impl HttpConnector {
         Ok(report)
     }
 
-    /// Serves the fax as one PDF and returns its URL.
+    /// A permanent failure when a fax's document bytes exceed what the provider takes.
+    fn within_document_limit(&self, bytes: usize) -> Result<(), ChannelError> {
+        match self.manifest.send.max_document_bytes {
+            Some(most) if bytes as u64 > most => Err(ChannelError::Permanent(format!(
+                "{}: the fax document is {bytes} bytes; the provider takes at most {most}",
+                self.name
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Serves the fax (one PDF) and returns its URL.
     async fn publish(
         &self,
         delivery: &OutboundDelivery,
-        document: &FaxDocument,
+        pdf: Vec<u8>,
     ) -> Result<String, ChannelError> {
         let desk = self.fax_desk.as_ref().ok_or_else(|| {
             ChannelError::Permanent(format!("{}: no document service for media URLs", self.name))
@@ -577,7 +605,6 @@ impl HttpConnector {
                 self.name
             ))
         })?;
-        let pdf = document.single_pdf()?;
         desk.publish(
             public,
             delivery,
