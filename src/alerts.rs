@@ -157,7 +157,7 @@ impl Alerter {
                 "[[alerts]] are configured without email_to or webhook_url: notices are only logged"
             );
         }
-        let http = reqwest::Client::builder()
+        let http = crate::http_client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_secs(10))
             .build()

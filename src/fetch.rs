@@ -475,7 +475,7 @@ impl FetchPolicy {
 
 /// A client that follows no redirect and uses no proxy, bounded by `timeout`.
 fn client(timeout: Duration) -> reqwest::ClientBuilder {
-    reqwest::Client::builder()
+    crate::http_client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
         .connect_timeout(timeout)

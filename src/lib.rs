@@ -29,6 +29,7 @@ pub mod fetch;
 pub mod files;
 pub mod hl7;
 pub mod http;
+pub mod http_client;
 pub mod inbound;
 pub mod intake;
 pub mod keys;

@@ -14,7 +14,9 @@ pub(crate) async fn core_on(
         let admin = std::env::var("TEST_DATABASE_URL")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
         let name = format!("sb_unit_{}", ulid::Ulid::new().to_string().to_lowercase());
-        let pool = sqlx::PgPool::connect(&admin).await.expect("PostgreSQL");
+        let pool = sqlx::PgPool::connect_with(crate::store::pg_options(&admin).expect("URL"))
+            .await
+            .expect("PostgreSQL");
         sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
             .execute(&pool)
             .await
@@ -35,7 +37,9 @@ pub(crate) struct DropDatabase {
 
 impl DropDatabase {
     pub(crate) async fn drop_now(self) {
-        if let Ok(pool) = sqlx::PgPool::connect(&self.admin).await {
+        if let Ok(pool) =
+            sqlx::PgPool::connect_with(crate::store::pg_options(&self.admin).expect("URL")).await
+        {
             let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
                 "DROP DATABASE IF EXISTS {} WITH (FORCE)",
                 self.name

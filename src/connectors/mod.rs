@@ -208,7 +208,7 @@ impl HttpConnector {
                 add("inbound.no_reply.xml".into(), none)?;
             }
         }
-        let client = reqwest::Client::builder()
+        let client = crate::http_client::builder()
             .timeout(Duration::from_secs(config.timeout_secs.max(1)))
             .connect_timeout(Duration::from_secs(10))
             .user_agent(concat!("switchboard/", env!("CARGO_PKG_VERSION")))

@@ -7,7 +7,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions, PgSslMode};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, SqlitePool};
 use tokio::sync::watch;
@@ -47,6 +47,37 @@ const PG_SETTLED_TX: &str = "SELECT COALESCE(
                               AND backend_xid IS NOT NULL)),
         pg_snapshot_xmax(s)::text::bigint)
      FROM pg_current_snapshot() AS s";
+
+/// The PostgreSQL connection options of a URL. Unless the URL (or `PGSSLMODE`) names an
+/// `sslmode`, a server on a loopback address or a Unix socket is reached without TLS: there TLS
+/// protects nothing, and every pooled connection would pay a handshake and hold its own
+/// OpenSSL context with the system's root store loaded (about 1.8 MB resident). Any other host
+/// keeps sqlx's default, `prefer`; `sslmode=require`/`verify-full` are honoured everywhere.
+pub fn pg_options(url: &str) -> Result<PgConnectOptions> {
+    let options = PgConnectOptions::from_str(url)?;
+    let explicit = std::env::var_os("PGSSLMODE").is_some()
+        || url::Url::parse(url).is_ok_and(|u| {
+            u.query_pairs()
+                .any(|(key, _)| key == "sslmode" || key == "ssl-mode")
+        });
+    let local = options.get_socket().is_some() || is_loopback(options.get_host());
+    Ok(if local && !explicit {
+        options.ssl_mode(PgSslMode::Disable)
+    } else {
+        options
+    })
+}
+
+/// `localhost`, a loopback address or a socket directory.
+fn is_loopback(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host.starts_with('/')
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
 
 impl Db {
     /// The statement that makes a just-begun transaction one read snapshot, if the backend
@@ -105,7 +136,7 @@ impl Db {
                 .await?;
             Ok(Db::Sqlite(pool))
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-            let options = PgConnectOptions::from_str(url)?;
+            let options = pg_options(url)?;
             let pool = PgPoolOptions::new()
                 .max_connections(max_connections)
                 .acquire_timeout(Duration::from_secs(30))
@@ -278,4 +309,68 @@ fn prepare_sqlite_file(path: &std::path::Path) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whether the connection `url` gives is encrypted, by the server's own account.
+    async fn encrypted(url: &str) -> bool {
+        let pool = PgPool::connect_with(pg_options(url).expect("URL"))
+            .await
+            .expect("PostgreSQL");
+        let (ssl,): (bool,) =
+            sqlx::query_as("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+                .fetch_one(&pool)
+                .await
+                .expect("pg_stat_ssl");
+        pool.close().await;
+        ssl
+    }
+
+    /// The test server (Debian's, `ssl = on`) on loopback: no TLS unless the URL asks for it.
+    #[tokio::test]
+    async fn loopback_postgres_without_tls_unless_asked() {
+        let url = std::env::var("TEST_DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+        assert!(
+            !url.contains("sslmode"),
+            "the test URL names no sslmode: {url}"
+        );
+        assert!(!encrypted(&url).await, "loopback, no sslmode: plain");
+        let separator = if url.contains('?') { '&' } else { '?' };
+        assert!(
+            encrypted(&format!("{url}{separator}sslmode=require")).await,
+            "sslmode=require is honoured"
+        );
+    }
+
+    #[test]
+    fn which_hosts_are_local() {
+        for local in [
+            "localhost",
+            "127.0.0.1",
+            "127.8.9.10",
+            "[::1]",
+            "::1",
+            "/run/postgresql",
+        ] {
+            assert!(is_loopback(local), "{local}");
+        }
+        for remote in [
+            "db.example.org",
+            "10.0.0.5",
+            "[2001:db8::1]",
+            "localhost.example.org",
+        ] {
+            assert!(!is_loopback(remote), "{remote}");
+        }
+        let remote = pg_options("postgres://u@db.example.org/x").expect("URL");
+        assert!(matches!(remote.get_ssl_mode(), PgSslMode::Prefer));
+        let local = pg_options("postgres://u@127.0.0.1/x").expect("URL");
+        assert!(matches!(local.get_ssl_mode(), PgSslMode::Disable));
+        let asked = pg_options("postgres://u@localhost/x?sslmode=verify-full").expect("URL");
+        assert!(matches!(asked.get_ssl_mode(), PgSslMode::VerifyFull));
+    }
 }

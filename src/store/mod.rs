@@ -53,6 +53,7 @@ pub use crate::on_db;
 pub use dialect::Db;
 #[cfg(not(feature = "test-support"))]
 pub(crate) use dialect::Db;
+pub use dialect::pg_options;
 
 /// The consent rule's types, where the loaders return them.
 pub use crate::domain::consent::{ConsentEntry, ConsentLedger, Part2Consents};

@@ -89,7 +89,7 @@ impl Dispatcher {
         config: Arc<Config>,
     ) -> Result<Self, reqwest::Error> {
         let timeout = Duration::from_secs(config.webhooks.timeout_secs.max(1));
-        let client = reqwest::Client::builder()
+        let client = crate::http_client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(timeout)
             .connect_timeout(timeout)

@@ -71,9 +71,11 @@ impl TestDb {
             Backend::Postgres => {
                 let admin = admin_url();
                 let name = format!("sb_test_{}", ulid::Ulid::new().to_string().to_lowercase());
-                let pool = sqlx::PgPool::connect(&admin)
-                    .await
-                    .unwrap_or_else(|e| panic!("PostgreSQL at {admin} is required for tests: {e}"));
+                let pool = sqlx::PgPool::connect_with(
+                    switchboard::store::pg_options(&admin).expect("URL"),
+                )
+                .await
+                .unwrap_or_else(|e| panic!("PostgreSQL at {admin} is required for tests: {e}"));
                 sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
                     .execute(&pool)
                     .await
@@ -131,7 +133,11 @@ impl Drop for TestDb {
                     return;
                 };
                 rt.block_on(async move {
-                    if let Ok(pool) = sqlx::PgPool::connect(&admin).await {
+                    if let Ok(pool) = sqlx::PgPool::connect_with(
+                        switchboard::store::pg_options(&admin).expect("URL"),
+                    )
+                    .await
+                    {
                         let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
                             "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
                         )))
@@ -174,7 +180,9 @@ impl TestDaemon {
             key,
             organization_id: org.id,
             core,
-            http: reqwest::Client::new(),
+            http: switchboard::http_client::builder()
+                .build()
+                .expect("HTTP client"),
         }
     }
 

@@ -262,7 +262,7 @@ async fn postgres_alone(
 ) -> Result<Vec<f64>> {
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(u32::try_from(concurrency).unwrap_or(50))
-        .connect(url)
+        .connect_with(switchboard::store::pg_options(url)?)
         .await?;
     sqlx::query(
         "CREATE TABLE bench_fax_alone (id TEXT PRIMARY KEY, provider_id TEXT UNIQUE, raw BYTEA)",

@@ -481,7 +481,7 @@ async fn noop_baseline(core: &Core, n: usize) -> Result<(f64, Duration)> {
             )
         )
     } else {
-        let pool = sqlx::PgPool::connect(&url).await?;
+        let pool = sqlx::PgPool::connect_with(switchboard::store::pg_options(&url)?).await?;
         drain!(
             apalis_postgres::PostgresStorage::<NoOp>::new(&pool).with_config(
                 apalis_postgres::Config::default()
@@ -528,9 +528,10 @@ impl Scratch {
             }),
             "postgres" => {
                 let name = format!("sb_bench_{}", ulid::Ulid::new().to_string().to_lowercase());
-                let pool = sqlx::PgPool::connect(postgres_url)
-                    .await
-                    .context("connect to PostgreSQL")?;
+                let pool =
+                    sqlx::PgPool::connect_with(switchboard::store::pg_options(postgres_url)?)
+                        .await
+                        .context("connect to PostgreSQL")?;
                 sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
                     .execute(&pool)
                     .await?;
@@ -552,7 +553,10 @@ impl Scratch {
         let Some((admin, name)) = &self.pg else {
             return;
         };
-        if let Ok(pool) = sqlx::PgPool::connect(admin).await {
+        let Ok(options) = switchboard::store::pg_options(admin) else {
+            return;
+        };
+        if let Ok(pool) = sqlx::PgPool::connect_with(options).await {
             let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
                 "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
             )))
