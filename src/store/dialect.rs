@@ -116,6 +116,12 @@ impl Db {
                 // waiting) instead of letting them collide and sleep in SQLite's busy handler,
                 // which measured 2x slower with p99 latencies in the hundreds of ms.
                 .max_connections(1)
+                // No idle timeout and no lifetime, so sqlx spawns no pool maintenance task: in
+                // sqlx 0.9 that task loops `for _ in 0..num_idle` over an atomic count that can
+                // wrap, and was caught spinning a core for minutes (a `switchboard dead-letters
+                // list` that never exited). One connection to a file gains nothing from either.
+                .idle_timeout(None)
+                .max_lifetime(None)
                 .after_connect({
                     let events_written = events_written.clone();
                     move |conn, _| {
@@ -140,6 +146,10 @@ impl Db {
             let pool = PgPoolOptions::new()
                 .max_connections(max_connections)
                 .acquire_timeout(Duration::from_secs(30))
+                // As on SQLite: no maintenance task to spin. A connection that breaks is
+                // replaced on its next use; idle ones stay (at most `max_connections`).
+                .idle_timeout(None)
+                .max_lifetime(None)
                 .connect_with(options)
                 .await?;
             Ok(Db::Postgres(pool))
@@ -344,6 +354,31 @@ mod tests {
             encrypted(&format!("{url}{separator}sslmode=require")).await,
             "sslmode=require is honoured"
         );
+    }
+
+    /// Neither pool sets an idle timeout or a lifetime, so sqlx starts no maintenance task
+    /// (the task that was caught spinning a core; see `Db::connect`).
+    #[tokio::test]
+    async fn pools_have_no_maintenance_task() {
+        let dir = tempfile::tempdir().expect("dir");
+        let events = Arc::new(watch::channel(0).0);
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let Db::Sqlite(pool) = Db::connect(&url, 1, false, &events).await.expect("SQLite") else {
+            panic!("SQLite");
+        };
+        assert_eq!(pool.options().get_idle_timeout(), None);
+        assert_eq!(pool.options().get_max_lifetime(), None);
+        let url = std::env::var("TEST_DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+        let Db::Postgres(pool) = Db::connect(&url, 2, false, &events)
+            .await
+            .expect("PostgreSQL")
+        else {
+            panic!("PostgreSQL");
+        };
+        assert_eq!(pool.options().get_idle_timeout(), None);
+        assert_eq!(pool.options().get_max_lifetime(), None);
+        pool.close().await;
     }
 
     #[test]
