@@ -126,24 +126,8 @@ fn phaxio_error(status: StatusCode, message: &str) -> axum::response::Response {
         .into_response()
 }
 
-/// `POST /v2.1/faxes`: Basic auth; multipart `to` (required), `file[]` (one or more),
-/// `caller_id`, `callback_url`.
-async fn phaxio_send(
-    State(provider): State<FaxProvider>,
-    headers: HeaderMap,
-    mut form: Multipart,
-) -> axum::response::Response {
-    let authorization = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .map(String::from);
-    let expected = format!(
-        "Basic {}",
-        B64.encode(format!("{PHAXIO_KEY}:{PHAXIO_SECRET}"))
-    );
-    if authorization.as_deref() != Some(expected.as_str()) {
-        return phaxio_error(StatusCode::UNAUTHORIZED, "Invalid API credentials");
-    }
+/// A multipart send as the provider received it: text fields and file parts.
+async fn read_form(mut form: Multipart) -> Sent {
     let mut sent = Sent::default();
     while let Ok(Some(field)) = form.next_field().await {
         let name = field.name().unwrap_or_default().to_string();
@@ -159,6 +143,28 @@ async fn phaxio_send(
             }
         }
     }
+    sent
+}
+
+/// `POST /v2.1/faxes`: Basic auth; multipart `to` (required), `file[]` (one or more),
+/// `caller_id`, `callback_url`.
+async fn phaxio_send(
+    State(provider): State<FaxProvider>,
+    headers: HeaderMap,
+    form: Multipart,
+) -> axum::response::Response {
+    let authorization = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(String::from);
+    let expected = format!(
+        "Basic {}",
+        B64.encode(format!("{PHAXIO_KEY}:{PHAXIO_SECRET}"))
+    );
+    if authorization.as_deref() != Some(expected.as_str()) {
+        return phaxio_error(StatusCode::UNAUTHORIZED, "Invalid API credentials");
+    }
+    let sent = read_form(form).await;
     if !sent.fields.contains_key("to") {
         return phaxio_error(StatusCode::UNPROCESSABLE_ENTITY, "You must provide a to");
     }
@@ -211,24 +217,10 @@ async fn telnyx_send(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("multipart/form-data"));
     let (sent, schema) = if multipart {
-        let Ok(mut form) = Multipart::from_request(request, &provider).await else {
+        let Ok(form) = Multipart::from_request(request, &provider).await else {
             return (StatusCode::BAD_REQUEST, "{}").into_response();
         };
-        let mut sent = Sent::default();
-        while let Ok(Some(field)) = form.next_field().await {
-            let name = field.name().unwrap_or_default().to_string();
-            match field.file_name().map(String::from) {
-                Some(filename) => {
-                    let content_type = field.content_type().unwrap_or_default().to_string();
-                    let data = field.bytes().await.expect("file part").to_vec();
-                    sent.files.push((name, filename, content_type, data));
-                }
-                None => {
-                    sent.fields
-                        .insert(name, field.text().await.expect("text part"));
-                }
-            }
-        }
+        let mut sent = read_form(form).await;
         // The form as the schema sees it: text fields as strings, a file as its name.
         let mut form = serde_json::Map::new();
         for (name, value) in &sent.fields {
@@ -483,6 +475,17 @@ fn fax_message(attachments: Value) -> Value {
 
 fn attachment(filename: &str, content_type: &str, data: &[u8]) -> Value {
     json!({"filename": filename, "content_type": content_type, "content_base64": B64.encode(data)})
+}
+
+/// Sends a fax with the one attachment and returns why its delivery failed (it must fail).
+async fn failed_fax(daemon: &TestDaemon, attachment: Value) -> String {
+    let message = send_fax(daemon, fax_message(json!([attachment]))).await;
+    let view = daemon.wait_terminal(&message, WAIT).await;
+    assert_eq!(view["deliveries"][0]["status"], "failed", "{view:#}");
+    view["deliveries"][0]["reason"]
+        .as_str()
+        .expect("a reason")
+        .to_string()
 }
 
 /// Polls the message until its deliveries satisfy `done`.
@@ -1118,14 +1121,7 @@ async fn telnyx_upload(backend: Backend) {
     wait_deliveries(&daemon, &message, |d| d[0]["status"] == "delivered").await;
 
     let tiff = b"II*\0\x08\0\0\0\0\0\0\0\0\0";
-    let message = send_fax(
-        &daemon,
-        fax_message(json!([attachment("scan.tif", "image/tiff", tiff)])),
-    )
-    .await;
-    let view = daemon.wait_terminal(&message, WAIT).await;
-    assert_eq!(view["deliveries"][0]["status"], "failed");
-    let reason = view["deliveries"][0]["reason"].as_str().unwrap();
+    let reason = failed_fax(&daemon, attachment("scan.tif", "image/tiff", tiff)).await;
     assert!(
         reason.contains("takes one PDF") && reason.contains("image/tiff"),
         "{reason}"
@@ -1140,14 +1136,7 @@ async fn telnyx_upload(backend: Backend) {
     .unwrap();
     let connector = telnyx_connector_with(small.to_str().unwrap(), &db, &base, &key, 600);
     let mut daemon = TestDaemon::start(fax_config(&db, "telnyx_fax", connector, false)).await;
-    let message = send_fax(
-        &daemon,
-        fax_message(json!([attachment("lab.pdf", "application/pdf", &pdf(3))])),
-    )
-    .await;
-    let view = daemon.wait_terminal(&message, WAIT).await;
-    assert_eq!(view["deliveries"][0]["status"], "failed");
-    let reason = view["deliveries"][0]["reason"].as_str().unwrap();
+    let reason = failed_fax(&daemon, attachment("lab.pdf", "application/pdf", &pdf(3))).await;
     assert!(reason.contains("at most 1200"), "{reason}");
     assert_eq!(
         provider.sends().len(),
@@ -1254,14 +1243,7 @@ async fn part2_refused_and_types(backend: Backend) {
     wait_deliveries(&daemon, &message, |d| d[0]["status"] == "sent").await;
 
     let png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0";
-    let message = send_fax(
-        &daemon,
-        fax_message(json!([attachment("photo.png", "image/png", png)])),
-    )
-    .await;
-    let view = daemon.wait_terminal(&message, WAIT).await;
-    assert_eq!(view["deliveries"][0]["status"], "failed");
-    let reason = view["deliveries"][0]["reason"].as_str().unwrap();
+    let reason = failed_fax(&daemon, attachment("photo.png", "image/png", png)).await;
     assert!(
         reason.contains("PDF and TIFF") && reason.contains("image/png"),
         "{reason}"
