@@ -578,6 +578,92 @@ async fn batched_send_checks(backend: Backend) {
 }
 both_databases!(batched_checks, crate::batched_send_checks);
 
+/// Touches are recorded a day ahead of their time (`reminders.plan_ahead_hours`), not a week:
+/// the plan API computes the rest; a touch whose time had passed when the appointment was
+/// booked is explained there but gets no row; later runs record each touch as it comes into
+/// the window, looking only at the appointments that came in.
+async fn touches_are_recorded_a_day_ahead(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let mut config = db.config();
+    config.reminders.enabled = false;
+    config
+        .organizations
+        .insert("north".into(), around_the_clock(10));
+    let mut daemon = TestDaemon::start(config).await;
+    let reminders = daemon.core.reminders(daemon.core.templates().unwrap());
+    patient(
+        &daemon,
+        "p",
+        json!({"contact_points": [{"system": "sms", "value": "+12125550301"},
+            {"system": "email", "value": "p@example.org"}]}),
+    )
+    .await;
+    let t0 = Utc.timestamp_opt(Utc::now().timestamp(), 0).unwrap();
+    let hours = chrono::Duration::hours;
+    let far = t0 + hours(240);
+    let near = t0 + hours(60);
+    appointment(&daemon, "FAR", "p", &far.to_rfc3339(), "booked").await;
+    appointment(&daemon, "NEAR", "p", &near.to_rfc3339(), "booked").await;
+    let rows = |filler: &'static str| {
+        let store = daemon.core.store.clone();
+        let org = daemon.organization_id.clone();
+        async move {
+            let a = store.appointments().by_filler(&org, filler).await.unwrap();
+            let mut touches: Vec<String> = store
+                .reminders()
+                .touches_of(&a.id)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|t| format!("{} {}", t.touch_id, t.status))
+                .collect();
+            touches.sort();
+            touches
+        }
+    };
+    let ms = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+
+    // Only NEAR's 2-day touch (due in 12 h) comes inside the first day.
+    let first = reminders.plan(t0).await.unwrap();
+    assert_eq!(first.planned, 1, "{first:?}");
+    assert!(rows("FAR").await.is_empty());
+    assert_eq!(rows("NEAR").await, ["sms-2d planned"]);
+    // The API shows the whole plan all the same.
+    let plan = plan_of(&daemon, "FAR").await;
+    assert_eq!(plan.len(), 3, "{plan:#?}");
+    for (touch, lead) in [("email-7d", 168), ("sms-2d", 48), ("sms-2h", 2)] {
+        let t = plan.iter().find(|t| t["touch"] == touch).unwrap();
+        assert_eq!(t["status"], "planned", "{t}");
+        assert_eq!(t["due_at"], ms(far - hours(lead)), "{t}");
+    }
+    let plan = plan_of(&daemon, "NEAR").await;
+    let (status, reason, _) = status_of(&plan, "email-7d");
+    assert_eq!(status, "skipped");
+    assert!(
+        reason.starts_with("too soon: booked after the touch time"),
+        "{reason}"
+    );
+    assert_eq!(status_of(&plan, "sms-2h").0, "planned");
+
+    // A minute later nothing has come in.
+    let again = reminders
+        .plan(t0 + chrono::Duration::minutes(1))
+        .await
+        .unwrap();
+    assert_eq!(again.planned, 0, "{again:?}");
+    // Two days on: FAR's 7-day touch (due within the day) and NEAR's 2-hour touch come in.
+    let later = reminders.plan(t0 + hours(49)).await.unwrap();
+    assert_eq!(later.planned, 2, "{later:?}");
+    assert_eq!(rows("FAR").await, ["email-7d planned"]);
+    assert_eq!(rows("NEAR").await, ["sms-2d planned", "sms-2h planned"]);
+    daemon.stop().await;
+}
+
+both_databases!(
+    recorded_a_day_ahead,
+    crate::touches_are_recorded_a_day_ahead
+);
+
 /// The daemon's cron worker fires the run on its schedule (here every second): an appointment
 /// booked after start-up is reminded within seconds, without anyone calling `run_once`; and a
 /// shutdown stops the worker and releases the lease.

@@ -168,18 +168,32 @@ pub struct RemindersConfig {
     /// seconds field first (`sec min hour day-of-month month day-of-week [year]`). On a fleet
     /// one daemon runs at a time. A daemon also runs once at start-up.
     pub schedule: String,
+    /// How far ahead touches are recorded: a touch gets its row (what the send step picks up)
+    /// once its appointment starts within this many hours plus the touch's lead, so at least
+    /// this long before it is due. Touches further out are computed when asked for (`reminders
+    /// why`, the API) and recorded as they come into the window. 1 to 8,760.
+    pub plan_ahead_hours: u32,
 }
+
+/// Longest `reminders.plan_ahead_hours` (a year).
+pub const MAX_PLAN_AHEAD_HOURS: u32 = 8_760;
 
 impl Default for RemindersConfig {
     fn default() -> Self {
         Self {
             enabled: true,
             schedule: "0 * * * * *".into(),
+            plan_ahead_hours: 24,
         }
     }
 }
 
 impl RemindersConfig {
+    /// `plan_ahead_hours` in milliseconds.
+    pub fn plan_ahead_ms(&self) -> i64 {
+        i64::from(self.plan_ahead_hours.clamp(1, MAX_PLAN_AHEAD_HOURS)) * 3_600_000
+    }
+
     /// The parsed `schedule`; refused when it does not parse or never fires.
     pub fn cron_schedule(&self) -> Result<cron::Schedule, ConfigError> {
         let invalid = |reason: String| {
@@ -671,6 +685,12 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "retention.batch_size and retention.interval_secs must be at least 1".into(),
             ));
+        }
+        if !(1..=MAX_PLAN_AHEAD_HOURS).contains(&self.reminders.plan_ahead_hours) {
+            return Err(ConfigError::Invalid(format!(
+                "reminders.plan_ahead_hours must be from 1 to {MAX_PLAN_AHEAD_HOURS}, not {}",
+                self.reminders.plan_ahead_hours
+            )));
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return Err(ConfigError::Invalid(format!(

@@ -322,8 +322,8 @@ mod tests {
 
     fn parse_schedule(expression: &str) -> Result<cron::Schedule, crate::config::ConfigError> {
         crate::config::RemindersConfig {
-            enabled: true,
             schedule: expression.into(),
+            ..Default::default()
         }
         .cron_schedule()
     }

@@ -29,7 +29,7 @@ pub mod cron;
 pub mod rules;
 pub mod schedule;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
@@ -55,7 +55,8 @@ use schedule::{When, parse_clock};
 
 const LEASE: &str = "reminders";
 pub const CURSOR_CHANGED: &str = "reminders-plan-changed";
-pub const CURSOR_HORIZON: &str = "reminders-plan-horizon";
+/// The end of the last run's recording window (unix ms, the run's own clock).
+pub const CURSOR_RECORDED: &str = "reminders-plan-recorded";
 /// Appointments changed this long before the last run are looked at again (commit races).
 const CHANGE_MARGIN_MS: i64 = 5_000;
 /// Accepts in flight at once while sending a batch: one full group commit (`MAX_BATCH`).
@@ -103,7 +104,60 @@ struct OrgPlan {
     zone: Tz,
 }
 
+/// A planning run's recording window: touches of appointments starting before `end` plus
+/// the touch's lead are recorded (unix ms).
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    now: i64,
+    end: i64,
+}
+
+/// Sorted, overlapping or touching ranges joined.
+fn merged(ranges: impl Iterator<Item = (i64, i64)>) -> Vec<(i64, i64)> {
+    let mut ranges: Vec<(i64, i64)> = ranges.collect();
+    ranges.sort_unstable();
+    let mut out: Vec<(i64, i64)> = Vec::with_capacity(ranges.len());
+    for (lo, hi) in ranges {
+        match out.last_mut() {
+            Some(last) if lo <= last.1 => last.1 = last.1.max(hi),
+            _ => out.push((lo, hi)),
+        }
+    }
+    out
+}
+
 impl OrgPlan {
+    /// Each touch's start-time range in `window`: an appointment starting outside it has no
+    /// row to get for that touch now. Its time is not yet inside the window (the start is at
+    /// or after the window's end plus the touch's longest lead), or it is past any use (the
+    /// latest it can be due, quiet hours included, is more than the grace ago). In rule order.
+    fn ranges(&self, window: Window) -> Vec<(i64, i64)> {
+        let open = parse_clock(&self.settings.quiet_hours_start).unwrap_or_default();
+        let close = parse_clock(&self.settings.quiet_hours_end).unwrap_or_default();
+        let shift = schedule::max_quiet_shift(open, close).num_milliseconds();
+        let grace = grace_ms(&self.settings);
+        self.rules
+            .iter()
+            .flat_map(|(_, touches)| touches.iter())
+            .map(|(_, when)| {
+                let (lo, _) = schedule::lead(*when, self.settings.holidays.len());
+                let from = window
+                    .now
+                    .saturating_sub(grace)
+                    .saturating_add(lo.num_milliseconds())
+                    .saturating_sub(shift);
+                (from, self.end_for(window.end, *when))
+            })
+            .collect()
+    }
+
+    /// The start before which an appointment's `when` touch is recorded in a window ending
+    /// at `window_end`.
+    fn end_for(&self, window_end: i64, when: When) -> i64 {
+        let (_, hi) = schedule::lead(when, self.settings.holidays.len());
+        window_end.saturating_add(hi.num_milliseconds())
+    }
+
     /// Whether reminders about this appointment type are Part 2 disclosures.
     fn part2_type(&self, appointment_type: Option<&String>) -> bool {
         appointment_type.is_some_and(|t| {
@@ -218,64 +272,17 @@ impl Reminders {
         Ok(report)
     }
 
-    /// The organization's settings and rules, every rule checked by [`ReminderRule::validate`]
-    /// (rules stored by older versions were not): one unusable rule is an error for the whole
-    /// organization, never a guess at which touches to keep.
+    /// The organization's settings and rules ([`org_plan`]).
     async fn org_plan(&self, organization_id: &str) -> Result<OrgPlan, ReminderError> {
-        let org = self.store.organizations().get(organization_id).await?;
-        let settings = self.config.organization(&org.slug);
-        let stored = self.store.reminders().rules(organization_id).await?;
-        let rules: Vec<ReminderRule> = if stored.is_empty() {
-            settings.reminder_rules.clone()
-        } else {
-            stored
-                .iter()
-                .enumerate()
-                .map(|(i, d)| {
-                    serde_json::from_str(d).map_err(|_| ReminderError::Rule {
-                        rule: format!("#{}", i + 1),
-                        reason: "the stored definition cannot be read".into(),
-                    })
-                })
-                .collect::<Result<_, _>>()?
-        };
-        let mut parsed = Vec::new();
-        for (i, rule) in rules.into_iter().enumerate() {
-            let name = |e: &crate::config::RuleError| {
-                if e.pointer == "/id" {
-                    format!("#{}", i + 1)
-                } else {
-                    rule.id.clone()
-                }
-            };
-            if let Err(e) = rule.validate() {
-                return Err(ReminderError::Rule {
-                    rule: name(&e),
-                    reason: e.to_string(),
-                });
-            }
-            let mut touches = Vec::new();
-            for touch in &rule.touches {
-                let when = schedule::parse(touch).map_err(|e| ReminderError::Rule {
-                    rule: rule.id.clone(),
-                    reason: e.to_string(),
-                })?;
-                touches.push((touch.id.clone(), when));
-            }
-            parsed.push((rule, touches));
-        }
-        Ok(OrgPlan {
-            slug: org.slug,
-            name: settings.display_name.clone().unwrap_or(org.name),
-            zone: settings.time_zone.parse().unwrap_or(Tz::UTC),
-            settings,
-            rules: parsed,
-        })
+        org_plan(&self.store, &self.config, organization_id).await
     }
 
-    /// Records the touches of upcoming appointments and cancels stale ones. Incremental: only
-    /// appointments changed since the last run, or that entered the horizon since, are looked
-    /// at (a daemon's first run looks at all of them).
+    /// Records the touches that come into the recording window (`reminders.plan_ahead_hours`)
+    /// and cancels stale ones. Incremental: only appointments changed since the last run, or
+    /// whose touches came into the window since, are looked at (a daemon's first run looks at
+    /// all of them). A touch is recorded once its appointment starts within the window plus the
+    /// touch's lead ([`schedule::lead`], an upper bound), so before it can be due; touches
+    /// further out are not written yet ([`plan_of`] computes them when asked).
     pub async fn plan(&self, now: DateTime<Utc>) -> Result<RunReport, ReminderError> {
         let started = std::time::Instant::now();
         let store_now = crate::store::now_ms();
@@ -285,9 +292,10 @@ impl Reminders {
             .get(CURSOR_CHANGED)
             .await?
             .map_or(0, |c| c - CHANGE_MARGIN_MS);
-        let entered_from = match self.store.cursors().get(CURSOR_HORIZON).await? {
-            Some(h) if changed_since > 0 => h,
-            _ => i64::MIN,
+        // Where the last run's window ended; none: look at everything.
+        let recorded_to = match self.store.cursors().get(CURSOR_RECORDED).await? {
+            Some(h) if changed_since > 0 => Some(h),
+            _ => None,
         };
         let cancelled = self
             .store
@@ -295,31 +303,30 @@ impl Reminders {
             .cancel_stale_touches(changed_since)
             .await?;
         let now_ms = now.timestamp_millis();
-        let horizon_end = now_ms.saturating_add(self.horizon_ms());
-        let appointments = self
-            .store
-            .reminders()
-            .appointments_to_plan(now_ms, horizon_end, changed_since, entered_from)
-            .await?;
-        let read = started.elapsed();
-        let mut by_org: BTreeMap<&str, Vec<&PlanRow>> = BTreeMap::new();
-        for appointment in &appointments {
-            by_org
-                .entry(appointment.organization_id.as_str())
-                .or_default()
-                .push(appointment);
-        }
+        let window = Window {
+            now: now_ms,
+            end: now_ms.saturating_add(self.config.reminders.plan_ahead_ms()),
+        };
         // Each organization on its own: an invalid rule or a panic skips that organization
         // only (logged by id); the others are planned and the cursors move on. A store error
         // skips it too, but keeps the cursors so the next run looks at these appointments again.
-        let mut touches = Vec::with_capacity(appointments.len() * 3);
+        let mut touches = Vec::new();
         let mut again = false;
-        for (organization_id, rows) in by_org {
-            let planned = AssertUnwindSafe(self.plan_organization(organization_id, &rows, now_ms))
-                .catch_unwind()
-                .await;
+        let mut appointments = 0;
+        for organization_id in self.store.organizations().ids().await? {
+            let planned = AssertUnwindSafe(self.plan_organization(
+                &organization_id,
+                window,
+                changed_since,
+                recorded_to,
+            ))
+            .catch_unwind()
+            .await;
             match planned {
-                Ok(Ok(mut planned)) => touches.append(&mut planned),
+                Ok(Ok((looked_at, mut planned))) => {
+                    appointments += looked_at;
+                    touches.append(&mut planned);
+                }
                 Ok(Err(e @ ReminderError::Rule { .. })) => warn!(
                     %organization_id,
                     error = %e,
@@ -338,11 +345,10 @@ impl Reminders {
         let computed = started.elapsed();
         let planned = self.store.reminders().insert_touches(&touches).await?;
         debug!(
-            appointments = appointments.len(),
+            appointments,
             touches = touches.len(),
             planned,
-            read_ms = read.as_millis() as u64,
-            compute_ms = computed.saturating_sub(read).as_millis() as u64,
+            read_and_compute_ms = computed.as_millis() as u64,
             insert_ms = started.elapsed().saturating_sub(computed).as_millis() as u64,
             "planning run"
         );
@@ -350,7 +356,7 @@ impl Reminders {
             self.store.cursors().set(CURSOR_CHANGED, store_now).await?;
             self.store
                 .cursors()
-                .set(CURSOR_HORIZON, horizon_end)
+                .set(CURSOR_RECORDED, window.end)
                 .await?;
         }
         Ok(RunReport {
@@ -360,50 +366,67 @@ impl Reminders {
         })
     }
 
-    /// The touches of one organization's appointments (a test may make it panic).
+    /// The touches to record for one organization's appointments (a test may make it panic),
+    /// with how many appointments were looked at.
     async fn plan_organization(
         &self,
         organization_id: &str,
-        rows: &[&PlanRow],
-        now_ms: i64,
-    ) -> Result<Vec<NewTouch>, ReminderError> {
+        window: Window,
+        changed_since: i64,
+        recorded_to: Option<i64>,
+    ) -> Result<(usize, Vec<NewTouch>), ReminderError> {
         #[cfg(test)]
         tests::maybe_panic(organization_id);
         let org = self.org_plan(organization_id).await?;
-        let mut touches = Vec::with_capacity(rows.len() * 3);
+        // Each touch's start range now; for an incremental run, also where the range starts
+        // past the last run's (what came into the window since).
+        let ranges = org.ranges(window);
+        let possible = merged(ranges.iter().copied().filter(|(lo, hi)| lo < hi));
+        if possible.is_empty() {
+            return Ok((0, Vec::new()));
+        }
+        let entered = recorded_to.map(|to| {
+            let last = org.ranges(Window {
+                now: window.now,
+                end: to,
+            });
+            merged(
+                ranges
+                    .iter()
+                    .zip(last)
+                    .map(|(now, last)| (now.0.max(last.1), now.1))
+                    .filter(|(lo, hi)| lo < hi),
+            )
+        });
+        let rows = self
+            .store
+            .reminders()
+            .appointments_to_plan(
+                organization_id,
+                &possible,
+                changed_since,
+                entered.as_deref(),
+            )
+            .await?;
+        let mut touches = Vec::with_capacity(rows.len() * 2);
         for (i, appointment) in rows.iter().enumerate() {
             if i % 1024 == 1023 {
                 tokio::task::yield_now().await;
             }
-            plan_appointment(&org, appointment, now_ms, &mut touches);
+            plan_appointment(
+                &org,
+                appointment,
+                window.now,
+                Some(window.end),
+                &mut touches,
+            );
         }
-        Ok(touches)
+        Ok((rows.len(), touches))
     }
 
     /// The next run plans every upcoming appointment again (after a rule or config change).
     pub async fn replan_all(&self) -> Result<(), ReminderError> {
         Ok(replan_all(&self.store).await?)
-    }
-
-    /// The longest lead time of any configured rule, plus a day.
-    fn horizon_ms(&self) -> i64 {
-        let mut longest = 8 * 24 * 3_600_000_i64;
-        for org in self.config.organizations.values() {
-            for rule in &org.reminder_rules {
-                if rule.validate().is_err() {
-                    continue;
-                }
-                for touch in &rule.touches {
-                    if let Ok(when) = schedule::parse(touch) {
-                        let lead = schedule::lead(when)
-                            .num_milliseconds()
-                            .saturating_add(24 * 3_600_000);
-                        longest = longest.max(lead);
-                    }
-                }
-            }
-        }
-        longest
     }
 
     /// Sends (or skips) up to `limit` due touches. The send-time checks read what they need for
@@ -874,14 +897,23 @@ impl Reminders {
         })
     }
 
-    /// The plan of an appointment and every skip, for `reminders why` and the API.
+    /// The plan of an appointment and every skip, for `reminders why` ([`plan_of`]).
     pub async fn why(&self, appointment: &AppointmentRow) -> Result<Vec<TouchRow>, ReminderError> {
-        Ok(self.store.reminders().touches_of(&appointment.id).await?)
+        plan_of(&self.store, &self.config, appointment, Utc::now()).await
     }
 }
 
-/// Adds the touches of one appointment.
-fn plan_appointment(org: &OrgPlan, a: &PlanRow, now_ms: i64, out: &mut Vec<NewTouch>) {
+/// Adds the touches of one appointment to record in `window`: those whose appointment starts
+/// within the window plus their lead, except a touch whose time had passed before the
+/// appointment was booked or last changed (it could never go out; [`plan_of`] explains it
+/// without a row). Without a window end (`plan_of`), every touch.
+fn plan_appointment(
+    org: &OrgPlan,
+    a: &PlanRow,
+    now_ms: i64,
+    window_end: Option<i64>,
+    out: &mut Vec<NewTouch>,
+) {
     let zone = patient_zone(
         org,
         a.patient_time_zone.as_deref(),
@@ -899,6 +931,9 @@ fn plan_appointment(org: &OrgPlan, a: &PlanRow, now_ms: i64, out: &mut Vec<NewTo
             continue;
         }
         for (touch_id, when) in touches {
+            if window_end.is_some_and(|end| a.start_at >= org.end_for(end, *when)) {
+                continue;
+            }
             let Some(due) = schedule::due(*when, start, zone, &org.settings.holidays) else {
                 out.push(NewTouch {
                     organization_id: a.organization_id.clone(),
@@ -925,13 +960,22 @@ fn plan_appointment(org: &OrgPlan, a: &PlanRow, now_ms: i64, out: &mut Vec<NewTo
                     Some("too soon: quiet hours push this touch past the appointment".to_string()),
                 )
             } else if due_ms.saturating_add(grace) < now_ms {
-                (
-                    "skipped",
-                    Some(format!(
+                // Past any use: no row; `plan_of` explains it.
+                if window_end.is_some() {
+                    continue;
+                }
+                let reason = if due_ms < a.updated_at {
+                    format!(
                         "too soon: booked after the touch time ({})",
                         rfc3339(due_ms)
-                    )),
-                )
+                    )
+                } else {
+                    format!(
+                        "too late: no reminder run planned it before its time ({}) had passed",
+                        rfc3339(due_ms)
+                    )
+                };
+                ("skipped", Some(reason))
             } else {
                 ("planned", None)
             };
@@ -950,6 +994,120 @@ fn plan_appointment(org: &OrgPlan, a: &PlanRow, now_ms: i64, out: &mut Vec<NewTo
     }
 }
 
+/// The organization's settings and rules, every rule checked by [`ReminderRule::validate`]
+/// (rules stored by older versions were not): one unusable rule is an error for the whole
+/// organization, never a guess at which touches to keep.
+async fn org_plan(
+    store: &Store,
+    config: &Config,
+    organization_id: &str,
+) -> Result<OrgPlan, ReminderError> {
+    let org = store.organizations().get(organization_id).await?;
+    let settings = config.organization(&org.slug);
+    let stored = store.reminders().rules(organization_id).await?;
+    let rules: Vec<ReminderRule> = if stored.is_empty() {
+        settings.reminder_rules.clone()
+    } else {
+        stored
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                serde_json::from_str(d).map_err(|_| ReminderError::Rule {
+                    rule: format!("#{}", i + 1),
+                    reason: "the stored definition cannot be read".into(),
+                })
+            })
+            .collect::<Result<_, _>>()?
+    };
+    let mut parsed = Vec::new();
+    for (i, rule) in rules.into_iter().enumerate() {
+        let name = |e: &crate::config::RuleError| {
+            if e.pointer == "/id" {
+                format!("#{}", i + 1)
+            } else {
+                rule.id.clone()
+            }
+        };
+        if let Err(e) = rule.validate() {
+            return Err(ReminderError::Rule {
+                rule: name(&e),
+                reason: e.to_string(),
+            });
+        }
+        let mut touches = Vec::new();
+        for touch in &rule.touches {
+            let when = schedule::parse(touch).map_err(|e| ReminderError::Rule {
+                rule: rule.id.clone(),
+                reason: e.to_string(),
+            })?;
+            touches.push((touch.id.clone(), when));
+        }
+        parsed.push((rule, touches));
+    }
+    Ok(OrgPlan {
+        slug: org.slug,
+        name: settings.display_name.clone().unwrap_or(org.name),
+        zone: settings.time_zone.parse().unwrap_or(Tz::UTC),
+        settings,
+        rules: parsed,
+    })
+}
+
+/// An appointment's whole reminder plan, as of `now`: its recorded touches, and the touches
+/// its rules give that are not recorded (yet): `planned` when still to come (recorded once
+/// inside `reminders.plan_ahead_hours`), `skipped` with the reason when their time had
+/// passed. Computed ones have an empty `id`. In due order. For `reminders why` and
+/// `GET /v1/appointments/{id}/reminders`.
+pub async fn plan_of(
+    store: &Store,
+    config: &Config,
+    appointment: &AppointmentRow,
+    now: DateTime<Utc>,
+) -> Result<Vec<TouchRow>, ReminderError> {
+    let mut touches = store.reminders().touches_of(&appointment.id).await?;
+    let now_ms = now.timestamp_millis();
+    let Some(row) = store.reminders().plan_row(&appointment.id).await? else {
+        return Ok(touches);
+    };
+    if row.start_at < now_ms {
+        return Ok(touches);
+    }
+    let org = match org_plan(store, config, &appointment.organization_id).await {
+        Ok(org) => org,
+        // Invalid rules plan nothing: the recorded touches are the whole plan.
+        Err(ReminderError::Rule { .. }) => return Ok(touches),
+        Err(e) => return Err(e),
+    };
+    let mut computed = Vec::new();
+    plan_appointment(&org, &row, now_ms, None, &mut computed);
+    for t in computed {
+        let recorded = touches.iter().any(|r| {
+            r.rule_id == t.rule_id
+                && r.touch_id == t.touch_id
+                && r.appointment_start == t.appointment_start
+        });
+        if !recorded {
+            touches.push(TouchRow {
+                id: String::new(),
+                organization_id: t.organization_id,
+                appointment_id: t.appointment_id,
+                patient_id: t.patient_id,
+                rule_id: t.rule_id,
+                touch_id: t.touch_id,
+                appointment_start: t.appointment_start,
+                due_at: t.due_at,
+                status: t.status.to_string(),
+                reason: t.reason,
+                channel: None,
+                message_id: None,
+                updated_at: now_ms,
+            });
+        }
+    }
+    touches.sort_by(|a, b| (a.due_at, &a.touch_id).cmp(&(b.due_at, &b.touch_id)));
+    Ok(touches)
+}
+
 /// How late a touch may still go out, in ms.
 fn grace_ms(settings: &OrganizationConfig) -> i64 {
     i64::try_from(settings.reminder_grace_minutes)
@@ -960,7 +1118,7 @@ fn grace_ms(settings: &OrganizationConfig) -> i64 {
 /// The next run plans every upcoming appointment again (after a rule or config change).
 pub async fn replan_all(store: &Store) -> Result<(), StoreError> {
     store.reminders().reset_cursor(CURSOR_CHANGED).await?;
-    store.reminders().reset_cursor(CURSOR_HORIZON).await
+    store.reminders().reset_cursor(CURSOR_RECORDED).await
 }
 
 fn matches_rule(rule: &ReminderRule, a: &PlanRow) -> bool {

@@ -145,7 +145,13 @@ impl ReminderRules {
             Err(StoreError::NotFound) => return Err(ServiceError::NotFound("appointment")),
             other => other?,
         };
-        let touches = self.store.reminders().touches_of(&appointment.id).await?;
+        let touches =
+            crate::reminders::plan_of(&self.store, &self.config, &appointment, chrono::Utc::now())
+                .await
+                .map_err(|e| match e {
+                    crate::reminders::ReminderError::Store(e) => ServiceError::from(e),
+                    other => ServiceError::Internal(other.to_string()),
+                })?;
         Ok(ReminderPlan {
             appointment: appointment.filler_id,
             start: rfc3339(appointment.start_at),

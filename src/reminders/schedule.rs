@@ -147,15 +147,43 @@ fn parse_at(spec: &str) -> Result<When, ScheduleError> {
     })
 }
 
-/// How far before the start a touch can be due, at most (for the planning horizon).
-pub fn lead(when: When) -> Duration {
+/// How far before the start a touch can be due, before quiet hours move it later: at least
+/// and at most (`lo <= start - due <= hi` for every start, zone and date). The planner reads
+/// and records a touch only while its appointment's start is in a range these give.
+/// `holidays` is how many closed dates the organization lists (each can push a business-day
+/// touch one day earlier).
+pub fn lead(when: When, holidays: usize) -> (Duration, Duration) {
     match when {
-        When::Before(d) => d,
-        // Business days skip weekends and holidays: allow two weeks more.
+        When::Before(d) => (d, d),
         When::DaysBefore { days, business, .. } => {
-            let days = i64::from(days) + if business { 14 } else { 1 };
-            Duration::try_days(days).unwrap_or(Duration::MAX)
+            let days = i64::from(days);
+            // `at` any time of the day before the start's local date, and a daylight-saving
+            // hour: one day and an hour either way. Business days: the weekends in between
+            // (two days per five, and one more weekend where the count starts) and every
+            // holiday.
+            let calendar = if business {
+                days + 2 * (days / 5 + 1) + i64::try_from(holidays).unwrap_or(i64::MAX / 4)
+            } else {
+                days
+            };
+            let hour = Duration::hours(1);
+            let lo = (Duration::try_days(days - 1).unwrap_or(Duration::zero()) - hour)
+                .max(Duration::zero());
+            let hi = Duration::try_days(calendar.saturating_add(1))
+                .and_then(|d| d.checked_add(&hour))
+                .unwrap_or(Duration::MAX);
+            (lo, hi)
         }
+    }
+}
+
+/// The most quiet hours from `open` to `close` can move a touch later: the quiet span and a
+/// daylight-saving hour (none when the hours are off, `open >= close`).
+pub fn max_quiet_shift(open: NaiveTime, close: NaiveTime) -> Duration {
+    if open < close {
+        Duration::hours(24) - (close - open) + Duration::hours(1)
+    } else {
+        Duration::zero()
     }
 }
 
@@ -415,5 +443,69 @@ mod tests {
             .and_hms_opt(2, 30, 0)
             .unwrap();
         assert_eq!(local_to_utc(ny, gap), utc("2026-03-08T07:00:00Z"));
+    }
+
+    /// `lead` bounds `start - due` for starts every 7 hours over two years, in zones with
+    /// daylight saving, for calendar and business days with holidays, up to the longest (60
+    /// business days: their weekends alone add 24 days); quiet hours move a touch later by at
+    /// most `max_quiet_shift`. The planner reads and records touches by these bounds.
+    #[test]
+    fn leads_bound_every_due_time() {
+        let zones: Vec<Tz> = [
+            "UTC",
+            "America/New_York",
+            "Australia/Lord_Howe",
+            "Asia/Kolkata",
+        ]
+        .iter()
+        .map(|z| z.parse().unwrap())
+        .collect();
+        let holidays: Vec<NaiveDate> = [
+            "2027-01-01",
+            "2027-05-31",
+            "2027-07-05",
+            "2027-11-25",
+            "2027-11-26",
+            "2027-12-24",
+            "2027-12-27",
+        ]
+        .iter()
+        .map(|d| d.parse().unwrap())
+        .collect();
+        let (open, close) = (
+            NaiveTime::from_hms_opt(8, 0, 0).unwrap(),
+            NaiveTime::from_hms_opt(21, 0, 0).unwrap(),
+        );
+        let shift = max_quiet_shift(open, close);
+        let specs = [
+            (Some("7d"), None),
+            (Some("90m"), None),
+            (None, Some("1 day before at 23:59")),
+            (None, Some("1 day before at 00:00")),
+            (None, Some("3 business days before at 10:00")),
+            (None, Some("60 business days before at 17:30")),
+            (None, Some("365 days before at 00:00")),
+        ];
+        for (before, at) in specs {
+            let when = parse(&touch(before, at)).unwrap();
+            let (lo, hi) = lead(when, holidays.len());
+            let mut start = utc("2027-01-01T00:00:00Z");
+            while start < utc("2029-01-01T00:00:00Z") {
+                for &zone in &zones {
+                    let due = due(when, start, zone, &holidays);
+                    let lead = start - due;
+                    assert!(
+                        lo <= lead && lead <= hi,
+                        "{before:?} {at:?} {start} {zone}: {lead} not in {lo}..{hi}"
+                    );
+                    let moved = out_of_quiet_hours(due, zone, open, close);
+                    assert!(
+                        moved >= due && moved - due <= shift,
+                        "{due} {zone}: moved to {moved}"
+                    );
+                }
+                start += Duration::hours(7);
+            }
+        }
     }
 }

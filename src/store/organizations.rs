@@ -58,6 +58,15 @@ impl Organizations<'_> {
         Ok(rows.into_iter().map(|(slug,)| slug).collect())
     }
 
+    /// Every organization's id (the reminder planner goes through them one by one).
+    pub async fn ids(self) -> Result<Vec<String>> {
+        Ok(on_db!(self.db(), |pool| sqlx::query_scalar(
+            "SELECT id FROM organizations ORDER BY id"
+        )
+        .fetch_all(pool)
+        .await)?)
+    }
+
     /// The organization with this slug, if it exists.
     pub async fn id_by_slug(self, slug: &str) -> Result<Option<String>> {
         Ok(on_db!(self.db(), |pool| sqlx::query_scalar(

@@ -19,7 +19,41 @@ pub struct PlanRow {
     pub provider_id: Option<String>,
     pub provider_name: Option<String>,
     pub patient_time_zone: Option<String>,
+    /// When the appointment was last written (store time, unix ms).
+    pub updated_at: i64,
 }
+
+/// Most start-time ranges of each kind one planning query names.
+pub const MAX_RANGES: usize = 32;
+
+/// `ranges` (sorted), the ones past [`MAX_RANGES`] joined into the last.
+fn at_most(ranges: &[(i64, i64)]) -> Vec<(i64, i64)> {
+    let mut out: Vec<(i64, i64)> = ranges.iter().take(MAX_RANGES).copied().collect();
+    if let (Some(last), Some(end)) = (out.last_mut(), ranges.iter().map(|r| r.1).max()) {
+        last.1 = last.1.max(end);
+    }
+    out
+}
+
+/// `a.start_at` inside any of `ranges`, as `(FALSE OR …)`.
+fn push_ranges<DB: sqlx::Database>(qb: &mut sqlx::QueryBuilder<DB>, ranges: &[(i64, i64)])
+where
+    for<'t> i64: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+{
+    qb.push("(FALSE");
+    for (lo, hi) in ranges {
+        qb.push(" OR (a.start_at >= ");
+        qb.push_bind(*lo);
+        qb.push(" AND a.start_at < ");
+        qb.push_bind(*hi);
+        qb.push(")");
+    }
+    qb.push(")");
+}
+
+/// The columns of [`PlanRow`], from `appointments a JOIN patients p`.
+const PLAN_COLUMNS: &str = "a.id, a.organization_id, a.patient_id, a.start_at, a.status, a.appointment_type, a.location,
+    a.location_code, a.provider_id, a.provider_name, p.time_zone AS patient_time_zone, a.updated_at";
 
 /// A touch to record.
 #[derive(Debug, Clone)]
@@ -143,30 +177,57 @@ async fn insert_touches_unnest(
 }
 
 impl Reminders<'_> {
-    /// Appointments that may need (new) touches: starting in `[from, to)` and either changed
-    /// since `changed_since` (unix ms, store time) or starting at or after `entered_from` (they
-    /// entered the planning horizon since the last run), all organizations.
+    /// One organization's appointments that may need (new) touches: starting inside one of
+    /// `possible` (`[start, end)` ranges, unix ms) and, when `entered` is given (an incremental
+    /// run), either changed since `changed_since` (store time) or starting inside one of
+    /// `entered` (their touch came into the recording window since the last run). At most
+    /// [`MAX_RANGES`] of each are used: further ones are joined into the last.
     pub async fn appointments_to_plan(
         self,
-        from: i64,
-        to: i64,
+        organization_id: &str,
+        possible: &[(i64, i64)],
         changed_since: i64,
-        entered_from: i64,
+        entered: Option<&[(i64, i64)]>,
     ) -> Result<Vec<PlanRow>> {
+        let possible = at_most(possible);
+        let entered = entered.map(at_most);
+        let reminded = reminded_sql();
+        let rows = on_db!(self.db(), |pool| {
+            let mut qb = sqlx::QueryBuilder::new(format!(
+                "SELECT {PLAN_COLUMNS} FROM appointments a JOIN patients p ON p.id = a.patient_id
+                 WHERE a.status IN {reminded} AND a.organization_id = "
+            ));
+            qb.push_bind(organization_id.to_string());
+            // The whole span first, so both databases read it from the start-time index.
+            qb.push(" AND a.start_at >= ");
+            qb.push_bind(possible.first().map_or(0, |r| r.0));
+            qb.push(" AND a.start_at < ");
+            qb.push_bind(possible.iter().map(|r| r.1).max().unwrap_or(0));
+            qb.push(" AND ");
+            push_ranges(&mut qb, &possible);
+            if let Some(entered) = &entered {
+                qb.push(" AND (a.updated_at >= ");
+                qb.push_bind(changed_since);
+                qb.push(" OR ");
+                push_ranges(&mut qb, entered);
+                qb.push(")");
+            }
+            qb.build_query_as().fetch_all(pool).await
+        })?;
+        Ok(rows)
+    }
+
+    /// The planner's view of one appointment, if it is one that gets reminders.
+    pub async fn plan_row(self, appointment_id: &str) -> Result<Option<PlanRow>> {
         let sql = sqlx::AssertSqlSafe(format!(
-            "SELECT a.id, a.organization_id, a.patient_id, a.start_at, a.status, a.appointment_type, a.location,
-                    a.location_code, a.provider_id, a.provider_name, p.time_zone AS patient_time_zone
+            "SELECT {PLAN_COLUMNS}
              FROM appointments a JOIN patients p ON p.id = a.patient_id
-             WHERE a.start_at >= $1 AND a.start_at < $2 AND a.status IN {reminded}
-               AND (a.updated_at >= $3 OR a.start_at >= $4)",
+             WHERE a.id = $1 AND a.status IN {reminded}",
             reminded = reminded_sql()
         ));
         Ok(on_db!(self.db(), |pool| sqlx::query_as(sql)
-            .bind(from)
-            .bind(to)
-            .bind(changed_since)
-            .bind(entered_from)
-            .fetch_all(pool)
+            .bind(appointment_id)
+            .fetch_optional(pool)
             .await)?)
     }
 
