@@ -693,7 +693,71 @@ async fn bench_hl7(args: &BenchArgs, database: &str, scratch: &Scratch) -> Resul
         ms(&ceiling_latencies, 0.99),
         rate / ceiling
     );
+    if database == "postgres" {
+        match pgbench(scratch).await {
+            Ok(tps) => println!(
+                "  pgbench      : {tps:.0} tps, one 1 KB row inserted per transaction, 8 clients, same server → HL7 at {:.2}× (target ≥ 0.5×)",
+                rate / tps
+            ),
+            Err(e) => println!(
+                "  pgbench      : not run ({e:#}); by hand: {PGBENCH_TABLE}; then pgbench -n -c 8 -j 2 -T 10 -f <file with: {PGBENCH_INSERT}> <url>"
+            ),
+        }
+    }
     Ok(())
+}
+
+const PGBENCH_TABLE: &str =
+    "CREATE TABLE bench_pgbench (id bigserial PRIMARY KEY, payload text NOT NULL)";
+const PGBENCH_INSERT: &str = "INSERT INTO bench_pgbench (payload) VALUES (repeat('x', 1024));";
+
+/// PostgreSQL's own commit rate for the HL7 comparison, in the same run on the same scratch
+/// database: `pgbench` (from PATH) with 8 clients for 10 s, each transaction inserting one
+/// 1 KB row. Returns its `tps`.
+async fn pgbench(scratch: &Scratch) -> Result<f64> {
+    let options = switchboard::store::pg_options(&scratch.url)?;
+    // Connected as the daemon is (plain on loopback unless the URL names an sslmode).
+    let sslmode = match options.get_ssl_mode() {
+        sqlx::postgres::PgSslMode::Disable => "disable",
+        sqlx::postgres::PgSslMode::Allow => "allow",
+        sqlx::postgres::PgSslMode::Prefer => "prefer",
+        sqlx::postgres::PgSslMode::Require => "require",
+        sqlx::postgres::PgSslMode::VerifyCa => "verify-ca",
+        sqlx::postgres::PgSslMode::VerifyFull => "verify-full",
+    };
+    let pool = sqlx::PgPool::connect_with(options).await?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "DROP TABLE IF EXISTS bench_pgbench; {PGBENCH_TABLE}"
+    )))
+    .execute(&pool)
+    .await?;
+    let script = scratch.dir.path().join("pgbench.sql");
+    std::fs::write(&script, PGBENCH_INSERT)?;
+    let output = tokio::process::Command::new("pgbench")
+        .args(["-n", "-c", "8", "-j", "2", "-T", "10", "-f"])
+        .arg(&script)
+        .arg(&scratch.url)
+        .env("PGSSLMODE", sslmode)
+        .output()
+        .await
+        .context("pgbench (from PostgreSQL's client tools)")?;
+    sqlx::raw_sql("DROP TABLE IF EXISTS bench_pgbench")
+        .execute(&pool)
+        .await?;
+    pool.close().await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    stdout
+        .lines()
+        .find_map(|line| {
+            let rest = line.trim().strip_prefix("tps = ")?;
+            rest.split_whitespace().next()?.parse::<f64>().ok()
+        })
+        .with_context(|| {
+            format!(
+                "no tps in its output: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            )
+        })
 }
 
 fn percentile_u(sorted: &[u128], p: f64) -> u128 {
