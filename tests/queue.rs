@@ -318,6 +318,124 @@ both_databases!(
     super::a_message_record_is_one_snapshot
 );
 
+/// A batch of reports (what the group commit hands the store) applies exactly as the same
+/// reports one after another: moved with the provider's id, refused by the state machine but
+/// its provider id remembered, refused for another connector, and for no such delivery. On
+/// PostgreSQL the batch goes in a few statements for all; the outcome must not differ.
+async fn a_batch_of_reports_applies_as_one_by_one(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let core = switchboard::daemon::Core::open(db.config())
+        .await
+        .expect("core");
+    let deliveries: Vec<NewDelivery> = (0..4)
+        .map(|n| NewDelivery {
+            id: new_id("dlv"),
+            channel: "sms".into(),
+            recipient: format!("+1415555{n:04}"),
+            max_attempts: 3,
+        })
+        .collect();
+    let (org_id, message_id) = accept_in_store(&core, "Batch", &deliveries).await;
+    let id = |n: usize| deliveries[n].id.clone();
+    let deliveries_store = core.store.deliveries();
+    for n in 0..4 {
+        let mut sending = DeliveryUpdate::new(DeliveryStatus::Sending, "test:claim");
+        sending.connector = Some("loop".into());
+        assert!(
+            deliveries_store
+                .update(&id(n), &sending)
+                .await
+                .expect("sending")
+        );
+    }
+    let with_ref = |status: DeliveryStatus, reference: &str| {
+        let mut update = DeliveryUpdate::new(status, "test:batch");
+        update.provider_ref = Some(reference.into());
+        update
+    };
+    let mut wrong_connector = with_ref(DeliveryStatus::Sent, "SM-3");
+    wrong_connector.expect_connector = Some("other".into());
+    let mut refused = with_ref(DeliveryStatus::Queued, "SM-2");
+    refused.reason = Some("a late queued report".into());
+    let batch = vec![
+        (id(0), with_ref(DeliveryStatus::Sent, "SM-0")),
+        (id(1), with_ref(DeliveryStatus::Delivered, "SM-1")),
+        (id(2), refused),
+        (id(3), wrong_connector),
+        (
+            "dlv_nosuchdelivery".to_string(),
+            with_ref(DeliveryStatus::Sent, "SM-X"),
+        ),
+    ];
+    let applied = deliveries_store.update_many(&batch).await.expect("batch");
+    assert_eq!(applied, [true, true, false, false, false]);
+
+    let record = core
+        .store
+        .messages()
+        .record(&org_id, &message_id)
+        .await
+        .expect("record");
+    let row = |n: usize| {
+        record
+            .deliveries
+            .iter()
+            .find(|d| d.id == id(n))
+            .expect("delivery")
+    };
+    let shown = |n: usize| {
+        let d = row(n);
+        (
+            d.status.clone(),
+            d.provider_ref.clone(),
+            d.connector.clone(),
+        )
+    };
+    assert_eq!(
+        shown(0),
+        ("sent".into(), Some("SM-0".into()), Some("loop".into()))
+    );
+    assert_eq!(
+        shown(1),
+        ("delivered".into(), Some("SM-1".into()), Some("loop".into()))
+    );
+    // Not moved, but the provider's id is kept where none was known.
+    assert_eq!(
+        shown(2),
+        ("sending".into(), Some("SM-2".into()), Some("loop".into()))
+    );
+    assert_eq!(row(2).reason, None, "a refused report changes no reason");
+    assert_eq!(
+        shown(3),
+        ("sending".into(), Some("SM-3".into()), Some("loop".into()))
+    );
+    let history: Vec<(String, String, bool)> = record
+        .history
+        .iter()
+        .filter(|e| e.source == "test:batch")
+        .map(|e| {
+            let n = (0..4).find(|&n| e.delivery_id == id(n)).expect("known");
+            (format!("{n}"), e.status.clone(), e.applied)
+        })
+        .collect();
+    let mut history = history;
+    history.sort();
+    assert_eq!(
+        history,
+        [
+            ("0".into(), "sent".into(), true),
+            ("1".into(), "delivered".into(), true),
+            ("2".into(), "queued".into(), false),
+            ("3".into(), "sent".into(), false),
+        ]
+    );
+    core.store.close().await;
+}
+both_databases!(
+    a_batch_of_reports_applies_as_one_by_one,
+    super::a_batch_of_reports_applies_as_one_by_one
+);
+
 /// A message accepted and committed whose job was never pushed (the daemon died in between).
 async fn accept_without_job(core: &switchboard::daemon::Core) -> (String, String) {
     let delivery_id = new_id("dlv");

@@ -248,8 +248,32 @@ impl Deliveries<'_> {
             let mut history = Vec::with_capacity(updates.len());
             let mut moved_rows: Vec<(DeliveryRow, &DeliveryUpdate)> = Vec::new();
             let mut results = Vec::with_capacity(updates.len());
-            for (id, update) in updates {
+            // PostgreSQL moves a batch of distinct deliveries in a few statements; otherwise
+            // (and on SQLite, whose statements cost no round trip) one report at a time.
+            let mut batched = BatchMoves::batch_moves(&mut tx, updates, now).await?;
+            for (i, (id, update)) in updates.iter().enumerate() {
                 let status = update.status;
+                if let Some(batched) = batched.as_mut() {
+                    let (moved, organization_id) = std::mem::take(&mut batched[i]);
+                    let Some(organization_id) = organization_id else {
+                        results.push(false);
+                        continue;
+                    };
+                    let detail = update.detail.clone().or_else(|| update.reason.clone());
+                    history.push((
+                        organization_id,
+                        id.clone(),
+                        status,
+                        moved.is_some(),
+                        update.source.clone(),
+                        detail,
+                    ));
+                    results.push(moved.is_some());
+                    if let Some(row) = moved {
+                        moved_rows.push((row, update));
+                    }
+                    continue;
+                }
                 let moved: Option<DeliveryRow> = match apply(status) {
                     None => None,
                     Some(sql) => {
@@ -601,6 +625,185 @@ impl Deliveries<'_> {
 }
 
 /// `('a', 'b')`: statuses as an SQL list. Only our own names are written (no input).
+/// Per report of a batch: the delivery as it moved (none if the state machine refused the
+/// report), and its organization (none: no such delivery).
+type Moved = (Option<DeliveryRow>, Option<String>);
+
+/// The first step of [`Deliveries::update_many`] done for a whole batch at once, where that
+/// saves round trips: `None` when the caller should go report by report.
+trait BatchMoves {
+    async fn batch_moves(
+        &mut self,
+        updates: &[(String, DeliveryUpdate)],
+        now: i64,
+    ) -> sqlx::Result<Option<Vec<Moved>>>;
+}
+
+impl BatchMoves for sqlx::Transaction<'_, sqlx::Sqlite> {
+    async fn batch_moves(
+        &mut self,
+        _: &[(String, DeliveryUpdate)],
+        _: i64,
+    ) -> sqlx::Result<Option<Vec<Moved>>> {
+        Ok(None)
+    }
+}
+
+impl BatchMoves for sqlx::Transaction<'_, sqlx::Postgres> {
+    /// One `UPDATE … FROM UNNEST(…)` per reported status (its text fixed, so prepared once
+    /// per connection), one for the connector and provider id of the reports that did not
+    /// move their delivery, and one read of their organizations: the same result as report
+    /// by report when every delivery appears once (otherwise `None`: a second report of a
+    /// delivery must see the first's move). A single report goes the plain way.
+    async fn batch_moves(
+        &mut self,
+        updates: &[(String, DeliveryUpdate)],
+        now: i64,
+    ) -> sqlx::Result<Option<Vec<Moved>>> {
+        let mut seen = std::collections::HashSet::with_capacity(updates.len());
+        if updates.len() < 2 || !updates.iter().all(|(id, _)| seen.insert(id.as_str())) {
+            return Ok(None);
+        }
+        let index: std::collections::HashMap<&str, usize> = updates
+            .iter()
+            .enumerate()
+            .map(|(i, (id, _))| (id.as_str(), i))
+            .collect();
+        let mut out: Vec<Moved> = vec![(None, None); updates.len()];
+        let columns = delivery_columns!()
+            .split(',')
+            .map(|c| format!("d.{}", c.trim()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut statuses: Vec<DeliveryStatus> = Vec::new();
+        for (_, update) in updates {
+            if !statuses.contains(&update.status) {
+                statuses.push(update.status);
+            }
+        }
+        for status in statuses {
+            let from = status.allowed_from();
+            if from.is_empty() {
+                continue;
+            }
+            let group: Vec<&DeliveryUpdate> = updates
+                .iter()
+                .map(|(_, u)| u)
+                .filter(|u| u.status == status)
+                .collect();
+            let ids: Vec<&str> = updates
+                .iter()
+                .filter(|(_, u)| u.status == status)
+                .map(|(id, _)| id.as_str())
+                .collect();
+            let sql = sqlx::AssertSqlSafe(format!(
+                "UPDATE deliveries d SET status = $7, status_rank = $8, not_before = NULL, updated_at = $9,
+                    connector = COALESCE(u.connector, d.connector),
+                    provider_ref = COALESCE(u.provider_ref, d.provider_ref),
+                    reason = COALESCE(u.reason, d.reason)
+                 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[])
+                    AS u(id, connector, provider_ref, reason, expect_status, expect_connector)
+                 WHERE d.id = u.id AND d.status IN {}
+                   AND (u.expect_status IS NULL OR d.status = u.expect_status)
+                   AND (u.expect_connector IS NULL OR d.connector = u.expect_connector)
+                 RETURNING {columns}",
+                status_list(&from)
+            ));
+            let rows: Vec<DeliveryRow> = sqlx::query_as(sql)
+                .bind(&ids)
+                .bind(
+                    group
+                        .iter()
+                        .map(|u| u.connector.clone())
+                        .collect::<Vec<_>>(),
+                )
+                .bind(
+                    group
+                        .iter()
+                        .map(|u| u.provider_ref.clone())
+                        .collect::<Vec<_>>(),
+                )
+                .bind(group.iter().map(|u| u.reason.clone()).collect::<Vec<_>>())
+                .bind(
+                    group
+                        .iter()
+                        .map(|u| u.expect_status.map(|s| s.as_str()))
+                        .collect::<Vec<_>>(),
+                )
+                .bind(
+                    group
+                        .iter()
+                        .map(|u| u.expect_connector.clone())
+                        .collect::<Vec<_>>(),
+                )
+                .bind(status.as_str())
+                .bind(status.rank())
+                .bind(now)
+                .fetch_all(&mut **self)
+                .await?;
+            for row in rows {
+                if let Some(&i) = index.get(row.id.as_str()) {
+                    let organization_id = row.organization_id.clone();
+                    out[i] = (Some(row), Some(organization_id));
+                }
+            }
+        }
+        let unmoved: Vec<usize> = (0..updates.len()).filter(|&i| out[i].0.is_none()).collect();
+        if unmoved.is_empty() {
+            return Ok(Some(out));
+        }
+        let remember: Vec<usize> = unmoved
+            .iter()
+            .copied()
+            .filter(|&i| updates[i].1.connector.is_some() || updates[i].1.provider_ref.is_some())
+            .collect();
+        if !remember.is_empty() {
+            sqlx::query(
+                "UPDATE deliveries d SET connector = COALESCE(d.connector, u.connector),
+                    provider_ref = COALESCE(d.provider_ref, u.provider_ref)
+                 FROM UNNEST($1::text[], $2::text[], $3::text[]) AS u(id, connector, provider_ref)
+                 WHERE d.id = u.id AND (d.connector IS NULL OR d.provider_ref IS NULL)",
+            )
+            .bind(
+                remember
+                    .iter()
+                    .map(|&i| updates[i].0.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                remember
+                    .iter()
+                    .map(|&i| updates[i].1.connector.clone())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                remember
+                    .iter()
+                    .map(|&i| updates[i].1.provider_ref.clone())
+                    .collect::<Vec<_>>(),
+            )
+            .execute(&mut **self)
+            .await?;
+        }
+        let orgs: Vec<(String, String)> =
+            sqlx::query_as("SELECT id, organization_id FROM deliveries WHERE id = ANY($1)")
+                .bind(
+                    unmoved
+                        .iter()
+                        .map(|&i| updates[i].0.as_str())
+                        .collect::<Vec<_>>(),
+                )
+                .fetch_all(&mut **self)
+                .await?;
+        for (id, organization_id) in orgs {
+            if let Some(&i) = index.get(id.as_str()) {
+                out[i].1 = Some(organization_id);
+            }
+        }
+        Ok(Some(out))
+    }
+}
+
 fn status_list(statuses: &[DeliveryStatus]) -> String {
     let names: Vec<String> = statuses
         .iter()
@@ -701,6 +904,17 @@ impl Deliveries<'_> {
     pub async fn count_in(self, status: DeliveryStatus) -> Result<i64> {
         Ok(on_db!(self.db(), |pool| sqlx::query_scalar(
             "SELECT COUNT(*) FROM deliveries WHERE status = $1"
+        )
+        .bind(status.as_str())
+        .fetch_one(pool)
+        .await)?)
+    }
+
+    /// When the last delivery in `status` reached it (unix ms, store time), if any: a
+    /// benchmark's end, exact however seldom it polls [`Self::count_in`].
+    pub async fn last_update_in(self, status: DeliveryStatus) -> Result<Option<i64>> {
+        Ok(on_db!(self.db(), |pool| sqlx::query_scalar(
+            "SELECT MAX(updated_at) FROM deliveries WHERE status = $1"
         )
         .bind(status.as_str())
         .fetch_one(pool)
