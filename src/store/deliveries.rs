@@ -120,9 +120,6 @@ impl Deliveries<'_> {
             .into_iter()
             .filter(|s| s.is_claimable())
             .collect();
-        if let super::Db::Postgres(pool) = self.db() {
-            return claim_many_pg(pool, ids, now, lease_until, in_doubt, &claimable).await;
-        }
         let claimed = on_db!(self.db(), |pool| {
             let mut tx = pool.begin().await?;
             let mut qb = sqlx::QueryBuilder::new("UPDATE deliveries SET status = ");
@@ -628,98 +625,6 @@ impl Deliveries<'_> {
 }
 
 /// `('a', 'b')`: statuses as an SQL list. Only our own names are written (no input).
-/// [`Deliveries::claim_many`] on PostgreSQL: the same four statements, each with one text
-/// whatever the batch's size (ids as arrays, rows through `UNNEST`), so each is prepared once
-/// per connection instead of once per batch size.
-async fn claim_many_pg(
-    pool: &sqlx::PgPool,
-    ids: &[String],
-    now: i64,
-    lease_until: i64,
-    in_doubt: &InDoubt,
-    claimable: &[DeliveryStatus],
-) -> Result<Vec<Claimed>> {
-    let held_until = if in_doubt.hold_ms > 0 {
-        lease_until.saturating_add(in_doubt.hold_ms)
-    } else {
-        lease_until
-    };
-    let mut tx = pool.begin().await?;
-    let sql = sqlx::AssertSqlSafe(format!(
-        "UPDATE deliveries SET status = $1, status_rank = $2, attempts = attempts + 1,
-            not_before = CASE WHEN channel = ANY($3) THEN $4 ELSE $5 END, updated_at = $6
-         WHERE status IN {} AND (not_before IS NULL OR not_before <= $6) AND id = ANY($7)
-         RETURNING {}",
-        status_list(claimable),
-        delivery_columns!()
-    ));
-    let rows: Vec<DeliveryRow> = sqlx::query_as(sql)
-        .bind(DeliveryStatus::Sending.as_str())
-        .bind(DeliveryStatus::Sending.rank())
-        .bind(&in_doubt.channels)
-        .bind(held_until)
-        .bind(lease_until)
-        .bind(now)
-        .bind(ids)
-        .fetch_all(&mut *tx)
-        .await?;
-    if rows.is_empty() {
-        tx.rollback().await?;
-        return Ok(Vec::new());
-    }
-    sqlx::query(
-        "INSERT INTO delivery_events (organization_id, delivery_id, status, applied, source, detail, created_at)
-         SELECT o, d, $3, TRUE, 'worker', t, $4 FROM UNNEST($1::text[], $2::text[], $5::text[]) AS u(o, d, t)",
-    )
-    .bind(rows.iter().map(|d| d.organization_id.as_str()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|d| d.id.as_str()).collect::<Vec<_>>())
-    .bind(DeliveryStatus::Sending.as_str())
-    .bind(now)
-    .bind(rows.iter().map(|d| format!("attempt {}", d.attempts)).collect::<Vec<_>>())
-    .execute(&mut *tx)
-    .await?;
-    let first: Vec<&DeliveryRow> = rows.iter().filter(|d| d.attempts == 1).collect();
-    if !first.is_empty() {
-        sqlx::query(
-            "INSERT INTO events (organization_id, kind, subject_id, payload, created_at)
-             SELECT o, 'delivery.status', d, p, $4 FROM UNNEST($1::text[], $2::text[], $3::text[]) AS u(o, d, p)",
-        )
-        .bind(first.iter().map(|d| d.organization_id.as_str()).collect::<Vec<_>>())
-        .bind(first.iter().map(|d| d.id.as_str()).collect::<Vec<_>>())
-        .bind(
-            first
-                .iter()
-                .map(|d| status_payload(d, DeliveryStatus::Sending))
-                .collect::<Vec<_>>(),
-        )
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-    }
-    let messages: Vec<MessageRow> = sqlx::query_as(concat!(
-        "SELECT ",
-        message_columns!(),
-        " FROM messages WHERE id = ANY($1)"
-    ))
-    .bind(
-        rows.iter()
-            .map(|d| d.message_id.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .fetch_all(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    let by_id: std::collections::HashMap<String, MessageRow> =
-        messages.into_iter().map(|m| (m.id.clone(), m)).collect();
-    Ok(rows
-        .into_iter()
-        .filter_map(|delivery| {
-            let message = by_id.get(&delivery.message_id).cloned()?;
-            Some(Claimed { delivery, message })
-        })
-        .collect())
-}
-
 /// Per report of a batch: the delivery as it moved (none if the state machine refused the
 /// report), and its organization (none: no such delivery).
 type Moved = (Option<DeliveryRow>, Option<String>);
