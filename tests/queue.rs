@@ -320,8 +320,7 @@ both_databases!(
 
 /// A batch of reports (what the group commit hands the store) applies exactly as the same
 /// reports one after another: moved with the provider's id, refused by the state machine but
-/// its provider id remembered, refused for another connector, and for no such delivery. On
-/// PostgreSQL the batch goes in a few statements for all; the outcome must not differ.
+/// its provider id remembered, refused for another connector, and for no such delivery.
 async fn a_batch_of_reports_applies_as_one_by_one(backend: Backend) {
     let db = TestDb::new(backend).await;
     let core = switchboard::daemon::Core::open(db.config())
