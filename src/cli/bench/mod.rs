@@ -672,7 +672,9 @@ async fn no_parse_responder() -> Result<std::net::SocketAddr> {
 
 async fn bench_hl7(args: &BenchArgs, database: &str, scratch: &Scratch) -> Result<()> {
     let mut config = Config::from_toml("")?;
-    config.data_dir = scratch.dir.path().join("hl7");
+    // The API run's data directory: its at-rest key, which sealed the database's key canary
+    // (a key of its own would be refused as a mismatch).
+    config.data_dir = scratch.dir.path().to_path_buf();
     config.outbox.dir = scratch.dir.path().join("hl7-outbox");
     config.database.url = Some(scratch.url.clone());
     config.server.listen = "127.0.0.1:0".parse()?;
