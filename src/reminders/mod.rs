@@ -130,7 +130,8 @@ impl OrgPlan {
     /// Each touch's start-time range in `window`: an appointment starting outside it has no
     /// row to get for that touch now. Its time is not yet inside the window (the start is at
     /// or after the window's end plus the touch's longest lead), or it is past any use (the
-    /// latest it can be due, quiet hours included, is more than the grace ago). In rule order.
+    /// latest it can be due, quiet hours included, is more than the grace ago, or the
+    /// appointment has started). In rule order.
     fn ranges(&self, window: Window) -> Vec<(i64, i64)> {
         let open = parse_clock(&self.settings.quiet_hours_start).unwrap_or_default();
         let close = parse_clock(&self.settings.quiet_hours_end).unwrap_or_default();
@@ -146,7 +147,8 @@ impl OrgPlan {
                     .saturating_sub(grace)
                     .saturating_add(lo.num_milliseconds())
                     .saturating_sub(shift);
-                (from, self.end_for(window.end, *when))
+                // An appointment that has started gets no reminder at all.
+                (from.max(window.now), self.end_for(window.end, *when))
             })
             .collect()
     }
