@@ -252,14 +252,7 @@ async fn a_message_record_is_one_snapshot(backend: Backend) {
     let core = switchboard::daemon::Core::open(db.config())
         .await
         .expect("core");
-    let deliveries: Vec<NewDelivery> = (0..30)
-        .map(|n| NewDelivery {
-            id: new_id("dlv"),
-            channel: "sms".into(),
-            recipient: format!("+1415555{n:04}"),
-            max_attempts: 3,
-        })
-        .collect();
+    let deliveries = sms_deliveries(30);
     let (org_id, message_id) = accept_in_store(&core, "Moving", &deliveries).await;
 
     let store = core.store.clone();
@@ -326,14 +319,7 @@ async fn a_batch_of_reports_applies_as_one_by_one(backend: Backend) {
     let core = switchboard::daemon::Core::open(db.config())
         .await
         .expect("core");
-    let deliveries: Vec<NewDelivery> = (0..4)
-        .map(|n| NewDelivery {
-            id: new_id("dlv"),
-            channel: "sms".into(),
-            recipient: format!("+1415555{n:04}"),
-            max_attempts: 3,
-        })
-        .collect();
+    let deliveries = sms_deliveries(4);
     let (org_id, message_id) = accept_in_store(&core, "Batch", &deliveries).await;
     let id = |n: usize| deliveries[n].id.clone();
     let deliveries_store = core.store.deliveries();
@@ -434,6 +420,18 @@ both_databases!(
     a_batch_of_reports_applies_as_one_by_one,
     super::a_batch_of_reports_applies_as_one_by_one
 );
+
+/// `n` SMS deliveries to distinct numbers, three attempts each.
+fn sms_deliveries(n: usize) -> Vec<NewDelivery> {
+    (0..n)
+        .map(|n| NewDelivery {
+            id: new_id("dlv"),
+            channel: "sms".into(),
+            recipient: format!("+1415555{n:04}"),
+            max_attempts: 3,
+        })
+        .collect()
+}
 
 /// A message accepted and committed whose job was never pushed (the daemon died in between).
 async fn accept_without_job(core: &switchboard::daemon::Core) -> (String, String) {

@@ -414,6 +414,23 @@ fn around_the_clock(cap_per_day: u32) -> OrganizationConfig {
     }
 }
 
+/// A daemon whose organization "north" is [`around_the_clock`] with `cap_per_day`, the
+/// reminder cron off (the test drives the clock), and its reminders. Keep the database.
+async fn north_around_the_clock(
+    backend: Backend,
+    cap_per_day: u32,
+) -> (TestDb, TestDaemon, Reminders) {
+    let db = TestDb::new(backend).await;
+    let mut config = db.config();
+    config.reminders.enabled = false;
+    config
+        .organizations
+        .insert("north".into(), around_the_clock(cap_per_day));
+    let daemon = TestDaemon::start(config).await;
+    let reminders = daemon.core.reminders(daemon.core.templates().unwrap());
+    (db, daemon, reminders)
+}
+
 fn status_of(plan: &[serde_json::Value], touch: &str) -> (String, String, String) {
     plan.iter()
         .find(|t| t["touch"] == touch)
@@ -432,14 +449,7 @@ fn status_of(plan: &[serde_json::Value], touch: &str) -> (String, String, String
 /// number (not the patient) holds, and a touch whose message a crashed run accepted is marked
 /// with that message instead of getting a second one.
 async fn batched_send_checks(backend: Backend) {
-    let db = TestDb::new(backend).await;
-    let mut config = db.config();
-    config.reminders.enabled = false;
-    config
-        .organizations
-        .insert("north".into(), around_the_clock(1));
-    let mut daemon = TestDaemon::start(config).await;
-    let reminders = daemon.core.reminders(daemon.core.templates().unwrap());
+    let (_db, mut daemon, reminders) = north_around_the_clock(backend, 1).await;
     let t0 = Utc.timestamp_opt(Utc::now().timestamp(), 0).unwrap();
     let at = |minutes: i64| {
         (t0 + chrono::Duration::hours(2) + chrono::Duration::minutes(minutes)).to_rfc3339()
@@ -583,14 +593,7 @@ both_databases!(batched_checks, crate::batched_send_checks);
 /// booked is explained there but gets no row; later runs record each touch as it comes into
 /// the window, looking only at the appointments that came in.
 async fn touches_are_recorded_a_day_ahead(backend: Backend) {
-    let db = TestDb::new(backend).await;
-    let mut config = db.config();
-    config.reminders.enabled = false;
-    config
-        .organizations
-        .insert("north".into(), around_the_clock(10));
-    let mut daemon = TestDaemon::start(config).await;
-    let reminders = daemon.core.reminders(daemon.core.templates().unwrap());
+    let (_db, mut daemon, reminders) = north_around_the_clock(backend, 10).await;
     patient(
         &daemon,
         "p",
