@@ -580,3 +580,41 @@ both_databases!(
     bodies_are_encrypted_at_rest,
     super::bodies_are_encrypted_at_rest
 );
+
+/// apalis acks a worker's finished jobs in one statement over a JSON array of ids. On SQLite
+/// its planner must look each acked id up by the unique index: walking every job the worker
+/// ever locked (as it did with no statistics) parsed the batch's JSON once per job, so acks
+/// slowed as the table grew and that parsing was the queue's largest cost under load.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_acks_find_jobs_by_id() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let mut daemon = TestDaemon::start(db.config()).await;
+    let switchboard::store::Db::Sqlite(pool) = daemon.core.store.db() else {
+        panic!("a SQLite store");
+    };
+    // The statement of apalis-sqlite's `queries/task/ack.sql`.
+    let plan: Vec<(i64, i64, i64, String)> = sqlx::query_as(
+        "EXPLAIN QUERY PLAN
+         WITH j AS (SELECT value ->> 'task_id' AS task_id, value ->> 'attempt' AS attempt,
+                           value ->> 'result' AS result, value ->> 'status' AS status
+                      FROM json_each(?1))
+         UPDATE Jobs SET status = j.status, attempts = j.attempt, last_result = j.result,
+                         done_at = strftime('%s', 'now')
+           FROM j WHERE Jobs.id = j.task_id AND Jobs.lock_by = ?2",
+    )
+    .bind("[]")
+    .bind("worker")
+    .fetch_all(pool)
+    .await
+    .expect("plan");
+    let steps: Vec<&str> = plan.iter().map(|(_, _, _, step)| step.as_str()).collect();
+    assert!(
+        steps.iter().any(|s| s.contains("(id=?)")),
+        "acked jobs are found by id: {steps:?}"
+    );
+    assert!(
+        !steps.iter().any(|s| s.contains("lock_by=?")),
+        "not by walking the worker's jobs: {steps:?}"
+    );
+    daemon.stop().await;
+}

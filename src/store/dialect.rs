@@ -174,6 +174,7 @@ impl Db {
                 let mut queue = apalis_sqlite::SqliteStorage::<()>::migrations();
                 queue.set_ignore_missing(true);
                 queue.run(pool).await?;
+                pin_job_statistics(pool).await?;
             }
             Db::Postgres(pool) => {
                 let mut ours = sqlx::migrate!("migrations/postgres");
@@ -294,6 +295,83 @@ impl Db {
             Db::Postgres(_) => 2,
         }
     }
+}
+
+/// Rows per distinct value of a column of apalis's `Jobs` table, for [`pin_job_statistics`].
+/// `id` is unique; a fleet has a handful of workers, statuses and channels, so `lock_by`,
+/// `status` and `job_type` each match a large part of the table; times are nearly distinct.
+fn jobs_rows_per_value(column: &str) -> i64 {
+    match column {
+        "id" => 1,
+        "lock_by" | "status" | "job_type" => JOBS_NOTIONAL_ROWS / 5,
+        _ => 10,
+    }
+}
+
+/// The table size the pinned statistics describe. Only the shape matters: how selective
+/// each index is next to the others.
+const JOBS_NOTIONAL_ROWS: i64 = 1_000_000;
+
+/// Gives SQLite's planner the shape of apalis's `Jobs` table (`sqlite_stat1` rows, as
+/// `ANALYZE` would write for a large queue) and reloads it.
+///
+/// Without statistics SQLite takes any index equality to match about ten rows. apalis acks
+/// a batch with `UPDATE Jobs … FROM json_each(?) … WHERE Jobs.id = j.task_id AND
+/// Jobs.lock_by = ?`, and the planner then walks every job the worker ever locked (done
+/// ones included) and parses the batch's JSON again for each: the queue slowed down as the
+/// table grew, and that JSON parsing was the SQLite connection's largest cost under load.
+/// With `lock_by` known to match a large part of the table, it looks each acked id up by
+/// the unique index instead; `lock.sql` and `fetch_completed_tasks.sql` likewise. Written
+/// on every start, so a later `ANALYZE` of a small table does not leave the planner with
+/// figures that stop being true as the queue grows.
+async fn pin_job_statistics(pool: &SqlitePool) -> Result<()> {
+    let mut conn = pool.acquire().await?;
+    // Creates `sqlite_stat1` when missing, analysing only our one-row-per-migration table.
+    sqlx::query("ANALYZE switchboard_migrations")
+        .execute(&mut *conn)
+        .await?;
+    let indexes: Vec<(String,)> = sqlx::query_as(
+        "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'Jobs' ORDER BY name",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut rows = Vec::with_capacity(indexes.len());
+    for (index,) in indexes {
+        let columns: Vec<(Option<String>,)> =
+            sqlx::query_as("SELECT name FROM pragma_index_info($1) ORDER BY seqno")
+                .bind(&index)
+                .fetch_all(&mut *conn)
+                .await?;
+        let mut stat = vec![JOBS_NOTIONAL_ROWS];
+        for (column,) in columns {
+            let previous = stat.last().copied().unwrap_or(JOBS_NOTIONAL_ROWS);
+            let per_value = jobs_rows_per_value(column.as_deref().unwrap_or(""));
+            stat.push(per_value.clamp(1, previous));
+        }
+        let stat = stat
+            .iter()
+            .map(i64::to_string)
+            .collect::<Vec<_>>()
+            .join(" ");
+        rows.push((index, stat));
+    }
+    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+    sqlx::query("DELETE FROM sqlite_stat1 WHERE tbl = 'Jobs'")
+        .execute(&mut *tx)
+        .await?;
+    for (index, stat) in &rows {
+        sqlx::query("INSERT INTO sqlite_stat1 (tbl, idx, stat) VALUES ('Jobs', $1, $2)")
+            .bind(index)
+            .bind(stat)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    // Loads the statistics into this connection's planner (the pool's only one).
+    sqlx::query("ANALYZE sqlite_schema")
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }
 
 /// Makes the database file owner-only before SQLite opens it: its directory 0700 when we
