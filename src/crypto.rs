@@ -75,9 +75,14 @@ impl Key {
     }
 }
 
-/// The keys this daemon can seal and open with. `Debug` prints key ids only.
+/// The keys this daemon can seal and open with. `Debug` prints key ids only. Cheap to clone:
+/// every clone shares one copy of the key material (each service and request holds one).
 #[derive(Clone)]
 pub struct Keyring {
+    keys: std::sync::Arc<Keys>,
+}
+
+struct Keys {
     current: Key,
     all: HashMap<String, Key>,
 }
@@ -85,8 +90,8 @@ pub struct Keyring {
 impl std::fmt::Debug for Keyring {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Keyring")
-            .field("current", &self.current.id)
-            .field("keys", &self.all.len())
+            .field("current", &self.keys.current.id)
+            .field("keys", &self.keys.all.len())
             .finish()
     }
 }
@@ -101,7 +106,9 @@ impl Keyring {
             all.insert(key.id.clone(), key);
         }
         all.insert(current.id.clone(), current.clone());
-        Ok(Self { current, all })
+        Ok(Self {
+            keys: std::sync::Arc::new(Keys { current, all }),
+        })
     }
 
     /// Reads the key file, generating a fresh random key (mode 0600, in an owner-only
@@ -137,7 +144,7 @@ impl Keyring {
 
     /// The id of the key new values are sealed with.
     pub fn current_key_id(&self) -> &str {
-        &self.current.id
+        &self.keys.current.id
     }
 
     /// Encrypts `plain`, bound to `context` (e.g. the row id).
@@ -147,9 +154,14 @@ impl Keyring {
         // Encrypted straight into the output (one buffer the size of the plaintext, not two:
         // attachments are megabytes).
         let cipher = Cipher::aes_256_gcm();
-        let mut crypter = Crypter::new(cipher, Mode::Encrypt, &self.current.bytes, Some(&nonce))?;
+        let mut crypter = Crypter::new(
+            cipher,
+            Mode::Encrypt,
+            &self.keys.current.bytes,
+            Some(&nonce),
+        )?;
         crypter.aad_update(context.as_bytes())?;
-        let id = self.current.id.as_bytes();
+        let id = self.keys.current.id.as_bytes();
         let header = MAGIC.len() + 1 + id.len() + NONCE_LEN;
         // Zeroed by the allocator (fresh pages for a large buffer), not byte by byte.
         let mut out = vec![0u8; header + plain.len() + cipher.block_size() + TAG_LEN];
@@ -175,7 +187,7 @@ impl Keyring {
         let ulid = delivery_id
             .strip_prefix(DELIVERY_PREFIX)
             .and_then(|u| ulid::Ulid::from_string(u).ok())?;
-        let block = aes_block(&self.current.token, &ulid.to_bytes(), true)?;
+        let block = aes_block(&self.keys.current.token, &ulid.to_bytes(), true)?;
         let token = ulid::Ulid::from_bytes(block).to_string().to_lowercase();
         Some(format!("{TOKEN_PREFIX}{token}"))
     }
@@ -191,8 +203,13 @@ impl Keyring {
         else {
             return Vec::new();
         };
-        let mut keys: Vec<&Key> = vec![&self.current];
-        keys.extend(self.all.values().filter(|k| k.id != self.current.id));
+        let mut keys: Vec<&Key> = vec![&self.keys.current];
+        keys.extend(
+            self.keys
+                .all
+                .values()
+                .filter(|k| k.id != self.keys.current.id),
+        );
         keys.into_iter()
             .filter_map(|key| aes_block(&key.token, &ulid.to_bytes(), false))
             .map(|plain| {
@@ -208,8 +225,13 @@ impl Keyring {
     /// made for a guessed number (the space of SSNs is small enough to enumerate a plain hash).
     pub fn identifier_digests(&self, ssn: &str) -> Vec<String> {
         let value = crate::domain::identifier::normalized_ssn(ssn);
-        let mut keys: Vec<&Key> = vec![&self.current];
-        keys.extend(self.all.values().filter(|k| k.id != self.current.id));
+        let mut keys: Vec<&Key> = vec![&self.keys.current];
+        keys.extend(
+            self.keys
+                .all
+                .values()
+                .filter(|k| k.id != self.keys.current.id),
+        );
         keys.into_iter()
             .filter_map(|key| {
                 let derived = derive(&key.bytes, b"switchboard ssn digest v1").ok()?;
@@ -236,6 +258,7 @@ impl Keyring {
         let (ct, tag) = rest.split_at(rest.len() - TAG_LEN);
         let id = std::str::from_utf8(id).map_err(|_| CryptoError::Malformed)?;
         let key = self
+            .keys
             .all
             .get(id)
             .ok_or_else(|| CryptoError::UnknownKey(id.to_string()))?;

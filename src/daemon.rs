@@ -505,6 +505,7 @@ pub async fn start(config: Config) -> Result<Daemon, DaemonError> {
     );
     let mut app = core.app(templates.clone(), tenancy);
     app.inbound.direct = Some(direct_inbound.clone());
+    app.events.closing = shutdown.child_token();
     let mut state = AppState::new(app, connectors.clone(), core.config.clone());
     state.tasks = supervisor.metrics.clone();
     let alerts_task = match crate::alerts::Alerter::new(
@@ -526,8 +527,7 @@ pub async fn start(config: Config) -> Result<Daemon, DaemonError> {
             ops.clone().refresh_metrics_regularly(every, stop)
         })
     };
-    state.fax_inbound = Some(fax_inbound);
-    state.app.events.closing = shutdown.child_token();
+    state.fax_inbound = Some(Arc::new(fax_inbound));
     if let Some(secret) = &core.config.server.metrics_token {
         let token = secret.read()?;
         if token.is_empty() {

@@ -11,16 +11,16 @@ use crate::channels::Channel;
 /// The configured connectors by name.
 #[derive(Clone, Default)]
 pub struct Connectors {
-    by_name: HashMap<String, Arc<dyn Channel>>,
-    http: HashMap<String, Arc<HttpConnector>>,
+    // Shared: built at start-up, then cloned into every request's state and every worker.
+    by_name: Arc<HashMap<String, Arc<dyn Channel>>>,
+    http: Arc<HashMap<String, Arc<HttpConnector>>>,
 }
 
 impl Connectors {
     /// Registers a manifest-driven provider (also reachable for webhooks).
     pub fn insert_http(&mut self, connector: Arc<HttpConnector>) {
-        self.http
-            .insert(connector.name().to_string(), connector.clone());
-        self.by_name.insert(connector.name().to_string(), connector);
+        Arc::make_mut(&mut self.http).insert(connector.name().to_string(), connector.clone());
+        Arc::make_mut(&mut self.by_name).insert(connector.name().to_string(), connector);
     }
 
     /// The HTTP provider with this name (webhooks, reconciliation).
@@ -33,7 +33,7 @@ impl Connectors {
     }
 
     pub fn insert(&mut self, channel: Arc<dyn Channel>) {
-        self.by_name.insert(channel.name().to_string(), channel);
+        Arc::make_mut(&mut self.by_name).insert(channel.name().to_string(), channel);
     }
 
     pub fn get(&self, name: &str) -> Option<Arc<dyn Channel>> {

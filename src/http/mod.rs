@@ -53,7 +53,8 @@ pub use problem::{Problem, ProblemType};
 /// the edge itself needs (connectors for webhooks, the key cache, metrics).
 #[derive(Clone)]
 pub struct AppState {
-    pub app: App,
+    /// Shared: axum clones the state for every request (and extractor).
+    pub app: Arc<App>,
     pub connectors: Connectors,
     pub config: Arc<Config>,
     pub keys: auth::KeyCache,
@@ -63,13 +64,13 @@ pub struct AppState {
     /// The bearer token `/metrics` requires (`server.metrics_token`), read at start-up.
     pub metrics_token: Option<Arc<String>>,
     /// Received faxes (fax connectors' inbound webhooks); set by the daemon.
-    pub fax_inbound: Option<crate::inbound::fax::FaxInbound>,
+    pub fax_inbound: Option<Arc<crate::inbound::fax::FaxInbound>>,
 }
 
 impl AppState {
     pub fn new(app: App, connectors: Connectors, config: Arc<Config>) -> Self {
         Self {
-            app,
+            app: Arc::new(app),
             connectors,
             config,
             keys: auth::KeyCache::default(),

@@ -72,6 +72,11 @@ impl DaemonProcess {
         switchboard::process::peak_rss_bytes_of(self.pid)
     }
 
+    /// The CPU time it has used so far (user + system).
+    pub fn cpu_time(&self) -> Option<Duration> {
+        switchboard::process::cpu_time_of(self.pid)
+    }
+
     /// Stops it (SIGKILL: what it had to do is done and recorded).
     pub async fn stop(mut self) {
         let _ = self.child.kill().await;
