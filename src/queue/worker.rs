@@ -28,8 +28,8 @@ use crate::disclosure::{self, Disclosure, Gate, Permit, Refusal};
 use crate::domain::{Address, Channel, DeliveryStatus};
 use crate::messages::MessageContent;
 use crate::store::{
-    AuditEntry, DeliveryRow, DeliveryUpdate, GroupCommit, InDoubt, MessageRow, Store, StoreError,
-    now_ms,
+    AttachmentRow, AuditEntry, DeliveryRow, DeliveryUpdate, GroupCommit, InDoubt, MessageRow,
+    Store, StoreError, now_ms,
 };
 
 /// Everything a send attempt needs; shared by all workers of a daemon.
@@ -144,7 +144,7 @@ impl Deliverer {
         else {
             return Ok(());
         };
-        let (delivery, message) = (claimed.delivery, claimed.message);
+        let (delivery, message, listed) = (claimed.delivery, claimed.message, claimed.attachments);
         if delivery.channel == Channel::Voice
             && self.outside_call_hours(&delivery, &message).await?
         {
@@ -161,7 +161,7 @@ impl Deliverer {
             .is_some_and(|c| c.external());
         // The attachment memory this attempt holds, released when it is over.
         let mut held = None;
-        let (outbound, permit) = match self.prepare(&delivery, &message).await? {
+        let (outbound, permit) = match self.prepare(&delivery, &message, listed).await? {
             Prepared::Refused(refusal) => {
                 return self.refuse(&delivery, &connector_name, &refusal).await;
             }
@@ -271,6 +271,7 @@ impl Deliverer {
         &self,
         delivery: &DeliveryRow,
         message: &MessageRow,
+        listed: Vec<AttachmentRow>,
     ) -> Result<Prepared, WorkerError> {
         let content = match MessageContent::open(&self.keyring, &message.id, &message.content) {
             Ok(content) => content,
@@ -305,7 +306,7 @@ impl Deliverer {
             Ok(permit) => permit,
             Err(refusal) => return Ok(Prepared::Refused(refusal)),
         };
-        let (attachments, memory) = match self.attachments(delivery, message).await? {
+        let (attachments, memory) = match self.attachments(delivery, message, listed).await? {
             Ok(loaded) => loaded,
             Err(reason) => return Ok(Prepared::Broken(reason)),
         };
@@ -335,19 +336,15 @@ impl Deliverer {
         ))
     }
 
-    /// The message's attachments, opened (`Err`: one cannot be opened, a permanent failure),
-    /// with their share of the attachment memory budget (the driver's row, the sealed copy and
-    /// the open one), reserved before they are read.
+    /// The message's attachments (`listed`, read with the claim), opened (`Err`: one cannot
+    /// be opened, a permanent failure), with their share of the attachment memory budget (the
+    /// driver's row, the sealed copy and the open one), reserved before they are read.
     async fn attachments(
         &self,
         delivery: &DeliveryRow,
         message: &MessageRow,
+        listed: Vec<AttachmentRow>,
     ) -> Result<Result<Loaded, String>, WorkerError> {
-        let listed = self
-            .store
-            .attachments()
-            .of_message(&delivery.organization_id, &message.id)
-            .await?;
         if listed.is_empty() {
             return Ok(Ok((Vec::new(), None)));
         }

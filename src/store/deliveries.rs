@@ -15,6 +15,9 @@ use crate::domain::DeliveryStatus;
 pub struct Claimed {
     pub delivery: DeliveryRow,
     pub message: MessageRow,
+    /// The message's attachments (metadata, in the sender's order), read with the claim: one
+    /// query for the batch instead of one per delivery.
+    pub attachments: Vec<super::AttachmentRow>,
 }
 
 /// The channels whose provider reports back (status callbacks to us) and how much longer than
@@ -163,13 +166,37 @@ impl Deliveries<'_> {
             }
             qb.push(")");
             let messages: Vec<MessageRow> = qb.build_query_as().fetch_all(&mut *tx).await?;
+            let mut qb = sqlx::QueryBuilder::new(
+                "SELECT a.id, a.message_id, a.filename, a.content_type, a.size_bytes, a.sha256
+                   FROM attachments a JOIN messages m ON m.id = a.message_id
+                  WHERE a.organization_id = m.organization_id AND a.message_id IN (",
+            );
+            let mut list = qb.separated(", ");
+            for m in &messages {
+                list.push_bind(m.id.clone());
+            }
+            qb.push(") ORDER BY a.message_id, a.position, a.id");
+            let listed: Vec<super::AttachmentRow> = qb.build_query_as().fetch_all(&mut *tx).await?;
             tx.commit().await?;
+            let mut attachments: std::collections::HashMap<String, Vec<super::AttachmentRow>> =
+                std::collections::HashMap::new();
+            for row in listed {
+                attachments
+                    .entry(row.message_id.clone())
+                    .or_default()
+                    .push(row);
+            }
             let by_id: std::collections::HashMap<String, MessageRow> =
                 messages.into_iter().map(|m| (m.id.clone(), m)).collect();
             rows.into_iter()
                 .filter_map(|delivery| {
                     let message = by_id.get(&delivery.message_id).cloned()?;
-                    Some(Claimed { delivery, message })
+                    let attachments = attachments.get(&message.id).cloned().unwrap_or_default();
+                    Some(Claimed {
+                        delivery,
+                        message,
+                        attachments,
+                    })
                 })
                 .collect::<Vec<_>>()
         });

@@ -207,6 +207,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             )
             .await;
             reminders.drop_database().await;
+            finished.push(reminders);
         }
         if result.is_ok() && args.campaign_recalls > 0 {
             let _phase =
@@ -216,6 +217,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
                 self::campaigns::bench(args.campaign_recalls, &scratch.url, scratch.dir.path())
                     .await;
             scratch.drop_database().await;
+            finished.push(scratch);
         }
         if result.is_ok() && args.attachment_messages > 0 {
             let _phase =
@@ -231,6 +233,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             )
             .await;
             scratch.drop_database().await;
+            finished.push(scratch);
         }
         if result.is_ok() && args.webhook_events > 0 {
             let _phase =
@@ -244,6 +247,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             )
             .await;
             hooks.drop_database().await;
+            finished.push(hooks);
         }
         if result.is_ok() && args.direct_inbound > 0 {
             let _phase =
@@ -257,6 +261,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             )
             .await;
             inbound.drop_database().await;
+            finished.push(inbound);
         }
         if result.is_ok() && !args.metrics_sizes.is_empty() {
             let _phase =
@@ -277,6 +282,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             )
             .await;
             faxes.drop_database().await;
+            finished.push(faxes);
         }
         scratch.drop_database().await;
         finished.push(scratch);
