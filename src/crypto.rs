@@ -87,6 +87,14 @@ struct Keys {
     all: HashMap<String, Key>,
 }
 
+impl Keys {
+    /// The current key, then every previous one (lookups that must match values made under
+    /// any key try the current one first).
+    fn current_first(&self) -> impl Iterator<Item = &Key> {
+        std::iter::once(&self.current).chain(self.all.values().filter(|k| k.id != self.current.id))
+    }
+}
+
 impl std::fmt::Debug for Keyring {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Keyring")
@@ -203,14 +211,8 @@ impl Keyring {
         else {
             return Vec::new();
         };
-        let mut keys: Vec<&Key> = vec![&self.keys.current];
-        keys.extend(
-            self.keys
-                .all
-                .values()
-                .filter(|k| k.id != self.keys.current.id),
-        );
-        keys.into_iter()
+        self.keys
+            .current_first()
             .filter_map(|key| aes_block(&key.token, &ulid.to_bytes(), false))
             .map(|plain| {
                 let id = ulid::Ulid::from_bytes(plain).to_string().to_lowercase();
@@ -225,14 +227,8 @@ impl Keyring {
     /// made for a guessed number (the space of SSNs is small enough to enumerate a plain hash).
     pub fn identifier_digests(&self, ssn: &str) -> Vec<String> {
         let value = crate::domain::identifier::normalized_ssn(ssn);
-        let mut keys: Vec<&Key> = vec![&self.keys.current];
-        keys.extend(
-            self.keys
-                .all
-                .values()
-                .filter(|k| k.id != self.keys.current.id),
-        );
-        keys.into_iter()
+        self.keys
+            .current_first()
             .filter_map(|key| {
                 let derived = derive(&key.bytes, b"switchboard ssn digest v1").ok()?;
                 let mac = derive(&derived, value.as_bytes()).ok()?;

@@ -70,22 +70,6 @@ macro_rules! bind_attachment {
 pub(super) use bind_attachment;
 
 impl Attachments<'_> {
-    /// The attachments of a message of the organization, in the sender's order (metadata only).
-    pub async fn of_message(
-        self,
-        organization_id: &str,
-        message_id: &str,
-    ) -> Result<Vec<AttachmentRow>> {
-        Ok(on_db!(self.db(), |pool| sqlx::query_as(
-            "SELECT id, message_id, filename, content_type, size_bytes, sha256 FROM attachments
-             WHERE organization_id = $1 AND message_id = $2 ORDER BY position, id",
-        )
-        .bind(organization_id)
-        .bind(message_id)
-        .fetch_all(pool)
-        .await)?)
-    }
-
     /// One attachment of a message of the organization, sealed.
     pub async fn get(
         self,

@@ -160,10 +160,8 @@ impl Deliveries<'_> {
                 message_columns!(),
                 " FROM messages WHERE id IN ("
             ));
-            let mut list = qb.separated(", ");
-            for d in &rows {
-                list.push_bind(d.message_id.clone());
-            }
+            let message_ids: Vec<String> = rows.iter().map(|d| d.message_id.clone()).collect();
+            super::touch_batch::push_list(&mut qb, &message_ids);
             qb.push(")");
             let messages: Vec<MessageRow> = qb.build_query_as().fetch_all(&mut *tx).await?;
             let mut qb = sqlx::QueryBuilder::new(
@@ -171,10 +169,7 @@ impl Deliveries<'_> {
                    FROM attachments a JOIN messages m ON m.id = a.message_id
                   WHERE a.organization_id = m.organization_id AND a.message_id IN (",
             );
-            let mut list = qb.separated(", ");
-            for m in &messages {
-                list.push_bind(m.id.clone());
-            }
+            super::touch_batch::push_list(&mut qb, &message_ids);
             qb.push(") ORDER BY a.message_id, a.position, a.id");
             let listed: Vec<super::AttachmentRow> = qb.build_query_as().fetch_all(&mut *tx).await?;
             tx.commit().await?;
