@@ -160,7 +160,7 @@ impl Hl7Processor {
             }
             // Everything else: archive, effects and outcome in one transaction.
             Ok(event) => {
-                let effects = self.effects(event).await?;
+                let effects = self.effects(event)?;
                 let applied = Hl7Outcome {
                     status: "applied".into(),
                     error: None,
@@ -474,20 +474,30 @@ impl Hl7Processor {
     }
 
     /// The writes an upsert or appointment event asks for (merges are applied by `apply`).
-    async fn effects(&self, event: Hl7Event) -> Result<Hl7Effects, StoreError> {
+    /// The patient's key identifier is resolved to its holder's external id by the batch
+    /// that writes them ([`crate::store::Hl7::record_many`]), one query for the batch.
+    fn effects(&self, event: Hl7Event) -> Result<Hl7Effects, StoreError> {
         Ok(match event {
-            Hl7Event::PatientUpsert(patient) => Hl7Effects {
-                patient: Some(self.patient_input(&patient).await?),
-                appointment: None,
-            },
+            Hl7Event::PatientUpsert(patient) => {
+                let (input, key) = self.patient_input(&patient)?;
+                Hl7Effects {
+                    patient: Some(input),
+                    patient_key: Some(key),
+                    appointment: None,
+                }
+            }
             Hl7Event::Appointment {
                 trigger,
                 patient,
                 appointment,
-            } => Hl7Effects {
-                patient: Some(self.patient_input(&patient).await?),
-                appointment: Some((appointment_input(&appointment, "hl7"), trigger)),
-            },
+            } => {
+                let (input, key) = self.patient_input(&patient)?;
+                Hl7Effects {
+                    patient: Some(input),
+                    patient_key: Some(key),
+                    appointment: Some((appointment_input(&appointment, "hl7"), trigger)),
+                }
+            }
             Hl7Event::PatientMerge { .. } => Hl7Effects::default(),
         })
     }
@@ -543,7 +553,16 @@ impl Hl7Processor {
 
     /// Upserts the patient keyed by the configured identifier; returns its id.
     async fn upsert_patient(&self, record: &PatientRecord) -> Result<String, StoreError> {
-        let input = self.patient_input(record).await?;
+        let (mut input, (authority, value)) = self.patient_input(record)?;
+        // A merged-away patient's identifier resolves to the survivor.
+        if let Some(external_id) = self
+            .store
+            .patients()
+            .external_id_for_identifier(&self.organization_id, &authority, &value)
+            .await?
+        {
+            input.external_id = external_id;
+        }
         let (row, _) = self
             .store
             .patients()
@@ -552,9 +571,13 @@ impl Hl7Processor {
         Ok(row.id)
     }
 
-    /// The store's form of a mapped patient, keyed by the configured identifier (a merged-away
-    /// patient's identifier resolves to the survivor).
-    async fn patient_input(&self, record: &PatientRecord) -> Result<PatientInput, StoreError> {
+    /// The store's form of a mapped patient, keyed by the configured identifier, and that
+    /// identifier as `(authority, value)`: the caller resolves it to the external id its
+    /// holder is known by now (a merged-away patient's, the survivor's).
+    fn patient_input(
+        &self,
+        record: &PatientRecord,
+    ) -> Result<(PatientInput, (String, String)), StoreError> {
         let key = match &self.config.identifier_authority {
             Some(authority) => record
                 .identifiers
@@ -586,15 +609,8 @@ impl Hl7Processor {
             }
         };
         let key_value = value_of(key);
-        // A merged-away patient's identifier resolves to the survivor.
-        let external_id = self
-            .store
-            .patients()
-            .external_id_for_identifier(&self.organization_id, &key.authority, &key_value)
-            .await?
-            .unwrap_or(key_value);
         let input = PatientInput {
-            external_id,
+            external_id: key_value.clone(),
             family_name: record.family_name.clone(),
             given_name: record.given_name.clone(),
             birth_date: record.birth_date.map(|d| d.to_string()),
@@ -638,7 +654,7 @@ impl Hl7Processor {
                 })
                 .collect(),
         };
-        Ok(input)
+        Ok((input, (key.authority.clone(), key_value)))
     }
 }
 

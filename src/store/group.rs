@@ -9,6 +9,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use tokio::sync::{Mutex, mpsc, oneshot};
@@ -19,6 +20,12 @@ use super::{
 };
 
 const MAX_BATCH: usize = 128;
+
+/// How long the HL7 flusher waits, at most, for the connections the last batch answered to
+/// send their next messages (only while fewer have arrived than that batch held). Each MLLP
+/// connection has one message in flight, so without it a steady load splits into a batch of
+/// one and a batch of the rest.
+const HL7_LINGER: Duration = Duration::from_micros(500);
 
 type Reply<T> = oneshot::Sender<Result<T>>;
 
@@ -40,7 +47,7 @@ where
     Req: Clone + Send + 'static,
     Resp: Send + 'static,
 {
-    fn spawn<F, Fut>(flushers: usize, flush: F) -> Self
+    fn spawn<F, Fut>(flushers: usize, linger: Option<Duration>, flush: F) -> Self
     where
         F: Fn(Vec<Req>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Vec<Resp>>> + Send,
@@ -51,19 +58,35 @@ where
         for _ in 0..flushers.max(1) {
             let (rx, flush) = (rx.clone(), flush.clone());
             tokio::spawn(async move {
+                // How many the last batch held: under a steady load, about how many callers
+                // are waiting for their answer to send the next write.
+                let mut last_len = 0;
                 loop {
                     let mut batch = Vec::new();
                     {
                         let mut rx = rx.lock().await;
                         let Some(first) = rx.recv().await else { return };
                         batch.push(first);
+                        let started = Instant::now();
                         while batch.len() < MAX_BATCH {
                             match rx.try_recv() {
                                 Ok(item) => batch.push(item),
-                                Err(_) => break,
+                                // Lingering (when asked for): the last batch's callers, just
+                                // answered, are about to send their next writes. Committing the
+                                // first alone would leave the rest waiting out that commit,
+                                // and the batches alternating between one and all but one.
+                                Err(_) => match linger {
+                                    Some(linger)
+                                        if batch.len() < last_len && started.elapsed() < linger =>
+                                    {
+                                        tokio::task::yield_now().await;
+                                    }
+                                    _ => break,
+                                },
                             }
                         }
                     }
+                    last_len = batch.len();
                     let (requests, replies): (Vec<Req>, Vec<Reply<Resp>>) =
                         batch.into_iter().unzip();
                     let single = requests.len() == 1;
@@ -139,7 +162,7 @@ impl GroupCommit {
         let flushers = store.db.flushers();
         let s = store.clone();
         let hook = after_accept.clone();
-        let accept = Batcher::spawn(flushers, move |items: Vec<AcceptItem>| {
+        let accept = Batcher::spawn(flushers, None, move |items: Vec<AcceptItem>| {
             let (s, after_accept) = (s.clone(), hook.clone());
             async move {
                 let outcomes = s.messages().accept_many(&items).await?;
@@ -162,6 +185,7 @@ impl GroupCommit {
         let s = store.clone();
         let claim = Batcher::spawn(
             flushers,
+            None,
             move |requests: Vec<(String, i64, Arc<InDoubt>)>| {
                 let s = s.clone();
                 async move {
@@ -194,10 +218,14 @@ impl GroupCommit {
             },
         );
         let s = store.clone();
-        let update = Batcher::spawn(flushers, move |updates: Vec<(String, DeliveryUpdate)>| {
-            let s = s.clone();
-            async move { s.deliveries().update_many(&updates).await }
-        });
+        let update = Batcher::spawn(
+            flushers,
+            None,
+            move |updates: Vec<(String, DeliveryUpdate)>| {
+                let s = s.clone();
+                async move { s.deliveries().update_many(&updates).await }
+            },
+        );
         let s = store.clone();
         let fax_flushers = if fax_writers == 0 {
             flushers
@@ -205,18 +233,24 @@ impl GroupCommit {
             fax_writers
         };
         let held = Arc::new(super::fax_inbound::HeldConnections::default());
-        let fax = Batcher::spawn(fax_flushers, move |faxes: Vec<NewFaxInbound>| {
+        let fax = Batcher::spawn(fax_flushers, None, move |faxes: Vec<NewFaxInbound>| {
             let (s, held) = (s.clone(), held.clone());
             async move { s.received_faxes().record_many_on(Some(&held), &faxes).await }
         });
-        // One flusher: concurrent connections' HL7 messages share a transaction and a commit,
-        // and batches never run side by side (two could take the same patients' rows in
-        // opposite orders).
+        // Concurrent connections' HL7 messages share a transaction and a commit. On
+        // PostgreSQL two batches may commit side by side: each statement of a batch takes its
+        // row locks in key order, tables always in the same order, so two batches touching the
+        // same patients wait for each other instead of deadlocking (and if one ever did fail,
+        // its messages would be recorded one by one, as any failed batch is).
         let s = store.clone();
-        let hl7 = Batcher::spawn(1, move |records: Vec<Hl7Record>| {
-            let s = s.clone();
-            async move { s.hl7().record_many(&records).await }
-        });
+        let hl7 = Batcher::spawn(
+            flushers,
+            Some(HL7_LINGER),
+            move |records: Vec<Hl7Record>| {
+                let s = s.clone();
+                async move { s.hl7().record_many(&records).await }
+            },
+        );
         Self {
             accept,
             claim,

@@ -4,6 +4,7 @@
 //! effect, while a different message that reuses a control id (engines do, after a reset) is
 //! still processed rather than silently dropped.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
 use super::{AppointmentInput, Hl7, PatientInput, Result, StoreError, new_id, now_ms, on_db};
@@ -42,6 +43,10 @@ pub struct Hl7Arrival {
 #[derive(Debug, Clone, Default)]
 pub struct Hl7Effects {
     pub patient: Option<PatientInput>,
+    /// The identifier `(authority, value)` the patient is keyed by. When set, the batch
+    /// writes the patient under the external id that identifier's holder is known by now
+    /// (a merged-away holder's survivor), if one holds it; else under `patient.external_id`.
+    pub patient_key: Option<(String, String)>,
     /// The appointment (for the patient above) and the trigger event.
     pub appointment: Option<(AppointmentInput, String)>,
 }
@@ -126,6 +131,49 @@ impl<'a> Plan<'a> {
             }
         }
         plan
+    }
+}
+
+/// The archive's unique key of a message.
+fn archive_key(r: &Hl7Record) -> (&str, &str, &str, Option<&str>, &str) {
+    let a = &r.arrival;
+    (
+        a.organization_id.as_str(),
+        a.sending_application.as_str(),
+        a.sending_facility.as_str(),
+        a.control_id.as_deref(),
+        a.content_hash.as_str(),
+    )
+}
+
+/// The external id each key identifier's holder is known by now (the survivor's, for a
+/// merged-away holder): `(organization, authority, identifier, external id)` per key held.
+/// One branch per key, each naming the whole primary key, so every branch is a unique index
+/// lookup whatever the planner's statistics say. (An OR of the keys let PostgreSQL, with
+/// statistics from when the table was small, scan every identifier of the organization and
+/// authority and filter them: 2-3 ms a batch, growing with the table.)
+fn push_holders<DB>(qb: &mut sqlx::QueryBuilder<DB>, keys: &[(&str, &str, &str)])
+where
+    DB: sqlx::Database,
+    for<'t> &'t str: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+{
+    for (n, (organization_id, authority, value)) in keys.iter().enumerate() {
+        if n > 0 {
+            qb.push(" UNION ALL ");
+        }
+        qb.push(
+            "SELECT i.organization_id, i.assigning_authority, i.identifier,
+                COALESCE(m.external_id, p.external_id)
+             FROM patient_identifiers i
+             JOIN patients p ON p.id = i.patient_id
+             LEFT JOIN patients m ON m.id = p.merged_into
+             WHERE i.organization_id = ",
+        )
+        .push_bind(*organization_id)
+        .push(" AND i.assigning_authority = ")
+        .push_bind(*authority)
+        .push(" AND i.identifier = ")
+        .push_bind(*value);
     }
 }
 
@@ -230,7 +278,11 @@ impl Hl7<'_> {
         let inserted: HashSet<String> = on_db!(self.db(), |pool| {
             let mut tx = pool.begin().await?;
             let mut inserted = HashSet::with_capacity(fresh.len());
-            for chunk in fresh.chunks(rows_per_statement(15)) {
+            // Every statement that takes row locks takes them in key order (tables always in
+            // the same order too), so batches committed side by side cannot deadlock.
+            let mut archive_order = fresh.clone();
+            archive_order.sort_by(|a, b| archive_key(a).cmp(&archive_key(b)));
+            for chunk in archive_order.chunks(rows_per_statement(15)) {
                 let mut qb = sqlx::QueryBuilder::new(
                     "INSERT INTO hl7_messages (id, organization_id, control_id, sending_application, sending_facility,
                         message_type, version, raw, status, error, ack, attempts, received_at, processed_at, content_hash) ",
@@ -263,12 +315,68 @@ impl Hl7<'_> {
                 .copied()
                 .filter(|r| inserted.contains(&r.arrival.id))
                 .collect();
+
+            // Key identifiers: the external id each one's holder is known by now (the
+            // survivor's, for a merged-away holder), one query for the batch.
+            let keys: Vec<(&str, &str, &str)> = applied
+                .iter()
+                .filter_map(|r| {
+                    let (authority, value) = r.effects.patient_key.as_ref()?;
+                    Some((
+                        r.arrival.organization_id.as_str(),
+                        authority.as_str(),
+                        value.as_str(),
+                    ))
+                })
+                .collect::<HashSet<_>>()
+                .into_iter()
+                .collect();
+            let mut holders: HashMap<(String, String, String), String> = HashMap::new();
+            for chunk in keys.chunks(100) {
+                let mut qb = sqlx::QueryBuilder::new("");
+                push_holders(&mut qb, chunk);
+                let rows: Vec<(String, String, String, String)> =
+                    qb.build_query_as().fetch_all(&mut *tx).await?;
+                for (organization_id, authority, value, external_id) in rows {
+                    holders.insert((organization_id, authority, value), external_id);
+                }
+            }
+            let resolved: Vec<Cow<'_, Hl7Record>> = applied
+                .iter()
+                .map(|&r| {
+                    let holder = r
+                        .effects
+                        .patient_key
+                        .as_ref()
+                        .and_then(|(authority, value)| {
+                            holders.get(&(
+                                r.arrival.organization_id.clone(),
+                                authority.clone(),
+                                value.clone(),
+                            ))
+                        });
+                    match (holder, &r.effects.patient) {
+                        (Some(external_id), Some(p)) if *external_id != p.external_id => {
+                            let mut r = r.clone();
+                            if let Some(p) = r.effects.patient.as_mut() {
+                                p.external_id = external_id.clone();
+                            }
+                            Cow::Owned(r)
+                        }
+                        _ => Cow::Borrowed(r),
+                    }
+                })
+                .collect();
+            let applied: Vec<&Hl7Record> = resolved.iter().map(|r| r.as_ref()).collect();
             let plan = Plan::of(&applied);
 
             // Patients: one row per (organization, external id), the last message's values
             // (each upsert overwrites every column), the first message's new id.
             let mut patient_ids: HashMap<(&str, &str), String> = HashMap::new();
-            for chunk in plan.patients.chunks(rows_per_statement(12)) {
+            let mut patient_order: Vec<&(String, &str, &PatientInput)> =
+                plan.patients.iter().collect();
+            patient_order.sort_by(|a, b| (a.1, &a.2.external_id).cmp(&(b.1, &b.2.external_id)));
+            for chunk in patient_order.chunks(rows_per_statement(12)) {
                 let mut qb = sqlx::QueryBuilder::new(
                     "INSERT INTO patients (id, organization_id, external_id, family_name, given_name, birth_date,
                         sex, language, time_zone, address, created_at, updated_at) ",
@@ -309,16 +417,23 @@ impl Hl7<'_> {
             }
 
             // Contact points: a patient's are those of the last message that sends any.
+            // A patient this batch created (the upsert kept the batch's new id) has none yet:
+            // only the others' are deleted.
+            let created: HashSet<&str> =
+                plan.patients.iter().map(|(id, _, _)| id.as_str()).collect();
             let mut points = Vec::new();
             let mut replaced = Vec::new();
             for r in &plan.contact_points {
                 let patient_id = patient_id(&patient_ids, r)?;
-                replaced.push(patient_id);
+                if !created.contains(patient_id) {
+                    replaced.push(patient_id);
+                }
                 let p = r.effects.patient.as_ref().ok_or(StoreError::NotFound)?;
                 for point in p.contact_points.iter().flatten() {
                     points.push((r.arrival.organization_id.as_str(), patient_id, point));
                 }
             }
+            replaced.sort_unstable();
             for chunk in replaced.chunks(rows_per_statement(1)) {
                 let mut qb =
                     sqlx::QueryBuilder::new("DELETE FROM contact_points WHERE patient_id IN (");
@@ -327,7 +442,10 @@ impl Hl7<'_> {
                     ids.push_bind(*id);
                 }
                 qb.push(")");
-                qb.build().execute(&mut *tx).await?;
+                // Planned for its own ids each time, not as a prepared statement: PostgreSQL
+                // keeps a prepared statement's generic plan, and one made while the table was
+                // small scans the whole table for every batch once it is not.
+                qb.build().persistent(false).execute(&mut *tx).await?;
             }
             for chunk in points.chunks(rows_per_statement(9)) {
                 let mut qb = sqlx::QueryBuilder::new(
@@ -380,6 +498,7 @@ impl Hl7<'_> {
                 });
                 qb.build().execute(&mut *tx).await?;
             }
+            identifiers.sort_by(|a, b| (a.0, &a.2.1, &a.2.0).cmp(&(b.0, &b.2.1, &b.2.0)));
             for chunk in identifiers.chunks(rows_per_statement(5)) {
                 let mut qb = sqlx::QueryBuilder::new(
                     "INSERT INTO patient_identifiers (organization_id, patient_id, identifier, assigning_authority, identifier_type) ",
@@ -402,7 +521,18 @@ impl Hl7<'_> {
             // and patient, the first message's new id; then one `appointment.changed` event
             // per message, in order, as each upsert left the row.
             let mut appointment_ids: HashMap<(&str, &str), String> = HashMap::new();
-            for chunk in plan.appointments.chunks(rows_per_statement(18)) {
+            let mut appointment_order: Vec<&(String, &Hl7Record)> =
+                plan.appointments.iter().collect();
+            appointment_order.sort_by_key(|(_, r)| {
+                (
+                    r.arrival.organization_id.as_str(),
+                    r.effects
+                        .appointment
+                        .as_ref()
+                        .map(|(a, _)| a.filler_id.as_str()),
+                )
+            });
+            for chunk in appointment_order.chunks(rows_per_statement(18)) {
                 let mut rows = Vec::with_capacity(chunk.len());
                 for (new_id, r) in chunk {
                     let Some((a, _)) = &r.effects.appointment else {
@@ -633,5 +763,100 @@ impl Hl7<'_> {
         .execute(pool).await.map(|_| ())
         })?;
         Ok(id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Db;
+
+    /// An initial load: the statistics were gathered while the organization had two
+    /// identifiers, then 5,000 came in. Resolving a batch's key identifiers still looks each
+    /// one up by the whole primary key, not by walking every identifier of the organization
+    /// and authority (which grows with the load).
+    #[tokio::test]
+    async fn a_batch_resolves_its_key_identifiers_by_primary_key_during_a_load() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (core, guard) = crate::testing::core_on(true, dir.path()).await;
+        let org = core
+            .store
+            .organizations()
+            .ensure("load", "Load")
+            .await
+            .expect("org");
+        let Db::Postgres(pool) = core.store.db() else {
+            panic!("a PostgreSQL store");
+        };
+        for sql in [
+            "INSERT INTO patients (id, organization_id, external_id, created_at, updated_at)
+             SELECT 'pat_' || n, $1, 'MRN' || n, 0, 0 FROM generate_series(1, 2) AS n",
+            "INSERT INTO patient_identifiers (organization_id, patient_id, identifier, assigning_authority)
+             SELECT $1, 'pat_' || n, 'MRN' || n, 'CLINIC' FROM generate_series(1, 2) AS n",
+            "ANALYZE patients",
+            "ANALYZE patient_identifiers",
+            "INSERT INTO patients (id, organization_id, external_id, created_at, updated_at)
+             SELECT 'pat_' || n, $1, 'MRN' || n, 0, 0 FROM generate_series(3, 5000) AS n",
+            "INSERT INTO patient_identifiers (organization_id, patient_id, identifier, assigning_authority)
+             SELECT $1, 'pat_' || n, 'MRN' || n, 'CLINIC' FROM generate_series(3, 5000) AS n",
+        ] {
+            let query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            let query = if sql.contains("$1") {
+                query.bind(&org.id)
+            } else {
+                query
+            };
+            query.execute(pool).await.expect(sql);
+        }
+        let values: Vec<String> = (4990..=4997).map(|n| format!("MRN{n}")).collect();
+        let keys: Vec<(&str, &str, &str)> = values
+            .iter()
+            .map(|v| (org.id.as_str(), "CLINIC", v.as_str()))
+            .collect();
+        let mut explain = sqlx::QueryBuilder::new("EXPLAIN (FORMAT JSON) ");
+        push_holders(&mut explain, &keys);
+        let plan: (serde_json::Value,) = explain
+            .build_query_as()
+            .fetch_one(pool)
+            .await
+            .expect("plan");
+        let plan = plan.0;
+        // Every scan of patient_identifiers names the identifier in its index condition.
+        let mut scans = Vec::new();
+        collect_scans(&plan, &mut scans);
+        assert_eq!(scans.len(), keys.len(), "one lookup per key: {plan}");
+        for scan in scans {
+            let condition = scan["Index Cond"].as_str().unwrap_or_default();
+            assert!(
+                condition.contains("identifier ="),
+                "looked up by the whole key, not filtered: {scan}"
+            );
+        }
+        let mut batch = sqlx::QueryBuilder::new("");
+        push_holders(&mut batch, &keys);
+        let found: Vec<(String, String, String, String)> = batch
+            .build_query_as()
+            .fetch_all(pool)
+            .await
+            .expect("holders");
+        assert_eq!(found.len(), keys.len());
+        core.store.close().await;
+        if let Some(guard) = guard {
+            guard.drop_now().await;
+        }
+    }
+
+    fn collect_scans<'v>(node: &'v serde_json::Value, out: &mut Vec<&'v serde_json::Value>) {
+        match node {
+            serde_json::Value::Array(items) => items.iter().for_each(|n| collect_scans(n, out)),
+            serde_json::Value::Object(map) => {
+                if map.get("Relation Name").and_then(|r| r.as_str()) == Some("patient_identifiers")
+                {
+                    out.push(node);
+                }
+                map.values().for_each(|n| collect_scans(n, out));
+            }
+            _ => {}
+        }
     }
 }
