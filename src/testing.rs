@@ -30,6 +30,28 @@ pub(crate) async fn core_on(
     (core, guard)
 }
 
+/// Runs each statement on `pool` in order, binding `organization_id` to those that name `$1`
+/// (a test's fixture rows and `ANALYZE`s).
+pub(crate) async fn execute_each(pool: &sqlx::PgPool, organization_id: &str, statements: &[&str]) {
+    for sql in statements {
+        let query = sqlx::query(sqlx::AssertSqlSafe(*sql));
+        let query = if sql.contains("$1") {
+            query.bind(organization_id)
+        } else {
+            query
+        };
+        query.execute(pool).await.expect(sql);
+    }
+}
+
+/// Closes a core from [`core_on`] and drops its PostgreSQL database, if it made one.
+pub(crate) async fn close(core: crate::daemon::Core, guard: Option<DropDatabase>) {
+    core.store.close().await;
+    if let Some(guard) = guard {
+        guard.drop_now().await;
+    }
+}
+
 pub(crate) struct DropDatabase {
     admin: String,
     name: String,

@@ -181,10 +181,7 @@ mod tests {
             "{:?}",
             failed.reason
         );
-        core.store.close().await;
-        if let Some(guard) = guard {
-            guard.drop_now().await;
-        }
+        crate::testing::close(core, guard).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -432,10 +432,7 @@ mod tests {
             .expect("stops")
             .expect("supervisor");
         assert_eq!(core.store.leases().get(LEASE).await.expect("lease"), None);
-        core.store.close().await;
-        if let Some(guard) = guard {
-            guard.drop_now().await;
-        }
+        crate::testing::close(core, guard).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -912,7 +912,10 @@ mod tests {
         let Db::Postgres(pool) = core.store.db() else {
             panic!("a PostgreSQL store");
         };
-        for sql in [
+        crate::testing::execute_each(
+            pool,
+            &org.id,
+            &[
             "INSERT INTO threads (id, organization_id, category, status, created_at, updated_at)
              VALUES ('thr_burst', $1, 'routine', 'open', 0, 0)",
             "INSERT INTO messages (id, organization_id, thread_id, direction, content, created_at)
@@ -926,15 +929,9 @@ mod tests {
                  status_rank, max_attempts, created_at, updated_at)
              SELECT 'dlv_wait_' || n, $1, 'msg_burst', 'sms', '+14155550100', 'queued', 0, 5, 0, 0
                FROM generate_series(1, 5000) AS n",
-        ] {
-            let query = sqlx::query(sqlx::AssertSqlSafe(sql));
-            let query = if sql.contains("$1") {
-                query.bind(&org.id)
-            } else {
-                query
-            };
-            query.execute(pool).await.expect(sql);
-        }
+            ],
+        )
+        .await;
         let ids: Vec<String> = (1..=32).map(|n| format!("dlv_wait_{n}")).collect();
         let mut explain = sqlx::QueryBuilder::new("EXPLAIN (FORMAT JSON) ");
         push_claim(
@@ -955,9 +952,6 @@ mod tests {
             !plan.contains("deliveries_active"),
             "not the backlog: {plan}"
         );
-        core.store.close().await;
-        if let Some(guard) = guard {
-            guard.drop_now().await;
-        }
+        crate::testing::close(core, guard).await;
     }
 }

@@ -318,7 +318,7 @@ impl Hl7<'_> {
 
             // Key identifiers: the external id each one's holder is known by now (the
             // survivor's, for a merged-away holder), one query for the batch.
-            let keys: Vec<(&str, &str, &str)> = applied
+            let keys: HashSet<(&str, &str, &str)> = applied
                 .iter()
                 .filter_map(|r| {
                     let (authority, value) = r.effects.patient_key.as_ref()?;
@@ -328,17 +328,20 @@ impl Hl7<'_> {
                         value.as_str(),
                     ))
                 })
-                .collect::<HashSet<_>>()
-                .into_iter()
                 .collect();
-            let mut holders: HashMap<(String, String, String), String> = HashMap::new();
+            let keys: Vec<(&str, &str, &str)> = keys.into_iter().collect();
+            // Keyed by the batch's own keys (borrowed), so each message's lookup copies nothing.
+            let mut holders: HashMap<(&str, &str, &str), String> = HashMap::new();
             for chunk in keys.chunks(100) {
                 let mut qb = sqlx::QueryBuilder::new("");
                 push_holders(&mut qb, chunk);
                 let rows: Vec<(String, String, String, String)> =
                     qb.build_query_as().fetch_all(&mut *tx).await?;
                 for (organization_id, authority, value, external_id) in rows {
-                    holders.insert((organization_id, authority, value), external_id);
+                    let key = (organization_id.as_str(), authority.as_str(), value.as_str());
+                    if let Some(&key) = chunk.iter().find(|k| **k == key) {
+                        holders.insert(key, external_id);
+                    }
                 }
             }
             let resolved: Vec<Cow<'_, Hl7Record>> = applied
@@ -350,9 +353,9 @@ impl Hl7<'_> {
                         .as_ref()
                         .and_then(|(authority, value)| {
                             holders.get(&(
-                                r.arrival.organization_id.clone(),
-                                authority.clone(),
-                                value.clone(),
+                                r.arrival.organization_id.as_str(),
+                                authority.as_str(),
+                                value.as_str(),
                             ))
                         });
                     match (holder, &r.effects.patient) {
@@ -788,7 +791,10 @@ mod tests {
         let Db::Postgres(pool) = core.store.db() else {
             panic!("a PostgreSQL store");
         };
-        for sql in [
+        crate::testing::execute_each(
+            pool,
+            &org.id,
+            &[
             "INSERT INTO patients (id, organization_id, external_id, created_at, updated_at)
              SELECT 'pat_' || n, $1, 'MRN' || n, 0, 0 FROM generate_series(1, 2) AS n",
             "INSERT INTO patient_identifiers (organization_id, patient_id, identifier, assigning_authority)
@@ -799,15 +805,9 @@ mod tests {
              SELECT 'pat_' || n, $1, 'MRN' || n, 0, 0 FROM generate_series(3, 5000) AS n",
             "INSERT INTO patient_identifiers (organization_id, patient_id, identifier, assigning_authority)
              SELECT $1, 'pat_' || n, 'MRN' || n, 'CLINIC' FROM generate_series(3, 5000) AS n",
-        ] {
-            let query = sqlx::query(sqlx::AssertSqlSafe(sql));
-            let query = if sql.contains("$1") {
-                query.bind(&org.id)
-            } else {
-                query
-            };
-            query.execute(pool).await.expect(sql);
-        }
+            ],
+        )
+        .await;
         let values: Vec<String> = (4990..=4997).map(|n| format!("MRN{n}")).collect();
         let keys: Vec<(&str, &str, &str)> = values
             .iter()
@@ -840,10 +840,7 @@ mod tests {
             .await
             .expect("holders");
         assert_eq!(found.len(), keys.len());
-        core.store.close().await;
-        if let Some(guard) = guard {
-            guard.drop_now().await;
-        }
+        crate::testing::close(core, guard).await;
     }
 
     fn collect_scans<'v>(node: &'v serde_json::Value, out: &mut Vec<&'v serde_json::Value>) {
