@@ -31,6 +31,7 @@ mod fax;
 mod fax_inbound;
 mod group;
 mod hl7;
+mod hl7_pg;
 mod inbound;
 mod intake;
 mod leases;
