@@ -48,6 +48,10 @@ const PG_SETTLED_TX: &str = "SELECT COALESCE(
         pg_snapshot_xmax(s)::text::bigint)
      FROM pg_current_snapshot() AS s";
 
+/// How long a pooled PostgreSQL connection may sit idle before it is tested (pinged) on its
+/// way out of the pool.
+const PG_IDLE_TEST: Duration = Duration::from_secs(1);
+
 /// The PostgreSQL connection options of a URL. Unless the URL (or `PGSSLMODE`) names an
 /// `sslmode`, a server on a loopback address or a Unix socket is reached without TLS: there TLS
 /// protects nothing, and every pooled connection would pay a handshake and hold its own
@@ -150,6 +154,20 @@ impl Db {
                 // replaced on its next use; idle ones stay (at most `max_connections`).
                 .idle_timeout(None)
                 .max_lifetime(None)
+                // sqlx pings every connection it hands out (a round trip before each
+                // transaction or statement, about a third of a small batch's time on a busy
+                // machine). Only a connection idle for a while is tested: one in steady use
+                // has just shown it is alive, and one that broke since fails its statement,
+                // which callers retry, as they would a failure a moment later.
+                .test_before_acquire(false)
+                .before_acquire(|conn, meta| {
+                    Box::pin(async move {
+                        if meta.idle_for >= PG_IDLE_TEST {
+                            sqlx::Connection::ping(conn).await?;
+                        }
+                        Ok(true)
+                    })
+                })
                 .connect_with(options)
                 .await?;
             Ok(Db::Postgres(pool))
