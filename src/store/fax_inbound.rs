@@ -48,7 +48,8 @@ pub struct NewFaxInbound {
     pub event_id: Option<String>,
 }
 
-/// Connections the fax writers keep between batches (PostgreSQL only; at most one per writer,
+/// Connections the group-commit writers of received faxes and of HL7 keep between batches
+/// (PostgreSQL only; at most one per writer,
 /// each out of the pool while kept).
 #[derive(Default)]
 pub(super) struct HeldConnections(
@@ -56,11 +57,11 @@ pub(super) struct HeldConnections(
 );
 
 impl HeldConnections {
-    fn take(&self) -> Option<sqlx::pool::PoolConnection<sqlx::Postgres>> {
+    pub(super) fn take(&self) -> Option<sqlx::pool::PoolConnection<sqlx::Postgres>> {
         self.0.lock().ok()?.pop()
     }
 
-    fn put(&self, conn: sqlx::pool::PoolConnection<sqlx::Postgres>) {
+    pub(super) fn put(&self, conn: sqlx::pool::PoolConnection<sqlx::Postgres>) {
         if let Ok(mut held) = self.0.lock() {
             held.push(conn);
         }

@@ -243,12 +243,13 @@ impl GroupCommit {
         // same patients wait for each other instead of deadlocking (and if one ever did fail,
         // its messages would be recorded one by one, as any failed batch is).
         let s = store.clone();
+        let held = Arc::new(super::fax_inbound::HeldConnections::default());
         let hl7 = Batcher::spawn(
             flushers,
             Some(HL7_LINGER),
             move |records: Vec<Hl7Record>| {
-                let s = s.clone();
-                async move { s.hl7().record_many(&records).await }
+                let (s, held) = (s.clone(), held.clone());
+                async move { s.hl7().record_many_on(Some(&held), &records).await }
             },
         );
         Self {

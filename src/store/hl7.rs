@@ -506,6 +506,17 @@ impl Hl7<'_> {
     /// it. Any failure fails the whole batch (nothing is written); the group commit then
     /// records each alone.
     pub async fn record_many(self, records: &[Hl7Record]) -> Result<Vec<Option<Hl7Row>>> {
+        self.record_many_on(None, records).await
+    }
+
+    /// [`Hl7::record_many`] for a group-commit flusher: on PostgreSQL it writes on a
+    /// connection from `held` (put back after a success; one that failed is dropped and the
+    /// next batch takes a fresh one), so a steady load pays no pool hand-over per batch.
+    pub(super) async fn record_many_on(
+        self,
+        held: Option<&super::fax_inbound::HeldConnections>,
+        records: &[Hl7Record],
+    ) -> Result<Vec<Option<Hl7Row>>> {
         if records.is_empty() {
             return Ok(Vec::new());
         }
@@ -535,7 +546,16 @@ impl Hl7<'_> {
         let keys = key_identifiers(&fresh);
         let inserted = match self.db() {
             Db::Postgres(pool) => {
-                super::hl7_pg::record(pool, &fresh, &archive_order, &keys, now).await?
+                let mut conn = match held.and_then(super::fax_inbound::HeldConnections::take) {
+                    Some(conn) => conn,
+                    None => pool.acquire().await?,
+                };
+                let inserted =
+                    super::hl7_pg::record(&mut conn, &fresh, &archive_order, &keys, now).await?;
+                if let Some(held) = held {
+                    held.put(conn);
+                }
+                inserted
             }
             Db::Sqlite(pool) => {
                 let mut tx = pool.begin().await?;

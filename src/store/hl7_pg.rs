@@ -22,7 +22,7 @@
 
 use std::collections::HashSet;
 
-use sqlx::{PgPool, Postgres, QueryBuilder};
+use sqlx::{PgConnection, Postgres, QueryBuilder};
 
 use super::hl7::{
     APPOINTMENT_UPSERT, Hl7Record, Holders, PATIENT_UPSERT, Plan, Writes, push_holders, resolve,
@@ -33,13 +33,13 @@ use super::{Result, new_id};
 /// identifiers in key order) in one transaction; returns the ids of the messages archived now
 /// (not redeliveries).
 pub(super) async fn record(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     fresh: &[&Hl7Record],
     archive_order: &[&Hl7Record],
     keys: &[(&str, &str, &str)],
     now: i64,
 ) -> Result<HashSet<String>> {
-    let mut tx = pool.begin().await?;
+    let mut tx = sqlx::Connection::begin(conn).await?;
 
     // 1. The archive rows, and the holders of the key identifiers.
     let mut qb = QueryBuilder::<Postgres>::new(
