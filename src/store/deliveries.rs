@@ -116,11 +116,24 @@ impl Deliveries<'_> {
         lease_until: i64,
         in_doubt: &InDoubt,
     ) -> Result<Vec<Claimed>> {
+        self.claim_many_on(None, ids, now, lease_until, in_doubt)
+            .await
+    }
+
+    /// [`Deliveries::claim_many`] for a group-commit writer, on a kept PostgreSQL connection
+    /// ([`super::HeldConnections`]).
+    pub(super) async fn claim_many_on(
+        self,
+        held: Option<&super::HeldConnections>,
+        ids: &[String],
+        now: i64,
+        lease_until: i64,
+        in_doubt: &InDoubt,
+    ) -> Result<Vec<Claimed>> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let claimed = on_db!(self.db(), |pool| {
-            let mut tx = pool.begin().await?;
+        let claimed = super::on_tx!(self.db(), held, |tx| {
             let mut qb = sqlx::QueryBuilder::new("");
             push_claim(&mut qb, ids, now, lease_until, in_doubt);
             let rows: Vec<DeliveryRow> = qb.build_query_as().fetch_all(&mut *tx).await?;
@@ -211,6 +224,16 @@ impl Deliveries<'_> {
     /// whether it moved its delivery; a report for an unknown delivery is `NotFound` when alone,
     /// and skipped (false) in a batch.
     pub async fn update_many(self, updates: &[(String, DeliveryUpdate)]) -> Result<Vec<bool>> {
+        self.update_many_on(None, updates).await
+    }
+
+    /// [`Deliveries::update_many`] for a group-commit writer, on a kept PostgreSQL connection
+    /// ([`super::HeldConnections`]).
+    pub(super) async fn update_many_on(
+        self,
+        held: Option<&super::HeldConnections>,
+        updates: &[(String, DeliveryUpdate)],
+    ) -> Result<Vec<bool>> {
         let now = now_ms();
         // Per reported status, the statuses it may move a delivery from: exactly
         // `DeliveryStatus::can_move_to`, read backwards (`allowed_from`).
@@ -234,8 +257,7 @@ impl Deliveries<'_> {
         // unknown: nothing rewrites them).
         let remember = "UPDATE deliveries SET connector = COALESCE(connector, $2), provider_ref = COALESCE(provider_ref, $3)
              WHERE id = $1 AND (connector IS NULL OR provider_ref IS NULL)";
-        let results = on_db!(self.db(), |pool| {
-            let mut tx = pool.begin().await?;
+        let results = super::on_tx!(self.db(), held, |tx| {
             let mut history = Vec::with_capacity(updates.len());
             let mut moved_rows: Vec<(DeliveryRow, &DeliveryUpdate)> = Vec::new();
             let mut results = Vec::with_capacity(updates.len());

@@ -35,6 +35,96 @@ macro_rules! on_db {
     };
 }
 
+/// [`on_db!`] for a body that runs in one transaction `$tx`, which the body commits:
+/// `on_tx!(self.db(), held, |tx| { …; tx.commit().await?; value })`. On PostgreSQL with
+/// `held` (a group-commit writer's [`HeldConnections`]) it runs on a kept connection, kept
+/// again once the body has succeeded (one that failed, or a body that returned early, lets
+/// its connection go back to the pool: the next batch takes a fresh one).
+macro_rules! on_tx {
+    ($db:expr, $held:expr, |$tx:ident| $body:expr) => {
+        match $db {
+            $crate::store::Db::Sqlite(pool) => {
+                let mut $tx = pool.begin().await?;
+                $body
+            }
+            $crate::store::Db::Postgres(pool) => {
+                let held: Option<&$crate::store::HeldConnections> = $held;
+                let mut conn = match held.and_then($crate::store::HeldConnections::take) {
+                    Some(conn) => conn,
+                    None => pool.acquire().await?,
+                };
+                let out = {
+                    let mut $tx = sqlx::Connection::begin(&mut *conn).await?;
+                    $body
+                };
+                if let Some(held) = held {
+                    held.put(conn);
+                }
+                out
+            }
+        }
+    };
+}
+pub(crate) use on_tx;
+
+/// How long a group-commit writer keeps a connection it has not used before it goes back to
+/// the pool.
+const HELD_IDLE: Duration = Duration::from_secs(1);
+
+/// Connections the group-commit writers keep between batches (PostgreSQL only): at most one
+/// per writer, each out of the pool while kept, so a steady load pays no pool hand-over per
+/// batch (sqlx pings every connection given back to the pool: a round trip). One unused for
+/// [`HELD_IDLE`] goes back ([`HeldConnections::keep_swept`]), so the writers of a quiet kind
+/// (HL7 while the API is busy) do not sit on connections the rest of the daemon needs.
+#[derive(Default)]
+pub(crate) struct HeldConnections(
+    std::sync::Mutex<
+        Vec<(
+            sqlx::pool::PoolConnection<sqlx::Postgres>,
+            std::time::Instant,
+        )>,
+    >,
+);
+
+impl HeldConnections {
+    pub(crate) fn take(&self) -> Option<sqlx::pool::PoolConnection<sqlx::Postgres>> {
+        Some(self.0.lock().ok()?.pop()?.0)
+    }
+
+    pub(crate) fn put(&self, conn: sqlx::pool::PoolConnection<sqlx::Postgres>) {
+        if let Ok(mut held) = self.0.lock() {
+            held.push((conn, std::time::Instant::now()));
+        }
+    }
+
+    /// Gives back to the pool every connection kept unused for `idle` or longer.
+    fn sweep(&self, idle: Duration) {
+        let expired: Vec<_> = match self.0.lock() {
+            Ok(mut held) => {
+                let (expired, kept) = held.drain(..).partition(|(_, at)| at.elapsed() >= idle);
+                *held = kept;
+                expired
+            }
+            Err(_) => return,
+        };
+        // Dropped outside the lock: each goes back to the pool in a task of its own.
+        drop(expired);
+    }
+
+    /// Sweeps `held` every [`HELD_IDLE`] for as long as anything else holds it. Needs a
+    /// tokio runtime.
+    pub(crate) fn keep_swept(held: &std::sync::Arc<Self>) {
+        let held = std::sync::Arc::downgrade(held);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(HELD_IDLE).await;
+                let Some(held) = held.upgrade() else { return };
+                held.sweep(HELD_IDLE);
+            }
+        });
+    }
+}
+
 /// The settled horizon of PostgreSQL's event feed: below the oldest transaction of *this
 /// database* still running, every transaction that could write an event has ended. The
 /// snapshot's own xmin will not do: it covers the whole cluster, so any open transaction in

@@ -48,26 +48,6 @@ pub struct NewFaxInbound {
     pub event_id: Option<String>,
 }
 
-/// Connections the group-commit writers of received faxes and of HL7 keep between batches
-/// (PostgreSQL only; at most one per writer,
-/// each out of the pool while kept).
-#[derive(Default)]
-pub(super) struct HeldConnections(
-    std::sync::Mutex<Vec<sqlx::pool::PoolConnection<sqlx::Postgres>>>,
-);
-
-impl HeldConnections {
-    pub(super) fn take(&self) -> Option<sqlx::pool::PoolConnection<sqlx::Postgres>> {
-        self.0.lock().ok()?.pop()
-    }
-
-    pub(super) fn put(&self, conn: sqlx::pool::PoolConnection<sqlx::Postgres>) {
-        if let Ok(mut held) = self.0.lock() {
-            held.push(conn);
-        }
-    }
-}
-
 /// What a batch returns: per fax, the id of its row (this batch's or an earlier one) and
 /// whether this batch inserted it.
 fn outcome(faxes: &[NewFaxInbound], inserted: Vec<String>) -> (Vec<(String, bool)>, Vec<usize>) {
@@ -235,7 +215,7 @@ impl ReceivedFaxes<'_> {
     /// and no liveness round trip before its one statement.
     pub(super) async fn record_many_on(
         self,
-        held: Option<&HeldConnections>,
+        held: Option<&super::HeldConnections>,
         faxes: &[NewFaxInbound],
     ) -> Result<Vec<(String, bool)>> {
         if faxes.is_empty() {
@@ -243,7 +223,7 @@ impl ReceivedFaxes<'_> {
         }
         match self.db() {
             super::Db::Postgres(pool) => {
-                let mut conn = match held.and_then(HeldConnections::take) {
+                let mut conn = match held.and_then(super::HeldConnections::take) {
                     Some(conn) => conn,
                     None => pool.acquire().await?,
                 };

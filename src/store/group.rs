@@ -160,12 +160,21 @@ impl GroupCommit {
         fax_writers: usize,
     ) -> Self {
         let flushers = store.db.flushers();
+        // Each kind's writers keep their PostgreSQL connections between batches.
+        let held = || {
+            let held = Arc::new(super::HeldConnections::default());
+            if store.db.is_postgres() {
+                super::HeldConnections::keep_swept(&held);
+            }
+            held
+        };
         let s = store.clone();
         let hook = after_accept.clone();
+        let accept_held = held();
         let accept = Batcher::spawn(flushers, None, move |items: Vec<AcceptItem>| {
-            let (s, after_accept) = (s.clone(), hook.clone());
+            let (s, after_accept, held) = (s.clone(), hook.clone(), accept_held.clone());
             async move {
-                let outcomes = s.messages().accept_many(&items).await?;
+                let outcomes = s.messages().accept_many_on(Some(&held), &items).await?;
                 if let Some(hook) = after_accept {
                     let created: Vec<(String, String)> = items
                         .iter()
@@ -183,11 +192,12 @@ impl GroupCommit {
             }
         });
         let s = store.clone();
+        let claim_held = held();
         let claim = Batcher::spawn(
             flushers,
             None,
             move |requests: Vec<(String, i64, Arc<InDoubt>)>| {
-                let s = s.clone();
+                let (s, held) = (s.clone(), claim_held.clone());
                 async move {
                     let now = now_ms();
                     let lease_ms = requests
@@ -203,7 +213,7 @@ impl GroupCommit {
                     let ids: Vec<String> = requests.iter().map(|(id, _, _)| id.clone()).collect();
                     let mut claimed = s
                         .deliveries()
-                        .claim_many(&ids, now, now + lease_ms, &in_doubt)
+                        .claim_many_on(Some(&held), &ids, now, now + lease_ms, &in_doubt)
                         .await?;
                     Ok(ids
                         .iter()
@@ -218,12 +228,13 @@ impl GroupCommit {
             },
         );
         let s = store.clone();
+        let update_held = held();
         let update = Batcher::spawn(
             flushers,
             None,
             move |updates: Vec<(String, DeliveryUpdate)>| {
-                let s = s.clone();
-                async move { s.deliveries().update_many(&updates).await }
+                let (s, held) = (s.clone(), update_held.clone());
+                async move { s.deliveries().update_many_on(Some(&held), &updates).await }
             },
         );
         let s = store.clone();
@@ -232,9 +243,9 @@ impl GroupCommit {
         } else {
             fax_writers
         };
-        let held = Arc::new(super::fax_inbound::HeldConnections::default());
+        let fax_held = held();
         let fax = Batcher::spawn(fax_flushers, None, move |faxes: Vec<NewFaxInbound>| {
-            let (s, held) = (s.clone(), held.clone());
+            let (s, held) = (s.clone(), fax_held.clone());
             async move { s.received_faxes().record_many_on(Some(&held), &faxes).await }
         });
         // Concurrent connections' HL7 messages share a transaction and a commit. On
@@ -243,12 +254,12 @@ impl GroupCommit {
         // same patients wait for each other instead of deadlocking (and if one ever did fail,
         // its messages would be recorded one by one, as any failed batch is).
         let s = store.clone();
-        let held = Arc::new(super::fax_inbound::HeldConnections::default());
+        let hl7_held = held();
         let hl7 = Batcher::spawn(
             flushers,
             Some(HL7_LINGER),
             move |records: Vec<Hl7Record>| {
-                let (s, held) = (s.clone(), held.clone());
+                let (s, held) = (s.clone(), hl7_held.clone());
                 async move { s.hl7().record_many_on(Some(&held), &records).await }
             },
         );

@@ -514,7 +514,7 @@ impl Hl7<'_> {
     /// next batch takes a fresh one), so a steady load pays no pool hand-over per batch.
     pub(super) async fn record_many_on(
         self,
-        held: Option<&super::fax_inbound::HeldConnections>,
+        held: Option<&super::HeldConnections>,
         records: &[Hl7Record],
     ) -> Result<Vec<Option<Hl7Row>>> {
         if records.is_empty() {
@@ -546,7 +546,7 @@ impl Hl7<'_> {
         let keys = key_identifiers(&fresh);
         let inserted = match self.db() {
             Db::Postgres(pool) => {
-                let mut conn = match held.and_then(super::fax_inbound::HeldConnections::take) {
+                let mut conn = match held.and_then(super::HeldConnections::take) {
                     Some(conn) => conn,
                     None => pool.acquire().await?,
                 };

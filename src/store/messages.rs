@@ -79,9 +79,18 @@ impl Messages<'_> {
     /// Accepts many messages in one transaction (group commit): one multi-row statement per
     /// table instead of one statement per row. Outcomes are in the order of `items`.
     pub async fn accept_many(self, items: &[AcceptItem]) -> Result<Vec<AcceptOutcome>> {
+        self.accept_many_on(None, items).await
+    }
+
+    /// [`Messages::accept_many`] for a group-commit writer, on a kept PostgreSQL connection
+    /// ([`super::HeldConnections`]).
+    pub(super) async fn accept_many_on(
+        self,
+        held: Option<&super::HeldConnections>,
+        items: &[AcceptItem],
+    ) -> Result<Vec<AcceptOutcome>> {
         let mut outcomes: Vec<Option<AcceptOutcome>> = vec![None; items.len()];
-        on_db!(self.db(), |pool| {
-            let mut tx = pool.begin().await?;
+        super::on_tx!(self.db(), held, |tx| {
             let keyed: Vec<usize> = (0..items.len())
                 .filter(|&i| items[i].idempotency.is_some())
                 .collect();

@@ -55,6 +55,7 @@ pub use dialect::Db;
 #[cfg(not(feature = "test-support"))]
 pub(crate) use dialect::Db;
 pub use dialect::pg_options;
+pub(crate) use dialect::{HeldConnections, on_tx};
 
 /// The consent rule's types, where the loaders return them.
 pub use crate::domain::consent::{ConsentEntry, ConsentLedger, Part2Consents};
