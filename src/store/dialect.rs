@@ -542,6 +542,40 @@ mod tests {
         );
     }
 
+    /// A writer's kept connection stays out of the pool while it is in use, and goes back to
+    /// the pool once it has been unused for the sweep's idle time.
+    #[tokio::test]
+    async fn a_kept_connection_goes_back_to_the_pool_once_unused() {
+        let url = std::env::var("TEST_DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+        let events = Arc::new(watch::channel(0).0);
+        let Db::Postgres(pool) = Db::connect(&url, 2, false, &events)
+            .await
+            .expect("PostgreSQL")
+        else {
+            panic!("PostgreSQL");
+        };
+        let held = HeldConnections::default();
+        held.put(pool.acquire().await.expect("a connection"));
+        held.sweep(Duration::from_secs(60));
+        let kept = held.take().expect("kept while recently used");
+        held.put(kept);
+        held.sweep(Duration::ZERO);
+        assert!(held.take().is_none(), "swept");
+        // Given back in a task of its own: every connection of the pool is idle once it lands.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while pool.num_idle() < pool.size() as usize {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the swept connection is back in the pool ({} of {} idle)",
+                pool.num_idle(),
+                pool.size()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        pool.close().await;
+    }
+
     /// Neither pool sets an idle timeout or a lifetime, so sqlx starts no maintenance task
     /// (the task that was caught spinning a core; see `Db::connect`).
     #[tokio::test]
