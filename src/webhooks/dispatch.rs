@@ -53,11 +53,6 @@ pub static DEAD: AtomicU64 = AtomicU64::new(0);
 /// The longest the dispatcher sleeps without a wake-up (a missed notification, a retry
 /// falling due, another daemon's retry request).
 const IDLE_POLL: Duration = Duration::from_secs(1);
-/// The shortest time between the starts of two passes woken by writes. Under load every
-/// commit that writes an event wakes the dispatcher; without this gap each one paid a pass
-/// (the endpoint listing, one query per endpoint) for a handful of events. A pass still
-/// starts at once when the previous one is older than this.
-const MIN_GAP: Duration = Duration::from_millis(25);
 /// Events read per fan-out page, deliveries claimed per batch.
 const PAGE: i64 = 500;
 const BATCH: i64 = 64;
@@ -115,24 +110,26 @@ impl Dispatcher {
         let mut written = self.store.events_written();
         loop {
             written.mark_unchanged();
-            let started = tokio::time::Instant::now();
-            let pause = match self.pass().await {
-                Ok(pause) => pause,
+            let (pause, any_endpoint) = match self.pass_counted().await {
+                Ok(pass) => pass,
                 Err(e) => {
                     warn!(error = %e, "webhook dispatch pass failed");
-                    IDLE_POLL
+                    (IDLE_POLL, true)
                 }
             };
+            if !any_endpoint {
+                // No endpoint anywhere: writes do not wake it (each would cost a query of
+                // the endpoints, for nothing); an endpoint created meanwhile is found on the
+                // next poll, and its cursor keeps every event from its creation on.
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(IDLE_POLL) => {}
+                }
+                continue;
+            }
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = written.changed() => {
-                    // Woken by a write: let the writes of the next few milliseconds join
-                    // this pass instead of each starting its own.
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        _ = tokio::time::sleep_until(started + MIN_GAP) => {}
-                    }
-                }
+                _ = written.changed() => {}
                 _ = tokio::time::sleep(pause) => {}
             }
         }
@@ -141,9 +138,14 @@ impl Dispatcher {
     /// One pass: fan new events out to every endpoint, then send what is due (successors of
     /// what this pass delivered included). Returns how long to wait for the next due retry.
     pub async fn pass(&self) -> Result<Duration, DispatchError> {
+        Ok(self.pass_counted().await?.0)
+    }
+
+    /// [`Dispatcher::pass`], and whether it found any endpoint.
+    async fn pass_counted(&self) -> Result<(Duration, bool), DispatchError> {
         let endpoints = self.store.webhooks().all_endpoints().await?;
         if endpoints.is_empty() {
-            return Ok(IDLE_POLL);
+            return Ok((IDLE_POLL, false));
         }
         for endpoint in &endpoints {
             self.fan_out(endpoint).await?;
@@ -161,7 +163,7 @@ impl Dispatcher {
             Some(at) => Duration::from_millis(u64::try_from(at - now_ms()).unwrap_or(0)),
             None => IDLE_POLL,
         };
-        Ok(wait.min(IDLE_POLL))
+        Ok((wait.min(IDLE_POLL), true))
     }
 
     /// Records a delivery for every matching event after the endpoint's cursor.
