@@ -110,23 +110,13 @@ impl Dispatcher {
         let mut written = self.store.events_written();
         loop {
             written.mark_unchanged();
-            let (pause, any_endpoint) = match self.pass_counted().await {
-                Ok(pass) => pass,
+            let pause = match self.pass().await {
+                Ok(pause) => pause,
                 Err(e) => {
                     warn!(error = %e, "webhook dispatch pass failed");
-                    (IDLE_POLL, true)
+                    IDLE_POLL
                 }
             };
-            if !any_endpoint {
-                // No endpoint anywhere: writes do not wake it (each would cost a query of
-                // the endpoints, for nothing); an endpoint created meanwhile is found on the
-                // next poll, and its cursor keeps every event from its creation on.
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(IDLE_POLL) => {}
-                }
-                continue;
-            }
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = written.changed() => {}
@@ -138,14 +128,9 @@ impl Dispatcher {
     /// One pass: fan new events out to every endpoint, then send what is due (successors of
     /// what this pass delivered included). Returns how long to wait for the next due retry.
     pub async fn pass(&self) -> Result<Duration, DispatchError> {
-        Ok(self.pass_counted().await?.0)
-    }
-
-    /// [`Dispatcher::pass`], and whether it found any endpoint.
-    async fn pass_counted(&self) -> Result<(Duration, bool), DispatchError> {
         let endpoints = self.store.webhooks().all_endpoints().await?;
         if endpoints.is_empty() {
-            return Ok((IDLE_POLL, false));
+            return Ok(IDLE_POLL);
         }
         for endpoint in &endpoints {
             self.fan_out(endpoint).await?;
@@ -163,7 +148,7 @@ impl Dispatcher {
             Some(at) => Duration::from_millis(u64::try_from(at - now_ms()).unwrap_or(0)),
             None => IDLE_POLL,
         };
-        Ok((wait.min(IDLE_POLL), true))
+        Ok(wait.min(IDLE_POLL))
     }
 
     /// Records a delivery for every matching event after the endpoint's cursor.
