@@ -163,17 +163,34 @@ impl Messages<'_> {
                     });
                     qb.build().execute(&mut *tx).await?;
                 }
-                let old_threads: Vec<&NewMessage> = fresh
-                    .iter()
-                    .map(|i| &i.message)
-                    .filter(|m| m.new_thread_category.is_none())
-                    .collect();
-                for m in old_threads {
-                    sqlx::query("UPDATE threads SET updated_at = $1 WHERE id = $2")
-                        .bind(m.created_at)
-                        .bind(&m.thread_id)
-                        .execute(&mut *tx)
-                        .await?;
+                // Threads the batch adds to: each touched once, to its last message's time
+                // (what one update per message left), in id order (the lock order).
+                let mut touched: Vec<(&str, i64)> = Vec::new();
+                for m in fresh.iter().map(|i| &i.message) {
+                    if m.new_thread_category.is_some() {
+                        continue;
+                    }
+                    match touched.iter_mut().find(|(id, _)| *id == m.thread_id) {
+                        Some(entry) => entry.1 = m.created_at,
+                        None => touched.push((m.thread_id.as_str(), m.created_at)),
+                    }
+                }
+                touched.sort_unstable_by_key(|(id, _)| *id);
+                for chunk in touched.chunks(1_000) {
+                    let mut qb = sqlx::QueryBuilder::new("UPDATE threads SET updated_at = CASE id");
+                    for (id, at) in chunk {
+                        qb.push(" WHEN ")
+                            .push_bind(*id)
+                            .push(" THEN ")
+                            .push_bind(*at);
+                    }
+                    qb.push(" END WHERE id IN (");
+                    let mut ids = qb.separated(", ");
+                    for (id, _) in chunk {
+                        ids.push_bind(*id);
+                    }
+                    qb.push(")");
+                    qb.build().execute(&mut *tx).await?;
                 }
                 let mut qb = sqlx::QueryBuilder::new(
                     "INSERT INTO messages (id, organization_id, thread_id, patient_id, direction, content, urgent, part2, metadata, created_at) ",
@@ -708,5 +725,76 @@ impl Messages<'_> {
             qb.push(") ORDER BY message_id, created_at, id");
             qb.build_query_as().fetch_all(pool).await
         })?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(org: &str, thread_id: &str, new_thread: bool, created_at: i64) -> AcceptItem {
+        AcceptItem {
+            message: NewMessage {
+                id: super::super::new_id("msg"),
+                organization_id: org.into(),
+                thread_id: thread_id.into(),
+                new_thread_category: new_thread.then(|| "general".into()),
+                patient_id: None,
+                direction: "outbound".into(),
+                content: b"sealed".to_vec(),
+                urgent: false,
+                part2: false,
+                metadata: "{}".into(),
+                created_at,
+            },
+            deliveries: Vec::new(),
+            attachments: Vec::new(),
+            idempotency: None,
+        }
+    }
+
+    /// Messages added to existing threads in one batch (two threads, one of them twice, out
+    /// of id order) leave each thread at its last message's time, as one update per message
+    /// did.
+    #[tokio::test]
+    async fn a_batch_touches_each_existing_thread_with_its_last_message() {
+        for postgres in [false, true] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let (core, guard) = crate::testing::core_on(postgres, dir.path()).await;
+            let org = core
+                .store
+                .organizations()
+                .ensure("threads", "Threads")
+                .await
+                .expect("org");
+            let messages = core.store.messages();
+            messages
+                .accept_many(&[
+                    item(&org.id, "thr_b", true, 1),
+                    item(&org.id, "thr_a", true, 1),
+                ])
+                .await
+                .expect("threads");
+            messages
+                .accept_many(&[
+                    item(&org.id, "thr_b", false, 30),
+                    item(&org.id, "thr_a", false, 20),
+                    item(&org.id, "thr_b", false, 10),
+                ])
+                .await
+                .expect("batch");
+            let touched: Vec<(String, i64)> = on_db!(core.store.db(), |pool| {
+                sqlx::query_as("SELECT id, updated_at FROM threads ORDER BY id")
+                    .fetch_all(pool)
+                    .await
+            })
+            .expect("threads");
+            assert_eq!(
+                touched,
+                [("thr_a".to_string(), 20), ("thr_b".to_string(), 10)],
+                "postgres: {postgres}"
+            );
+            crate::testing::close(core, guard).await;
+        }
     }
 }
