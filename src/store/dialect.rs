@@ -49,17 +49,12 @@ macro_rules! on_tx {
             }
             $crate::store::Db::Postgres(pool) => {
                 let held: Option<&$crate::store::HeldConnections> = $held;
-                let mut conn = match held.and_then($crate::store::HeldConnections::take) {
-                    Some(conn) => conn,
-                    None => pool.acquire().await?,
-                };
+                let mut conn = $crate::store::HeldConnections::checkout(held, pool).await?;
                 let out = {
                     let mut $tx = sqlx::Connection::begin(&mut *conn).await?;
                     $body
                 };
-                if let Some(held) = held {
-                    held.put(conn);
-                }
+                $crate::store::HeldConnections::checkin(held, conn);
                 out
             }
         }
@@ -87,11 +82,30 @@ pub(crate) struct HeldConnections(
 );
 
 impl HeldConnections {
-    pub(crate) fn take(&self) -> Option<sqlx::pool::PoolConnection<sqlx::Postgres>> {
+    /// A connection for one batch: one `held` keeps, else one from `pool`.
+    pub(crate) async fn checkout(
+        held: Option<&Self>,
+        pool: &PgPool,
+    ) -> std::result::Result<sqlx::pool::PoolConnection<sqlx::Postgres>, sqlx::Error> {
+        match held.and_then(Self::take) {
+            Some(conn) => Ok(conn),
+            None => pool.acquire().await,
+        }
+    }
+
+    /// After a batch that succeeded: `conn` is kept for the next one (with `held`), else it
+    /// goes back to the pool. (One whose batch failed is simply dropped, never checked in.)
+    pub(crate) fn checkin(held: Option<&Self>, conn: sqlx::pool::PoolConnection<sqlx::Postgres>) {
+        if let Some(held) = held {
+            held.put(conn);
+        }
+    }
+
+    fn take(&self) -> Option<sqlx::pool::PoolConnection<sqlx::Postgres>> {
         Some(self.0.lock().ok()?.pop()?.0)
     }
 
-    pub(crate) fn put(&self, conn: sqlx::pool::PoolConnection<sqlx::Postgres>) {
+    fn put(&self, conn: sqlx::pool::PoolConnection<sqlx::Postgres>) {
         if let Ok(mut held) = self.0.lock() {
             held.push((conn, std::time::Instant::now()));
         }

@@ -223,15 +223,10 @@ impl ReceivedFaxes<'_> {
         }
         match self.db() {
             super::Db::Postgres(pool) => {
-                let mut conn = match held.and_then(super::HeldConnections::take) {
-                    Some(conn) => conn,
-                    None => pool.acquire().await?,
-                };
+                let mut conn = super::HeldConnections::checkout(held, pool).await?;
                 let recorded = record_pg(&mut conn, faxes).await?;
-                // Given back only after a success: a connection that failed is dropped.
-                if let Some(held) = held {
-                    held.put(conn);
-                }
+                // Kept only after a success: a connection that failed is dropped.
+                super::HeldConnections::checkin(held, conn);
                 Ok(recorded)
             }
             super::Db::Sqlite(pool) => record_sqlite(pool, faxes).await,

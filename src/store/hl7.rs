@@ -251,10 +251,6 @@ pub(super) fn key_identifiers<'r>(fresh: &[&'r Hl7Record]) -> Vec<(&'r str, &'r 
 pub(super) struct Holders<'k>(HashMap<(&'k str, &'k str, &'k str), String>);
 
 impl<'k> Holders<'k> {
-    pub(super) fn new() -> Self {
-        Self::default()
-    }
-
     /// A row of the lookup [`push_holders`] made for `keys`.
     pub(super) fn found(
         &mut self,
@@ -304,13 +300,16 @@ pub(super) fn resolve<'r>(
         .collect()
 }
 
+/// An `appointment.changed` payload up to its appointment id's JSON string (`appointment_id`
+/// is the first key `serde_json` writes).
+pub(super) const EVENT_HEAD: &str = "{\"appointment_id\":";
+
 /// An `appointment.changed` event of the batch: its appointment's organization and filler id
-/// (the appointment's row id is known once its upsert returns), and its payload around that id.
+/// (the appointment's row id is known once its upsert returns), and its payload after that id.
 pub(super) struct EventWrite<'a> {
     pub(super) organization_id: &'a str,
     pub(super) filler_id: &'a str,
-    /// The payload up to the appointment id's JSON string, and after it.
-    pub(super) head: &'static str,
+    /// The payload after the appointment id's JSON string ([`EVENT_HEAD`] comes before it).
     pub(super) tail: String,
 }
 
@@ -319,7 +318,7 @@ impl EventWrite<'_> {
     /// "start_at": …, "status": …, "trigger": …}`.
     pub(super) fn payload(&self, appointment_id: &str) -> String {
         let id = serde_json::Value::from(appointment_id).to_string();
-        format!("{}{id}{}", self.head, self.tail)
+        format!("{EVENT_HEAD}{id}{}", self.tail)
     }
 }
 
@@ -414,7 +413,6 @@ impl<'a> Writes<'a> {
             events.push(EventWrite {
                 organization_id: r.arrival.organization_id.as_str(),
                 filler_id: a.filler_id.as_str(),
-                head: "{\"appointment_id\":",
                 tail: format!(",{}", rest.strip_prefix('{').unwrap_or(&rest)),
             });
         }
@@ -546,15 +544,10 @@ impl Hl7<'_> {
         let keys = key_identifiers(&fresh);
         let inserted = match self.db() {
             Db::Postgres(pool) => {
-                let mut conn = match held.and_then(super::HeldConnections::take) {
-                    Some(conn) => conn,
-                    None => pool.acquire().await?,
-                };
+                let mut conn = super::HeldConnections::checkout(held, pool).await?;
                 let inserted =
                     super::hl7_pg::record(&mut conn, &fresh, &archive_order, &keys, now).await?;
-                if let Some(held) = held {
-                    held.put(conn);
-                }
+                super::HeldConnections::checkin(held, conn);
                 inserted
             }
             Db::Sqlite(pool) => {
@@ -590,7 +583,7 @@ impl Hl7<'_> {
                 }
                 // Key identifiers: the external id each one's holder is known by now (the
                 // survivor's, for a merged-away holder), one query for the batch.
-                let mut holders = Holders::new();
+                let mut holders = Holders::default();
                 for chunk in keys.chunks(100) {
                     let mut qb = sqlx::QueryBuilder::new("");
                     push_holders(&mut qb, chunk);

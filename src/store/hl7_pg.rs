@@ -25,7 +25,8 @@ use std::collections::HashSet;
 use sqlx::{PgConnection, Postgres, QueryBuilder};
 
 use super::hl7::{
-    APPOINTMENT_UPSERT, Hl7Record, Holders, PATIENT_UPSERT, Plan, Writes, push_holders, resolve,
+    APPOINTMENT_UPSERT, EVENT_HEAD, Hl7Record, Holders, PATIENT_UPSERT, Plan, Writes, push_holders,
+    resolve,
 };
 use super::{Result, new_id};
 
@@ -79,7 +80,7 @@ pub(super) async fn record(
     let rows: Vec<(String, String, String, String, String)> =
         qb.build_query_as().fetch_all(&mut *tx).await?;
     let mut inserted = HashSet::with_capacity(archive_order.len());
-    let mut holders = Holders::new();
+    let mut holders = Holders::default();
     for (tag, a, b, c, external_id) in rows {
         if tag == "a" {
             inserted.insert(a);
@@ -245,19 +246,21 @@ pub(super) async fn record(
             part(&mut qb, "ev");
             qb.push(
                 "INSERT INTO events (organization_id, kind, subject_id, payload, created_at)
-                 SELECT v.o, 'appointment.changed', apt.id, v.h || to_json(apt.id)::text || v.t, ",
+                 SELECT v.o, 'appointment.changed', apt.id, ",
             );
-            qb.push_bind(now).push(" FROM UNNEST(");
+            qb.push_bind(EVENT_HEAD)
+                .push(" || to_json(apt.id)::text || v.t, ")
+                .push_bind(now)
+                .push(" FROM UNNEST(");
             {
                 let rows = &writes.events;
                 let mut cols = qb.separated(", ");
                 cols.push_bind(column(rows, |e| e.organization_id));
                 cols.push_bind(column(rows, |e| e.filler_id));
-                cols.push_bind(column(rows, |e| e.head));
                 cols.push_bind(column(rows, |e| e.tail.as_str()));
             }
             qb.push(
-                ") WITH ORDINALITY AS v (o, f, h, t, n)
+                ") WITH ORDINALITY AS v (o, f, t, n)
                  JOIN apt ON apt.organization_id = v.o AND apt.filler_id = v.f
                  ORDER BY v.n)",
             );
