@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use common::pg_cluster::PgCluster;
 use common::process::{Spawned, run_command, tail};
 use common::provider::{FakeProvider, Flavor, Health, Received, TWILIO_ACCOUNT, TWILIO_TOKEN};
-use common::wait::wait_for;
+use common::wait::{wait_for, wait_until};
 
 const DAEMONS: usize = 3;
 const LOG: &str = "info,sqlx=warn";
@@ -648,14 +648,23 @@ async fn three_daemons_one_postgres_under_faults() {
         "a patient got two reminders: {:?}",
         to.iter().find(|(_, n)| **n > 1)
     );
-    // Each reminder pass that sent says so in its daemon's log; across the fleet they add up
-    // to one send per touch (a pass run twice at once would count touches twice).
-    let sent_by_passes: usize = fleet
-        .daemons
-        .iter()
-        .flatten()
-        .map(|d| reminder_sends(&d.log_text()))
-        .sum();
+    // Each reminder pass that sent says so in its daemon's log once the pass ends, which is
+    // after its last send reached the provider; across the fleet they add up to one send per
+    // touch (a pass run twice at once would count touches twice).
+    let sent_by_passes = wait_until(
+        "the reminder passes' reports",
+        Duration::from_secs(60),
+        async || {
+            let sent: usize = fleet
+                .daemons
+                .iter()
+                .flatten()
+                .map(|d| reminder_sends(&d.log_text()))
+                .sum();
+            (sent >= reminders).then_some(sent)
+        },
+    )
+    .await;
     assert_eq!(sent_by_passes, reminders, "the passes' reports add up");
     fleet.assert_alive();
 
