@@ -247,3 +247,40 @@ both_databases!(
     never_regress,
     crate::late_and_duplicate_reports_never_regress
 );
+
+/// One batch carrying the worker's `sent` and the provider's `delivered` for the same delivery
+/// (a fast callback), next to another delivery's `sent`: the two reports apply in order, so
+/// the first delivery ends delivered; a second `sent` after them is recorded, not applied.
+async fn a_batch_applies_one_deliverys_reports_in_order(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = store_for(&db).await;
+    let ids = deliveries(&store, 2).await;
+    for id in &ids {
+        set_status(&store, id, DeliveryStatus::Sending).await;
+    }
+    let report = |status| DeliveryUpdate::new(status, "test");
+    let batch = vec![
+        (ids[0].clone(), report(DeliveryStatus::Sent)),
+        (ids[1].clone(), report(DeliveryStatus::Sent)),
+        (ids[0].clone(), report(DeliveryStatus::Delivered)),
+        (ids[0].clone(), report(DeliveryStatus::Sent)),
+    ];
+    let moved = store.deliveries().update_many(&batch).await.expect("batch");
+    assert_eq!(moved, [true, true, true, false]);
+    let status = async |id: &str| store.deliveries().get(id).await.expect("delivery").status;
+    assert_eq!(status(&ids[0]).await, "delivered");
+    assert_eq!(status(&ids[1]).await, "sent");
+    let recorded = history(&store, &ids[0]).await;
+    assert!(
+        recorded.ends_with(
+            &[("sent", true), ("delivered", true), ("sent", false)]
+                .map(|(s, a)| (s.to_string(), a))
+        ),
+        "{recorded:?}"
+    );
+    store.close().await;
+}
+both_databases!(
+    same_delivery_twice,
+    crate::a_batch_applies_one_deliverys_reports_in_order
+);

@@ -257,13 +257,32 @@ impl Deliveries<'_> {
         // unknown: nothing rewrites them).
         let remember = "UPDATE deliveries SET connector = COALESCE(connector, $2), provider_ref = COALESCE(provider_ref, $3)
              WHERE id = $1 AND (connector IS NULL OR provider_ref IS NULL)";
+        // Reports for distinct deliveries move them in one statement; a batch that reports
+        // one delivery twice applies its reports in order, one statement each (the second
+        // must see the first's result).
+        let batched = updates.len() > 1 && {
+            let mut seen = std::collections::HashSet::with_capacity(updates.len());
+            updates.iter().all(|(id, _)| seen.insert(id.as_str()))
+        };
         let results = super::on_tx!(self.db(), held, |tx| {
             let mut history = Vec::with_capacity(updates.len());
             let mut moved_rows: Vec<(DeliveryRow, &DeliveryUpdate)> = Vec::new();
             let mut results = Vec::with_capacity(updates.len());
+            let mut moved_together: std::collections::HashMap<String, DeliveryRow> = if batched {
+                push_apply_all(updates, now)
+                    .build_query_as::<DeliveryRow>()
+                    .fetch_all(&mut *tx)
+                    .await?
+                    .into_iter()
+                    .map(|row| (row.id.clone(), row))
+                    .collect()
+            } else {
+                std::collections::HashMap::new()
+            };
             for (id, update) in updates {
                 let status = update.status;
                 let moved: Option<DeliveryRow> = match apply(status) {
+                    _ if batched => moved_together.remove(id),
                     None => None,
                     Some(sql) => {
                         sqlx::query_as(sql)
@@ -664,6 +683,62 @@ fn push_claim<DB>(
 }
 
 /// `('a', 'b')`: statuses as an SQL list. Only our own names are written (no input).
+/// One `UPDATE` applying status reports for distinct deliveries, each where the state machine
+/// allows it (the same conditions as one report's statement in [`Deliveries::update_many_on`]);
+/// returns the rows it moved. The text depends only on the number of reports, so PostgreSQL
+/// keeps it prepared per batch size.
+fn push_apply_all<DB>(updates: &[(String, DeliveryUpdate)], now: i64) -> sqlx::QueryBuilder<DB>
+where
+    DB: sqlx::Database,
+    <DB as sqlx::Database>::Arguments: Default,
+    for<'t> &'t str: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> Option<&'t str>: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> i64: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+{
+    let mut qb = sqlx::QueryBuilder::new(
+        "WITH v (uid, ustatus, urank, uconnector, uref, ureason, uexpect, uexpect_connector) AS (",
+    );
+    qb.push_values(updates, |mut row, (id, u)| {
+        row.push_bind(id.as_str())
+            .push_bind(u.status.as_str())
+            .push_bind(u.status.rank())
+            .push_bind(u.connector.as_deref())
+            .push_bind(u.provider_ref.as_deref())
+            .push_bind(u.reason.as_deref())
+            .push_bind(u.expect_status.map(|s| s.as_str()))
+            .push_bind(u.expect_connector.as_deref());
+    });
+    qb.push(
+        ") UPDATE deliveries SET status = v.ustatus, status_rank = v.urank, not_before = NULL,
+            updated_at = ",
+    )
+    .push_bind(now)
+    .push(
+        ", connector = COALESCE(v.uconnector, deliveries.connector),
+            provider_ref = COALESCE(v.uref, deliveries.provider_ref),
+            reason = COALESCE(v.ureason, deliveries.reason)
+         FROM v WHERE deliveries.id = v.uid AND CASE v.ustatus",
+    );
+    for status in DeliveryStatus::ALL {
+        let from = status.allowed_from();
+        if !from.is_empty() {
+            qb.push(format!(
+                " WHEN '{}' THEN deliveries.status IN {}",
+                status.as_str(),
+                status_list(&from)
+            ));
+        }
+    }
+    qb.push(concat!(
+        " ELSE FALSE END
+           AND (v.uexpect IS NULL OR deliveries.status = v.uexpect)
+           AND (v.uexpect_connector IS NULL OR deliveries.connector = v.uexpect_connector)
+         RETURNING ",
+        delivery_columns!()
+    ));
+    qb
+}
+
 fn status_list(statuses: &[DeliveryStatus]) -> String {
     let names: Vec<String> = statuses
         .iter()
