@@ -32,7 +32,7 @@ use crate::messages::MessageService;
 use crate::queue::jobs::{Enqueuer, queue_name};
 use crate::queue::poll::Interval;
 use crate::queue::wakeups::QueueWakeups;
-use crate::queue::worker::deliver_job;
+use crate::queue::worker::{ChannelWork, deliver_job};
 use crate::queue::{Deliverer, JobQueue, sweeper};
 use crate::reminders::Reminders;
 use crate::reminders::cron::ReminderCron;
@@ -750,7 +750,7 @@ fn build_monitor(core: &Core, deliverer: Arc<Deliverer>, wakeups: &QueueWakeups)
         }
         let concurrency = core.config.channel(channel).concurrency;
         let name = format!("{node}:{channel}:{run_id}");
-        let deliverer = deliverer.clone();
+        let work = ChannelWork::new(deliverer.clone(), concurrency);
         match &core.queue {
             JobQueue::Sqlite(storages) => {
                 let Some(storage) = storages.get(channel).cloned() else {
@@ -763,7 +763,7 @@ fn build_monitor(core: &Core, deliverer: Arc<Deliverer>, wakeups: &QueueWakeups)
                                 .clone()
                                 .poll_with_strategy(Strategy::new().apply(Interval::new(poll))),
                         )
-                        .data(deliverer.clone())
+                        .data(work.clone())
                         .concurrency(concurrency)
                         .build(deliver_job)
                 });
@@ -783,7 +783,7 @@ fn build_monitor(core: &Core, deliverer: Arc<Deliverer>, wakeups: &QueueWakeups)
                                     .apply(Interval::new(poll)),
                             ),
                         )
-                        .data(deliverer.clone())
+                        .data(work.clone())
                         .concurrency(concurrency)
                         .build(deliver_job)
                 });

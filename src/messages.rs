@@ -247,7 +247,7 @@ impl PhoneRegions {
 }
 
 impl MessageService {
-    /// Validates, records durably, then enqueues one job per delivery.
+    /// Validates, records durably, then enqueues its deliveries (one job per channel and batch).
     pub async fn accept(
         &self,
         organization_id: &str,

@@ -618,3 +618,59 @@ async fn sqlite_acks_find_jobs_by_id() {
     );
     daemon.stop().await;
 }
+
+/// Forty deliveries of one message committed without jobs (the daemon died before pushing):
+/// the start-up recovery wakes them with two jobs (32 and 8), not forty, and a daemon whose SMS
+/// channel sends two at a time delivers each of them once.
+async fn deliveries_woken_together_share_jobs(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let mut config = db.config();
+    config.channels.entry("sms".into()).or_default().concurrency = 2;
+    let core = switchboard::daemon::Core::open(config.clone())
+        .await
+        .expect("core");
+    let deliveries = sms_deliveries(40);
+    let (_, message_id) = accept_in_store(&core, "Forty", &deliveries).await;
+    let pushed = switchboard::queue::sweeper::recover(
+        &core.store,
+        &core.queue,
+        switchboard::store::now_ms() + 1,
+    )
+    .await
+    .expect("recover");
+    assert_eq!(pushed, 40);
+    let queue = "switchboard.deliver.sms";
+    let jobs: i64 = match core.store.db() {
+        switchboard::store::Db::Sqlite(pool) => {
+            sqlx::query_scalar("SELECT COUNT(*) FROM Jobs WHERE job_type = $1")
+                .bind(queue)
+                .fetch_one(pool)
+                .await
+        }
+        switchboard::store::Db::Postgres(pool) => {
+            sqlx::query_scalar("SELECT COUNT(*) FROM apalis.jobs WHERE job_type = $1")
+                .bind(queue)
+                .fetch_one(pool)
+                .await
+        }
+    }
+    .expect("count jobs");
+    assert_eq!(jobs, 2, "one job per 32 deliveries");
+    core.store.close().await;
+
+    let mut daemon = TestDaemon::start(config).await;
+    let view = daemon.wait_terminal(&message_id, WAIT).await;
+    let statuses: Vec<&str> = view["deliveries"]
+        .as_array()
+        .expect("deliveries")
+        .iter()
+        .map(|d| d["status"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(statuses, ["delivered"; 40], "{view:#}");
+    assert_eq!(count_files(&db.outbox()), 40);
+    daemon.stop().await;
+}
+both_databases!(
+    deliveries_woken_together_share_jobs,
+    super::deliveries_woken_together_share_jobs
+);

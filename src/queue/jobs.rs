@@ -12,11 +12,26 @@ use crate::config::QueueConfig;
 use crate::domain::Channel;
 use crate::store::{Db, Store};
 
-/// Send one delivery (look it up, claim it, call its channel, record the outcome).
+/// Send deliveries of one channel (look each up, claim it, call its channel, record the
+/// outcome): one, or a batch accepted or swept together ([`DELIVERIES_PER_JOB`] at most), so
+/// the queue's own statements (insert, fetch, lock, ack) are paid per batch, not per delivery.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DeliveryJob {
     pub delivery_id: String,
+    /// The batch's other deliveries (absent from a job of one, as jobs were before batches).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub more: Vec<String>,
 }
+
+impl DeliveryJob {
+    /// Every delivery the job wakes, in order.
+    pub fn delivery_ids(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.delivery_id.as_str()).chain(self.more.iter().map(String::as_str))
+    }
+}
+
+/// The most deliveries one job wakes.
+pub const DELIVERIES_PER_JOB: usize = 32;
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
@@ -74,7 +89,8 @@ impl JobQueue {
         }
     }
 
-    /// Pushes one job per delivery id onto the channel's queue, optionally delayed.
+    /// Pushes jobs for `delivery_ids` onto the channel's queue, optionally delayed: one job
+    /// per [`DELIVERIES_PER_JOB`] of them.
     pub async fn push(
         &self,
         channel: &str,
@@ -84,9 +100,12 @@ impl JobQueue {
         if delivery_ids.is_empty() {
             return Ok(());
         }
-        let jobs = delivery_ids.iter().map(|id| DeliveryJob {
-            delivery_id: id.clone(),
-        });
+        let jobs = delivery_ids
+            .chunks(DELIVERIES_PER_JOB)
+            .map(|batch| DeliveryJob {
+                delivery_id: batch[0].clone(),
+                more: batch[1..].to_vec(),
+            });
         macro_rules! push_into {
             ($map:expr) => {{
                 let mut storage = $map

@@ -1,5 +1,6 @@
 //! The job queue: apalis on the same database as the store (SQLite `Jobs` table, PostgreSQL
-//! schema `apalis`). One job per delivery send attempt, one queue per channel
+//! schema `apalis`). One job per batch of a channel's deliveries (accepted or swept
+//! together, [`jobs::DELIVERIES_PER_JOB`] at most), one queue per channel
 //! (`switchboard.deliver.<channel>`, named explicitly so renaming a Rust type never orphans
 //! rows).
 //!

@@ -108,14 +108,40 @@ fn in_doubt(config: &Config, connectors: &Connectors) -> InDoubt {
     }
 }
 
-/// The apalis handler.
-pub async fn deliver_job(
-    job: DeliveryJob,
-    deliverer: Data<Arc<Deliverer>>,
-) -> Result<(), BoxDynError> {
-    deliverer
-        .attempt(&job.delivery_id)
+/// What a channel's worker gives each job: the daemon's [`Deliverer`], and the channel's send
+/// slots (`channels.<name>.concurrency` attempts at once, however many deliveries each job
+/// wakes).
+#[derive(Clone)]
+pub struct ChannelWork {
+    pub deliverer: Arc<Deliverer>,
+    pub slots: Arc<tokio::sync::Semaphore>,
+}
+
+impl ChannelWork {
+    pub fn new(deliverer: Arc<Deliverer>, concurrency: usize) -> Self {
+        Self {
+            deliverer,
+            slots: Arc::new(tokio::sync::Semaphore::new(concurrency.max(1))),
+        }
+    }
+}
+
+/// The apalis handler: an attempt at each delivery the job wakes, at once within the channel's
+/// slots. An attempt that could not be recorded fails the job, and apalis runs it again: the
+/// attempts that were recorded find their deliveries no longer waiting and do nothing.
+pub async fn deliver_job(job: DeliveryJob, work: Data<ChannelWork>) -> Result<(), BoxDynError> {
+    let attempts = job.delivery_ids().map(|id| {
+        let work = &work;
+        async move {
+            let _slot = work.slots.acquire().await;
+            work.deliverer.attempt(id).await
+        }
+    });
+    futures::future::join_all(attempts)
         .await
+        .into_iter()
+        .collect::<Result<Vec<()>, WorkerError>>()
+        .map(|_| ())
         .map_err(Into::into)
 }
 

@@ -138,75 +138,78 @@ impl Deliveries<'_> {
             push_claim(&mut qb, ids, now, lease_until, in_doubt);
             let rows: Vec<DeliveryRow> = qb.build_query_as().fetch_all(&mut *tx).await?;
             if rows.is_empty() {
+                // Nothing waiting (duplicate or late jobs): the kept connection stays kept.
                 tx.rollback().await?;
-                return Ok(Vec::new());
-            }
-            let mut qb = sqlx::QueryBuilder::new(
-                "INSERT INTO delivery_events (organization_id, delivery_id, status, applied, source, detail, created_at) ",
-            );
-            qb.push_values(rows.iter(), |mut row, d| {
-                row.push_bind(d.organization_id.clone())
-                    .push_bind(d.id.clone())
-                    .push_bind(DeliveryStatus::Sending.as_str())
-                    .push_bind(true)
-                    .push_bind("worker")
-                    .push_bind(format!("attempt {}", d.attempts))
-                    .push_bind(now);
-            });
-            qb.build().execute(&mut *tx).await?;
-            let first: Vec<&DeliveryRow> = rows.iter().filter(|d| d.attempts == 1).collect();
-            if !first.is_empty() {
+                Vec::new()
+            } else {
                 let mut qb = sqlx::QueryBuilder::new(
-                    "INSERT INTO events (organization_id, kind, subject_id, payload, created_at) ",
+                    "INSERT INTO delivery_events (organization_id, delivery_id, status, applied, source, detail, created_at) ",
                 );
-                qb.push_values(first, |mut row, d| {
+                qb.push_values(rows.iter(), |mut row, d| {
                     row.push_bind(d.organization_id.clone())
-                        .push_bind("delivery.status")
                         .push_bind(d.id.clone())
-                        .push_bind(status_payload(d, DeliveryStatus::Sending))
+                        .push_bind(DeliveryStatus::Sending.as_str())
+                        .push_bind(true)
+                        .push_bind("worker")
+                        .push_bind(format!("attempt {}", d.attempts))
                         .push_bind(now);
                 });
                 qb.build().execute(&mut *tx).await?;
-            }
-            let mut qb = sqlx::QueryBuilder::new(concat!(
-                "SELECT ",
-                message_columns!(),
-                " FROM messages WHERE id IN ("
-            ));
-            let message_ids: Vec<String> = rows.iter().map(|d| d.message_id.clone()).collect();
-            super::touch_batch::push_list(&mut qb, &message_ids);
-            qb.push(")");
-            let messages: Vec<MessageRow> = qb.build_query_as().fetch_all(&mut *tx).await?;
-            let mut qb = sqlx::QueryBuilder::new(
-                "SELECT a.id, a.message_id, a.filename, a.content_type, a.size_bytes, a.sha256
+                let first: Vec<&DeliveryRow> = rows.iter().filter(|d| d.attempts == 1).collect();
+                if !first.is_empty() {
+                    let mut qb = sqlx::QueryBuilder::new(
+                        "INSERT INTO events (organization_id, kind, subject_id, payload, created_at) ",
+                    );
+                    qb.push_values(first, |mut row, d| {
+                        row.push_bind(d.organization_id.clone())
+                            .push_bind("delivery.status")
+                            .push_bind(d.id.clone())
+                            .push_bind(status_payload(d, DeliveryStatus::Sending))
+                            .push_bind(now);
+                    });
+                    qb.build().execute(&mut *tx).await?;
+                }
+                let mut qb = sqlx::QueryBuilder::new(concat!(
+                    "SELECT ",
+                    message_columns!(),
+                    " FROM messages WHERE id IN ("
+                ));
+                let message_ids: Vec<String> = rows.iter().map(|d| d.message_id.clone()).collect();
+                super::touch_batch::push_list(&mut qb, &message_ids);
+                qb.push(")");
+                let messages: Vec<MessageRow> = qb.build_query_as().fetch_all(&mut *tx).await?;
+                let mut qb = sqlx::QueryBuilder::new(
+                    "SELECT a.id, a.message_id, a.filename, a.content_type, a.size_bytes, a.sha256
                    FROM attachments a JOIN messages m ON m.id = a.message_id
                   WHERE a.organization_id = m.organization_id AND a.message_id IN (",
-            );
-            super::touch_batch::push_list(&mut qb, &message_ids);
-            qb.push(") ORDER BY a.message_id, a.position, a.id");
-            let listed: Vec<super::AttachmentRow> = qb.build_query_as().fetch_all(&mut *tx).await?;
-            tx.commit().await?;
-            let mut attachments: std::collections::HashMap<String, Vec<super::AttachmentRow>> =
-                std::collections::HashMap::new();
-            for row in listed {
-                attachments
-                    .entry(row.message_id.clone())
-                    .or_default()
-                    .push(row);
-            }
-            let by_id: std::collections::HashMap<String, MessageRow> =
-                messages.into_iter().map(|m| (m.id.clone(), m)).collect();
-            rows.into_iter()
-                .filter_map(|delivery| {
-                    let message = by_id.get(&delivery.message_id).cloned()?;
-                    let attachments = attachments.get(&message.id).cloned().unwrap_or_default();
-                    Some(Claimed {
-                        delivery,
-                        message,
-                        attachments,
+                );
+                super::touch_batch::push_list(&mut qb, &message_ids);
+                qb.push(") ORDER BY a.message_id, a.position, a.id");
+                let listed: Vec<super::AttachmentRow> =
+                    qb.build_query_as().fetch_all(&mut *tx).await?;
+                tx.commit().await?;
+                let mut attachments: std::collections::HashMap<String, Vec<super::AttachmentRow>> =
+                    std::collections::HashMap::new();
+                for row in listed {
+                    attachments
+                        .entry(row.message_id.clone())
+                        .or_default()
+                        .push(row);
+                }
+                let by_id: std::collections::HashMap<String, MessageRow> =
+                    messages.into_iter().map(|m| (m.id.clone(), m)).collect();
+                rows.into_iter()
+                    .filter_map(|delivery| {
+                        let message = by_id.get(&delivery.message_id).cloned()?;
+                        let attachments = attachments.get(&message.id).cloned().unwrap_or_default();
+                        Some(Claimed {
+                            delivery,
+                            message,
+                            attachments,
+                        })
                     })
-                })
-                .collect::<Vec<_>>()
+                    .collect::<Vec<_>>()
+            }
         });
         Ok(claimed)
     }

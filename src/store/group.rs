@@ -133,7 +133,7 @@ where
 }
 
 /// What happens right after a batch of accepted messages is committed, before their callers
-/// are answered: the queue pushes one job per delivery (one push for the whole batch).
+/// are answered: the queue pushes one job per channel for the whole batch.
 pub trait AfterAccept: Send + Sync + 'static {
     /// `(channel, delivery id)` of every delivery just committed.
     fn enqueue(&self, deliveries: Vec<(String, String)>) -> BoxFuture<'static, ()>;
