@@ -258,11 +258,22 @@ pub fn decide(d: &Disclosure<'_>, facts: &Facts<'_>) -> Result<Permit, Refusal> 
 #[derive(Clone)]
 pub struct Gate {
     store: Store,
+    /// Where the ledger is read grouped with concurrent disclosures' (the delivery worker).
+    group: Option<crate::store::GroupCommit>,
 }
 
 impl Gate {
     pub fn new(store: Store) -> Self {
-        Self { store }
+        Self { store, group: None }
+    }
+
+    /// A gate whose ledger reads are grouped with concurrent ones (one statement for many
+    /// send attempts: `GroupCommit::consent_ledger`); the decisions are the same.
+    pub fn grouped(store: Store, group: crate::store::GroupCommit) -> Self {
+        Self {
+            store,
+            group: Some(group),
+        }
     }
 
     /// The consents that decide `d` (one query; two for Part 2).
@@ -270,17 +281,32 @@ impl Gate {
         &self,
         d: &Disclosure<'_>,
     ) -> Result<(ConsentLedger, Part2Consents), StoreError> {
-        let ledger = self
-            .store
-            .consents()
-            .entries(
-                d.organization_id,
-                ledger_purpose(d.purpose),
-                d.channel.as_str(),
-                d.address.as_str(),
-                d.patient_id,
-            )
-            .await?;
+        let purpose = ledger_purpose(d.purpose);
+        let ledger = match &self.group {
+            Some(group) => {
+                group
+                    .consent_ledger(crate::store::ConsentLookup {
+                        organization_id: d.organization_id.to_string(),
+                        purpose: purpose.to_string(),
+                        channel: d.channel.as_str().to_string(),
+                        recipient: d.address.as_str().to_string(),
+                        patient_id: d.patient_id.map(str::to_string),
+                    })
+                    .await?
+            }
+            None => {
+                self.store
+                    .consents()
+                    .entries(
+                        d.organization_id,
+                        purpose,
+                        d.channel.as_str(),
+                        d.address.as_str(),
+                        d.patient_id,
+                    )
+                    .await?
+            }
+        };
         let part2 = match (d.part2, d.patient_id) {
             (true, Some(patient)) => self.store.consents().part2(&[patient]).await?,
             _ => Part2Consents::default(),

@@ -4,7 +4,8 @@
 //! the shapes where "newest wins" matters) and every question (channel, purpose, patient or
 //! none, Part 2 or not), the decision over the entries each loader returns — one disclosure's
 //! (`Gate::facts`: `Store::consent_entries` + `Store::part2_consents`) and a batch's
-//! (`Store::consent_ledger` + `Store::part2_consents`) — equals the decision over the
+//! (`Store::consent_ledger` + `Store::part2_consents`) and concurrent send attempts' grouped
+//! lookups (`Consents::ledgers`, next to other addresses' and patients') — equals the decision over the
 //! organization's whole ledger, and every entry the rule says covers the question was loaded.
 //! On SQLite and PostgreSQL, through the real store and migrations.
 
@@ -17,7 +18,7 @@ use switchboard::domain::consent::{
     self, ConsentEntry, ConsentLedger, Part2Consents, Question, Verdict,
 };
 use switchboard::domain::{Address, Channel};
-use switchboard::store::{PatientInput, Store, now_ms};
+use switchboard::store::{ConsentLookup, PatientInput, Store, now_ms};
 
 const NUMBER: &str = "+14155552671";
 const OTHER_NUMBER: &str = "+14155550000";
@@ -97,6 +98,7 @@ fn ordering_shapes() -> Vec<Shape> {
 struct Situation {
     organization_id: String,
     patient_a: String,
+    patient_b: String,
     entries: Vec<Shape>,
 }
 
@@ -139,6 +141,7 @@ async fn write_situation(store: &Store, n: usize, entries: &[Shape], now: i64) -
     Situation {
         organization_id: org.id,
         patient_a: ids["A"].clone(),
+        patient_b: ids["B"].clone(),
         entries: entries.to_vec(),
     }
 }
@@ -207,6 +210,26 @@ async fn check(store: &Store, s: &Situation) -> usize {
                     .await
                     .expect("batch ledger");
                 let batch_part2 = store.consents().part2(&patients).await.expect("part 2");
+                // ... and concurrent send attempts' lookups, grouped (the worker), asked next
+                // to another address's and another patient's in the same group.
+                let lookup = |recipient: &str, patient: Option<&str>| ConsentLookup {
+                    organization_id: s.organization_id.clone(),
+                    purpose: disclosure::ledger_purpose(purpose).to_string(),
+                    channel: channel.as_str().to_string(),
+                    recipient: recipient.to_string(),
+                    patient_id: patient.map(str::to_string),
+                };
+                let other = Address::canonical(channel, OTHER_NUMBER, "US");
+                let grouped_ledger = store
+                    .consents()
+                    .ledgers(&[
+                        lookup(other.as_str(), None),
+                        lookup(address.as_str(), patient),
+                        lookup(other.as_str(), Some(s.patient_b.as_str())),
+                    ])
+                    .await
+                    .expect("grouped ledgers")
+                    .swap_remove(1);
                 for part2 in [false, true] {
                     asked += 1;
                     let question = Question {
@@ -224,6 +247,7 @@ async fn check(store: &Store, s: &Situation) -> usize {
                     for (path, ledger, part2s) in [
                         ("one disclosure's loaders", &one_ledger, &one_part2),
                         ("a batch's loaders", &batch_ledger, &batch_part2),
+                        ("grouped lookups", &grouped_ledger, &one_part2),
                     ] {
                         let got = verdict(disclosure::decide(
                             &d,

@@ -317,7 +317,7 @@ impl Deliverer {
             Address::canonical(channel, &delivery.recipient, &sender.settings.phone_region);
         // Checked at send time, not only when the message was accepted: an opt-out or a
         // revoked Part 2 consent that arrived in between wins.
-        let gate = Gate::new(self.store.clone());
+        let gate = Gate::grouped(self.store.clone(), self.group.clone());
         let decision = gate
             .decide(&Disclosure {
                 organization_id: &delivery.organization_id,

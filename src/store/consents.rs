@@ -32,6 +32,19 @@ pub struct ConsentChange {
     pub source: String,
 }
 
+/// One disclosure's question to the ledger ([`Consents::entries`]'s arguments), for
+/// [`Consents::ledgers`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsentLookup {
+    pub organization_id: String,
+    /// The ledger purpose (`disclosure::ledger_purpose`).
+    pub purpose: String,
+    pub channel: String,
+    /// Canonical (`domain::Address`).
+    pub recipient: String,
+    pub patient_id: Option<String>,
+}
+
 /// The columns a [`ConsentEntry`] is read from.
 pub(super) const ENTRY_COLUMNS: &str =
     "id, patient_id, channel, purpose, recipient, status, recorded_at, expires_at";
@@ -113,6 +126,85 @@ impl Consents<'_> {
             qb.build_query_as().fetch_all(pool).await
         })?;
         Ok(ConsentLedger::new(entries))
+    }
+
+    /// [`Consents::entries`] for many lookups at once (concurrent send attempts, grouped):
+    /// one statement per organization, purpose and channel among them, whose entries answer
+    /// each of its lookups (a ledger may hold entries for the group's other addresses and
+    /// patients, which decide nothing for this one). Returns one ledger per lookup, in order.
+    pub async fn ledgers(self, lookups: &[ConsentLookup]) -> Result<Vec<ConsentLedger>> {
+        let now = now_ms();
+        let mut groups: Vec<(&str, &str, &str)> = lookups
+            .iter()
+            .map(|l| {
+                (
+                    l.organization_id.as_str(),
+                    l.purpose.as_str(),
+                    l.channel.as_str(),
+                )
+            })
+            .collect();
+        groups.sort_unstable();
+        groups.dedup();
+        let mut ledgers = std::collections::HashMap::with_capacity(groups.len());
+        for group in groups {
+            let (organization_id, purpose, channel) = group;
+            let members = lookups.iter().filter(|l| {
+                (
+                    l.organization_id.as_str(),
+                    l.purpose.as_str(),
+                    l.channel.as_str(),
+                ) == group
+            });
+            let recipients = unique(members.clone().map(|l| l.recipient.as_str()));
+            let patients = unique(members.filter_map(|l| l.patient_id.as_deref()));
+            let channels = [channel.to_string()];
+            let mut entries: Vec<ConsentEntry> = Vec::new();
+            // Batches are far smaller than a chunk; a larger one takes one statement per chunk.
+            let chunks = recipients
+                .chunks(IN_CHUNK)
+                .len()
+                .max(patients.chunks(IN_CHUNK).len());
+            for n in 0..chunks {
+                let recipients = recipients.chunks(IN_CHUNK).nth(n).unwrap_or_default();
+                let patients = patients.chunks(IN_CHUNK).nth(n).unwrap_or_default();
+                let rows: Vec<ConsentEntry> = on_db!(self.db(), |pool| {
+                    let mut qb = select_entries();
+                    push_opt_out_filter(&mut qb, organization_id, purpose, &channels, now);
+                    qb.push(" AND (recipient IN (");
+                    if recipients.is_empty() {
+                        qb.push("NULL");
+                    } else {
+                        push_list(&mut qb, recipients);
+                    }
+                    qb.push(")");
+                    if !patients.is_empty() {
+                        qb.push(" OR (recipient = ")
+                            .push_bind(ANY.to_string())
+                            .push(" AND patient_id IN (");
+                        push_list(&mut qb, patients);
+                        qb.push("))");
+                    }
+                    qb.push(")");
+                    qb.build_query_as().fetch_all(pool).await
+                })?;
+                entries.extend(rows);
+            }
+            ledgers.insert(group, ConsentLedger::new(entries));
+        }
+        Ok(lookups
+            .iter()
+            .map(|l| {
+                ledgers
+                    .get(&(
+                        l.organization_id.as_str(),
+                        l.purpose.as_str(),
+                        l.channel.as_str(),
+                    ))
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .collect())
     }
 
     /// Every Part 2 consent entry of these patients (any channel, recipient, status or

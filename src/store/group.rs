@@ -15,8 +15,8 @@ use futures::future::BoxFuture;
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 use super::{
-    AcceptItem, AcceptOutcome, Claimed, DeliveryUpdate, Hl7Record, Hl7Row, InDoubt, NewFaxInbound,
-    Result, Store, StoreError, now_ms,
+    AcceptItem, AcceptOutcome, Claimed, ConsentLedger, ConsentLookup, DeliveryUpdate, Hl7Record,
+    Hl7Row, InDoubt, NewFaxInbound, Result, Store, StoreError, now_ms,
 };
 
 const MAX_BATCH: usize = 128;
@@ -147,6 +147,7 @@ pub struct GroupCommit {
     update: Batcher<(String, DeliveryUpdate), bool>,
     fax: Batcher<NewFaxInbound, (String, bool)>,
     hl7: Batcher<Hl7Record, Option<Hl7Row>>,
+    consents: Batcher<ConsentLookup, ConsentLedger>,
     /// What enqueues deliveries once committed (none in tools that only write).
     after_accept: Option<Arc<dyn AfterAccept>>,
 }
@@ -263,12 +264,20 @@ impl GroupCommit {
                 async move { s.hl7().record_many_on(Some(&held), &records).await }
             },
         );
+        // Not a write: concurrent send attempts' consent lookups share one read, made after
+        // each of them asked (so an opt-out committed before an attempt asked is seen).
+        let s = store.clone();
+        let consents = Batcher::spawn(flushers, None, move |lookups: Vec<ConsentLookup>| {
+            let s = s.clone();
+            async move { s.consents().ledgers(&lookups).await }
+        });
         Self {
             accept,
             claim,
             update,
             fax,
             hl7,
+            consents,
             after_accept,
         }
     }
@@ -312,6 +321,12 @@ impl GroupCommit {
     /// still waits for its own message's.
     pub async fn record_hl7(&self, record: Hl7Record) -> Result<Option<Hl7Row>> {
         self.hl7.call(record).await
+    }
+
+    /// [`Consents::entries`](super::Consents::entries) for one disclosure, grouped: concurrent
+    /// lookups share one statement ([`Consents::ledgers`](super::Consents::ledgers)).
+    pub async fn consent_ledger(&self, lookup: ConsentLookup) -> Result<ConsentLedger> {
+        self.consents.call(lookup).await
     }
 
     /// [`Deliveries::update_many`](super::Deliveries::update_many) for one report, grouped.

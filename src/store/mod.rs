@@ -65,7 +65,7 @@ pub use appointments::{AppointmentInput, AppointmentRow, RecallInput, RecallRow}
 pub use attachments::{AttachmentBlob, AttachmentRow, NewAttachment};
 pub use audit::AuditEntry;
 pub use campaigns::{CampaignCounts, CampaignRow, CohortRow, NoticeRow, SkipCounts, TargetRow};
-pub use consents::ConsentChange;
+pub use consents::{ConsentChange, ConsentLookup};
 pub use console_sessions::ConsoleSessionRow;
 pub use deliveries::{Claimed, DeliveryFilter, DeliveryUpdate, InDoubt, SweepItem};
 pub use direct_inbound::Quarantine as DirectQuarantine;
