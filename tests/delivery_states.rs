@@ -9,7 +9,7 @@ mod common;
 use common::{Backend, TestDb};
 use switchboard::domain::DeliveryStatus;
 use switchboard::store::{
-    AcceptOutcome, DeliveryUpdate, NewDelivery, NewMessage, Store, new_id, now_ms,
+    AcceptOutcome, AuditEntry, DeliveryUpdate, NewDelivery, NewMessage, Store, new_id, now_ms,
 };
 
 async fn store_for(db: &TestDb) -> Store {
@@ -284,3 +284,55 @@ both_databases!(
     same_delivery_twice,
     crate::a_batch_applies_one_deliverys_reports_in_order
 );
+
+/// A batch's reports that carry a disclosure (a send's) audit it when they move their
+/// delivery, each once, in report order; a report that moves nothing audits nothing.
+async fn a_batch_audits_the_disclosures_it_moved(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = store_for(&db).await;
+    let ids = deliveries(&store, 3).await;
+    for id in &ids[..2] {
+        set_status(&store, id, DeliveryStatus::Sending).await;
+    }
+    set_status(&store, &ids[2], DeliveryStatus::Delivered).await;
+    let org = store
+        .organizations()
+        .ensure("north", "North")
+        .await
+        .expect("organization");
+    let sent = |id: &str| {
+        let mut update = DeliveryUpdate::new(DeliveryStatus::Sent, "worker");
+        update.audit = Some(AuditEntry {
+            organization_id: org.id.clone(),
+            action: "disclosure".into(),
+            actor: "worker".into(),
+            patient_id: None,
+            message_id: None,
+            delivery_id: Some(id.to_string()),
+            channel: Some("sms".into()),
+            recipient: Some("+14155550100".into()),
+            outcome: Some("sent".into()),
+            detail: None,
+        });
+        (id.to_string(), update)
+    };
+    let batch: Vec<(String, DeliveryUpdate)> = [&ids[1], &ids[2], &ids[0]]
+        .into_iter()
+        .map(|id| sent(id))
+        .collect();
+    let moved = store.deliveries().update_many(&batch).await.expect("batch");
+    assert_eq!(moved, [true, false, true]);
+    let audited: Vec<(Option<String>,)> = switchboard::on_db!(store.db(), |pool| sqlx::query_as(
+        "SELECT delivery_id FROM audit_events WHERE action = 'disclosure' ORDER BY id",
+    )
+    .fetch_all(pool)
+    .await)
+    .expect("audit rows");
+    assert_eq!(
+        audited,
+        [(Some(ids[1].clone()),), (Some(ids[0].clone()),)],
+        "the moved reports' disclosures, in report order"
+    );
+    store.close().await;
+}
+both_databases!(batch_audits, crate::a_batch_audits_the_disclosures_it_moved);

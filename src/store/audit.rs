@@ -40,6 +40,41 @@ macro_rules! bind_audit {
 }
 pub(super) use bind_audit;
 
+/// The most audit rows one multi-row `INSERT` carries (11 parameters each).
+pub(super) const AUDIT_CHUNK: usize = 500;
+
+/// One multi-row `INSERT` of `entries` (at most [`AUDIT_CHUNK`]), in order.
+pub(super) fn insert_all<'e, DB>(
+    entries: impl IntoIterator<Item = &'e AuditEntry>,
+    now: i64,
+) -> sqlx::QueryBuilder<DB>
+where
+    DB: sqlx::Database,
+    <DB as sqlx::Database>::Arguments: Default,
+    for<'t> String: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> Option<String>: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> i64: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+{
+    let mut qb = sqlx::QueryBuilder::new(
+        "INSERT INTO audit_events (organization_id, action, actor, patient_id, message_id,
+            delivery_id, channel, recipient, outcome, detail, created_at) ",
+    );
+    qb.push_values(entries, |mut row, e| {
+        row.push_bind(e.organization_id.clone())
+            .push_bind(e.action.clone())
+            .push_bind(e.actor.clone())
+            .push_bind(e.patient_id.clone())
+            .push_bind(e.message_id.clone())
+            .push_bind(e.delivery_id.clone())
+            .push_bind(e.channel.clone())
+            .push_bind(e.recipient.clone())
+            .push_bind(e.outcome.clone())
+            .push_bind(e.detail.clone())
+            .push_bind(now);
+    });
+    qb
+}
+
 impl Audit<'_> {
     pub async fn record(self, entry: &AuditEntry) -> Result<()> {
         let now = now_ms();
@@ -53,27 +88,12 @@ impl Audit<'_> {
     /// Several audit events in one statement (a batch's refusals).
     pub async fn record_all(self, entries: &[AuditEntry]) -> Result<()> {
         let now = now_ms();
-        for chunk in entries.chunks(500) {
-            on_db!(self.db(), |pool| {
-                let mut qb = sqlx::QueryBuilder::new(
-                    "INSERT INTO audit_events (organization_id, action, actor, patient_id, message_id,
-                        delivery_id, channel, recipient, outcome, detail, created_at) ",
-                );
-                qb.push_values(chunk, |mut row, e| {
-                    row.push_bind(e.organization_id.clone())
-                        .push_bind(e.action.clone())
-                        .push_bind(e.actor.clone())
-                        .push_bind(e.patient_id.clone())
-                        .push_bind(e.message_id.clone())
-                        .push_bind(e.delivery_id.clone())
-                        .push_bind(e.channel.clone())
-                        .push_bind(e.recipient.clone())
-                        .push_bind(e.outcome.clone())
-                        .push_bind(e.detail.clone())
-                        .push_bind(now);
-                });
-                qb.build().execute(pool).await.map(|_| ())
-            })?;
+        for chunk in entries.chunks(AUDIT_CHUNK) {
+            on_db!(self.db(), |pool| insert_all(chunk.iter(), now)
+                .build()
+                .execute(pool)
+                .await
+                .map(|_| ()))?;
         }
         Ok(())
     }

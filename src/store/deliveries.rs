@@ -4,7 +4,6 @@
 //! retry scheduling, dead letters and the sweep that finds deliveries whose job was lost.
 
 use super::MessageRow;
-use super::audit::bind_audit;
 use super::{
     AuditEntry, DeadLetterRow, Deliveries, DeliveryRow, Result, StoreError, new_id, now_ms, on_db,
 };
@@ -374,10 +373,18 @@ impl Deliveries<'_> {
                 });
                 qb.build().execute(&mut *tx).await?;
             }
+            // The disclosures the moved reports carry (a send's, typically), in one statement.
+            let audits: Vec<&AuditEntry> = moved_rows
+                .iter()
+                .filter_map(|(_, update)| update.audit.as_ref())
+                .collect();
+            for chunk in audits.chunks(super::audit::AUDIT_CHUNK) {
+                super::audit::insert_all(chunk.iter().copied(), now)
+                    .build()
+                    .execute(&mut *tx)
+                    .await?;
+            }
             for (row, update) in &moved_rows {
-                if let Some(entry) = &update.audit {
-                    bind_audit!(entry, now).execute(&mut *tx).await?;
-                }
                 if let Some(retry_at) = update.retry_at
                     && row.status == DeliveryStatus::Failed.as_str()
                 {
