@@ -209,6 +209,9 @@ pub struct Store {
     /// feed (the event stream, the webhook dispatcher) wait on it instead of polling. A wake-up
     /// is a hint; the feed is the truth.
     events_written: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
+    /// Bumped when this process creates or changes a webhook endpoint, so a dispatcher that
+    /// knew of none starts at once (it polls for endpoints other daemons create).
+    endpoints_changed: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
     /// Successes and failures per channel and connector, recorded as deliveries move (for
     /// the `channel_failing` alert; in memory, this daemon's view).
     health: crate::metrics::ChannelHealth,
@@ -224,6 +227,7 @@ impl Store {
         Ok(Self {
             db,
             events_written,
+            endpoints_changed: std::sync::Arc::new(tokio::sync::watch::Sender::new(0u64)),
             health: crate::metrics::ChannelHealth::default(),
             pause_cache: Default::default(),
         })
@@ -237,6 +241,11 @@ impl Store {
     /// A receiver that changes whenever events may have been written (see `events_written`).
     pub fn events_written(&self) -> tokio::sync::watch::Receiver<u64> {
         self.events_written.subscribe()
+    }
+
+    /// A receiver that changes whenever this process created or changed a webhook endpoint.
+    pub fn endpoints_changed(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.endpoints_changed.subscribe()
     }
 
     /// Tells the feed's followers that events may have been written (the PostgreSQL

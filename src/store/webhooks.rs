@@ -126,6 +126,9 @@ impl Webhooks<'_> {
             .await
             .map(|r| r.rows_affected()))?;
         }
+        self.store
+            .endpoints_changed
+            .send_modify(|n| *n = n.wrapping_add(1));
         let row = self.endpoint(organization_id, id).await?;
         Ok((row, created.is_some()))
     }
@@ -452,5 +455,44 @@ impl Webhooks<'_> {
             })?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The webhook dispatcher sleeps through writes while no endpoint exists; creating or
+    /// changing one through this process is what wakes it, so an endpoint's first events are
+    /// not held back by the dispatcher's poll.
+    #[tokio::test]
+    async fn putting_an_endpoint_wakes_the_dispatcher() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (core, _) = crate::testing::core_on(false, dir.path()).await;
+        let org = core
+            .store
+            .organizations()
+            .ensure("north", "North")
+            .await
+            .expect("org");
+        let mut changed = core.store.endpoints_changed();
+        changed.mark_unchanged();
+        for url in ["https://127.0.0.1:9/a", "https://127.0.0.1:9/b"] {
+            core.store
+                .webhooks()
+                .put_endpoint(
+                    &org.id,
+                    "app",
+                    url,
+                    "[]",
+                    b"sealed",
+                    super::super::EventCursor::default(),
+                )
+                .await
+                .expect("put");
+            assert!(
+                changed.has_changed().expect("open"),
+                "{url}: created, then changed"
+            );
+            changed.mark_unchanged();
+        }
     }
 }

@@ -105,21 +105,26 @@ impl Dispatcher {
     }
 
     /// Runs passes until `shutdown`: after events are written (woken), when a retry falls
-    /// due, and at least every [`IDLE_POLL`].
+    /// due, and at least every [`IDLE_POLL`]. While no endpoint exists, writes do not wake it
+    /// (a busy daemon would read the empty endpoint list once per commit): an endpoint created
+    /// through this process wakes it at once, one created through another within the poll.
     pub async fn run(self, shutdown: CancellationToken) {
         let mut written = self.store.events_written();
+        let mut endpoints_changed = self.store.endpoints_changed();
         loop {
             written.mark_unchanged();
-            let pause = match self.pass().await {
-                Ok(pause) => pause,
+            endpoints_changed.mark_unchanged();
+            let (pause, endpoints) = match self.pass_counted().await {
+                Ok(done) => done,
                 Err(e) => {
                     warn!(error = %e, "webhook dispatch pass failed");
-                    IDLE_POLL
+                    (IDLE_POLL, 1)
                 }
             };
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = written.changed() => {}
+                _ = written.changed(), if endpoints > 0 => {}
+                _ = endpoints_changed.changed() => {}
                 _ = tokio::time::sleep(pause) => {}
             }
         }
@@ -128,9 +133,14 @@ impl Dispatcher {
     /// One pass: fan new events out to every endpoint, then send what is due (successors of
     /// what this pass delivered included). Returns how long to wait for the next due retry.
     pub async fn pass(&self) -> Result<Duration, DispatchError> {
+        Ok(self.pass_counted().await?.0)
+    }
+
+    /// [`Self::pass`], and how many endpoints it found.
+    async fn pass_counted(&self) -> Result<(Duration, usize), DispatchError> {
         let endpoints = self.store.webhooks().all_endpoints().await?;
         if endpoints.is_empty() {
-            return Ok(IDLE_POLL);
+            return Ok((IDLE_POLL, 0));
         }
         for endpoint in &endpoints {
             self.fan_out(endpoint).await?;
@@ -148,7 +158,7 @@ impl Dispatcher {
             Some(at) => Duration::from_millis(u64::try_from(at - now_ms()).unwrap_or(0)),
             None => IDLE_POLL,
         };
-        Ok(wait.min(IDLE_POLL))
+        Ok((wait.min(IDLE_POLL), endpoints.len()))
     }
 
     /// Records a delivery for every matching event after the endpoint's cursor.
