@@ -132,6 +132,12 @@ impl Deliveries<'_> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
+        if let super::Db::Postgres(pool) = self.db() {
+            let mut conn = super::HeldConnections::checkout(held, pool).await?;
+            let claimed = claim_many_pg(&mut conn, ids, now, lease_until, in_doubt).await?;
+            super::HeldConnections::checkin(held, conn);
+            return Ok(claimed);
+        }
         let claimed = super::on_tx!(self.db(), held, |tx| {
             let mut qb = sqlx::QueryBuilder::new("");
             push_claim(&mut qb, ids, now, lease_until, in_doubt);
@@ -692,7 +698,117 @@ fn push_claim<DB>(
     qb.push(") RETURNING ").push(delivery_columns!());
 }
 
-/// `('a', 'b')`: statuses as an SQL list. Only our own names are written (no input).
+/// A claimed delivery with its message's columns (`m_*`), as [`claim_many_pg`] reads them.
+#[derive(sqlx::FromRow)]
+struct ClaimedRowPg {
+    #[sqlx(flatten)]
+    delivery: DeliveryRow,
+    m_organization_id: String,
+    m_thread_id: String,
+    m_patient_id: Option<String>,
+    m_direction: String,
+    m_content: Vec<u8>,
+    m_urgent: bool,
+    m_part2: bool,
+    m_metadata: String,
+    m_created_at: i64,
+    /// Whether the message has attachments (listed by a second statement only then).
+    m_attachments: bool,
+}
+
+/// [`Deliveries::claim_many`] on PostgreSQL in one statement, committed by itself: the claim
+/// `UPDATE`, its history rows and first attempts' `delivery.status` events as data-modifying
+/// `WITH` parts, and the claimed deliveries' messages joined (a second statement lists
+/// attachments, only for messages that have some). The transaction it replaced was BEGIN, five
+/// statements and COMMIT, each a round trip. The event payload is [`status_payload`]'s text,
+/// built in SQL (`store::deliveries::tests::a_postgres_claim_writes_what_sqlite_writes`).
+async fn claim_many_pg(
+    conn: &mut sqlx::PgConnection,
+    ids: &[String],
+    now: i64,
+    lease_until: i64,
+    in_doubt: &InDoubt,
+) -> Result<Vec<Claimed>> {
+    let mut qb = sqlx::QueryBuilder::<sqlx::Postgres>::new("WITH c AS (");
+    push_claim(&mut qb, ids, now, lease_until, in_doubt);
+    qb.push(
+        "), h AS (INSERT INTO delivery_events (organization_id, delivery_id, status, applied,
+            source, detail, created_at)
+          SELECT organization_id, id, status, TRUE, 'worker', 'attempt ' || attempts, ",
+    )
+    .push_bind(now)
+    .push(
+        " FROM c ORDER BY id),
+         e AS (INSERT INTO events (organization_id, kind, subject_id, payload, created_at)
+          SELECT organization_id, 'delivery.status', id,
+            '{\"attempts\":' || attempts || ',\"channel\":' || to_json(channel)::text
+            || ',\"delivery_id\":' || to_json(id)::text
+            || ',\"message_id\":' || to_json(message_id)::text
+            || ',\"status\":' || to_json(status)::text || '}', ",
+    )
+    .push_bind(now)
+    .push(
+        " FROM c WHERE attempts = 1 ORDER BY id)
+         SELECT c.id, c.organization_id, c.message_id, c.patient_id, c.channel, c.recipient,
+            c.status, c.attempts, c.max_attempts, c.not_before, c.connector, c.provider_ref,
+            c.reason, c.created_at, c.updated_at,
+            m.organization_id AS m_organization_id, m.thread_id AS m_thread_id,
+            m.patient_id AS m_patient_id, m.direction AS m_direction, m.content AS m_content,
+            m.urgent AS m_urgent, m.part2 AS m_part2, m.metadata AS m_metadata,
+            m.created_at AS m_created_at,
+            EXISTS (SELECT 1 FROM attachments a
+                     WHERE a.message_id = m.id AND a.organization_id = m.organization_id)
+              AS m_attachments
+         FROM c JOIN messages m ON m.id = c.message_id",
+    );
+    let rows: Vec<ClaimedRowPg> = qb.build_query_as().fetch_all(&mut *conn).await?;
+    let with_attachments: Vec<String> = rows
+        .iter()
+        .filter(|r| r.m_attachments)
+        .map(|r| r.delivery.message_id.clone())
+        .collect();
+    let mut attachments: std::collections::HashMap<String, Vec<super::AttachmentRow>> =
+        std::collections::HashMap::new();
+    if !with_attachments.is_empty() {
+        let mut qb = sqlx::QueryBuilder::<sqlx::Postgres>::new(
+            "SELECT a.id, a.message_id, a.filename, a.content_type, a.size_bytes, a.sha256
+               FROM attachments a JOIN messages m ON m.id = a.message_id
+              WHERE a.organization_id = m.organization_id AND a.message_id IN (",
+        );
+        super::touch_batch::push_list(&mut qb, &with_attachments);
+        qb.push(") ORDER BY a.message_id, a.position, a.id");
+        let listed: Vec<super::AttachmentRow> = qb.build_query_as().fetch_all(&mut *conn).await?;
+        for row in listed {
+            attachments
+                .entry(row.message_id.clone())
+                .or_default()
+                .push(row);
+        }
+    }
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let message = MessageRow {
+                id: r.delivery.message_id.clone(),
+                organization_id: r.m_organization_id,
+                thread_id: r.m_thread_id,
+                patient_id: r.m_patient_id,
+                direction: r.m_direction,
+                content: r.m_content,
+                urgent: r.m_urgent,
+                part2: r.m_part2,
+                metadata: r.m_metadata,
+                created_at: r.m_created_at,
+            };
+            Claimed {
+                attachments: attachments.get(&message.id).cloned().unwrap_or_default(),
+                delivery: r.delivery,
+                message,
+            }
+        })
+        .collect())
+}
+
 /// One `UPDATE` applying status reports for distinct deliveries, each where the state machine
 /// allows it (the same conditions as one report's statement in [`Deliveries::update_many_on`]);
 /// returns the rows it moved. The text depends only on the number of reports, so PostgreSQL
@@ -749,6 +865,7 @@ where
     qb
 }
 
+/// `('a', 'b')`: statuses as an SQL list. Only our own names are written (no input).
 fn status_list(statuses: &[DeliveryStatus]) -> String {
     let names: Vec<String> = statuses
         .iter()
@@ -1060,5 +1177,141 @@ mod tests {
             "not the backlog: {plan}"
         );
         crate::testing::close(core, guard).await;
+    }
+
+    /// A claim leaves the same rows on both databases (PostgreSQL's is one statement, its event
+    /// payload built in SQL): the deliveries leased in `sending` with their messages, one
+    /// history row each, and a `delivery.status` event whose payload is [`status_payload`]'s
+    /// text for first attempts only. A second claim within the lease takes nothing.
+    #[tokio::test]
+    async fn a_postgres_claim_writes_what_sqlite_writes() {
+        for postgres in [false, true] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let (core, guard) = crate::testing::core_on(postgres, dir.path()).await;
+            let org = core
+                .store
+                .organizations()
+                .ensure("claims", "Claims")
+                .await
+                .expect("org");
+            let message_id = new_id("msg");
+            let ids: Vec<String> = (0..2).map(|_| new_id("dlv")).collect();
+            core.store
+                .messages()
+                .accept(
+                    &super::super::NewMessage {
+                        id: message_id.clone(),
+                        organization_id: org.id.clone(),
+                        thread_id: new_id("thr"),
+                        new_thread_category: Some("routine".into()),
+                        patient_id: None,
+                        direction: "outbound".into(),
+                        content: b"sealed elsewhere".to_vec(),
+                        urgent: true,
+                        part2: false,
+                        metadata: r#"{"k":"v"}"#.into(),
+                        created_at: 7,
+                    },
+                    &ids.iter()
+                        .map(|id| super::super::NewDelivery {
+                            id: id.clone(),
+                            channel: "sms".into(),
+                            recipient: "+14155550100".into(),
+                            max_attempts: 3,
+                        })
+                        .collect::<Vec<_>>(),
+                    None,
+                )
+                .await
+                .expect("accept");
+            // The second delivery is a retry (its attempts already counted): no event.
+            super::super::on_db!(core.store.db(), |pool| sqlx::query(
+                "UPDATE deliveries SET attempts = 1 WHERE id = $1"
+            )
+            .bind(&ids[1])
+            .execute(pool)
+            .await
+            .map(|_| ()))
+            .expect("a retry");
+            let now = now_ms();
+            let mut claimed = core
+                .store
+                .deliveries()
+                .claim_many(&ids, now, now + 60_000, &InDoubt::default())
+                .await
+                .expect("claim");
+            claimed.sort_by(|a, b| a.delivery.id.cmp(&b.delivery.id));
+            let mut expected = ids.clone();
+            expected.sort();
+            let got: Vec<&str> = claimed.iter().map(|c| c.delivery.id.as_str()).collect();
+            assert_eq!(got, expected, "postgres: {postgres}");
+            for c in &claimed {
+                assert_eq!(c.delivery.status, "sending");
+                assert_eq!(c.delivery.not_before, Some(now + 60_000));
+                assert_eq!(c.message.id, message_id);
+                assert_eq!(c.message.organization_id, org.id);
+                assert_eq!(c.message.content, b"sealed elsewhere");
+                assert!(c.message.urgent && !c.message.part2);
+                assert_eq!(c.message.metadata, r#"{"k":"v"}"#);
+                assert_eq!(c.message.created_at, 7);
+                assert!(c.attachments.is_empty());
+            }
+            let first = claimed
+                .iter()
+                .find(|c| c.delivery.id == ids[0])
+                .expect("first");
+            assert_eq!(first.delivery.attempts, 1);
+            let history: Vec<(String, String, bool, String, Option<String>)> =
+                super::super::on_db!(core.store.db(), |pool| sqlx::query_as(
+                    "SELECT delivery_id, status, applied, source, detail FROM delivery_events
+                      WHERE source = 'worker' ORDER BY delivery_id"
+                )
+                .fetch_all(pool)
+                .await)
+                .expect("history");
+            let wanted: Vec<(String, String, bool, String, Option<String>)> = claimed
+                .iter()
+                .map(|c| {
+                    (
+                        c.delivery.id.clone(),
+                        "sending".to_string(),
+                        true,
+                        "worker".to_string(),
+                        Some(format!("attempt {}", c.delivery.attempts)),
+                    )
+                })
+                .collect();
+            assert_eq!(history, wanted, "postgres: {postgres}");
+            let events: Vec<(String, String)> = super::super::on_db!(core.store.db(), |pool| {
+                sqlx::query_as(
+                    "SELECT subject_id, payload FROM events WHERE kind = 'delivery.status'
+                      ORDER BY id",
+                )
+                .fetch_all(pool)
+                .await
+            })
+            .expect("events");
+            // (The accept wrote each delivery's `queued` event.)
+            let events: Vec<(String, String)> = events
+                .into_iter()
+                .filter(|(_, payload)| !payload.contains(r#""status":"queued""#))
+                .collect();
+            assert_eq!(
+                events,
+                [(
+                    ids[0].clone(),
+                    status_payload(&first.delivery, DeliveryStatus::Sending)
+                )],
+                "postgres: {postgres}"
+            );
+            let again = core
+                .store
+                .deliveries()
+                .claim_many(&ids, now + 1, now + 60_000, &InDoubt::default())
+                .await
+                .expect("claim again");
+            assert!(again.is_empty(), "leased: nothing to claim");
+            crate::testing::close(core, guard).await;
+        }
     }
 }
