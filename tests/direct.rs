@@ -678,13 +678,20 @@ impl DnsServer {
     async fn start(zone: HashMap<String, Vec<Rr>>) -> Self {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let zone = Arc::new(zone);
-        let udp = tokio::net::UdpSocket::bind("127.0.0.1:0")
-            .await
-            .expect("udp");
+        // A free UDP port may be taken for TCP (by another test's connection): try another.
+        let mut tries = 0;
+        let (udp, tcp) = loop {
+            let udp = tokio::net::UdpSocket::bind("127.0.0.1:0")
+                .await
+                .expect("udp");
+            let addr = udp.local_addr().expect("addr");
+            match tokio::net::TcpListener::bind(addr).await {
+                Ok(tcp) => break (udp, tcp),
+                Err(e) if tries < 50 && e.kind() == std::io::ErrorKind::AddrInUse => tries += 1,
+                Err(e) => panic!("tcp on the same port: {e}"),
+            }
+        };
         let addr = udp.local_addr().expect("addr");
-        let tcp = tokio::net::TcpListener::bind(addr)
-            .await
-            .expect("tcp on the same port");
         let z = zone.clone();
         tokio::spawn(async move {
             let mut buf = vec![0u8; 4096];
