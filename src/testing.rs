@@ -30,6 +30,35 @@ pub(crate) async fn core_on(
     (core, guard)
 }
 
+/// What most of the crate's store tests start from: a core ([`core_on`]) with one
+/// organization, and the directory its files live in (removed when dropped).
+pub(crate) struct Fixture {
+    pub(crate) core: crate::daemon::Core,
+    pub(crate) org: crate::store::Organization,
+    pub(crate) guard: Option<DropDatabase>,
+    pub(crate) dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    /// A core on SQLite or a new PostgreSQL database with organization `slug` (`name`).
+    pub(crate) async fn new(postgres: bool, slug: &str, name: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (core, guard) = core_on(postgres, dir.path()).await;
+        let org = core
+            .store
+            .organizations()
+            .ensure(slug, name)
+            .await
+            .expect("organization");
+        Self {
+            core,
+            org,
+            guard,
+            dir,
+        }
+    }
+}
+
 /// Runs each statement on `pool` in order, binding `organization_id` to those that name `$1`
 /// (a test's fixture rows and `ANALYZE`s).
 pub(crate) async fn execute_each(pool: &sqlx::PgPool, organization_id: &str, statements: &[&str]) {

@@ -444,3 +444,50 @@ async fn legacy_recipients_are_made_canonical(backend: Backend) {
     store.close().await;
 }
 both_databases!(legacy, crate::legacy_recipients_are_made_canonical);
+
+/// Grouped lookups of more addresses and patients than one statement lists
+/// (`Consents::ledgers` chunks them): entries that only a later chunk names, an address's and
+/// a patient's, are still in every lookup's ledger.
+async fn grouped_lookups_beyond_one_chunk(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = store_for(&db).await;
+    let now = now_ms();
+    let s = write_situation(&store, 1, &[], now).await;
+    let late_number = "+14155502400";
+    for (id, patient, recipient) in [
+        ("cns_address", None, late_number),
+        ("cns_patient", Some(&s.patient_a), "*"),
+    ] {
+        switchboard::on_db!(store.db(), |pool| sqlx::query(
+            "INSERT INTO consents (id, organization_id, patient_id, channel, purpose, recipient, status, source, recorded_at)
+             VALUES ($1, $2, $3, 'sms', '*', $4, 'revoked', 'test', $5)",
+        )
+        .bind(id).bind(&s.organization_id).bind(patient).bind(recipient).bind(now - DAY)
+        .execute(pool).await.map(|_| ()))
+        .expect("insert consent");
+    }
+    let lookups: Vec<ConsentLookup> = (0..2_500)
+        .map(|i| ConsentLookup {
+            organization_id: s.organization_id.clone(),
+            purpose: disclosure::ledger_purpose(disclosure::MESSAGE).to_string(),
+            channel: "sms".to_string(),
+            recipient: format!("+141555{i:05}"),
+            patient_id: Some(if i == 2_200 {
+                s.patient_a.clone()
+            } else {
+                format!("pat_{i}")
+            }),
+        })
+        .collect();
+    let ledgers = store.consents().ledgers(&lookups).await.expect("ledgers");
+    assert_eq!(ledgers.len(), lookups.len());
+    for n in [0, 2_200, 2_400, 2_499] {
+        let loaded = ids(ledgers[n].entries());
+        assert!(
+            loaded.contains("cns_address") && loaded.contains("cns_patient"),
+            "lookup {n} loaded {loaded:?}"
+        );
+    }
+    store.close().await;
+}
+both_databases!(beyond_one_chunk, crate::grouped_lookups_beyond_one_chunk);

@@ -6,11 +6,9 @@
 
 mod common;
 
-use common::{Backend, TestDb};
+use common::{Backend, TestDb, fixtures};
 use switchboard::domain::DeliveryStatus;
-use switchboard::store::{
-    AcceptOutcome, AuditEntry, DeliveryUpdate, NewDelivery, NewMessage, Store, new_id, now_ms,
-};
+use switchboard::store::{AcceptOutcome, AuditEntry, DeliveryUpdate, NewDelivery, Store, now_ms};
 
 async fn store_for(db: &TestDb) -> Store {
     let store = Store::connect(&db.url, 4, false).await.expect("connect");
@@ -25,37 +23,20 @@ async fn deliveries(store: &Store, n: usize) -> Vec<String> {
         .ensure("north", "North")
         .await
         .expect("organization");
-    let ids: Vec<String> = (0..n).map(|_| new_id("dlv")).collect();
+    let deliveries: Vec<NewDelivery> = (0..n)
+        .map(|_| fixtures::delivery("sms", "+14155552671"))
+        .collect();
     let outcome = store
         .messages()
         .accept(
-            &NewMessage {
-                id: new_id("msg"),
-                organization_id: org.id.clone(),
-                thread_id: new_id("thr"),
-                new_thread_category: Some("routine".into()),
-                patient_id: None,
-                direction: "outbound".into(),
-                content: b"sealed elsewhere".to_vec(),
-                urgent: false,
-                part2: false,
-                metadata: "{}".into(),
-                created_at: now_ms(),
-            },
-            &ids.iter()
-                .map(|id| NewDelivery {
-                    id: id.clone(),
-                    channel: "sms".into(),
-                    recipient: "+14155552671".into(),
-                    max_attempts: 3,
-                })
-                .collect::<Vec<_>>(),
+            &fixtures::outbound_message(&org.id, b"sealed elsewhere".to_vec()),
+            &deliveries,
             None,
         )
         .await
         .expect("accept");
     assert_eq!(outcome, AcceptOutcome::Created);
-    ids
+    deliveries.into_iter().map(|d| d.id).collect()
 }
 
 /// Puts a delivery in `status` directly (what earlier reports would have left).

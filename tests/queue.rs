@@ -5,11 +5,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Backend, TestDaemon, TestDb, count_files};
+use common::{Backend, TestDaemon, TestDb, count_files, fixtures};
 use serde_json::json;
 use switchboard::delivery::DeliveryStatus;
 use switchboard::messages::MessageContent;
-use switchboard::store::{AcceptOutcome, DeliveryUpdate, NewDelivery, NewMessage, new_id};
+use switchboard::store::{AcceptOutcome, DeliveryUpdate, NewDelivery};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -424,24 +424,14 @@ both_databases!(
 /// `n` SMS deliveries to distinct numbers, three attempts each.
 fn sms_deliveries(n: usize) -> Vec<NewDelivery> {
     (0..n)
-        .map(|n| NewDelivery {
-            id: new_id("dlv"),
-            channel: "sms".into(),
-            recipient: format!("+1415555{n:04}"),
-            max_attempts: 3,
-        })
+        .map(|n| fixtures::delivery("sms", &format!("+1415555{n:04}")))
         .collect()
 }
 
 /// A message accepted and committed whose job was never pushed (the daemon died in between).
 async fn accept_without_job(core: &switchboard::daemon::Core) -> (String, String) {
-    let delivery_id = new_id("dlv");
-    let delivery = NewDelivery {
-        id: delivery_id.clone(),
-        channel: "email".into(),
-        recipient: "x@example.org".into(),
-        max_attempts: 3,
-    };
+    let delivery = fixtures::delivery("email", "x@example.org");
+    let delivery_id = delivery.id.clone();
     let (_, message_id) = accept_in_store(core, "Orphan", &[delivery]).await;
     (message_id, delivery_id)
 }
@@ -459,37 +449,21 @@ async fn accept_in_store(
         .ensure("north", "North")
         .await
         .expect("org");
-    let message_id = new_id("msg");
-    let content = MessageContent {
+    let mut message = fixtures::outbound_message(&org.id, Vec::new());
+    message.content = MessageContent {
         subject: None,
         body: body.into(),
     }
-    .seal(&core.keyring, &message_id)
+    .seal(&core.keyring, &message.id)
     .expect("seal");
     let outcome = core
         .store
         .messages()
-        .accept(
-            &NewMessage {
-                id: message_id.clone(),
-                organization_id: org.id.clone(),
-                thread_id: new_id("thr"),
-                new_thread_category: Some("routine".into()),
-                patient_id: None,
-                direction: "outbound".into(),
-                content,
-                urgent: false,
-                part2: false,
-                metadata: "{}".into(),
-                created_at: switchboard::store::now_ms(),
-            },
-            deliveries,
-            None,
-        )
+        .accept(&message, deliveries, None)
         .await
         .expect("accept");
     assert_eq!(outcome, AcceptOutcome::Created);
-    (org.id, message_id)
+    (org.id, message.id)
 }
 
 /// Late and duplicate reports are recorded but never move a delivery backwards.

@@ -103,14 +103,12 @@ mod tests {
     /// from: a DSN arriving in another connector's mailbox, or naming a delivery that is
     /// already delivered, changes nothing (issue 11, item 3).
     async fn bounces_bind_to_their_connector_and_to_sent(postgres: bool) {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (core, guard) = crate::testing::core_on(postgres, dir.path()).await;
-        let org = core
-            .store
-            .organizations()
-            .ensure("north", "North")
-            .await
-            .expect("org");
+        let crate::testing::Fixture {
+            core,
+            org,
+            guard,
+            dir: _dir,
+        } = crate::testing::Fixture::new(postgres, "north", "North").await;
         let messages = core.messages();
         let mut deliveries = Vec::new();
         for to in ["a@example.org", "b@example.org"] {

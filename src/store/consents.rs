@@ -160,14 +160,16 @@ impl Consents<'_> {
             let patients = unique(members.filter_map(|l| l.patient_id.as_deref()));
             let channels = [channel.to_string()];
             let mut entries: Vec<ConsentEntry> = Vec::new();
-            // Batches are far smaller than a chunk; a larger one takes one statement per chunk.
-            let chunks = recipients
-                .chunks(IN_CHUNK)
-                .len()
-                .max(patients.chunks(IN_CHUNK).len());
-            for n in 0..chunks {
-                let recipients = recipients.chunks(IN_CHUNK).nth(n).unwrap_or_default();
-                let patients = patients.chunks(IN_CHUNK).nth(n).unwrap_or_default();
+            // Batches are far smaller than a chunk; a larger one takes one statement per chunk
+            // of recipients and of patients, side by side, until both are spent.
+            let mut recipient_chunks = recipients.chunks(IN_CHUNK);
+            let mut patient_chunks = patients.chunks(IN_CHUNK);
+            loop {
+                let (recipients, patients) = match (recipient_chunks.next(), patient_chunks.next())
+                {
+                    (None, None) => break,
+                    (r, p) => (r.unwrap_or_default(), p.unwrap_or_default()),
+                };
                 let rows: Vec<ConsentEntry> = on_db!(self.db(), |pool| {
                     let mut qb = select_entries();
                     push_opt_out_filter(&mut qb, organization_id, purpose, &channels, now);

@@ -132,91 +132,79 @@ impl Deliveries<'_> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        if let super::Db::Postgres(pool) = self.db() {
-            let mut conn = super::HeldConnections::checkout(held, pool).await?;
-            let claimed = claim_many_pg(&mut conn, ids, now, lease_until, in_doubt).await?;
-            super::HeldConnections::checkin(held, conn);
-            return Ok(claimed);
-        }
-        let claimed = super::on_tx!(self.db(), held, |tx| {
-            let mut qb = sqlx::QueryBuilder::new("");
-            push_claim(&mut qb, ids, now, lease_until, in_doubt);
-            let rows: Vec<DeliveryRow> = qb.build_query_as().fetch_all(&mut *tx).await?;
-            if rows.is_empty() {
-                // Nothing waiting (duplicate or late jobs): the kept connection stays kept.
-                tx.rollback().await?;
-                Vec::new()
-            } else {
-                let mut qb = sqlx::QueryBuilder::new(
-                    "INSERT INTO delivery_events (organization_id, delivery_id, status, applied, source, detail, created_at) ",
-                );
-                qb.push_values(rows.iter(), |mut row, d| {
-                    row.push_bind(d.organization_id.clone())
-                        .push_bind(d.id.clone())
-                        .push_bind(DeliveryStatus::Sending.as_str())
-                        .push_bind(true)
-                        .push_bind("worker")
-                        .push_bind(format!("attempt {}", d.attempts))
-                        .push_bind(now);
-                });
-                qb.build().execute(&mut *tx).await?;
-                let first: Vec<&DeliveryRow> = rows.iter().filter(|d| d.attempts == 1).collect();
-                if !first.is_empty() {
-                    let mut qb = sqlx::QueryBuilder::new(
-                        "INSERT INTO events (organization_id, kind, subject_id, payload, created_at) ",
-                    );
-                    qb.push_values(first, |mut row, d| {
-                        row.push_bind(d.organization_id.clone())
-                            .push_bind("delivery.status")
-                            .push_bind(d.id.clone())
-                            .push_bind(status_payload(d, DeliveryStatus::Sending))
-                            .push_bind(now);
-                    });
-                    qb.build().execute(&mut *tx).await?;
-                }
-                let mut qb = sqlx::QueryBuilder::new(concat!(
-                    "SELECT ",
-                    message_columns!(),
-                    " FROM messages WHERE id IN ("
-                ));
-                let message_ids: Vec<String> = rows.iter().map(|d| d.message_id.clone()).collect();
-                super::touch_batch::push_list(&mut qb, &message_ids);
-                qb.push(")");
-                let messages: Vec<MessageRow> = qb.build_query_as().fetch_all(&mut *tx).await?;
-                let mut qb = sqlx::QueryBuilder::new(
-                    "SELECT a.id, a.message_id, a.filename, a.content_type, a.size_bytes, a.sha256
-                   FROM attachments a JOIN messages m ON m.id = a.message_id
-                  WHERE a.organization_id = m.organization_id AND a.message_id IN (",
-                );
-                super::touch_batch::push_list(&mut qb, &message_ids);
-                qb.push(") ORDER BY a.message_id, a.position, a.id");
-                let listed: Vec<super::AttachmentRow> =
-                    qb.build_query_as().fetch_all(&mut *tx).await?;
-                tx.commit().await?;
-                let mut attachments: std::collections::HashMap<String, Vec<super::AttachmentRow>> =
-                    std::collections::HashMap::new();
-                for row in listed {
-                    attachments
-                        .entry(row.message_id.clone())
-                        .or_default()
-                        .push(row);
-                }
-                let by_id: std::collections::HashMap<String, MessageRow> =
-                    messages.into_iter().map(|m| (m.id.clone(), m)).collect();
-                rows.into_iter()
-                    .filter_map(|delivery| {
-                        let message = by_id.get(&delivery.message_id).cloned()?;
-                        let attachments = attachments.get(&message.id).cloned().unwrap_or_default();
-                        Some(Claimed {
-                            delivery,
-                            message,
-                            attachments,
-                        })
-                    })
-                    .collect::<Vec<_>>()
+        let pool = match self.db() {
+            super::Db::Postgres(pool) => {
+                let mut conn = super::HeldConnections::checkout(held, pool).await?;
+                let claimed = claim_many_pg(&mut conn, ids, now, lease_until, in_doubt).await?;
+                super::HeldConnections::checkin(held, conn);
+                return Ok(claimed);
             }
+            super::Db::Sqlite(pool) => pool,
+        };
+        let mut tx = pool.begin().await?;
+        let mut qb = sqlx::QueryBuilder::new("");
+        push_claim(&mut qb, ids, now, lease_until, in_doubt);
+        let rows: Vec<DeliveryRow> = qb.build_query_as().fetch_all(&mut *tx).await?;
+        if rows.is_empty() {
+            // Nothing waiting (duplicate or late jobs); dropping `tx` rolls it back.
+            return Ok(Vec::new());
+        }
+        let mut qb = sqlx::QueryBuilder::new(
+            "INSERT INTO delivery_events (organization_id, delivery_id, status, applied, source, detail, created_at) ",
+        );
+        qb.push_values(rows.iter(), |mut row, d| {
+            row.push_bind(d.organization_id.clone())
+                .push_bind(d.id.clone())
+                .push_bind(DeliveryStatus::Sending.as_str())
+                .push_bind(true)
+                .push_bind("worker")
+                .push_bind(format!("attempt {}", d.attempts))
+                .push_bind(now);
         });
-        Ok(claimed)
+        qb.build().execute(&mut *tx).await?;
+        let first: Vec<&DeliveryRow> = rows.iter().filter(|d| d.attempts == 1).collect();
+        if !first.is_empty() {
+            let mut qb = sqlx::QueryBuilder::new(
+                "INSERT INTO events (organization_id, kind, subject_id, payload, created_at) ",
+            );
+            qb.push_values(first, |mut row, d| {
+                row.push_bind(d.organization_id.clone())
+                    .push_bind("delivery.status")
+                    .push_bind(d.id.clone())
+                    .push_bind(status_payload(d, DeliveryStatus::Sending))
+                    .push_bind(now);
+            });
+            qb.build().execute(&mut *tx).await?;
+        }
+        let mut qb = sqlx::QueryBuilder::new(concat!(
+            "SELECT ",
+            message_columns!(),
+            " FROM messages WHERE id IN ("
+        ));
+        let message_ids: Vec<String> = rows.iter().map(|d| d.message_id.clone()).collect();
+        super::touch_batch::push_list(&mut qb, &message_ids);
+        qb.push(")");
+        let messages: Vec<MessageRow> = qb.build_query_as().fetch_all(&mut *tx).await?;
+        let listed = push_attachment_listing(&message_ids)
+            .build_query_as()
+            .fetch_all(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        let attachments = by_message(listed);
+        let by_id: std::collections::HashMap<String, MessageRow> =
+            messages.into_iter().map(|m| (m.id.clone(), m)).collect();
+        Ok(rows
+            .into_iter()
+            .filter_map(|delivery| {
+                let message = by_id.get(&delivery.message_id).cloned()?;
+                let attachments = attachments.get(&message.id).cloned().unwrap_or_default();
+                Some(Claimed {
+                    delivery,
+                    message,
+                    attachments,
+                })
+            })
+            .collect())
     }
 
     /// Applies a status report if the state machine allows it; the report is recorded in the
@@ -272,6 +260,24 @@ impl Deliveries<'_> {
             let mut seen = std::collections::HashSet::with_capacity(updates.len());
             updates.iter().all(|(id, _)| seen.insert(id.as_str()))
         };
+        if let super::Db::Postgres(pool) = self.db()
+            && one_statement(updates)
+        {
+            let mut conn = super::HeldConnections::checkout(held, pool).await?;
+            let moved = update_many_pg(&mut conn, updates, now).await?;
+            super::HeldConnections::checkin(held, conn);
+            let mut moved: std::collections::HashMap<String, DeliveryRow> =
+                moved.into_iter().map(|row| (row.id.clone(), row)).collect();
+            let mut results = Vec::with_capacity(updates.len());
+            let mut moved_rows = Vec::with_capacity(moved.len());
+            for (id, update) in updates {
+                let row = moved.remove(id);
+                results.push(row.is_some());
+                moved_rows.extend(row.map(|row| (row, update)));
+            }
+            self.count_moved(&moved_rows);
+            return Ok(results);
+        }
         let results = super::on_tx!(self.db(), held, |tx| {
             let mut history = Vec::with_capacity(updates.len());
             let mut moved_rows: Vec<(DeliveryRow, &DeliveryUpdate)> = Vec::new();
@@ -430,25 +436,29 @@ impl Deliveries<'_> {
                 }
             }
             tx.commit().await?;
-            // Counted once committed (`crate::metrics`: no I/O).
-            let metrics = crate::metrics::metrics();
-            for (row, update) in &moved_rows {
-                metrics.delivery_moved(
-                    &row.channel,
-                    row.connector.as_deref(),
-                    &row.status,
-                    row.created_at,
-                );
-                self.store
-                    .health
-                    .moved(&row.channel, row.connector.as_deref(), &row.status);
-                if update.dead_letter {
-                    metrics.dead_lettered(&row.channel);
-                }
-            }
+            self.count_moved(&moved_rows);
             results
         });
         Ok(results)
+    }
+
+    /// Counts committed moves (`crate::metrics` and the channels' health: no I/O).
+    fn count_moved(&self, moved: &[(DeliveryRow, &DeliveryUpdate)]) {
+        let metrics = crate::metrics::metrics();
+        for (row, update) in moved {
+            metrics.delivery_moved(
+                &row.channel,
+                row.connector.as_deref(),
+                &row.status,
+                row.created_at,
+            );
+            self.store
+                .health
+                .moved(&row.channel, row.connector.as_deref(), &row.status);
+            if update.dead_letter {
+                metrics.dead_lettered(&row.channel);
+            }
+        }
     }
 
     /// After a transient failure: keep the delivery in `sending` and hold it until `retry_at`.
@@ -740,12 +750,10 @@ async fn claim_many_pg(
     .push(
         " FROM c ORDER BY id),
          e AS (INSERT INTO events (organization_id, kind, subject_id, payload, created_at)
-          SELECT organization_id, 'delivery.status', id,
-            '{\"attempts\":' || attempts || ',\"channel\":' || to_json(channel)::text
-            || ',\"delivery_id\":' || to_json(id)::text
-            || ',\"message_id\":' || to_json(message_id)::text
-            || ',\"status\":' || to_json(status)::text || '}', ",
+          SELECT c.organization_id, 'delivery.status', c.id, ",
     )
+    .push(status_payload_sql("c"))
+    .push(", ")
     .push_bind(now)
     .push(
         " FROM c WHERE attempts = 1 ORDER BY id)
@@ -767,24 +775,16 @@ async fn claim_many_pg(
         .filter(|r| r.m_attachments)
         .map(|r| r.delivery.message_id.clone())
         .collect();
-    let mut attachments: std::collections::HashMap<String, Vec<super::AttachmentRow>> =
-        std::collections::HashMap::new();
-    if !with_attachments.is_empty() {
-        let mut qb = sqlx::QueryBuilder::<sqlx::Postgres>::new(
-            "SELECT a.id, a.message_id, a.filename, a.content_type, a.size_bytes, a.sha256
-               FROM attachments a JOIN messages m ON m.id = a.message_id
-              WHERE a.organization_id = m.organization_id AND a.message_id IN (",
-        );
-        super::touch_batch::push_list(&mut qb, &with_attachments);
-        qb.push(") ORDER BY a.message_id, a.position, a.id");
-        let listed: Vec<super::AttachmentRow> = qb.build_query_as().fetch_all(&mut *conn).await?;
-        for row in listed {
-            attachments
-                .entry(row.message_id.clone())
-                .or_default()
-                .push(row);
-        }
-    }
+    let attachments = if with_attachments.is_empty() {
+        std::collections::HashMap::new()
+    } else {
+        by_message(
+            push_attachment_listing(&with_attachments)
+                .build_query_as()
+                .fetch_all(&mut *conn)
+                .await?,
+        )
+    };
     Ok(rows
         .into_iter()
         .map(|r| {
@@ -809,6 +809,39 @@ async fn claim_many_pg(
         .collect())
 }
 
+/// The attachments of these messages (each under its message's organization), in order: the
+/// listing a claim reads on both databases.
+fn push_attachment_listing<DB>(message_ids: &[String]) -> sqlx::QueryBuilder<DB>
+where
+    DB: sqlx::Database,
+    <DB as sqlx::Database>::Arguments: Default,
+    for<'t> String: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+{
+    let mut qb = sqlx::QueryBuilder::new(
+        "SELECT a.id, a.message_id, a.filename, a.content_type, a.size_bytes, a.sha256
+           FROM attachments a JOIN messages m ON m.id = a.message_id
+          WHERE a.organization_id = m.organization_id AND a.message_id IN (",
+    );
+    super::touch_batch::push_list(&mut qb, message_ids);
+    qb.push(") ORDER BY a.message_id, a.position, a.id");
+    qb
+}
+
+/// [`push_attachment_listing`]'s rows by message id, in their order.
+fn by_message(
+    listed: Vec<super::AttachmentRow>,
+) -> std::collections::HashMap<String, Vec<super::AttachmentRow>> {
+    let mut attachments: std::collections::HashMap<String, Vec<super::AttachmentRow>> =
+        std::collections::HashMap::new();
+    for row in listed {
+        attachments
+            .entry(row.message_id.clone())
+            .or_default()
+            .push(row);
+    }
+    attachments
+}
+
 /// One `UPDATE` applying status reports for distinct deliveries, each where the state machine
 /// allows it (the same conditions as one report's statement in [`Deliveries::update_many_on`]);
 /// returns the rows it moved. The text depends only on the number of reports, so PostgreSQL
@@ -821,10 +854,27 @@ where
     for<'t> Option<&'t str>: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
     for<'t> i64: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
 {
-    let mut qb = sqlx::QueryBuilder::new(
-        "WITH v (uid, ustatus, urank, uconnector, uref, ureason, uexpect, uexpect_connector) AS (",
+    let mut qb = sqlx::QueryBuilder::new("WITH ");
+    push_report_values(&mut qb, updates);
+    qb.push(" ");
+    push_apply_from_reports(&mut qb, now);
+    qb
+}
+
+/// `v (…) AS (VALUES …)`: the reports as rows (`uord` their position in the batch, `udetail`
+/// what their history row says).
+fn push_report_values<DB>(qb: &mut sqlx::QueryBuilder<DB>, updates: &[(String, DeliveryUpdate)])
+where
+    DB: sqlx::Database,
+    for<'t> &'t str: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> Option<&'t str>: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> i64: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+{
+    qb.push(
+        "v (uid, ustatus, urank, uconnector, uref, ureason, uexpect, uexpect_connector, usource,
+            udetail, uord) AS (",
     );
-    qb.push_values(updates, |mut row, (id, u)| {
+    qb.push_values(updates.iter().zip(0_i64..), |mut row, ((id, u), ord)| {
         row.push_bind(id.as_str())
             .push_bind(u.status.as_str())
             .push_bind(u.status.rank())
@@ -832,10 +882,23 @@ where
             .push_bind(u.provider_ref.as_deref())
             .push_bind(u.reason.as_deref())
             .push_bind(u.expect_status.map(|s| s.as_str()))
-            .push_bind(u.expect_connector.as_deref());
+            .push_bind(u.expect_connector.as_deref())
+            .push_bind(u.source.as_str())
+            .push_bind(u.detail.as_deref().or(u.reason.as_deref()))
+            .push_bind(ord);
     });
+    qb.push(")");
+}
+
+/// The `UPDATE` moving each delivery of the reports `v` ([`push_report_values`]) where the
+/// state machine allows it, returning the rows it moved.
+fn push_apply_from_reports<DB>(qb: &mut sqlx::QueryBuilder<DB>, now: i64)
+where
+    DB: sqlx::Database,
+    for<'t> i64: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+{
     qb.push(
-        ") UPDATE deliveries SET status = v.ustatus, status_rank = v.urank, not_before = NULL,
+        "UPDATE deliveries SET status = v.ustatus, status_rank = v.urank, not_before = NULL,
             updated_at = ",
     )
     .push_bind(now)
@@ -862,7 +925,110 @@ where
          RETURNING ",
         delivery_columns!()
     ));
-    qb
+}
+
+/// The most reports [`update_many_pg`] writes in one statement (the group commit's batches
+/// are smaller); a larger batch takes the transaction.
+const REPORTS_PER_STATEMENT: usize = 256;
+
+/// Whether [`update_many_pg`] can write these reports: distinct deliveries (a batch naming
+/// one twice applies them in order), few enough, and none that may queue a retry or list a
+/// dead letter (those take the transaction, which writes them).
+fn one_statement(updates: &[(String, DeliveryUpdate)]) -> bool {
+    let mut seen = std::collections::HashSet::with_capacity(updates.len());
+    updates.len() > 1
+        && updates.len() <= REPORTS_PER_STATEMENT
+        && updates
+            .iter()
+            .all(|(id, u)| u.retry_at.is_none() && !u.dead_letter && seen.insert(id.as_str()))
+}
+
+/// [`Deliveries::update_many`] on PostgreSQL in one statement committed by itself (for
+/// [`one_statement`] batches): the moving `UPDATE`, the connector and provider id remembered
+/// for reports that did not move their delivery, the history rows of every report of a known
+/// delivery, the moved deliveries' `delivery.status` events and the disclosures they carry
+/// (audit rows), as data-modifying `WITH` parts, each written in report order. The transaction
+/// it replaces was BEGIN, three to four statements and COMMIT
+/// (`store::deliveries::tests::a_postgres_status_batch_writes_what_sqlite_writes`). Returns
+/// the moved rows.
+async fn update_many_pg(
+    conn: &mut sqlx::PgConnection,
+    updates: &[(String, DeliveryUpdate)],
+    now: i64,
+) -> Result<Vec<DeliveryRow>> {
+    let mut qb = sqlx::QueryBuilder::<sqlx::Postgres>::new("WITH ");
+    push_report_values(&mut qb, updates);
+    qb.push(", u AS (");
+    push_apply_from_reports(&mut qb, now);
+    qb.push(
+        "), r AS (UPDATE deliveries SET connector = COALESCE(deliveries.connector, v.uconnector),
+            provider_ref = COALESCE(deliveries.provider_ref, v.uref)
+          FROM v WHERE deliveries.id = v.uid
+            AND (v.uconnector IS NOT NULL OR v.uref IS NOT NULL)
+            AND (deliveries.connector IS NULL OR deliveries.provider_ref IS NULL)
+            AND v.uid NOT IN (SELECT id FROM u)),
+         h AS (INSERT INTO delivery_events (organization_id, delivery_id, status, applied,
+            source, detail, created_at)
+          SELECT d.organization_id, v.uid, v.ustatus, v.uid IN (SELECT id FROM u), v.usource,
+            v.udetail, ",
+    )
+    .push_bind(now)
+    .push(
+        " FROM v JOIN deliveries d ON d.id = v.uid ORDER BY v.uord),
+         e AS (INSERT INTO events (organization_id, kind, subject_id, payload, created_at)
+          SELECT u.organization_id, 'delivery.status', u.id, ",
+    )
+    .push(status_payload_sql("u"))
+    .push(", ")
+    .push_bind(now)
+    .push(" FROM u JOIN v ON v.uid = u.id ORDER BY v.uord)");
+    let audits: Vec<(i64, &str, &AuditEntry)> = updates
+        .iter()
+        .zip(0_i64..)
+        .filter_map(|((id, u), ord)| u.audit.as_ref().map(|a| (ord, id.as_str(), a)))
+        .collect();
+    if !audits.is_empty() {
+        qb.push(
+            ", a AS (INSERT INTO audit_events (organization_id, action, actor, patient_id,
+                message_id, delivery_id, channel, recipient, outcome, detail, created_at)
+              SELECT x.organization_id, x.action, x.actor, x.patient_id, x.message_id,
+                x.delivery_id, x.channel, x.recipient, x.outcome, x.detail, ",
+        )
+        .push_bind(now)
+        .push(" FROM (");
+        qb.push_values(audits, |mut row, (ord, id, e)| {
+            row.push_bind(ord)
+                .push_bind(id)
+                .push_bind(e.organization_id.as_str())
+                .push_bind(e.action.as_str())
+                .push_bind(e.actor.as_str())
+                .push_bind(e.patient_id.as_deref())
+                .push_bind(e.message_id.as_deref())
+                .push_bind(e.delivery_id.as_deref())
+                .push_bind(e.channel.as_deref())
+                .push_bind(e.recipient.as_deref())
+                .push_bind(e.outcome.as_deref())
+                .push_bind(e.detail.as_deref());
+        });
+        qb.push(
+            ") x (uord, uid, organization_id, action, actor, patient_id, message_id, delivery_id,
+                channel, recipient, outcome, detail)
+              WHERE x.uid IN (SELECT id FROM u) ORDER BY x.uord)",
+        );
+    }
+    qb.push(" SELECT * FROM u");
+    Ok(qb.build_query_as().fetch_all(&mut *conn).await?)
+}
+
+/// [`status_payload`]'s text, built in SQL from the delivery row `t` (its status the one
+/// reported): the same keys in the same order.
+fn status_payload_sql(t: &str) -> String {
+    format!(
+        "'{{\"attempts\":' || {t}.attempts || ',\"channel\":' || to_json({t}.channel)::text
+            || ',\"delivery_id\":' || to_json({t}.id)::text
+            || ',\"message_id\":' || to_json({t}.message_id)::text
+            || ',\"status\":' || to_json({t}.status)::text || '}}'"
+    )
 }
 
 /// `('a', 'b')`: statuses as an SQL list. Only our own names are written (no input).
@@ -1125,14 +1291,12 @@ mod tests {
     /// backlog in the partial index of waiting deliveries (which grew with the backlog).
     #[tokio::test]
     async fn a_claim_finds_deliveries_by_id_during_a_burst() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (core, guard) = crate::testing::core_on(true, dir.path()).await;
-        let org = core
-            .store
-            .organizations()
-            .ensure("burst", "Burst")
-            .await
-            .expect("org");
+        let crate::testing::Fixture {
+            core,
+            org,
+            guard,
+            dir: _dir,
+        } = crate::testing::Fixture::new(true, "burst", "Burst").await;
         let Db::Postgres(pool) = core.store.db() else {
             panic!("a PostgreSQL store");
         };
@@ -1186,14 +1350,12 @@ mod tests {
     #[tokio::test]
     async fn a_postgres_claim_writes_what_sqlite_writes() {
         for postgres in [false, true] {
-            let dir = tempfile::tempdir().expect("tempdir");
-            let (core, guard) = crate::testing::core_on(postgres, dir.path()).await;
-            let org = core
-                .store
-                .organizations()
-                .ensure("claims", "Claims")
-                .await
-                .expect("org");
+            let crate::testing::Fixture {
+                core,
+                org,
+                guard,
+                dir: _dir,
+            } = crate::testing::Fixture::new(postgres, "claims", "Claims").await;
             let message_id = new_id("msg");
             let ids: Vec<String> = (0..2).map(|_| new_id("dlv")).collect();
             core.store
@@ -1313,5 +1475,230 @@ mod tests {
             assert!(again.is_empty(), "leased: nothing to claim");
             crate::testing::close(core, guard).await;
         }
+    }
+
+    /// A status batch on PostgreSQL (one statement, `update_many_pg`) writes what the SQLite
+    /// transaction writes: the moves the state machine allows, the connector and provider id
+    /// remembered for a late report, history rows for every report of a known delivery (an
+    /// unknown one is skipped), `delivery.status` events with `status_payload`'s text and the
+    /// moved reports' audit rows, in report order.
+    #[tokio::test]
+    async fn a_postgres_status_batch_writes_what_sqlite_writes() {
+        type Snapshot = (
+            Vec<bool>,
+            Vec<(
+                String,
+                String,
+                Option<String>,
+                Option<String>,
+                Option<String>,
+            )>,
+            Vec<(String, String, bool, String, Option<String>)>,
+            Vec<(String, String)>,
+            Vec<(Option<String>, String, Option<String>)>,
+        );
+        let mut snapshots: Vec<Snapshot> = Vec::new();
+        for postgres in [false, true] {
+            let crate::testing::Fixture {
+                core,
+                org,
+                guard,
+                dir: _dir,
+            } = crate::testing::Fixture::new(postgres, "reports", "Reports").await;
+            // Fixed ids, the same on both databases (the snapshot names them).
+            let message_id = "msg_batch".to_string();
+            let ids: Vec<String> = (0..3).map(|n| format!("dlv_{n}")).collect();
+            core.store
+                .messages()
+                .accept(
+                    &super::super::NewMessage {
+                        id: message_id.clone(),
+                        organization_id: org.id.clone(),
+                        thread_id: new_id("thr"),
+                        new_thread_category: Some("routine".into()),
+                        patient_id: None,
+                        direction: "outbound".into(),
+                        content: b"sealed elsewhere".to_vec(),
+                        urgent: false,
+                        part2: false,
+                        metadata: "{}".into(),
+                        created_at: 7,
+                    },
+                    &ids.iter()
+                        .map(|id| super::super::NewDelivery {
+                            id: id.clone(),
+                            channel: "sms".into(),
+                            recipient: "+14155550100".into(),
+                            max_attempts: 3,
+                        })
+                        .collect::<Vec<_>>(),
+                    None,
+                )
+                .await
+                .expect("accept");
+            for (id, status) in [
+                (&ids[0], "sending"),
+                (&ids[1], "sending"),
+                (&ids[2], "delivered"),
+            ] {
+                super::super::on_db!(core.store.db(), |pool| sqlx::query(
+                    "UPDATE deliveries SET status = $2, attempts = 1 WHERE id = $1"
+                )
+                .bind(id)
+                .bind(status)
+                .execute(pool)
+                .await
+                .map(|_| ()))
+                .expect("status");
+            }
+            let audit = |delivery: &str| AuditEntry {
+                organization_id: org.id.clone(),
+                action: "disclose".into(),
+                actor: "worker".into(),
+                patient_id: None,
+                message_id: Some(message_id.clone()),
+                delivery_id: Some(delivery.to_string()),
+                channel: Some("sms".into()),
+                recipient: None,
+                outcome: Some("sent".into()),
+                detail: None,
+            };
+            let sent = DeliveryUpdate {
+                connector: Some("outbox".into()),
+                provider_ref: Some("p0".into()),
+                audit: Some(audit(&ids[0])),
+                ..DeliveryUpdate::new(DeliveryStatus::Sent, "worker")
+            };
+            let delivered = DeliveryUpdate {
+                reason: Some("handset".into()),
+                ..DeliveryUpdate::new(DeliveryStatus::Delivered, "webhook:test")
+            };
+            // Late: `delivered` does not go back to `sent`, but the carrier is remembered.
+            let late = DeliveryUpdate {
+                connector: Some("late".into()),
+                provider_ref: Some("p2".into()),
+                detail: Some("late report".into()),
+                audit: Some(audit(&ids[2])),
+                ..DeliveryUpdate::new(DeliveryStatus::Sent, "worker")
+            };
+            let batch = vec![
+                (ids[1].clone(), delivered),
+                (ids[0].clone(), sent),
+                (ids[2].clone(), late),
+                (
+                    "dlv_unknown".to_string(),
+                    DeliveryUpdate::new(DeliveryStatus::Sent, "worker"),
+                ),
+            ];
+            assert!(one_statement(&batch));
+            let results = core
+                .store
+                .deliveries()
+                .update_many(&batch)
+                .await
+                .expect("reports");
+            let db = core.store.db();
+            let rows = super::super::on_db!(db, |pool| sqlx::query_as(
+                "SELECT id, status, connector, provider_ref, reason FROM deliveries ORDER BY id"
+            )
+            .fetch_all(pool)
+            .await)
+            .expect("deliveries");
+            let history = super::super::on_db!(db, |pool| sqlx::query_as(
+                "SELECT delivery_id, status, applied, source, detail FROM delivery_events
+                  WHERE status <> 'queued' ORDER BY id"
+            )
+            .fetch_all(pool)
+            .await)
+            .expect("history");
+            let events: Vec<(String, String)> = super::super::on_db!(db, |pool| sqlx::query_as(
+                "SELECT subject_id, payload FROM events
+                  WHERE kind = 'delivery.status' AND payload NOT LIKE '%\"queued\"%' ORDER BY id"
+            )
+            .fetch_all(pool)
+            .await)
+            .expect("events");
+            let audits = super::super::on_db!(db, |pool| sqlx::query_as(
+                "SELECT delivery_id, action, outcome FROM audit_events
+                  WHERE action = 'disclose' ORDER BY id"
+            )
+            .fetch_all(pool)
+            .await)
+            .expect("audits");
+            // Payloads are `status_payload`'s text for the moved rows.
+            let moved: Vec<DeliveryRow> = super::super::on_db!(db, |pool| {
+                sqlx::query_as(concat!(
+                    "SELECT ",
+                    delivery_columns!(),
+                    " FROM deliveries WHERE id IN ('dlv_0', 'dlv_1')"
+                ))
+                .fetch_all(pool)
+                .await
+            })
+            .expect("moved");
+            let payload = |id: &str| {
+                let row = moved.iter().find(|r| r.id == id).expect("moved row");
+                let status = DeliveryStatus::parse(&row.status).expect("status");
+                (id.to_string(), status_payload(row, status))
+            };
+            assert_eq!(
+                events,
+                [payload("dlv_1"), payload("dlv_0")],
+                "postgres: {postgres}"
+            );
+            crate::testing::close(core, guard).await;
+            snapshots.push((results, rows, history, events, audits));
+        }
+        let (results, rows, history, _, audits) = &snapshots[0];
+        assert_eq!(results, &[true, true, false, false]);
+        let text = |s: &str| Some(s.to_string());
+        assert_eq!(
+            rows,
+            &[
+                (
+                    "dlv_0".into(),
+                    "sent".into(),
+                    text("outbox"),
+                    text("p0"),
+                    None
+                ),
+                (
+                    "dlv_1".into(),
+                    "delivered".into(),
+                    None,
+                    None,
+                    text("handset")
+                ),
+                (
+                    "dlv_2".into(),
+                    "delivered".into(),
+                    text("late"),
+                    text("p2"),
+                    None
+                ),
+            ]
+        );
+        assert_eq!(
+            history,
+            &[
+                (
+                    "dlv_1".into(),
+                    "delivered".into(),
+                    true,
+                    "webhook:test".into(),
+                    text("handset")
+                ),
+                ("dlv_0".into(), "sent".into(), true, "worker".into(), None),
+                (
+                    "dlv_2".into(),
+                    "sent".into(),
+                    false,
+                    "worker".into(),
+                    text("late report")
+                ),
+            ]
+        );
+        assert_eq!(audits, &[(text("dlv_0"), "disclose".into(), text("sent"))]);
+        assert_eq!(snapshots[0], snapshots[1]);
     }
 }

@@ -904,14 +904,12 @@ mod tests {
     /// and authority (which grows with the load).
     #[tokio::test]
     async fn a_batch_resolves_its_key_identifiers_by_primary_key_during_a_load() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (core, guard) = crate::testing::core_on(true, dir.path()).await;
-        let org = core
-            .store
-            .organizations()
-            .ensure("load", "Load")
-            .await
-            .expect("org");
+        let crate::testing::Fixture {
+            core,
+            org,
+            guard,
+            dir: _dir,
+        } = crate::testing::Fixture::new(true, "load", "Load").await;
         let Db::Postgres(pool) = core.store.db() else {
             panic!("a PostgreSQL store");
         };
@@ -1032,14 +1030,12 @@ mod tests {
     #[tokio::test]
     async fn a_batch_writes_the_same_rows_on_both_databases() {
         for postgres in [false, true] {
-            let dir = tempfile::tempdir().expect("tempdir");
-            let (core, guard) = crate::testing::core_on(postgres, dir.path()).await;
-            let org = core
-                .store
-                .organizations()
-                .ensure("batch", "Batch")
-                .await
-                .expect("org");
+            let crate::testing::Fixture {
+                core,
+                org,
+                guard,
+                dir: _dir,
+            } = crate::testing::Fixture::new(postgres, "batch", "Batch").await;
             let first = record(&org.id, "C1", "Before", "+15555550101", 1_000);
             let answers = core
                 .store

@@ -465,14 +465,12 @@ mod tests {
     /// not held back by the dispatcher's poll.
     #[tokio::test]
     async fn putting_an_endpoint_wakes_the_dispatcher() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (core, _) = crate::testing::core_on(false, dir.path()).await;
-        let org = core
-            .store
-            .organizations()
-            .ensure("north", "North")
-            .await
-            .expect("org");
+        let crate::testing::Fixture {
+            core,
+            org,
+            guard: _,
+            dir: _dir,
+        } = crate::testing::Fixture::new(false, "north", "North").await;
         let mut changed = core.store.endpoints_changed();
         changed.mark_unchanged();
         for url in ["https://127.0.0.1:9/a", "https://127.0.0.1:9/b"] {

@@ -114,16 +114,16 @@ impl Dispatcher {
         loop {
             written.mark_unchanged();
             endpoints_changed.mark_unchanged();
-            let (pause, endpoints) = match self.pass_counted().await {
+            let (pause, any_endpoint) = match self.pass_with_endpoints().await {
                 Ok(done) => done,
                 Err(e) => {
                     warn!(error = %e, "webhook dispatch pass failed");
-                    (IDLE_POLL, 1)
+                    (IDLE_POLL, true)
                 }
             };
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = written.changed(), if endpoints > 0 => {}
+                _ = written.changed(), if any_endpoint => {}
                 _ = endpoints_changed.changed() => {}
                 _ = tokio::time::sleep(pause) => {}
             }
@@ -133,14 +133,14 @@ impl Dispatcher {
     /// One pass: fan new events out to every endpoint, then send what is due (successors of
     /// what this pass delivered included). Returns how long to wait for the next due retry.
     pub async fn pass(&self) -> Result<Duration, DispatchError> {
-        Ok(self.pass_counted().await?.0)
+        Ok(self.pass_with_endpoints().await?.0)
     }
 
-    /// [`Self::pass`], and how many endpoints it found.
-    async fn pass_counted(&self) -> Result<(Duration, usize), DispatchError> {
+    /// [`Self::pass`], and whether it found any endpoint.
+    async fn pass_with_endpoints(&self) -> Result<(Duration, bool), DispatchError> {
         let endpoints = self.store.webhooks().all_endpoints().await?;
         if endpoints.is_empty() {
-            return Ok((IDLE_POLL, 0));
+            return Ok((IDLE_POLL, false));
         }
         for endpoint in &endpoints {
             self.fan_out(endpoint).await?;
@@ -158,7 +158,7 @@ impl Dispatcher {
             Some(at) => Duration::from_millis(u64::try_from(at - now_ms()).unwrap_or(0)),
             None => IDLE_POLL,
         };
-        Ok((wait.min(IDLE_POLL), endpoints.len()))
+        Ok((wait.min(IDLE_POLL), true))
     }
 
     /// Records a delivery for every matching event after the endpoint's cursor.

@@ -6,10 +6,11 @@
 //! [`wait`] (poll until, with a deadline), [`process`] (`switchboard run` in its own process),
 //! [`pki`] (a test PKI from the openssl CLI), [`ports`] (ports held for peers), [`provider`]
 //! (a loopback SMS provider and signed webhooks), [`prism`] (a provider's published API served
-//! by Prism), [`mail`] (SMTP, IMAP and HISP peers).
+//! by Prism), [`mail`] (SMTP, IMAP and HISP peers), [`fixtures`] (message and delivery rows).
 #![allow(dead_code)]
 
 pub mod contracts;
+pub mod fixtures;
 pub mod hisp;
 pub mod mail;
 pub mod pg_cluster;
