@@ -89,6 +89,17 @@ impl Messages<'_> {
         held: Option<&super::HeldConnections>,
         items: &[AcceptItem],
     ) -> Result<Vec<AcceptOutcome>> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        if let super::Db::Postgres(pool) = self.db()
+            && super::accept_pg::one_statement(items)
+        {
+            let mut conn = super::HeldConnections::checkout(held, pool).await?;
+            let outcomes = super::accept_pg::accept(&mut conn, items).await?;
+            super::HeldConnections::checkin(held, conn);
+            return Ok(outcomes);
+        }
         let mut outcomes: Vec<Option<AcceptOutcome>> = vec![None; items.len()];
         super::on_tx!(self.db(), held, |tx| {
             let keyed: Vec<usize> = (0..items.len())
@@ -534,8 +545,11 @@ fn group_records(
     records
 }
 
-/// The outbox rows for accepted messages: (organization, kind, subject, payload, at).
-fn accept_events(items: &[&AcceptItem]) -> Vec<(String, &'static str, String, String, i64)> {
+/// An outbox row for an accepted message: (organization, kind, subject, payload, at).
+pub(super) type AcceptEvent = (String, &'static str, String, String, i64);
+
+/// The outbox rows for accepted messages.
+pub(super) fn accept_events(items: &[&AcceptItem]) -> Vec<AcceptEvent> {
     let mut events = Vec::new();
     for item in items {
         let m = &item.message;
@@ -759,14 +773,12 @@ mod tests {
     #[tokio::test]
     async fn a_batch_touches_each_existing_thread_with_its_last_message() {
         for postgres in [false, true] {
-            let dir = tempfile::tempdir().expect("tempdir");
-            let (core, guard) = crate::testing::core_on(postgres, dir.path()).await;
-            let org = core
-                .store
-                .organizations()
-                .ensure("threads", "Threads")
-                .await
-                .expect("org");
+            let crate::testing::Fixture {
+                core,
+                org,
+                guard,
+                dir: _dir,
+            } = crate::testing::Fixture::new(postgres, "threads", "Threads").await;
             let messages = core.store.messages();
             messages
                 .accept_many(&[
@@ -796,5 +808,121 @@ mod tests {
             );
             crate::testing::close(core, guard).await;
         }
+    }
+
+    /// A batch accepted on PostgreSQL (one statement, `accept_pg`) writes what the SQLite
+    /// transaction writes, in the same order, and answers the same: new and touched threads,
+    /// messages, deliveries with their `queued` history, the events (an urgent message's
+    /// included), a key repeated inside the batch replayed, a key committed before replayed
+    /// or refused by its request hash.
+    #[tokio::test]
+    async fn a_postgres_accept_writes_what_sqlite_writes() {
+        type Rows = Vec<(String, String, Option<String>, i64)>;
+        type Snapshot = (Vec<AcceptOutcome>, Rows, Rows, Rows, Rows, Rows, Rows);
+        let mut snapshots: Vec<Snapshot> = Vec::new();
+        for postgres in [false, true] {
+            let crate::testing::Fixture {
+                core,
+                org,
+                guard,
+                dir: _dir,
+            } = crate::testing::Fixture::new(postgres, "accepts", "Accepts").await;
+            let messages = core.store.messages();
+            let with =
+                |id: &str, thread: &str, new_thread: bool, at: i64, key: Option<(&str, &str)>| {
+                    let mut i = item(&org.id, thread, new_thread, at);
+                    i.message.id = id.into();
+                    i.idempotency = key.map(|(k, h)| (k.to_string(), h.to_string()));
+                    i.deliveries = (0..2)
+                        .map(|n| NewDelivery {
+                            id: format!("dlv_{id}_{n}"),
+                            channel: if n == 0 { "sms" } else { "email" }.into(),
+                            recipient: format!("r{n}"),
+                            max_attempts: 3,
+                        })
+                        .collect();
+                    i
+                };
+            let before = messages
+                .accept_many(&[with("msg_0", "thr_old", true, 5, Some(("k0", "h0")))])
+                .await
+                .expect("before");
+            assert_eq!(before, [AcceptOutcome::Created]);
+            let mut urgent = with("msg_1", "thr_new", true, 10, Some(("k1", "h1")));
+            urgent.message.urgent = true;
+            urgent.message.metadata = r#"{"chart_documented":true}"#.into();
+            let outcomes = messages
+                .accept_many(&[
+                    urgent,
+                    with("msg_2", "thr_old", false, 30, None),
+                    with("msg_3", "thr_old", false, 20, None),
+                    with("msg_4", "thr_new", false, 40, Some(("k1", "h1"))),
+                    with("msg_5", "thr_old", false, 50, Some(("k0", "other"))),
+                    with("msg_6", "thr_old", false, 60, Some(("k0", "h0"))),
+                ])
+                .await
+                .expect("batch");
+            let db = core.store.db();
+            macro_rules! rows {
+                ($sql:literal) => {
+                    on_db!(db, |pool| sqlx::query_as($sql).fetch_all(pool).await).expect($sql)
+                };
+            }
+            let threads: Rows =
+                rows!("SELECT id, status, category, updated_at FROM threads ORDER BY id");
+            let stored: Rows =
+                rows!("SELECT id, thread_id, metadata, created_at FROM messages ORDER BY id");
+            let deliveries: Rows =
+                rows!("SELECT id, message_id, recipient, enqueued_at FROM deliveries ORDER BY id");
+            let history: Rows = rows!(
+                "SELECT delivery_id, status, source, created_at FROM delivery_events ORDER BY id"
+            );
+            let events: Rows =
+                rows!("SELECT kind, subject_id, payload, created_at FROM events ORDER BY id");
+            let keys: Rows = rows!(
+                "SELECT key, request_hash, message_id, created_at FROM idempotency_keys ORDER BY key"
+            );
+            crate::testing::close(core, guard).await;
+            snapshots.push((outcomes, threads, stored, deliveries, history, events, keys));
+        }
+        let (outcomes, threads, stored, deliveries, history, events, keys) = &snapshots[0];
+        assert_eq!(
+            outcomes,
+            &[
+                AcceptOutcome::Created,
+                AcceptOutcome::Created,
+                AcceptOutcome::Created,
+                AcceptOutcome::Replayed("msg_1".into()),
+                AcceptOutcome::KeyReused,
+                AcceptOutcome::Replayed("msg_0".into()),
+            ]
+        );
+        // The old thread is touched to its last message's time (msg_3's 20, after msg_2's 30).
+        let at: Vec<(&str, i64)> = threads.iter().map(|t| (t.0.as_str(), t.3)).collect();
+        assert_eq!(at, [("thr_new", 10), ("thr_old", 20)]);
+        let ids: Vec<&str> = stored.iter().map(|m| m.0.as_str()).collect();
+        assert_eq!(ids, ["msg_0", "msg_1", "msg_2", "msg_3"]);
+        assert_eq!(deliveries.len(), 8);
+        assert_eq!(history.len(), 8);
+        // Per message: accepted (and urgent), then each delivery's `queued`.
+        let kinds: Vec<&str> = events.iter().map(|e| e.0.as_str()).collect();
+        assert_eq!(kinds.len(), 4 * 3 + 1);
+        assert_eq!(
+            &kinds[3..7],
+            [
+                "message.accepted",
+                "urgent_message_sent",
+                "delivery.status",
+                "delivery.status"
+            ]
+        );
+        assert!(
+            events[3]
+                .2
+                .as_deref()
+                .is_some_and(|p| p.contains(r#""chart_documented":true"#))
+        );
+        assert_eq!(keys.len(), 2);
+        assert_eq!(snapshots[0], snapshots[1]);
     }
 }

@@ -10,6 +10,7 @@
 
 #[macro_use]
 mod columns;
+mod accept_pg;
 mod alerts;
 mod api_keys;
 mod appointments;
