@@ -265,7 +265,21 @@ impl Deliveries<'_> {
         {
             let mut conn = super::HeldConnections::checkout(held, pool).await?;
             let moved = update_many_pg(&mut conn, updates, now).await?;
+            // A report alone for an unknown delivery is `NotFound` (it wrote nothing).
+            let unknown = match updates {
+                [(id, _)] if moved.is_empty() => {
+                    sqlx::query_scalar::<_, String>("SELECT id FROM deliveries WHERE id = $1")
+                        .bind(id)
+                        .fetch_optional(&mut *conn)
+                        .await?
+                        .is_none()
+                }
+                _ => false,
+            };
             super::HeldConnections::checkin(held, conn);
+            if unknown {
+                return Err(StoreError::NotFound);
+            }
             let mut moved: std::collections::HashMap<String, DeliveryRow> =
                 moved.into_iter().map(|row| (row.id.clone(), row)).collect();
             let mut results = Vec::with_capacity(updates.len());
@@ -936,7 +950,7 @@ const REPORTS_PER_STATEMENT: usize = 256;
 /// dead letter (those take the transaction, which writes them).
 fn one_statement(updates: &[(String, DeliveryUpdate)]) -> bool {
     let mut seen = std::collections::HashSet::with_capacity(updates.len());
-    updates.len() > 1
+    !updates.is_empty()
         && updates.len() <= REPORTS_PER_STATEMENT
         && updates
             .iter()
@@ -1644,6 +1658,36 @@ mod tests {
             assert_eq!(
                 events,
                 [payload("dlv_1"), payload("dlv_0")],
+                "postgres: {postgres}"
+            );
+            // Reports alone: one that moves, one that may not (recorded), an unknown one.
+            let deliveries = core.store.deliveries();
+            let alone = DeliveryUpdate::new(DeliveryStatus::Delivered, "webhook:test");
+            assert_eq!(deliveries.update("dlv_0", &alone).await.ok(), Some(true));
+            assert_eq!(
+                deliveries
+                    .update("dlv_0", &alone)
+                    .await
+                    .map_err(|e| e.to_string()),
+                Ok(false)
+            );
+            assert!(matches!(
+                deliveries.update("dlv_unknown", &alone).await,
+                Err(StoreError::NotFound)
+            ));
+            let after: Vec<(String, String, bool)> = super::super::on_db!(db, |pool| {
+                sqlx::query_as(
+                    "SELECT delivery_id, status, applied FROM delivery_events
+                      WHERE source = 'webhook:test' ORDER BY id",
+                )
+                .fetch_all(pool)
+                .await
+            })
+            .expect("history");
+            let row = |id: &str, applied| (id.to_string(), "delivered".to_string(), applied);
+            assert_eq!(
+                after,
+                [row("dlv_1", true), row("dlv_0", true), row("dlv_0", false)],
                 "postgres: {postgres}"
             );
             crate::testing::close(core, guard).await;
