@@ -648,3 +648,36 @@ both_databases!(
     deliveries_woken_together_share_jobs,
     super::deliveries_woken_together_share_jobs
 );
+
+/// A job queue slow to take pushes (its table locked by another session) does not hold up
+/// accepts: the 201 comes back while the lock is held, and the message is delivered once the
+/// queue takes jobs again. PostgreSQL only: there the queue's table can be locked from
+/// outside without locking the store's.
+#[tokio::test]
+async fn a_slow_job_queue_does_not_hold_up_accepts() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let mut daemon = TestDaemon::start(db.config()).await;
+    let locker = sqlx::PgPool::connect(&db.url).await.expect("connect");
+    let mut lock = locker.begin().await.expect("begin");
+    sqlx::query("LOCK TABLE apalis.jobs IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .expect("lock the queue's table");
+    let response = tokio::time::timeout(
+        Duration::from_secs(10),
+        daemon.post_message(
+            json!({"body": "Queue is slow", "recipients": [{"address": "+14155550011", "channel": "sms"}]}),
+        ),
+    )
+    .await
+    .expect("answered while the queue's table is locked");
+    assert_eq!(response.status(), 201);
+    let created: serde_json::Value = response.json().await.expect("json");
+    let id = created["id"].as_str().expect("id").to_string();
+    lock.rollback().await.expect("unlock");
+    let view = daemon.wait_terminal(&id, WAIT).await;
+    assert_eq!(view["deliveries"][0]["status"], "delivered", "{view:#}");
+    assert_eq!(count_files(&db.outbox()), 1);
+    locker.close().await;
+    daemon.stop().await;
+}

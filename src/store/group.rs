@@ -21,6 +21,10 @@ use super::{
 
 const MAX_BATCH: usize = 128;
 
+/// Job pushes of committed accept batches running at once ([`AfterAccept`]); an accept
+/// flusher with this many still running waits for one before answering its next batch.
+const PUSHES_IN_FLIGHT: usize = 4;
+
 /// How long the HL7 flusher waits, at most, for the connections the last batch answered to
 /// send their next messages (only while fewer have arrived than that batch held). Each MLLP
 /// connection has one message in flight, so without it a steady load splits into a batch of
@@ -132,8 +136,9 @@ where
     }
 }
 
-/// What happens right after a batch of accepted messages is committed, before their callers
-/// are answered: the queue pushes one job per channel for the whole batch.
+/// What happens right after a batch of accepted messages is committed, as their callers are
+/// answered: the queue pushes one job per channel for the whole batch, on a task of its own
+/// (at most [`PUSHES_IN_FLIGHT`] at once).
 pub trait AfterAccept: Send + Sync + 'static {
     /// `(channel, delivery id)` of every delivery just committed.
     fn enqueue(&self, deliveries: Vec<(String, String)>) -> BoxFuture<'static, ()>;
@@ -172,8 +177,10 @@ impl GroupCommit {
         let s = store.clone();
         let hook = after_accept.clone();
         let accept_held = held();
+        let pushes = Arc::new(tokio::sync::Semaphore::new(PUSHES_IN_FLIGHT));
         let accept = Batcher::spawn(flushers, None, move |items: Vec<AcceptItem>| {
             let (s, after_accept, held) = (s.clone(), hook.clone(), accept_held.clone());
+            let pushes = pushes.clone();
             async move {
                 let outcomes = s.messages().accept_many_on(Some(&held), &items).await?;
                 if let Some(hook) = after_accept {
@@ -187,7 +194,19 @@ impl GroupCommit {
                                 .map(|d| (d.channel.clone(), d.id.clone()))
                         })
                         .collect();
-                    hook.enqueue(created).await;
+                    // The callers are answered now, not after the push (a second commit):
+                    // the deliveries are durable and marked enqueued, and a push that fails
+                    // or dies with the process is made good by the sweeper (stale mark) or
+                    // the start-up recovery (every queued delivery). The flusher waits only
+                    // when PUSHES_IN_FLIGHT pushes are still running.
+                    if !created.is_empty() {
+                        let slot = pushes.acquire_owned().await.ok();
+                        let push = hook.enqueue(created);
+                        tokio::spawn(async move {
+                            push.await;
+                            drop(slot);
+                        });
+                    }
                 }
                 Ok(outcomes)
             }
