@@ -665,3 +665,48 @@ async fn twilio_requests_pass_the_published_contract() {
     );
     daemon.stop().await;
 }
+
+/// A channel sends at most its `concurrency` at once however many messages wait (a send slot
+/// is held from the claim until the provider has answered, and given to the next attempt
+/// before the outcome is recorded): twelve messages to a provider taking 300 ms a send, with
+/// `concurrency = 3`, are all sent, three at a time and never more.
+async fn sends_stay_within_the_channels_concurrency(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let provider = FakeProvider::start(Flavor::Twilio).await;
+    let mut config = twilio_config(&db, &provider.base_url());
+    config
+        .channels
+        .get_mut("sms")
+        .expect("sms channel")
+        .concurrency = 3;
+    provider.script(
+        (0..12)
+            .map(|n| Answer {
+                status: 201,
+                body: json!({
+                    "sid": format!("SM{:032x}", 0xabc000 + n), "status": "queued",
+                    "to": PATIENT_PHONE, "from": FROM, "num_segments": "1",
+                    "direction": "outbound-api", "api_version": "2010-04-01",
+                    "error_code": null, "error_message": null,
+                })
+                .to_string(),
+                delay: Duration::from_millis(300),
+            })
+            .collect(),
+    );
+    let mut daemon = TestDaemon::start(config).await;
+    let mut messages = Vec::new();
+    for n in 0..12 {
+        messages.push(send_sms(&daemon, PATIENT_PHONE, &format!("Slow send {n}")).await);
+    }
+    for (message_id, _) in &messages {
+        wait_delivery(&daemon, message_id, |d| d["status"] == "sent").await;
+    }
+    assert_eq!(provider.sends().len(), 12);
+    assert_eq!(provider.max_in_flight(), 3, "sends at once");
+    daemon.stop().await;
+}
+both_databases!(
+    concurrency,
+    crate::sends_stay_within_the_channels_concurrency
+);

@@ -133,8 +133,8 @@ pub async fn deliver_job(job: DeliveryJob, work: Data<ChannelWork>) -> Result<()
     let attempts = job.delivery_ids().map(|id| {
         let work = &work;
         async move {
-            let _slot = work.slots.acquire().await;
-            work.deliverer.attempt(id).await
+            let slot = work.slots.acquire().await.ok();
+            work.deliverer.attempt(id, slot).await
         }
     });
     futures::future::join_all(attempts)
@@ -155,9 +155,16 @@ pub enum WorkerError {
 }
 
 impl Deliverer {
-    /// One attempt at one delivery. See the module docs for the steps.
+    /// One attempt at one delivery, holding one of its channel's send slots from the claim
+    /// until the connector has answered (the claim is inside it, so no claimed delivery waits
+    /// for a slot while its lease runs; recording the outcome is not a send, so the slot goes
+    /// to the next attempt first). See the module docs for the steps.
     #[instrument(skip_all, fields(delivery_id = %delivery_id))]
-    pub async fn attempt(&self, delivery_id: &str) -> Result<(), WorkerError> {
+    pub async fn attempt(
+        &self,
+        delivery_id: &str,
+        slot: Option<tokio::sync::SemaphorePermit<'_>>,
+    ) -> Result<(), WorkerError> {
         let lease = self.config.queue.lease();
         let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 4);
         if self.held(delivery_id).await? {
@@ -225,6 +232,7 @@ impl Deliverer {
             },
         };
         drop(held);
+        drop(slot);
         let permit = permit.filter(|_| external);
         self.record(&delivery, &connector_name, permit.as_ref(), result)
             .await

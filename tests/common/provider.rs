@@ -86,6 +86,29 @@ struct Inner {
     report_to: Option<(Arc<std::sync::RwLock<Vec<String>>>, Duration)>,
     /// Status callbacks accepted (2xx) so far.
     reported: usize,
+    /// Sends (POST) being answered now, and the most there ever were at once.
+    in_flight: usize,
+    max_in_flight: usize,
+}
+
+/// Counts a send in flight from its arrival until it is answered (or the client gave up).
+struct InFlight(Arc<Mutex<Inner>>);
+
+impl InFlight {
+    fn start(inner: &Arc<Mutex<Inner>>) -> Self {
+        let mut i = inner.lock().unwrap();
+        i.in_flight += 1;
+        i.max_in_flight = i.max_in_flight.max(i.in_flight);
+        Self(inner.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Ok(mut i) = self.0.lock() {
+            i.in_flight -= 1;
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -125,6 +148,11 @@ impl FakeProvider {
     /// Drops the answers not given yet: from now on, the default (success).
     pub fn clear_script(&self) {
         self.inner.lock().unwrap().script.clear();
+    }
+
+    /// The most sends (POST) it was answering at once.
+    pub fn max_in_flight(&self) -> usize {
+        self.inner.lock().unwrap().max_in_flight
     }
 
     /// What message lookups (GET) report.
@@ -197,6 +225,7 @@ async fn handle(
         at: Instant::now(),
         health: Health::Up,
     };
+    let _in_flight = (method == Method::POST).then(|| InFlight::start(&provider.inner));
     let health = {
         let mut inner = provider.inner.lock().unwrap();
         let health = inner.health;
