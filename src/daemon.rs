@@ -138,6 +138,7 @@ impl Core {
         let group = GroupCommit::start(
             &store,
             Some(Arc::new(enqueuer)),
+            crate::store::Pushes::Detached,
             config.fax_inbound.record_writers,
         );
         let config = Arc::new(config);
@@ -184,9 +185,11 @@ impl Core {
             queue: queue.clone(),
             store: store.clone(),
         };
+        // Admin commands exit once answered: their accepts wait for the job push.
         let group = GroupCommit::start(
             &store,
             Some(Arc::new(enqueuer)),
+            crate::store::Pushes::Awaited,
             config.fax_inbound.record_writers,
         );
         let config = Arc::new(config);

@@ -21,6 +21,18 @@ use super::{
 
 const MAX_BATCH: usize = 128;
 
+/// Whether an accept batch's callers wait for its job push ([`AfterAccept`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pushes {
+    /// Answered once committed; the push runs on a task of its own. For the daemon, whose
+    /// sweeper and start-up recovery make good a push that fails or dies with the process.
+    Detached,
+    /// Answered after the push. For one-shot commands (`switchboard send`), which exit once
+    /// answered: a detached push would die with them, and the message would wait for the
+    /// sweeper's stale-mark pass.
+    Awaited,
+}
+
 /// Job pushes of committed accept batches running at once ([`AfterAccept`]); an accept
 /// flusher with this many still running waits for one before answering its next batch.
 const PUSHES_IN_FLIGHT: usize = 4;
@@ -136,9 +148,9 @@ where
     }
 }
 
-/// What happens right after a batch of accepted messages is committed, as their callers are
-/// answered: the queue pushes one job per channel for the whole batch, on a task of its own
-/// (at most [`PUSHES_IN_FLIGHT`] at once).
+/// What happens right after a batch of accepted messages is committed: the queue pushes one
+/// job per channel for the whole batch, on a task of its own as the callers are answered
+/// (at most [`PUSHES_IN_FLIGHT`] at once), or before they are ([`Pushes`]).
 pub trait AfterAccept: Send + Sync + 'static {
     /// `(channel, delivery id)` of every delivery just committed.
     fn enqueue(&self, deliveries: Vec<(String, String)>) -> BoxFuture<'static, ()>;
@@ -163,6 +175,7 @@ impl GroupCommit {
     pub fn start(
         store: &Store,
         after_accept: Option<Arc<dyn AfterAccept>>,
+        pushes: Pushes,
         fax_writers: usize,
     ) -> Self {
         let flushers = store.db.flushers();
@@ -177,10 +190,10 @@ impl GroupCommit {
         let s = store.clone();
         let hook = after_accept.clone();
         let accept_held = held();
-        let pushes = Arc::new(tokio::sync::Semaphore::new(PUSHES_IN_FLIGHT));
+        let slots = Arc::new(tokio::sync::Semaphore::new(PUSHES_IN_FLIGHT));
         let accept = Batcher::spawn(flushers, None, move |items: Vec<AcceptItem>| {
             let (s, after_accept, held) = (s.clone(), hook.clone(), accept_held.clone());
-            let pushes = pushes.clone();
+            let slots = slots.clone();
             async move {
                 let outcomes = s.messages().accept_many_on(Some(&held), &items).await?;
                 if let Some(hook) = after_accept {
@@ -199,13 +212,17 @@ impl GroupCommit {
                     // or dies with the process is made good by the sweeper (stale mark) or
                     // the start-up recovery (every queued delivery). The flusher waits only
                     // when PUSHES_IN_FLIGHT pushes are still running.
-                    if !created.is_empty() {
-                        let slot = pushes.acquire_owned().await.ok();
-                        let push = hook.enqueue(created);
-                        tokio::spawn(async move {
-                            push.await;
-                            drop(slot);
-                        });
+                    match pushes {
+                        _ if created.is_empty() => {}
+                        Pushes::Detached => {
+                            let slot = slots.acquire_owned().await.ok();
+                            let push = hook.enqueue(created);
+                            tokio::spawn(async move {
+                                push.await;
+                                drop(slot);
+                            });
+                        }
+                        Pushes::Awaited => hook.enqueue(created).await,
                     }
                 }
                 Ok(outcomes)

@@ -74,7 +74,7 @@ pub use direct_mdns::{MdnRow, NewMdnRow};
 pub use events::{EventCursor, EventPage};
 pub use fax::{FaxMediaRow, FaxRecordRow};
 pub use fax_inbound::{FaxInboundRow, NewFaxInbound};
-pub use group::{AfterAccept, GroupCommit};
+pub use group::{AfterAccept, GroupCommit, Pushes};
 pub use hl7::{Hl7Arrival, Hl7Effects, Hl7Outcome, Hl7Record, Hl7Row};
 pub use inbound::{FileInbound, InboundRow, NewInbound, NewOrphan, OrphanRow};
 pub use intake::{ReassignInbound, StepRow};
