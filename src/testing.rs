@@ -73,6 +73,28 @@ pub(crate) async fn execute_each(pool: &sqlx::PgPool, organization_id: &str, sta
     }
 }
 
+/// Every node of a PostgreSQL JSON plan (`EXPLAIN (FORMAT JSON)`) that scans `relation`.
+pub(crate) fn scans_of<'v>(
+    plan: &'v serde_json::Value,
+    relation: &str,
+) -> Vec<&'v serde_json::Value> {
+    fn walk<'v>(node: &'v serde_json::Value, relation: &str, out: &mut Vec<&'v serde_json::Value>) {
+        match node {
+            serde_json::Value::Array(items) => items.iter().for_each(|n| walk(n, relation, out)),
+            serde_json::Value::Object(map) => {
+                if map.get("Relation Name").and_then(|r| r.as_str()) == Some(relation) {
+                    out.push(node);
+                }
+                map.values().for_each(|n| walk(n, relation, out));
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(plan, relation, &mut out);
+    out
+}
+
 /// Closes a core from [`core_on`] and drops its PostgreSQL database, if it made one.
 pub(crate) async fn close(core: crate::daemon::Core, guard: Option<DropDatabase>) {
     core.store.close().await;

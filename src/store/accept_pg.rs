@@ -24,6 +24,7 @@ use std::collections::{HashMap, HashSet};
 
 use sqlx::{PgConnection, Postgres, QueryBuilder};
 
+use super::dialect::column;
 use super::messages::{AcceptEvent, AcceptItem, AcceptOutcome, accept_events};
 use super::{Result, StoreError};
 
@@ -181,8 +182,4 @@ pub(super) async fn accept(
             })
         })
         .collect()
-}
-
-fn column<'r, T, V>(rows: &'r [T], f: impl FnMut(&'r T) -> V) -> Vec<V> {
-    rows.iter().map(f).collect()
 }

@@ -256,11 +256,13 @@ impl Deliveries<'_> {
         // Reports for distinct deliveries move them in one statement; a batch that reports
         // one delivery twice applies its reports in order, one statement each (the second
         // must see the first's result).
-        let batched = updates.len() > 1 && {
+        let distinct = {
             let mut seen = std::collections::HashSet::with_capacity(updates.len());
             updates.iter().all(|(id, _)| seen.insert(id.as_str()))
         };
+        let batched = updates.len() > 1 && distinct;
         if let super::Db::Postgres(pool) = self.db()
+            && distinct
             && one_statement(updates)
         {
             let mut conn = super::HeldConnections::checkout(held, pool).await?;
@@ -945,16 +947,15 @@ where
 /// are smaller); a larger batch takes the transaction.
 const REPORTS_PER_STATEMENT: usize = 256;
 
-/// Whether [`update_many_pg`] can write these reports: distinct deliveries (a batch naming
-/// one twice applies them in order), few enough, and none that may queue a retry or list a
-/// dead letter (those take the transaction, which writes them).
+/// Whether [`update_many_pg`] can write these reports of distinct deliveries (a batch naming
+/// one twice applies them in order, in the transaction): few enough, and none that may queue
+/// a retry or list a dead letter (those take the transaction, which writes them).
 fn one_statement(updates: &[(String, DeliveryUpdate)]) -> bool {
-    let mut seen = std::collections::HashSet::with_capacity(updates.len());
     !updates.is_empty()
         && updates.len() <= REPORTS_PER_STATEMENT
         && updates
             .iter()
-            .all(|(id, u)| u.retry_at.is_none() && !u.dead_letter && seen.insert(id.as_str()))
+            .all(|(_, u)| u.retry_at.is_none() && !u.dead_letter)
 }
 
 /// [`Deliveries::update_many`] on PostgreSQL in one statement committed by itself (for
@@ -1300,6 +1301,35 @@ mod tests {
     use super::*;
     use crate::store::Db;
 
+    /// An outbound message `id` of `organization_id` opening a routine thread, created at 7.
+    fn message(organization_id: &str, id: &str) -> super::super::NewMessage {
+        super::super::NewMessage {
+            id: id.into(),
+            organization_id: organization_id.into(),
+            thread_id: new_id("thr"),
+            new_thread_category: Some("routine".into()),
+            patient_id: None,
+            direction: "outbound".into(),
+            content: b"sealed elsewhere".to_vec(),
+            urgent: false,
+            part2: false,
+            metadata: "{}".into(),
+            created_at: 7,
+        }
+    }
+
+    /// An SMS delivery to one number under each of `ids`.
+    fn sms(ids: &[String]) -> Vec<super::super::NewDelivery> {
+        ids.iter()
+            .map(|id| super::super::NewDelivery {
+                id: id.clone(),
+                channel: "sms".into(),
+                recipient: "+14155550100".into(),
+                max_attempts: 3,
+            })
+            .collect()
+    }
+
     /// A burst: the statistics were gathered while no delivery waited, then 5,000 came in.
     /// Claiming 32 of them still finds them by id (the primary key), not by walking the
     /// backlog in the partial index of waiting deliveries (which grew with the backlog).
@@ -1376,26 +1406,11 @@ mod tests {
                 .messages()
                 .accept(
                     &super::super::NewMessage {
-                        id: message_id.clone(),
-                        organization_id: org.id.clone(),
-                        thread_id: new_id("thr"),
-                        new_thread_category: Some("routine".into()),
-                        patient_id: None,
-                        direction: "outbound".into(),
-                        content: b"sealed elsewhere".to_vec(),
                         urgent: true,
-                        part2: false,
                         metadata: r#"{"k":"v"}"#.into(),
-                        created_at: 7,
+                        ..message(&org.id, &message_id)
                     },
-                    &ids.iter()
-                        .map(|id| super::super::NewDelivery {
-                            id: id.clone(),
-                            channel: "sms".into(),
-                            recipient: "+14155550100".into(),
-                            max_attempts: 3,
-                        })
-                        .collect::<Vec<_>>(),
+                    &sms(&ids),
                     None,
                 )
                 .await
@@ -1524,30 +1539,7 @@ mod tests {
             let ids: Vec<String> = (0..3).map(|n| format!("dlv_{n}")).collect();
             core.store
                 .messages()
-                .accept(
-                    &super::super::NewMessage {
-                        id: message_id.clone(),
-                        organization_id: org.id.clone(),
-                        thread_id: new_id("thr"),
-                        new_thread_category: Some("routine".into()),
-                        patient_id: None,
-                        direction: "outbound".into(),
-                        content: b"sealed elsewhere".to_vec(),
-                        urgent: false,
-                        part2: false,
-                        metadata: "{}".into(),
-                        created_at: 7,
-                    },
-                    &ids.iter()
-                        .map(|id| super::super::NewDelivery {
-                            id: id.clone(),
-                            channel: "sms".into(),
-                            recipient: "+14155550100".into(),
-                            max_attempts: 3,
-                        })
-                        .collect::<Vec<_>>(),
-                    None,
-                )
+                .accept(&message(&org.id, &message_id), &sms(&ids), None)
                 .await
                 .expect("accept");
             for (id, status) in [

@@ -62,6 +62,12 @@ macro_rules! on_tx {
 }
 pub(crate) use on_tx;
 
+/// One column of `rows`, as PostgreSQL's `UNNEST` takes it (one array parameter), for the
+/// batch writers that send rows as arrays (`hl7_pg`, `accept_pg`).
+pub(super) fn column<'r, T, V>(rows: &'r [T], f: impl FnMut(&'r T) -> V) -> Vec<V> {
+    rows.iter().map(f).collect()
+}
+
 /// How long a group-commit writer keeps a connection it has not used before it goes back to
 /// the pool.
 const HELD_IDLE: Duration = Duration::from_secs(1);

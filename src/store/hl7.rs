@@ -944,8 +944,7 @@ mod tests {
             .expect("plan");
         let plan = plan.0;
         // Every scan of patient_identifiers names the identifier in its index condition.
-        let mut scans = Vec::new();
-        collect_scans(&plan, &mut scans);
+        let scans = crate::testing::scans_of(&plan, "patient_identifiers");
         assert_eq!(scans.len(), keys.len(), "one lookup per key: {plan}");
         for scan in scans {
             let condition = scan["Index Cond"].as_str().unwrap_or_default();
@@ -1108,20 +1107,6 @@ mod tests {
             };
             assert_eq!(payloads, [payload(1_000), payload(2_000)], "{db}");
             crate::testing::close(core, guard).await;
-        }
-    }
-
-    fn collect_scans<'v>(node: &'v serde_json::Value, out: &mut Vec<&'v serde_json::Value>) {
-        match node {
-            serde_json::Value::Array(items) => items.iter().for_each(|n| collect_scans(n, out)),
-            serde_json::Value::Object(map) => {
-                if map.get("Relation Name").and_then(|r| r.as_str()) == Some("patient_identifiers")
-                {
-                    out.push(node);
-                }
-                map.values().for_each(|n| collect_scans(n, out));
-            }
-            _ => {}
         }
     }
 }

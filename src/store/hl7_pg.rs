@@ -24,6 +24,7 @@ use std::collections::HashSet;
 
 use sqlx::{PgConnection, Postgres, QueryBuilder};
 
+use super::dialect::column;
 use super::hl7::{
     APPOINTMENT_UPSERT, EVENT_HEAD, Hl7Record, Holders, PATIENT_UPSERT, Plan, Writes, push_holders,
     resolve,
@@ -272,9 +273,4 @@ pub(super) async fn record(
     }
     tx.commit().await?;
     Ok(inserted)
-}
-
-/// One column of `rows`, as the array `UNNEST` takes.
-fn column<'r, T, V>(rows: &'r [T], f: impl FnMut(&'r T) -> V) -> Vec<V> {
-    rows.iter().map(f).collect()
 }

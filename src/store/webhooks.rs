@@ -547,8 +547,15 @@ mod tests {
         .await
         .expect("plan");
         let plan = plan.0;
-        let mut read = 0.0;
-        rows_read(&plan, &mut read);
+        // Rows each scan of the table read (kept and filtered out), over all its loops.
+        let read: f64 = crate::testing::scans_of(&plan, "webhook_deliveries")
+            .iter()
+            .map(|scan| {
+                let rows = scan["Actual Rows"].as_f64().unwrap_or(0.0);
+                let removed = scan["Rows Removed by Filter"].as_f64().unwrap_or(0.0);
+                (rows + removed) * scan["Actual Loops"].as_f64().unwrap_or(1.0)
+            })
+            .sum();
         assert!(
             read <= 5000.0,
             "the pending rows are read once ({read} rows read): {plan}"
@@ -563,25 +570,5 @@ mod tests {
         // Keys 1..2499 and 0 (events 1..2500) come first; each key's later events wait.
         assert_eq!(ids, (1..=64).collect::<Vec<i64>>());
         crate::testing::close(core, guard).await;
-    }
-
-    /// Rows every scan of `webhook_deliveries` in the plan read, over all its loops.
-    fn rows_read(node: &serde_json::Value, read: &mut f64) {
-        match node {
-            serde_json::Value::Object(map) => {
-                if map.get("Relation Name").and_then(|r| r.as_str()) == Some("webhook_deliveries") {
-                    let rows = map["Actual Rows"].as_f64().unwrap_or(0.0);
-                    let loops = map["Actual Loops"].as_f64().unwrap_or(1.0);
-                    let removed = map
-                        .get("Rows Removed by Filter")
-                        .and_then(|r| r.as_f64())
-                        .unwrap_or(0.0);
-                    *read += (rows + removed) * loops;
-                }
-                map.values().for_each(|v| rows_read(v, read));
-            }
-            serde_json::Value::Array(items) => items.iter().for_each(|v| rows_read(v, read)),
-            _ => {}
-        }
     }
 }
