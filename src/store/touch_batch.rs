@@ -10,12 +10,12 @@
 //! per key), whatever the table's statistics say. With an `IN (…)` list of 1,000 ids the
 //! planner scans the whole table: on tables just loaded (no statistics yet) and, measured on
 //! 110,000 patients, on analyzed ones too (17–19 ms against 2–5 ms, per read of a 1,000-touch
-//! batch). The batch's outcomes are written the same way (`UPDATE … FROM` the keys' rows),
-//! not hashed against every planned touch.
+//! batch). The batch's outcomes are written the same way: each touch read by its key, then
+//! that row updated, not every planned touch hashed (`PG_FINISH_TOUCHES`).
 
 use std::collections::{HashMap, HashSet};
 
-use super::{AppointmentRow, ContactPointRow, Db, PatientRow, Reminders, Result, on_db};
+use super::{AppointmentRow, ContactPointRow, Db, PatientRow, Reminders, Result, dialect, on_db};
 
 /// Ids per `IN (...)` list: well under SQLite's 32,766 and PostgreSQL's 65,535 parameters.
 pub(super) const IN_CHUNK: usize = 1000;
@@ -101,6 +101,22 @@ const PG_SENT_COUNTS: &str =
 const PG_OPEN_THREADS: &str = "SELECT t.* FROM UNNEST($2::text[]) AS u(key) CROSS JOIN LATERAL (
         SELECT patient_id, id, updated_at FROM threads
         WHERE patient_id = u.key AND organization_id = $1 AND status = 'open' OFFSET 0) t";
+
+/// PostgreSQL: ends those of touches `$2` that are still planned (statuses `$3`, reasons `$4`,
+/// channels `$5`, messages `$6`, at `$1`) and returns their ids. Each touch is read through
+/// the primary key, and exactly the row version read is updated (by `ctid`): one that another
+/// transaction changed in between is left alone, as a touch no longer planned is, and the
+/// next run's replay ends it. Joined on the id with the status test instead, the planner
+/// hashed every planned touch of the table to update 1,000 of them.
+const PG_FINISH_TOUCHES: &str = "WITH v AS (
+        SELECT v.*, x.tid FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[], $6::text[])
+            AS v (id, status, reason, channel, message_id)
+        CROSS JOIN LATERAL (SELECT ctid AS tid FROM reminder_touches
+            WHERE id = v.id AND status = 'planned' OFFSET 0) x)
+     UPDATE reminder_touches SET status = v.status, reason = v.reason, channel = v.channel,
+         message_id = v.message_id, updated_at = $1
+     FROM v WHERE reminder_touches.ctid = v.tid
+     RETURNING reminder_touches.id";
 
 /// `(key, message id, channel)` rows of `touch:<id>` idempotency keys, by touch id.
 fn accepted_by_touch(
@@ -347,6 +363,18 @@ impl Reminders<'_> {
         if outcomes.is_empty() {
             return Ok(HashSet::new());
         }
+        if let Db::Postgres(pool) = self.db() {
+            let rows: Vec<(String,)> = sqlx::query_as(PG_FINISH_TOUCHES)
+                .bind(now)
+                .bind(dialect::column(outcomes, |o| o.id.as_str()))
+                .bind(dialect::column(outcomes, |o| o.status))
+                .bind(dialect::column(outcomes, |o| o.reason.as_deref()))
+                .bind(dialect::column(outcomes, |o| o.channel.as_deref()))
+                .bind(dialect::column(outcomes, |o| o.message_id.as_deref()))
+                .fetch_all(pool)
+                .await?;
+            return Ok(rows.into_iter().map(|(id,)| id).collect());
+        }
         let moved = on_db!(self.db(), |pool| {
             let mut tx = pool.begin().await?;
             let mut moved = HashSet::new();
@@ -381,9 +409,9 @@ mod tests {
 
     /// Rows for the batch reads, in organization `$1`: patients p1 and p2; p1 with two contact
     /// points (ranked 2 then 1), two open threads and three reminders sent (an hour, three
-    /// days and ten days before `NOW`); p2 with a closed thread; appointment a1 of p1; touch
-    /// t1 accepted as message m1 (no delivery).
-    const ROWS: [&str; 11] = [
+    /// days and ten days before `NOW`); p2 with a closed thread and a skipped touch;
+    /// appointment a1 of p1; touch t1 of p1 planned, and accepted as message m1 (no delivery).
+    const ROWS: [&str; 12] = [
         "INSERT INTO patients (id, organization_id, external_id, created_at, updated_at) VALUES ('p1', $1, 'MRN1', 0, 0), ('p2', $1, 'MRN2', 0, 0)",
         "INSERT INTO contact_points (id, organization_id, patient_id, system, value, rank, created_at) VALUES ('cp_b', $1, 'p1', 'sms', '+15550000002', 2, 0), ('cp_a', $1, 'p1', 'sms', '+15550000001', 1, 0)",
         "INSERT INTO appointments (id, organization_id, patient_id, filler_id, start_at, status, source, created_at, updated_at) VALUES ('a1', $1, 'p1', 'F1', 5, 'booked', 'api', 0, 0)",
@@ -395,6 +423,7 @@ mod tests {
         "INSERT INTO reminder_touches (id, organization_id, appointment_id, patient_id, rule_id, touch_id, appointment_start, due_at, status, created_at, updated_at) VALUES ('s3', $1, 'a1', 'p1', 'r', 'days10', 3, 0, 'sent', 0, 136000000)",
         "INSERT INTO reminder_touches (id, organization_id, appointment_id, patient_id, rule_id, touch_id, appointment_start, due_at, status, created_at, updated_at) VALUES ('t2', $1, 'a1', 'p2', 'r', 'x', 4, 0, 'skipped', 0, 996400000)",
         "INSERT INTO idempotency_keys (organization_id, key, request_hash, message_id, created_at) VALUES ($1, 'touch:t1', 'h', 'm1', 0)",
+        "INSERT INTO reminder_touches (id, organization_id, appointment_id, patient_id, rule_id, touch_id, appointment_start, due_at, status, created_at, updated_at) VALUES ('t1', $1, 'a1', 'p1', 'r', 'day', 5, 0, 'planned', 0, 0)",
     ];
     /// "Now" for [`ROWS`]: 1,000,000,000 ms.
     const NOW: i64 = 1_000_000_000;
@@ -480,6 +509,50 @@ mod tests {
                 threads,
                 HashMap::from([("p1".to_string(), "th_new".to_string())])
             );
+            // Only planned touches move: t1 does, once; s1 (sent) and an unknown id do not.
+            let outcome = |id: &str| TouchOutcome {
+                id: id.into(),
+                status: "sent",
+                reason: Some("why".into()),
+                channel: Some("sms".into()),
+                message_id: Some("m1".into()),
+            };
+            let outcomes = [outcome("t1"), outcome("s1"), outcome("t9")];
+            let moved = reminders
+                .finish_touches(&outcomes, NOW)
+                .await
+                .expect("finish");
+            assert_eq!(
+                moved,
+                HashSet::from(["t1".to_string()]),
+                "postgres: {postgres}"
+            );
+            let again = reminders
+                .finish_touches(&outcomes, NOW + 1)
+                .await
+                .expect("finish again");
+            assert!(again.is_empty(), "postgres: {postgres}");
+            let row: (String, Option<String>, Option<String>, Option<String>, i64) = on_db!(
+                core.store.db(),
+                |pool| {
+                    sqlx::query_as(
+                        "SELECT status, reason, channel, message_id, updated_at FROM reminder_touches WHERE id = 't1'",
+                    )
+                    .fetch_one(pool)
+                    .await
+                    .expect("t1")
+                }
+            );
+            assert_eq!(
+                row,
+                (
+                    "sent".into(),
+                    Some("why".into()),
+                    Some("sms".into()),
+                    Some("m1".into()),
+                    NOW
+                )
+            );
             crate::testing::close(core, guard).await;
         }
     }
@@ -510,6 +583,8 @@ mod tests {
                  SELECT 'th_' || n, $1, 'pat_' || n, 0, 0 FROM generate_series({from}, {to}) AS n"),
                 format!("INSERT INTO reminder_touches (id, organization_id, appointment_id, patient_id, rule_id, touch_id, appointment_start, due_at, status, created_at, updated_at)
                  SELECT 'rt_' || n, $1, 'apt_' || n, 'pat_' || n, 'r', 't', 0, 0, 'sent', 0, 0 FROM generate_series({from}, {to}) AS n"),
+                format!("INSERT INTO reminder_touches (id, organization_id, appointment_id, patient_id, rule_id, touch_id, appointment_start, due_at, status, created_at, updated_at)
+                 SELECT 'pt_' || n, $1, 'apt_' || n, 'pat_' || n, 'r', 'p', 0, 0, 'planned', 0, 0 FROM generate_series({from}, {to}) AS n"),
                 format!("INSERT INTO idempotency_keys (organization_id, key, request_hash, message_id, created_at)
                  SELECT $1, 'touch:rt_' || n, 'h', 'msg_' || n, 0 FROM generate_series({from}, {to}) AS n"),
             ]
@@ -558,6 +633,44 @@ mod tests {
                     "{relation}: each key through an index, not the whole table: {plan}"
                 );
             }
+        }
+        // Ending 1,000 planned touches reads each one by its key (and updates that row by
+        // its ctid), not every planned touch of the table through the partial due index.
+        // A day's plan: 40,000 touches planned, and statistics that know it.
+        crate::testing::execute_each(
+            pool,
+            &org.id,
+            &[
+                "INSERT INTO reminder_touches (id, organization_id, appointment_id, patient_id, rule_id, touch_id, appointment_start, due_at, status, created_at, updated_at)
+                 SELECT 'pt_' || n, $1, 'apt_1', 'pat_1', 'r', 'p' || n, 0, 0, 'planned', 0, 0 FROM generate_series(5001, 40000) AS n",
+                "ANALYZE reminder_touches",
+            ],
+        )
+        .await;
+        let touches: Vec<String> = (2001..=3000).map(|n| format!("pt_{n}")).collect();
+        let texts = |text: Option<&str>| vec![text.map(str::to_string); touches.len()];
+        let (plan,): (serde_json::Value,) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "EXPLAIN (FORMAT JSON) {PG_FINISH_TOUCHES}"
+        )))
+        .bind(1_i64)
+        .bind(&touches)
+        .bind(texts(Some("sent")))
+        .bind(texts(None))
+        .bind(texts(Some("sms")))
+        .bind(texts(Some("msg")))
+        .fetch_one(pool)
+        .await
+        .expect("plan");
+        let scans: Vec<_> = crate::testing::scans_of(&plan, "reminder_touches")
+            .into_iter()
+            .filter(|node| node["Node Type"] != "ModifyTable")
+            .collect();
+        assert!(!scans.is_empty(), "{plan}");
+        for scan in scans {
+            assert!(
+                matches!(scan["Node Type"].as_str(), Some("Index Scan" | "Tid Scan")),
+                "each touch by its key: {scan}"
+            );
         }
         crate::testing::close(core, guard).await;
     }
