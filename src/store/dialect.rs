@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions, PgSslMode};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{PgPool, SqlitePool};
+use sqlx::{PgPool, Row, SqlitePool};
 use tokio::sync::watch;
 
 use super::{Result, StoreError};
@@ -158,6 +158,10 @@ const PG_SETTLED_TX: &str = "SELECT COALESCE(
         pg_snapshot_xmax(s)::text::bigint)
      FROM pg_current_snapshot() AS s";
 
+/// True unless the session is inside a transaction block (sent alone, by the simple query
+/// protocol): a block's transaction started at its `BEGIN`, before this statement.
+const OUTSIDE_A_BLOCK: &str = "SELECT now() = statement_timestamp()";
+
 /// How long a pooled PostgreSQL connection may sit idle before it is tested (pinged) on its
 /// way out of the pool.
 const PG_IDLE_TEST: Duration = Duration::from_secs(1);
@@ -289,6 +293,30 @@ impl Db {
                             sqlx::Connection::ping(conn).await?;
                         }
                         Ok(true)
+                    })
+                })
+                // A connection the server still holds inside a transaction block is closed,
+                // not pooled: sqlx 0.9.0 leaves one so when a future is dropped during
+                // `begin()`'s round trip (an HTTP client gone, a timeout, an aborted task), and
+                // its release check does not look (transact-rs/sqlx#4393, fixed upstream after
+                // 0.9.0). Pooled, every later statement on it would run inside that transaction:
+                // never committed, holding its locks. Outside a block, a statement's
+                // transaction starts with the statement.
+                .after_release(|conn, _| {
+                    Box::pin(async move {
+                        // One simple-protocol message: outside a block its implicit
+                        // transaction and the statement start together (with the extended
+                        // protocol they start at different messages).
+                        let outside: bool = sqlx::raw_sql(OUTSIDE_A_BLOCK)
+                            .fetch_one(&mut *conn)
+                            .await?
+                            .try_get(0)?;
+                        if !outside {
+                            tracing::warn!(
+                                "a PostgreSQL connection was released inside a transaction block; closed"
+                            );
+                        }
+                        Ok(outside)
                     })
                 })
                 .connect_with(options)
@@ -616,6 +644,62 @@ mod tests {
             "on",
             "the operator's own choice is kept"
         );
+    }
+
+    /// A connection released while the server holds it inside a transaction block (as a
+    /// future dropped during `begin()` leaves it: the server in a transaction sqlx does not
+    /// count) is closed: the next statement runs in a transaction of its own, and what the
+    /// abandoned block wrote is rolled back.
+    #[tokio::test]
+    async fn a_connection_left_inside_a_transaction_is_not_pooled() {
+        let url = std::env::var("TEST_DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+        let events = Arc::new(watch::channel(0).0);
+        let Db::Postgres(pool) = Db::connect(&url, 1, false, &events)
+            .await
+            .expect("PostgreSQL")
+        else {
+            panic!("PostgreSQL");
+        };
+        let table = format!("sb_left_open_{}", std::process::id());
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "DROP TABLE IF EXISTS {table}; CREATE TABLE {table} (n INT)"
+        )))
+        .execute(&pool)
+        .await
+        .expect("table");
+        {
+            let mut conn = pool.acquire().await.expect("connection");
+            sqlx::raw_sql("BEGIN")
+                .execute(&mut *conn)
+                .await
+                .expect("BEGIN");
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "INSERT INTO {table} VALUES (1)"
+            )))
+            .execute(&mut *conn)
+            .await
+            .expect("insert");
+        }
+        // The pool has one connection: the next statement waits for the released one (or
+        // its replacement).
+        let outside: bool = sqlx::raw_sql(OUTSIDE_A_BLOCK)
+            .fetch_one(&pool)
+            .await
+            .expect("statement")
+            .get(0);
+        assert!(outside, "the next statement ran inside the abandoned block");
+        let (rows,): (i64,) =
+            sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
+                .fetch_one(&pool)
+                .await
+                .expect("count");
+        assert_eq!(rows, 0, "the abandoned block's write was rolled back");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP TABLE {table}")))
+            .execute(&pool)
+            .await
+            .expect("drop");
+        pool.close().await;
     }
 
     /// A writer's kept connection stays out of the pool while it is in use, and goes back to
