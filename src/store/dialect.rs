@@ -572,6 +572,24 @@ fn prepare_sqlite_file(path: &std::path::Path) -> std::io::Result<()> {
 mod tests {
     use super::*;
 
+    /// The test server's URL.
+    fn test_url() -> String {
+        std::env::var("TEST_DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+    }
+
+    /// A pool of at most `max` connections to `url` as the daemon opens one.
+    async fn daemon_pool(url: &str, max: u32) -> PgPool {
+        let events = Arc::new(watch::channel(0).0);
+        let Db::Postgres(pool) = Db::connect(url, max, false, &events)
+            .await
+            .expect("PostgreSQL")
+        else {
+            panic!("PostgreSQL");
+        };
+        pool
+    }
+
     /// Whether the connection `url` gives is encrypted, by the server's own account.
     async fn encrypted(url: &str) -> bool {
         let pool = PgPool::connect_with(pg_options(url).expect("URL"))
@@ -589,8 +607,7 @@ mod tests {
     /// The test server (Debian's, `ssl = on`) on loopback: no TLS unless the URL asks for it.
     #[tokio::test]
     async fn loopback_postgres_without_tls_unless_asked() {
-        let url = std::env::var("TEST_DATABASE_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+        let url = test_url();
         assert!(
             !url.contains("sslmode"),
             "the test URL names no sslmode: {url}"
@@ -607,40 +624,29 @@ mod tests {
     /// `options` say otherwise.
     #[tokio::test]
     async fn the_daemons_sessions_run_without_jit_unless_the_url_says() {
-        let url = std::env::var("TEST_DATABASE_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-        let events = Arc::new(watch::channel(0).0);
-        let jit = |url: String| {
-            let events = events.clone();
-            async move {
-                let Db::Postgres(pool) = Db::connect(&url, 1, false, &events)
-                    .await
-                    .expect("PostgreSQL")
-                else {
-                    panic!("PostgreSQL");
-                };
-                let (jit,): (String,) = sqlx::query_as("SHOW jit")
-                    .fetch_one(&pool)
-                    .await
-                    .expect("SHOW jit");
-                pool.close().await;
-                jit
-            }
+        let url = test_url();
+        // The session's setting, and the server's own.
+        let jit = |url: String| async move {
+            let pool = daemon_pool(&url, 1).await;
+            let settings: (String, String) = sqlx::query_as(
+                "SELECT current_setting('jit'), boot_val FROM pg_settings WHERE name = 'jit'",
+            )
+            .fetch_one(&pool)
+            .await
+            .expect("jit");
+            pool.close().await;
+            settings
         };
-        let (server_default,): (String,) =
-            sqlx::query_as("SELECT boot_val FROM pg_settings WHERE name = 'jit'")
-                .fetch_one(
-                    &PgPool::connect_with(pg_options(&url).expect("URL"))
-                        .await
-                        .expect("PostgreSQL"),
-                )
-                .await
-                .expect("pg_settings");
-        assert_eq!(server_default, "on", "the server would compile");
-        assert_eq!(jit(url.clone()).await, "off");
+        assert_eq!(
+            jit(url.clone()).await,
+            ("off".into(), "on".into()),
+            "the server would compile"
+        );
         let separator = if url.contains('?') { '&' } else { '?' };
         assert_eq!(
-            jit(format!("{url}{separator}options=-c%20jit%3Don")).await,
+            jit(format!("{url}{separator}options=-c%20jit%3Don"))
+                .await
+                .0,
             "on",
             "the operator's own choice is kept"
         );
@@ -652,15 +658,8 @@ mod tests {
     /// abandoned block wrote is rolled back.
     #[tokio::test]
     async fn a_connection_left_inside_a_transaction_is_not_pooled() {
-        let url = std::env::var("TEST_DATABASE_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-        let events = Arc::new(watch::channel(0).0);
-        let Db::Postgres(pool) = Db::connect(&url, 1, false, &events)
-            .await
-            .expect("PostgreSQL")
-        else {
-            panic!("PostgreSQL");
-        };
+        let url = test_url();
+        let pool = daemon_pool(&url, 1).await;
         let table = format!("sb_left_open_{}", std::process::id());
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
             "DROP TABLE IF EXISTS {table}; CREATE TABLE {table} (n INT)"
@@ -706,15 +705,8 @@ mod tests {
     /// the pool once it has been unused for the sweep's idle time.
     #[tokio::test]
     async fn a_kept_connection_goes_back_to_the_pool_once_unused() {
-        let url = std::env::var("TEST_DATABASE_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-        let events = Arc::new(watch::channel(0).0);
-        let Db::Postgres(pool) = Db::connect(&url, 2, false, &events)
-            .await
-            .expect("PostgreSQL")
-        else {
-            panic!("PostgreSQL");
-        };
+        let url = test_url();
+        let pool = daemon_pool(&url, 2).await;
         let held = HeldConnections::default();
         held.put(pool.acquire().await.expect("a connection"));
         held.sweep(Duration::from_secs(60));
@@ -748,14 +740,7 @@ mod tests {
         };
         assert_eq!(pool.options().get_idle_timeout(), None);
         assert_eq!(pool.options().get_max_lifetime(), None);
-        let url = std::env::var("TEST_DATABASE_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-        let Db::Postgres(pool) = Db::connect(&url, 2, false, &events)
-            .await
-            .expect("PostgreSQL")
-        else {
-            panic!("PostgreSQL");
-        };
+        let pool = daemon_pool(&test_url(), 2).await;
         assert_eq!(pool.options().get_idle_timeout(), None);
         assert_eq!(pool.options().get_max_lifetime(), None);
         pool.close().await;

@@ -182,54 +182,64 @@ impl Reminders<'_> {
         self,
         ids: &[&str],
     ) -> Result<HashMap<String, AppointmentRow>> {
-        let mut out = HashMap::new();
-        if let Db::Postgres(pool) = self.db() {
-            let rows: Vec<AppointmentRow> = sqlx::query_as(PG_APPOINTMENTS)
-                .bind(unique(ids.iter().copied()))
-                .fetch_all(pool)
-                .await?;
-            return Ok(rows.into_iter().map(|r| (r.id.clone(), r)).collect());
-        }
-        for chunk in unique(ids.iter().copied()).chunks(IN_CHUNK) {
-            let rows: Vec<AppointmentRow> = on_db!(self.db(), |pool| {
-                let mut qb = sqlx::QueryBuilder::new(concat!(
-                    "SELECT ",
-                    appointment_columns!(),
-                    " FROM appointments WHERE id IN ("
-                ));
-                push_list(&mut qb, chunk);
-                qb.push(")");
-                qb.build_query_as().fetch_all(pool).await
-            })?;
-            out.extend(rows.into_iter().map(|r| (r.id.clone(), r)));
-        }
-        Ok(out)
+        self.rows_by_id(
+            ids,
+            PG_APPOINTMENTS,
+            concat!(
+                "SELECT ",
+                appointment_columns!(),
+                " FROM appointments WHERE id IN ("
+            ),
+            |r: &AppointmentRow| r.id.clone(),
+        )
+        .await
     }
 
     /// Patients by id (callers check the organization).
     pub async fn patients_by_ids(self, ids: &[&str]) -> Result<HashMap<String, PatientRow>> {
-        let mut out = HashMap::new();
-        if let Db::Postgres(pool) = self.db() {
-            let rows: Vec<PatientRow> = sqlx::query_as(PG_PATIENTS)
-                .bind(unique(ids.iter().copied()))
-                .fetch_all(pool)
-                .await?;
-            return Ok(rows.into_iter().map(|r| (r.id.clone(), r)).collect());
-        }
-        for chunk in unique(ids.iter().copied()).chunks(IN_CHUNK) {
-            let rows: Vec<PatientRow> = on_db!(self.db(), |pool| {
-                let mut qb = sqlx::QueryBuilder::new(concat!(
-                    "SELECT ",
-                    patient_columns!(),
-                    " FROM patients WHERE id IN ("
-                ));
-                push_list(&mut qb, chunk);
-                qb.push(")");
-                qb.build_query_as().fetch_all(pool).await
-            })?;
-            out.extend(rows.into_iter().map(|r| (r.id.clone(), r)));
-        }
-        Ok(out)
+        self.rows_by_id(
+            ids,
+            PG_PATIENTS,
+            concat!(
+                "SELECT ",
+                patient_columns!(),
+                " FROM patients WHERE id IN ("
+            ),
+            |r: &PatientRow| r.id.clone(),
+        )
+        .await
+    }
+
+    /// Rows by id: on PostgreSQL `pg` with the ids as one array, on SQLite `in_list` (a
+    /// statement ending in `IN (`) per chunk of ids.
+    async fn rows_by_id<T>(
+        self,
+        ids: &[&str],
+        pg: &'static str,
+        in_list: &'static str,
+        id: fn(&T) -> String,
+    ) -> Result<HashMap<String, T>>
+    where
+        T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>
+            + for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
+            + Send
+            + Unpin,
+    {
+        let ids = unique(ids.iter().copied());
+        let rows: Vec<T> = match self.db() {
+            Db::Postgres(pool) => sqlx::query_as(pg).bind(&ids).fetch_all(pool).await?,
+            Db::Sqlite(pool) => {
+                let mut rows = Vec::with_capacity(ids.len());
+                for chunk in ids.chunks(IN_CHUNK) {
+                    let mut qb = sqlx::QueryBuilder::new(in_list);
+                    push_list(&mut qb, chunk);
+                    qb.push(")");
+                    rows.extend(qb.build_query_as().fetch_all(pool).await?);
+                }
+                rows
+            }
+        };
+        Ok(rows.into_iter().map(|r| (id(&r), r)).collect())
     }
 
     /// Contact points of each patient, by rank then id (as [`Store::contact_points`]).
