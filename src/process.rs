@@ -15,6 +15,12 @@ pub fn rss_bytes_of(pid: u32) -> Option<u64> {
     status_kib(&pid.to_string(), "VmRSS:").map(|kib| kib * 1024)
 }
 
+/// The anonymous part of process `pid`'s resident set, bytes (RssAnon): its heap, stacks and
+/// relocated data, without the pages of code and read-only data mapped from its files.
+pub fn anon_rss_bytes_of(pid: u32) -> Option<u64> {
+    status_kib(&pid.to_string(), "RssAnon:").map(|kib| kib * 1024)
+}
+
 /// Peak resident set size of process `pid`, bytes (VmHWM).
 pub fn peak_rss_bytes_of(pid: u32) -> Option<u64> {
     status_kib(&pid.to_string(), "VmHWM:").map(|kib| kib * 1024)

@@ -62,9 +62,13 @@ impl DaemonProcess {
     /// Its resident memory at rest: read `settle` after it was started (and at least once
     /// ready), when its start-up work (migrations, the sweeper's first pass, the pool's first
     /// connections) is over.
-    pub async fn idle_rss(&self, settle: Duration) -> Option<u64> {
+    /// Also the anonymous part of it (RssAnon), read at the same moment.
+    pub async fn idle_rss(&self, settle: Duration) -> (Option<u64>, Option<u64>) {
         tokio::time::sleep_until((self.started + settle).into()).await;
-        switchboard::process::rss_bytes_of(self.pid)
+        (
+            switchboard::process::rss_bytes_of(self.pid),
+            switchboard::process::anon_rss_bytes_of(self.pid),
+        )
     }
 
     /// Its peak resident memory so far (VmHWM).

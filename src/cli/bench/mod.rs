@@ -307,7 +307,7 @@ async fn bench_database(args: &BenchArgs, database: &str, scratch: &Scratch) -> 
 
     // The daemon in its own process, so that its RSS is its own and not the client's too.
     let daemon = DaemonProcess::start(&scratch.url, scratch.dir.path()).await?;
-    let idle_rss = daemon.idle_rss(IDLE_SETTLE).await;
+    let (idle_rss, idle_anon) = daemon.idle_rss(IDLE_SETTLE).await;
     let cpu_before = daemon.cpu_time();
     let base = daemon.base.clone();
 
@@ -425,8 +425,9 @@ async fn bench_database(args: &BenchArgs, database: &str, scratch: &Scratch) -> 
     );
     println!("  ratio        : {:.2}× of the no-op queue", rate / noop.0);
     println!(
-        "  daemon RSS   : idle {}, peak {} over the run (its own process, without the client)",
+        "  daemon RSS   : idle {} ({} anonymous), peak {} over the run (its own process, without the client)",
         mb(idle_rss),
+        mb(idle_anon),
         mb(peak_rss)
     );
     if let Some(cpu) = cpu {
