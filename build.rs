@@ -1,8 +1,8 @@
 //! Embeds every file under `templates/` so the binary carries its default templates, and, for
-//! release builds on x86-64 Linux (linked by LLD, rustc's default there), hands the linker
-//! `benches/startup.order`: the functions the daemon runs while starting and idling, placed
+//! release builds on x86-64 Linux (linked by LLD, rustc's default there), makes a linker script
+//! of `benches/startup.order`: the functions the daemon runs while starting and idling, placed
 //! side by side so that fewer pages of code stay resident at rest (`benches/startup-order.sh`
-//! regenerates it; names no longer in the binary are skipped).
+//! regenerates it; names no longer in the binary match nothing).
 
 use std::fmt::Write;
 use std::path::Path;
@@ -43,9 +43,10 @@ fn main() {
 
 /// The start-up functions go first in `.text`, by a linker script of `INSERT` form (LLD keeps
 /// its default layout for the rest; one `.text`, so tools that read it as the code, valgrind
-/// among them, still see all of it). A pattern per function, not `--symbol-ordering-file`: ThinLTO names the local
-/// functions it promotes `<name>.llvm.<hash of their module>`, and that hash moves with any
-/// change to the module, so those names are matched up to the suffix (`<name>.llvm.*`).
+/// among them, still see all of it). A pattern per function, not `--symbol-ordering-file`:
+/// ThinLTO names the local functions it promotes `<name>.llvm.<hash of their module>`, and that
+/// hash moves with any change to the module, so those names are matched up to the suffix
+/// (`<name>.llvm.*`).
 /// `SWITCHBOARD_STARTUP_ORDER=0` leaves both options out (for a linker other than LLD).
 fn startup_order() {
     println!("cargo:rerun-if-changed=benches/startup.order");

@@ -7,9 +7,10 @@
 #
 # Usage: benches/startup-order.sh [path/to/release/switchboard] [postgres url]
 # (KEEP=1 keeps the callgrind outputs and daemon logs in the temporary directory it prints.)
-# Needs valgrind (callgrind), curl and psql. Runs the daemon under callgrind on the embedded SQLite default and
-# on a fresh PostgreSQL database, each started twice (a first start, which migrates and makes
-# its keys, then a restart on what it left), each time until ready and then idle for 12 s.
+# Needs valgrind (callgrind), curl and psql. Runs the daemon under callgrind on the embedded
+# SQLite default and on a fresh PostgreSQL database, each started twice (a first start, which
+# migrates and makes its keys, then a restart on what it left), each time until ready and then
+# idle for 12 s.
 # A stale list costs only memory: names no longer in the binary match nothing. Rebuild after
 # regenerating (cargo build --release) and read the idle RSS off `switchboard bench`.
 set -euo pipefail
