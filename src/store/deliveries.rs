@@ -1301,6 +1301,87 @@ mod tests {
     use super::*;
     use crate::store::Db;
 
+    /// A provider's status callback finds its delivery by the provider's reference, looked
+    /// up in the index that holds only deliveries that have one (most waiting deliveries have
+    /// none), also as a prepared statement's generic plan.
+    #[tokio::test]
+    async fn a_status_callback_finds_its_delivery_through_the_provider_reference_index() {
+        let crate::testing::Fixture {
+            core,
+            org,
+            guard,
+            dir: _dir,
+        } = crate::testing::Fixture::new(true, "refs", "Refs").await;
+        let Db::Postgres(pool) = core.store.db() else {
+            panic!("a PostgreSQL store");
+        };
+        crate::testing::execute_each(
+            pool,
+            &org.id,
+            &[
+            "INSERT INTO threads (id, organization_id, category, status, created_at, updated_at)
+             VALUES ('thr_refs', $1, 'routine', 'open', 0, 0)",
+            "INSERT INTO messages (id, organization_id, thread_id, direction, content, created_at)
+             VALUES ('msg_refs', $1, 'thr_refs', 'outbound', '\\x00', 0)",
+            "INSERT INTO deliveries (id, organization_id, message_id, channel, recipient, status,
+                 status_rank, max_attempts, created_at, updated_at, connector, provider_ref)
+             SELECT 'dlv_' || n, $1, 'msg_refs', 'sms', '+14155550100',
+                    CASE WHEN n % 10 = 0 THEN 'sent' ELSE 'queued' END,
+                    CASE WHEN n % 10 = 0 THEN 2 ELSE 0 END, 5, 0, 0, 'twilio',
+                    CASE WHEN n % 10 = 0 THEN 'SM' || n END
+               FROM generate_series(1, 2000) AS n",
+            "ANALYZE deliveries",
+            ],
+        )
+        .await;
+        let deliveries = core.store.deliveries();
+        assert_eq!(
+            deliveries
+                .by_provider_ref("twilio", "SM1230")
+                .await
+                .expect("lookup"),
+            Some("dlv_1230".to_string())
+        );
+        assert_eq!(
+            deliveries
+                .by_provider_ref("twilio", "SM1231")
+                .await
+                .expect("lookup"),
+            None
+        );
+        let mut conn = pool.acquire().await.expect("connection");
+        let explain = "EXPLAIN (FORMAT JSON) EXECUTE by_ref('twilio', 'SM1230')";
+        for sql in [
+            "SET plan_cache_mode = force_generic_plan",
+            "PREPARE by_ref (text, text) AS
+                SELECT id FROM deliveries WHERE connector = $1 AND provider_ref = $2 LIMIT 1",
+        ] {
+            sqlx::raw_sql(sql).execute(&mut *conn).await.expect(sql);
+        }
+        let plan: (serde_json::Value,) = sqlx::query_as(explain)
+            .fetch_one(&mut *conn)
+            .await
+            .expect("plan");
+        let scans = crate::testing::scans_of(&plan.0, "deliveries");
+        assert_eq!(scans.len(), 1, "{}", plan.0);
+        assert_eq!(
+            scans[0]["Index Name"].as_str(),
+            Some("deliveries_provider_ref"),
+            "{}",
+            plan.0
+        );
+        // Only the 200 deliveries with a reference are in it.
+        let (entries,): (f32,) = sqlx::query_as(
+            "SELECT reltuples FROM pg_class WHERE relname = 'deliveries_provider_ref'",
+        )
+        .fetch_one(&mut *conn)
+        .await
+        .expect("index size");
+        assert_eq!(entries, 200.0);
+        drop(conn);
+        crate::testing::close(core, guard).await;
+    }
+
     /// An outbound message `id` of `organization_id` opening a routine thread, created at 7.
     fn message(organization_id: &str, id: &str) -> super::super::NewMessage {
         super::super::NewMessage {

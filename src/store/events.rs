@@ -233,4 +233,64 @@ mod tests {
         assert_eq!(EventCursor::parse("x.1"), None);
         assert_eq!(EventCursor::parse("-"), None);
     }
+
+    /// The wake-up for followers on PostgreSQL: a statement that writes events of two
+    /// organizations notifies `switchboard_events` once for each (the trigger runs once per
+    /// statement, not per row), and a single event notifies its organization.
+    #[tokio::test]
+    async fn written_events_notify_their_organizations_on_postgres() {
+        let crate::testing::Fixture {
+            core,
+            org,
+            guard,
+            dir: _dir,
+        } = crate::testing::Fixture::new(true, "notify", "Notify").await;
+        let other = core
+            .store
+            .organizations()
+            .ensure("notify-other", "Notify other")
+            .await
+            .expect("organization");
+        let mut listener = core
+            .store
+            .listener()
+            .await
+            .expect("listener")
+            .expect("PostgreSQL has one");
+        listener.listen("switchboard_events").await.expect("LISTEN");
+        let crate::store::Db::Postgres(pool) = core.store.db() else {
+            panic!("a PostgreSQL store");
+        };
+        sqlx::query(
+            "INSERT INTO events (organization_id, kind, subject_id, payload, created_at)
+             SELECT o, 'test.event', 'x' || n, '{}', 0
+               FROM UNNEST(ARRAY[$1, $1, $2, $1]) WITH ORDINALITY AS v (o, n)",
+        )
+        .bind(&org.id)
+        .bind(&other.id)
+        .execute(pool)
+        .await
+        .expect("events");
+        let mut next = async || {
+            tokio::time::timeout(std::time::Duration::from_secs(10), listener.recv())
+                .await
+                .expect("a notification in time")
+                .expect("notification")
+                .payload()
+                .to_string()
+        };
+        let mut woken = vec![next().await, next().await];
+        woken.sort();
+        let mut wanted = vec![org.id.clone(), other.id.clone()];
+        wanted.sort();
+        assert_eq!(woken, wanted);
+        core.store
+            .events()
+            .record(&other.id, "test.event", "y", &serde_json::json!({}))
+            .await
+            .expect("record");
+        assert_eq!(next().await, other.id);
+        drop(listener);
+        crate::testing::close(core, guard).await;
+    }
 }
