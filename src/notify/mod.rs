@@ -39,7 +39,9 @@ const CURSOR: &str = "urgent-notifier-time";
 /// Events are read again this far back: ids and times can commit out of order under concurrent
 /// writers, and every step below is idempotent.
 const LOOKBACK_MS: i64 = 30_000;
-const EVENT_KINDS: [&str; 3] = ["urgent_message_sent", "message_read", "message.read"];
+/// The kinds the notifier reads. The events index it reads them through holds only these
+/// (migration 0030, the same list in the same order).
+pub(crate) const EVENT_KINDS: [&str; 3] = ["urgent_message_sent", "message_read", "message.read"];
 const PASS_INTERVAL: Duration = Duration::from_millis(500);
 
 #[derive(Debug, thiserror::Error)]

@@ -58,6 +58,21 @@ impl std::fmt::Display for EventCursor {
     }
 }
 
+/// [`Events::of_kinds_since`]'s statement: the kinds as literals, so that the partial index
+/// `events_kind_time` (which holds the notifier's kinds only) is seen to serve them.
+fn kinds_since_sql(kinds: &[&str]) -> String {
+    let list = kinds
+        .iter()
+        .map(|k| format!("'{}'", k.replace('\'', "")))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "SELECT id, organization_id, kind, subject_id, payload, created_at FROM events
+         WHERE kind IN ({list}) AND created_at >= $1 AND (created_at > $2 OR (created_at = $2 AND id > $3))
+         ORDER BY created_at, id LIMIT $4"
+    )
+}
+
 /// A page of the feed: the events that are final, and whether committed events behind an
 /// open transaction were held back (worth asking again in a moment).
 #[derive(Debug, Default)]
@@ -123,17 +138,8 @@ impl Events<'_> {
         after: Option<(i64, i64)>,
         limit: i64,
     ) -> Result<Vec<EventRow>> {
-        let list = kinds
-            .iter()
-            .map(|k| format!("'{}'", k.replace('\'', "")))
-            .collect::<Vec<_>>()
-            .join(", ");
         let (after_time, after_id) = after.unwrap_or((since, i64::MIN));
-        let sql = sqlx::AssertSqlSafe(format!(
-            "SELECT id, organization_id, kind, subject_id, payload, created_at FROM events
-             WHERE kind IN ({list}) AND created_at >= $1 AND (created_at > $2 OR (created_at = $2 AND id > $3))
-             ORDER BY created_at, id LIMIT $4"
-        ));
+        let sql = sqlx::AssertSqlSafe(kinds_since_sql(kinds));
         Ok(on_db!(self.db(), |pool| sqlx::query_as(sql)
             .bind(since)
             .bind(after_time)
@@ -292,5 +298,103 @@ mod tests {
         assert_eq!(next().await, other.id);
         drop(listener);
         crate::testing::close(core, guard).await;
+    }
+
+    /// The urgent notifier reads its kinds through `events_kind_time`, which holds only those
+    /// kinds: its list and the index's predicate agree (on SQLite, term for term).
+    #[tokio::test]
+    async fn the_notifier_reads_its_kinds_through_the_partial_index() {
+        for postgres in [false, true] {
+            let crate::testing::Fixture {
+                core,
+                org,
+                guard,
+                dir: _dir,
+            } = crate::testing::Fixture::new(postgres, "kinds", "Kinds").await;
+            let events = core.store.events();
+            for kind in ["message.accepted", "urgent_message_sent", "message.read"] {
+                events
+                    .record(&org.id, kind, "msg_1", &serde_json::json!({}))
+                    .await
+                    .expect("event");
+            }
+            let found = events
+                .of_kinds_since(&crate::notify::EVENT_KINDS, 0, None, 10)
+                .await
+                .expect("read");
+            let kinds: Vec<&str> = found.iter().map(|e| e.kind.as_str()).collect();
+            assert_eq!(kinds, ["urgent_message_sent", "message.read"]);
+            let sql = super::kinds_since_sql(&crate::notify::EVENT_KINDS);
+            let plan = match core.store.db() {
+                crate::store::Db::Sqlite(pool) => {
+                    let rows: Vec<(i64, i64, i64, String)> =
+                        sqlx::query_as(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
+                            .bind(0_i64)
+                            .bind(0_i64)
+                            .bind(0_i64)
+                            .bind(10_i64)
+                            .fetch_all(pool)
+                            .await
+                            .expect("plan");
+                    rows.into_iter().map(|r| r.3).collect::<Vec<_>>().join("; ")
+                }
+                crate::store::Db::Postgres(pool) => {
+                    let mut conn = pool.acquire().await.expect("connection");
+                    sqlx::raw_sql("SET enable_seqscan = off")
+                        .execute(&mut *conn)
+                        .await
+                        .expect("no table scans");
+                    let (plan,): (serde_json::Value,) =
+                        sqlx::query_as(sqlx::AssertSqlSafe(format!("EXPLAIN (FORMAT JSON) {sql}")))
+                            .bind(0_i64)
+                            .bind(0_i64)
+                            .bind(0_i64)
+                            .bind(10_i64)
+                            .fetch_one(&mut *conn)
+                            .await
+                            .expect("plan");
+                    // An index scan names it, as does a bitmap heap scan's child.
+                    plan.to_string()
+                }
+            };
+            assert!(
+                plan.contains("events_kind_time"),
+                "postgres {postgres}: {plan}"
+            );
+            // And only the notifier's two events of the three are in it.
+            let entries: i64 = match core.store.db() {
+                crate::store::Db::Sqlite(pool) => {
+                    sqlx::raw_sql("ANALYZE events")
+                        .execute(pool)
+                        .await
+                        .expect("analyze");
+                    let (stat,): (String,) = sqlx::query_as(
+                        "SELECT stat FROM sqlite_stat1 WHERE idx = 'events_kind_time'",
+                    )
+                    .fetch_one(pool)
+                    .await
+                    .expect("index statistics");
+                    stat.split(' ')
+                        .next()
+                        .and_then(|n| n.parse().ok())
+                        .unwrap_or(-1)
+                }
+                crate::store::Db::Postgres(pool) => {
+                    sqlx::raw_sql("ANALYZE events")
+                        .execute(pool)
+                        .await
+                        .expect("analyze");
+                    let (n,): (f32,) = sqlx::query_as(
+                        "SELECT reltuples FROM pg_class WHERE relname = 'events_kind_time'",
+                    )
+                    .fetch_one(pool)
+                    .await
+                    .expect("index size");
+                    n as i64
+                }
+            };
+            assert_eq!(entries, 2, "postgres {postgres}");
+            crate::testing::close(core, guard).await;
+        }
     }
 }
