@@ -240,9 +240,9 @@ mod tests {
         assert_eq!(EventCursor::parse("-"), None);
     }
 
-    /// The wake-up for followers on PostgreSQL: a statement that writes events of two
-    /// organizations notifies `switchboard_events` once for each (the trigger runs once per
-    /// statement, not per row), and a single event notifies its organization.
+    /// The wake-up for followers on PostgreSQL (the statement-level trigger of migration
+    /// 0030): a statement that writes events of two organizations notifies
+    /// `switchboard_events` for each, and a single event notifies its organization.
     #[tokio::test]
     async fn written_events_notify_their_organizations_on_postgres() {
         let crate::testing::Fixture {
@@ -362,12 +362,14 @@ mod tests {
                 "postgres {postgres}: {plan}"
             );
             // And only the notifier's two events of the three are in it.
+            crate::store::on_db!(core.store.db(), |pool| {
+                sqlx::raw_sql("ANALYZE events")
+                    .execute(pool)
+                    .await
+                    .expect("analyze");
+            });
             let entries: i64 = match core.store.db() {
                 crate::store::Db::Sqlite(pool) => {
-                    sqlx::raw_sql("ANALYZE events")
-                        .execute(pool)
-                        .await
-                        .expect("analyze");
                     let (stat,): (String,) = sqlx::query_as(
                         "SELECT stat FROM sqlite_stat1 WHERE idx = 'events_kind_time'",
                     )
@@ -380,10 +382,6 @@ mod tests {
                         .unwrap_or(-1)
                 }
                 crate::store::Db::Postgres(pool) => {
-                    sqlx::raw_sql("ANALYZE events")
-                        .execute(pool)
-                        .await
-                        .expect("analyze");
                     let (n,): (f32,) = sqlx::query_as(
                         "SELECT reltuples FROM pg_class WHERE relname = 'events_kind_time'",
                     )
